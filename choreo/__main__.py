@@ -1,0 +1,5 @@
+"""Allow ``python -m choreo``."""
+
+from choreo.cli import main
+
+main()
