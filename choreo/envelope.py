@@ -77,6 +77,9 @@ class Role(enum.StrEnum):
     """Terminal: every step succeeded."""
     FAILED = "failed"
     """Terminal: the saga failed and its completed steps were compensated."""
+    NOTICE = "notice"
+    """Informs (e.g. a notification was sent) without moving the saga; any time, even after
+    a terminal event. Emitted by listeners."""
 
 
 def new_event_id() -> str:
@@ -203,7 +206,7 @@ class Envelope:
             except UnicodeDecodeError as exc:
                 raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
 
-        role_text = text(Header.ROLE)
+        role_text = text(Header.ROLE) or ""
         try:
             role = Role(role_text)
         except ValueError as exc:

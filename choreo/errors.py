@@ -110,7 +110,7 @@ class TransientError(ChoreoError):
     """Raise from a handler to ask for a retry with backoff (e.g. a database timeout)."""
 
 
-class BusinessFailure(ChoreoError):
+class BusinessFailure(ChoreoError):  # noqa: N818 - a failure outcome, not an error of choreo's
     """Raise from a step handler to emit its declared failure event and start compensation.
 
     ``event`` is the failure event to emit; when None the runtime uses the step's only
@@ -118,7 +118,9 @@ class BusinessFailure(ChoreoError):
     """
 
     def __init__(self, event: object | None = None, **fields: object) -> None:
-        super().__init__(f"business failure: {event!r}" if event is not None else "business failure")
+        super().__init__(
+            f"business failure: {event!r}" if event is not None else "business failure"
+        )
         self.event = event
         self.fields = fields
 

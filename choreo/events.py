@@ -26,4 +26,6 @@ def event_type_of(event: Event | type[Event]) -> str:
     try:
         return cls.__avro_name__
     except AttributeError:
-        raise TypeError(f"{cls.__qualname__} does not name its Avro schema (__avro_name__)") from None
+        raise TypeError(
+            f"{cls.__qualname__} does not name its Avro schema (__avro_name__)"
+        ) from None

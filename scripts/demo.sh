@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's main command: installs choreo if needed, then runs `choreo demo`
+# (the order-fulfilment saga with the trace viewer). Arguments go to `choreo demo`.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+PYTHON="${PYTHON:-python3}"
+
+if ! "$PYTHON" -c "import choreo" >/dev/null 2>&1; then
+    echo "installing choreo ..." >&2
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+        "$PYTHON" -m pip install -q -e .
+fi
+
+if command -v choreo >/dev/null 2>&1; then
+    exec choreo demo "$@"
+fi
+exec "$PYTHON" -m choreo demo "$@"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The test command of the README and of CI (.ci/run): on a fresh Debian machine with
+# Python 3.11+, Java 17+ and Maven it installs everything, then runs the gates:
+# ruff, mypy (strict for choreo/), and pytest (which starts its own Kafka broker through
+# tests/conftest.py unless CHOREO_KAFKA_BOOTSTRAP names one). Any failure exits non-zero,
+# and so does a pytest run that collected no tests.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+PYTHON="${PYTHON:-python3}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing choreo with its dev extras"
+"$PYTHON" -m pip install -q -e ".[dev]"
+
+step "checking for chromium (browser tests)"
+if command -v chromium >/dev/null 2>&1; then
+    echo "chromium: $(command -v chromium)"
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+        echo "WARNING: could not install Debian's chromium; the browser tests will fail." >&2
+    fi
+else
+    echo "WARNING: chromium is not installed and this is not root: install it" \
+         "(apt-get install chromium) or the browser tests will fail." >&2
+fi
+
+step "fetching the Kafka broker's jars (cached after the first time)"
+"$PYTHON" scripts/kafka_broker.py fetch
+
+step "ruff check ."
+"$PYTHON" -m ruff check .
+
+step "mypy"
+"$PYTHON" -m mypy
+
+step "pytest"
+status=0
+"$PYTHON" -m pytest --strict-markers "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "ERROR: pytest collected no tests." >&2
+    exit 1
+fi
+exit "$status"
