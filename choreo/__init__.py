@@ -15,7 +15,7 @@ from choreo.errors import (
     DecodeError,
     TransientError,
 )
-from choreo.events import Event, event_type_of
+from choreo.events import Event, SagaTimedOut, event_type_of
 from choreo.service import HandlerSpec, Retry, Saga, Service, StepKind
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Retry",
     "Role",
     "Saga",
+    "SagaTimedOut",
     "Service",
     "StepKind",
     "TransientError",

@@ -1,0 +1,164 @@
+"""Property tests of the compiled codec against fastavro, on randomly generated schemas."""
+
+from __future__ import annotations
+
+import copy
+import io
+import itertools
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from choreo.codec import SingleObjectCodec
+from choreo.schemas import LocalSchemaRegistry
+
+PRIMITIVES = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"]
+UNION_FAMILIES = ["null", "boolean", "long", "double", "string", "bytes"]
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@st.composite
+def avro_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    """Draw a random self-contained record schema (every named type defined inline)."""
+    names = itertools.count()
+
+    def make(depth: int) -> Any:  # noqa: PLR0911 - one branch per Avro type
+        complex_kinds = (
+            ["record", "array", "map", "union", "enum", "fixed"] if depth < 3 else ["enum", "fixed"]
+        )
+        kind = draw(st.sampled_from(PRIMITIVES + complex_kinds))
+        if kind in PRIMITIVES:
+            return kind
+        if kind == "record":
+            return record(depth)
+        if kind == "array":
+            return {"type": "array", "items": make(depth + 1)}
+        if kind == "map":
+            return {"type": "map", "values": make(depth + 1)}
+        if kind == "enum":
+            symbols = draw(
+                st.lists(st.sampled_from(["A", "B", "C", "D"]), min_size=1, max_size=4, unique=True)
+            )
+            return {"type": "enum", "name": f"E{next(names)}", "symbols": symbols}
+        if kind == "fixed":
+            return {"type": "fixed", "name": f"F{next(names)}", "size": draw(st.integers(0, 4))}
+        branches: list[Any] = draw(
+            st.lists(st.sampled_from(UNION_FAMILIES), min_size=1, max_size=3, unique=True)
+        )
+        if draw(st.booleans()):
+            branches.append(record(depth + 1))
+        elif draw(st.booleans()):
+            branches.append({"type": "array", "items": make(depth + 1)})
+        return branches
+
+    def record(depth: int) -> dict[str, Any]:
+        count = draw(st.integers(0, 4))
+        return {
+            "type": "record",
+            "name": f"R{next(names)}",
+            "fields": [{"name": f"f{i}", "type": make(depth + 1)} for i in range(count)],
+        }
+
+    root = record(0)
+    root["namespace"] = "p"
+    root["fields"].append({"name": "last", "type": "long"})
+    return root
+
+
+def values(schema: Any) -> st.SearchStrategy[Any]:  # noqa: PLR0911 - one per Avro type
+    """Return a strategy of valid datums of a raw (inline, reference-free) schema."""
+    if isinstance(schema, list):
+        return st.one_of([values(branch) for branch in schema])
+    kind = schema if isinstance(schema, str) else schema["type"]
+    simple: dict[str, st.SearchStrategy[Any]] = {
+        "null": st.none(),
+        "boolean": st.booleans(),
+        "int": st.integers(-(2**31), 2**31 - 1),
+        "long": st.integers(-(2**63), 2**63 - 1),
+        "float": st.floats(width=32, allow_nan=False),
+        "double": st.floats(allow_nan=False),
+        "bytes": st.binary(max_size=20),
+        "string": st.text(max_size=12),
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "enum":
+        return st.sampled_from(schema["symbols"])
+    if kind == "fixed":
+        return st.binary(min_size=schema["size"], max_size=schema["size"])
+    if kind == "array":
+        return st.lists(values(schema["items"]), max_size=4)
+    if kind == "map":
+        return st.dictionaries(st.text(max_size=5), values(schema["values"]), max_size=3)
+    return st.fixed_dictionaries({f["name"]: values(f["type"]) for f in schema["fields"]})
+
+
+def fastavro_encode(schema: Any, datum: Any) -> bytes:
+    """Return fastavro's schemaless encoding."""
+    out = io.BytesIO()
+    schemaless_writer(out, parse_schema(copy.deepcopy(schema)), datum)
+    return out.getvalue()
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_schemas_round_trip_like_fastavro(data: st.DataObject) -> None:
+    """On random schemas and data, choreo writes fastavro's bytes and reads its own back."""
+    raw = data.draw(avro_schemas())
+    registry = LocalSchemaRegistry()
+    registry.register(copy.deepcopy(raw))
+    codec = SingleObjectCodec(registry)
+    datum = data.draw(values(raw))
+    encoded = codec.encode("p.R0", datum)
+    assert encoded[10:] == fastavro_encode(raw, datum)
+    assert codec.decode(encoded, "p.R0") == datum
+    assert codec.decode_any(encoded) == ("p.R0", datum)
+    parsed = parse_schema(copy.deepcopy(raw))
+    assert schemaless_reader(io.BytesIO(encoded[10:]), parsed, None) == datum
+
+
+def evolve(raw: dict[str, Any], choices: st.DataObject) -> dict[str, Any]:
+    """Return a reader schema the root record of ``raw`` can be resolved against."""
+    reader = copy.deepcopy(raw)
+    fields = []
+    for field in reader["fields"]:
+        if field["name"] != "last" and choices.draw(st.booleans(), label="drop"):
+            continue
+        if field["type"] == "int" and choices.draw(st.booleans(), label="promote int"):
+            field["type"] = choices.draw(st.sampled_from(["long", "double"]))
+        elif field["type"] == "float" and choices.draw(st.booleans(), label="promote float"):
+            field["type"] = "double"
+        elif isinstance(field["type"], dict) and field["type"]["type"] == "enum":
+            field["type"]["symbols"] = [*field["type"]["symbols"], "Z"]
+        fields.append(field)
+    if choices.draw(st.booleans(), label="add field"):
+        fields.append({"name": "added", "type": ["null", "string"], "default": None})
+        fields.append({"name": "added_n", "type": "int", "default": 7})
+    reader["fields"] = list(reversed(fields)) if choices.draw(st.booleans()) else fields
+    return reader
+
+
+@SETTINGS
+@given(data=st.data())
+def test_random_resolution_matches_fastavro(data: st.DataObject) -> None:
+    """Resolving a writer against an evolved reader gives fastavro's result."""
+    writer = data.draw(avro_schemas())
+    reader = evolve(writer, data)
+    registry = LocalSchemaRegistry()
+    registry.register(copy.deepcopy(writer), version=1)
+    registry.register(copy.deepcopy(reader), version=2)
+    codec = SingleObjectCodec(registry)
+    datum = data.draw(values(writer))
+    encoded = codec.encode("p.R0", datum, version=1)
+    expected = schemaless_reader(
+        io.BytesIO(encoded[10:]),
+        parse_schema(copy.deepcopy(writer)),
+        parse_schema(copy.deepcopy(reader)),
+    )
+    assert codec.decode(encoded, "p.R0") == expected
