@@ -1,0 +1,206 @@
+"""Kafka client settings for the confluent and kafka-python transports.
+
+:class:`KafkaConfig` holds the cluster address, security settings and free-form
+overrides, all in librdkafka naming (the names Kafka's own documentation uses). The
+confluent transport passes them through; :func:`to_kafka_python` renames them for
+kafka-python. Secrets never appear in ``repr``/``str``.
+
+Safe defaults, set explicitly here and applied before any override:
+
+Producer (:data:`PRODUCER_DEFAULTS`)
+    ``enable.idempotence=true``, ``acks=all``, ``linger.ms=5``,
+    ``max.in.flight.requests.per.connection=5``: no duplicates or reordering on
+    retry, every in-sync replica acknowledges, small batches without per-record
+    latency.
+Consumer (:data:`CONSUMER_DEFAULTS`)
+    ``enable.auto.commit=false`` (the runtime commits what it has handled),
+    ``isolation.level=read_committed`` (aborted transactions stay invisible), and
+    ``auto.offset.reset`` ``earliest`` or ``latest`` from ``from_beginning``.
+
+Overrides in ``common``, ``producer`` and ``consumer`` win over these defaults; the
+group id and transactional id are always the ones the transport is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Final
+
+from choreo.errors import ConfigurationError
+
+__all__ = [
+    "CONSUMER_DEFAULTS",
+    "PRODUCER_DEFAULTS",
+    "KafkaConfig",
+    "to_kafka_python",
+]
+
+Settings = dict[str, object]
+
+PRODUCER_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
+    {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "max.in.flight.requests.per.connection": 5,
+    }
+)
+"""Producer settings choreo applies before any override (librdkafka names)."""
+
+CONSUMER_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
+    {
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    }
+)
+"""Consumer settings choreo applies before any override (librdkafka names)."""
+
+_SECRET_MARKERS: Final = ("password", "secret", "token", "jaas", "credential")
+_MASK: Final = "***"
+
+# librdkafka name -> kafka-python keyword, where the rule "dots become underscores"
+# does not hold.
+_KAFKA_PYTHON_NAMES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "sasl.username": "sasl_plain_username",
+        "sasl.password": "sasl_plain_password",
+        "sasl.mechanisms": "sasl_mechanism",
+        "ssl.ca.location": "ssl_cafile",
+        "ssl.certificate.location": "ssl_certfile",
+        "ssl.key.location": "ssl_keyfile",
+        "ssl.key.password": "ssl_password",
+        "ssl.endpoint.identification.algorithm": "ssl_check_hostname",
+        "message.max.bytes": "max_request_size",
+        "topic.metadata.refresh.interval.ms": "metadata_max_age_ms",
+        "fetch.wait.max.ms": "fetch_max_wait_ms",
+        "compression.codec": "compression_type",
+        "queue.buffering.max.ms": "linger_ms",
+        "max.in.flight": "max_in_flight_requests_per_connection",
+        "max.poll.records": "max_poll_records",
+    }
+)
+
+
+def _is_secret(name: str) -> bool:
+    """Return True when a setting's name says its value is a secret."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def _masked(settings: Mapping[str, object]) -> dict[str, object]:
+    """Return a copy of ``settings`` with every secret value replaced by ``***``."""
+    return {k: (_MASK if _is_secret(k) else v) for k, v in settings.items()}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class KafkaConfig:
+    """Everything needed to connect to one Kafka cluster, in librdkafka naming.
+
+    ``common`` applies to producers, consumers and admin clients; ``producer`` and
+    ``consumer`` to those clients only. Values given as ``None`` are left out.
+    """
+
+    bootstrap_servers: str
+    client_id: str = "choreo"
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: str | None = None
+    common: Mapping[str, object] = field(default_factory=dict)
+    producer: Mapping[str, object] = field(default_factory=dict)
+    consumer: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Reject an empty bootstrap address at construction, not at first connect."""
+        if not self.bootstrap_servers or not self.bootstrap_servers.strip():
+            raise ConfigurationError("KafkaConfig needs bootstrap_servers (host:port[,...])")
+
+    def common_settings(self) -> Settings:
+        """Return the connection and security settings shared by every client."""
+        settings: Settings = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+        }
+        optional = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+        }
+        settings.update({k: v for k, v in optional.items() if v is not None})
+        settings.update(self.common)
+        return settings
+
+    def producer_settings(self, transactional_id: str | None = None) -> Settings:
+        """Return producer settings: safe defaults, then overrides, then the transactional id."""
+        settings: Settings = dict(PRODUCER_DEFAULTS)
+        settings.update(self.common_settings())
+        settings.update(self.producer)
+        if transactional_id is not None:
+            settings["transactional.id"] = transactional_id
+        return settings
+
+    def consumer_settings(self, group_id: str, *, from_beginning: bool = True) -> Settings:
+        """Return consumer settings: safe defaults and offset reset, overrides, the group id."""
+        settings: Settings = dict(CONSUMER_DEFAULTS)
+        settings["auto.offset.reset"] = "earliest" if from_beginning else "latest"
+        settings.update(self.common_settings())
+        settings.update(self.consumer)
+        settings["group.id"] = group_id
+        return settings
+
+    def __repr__(self) -> str:
+        """Show every field with secret values masked."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                shown: object = _masked(value)
+            elif value is not None and _is_secret(f.name):
+                shown = _MASK
+            else:
+                shown = value
+            parts.append(f"{f.name}={shown!r}")
+        return f"KafkaConfig({', '.join(parts)})"
+
+    __str__ = __repr__
+
+
+def _kafka_python_value(name: str, value: object) -> object:
+    """Convert a librdkafka-style value (often a string) to what kafka-python expects."""
+    if name == "ssl_check_hostname" and isinstance(value, str):
+        return value.lower() == "https"
+    if name == "compression_type" and isinstance(value, str) and value.lower() == "none":
+        return None
+    if isinstance(value, str):
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        if value.isdigit():
+            return int(value)
+    return value
+
+
+def to_kafka_python(settings: Mapping[str, object]) -> Settings:
+    """Rename librdkafka-style settings to kafka-python keywords and convert their values.
+
+    ``group.id`` becomes ``group_id``, ``sasl.username`` becomes
+    ``sasl_plain_username``, ``ssl.ca.location`` becomes ``ssl_cafile`` and so on;
+    names not in the table follow the rule "dots become underscores". Whether the
+    client knows a name is checked where the client is built.
+    """
+    translated: Settings = {}
+    for name, value in settings.items():
+        keyword = _KAFKA_PYTHON_NAMES.get(name, name.replace(".", "_"))
+        translated[keyword] = _kafka_python_value(keyword, value)
+    return translated

@@ -1,0 +1,483 @@
+"""The confluent-kafka (librdkafka) transport: the fast default for a real Kafka cluster.
+
+Producers are idempotent with ``acks=all`` (see :mod:`choreo.transports.config`) and
+use the ``murmur2_random`` partitioner so keys land where the Java client and
+kafka-python put them. Delivery failures arrive through a delivery callback that only
+fires on errors (``delivery.report.only.error``); :meth:`ConfluentProducer.flush`
+raises them as one :class:`~choreo.errors.DeliveryError`. Consumers never auto-commit,
+read committed records only, fetch in batches with ``consume()`` and commit
+synchronously with explicit offsets. Rebalances use the eager ``range,roundrobin``
+protocol; callbacks run in the thread that calls ``poll`` (or ``close``).
+
+Every confluent-kafka exception is translated into :mod:`choreo.errors` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import confluent_kafka as ck
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from choreo.errors import (
+    CommitError,
+    ConfigurationError,
+    DeliveryError,
+    TransactionError,
+    TransportClosedError,
+    TransportError,
+)
+from choreo.transports.base import Consumer, Headers, RebalanceCallback, Record, TopicPartition
+from choreo.transports.config import KafkaConfig
+
+__all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
+
+logger = logging.getLogger(__name__)
+
+# librdkafka-only producer settings choreo relies on.
+_PRODUCER_EXTRAS: Final[Mapping[str, object]] = {
+    "partitioner": "murmur2_random",
+    "delivery.report.only.error": True,
+}
+_CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": False,
+}
+_QUEUE_FULL_WAIT: Final = 0.05  # seconds to serve callbacks when the local queue is full
+_QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
+_CLOSE_FLUSH_TIMEOUT: Final = 10.0
+_ADMIN_TIMEOUT: Final = 30.0
+# Consumer errors that will not go away by polling again.
+_RAISED_CONSUMER_ERRORS: Final = frozenset(
+    {
+        ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        ck.KafkaError.GROUP_AUTHORIZATION_FAILED,
+        ck.KafkaError._AUTHENTICATION,
+        ck.KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
+
+
+def _error_of(exc: BaseException) -> ck.KafkaError | None:
+    """Return the KafkaError carried by a confluent-kafka exception, if any."""
+    if exc.args and isinstance(exc.args[0], ck.KafkaError):
+        return exc.args[0]
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """Return a one-line description of a confluent-kafka exception."""
+    err = _error_of(exc)
+    return f"{err.name()}: {err.str()}" if err is not None else str(exc)
+
+
+def _transport_error(exc: BaseException, what: str) -> TransportError:
+    """Translate a confluent-kafka exception into a TransportError about ``what``."""
+    err = _error_of(exc)
+    return TransportError(f"{what}: {_describe(exc)}", retriable=bool(err and err.retriable()))
+
+
+def _transaction_error(exc: BaseException, what: str) -> TransactionError:
+    """Translate a confluent-kafka exception into a TransactionError with its flags."""
+    err = _error_of(exc)
+    if err is None:
+        return TransactionError(f"{what}: {exc}")
+    return TransactionError(
+        f"{what}: {_describe(exc)}",
+        retriable=err.retriable(),
+        abortable=err.txn_requires_abort(),
+        fatal=err.fatal(),
+    )
+
+
+class ConfluentProducer:
+    """A confluent-kafka producer; see the module docstring for its guarantees."""
+
+    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+        settings: dict[str, Any] = dict(_PRODUCER_EXTRAS)
+        settings.update(config.producer_settings(transactional_id))
+        settings["on_delivery"] = self._on_delivery
+        self._transactional_id = transactional_id
+        self._failures = 0
+        self._first_failure = ""
+        self._first_retriable = False
+        self._closed = False
+        try:
+            self._producer = ck.Producer(settings)
+        except (ck.KafkaException, ValueError, TypeError) as exc:
+            raise ConfigurationError(f"invalid producer settings: {_describe(exc)}") from exc
+        if transactional_id is not None:
+            try:
+                self._producer.init_transactions(_ADMIN_TIMEOUT)
+            except ck.KafkaException as exc:
+                raise _transaction_error(exc, "init_transactions failed") from exc
+
+    @property
+    def transactional(self) -> bool:
+        """True when this producer was created with a transactional id."""
+        return self._transactional_id is not None
+
+    def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
+        """Count a failed delivery (only failures are reported)."""
+        if err is not None:
+            self._record_failure(str(msg.topic()), f"{err.name()}: {err.str()}", err.retriable())
+
+    def _record_failure(self, topic: str, reason: str, retriable: bool) -> None:
+        """Remember a failed record so the next flush reports it."""
+        self._failures += 1
+        if self._failures == 1:
+            self._first_failure = f"{topic}: {reason}"
+            self._first_retriable = retriable
+
+    def _check_open(self) -> None:
+        """Raise TransportClosedError after :meth:`close`."""
+        if self._closed:
+            raise TransportClosedError("producer is closed")
+
+    def publish(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> None:
+        """Queue one record; a record the client rejects is reported by the next flush."""
+        if self._closed:
+            raise TransportClosedError("producer is closed")
+        producer = self._producer
+        hdrs: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
+        waited = 0.0
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=hdrs)
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports until room frees up.
+                if waited >= _QUEUE_FULL_LIMIT:
+                    raise DeliveryError(
+                        f"producer queue stayed full for {_QUEUE_FULL_LIMIT:.0f}s", retriable=True
+                    ) from None
+                producer.poll(_QUEUE_FULL_WAIT)
+                waited += _QUEUE_FULL_WAIT
+            except ck.KafkaException as exc:
+                err = _error_of(exc)
+                if err is not None and err.code() == ck.KafkaError._STATE and self.transactional:
+                    raise TransactionError(
+                        "transactional producer: call begin_transaction() before publish()"
+                    ) from exc
+                if err is not None and err.fatal():
+                    raise _transport_error(exc, "producer failed fatally") from exc
+                self._record_failure(topic, _describe(exc), bool(err and err.retriable()))
+                return
+        producer.poll(0)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for queued records; raise DeliveryError naming failures since the last flush."""
+        self._check_open()
+        remaining = self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} record(s) still unacknowledged after {timeout}s", retriable=True
+            )
+        if self._failures:
+            count, first, retriable = self._failures, self._first_failure, self._first_retriable
+            self._reset_failures()
+            raise DeliveryError(
+                f"{count} record(s) not delivered; first failure: {first}", retriable=retriable
+            )
+
+    def _reset_failures(self) -> None:
+        """Forget the failures counted so far."""
+        self._failures, self._first_failure, self._first_retriable = 0, "", False
+
+    # --- transactions ----------------------------------------------------------------
+
+    def _check_transactional(self) -> None:
+        """Raise unless this producer is open and transactional."""
+        self._check_open()
+        if self._transactional_id is None:
+            raise TransactionError("producer has no transactional id")
+
+    def begin_transaction(self) -> None:
+        """Begin a transaction."""
+        self._check_transactional()
+        try:
+            self._producer.begin_transaction()
+        except ck.KafkaException as exc:
+            raise _transaction_error(exc, "begin_transaction failed") from exc
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, int], consumer: Consumer, timeout: float = 30.0
+    ) -> None:
+        """Add the consumer group's offsets to the current transaction."""
+        self._check_transactional()
+        if not isinstance(consumer, ConfluentConsumer):
+            raise TransactionError("offsets need a consumer of the confluent transport")
+        partitions = [ck.TopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        try:
+            metadata = consumer._client().consumer_group_metadata()
+            self._producer.send_offsets_to_transaction(partitions, metadata, timeout)
+        except ck.KafkaException as exc:
+            raise _transaction_error(exc, "send_offsets_to_transaction failed") from exc
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        """Commit the current transaction (flushing its records first)."""
+        self._check_transactional()
+        try:
+            self._producer.commit_transaction(timeout)
+        except ck.KafkaException as exc:
+            raise _transaction_error(exc, "commit_transaction failed") from exc
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        """Abort the current transaction; its records' delivery failures are forgotten."""
+        self._check_transactional()
+        try:
+            self._producer.abort_transaction(timeout)
+        except ck.KafkaException as exc:
+            raise _transaction_error(exc, "abort_transaction failed") from exc
+        finally:
+            self._producer.poll(0)
+            self._reset_failures()
+
+    def close(self) -> None:
+        """Flush what is queued (best effort, bounded) and release the client."""
+        if self._closed:
+            return
+        self._closed = True
+        remaining = self._producer.flush(_CLOSE_FLUSH_TIMEOUT)
+        if remaining or self._failures:
+            logger.warning(
+                "producer closed with %d record(s) unacknowledged and %d failed (first: %s)",
+                remaining,
+                self._failures,
+                self._first_failure or "-",
+            )
+        self._producer.close()
+
+
+class ConfluentConsumer:
+    """A confluent-kafka consumer-group member; see the module docstring."""
+
+    def __init__(self, config: KafkaConfig, group_id: str, *, from_beginning: bool = True) -> None:
+        settings: dict[str, Any] = dict(_CONSUMER_EXTRAS)
+        settings.update(config.consumer_settings(group_id, from_beginning=from_beginning))
+        try:
+            self._consumer = ck.Consumer(settings)
+        except (ck.KafkaException, ValueError, TypeError) as exc:
+            raise ConfigurationError(f"invalid consumer settings: {_describe(exc)}") from exc
+        self._closing = False
+        self._closed = False
+        self._on_assign: RebalanceCallback | None = None
+        self._on_revoke: RebalanceCallback | None = None
+        self._pending_seeks: dict[TopicPartition, int] | None = None
+
+    def _client(self) -> ck.Consumer:
+        """Return the underlying client, or raise TransportClosedError after close."""
+        if self._closed:
+            raise TransportClosedError("consumer is closed")
+        return self._consumer
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Subscribe to topics (``^`` starts a regular expression); replaces the subscription."""
+        client = self._client()
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        try:
+            client.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked)
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, "subscribe failed") from exc
+
+    def _assigned(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
+        """Run the user's on_assign, then assign with any offsets it asked to seek to."""
+        assigned = [TopicPartition(p.topic, p.partition) for p in partitions]
+        self._pending_seeks = {}
+        try:
+            if self._on_assign is not None:
+                self._on_assign(assigned)
+        finally:
+            seeks, self._pending_seeks = self._pending_seeks, None
+        for p in partitions:
+            offset = seeks.get(TopicPartition(p.topic, p.partition))
+            if offset is not None:
+                p.offset = offset
+        client.assign(partitions)
+
+    def _revoked(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
+        """Run the user's on_revoke for a non-empty revocation, then unassign."""
+        revoked = [TopicPartition(p.topic, p.partition) for p in partitions]
+        try:
+            if revoked and self._on_revoke is not None:
+                self._on_revoke(revoked)
+        finally:
+            client.unassign()
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        """Return up to ``max_records`` records from one batch ``consume``, within ``timeout``."""
+        client = self._client()
+        try:
+            messages = client.consume(max_records, timeout)
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, "consume failed") from exc
+        records: list[Record] = []
+        append = records.append
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._on_error(err)
+                continue
+            raw = msg.headers()
+            headers: tuple[tuple[str, bytes], ...] = ()
+            if raw:
+                headers = tuple(raw)  # type: ignore[arg-type]  # consumed headers are a list
+                if any(v is None for _, v in headers):
+                    headers = tuple((k, v if v is not None else b"") for k, v in headers)
+            # A message without error always has a topic, partition and offset.
+            append(
+                Record(
+                    msg.topic(),  # type: ignore[arg-type]
+                    msg.partition(),  # type: ignore[arg-type]
+                    msg.offset(),  # type: ignore[arg-type]
+                    msg.key(),
+                    msg.value(),
+                    headers,
+                    msg.timestamp()[1],
+                )
+            )
+        return records
+
+    @staticmethod
+    def _on_error(err: ck.KafkaError) -> None:
+        """Skip end-of-partition events, raise lasting errors, log the transient rest."""
+        code = err.code()
+        if code == ck.KafkaError._PARTITION_EOF:
+            return
+        if err.fatal() or code in _RAISED_CONSUMER_ERRORS:
+            raise TransportError(f"consumer error {err.name()}: {err.str()}", retriable=False)
+        logger.warning("consumer error %s: %s", err.name(), err.str())
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Synchronously commit offsets (each the next offset to read) for the group."""
+        client = self._client()
+        if not offsets:
+            return
+        partitions = [ck.TopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        try:
+            result = client.commit(offsets=partitions, asynchronous=False)
+        except ck.KafkaException as exc:
+            err = _error_of(exc)
+            raise CommitError(
+                f"commit failed: {_describe(exc)}", retriable=bool(err and err.retriable())
+            ) from exc
+        failed = [(p, p.error) for p in result or () if p.error is not None]
+        if failed:
+            first, error = failed[0]
+            raise CommitError(
+                f"commit failed for {len(failed)} partition(s); first {first.topic}"
+                f"[{first.partition}]: {error.str()}",
+                retriable=error.retriable(),
+            )
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Make the next poll of an assigned ``partition`` start at ``offset``."""
+        client = self._client()
+        if self._pending_seeks is not None:
+            # Inside on_assign the partition is not assigned yet: assign at the offset.
+            self._pending_seeks[partition] = offset
+            return
+        try:
+            client.seek(ck.TopicPartition(partition.topic, partition.partition, offset))
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, f"cannot seek {partition} to {offset}") from exc
+
+    def assignment(self) -> list[TopicPartition]:
+        """Return the partitions currently assigned to this consumer."""
+        client = self._client()
+        try:
+            return [TopicPartition(p.topic, p.partition) for p in client.assignment()]
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, "assignment failed") from exc
+
+    def close(self) -> None:
+        """Leave the group (on_revoke runs first) and release the client; never commits."""
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        try:
+            self._consumer.close()
+        except (ck.KafkaException, RuntimeError) as exc:
+            logger.warning("error while closing consumer: %s", _describe(exc))
+        finally:
+            self._closed = True
+
+
+class ConfluentTransport:
+    """The transport for one Kafka cluster through confluent-kafka."""
+
+    name = "confluent"
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self._admin: AdminClient | None = None
+
+    def producer(self, *, transactional_id: str | None = None) -> ConfluentProducer:
+        """Return a new idempotent producer (transactional when ``transactional_id`` is given)."""
+        return ConfluentProducer(self.config, transactional_id)
+
+    def consumer(self, group_id: str, *, from_beginning: bool = True) -> ConfluentConsumer:
+        """Return a new consumer in ``group_id`` (no auto-commit, ``read_committed``)."""
+        if not group_id:
+            raise ConfigurationError("a consumer needs a group id")
+        return ConfluentConsumer(self.config, group_id, from_beginning=from_beginning)
+
+    def _admin_client(self) -> AdminClient:
+        """Return the admin client, created on first use."""
+        if self._admin is None:
+            self._admin = AdminClient(self.config.common_settings())  # type: ignore[arg-type]
+        return self._admin
+
+    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are)."""
+        if not topics:
+            return
+        new = [NewTopic(name, num_partitions=partitions, replication_factor=-1) for name in topics]
+        futures = self._admin_client().create_topics(new, operation_timeout=_ADMIN_TIMEOUT)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=_ADMIN_TIMEOUT)
+            except ck.KafkaException as exc:
+                err = _error_of(exc)
+                if err is not None and err.code() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                raise _transport_error(exc, f"cannot create topic {name!r}") from exc
+        self._wait_for_metadata(topics)
+
+    def _wait_for_metadata(self, topics: Sequence[str]) -> None:
+        """Wait until new topics show up in cluster metadata (creation is asynchronous)."""
+        deadline = time.monotonic() + _ADMIN_TIMEOUT
+        missing = set(topics)
+        while missing and time.monotonic() < deadline:
+            missing -= set(self.list_topics())
+            if missing:
+                time.sleep(0.05)
+
+    def list_topics(self) -> list[str]:
+        """Return the names of the topics that exist (internal ``__`` topics excluded)."""
+        try:
+            metadata = self._admin_client().list_topics(timeout=_ADMIN_TIMEOUT)
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, "cannot list topics") from exc
+        return sorted(name for name in metadata.topics if not name.startswith("__"))
+
+    def close(self) -> None:
+        """Release the admin client (producers and consumers are closed by their owners)."""
+        self._admin = None

@@ -1,0 +1,522 @@
+"""The kafka-python transport: pure Python, portable, slower than confluent-kafka.
+
+Settings come from :class:`~choreo.transports.config.KafkaConfig` in librdkafka naming
+and are renamed by :func:`~choreo.transports.config.to_kafka_python`; a name
+kafka-python does not know is a :class:`~choreo.errors.ConfigurationError`.
+
+Producers are idempotent with ``acks='all'``; the futures of records published since
+the last flush are kept and checked by :meth:`KafkaPythonProducer.flush`. Consumers
+never auto-commit, read committed records only and do not auto-create topics.
+Transactions use kafka-python's transactional producer (KIP-98, with KIP-447 group
+metadata).
+
+kafka-python 3 runs rebalance listeners on its network thread, where a blocking call
+such as ``commit`` is refused. This transport therefore runs ``on_assign`` and
+``on_revoke`` on a short-lived helper thread while the network thread waits for it,
+so the callbacks may commit and seek like on the other transports. The thread that
+called ``poll`` (or ``close``) is blocked meanwhile, so callbacks never run
+concurrently with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import kafka
+import kafka.errors as kerr
+from kafka.admin import KafkaAdminClient
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.future import Future
+from kafka.structs import MemberState, OffsetAndMetadata
+
+from choreo.errors import (
+    CommitError,
+    ConfigurationError,
+    DeliveryError,
+    TransactionError,
+    TransportClosedError,
+    TransportError,
+)
+from choreo.transports.base import Consumer, Headers, RebalanceCallback, Record, TopicPartition
+from choreo.transports.config import KafkaConfig, to_kafka_python
+
+__all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
+
+logger = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS: Final = 36
+_COMMIT_TIMEOUT_MS: Final = 30_000
+_ADMIN_TIMEOUT_MS: Final = 30_000
+_CLOSE_FLUSH_TIMEOUT: Final = 10.0
+_ASSIGNORS: Final[Mapping[str, type[Any]]] = {
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+}
+_FATAL_TRANSACTION_ERRORS: Final = (
+    kerr.ProducerFencedError,
+    kerr.InvalidProducerEpochError,
+    kerr.TransactionalIdAuthorizationFailedError,
+    kerr.AuthorizationError,
+    kerr.UnsupportedVersionError,
+)
+
+
+def _checked(settings: dict[str, object], known: Iterable[str], role: str) -> dict[str, object]:
+    """Return ``settings`` unchanged, or raise ConfigurationError naming unknown keywords."""
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ConfigurationError(f"kafka-python has no {role} setting(s) {', '.join(unknown)}")
+    return settings
+
+
+def _retriable(exc: BaseException) -> bool:
+    """Return True when kafka-python marks ``exc`` as retriable."""
+    return bool(getattr(exc, "retriable", False))
+
+
+def _to_choreo(partitions: Iterable[kafka.TopicPartition]) -> list[TopicPartition]:
+    """Convert kafka-python partitions into a sorted list of choreo partitions."""
+    return sorted(TopicPartition(p.topic, p.partition) for p in partitions)
+
+
+class KafkaPythonProducer:
+    """A kafka-python producer; see the module docstring for its guarantees."""
+
+    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+        settings = _checked(
+            to_kafka_python(config.producer_settings(transactional_id)),
+            kafka.KafkaProducer.DEFAULT_CONFIG,
+            "producer",
+        )
+        self._transactional_id = transactional_id
+        self._futures: list[tuple[str, Any]] = []  # (topic, future) since the last flush
+        self._failures = 0
+        self._first_failure = ""
+        self._first_retriable = False
+        self._closed = False
+        try:
+            self._producer = kafka.KafkaProducer(**settings)
+        except kerr.KafkaConfigurationError as exc:
+            raise ConfigurationError(f"invalid producer settings: {exc}") from exc
+        except kerr.KafkaError as exc:
+            raise TransportError(
+                f"cannot create producer: {exc}", retriable=_retriable(exc)
+            ) from exc
+        if transactional_id is not None:
+            self._transaction_call(self._producer.init_transactions, "init_transactions")
+
+    @property
+    def transactional(self) -> bool:
+        """True when this producer was created with a transactional id."""
+        return self._transactional_id is not None
+
+    def _check_open(self) -> None:
+        """Raise TransportClosedError after :meth:`close`."""
+        if self._closed:
+            raise TransportClosedError("producer is closed")
+
+    def _record_failure(self, topic: str, reason: str, retriable: bool) -> None:
+        """Remember a failed record so the next flush reports it."""
+        self._failures += 1
+        if self._failures == 1:
+            self._first_failure = f"{topic}: {reason}"
+            self._first_retriable = retriable
+
+    def _reset_failures(self) -> None:
+        """Forget the failures counted so far."""
+        self._failures, self._first_failure, self._first_retriable = 0, "", False
+
+    def publish(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> None:
+        """Queue one record; a record the client rejects is reported by the next flush."""
+        if self._closed:
+            raise TransportClosedError("producer is closed")
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list(headers))
+        except kerr.IllegalStateError as exc:
+            raise TransactionError(f"cannot publish: {exc}") from exc
+        except (kerr.KafkaError, ValueError) as exc:
+            self._record_failure(topic, str(exc), _retriable(exc))
+            return
+        self._futures.append((topic, future))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for queued records; raise DeliveryError naming failures since the last flush."""
+        self._check_open()
+        try:
+            self._producer.flush(timeout=timeout)
+        except kerr.KafkaTimeoutError as exc:
+            pending = sum(1 for _, f in self._futures if not f.is_done)
+            raise DeliveryError(
+                f"{pending} record(s) still unacknowledged after {timeout}s", retriable=True
+            ) from exc
+        futures, self._futures = self._futures, []
+        for topic, future in futures:
+            if future.failed():
+                self._record_failure(topic, str(future.exception), _retriable(future.exception))
+        if self._failures:
+            count, first, retriable = self._failures, self._first_failure, self._first_retriable
+            self._reset_failures()
+            raise DeliveryError(
+                f"{count} record(s) not delivered; first failure: {first}", retriable=retriable
+            )
+
+    # --- transactions ----------------------------------------------------------------
+
+    def _transaction_call(self, call: Callable[..., object], what: str, *args: object) -> None:
+        """Run one transactional call, translating errors with their flags."""
+        try:
+            call(*args)
+        except (kerr.KafkaError, RuntimeError) as exc:
+            manager = getattr(self._producer, "_transaction_manager", None)
+            fatal = isinstance(exc, _FATAL_TRANSACTION_ERRORS) or bool(
+                manager is not None and manager.has_fatal_error()
+            )
+            abortable = not fatal and bool(manager is not None and manager.has_abortable_error())
+            raise TransactionError(
+                f"{what} failed: {exc}",
+                retriable=_retriable(exc),
+                abortable=abortable,
+                fatal=fatal,
+            ) from exc
+
+    def _check_transactional(self) -> None:
+        """Raise unless this producer is open and transactional."""
+        self._check_open()
+        if self._transactional_id is None:
+            raise TransactionError("producer has no transactional id")
+
+    def begin_transaction(self) -> None:
+        """Begin a transaction."""
+        self._check_transactional()
+        self._transaction_call(self._producer.begin_transaction, "begin_transaction")
+
+    def send_offsets_to_transaction(
+        self, offsets: Mapping[TopicPartition, int], consumer: Consumer, timeout: float = 30.0
+    ) -> None:
+        """Add the consumer group's offsets to the current transaction.
+
+        kafka-python takes no timeout here; ``timeout`` is accepted for the protocol.
+        """
+        self._check_transactional()
+        if not isinstance(consumer, KafkaPythonConsumer):
+            raise TransactionError("offsets need a consumer of the kafka-python transport")
+        converted = {
+            kafka.TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
+            for tp, offset in offsets.items()
+        }
+        metadata = consumer._client().group_metadata()
+        self._transaction_call(
+            self._producer.send_offsets_to_transaction,
+            "send_offsets_to_transaction",
+            converted,
+            metadata,
+        )
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        """Commit the current transaction (kafka-python takes no timeout here)."""
+        self._check_transactional()
+        self._transaction_call(self._producer.commit_transaction, "commit_transaction")
+        self._futures = []
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        """Abort the current transaction; its records' failures are forgotten."""
+        self._check_transactional()
+        try:
+            self._transaction_call(self._producer.abort_transaction, "abort_transaction")
+        finally:
+            self._futures = []
+            self._reset_failures()
+
+    def close(self) -> None:
+        """Flush what is queued (best effort, bounded) and release the client."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._producer.flush(timeout=_CLOSE_FLUSH_TIMEOUT)
+        except kerr.KafkaError as exc:
+            logger.warning("producer closed with records unacknowledged: %s", exc)
+        failed = self._failures + sum(1 for _, f in self._futures if f.failed())
+        if failed:
+            logger.warning("producer closed with %d failed record(s)", failed)
+        self._producer.close(timeout=_CLOSE_FLUSH_TIMEOUT)
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # untyped base class
+    """Forward kafka-python's rebalance events to the consumer's callbacks off the IO thread."""
+
+    def __init__(self, owner: KafkaPythonConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[kafka.TopicPartition]) -> None:
+        """Run the user's on_revoke for a non-empty revocation."""
+        callback = self._owner._on_revoke
+        if revoked and callback is not None:
+            await self._owner._run_callback(callback, _to_choreo(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[kafka.TopicPartition]) -> None:
+        """Run the user's on_assign with the new assignment (possibly empty)."""
+        callback = self._owner._on_assign
+        if callback is not None:
+            await self._owner._run_callback(callback, _to_choreo(assigned))
+
+    async def on_partitions_lost(self, lost: set[kafka.TopicPartition]) -> None:
+        """Treat lost partitions as revoked (the protocol has one revocation callback)."""
+        await self.on_partitions_revoked(lost)
+
+
+class KafkaPythonConsumer:
+    """A kafka-python consumer-group member; see the module docstring."""
+
+    def __init__(self, config: KafkaConfig, group_id: str, *, from_beginning: bool = True) -> None:
+        settings = to_kafka_python(
+            config.consumer_settings(group_id, from_beginning=from_beginning)
+        )
+        settings.setdefault("allow_auto_create_topics", False)
+        strategy = settings.get("partition_assignment_strategy")
+        if isinstance(strategy, str):
+            settings["partition_assignment_strategy"] = self._assignors(strategy)
+        _checked(settings, kafka.KafkaConsumer.DEFAULT_CONFIG, "consumer")
+        try:
+            self._consumer = kafka.KafkaConsumer(**settings)
+        except kerr.KafkaConfigurationError as exc:
+            raise ConfigurationError(f"invalid consumer settings: {exc}") from exc
+        except kerr.KafkaError as exc:
+            raise TransportError(
+                f"cannot create consumer: {exc}", retriable=_retriable(exc)
+            ) from exc
+        self._closing = False
+        self._closed = False
+        self._on_assign: RebalanceCallback | None = None
+        self._on_revoke: RebalanceCallback | None = None
+        self._callbacks_idle = threading.Event()
+        self._callbacks_idle.set()
+        self._subscribed = False
+
+    @staticmethod
+    def _assignors(strategy: str) -> tuple[type[Any], ...]:
+        """Map librdkafka's ``partition.assignment.strategy`` names to kafka-python assignors."""
+        names = [name.strip() for name in strategy.split(",") if name.strip()]
+        unknown = [name for name in names if name not in _ASSIGNORS]
+        if unknown or not names:
+            raise ConfigurationError(
+                f"kafka-python transport supports assignors {sorted(_ASSIGNORS)}, not {strategy!r}"
+            )
+        return tuple(_ASSIGNORS[name] for name in names)
+
+    def _client(self) -> kafka.KafkaConsumer:
+        """Return the underlying client, or raise TransportClosedError after close."""
+        if self._closed:
+            raise TransportClosedError("consumer is closed")
+        return self._consumer
+
+    async def _run_callback(
+        self, callback: RebalanceCallback, partitions: list[TopicPartition]
+    ) -> None:
+        """Run ``callback`` on a helper thread and wait for it without blocking the IO loop."""
+        net = getattr(self._consumer, "_net", None)
+        if net is None or threading.current_thread() is not getattr(net, "_io_thread", None):
+            callback(partitions)  # no separate IO thread: blocking calls are allowed here
+            return
+        done = Future()
+
+        def work() -> None:
+            try:
+                callback(partitions)
+            except BaseException as exc:  # handed to kafka-python, which logs and re-raises
+                net.call_soon_threadsafe(lambda error=exc: done.failure(error))
+            else:
+                net.call_soon_threadsafe(lambda: done.success(None))
+            finally:
+                self._callbacks_idle.set()
+
+        self._callbacks_idle.clear()
+        threading.Thread(target=work, name="choreo-rebalance-callback", daemon=True).start()
+        await done
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> None:
+        """Subscribe to topics (``^`` starts a regular expression); replaces the subscription."""
+        client = self._client()
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        patterns = [t for t in topics if t.startswith("^")]
+        listener = _Listener(self)
+        try:
+            if patterns:
+                exact = [f"^{re.escape(t)}$" for t in topics if not t.startswith("^")]
+                pattern = "|".join(f"(?:{p})" for p in [*patterns, *exact])
+                client.subscribe(pattern=pattern, listener=listener)
+            else:
+                client.subscribe(topics=list(topics), listener=listener)
+            # Refresh metadata now, so the first join already knows the partitions;
+            # otherwise the group rebalances again as soon as the metadata arrives.
+            client.topics()
+        except (kerr.KafkaError, ValueError, TypeError) as exc:
+            raise TransportError(f"subscribe failed: {exc}") from exc
+        self._subscribed = True
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``timeout`` seconds."""
+        client = self._client()
+        try:
+            batches = client.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except kerr.KafkaError as exc:
+            raise TransportError(f"poll failed: {exc}", retriable=_retriable(exc)) from exc
+        finally:
+            self._callbacks_idle.wait()
+        if self._subscribed:
+            self._keep_rejoining(client)
+        records: list[Record] = []
+        append = records.append
+        for batch in batches.values():
+            for r in batch:
+                raw = r.headers
+                headers: tuple[tuple[str, bytes], ...] = ()
+                if raw:
+                    headers = tuple((k, v if v is not None else b"") for k, v in raw)
+                append(Record(r.topic, r.partition, r.offset, r.key, r.value, headers, r.timestamp))
+        return records
+
+    @staticmethod
+    def _keep_rejoining(client: kafka.KafkaConsumer) -> None:
+        """Keep an unfinished rebalance going across polls (works around a kafka-python bug).
+
+        kafka-python 3.0 can start a rejoin because metadata changed without marking the
+        group as needing one; if ``poll`` times out while that join is in flight, the
+        next poll no longer sees a rejoin is needed, never completes the join, stops
+        heartbeating and fetches nothing again. While the member is rebalancing we
+        therefore request the rejoin explicitly; an in-flight join is awaited again, not
+        restarted.
+        """
+        if client.group_metadata().state == MemberState.REBALANCING:
+            coordinator = getattr(client, "_coordinator", None)
+            if coordinator is not None:
+                coordinator.request_rejoin()
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Synchronously commit offsets (each the next offset to read) for the group."""
+        client = self._client()
+        if not offsets:
+            return
+        converted = {
+            kafka.TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
+            for tp, offset in offsets.items()
+        }
+        try:
+            client.commit(offsets=converted, timeout_ms=_COMMIT_TIMEOUT_MS)
+        except kerr.CommitFailedError as exc:
+            raise CommitError(f"commit failed: {exc}", retriable=False) from exc
+        except (kerr.KafkaError, RuntimeError) as exc:
+            raise CommitError(f"commit failed: {exc}", retriable=_retriable(exc)) from exc
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Make the next poll of an assigned ``partition`` start at ``offset``."""
+        client = self._client()
+        try:
+            client.seek(kafka.TopicPartition(partition.topic, partition.partition), offset)
+        except (kerr.KafkaError, AssertionError, ValueError) as exc:
+            raise TransportError(f"cannot seek {partition} to {offset}: {exc}") from exc
+
+    def assignment(self) -> list[TopicPartition]:
+        """Return the partitions currently assigned to this consumer."""
+        return _to_choreo(self._client().assignment())
+
+    def close(self) -> None:
+        """Leave the group (on_revoke runs first) and release the client; never commits."""
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        try:
+            self._consumer.close(autocommit=False)
+        except (kerr.KafkaError, RuntimeError) as exc:
+            logger.warning("error while closing consumer: %s", exc)
+        finally:
+            self._closed = True
+
+
+class KafkaPythonTransport:
+    """The transport for one Kafka cluster through kafka-python."""
+
+    name = "kafka-python"
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+
+    def producer(self, *, transactional_id: str | None = None) -> KafkaPythonProducer:
+        """Return a new idempotent producer (transactional when ``transactional_id`` is given)."""
+        return KafkaPythonProducer(self.config, transactional_id)
+
+    def consumer(self, group_id: str, *, from_beginning: bool = True) -> KafkaPythonConsumer:
+        """Return a new consumer in ``group_id`` (no auto-commit, ``read_committed``)."""
+        if not group_id:
+            raise ConfigurationError("a consumer needs a group id")
+        return KafkaPythonConsumer(self.config, group_id, from_beginning=from_beginning)
+
+    def _admin(self) -> KafkaAdminClient:
+        """Return a new admin client (admin calls are rare; each closes its own)."""
+        settings = _checked(
+            to_kafka_python(self.config.common_settings()),
+            KafkaAdminClient.DEFAULT_CONFIG,
+            "admin",
+        )
+        try:
+            return KafkaAdminClient(**settings)
+        except kerr.KafkaError as exc:
+            raise TransportError(f"cannot connect admin client: {exc}", retriable=True) from exc
+
+    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are)."""
+        if not topics:
+            return
+        admin = self._admin()
+        try:
+            request = {
+                name: {"num_partitions": partitions, "replication_factor": -1} for name in topics
+            }
+            result = admin.create_topics(request, timeout_ms=_ADMIN_TIMEOUT_MS, raise_errors=False)
+            for topic in result.get("topics", ()):
+                code = topic.get("error_code", 0)
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    error = kerr.for_code(code)
+                    raise TransportError(
+                        f"cannot create topic {topic.get('name')!r}: {error.__name__}"
+                        f" {topic.get('error_message') or ''}".rstrip(),
+                        retriable=bool(getattr(error, "retriable", False)),
+                    )
+            admin.wait_for_topics(list(topics), timeout_ms=_ADMIN_TIMEOUT_MS)
+        except kerr.KafkaError as exc:
+            raise TransportError(f"cannot create topics: {exc}", retriable=_retriable(exc)) from exc
+        finally:
+            admin.close()
+
+    def list_topics(self) -> list[str]:
+        """Return the names of the topics that exist (internal ``__`` topics excluded)."""
+        admin = self._admin()
+        try:
+            names = admin.list_topics()
+        except kerr.KafkaError as exc:
+            raise TransportError(f"cannot list topics: {exc}", retriable=_retriable(exc)) from exc
+        finally:
+            admin.close()
+        return sorted(name for name in names if not name.startswith("__"))
+
+    def close(self) -> None:
+        """Do nothing: admin clients are closed after each call (present for symmetry)."""

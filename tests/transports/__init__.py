@@ -1,0 +1,1 @@
+"""Transport tests: one contract suite subclassed per transport, plus transport specifics."""

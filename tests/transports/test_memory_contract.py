@@ -1,0 +1,22 @@
+"""The transport contract run against the in-process memory bus."""
+
+from __future__ import annotations
+
+import pytest
+
+from choreo.transports.base import Transport
+from choreo.transports.memory import MemoryBus, MemoryTransport
+
+from .contract import TransportContract
+
+
+class TestMemoryContract(TransportContract):
+    """The memory transport honours the whole contract."""
+
+    patience = 5.0
+    poll_timeout = 0.05
+
+    @pytest.fixture
+    def transport(self) -> Transport:
+        """Return a memory transport on a fresh bus."""
+        return MemoryTransport(MemoryBus())
