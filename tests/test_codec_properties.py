@@ -116,11 +116,30 @@ def test_random_schemas_round_trip_like_fastavro(data: st.DataObject) -> None:
     codec = SingleObjectCodec(registry)
     datum = data.draw(values(raw))
     encoded = codec.encode("p.R0", datum)
-    assert encoded[10:] == fastavro_encode(raw, datum)
+    parsed = parse_schema(copy.deepcopy(raw))
+    theirs = fastavro_encode(raw, datum)
+    if encoded[10:] != theirs:
+        # fastavro writes the first union branch a value fits (the int 0 fits "double"
+        # before "long"); choreo writes the branch of the value's own type. Only the
+        # Python types of fastavro's reading may then differ, never the values.
+        fastavro_view = schemaless_reader(io.BytesIO(theirs), parsed, None)
+        assert fastavro_view == datum
+        assert not same_types(fastavro_view, datum)
+    assert same_types(codec.decode(encoded, "p.R0"), datum)
     assert codec.decode(encoded, "p.R0") == datum
     assert codec.decode_any(encoded) == ("p.R0", datum)
-    parsed = parse_schema(copy.deepcopy(raw))
     assert schemaless_reader(io.BytesIO(encoded[10:]), parsed, None) == datum
+
+
+def same_types(a: Any, b: Any) -> bool:
+    """Return True when ``a`` and ``b`` have the same Python types all the way down."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_types(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_types(x, y) for x, y in zip(a, b, strict=True))
+    return True
 
 
 def evolve(raw: dict[str, Any], choices: st.DataObject) -> dict[str, Any]:

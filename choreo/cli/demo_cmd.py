@@ -1,0 +1,252 @@
+"""``choreo demo``: run the order-fulfilment example, show a summary, serve the trace viewer.
+
+With no arguments: the five example services on the in-memory bus place 300 orders
+(about 20% declined payments, 5% failed dispatches, a few out of stock), a progress bar
+follows them, a table counts the sagas per state, and the web viewer serves the traces
+on 127.0.0.1:8765 (or the next free port) until Ctrl-C. ``--no-ui`` prints and exits:
+0 when every saga ended and the services' state checks out, 1 otherwise. With
+``--bootstrap`` the same demo runs on a real Kafka cluster (topics are created first,
+under a per-run prefix).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from choreo.errors import ChoreoError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from choreo.demo import DemoResult
+
+__all__ = ["demo"]
+
+_PORT_ATTEMPTS = 20
+
+
+def _serve(tracker: Any, port: int) -> Any:
+    """Return a started ViewerServer on 127.0.0.1:``port`` or the next free port."""
+    from choreo.viewer.web import ViewerServer
+
+    last: OSError | None = None
+    for candidate in range(port, port + _PORT_ATTEMPTS) if port else [0]:
+        try:
+            server = ViewerServer(tracker, host="127.0.0.1", port=candidate)
+        except OSError as exc:
+            last = exc
+            continue
+        server.start()
+        return server
+    raise click.ClickException(f"no free port from {port} to {port + _PORT_ATTEMPTS - 1}: {last}")
+
+
+def _summary(console: Console, result: DemoResult) -> None:
+    """Print the saga counts per status, the state audit and the timings."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.orders} orders: sagas per state", title_justify="left")
+    table.add_column("State")
+    table.add_column("Sagas", justify="right")
+    table.add_column("Share", justify="right")
+    styles = {"Completed": "green", "Failed": "yellow"}
+    for status, count in result.counts.items():
+        if count or status.value in styles:
+            style = styles.get(status.value, "red")
+            share = f"{100.0 * count / result.orders:.1f}%"
+            table.add_row(f"[{style}]{status.value}[/]", str(count), share)
+    console.print(table)
+    facts = result.audit.facts
+    console.print(
+        "services' own state: "
+        f"{facts.get('charges', 0)} charges, {facts.get('refunds', 0)} refunds, "
+        f"{facts.get('declined', 0)} declined, {facts.get('released', 0)} reservations "
+        f"released, {facts.get('dispatched', 0)} dispatched, {facts.get('cancelled', 0)} "
+        f"shipments cancelled, {facts.get('notifications', 0)} notifications"
+    )
+    console.print(
+        f"{result.ended} sagas ended in {result.seconds:.2f} s "
+        f"({result.sagas_per_second:.0f} sagas/s)"
+    )
+    if result.ok:
+        console.print("[green]every saga ended; every failed one was fully undone[/]")
+    else:
+        for problem in result.problems:
+            console.print(f"[red]problem:[/] {problem}")
+
+
+def _wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.command("demo")
+@click.option(
+    "--orders", type=click.IntRange(min=1), default=300, show_default=True, help="Orders to place."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of orders and failures.")
+@click.option(
+    "--decline-rate",
+    type=click.FloatRange(0, 1),
+    default=0.2,
+    show_default=True,
+    help="Share of payments declined.",
+)
+@click.option(
+    "--dispatch-failure-rate",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Share of shipment dispatches that fail.",
+)
+@click.option(
+    "--silent-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of dispatches silently dropped: those sagas time out and compensate.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a saga may wait for its next event before it times out.",
+)
+@click.option("--no-ui", is_flag=True, help="Print the summary and exit (0 when all is well).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Viewer port (the next free one is taken when busy; 0 picks any).",
+)
+@click.option("--bootstrap", metavar="HOST:PORT", help="Run on this Kafka cluster instead.")
+@click.option(
+    "--transport",
+    type=click.Choice(["confluent", "kafka-python"]),
+    default="confluent",
+    show_default=True,
+    help="Kafka client used with --bootstrap.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Partitions of the topics created on Kafka.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for every saga to end.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the services' SQLite files here (default: a temporary directory).",
+)
+@click.option(
+    "--schemas",
+    "schemas_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The example's schema directory (default: schemas/ of the checkout).",
+)
+def demo(
+    *,
+    orders: int,
+    seed: int,
+    decline_rate: float,
+    dispatch_failure_rate: float,
+    silent_rate: float,
+    deadline: float,
+    no_ui: bool,
+    port: int,
+    bootstrap: str | None,
+    transport: str,
+    partitions: int,
+    timeout: float,
+    data_dir: Path | None,
+    schemas_dir: Path | None,
+) -> None:
+    """Run the order-fulfilment saga demo with the trace viewer."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from choreo.demo import Demo, DemoOptions
+
+    console = Console()
+    try:
+        options = DemoOptions(
+            orders=orders,
+            seed=seed,
+            decline_rate=decline_rate,
+            dispatch_failure_rate=dispatch_failure_rate,
+            transport=transport if bootstrap else "memory",
+            bootstrap=bootstrap,
+            partitions=partitions,
+            timeout=timeout,
+            deadline=deadline,
+            silent_rate=silent_rate,
+            data_dir=data_dir,
+            schemas_dir=schemas_dir,
+        )
+    except ChoreoError as exc:
+        raise click.UsageError(str(exc)) from exc
+    where = f"Kafka at {bootstrap} ({transport})" if bootstrap else "the in-memory bus"
+    console.print(
+        f"choreo demo: 5 services on {where}, {orders} orders "
+        f"({decline_rate:.0%} declined, {dispatch_failure_rate:.0%} failed dispatches, seed {seed})"
+    )
+    with Demo(options) as run:
+        try:
+            run.start()
+            columns = (
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=console, transient=False) as bar:
+                placed_task = bar.add_task("orders placed", total=orders)
+                ended_task = bar.add_task("sagas ended ", total=orders)
+
+                def progress(placed: int, ended: int, total: int) -> None:
+                    bar.update(placed_task, completed=placed)
+                    bar.update(ended_task, completed=ended)
+
+                result = run.run(progress)
+        except ChoreoError as exc:
+            raise click.ClickException(str(exc)) from exc
+        _summary(console, result)
+        code = 0 if result.ok else 1
+        if no_ui:
+            sys.exit(code)
+        server = _serve(run.tracker, port)
+        try:
+            console.print(f"trace viewer on [bold]{server.url}[/]  (Ctrl-C to stop)")
+            _wait_for_interrupt()
+        finally:
+            server.stop()
+    sys.exit(code)

@@ -1,0 +1,240 @@
+"""``choreo check``, ``choreo graph`` and ``choreo asyncapi``: read a choreography's declarations.
+
+Each command takes a TARGET: a module (``services.order``), a package (``services``,
+searched recursively) or ``module:attribute`` (a Service, Saga, Choreography or a list of
+them). The current directory is put on ``sys.path`` first, so a project's own modules
+import without installing them. Exit codes: 0 ok, 1 problems found (``check``), 2 the
+target or the schemas could not be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn, cast
+
+import click
+
+from choreo.errors import ChoreoError
+from choreo.graph import Choreography, Problem, Severity
+
+__all__ = ["asyncapi", "check", "graph"]
+
+_EXIT_PROBLEMS = 1
+_EXIT_LOAD_ERROR = 2
+
+_target_argument = click.argument("target")
+_schemas_option = click.option(
+    "--schemas",
+    "schemas_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of .avsc schemas (every event type must have one; payloads for asyncapi).",
+)
+_output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(_EXIT_LOAD_ERROR)
+
+
+def _cwd_importable() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _load(target: str) -> Choreography:
+    """Return the choreography at ``target``, with the current directory importable."""
+    from choreo.discovery import load_choreography
+
+    _cwd_importable()
+    try:
+        return load_choreography(target)
+    except ChoreoError as exc:
+        _fail(str(exc))
+
+
+def _load_function(spec: str) -> Callable[[str], str]:
+    """Return the function named ``module:function`` (the current directory importable)."""
+    import importlib
+
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        _fail(f"--topic-naming {spec!r}: expected MODULE:FUNCTION")
+    _cwd_importable()
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        _fail(f"--topic-naming {spec!r}: {exc}")
+    if not callable(function):
+        _fail(f"--topic-naming {spec!r} is not a function")
+    return cast("Callable[[str], str]", function)
+
+
+def _load_schemas(schemas_dir: Path | None) -> object | None:
+    if schemas_dir is None:
+        return None
+    from choreo._schema_lookup import resolve_schemas
+
+    try:
+        return resolve_schemas(schemas_dir)
+    except ChoreoError as exc:
+        _fail(f"cannot load schemas from {schemas_dir}: {exc}")
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _problem_dict(problem: Problem) -> dict[str, str | None]:
+    return {
+        "severity": problem.severity.value,
+        "code": problem.code.value,
+        "message": problem.message,
+        "service": problem.service,
+        "handler": problem.handler,
+        "event": problem.event,
+    }
+
+
+def _print_table(problems: list[Problem]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="choreography problems", title_justify="left")
+    table.add_column("level", no_wrap=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("problem", overflow="fold")
+    for problem in problems:
+        style = "red" if problem.severity is Severity.ERROR else "yellow"
+        table.add_row(
+            problem.severity.value, problem.code.value, Text(problem.message), style=style
+        )
+    Console().print(table)
+
+
+@click.command("check")
+@_target_argument
+@_schemas_option
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Print problems as a table or as JSON.",
+)
+def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None:
+    """Check TARGET's choreography; exit 1 naming each problem, 0 with a summary if none."""
+    from choreo.graph import check as check_choreography
+
+    choreography = _load(target)
+    schemas = _load_schemas(schemas_dir)
+    problems = check_choreography(choreography, schemas)
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    failed = bool(errors) or (strict and bool(problems))
+    if fmt == "json":
+        click.echo(json.dumps([_problem_dict(p) for p in problems], indent=2))
+    elif problems:
+        _print_table(problems)
+    if not failed and fmt == "table":
+        warnings = len(problems) - len(errors)
+        click.echo(
+            f"ok: {len(choreography.services)} services, {len(choreography.handlers)} handlers, "
+            f"{len(choreography.event_types)} events"
+            + (f" ({_plural(warnings, 'warning')})" if warnings else "")
+        )
+    if failed:
+        if fmt == "table":
+            warnings = len(problems) - len(errors)
+            click.echo(f"{_plural(len(errors), 'error')}, {_plural(warnings, 'warning')}", err=True)
+        sys.exit(_EXIT_PROBLEMS)
+
+
+@click.command("graph")
+@_target_argument
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid flowchart or Graphviz DOT.",
+)
+@_output_option
+def graph(target: str, fmt: str, output: Path | None) -> None:
+    """Draw TARGET's choreography as Mermaid or Graphviz DOT."""
+    from choreo.drawing import to_dot, to_mermaid
+
+    choreography = _load(target)
+    _write(to_mermaid(choreography) if fmt == "mermaid" else to_dot(choreography), output)
+
+
+@click.command("asyncapi")
+@_target_argument
+@_schemas_option
+@_output_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("--title", default="choreo choreography", show_default=True, help="info.title")
+@click.option("--api-version", default="1.0.0", show_default=True, help="info.version")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap host:port to list as a server.")
+@click.option(
+    "--topic-naming",
+    default=None,
+    metavar="MODULE:FUNCTION",
+    help="Function mapping an event type to its topic (default: the event type itself).",
+)
+def asyncapi(
+    *,
+    target: str,
+    schemas_dir: Path | None,
+    output: Path | None,
+    fmt: str,
+    title: str,
+    api_version: str,
+    bootstrap: str | None,
+    topic_naming: str | None,
+) -> None:
+    """Export an AsyncAPI 3 document of TARGET's channels, operations and messages."""
+    from choreo.asyncapi import dump_asyncapi, to_asyncapi
+
+    choreography = _load(target)
+    schemas = _load_schemas(schemas_dir)
+    naming = _load_function(topic_naming) if topic_naming else None
+    document = to_asyncapi(
+        choreography,
+        schemas,
+        title=title,
+        version=api_version,
+        bootstrap=bootstrap,
+        topic_naming=naming,
+    )
+    _write(dump_asyncapi(document, fmt), output)

@@ -1,0 +1,227 @@
+"""``choreo ui``: serve the saga-trace web viewer over a tracker until Ctrl-C.
+
+The tracker is fed either live from Kafka (``--bootstrap``, through a
+:class:`~choreo.tracker.live.LiveTracker`) or once from an exported Avro container file
+(``--file``). The page is served on 127.0.0.1 unless ``--allow-remote`` is given: the
+viewer has no authentication, so exposing it is an explicit decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import webbrowser
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from choreo.errors import ChoreoError
+
+__all__ = ["build_tracker", "check_host", "ui"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_host(host: str, *, allow_remote: bool) -> None:
+    """Refuse (``click.UsageError``) a non-loopback ``host`` unless ``allow_remote`` is set."""
+    from choreo.viewer.web import is_loopback
+
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise click.UsageError(
+            f"refusing to serve on {host!r}: the viewer has no authentication and shows "
+            "event payloads; pass --allow-remote to expose it beyond this machine"
+        )
+    click.echo(
+        f"warning: serving on {host} without authentication: anyone who can reach this "
+        "port can read every saga and payload",
+        err=True,
+    )
+
+
+def _decoder(schemas_dir: Path | None) -> Any:
+    """Return a payload decoder for the schemas in ``schemas_dir``, or None without one."""
+    if schemas_dir is None:
+        return None
+    from choreo.codec import SingleObjectCodec
+    from choreo.schemas.loader import load_directory
+
+    return SingleObjectCodec(load_directory(schemas_dir)).decode_any
+
+
+def _choreography(target: str | None) -> Any:
+    """Return the choreography declared at ``target`` (module or module:attribute), or None."""
+    if target is None:
+        return None
+    from choreo.discovery import load_choreography
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return load_choreography(target)
+
+
+def build_tracker(
+    *,
+    file: Path | None = None,
+    schemas_dir: Path | None = None,
+    choreography: str | None = None,
+    deadline_s: float = 30.0,
+) -> Any:
+    """Return a Tracker that decodes payloads and knows the declared graph, fed from ``file``."""
+    from choreo.tracker.tracker import Tracker
+
+    tracker = Tracker(
+        choreography=_choreography(choreography),
+        default_deadline_s=deadline_s,
+        decode=_decoder(schemas_dir),
+    )
+    if file is not None:
+        from choreo.tracker.sources import read_container_file
+
+        count = tracker.feed_many(read_container_file(file))
+        logger.info("read %d records from %s", count, file)
+    return tracker
+
+
+def _wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.command("ui")
+@click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers to follow live.")
+@click.option(
+    "--transport",
+    type=click.Choice(["confluent", "kafka-python"]),
+    default="confluent",
+    show_default=True,
+    help="Kafka client used with --bootstrap.",
+)
+@click.option(
+    "--topics",
+    metavar="REGEX",
+    default="^.*",
+    show_default=True,
+    help="Topics to follow with --bootstrap (a regular expression).",
+)
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An Avro container file written by `choreo export`, read once.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port to serve on (0 picks a free one).",
+)
+@click.option(
+    "--schemas",
+    "schemas_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory of .avsc schemas, to show decoded payloads.",
+)
+@click.option(
+    "--choreography",
+    metavar="TARGET",
+    help="Module or module:attribute declaring the services, to draw the declared graph.",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0.001),
+    default=30.0,
+    show_default=True,
+    help="Seconds a saga may wait for its next event before it is called stuck.",
+)
+@click.option("--open/--no-open", "open_browser", default=False, help="Open the page in a browser.")
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a non-loopback --host (there is no authentication).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Another host name the page may be reached by (repeatable; with --allow-remote).",
+)
+def ui(
+    *,
+    bootstrap: str | None,
+    transport: str,
+    topics: str,
+    file_: Path | None,
+    host: str,
+    port: int,
+    schemas_dir: Path | None,
+    choreography: str | None,
+    deadline: float,
+    open_browser: bool,
+    allow_remote: bool,
+    allowed_hosts: tuple[str, ...],
+) -> None:
+    """Serve the saga-trace web viewer (read-only) until Ctrl-C."""
+    if (bootstrap is None) == (file_ is None):
+        raise click.UsageError("give exactly one of --bootstrap HOST:PORT or --file PATH")
+    check_host(host, allow_remote=allow_remote)
+    from choreo.viewer.web import ViewerServer
+
+    try:
+        tracker = build_tracker(
+            file=file_, schemas_dir=schemas_dir, choreography=choreography, deadline_s=deadline
+        )
+    except (ChoreoError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    live: Any = None
+    kafka: Any = None
+    try:
+        if bootstrap is not None:
+            from choreo.tracker.live import LiveTracker
+            from choreo.transports.factory import open_transport
+
+            kafka = open_transport(transport, bootstrap=bootstrap)
+            live = LiveTracker(tracker, kafka, topics_pattern=topics, from_beginning=True)
+            live.start()
+        try:
+            server = ViewerServer(tracker, host=host, port=port, allowed_hosts=allowed_hosts)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from exc
+        server.start()
+        try:
+            click.echo(f"choreo viewer on {server.url}  (Ctrl-C to stop)")
+            if open_browser:
+                webbrowser.open(server.url)
+            _wait_for_interrupt()
+        finally:
+            server.stop()
+    finally:
+        if live is not None:
+            live.stop()
+        close = getattr(kafka, "close", None)
+        if close is not None:
+            close()
+    click.echo("stopped")

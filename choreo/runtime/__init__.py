@@ -1,0 +1,48 @@
+"""The runtime: the worker loop that runs a service, and what it is built from.
+
+:class:`Worker` polls a batch, decodes, deduplicates through an :class:`Inbox`, dispatches
+to the service's handlers, stores the emitted events in the transactional outbox,
+publishes them and commits (see :mod:`choreo.runtime.worker`). :class:`Publisher` starts
+sagas from outside handlers through the same outbox.
+"""
+
+from choreo.runtime.config import WorkerConfig
+from choreo.runtime.deadletter import DeadLetter, DeadLetterReason
+from choreo.runtime.inbox import Inbox, MemoryInbox, SqliteInbox
+from choreo.runtime.outbox import OutboxRecord
+from choreo.runtime.publisher import Publisher, SagaStarter
+from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
+from choreo.runtime.routing import derived_event_id
+from choreo.runtime.serdes import event_classes, serde_for
+from choreo.runtime.topics import (
+    DEADLETTER_TOPIC,
+    DeadLetterNaming,
+    TopicNaming,
+    deadletter_topic,
+    topic_for,
+)
+from choreo.runtime.worker import Serde, Worker
+
+__all__ = [
+    "COMPENSATION_RETRY",
+    "DEADLETTER_TOPIC",
+    "DEFAULT_RETRY",
+    "DeadLetter",
+    "DeadLetterNaming",
+    "DeadLetterReason",
+    "Inbox",
+    "MemoryInbox",
+    "OutboxRecord",
+    "Publisher",
+    "SagaStarter",
+    "Serde",
+    "SqliteInbox",
+    "TopicNaming",
+    "Worker",
+    "WorkerConfig",
+    "deadletter_topic",
+    "derived_event_id",
+    "event_classes",
+    "serde_for",
+    "topic_for",
+]

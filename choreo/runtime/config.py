@@ -1,0 +1,91 @@
+"""Worker settings: batch size, group, retries, dead letters, exactly-once, concurrency.
+
+Kafka client tuning (acks, idempotence, isolation level) is the transport's job (see
+:mod:`choreo.transports.config`); these are the runtime's own knobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from choreo.errors import ConfigurationError
+from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
+from choreo.runtime.topics import DeadLetterNaming, TopicNaming, deadletter_topic, topic_for
+from choreo.service import Retry
+
+__all__ = ["WorkerConfig"]
+
+_WEEK = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a :class:`~choreo.runtime.worker.Worker` polls, retries, commits and names topics.
+
+    - ``group_id``: the consumer group (default: the service's name).
+    - ``max_poll_records`` / ``poll_timeout``: the size of a polled batch and how long a
+      poll waits for one. A batch is handled in one local transaction and one flush.
+    - ``retry`` / ``compensation_retry``: the default budgets of steps and compensations
+      that declare none.
+    - ``topic_naming`` / ``deadletter_naming``: event type -> topic, service -> dead-letter
+      topic.
+    - ``exactly_once``: publish each batch's output and offsets in one Kafka transaction
+      (``transactional_id`` defaults to ``choreo.<service>.<group>[.<instance_id>]``; set a
+      distinct ``instance_id`` per running instance of a service).
+    - ``concurrency``: with N > 1, the partitions of a batch are handled in a pool of N
+      threads; handlers then get ``ctx.db = None`` (see :mod:`choreo.runtime.worker`).
+    - ``inbox_retention``: seconds an inbox row is kept (None: forever); pruning runs at
+      most every ``prune_interval`` seconds.
+    - ``tracing``: propagate W3C ``traceparent`` to emitted events.
+    - ``create_topics`` / ``topic_partitions``: create the topics the worker reads and
+      writes at start-up (existing ones are left alone).
+    - ``from_beginning``: where a group without committed offsets starts.
+    - ``flush_timeout`` / ``transaction_timeout``: seconds to wait for the broker.
+    - ``error_backoff``: seconds :meth:`Worker.run` pauses after an infrastructure error.
+    """
+
+    group_id: str | None = None
+    max_poll_records: int = 500
+    poll_timeout: float = 1.0
+    retry: Retry = DEFAULT_RETRY
+    compensation_retry: Retry = COMPENSATION_RETRY
+    topic_naming: TopicNaming = field(default=topic_for)
+    deadletter_naming: DeadLetterNaming = field(default=deadletter_topic)
+    exactly_once: bool = False
+    transactional_id: str | None = None
+    instance_id: str | None = None
+    concurrency: int = 1
+    inbox_retention: float | None = _WEEK
+    prune_interval: float = 600.0
+    tracing: bool = True
+    create_topics: bool = True
+    topic_partitions: int = 1
+    from_beginning: bool = True
+    flush_timeout: float = 30.0
+    transaction_timeout: float = 30.0
+    error_backoff: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_poll_records < 1:
+            raise ConfigurationError("WorkerConfig.max_poll_records must be at least 1")
+        if self.poll_timeout < 0:
+            raise ConfigurationError("WorkerConfig.poll_timeout must be >= 0")
+        if self.concurrency < 1:
+            raise ConfigurationError("WorkerConfig.concurrency must be at least 1")
+        if self.topic_partitions < 1:
+            raise ConfigurationError("WorkerConfig.topic_partitions must be at least 1")
+        if self.inbox_retention is not None and self.inbox_retention <= 0:
+            raise ConfigurationError("WorkerConfig.inbox_retention must be positive or None")
+        if self.group_id is not None and not self.group_id:
+            raise ConfigurationError("WorkerConfig.group_id must not be empty")
+
+    def group_for(self, service: str) -> str:
+        """Return the consumer group id of ``service``'s worker."""
+        return self.group_id or service
+
+    def transactional_id_for(self, service: str) -> str:
+        """Return the transactional id of ``service``'s exactly-once producer."""
+        if self.transactional_id:
+            return self.transactional_id
+        base = f"choreo.{service}.{self.group_for(service)}"
+        return f"{base}.{self.instance_id}" if self.instance_id else base

@@ -1,0 +1,295 @@
+"""The worker's precomputed dispatch table and its fast envelope reads and writes.
+
+For every event type a service consumes, a :class:`Route` holds the handler, its retry
+budget and logger; for every (emitted class, saga) pair it caches an :class:`EmitPlan`
+(topic, role, step header, all pre-encoded), so handling a record costs dict lookups
+instead of walking declarations. :func:`read_envelope` is a fast
+:meth:`Envelope.from_headers` and :func:`emitted_headers` builds exactly the headers
+:meth:`Envelope.to_headers` would for an event caused by the incoming one.
+:func:`derived_event_id` gives emitted events deterministic ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from choreo.envelope import Envelope, Header, Role
+from choreo.errors import EnvelopeError, HandlerError
+from choreo.events import Event, event_type_of
+from choreo.runtime.retry import retry_for
+from choreo.runtime.topics import TopicNaming
+from choreo.service import HandlerSpec, Retry, Service
+
+__all__ = [
+    "EVENT_ID_NAMESPACE",
+    "EmitPlan",
+    "Route",
+    "build_routes",
+    "carried_headers",
+    "check_envelope",
+    "derived_event_id",
+    "emitted_headers",
+    "read_envelope",
+]
+
+EVENT_ID_NAMESPACE: Final = uuid.UUID("6f0c4d1e-8a51-5b3c-9d2e-2f6f3c0a7b14")
+"""The UUID namespace of emitted event ids (see :func:`derived_event_id`)."""
+
+_NAMESPACE_SHA1: Final = hashlib.sha1(EVENT_ID_NAMESPACE.bytes, usedforsecurity=False)
+_VARIANT: Final[Mapping[str, str]] = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_ROLES: Final[Mapping[bytes, Role]] = {role.value.encode(): role for role in Role}
+
+_ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT, _CAUSE, _STEP, _TRACE = (
+    Header.EVENT_TYPE,
+    Header.EVENT_ID,
+    Header.CORRELATION_ID,
+    Header.SAGA,
+    Header.ROLE,
+    Header.SERVICE,
+    Header.PRODUCED_AT,
+    Header.CAUSATION_ID,
+    Header.STEP,
+    Header.TRACEPARENT,
+)
+
+
+def derived_event_id(parent_id: str, step_id: str, index: int) -> str:
+    """Return the id of the ``index``-th event ``step_id`` emits while handling ``parent_id``.
+
+    It equals ``str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{parent_id}/{step_id}/{index}"))``: a
+    handler re-run after a crash re-emits the same ids, and downstream inboxes drop the
+    copies.
+    """
+    digest = _NAMESPACE_SHA1.copy()
+    digest.update(f"{parent_id}/{step_id}/{index}".encode())
+    h = digest.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+def check_envelope(headers: Mapping[str, bytes]) -> tuple[str, str, str, str | None]:
+    """Validate the envelope in ``headers``; return its event type, event id, saga, traceparent.
+
+    Checks what :func:`read_envelope` checks without building the :class:`Envelope` (the
+    worker's hot path builds it only when a handler asks). Raises
+    :class:`~choreo.errors.EnvelopeError` naming the missing or invalid header.
+    """
+    try:
+        event_type = headers[_ET].decode()
+        event_id = headers[_ID].decode()
+        saga = headers[_SAGA].decode()
+        headers[_CID].decode()
+        headers[_SERVICE].decode()
+        _ROLES[headers[_ROLE]]
+        int(headers[_AT])
+        trace = headers.get(_TRACE)
+        cause = headers.get(_CAUSE)
+        if cause is not None:
+            cause.decode()
+        step = headers.get(_STEP)
+        if step is not None:
+            step.decode()
+    except (KeyError, ValueError, TypeError, AttributeError):
+        read_envelope(headers)  # raises the precise EnvelopeError
+        raise EnvelopeError("invalid envelope") from None  # pragma: no cover - defensive
+    if not event_id:
+        raise EnvelopeError(f"header {_ID!r} is empty")
+    if not event_type:
+        raise EnvelopeError(f"header {_ET!r} is empty")
+    return event_type, event_id, saga, None if trace is None else trace.decode()
+
+
+def read_envelope(headers: Mapping[str, bytes]) -> Envelope:
+    """Return the envelope in ``headers`` (as :meth:`Envelope.from_headers`, but faster).
+
+    Raises :class:`~choreo.errors.EnvelopeError` naming the missing or invalid header,
+    and when the event id or event type is empty.
+    """
+    try:
+        causation = headers.get(_CAUSE)
+        step = headers.get(_STEP)
+        trace = headers.get(_TRACE)
+        envelope = Envelope(
+            headers[_ET].decode(),
+            headers[_ID].decode(),
+            headers[_CID].decode(),
+            headers[_SAGA].decode(),
+            _ROLES[headers[_ROLE]],
+            headers[_SERVICE].decode(),
+            int(headers[_AT]),
+            None if causation is None else causation.decode(),
+            None if step is None else step.decode(),
+            None if trace is None else trace.decode(),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError):
+        envelope = Envelope.from_headers(headers)  # raises the precise EnvelopeError
+    if not envelope.event_id:
+        raise EnvelopeError(f"header {_ID!r} is empty")
+    if not envelope.event_type:
+        raise EnvelopeError(f"header {_ET!r} is empty")
+    return envelope
+
+
+@dataclass(frozen=True, slots=True)
+class EmitPlan:
+    """Where and how an event of one class emitted by one handler in one saga is published.
+
+    The ``*_header`` fields are the constant (name, value) header pairs, built once.
+    """
+
+    event_type: str
+    topic: str
+    role: Role
+    step: str
+    type_header: tuple[str, bytes] = field(repr=False)
+    role_header: tuple[str, bytes] = field(repr=False)
+    service_header: tuple[str, bytes] = field(repr=False)
+    step_header: tuple[str, bytes] = field(repr=False)
+
+
+def carried_headers(
+    record_headers: Sequence[tuple[str, bytes]],
+    headers: Mapping[str, bytes],
+    produced_at: tuple[str, bytes],
+) -> tuple[tuple[str, bytes], ...]:
+    """Return the header pairs every event caused by one record shares.
+
+    They are the correlation id, saga, causation id (the record's event id) and
+    ``produced_at``; the record's own (name, value) pairs are reused when they sit where
+    :meth:`Envelope.to_headers` puts them. ``headers`` is ``record_headers`` as a dict.
+    """
+    if len(record_headers) > 3 and record_headers[2][0] == _CID and record_headers[3][0] == _SAGA:
+        cid, saga = record_headers[2], record_headers[3]
+    else:
+        cid, saga = (_CID, headers[_CID]), (_SAGA, headers[_SAGA])
+    return cid, saga, (_CAUSE, headers[_ID]), produced_at
+
+
+def emitted_headers(
+    plan: EmitPlan,
+    event_id: str,
+    carried: tuple[tuple[str, bytes], ...],
+    traceparent: str | None,
+) -> tuple[tuple[str, bytes], ...]:
+    """Return the headers of an event caused by the record whose shared pairs are ``carried``.
+
+    Equal to ``incoming_envelope.caused(...).to_headers()`` with ``event_id``, the plan's
+    role and step, and ``traceparent``; ``carried`` comes from :func:`carried_headers`.
+    """
+    cid, saga, cause, produced_at = carried
+    if traceparent is None:
+        return (
+            plan.type_header,
+            (_ID, event_id.encode()),
+            cid,
+            saga,
+            plan.role_header,
+            plan.service_header,
+            produced_at,
+            cause,
+            plan.step_header,
+        )
+    return (
+        plan.type_header,
+        (_ID, event_id.encode()),
+        cid,
+        saga,
+        plan.role_header,
+        plan.service_header,
+        produced_at,
+        cause,
+        plan.step_header,
+        (_TRACE, traceparent.encode()),
+    )
+
+
+class Route:
+    """The handler of one consumed event type, with its emit plans cached per saga."""
+
+    __slots__ = (
+        "allowed",
+        "event_type",
+        "func",
+        "logger",
+        "naming",
+        "plans",
+        "retry",
+        "service",
+        "spec",
+        "step_id",
+        "takes_context",
+    )
+
+    def __init__(
+        self,
+        service: Service,
+        spec: HandlerSpec,
+        event_type: str,
+        *,
+        naming: TopicNaming,
+        retry: Retry,
+    ) -> None:
+        self.service = service
+        self.spec = spec
+        self.func = spec.func
+        self.takes_context = spec.takes_context
+        self.step_id = spec.step_id
+        self.event_type = event_type
+        self.naming = naming
+        self.retry = retry
+        self.logger = logging.getLogger(f"choreo.handler.{service.name}")
+        self.allowed: frozenset[type[Event]] = frozenset((*spec.emits, *spec.fails_with))
+        self.plans: dict[tuple[type[Event], str], EmitPlan] = {}
+
+    def plan(self, cls: type[Event], saga: str) -> EmitPlan:
+        """Return (and cache) the plan of an event of ``cls`` emitted in saga ``saga``.
+
+        Raises :class:`~choreo.errors.HandlerError` when the handler did not declare ``cls``.
+        """
+        key = (cls, saga)
+        found = self.plans.get(key)
+        if found is not None:
+            return found
+        if cls not in self.allowed:
+            declared = ", ".join(sorted(self.spec.emitted_types)) or "nothing"
+            raise HandlerError(
+                f"handler {self.spec.step_id} emitted {cls.__qualname__}, which it does not "
+                f"declare (it declares {declared})"
+            )
+        event_type = event_type_of(cls)
+        role = self.service.role_of(self.spec, event_type, saga)
+        step = self.spec.step_header(role)
+        found = self.plans[key] = EmitPlan(
+            event_type=event_type,
+            topic=self.naming(event_type),
+            role=role,
+            step=step,
+            type_header=(_ET, event_type.encode()),
+            role_header=(_ROLE, role.value.encode()),
+            service_header=(_SERVICE, self.service.name.encode()),
+            step_header=(_STEP, step.encode()),
+        )
+        return found
+
+
+def build_routes(
+    service: Service, *, naming: TopicNaming, default: Retry, compensation: Retry
+) -> dict[str, Route]:
+    """Return the route of every event type ``service`` consumes."""
+    routes: dict[str, Route] = {}
+    for event_type in service.consumed_types:
+        spec = service.handler_for(event_type)
+        if spec is None:  # pragma: no cover - consumed_types come from the handlers
+            continue
+        routes[event_type] = Route(
+            service,
+            spec,
+            event_type,
+            naming=naming,
+            retry=retry_for(spec, default, compensation),
+        )
+    return routes

@@ -1,0 +1,44 @@
+"""The correlation-id tracker: rebuild every saga's state from the event log alone.
+
+:class:`Tracker` folds records into :class:`SagaTrace` objects (see :mod:`.fold` for the
+states and the saga-guarantee checks); :class:`LiveTracker` feeds it from a transport;
+:class:`TimeoutService` turns overdue sagas into ``choreo.SagaTimedOut`` failures;
+:func:`read_container_file` / :func:`write_container_file` read and write exported logs;
+:func:`verify_records` checks a whole log.
+"""
+
+from choreo.tracker.fold import TIMEOUT_EVENT_TYPE, Code, causal_order, fold
+from choreo.tracker.graphfacts import GraphFacts, facts_from
+from choreo.tracker.live import LiveTracker, read_topics
+from choreo.tracker.model import SagaState, SagaStatus, SagaTrace, TraceEvent, Violation
+from choreo.tracker.sources import read_container_file, write_container_file
+from choreo.tracker.store import CheckpointStore
+from choreo.tracker.timeouts import TimeoutService
+from choreo.tracker.tracker import Tracker, TrackerStats
+from choreo.tracker.verify import Finding, VerifyReport, verify_records, verify_tracker
+
+__all__ = [
+    "TIMEOUT_EVENT_TYPE",
+    "CheckpointStore",
+    "Code",
+    "Finding",
+    "GraphFacts",
+    "LiveTracker",
+    "SagaState",
+    "SagaStatus",
+    "SagaTrace",
+    "TimeoutService",
+    "TraceEvent",
+    "Tracker",
+    "TrackerStats",
+    "VerifyReport",
+    "Violation",
+    "causal_order",
+    "facts_from",
+    "fold",
+    "read_container_file",
+    "read_topics",
+    "verify_records",
+    "verify_tracker",
+    "write_container_file",
+]

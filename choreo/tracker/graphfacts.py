@@ -1,0 +1,91 @@
+"""What the tracker learns from a choreography's declarations, when it has them.
+
+The fold works from the role headers alone; a choreography adds what headers cannot
+say: which steps are compensatable (so a failed saga's missing compensations are
+violations), how long each step may take (per-step ``deadline``, else the saga's), which
+event types may follow an event, and which steps react to it. :func:`facts_from` reads
+these from a :class:`choreo.graph.Choreography` or from plain :class:`~choreo.service.Service`
+objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from choreo.graph import Choreography
+from choreo.service import Saga, Service, StepKind
+
+__all__ = ["GraphFacts", "facts_from"]
+
+
+@dataclass(frozen=True, slots=True)
+class GraphFacts:
+    """The declared facts the fold and the timeout service use (all keyed by plain strings).
+
+    ``deadline_after_ms`` maps an event type to the milliseconds within which the next
+    event is due after it (the smallest ``deadline`` of the steps reacting to it);
+    ``saga_deadline_ms`` maps a saga name to its default deadline.
+    """
+
+    compensatable: frozenset[str] = frozenset()
+    forward_steps: frozenset[str] = frozenset()
+    deadline_after_ms: Mapping[str, int] = field(default_factory=dict)
+    saga_deadline_ms: Mapping[str, int] = field(default_factory=dict)
+    next_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reacting_steps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def expected_after(self, event_type: str) -> tuple[str, ...]:
+        """Return the event types the steps reacting to ``event_type`` may emit."""
+        return tuple(self.next_types.get(event_type, ()))
+
+    def deadline_ms(self, event_type: str, saga: str, default_ms: int) -> int:
+        """Return how long a saga may wait after an ``event_type`` event before it is stuck."""
+        declared = self.deadline_after_ms.get(event_type)
+        if declared is not None:
+            return declared
+        return self.saga_deadline_ms.get(saga, default_ms)
+
+
+def facts_from(choreography: Choreography | Iterable[Service]) -> GraphFacts:
+    """Return the facts declared by ``choreography`` (a Choreography, or some Services)."""
+    if isinstance(choreography, Choreography):
+        services: list[Service] = list(choreography.services)
+        sagas: list[Saga] = list(choreography.sagas)
+    else:
+        services = list(choreography)
+        sagas = []
+    sagas.extend(saga for service in services for saga in service.sagas)
+    compensatable: set[str] = set()
+    forward: set[str] = set()
+    deadline_after: dict[str, int] = {}
+    saga_deadline: dict[str, int] = {}
+    next_types: dict[str, list[str]] = {}
+    reacting: dict[str, list[str]] = {}
+    for saga in sagas:
+        if saga.deadline is not None:
+            saga_deadline.setdefault(saga.name, int(saga.deadline * 1000))
+    for service in services:
+        for spec in service.handlers:
+            if spec.kind is StepKind.COMPENSATABLE:
+                compensatable.add(spec.step_id)
+            if spec.kind is StepKind.COMPENSATION and spec.undoes is not None:
+                compensatable.add(spec.undoes)
+            if spec.kind.is_forward:
+                forward.add(spec.step_id)
+            if spec.kind is StepKind.LISTENER:
+                continue
+            for consumed in spec.consumed_types:
+                reacting.setdefault(consumed, []).append(spec.step_id)
+                next_types.setdefault(consumed, []).extend(spec.emitted_types)
+                if spec.deadline is not None:
+                    ms = int(spec.deadline * 1000)
+                    deadline_after[consumed] = min(ms, deadline_after.get(consumed, ms))
+    return GraphFacts(
+        compensatable=frozenset(compensatable),
+        forward_steps=frozenset(forward),
+        deadline_after_ms=deadline_after,
+        saga_deadline_ms=saga_deadline,
+        next_types={k: tuple(dict.fromkeys(v)) for k, v in next_types.items()},
+        reacting_steps={k: tuple(v) for k, v in reacting.items()},
+    )

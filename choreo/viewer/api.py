@@ -1,0 +1,437 @@
+"""JSON views of the tracker's sagas: what the web viewer's HTTP API returns.
+
+Every function here is a pure read of a :class:`TrackerReader` that returns plain
+JSON-ready values; :mod:`choreo.viewer.web` only routes requests to them and encodes the
+result with :func:`to_json`, which escapes ``<``, ``>`` and ``&`` so that no response can
+be sniffed into markup.
+
+The viewer depends on the read side of the tracker only (:class:`TrackerReader`, a
+protocol), so it serves any object that answers those questions: the in-process
+:class:`~choreo.tracker.tracker.Tracker`, or one fed by a
+:class:`~choreo.tracker.live.LiveTracker`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
+
+from choreo._version import __version__
+from choreo.envelope import Role
+from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
+from choreo.viewer.graph_view import declared_graph
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "BadQueryError",
+    "TraceApi",
+    "TrackerReader",
+    "parse_status",
+    "to_json",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT: Final = 50
+"""Rows per page when the request names no ``limit``."""
+MAX_LIMIT: Final = 500
+"""The largest page the API serves: the page never renders more rows than this."""
+MAX_QUERY_CHARS: Final = 200
+"""The longest correlation-id search accepted."""
+GRAPH_SAMPLE_SAGAS: Final = 2_000
+"""How many of the newest sagas the observed graph is drawn from."""
+
+_MARKED_ROLES: Final[Mapping[Role, str]] = {
+    Role.COMPENSATION: "compensation",
+    Role.FAILURE: "failure",
+    Role.FAILED: "failure",
+}
+
+
+class TrackerReader(Protocol):
+    """The read side of :class:`~choreo.tracker.tracker.Tracker` that the viewer uses."""
+
+    @property
+    def version(self) -> int:
+        """Return a number that increases on every change."""
+        ...
+
+    @property
+    def choreography(self) -> object | None:
+        """Return the declared choreography graph, or None when the tracker has none."""
+        ...
+
+    def get(self, correlation_id: str) -> SagaTrace | None:
+        """Return one saga's trace, or None when the id is unknown."""
+        ...
+
+    def sagas(
+        self,
+        *,
+        status: SagaStatus | None = None,
+        saga: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        stuck_only: bool = False,
+        search: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SagaTrace]:
+        """Return a page of sagas, newest first, matching every given filter."""
+        ...
+
+    def counts(self) -> dict[SagaStatus, int]:
+        """Return how many sagas are in each status (zeros included)."""
+        ...
+
+    def total(self) -> int:
+        """Return how many sagas are tracked."""
+        ...
+
+    def saga_types(self) -> list[str]:
+        """Return the names of the sagas seen, sorted."""
+        ...
+
+    def wait_for_change(self, version: int, timeout: float) -> int:
+        """Block until the version moves past ``version`` or ``timeout`` passes; return it."""
+        ...
+
+    def payload(self, correlation_id: str, event_id: str) -> dict[str, Any] | None:
+        """Return an event's decoded payload, or None when it is not kept or not decodable."""
+        ...
+
+
+class BadQueryError(ValueError):
+    """A query parameter is invalid; the message names it and says why."""
+
+
+def _json_default(value: object) -> object:
+    """Return a JSON-ready stand-in for a payload value json cannot encode itself."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes_base64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return repr(value)
+
+
+def to_json(value: object) -> bytes:
+    """Return ``value`` as UTF-8 JSON in which ``<``, ``>`` and ``&`` are ``\\u`` escapes.
+
+    The escapes keep a payload such as ``<script>`` inert even for a client that sniffs
+    the response as HTML; the JSON still decodes to the same strings. Values json cannot
+    encode (bytes, datetimes, decimals, UUIDs, sets) are converted, never dropped.
+    """
+    text = json.dumps(value, default=_json_default, ensure_ascii=True, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return text.encode("ascii")
+
+
+def _normal(name: str) -> str:
+    """Return a status name folded for lenient matching (case, ``-``, ``_`` and spaces)."""
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+_STATUS_BY_NAME: Final[Mapping[str, SagaStatus]] = {_normal(s.value): s for s in SagaStatus}
+
+
+def parse_status(text: str) -> SagaStatus:
+    """Return the :class:`SagaStatus` named by ``text`` (any case; ``_``/``-`` ignored).
+
+    Raises :class:`BadQueryError` naming the accepted values when ``text`` names none.
+    """
+    status = _STATUS_BY_NAME.get(_normal(text))
+    if status is None:
+        accepted = ", ".join(s.value for s in SagaStatus)
+        raise BadQueryError(f"unknown status {text!r}; expected one of {accepted}")
+    return status
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """Return the integer query parameter ``name`` within [low, high], or ``default``."""
+    raw = query.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadQueryError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise BadQueryError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _short_type(event_type: str) -> str:
+    """Return the last dotted part of an event type (``shop.orders.Placed`` -> ``Placed``)."""
+    return event_type.rsplit(".", 1)[-1]
+
+
+def saga_row(trace: SagaTrace) -> dict[str, Any]:
+    """Return one saga as a row of the saga list (no events, just what the table shows)."""
+    last: TraceEvent | None = trace.events[-1] if trace.events else None
+    return {
+        "correlation_id": trace.correlation_id,
+        "saga": trace.saga,
+        "status": trace.status.value,
+        "state": trace.state.value,
+        "started_at_ms": trace.started_at_ms,
+        "ended_at_ms": trace.ended_at_ms,
+        "duration_ms": trace.duration_ms,
+        "event_count": len(trace.events),
+        "last_event_type": last.event_type if last else None,
+        "last_service": last.service if last else None,
+        "last_at_ms": last.produced_at_ms if last else None,
+        "violations": len(trace.violations),
+        "deadline_ms": trace.deadline_ms,
+    }
+
+
+def _event_view(
+    event: TraceEvent,
+    *,
+    index: int,
+    lane: int,
+    start_ms: int,
+    index_by_id: Mapping[str, int],
+    violating: set[str],
+) -> dict[str, Any]:
+    """Return one event of a saga's timeline with its lane, offset and marks."""
+    marks: list[str] = []
+    mark = _MARKED_ROLES.get(event.role)
+    if mark is not None:
+        marks.append(mark)
+    if event.event_id in violating:
+        marks.append("violation")
+    if event.late:
+        marks.append("late")
+    return {
+        "index": index,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "label": _short_type(event.event_type),
+        "role": event.role.value,
+        "service": event.service,
+        "lane": lane,
+        "produced_at_ms": event.produced_at_ms,
+        "t_ms": event.produced_at_ms - start_ms,
+        "causation_id": event.causation_id,
+        "cause_index": index_by_id.get(event.causation_id or ""),
+        "step": event.step,
+        "topic": event.topic,
+        "partition": event.partition,
+        "offset": event.offset,
+        "late": event.late,
+        "marks": marks,
+    }
+
+
+def saga_detail(trace: SagaTrace) -> dict[str, Any]:
+    """Return one saga's full trace: its row, the lanes (one per service), events, violations.
+
+    Lanes are the services in the order they first appear; each event names its lane,
+    its offset from the saga's first event (``t_ms``) and the index of the event that
+    caused it (``cause_index``, None when the cause was not observed).
+    """
+    lanes: dict[str, int] = {}
+    lane_counts: Counter[str] = Counter()
+    for event in trace.events:
+        lanes.setdefault(event.service, len(lanes))
+        lane_counts[event.service] += 1
+    start_ms = trace.started_at_ms or 0
+    index_by_id = {event.event_id: i for i, event in enumerate(trace.events)}
+    violating = {v.event_id for v in trace.violations if v.event_id}
+    detail = saga_row(trace)
+    detail.update(
+        {
+            "stuck": trace.stuck,
+            "timed_out": trace.timed_out,
+            "compensation_failed": trace.compensation_failed,
+            "lanes": [{"service": name, "events": lane_counts[name]} for name in lanes],
+            "events": [
+                _event_view(
+                    event,
+                    index=i,
+                    lane=lanes[event.service],
+                    start_ms=start_ms,
+                    index_by_id=index_by_id,
+                    violating=violating,
+                )
+                for i, event in enumerate(trace.events)
+            ],
+            "violations": [
+                {"code": v.code, "message": v.message, "event_id": v.event_id}
+                for v in trace.violations
+            ],
+        }
+    )
+    return detail
+
+
+_LANE_OF_ROLE: Final[Mapping[Role, str]] = {
+    Role.FAILURE: "failure",
+    Role.FAILED: "failure",
+    Role.COMPENSATION: "compensation",
+    Role.NOTICE: "notice",
+}
+
+
+def observed_graph(traces: list[SagaTrace]) -> dict[str, Any]:
+    """Return the choreography observed in ``traces``, shaped like the declared graph.
+
+    Nodes are event types (with their most frequent role) and *reactions*: a service
+    reacting to one event type (``handler`` nodes), or a service opening a saga
+    (``start`` nodes, for events without a cause). Edges run event -> reaction
+    (``consumes``, from the causation id) and reaction -> event (``emits``), each in the
+    lane of the emitted event's role; counts say how often each edge was seen. This reads
+    like the declared graph and, unlike a service-level graph, has no cycles for a saga.
+    """
+    edges: Counter[tuple[str, str, str, str]] = Counter()
+    roles: dict[str, Counter[str]] = {}
+    reactions: dict[str, dict[str, Any]] = {}
+    for trace in traces:
+        type_by_id = {event.event_id: event.event_type for event in trace.events}
+        for event in trace.events:
+            roles.setdefault(event.event_type, Counter())[event.role.value] += 1
+            cause_type = type_by_id.get(event.causation_id or "")
+            if cause_type is None:
+                reaction_id = f"start:{event.service}"
+                if reaction_id not in reactions:
+                    reactions[reaction_id] = {
+                        "id": reaction_id,
+                        "kind": "start",
+                        "label": event.service,
+                        "detail": "starts" if event.role is Role.START else "emits",
+                        "title": f"{event.service}: events with no observed cause",
+                    }
+            else:
+                reaction_id = f"handler:{event.service}<-{cause_type}"
+                if reaction_id not in reactions:
+                    reactions[reaction_id] = {
+                        "id": reaction_id,
+                        "kind": "handler",
+                        "label": event.service,
+                        "detail": f"on {_short_type(cause_type)}",
+                        "title": f"{event.service}, reacting to {cause_type}",
+                    }
+            lane = _LANE_OF_ROLE.get(event.role, "forward")
+            if cause_type is not None:
+                edges[(f"event:{cause_type}", reaction_id, "consumes", lane)] += 1
+            edges[(reaction_id, f"event:{event.event_type}", "emits", lane)] += 1
+    nodes: list[dict[str, Any]] = [reactions[key] for key in sorted(reactions)]
+    nodes.extend(
+        {
+            "id": f"event:{event_type}",
+            "kind": "event",
+            "label": _short_type(event_type),
+            "title": event_type,
+            "role": counter.most_common(1)[0][0],
+        }
+        for event_type, counter in sorted(roles.items())
+    )
+    return {
+        "source": "observed",
+        "sagas_sampled": len(traces),
+        "nodes": nodes,
+        "edges": [
+            {"from": source, "to": target, "kind": kind, "lane": lane, "count": count}
+            for (source, target, kind, lane), count in sorted(edges.items())
+        ],
+    }
+
+
+class TraceApi:
+    """Answers the viewer's API questions about one tracker; safe to call from many threads."""
+
+    def __init__(self, tracker: TrackerReader) -> None:
+        """Serve views of ``tracker``."""
+        self.tracker = tracker
+        self._graph_lock = threading.Lock()
+        self._graph: tuple[int, dict[str, Any]] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Return counts per status (all statuses, zeros too), total, saga types and version."""
+        version = self.tracker.version
+        counts = self.tracker.counts()
+        return {
+            "version": version,
+            "total": self.tracker.total(),
+            "counts": {status.value: counts.get(status, 0) for status in SagaStatus},
+            "saga_types": self.tracker.saga_types(),
+            "viewer_version": __version__,
+        }
+
+    def sagas(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """Return a page of sagas, newest first, filtered by ``status``, ``saga`` and ``q``.
+
+        ``total`` is the number of matching sagas when the tracker can say it cheaply
+        (no saga-type or search filter), else None; ``has_more`` is always exact.
+        Raises :class:`BadQueryError` for an invalid parameter.
+        """
+        status_text = query.get("status", "").strip()
+        status = parse_status(status_text) if status_text else None
+        saga = query.get("saga", "").strip() or None
+        search = query.get("q", "").strip() or None
+        if search is not None and len(search) > MAX_QUERY_CHARS:
+            raise BadQueryError(f"q must be at most {MAX_QUERY_CHARS} characters")
+        limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = _int_param(query, "offset", 0, 0, 10**9)
+        version = self.tracker.version
+        page = self.tracker.sagas(
+            status=status, saga=saga, search=search, limit=limit + 1, offset=offset
+        )
+        total: int | None = None
+        if saga is None and search is None:
+            total = self.tracker.counts().get(status, 0) if status else self.tracker.total()
+        return {
+            "version": version,
+            "items": [saga_row(trace) for trace in page[:limit]],
+            "limit": limit,
+            "offset": offset,
+            "has_more": len(page) > limit,
+            "total": total,
+        }
+
+    def saga(self, correlation_id: str) -> dict[str, Any] | None:
+        """Return one saga's trace (see :func:`saga_detail`), or None when it is unknown."""
+        trace = self.tracker.get(correlation_id)
+        return None if trace is None else saga_detail(trace)
+
+    def payload(self, correlation_id: str, event_id: str) -> dict[str, Any] | None:
+        """Return ``{"event_id", "payload"}`` for one event, or None when no payload is kept."""
+        trace = self.tracker.get(correlation_id)
+        if trace is None or not any(e.event_id == event_id for e in trace.events):
+            return None
+        payload = self.tracker.payload(correlation_id, event_id)
+        if payload is None:
+            return None
+        return {"correlation_id": correlation_id, "event_id": event_id, "payload": payload}
+
+    def graph(self) -> dict[str, Any]:
+        """Return the choreography graph as nodes and edges (declared if known, else observed).
+
+        The observed graph is drawn from the newest :data:`GRAPH_SAMPLE_SAGAS` sagas and
+        recomputed only when the tracker's version has moved.
+        """
+        declared = declared_graph(self.tracker.choreography)
+        if declared is not None:
+            return declared
+        version = self.tracker.version
+        with self._graph_lock:
+            if self._graph is not None and self._graph[0] == version:
+                return self._graph[1]
+        graph = observed_graph(self.tracker.sagas(limit=GRAPH_SAMPLE_SAGAS))
+        with self._graph_lock:
+            self._graph = (version, graph)
+        return graph

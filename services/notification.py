@@ -1,0 +1,76 @@
+"""The notification service: tells the customer how the order ended (a listener).
+
+It takes no part in the saga: its ``NotificationSent`` events are notices, and it keeps
+the notifications it sent in its own SQLite table, one per triggering event, so a
+redelivered event never notifies twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from choreo import Context, Service
+from services import events as ev
+from services.config import ServiceConfig
+from services.saga import OrderFulfillment
+from services.store import Store, now_ms
+
+__all__ = ["Outbox", "create", "service"]
+
+
+class Outbox(Store):
+    """The notifications the service sent."""
+
+    SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS notifications (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            order_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            cause_event_id TEXT NOT NULL UNIQUE,
+            sent_ms INTEGER NOT NULL)""",
+    )
+
+    def send(
+        self, conn: sqlite3.Connection, order_id: str, kind: str, channel: str, cause: str
+    ) -> bool:
+        """Record a notification for ``cause`` once; return False when it was sent already."""
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO notifications (order_id, kind, channel, cause_event_id, sent_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (order_id, kind, channel, cause, now_ms()),
+        )
+        return cursor.rowcount == 1
+
+    def sent(self, conn: sqlite3.Connection, order_id: str) -> list[str]:
+        """Return the kinds of notification sent about ``order_id``, oldest first."""
+        rows = conn.execute(
+            "SELECT kind FROM notifications WHERE order_id = ? ORDER BY id", (order_id,)
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+
+def create(config: ServiceConfig | None = None, *, outbox: Outbox | None = None) -> Service:
+    """Return the notification service, its handler bound to ``outbox``."""
+    config = config or ServiceConfig.from_env()
+    store = outbox or Outbox(config.db_path("notification"))
+    notification = Service("notification", sagas=[OrderFulfillment])
+
+    @notification.listener(on=[ev.OrderCompleted, ev.OrderFailed], emits=ev.NotificationSent)
+    def notify(
+        event: ev.OrderCompleted | ev.OrderFailed, ctx: Context
+    ) -> ev.NotificationSent | None:
+        """E-mail the customer that the order shipped, or that it failed and was refunded."""
+        kind = "order-completed" if isinstance(event, ev.OrderCompleted) else "order-failed"
+        channel = ev.Channel.EMAIL
+        with store.transaction(ctx.db) as conn:
+            sent = store.send(conn, event.order_id, kind, str(channel), ctx.envelope.event_id)
+        if not sent:
+            ctx.log.debug("notification sent already")
+        return ev.NotificationSent(order_id=event.order_id, channel=channel, kind=kind)
+
+    return notification
+
+
+service = create()
+"""The notification service configured from ``SHOP_*`` variables (``choreo run``'s target)."""

@@ -1,0 +1,188 @@
+"""The payment service: charges an order's total, and refunds it when the saga fails later.
+
+State (its own SQLite tables): one payment per order (charged, declined or refunded) and a
+ledger of money movements, one ``charge`` and at most one ``refund`` row per order: a
+double charge or a double refund would show as a second row. Declines are injected by
+configuration (:meth:`~services.config.ServiceConfig.declines`), deterministically per
+order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from choreo import Context, Service
+from choreo.events import Event
+from services import events as ev
+from services.config import ServiceConfig
+from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after
+from services.store import Store, Undo, now_ms
+
+__all__ = ["Ledger", "Payment", "create", "order_total", "service"]
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """The outcome of charging one order: ``charged`` or ``declined`` (or later ``refunded``)."""
+
+    order_id: str
+    payment_id: str
+    amount_cents: int
+    status: str
+    reason: str | None = None
+
+    @property
+    def charged(self) -> bool:
+        """True when the money was taken (even if refunded since)."""
+        return self.status in ("charged", "refunded")
+
+
+def order_total(items: Iterable[ev.LineItem]) -> int:
+    """Return the total in cents of an order's lines (quantity times unit price)."""
+    return sum(item.quantity * item.unit_price_cents for item in items)
+
+
+class Ledger(Store):
+    """Payments and the money ledger of the payment service."""
+
+    SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS payments (
+            order_id TEXT PRIMARY KEY,
+            payment_id TEXT NOT NULL,
+            amount_cents INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('charged', 'declined', 'refunded')),
+            reason TEXT,
+            charged_by TEXT NOT NULL,
+            refunded_by TEXT,
+            created_ms INTEGER NOT NULL,
+            refunded_ms INTEGER)""",
+        """CREATE TABLE IF NOT EXISTS payment_ledger (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            order_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('charge', 'refund')),
+            amount_cents INTEGER NOT NULL,
+            cause_event_id TEXT NOT NULL,
+            at_ms INTEGER NOT NULL)""",
+    )
+
+    def charge(
+        self,
+        conn: sqlite3.Connection,
+        order_id: str,
+        amount_cents: int,
+        cause: str,
+        *,
+        decline: str | None = None,
+    ) -> Payment:
+        """Charge ``amount_cents`` once (or record ``decline``); a repeat gives the 1st outcome."""
+        row = conn.execute(
+            "SELECT payment_id, amount_cents, status, reason FROM payments WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        if row is not None:
+            return Payment(order_id, row[0], row[1], row[2], row[3])
+        if decline is None and amount_cents <= 0:
+            decline = f"invalid amount {amount_cents}"
+        status = "declined" if decline else "charged"
+        payment_id = f"pay-{order_id}"
+        now = now_ms()
+        conn.execute(
+            "INSERT INTO payments"
+            " (order_id, payment_id, amount_cents, status, reason, charged_by, created_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (order_id, payment_id, amount_cents, status, decline, cause, now),
+        )
+        if status == "charged":
+            conn.execute(
+                "INSERT INTO payment_ledger (order_id, kind, amount_cents, cause_event_id, at_ms)"
+                " VALUES (?, 'charge', ?, ?, ?)",
+                (order_id, amount_cents, cause, now),
+            )
+        return Payment(order_id, payment_id, amount_cents, status, decline)
+
+    def refund(self, conn: sqlite3.Connection, order_id: str, cause: str) -> Undo:
+        """Pay ``order_id``'s charge back once and say what was found."""
+        row = conn.execute(
+            "SELECT amount_cents, status, refunded_by FROM payments WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        if row is None or row[1] == "declined":
+            return Undo.NOTHING
+        amount_cents, status, refunded_by = row
+        if status == "refunded":
+            return Undo.DONE if refunded_by == cause else Undo.ALREADY
+        now = now_ms()
+        conn.execute(
+            "INSERT INTO payment_ledger (order_id, kind, amount_cents, cause_event_id, at_ms)"
+            " VALUES (?, 'refund', ?, ?, ?)",
+            (order_id, -amount_cents, cause, now),
+        )
+        conn.execute(
+            "UPDATE payments SET status = 'refunded', refunded_by = ?, refunded_ms = ?"
+            " WHERE order_id = ?",
+            (cause, now, order_id),
+        )
+        return Undo.DONE
+
+    def balance(self, conn: sqlite3.Connection, order_id: str) -> int:
+        """Return the net money taken for ``order_id`` (charges minus refunds) in cents."""
+        row = conn.execute(
+            "SELECT COALESCE(SUM(amount_cents), 0) FROM payment_ledger WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        return int(row[0])
+
+
+def create(config: ServiceConfig | None = None, *, ledger: Ledger | None = None) -> Service:
+    """Return the payment service, its handlers bound to ``ledger`` and ``config``."""
+    config = config or ServiceConfig.from_env()
+    store = ledger or Ledger(config.db_path("payment"))
+    payment = Service("payment", sagas=[OrderFulfillment])
+
+    @payment.step(on=ev.InventoryReserved, emits=ev.PaymentCharged, fails_with=ev.PaymentDeclined)
+    def charge(
+        event: ev.InventoryReserved, ctx: Context
+    ) -> ev.PaymentCharged | ev.PaymentDeclined | None:
+        """Charge the order's total; decline it when the (injected) card issuer says no."""
+        if config.intercept("payment.charge", event.order_id):
+            ctx.log.info("injected silence: the charge is dropped")
+            return None
+        decline = "card declined by issuer" if config.declines(event.order_id) else None
+        with store.transaction(ctx.db) as conn:
+            outcome = store.charge(
+                conn,
+                event.order_id,
+                order_total(event.items),
+                ctx.envelope.event_id,
+                decline=decline,
+            )
+        if outcome.charged:
+            return ev.PaymentCharged(
+                order_id=event.order_id,
+                payment_id=outcome.payment_id,
+                amount_cents=outcome.amount_cents,
+            )
+        return ev.PaymentDeclined(order_id=event.order_id, reason=outcome.reason or "declined")
+
+    @payment.compensation(
+        undoes=charge, on=[ev.ShipmentCancelled, TimedOut], emits=ev.PaymentRefunded
+    )
+    def refund(event: Event, ctx: Context) -> ev.PaymentRefunded | None:
+        """Refund the charge; on a timeout only when the saga stopped right after the charge."""
+        timeout = isinstance(event, TimedOut)
+        if timeout and not timed_out_after(event, "payment.charge"):
+            return None
+        order_id = order_id_of(event)
+        with store.transaction(ctx.db) as conn:
+            undo = store.refund(conn, order_id, ctx.envelope.event_id)
+        if undo is Undo.ALREADY or (timeout and undo is Undo.NOTHING):
+            return None  # the chain went on already, or nothing of ours to undo
+        return ev.PaymentRefunded(order_id=order_id)
+
+    return payment
+
+
+service = create()
+"""The payment service configured from ``SHOP_*`` variables (``choreo run``'s target)."""

@@ -1,0 +1,84 @@
+"""Place sample orders on a running shop: ``python -m services.placer --count 300 --bootstrap ...``.
+
+Each order is stored in the order service's table and its ``OrderCreated`` start event in
+the same SQLite file's outbox, in one local transaction (share ``--inbox`` with the order
+service's worker, e.g. a volume both containers mount), then published. Used by
+docker-compose's one-shot ``orders`` container; ``choreo demo`` does the same in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+@click.command()
+@click.option("--count", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample orders.")
+@click.option("--bootstrap", metavar="HOST:PORT", required=True, help="Kafka bootstrap servers.")
+@click.option(
+    "--transport",
+    type=click.Choice(["confluent", "kafka-python"]),
+    default="confluent",
+    show_default=True,
+)
+@click.option(
+    "--inbox",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The order service's SQLite file (its orders table and outbox).",
+)
+@click.option(
+    "--schemas",
+    "schemas_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The example's schema directory (default: found like choreo demo does).",
+)
+@click.option("--topic-prefix", default="", help="Prefix of every topic name.")
+def main(
+    *,
+    count: int,
+    seed: int,
+    bootstrap: str,
+    transport: str,
+    inbox: Path,
+    schemas_dir: Path | None,
+    topic_prefix: str,
+) -> None:
+    """Place COUNT sample orders and exit once every start event is acknowledged."""
+    from choreo.demo import find_schemas_dir
+    from choreo.runtime import Publisher, SqliteInbox, WorkerConfig
+    from choreo.runtime.serdes import serde_for
+    from choreo.transports.factory import open_transport
+    from services.catalog import sample_orders
+    from services.config import ServiceConfig
+    from services.order import Orders, create, place_order
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+    service = create(ServiceConfig.from_env())
+    serde = serde_for([service], schemas_dir=find_schemas_dir(schemas_dir))
+    config = WorkerConfig(topic_naming=lambda event_type: topic_prefix + event_type)
+    store = SqliteInbox(inbox)
+    publisher = Publisher(
+        service, open_transport(transport, bootstrap=bootstrap), serde, inbox=store, config=config
+    )
+    orders = Orders()
+    started = time.monotonic()
+    try:
+        for request in sample_orders(count, seed=seed):
+            place_order(publisher, orders, request)
+    finally:
+        publisher.close()
+        store.close()
+    click.echo(f"placed {count} orders in {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m services.placer
+    main()

@@ -1,0 +1,184 @@
+"""The shipping service: prepares a shipment, dispatches it (the pivot), cancels it on failure.
+
+State (its own SQLite table): one shipment per order whose status moves
+``created`` → ``dispatched`` (the pivot: the parcel left, nothing can be undone), or
+``created`` → ``dispatch_failed`` → ``cancelled``, or ``created`` → ``cancelled`` (timeout).
+Dispatch failures are injected by configuration
+(:meth:`~services.config.ServiceConfig.dispatch_fails`), deterministically per order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+
+from choreo import Context, Service
+from choreo.events import Event
+from services import events as ev
+from services.config import ServiceConfig
+from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after
+from services.store import Store, Undo, now_ms
+
+__all__ = ["Shipment", "Shipments", "create", "service"]
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    """One order's shipment as stored: its id, status and, once dispatched, tracking number."""
+
+    order_id: str
+    shipment_id: str
+    status: str
+    tracking_number: str | None = None
+    reason: str | None = None
+
+
+class Shipments(Store):
+    """The shipments of the shipping service."""
+
+    SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS shipments (
+            order_id TEXT PRIMARY KEY,
+            shipment_id TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN
+                ('created', 'dispatched', 'dispatch_failed', 'cancelled')),
+            tracking_number TEXT,
+            reason TEXT,
+            created_by TEXT NOT NULL,
+            dispatched_by TEXT,
+            cancelled_by TEXT,
+            created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL)""",
+    )
+
+    def get(self, conn: sqlite3.Connection, order_id: str) -> Shipment | None:
+        """Return ``order_id``'s shipment, or None when there is none."""
+        row = conn.execute(
+            "SELECT shipment_id, status, tracking_number, reason FROM shipments WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        return None if row is None else Shipment(order_id, row[0], row[1], row[2], row[3])
+
+    def create(self, conn: sqlite3.Connection, order_id: str, cause: str) -> Shipment:
+        """Prepare ``order_id``'s shipment once; a repeat returns the shipment as it is."""
+        known = self.get(conn, order_id)
+        if known is not None:
+            return known
+        shipment_id = f"shp-{order_id}"
+        now = now_ms()
+        conn.execute(
+            "INSERT INTO shipments"
+            " (order_id, shipment_id, status, created_by, created_ms, updated_ms)"
+            " VALUES (?, ?, 'created', ?, ?, ?)",
+            (order_id, shipment_id, cause, now, now),
+        )
+        return Shipment(order_id, shipment_id, "created")
+
+    def dispatch(
+        self, conn: sqlite3.Connection, order_id: str, cause: str, *, failure: str | None = None
+    ) -> Shipment:
+        """Hand ``order_id``'s shipment to the carrier once, or record ``failure``.
+
+        A repeat returns the first outcome; a missing or cancelled shipment fails.
+        """
+        known = self.get(conn, order_id)
+        if known is None:
+            return Shipment(order_id, "", "dispatch_failed", reason="no shipment was prepared")
+        if known.status == "cancelled":
+            return Shipment(order_id, known.shipment_id, "dispatch_failed", reason="cancelled")
+        if known.status != "created":
+            return known
+        now = now_ms()
+        if failure is not None:
+            conn.execute(
+                "UPDATE shipments SET status = 'dispatch_failed', reason = ?, dispatched_by = ?,"
+                " updated_ms = ? WHERE order_id = ?",
+                (failure, cause, now, order_id),
+            )
+            return Shipment(order_id, known.shipment_id, "dispatch_failed", reason=failure)
+        tracking = "TRK" + hashlib.sha256(order_id.encode()).hexdigest()[:12].upper()
+        conn.execute(
+            "UPDATE shipments SET status = 'dispatched', tracking_number = ?, dispatched_by = ?,"
+            " updated_ms = ? WHERE order_id = ?",
+            (tracking, cause, now, order_id),
+        )
+        return Shipment(order_id, known.shipment_id, "dispatched", tracking)
+
+    def cancel(self, conn: sqlite3.Connection, order_id: str, cause: str) -> Undo:
+        """Cancel ``order_id``'s shipment once unless it left already; say what was found."""
+        row = conn.execute(
+            "SELECT status, cancelled_by FROM shipments WHERE order_id = ?", (order_id,)
+        ).fetchone()
+        if row is None or row[0] == "dispatched":
+            return Undo.NOTHING  # nothing prepared, or past the pivot: nothing to undo
+        status, cancelled_by = row
+        if status == "cancelled":
+            return Undo.DONE if cancelled_by == cause else Undo.ALREADY
+        conn.execute(
+            "UPDATE shipments SET status = 'cancelled', cancelled_by = ?, updated_ms = ?"
+            " WHERE order_id = ?",
+            (cause, now_ms(), order_id),
+        )
+        return Undo.DONE
+
+
+def create(config: ServiceConfig | None = None, *, shipments: Shipments | None = None) -> Service:
+    """Return the shipping service, its handlers bound to ``shipments`` and ``config``."""
+    config = config or ServiceConfig.from_env()
+    store = shipments or Shipments(config.db_path("shipping"))
+    shipping = Service("shipping", sagas=[OrderFulfillment])
+
+    @shipping.step(on=ev.PaymentCharged, emits=ev.ShipmentCreated)
+    def create_shipment(event: ev.PaymentCharged, ctx: Context) -> ev.ShipmentCreated | None:
+        """Prepare the order's shipment."""
+        if config.intercept("shipping.create_shipment", event.order_id):
+            ctx.log.info("injected silence: the shipment is not prepared")
+            return None
+        with store.transaction(ctx.db) as conn:
+            shipment = store.create(conn, event.order_id, ctx.envelope.event_id)
+        return ev.ShipmentCreated(order_id=event.order_id, shipment_id=shipment.shipment_id)
+
+    @shipping.pivot(
+        on=ev.ShipmentCreated, emits=ev.ShipmentDispatched, fails_with=ev.ShipmentDispatchFailed
+    )
+    def dispatch(
+        event: ev.ShipmentCreated, ctx: Context
+    ) -> ev.ShipmentDispatched | ev.ShipmentDispatchFailed | None:
+        """Hand the parcel to the carrier: the point of no return (or a dispatch failure)."""
+        if config.intercept("shipping.dispatch", event.order_id):
+            ctx.log.info("injected silence: the shipment is not dispatched")
+            return None
+        failure = "carrier rejected the parcel" if config.dispatch_fails(event.order_id) else None
+        with store.transaction(ctx.db) as conn:
+            shipment = store.dispatch(conn, event.order_id, ctx.envelope.event_id, failure=failure)
+        if shipment.status == "dispatched":
+            return ev.ShipmentDispatched(
+                order_id=event.order_id, tracking_number=shipment.tracking_number or ""
+            )
+        return ev.ShipmentDispatchFailed(
+            order_id=event.order_id, reason=shipment.reason or "dispatch failed"
+        )
+
+    @shipping.compensation(
+        undoes=create_shipment,
+        on=[ev.ShipmentDispatchFailed, TimedOut],
+        emits=ev.ShipmentCancelled,
+    )
+    def cancel(event: Event, ctx: Context) -> ev.ShipmentCancelled | None:
+        """Cancel the prepared shipment; on a timeout only when the saga stopped right here."""
+        timeout = isinstance(event, TimedOut)
+        if timeout and not timed_out_after(event, "shipping.create_shipment"):
+            return None
+        order_id = order_id_of(event)
+        with store.transaction(ctx.db) as conn:
+            undo = store.cancel(conn, order_id, ctx.envelope.event_id)
+        if undo is Undo.ALREADY or (timeout and undo is Undo.NOTHING):
+            return None  # the chain went on already, or nothing of ours to undo
+        return ev.ShipmentCancelled(order_id=order_id)
+
+    return shipping
+
+
+service = create()
+"""The shipping service configured from ``SHOP_*`` variables (``choreo run``'s target)."""

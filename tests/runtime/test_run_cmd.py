@@ -1,0 +1,152 @@
+"""``choreo run MODULE:SERVICE`` imports a service, runs its worker, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from choreo.cli.run_cmd import run
+from choreo.envelope import Header, headers_to_dict
+from choreo.runtime import Publisher, WorkerConfig
+from choreo.transports.factory import open_transport
+
+from .fixtures.events import OrderPlaced
+from .fixtures.serdes import avro_serde
+from .fixtures.shop import SCHEMAS_DIR, build_shop
+
+REPO = Path(__file__).resolve().parents[2]
+APP = "tests.runtime.fixtures.cli_app"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_colon", "use MODULE:SERVICE"),
+        ("tests.runtime.fixtures.nowhere:x", "cannot import"),
+        (f"{APP}:missing", "has no attribute missing"),
+        (f"{APP}:not_a_service", "not a choreo Service"),
+    ],
+)
+def test_bad_targets_are_refused_with_a_reason(target: str, message: str) -> None:
+    """A target that is not MODULE:SERVICE naming a Service exits 2 and says why."""
+    result = CliRunner().invoke(run, [target, "--schemas", str(SCHEMAS_DIR)])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+class _Process:
+    """A ``choreo run`` subprocess whose output is collected on a thread."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "COLUMNS": "250", "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "choreo", "--log-level", "INFO", "run", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not seen; output:\n{self.output}")
+            time.sleep(0.05)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        code = self.popen.wait(timeout)
+        self._reader.join(5)
+        return code
+
+
+def test_sigterm_stops_the_worker_gracefully_on_the_memory_transport(tmp_path: Path) -> None:
+    """The smoke run starts, subscribes, and exits 0 after SIGTERM, closing the worker."""
+    process = _Process(
+        f"{APP}:inventory",
+        "--transport",
+        "memory",
+        "--schemas",
+        str(SCHEMAS_DIR),
+        "--inbox",
+        str(tmp_path / "inbox.db"),
+    )
+    try:
+        process.wait_for("worker started")
+    finally:
+        code = process.terminate()
+    assert code == 0, process.output
+    assert "SIGTERM received" in process.output
+    assert "worker closed" in process.output
+    assert (tmp_path / "inbox.db").exists()
+
+
+@pytest.mark.kafka
+def test_the_cli_worker_handles_events_from_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """On confluent the CLI worker reserves stock for a published order, then stops on SIGTERM."""
+    prefix = f"cli{uuid.uuid4().hex[:10]}."
+    inbox = tmp_path / "inventory.db"
+    with sqlite3.connect(inbox) as db:  # the service's own table, as its migrations would
+        db.execute("CREATE TABLE reservations (order_id TEXT PRIMARY KEY, qty INT)")
+    process = _Process(
+        f"{APP}:inventory",
+        "--transport",
+        "confluent",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--schemas",
+        str(SCHEMAS_DIR),
+        "--inbox",
+        str(inbox),
+        "--group",
+        f"{prefix}inventory",
+        "--topic-prefix",
+        prefix,
+    )
+    transport = open_transport("confluent", bootstrap=kafka_bootstrap)
+    try:
+        process.wait_for("worker started")
+        shop = build_shop()
+        config = WorkerConfig(topic_naming=lambda t: f"{prefix}{t}")
+        cid = Publisher(shop.orders, transport, avro_serde(), config=config).start(
+            shop.saga, OrderPlaced("o1", "book", 3, 300)
+        )
+        consumer = transport.consumer(f"{prefix}reader")
+        consumer.subscribe([f"{prefix}test.runtime.StockReserved"])
+        found = []
+        deadline = time.monotonic() + 60
+        while not found and time.monotonic() < deadline:
+            found = consumer.poll(10, 0.5)
+        consumer.close()
+    finally:
+        code = process.terminate()
+    assert code == 0, process.output
+    assert len(found) == 1
+    assert headers_to_dict(found[0].headers)[Header.CORRELATION_ID] == cid.encode()
+    with sqlite3.connect(inbox) as db:
+        assert db.execute("SELECT order_id, qty FROM reservations").fetchall() == [("o1", 3)]
+        assert db.execute("SELECT count(*) FROM choreo_inbox").fetchone() == (1,)

@@ -1,0 +1,108 @@
+"""docker-compose.yml and the Dockerfile: validated by structure (no Docker engine needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SHOP = ("order", "inventory", "payment", "shipping", "notification")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """Return docker-compose.yml parsed (YAML merge keys resolved)."""
+    loaded: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return loaded
+
+
+def _local(args: list[str]) -> list[str]:
+    """Return container arguments with the image's /app paths pointing at this checkout."""
+    return [arg.replace("/app/", f"{REPO}/") for arg in args]
+
+
+def _parse(command: click.Command, args: list[str]) -> dict[str, Any]:
+    """Parse ``args`` with ``command``'s options (without running it) and return the params."""
+    with command.make_context(command.name or "cmd", _local(args)) as ctx:
+        return dict(ctx.params)
+
+
+def test_every_service_is_built_commanded_and_waits_for_kafka(compose: dict[str, Any]) -> None:
+    """Each container other than kafka has an image or build, a command and waits for kafka."""
+    services = compose["services"]
+    assert set(services) >= {"kafka", *SHOP, "viewer", "orders"}
+    for name, spec in services.items():
+        assert "image" in spec or "build" in spec, name
+        if name == "kafka":
+            assert "healthcheck" in spec
+            continue
+        assert isinstance(spec["command"], list) and spec["command"], name
+        assert spec["depends_on"]["kafka"] == {"condition": "service_healthy"}, name
+
+
+def test_service_containers_run_their_service_on_the_internal_listener(
+    compose: dict[str, Any],
+) -> None:
+    """Each shop container runs ``choreo run services.<name>:service`` with valid options."""
+    from choreo.cli.run_cmd import load_service, run
+
+    advertised = compose["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    internal = advertised.split("INTERNAL://", 1)[1].split(",", 1)[0]
+    volumes = set(compose["volumes"])
+    for name in SHOP:
+        spec = compose["services"][name]
+        command = spec["command"]
+        assert command[0] == "choreo"
+        run_at = command.index("run")
+        params = _parse(run, command[run_at + 1 :])
+        assert params["target"] == f"services.{name}:service"
+        assert load_service(params["target"]).name == name
+        assert params["kind"] == "confluent"
+        assert params["bootstrap"] == internal
+        assert str(params["inbox_path"]).startswith("/data/")
+        assert spec["volumes"] == [f"{name}-data:/data"] and f"{name}-data" in volumes
+        assert spec["healthcheck"]["test"][0] == "CMD"
+        assert spec["environment"]["SHOP_DECLINE_RATE"] == "0.2"
+
+
+def test_viewer_serves_remotely_only_on_purpose(compose: dict[str, Any]) -> None:
+    """The viewer follows kafka, binds 0.0.0.0 with --allow-remote, published on loopback."""
+    from choreo.cli.ui_cmd import ui
+
+    spec = compose["services"]["viewer"]
+    assert spec["command"][:2] == ["choreo", "ui"]
+    params = _parse(ui, spec["command"][2:])
+    assert params["host"] == "0.0.0.0" and params["allow_remote"]
+    assert params["bootstrap"] == "kafka:29092"
+    assert spec["ports"] == [f"127.0.0.1:{params['port']}:{params['port']}"]
+    assert "healthcheck" in spec
+
+
+def test_orders_wait_for_every_healthy_service_and_share_the_order_volume(
+    compose: dict[str, Any],
+) -> None:
+    """The one-shot order placer starts after all services are healthy, on the order store."""
+    from services.placer import main
+
+    spec = compose["services"]["orders"]
+    for name in (*SHOP, "viewer", "kafka"):
+        assert spec["depends_on"][name] == {"condition": "service_healthy"}, name
+    assert spec["restart"] == "no"
+    assert spec["command"][:3] == ["python", "-m", "services.placer"]
+    params = _parse(main, spec["command"][3:])
+    assert str(params["inbox"]) == "/data/order.sqlite3"
+    assert spec["volumes"] == compose["services"]["order"]["volumes"]
+
+
+def test_dockerfile_installs_the_package_with_services_and_schemas() -> None:
+    """The image is python:3.11-slim with choreo, the services and the schemas installed."""
+    text = (REPO / "Dockerfile").read_text()
+    assert "\nFROM python:3.11-slim\n" in text
+    for line in ("COPY choreo choreo", "COPY services services", "COPY schemas schemas"):
+        assert line in text
+    assert "pip install ." in text
+    assert "WORKDIR /app" in text

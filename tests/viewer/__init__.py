@@ -1,0 +1,1 @@
+"""Tests of the saga-trace web viewer and ``choreo ui``."""

@@ -1,0 +1,261 @@
+"""The viewer in a real headless Chromium: counts, filters, search, timeline, live, escaping.
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``, or ``$CHOREO_CHROMIUM``) and the
+``playwright`` package; Playwright's own browser download is never used. Without them the
+tests are skipped with the reason, except under CI (``$CI`` set), where they fail.
+Screenshots are written to ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choreo.envelope import Role
+from choreo.tracker.tracker import Tracker
+from choreo.viewer import ViewerServer
+
+from .samples import XSS, SagaWriter, Sample
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """Return the Chromium executable to drive: ``$CHOREO_CHROMIUM`` or Debian's."""
+    return os.environ.get("CHOREO_CHROMIUM", "/usr/bin/chromium")
+
+
+def _no_browser(reason: str) -> None:
+    """Fail under CI, skip elsewhere: the browser tests cannot run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"browser tests cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser_context() -> Iterator[Any]:
+    """Yield a Playwright browser context of the system Chromium with a new empty profile."""
+    executable = chromium_path()
+    if not (Path(executable).is_file() and os.access(executable, os.X_OK)):
+        _no_browser(f"no Chromium at {executable} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _no_browser("the playwright package is not installed (pip install playwright)")
+    profile = tempfile.mkdtemp(prefix="choreo-chromium-")
+    try:
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=executable,
+                args=CHROMIUM_ARGS,
+                headless=True,
+                viewport={"width": 1280, "height": 900},
+            )
+            try:
+                yield context
+            finally:
+                context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class Watched:
+    """A page plus the console errors, page errors and dialogs seen on it."""
+
+    def __init__(self, context: Any) -> None:
+        self.page = context.new_page()
+        self.page.set_default_timeout(10_000)
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on(
+            "console",
+            lambda m: (
+                self.problems.append(f"console {m.type}: {m.text}")
+                if m.type in ("error", "warning")
+                else None
+            ),
+        )
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def close(self) -> None:
+        """Close the page."""
+        self.page.close()
+
+
+@pytest.fixture
+def watched(browser_context: Any) -> Iterator[Watched]:
+    """Yield a fresh page whose console errors and dialogs are recorded."""
+    page = Watched(browser_context)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def row_ids(page: Any) -> list[str]:
+    """Return the correlation ids of the saga rows shown, top to bottom."""
+    ids: list[str] = page.eval_on_selector_all(
+        "#saga-rows tr[data-cid]", "rows => rows.map(r => r.dataset.cid)"
+    )
+    return ids
+
+
+def wait_rows(page: Any, expected: list[str]) -> None:
+    """Wait until exactly ``expected`` rows are shown, in that order."""
+    page.wait_for_function(
+        "ids => JSON.stringify([...document.querySelectorAll('#saga-rows tr[data-cid]')]"
+        ".map(r => r.dataset.cid)) === JSON.stringify(ids)",
+        arg=expected,
+    )
+
+
+def count_of(page: Any, status: str) -> str:
+    """Return the number shown on the count chip of ``status`` (``all`` for the total)."""
+    text: str = page.inner_text(f'#counts .count[data-status="{status}"] .n')
+    return text
+
+
+def test_list_shows_counts_and_filters_and_searches(
+    watched: Watched, server: ViewerServer, sample: Sample
+) -> None:
+    """The list shows counts per state, filters by state and saga type, and finds an id."""
+    page = watched.page
+    page.goto(server.url)
+    wait_rows(page, [sample.refund, sample.pending, sample.compensated, sample.completed])
+    assert count_of(page, "all") == "4"
+    assert count_of(page, "Completed") == "2"
+    assert count_of(page, "Failed") == "1"
+    assert count_of(page, "Pending") == "1"
+    assert page.inner_text("#page-info") == "1\N{EN DASH}4 of 4"
+
+    page.click('#counts .count[data-status="Failed"]')
+    wait_rows(page, [sample.compensated])
+    assert page.get_attribute('#counts .count[data-status="Failed"]', "aria-pressed") == "true"
+
+    page.select_option("#f-status", "Completed")
+    wait_rows(page, [sample.refund, sample.completed])
+    page.select_option("#f-saga", "OrderFulfillment")
+    wait_rows(page, [sample.completed])
+    page.select_option("#f-status", "")
+    page.select_option("#f-saga", "")
+    wait_rows(page, [sample.refund, sample.pending, sample.compensated, sample.completed])
+
+    page.fill("#f-q", sample.pending[-7:])
+    wait_rows(page, [sample.pending])
+    assert "q=" in page.evaluate("location.hash")
+    page.fill("#f-q", "no-such-saga")
+    page.wait_for_selector("#saga-rows td.empty")
+    assert watched.problems == []
+
+
+def test_saga_timeline_marks_the_compensation_and_escapes_payloads(
+    watched: Watched, server: ViewerServer, sample: Sample
+) -> None:
+    """A saga's timeline has a lane per service, marks failure and compensation, shows text."""
+    page = watched.page
+    page.goto(server.url)
+    page.click(f'#saga-rows tr[data-cid="{sample.compensated}"] td.cid a')
+    page.wait_for_selector("#timeline .tl-event")
+    assert page.inner_text("#saga-cid") == sample.compensated
+    assert page.inner_text("#saga-head .badge") == "Failed"
+    lanes = page.eval_on_selector_all("#timeline .lane-label", "ls => ls.map(l => l.textContent)")
+    assert lanes == ["order", "inventory", "payment"]
+    roles = page.eval_on_selector_all("#timeline .tl-event", "gs => gs.map(g => g.dataset.role)")
+    assert roles == ["start", "step", "failure", "compensation", "failed"]
+    assert page.locator("#timeline .tl-event.role-compensation").count() == 1
+    assert page.text_content("#timeline .comp-band-label") == "COMPENSATING"
+    assert page.locator("#timeline path.cause").count() == 4
+    assert page.inner_text('#event-rows tr[data-role="compensation"] .role') == "compensation"
+
+    page.click("#timeline .tl-event.role-failure")
+    page.wait_for_function(
+        "text => document.getElementById('payload').textContent.includes(text)", arg=XSS
+    )
+    assert XSS in page.inner_text("#payload")
+    assert page.locator("#payload-panel script").count() == 0
+    assert page.evaluate("document.scripts.length") == 1
+    assert watched.dialogs == []
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-saga.png"), full_page=True)
+    assert (ARTIFACTS / "viewer-saga.png").stat().st_size > 10_000
+    assert watched.problems == []
+
+
+def test_live_updates_arrive_without_reload(
+    watched: Watched, tracker: Tracker, server: ViewerServer, sample: Sample
+) -> None:
+    """Events fed into the tracker appear on the open page through SSE, without a reload."""
+    page = watched.page
+    page.goto(server.url)
+    wait_rows(page, [sample.refund, sample.pending, sample.compensated, sample.completed])
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate("window.__loadedOnce = true")
+
+    fresh = SagaWriter("ord-live-0001", start_ms=1_700_000_009_000)
+    fresh.emit("shop.orders.OrderCreated", Role.START, "order", step="order.place")
+    tracker.feed_many(fresh.records)
+    wait_rows(
+        page,
+        [fresh.correlation_id, sample.refund, sample.pending, sample.compensated, sample.completed],
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#counts .count[data-status=\"all\"] .n').textContent === '5'"
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-list.png"), full_page=True)
+
+    page.click(f'#saga-rows tr[data-cid="{sample.pending}"] td.cid a')
+    page.wait_for_selector("#event-rows tr:nth-child(2)")
+    assert page.inner_text("#saga-head .badge") == "Pending"
+    writer = sample.pending_writer
+    writer.emit("shop.payment.PaymentCharged", Role.STEP, "payment", step="payment.charge")
+    writer.emit("shop.orders.OrderCompleted", Role.COMPLETED, "order")
+    tracker.feed_many(writer.records[-2:])
+    page.wait_for_selector("#event-rows tr:nth-child(4)")
+    page.wait_for_function(
+        "() => document.querySelector('#saga-head .badge').textContent === 'Completed'"
+    )
+    lanes = page.eval_on_selector_all("#timeline .lane-label", "ls => ls.map(l => l.textContent)")
+    assert lanes == ["order", "inventory", "payment"]
+    assert page.evaluate("window.__loadedOnce") is True
+    assert watched.problems == []
+
+
+def test_graph_is_drawn_from_the_observed_events(
+    watched: Watched, server: ViewerServer, sample: Sample
+) -> None:
+    """The choreography view draws event and service nodes with edges between them."""
+    page = watched.page
+    page.goto(server.url + "#/graph")
+    page.wait_for_selector("#graph .g-event")
+    labels = page.eval_on_selector_all("#graph .g-event text", "ts => ts.map(t => t.textContent)")
+    assert {"OrderCreated", "PaymentDeclined", "InventoryReleased"} <= set(labels)
+    assert page.locator("#graph .g-service").count() >= 5
+    assert page.locator("#graph path.g-edge.lane-compensation").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "viewer-graph.png"), full_page=True)
+    assert watched.problems == []
