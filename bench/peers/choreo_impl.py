@@ -1,0 +1,238 @@
+"""choreo: the saga's four services declared with choreo's decorators, run by its Worker.
+
+The services are defined here, not taken from ``services/``: the example services keep
+their state in SQLite stores and add failure injection, while the comparison needs the
+same trivial logic as the other peers (one dict update per step, outcomes decided by
+:mod:`bench.peers.choreography`). The handlers use the generated typed events
+(``services/events.py``) and choreo's idioms: a step returns its success or its declared
+failure event, compensations declare what they undo, ``dispatch`` is the pivot and
+``complete`` is retriable.
+
+Each service runs in a :class:`~choreo.runtime.Worker` (one consumer and one producer) in a
+thread of its own, with choreo's default :class:`~choreo.runtime.WorkerConfig` apart from
+the group id and topic names, and a :class:`~choreo.runtime.MemoryInbox` (no durable
+store: the raw loop has none either). Payloads go through choreo's own codec
+(:class:`~choreo.codec.SingleObjectCodec` over ``schemas/``) and
+:class:`~choreo.serde.EventSerde`. The transport is confluent-kafka or kafka-python,
+configured with the same producer settings as every peer (``acks=all``, idempotence,
+``linger.ms=5``). ``choreo-confluent-short-poll`` differs only by
+``WorkerConfig(poll_timeout=0.01)``, to measure what the default 1 s timeout costs.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from bench.peers import choreography as ch
+from bench.peers.harness import RunContext
+from choreo.codec import SingleObjectCodec
+from choreo.events import Event
+from choreo.runtime import MemoryInbox, Worker, WorkerConfig
+from choreo.schemas.loader import load_directory
+from choreo.serde import EventSerde
+from choreo.service import Saga, Service
+from choreo.transports.config import KafkaConfig
+from choreo.transports.factory import open_transport
+from services.events import (
+    InventoryReleased,
+    InventoryReservationFailed,
+    InventoryReserved,
+    OrderCompleted,
+    OrderCreated,
+    OrderFailed,
+    PaymentCharged,
+    PaymentDeclined,
+    PaymentRefunded,
+    ShipmentCancelled,
+    ShipmentCreated,
+    ShipmentDispatched,
+    ShipmentDispatchFailed,
+)
+
+EVENT_CLASSES: tuple[type[Event], ...] = (
+    OrderCreated,
+    InventoryReserved,
+    InventoryReservationFailed,
+    PaymentCharged,
+    PaymentDeclined,
+    ShipmentCreated,
+    ShipmentDispatched,
+    ShipmentDispatchFailed,
+    ShipmentCancelled,
+    PaymentRefunded,
+    InventoryReleased,
+    OrderCompleted,
+    OrderFailed,
+)
+
+
+def build_services(states: dict[str, dict[str, str]]) -> list[Service]:
+    """Return the four services, their handlers writing to ``states[service]``."""
+    saga = Saga(ch.SAGA, start=OrderCreated, completed=[OrderCompleted], failed=[OrderFailed])
+    inventory = Service("inventory", sagas=[saga])
+    payment = Service("payment", sagas=[saga])
+    shipping = Service("shipping", sagas=[saga])
+    order = Service("order", sagas=[saga])
+    order.starts(saga)
+    stock = states.setdefault("inventory", {})
+    ledger = states.setdefault("payment", {})
+    parcels = states.setdefault("shipping", {})
+    orders = states.setdefault("order", {})
+
+    @inventory.step(on=OrderCreated, emits=InventoryReserved, fails_with=InventoryReservationFailed)
+    def reserve(event: OrderCreated) -> Event:
+        order_id = event.order_id
+        if ch.reservation_fails(order_id):
+            stock[order_id] = "unavailable"
+            return InventoryReservationFailed(order_id=order_id, reason="out of stock")
+        stock[order_id] = "reserved"
+        return InventoryReserved(
+            order_id=order_id, reservation_id="r-" + order_id, items=event.items
+        )
+
+    @inventory.compensation(
+        undoes=reserve, on=[PaymentDeclined, PaymentRefunded], emits=InventoryReleased
+    )
+    def release(event: PaymentDeclined | PaymentRefunded) -> InventoryReleased:
+        stock[event.order_id] = "released"
+        return InventoryReleased(order_id=event.order_id)
+
+    @payment.step(on=InventoryReserved, emits=PaymentCharged, fails_with=PaymentDeclined)
+    def charge(event: InventoryReserved) -> Event:
+        order_id = event.order_id
+        if ch.payment_declined(order_id):
+            ledger[order_id] = "declined"
+            return PaymentDeclined(order_id=order_id, reason="card declined")
+        ledger[order_id] = "charged"
+        amount = sum(i.quantity * i.unit_price_cents for i in event.items)
+        return PaymentCharged(order_id=order_id, payment_id="p-" + order_id, amount_cents=amount)
+
+    @payment.compensation(undoes=charge, on=ShipmentCancelled, emits=PaymentRefunded)
+    def refund(event: ShipmentCancelled) -> PaymentRefunded:
+        ledger[event.order_id] = "refunded"
+        return PaymentRefunded(order_id=event.order_id)
+
+    @shipping.step(on=PaymentCharged, emits=ShipmentCreated)
+    def create_shipment(event: PaymentCharged) -> ShipmentCreated:
+        parcels[event.order_id] = "created"
+        return ShipmentCreated(order_id=event.order_id, shipment_id="s-" + event.order_id)
+
+    @shipping.pivot(on=ShipmentCreated, emits=ShipmentDispatched, fails_with=ShipmentDispatchFailed)
+    def dispatch(event: ShipmentCreated) -> Event:
+        order_id = event.order_id
+        if ch.dispatch_fails(order_id):
+            parcels[order_id] = "undispatchable"
+            return ShipmentDispatchFailed(order_id=order_id, reason="carrier unavailable")
+        parcels[order_id] = "dispatched"
+        return ShipmentDispatched(order_id=order_id, tracking_number="t-" + order_id)
+
+    @shipping.compensation(
+        undoes=create_shipment, on=ShipmentDispatchFailed, emits=ShipmentCancelled
+    )
+    def cancel(event: ShipmentDispatchFailed) -> ShipmentCancelled:
+        parcels[event.order_id] = "cancelled"
+        return ShipmentCancelled(order_id=event.order_id)
+
+    @order.retriable(on=ShipmentDispatched, emits=OrderCompleted)
+    def complete(event: ShipmentDispatched) -> OrderCompleted:
+        orders[event.order_id] = "completed"
+        return OrderCompleted(order_id=event.order_id)
+
+    @order.compensation(
+        undoes=saga, on=[InventoryReleased, InventoryReservationFailed], emits=OrderFailed
+    )
+    def reject(event: InventoryReleased | InventoryReservationFailed) -> OrderFailed:
+        orders[event.order_id] = "failed"
+        reason = getattr(event, "reason", None) or "compensated"
+        return OrderFailed(order_id=event.order_id, reason=reason)
+
+    return [inventory, payment, shipping, order]
+
+
+def build_serde() -> EventSerde:
+    """Return choreo's serde over the schemas in ``schemas/`` for the saga's event classes."""
+    codec = SingleObjectCodec(load_directory(ch.REPO_ROOT / "schemas"))
+    return EventSerde(codec, EVENT_CLASSES)
+
+
+class ChoreoImplementation:
+    """The four services, each a choreo Worker in a thread, on one transport kind."""
+
+    uses_kafka = True
+
+    def __init__(self, transport: str, *, name: str | None = None, **overrides: Any) -> None:
+        self.name = name or f"choreo-{transport}"
+        self.overrides = overrides
+        self.transport_kind = transport
+        self._states: dict[str, dict[str, str]] = {}
+        self._stop = threading.Event()
+        self._workers: list[Worker] = []
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    def start(self, ctx: RunContext) -> None:
+        """Build the services and start one Worker thread each."""
+        serde = build_serde()
+        config = KafkaConfig(bootstrap_servers=ctx.bootstrap, producer=ctx.producer_settings())
+        for service in build_services(self._states):
+            transport = open_transport(self.transport_kind, config=config)
+            worker_config = WorkerConfig(
+                group_id=ctx.group(service.name),
+                topic_naming=ctx.topic,
+                deadletter_naming=ctx.deadletter_topic,
+                create_topics=False,
+                topic_partitions=ctx.partitions,
+                **self.overrides,
+            )
+            worker = Worker(service, transport, serde, config=worker_config, inbox=MemoryInbox())
+            thread = threading.Thread(
+                target=self._run, args=(worker,), name=f"choreo-{service.name}", daemon=True
+            )
+            self._workers.append(worker)
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, worker: Worker) -> None:
+        try:
+            worker.run(self._stop)
+        except BaseException as exc:
+            self._errors.append(exc)
+
+    def submit(self, order_id: str, datum: dict[str, Any]) -> None:
+        """Not used: start events come from the harness's injector."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every worker after its batch in hand and wait for it to close."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def states(self) -> dict[str, dict[str, str]]:
+        """Return each service's state dict."""
+        return self._states
+
+    def failure(self) -> BaseException | None:
+        """Return the first error that ended a worker, or None."""
+        return self._errors[0] if self._errors else None
+
+
+def create_confluent() -> ChoreoImplementation:
+    """Return choreo on its confluent-kafka transport."""
+    return ChoreoImplementation("confluent")
+
+
+def create_confluent_short_poll() -> ChoreoImplementation:
+    """Return choreo on confluent-kafka with ``WorkerConfig(poll_timeout=0.01)``.
+
+    Not a recommendation: a measurement of what choreo's default ``poll_timeout`` (1 s)
+    costs on the confluent transport, whose ``poll`` waits for a full batch or the timeout.
+    """
+    return ChoreoImplementation("confluent", name="choreo-confluent-short-poll", poll_timeout=0.01)
+
+
+def create_kafka_python() -> ChoreoImplementation:
+    """Return choreo on its kafka-python transport."""
+    return ChoreoImplementation("kafka-python")
