@@ -5,6 +5,9 @@ exchange Avro events with a standard framing, and see every saga's state rebuilt
 the event log alone.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from choreo._version import __version__
 from choreo.context import Context
 from choreo.envelope import Envelope, Header, Role
@@ -18,23 +21,78 @@ from choreo.errors import (
 from choreo.events import Event, SagaTimedOut, event_type_of
 from choreo.service import HandlerSpec, Retry, Saga, Service, StepKind
 
+if TYPE_CHECKING:
+    from choreo.codec import SingleObjectCodec
+    from choreo.graph import Choreography, check
+    from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
+    from choreo.schemas import load_directory
+    from choreo.serde import EventSerde
+    from choreo.testing import SagaTestKit
+    from choreo.tracker import Tracker
+    from choreo.transports import KafkaConfig, MemoryBus, open_transport
+
+# The rest of the public API loads on first use, so ``import choreo`` stays light.
+_LAZY = {
+    "Choreography": "choreo.graph",
+    "EventSerde": "choreo.serde",
+    "KafkaConfig": "choreo.transports",
+    "MemoryBus": "choreo.transports",
+    "MemoryInbox": "choreo.runtime",
+    "Publisher": "choreo.runtime",
+    "SagaTestKit": "choreo.testing",
+    "SingleObjectCodec": "choreo.codec",
+    "SqliteInbox": "choreo.runtime",
+    "Tracker": "choreo.tracker",
+    "Worker": "choreo.runtime",
+    "WorkerConfig": "choreo.runtime",
+    "check": "choreo.graph",
+    "load_directory": "choreo.schemas",
+    "open_transport": "choreo.transports",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported name on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'choreo' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "BusinessFailure",
     "ChoreoError",
+    "Choreography",
     "ConfigurationError",
     "Context",
     "DecodeError",
     "Envelope",
     "Event",
+    "EventSerde",
     "HandlerSpec",
     "Header",
+    "KafkaConfig",
+    "MemoryBus",
+    "MemoryInbox",
+    "Publisher",
     "Retry",
     "Role",
     "Saga",
+    "SagaTestKit",
     "SagaTimedOut",
     "Service",
+    "SingleObjectCodec",
+    "SqliteInbox",
     "StepKind",
+    "Tracker",
     "TransientError",
+    "Worker",
+    "WorkerConfig",
     "__version__",
+    "check",
     "event_type_of",
+    "load_directory",
+    "open_transport",
 ]
