@@ -118,37 +118,43 @@ def _failing_decoder(message: str) -> Decoder:
     return fail
 
 
-class SingleObjectCodec:
-    """Avro single-object encoding over a :class:`~choreo.schemas.SchemaRegistry`.
+EncoderEntry = tuple[bytes, Encoder, SchemaVersion]
+"""What encoding under one schema version needs: the header, the encoder, the schema."""
 
-    ``encode`` raises :class:`~choreo.errors.EncodeError` when the datum does not fit the
-    schema (naming the field) or the result exceeds ``max_size``, and
-    :class:`~choreo.errors.UnknownEventError` for an unknown schema name. ``decode``
-    raises :class:`~choreo.errors.DecodeError` for anything wrong with the bytes and
-    :class:`~choreo.errors.UnknownEventError` for an unknown reader name. Thread-safe.
+
+class _AvroCodec:
+    """The encode and decode paths both wire formats share, with their caches.
+
+    A payload is a header of ``header_size`` bytes naming the writer schema, then the
+    Avro body. A subclass says how to build the header and encoder of a schema
+    (:meth:`_prepare_encoder`, which stores the entry with :meth:`_remember_encoder`) and
+    how to find the writer schema of a header (:meth:`_writer`); the rest is here.
     """
 
+    header_size: int
+
     def __init__(
-        self,
-        registry: SchemaRegistry,
-        *,
-        max_size: int = DEFAULT_MAX_SIZE,
-        max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
+        self, registry: SchemaRegistry, *, max_size: int, max_zero_size_items: int
     ) -> None:
-        self.registry = registry
+        self._registry = registry
         self.max_size = max_size
         self._limits = DecodeLimits(max_zero_size_items)
-        self._latest: dict[str, tuple[bytes, Encoder, SchemaVersion]] = {}
-        self._versioned: dict[tuple[str, int], tuple[bytes, Encoder, SchemaVersion]] = {}
+        self._latest: dict[str, EncoderEntry] = {}
+        self._versioned: dict[tuple[str, int], EncoderEntry] = {}
         self._encoders: dict[int, Encoder] = {}
         self._decoders: dict[tuple[bytes, str, RecordBuilders | None], Decoder] = {}
         self._any: dict[bytes, tuple[str, Decoder]] = {}
         self._decoder_cache: dict[tuple[int, int, RecordBuilders | None], Decoder] = {}
 
+    @property
+    def registry(self) -> SchemaRegistry:
+        """Return the local registry whose schemas this codec writes and reads with."""
+        return self._registry
+
     # --- encoding ---------------------------------------------------------------
 
     def encode(self, name: str, datum: Mapping[str, Any], version: int | None = None) -> bytes:
-        """Return ``C3 01`` + fingerprint + the Avro body of ``datum`` under schema ``name``."""
+        """Return the header + the Avro body of ``datum`` under schema ``name``."""
         try:
             prefix, encoder, schema = (
                 self._latest[name] if version is None else self._versioned[(name, version)]
@@ -166,23 +172,19 @@ class SingleObjectCodec:
             )
         return bytes(out)
 
-    def schema_for(self, name: str, version: int | None = None) -> SchemaVersion:
-        """Return the schema version ``encode(name, ..., version)`` writes with."""
-        return self._prepare_encoder(name, version)[2]
+    def _prepare_encoder(self, name: str, version: int | None) -> EncoderEntry:
+        """Return (and remember) the header, encoder and schema of ``name`` at ``version``."""
+        raise NotImplementedError
 
-    def _prepare_encoder(
-        self, name: str, version: int | None
-    ) -> tuple[bytes, Encoder, SchemaVersion]:
-        schema = self.registry.get(name, version)
-        encoder = self._encoder_for(schema)
-        entry = (SINGLE_OBJECT_MARKER + schema.fingerprint_bytes, encoder, schema)
+    def _remember_encoder(self, name: str, version: int | None, entry: EncoderEntry) -> None:
+        """Cache ``entry`` as what ``encode(name, ..., version)`` writes with."""
         if version is None:
             self._latest[name] = entry
         else:
             self._versioned[(name, version)] = entry
-        return entry
 
     def _encoder_for(self, schema: SchemaVersion) -> Encoder:
+        """Return the compiled encoder of ``schema``, compiled once per fingerprint."""
         encoder = self._encoders.get(schema.fingerprint)
         if encoder is None:
             encoder = compile_encoder(schema.schema)
@@ -200,11 +202,12 @@ class SingleObjectCodec:
             data = _as_bytes(data)
         if len(data) > self.max_size:
             raise DecodeError(f"payload of {len(data)} bytes exceeds {self.max_size}", data)
-        decoder = self._decoders.get((data[:_HEADER], reader_name, builders))
+        header = self.header_size
+        decoder = self._decoders.get((data[:header], reader_name, builders))
         if decoder is None:
             decoder = self._prepare_decoder(data, reader_name, builders)
         try:
-            return decoder(data, _HEADER)
+            return decoder(data, header)
         except _DECODE_ERRORS as exc:
             raise _decode_error(exc, data) from exc
 
@@ -214,13 +217,14 @@ class SingleObjectCodec:
             data = _as_bytes(data)
         if len(data) > self.max_size:
             raise DecodeError(f"payload of {len(data)} bytes exceeds {self.max_size}", data)
-        entry = self._any.get(data[:_HEADER])
+        header = self.header_size
+        entry = self._any.get(data[:header])
         if entry is None:
             writer = self._writer(data)
             entry = (writer.full_name, self._decoder_for(writer, None))
-            self._any[data[:_HEADER]] = entry
+            self._any[data[:header]] = entry
         try:
-            datum: dict[str, Any] = entry[1](data, _HEADER)
+            datum: dict[str, Any] = entry[1](data, header)
         except _DECODE_ERRORS as exc:
             raise _decode_error(exc, data) from exc
         return entry[0], datum
@@ -230,18 +234,12 @@ class SingleObjectCodec:
         return self.writer_schema(data).full_name
 
     def writer_schema(self, data: bytes) -> SchemaVersion:
-        """Return the schema version ``data`` was written with (by its fingerprint)."""
+        """Return the schema version ``data`` was written with (named by its header)."""
         return self._writer(_as_bytes(data))
 
     def _writer(self, data: bytes) -> SchemaVersion:
-        if len(data) < _HEADER:
-            raise DecodeError(f"payload of {len(data)} bytes is shorter than the header", data)
-        if data[:2] != SINGLE_OBJECT_MARKER:
-            raise DecodeError(f"not single-object encoded (marker {data[:2].hex()})", data)
-        try:
-            return self.registry.by_fingerprint(data[2:_HEADER])
-        except UnknownEventError:
-            raise DecodeError(f"unknown schema fingerprint {data[2:_HEADER].hex()}", data) from None
+        """Return the writer schema the header of ``data`` names, or raise DecodeError."""
+        raise NotImplementedError
 
     def _prepare_decoder(
         self, data: bytes, reader_name: str, builders: RecordBuilders | None
@@ -249,7 +247,7 @@ class SingleObjectCodec:
         writer = self._writer(data)
         reader = self.registry.get(reader_name)
         decoder = self._decoder_for(writer, reader, builders)
-        self._decoders[(data[:_HEADER], reader_name, builders)] = decoder
+        self._decoders[(data[: self.header_size], reader_name, builders)] = decoder
         return decoder
 
     def _decoder_for(
@@ -268,6 +266,48 @@ class SingleObjectCodec:
             decoder = build_decoder(writer, reader, self._limits, builders)
             self._decoder_cache[key] = decoder
         return decoder
+
+
+class SingleObjectCodec(_AvroCodec):
+    """Avro single-object encoding over a :class:`~choreo.schemas.SchemaRegistry`.
+
+    ``encode`` raises :class:`~choreo.errors.EncodeError` when the datum does not fit the
+    schema (naming the field) or the result exceeds ``max_size``, and
+    :class:`~choreo.errors.UnknownEventError` for an unknown schema name. ``decode``
+    raises :class:`~choreo.errors.DecodeError` for anything wrong with the bytes and
+    :class:`~choreo.errors.UnknownEventError` for an unknown reader name. Thread-safe.
+    """
+
+    header_size = _HEADER
+
+    def __init__(
+        self,
+        registry: SchemaRegistry,
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
+    ) -> None:
+        super().__init__(registry, max_size=max_size, max_zero_size_items=max_zero_size_items)
+
+    def schema_for(self, name: str, version: int | None = None) -> SchemaVersion:
+        """Return the schema version ``encode(name, ..., version)`` writes with."""
+        return self._prepare_encoder(name, version)[2]
+
+    def _prepare_encoder(self, name: str, version: int | None) -> EncoderEntry:
+        schema = self.registry.get(name, version)
+        entry = (SINGLE_OBJECT_MARKER + schema.fingerprint_bytes, self._encoder_for(schema), schema)
+        self._remember_encoder(name, version, entry)
+        return entry
+
+    def _writer(self, data: bytes) -> SchemaVersion:
+        if len(data) < _HEADER:
+            raise DecodeError(f"payload of {len(data)} bytes is shorter than the header", data)
+        if data[:2] != SINGLE_OBJECT_MARKER:
+            raise DecodeError(f"not single-object encoded (marker {data[:2].hex()})", data)
+        try:
+            return self.registry.by_fingerprint(data[2:_HEADER])
+        except UnknownEventError:
+            raise DecodeError(f"unknown schema fingerprint {data[2:_HEADER].hex()}", data) from None
 
 
 def encode_error(schema: SchemaVersion, datum: Any, exc: Exception) -> EncodeError:

@@ -22,29 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from choreo.codec import (
-    _DECODE_ERRORS,
-    _ENCODE_ERRORS,
-    DEFAULT_MAX_SIZE,
-    _as_bytes,
-    _decode_error,
-    build_decoder,
-    encode_error,
-)
-from choreo.codec_compiler import (
-    DEFAULT_MAX_ZERO_SIZE_ITEMS,
-    DecodeLimits,
-    Decoder,
-    Encoder,
-    RecordBuilders,
-    compile_encoder,
-)
+from choreo.codec import DEFAULT_MAX_SIZE, EncoderEntry, _AvroCodec
+from choreo.codec_compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS
 from choreo.errors import (
     DecodeError,
-    EncodeError,
     IncompatibleSchemaError,
     SchemaError,
     TransportError,
@@ -66,11 +50,13 @@ def record_name_strategy(full_name: str) -> str:
     return full_name
 
 
-class ConfluentCodec:
+class ConfluentCodec(_AvroCodec):
     """Avro in Confluent's wire format, schema ids from a Schema Registry client.
 
     Same contract as :class:`~choreo.codec.SingleObjectCodec`; thread-safe once warm.
     """
+
+    header_size = _HEADER
 
     def __init__(
         self,
@@ -82,50 +68,20 @@ class ConfluentCodec:
         max_size: int = DEFAULT_MAX_SIZE,
         max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
     ) -> None:
+        super().__init__(registry, max_size=max_size, max_zero_size_items=max_zero_size_items)
         self.client = client
-        self._registry = registry
         self.subject_name_strategy = subject_name_strategy
         self.auto_register = auto_register
-        self.max_size = max_size
-        self._limits = DecodeLimits(max_zero_size_items)
-        self._encoders: dict[tuple[str, int | None], tuple[bytes, Encoder, SchemaVersion]] = {}
-        self._compiled: dict[int, Encoder] = {}
-        self._decoders: dict[tuple[bytes, str, RecordBuilders | None], Decoder] = {}
-        self._any: dict[bytes, tuple[str, Decoder]] = {}
         self._writers: dict[int, SchemaVersion] = {}
 
-    @property
-    def registry(self) -> SchemaRegistry:
-        """Return the local registry whose schemas this codec writes and reads with."""
-        return self._registry
-
-    # --- encoding ---------------------------------------------------------------
-
-    def encode(self, name: str, datum: Mapping[str, Any], version: int | None = None) -> bytes:
-        """Return ``00`` + schema id + the Avro body of ``datum`` under schema ``name``."""
-        entry = self._encoders.get((name, version))
-        if entry is None:
-            entry = self._prepare_encoder(name, version)
-        prefix, encoder, schema = entry
-        out = bytearray(prefix)
-        try:
-            encoder(datum, out)
-        except _ENCODE_ERRORS as exc:
-            raise encode_error(schema, datum, exc) from exc
-        if len(out) > self.max_size:
-            raise EncodeError(
-                f"{name}: encoded size {len(out)} exceeds the limit of {self.max_size} bytes"
-            )
-        return bytes(out)
+    # --- encoding: ``00`` + schema id + the Avro body ---------------------------
 
     def schema_id(self, name: str, version: int | None = None) -> int:
         """Return the registry's id of a schema version (registering it if allowed)."""
         prefix = self._prepare_encoder(name, version)[0]
         return int.from_bytes(prefix[1:], "big")
 
-    def _prepare_encoder(
-        self, name: str, version: int | None
-    ) -> tuple[bytes, Encoder, SchemaVersion]:
+    def _prepare_encoder(self, name: str, version: int | None) -> EncoderEntry:
         from confluent_kafka.schema_registry import Schema
 
         schema = self._registry.get(name, version)
@@ -138,54 +94,12 @@ class ConfluentCodec:
                 schema_id = int(self.client.lookup_schema(subject, remote).schema_id)
         except Exception as exc:
             raise _registry_error(exc, f"{schema.full_name} v{schema.version}") from exc
-        encoder = self._compiled.get(schema.fingerprint)
-        if encoder is None:
-            encoder = compile_encoder(schema.schema)
-            self._compiled[schema.fingerprint] = encoder
-        entry = (bytes([_MAGIC]) + schema_id.to_bytes(4, "big"), encoder, schema)
-        self._encoders[(name, version)] = entry
+        entry = (bytes([_MAGIC]) + schema_id.to_bytes(4, "big"), self._encoder_for(schema), schema)
+        self._remember_encoder(name, version, entry)
         self._writers.setdefault(schema_id, schema)
         return entry
 
-    # --- decoding ---------------------------------------------------------------
-
-    def decode(self, data: bytes, reader_name: str, builders: RecordBuilders | None = None) -> Any:
-        """Return the datum in ``data``, resolved to the latest schema named ``reader_name``."""
-        if data.__class__ is not bytes:
-            data = _as_bytes(data)
-        if len(data) > self.max_size:
-            raise DecodeError(f"payload of {len(data)} bytes exceeds {self.max_size}", data)
-        decoder = self._decoders.get((data[:_HEADER], reader_name, builders))
-        if decoder is None:
-            writer = self._writer(data)
-            reader = self._registry.get(reader_name)
-            decoder = build_decoder(writer, reader, self._limits, builders)
-            self._decoders[(data[:_HEADER], reader_name, builders)] = decoder
-        try:
-            return decoder(data, _HEADER)
-        except _DECODE_ERRORS as exc:
-            raise _decode_error(exc, data) from exc
-
-    def decode_any(self, data: bytes) -> tuple[str, dict[str, Any]]:
-        """Return the writer schema's full name and the datum as written."""
-        if data.__class__ is not bytes:
-            data = _as_bytes(data)
-        if len(data) > self.max_size:
-            raise DecodeError(f"payload of {len(data)} bytes exceeds {self.max_size}", data)
-        entry = self._any.get(data[:_HEADER])
-        if entry is None:
-            writer = self._writer(data)
-            entry = (writer.full_name, build_decoder(writer, None, self._limits))
-            self._any[data[:_HEADER]] = entry
-        try:
-            datum: dict[str, Any] = entry[1](data, _HEADER)
-        except _DECODE_ERRORS as exc:
-            raise _decode_error(exc, data) from exc
-        return entry[0], datum
-
-    def writer_name(self, data: bytes) -> str:
-        """Return the full name of the schema ``data`` was written with, without decoding."""
-        return self._writer(_as_bytes(data)).full_name
+    # --- decoding: the writer schema is fetched by id, once ----------------------
 
     def _writer(self, data: bytes) -> SchemaVersion:
         if len(data) < _HEADER:

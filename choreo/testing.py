@@ -414,9 +414,13 @@ class _RecordingTransport:
             self.inner.producer(transactional_id=transactional_id), self._sink
         )
 
-    def consumer(self, group_id: str, *, from_beginning: bool = True) -> Consumer:
+    def consumer(
+        self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
+    ) -> Consumer:
         """Return the inner transport's consumer."""
-        return self.inner.consumer(group_id, from_beginning=from_beginning)
+        return self.inner.consumer(
+            group_id, from_beginning=from_beginning, instance_id=instance_id
+        )
 
     def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
         """Create topics on the inner transport."""

@@ -68,3 +68,32 @@ def test_unknown_command_fails_via_console_script() -> None:
     done = run_choreo("no-such-command")
     assert done.returncode == 2
     assert "No such command" in done.stderr
+
+
+LOGGING_COMMAND = """
+import logging
+import click
+from choreo.cli import COMMANDS, main
+
+@click.command()
+def log_once() -> None:
+    logging.getLogger("choreo.test").warning("a log line for stderr")
+    click.echo("command output")
+
+COMMANDS["log-once"] = ("__main__", "log_once")
+main(["--log-level", "INFO", "log-once"])
+"""
+
+
+def test_log_lines_go_to_stderr_and_output_to_stdout() -> None:
+    """``--log-level`` log lines are written to stderr, leaving stdout to the command."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOGGING_COMMAND],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "command output\n"
+    assert "a log line for stderr" in done.stderr

@@ -86,12 +86,15 @@ class LazyGroup(click.Group):
 )
 def main(log_level: str) -> None:
     """choreo: choreographed sagas over Apache Kafka."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=log_level.upper(),
         format="%(name)s %(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        handlers=[
+            RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+        ],
     )
 
 

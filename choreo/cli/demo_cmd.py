@@ -11,15 +11,14 @@ under a per-run prefix).
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from choreo.cli._common import kafka_options, wait_for_interrupt
 from choreo.errors import ChoreoError
 
 if TYPE_CHECKING:
@@ -30,6 +29,14 @@ if TYPE_CHECKING:
 __all__ = ["demo"]
 
 _PORT_ATTEMPTS = 20
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _share_option(flag: str, default: float, help_text: str) -> Callable[[F], F]:
+    """Return an option taking a share between 0 and 1 (a rate of failures)."""
+    return click.option(
+        flag, type=click.FloatRange(0, 1), default=default, show_default=True, help=help_text
+    )
 
 
 def _serve(tracker: Any, port: int) -> Any:
@@ -82,48 +89,17 @@ def _summary(console: Console, result: DemoResult) -> None:
             console.print(f"[red]problem:[/] {problem}")
 
 
-def _wait_for_interrupt() -> None:
-    """Block until Ctrl-C or SIGTERM."""
-    stop = threading.Event()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @click.command("demo")
 @click.option(
     "--orders", type=click.IntRange(min=1), default=300, show_default=True, help="Orders to place."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of orders and failures.")
-@click.option(
-    "--decline-rate",
-    type=click.FloatRange(0, 1),
-    default=0.2,
-    show_default=True,
-    help="Share of payments declined.",
-)
-@click.option(
-    "--dispatch-failure-rate",
-    type=click.FloatRange(0, 1),
-    default=0.05,
-    show_default=True,
-    help="Share of shipment dispatches that fail.",
-)
-@click.option(
+@_share_option("--decline-rate", 0.2, "Share of payments declined.")
+@_share_option("--dispatch-failure-rate", 0.05, "Share of shipment dispatches that fail.")
+@_share_option(
     "--silent-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of dispatches silently dropped: those sagas time out and compensate.",
+    0.0,
+    "Share of dispatches silently dropped: those sagas time out and compensate.",
 )
 @click.option(
     "--deadline",
@@ -140,14 +116,7 @@ def _wait_for_interrupt() -> None:
     show_default=True,
     help="Viewer port (the next free one is taken when busy; 0 picks any).",
 )
-@click.option("--bootstrap", metavar="HOST:PORT", help="Run on this Kafka cluster instead.")
-@click.option(
-    "--transport",
-    type=click.Choice(["confluent", "kafka-python"]),
-    default="confluent",
-    show_default=True,
-    help="Kafka client used with --bootstrap.",
-)
+@kafka_options("Run on this Kafka cluster instead.")
 @click.option(
     "--partitions",
     type=click.IntRange(min=1),
@@ -184,7 +153,7 @@ def demo(
     no_ui: bool,
     port: int,
     bootstrap: str | None,
-    transport: str,
+    transport_kind: str,
     partitions: int,
     timeout: float,
     data_dir: Path | None,
@@ -203,7 +172,7 @@ def demo(
             seed=seed,
             decline_rate=decline_rate,
             dispatch_failure_rate=dispatch_failure_rate,
-            transport=transport if bootstrap else "memory",
+            transport=transport_kind if bootstrap else "memory",
             bootstrap=bootstrap,
             partitions=partitions,
             timeout=timeout,
@@ -214,7 +183,7 @@ def demo(
         )
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from exc
-    where = f"Kafka at {bootstrap} ({transport})" if bootstrap else "the in-memory bus"
+    where = f"Kafka at {bootstrap} ({transport_kind})" if bootstrap else "the in-memory bus"
     console.print(
         f"choreo demo: 5 services on {where}, {orders} orders "
         f"({decline_rate:.0%} declined, {dispatch_failure_rate:.0%} failed dispatches, seed {seed})"
@@ -246,7 +215,7 @@ def demo(
         server = _serve(run.tracker, port)
         try:
             console.print(f"trace viewer on [bold]{server.url}[/]  (Ctrl-C to stop)")
-            _wait_for_interrupt()
+            wait_for_interrupt()
         finally:
             server.stop()
     sys.exit(code)

@@ -10,18 +10,20 @@ target or the schemas could not be loaded.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
+from choreo.cli._common import import_from_cwd
 from choreo.errors import ChoreoError
 from choreo.graph import Choreography, Problem, Severity
 
 __all__ = ["asyncapi", "check", "graph"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _EXIT_PROBLEMS = 1
 _EXIT_LOAD_ERROR = 2
@@ -43,22 +45,28 @@ _output_option = click.option(
 )
 
 
+def _format_option(*choices: str, help_text: str) -> Callable[[F], F]:
+    """Return a ``--format`` option (passed as ``fmt``) offering ``choices``, the first default."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=help_text,
+    )
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(_EXIT_LOAD_ERROR)
-
-
-def _cwd_importable() -> None:
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
 
 
 def _load(target: str) -> Choreography:
     """Return the choreography at ``target``, with the current directory importable."""
     from choreo.discovery import load_choreography
 
-    _cwd_importable()
+    import_from_cwd()
     try:
         return load_choreography(target)
     except ChoreoError as exc:
@@ -72,7 +80,7 @@ def _load_function(spec: str) -> Callable[[str], str]:
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         _fail(f"--topic-naming {spec!r}: expected MODULE:FUNCTION")
-    _cwd_importable()
+    import_from_cwd()
     try:
         function = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
@@ -137,14 +145,7 @@ def _print_table(problems: list[Problem]) -> None:
 @_target_argument
 @_schemas_option
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Print problems as a table or as JSON.",
-)
+@_format_option("table", "json", help_text="Print problems as a table or as JSON.")
 def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None:
     """Check TARGET's choreography; exit 1 naming each problem, 0 with a summary if none."""
     from choreo.graph import check as check_choreography
@@ -174,14 +175,7 @@ def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None
 
 @click.command("graph")
 @_target_argument
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["mermaid", "dot"]),
-    default="mermaid",
-    show_default=True,
-    help="Mermaid flowchart or Graphviz DOT.",
-)
+@_format_option("mermaid", "dot", help_text="Mermaid flowchart or Graphviz DOT.")
 @_output_option
 def graph(target: str, fmt: str, output: Path | None) -> None:
     """Draw TARGET's choreography as Mermaid or Graphviz DOT."""
@@ -195,14 +189,7 @@ def graph(target: str, fmt: str, output: Path | None) -> None:
 @_target_argument
 @_schemas_option
 @_output_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["yaml", "json"]),
-    default="yaml",
-    show_default=True,
-    help="Output format.",
-)
+@_format_option("yaml", "json", help_text="Output format.")
 @click.option("--title", default="choreo choreography", show_default=True, help="info.title")
 @click.option("--api-version", default="1.0.0", show_default=True, help="info.version")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap host:port to list as a server.")

@@ -21,16 +21,17 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
 
+from choreo.cli._common import close_transport, kafka_options, new_tracker, open_kafka
 from choreo.errors import ChoreoError
 from choreo.tracker.model import SagaStatus
 
@@ -39,6 +40,7 @@ __all__ = ["export", "import_", "parse_time", "sagas", "trace", "verify", "watch
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+Command = Callable[..., Any]
 
 _RELATIVE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)$")
 _UNIT_MS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -69,8 +71,32 @@ def parse_time(text: str, *, now_ms: int) -> int:
 # --- common options --------------------------------------------------------------------
 
 
-def source_options(func: F) -> F:
-    """Add the options that say where records come from and how to read them."""
+def _with_options(func: Command, options: Sequence[Callable[[Command], Command]]) -> Command:
+    """Return ``func`` with click ``options`` added, listed in the given order."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _grouped(
+    func: Command, keyword: str, factory: Callable[..., Any], params: Sequence[str]
+) -> Command:
+    """Return ``func`` taking ``params`` and getting them as one ``keyword=factory(**params)``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        group = {name: kwargs.pop(name) for name in params}
+        return func(*args, **{keyword: factory(**group)}, **kwargs)
+
+    return wrapper
+
+
+def source_options(func: Command) -> Command:
+    """Add the options that say where records come from; the command gets one ``source``.
+
+    The command is called with ``source=`` a :class:`Source` built from ``--file``,
+    ``--bootstrap``, ``--transport``, ``--topics`` and ``--idle``.
+    """
     options = [
         click.option(
             "--file",
@@ -78,15 +104,7 @@ def source_options(func: F) -> F:
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             help="Read an Avro container file written by `choreo export` (no broker).",
         ),
-        click.option("--bootstrap", metavar="HOST:PORT", help="Read a Kafka cluster."),
-        click.option(
-            "--transport",
-            "transport_kind",
-            type=click.Choice(["confluent", "kafka-python"]),
-            default="confluent",
-            show_default=True,
-            help="Kafka client used with --bootstrap.",
-        ),
+        kafka_options("Read a Kafka cluster."),
         click.option(
             "--topics",
             metavar="REGEX",
@@ -100,13 +118,35 @@ def source_options(func: F) -> F:
             help="With a cluster: stop reading after this many seconds without new records.",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    params = ("file_", "bootstrap", "transport_kind", "topics", "idle")
+    return _with_options(_grouped(func, "source", Source, params), options)
 
 
-def tracker_options(func: F) -> F:
-    """Add the options that configure the tracker itself."""
+@dataclass(frozen=True, slots=True)
+class TrackerOptions:
+    """The tracker options of a reading command: decoding, the choreography, deadlines, 'now'."""
+
+    schemas_dir: Path | None
+    graph: str | None
+    deadline: float
+    now_text: str | None
+
+    def build(self, keep_finished: int = 1_000) -> Any:
+        """Return an empty Tracker configured by these options."""
+        return new_tracker(
+            schemas_dir=self.schemas_dir,
+            choreography=self.graph,
+            deadline_s=self.deadline,
+            keep_finished=keep_finished,
+        )
+
+
+def tracker_options(func: Command) -> Command:
+    """Add the options that configure the tracker; the command gets one ``options``.
+
+    The command is called with ``options=`` :class:`TrackerOptions` built from
+    ``--schemas``, ``--graph``, ``--deadline`` and ``--now``.
+    """
     options = [
         click.option(
             "--schemas",
@@ -133,9 +173,8 @@ def tracker_options(func: F) -> F:
             help="When 'stuck' is judged (default: newest record's time with --file, else now).",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    params = ("schemas_dir", "graph", "deadline", "now_text")
+    return _with_options(_grouped(func, "options", TrackerOptions, params), options)
 
 
 def _errors(func: F) -> F:
@@ -177,7 +216,12 @@ class Source:
         self.file = file_
         self.bootstrap = bootstrap
         self.transport_kind = transport_kind
-        self.pattern = re.compile(topics) if topics else None
+        self.topics_regex = topics
+        """The --topics expression as given (None for all but internal topics)."""
+        try:
+            self.pattern = re.compile(topics) if topics else None
+        except re.error as exc:
+            raise click.BadParameter(f"invalid --topics expression: {exc}") from exc
         self.idle = idle
         self._embedded = embedded
         self._transport: Any = None
@@ -192,9 +236,7 @@ class Source:
             if self.bootstrap is None:
                 self._transport = self._embedded
             else:
-                from choreo.transports.factory import open_transport
-
-                self._transport = open_transport(self.transport_kind, bootstrap=self.bootstrap)
+                self._transport = open_kafka(self.transport_kind, self.bootstrap)
         return self._transport
 
     def wanted(self, topic: str) -> bool:
@@ -279,37 +321,7 @@ class Source:
     def close(self) -> None:
         """Close a transport this source opened."""
         if self._transport is not None and self._transport is not self._embedded:
-            close = getattr(self._transport, "close", None)
-            if close is not None:
-                close()
-
-
-def build_tracker(
-    *, schemas_dir: Path | None, graph: str | None, deadline: float, keep_finished: int = 1_000
-) -> Any:
-    """Return a Tracker with the payload decoder and choreography the options ask for."""
-    from choreo.tracker.tracker import Tracker
-
-    decode = None
-    if schemas_dir is not None:
-        from choreo.codec import SingleObjectCodec
-        from choreo.schemas.loader import load_directory
-
-        decode = SingleObjectCodec(load_directory(schemas_dir)).decode_any
-    choreography = None
-    if graph is not None:
-        from choreo.discovery import load_choreography
-
-        cwd = os.getcwd()
-        if cwd not in sys.path:
-            sys.path.insert(0, cwd)
-        choreography = load_choreography(graph)
-    return Tracker(
-        choreography=choreography,
-        default_deadline_s=deadline,
-        decode=decode,
-        keep_finished=keep_finished,
-    )
+            close_transport(self._transport)
 
 
 def _load(source: Source, tracker: Any, now_text: str | None) -> int:
@@ -349,15 +361,8 @@ def _console() -> Any:
 @_errors
 def sagas(
     *,
-    file_: Path | None,
-    bootstrap: str | None,
-    transport_kind: str,
-    topics: str | None,
-    idle: float,
-    schemas_dir: Path | None,
-    graph: str | None,
-    deadline: float,
-    now_text: str | None,
+    source: Source,
+    options: TrackerOptions,
     state: str | None,
     saga_type: str | None,
     since: str | None,
@@ -369,11 +374,8 @@ def sagas(
     """List sagas (newest first) with their states, and how many are in each state."""
     from choreo.tracker.render import counts_table, sagas_table
 
-    source = Source(
-        file_=file_, bootstrap=bootstrap, transport_kind=transport_kind, topics=topics, idle=idle
-    )
-    tracker = build_tracker(schemas_dir=schemas_dir, graph=graph, deadline=deadline)
-    now = _load(source, tracker, now_text)
+    tracker = options.build()
+    now = _load(source, tracker, options.now_text)
     status = None
     if state is not None:
         status = next(s for s in SagaStatus if s.value.lower() == state.lower())
@@ -404,29 +406,12 @@ def sagas(
 @source_options
 @tracker_options
 @_errors
-def trace(
-    *,
-    correlation_id: str,
-    file_: Path | None,
-    bootstrap: str | None,
-    transport_kind: str,
-    topics: str | None,
-    idle: float,
-    schemas_dir: Path | None,
-    graph: str | None,
-    deadline: float,
-    now_text: str | None,
-) -> None:
+def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> None:
     """Show one saga's timeline (CORRELATION_ID, or a unique part of it) as a tree."""
     from choreo.tracker.render import trace_tree
 
-    source = Source(
-        file_=file_, bootstrap=bootstrap, transport_kind=transport_kind, topics=topics, idle=idle
-    )
-    tracker = build_tracker(
-        schemas_dir=schemas_dir, graph=graph, deadline=deadline, keep_finished=10**9
-    )
-    _load(source, tracker, now_text)
+    tracker = options.build(keep_finished=10**9)
+    _load(source, tracker, options.now_text)
     found = tracker.get(correlation_id)
     if found is None:
         candidates = tracker.sagas(search=correlation_id, limit=6)
@@ -437,7 +422,7 @@ def trace(
             raise click.ClickException(f"{correlation_id!r} matches several sagas: {names}")
         found = candidates[0]
     payload = None
-    if schemas_dir is not None:
+    if options.schemas_dir is not None:
         cid = found.correlation_id
 
         def payload(event: Any) -> dict[str, Any] | None:
@@ -453,24 +438,27 @@ def trace(
 @click.command("watch")
 @source_options
 @tracker_options
-@click.option("--latest", type=click.IntRange(min=1), default=15, show_default=True,
-              help="How many of the newest sagas to show.")
+@click.option(
+    "--latest",
+    type=click.IntRange(min=1),
+    default=15,
+    show_default=True,
+    help="How many of the newest sagas to show.",
+)
 @click.option("--once", is_flag=True, help="Show one frame (after reading what is there) and exit.")
 @click.option("--duration", type=click.FloatRange(min=0), help="Exit after this many seconds.")
-@click.option("--refresh", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
-              help="Seconds between redraws.")
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0.05),
+    default=0.5,
+    show_default=True,
+    help="Seconds between redraws.",
+)
 @_errors
 def watch(
     *,
-    file_: Path | None,
-    bootstrap: str | None,
-    transport_kind: str,
-    topics: str | None,
-    idle: float,
-    schemas_dir: Path | None,
-    graph: str | None,
-    deadline: float,
-    now_text: str | None,
+    source: Source,
+    options: TrackerOptions,
     latest: int,
     once: bool,
     duration: float | None,
@@ -482,18 +470,16 @@ def watch(
     """
     from rich.live import Live
 
-    source = Source(
-        file_=file_, bootstrap=bootstrap, transport_kind=transport_kind, topics=topics, idle=idle
-    )
-    tracker = build_tracker(schemas_dir=schemas_dir, graph=graph, deadline=deadline)
+    tracker = options.build()
     console = _console()
     if source.file is not None or once:
-        _load(source, tracker, now_text)
+        _load(source, tracker, options.now_text)
         console.print(_watch_view(tracker, latest))
         return
     from choreo.tracker.live import LiveTracker
 
     pattern = "^[^_].*"  # not Kafka's internal __ topics; new topics are picked up
+    topics = source.topics_regex
     if topics:
         pattern = topics if topics.startswith("^") else f"^.*({topics})"
     live_tracker = LiveTracker(
@@ -535,27 +521,13 @@ def _watch_view(tracker: Any, latest: int) -> Any:
 @source_options
 @tracker_options
 @_errors
-def verify(
-    *,
-    file_: Path | None,
-    bootstrap: str | None,
-    transport_kind: str,
-    topics: str | None,
-    idle: float,
-    schemas_dir: Path | None,
-    graph: str | None,
-    deadline: float,
-    now_text: str | None,
-) -> None:
+def verify(*, source: Source, options: TrackerOptions) -> None:
     """Check the saga guarantee over the whole log; exit 1 explaining each violation."""
     from choreo.tracker.render import findings_table
     from choreo.tracker.verify import verify_tracker
 
-    source = Source(
-        file_=file_, bootstrap=bootstrap, transport_kind=transport_kind, topics=topics, idle=idle
-    )
-    tracker = build_tracker(schemas_dir=schemas_dir, graph=graph, deadline=deadline)
-    _load(source, tracker, now_text)
+    tracker = options.build()
+    _load(source, tracker, options.now_text)
     report = verify_tracker(tracker)
     console = _console()
     if report.compensation_failed:
@@ -574,15 +546,26 @@ def verify(
 
 
 @click.command("export")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The Avro container file to write.")
-@click.option("--bootstrap", metavar="HOST:PORT", help="The Kafka cluster to read.")
-@click.option("--transport", "transport_kind", type=click.Choice(["confluent", "kafka-python"]),
-              default="confluent", show_default=True, help="Kafka client used with --bootstrap.")
-@click.option("--topics", metavar="REGEX",
-              help="Topics to export (a regular expression); default: all but internal __ topics.")
-@click.option("--idle", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
-              help="Stop reading after this many seconds without new records.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The Avro container file to write.",
+)
+@kafka_options("The Kafka cluster to read.")
+@click.option(
+    "--topics",
+    metavar="REGEX",
+    help="Topics to export (a regular expression); default: all but internal __ topics.",
+)
+@click.option(
+    "--idle",
+    type=click.FloatRange(min=0.1),
+    default=3.0,
+    show_default=True,
+    help="Stop reading after this many seconds without new records.",
+)
 @_errors
 def export(
     *,
@@ -612,12 +595,11 @@ def export(
 @click.argument(
     "file_", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option("--bootstrap", metavar="HOST:PORT", help="The Kafka cluster to publish to.")
-@click.option("--transport", "transport_kind", type=click.Choice(["confluent", "kafka-python"]),
-              default="confluent", show_default=True, help="Kafka client used with --bootstrap.")
+@kafka_options("The Kafka cluster to publish to.")
 @click.option("--topics", metavar="REGEX", help="Only records of these topics.")
-@click.option("--topic-prefix", default="",
-              help="Prefix every topic name (to import beside the originals).")
+@click.option(
+    "--topic-prefix", default="", help="Prefix every topic name (to import beside the originals)."
+)
 @_errors
 def import_(
     *,

@@ -9,17 +9,19 @@ viewer has no authentication, so exposing it is an explicit decision.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
-import threading
 import webbrowser
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
+from choreo.cli._common import (
+    close_transport,
+    kafka_options,
+    new_tracker,
+    open_kafka,
+    wait_for_interrupt,
+)
 from choreo.errors import ChoreoError
 
 __all__ = ["build_tracker", "check_host", "ui"]
@@ -45,28 +47,6 @@ def check_host(host: str, *, allow_remote: bool) -> None:
     )
 
 
-def _decoder(schemas_dir: Path | None) -> Any:
-    """Return a payload decoder for the schemas in ``schemas_dir``, or None without one."""
-    if schemas_dir is None:
-        return None
-    from choreo.codec import SingleObjectCodec
-    from choreo.schemas.loader import load_directory
-
-    return SingleObjectCodec(load_directory(schemas_dir)).decode_any
-
-
-def _choreography(target: str | None) -> Any:
-    """Return the choreography declared at ``target`` (module or module:attribute), or None."""
-    if target is None:
-        return None
-    from choreo.discovery import load_choreography
-
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    return load_choreography(target)
-
-
 def build_tracker(
     *,
     file: Path | None = None,
@@ -75,13 +55,7 @@ def build_tracker(
     deadline_s: float = 30.0,
 ) -> Any:
     """Return a Tracker that decodes payloads and knows the declared graph, fed from ``file``."""
-    from choreo.tracker.tracker import Tracker
-
-    tracker = Tracker(
-        choreography=_choreography(choreography),
-        default_deadline_s=deadline_s,
-        decode=_decoder(schemas_dir),
-    )
+    tracker = new_tracker(schemas_dir=schemas_dir, choreography=choreography, deadline_s=deadline_s)
     if file is not None:
         from choreo.tracker.sources import read_container_file
 
@@ -90,32 +64,8 @@ def build_tracker(
     return tracker
 
 
-def _wait_for_interrupt() -> None:
-    """Block until Ctrl-C or SIGTERM."""
-    stop = threading.Event()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @click.command("ui")
-@click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers to follow live.")
-@click.option(
-    "--transport",
-    type=click.Choice(["confluent", "kafka-python"]),
-    default="confluent",
-    show_default=True,
-    help="Kafka client used with --bootstrap.",
-)
+@kafka_options("Kafka bootstrap servers to follow live.")
 @click.option(
     "--topics",
     metavar="REGEX",
@@ -171,7 +121,7 @@ def _wait_for_interrupt() -> None:
 def ui(
     *,
     bootstrap: str | None,
-    transport: str,
+    transport_kind: str,
     topics: str,
     file_: Path | None,
     host: str,
@@ -201,9 +151,8 @@ def ui(
     try:
         if bootstrap is not None:
             from choreo.tracker.live import LiveTracker
-            from choreo.transports.factory import open_transport
 
-            kafka = open_transport(transport, bootstrap=bootstrap)
+            kafka = open_kafka(transport_kind, bootstrap)
             live = LiveTracker(tracker, kafka, topics_pattern=topics, from_beginning=True)
             live.start()
         try:
@@ -215,13 +164,11 @@ def ui(
             click.echo(f"choreo viewer on {server.url}  (Ctrl-C to stop)")
             if open_browser:
                 webbrowser.open(server.url)
-            _wait_for_interrupt()
+            wait_for_interrupt()
         finally:
             server.stop()
     finally:
         if live is not None:
             live.stop()
-        close = getattr(kafka, "close", None)
-        if close is not None:
-            close()
+        close_transport(kafka)
     click.echo("stopped")

@@ -141,7 +141,11 @@ class Consumer(Protocol):
         ...
 
     def close(self) -> None:
-        """Leave the group and release the client (does not commit)."""
+        """Leave the group and release the client (does not commit).
+
+        A static member (created with an ``instance_id``) releases the client without
+        leaving the group, so its replacement gets the same partitions back.
+        """
         ...
 
 
@@ -155,10 +159,17 @@ class Transport(Protocol):
         """Return a new producer; idempotent, ``acks=all`` on Kafka."""
         ...
 
-    def consumer(self, group_id: str, *, from_beginning: bool = True) -> Consumer:
+    def consumer(
+        self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
+    ) -> Consumer:
         """Return a new consumer in ``group_id`` (no auto-commit, ``read_committed``).
 
         ``from_beginning`` decides where a group with no committed offset starts.
+        ``instance_id`` makes the consumer a static member of the group (Kafka's
+        ``group.instance.id``): closing it does not leave the group, and a new consumer
+        with the same instance id takes its partitions back without a rebalance, as
+        long as it joins within the session timeout. Instance ids must be unique
+        within the group.
         """
         ...
 

@@ -18,7 +18,8 @@ Consumer (:data:`CONSUMER_DEFAULTS`)
     ``auto.offset.reset`` ``earliest`` or ``latest`` from ``from_beginning``.
 
 Overrides in ``common``, ``producer`` and ``consumer`` win over these defaults; the
-group id and transactional id are always the ones the transport is asked for.
+group id, group instance id and transactional id are always the ones the transport is
+asked for.
 """
 
 from __future__ import annotations
@@ -150,13 +151,24 @@ class KafkaConfig:
             settings["transactional.id"] = transactional_id
         return settings
 
-    def consumer_settings(self, group_id: str, *, from_beginning: bool = True) -> Settings:
-        """Return consumer settings: safe defaults and offset reset, overrides, the group id."""
+    def consumer_settings(
+        self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
+    ) -> Settings:
+        """Return consumer settings: safe defaults and offset reset, overrides, the group id.
+
+        ``instance_id``, when given, becomes ``group.instance.id`` (static membership)
+        and wins over an override, like the group id; an empty one is a
+        :class:`~choreo.errors.ConfigurationError`.
+        """
         settings: Settings = dict(CONSUMER_DEFAULTS)
         settings["auto.offset.reset"] = "earliest" if from_beginning else "latest"
         settings.update(self.common_settings())
         settings.update(self.consumer)
         settings["group.id"] = group_id
+        if instance_id is not None:
+            if not instance_id.strip():
+                raise ConfigurationError("a static group member needs a non-empty instance id")
+            settings["group.instance.id"] = instance_id
         return settings
 
     def __repr__(self) -> str:

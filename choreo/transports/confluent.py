@@ -7,7 +7,9 @@ fires on errors (``delivery.report.only.error``); :meth:`ConfluentProducer.flush
 raises them as one :class:`~choreo.errors.DeliveryError`. Consumers never auto-commit,
 read committed records only, fetch in batches with ``consume()`` and commit
 synchronously with explicit offsets. Rebalances use the eager ``range,roundrobin``
-protocol; callbacks run in the thread that calls ``poll`` (or ``close``).
+protocol; callbacks run in the thread that calls ``poll`` (or ``close``). A consumer
+created with an ``instance_id`` is a static member (``group.instance.id``): librdkafka
+does not send LeaveGroup when it closes, so its replacement gets the same partitions.
 
 Every confluent-kafka exception is translated into :mod:`choreo.errors` here.
 """
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient
@@ -28,15 +30,17 @@ from choreo.errors import (
     ConfigurationError,
     DeliveryError,
     TransactionError,
-    TransportClosedError,
     TransportError,
 )
-from choreo.transports.base import Consumer, Headers, RebalanceCallback, Record, TopicPartition
+from choreo.transports._common import ConsumerBase, ProducerBase, require_group_id
+from choreo.transports.base import Consumer, Headers, Record, TopicPartition
 from choreo.transports.config import KafkaConfig
 
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
 
 logger = logging.getLogger(__name__)
+
+_ClientT = TypeVar("_ClientT")
 
 # librdkafka-only producer settings choreo relies on.
 _PRODUCER_EXTRAS: Final[Mapping[str, object]] = {
@@ -48,6 +52,7 @@ _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.partition.eof": False,
 }
 _QUEUE_FULL_WAIT: Final = 0.05  # seconds to serve callbacks when the local queue is full
+_POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
 _CLOSE_FLUSH_TIMEOUT: Final = 10.0
 _ADMIN_TIMEOUT: Final = 30.0
@@ -81,6 +86,21 @@ def _transport_error(exc: BaseException, what: str) -> TransportError:
     return TransportError(f"{what}: {_describe(exc)}", retriable=bool(err and err.retriable()))
 
 
+def _create(
+    factory: Callable[[dict[str, Any]], _ClientT], settings: dict[str, Any], role: str
+) -> _ClientT:
+    """Create a client from ``settings``, translating rejected settings."""
+    try:
+        return factory(settings)
+    except (ck.KafkaException, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid {role} settings: {_describe(exc)}") from exc
+
+
+def _to_offsets(offsets: Mapping[TopicPartition, int]) -> list[ck.TopicPartition]:
+    """Convert choreo offsets (each the next offset to read) into confluent partitions."""
+    return [ck.TopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+
+
 def _transaction_error(exc: BaseException, what: str) -> TransactionError:
     """Translate a confluent-kafka exception into a TransactionError with its flags."""
     err = _error_of(exc)
@@ -94,63 +114,32 @@ def _transaction_error(exc: BaseException, what: str) -> TransactionError:
     )
 
 
-class ConfluentProducer:
+class ConfluentProducer(ProducerBase):
     """A confluent-kafka producer; see the module docstring for its guarantees."""
 
     def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+        super().__init__(transactional_id)
         settings: dict[str, Any] = dict(_PRODUCER_EXTRAS)
         settings.update(config.producer_settings(transactional_id))
         settings["on_delivery"] = self._on_delivery
-        self._transactional_id = transactional_id
-        self._failures = 0
-        self._first_failure = ""
-        self._first_retriable = False
-        self._closed = False
-        try:
-            self._producer = ck.Producer(settings)
-        except (ck.KafkaException, ValueError, TypeError) as exc:
-            raise ConfigurationError(f"invalid producer settings: {_describe(exc)}") from exc
+        self._since_poll = 0
+        self._producer = _create(ck.Producer, settings, "producer")
         if transactional_id is not None:
-            try:
-                self._producer.init_transactions(_ADMIN_TIMEOUT)
-            except ck.KafkaException as exc:
-                raise _transaction_error(exc, "init_transactions failed") from exc
-
-    @property
-    def transactional(self) -> bool:
-        """True when this producer was created with a transactional id."""
-        return self._transactional_id is not None
+            self._transaction_call(
+                self._producer.init_transactions, "init_transactions", _ADMIN_TIMEOUT
+            )
 
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
         if err is not None:
             self._record_failure(str(msg.topic()), f"{err.name()}: {err.str()}", err.retriable())
 
-    def _record_failure(self, topic: str, reason: str, retriable: bool) -> None:
-        """Remember a failed record so the next flush reports it."""
-        self._failures += 1
-        if self._failures == 1:
-            self._first_failure = f"{topic}: {reason}"
-            self._first_retriable = retriable
-
-    def _check_open(self) -> None:
-        """Raise TransportClosedError after :meth:`close`."""
-        if self._closed:
-            raise TransportClosedError("producer is closed")
-
-    def publish(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Headers = (),
+    def _produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> None:
-        """Queue one record; a record the client rejects is reported by the next flush."""
-        if self._closed:
-            raise TransportClosedError("producer is closed")
+        """Queue one record, serving delivery reports while the local queue is full."""
         producer = self._producer
-        hdrs: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
+        hdrs: Any = (headers if isinstance(headers, list) else list(headers)) if headers else None
         waited = 0.0
         while True:
             try:
@@ -174,7 +163,11 @@ class ConfluentProducer:
                     raise _transport_error(exc, "producer failed fatally") from exc
                 self._record_failure(topic, _describe(exc), bool(err and err.retriable()))
                 return
-        producer.poll(0)
+        # Serve delivery reports now and then, not per record (flush serves the rest).
+        self._since_poll += 1
+        if self._since_poll >= _POLL_EVERY:
+            self._since_poll = 0
+            producer.poll(0)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for queued records; raise DeliveryError naming failures since the last flush."""
@@ -184,32 +177,22 @@ class ConfluentProducer:
             raise DeliveryError(
                 f"{remaining} record(s) still unacknowledged after {timeout}s", retriable=True
             )
-        if self._failures:
-            count, first, retriable = self._failures, self._first_failure, self._first_retriable
-            self._reset_failures()
-            raise DeliveryError(
-                f"{count} record(s) not delivered; first failure: {first}", retriable=retriable
-            )
-
-    def _reset_failures(self) -> None:
-        """Forget the failures counted so far."""
-        self._failures, self._first_failure, self._first_retriable = 0, "", False
+        self._raise_failures()
 
     # --- transactions ----------------------------------------------------------------
 
-    def _check_transactional(self) -> None:
-        """Raise unless this producer is open and transactional."""
-        self._check_open()
-        if self._transactional_id is None:
-            raise TransactionError("producer has no transactional id")
+    @staticmethod
+    def _transaction_call(call: Callable[..., object], what: str, *args: object) -> None:
+        """Run one transactional call, translating errors with their flags."""
+        try:
+            call(*args)
+        except ck.KafkaException as exc:
+            raise _transaction_error(exc, f"{what} failed") from exc
 
     def begin_transaction(self) -> None:
         """Begin a transaction."""
         self._check_transactional()
-        try:
-            self._producer.begin_transaction()
-        except ck.KafkaException as exc:
-            raise _transaction_error(exc, "begin_transaction failed") from exc
+        self._transaction_call(self._producer.begin_transaction, "begin_transaction")
 
     def send_offsets_to_transaction(
         self, offsets: Mapping[TopicPartition, int], consumer: Consumer, timeout: float = 30.0
@@ -218,28 +201,24 @@ class ConfluentProducer:
         self._check_transactional()
         if not isinstance(consumer, ConfluentConsumer):
             raise TransactionError("offsets need a consumer of the confluent transport")
-        partitions = [ck.TopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
-        try:
-            metadata = consumer._client().consumer_group_metadata()
-            self._producer.send_offsets_to_transaction(partitions, metadata, timeout)
-        except ck.KafkaException as exc:
-            raise _transaction_error(exc, "send_offsets_to_transaction failed") from exc
+        client = consumer._client()
+        self._transaction_call(
+            lambda: self._producer.send_offsets_to_transaction(
+                _to_offsets(offsets), client.consumer_group_metadata(), timeout
+            ),
+            "send_offsets_to_transaction",
+        )
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
         """Commit the current transaction (flushing its records first)."""
         self._check_transactional()
-        try:
-            self._producer.commit_transaction(timeout)
-        except ck.KafkaException as exc:
-            raise _transaction_error(exc, "commit_transaction failed") from exc
+        self._transaction_call(self._producer.commit_transaction, "commit_transaction", timeout)
 
     def abort_transaction(self, timeout: float = 30.0) -> None:
         """Abort the current transaction; its records' delivery failures are forgotten."""
         self._check_transactional()
         try:
-            self._producer.abort_transaction(timeout)
-        except ck.KafkaException as exc:
-            raise _transaction_error(exc, "abort_transaction failed") from exc
+            self._transaction_call(self._producer.abort_transaction, "abort_transaction", timeout)
         finally:
             self._producer.poll(0)
             self._reset_failures()
@@ -260,38 +239,28 @@ class ConfluentProducer:
         self._producer.close()
 
 
-class ConfluentConsumer:
+class ConfluentConsumer(ConsumerBase[ck.Consumer]):
     """A confluent-kafka consumer-group member; see the module docstring."""
 
-    def __init__(self, config: KafkaConfig, group_id: str, *, from_beginning: bool = True) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        group_id: str,
+        *,
+        from_beginning: bool = True,
+        instance_id: str | None = None,
+    ) -> None:
         settings: dict[str, Any] = dict(_CONSUMER_EXTRAS)
-        settings.update(config.consumer_settings(group_id, from_beginning=from_beginning))
-        try:
-            self._consumer = ck.Consumer(settings)
-        except (ck.KafkaException, ValueError, TypeError) as exc:
-            raise ConfigurationError(f"invalid consumer settings: {_describe(exc)}") from exc
-        self._closing = False
-        self._closed = False
-        self._on_assign: RebalanceCallback | None = None
-        self._on_revoke: RebalanceCallback | None = None
+        settings.update(
+            config.consumer_settings(
+                group_id, from_beginning=from_beginning, instance_id=instance_id
+            )
+        )
+        super().__init__(_create(ck.Consumer, settings, "consumer"))
         self._pending_seeks: dict[TopicPartition, int] | None = None
 
-    def _client(self) -> ck.Consumer:
-        """Return the underlying client, or raise TransportClosedError after close."""
-        if self._closed:
-            raise TransportClosedError("consumer is closed")
-        return self._consumer
-
-    def subscribe(
-        self,
-        topics: Sequence[str],
-        *,
-        on_assign: RebalanceCallback | None = None,
-        on_revoke: RebalanceCallback | None = None,
-    ) -> None:
-        """Subscribe to topics (``^`` starts a regular expression); replaces the subscription."""
-        client = self._client()
-        self._on_assign, self._on_revoke = on_assign, on_revoke
+    def _subscribe(self, client: ck.Consumer, topics: Sequence[str]) -> None:
+        """Subscribe with callbacks that run on_assign/on_revoke and (un)assign."""
         try:
             client.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked)
         except ck.KafkaException as exc:
@@ -322,10 +291,22 @@ class ConfluentConsumer:
             client.unassign()
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
-        """Return up to ``max_records`` records from one batch ``consume``, within ``timeout``."""
+        """Return up to ``max_records`` records, waiting at most ``timeout`` for the first.
+
+        librdkafka's ``consume(n, timeout)`` waits until ``n`` messages are there *or* the
+        timeout passed, so at low load every hop would wait the whole timeout. Instead take
+        what is already fetched without waiting, and when nothing is, wait for one message
+        with ``poll(timeout)`` and then take the rest of its batch without waiting.
+        """
         client = self._client()
         try:
-            messages = client.consume(max_records, timeout)
+            messages = client.consume(max_records, 0)
+            if not messages and timeout > 0:
+                first = client.poll(timeout)
+                if first is not None:
+                    messages = [first]
+                    if max_records > 1:
+                        messages.extend(client.consume(max_records - 1, 0))
         except ck.KafkaException as exc:
             raise _transport_error(exc, "consume failed") from exc
         records: list[Record] = []
@@ -370,9 +351,8 @@ class ConfluentConsumer:
         client = self._client()
         if not offsets:
             return
-        partitions = [ck.TopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
         try:
-            result = client.commit(offsets=partitions, asynchronous=False)
+            result = client.commit(offsets=_to_offsets(offsets), asynchronous=False)
         except ck.KafkaException as exc:
             err = _error_of(exc)
             raise CommitError(
@@ -407,17 +387,12 @@ class ConfluentConsumer:
         except ck.KafkaException as exc:
             raise _transport_error(exc, "assignment failed") from exc
 
-    def close(self) -> None:
-        """Leave the group (on_revoke runs first) and release the client; never commits."""
-        if self._closed or self._closing:
-            return
-        self._closing = True
+    def _close_client(self) -> None:
+        """Close the client (a dynamic member leaves the group), logging any error."""
         try:
             self._consumer.close()
         except (ck.KafkaException, RuntimeError) as exc:
             logger.warning("error while closing consumer: %s", _describe(exc))
-        finally:
-            self._closed = True
 
 
 class ConfluentTransport:
@@ -433,11 +408,14 @@ class ConfluentTransport:
         """Return a new idempotent producer (transactional when ``transactional_id`` is given)."""
         return ConfluentProducer(self.config, transactional_id)
 
-    def consumer(self, group_id: str, *, from_beginning: bool = True) -> ConfluentConsumer:
-        """Return a new consumer in ``group_id`` (no auto-commit, ``read_committed``)."""
-        if not group_id:
-            raise ConfigurationError("a consumer needs a group id")
-        return ConfluentConsumer(self.config, group_id, from_beginning=from_beginning)
+    def consumer(
+        self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
+    ) -> ConfluentConsumer:
+        """Return a new consumer in ``group_id``; static (``group.instance.id``) with an id."""
+        require_group_id(group_id)
+        return ConfluentConsumer(
+            self.config, group_id, from_beginning=from_beginning, instance_id=instance_id
+        )
 
     def _admin_client(self) -> AdminClient:
         """Return the admin client, created on first use."""

@@ -6,7 +6,10 @@ kafka-python does not know is a :class:`~choreo.errors.ConfigurationError`.
 
 Producers are idempotent with ``acks='all'``; the futures of records published since
 the last flush are kept and checked by :meth:`KafkaPythonProducer.flush`. Consumers
-never auto-commit, read committed records only and do not auto-create topics.
+never auto-commit, read committed records only and do not auto-create topics. A
+consumer created with an ``instance_id`` is a static member (kafka-python's
+``group_instance_id``, KIP-345): closing it sends no LeaveGroup, so its replacement
+gets the same partitions back.
 Transactions use kafka-python's transactional producer (KIP-98, with KIP-447 group
 metadata).
 
@@ -24,7 +27,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import kafka
 import kafka.errors as kerr
@@ -40,15 +43,17 @@ from choreo.errors import (
     ConfigurationError,
     DeliveryError,
     TransactionError,
-    TransportClosedError,
     TransportError,
 )
+from choreo.transports._common import ConsumerBase, ProducerBase, require_group_id
 from choreo.transports.base import Consumer, Headers, RebalanceCallback, Record, TopicPartition
 from choreo.transports.config import KafkaConfig, to_kafka_python
 
 __all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
 
 logger = logging.getLogger(__name__)
+
+_ClientT = TypeVar("_ClientT")
 
 _TOPIC_ALREADY_EXISTS: Final = 36
 _COMMIT_TIMEOUT_MS: Final = 30_000
@@ -80,69 +85,50 @@ def _retriable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retriable", False))
 
 
+def _create(factory: Callable[..., _ClientT], settings: dict[str, object], role: str) -> _ClientT:
+    """Create a client from ``settings``, translating kafka-python's errors."""
+    try:
+        return factory(**settings)
+    except kerr.KafkaConfigurationError as exc:
+        raise ConfigurationError(f"invalid {role} settings: {exc}") from exc
+    except kerr.KafkaError as exc:
+        raise TransportError(f"cannot create {role}: {exc}", retriable=_retriable(exc)) from exc
+
+
 def _to_choreo(partitions: Iterable[kafka.TopicPartition]) -> list[TopicPartition]:
     """Convert kafka-python partitions into a sorted list of choreo partitions."""
     return sorted(TopicPartition(p.topic, p.partition) for p in partitions)
 
 
-class KafkaPythonProducer:
+def _to_offsets(
+    offsets: Mapping[TopicPartition, int],
+) -> dict[kafka.TopicPartition, OffsetAndMetadata]:
+    """Convert choreo offsets (each the next offset to read) into kafka-python's form."""
+    return {
+        kafka.TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
+        for tp, offset in offsets.items()
+    }
+
+
+class KafkaPythonProducer(ProducerBase):
     """A kafka-python producer; see the module docstring for its guarantees."""
 
     def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+        super().__init__(transactional_id)
         settings = _checked(
             to_kafka_python(config.producer_settings(transactional_id)),
             kafka.KafkaProducer.DEFAULT_CONFIG,
             "producer",
         )
-        self._transactional_id = transactional_id
         self._futures: list[tuple[str, Any]] = []  # (topic, future) since the last flush
-        self._failures = 0
-        self._first_failure = ""
-        self._first_retriable = False
-        self._closed = False
-        try:
-            self._producer = kafka.KafkaProducer(**settings)
-        except kerr.KafkaConfigurationError as exc:
-            raise ConfigurationError(f"invalid producer settings: {exc}") from exc
-        except kerr.KafkaError as exc:
-            raise TransportError(
-                f"cannot create producer: {exc}", retriable=_retriable(exc)
-            ) from exc
+        self._producer = _create(kafka.KafkaProducer, settings, "producer")
         if transactional_id is not None:
             self._transaction_call(self._producer.init_transactions, "init_transactions")
 
-    @property
-    def transactional(self) -> bool:
-        """True when this producer was created with a transactional id."""
-        return self._transactional_id is not None
-
-    def _check_open(self) -> None:
-        """Raise TransportClosedError after :meth:`close`."""
-        if self._closed:
-            raise TransportClosedError("producer is closed")
-
-    def _record_failure(self, topic: str, reason: str, retriable: bool) -> None:
-        """Remember a failed record so the next flush reports it."""
-        self._failures += 1
-        if self._failures == 1:
-            self._first_failure = f"{topic}: {reason}"
-            self._first_retriable = retriable
-
-    def _reset_failures(self) -> None:
-        """Forget the failures counted so far."""
-        self._failures, self._first_failure, self._first_retriable = 0, "", False
-
-    def publish(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Headers = (),
+    def _produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> None:
-        """Queue one record; a record the client rejects is reported by the next flush."""
-        if self._closed:
-            raise TransportClosedError("producer is closed")
+        """Send one record and keep its future for the next flush."""
         try:
             future = self._producer.send(topic, value=value, key=key, headers=list(headers))
         except kerr.IllegalStateError as exc:
@@ -166,12 +152,7 @@ class KafkaPythonProducer:
         for topic, future in futures:
             if future.failed():
                 self._record_failure(topic, str(future.exception), _retriable(future.exception))
-        if self._failures:
-            count, first, retriable = self._failures, self._first_failure, self._first_retriable
-            self._reset_failures()
-            raise DeliveryError(
-                f"{count} record(s) not delivered; first failure: {first}", retriable=retriable
-            )
+        self._raise_failures()
 
     # --- transactions ----------------------------------------------------------------
 
@@ -192,12 +173,6 @@ class KafkaPythonProducer:
                 fatal=fatal,
             ) from exc
 
-    def _check_transactional(self) -> None:
-        """Raise unless this producer is open and transactional."""
-        self._check_open()
-        if self._transactional_id is None:
-            raise TransactionError("producer has no transactional id")
-
     def begin_transaction(self) -> None:
         """Begin a transaction."""
         self._check_transactional()
@@ -213,15 +188,11 @@ class KafkaPythonProducer:
         self._check_transactional()
         if not isinstance(consumer, KafkaPythonConsumer):
             raise TransactionError("offsets need a consumer of the kafka-python transport")
-        converted = {
-            kafka.TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
-            for tp, offset in offsets.items()
-        }
         metadata = consumer._client().group_metadata()
         self._transaction_call(
             self._producer.send_offsets_to_transaction,
             "send_offsets_to_transaction",
-            converted,
+            _to_offsets(offsets),
             metadata,
         )
 
@@ -278,30 +249,28 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # untype
         await self.on_partitions_revoked(lost)
 
 
-class KafkaPythonConsumer:
+class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
     """A kafka-python consumer-group member; see the module docstring."""
 
-    def __init__(self, config: KafkaConfig, group_id: str, *, from_beginning: bool = True) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        group_id: str,
+        *,
+        from_beginning: bool = True,
+        instance_id: str | None = None,
+    ) -> None:
         settings = to_kafka_python(
-            config.consumer_settings(group_id, from_beginning=from_beginning)
+            config.consumer_settings(
+                group_id, from_beginning=from_beginning, instance_id=instance_id
+            )
         )
         settings.setdefault("allow_auto_create_topics", False)
         strategy = settings.get("partition_assignment_strategy")
         if isinstance(strategy, str):
             settings["partition_assignment_strategy"] = self._assignors(strategy)
         _checked(settings, kafka.KafkaConsumer.DEFAULT_CONFIG, "consumer")
-        try:
-            self._consumer = kafka.KafkaConsumer(**settings)
-        except kerr.KafkaConfigurationError as exc:
-            raise ConfigurationError(f"invalid consumer settings: {exc}") from exc
-        except kerr.KafkaError as exc:
-            raise TransportError(
-                f"cannot create consumer: {exc}", retriable=_retriable(exc)
-            ) from exc
-        self._closing = False
-        self._closed = False
-        self._on_assign: RebalanceCallback | None = None
-        self._on_revoke: RebalanceCallback | None = None
+        super().__init__(_create(kafka.KafkaConsumer, settings, "consumer"))
         self._callbacks_idle = threading.Event()
         self._callbacks_idle.set()
         self._subscribed = False
@@ -316,12 +285,6 @@ class KafkaPythonConsumer:
                 f"kafka-python transport supports assignors {sorted(_ASSIGNORS)}, not {strategy!r}"
             )
         return tuple(_ASSIGNORS[name] for name in names)
-
-    def _client(self) -> kafka.KafkaConsumer:
-        """Return the underlying client, or raise TransportClosedError after close."""
-        if self._closed:
-            raise TransportClosedError("consumer is closed")
-        return self._consumer
 
     async def _run_callback(
         self, callback: RebalanceCallback, partitions: list[TopicPartition]
@@ -347,16 +310,8 @@ class KafkaPythonConsumer:
         threading.Thread(target=work, name="choreo-rebalance-callback", daemon=True).start()
         await done
 
-    def subscribe(
-        self,
-        topics: Sequence[str],
-        *,
-        on_assign: RebalanceCallback | None = None,
-        on_revoke: RebalanceCallback | None = None,
-    ) -> None:
-        """Subscribe to topics (``^`` starts a regular expression); replaces the subscription."""
-        client = self._client()
-        self._on_assign, self._on_revoke = on_assign, on_revoke
+    def _subscribe(self, client: kafka.KafkaConsumer, topics: Sequence[str]) -> None:
+        """Subscribe with a listener that runs on_assign/on_revoke off the IO thread."""
         patterns = [t for t in topics if t.startswith("^")]
         listener = _Listener(self)
         try:
@@ -416,12 +371,8 @@ class KafkaPythonConsumer:
         client = self._client()
         if not offsets:
             return
-        converted = {
-            kafka.TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
-            for tp, offset in offsets.items()
-        }
         try:
-            client.commit(offsets=converted, timeout_ms=_COMMIT_TIMEOUT_MS)
+            client.commit(offsets=_to_offsets(offsets), timeout_ms=_COMMIT_TIMEOUT_MS)
         except kerr.CommitFailedError as exc:
             raise CommitError(f"commit failed: {exc}", retriable=False) from exc
         except (kerr.KafkaError, RuntimeError) as exc:
@@ -439,17 +390,12 @@ class KafkaPythonConsumer:
         """Return the partitions currently assigned to this consumer."""
         return _to_choreo(self._client().assignment())
 
-    def close(self) -> None:
-        """Leave the group (on_revoke runs first) and release the client; never commits."""
-        if self._closed or self._closing:
-            return
-        self._closing = True
+    def _close_client(self) -> None:
+        """Close the client (a dynamic member leaves the group), logging any error."""
         try:
             self._consumer.close(autocommit=False)
         except (kerr.KafkaError, RuntimeError) as exc:
             logger.warning("error while closing consumer: %s", exc)
-        finally:
-            self._closed = True
 
 
 class KafkaPythonTransport:
@@ -464,11 +410,14 @@ class KafkaPythonTransport:
         """Return a new idempotent producer (transactional when ``transactional_id`` is given)."""
         return KafkaPythonProducer(self.config, transactional_id)
 
-    def consumer(self, group_id: str, *, from_beginning: bool = True) -> KafkaPythonConsumer:
-        """Return a new consumer in ``group_id`` (no auto-commit, ``read_committed``)."""
-        if not group_id:
-            raise ConfigurationError("a consumer needs a group id")
-        return KafkaPythonConsumer(self.config, group_id, from_beginning=from_beginning)
+    def consumer(
+        self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
+    ) -> KafkaPythonConsumer:
+        """Return a new consumer in ``group_id``; static (``group_instance_id``) with an id."""
+        require_group_id(group_id)
+        return KafkaPythonConsumer(
+            self.config, group_id, from_beginning=from_beginning, instance_id=instance_id
+        )
 
     def _admin(self) -> KafkaAdminClient:
         """Return a new admin client (admin calls are rare; each closes its own)."""

@@ -98,3 +98,20 @@ def test_unknown_confluent_setting_is_a_configuration_error() -> None:
     config = KafkaConfig(bootstrap_servers="127.0.0.1:1", consumer={"no.such.setting": 1})
     with pytest.raises(ConfigurationError, match=r"no\.such\.setting"):
         ConfluentTransport(config).consumer("g")
+
+
+def test_instance_id_becomes_group_instance_id_for_both_clients() -> None:
+    """An instance id is set as ``group.instance.id`` and renamed for kafka-python."""
+    config = KafkaConfig(bootstrap_servers="b:9092", consumer={"group.instance.id": "ignored"})
+    settings = config.consumer_settings("g1", instance_id="order-0")
+    assert settings["group.instance.id"] == "order-0"
+    assert to_kafka_python(settings)["group_instance_id"] == "order-0"
+    assert "group.instance.id" not in KafkaConfig("b:9092").consumer_settings("g1")
+
+
+def test_empty_instance_id_is_a_configuration_error() -> None:
+    """A blank instance id is refused by both Kafka transports before connecting."""
+    config = KafkaConfig(bootstrap_servers="127.0.0.1:1")
+    for transport in (ConfluentTransport(config), KafkaPythonTransport(config)):
+        with pytest.raises(ConfigurationError, match="instance id"):
+            transport.consumer("g", instance_id=" ")
