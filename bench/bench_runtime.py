@@ -17,10 +17,16 @@ envelope with a W3C traceparent):
 - **runtime (sqlite inbox)**: the same with a durable :class:`SqliteInbox` (WAL,
   synchronous=NORMAL) on a temporary file;
 - **runtime (no publish)**: the memory-inbox run with a producer that drops what it is
-  given: the runtime's own cost without the memory transport's publish (which hashes
-  every key with a pure-Python murmur2).
+  given: the runtime's own cost without the memory transport's publish and storage;
+- **runtime (gc off)**: the memory-inbox run with the garbage collector disabled during
+  the timed loop: the difference to the memory run is what collections cost (the bus
+  keeps every emitted record, a few new tuples each).
 
 Targets: runtime (memory inbox) >= 50,000 events/s on one core and >= 0.5x raw.
+
+``components`` in the results are the hot per-event costs of the runtime's parts, each
+timed alone on one 500-record batch (so without the cold-memory and collection costs of
+the full runs): where a memory-inbox event's microseconds go.
 
 Times are CPU seconds of this process (``time.process_time``), best of N runs, so other
 processes on a shared machine do not bill the runtime. The pre-filled bus stands for the
@@ -31,6 +37,9 @@ the input does not bill the runtime's collections.
     python bench/bench_runtime.py               # writes bench/results/runtime.json
     python bench/bench_runtime.py --events 20000 --no-write
     python bench/bench_runtime.py --profile     # cProfile of the memory-inbox run
+
+For a sampling profile without cProfile's per-call overhead, run the memory-inbox loop
+under ``py-spy record -r 2000 -f raw``.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import pstats
 import sys
 import tempfile
 import time
+import timeit
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,6 +65,8 @@ from choreo.codec import SingleObjectCodec
 from choreo.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
 from choreo.runtime.inbox import Inbox, MemoryInbox
+from choreo.runtime.routing import scan_headers
+from choreo.runtime.tracing import all_valid
 from choreo.schemas.loader import LocalSchemaRegistry
 from choreo.serde import EventSerde
 from choreo.service import Saga, Service
@@ -257,13 +269,20 @@ class _DroppingTransport(MemoryTransport):
 
 
 def run_worker(
-    bus: MemoryBus, inbox: Inbox, *, profile: bool = False, publish: bool = True
+    bus: MemoryBus,
+    inbox: Inbox,
+    *,
+    profile: bool = False,
+    publish: bool = True,
+    collect: bool = True,
 ) -> float:
-    """Let a worker handle every record on ``bus``; return the CPU seconds taken."""
+    """Let a worker handle every record on ``bus``; return the CPU seconds taken.
+
+    ``collect=False`` disables the garbage collector during the timed loop.
+    """
     _, stock, _, serde = build()
-    config = WorkerConfig(
-        poll_timeout=0.0, max_poll_records=500, group_id=f"stock-{'pub' if publish else 'drop'}"
-    )
+    group = f"stock-{'pub' if publish else 'drop'}{'' if collect else '-nogc'}"
+    config = WorkerConfig(poll_timeout=0.0, max_poll_records=500, group_id=group)
     transport = MemoryTransport(bus) if publish else _DroppingTransport(bus)
     worker = Worker(stock, transport, serde, config=config, inbox=inbox)
     worker.start()
@@ -271,6 +290,8 @@ def run_worker(
     expected = len(bus.records("bench.shop.ItemPlaced"))
     profiler = cProfile.Profile() if profile else None
     _settle()
+    if not collect:
+        gc.disable()
     started = time.process_time()
     if profiler:
         profiler.enable()
@@ -279,6 +300,7 @@ def run_worker(
     if profiler:
         profiler.disable()
     seconds = time.process_time() - started
+    gc.enable()
     if isinstance(transport, _DroppingTransport):
         handled = transport.dropping.count
     else:
@@ -289,6 +311,79 @@ def run_worker(
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return seconds
+
+
+def components() -> dict[str, float]:
+    """Return the hot cost (µs per event) of each part of a memory-inbox hop, timed alone."""
+    bus = MemoryBus()
+    fill(bus, 500)
+    batch = bus.records("bench.shop.ItemPlaced")
+    _, stock, _, serde = build()
+    worker = Worker(stock, _DroppingTransport(bus), serde, config=WorkerConfig(group_id="c"))
+    worker.start()
+    worker._produced_at = ("choreo-produced-at", b"1700000000000")  # as _handle_batch does
+    worker._traces_valid = True  # as _process finds for this batch
+    route = worker._routes["bench.shop.ItemPlaced"]
+    scanned = [scan_headers(r.headers) for r in batch]
+    values = [r.value or b"" for r in batch]
+    events = [serde.decode("bench.shop.ItemPlaced", v) for v in values]
+    handler = route.func
+    emitted = [handler(e) for e in events]
+    pairs = [(f, e) for f, e in zip(scanned, emitted, strict=True) if f is not None]
+    encode_one = worker._encode_one
+    producer = MemoryTransport(MemoryBus()).producer()
+    publish = producer.publish
+    outbox = [encode_one(route, f, e) for f, e in pairs]
+    source = MemoryBus()
+    source_producer = MemoryTransport(source).producer()
+    for r in batch:
+        source_producer.publish("in", r.value, key=r.key, headers=r.headers)
+    consumer = MemoryTransport(source).consumer("c")
+    consumer.subscribe(["in"])
+    consumer.poll(1, 0.0)
+
+    def poll_all() -> None:
+        for tp in consumer.assignment():
+            consumer.seek(tp, 0)
+        consumer.poll(500, 0.0)
+
+    keys = [f[1] for f in scanned if f is not None]
+
+    def inbox_batch() -> None:
+        fresh = MemoryInbox()
+        fresh.seen("c", keys)
+        fresh.begin()
+        fresh.add("c", keys, 1)
+        fresh.enqueue("o", outbox)
+        fresh.commit()
+        fresh.begin()
+        fresh.mark_sent([r[0] for r in outbox])
+        fresh.commit()
+
+    parts: dict[str, Any] = {
+        "poll (memory, build Records)": poll_all,
+        "envelope scan + batch trace check": lambda: (
+            [scan_headers(r.headers) for r in batch],
+            all_valid([f[3] for f in scanned if f is not None]),
+        ),
+        "serde decode": lambda: [serde.decode("bench.shop.ItemPlaced", v) for v in values],
+        "handler (builds ItemReserved)": lambda: [handler(e) for e in events],
+        "serde encode": lambda: [serde.encode(e) for e in emitted],
+        "emit incl. serde encode (id, headers, trace)": lambda: [
+            encode_one(route, f, e) for f, e in pairs
+        ],
+        "inbox (seen, add, outbox in and out)": inbox_batch,
+        "publish (memory)": lambda: [publish(r[1], r[3], key=r[2], headers=r[4]) for r in outbox],
+        "whole _process (hot)": lambda: worker._process(batch),
+    }
+    timings = {}
+    for name, part in parts.items():
+        best = min(timeit.repeat(part, number=20, repeat=7, timer=time.process_time))
+        timings[name] = round(best / 20 / len(batch) * 1e6, 2)
+    worker.close()
+    emit = timings["emit incl. serde encode (id, headers, trace)"] - timings["serde encode"]
+    timings["= emit excl. serde encode"] = round(emit, 2)
+    return timings
 
 
 def main() -> None:
@@ -307,6 +402,7 @@ def main() -> None:
         "hop": [],
         "memory": [],
         "no_publish": [],
+        "gc_off": [],
         "sqlite": [],
     }
     for _ in range(args.repeat):
@@ -322,6 +418,10 @@ def main() -> None:
         gc.unfreeze()
         bus = MemoryBus()
         fill(bus, count)
+        results["gc_off"].append(run_worker(bus, MemoryInbox(), collect=False))
+        gc.unfreeze()
+        bus = MemoryBus()
+        fill(bus, count)
         with tempfile.TemporaryDirectory() as tmp:
             inbox = SqliteInbox(Path(tmp) / "inbox.db")
             results["sqlite"].append(run_worker(bus, inbox))
@@ -334,6 +434,7 @@ def main() -> None:
         "hop": count,
         "memory": count - 500,
         "no_publish": count - 500,
+        "gc_off": count - 500,
         "sqlite": count - 500,
     }
     rates = {k: timed[k] / min(v) for k, v in results.items()}
@@ -350,10 +451,13 @@ def main() -> None:
         "targets": {"events_per_second": 50_000, "vs_raw": 0.5},
         "met": rates["memory"] >= 50_000 and rates["memory"] / rates["raw"] >= 0.5,
         "clock": "process CPU time (time.process_time), input frozen out of the GC",
+        "components_hot_us": components(),
         "notes": (
-            "memory - no_publish is the memory transport's publish (a pure-Python murmur2 "
-            "of every key, even for 1-partition topics, plus the Record); raw excludes any "
-            "transport; hop is the lean hand-written loop on the same transport"
+            "raw excludes any transport; hop is the lean hand-written loop on the same "
+            "transport; memory - no_publish is the memory transport's publish and storage; "
+            "memory - gc_off is what garbage collections cost; components_hot_us are the "
+            "parts timed alone on one hot 500-record batch (the full runs add cold-memory "
+            "and collection costs)"
         ),
         "python": sys.version.split()[0],
         "machine": platform.machine(),

@@ -72,8 +72,9 @@ def main(
     orders = Orders()
     started = time.monotonic()
     try:
-        for request in sample_orders(count, seed=seed):
-            place_order(publisher, orders, request)
+        with publisher.batch():  # one flush for all the orders, not one per order
+            for request in sample_orders(count, seed=seed):
+                place_order(publisher, orders, request)
     finally:
         publisher.close()
         store.close()

@@ -29,6 +29,12 @@ class WorkerConfig:
       that declare none.
     - ``topic_naming`` / ``deadletter_naming``: event type -> topic, service -> dead-letter
       topic.
+    - ``instance_id``: a stable id of this replica of the service (e.g. the pod name),
+      unique within the group. The consumer becomes a static group member (Kafka's
+      ``group.instance.id``): a worker restarted after a crash or SIGKILL gets its
+      partitions back at once instead of waiting for the dead member's session to expire
+      (45 s by default), and a clean restart triggers no rebalance. It also suffixes the
+      default ``transactional_id``. None (the default): a dynamic member.
     - ``exactly_once``: publish each batch's output and offsets in one Kafka transaction
       (``transactional_id`` defaults to ``choreo.<service>.<group>[.<instance_id>]``; set a
       distinct ``instance_id`` per running instance of a service).
@@ -78,6 +84,8 @@ class WorkerConfig:
             raise ConfigurationError("WorkerConfig.inbox_retention must be positive or None")
         if self.group_id is not None and not self.group_id:
             raise ConfigurationError("WorkerConfig.group_id must not be empty")
+        if self.instance_id is not None and not self.instance_id:
+            raise ConfigurationError("WorkerConfig.instance_id must not be empty (or None)")
 
     def group_for(self, service: str) -> str:
         """Return the consumer group id of ``service``'s worker."""

@@ -24,7 +24,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Collection, Sequence
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -34,6 +37,7 @@ __all__ = ["Inbox", "MemoryInbox", "SqliteInbox"]
 
 logger = logging.getLogger(__name__)
 
+_ID_OF: Final = itemgetter(0)  # an outbox record's id
 _CHUNK: Final = 900  # stays under SQLite's oldest limit on bound parameters (999)
 
 _SCHEMA: Final = """
@@ -139,7 +143,6 @@ class MemoryInbox:
         self._lock = threading.RLock()
         self._handled: dict[str, dict[str, int]] = {}
         self._outbox: dict[str, dict[str, OutboxRecord]] = {}  # origin -> id -> record
-        self._origin_of: dict[str, str] = {}  # id -> origin
         self._staged_handled: list[tuple[str, Sequence[str], int]] = []
         self._staged_outbox: list[tuple[str, Sequence[OutboxRecord]]] = []
         self._staged_sent: list[Sequence[str]] = []
@@ -156,22 +159,15 @@ class MemoryInbox:
 
     def commit(self) -> None:
         """Apply the staged writes and release the lock."""
-        try:
+        try:  # dict-level updates: no Python loop per id on the worker's hot path
             for consumer, ids, at in self._staged_handled:
-                handled = self._handled.setdefault(consumer, {})
-                for event_id in ids:
-                    handled[event_id] = at
-            origin_of = self._origin_of
-            for ids in self._staged_sent:
-                for record_id in ids:
-                    origin = origin_of.pop(record_id, None)
-                    if origin is not None:
-                        del self._outbox[origin][record_id]
+                self._handled.setdefault(consumer, {}).update(dict.fromkeys(ids, at))
+            for sent in self._staged_sent:
+                for box in self._outbox.values():  # one per origin: a store has a few
+                    deque(map(box.pop, sent, repeat(None)), maxlen=0)
             for origin, records in self._staged_outbox:
                 box = self._outbox.setdefault(origin, {})
-                for record in records:
-                    box[record[0]] = record
-                    origin_of[record[0]] = origin
+                box.update(zip(map(_ID_OF, records), records, strict=True))
         finally:
             self._staged_handled, self._staged_outbox, self._staged_sent = [], [], []
             self._lock.release()
@@ -195,7 +191,7 @@ class MemoryInbox:
         handled = self._handled.get(consumer)
         if not handled:
             return set()
-        return {event_id for event_id in event_ids if event_id in handled}
+        return handled.keys() & event_ids
 
     def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
         """Stage ``event_ids`` as handled by ``consumer``."""

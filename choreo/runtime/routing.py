@@ -4,9 +4,11 @@ For every event type a service consumes, a :class:`Route` holds the handler, its
 budget and logger; for every (emitted class, saga) pair it caches an :class:`EmitPlan`
 (topic, role, step header, all pre-encoded), so handling a record costs dict lookups
 instead of walking declarations. :func:`read_envelope` is a fast
-:meth:`Envelope.from_headers` and :func:`emitted_headers` builds exactly the headers
+:meth:`Envelope.from_headers` and :func:`scan_headers` reads and checks the envelope of
+a record whose headers are in :meth:`Envelope.to_headers` order without building a dict.
+:func:`derived_event_id` gives emitted events deterministic ids; the worker inlines the
+same derivation (see ``Worker._encode``) and builds exactly the headers
 :meth:`Envelope.to_headers` would for an event caused by the incoming one.
-:func:`derived_event_id` gives emitted events deterministic ids.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from choreo.service import HandlerSpec, Retry, Service
 __all__ = [
     "EVENT_ID_NAMESPACE",
     "EmitPlan",
+    "Fields",
     "Route",
     "build_routes",
-    "carried_headers",
     "check_envelope",
     "derived_event_id",
-    "emitted_headers",
+    "fields_from",
     "read_envelope",
+    "scan_headers",
 ]
 
 EVENT_ID_NAMESPACE: Final = uuid.UUID("6f0c4d1e-8a51-5b3c-9d2e-2f6f3c0a7b14")
@@ -43,6 +46,7 @@ EVENT_ID_NAMESPACE: Final = uuid.UUID("6f0c4d1e-8a51-5b3c-9d2e-2f6f3c0a7b14")
 _NAMESPACE_SHA1: Final = hashlib.sha1(EVENT_ID_NAMESPACE.bytes, usedforsecurity=False)
 _VARIANT: Final[Mapping[str, str]] = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _ROLES: Final[Mapping[bytes, Role]] = {role.value.encode(): role for role in Role}
+_SUFFIXES: Final = 4  # id suffixes "/<step>/<index>" precomputed per route
 
 _ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT, _CAUSE, _STEP, _TRACE = (
     Header.EVENT_TYPE,
@@ -58,6 +62,17 @@ _ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT, _CAUSE, _STEP, _TRACE = (
 )
 
 
+_HEAD: Final = (_ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT)
+_FULL: Final = (*_HEAD, _CAUSE, _STEP, _TRACE)
+
+Fields = tuple[str, str, str, bytes | None, bytes, tuple[str, bytes], tuple[str, bytes]]
+"""A checked envelope as the worker's hot path uses it (see :func:`scan_headers`).
+
+Event type, event id, saga, traceparent (bytes or None), the event id as bytes, and the
+(name, value) pairs of the correlation id and the saga (shared by the events it causes).
+"""
+
+
 def derived_event_id(parent_id: str, step_id: str, index: int) -> str:
     """Return the id of the ``index``-th event ``step_id`` emits while handling ``parent_id``.
 
@@ -65,10 +80,111 @@ def derived_event_id(parent_id: str, step_id: str, index: int) -> str:
     handler re-run after a crash re-emits the same ids, and downstream inboxes drop the
     copies.
     """
+    return _uuid5(f"{parent_id}/{step_id}/{index}".encode())[0]
+
+
+def _uuid5(name: bytes) -> tuple[str, str]:
+    """Return ``str(uuid.uuid5(EVENT_ID_NAMESPACE, name))`` and its last 16 hex digits.
+
+    SHA-1 of the namespace and ``name``, its first 16 bytes formatted directly with the
+    version (5) and RFC 4122 variant bits set: what :func:`uuid.uuid5` computes, at a
+    third of the cost. The 16 digits are the span id of the event's traceparent.
+    """
     digest = _NAMESPACE_SHA1.copy()
-    digest.update(f"{parent_id}/{step_id}/{index}".encode())
+    digest.update(name)
     h = digest.hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+    tail = _VARIANT[h[16]] + h[17:32]
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{tail[:4]}-{h[20:32]}", tail
+
+
+def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says why
+    headers: Sequence[tuple[str, bytes]],
+) -> Fields | None:
+    """Return the checked envelope of record ``headers`` in the order ``to_headers`` writes.
+
+    The fast path of :func:`check_envelope` for the layouts choreo itself writes (a
+    caused event, or a start event, with or without traceparent): the tuple is unpacked
+    in place instead of copied into a dict. Returns None for any other layout and for an
+    envelope that does not pass the checks; :func:`check_envelope` on the dict of the
+    headers then gives the precise error (or the fields of an unusual but valid layout).
+    """
+    count = len(headers)
+    try:
+        if count == 10:
+            (
+                (n0, event_type),
+                (n1, event_id),
+                (n2, cid),
+                (n3, saga),
+                (n4, role),
+                (n5, service),
+                (n6, produced_at),
+                (n7, cause),
+                (n8, step),
+                (n9, trace),
+            ) = headers
+            if (n0, n1, n2, n3, n4, n5, n6, n7, n8, n9) != _FULL:
+                return None
+            cause.decode()
+        elif count == 9:
+            (
+                (n0, event_type),
+                (n1, event_id),
+                (n2, cid),
+                (n3, saga),
+                (n4, role),
+                (n5, service),
+                (n6, produced_at),
+                (n7, seventh),
+                (n8, step),
+            ) = headers
+            if (n0, n1, n2, n3, n4, n5, n6) != _HEAD:
+                return None
+            if n7 == _CAUSE and n8 == _STEP:  # a caused event without traceparent
+                seventh.decode()
+                trace = None
+            elif n7 == _STEP and n8 == _TRACE:  # a start event with traceparent
+                step, trace = seventh, step
+            else:
+                return None
+        else:
+            return None
+        if role not in _ROLES or not produced_at.isdigit() or not event_id or not event_type:
+            return None
+        fields = (
+            event_type.decode(),
+            event_id.decode(),
+            saga.decode(),
+            trace,
+            event_id,
+            headers[2],
+            headers[3],
+        )
+        cid.decode()
+        service.decode()
+        step.decode()
+        if trace is not None and not trace.isascii():
+            trace.decode()
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return fields
+
+
+def fields_from(headers: Mapping[str, bytes]) -> Fields:
+    """Return the checked envelope of ``headers`` (any layout) as :data:`Fields`.
+
+    Raises :class:`~choreo.errors.EnvelopeError` naming the missing or invalid header.
+    """
+    event_type, event_id, saga, _ = check_envelope(headers)
+    return (
+        event_type,
+        event_id,
+        saga,
+        headers.get(_TRACE),
+        headers[_ID],
+        (_CID, headers[_CID]),
+        (_SAGA, headers[_SAGA]),
+    )
 
 
 def check_envelope(headers: Mapping[str, bytes]) -> tuple[str, str, str, str | None]:
@@ -151,62 +267,6 @@ class EmitPlan:
     step_header: tuple[str, bytes] = field(repr=False)
 
 
-def carried_headers(
-    record_headers: Sequence[tuple[str, bytes]],
-    headers: Mapping[str, bytes],
-    produced_at: tuple[str, bytes],
-) -> tuple[tuple[str, bytes], ...]:
-    """Return the header pairs every event caused by one record shares.
-
-    They are the correlation id, saga, causation id (the record's event id) and
-    ``produced_at``; the record's own (name, value) pairs are reused when they sit where
-    :meth:`Envelope.to_headers` puts them. ``headers`` is ``record_headers`` as a dict.
-    """
-    if len(record_headers) > 3 and record_headers[2][0] == _CID and record_headers[3][0] == _SAGA:
-        cid, saga = record_headers[2], record_headers[3]
-    else:
-        cid, saga = (_CID, headers[_CID]), (_SAGA, headers[_SAGA])
-    return cid, saga, (_CAUSE, headers[_ID]), produced_at
-
-
-def emitted_headers(
-    plan: EmitPlan,
-    event_id: str,
-    carried: tuple[tuple[str, bytes], ...],
-    traceparent: str | None,
-) -> tuple[tuple[str, bytes], ...]:
-    """Return the headers of an event caused by the record whose shared pairs are ``carried``.
-
-    Equal to ``incoming_envelope.caused(...).to_headers()`` with ``event_id``, the plan's
-    role and step, and ``traceparent``; ``carried`` comes from :func:`carried_headers`.
-    """
-    cid, saga, cause, produced_at = carried
-    if traceparent is None:
-        return (
-            plan.type_header,
-            (_ID, event_id.encode()),
-            cid,
-            saga,
-            plan.role_header,
-            plan.service_header,
-            produced_at,
-            cause,
-            plan.step_header,
-        )
-    return (
-        plan.type_header,
-        (_ID, event_id.encode()),
-        cid,
-        saga,
-        plan.role_header,
-        plan.service_header,
-        produced_at,
-        cause,
-        plan.step_header,
-        (_TRACE, traceparent.encode()),
-    )
-
-
 class Route:
     """The handler of one consumed event type, with its emit plans cached per saga."""
 
@@ -214,6 +274,7 @@ class Route:
         "allowed",
         "event_type",
         "func",
+        "id_suffixes",
         "logger",
         "naming",
         "plans",
@@ -244,6 +305,12 @@ class Route:
         self.logger = logging.getLogger(f"choreo.handler.{service.name}")
         self.allowed: frozenset[type[Event]] = frozenset((*spec.emits, *spec.fails_with))
         self.plans: dict[tuple[type[Event], str], EmitPlan] = {}
+        self.id_suffixes = [f"/{self.step_id}/{index}".encode() for index in range(_SUFFIXES)]
+
+    def id_suffix(self, index: int) -> bytes:
+        """Return ``/<step id>/<index>``: what follows the parent id in an emitted id's name."""
+        suffixes = self.id_suffixes
+        return suffixes[index] if index < len(suffixes) else f"/{self.step_id}/{index}".encode()
 
     def plan(self, cls: type[Event], saga: str) -> EmitPlan:
         """Return (and cache) the plan of an event of ``cls`` emitted in saga ``saga``.

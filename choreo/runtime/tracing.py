@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["child_traceparent", "new_traceparent", "parse_traceparent"]
+__all__ = ["all_valid", "child_traceparent", "is_valid", "new_traceparent", "parse_traceparent"]
 
 _PATTERN: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _VALID_00: Final = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+_VALID_00_BYTES: Final = re.compile(_VALID_00.pattern.encode())
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 _UUID_LENGTH: Final = 36
+_LENGTH: Final = 55  # of a version-00 traceparent
+_LINE: Final = _LENGTH + 1
+_HEX: Final = b"0123456789abcdef"
+_ZERO_TRACE_FIELD: Final = b"-" + b"0" * 32 + b"-"
+_ZERO_SPAN_FIELD: Final = b"-" + b"0" * 16 + b"-"
 
 
 def parse_traceparent(value: str) -> tuple[str, str, str] | None:
@@ -54,3 +61,38 @@ def child_traceparent(parent: str, span_seed: str) -> str:
     if _VALID_00.fullmatch(parent):
         return f"{parent[:36]}{span}{parent[52:]}"
     return f"00-{os.urandom(16).hex()}-{span}-01"
+
+
+def is_valid(traceparent: bytes) -> bool:
+    """Return True when ``traceparent`` (a header's bytes) is a valid version-00 one."""
+    return _VALID_00_BYTES.fullmatch(traceparent) is not None
+
+
+def all_valid(traceparents: Iterable[bytes | None]) -> bool:
+    """Return True when every item but None is a valid version-00 traceparent (its bytes).
+
+    Equal to checking each with the W3C pattern, but in a few passes over the joined
+    items, at C speed: the worker validates a polled batch's traceparents at once. The
+    items are joined with newlines; the result must be ``n`` lines of 55 characters of
+    lowercase hex with dashes exactly at 2, 35 and 52 (and nowhere else), version
+    ``00``, and neither an all-zero trace id nor an all-zero span id.
+    """
+    items = [item for item in traceparents if item is not None]
+    count = len(items)
+    if not count:
+        return True
+    joined = b"\n".join(items)
+    dashes, zeros = b"-" * count, b"0" * count
+    return (
+        len(joined) == _LINE * count - 1
+        # nothing but hex digits and, in order, three dashes and a newline per item
+        and joined.translate(None, _HEX) == b"---\n" * (count - 1) + b"---"
+        and joined[_LENGTH::_LINE] == b"\n" * (count - 1)
+        and joined[2::_LINE] == dashes
+        and joined[35::_LINE] == dashes
+        and joined[52::_LINE] == dashes
+        and joined[0::_LINE] == zeros
+        and joined[1::_LINE] == zeros
+        and _ZERO_TRACE_FIELD not in joined
+        and _ZERO_SPAN_FIELD not in joined
+    )

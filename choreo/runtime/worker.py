@@ -46,14 +46,14 @@ failed flush, for the revoked partitions.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from time import time_ns as _time_ns
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from choreo.context import EventLogger
 from choreo.envelope import Header, now_ms
@@ -76,14 +76,15 @@ from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.retry import backoff_delay
 from choreo.runtime.routing import (
+    _NAMESPACE_SHA1,
+    _VARIANT,
+    Fields,
     Route,
     build_routes,
-    carried_headers,
-    check_envelope,
-    derived_event_id,
-    emitted_headers,
+    fields_from,
+    scan_headers,
 )
-from choreo.runtime.tracing import child_traceparent
+from choreo.runtime.tracing import all_valid, is_valid
 from choreo.service import Service, StepKind
 from choreo.transports.base import Consumer, Producer, Record, TopicPartition, Transport
 
@@ -92,14 +93,15 @@ __all__ = ["Serde", "Worker"]
 logger = logging.getLogger(__name__)
 
 _ID = Header.EVENT_ID
-_CID = Header.CORRELATION_ID
-_ET = Header.EVENT_TYPE
 _AT = Header.PRODUCED_AT
+_CAUSE = Header.CAUSATION_ID
+_TRACE = Header.TRACEPARENT
 
-_Item = tuple[Record, dict[str, bytes], tuple[str, str, str, str | None]]
-"""A polled record, its headers, and its checked envelope fields (see ``check_envelope``)."""
+_Item = tuple[Record, Fields]
+"""A polled record and its checked envelope (see :func:`~choreo.runtime.routing.scan_headers`)."""
 
 _new_record: Callable[[tuple[Any, ...]], OutboxRecord] = partial(tuple.__new__, OutboxRecord)
+_NOTHING: Final[list[OutboxRecord]] = []  # "handled, nothing more to add" (never mutated)
 
 
 class Serde(Protocol):
@@ -167,7 +169,8 @@ class Worker:
         )
         self.deadletter_topic = config.deadletter_naming(service.name)
         self._tracing = config.tracing
-        self._produced_cache: tuple[int, tuple[str, bytes]] = (-1, (_AT, b""))
+        self._produced_at: tuple[str, bytes] = (_AT, b"0")  # set once per batch
+        self._traces_valid = False  # every traceparent of the batch in hand is valid
         self._log = EventLogger(
             logger, {"service": service.name, "event_type": "-", "correlation_id": "-"}
         )
@@ -209,7 +212,7 @@ class Worker:
             )
         self._producer = self._new_producer()
         self._consumer = self.transport.consumer(
-            self.group_id, from_beginning=config.from_beginning
+            self.group_id, from_beginning=config.from_beginning, instance_id=config.instance_id
         )
         self._consumer.subscribe(
             list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
@@ -328,6 +331,8 @@ class Worker:
     def _handle_batch(self, records: list[Record]) -> int:
         """Handle one polled batch in one local transaction, then deliver its output."""
         inbox = self.inbox
+        now = now_ms()
+        self._produced_at = (_AT, str(now).encode())
         inbox.begin()
         try:
             if self._sent:
@@ -335,7 +340,7 @@ class Worker:
             self._maybe_prune()
             output = self._process(records)
             if output.ids:
-                inbox.add(self.group_id, output.ids, now_ms())
+                inbox.add(self.group_id, output.ids, now)
             if output.records:
                 inbox.enqueue(self.origin, output.records)
         except BaseException:
@@ -383,30 +388,52 @@ class Worker:
     def _process(self, records: list[Record]) -> _Output:
         """Handle the records in order (or per partition in the pool) and collect the output.
 
-        A first pass reads only each record's inbox key (its event id) for one batched
-        :meth:`Inbox.seen` query; the second parses and handles one record at a time, so
-        per-record objects die young.
+        A first pass reads each record's envelope (:func:`scan_headers`) and inbox key (its
+        event id) for one batched :meth:`Inbox.seen` query; the second handles one record
+        at a time.
         """
-        keys = [_inbox_key(record) for record in records]
+        scanned = [scan_headers(record.headers) for record in records]
+        # traceparents checked for the whole batch at once; b"" (invalid) when a record
+        # takes the slow path, so that batch's traceparents are checked one by one
+        self._traces_valid = self._tracing and all_valid(
+            [fields[3] if fields is not None else b"" for fields in scanned]
+        )
+        keys = [
+            fields[1] if fields is not None else _inbox_key(record)
+            for record, fields in zip(records, scanned, strict=True)
+        ]
         seen = self.inbox.seen(self.group_id, keys)
         if self._executor is None:
             output = _Output()
-            self._process_sequence(zip(records, keys, strict=True), seen, output, self.inbox)
+            self._process_sequence(
+                records, keys, scanned, seen=seen, output=output, inbox=self.inbox
+            )
             return output
-        return self._process_in_pool(records, keys, seen)
+        return self._process_in_pool(records, keys, scanned, seen)
 
-    def _process_in_pool(self, records: list[Record], keys: list[str], seen: set[str]) -> _Output:
+    def _process_in_pool(
+        self,
+        records: list[Record],
+        keys: list[str],
+        scanned: list[Fields | None],
+        seen: set[str],
+    ) -> _Output:
         """Handle each partition's records on a pool thread; merge in partition order."""
         assert self._executor is not None
-        groups: dict[tuple[str, int], list[tuple[Record, str]]] = {}
-        for record, key in zip(records, keys, strict=True):
-            groups.setdefault((record.topic, record.partition), []).append((record, key))
+        groups: dict[tuple[str, int], tuple[list[Record], list[str], list[Fields | None]]] = {}
+        for record, key, fields in zip(records, keys, scanned, strict=True):
+            group = groups.get((record.topic, record.partition))
+            if group is None:
+                group = groups[(record.topic, record.partition)] = ([], [], [])
+            group[0].append(record)
+            group[1].append(key)
+            group[2].append(fields)
         if len(groups) == 1:
             output = _Output()
-            self._process_sequence(zip(records, keys, strict=True), seen, output, None)
+            self._process_sequence(records, keys, scanned, seen=seen, output=output, inbox=None)
             return output
         futures = [
-            self._executor.submit(self._process_group, group, seen) for group in groups.values()
+            self._executor.submit(self._process_group, *group, seen) for group in groups.values()
         ]
         merged = _Output()
         for future in futures:
@@ -417,76 +444,114 @@ class Worker:
             merged.abandoned = merged.abandoned or part.abandoned
         return merged
 
-    def _process_group(self, group: list[tuple[Record, str]], seen: set[str]) -> _Output:
+    def _process_group(
+        self,
+        records: list[Record],
+        keys: list[str],
+        scanned: list[Fields | None],
+        seen: set[str],
+    ) -> _Output:
         """Handle one partition's records on a pool thread (no database for handlers)."""
         output = _Output()
-        self._process_sequence(iter(group), seen, output, None)
+        self._process_sequence(records, keys, scanned, seen=seen, output=output, inbox=None)
         return output
 
     def _process_sequence(
         self,
-        pairs: Iterator[tuple[Record, str]],
+        records: list[Record],
+        keys: list[str],
+        scanned: list[Fields | None],
+        *,
         seen: set[str],
         output: _Output,
         inbox: Inbox | None,
     ) -> None:
         """Handle records in order into ``output``; stop early when the worker stops mid-retry.
 
-        ``pairs`` are the records with their inbox keys; ``inbox`` is the store whose
-        connection handlers get as ``ctx.db`` (None: no database). This is the hot path:
-        the common case (a new record of a handled type whose handler succeeds at once)
-        stays in this loop and :meth:`_invoke`.
+        ``keys`` are the records' inbox keys and ``scanned`` their envelopes when
+        :func:`scan_headers` could read them; ``inbox`` is the store whose connection
+        handlers get as ``ctx.db`` (None: no database). This is the hot path: the common
+        case (a new record of a handled type whose handler takes no context and succeeds
+        at once) stays in this loop and :meth:`_encode_one`.
         """
         routes = self._routes
         decode = self.serde.decode
-        next_offsets = output.next_offsets
+        encode_one = self._encode_one
         out_ids = output.ids
         out_records = output.records
         db = inbox if inbox is not None and inbox.connection is not None else None
-        for record, key in pairs:
+        done = 0
+        for record, key, scan in zip(records, keys, scanned, strict=True):
+            done += 1
             if key in seen:
                 if logger.isEnabledFor(logging.DEBUG):
                     self._log.debug("duplicate %s dropped", key)
-            else:
-                headers = dict(record.headers)
+                continue
+            fields = scan if scan is not None else self._read_fields(record, key, seen, output)
+            if fields is None:
+                continue
+            route = routes.get(fields[0])
+            if route is None:
+                self._not_ours((record, fields), seen, output)
+                continue
+            try:
+                event = decode(fields[0], record.value or b"")
+            except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
+                self._undecodable(record, key, exc, seen, output)
+                continue
+            if route.takes_context:
+                emitted = self._invoke(route, (record, fields), event, db)
+            else:  # the first attempt of a handler without context, inlined
                 try:
-                    fields = check_envelope(headers)
-                    if fields[1] != key:
-                        raise EnvelopeError(f"header {_ID!r} is repeated with other values")
-                except EnvelopeError as exc:
-                    self._dead_letter_once(
-                        record, key, DeadLetterReason.BAD_ENVELOPE, exc, seen=seen, output=output
-                    )
-                else:
-                    item = (record, headers, fields)
-                    route = routes.get(fields[0])
-                    if route is None:
-                        self._not_ours(item, seen, output)
-                    else:
-                        try:
-                            event = decode(fields[0], record.value or b"")
-                        except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
-                            reason = (
-                                DeadLetterReason.UNKNOWN_EVENT_TYPE
-                                if isinstance(exc, UnknownEventError)
-                                else DeadLetterReason.UNDECODABLE
-                            )
-                            self._dead_letter_once(
-                                record, key, reason, exc, seen=seen, output=output
-                            )
-                        else:
-                            emitted = self._invoke(route, item, event, db)
-                            if emitted is None:
-                                output.abandoned = True
-                                return
-                            seen.add(key)
-                            out_ids.append(key)
-                            out_records.extend(emitted)
-            next_offsets[(record.topic, record.partition)] = record.offset + 1
+                    result = route.func(event)
+                    if isinstance(result, Event):
+                        out_records.append(encode_one(route, fields, result))
+                    elif result is not None:
+                        out_records.extend(
+                            self._encode(route, fields, _as_events(route.step_id, [], result))
+                        )
+                    emitted = _NOTHING
+                except Exception as exc:
+                    emitted = self._after_failure(route, (record, fields), event, exc)
+            if emitted is None:
+                output.abandoned = True
+                done -= 1
+                break
+            seen.add(key)
+            out_ids.append(key)
+            out_records.extend(emitted)
+        output.next_offsets.update({(r.topic, r.partition): r.offset + 1 for r in records[:done]})
+
+    def _undecodable(
+        self, record: Record, key: str, error: Exception, seen: set[str], output: _Output
+    ) -> None:
+        """Dead-letter a record whose payload did not decode (or whose type is unknown)."""
+        reason = (
+            DeadLetterReason.UNKNOWN_EVENT_TYPE
+            if isinstance(error, UnknownEventError)
+            else DeadLetterReason.UNDECODABLE
+        )
+        self._dead_letter_once(record, key, reason, error, seen=seen, output=output)
+
+    def _read_fields(
+        self, record: Record, key: str, seen: set[str], output: _Output
+    ) -> Fields | None:
+        """Return the envelope of a record in an unusual layout, or dead-letter it (None)."""
+        headers = dict(record.headers)
+        try:
+            fields = fields_from(headers)
+            if fields[1] != key:
+                raise EnvelopeError(f"header {_ID!r} is repeated with other values")
+        except EnvelopeError as exc:
+            self._dead_letter_once(
+                record, key, DeadLetterReason.BAD_ENVELOPE, exc, seen=seen, output=output
+            )
+            return None
+        return fields
 
     def _not_ours(self, item: _Item, seen: set[str], output: _Output) -> None:
         """Skip an event this service does not handle; dead-letter it if its type is unknown."""
-        record, _, fields = item
+        record, fields = item
         try:
             self.serde.decode(fields[0], record.value or b"")
         except UnknownEventError as exc:
@@ -507,20 +572,22 @@ class Worker:
     def _invoke(
         self, route: Route, item: _Item, event: Event, inbox: Inbox | None
     ) -> list[OutboxRecord] | None:
-        """Call the handler with retries; return its outbox records (or a dead letter).
+        """Call a handler that takes a context, with retries; return its outbox records.
 
-        Returns None when the worker is stopped during a backoff: the record stays
-        unhandled and is redelivered later. ``inbox`` provides ``ctx.db`` (None: none).
+        The result is the emitted events' records, or a dead letter once the retry budget
+        is spent. Returns None when the worker is stopped during a backoff: the record
+        stays unhandled and is redelivered later. ``inbox`` provides ``ctx.db`` (None:
+        none). Handlers without a context run in :meth:`_process_sequence` and
+        :meth:`_after_failure`.
         """
-        headers = item[1]
         func = route.func
-        takes_context = route.takes_context
-        service = self.service.name
         attempt = 1
+        headers = dict(item[0].headers)
+        service = self.service.name
         while True:
             ctx = new_context(headers, service, attempt, inbox, route.logger)
             try:
-                result = func(event, ctx) if takes_context else func(event)
+                result = func(event, ctx)
                 queued = ctx._emitted
                 if result is None:
                     events = queued
@@ -528,13 +595,13 @@ class Worker:
                     events = [*queued, result]
                 else:
                     events = _as_events(route.step_id, queued, result)
-                emitted = self._encode(route, item, events) if events else []
+                emitted = self._encode(route, item[1], events) if events else []
             except BusinessFailure as failure:
                 settle(ctx, keep=False)
                 try:
-                    return self._encode(route, item, [self._failure_event(route, failure)])
+                    return self._encode(route, item[1], [self._failure_event(route, failure)])
                 except Exception as exc:
-                    error: Exception = exc
+                    error = exc
             except Exception as exc:
                 settle(ctx, keep=False)
                 error = exc
@@ -546,6 +613,37 @@ class Worker:
             if not self._wait_to_retry(route, item, error, attempt):
                 return None
             attempt += 1
+
+    def _after_failure(
+        self, route: Route, item: _Item, event: Event, error: Exception
+    ) -> list[OutboxRecord] | None:
+        """Finish a context-less handler whose first attempt raised ``error`` (see _invoke).
+
+        A :class:`~choreo.errors.BusinessFailure` emits the declared failure event; any
+        other error is retried with backoff until the budget runs out (then dead letter).
+        """
+        func = route.func
+        attempt = 1
+        while True:
+            if isinstance(error, BusinessFailure):
+                try:
+                    return self._encode(route, item[1], [self._failure_event(route, error)])
+                except Exception as exc:
+                    error = exc
+            if attempt >= route.retry.max_attempts:
+                return [self._give_up(route, item, error, attempt)]
+            if not self._wait_to_retry(route, item, error, attempt):
+                return None
+            attempt += 1
+            try:
+                result = func(event)
+                if isinstance(result, Event):
+                    return [self._encode_one(route, item[1], result)]
+                if result is None:
+                    return []
+                return self._encode(route, item[1], _as_events(route.step_id, [], result))
+            except Exception as exc:
+                error = exc
 
     def _wait_to_retry(self, route: Route, item: _Item, error: Exception, attempt: int) -> bool:
         """Log a failed attempt and wait out its backoff; return False if stopped meanwhile."""
@@ -561,7 +659,7 @@ class Worker:
             error,
         )
         if self._stop.wait(delay):
-            log.info("stopping: %s left for redelivery", item[1][_ID].decode())
+            log.info("stopping: %s left for redelivery", item[1][1])
             return False
         return True
 
@@ -592,42 +690,127 @@ class Worker:
             failed_at_ms=now_ms(),
         )
 
-    def _encode(self, route: Route, item: _Item, events: list[Any]) -> list[OutboxRecord]:
+    def _encode_one(self, route: Route, fields: Fields, event: Event) -> OutboxRecord:
+        """Return the outbox record of the one event a handler returned (see :meth:`_encode`).
+
+        The common case, unrolled: no list, no enumeration, the index is 0.
+        """
+        _, _, saga, trace, parent_id, cid, saga_pair = fields
+        cls = event.__class__
+        plan = route.plans.get((cls, saga)) or route.plan(cls, saga)
+        digest = _NAMESPACE_SHA1.copy()  # derived_event_id, inlined (see _encode)
+        digest.update(parent_id + route.id_suffixes[0])
+        h = digest.hexdigest()
+        variant = _VARIANT[h[16]]
+        event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+        if trace is None or not self._tracing:
+            return _new_record(
+                (
+                    event_id,
+                    plan.topic,
+                    cid[1],
+                    self.serde.encode(event),
+                    (
+                        plan.type_header,
+                        (_ID, event_id.encode()),
+                        cid,
+                        saga_pair,
+                        plan.role_header,
+                        plan.service_header,
+                        self._produced_at,
+                        (_CAUSE, parent_id),
+                        plan.step_header,
+                    ),
+                )
+            )
+        if self._traces_valid or is_valid(trace):
+            text = trace.decode()
+            child = f"{text[:36]}{variant}{h[17:32]}{text[52:]}"
+        else:  # an invalid parent starts a new trace (W3C Trace Context)
+            child = f"00-{os.urandom(16).hex()}-{variant}{h[17:32]}-01"
+        return _new_record(
+            (
+                event_id,
+                plan.topic,
+                cid[1],
+                self.serde.encode(event),
+                (
+                    plan.type_header,
+                    (_ID, event_id.encode()),
+                    cid,
+                    saga_pair,
+                    plan.role_header,
+                    plan.service_header,
+                    self._produced_at,
+                    (_CAUSE, parent_id),
+                    plan.step_header,
+                    (_TRACE, child.encode()),
+                ),
+            )
+        )
+
+    def _encode(self, route: Route, fields: Fields, events: Sequence[Any]) -> list[OutboxRecord]:
         """Return the outbox records of a handler's emitted events (checked and encoded).
 
-        Raises :class:`~choreo.errors.HandlerError` for an event the handler did not
-        declare or that is not an :class:`~choreo.events.Event`.
+        The ``index``-th event gets the id :func:`~choreo.runtime.routing.derived_event_id`
+        (parent id, step, ``index``), the incoming record's correlation id, saga and
+        trace (with the id's last 16 hex digits as span id, as
+        :func:`~choreo.runtime.tracing.child_traceparent`), and the batch's produced-at
+        time. Raises :class:`~choreo.errors.HandlerError` for an event the handler did
+        not declare or that is not an :class:`~choreo.events.Event`.
         """
-        record, headers, fields = item
-        _, parent_id, saga, parent_trace = fields
+        _, _, saga, trace, parent_id, cid, saga_pair = fields
         plans = route.plans
-        step_id = route.step_id
-        if not self._tracing:
-            parent_trace = None
-        now = _time_ns() // 1_000_000
-        cached = self._produced_cache
-        if cached[0] != now:
-            cached = self._produced_cache = (now, (_AT, str(now).encode()))
-        carried = carried_headers(record.headers, headers, cached[1])
-        key = headers[_CID]
+        cause = (_CAUSE, parent_id)
+        produced_at = self._produced_at
+        if trace is not None:
+            if not self._tracing:
+                trace = None
+            elif self._traces_valid or is_valid(trace):
+                text = trace.decode()
+                trace_head, trace_tail = text[:36], text[52:]
+            else:  # an invalid parent starts a new trace (W3C Trace Context)
+                trace_head, trace_tail = f"00-{os.urandom(16).hex()}-", "-01"
+        key = cid[1]
         encode = self.serde.encode
+        suffixes = route.id_suffixes
         out: list[OutboxRecord] = []
         for index, event in enumerate(events):
             cls = event.__class__
             plan = plans.get((cls, saga)) or route.plan(cls, saga)
-            event_id = derived_event_id(parent_id, step_id, index)
-            trace = child_traceparent(parent_trace, event_id) if parent_trace else None
-            out.append(
-                _new_record(
-                    (
-                        event_id,
-                        plan.topic,
-                        key,
-                        encode(event),
-                        emitted_headers(plan, event_id, carried, trace),
-                    )
+            # derived_event_id, inlined: uuid5 of "<parent id>/<step>/<index>"
+            digest = _NAMESPACE_SHA1.copy()
+            suffix = suffixes[index] if index < len(suffixes) else route.id_suffix(index)
+            digest.update(parent_id + suffix)
+            h = digest.hexdigest()
+            variant = _VARIANT[h[16]]
+            event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+            if trace is None:
+                headers: tuple[tuple[str, bytes], ...] = (
+                    plan.type_header,
+                    (_ID, event_id.encode()),
+                    cid,
+                    saga_pair,
+                    plan.role_header,
+                    plan.service_header,
+                    produced_at,
+                    cause,
+                    plan.step_header,
                 )
-            )
+            else:
+                headers = (
+                    plan.type_header,
+                    (_ID, event_id.encode()),
+                    cid,
+                    saga_pair,
+                    plan.role_header,
+                    plan.service_header,
+                    produced_at,
+                    cause,
+                    plan.step_header,
+                    (_TRACE, f"{trace_head}{variant}{h[17:32]}{trace_tail}".encode()),
+                )
+            out.append(_new_record((event_id, plan.topic, key, encode(event), headers)))
         return out
 
     @staticmethod
@@ -687,13 +870,13 @@ class Worker:
 
     def _event_log(self, item: _Item) -> EventLogger:
         """Return a logger that prefixes lines with service, event type and correlation id."""
-        headers = item[1]
+        fields = item[1]
         return EventLogger(
             logger,
             {
                 "service": self.service.name,
-                "event_type": headers.get(_ET, b"?").decode("utf-8", "replace"),
-                "correlation_id": headers.get(_CID, b"?").decode("utf-8", "replace"),
+                "event_type": fields[0],
+                "correlation_id": fields[5][1].decode("utf-8", "replace"),
             },
         )
 

@@ -117,6 +117,10 @@ class ShopCluster:
             f"{self.prefix}{service}",
             "--topic-prefix",
             self.prefix,
+            # a stable id per replica (static membership): a restarted worker gets its
+            # partitions back at once instead of after the dead member's session timeout
+            "--instance-id",
+            f"{service}-0",
         ]
 
     def start_service(self, service: str) -> None:
@@ -182,10 +186,11 @@ class ShopCluster:
     def place(self, count: int, *, seed: int, on_each: Callable[[int], None] | None = None) -> None:
         """Place ``count`` sample orders (``on_each(n)`` is called after the n-th)."""
         assert self.publisher is not None
-        for number, request in enumerate(sample_orders(count, seed=seed), start=1):
-            place_order(self.publisher, self.shop.orders, request)
-            if on_each is not None:
-                on_each(number)
+        with self.publisher.batch():  # one flush for all the orders, not one per order
+            for number, request in enumerate(sample_orders(count, seed=seed), start=1):
+                place_order(self.publisher, self.shop.orders, request)
+                if on_each is not None:
+                    on_each(number)
 
     def ended(self) -> int:
         """Return how many sagas the tracker saw end."""

@@ -85,6 +85,8 @@ class _Control:
     crash_after_flush: int = 0
     fail_flush: int = 0
     dead: bool = False
+    flushes: int = 0  # flushes that went through
+    instance_ids: list[str | None] = field(default_factory=list)  # one per consumer made
 
 
 class _ControlledProducer:
@@ -113,6 +115,7 @@ class _ControlledProducer:
             self._control.fail_flush -= 1
             raise DeliveryError("broker unavailable (injected)")
         self._inner.flush(timeout)
+        self._control.flushes += 1
         if self._control.crash_after_flush > 0:
             self._control.crash_after_flush -= 1
             raise Crash("died after publishing")
@@ -194,9 +197,13 @@ class ControlledTransport:
             self.inner.producer(transactional_id=transactional_id), self.control
         )
 
-    def consumer(self, group_id: str, *, from_beginning: bool = True) -> Consumer:
+    def consumer(
+        self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
+    ) -> Consumer:
+        self.control.instance_ids.append(instance_id)
         consumer = _ControlledConsumer(
-            self.inner.consumer(group_id, from_beginning=from_beginning), self.control
+            self.inner.consumer(group_id, from_beginning=from_beginning, instance_id=instance_id),
+            self.control,
         )
         self.consumers.append(consumer)
         return consumer

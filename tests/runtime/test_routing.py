@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -15,14 +18,20 @@ from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
     EVENT_ID_NAMESPACE,
     build_routes,
-    carried_headers,
     check_envelope,
     derived_event_id,
-    emitted_headers,
+    fields_from,
     read_envelope,
+    scan_headers,
 )
 from choreo.runtime.topics import deadletter_topic, topic_for
-from choreo.runtime.tracing import child_traceparent, new_traceparent, parse_traceparent
+from choreo.runtime.tracing import (
+    all_valid,
+    child_traceparent,
+    new_traceparent,
+    parse_traceparent,
+)
+from choreo.transports.base import Record
 
 from .fixtures.events import OrderPlaced, StockReleased, StockReserved, StockUnavailable
 from .fixtures.shop import build_shop
@@ -103,44 +112,6 @@ def test_broken_envelopes_are_rejected_with_the_header_named(
         read_envelope(headers)
 
 
-def test_emitted_headers_equal_envelope_caused_to_headers() -> None:
-    """The worker's pre-built headers are exactly Envelope.caused(...).to_headers()."""
-    shop = build_shop()
-    routes = build_routes(
-        shop.inventory, naming=topic_for, default=DEFAULT_RETRY, compensation=COMPENSATION_RETRY
-    )
-    incoming = Envelope.start(
-        "test.runtime.OrderPlaced",
-        saga="Fulfilment",
-        service="orders",
-        step="orders.start",
-        traceparent=new_traceparent(),
-    )
-    record_headers = incoming.to_headers()
-    headers = dict(record_headers)
-    route = routes["test.runtime.OrderPlaced"]
-    for cls, role in ((StockReserved, Role.STEP), (StockUnavailable, Role.FAILURE)):
-        plan = route.plan(cls, "Fulfilment")
-        assert plan.role is role
-        event_id = derived_event_id(incoming.event_id, "inventory.reserve", 0)
-        trace = child_traceparent(incoming.traceparent or "", event_id)
-        at = ("choreo-produced-at", b"1700000000000")
-        built = emitted_headers(plan, event_id, carried_headers(record_headers, headers, at), trace)
-        expected = Envelope(
-            event_type=plan.event_type,
-            event_id=event_id,
-            correlation_id=incoming.correlation_id,
-            saga="Fulfilment",
-            role=role,
-            service="inventory",
-            produced_at_ms=1700000000000,
-            causation_id=incoming.event_id,
-            step="inventory.reserve",
-            traceparent=trace,
-        )
-        assert list(built) == expected.to_headers()
-
-
 def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> None:
     """A compensation's events carry the undone step; an undeclared class is a HandlerError."""
     shop = build_shop(retry=None)
@@ -155,6 +126,9 @@ def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> 
         "test.runtime.StockReleased",
     )
     assert release.retry is COMPENSATION_RETRY
+    reserve = routes["test.runtime.OrderPlaced"]
+    assert reserve.plan(StockReserved, "Fulfilment").role is Role.STEP
+    assert reserve.plan(StockUnavailable, "Fulfilment").role is Role.FAILURE
     with pytest.raises(HandlerError, match="does not declare"):
         release.plan(OrderPlaced, "Fulfilment")
 
@@ -185,3 +159,199 @@ def test_topics_default_to_the_event_type_and_one_dead_letter_topic_per_service(
 def test_packed_headers_round_trip(headers: list[tuple[str, bytes]]) -> None:
     """pack_headers then unpack_headers gives the headers back, in order."""
     assert unpack_headers(pack_headers(headers)) == headers
+
+
+UUID_TEXT = st.uuids().map(str)
+TRACES = st.one_of(
+    st.none(),
+    st.builds(new_traceparent),
+    st.text(alphabet="0123456789abcdef-", max_size=60),  # mostly invalid: a new trace
+)
+
+
+@given(
+    parent=st.one_of(UUID_TEXT, TEXT),
+    trace=TRACES,
+    count=st.integers(min_value=1, max_value=6),
+    tracing=st.booleans(),
+)
+def test_the_workers_encoding_equals_the_reference_derivations(
+    *, parent: str, trace: str | None, count: int, tracing: bool
+) -> None:
+    """Emitted ids, headers and traceparents equal derived_event_id, child_traceparent and
+    Envelope.caused(...).to_headers(), for one event or several."""
+    from choreo.runtime import Worker, WorkerConfig
+    from choreo.transports.memory import MemoryTransport
+
+    from .fixtures.serdes import avro_serde
+
+    shop = build_shop()
+    worker = Worker(
+        shop.inventory, MemoryTransport(), avro_serde(), config=WorkerConfig(tracing=tracing)
+    )
+    worker._produced_at = (Header.PRODUCED_AT, b"1700000000000")
+    incoming = Envelope(
+        "test.runtime.OrderPlaced",
+        parent,
+        "cid-1",
+        "Fulfilment",
+        Role.START,
+        "orders",
+        1,
+        step="orders.start",
+    )
+    record_headers = incoming.to_headers()
+    if trace is not None:
+        record_headers.append((Header.TRACEPARENT, trace.encode()))
+    fields = scan_headers(record_headers) or fields_from(dict(record_headers))
+    route = worker._routes["test.runtime.OrderPlaced"]
+    events = [StockReserved(f"o{n}", "book", n) for n in range(count)]
+    if count == 1:  # the whole hot path: batch checks, scan, dispatch, _encode_one
+        record = Record("test.runtime.OrderPlaced", 0, 0, b"cid-1", b"", tuple(record_headers))
+        route.func = lambda event: events[0]
+        route.takes_context = False
+        worker.serde = _Decoding(worker.serde)
+        built = worker._process([record]).records
+    else:
+        built = worker._encode(route, fields, events)
+    for index, (event, record) in enumerate(zip(events, built, strict=True)):
+        event_id = derived_event_id(parent, "inventory.reserve", index)
+        assert str(uuid.UUID(event_id)) == event_id and uuid.UUID(event_id).version == 5
+        headers = dict(record.headers)
+        child = headers.pop(Header.TRACEPARENT, None)
+        if trace is None or not tracing:
+            assert child is None
+        else:
+            assert child is not None
+            span = child.decode()[36:52]
+            assert span == event_id.replace("-", "")[-16:]
+            if parse_traceparent(trace) is not None:
+                assert child.decode() == child_traceparent(trace, event_id)
+            else:  # an invalid parent starts a new, valid trace
+                assert parse_traceparent(child.decode()) is not None
+        expected = incoming.caused(
+            "test.runtime.StockReserved",
+            role=Role.STEP,
+            service="inventory",
+            step="inventory.reserve",
+        )
+        expected = dataclasses.replace(
+            expected, event_id=event_id, produced_at_ms=1700000000000, traceparent=None
+        )
+        assert list(headers.items()) == expected.to_headers()
+        assert (record.id, record.topic, record.key) == (
+            event_id,
+            "test.runtime.StockReserved",
+            b"cid-1",
+        )
+        assert record.value == worker.serde.encode(event)
+    worker.close()
+
+
+class _Decoding:
+    """A serde that decodes any payload as an OrderPlaced (the test feeds no real payload)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def encode(self, event: Any) -> bytes:
+        return bytes(self.inner.encode(event))
+
+    def decode(self, event_type: str, data: bytes) -> Any:
+        return OrderPlaced("o", "book", 1, 1)
+
+
+@given(
+    event_type=TEXT,
+    saga=TEXT,
+    service=TEXT,
+    step=st.none() | TEXT,
+    traced=st.booleans(),
+    role=st.sampled_from(list(Role)),
+    caused=st.booleans(),
+)
+def test_scan_headers_reads_what_check_envelope_reads(
+    *,
+    event_type: str,
+    saga: str,
+    service: str,
+    step: str | None,
+    traced: bool,
+    role: Role,
+    caused: bool,
+) -> None:
+    """For choreo's own layouts scan_headers equals fields_from; others fall back (None)."""
+    envelope = Envelope.start(
+        event_type,
+        saga=saga,
+        service=service,
+        step=step,
+        traceparent=new_traceparent() if traced else None,
+    )
+    if caused:
+        envelope = envelope.caused(event_type, role=role, service=service, step=step)
+    headers = envelope.to_headers()
+    scanned = scan_headers(headers)
+    assert fields_from(dict(headers)) == (
+        scanned if scanned is not None else fields_from(dict(headers))
+    )
+    if step is not None and (traced or caused):  # the layouts the fast path covers
+        assert scanned is not None
+    assert scan_headers(list(reversed(headers))) is None  # another order: the dict path
+
+
+@pytest.mark.parametrize(
+    ("change", "position"),
+    [
+        (b"boss", 4),  # unknown role
+        (b"yesterday", 6),  # produced-at not an integer
+        (b"-5", 6),  # valid for int(), left to the precise path
+        (b"\xff", 3),  # saga not UTF-8
+        (b"\xff", 5),  # service not UTF-8
+        (b"", 1),  # empty event id
+        (b"", 0),  # empty event type
+        (b"\xff", 8),  # traceparent not UTF-8
+    ],
+)
+def test_scan_headers_leaves_doubtful_envelopes_to_check_envelope(
+    change: bytes, position: int
+) -> None:
+    """Anything the fast path does not accept outright goes to the precise (dict) path."""
+    envelope = Envelope.start(
+        "a.B", saga="S", service="x", step="x.start", traceparent=new_traceparent()
+    )
+    headers = envelope.to_headers()
+    assert scan_headers(headers) is not None
+    headers[position] = (headers[position][0], change)
+    assert scan_headers(headers) is None
+
+
+W3C_00 = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _mutated(draw: st.DrawFn) -> bytes:
+    """Draw a traceparent: valid, or valid with one character changed, cut or extended."""
+    value = bytearray(new_traceparent().encode())
+    kind = draw(st.sampled_from(["valid", "change", "cut", "extend", "zero-trace", "zero-span"]))
+    if kind == "change":
+        value[draw(st.integers(0, len(value) - 1))] = ord(draw(st.sampled_from("0aAg-\n 9f")))
+    elif kind == "cut":
+        del value[draw(st.integers(0, len(value) - 1))]
+    elif kind == "extend":
+        value.insert(draw(st.integers(0, len(value))), ord(draw(st.sampled_from("0a-\n"))))
+    elif kind == "zero-trace":
+        value[3:35] = b"0" * 32
+    elif kind == "zero-span":
+        value[36:52] = b"0" * 16
+    return bytes(value)
+
+
+@given(st.lists(st.one_of(st.none(), st.composite(_mutated)()), max_size=8))
+def test_all_valid_checks_a_batch_like_the_w3c_pattern_one_by_one(
+    traces: list[bytes | None],
+) -> None:
+    """all_valid is True exactly when every non-None item matches the version-00 pattern."""
+    expected = all(
+        t is None or (t.isascii() and W3C_00.fullmatch(t.decode()) is not None) for t in traces
+    )
+    assert all_valid(traces) is expected

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -150,3 +151,66 @@ def test_the_cli_worker_handles_events_from_kafka(kafka_bootstrap: str, tmp_path
     with sqlite3.connect(inbox) as db:
         assert db.execute("SELECT order_id, qty FROM reservations").fetchall() == [("o1", 3)]
         assert db.execute("SELECT count(*) FROM choreo_inbox").fetchone() == (1,)
+
+
+SESSION_TIMEOUT_S = 45.0  # the consumers' session.timeout.ms (librdkafka's default)
+
+
+@pytest.mark.kafka
+def test_a_worker_killed_with_sigkill_rejoins_at_once_with_its_instance_id(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With --instance-id a restarted worker takes its partition back within the dead session.
+
+    A dynamic member would wait until the killed member's session expired; the static
+    member replaces it, so the restarted worker is assigned and handles a new order long
+    before that.
+    """
+    prefix = f"cli{uuid.uuid4().hex[:10]}."
+    args = (
+        f"{APP}:inventory",
+        "--transport",
+        "confluent",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--schemas",
+        str(SCHEMAS_DIR),
+        "--inbox",
+        str(tmp_path / "inventory.db"),
+        "--group",
+        f"{prefix}inventory",
+        "--topic-prefix",
+        prefix,
+        "--instance-id",
+        "inventory-0",
+    )
+    with sqlite3.connect(tmp_path / "inventory.db") as db:
+        db.execute("CREATE TABLE reservations (order_id TEXT PRIMARY KEY, qty INT)")
+    first = _Process(*args)
+    try:
+        first.wait_for(f"assigned {prefix}")
+    finally:
+        first.popen.kill()
+        first.popen.wait(30)
+    killed = time.monotonic()
+    second = _Process(*args)
+    transport = open_transport("confluent", bootstrap=kafka_bootstrap)
+    try:
+        second.wait_for(f"assigned {prefix}", timeout=SESSION_TIMEOUT_S - 15)
+        rejoined = time.monotonic() - killed
+        config = WorkerConfig(topic_naming=lambda t: f"{prefix}{t}")
+        shop = build_shop()
+        Publisher(shop.orders, transport, avro_serde(), config=config).start(
+            shop.saga, OrderPlaced("o1", "book", 2, 200)
+        )
+        deadline = time.monotonic() + 30
+        rows: list[Any] = []
+        while not rows and time.monotonic() < deadline:
+            with sqlite3.connect(tmp_path / "inventory.db") as db:
+                rows = db.execute("SELECT order_id, qty FROM reservations").fetchall()
+            time.sleep(0.1)
+    finally:
+        code = second.terminate()
+    assert code == 0, second.output
+    assert rejoined < SESSION_TIMEOUT_S
+    assert rows == [("o1", 2)]

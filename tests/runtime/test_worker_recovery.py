@@ -13,7 +13,7 @@ import pytest
 
 from choreo.context import Context
 from choreo.envelope import Header, Role, headers_to_dict
-from choreo.errors import DeliveryError, TransientError
+from choreo.errors import ConfigurationError, DeliveryError, TransientError
 from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
 from choreo.service import Retry
 from choreo.transports.base import TopicPartition
@@ -356,3 +356,17 @@ def test_old_inbox_rows_are_pruned(
     publisher.start(shop.saga, OrderPlaced("o2", "book", 1, 1))
     run_until_idle([inventory])
     assert inbox.seen("inventory", [first_id]) == set()
+
+
+def test_the_instance_id_makes_the_consumer_a_static_member(
+    shop: Shop, bus: MemoryBus, serde: Any
+) -> None:
+    """WorkerConfig.instance_id reaches the transport's consumer; the default is dynamic."""
+    transport = ControlledTransport(MemoryTransport(bus))
+    for config in (WorkerConfig(instance_id="inventory-0"), WorkerConfig()):
+        worker = Worker(shop.inventory, transport, serde, config=config)
+        worker.start()
+        worker.close()
+    assert transport.control.instance_ids == ["inventory-0", None]
+    with pytest.raises(ConfigurationError, match="instance_id"):
+        WorkerConfig(instance_id="")
