@@ -6,7 +6,8 @@ still pending) into a :class:`~choreo.tracker.tracker.Tracker`, serves it with
 ``/usr/bin/chromium`` driven by Playwright) and reads the ``choreo:first-rows``
 performance mark the page sets when its first rows are in the DOM: milliseconds from
 navigation start to the first rows rendered. Also reports the feed rate and the latency
-of the JSON endpoints the page calls.
+of the JSON endpoints the page calls (list pages come from the tracker's saga index, so
+they should not depend on the number of sagas).
 
     python bench/bench_viewer.py [--sagas 100000] [--runs 7] [--json results.json]
 """
@@ -14,6 +15,7 @@ of the JSON endpoints the page calls.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import shutil
@@ -190,6 +192,8 @@ def main() -> None:
             "summary": base + "api/summary",
             "sagas_page": base + "api/sagas?limit=50",
             "sagas_failed": base + "api/sagas?status=Failed&limit=50",
+            "sagas_type_pending": base + "api/sagas?saga=OrderFulfillment&status=Pending&limit=50",
+            "sagas_deep_page": base + "api/sagas?limit=50&offset=20000",
             "sagas_search": base + "api/sagas?q=ord-0999&limit=50",
             "saga_detail": base
             + "api/sagas/"
@@ -198,9 +202,9 @@ def main() -> None:
         api = {}
         for name, url in endpoints.items():
             get(url)
-            api[name] = summary(timed(lambda url=url: get(url), 15))
+            api[name] = summary(timed(functools.partial(get, url), 15))
             print(
-                f"GET {name:<13} median {api[name]['median']:7.1f} ms  "
+                f"GET {name:<18} median {api[name]['median']:7.1f} ms  "
                 f"(min {api[name]['min']:.1f}, max {api[name]['max']:.1f})"
             )
         results["api_ms"] = api

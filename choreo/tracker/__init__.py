@@ -1,7 +1,8 @@
 """The correlation-id tracker: rebuild every saga's state from the event log alone.
 
 :class:`Tracker` folds records into :class:`SagaTrace` objects (see :mod:`.fold` for the
-states and the saga-guarantee checks); :class:`LiveTracker` feeds it from a transport;
+states and the saga-guarantee checks) and answers :class:`SagaQuery` pages from its saga
+index (:mod:`.index`); :class:`LiveTracker` feeds it from a transport;
 :class:`TimeoutService` turns overdue sagas into ``choreo.SagaTimedOut`` failures;
 :func:`read_container_file` / :func:`write_container_file` read and write exported logs;
 :func:`verify_records` checks a whole log.
@@ -11,6 +12,7 @@ from choreo.tracker.fold import TIMEOUT_EVENT_TYPE, Code, causal_order, fold
 from choreo.tracker.graphfacts import GraphFacts, facts_from
 from choreo.tracker.live import LiveTracker, read_topics
 from choreo.tracker.model import SagaState, SagaStatus, SagaTrace, TraceEvent, Violation
+from choreo.tracker.query import SagaQuery
 from choreo.tracker.sources import read_container_file, write_container_file
 from choreo.tracker.store import CheckpointStore
 from choreo.tracker.timeouts import TimeoutService
@@ -24,6 +26,7 @@ __all__ = [
     "Finding",
     "GraphFacts",
     "LiveTracker",
+    "SagaQuery",
     "SagaState",
     "SagaStatus",
     "SagaTrace",

@@ -1,15 +1,21 @@
 """A finished saga's events packed into a few hundred bytes, losslessly (payloads aside).
 
-An event id takes its UTF-8 length plus 4 bytes; a causation id naming an earlier event
-of the same saga takes 2 (its index); event types, services, steps and topics are numbers
-in a :class:`Symbols` table shared by every saga of a tracker (and saved with the
-checkpoint). A UUID-identified event packs into about 75 bytes.
+Event types, services, steps and topics are numbers in a :class:`Symbols` table shared by
+every saga of a tracker (and saved with the checkpoint). The packed form is one marker
+byte, then per event, in causal order, one fixed-size row written by a single ``struct``
+call (the cause as the index of an earlier event of the saga, the event id's length, the
+symbols, role, partition, offset and produced-at time), the event id in UTF-8 and, only for
+a cause from outside the saga, its length and text. A UUID-identified event packs into
+about 70 bytes. While the symbol table has fewer than 65,535 entries symbols take 2 bytes
+(marker ``0xF2``), else 4 (``0xF3``).
+
 Unpacking gives back exactly the events that were packed, so a compacted saga can be
 folded again when a late event arrives, and shown in full by ``choreo trace``.
 """
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -21,21 +27,23 @@ __all__ = ["Symbols", "pack_events", "unpack_events"]
 
 _ROLES: Final = tuple(Role)
 _ROLE_INDEX: Final = {role: index for index, role in enumerate(_ROLES)}
-_NONE: Final = 0xFFFFFFFF
 
-# the head byte of an event: how its cause is kept
-_NO_CAUSE_FLAG: Final = 0
-_CAUSE_REF: Final = 1
-_CAUSE_TEXT: Final = 2
-_NO_CAUSE: Final = bytes([_NO_CAUSE_FLAG])
-_CAUSE_REF_HEAD: Final = bytes([_CAUSE_REF])
-_CAUSE_TEXT_HEAD: Final = bytes([_CAUSE_TEXT])
-
-# type, service, step, topic symbols; role; partition; offset; produced-at
-_BODY: Final = struct.Struct("<IIIIBiqq")
-_REF: Final = struct.Struct("<H")
+_NARROW: Final = 0xF2
+_WIDE: Final = 0xF3
+# cause (index, or one of the two markers), id length, type, service, step and topic
+# symbols, role, partition, offset, produced-at
+_ROWS: Final = {
+    _NARROW: struct.Struct("<HIHHHHBiqq"),
+    _WIDE: struct.Struct("<HIIIIIBiqq"),
+}
+_NO_STEP: Final = {_NARROW: 0xFFFF, _WIDE: 0xFFFFFFFF}
+_NO_CAUSE: Final = 0xFFFF
+_CAUSE_TEXT: Final = 0xFFFE  # the cause is not an event of the saga: its text follows
 _LEN: Final = struct.Struct("<I")
-_MAX_REF: Final = 0xFFFF
+_ATTRS: Final = operator.attrgetter(
+    "event_id", "causation_id", "event_type", "service", "step", "topic", "role", "partition",
+    "offset", "produced_at_ms",
+)
 
 
 class Symbols:
@@ -66,100 +74,109 @@ class Symbols:
 
 
 def pack_events(events: Sequence[TraceEvent], symbols: Symbols) -> bytes:
-    """Return ``events`` packed into bytes (``late`` is not kept: the fold recomputes it)."""
-    out = bytearray()
+    """Return ``events`` packed into bytes (``late`` is not kept: the fold recomputes it).
+
+    Raises :class:`struct.error` when a number does not fit its field (a partition beyond
+    32 bits, an offset or time beyond 64 bits).
+    """
+    # a saga adds at most four symbols per event: the form is decided before numbering them
+    form = _NARROW if len(symbols) + 4 * len(events) < _NO_STEP[_NARROW] else _WIDE
+    out = [bytes((form,))]
+    add = out.append
+    row = _ROWS[form].pack
+    no_step = _NO_STEP[form]
     position: dict[str, int] = {}
     known = symbols._index
-    body = _BODY.pack
-    length = _LEN.pack
-    for index, event in enumerate(events):
-        event_id = event.event_id
+    role_index = _ROLE_INDEX
+    for index, (event_id, cause, event_type, service, step, topic, role, partition, offset,
+                produced) in enumerate(map(_ATTRS, events)):
         raw_id = event_id.encode("utf-8")
-        cause = event.causation_id
-        if cause is None:
-            out += _NO_CAUSE
-        else:
-            cause_ref = position.get(cause)
-            if cause_ref is not None and cause_ref <= _MAX_REF:
-                out += _CAUSE_REF_HEAD
-                out += _REF.pack(cause_ref)
-            else:
-                raw_cause = cause.encode("utf-8")
-                out += _CAUSE_TEXT_HEAD
-                out += length(len(raw_cause))
-                out += raw_cause
-        out += length(len(raw_id))
-        out += raw_id
-        step = event.step
-        try:
-            numbers = (
-                known[event.event_type],
-                known[event.service],
-                _NONE if step is None else known[step],
-                known[event.topic],
-            )
-        except KeyError:
-            number = symbols.number
-            numbers = (
-                number(event.event_type),
-                number(event.service),
-                _NONE if step is None else number(step),
-                number(event.topic),
-            )
-        out += body(
-            *numbers,
-            _ROLE_INDEX[event.role],
-            event.partition,
-            event.offset,
-            event.produced_at_ms,
-        )
-        if event_id not in position:
-            position[event_id] = index
-    return bytes(out)
+        ref = _NO_CAUSE if cause is None else position.get(cause, _CAUSE_TEXT)
+        role_number = role_index[role]
+        while True:  # twice at most: the second time every text has its number
+            try:
+                add(
+                    row(
+                        ref,
+                        len(raw_id),
+                        known[event_type],
+                        known[service],
+                        no_step if step is None else known[step],
+                        known[topic],
+                        role_number,
+                        partition,
+                        offset,
+                        produced,
+                    )
+                )
+                break
+            except KeyError:  # a text the table has not numbered yet
+                for text in (event_type, service, topic, step):
+                    if text is not None:
+                        symbols.number(text)
+        add(raw_id)
+        if ref == _CAUSE_TEXT:
+            raw_cause = cause.encode("utf-8")
+            add(_LEN.pack(len(raw_cause)))
+            add(raw_cause)
+        if index < _CAUSE_TEXT:
+            position.setdefault(event_id, index)
+    return b"".join(out)
 
 
 def unpack_events(data: bytes, symbols: Symbols) -> list[TraceEvent]:
-    """Return the events packed by :func:`pack_events` with the same symbol table."""
+    """Return the events packed by :func:`pack_events` with the same symbol table.
+
+    Raises :class:`ValueError` for bytes this version did not pack.
+    """
+    if not data:
+        return []
+    form = data[0]
+    row = _ROWS.get(form)
+    if row is None:
+        raise ValueError(f"not a packed saga (marker byte {form:#x})")
+    unpack_row = row.unpack_from
+    size = row.size
+    no_step = _NO_STEP[form]
     texts = symbols.texts
+    roles = _ROLES
+    make = tuple.__new__
     events: list[TraceEvent] = []
     ids: list[str] = []
-    offset = 0
-    view = memoryview(data)
-    end = len(data)
-
-    def text_at(at: int) -> tuple[str, int]:
-        (size,) = _LEN.unpack_from(view, at)
-        start = at + _LEN.size
-        return str(view[start : start + size], "utf-8"), start + size
-
-    while offset < end:
-        flags = data[offset]
-        offset += 1
-        cause: str | None = None
-        if flags == _CAUSE_REF:
-            (ref,) = _REF.unpack_from(view, offset)
-            cause = ids[ref]
-            offset += _REF.size
-        elif flags == _CAUSE_TEXT:
-            cause, offset = text_at(offset)
-        event_id, offset = text_at(offset)
-        etype, service, step, topic, role, partition, record_offset, produced = (
-            _BODY.unpack_from(view, offset)
+    at, end = 1, len(data)
+    while at < end:
+        ref, id_length, etype, service, step, topic, role, partition, offset, produced = (
+            unpack_row(data, at)
         )
-        offset += _BODY.size
+        at += size
+        event_id = data[at : at + id_length].decode("utf-8")
+        at += id_length
+        if ref == _NO_CAUSE:
+            cause = None
+        elif ref == _CAUSE_TEXT:
+            (length,) = _LEN.unpack_from(data, at)
+            at += _LEN.size
+            cause = data[at : at + length].decode("utf-8")
+            at += length
+        else:
+            cause = ids[ref]
         ids.append(event_id)
         events.append(
-            TraceEvent(
-                event_id=event_id,
-                event_type=texts[etype],
-                role=_ROLES[role],
-                service=texts[service],
-                produced_at_ms=produced,
-                causation_id=cause,
-                step=None if step == _NONE else texts[step],
-                topic=texts[topic],
-                partition=partition,
-                offset=record_offset,
+            make(
+                TraceEvent,
+                (
+                    event_id,
+                    texts[etype],
+                    roles[role],
+                    texts[service],
+                    produced,
+                    cause,
+                    None if step == no_step else texts[step],
+                    texts[topic],
+                    partition,
+                    offset,
+                    False,
+                ),
             )
         )
     return events

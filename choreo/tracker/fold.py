@@ -39,7 +39,6 @@ from __future__ import annotations
 import heapq
 import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Final
 
 from choreo.envelope import Role
@@ -70,11 +69,22 @@ _START, _STEP, _FAILURE, _COMPENSATION, _COMPLETED, _FAILED, _NOTICE = (
     Role.FAILED,
     Role.NOTICE,
 )
+_S_STARTED, _S_PENDING, _S_COMPENSATING, _S_COMPLETED, _S_FAILED = (
+    SagaState.STARTED,
+    SagaState.PENDING,
+    SagaState.COMPENSATING,
+    SagaState.COMPLETED,
+    SagaState.FAILED,
+)
 _TERMINAL: Final = frozenset((Role.COMPLETED, Role.FAILED))
 _UNDOING: Final = frozenset((Role.FAILURE, Role.COMPENSATION))
 _FORWARD: Final = frozenset((Role.START, Role.STEP))
 _MAY_BE_LATE: Final = frozenset((Role.START, Role.STEP, Role.FAILURE))
-_KEY: Final = operator.attrgetter("produced_at_ms", "event_id")
+# TraceEvent is a named tuple: positions are faster to read than names in the hot loops
+_TIME: Final = operator.itemgetter(TraceEvent._fields.index("produced_at_ms"))
+_KEY: Final = operator.itemgetter(
+    TraceEvent._fields.index("produced_at_ms"), TraceEvent._fields.index("event_id")
+)
 
 
 class Code:
@@ -122,22 +132,14 @@ def causal_order(by_id: Mapping[str, TraceEvent]) -> list[TraceEvent]:
     among the events whose cause is placed (or unknown). It depends only on the set.
     Events caught in a causation cycle (corrupt data) go last, by time then id.
     """
-    ordered = sorted(by_id.values(), key=_KEY)
     # Fast path: when the time order already puts every cause first, it *is* the order
     # Kahn's algorithm would produce (the smallest remaining event is always available).
-    for event in ordered:
-        cause = event.causation_id
-        if cause is not None:
-            parent = by_id.get(cause)
-            if parent is not None and (
-                parent.produced_at_ms > event.produced_at_ms
-                or (
-                    parent.produced_at_ms == event.produced_at_ms
-                    and parent.event_id >= event.event_id
-                )
-            ):
-                break
-    else:
+    # Sorting on the time alone is cheaper; equal times then need their ids in order too.
+    ordered = sorted(by_id.values(), key=_TIME)
+    if _in_causal_order(ordered, by_id):
+        return ordered
+    ordered.sort(key=_KEY)
+    if _in_causal_order(ordered, by_id):
         return ordered
     children: dict[str, list[TraceEvent]] = {}
     heap: list[tuple[int, str, TraceEvent]] = []
@@ -158,6 +160,24 @@ def causal_order(by_id: Mapping[str, TraceEvent]) -> list[TraceEvent]:
         done = {e.event_id for e in result}
         result.extend(e for e in ordered if e.event_id not in done)
     return result
+
+
+def _in_causal_order(ordered: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> bool:
+    """Return True when ``ordered`` is in (time, id) order and every cause comes first."""
+    last_time: int | None = None
+    last_id = ""
+    for event_id, _, _, _, produced, cause, _, _, _, _, _ in ordered:
+        if produced == last_time and event_id < last_id:
+            return False
+        last_time, last_id = produced, event_id
+        if cause is not None:
+            parent = by_id.get(cause)
+            if parent is not None and (
+                parent.produced_at_ms > produced
+                or (parent.produced_at_ms == produced and parent.event_id >= event_id)
+            ):
+                return False
+    return True
 
 
 def _is_ancestor(ancestor: str, event: TraceEvent, by_id: Mapping[str, TraceEvent]) -> bool:
@@ -191,10 +211,10 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
     steps; ``compensation_failed`` comes from dead-letter records that ask for a human;
     ``now_ms``, when given, marks the saga stuck if its next event is overdue.
     """
-    by_id = events if isinstance(events, Mapping) else dedupe(events)
+    by_id = events if type(events) is dict or isinstance(events, Mapping) else dedupe(events)
     order = causal_order(by_id)
     violations: list[Violation] = []
-    state = SagaState.STARTED
+    state = _S_STARTED
     terminal: TraceEvent | None = None
     failure_seen: TraceEvent | None = None
     timeout_ids: set[str] = set()
@@ -215,11 +235,9 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
 
     undoing_seen = False  # until a failure or compensation, no event can descend from one
     for index, event in enumerate(order):
-        role = event.role
-        eid = event.event_id
+        eid, event_type, role, _, produced, cause, step, _, _, _, _ = event
         undone = timed = False
         if undoing_seen:
-            cause = event.causation_id
             parent = by_id.get(cause) if cause is not None else None
             if parent is not None:
                 pid = parent.event_id
@@ -232,7 +250,8 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
         if role in _UNDOING:
             undoing_seen = True
         last_active = event
-        latest_ms = max(latest_ms, event.produced_at_ms)
+        if produced > latest_ms:  # noqa: PLR1730 - a call to max() costs more
+            latest_ms = produced
         late = False
         if timeout_ids and not timed and role in _MAY_BE_LATE:
             late = True
@@ -267,18 +286,17 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
                         eid,
                     )
                 )
-            if terminal is None and state is SagaState.STARTED and role is _STEP:
-                state = SagaState.PENDING
+            if terminal is None and state is _S_STARTED and role is _STEP:
+                state = _S_PENDING
         elif role is _FAILURE:
-            if event.event_type == TIMEOUT_EVENT_TYPE:
+            if event_type == TIMEOUT_EVENT_TYPE:
                 timeout_ids.add(eid)
             if failure_seen is None:
                 failure_seen = event
             if terminal is None:
-                state = SagaState.COMPENSATING
+                state = _S_COMPENSATING
         elif role is _COMPENSATION:
             compensations.append(event)
-            step = event.step
             if step:
                 compensated.add(step)
                 if step not in forward_of:
@@ -291,7 +309,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
                         )
                     )
             if terminal is None:
-                state = SagaState.COMPENSATING
+                state = _S_COMPENSATING
         elif role is _COMPLETED:
             if failure_seen is not None:
                 violations.append(
@@ -303,16 +321,16 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
                     )
                 )
             if terminal is None:
-                terminal, state = event, SagaState.COMPLETED
+                terminal, state = event, _S_COMPLETED
         elif role is _FAILED:
-            if event.step and event.step in forward_of:
-                compensated.add(event.step)
+            if step and step in forward_of:
+                compensated.add(step)
             if terminal is None:
-                terminal, state = event, SagaState.FAILED
+                terminal, state = event, _S_FAILED
 
     if len(compensations) > 1:
         violations.extend(_order_violations(compensations, forward_of, by_id))
-    if facts is not None and state is SagaState.FAILED and terminal is not None:
+    if facts is not None and state is _S_FAILED and terminal is not None:
         missing = [
             step
             for step in forward_of
@@ -332,7 +350,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
     if late_ids:
         order = list(order)
         for index in late_ids:
-            order[index] = replace(order[index], late=True)
+            order[index] = order[index]._replace(late=True)
 
     deadline_ms: int | None = None
     if terminal is None and order:

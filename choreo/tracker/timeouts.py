@@ -8,6 +8,9 @@ type. Services' compensations that react to ``choreo.SagaTimedOut`` then undo th
 completed steps. A step event that arrives after the timeout is shown as *late* by the
 fold.
 
+Each pass reads only what the tracker's saga index lists as overdue and still moving
+forward, so its cost does not grow with the number of stuck or finished sagas.
+
 Only sagas still moving forward (Started or Pending) time out; a saga stuck while
 compensating is left to a human (it shows as Stuck). Each saga times out at most once:
 the service remembers what it sent, and a saga whose log already holds a timeout is
@@ -76,18 +79,38 @@ class TimeoutService:
     # --- one pass -----------------------------------------------------------------------
 
     def due(self, now: int) -> list[SagaTrace]:
-        """Return the running sagas whose deadline passed and that have not timed out yet."""
-        self.tracker.check_deadlines(now)
-        total = self.tracker.total()
-        return [
-            trace
-            for trace in self.tracker.sagas(stuck_only=True, limit=total)
-            if trace.state in _FORWARD_STATES
-            and not trace.timed_out
-            and trace.correlation_id not in self._sent
-            and trace.deadline_ms is not None
-            and now > trace.deadline_ms
-        ]
+        """Return the running sagas whose deadline passed and that have not timed out yet.
+
+        Only the sagas the tracker's index lists as overdue and still moving forward
+        (:meth:`~choreo.tracker.Tracker.timeout_candidates`) are read, not every stuck
+        saga: a pass costs O(log n) plus the sagas due and those sent but not yet seen
+        back in the log.
+        """
+        tracker = self.tracker
+        tracker.check_deadlines(now)
+        candidates = tracker.timeout_candidates(now)
+        self._forget_settled(set(candidates))
+        due: list[SagaTrace] = []
+        for cid in candidates:
+            if cid in self._sent:
+                continue
+            trace = tracker.get(cid)
+            if (
+                trace is not None
+                and trace.state in _FORWARD_STATES
+                and not trace.timed_out
+                and trace.deadline_ms is not None
+                and now > trace.deadline_ms
+            ):
+                due.append(trace)
+        return due
+
+    def _forget_settled(self, candidates: set[str]) -> None:
+        """Stop remembering sent timeouts whose saga has timed out or ended in the log."""
+        for cid in [cid for cid in self._sent if cid not in candidates]:
+            trace = self.tracker.get(cid)
+            if trace is None or trace.timed_out or trace.state not in _FORWARD_STATES:
+                self._sent.discard(cid)
 
     def run_once(self, now: int | None = None) -> list[Envelope]:
         """Publish the timeout of every due saga, flush, and return the envelopes sent."""

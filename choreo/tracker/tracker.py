@@ -5,18 +5,32 @@ saga (:func:`choreo.tracker.fold.fold`) from the set of its events whenever a ne
 arrives, so its answer never depends on the order partitions were read in.
 
 Memory stays bounded: a finished saga is kept in full only while it is among the
-``keep_finished`` most recent ones; after that it is *packed*: replaced by a plain tuple
-of its summary and its events packed into a few hundred bytes (payloads dropped, see
-:mod:`choreo.tracker.compact`), unpacked again only to be shown or when a late event
-arrives. At most ``max_open`` running sagas are kept in full; the least recently active
-one beyond that is packed as well. With a ``checkpoint`` store, packed sagas live in the
-store once saved, and only their summaries stay in memory.
+``keep_finished`` most recent ones; after that it is *packed*: replaced by one ``bytes``
+value holding its summary and its events in a few hundred bytes (payloads dropped, see
+:mod:`choreo.tracker.entries` and :mod:`choreo.tracker.compact`), unpacked again only to
+be shown or when a late event arrives. At most ``max_open`` running sagas are kept in
+full; the least recently active one beyond that is packed as well. With a ``checkpoint``
+store, packed sagas live in the store once saved, and only their summaries stay in memory.
+Full and packed sagas are kept in two maps; the packed one holds no references, so the
+garbage collector never walks it. A finished saga about to be packed is packed right
+after its fold, while its events are still in the CPU caches.
 
 Feeding is batched: :meth:`Tracker.feed_many` adds a chunk of records to their sagas'
 event sets, then re-folds each changed saga once (a running saga waits for the end of the
 read or for its terminal event), so a saga is folded about once per read whatever order
 its events come in; :func:`~choreo.tracker.fold.causal_order` has its own fast path for
-events already in causal order.
+events already in causal order. The hot loop reads header values straight from the
+record's header dict (no :class:`~choreo.envelope.Envelope` per record), decodes the few
+low-cardinality ones (type, role, service, step, saga, topic) through one cache keyed by
+their raw values, so every event of a type shares the same interned strings, and builds
+each :class:`~choreo.tracker.model.TraceEvent` with ``tuple.__new__``. The sagas of the
+current read are found in a small map before the large one of every saga.
+
+Questions are answered from a saga index (:mod:`choreo.tracker.index`) kept in start-time
+order per status, saga type and stuck mark, brought up to date lazily before each answer:
+a page of :meth:`Tracker.find` costs O(page), :meth:`Tracker.count` and
+:meth:`Tracker.counts` O(log n) or less, and :meth:`Tracker.check_deadlines` looks only
+at the sagas whose deadline has passed.
 
 Thread-safe: one feeding thread and any number of reading threads (the web viewer) may
 use a tracker at once; :meth:`Tracker.wait_for_change` lets readers block until something
@@ -25,13 +39,13 @@ changed.
 
 from __future__ import annotations
 
-import heapq
 import logging
+import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import fields, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from itertools import islice
 from typing import Any, Final
 
@@ -39,9 +53,25 @@ from choreo.envelope import Header, Role
 from choreo.graph import Choreography
 from choreo.service import Service
 from choreo.tracker.compact import Symbols, pack_events, unpack_events
+from choreo.tracker.entries import (
+    FLAG_COMPENSATION_FAILED,
+    FLAG_STUCK,
+    TERMINAL_STATES,
+    Entry,
+    Summary,
+    filing_of,
+    pack_saga,
+    packed_events,
+    packed_filing,
+    restamp,
+    summary_of,
+    without_events,
+)
 from choreo.tracker.fold import DEFAULT_DEADLINE_MS, causal_order, fold, preferred
 from choreo.tracker.graphfacts import GraphFacts, facts_from
+from choreo.tracker.index import Filing, SagaIndex
 from choreo.tracker.model import SagaState, SagaStatus, SagaTrace, TraceEvent
+from choreo.tracker.query import SagaQuery
 from choreo.tracker.store import CheckpointStore, SagaRow
 from choreo.transports.base import Record, TopicPartition
 
@@ -65,79 +95,17 @@ _TERMINAL_ROLES: Final = frozenset((Role.COMPLETED, Role.FAILED))
 _FALSE: Final = (b"false", b"0", b"no")
 _CHUNK: Final = 20_000
 _CACHE_LIMIT: Final = 50_000
+_BROKEN: Final = (KeyError, ValueError, UnicodeDecodeError, AttributeError, TypeError)
+"""What a missing, undecodable or non-bytes choreo header raises in the hot loop."""
+_ALL: Final = SagaQuery()
 
 _STATUS_OF: Final = {state: SagaStatus(state.value) for state in SagaState}
-_STATES: Final = tuple(SagaState)
-_STATE_INDEX: Final = {state: index for index, state in enumerate(_STATES)}
-_STATUSES: Final = tuple(SagaStatus)
-_STATUS_INDEX: Final = {status: index for index, status in enumerate(_STATUSES)}
+_PLAIN: Final = frozenset({SagaStatus.STARTED, SagaStatus.PENDING, SagaStatus.COMPENSATING})
 
-_Packed = tuple[str, int, int, int | None, int | None, int | None, int, int, bytes | None]
-"""A compacted saga: a plain tuple of atomic values, so the garbage collector stops tracking
-it (a full collection then never walks the finished sagas). The fields are, in order:
-saga name, state index, status index, started at, ended at, deadline, flags, event count,
-packed events (None once saved in the store)."""
-_P_SAGA: Final = 0
-_P_STATE: Final = 1
-_P_STATUS: Final = 2
-_P_STARTED: Final = 3
-_P_DEADLINE: Final = 5
-_P_FLAGS: Final = 6
-_P_BLOB: Final = 8
-
-_FLAG_STUCK: Final = 1
-_FLAG_COMPENSATION_FAILED: Final = 2
-_FLAG_TIMED_OUT: Final = 4
-
-
-def _trace_event_factory() -> Callable[..., TraceEvent]:
-    """Return a faster equivalent of ``TraceEvent(...)`` for the hot loop (10 positional fields).
-
-    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; setting
-    the slots through their descriptors directly does the same in about half the time. The
-    result is checked against the real constructor once; on any mismatch (a changed model)
-    the plain constructor is used.
-    """
-    names = [f.name for f in fields(TraceEvent)]
-    if names[-1] != "late" or len(names) != 11:
-        return TraceEvent
-    setters = [getattr(TraceEvent, name).__set__ for name in names]
-    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10 = setters
-    make = object.__new__
-
-    def new_event(  # noqa: PLR0917 - the same positional fields as TraceEvent(...)
-        a: str, b: str, c: Role, d: str, e: int, f: str | None, g: str | None, h: str,
-        i: int, j: int,
-    ) -> TraceEvent:
-        event: TraceEvent = make(TraceEvent)
-        s0(event, a)
-        s1(event, b)
-        s2(event, c)
-        s3(event, d)
-        s4(event, e)
-        s5(event, f)
-        s6(event, g)
-        s7(event, h)
-        s8(event, i)
-        s9(event, j)
-        s10(event, False)
-        return event
-
-    probe = ("i", "t", Role.STEP, "s", 1, "c", "st", "tp", 2, 3)
-    try:
-        if new_event(*probe) == TraceEvent(*probe) and new_event(*probe) is not None:
-            return new_event
-    except (TypeError, AttributeError):
-        pass
-    return TraceEvent
-
-
-_new_trace_event: Final = _trace_event_factory()
-
-
-def _has_terminal(entry: _Entry) -> bool:
-    """Return True when an entry holds a completed or failed event."""
-    return any(event.role in _TERMINAL_ROLES for event in entry.events.values())
+_Shape = tuple[bytes, bytes, bytes, bytes | None, bytes, str]
+"""The raw type, role, service, step and saga header values of a record, and its topic."""
+_Known = tuple[str, Role, str, str | None, str, str]
+"""The same, decoded and interned."""
 
 
 class TrackerStats:
@@ -164,75 +132,6 @@ class TrackerStats:
     def as_dict(self) -> dict[str, int]:
         """Return the counters by name."""
         return {name: getattr(self, name) for name in self.__slots__}
-
-
-class _Entry:
-    """One saga in full: its events, its last trace and a summary of it."""
-
-    __slots__ = (
-        "cid",
-        "compensation_failed",
-        "deadline_ms",
-        "ended_at_ms",
-        "event_count",
-        "events",
-        "saga",
-        "started_at_ms",
-        "state",
-        "status",
-        "stuck",
-        "timed_out",
-        "trace",
-    )
-
-    def __init__(self, cid: str) -> None:
-        self.cid = cid
-        self.saga = ""
-        self.events: dict[str, TraceEvent] = {}
-        self.trace: SagaTrace | None = None
-        self.state = SagaState.STARTED
-        self.status = SagaStatus.STARTED
-        self.started_at_ms: int | None = None
-        self.ended_at_ms: int | None = None
-        self.deadline_ms: int | None = None
-        self.stuck = False
-        self.compensation_failed = False
-        self.timed_out = False
-        self.event_count = 0
-
-    @classmethod
-    def from_packed(cls, cid: str, packed: _Packed) -> _Entry:
-        """Return an entry (without events yet) carrying a packed saga's summary."""
-        entry = cls(cid)
-        (entry.saga, state, status, entry.started_at_ms, entry.ended_at_ms,
-         entry.deadline_ms, flags, entry.event_count, _) = packed
-        entry.state, entry.status = _STATES[state], _STATUSES[status]
-        entry.stuck = bool(flags & _FLAG_STUCK)
-        entry.compensation_failed = bool(flags & _FLAG_COMPENSATION_FAILED)
-        entry.timed_out = bool(flags & _FLAG_TIMED_OUT)
-        return entry
-
-    def packed(self, blob: bytes | None) -> _Packed:
-        """Return this entry's summary and ``blob`` as a packed saga."""
-        return (
-            self.saga,
-            _STATE_INDEX[self.state],
-            _STATUS_INDEX[self.status],
-            self.started_at_ms,
-            self.ended_at_ms,
-            self.deadline_ms,
-            self.flags,
-            self.event_count,
-            blob,
-        )
-
-    @property
-    def flags(self) -> int:
-        return (
-            (_FLAG_STUCK if self.stuck else 0)
-            | (_FLAG_COMPENSATION_FAILED if self.compensation_failed else 0)
-            | (_FLAG_TIMED_OUT if self.timed_out else 0)
-        )
 
 
 class Tracker:
@@ -278,10 +177,11 @@ class Tracker:
         self.symbols = Symbols()
         self.version = 0
         self._cond = threading.Condition(threading.RLock())
-        self._entries: dict[str, _Entry | _Packed] = {}
+        self._full: dict[str, Entry] = {}
+        self._packed: dict[str, bytes] = {}  # bytes only: the garbage collector skips it
+        self._index = SagaIndex(self._filing, self._filings, self._size)
         self._open: OrderedDict[str, None] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._idle_open: set[str] = set()  # packed sagas that are not terminal
         self._unsaved: set[str] = set()
         self._counts: dict[SagaStatus, int] = dict.fromkeys(SagaStatus, 0)
         self._types: dict[str, int] = {}
@@ -290,7 +190,7 @@ class Tracker:
         self._saved_symbols = 0
         self._payloads: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._text: dict[bytes, str] = {}
-        self._topics: dict[str, str] = {}
+        self._shapes: dict[_Shape, _Known] = {}
         if checkpoint is not None:
             self._load(checkpoint)
 
@@ -318,7 +218,7 @@ class Tracker:
         """
         count = 0
         iterator = iter(records)
-        dirty: dict[str, _Entry] = {}
+        dirty: dict[str, Entry] = {}
         while True:
             taken = self._feed_chunk(islice(iterator, _CHUNK), dirty, final=False)[0]
             if not taken:
@@ -329,8 +229,8 @@ class Tracker:
         return count
 
     def _feed_chunk(  # noqa: PLR0912, PLR0915 - the hot loop, flat on purpose
-        self, records: Iterable[Record], dirty: dict[str, _Entry], *, final: bool
-    ) -> tuple[int, list[_Entry]]:
+        self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool
+    ) -> tuple[int, list[Entry]]:
         """Add records' events to their sagas (collected in ``dirty``), then re-fold them.
 
         With ``final`` every saga in ``dirty`` is re-folded (and ``dirty`` emptied);
@@ -338,18 +238,20 @@ class Tracker:
         running ones wait for a later chunk (each saga is folded about once per read).
         Returns how many records were taken and the sagas re-folded.
         This is the tracker's hot loop, written flat on purpose (DESIGN §7): one dict of
-        the headers, a few cached decodes, one TraceEvent per record.
+        the headers, one cache look-up for the low-cardinality values, one TraceEvent
+        per record.
         """
         with self._cond:
             stats = self.stats
-            entries = self._entries
+            full = self._full
+            packed_sagas = self._packed
             offsets = self._offsets
-            text = self._text.get
-            decode_text = self._decode
-            topic_text = self._topics.get
+            shape_of = self._shapes.get
+            learn = self._learn
             resume = self._resume
             keep_payloads = self.decode is not None and self.max_payloads > 0
-            new_event = _new_trace_event
+            make = tuple.__new__  # TraceEvent(...) without the keyword handling
+            terminal = _TERMINAL_ROLES
             taken = added = duplicates = 0
             for record in records:
                 taken += 1
@@ -370,51 +272,63 @@ class Tracker:
                         dirty[marked.cid] = marked
                     continue
                 try:
+                    shape = (
+                        headers[_TYPE],
+                        headers[_ROLE],
+                        headers.get(_SERVICE, b""),
+                        headers.get(_STEP),
+                        headers.get(_SAGA, b""),
+                        topic,
+                    )
+                    event_type, role, service, step, saga, topic = shape_of(shape) or learn(shape)
                     eid = headers[_EID].decode()
                     cid = cid_raw.decode()
                     cause_raw = headers.get(_CAUSE)
-                    step_raw = headers.get(_STEP)
-                    type_raw = headers[_TYPE]
-                    service_raw = headers.get(_SERVICE, b"")
-                    saga_raw = headers.get(_SAGA, b"")
-                    event = new_event(
-                        eid,
-                        text(type_raw) or decode_text(type_raw),
-                        _ROLES[headers[_ROLE]],
-                        text(service_raw) or decode_text(service_raw),
-                        int(headers[_AT]),
-                        None if cause_raw is None else cause_raw.decode(),
-                        None if step_raw is None else (text(step_raw) or decode_text(step_raw)),
-                        topic_text(topic) or self._topic(topic),
-                        partition,
-                        offset,
+                    event = make(
+                        TraceEvent,
+                        (
+                            eid,
+                            event_type,
+                            role,
+                            service,
+                            int(headers[_AT]),
+                            None if cause_raw is None else cause_raw.decode(),
+                            step,
+                            topic,
+                            partition,
+                            offset,
+                            False,
+                        ),
                     )
-                    saga = text(saga_raw) or decode_text(saga_raw)
-                except (KeyError, ValueError, UnicodeDecodeError) as exc:
+                except _BROKEN as exc:
                     stats.invalid += 1
                     logger.debug(
                         "record %s/%d@%d has a broken choreo header: %r",
                         topic, partition, offset, exc,
                     )
                     continue
-                entry = entries.get(cid)
-                if entry is None:
-                    entry = self._new_entry(cid)
-                elif isinstance(entry, tuple):
-                    entry = self._expand(cid, entry)
-                events = entry.events
-                known = events.get(eid)
-                if known is not None:
+                # the sagas of this read so far are in the small, cache-warm ``dirty`` map
+                entry = dirty.get(cid)
+                if entry is None or entry.packed_away:
+                    entry = full.get(cid)
+                    if entry is None:
+                        packed = packed_sagas.get(cid)
+                        entry = (
+                            self._new_entry(cid) if packed is None else self._expand(cid, packed)
+                        )
+                known = entry.events.setdefault(eid, event)
+                if known is not event:
                     duplicates += 1
                     kept = preferred(known, event)
                     if kept is known:
                         continue
-                    event = kept
+                    entry.events[eid] = kept
                 else:
                     added += 1
-                events[eid] = event
                 entry.trace = None  # stale until re-folded
                 dirty[cid] = entry
+                if role in terminal:
+                    entry.ended = True
                 if saga is not entry.saga and saga and (not entry.saga or saga < entry.saga):
                     self._retype(entry, saga)
                 if keep_payloads and record.value is not None:
@@ -422,26 +336,48 @@ class Tracker:
             stats.records += taken
             stats.events += added
             stats.duplicates += duplicates
-            refold, settle = self._refold, self._settle
             if final:
                 ready = list(dirty.values())
                 dirty.clear()
             else:
-                ready = [entry for entry in dirty.values() if _has_terminal(entry)]
+                ready = [entry for entry in dirty.values() if entry.ended]
                 for entry in ready:
                     del dirty[entry.cid]
+            refold, settle = self._refold, self._settle
+            finished, keep_finished = self._finished, self.keep_finished
             for entry in ready:
-                current = entries.get(entry.cid)
-                if current is not entry:  # packed while it waited: expanding re-folds it
-                    if isinstance(current, tuple):
-                        self._expand(entry.cid, current)
+                if entry.packed_away:  # packed while it waited: expanding re-folds it
+                    packed = packed_sagas.get(entry.cid)
+                    if packed is not None:
+                        self._expand(entry.cid, packed)
                     continue
-                refold(entry, new_event=True)
+                trace = refold(entry, new_event=True)
+                if trace.state in TERMINAL_STATES and len(finished) >= keep_finished:
+                    # it will be packed: do it now, while its events are in the CPU caches
+                    # (the blob is used when it is evicted, unless an event changes it first)
+                    entry.blob = self._pack(entry.cid, trace.events)
                 settle(entry)
             self._evict()
             if ready:
                 self._changed()
             return taken, ready
+
+    def _learn(self, shape: _Shape) -> _Known:
+        """Decode (and cache) a record's low-cardinality values; raise when one is broken."""
+        type_raw, role_raw, service_raw, step_raw, saga_raw, topic = shape
+        decode = self._decode
+        known = (
+            decode(type_raw),
+            _ROLES[role_raw],
+            decode(service_raw),
+            None if step_raw is None else decode(step_raw),
+            decode(saga_raw),
+            self.symbols.intern(topic),
+        )
+        if len(self._shapes) >= _CACHE_LIMIT:
+            self._shapes.clear()
+        self._shapes[shape] = known
+        return known
 
     def _already_read(self, topic: str, partition: int, offset: int) -> bool:
         """Return True (and count it) for a record below the checkpoint's offset."""
@@ -451,9 +387,10 @@ class Tracker:
             return True
         return False
 
-    def _new_entry(self, cid: str) -> _Entry:
-        entry = self._entries[cid] = _Entry(cid)
+    def _new_entry(self, cid: str) -> Entry:
+        entry = self._full[cid] = Entry(cid)
         self._counts[entry.status] += 1
+        self._index.added(cid)
         return entry
 
     def _keep_payload(self, cid: str, eid: str, value: bytes) -> None:
@@ -470,11 +407,7 @@ class Tracker:
             text = self._text[raw] = self.symbols.intern(raw.decode("utf-8"))
         return text
 
-    def _topic(self, topic: str) -> str:
-        text = self._topics[topic] = self.symbols.intern(topic)
-        return text
-
-    def _dead_letter(self, headers: dict[str, bytes], cid_raw: bytes) -> _Entry | None:
+    def _dead_letter(self, headers: dict[str, bytes], cid_raw: bytes) -> Entry | None:
         """Count a dead-letter record; one asking for a human marks its saga."""
         self.stats.dead_letters += 1
         flag = headers.get(_NEEDS_HUMAN)
@@ -485,28 +418,30 @@ class Tracker:
         except UnicodeDecodeError:
             self.stats.invalid += 1
             return None
-        entry = self._entries.get(cid)
-        if entry is None:
+        entry = self._full.get(cid)
+        packed = self._packed.get(cid) if entry is None else None
+        if packed is not None:
+            if summary_of(packed, self.symbols).flags & FLAG_COMPENSATION_FAILED:
+                return None
+            entry = self._expand(cid, packed)
+        elif entry is None:
             entry = self._new_entry(cid)
             saga = headers.get(_SAGA)
             if saga:
                 self._retype(entry, self._decode(saga))
-        elif isinstance(entry, tuple):
-            if entry[_P_FLAGS] & _FLAG_COMPENSATION_FAILED:
-                return None
-            entry = self._expand(cid, entry)
         elif entry.compensation_failed:
             return None
         entry.compensation_failed = True
         return entry
 
-    def _retype(self, entry: _Entry, saga: str) -> None:
+    def _retype(self, entry: Entry, saga: str) -> None:
+        self._index.moving(entry.cid)
         if entry.saga:
             self._types[entry.saga] -= 1
         entry.saga = saga
         self._types[saga] = self._types.get(saga, 0) + 1
 
-    def _refold(self, entry: _Entry, *, new_event: bool) -> SagaTrace:
+    def _refold(self, entry: Entry, *, new_event: bool) -> SagaTrace:
         """Fold an entry's events into a fresh trace and update its summary."""
         trace = fold(
             entry.cid,
@@ -518,20 +453,29 @@ class Tracker:
         )
         # stuck is cleared by an event that moves the deadline, kept otherwise
         if entry.stuck and (not new_event or trace.deadline_ms == entry.deadline_ms):
-            trace.stuck = not trace.state.is_terminal
+            trace.stuck = trace.state not in TERMINAL_STATES
         entry.trace = trace
         self._summarise(entry, trace)
         return trace
 
-    def _summarise(self, entry: _Entry, trace: SagaTrace) -> None:
+    def _summarise(self, entry: Entry, trace: SagaTrace) -> None:
+        self._index.moving(entry.cid)
         old = entry.status
-        entry.state = trace.state
+        state = trace.state
+        events = trace.events
+        entry.state = state
         entry.stuck = trace.stuck
         entry.timed_out = trace.timed_out
         entry.deadline_ms = trace.deadline_ms
-        entry.started_at_ms = trace.events[0].produced_at_ms if trace.events else None
-        entry.ended_at_ms = trace.ended_at_ms if trace.state.is_terminal else None
-        entry.event_count = len(trace.events)
+        entry.started_at_ms = events[0].produced_at_ms if events else None
+        ended = None
+        if state in TERMINAL_STATES:
+            for event in reversed(events):
+                if event.role in _TERMINAL_ROLES:
+                    ended = event.produced_at_ms
+                    break
+        entry.ended_at_ms = ended
+        entry.event_count = len(events)
         if trace.violations:
             new = SagaStatus.VIOLATED
         elif trace.compensation_failed:
@@ -539,7 +483,7 @@ class Tracker:
         elif trace.stuck:
             new = SagaStatus.STUCK
         else:
-            new = _STATUS_OF[trace.state]
+            new = _STATUS_OF[state]
         entry.status = new
         if new is not old:
             counts = self._counts
@@ -548,11 +492,10 @@ class Tracker:
         if self.store is not None:
             self._unsaved.add(entry.cid)
 
-    def _settle(self, entry: _Entry) -> None:
+    def _settle(self, entry: Entry) -> None:
         """File a full-form entry as open or finished (most recent last)."""
         cid = entry.cid
-        self._idle_open.discard(cid)
-        if entry.state.is_terminal:
+        if entry.state in TERMINAL_STATES:
             self._open.pop(cid, None)
             self._finished[cid] = None
             self._finished.move_to_end(cid)
@@ -569,33 +512,61 @@ class Tracker:
         while len(self._open) > self.max_open:
             cid, _ = self._open.popitem(last=False)
             self._compact(cid)
-            self._idle_open.add(cid)
 
     def _compact(self, cid: str) -> None:
-        """Replace a full entry by its packed form (events packed, payloads dropped)."""
-        entry = self._entries[cid]
-        assert not isinstance(entry, tuple)
+        """Replace a full entry by its packed form (events packed, payloads dropped).
+
+        A saga whose numbers do not fit the packed form (a time beyond 64 bits) stays full.
+        """
+        entry = self._full[cid]
         trace = entry.trace
         events = trace.events if trace is not None else causal_order(entry.events)
-        self._entries[cid] = entry.packed(pack_events(events, self.symbols))
+        blob = entry.blob if trace is not None else None
+        if blob is None:
+            blob = self._pack(cid, events)
+            if blob is None:
+                return
+        try:
+            packed = pack_saga(entry.summary(), blob, self.symbols)
+        except struct.error as exc:
+            logger.debug("saga %s stays unpacked: %s", cid, exc)
+            return
+        del self._full[cid]
+        self._packed[cid] = packed
+        entry.packed_away = True
         if self._payloads:
             for event in events:
                 self._payloads.pop((cid, event.event_id), None)
 
+    def _pack(self, cid: str, events: list[TraceEvent]) -> bytes | None:
+        """Return a saga's events packed, or None when a number does not fit the packed form."""
+        try:
+            return pack_events(events, self.symbols)
+        except struct.error as exc:
+            logger.debug("saga %s stays unpacked: %s", cid, exc)
+            return None
+
     def _unpacked(self, cid: str, blob: bytes | None) -> list[TraceEvent]:
-        """Return a packed saga's events, from memory or from the store."""
+        """Return a packed saga's events, from memory or from the store (none when lost)."""
         if blob is None:
             blob = self.store.events(cid) if self.store is not None else None
             if blob is None:
                 logger.warning("saga %s lost its events (not in the store)", cid)
                 return []
-        return unpack_events(blob, self.symbols)
+        try:
+            return unpack_events(blob, self.symbols)
+        except (ValueError, IndexError, struct.error) as exc:
+            logger.warning("saga %s has unreadable packed events (another version?): %s", cid, exc)
+            return []
 
-    def _expand(self, cid: str, packed: _Packed) -> _Entry:
+    def _expand(self, cid: str, packed: bytes) -> Entry:
         """Bring a packed saga back to full form (re-folded and filed); return it."""
-        entry = _Entry.from_packed(cid, packed)
-        entry.events = {event.event_id: event for event in self._unpacked(cid, packed[_P_BLOB])}
-        self._entries[cid] = entry
+        entry = Entry.from_summary(cid, summary_of(packed, self.symbols))
+        events = self._unpacked(cid, packed_events(packed))
+        entry.events = {event.event_id: event for event in events}
+        entry.ended = any(event.role in _TERMINAL_ROLES for event in events)
+        del self._packed[cid]
+        self._full[cid] = entry
         self._refold(entry, new_event=False)
         self._settle(entry)
         return entry
@@ -606,13 +577,37 @@ class Tracker:
 
     # --- reading ----------------------------------------------------------------------
 
-    def _trace_of(self, cid: str, entry: _Entry | _Packed) -> SagaTrace:
+    def _lookup(self, cid: str) -> Entry | bytes | None:
+        """Return a saga as it is kept (full or packed), or None when it is unknown."""
+        entry = self._full.get(cid)
+        return entry if entry is not None else self._packed.get(cid)
+
+    def _size(self) -> int:
+        return len(self._full) + len(self._packed)
+
+    def _filing(self, cid: str) -> Filing:
+        """Return where a known saga belongs in the saga index."""
+        entry = self._full.get(cid)
+        if entry is not None:
+            return filing_of(entry)
+        return packed_filing(self._packed[cid], self.symbols.texts)
+
+    def _filings(self) -> Iterator[tuple[str, Filing]]:
+        """Yield every saga with where it belongs in the saga index."""
+        for cid, entry in self._full.items():
+            yield cid, filing_of(entry)
+        texts = self.symbols.texts
+        for cid, packed in self._packed.items():
+            yield cid, packed_filing(packed, texts)
+
+    def _trace_of(self, cid: str, entry: Entry | bytes) -> SagaTrace:
         """Return a saga's trace without changing how it is kept."""
-        if isinstance(entry, tuple):
-            events = self._unpacked(cid, entry[_P_BLOB])
-            stuck = bool(entry[_P_FLAGS] & _FLAG_STUCK)
-            saga = entry[_P_SAGA]
-            compensation_failed = bool(entry[_P_FLAGS] & _FLAG_COMPENSATION_FAILED)
+        if isinstance(entry, bytes):
+            summary = summary_of(entry, self.symbols)
+            events = self._unpacked(cid, packed_events(entry))
+            stuck = bool(summary.flags & FLAG_STUCK)
+            saga = summary.saga
+            compensation_failed = bool(summary.flags & FLAG_COMPENSATION_FAILED)
         elif entry.trace is not None:
             return entry.trace
         else:
@@ -627,24 +622,47 @@ class Tracker:
             default_deadline_ms=self.default_deadline_ms,
             compensation_failed=compensation_failed,
         )
-        trace.stuck = stuck and not trace.state.is_terminal
+        trace.stuck = stuck and trace.state not in TERMINAL_STATES
         return trace
 
     def kept_as(self, correlation_id: str) -> str | None:
         """Return how a saga is kept: ``"full"``, ``"packed"`` in memory, ``"stored"`` only."""
         with self._cond:
-            entry = self._entries.get(correlation_id)
+            entry = self._lookup(correlation_id)
         if entry is None:
             return None
-        if not isinstance(entry, tuple):
+        if not isinstance(entry, bytes):
             return "full"
-        return "packed" if entry[_P_BLOB] is not None else "stored"
+        return "packed" if packed_events(entry) is not None else "stored"
 
     def get(self, correlation_id: str) -> SagaTrace | None:
         """Return the trace of one saga, or None when its correlation id was never seen."""
         with self._cond:
-            entry = self._entries.get(correlation_id)
+            entry = self._lookup(correlation_id)
             return None if entry is None else self._trace_of(correlation_id, entry)
+
+    def find(
+        self, query: SagaQuery | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[SagaTrace]:
+        """Return a page of the sagas matching ``query`` (all when None), newest first.
+
+        Costs O(offset + limit) index steps plus the traces returned, whatever the number
+        of sagas; a ``search`` scans the admitted sagas until the page is full.
+        """
+        with self._cond:
+            index = self._index
+            index.sync()
+            full, packed, trace_of = self._full, self._packed, self._trace_of
+            return [
+                trace_of(cid, full[cid] if cid in full else packed[cid])
+                for cid in index.find(query or _ALL, limit, offset)
+            ]
+
+    def count(self, query: SagaQuery | None = None) -> int | None:
+        """Return how many sagas match ``query`` (all when None); None for a ``search``."""
+        with self._cond:
+            self._index.sync()
+            return self._index.count(query or _ALL)
 
     def sagas(
         self,
@@ -658,35 +676,12 @@ class Tracker:
         limit: int = 100,
         offset: int = 0,
     ) -> list[SagaTrace]:
-        """Return the sagas matching every given filter, newest first (by start time).
+        """Return the sagas matching every given filter, newest first (see :class:`SagaQuery`).
 
-        ``since_ms``/``until_ms`` bound the start time (inclusive); ``search`` matches
-        part of the correlation id (case-insensitive); ``limit``/``offset`` page.
+        The keyword form of :meth:`find`; ``limit``/``offset`` page.
         """
-        needle = search.lower() if search else None
-        with self._cond:
-            found: list[tuple[int, str]] = []
-            for cid, entry in self._entries.items():
-                if isinstance(entry, tuple):
-                    entry_status = _STATUSES[entry[_P_STATUS]]
-                    entry_saga = entry[_P_SAGA]
-                    entry_stuck = bool(entry[_P_FLAGS] & _FLAG_STUCK)
-                    started = entry[_P_STARTED]
-                else:
-                    entry_status, entry_saga = entry.status, entry.saga
-                    entry_stuck, started = entry.stuck, entry.started_at_ms
-                if (
-                    (status is None or entry_status is status)
-                    and (saga is None or entry_saga == saga)
-                    and (not stuck_only or entry_stuck)
-                    and (since_ms is None or (started or 0) >= since_ms)
-                    and (until_ms is None or (started or 0) <= until_ms)
-                    and (needle is None or needle in cid.lower())
-                ):
-                    found.append((-1 if started is None else started, cid))
-            newest = heapq.nlargest(max(0, offset) + max(0, limit), found)
-            entries = self._entries
-            return [self._trace_of(cid, entries[cid]) for _, cid in newest[offset:]]
+        query = SagaQuery(status, saga, since_ms, until_ms, stuck_only, search)
+        return self.find(query, limit=limit, offset=offset)
 
     def counts(self) -> dict[SagaStatus, int]:
         """Return how many sagas have each status (every status present, zeros included)."""
@@ -696,7 +691,7 @@ class Tracker:
     def total(self) -> int:
         """Return how many sagas (correlation ids) the tracker knows."""
         with self._cond:
-            return len(self._entries)
+            return self._size()
 
     def saga_types(self) -> list[str]:
         """Return the saga names seen, sorted."""
@@ -734,32 +729,39 @@ class Tracker:
     # --- deadlines ---------------------------------------------------------------------
 
     def check_deadlines(self, now_ms: int | None = None) -> list[SagaTrace]:
-        """Mark the running sagas whose next event is overdue as stuck; return those newly stuck."""
+        """Mark the running sagas whose next event is overdue as stuck; return those newly stuck.
+
+        Only the sagas whose deadline passed are looked at (the index keeps the running,
+        not yet stuck sagas in deadline order).
+        """
         now = int(self.clock() * 1000) if now_ms is None else now_ms
         with self._cond:
+            index = self._index
+            index.sync()
             newly: list[SagaTrace] = []
-            for cid in [*self._open, *self._idle_open]:
-                entry = self._entries[cid]
-                if isinstance(entry, tuple):
-                    deadline, flags = entry[_P_DEADLINE], entry[_P_FLAGS]
-                    if flags & _FLAG_STUCK or deadline is None or now <= deadline:
+            for cid in index.overdue(now):
+                index.moving(cid)
+                entry = self._full.get(cid)
+                if entry is None:
+                    packed = self._packed[cid]
+                    summary = summary_of(packed, self.symbols)
+                    deadline, flags = summary.deadline_ms, summary.flags
+                    if flags & FLAG_STUCK or deadline is None or now <= deadline:
                         continue
-                    if _STATES[entry[_P_STATE]].is_terminal:
+                    if summary.state in TERMINAL_STATES:
                         continue
-                    old = _STATUSES[entry[_P_STATUS]]
+                    old = summary.status
                     new = SagaStatus.STUCK if old in _PLAIN else old
-                    entry = (*entry[:_P_STATUS], _STATUS_INDEX[new], *entry[3:_P_FLAGS],
-                             flags | _FLAG_STUCK, *entry[7:])
-                    self._entries[cid] = entry
+                    packed = self._packed[cid] = restamp(packed, new, flags | FLAG_STUCK)
                     self._counts[old] -= 1
                     self._counts[new] += 1
                     if self.store is not None:
                         self._unsaved.add(cid)
-                    newly.append(self._trace_of(cid, entry))
+                    newly.append(self._trace_of(cid, packed))
                     continue
                 if entry.stuck or entry.deadline_ms is None or now <= entry.deadline_ms:
                     continue
-                if entry.state.is_terminal:
+                if entry.state in TERMINAL_STATES:
                     continue
                 entry.stuck = True
                 if entry.trace is not None:
@@ -777,6 +779,18 @@ class Tracker:
                 self._changed()
             return newly
 
+    def timeout_candidates(self, now_ms: int) -> list[str]:
+        """Return the sagas moving forward whose deadline passed before ``now_ms``.
+
+        These are the correlation ids of the sagas in state Started or Pending that have
+        not timed out yet and whose deadline is before ``now_ms``, earliest deadline
+        first: what :class:`~choreo.tracker.timeouts.TimeoutService` may time out. Costs
+        O(log n) plus the ids returned.
+        """
+        with self._cond:
+            self._index.sync()
+            return self._index.due(now_ms)
+
     # --- checkpoint ----------------------------------------------------------------------
 
     def checkpoint(self) -> int:
@@ -789,7 +803,7 @@ class Tracker:
         if store is None:
             return 0
         with self._cond:
-            rows = [self._row(cid, self._entries[cid]) for cid in self._unsaved]
+            rows = [self._row(cid) for cid in self._unsaved]
             texts = self.symbols.texts
             new_symbols = list(enumerate(texts))[self._saved_symbols :]
             store.write(
@@ -800,22 +814,26 @@ class Tracker:
             )
             self._saved_symbols = len(texts)
             for cid in self._unsaved:
-                entry = self._entries[cid]
-                if isinstance(entry, tuple) and entry[_P_BLOB] is not None:
-                    self._entries[cid] = (*entry[:_P_BLOB], None)
+                packed = self._packed.get(cid)
+                if packed is not None and packed_events(packed) is not None:
+                    self._packed[cid] = without_events(packed)
             self._unsaved.clear()
             return len(rows)
 
-    def _row(self, cid: str, entry: _Entry | _Packed) -> SagaRow:
+    def _row(self, cid: str) -> SagaRow:
         """Return a saga as the store keeps it (with its packed events)."""
-        if isinstance(entry, tuple):
-            blob = entry[_P_BLOB]
+        entry = self._full.get(cid)
+        if entry is None:
+            packed = self._packed[cid]
+            blob = packed_events(packed)
             if blob is None and self.store is not None:
                 blob = self.store.events(cid)
-            saga, state, status, started, ended, deadline, flags, count, _ = entry
+            saga, state, status, flags, started, ended, deadline, count = summary_of(
+                packed, self.symbols
+            )
             return SagaRow(
-                cid, saga, _STATES[state].value, _STATUSES[status].value, started, ended,
-                deadline, flags, count, blob if blob is not None else b"",
+                cid, saga, state.value, status.value, started, ended, deadline, flags, count,
+                blob if blob is not None else b"",
             )
         trace = entry.trace or self._trace_of(cid, entry)
         return SagaRow(
@@ -836,31 +854,22 @@ class Tracker:
         self.symbols = Symbols(store.symbols())
         self._saved_symbols = len(self.symbols)
         for row in store.summaries():
-            state = SagaState(row.state)
             status = SagaStatus(row.status)
-            self._entries[row.correlation_id] = (
-                row.saga, _STATE_INDEX[state], _STATUS_INDEX[status], row.started_at_ms,
-                row.ended_at_ms, row.deadline_ms, row.flags, row.event_count, None,
+            summary = Summary(
+                row.saga, SagaState(row.state), status, row.flags, row.started_at_ms,
+                row.ended_at_ms, row.deadline_ms, row.event_count,
             )
+            self._packed[row.correlation_id] = pack_saga(summary, None, self.symbols)
             self._counts[status] += 1
             if row.saga:
                 self._types[row.saga] = self._types.get(row.saga, 0) + 1
-            if not state.is_terminal:
-                self._idle_open.add(row.correlation_id)
+        self._index.invalidate()
         self._resume = store.offsets()
         saved = store.counters()
         for name in TrackerStats.__slots__:
             setattr(self.stats, name, saved.get(name, 0))
         logger.info(
             "resumed %d sagas and %d partition offsets from %s",
-            len(self._entries), len(self._resume), store.path,
+            self._size(), len(self._resume), store.path,
         )
 
-
-_PLAIN: Final = frozenset(
-    {
-        SagaStatus.STARTED,
-        SagaStatus.PENDING,
-        SagaStatus.COMPENSATING,
-    }
-)

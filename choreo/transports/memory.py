@@ -24,6 +24,11 @@ Kafka behaviours kept on purpose:
 Differences: there is no retention, records published in a transaction get their
 offsets at commit (so offsets never have gaps), and publishing is immediately visible
 rather than after a network round trip.
+
+Cost: a partition log keeps plain tuples (which the garbage collector soon stops
+tracking) and a consumer builds :class:`~choreo.transports.base.Record` objects as it
+polls, as a Kafka client does; a one-partition topic skips the key hash. Publishing is
+about 0.7 µs a record, polling about 0.25 µs (see ``bench/bench_runtime.py``).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 from choreo._version import __version__
 from choreo.envelope import Role
 from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
+from choreo.tracker.query import SagaQuery
 from choreo.viewer.graph_view import declared_graph
 
 __all__ = [
@@ -74,19 +75,14 @@ class TrackerReader(Protocol):
         """Return one saga's trace, or None when the id is unknown."""
         ...
 
-    def sagas(
-        self,
-        *,
-        status: SagaStatus | None = None,
-        saga: str | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        stuck_only: bool = False,
-        search: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
+    def find(
+        self, query: SagaQuery | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[SagaTrace]:
-        """Return a page of sagas, newest first, matching every given filter."""
+        """Return a page of the sagas matching ``query`` (all when None), newest first."""
+        ...
+
+    def count(self, query: SagaQuery | None = None) -> int | None:
+        """Return how many sagas match ``query``, or None when that is not cheap to say."""
         ...
 
     def counts(self) -> dict[SagaStatus, int]:
@@ -376,31 +372,29 @@ class TraceApi:
         """Return a page of sagas, newest first, filtered by ``status``, ``saga`` and ``q``.
 
         ``total`` is the number of matching sagas when the tracker can say it cheaply
-        (no saga-type or search filter), else None; ``has_more`` is always exact.
+        (every filter but a search), else None; ``has_more`` is always exact.
         Raises :class:`BadQueryError` for an invalid parameter.
         """
         status_text = query.get("status", "").strip()
-        status = parse_status(status_text) if status_text else None
-        saga = query.get("saga", "").strip() or None
         search = query.get("q", "").strip() or None
         if search is not None and len(search) > MAX_QUERY_CHARS:
             raise BadQueryError(f"q must be at most {MAX_QUERY_CHARS} characters")
+        wanted = SagaQuery(
+            status=parse_status(status_text) if status_text else None,
+            saga=query.get("saga", "").strip() or None,
+            search=search,
+        )
         limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         offset = _int_param(query, "offset", 0, 0, 10**9)
         version = self.tracker.version
-        page = self.tracker.sagas(
-            status=status, saga=saga, search=search, limit=limit + 1, offset=offset
-        )
-        total: int | None = None
-        if saga is None and search is None:
-            total = self.tracker.counts().get(status, 0) if status else self.tracker.total()
+        page = self.tracker.find(wanted, limit=limit + 1, offset=offset)
         return {
             "version": version,
             "items": [saga_row(trace) for trace in page[:limit]],
             "limit": limit,
             "offset": offset,
             "has_more": len(page) > limit,
-            "total": total,
+            "total": self.tracker.count(wanted),
         }
 
     def saga(self, correlation_id: str) -> dict[str, Any] | None:
@@ -431,7 +425,7 @@ class TraceApi:
         with self._graph_lock:
             if self._graph is not None and self._graph[0] == version:
                 return self._graph[1]
-        graph = observed_graph(self.tracker.sagas(limit=GRAPH_SAMPLE_SAGAS))
+        graph = observed_graph(self.tracker.find(limit=GRAPH_SAMPLE_SAGAS))
         with self._graph_lock:
             self._graph = (version, graph)
         return graph

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,3 +84,23 @@ def test_symbols_are_shared_and_numbered_in_order() -> None:
     assert symbols.texts == ["a", "b", "c"]
     copy = "".join(["c"])
     assert symbols.intern(copy) is symbols.texts[2]
+
+
+def test_a_large_symbol_table_packs_in_the_wide_form() -> None:
+    """With more symbols than two bytes can number, events still round-trip (4-byte form)."""
+    symbols = Symbols(f"s{index}" for index in range(70_000))
+    events = [
+        TraceEvent("a", "late.Type", Role.START, "svc", 1, None, None, "t", 0, 0),
+        TraceEvent("b", "s69999", Role.STEP, "s65535", 2, "a", "s65534", "t", 0, 1),
+        TraceEvent("c", "s1", Role.NOTICE, "svc", 3, "elsewhere", "x", "t", 1, 2),
+    ]
+    packed = pack_events(events, symbols)
+    assert packed[0] == 0xF3
+    assert unpack_events(packed, symbols) == events
+
+
+def test_bytes_of_another_format_are_refused() -> None:
+    """Unpacking bytes without a known marker raises ValueError; no bytes are no events."""
+    assert unpack_events(b"", Symbols()) == []
+    with pytest.raises(ValueError, match="marker"):
+        unpack_events(b"\x00\x01", Symbols())

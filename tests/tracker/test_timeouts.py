@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
-from tracker_log import SagaLog, build_choreography, to_records
+from tracker_log import T0, SagaLog, build_choreography, to_records
 
 from choreo.codec import SingleObjectCodec
 from choreo.envelope import Envelope, Header, Role, headers_to_dict
 from choreo.schemas.loader import load_directory
-from choreo.tracker import TIMEOUT_EVENT_TYPE, SagaState, Tracker
+from choreo.tracker import TIMEOUT_EVENT_TYPE, SagaState, SagaStatus, Tracker
 from choreo.tracker.timeouts import TIMEOUT_SERVICE, TimeoutService
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
@@ -95,3 +96,28 @@ def test_service_thread_runs_and_stops(codec: SingleObjectCodec) -> None:
     assert service.error is None
     [record] = bus.records(TIMEOUT_EVENT_TYPE)
     assert headers_to_dict(record.headers)[Header.CORRELATION_ID] == log.cid.encode()
+
+
+def test_timeout_pass_reads_only_due_sagas() -> None:
+    """The timeout service reads the sagas due, not every stuck or finished one, on each pass."""
+    tracker = Tracker(default_deadline_s=1.0)
+    logs = []
+    for index in range(40):  # stuck while compensating: left to a human, never timed out
+        log = SagaLog(cid=f"comp-{index}")
+        s = log.start()
+        log.emit(s, "trk.PaymentDeclined", Role.FAILURE, "payment", "payment.charge")
+        logs.append(log)
+    forward = SagaLog(cid="forward")
+    forward.start()
+    done = SagaLog(cid="done").completed()
+    tracker.feed_many(to_records([e for log in [*logs, forward, done] for e in log.envelopes]))
+    service = TimeoutService(tracker, MemoryTransport(MemoryBus()), lambda name, datum: b"x")
+    now = T0 + 60_000
+    with mock.patch.object(tracker, "get", wraps=tracker.get) as get:
+        sent = service.run_once(now)
+        assert [e.correlation_id for e in sent] == ["forward"]
+        assert {call.args[0] for call in get.call_args_list} == {"forward"}
+        get.reset_mock()
+        assert service.run_once(now + 1_000) == []
+        assert get.call_count == 0
+    assert tracker.counts()[SagaStatus.STUCK] == 41

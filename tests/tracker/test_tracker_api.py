@@ -10,7 +10,7 @@ def test_public_names() -> None:
     assert sorted(choreo.tracker.__all__) == sorted(
         [
             "TIMEOUT_EVENT_TYPE", "CheckpointStore", "Code", "Finding", "GraphFacts",
-            "LiveTracker", "SagaState", "SagaStatus", "SagaTrace", "TimeoutService",
+            "LiveTracker", "SagaQuery", "SagaState", "SagaStatus", "SagaTrace", "TimeoutService",
             "TraceEvent", "Tracker", "TrackerStats", "VerifyReport", "Violation",
             "causal_order", "facts_from", "fold", "read_container_file", "read_topics",
             "verify_records", "verify_tracker", "write_container_file",
