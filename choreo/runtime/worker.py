@@ -690,128 +690,55 @@ class Worker:
             failed_at_ms=now_ms(),
         )
 
-    def _encode_one(self, route: Route, fields: Fields, event: Event) -> OutboxRecord:
-        """Return the outbox record of the one event a handler returned (see :meth:`_encode`).
+    def _encode_one(
+        self, route: Route, fields: Fields, event: Event, index: int = 0
+    ) -> OutboxRecord:
+        """Return the outbox record of the ``index``-th event a handler emitted.
 
-        The common case, unrolled: no list, no enumeration, the index is 0.
+        The event gets the id :func:`~choreo.runtime.routing.derived_event_id` (parent id,
+        step, ``index``), inlined here because it is on the per-event path; the incoming
+        record's correlation id, saga and trace (with the id's last 16 hex digits as span
+        id, as :func:`~choreo.runtime.tracing.child_traceparent`); and the batch's
+        produced-at time.
         """
         _, _, saga, trace, parent_id, cid, saga_pair = fields
         cls = event.__class__
         plan = route.plans.get((cls, saga)) or route.plan(cls, saga)
-        digest = _NAMESPACE_SHA1.copy()  # derived_event_id, inlined (see _encode)
-        digest.update(parent_id + route.id_suffixes[0])
+        suffixes = route.id_suffixes
+        suffix = suffixes[index] if index < len(suffixes) else route.id_suffix(index)
+        digest = _NAMESPACE_SHA1.copy()  # uuid5 of "<parent id>/<step>/<index>"
+        digest.update(parent_id + suffix)
         h = digest.hexdigest()
         variant = _VARIANT[h[16]]
         event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
-        if trace is None or not self._tracing:
-            return _new_record(
-                (
-                    event_id,
-                    plan.topic,
-                    cid[1],
-                    self.serde.encode(event),
-                    (
-                        plan.type_header,
-                        (_ID, event_id.encode()),
-                        cid,
-                        saga_pair,
-                        plan.role_header,
-                        plan.service_header,
-                        self._produced_at,
-                        (_CAUSE, parent_id),
-                        plan.step_header,
-                    ),
-                )
-            )
-        if self._traces_valid or is_valid(trace):
-            text = trace.decode()
-            child = f"{text[:36]}{variant}{h[17:32]}{text[52:]}"
-        else:  # an invalid parent starts a new trace (W3C Trace Context)
-            child = f"00-{os.urandom(16).hex()}-{variant}{h[17:32]}-01"
-        return _new_record(
-            (
-                event_id,
-                plan.topic,
-                cid[1],
-                self.serde.encode(event),
-                (
-                    plan.type_header,
-                    (_ID, event_id.encode()),
-                    cid,
-                    saga_pair,
-                    plan.role_header,
-                    plan.service_header,
-                    self._produced_at,
-                    (_CAUSE, parent_id),
-                    plan.step_header,
-                    (_TRACE, child.encode()),
-                ),
-            )
+        headers: tuple[tuple[str, bytes], ...] = (
+            plan.type_header,
+            (_ID, event_id.encode()),
+            cid,
+            saga_pair,
+            plan.role_header,
+            plan.service_header,
+            self._produced_at,
+            (_CAUSE, parent_id),
+            plan.step_header,
         )
+        if trace is not None and self._tracing:
+            if self._traces_valid or is_valid(trace):
+                text = trace.decode()
+                child = f"{text[:36]}{variant}{h[17:32]}{text[52:]}"
+            else:  # an invalid parent starts a new trace (W3C Trace Context)
+                child = f"00-{os.urandom(16).hex()}-{variant}{h[17:32]}-01"
+            headers += ((_TRACE, child.encode()),)
+        return _new_record((event_id, plan.topic, cid[1], self.serde.encode(event), headers))
 
     def _encode(self, route: Route, fields: Fields, events: Sequence[Any]) -> list[OutboxRecord]:
-        """Return the outbox records of a handler's emitted events (checked and encoded).
+        """Return the outbox records of a handler's emitted events (see :meth:`_encode_one`).
 
-        The ``index``-th event gets the id :func:`~choreo.runtime.routing.derived_event_id`
-        (parent id, step, ``index``), the incoming record's correlation id, saga and
-        trace (with the id's last 16 hex digits as span id, as
-        :func:`~choreo.runtime.tracing.child_traceparent`), and the batch's produced-at
-        time. Raises :class:`~choreo.errors.HandlerError` for an event the handler did
-        not declare or that is not an :class:`~choreo.events.Event`.
+        Raises :class:`~choreo.errors.HandlerError` for an event the handler did not declare
+        or that is not an :class:`~choreo.events.Event` (checked when its plan is built).
         """
-        _, _, saga, trace, parent_id, cid, saga_pair = fields
-        plans = route.plans
-        cause = (_CAUSE, parent_id)
-        produced_at = self._produced_at
-        if trace is not None:
-            if not self._tracing:
-                trace = None
-            elif self._traces_valid or is_valid(trace):
-                text = trace.decode()
-                trace_head, trace_tail = text[:36], text[52:]
-            else:  # an invalid parent starts a new trace (W3C Trace Context)
-                trace_head, trace_tail = f"00-{os.urandom(16).hex()}-", "-01"
-        key = cid[1]
-        encode = self.serde.encode
-        suffixes = route.id_suffixes
-        out: list[OutboxRecord] = []
-        for index, event in enumerate(events):
-            cls = event.__class__
-            plan = plans.get((cls, saga)) or route.plan(cls, saga)
-            # derived_event_id, inlined: uuid5 of "<parent id>/<step>/<index>"
-            digest = _NAMESPACE_SHA1.copy()
-            suffix = suffixes[index] if index < len(suffixes) else route.id_suffix(index)
-            digest.update(parent_id + suffix)
-            h = digest.hexdigest()
-            variant = _VARIANT[h[16]]
-            event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
-            if trace is None:
-                headers: tuple[tuple[str, bytes], ...] = (
-                    plan.type_header,
-                    (_ID, event_id.encode()),
-                    cid,
-                    saga_pair,
-                    plan.role_header,
-                    plan.service_header,
-                    produced_at,
-                    cause,
-                    plan.step_header,
-                )
-            else:
-                headers = (
-                    plan.type_header,
-                    (_ID, event_id.encode()),
-                    cid,
-                    saga_pair,
-                    plan.role_header,
-                    plan.service_header,
-                    produced_at,
-                    cause,
-                    plan.step_header,
-                    (_TRACE, f"{trace_head}{variant}{h[17:32]}{trace_tail}".encode()),
-                )
-            out.append(_new_record((event_id, plan.topic, key, encode(event), headers)))
-        return out
+        encode_one = self._encode_one
+        return [encode_one(route, fields, event, index) for index, event in enumerate(events)]
 
     @staticmethod
     def _failure_event(route: Route, failure: BusinessFailure) -> Event:
