@@ -174,6 +174,8 @@ class Tracker:
         self.decode = decode
         self.max_payloads = max_payloads
         self.stats = TrackerStats()
+        self.on_finished: Callable[[SagaTrace], None] | None = None
+        """Called (under the tracker's lock, keep it short) with each saga that just ended."""
         self.symbols = Symbols()
         self.version = 0
         self._cond = threading.Condition(threading.RLock())
@@ -474,6 +476,8 @@ class Tracker:
                 if event.role in _TERMINAL_ROLES:
                     ended = event.produced_at_ms
                     break
+        if ended is not None and entry.ended_at_ms is None and self.on_finished is not None:
+            self.on_finished(trace)
         entry.ended_at_ms = ended
         entry.event_count = len(events)
         if trace.violations:

@@ -1,0 +1,137 @@
+"""Structured logs: one JSON object per line, with the ids of the event a record concerns.
+
+:class:`JsonFormatter` turns a :class:`logging.LogRecord` into one line of JSON. Records
+logged through choreo's :class:`~choreo.context.EventLogger` (the worker's per-event
+lines and a handler's ``ctx.log``) carry the event's ids as ``extra`` fields; the
+formatter writes them as top-level keys: ``service``, ``event_type``, ``correlation_id``,
+``event_id``, ``saga`` and ``step``. When OpenTelemetry is in use, the current span's
+``trace_id`` and ``span_id`` are added, so a log line leads to its trace.
+
+What a line may hold is a fixed list of keys: other ``extra`` fields are never written
+(they may hold anything, secrets included), values that look like credentials
+(``password=...``, ``token: ...``, ``sasl.jaas.config=...``) are masked in the message and
+the exception text, and every string is cut to a bounded length. JSON escaping makes
+control characters harmless for terminals and log shippers.
+
+:func:`use_json_logs` installs the formatter on the root logger (what ``choreo run
+--log-format json`` does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import sys
+from typing import IO, Any, Final
+
+__all__ = ["EVENT_FIELDS", "JsonFormatter", "redact", "use_json_logs"]
+
+EVENT_FIELDS: Final = ("service", "event_type", "correlation_id", "event_id", "saga", "step")
+"""The ``extra`` fields a JSON line carries when a record has them, in this order."""
+
+MAX_MESSAGE: Final = 8_192
+"""Longest message (and exception text) written, in characters."""
+MAX_FIELD: Final = 256
+"""Longest value of an event field written, in characters."""
+
+_EMPTY: Final = frozenset({"", "-", None})
+_SECRET: Final = re.compile(
+    r"(?i)(\b[\w.\-]*(?:password|passwd|secret|token|credential|jaas\.config|api[_-]?key)"
+    r"[\w.\-]*\b[\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
+)
+_MASK: Final = "***"
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with the value of every ``secret-looking-name=value`` pair masked.
+
+    Names containing password, secret, token, credential, api key or jaas.config, followed
+    by ``=`` or ``:``, have their value (quoted or up to the next space, comma, semicolon
+    or ampersand) replaced by ``***``.
+    """
+    return _SECRET.sub(lambda m: m.group(1) + _MASK, text)
+
+
+def _bounded(text: str, limit: int) -> str:
+    """Return ``text`` cut to ``limit`` characters, marking a cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats each record as one line of JSON with a fixed set of keys (see the module docs).
+
+    Keys, in order: ``ts`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``,
+    ``message``; then those of :data:`EVENT_FIELDS` the record carries; ``trace_id`` and
+    ``span_id`` of the current OpenTelemetry span when there is one; ``exception`` (the
+    formatted traceback) when the record has one. ``static`` adds constant keys to every
+    line (e.g. ``{"service": "payment"}`` for records outside any event); a record's own
+    event fields win over them.
+    """
+
+    def __init__(self, *, static: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.static = {k: _bounded(str(v), MAX_FIELD) for k, v in (static or {}).items()}
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return ``record`` as one line of JSON (no newline inside it)."""
+        message = record.getMessage()
+        prefix = getattr(record, "event_prefix", None)
+        if isinstance(prefix, str) and message.startswith(prefix):
+            message = message[len(prefix) :]
+        line: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _bounded(redact(message), MAX_MESSAGE),
+        }
+        line.update(self.static)
+        fields = record.__dict__
+        for name in EVENT_FIELDS:
+            value = fields.get(name)
+            if value not in _EMPTY:
+                line[name] = _bounded(str(value), MAX_FIELD)
+        line.update(_current_span())
+        if record.exc_info and record.exc_info[0] is not None:
+            text = self.formatException(record.exc_info)
+            line["exception"] = _bounded(redact(text), MAX_MESSAGE)
+        elif record.exc_text:
+            line["exception"] = _bounded(redact(record.exc_text), MAX_MESSAGE)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def _current_span() -> dict[str, str]:
+    """Return the current OpenTelemetry span's ids, or nothing (not imported, no span)."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:  # OpenTelemetry not in use: nothing to look up, nothing imported
+        return {}
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+
+
+def use_json_logs(
+    level: int | str | None = None,
+    *,
+    stream: IO[str] | None = None,
+    static: dict[str, str] | None = None,
+) -> logging.Handler:
+    """Make the root logger write JSON lines to ``stream`` (stderr); return the new handler.
+
+    Every handler the root logger had is removed first, so each record is written once;
+    ``level`` (when given) becomes the root logger's level. ``static`` is passed to
+    :class:`JsonFormatter`.
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter(static=static))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    if level is not None:
+        root.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
