@@ -17,7 +17,7 @@ callback. Exported names:
 
 Saga types come from record headers, so from outside: the first ``max_saga_types`` names
 seen get their own label value, the rest are counted under ``"other"``; label values are
-cut to 120 characters. A tracker's counts are of the sagas it holds since it started
+cut to 120 characters and unprintable characters replaced by ``?``. A tracker's counts are of the sagas it holds since it started
 reading, so after a restart they are rebuilt from the topics (or the checkpoint).
 """
 
@@ -93,7 +93,8 @@ class TrackerMetrics:
         if label is not None:
             return label
         if self._named < self.max_saga_types:
-            label = saga[:_MAX_LABEL] or "unknown"
+            label = "".join(c if c.isprintable() else "?" for c in saga[:_MAX_LABEL])
+            label = label or "unknown"
             self._named += 1
         else:
             label = OTHER
