@@ -17,8 +17,9 @@ callback. Exported names:
 
 Saga types come from record headers, so from outside: the first ``max_saga_types`` names
 seen get their own label value, the rest are counted under ``"other"``; label values are
-cut to 120 characters and unprintable characters replaced by ``?``. A tracker's counts are of the sagas it holds since it started
-reading, so after a restart they are rebuilt from the topics (or the checkpoint).
+cut to 120 characters and unprintable characters replaced by ``?``. A tracker's counts
+are of the sagas it holds since it started reading, so after a restart they are rebuilt
+from the topics (or the checkpoint).
 """
 
 from __future__ import annotations

@@ -52,17 +52,21 @@ class ShopRun:
         self.publisher.close()
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Samples of an exposition: {(name, sorted labels): value}."""
+
+
+def samples(text: str) -> Samples:
     """Return every sample of a text exposition as {(name, sorted labels): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    found: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
 
 
-def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def value(found: Samples, name: str, **labels: str) -> float:
     """Return one sample's value (0.0 when it is absent)."""
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
