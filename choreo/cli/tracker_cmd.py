@@ -32,6 +32,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from choreo.cli._common import close_transport, kafka_options, new_tracker, open_kafka
+from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
 from choreo.errors import ChoreoError
 from choreo.tracker.model import SagaStatus
 
@@ -454,6 +455,7 @@ def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> No
     show_default=True,
     help="Seconds between redraws.",
 )
+@metrics_port_option("the saga metrics (sagas per status, stuck sagas, durations)")
 @_errors
 def watch(
     *,
@@ -463,6 +465,7 @@ def watch(
     once: bool,
     duration: float | None,
     refresh: float,
+    metrics_address: tuple[str, int] | None,
 ) -> None:
     """Show live saga counts and the newest sagas, updating in place (Ctrl-C to stop).
 
@@ -471,6 +474,10 @@ def watch(
     from rich.live import Live
 
     tracker = options.build()
+    if metrics_address is not None:
+        click.get_current_context().call_on_close(
+            serve_tracker_metrics(tracker, metrics_address).stop
+        )
     console = _console()
     if source.file is not None or once:
         _load(source, tracker, options.now_text)

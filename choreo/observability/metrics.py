@@ -1,0 +1,371 @@
+"""Prometheus metrics of workers, as a :class:`~choreo.runtime.middleware.Middleware`.
+
+``WorkerMetrics(registry)`` counts what the workers it is installed in do and exports it
+to a :class:`prometheus_client.CollectorRegistry` (the ``choreo[metrics]`` extra). Every
+name starts with ``choreo_``; every series has a ``service`` label:
+
+=========================================  ==================================================
+``choreo_events_handled_total``            events whose handler succeeded, per ``event_type``
+``choreo_events_failed_total``             events whose handler raised a BusinessFailure (the
+                                           step's failure event was emitted), per
+                                           ``event_type``
+``choreo_events_retried_total``            handler attempts that raised and were retried,
+                                           per ``event_type``
+``choreo_events_dead_lettered_total``      records sent to the dead-letter topic, per
+                                           ``event_type`` and ``reason``
+``choreo_handler_duration_seconds``        histogram of the time to dispatch one event
+                                           (decode, every attempt and backoff, encoding its
+                                           output), per ``event_type``
+``choreo_consumer_lag``                    records between a partition's end and the
+                                           worker's committed offset, per ``topic`` and
+                                           ``partition`` (refreshed every ``lag_interval``)
+``choreo_outbox_backlog``                  records stored in the outbox, not yet
+                                           acknowledged by the broker
+``choreo_rebalances_total``                partition assignments and revocations, per
+                                           ``kind`` (``assigned``, ``revoked``)
+``choreo_assigned_partitions``             partitions the worker owns now
+=========================================  ==================================================
+
+Cost: the per-event hooks add two clock reads, a few dictionary updates and a bisection
+to each event; counts are kept in plain per-thread tables (no lock on the event path) and
+turned into metric families only when Prometheus scrapes. Event types outside the
+service's declared ones (a dead letter of an unknown type comes from outside) are
+labelled ``"other"``, so label cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from choreo.envelope import Header
+from choreo.runtime.deadletter import DeadLetterReason
+from choreo.runtime.middleware import EventInfo, Middleware, Outcome
+from choreo.runtime.outbox import OutboxRecord
+from choreo.transports.base import Record, TopicPartition
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+    from choreo.runtime.worker import Worker
+
+__all__ = ["HANDLER_DURATION_BUCKETS", "WORKER_METRICS", "WorkerMetrics"]
+
+HANDLER_DURATION_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the handler duration histogram's buckets (+Inf is added)."""
+
+WORKER_METRICS: Final = (
+    "choreo_events_handled_total",
+    "choreo_events_failed_total",
+    "choreo_events_retried_total",
+    "choreo_events_dead_lettered_total",
+    "choreo_handler_duration_seconds",
+    "choreo_consumer_lag",
+    "choreo_outbox_backlog",
+    "choreo_rebalances_total",
+    "choreo_assigned_partitions",
+)
+"""The metric families a :class:`WorkerMetrics` exports."""
+
+OTHER: Final = "other"
+_TYPE: Final = Header.EVENT_TYPE
+_COUNTED: Final = {
+    Outcome.HANDLED: "handled",
+    Outcome.FAILED: "failed",
+}
+_COUNTERS: Final = (
+    ("handled", "choreo_events_handled", "Events whose handler succeeded."),
+    ("failed", "choreo_events_failed", "Events whose handler raised a BusinessFailure."),
+    ("retried", "choreo_events_retried", "Handler attempts that raised and were retried."),
+)
+
+
+class _Shard:
+    """One thread's counts: {(kind, service, event type): n} and histograms by key."""
+
+    __slots__ = ("counts", "durations", "started")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.durations: dict[tuple[str, str], list[float]] = {}
+        self.started = 0.0
+
+
+class _WorkerState:
+    """What is known of one worker: its partitions, committed offsets, lag, backlog."""
+
+    __slots__ = ("assigned", "backlog", "committed", "lag", "next_lag", "types")
+
+    def __init__(self, types: frozenset[str]) -> None:
+        self.types = types
+        self.assigned: set[TopicPartition] = set()
+        self.committed: dict[TopicPartition, int] = {}
+        self.lag: dict[TopicPartition, int] = {}
+        self.backlog = 0
+        self.next_lag = 0.0
+
+
+class WorkerMetrics(Middleware):
+    """Counts events, latencies, lag, outbox backlog and rebalances (see the module docs).
+
+    ``registry`` (when given) gets this collector registered; otherwise call
+    ``registry.register(metrics)`` yourself. One instance may be installed in several
+    workers (each series carries its ``service``). ``lag_interval`` is how often, in
+    seconds, the worker thread asks the broker for partition ends (0: after every poll).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        buckets: Sequence[float] = HANDLER_DURATION_BUCKETS,
+        lag_interval: float = 10.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.bounds = tuple(sorted(float(b) for b in buckets))
+        self.lag_interval = lag_interval
+        self._clock = clock
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._shards: list[_Shard] = []
+        self._workers: dict[str, _WorkerState] = {}
+        self._rebalances: dict[tuple[str, str], int] = {}
+        if registry is not None:
+            registry.register(self)
+
+    # --- the event path (the handler's thread) ----------------------------------------
+
+    def _shard(self) -> _Shard:
+        """Return this thread's shard, creating it on the thread's first event."""
+        try:
+            shard: _Shard = self._local.shard
+        except AttributeError:
+            shard = self._local.shard = _Shard()
+            with self._lock:
+                self._shards.append(shard)
+        return shard
+
+    def before_dispatch(self, worker: Worker, event: EventInfo) -> None:
+        """Note when the event's dispatch started."""
+        self._shard().started = time.perf_counter()
+
+    def after_dispatch(
+        self,
+        worker: Worker,
+        event: EventInfo,
+        outcome: Outcome,
+        emitted: Sequence[OutboxRecord],
+        error: BaseException | None,
+    ) -> None:
+        """Observe the dispatch's duration and count its outcome."""
+        shard: _Shard = self._local.shard
+        elapsed = time.perf_counter() - shard.started
+        key = (worker.service.name, event.event_type)
+        histogram = shard.durations.get(key)
+        if histogram is None:
+            histogram = shard.durations[key] = [0.0] * (len(self.bounds) + 2)
+        histogram[bisect.bisect_left(self.bounds, elapsed)] += 1
+        histogram[-1] += elapsed
+        kind = _COUNTED.get(outcome)
+        if kind is not None:
+            counts = shard.counts
+            counted = (kind, *key)
+            counts[counted] = counts.get(counted, 0) + 1
+
+    def on_retry(
+        self, worker: Worker, event: EventInfo, attempt: int, delay: float, error: Exception
+    ) -> None:
+        """Count a retried attempt."""
+        counts = self._shard().counts
+        counted = ("retried", worker.service.name, event.event_type)
+        counts[counted] = counts.get(counted, 0) + 1
+
+    def on_dead_letter(
+        self,
+        worker: Worker,
+        record: Record,
+        reason: DeadLetterReason,
+        error: BaseException | None,
+        attempts: int,
+    ) -> None:
+        """Count a dead letter under its event type (``other`` when not the service's)."""
+        state = self._state(worker)
+        event_type = OTHER
+        for name, value in record.headers:
+            if name == _TYPE:
+                text = value.decode("utf-8", "replace")
+                event_type = text if text in state.types else OTHER
+                break
+        counts = self._shard().counts
+        counted = (f"dead:{reason.value}", worker.service.name, event_type)
+        counts[counted] = counts.get(counted, 0) + 1
+
+    # --- the loop (the worker's thread) --------------------------------------------
+
+    def _state(self, worker: Worker) -> _WorkerState:
+        """Return what is known of ``worker`` (created on first use)."""
+        name = worker.service.name
+        state = self._workers.get(name)
+        if state is None:
+            service = worker.service
+            types = frozenset((*service.consumed_types, *service.emitted_types))
+            with self._lock:
+                state = self._workers.setdefault(name, _WorkerState(types))
+        return state
+
+    def after_poll(self, worker: Worker, records: list[Record]) -> None:
+        """Refresh the consumer lag every ``lag_interval`` seconds."""
+        state = self._state(worker)
+        now = self._clock()
+        if now < state.next_lag:
+            return
+        state.next_lag = now + self.lag_interval
+        self._refresh_lag(worker, state)
+
+    def after_commit(self, worker: Worker, offsets: dict[TopicPartition, int]) -> None:
+        """Remember the committed offsets and the outbox backlog."""
+        state = self._state(worker)
+        state.committed.update(offsets)
+        state.backlog = worker.outbox_backlog()
+
+    def on_assign(self, worker: Worker, partitions: list[TopicPartition]) -> None:
+        """Count the assignment and note the partitions owned."""
+        state = self._state(worker)
+        state.assigned.update(partitions)
+        state.next_lag = 0.0  # refresh the lag after the next poll
+        self._count_rebalance(worker, "assigned")
+
+    def on_revoke(self, worker: Worker, partitions: list[TopicPartition]) -> None:
+        """Count the revocation and forget the partitions' lag."""
+        state = self._state(worker)
+        state.assigned.difference_update(partitions)
+        for tp in partitions:
+            state.lag.pop(tp, None)
+            state.committed.pop(tp, None)
+        self._count_rebalance(worker, "revoked")
+
+    def _count_rebalance(self, worker: Worker, kind: str) -> None:
+        key = (worker.service.name, kind)
+        with self._lock:
+            self._rebalances[key] = self._rebalances.get(key, 0) + 1
+
+    def _refresh_lag(self, worker: Worker, state: _WorkerState) -> None:
+        """Ask the consumer for its partitions' ends and recompute the lag."""
+        assigned = sorted(state.assigned)
+        if not assigned:
+            state.lag = {}
+            return
+        ends = worker.high_watermarks(assigned)
+        state.lag = {
+            tp: max(0, end - state.committed.get(tp, 0))
+            for tp, end in ends.items()
+            if tp in state.assigned
+        }
+
+    # --- the scrape (the HTTP server's thread) ------------------------------------------
+
+    def describe(self) -> list[Metric]:
+        """Return the metric families without samples (so registering reads nothing)."""
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        """Return the current metric families (called by the registry on each scrape)."""
+        with self._lock:
+            shards = list(self._shards)
+            rebalances = dict(self._rebalances)
+            workers = dict(self._workers)
+        counts: dict[tuple[str, str, str], int] = {}
+        durations: dict[tuple[str, str], list[float]] = {}
+        for shard in shards:
+            for key, count in list(shard.counts.items()):
+                counts[key] = counts.get(key, 0) + count
+            for key, histogram in list(shard.durations.items()):
+                total = durations.setdefault(key, [0.0] * (len(self.bounds) + 2))
+                for index, value in enumerate(list(histogram)):
+                    total[index] += value
+        families = self._families()
+        for kind, name, _ in _COUNTERS:
+            family = families[name]
+            for (counted, service, event_type), count in sorted(counts.items()):
+                if counted == kind:
+                    family.add_metric([service, event_type], count)
+        dead = families["choreo_events_dead_lettered"]
+        for (counted, service, event_type), count in sorted(counts.items()):
+            if counted.startswith("dead:"):
+                dead.add_metric([service, event_type, counted[5:]], count)
+        histograms = families["choreo_handler_duration_seconds"]
+        for (service, event_type), histogram in sorted(durations.items()):
+            histograms.add_metric(
+                [service, event_type], self._buckets(histogram), histogram[-1]
+            )
+        for (service, kind), count in sorted(rebalances.items()):
+            families["choreo_rebalances"].add_metric([service, kind], count)
+        for service, state in sorted(workers.items()):
+            families["choreo_outbox_backlog"].add_metric([service], state.backlog)
+            families["choreo_assigned_partitions"].add_metric([service], len(state.assigned))
+            for tp, lag in sorted(dict(state.lag).items()):
+                families["choreo_consumer_lag"].add_metric(
+                    [service, tp.topic, str(tp.partition)], lag
+                )
+        yield from families.values()
+
+    def _buckets(self, histogram: list[float]) -> list[tuple[str, float]]:
+        """Return cumulative ``(le, count)`` pairs of a histogram's per-bucket counts."""
+        running = 0.0
+        buckets = []
+        for bound, count in zip((*self.bounds, float("inf")), histogram[:-1], strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return buckets
+
+    @staticmethod
+    def _families() -> dict[str, Any]:
+        """Return empty metric families, by name without the ``_total`` suffix."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        families: dict[str, Any] = {
+            name: CounterMetricFamily(name, text, labels=["service", "event_type"])
+            for _, name, text in _COUNTERS
+        }
+        families["choreo_events_dead_lettered"] = CounterMetricFamily(
+            "choreo_events_dead_lettered",
+            "Records sent to the dead-letter topic.",
+            labels=["service", "event_type", "reason"],
+        )
+        families["choreo_handler_duration_seconds"] = HistogramMetricFamily(
+            "choreo_handler_duration_seconds",
+            "Time to dispatch one event: decode, every attempt, encoding its output.",
+            labels=["service", "event_type"],
+        )
+        families["choreo_consumer_lag"] = GaugeMetricFamily(
+            "choreo_consumer_lag",
+            "Records between a partition's end and the worker's committed offset.",
+            labels=["service", "topic", "partition"],
+        )
+        families["choreo_outbox_backlog"] = GaugeMetricFamily(
+            "choreo_outbox_backlog",
+            "Records stored in the outbox and not yet acknowledged by the broker.",
+            labels=["service"],
+        )
+        families["choreo_rebalances"] = CounterMetricFamily(
+            "choreo_rebalances",
+            "Partition assignments and revocations.",
+            labels=["service", "kind"],
+        )
+        families["choreo_assigned_partitions"] = GaugeMetricFamily(
+            "choreo_assigned_partitions",
+            "Partitions the worker owns now.",
+            labels=["service"],
+        )
+        return families
