@@ -19,11 +19,15 @@ if TYPE_CHECKING:
     from choreo.observability.server import ObservabilityServer
 
 __all__ = [
+    "WorkerObservability",
     "log_format_option",
     "metrics_port_option",
     "require_prometheus",
     "serve_tracker_metrics",
+    "stall_after_option",
+    "tracing_option",
     "use_log_format",
+    "worker_observability",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,3 +119,100 @@ def serve_tracker_metrics(tracker: Any, address: tuple[str, int]) -> Observabili
         raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc}") from exc
     logger.info("saga metrics on %s/metrics", server.url)
     return server
+
+
+def tracing_option() -> Callable[[F], F]:
+    """Return the ``--tracing/--no-tracing`` flag; the command gets ``tracing`` (None: auto)."""
+    return click.option(
+        "--tracing/--no-tracing",
+        default=None,
+        help=(
+            "OpenTelemetry spans per handled and emitted event. Default: on when an "
+            "OpenTelemetry SDK tracer provider is set up (e.g. under opentelemetry-instrument); "
+            "--tracing requires one. Needs pip install 'choreo[otel]'."
+        ),
+    )
+
+
+def stall_after_option() -> Callable[[F], F]:
+    """Return the ``--stall-after SECONDS`` option; the command gets ``stall_after``."""
+    return click.option(
+        "--stall-after",
+        type=click.FloatRange(min=0.1),
+        default=60.0,
+        show_default=True,
+        envvar="CHOREO_STALL_AFTER",
+        help=(
+            "/healthz fails when the worker has neither polled nor finished an event for "
+            "this many seconds (give more than the longest retry backoff)."
+        ),
+    )
+
+
+def _tracer_provider_set() -> bool:
+    """Return True when OpenTelemetry is installed and a real tracer provider is set."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return False
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+class WorkerObservability:
+    """What ``choreo run`` adds to a worker: middleware, and the metrics port's server."""
+
+    def __init__(self) -> None:
+        self.middleware: list[Any] = []
+        self.server: ObservabilityServer | None = None
+        self.health: Any = None
+
+    def close(self) -> None:
+        """Mark the worker stopped and stop serving."""
+        if self.health is not None:
+            self.health.stopped()
+        if self.server is not None:
+            self.server.stop()
+
+
+def worker_observability(
+    *,
+    metrics_address: tuple[str, int] | None,
+    stall_after: float,
+    tracing: bool | None,
+) -> WorkerObservability:
+    """Return the middleware and started server the options ask for (see the module docs)."""
+    setup = WorkerObservability()
+    if tracing is None:
+        tracing = _tracer_provider_set()
+    elif tracing and not _tracer_provider_set():
+        raise click.ClickException(
+            "--tracing needs an OpenTelemetry SDK tracer provider: pip install 'choreo[otel]' "
+            "and run under opentelemetry-instrument (or set one up in your own entry point)"
+        )
+    if tracing:
+        from choreo.observability.tracing import Tracing
+
+        setup.middleware.append(Tracing())
+    if metrics_address is None:
+        return setup
+    require_prometheus()
+    from prometheus_client import CollectorRegistry
+
+    from choreo.observability.health import Health
+    from choreo.observability.metrics import WorkerMetrics
+    from choreo.observability.middleware import HealthMiddleware
+    from choreo.observability.server import ObservabilityServer
+
+    registry = CollectorRegistry()
+    setup.health = Health(stall_after=stall_after)
+    setup.middleware += [WorkerMetrics(registry), HealthMiddleware(setup.health)]
+    host, port = metrics_address
+    try:
+        setup.server = ObservabilityServer(
+            host=host, port=port, registry=registry, health=setup.health
+        ).start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+    logger.info("metrics and probes on %s (/metrics, /healthz, /readyz)", setup.server.url)
+    return setup
