@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from choreo._schema_lookup import has_schema_predicate
+from choreo.avro.lookup import has_schema_predicate
 from choreo.envelope import Role
 from choreo.errors import ChoreographyError
 from choreo.events import Event, event_type_of
