@@ -31,9 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from choreo.envelope import Header
 from choreo.errors import EnvelopeError, UnknownEventError
-from choreo.events import Event
+from choreo.model.envelope import Header
+from choreo.model.events import Event
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
 from choreo.runtime.emit import Emitter, as_events
 from choreo.runtime.inbox import Inbox

@@ -22,9 +22,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from choreo.envelope import now_ms
+from choreo.choreography.service import StepKind
 from choreo.errors import BusinessFailure
-from choreo.events import Event
+from choreo.model.envelope import now_ms
+from choreo.model.events import Event
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_record
 from choreo.runtime.emit import Emitter, as_events, failure_event
 from choreo.runtime.handler_context import new_context, settle
@@ -33,7 +34,6 @@ from choreo.runtime.middleware import EventInfo, Hooks, Outcome
 from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.retry import backoff_delay
 from choreo.runtime.routing import Fields, Route
-from choreo.service import StepKind
 from choreo.transports.base import Record
 
 if TYPE_CHECKING:

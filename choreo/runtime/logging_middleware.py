@@ -14,8 +14,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from choreo.envelope import Header
 from choreo.errors import TransientError
+from choreo.model.envelope import Header
 from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.middleware import EventInfo, Middleware
 from choreo.transports.base import Record, TopicPartition

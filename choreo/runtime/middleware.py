@@ -45,7 +45,7 @@ import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from choreo.envelope import Envelope, headers_to_dict
+from choreo.model.envelope import Envelope, headers_to_dict
 from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.outbox import OutboxRecord
 from choreo.transports.base import Record, TopicPartition

@@ -38,9 +38,10 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from choreo.context import EventLogger
-from choreo.envelope import now_ms
+from choreo.choreography.service import Service
 from choreo.errors import ConfigurationError, TransportError
+from choreo.model.context import EventLogger
+from choreo.model.envelope import now_ms
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
@@ -50,7 +51,6 @@ from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.routing import build_routes
 from choreo.runtime.serdes import Serde
-from choreo.service import Service
 from choreo.transports.base import Consumer, Record, TopicPartition, Transport
 
 __all__ = ["Serde", "Worker"]

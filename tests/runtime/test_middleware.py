@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from choreo.envelope import Header, headers_to_dict
+from choreo.choreography.service import Retry, Saga, Service
 from choreo.errors import BusinessFailure, TransientError
+from choreo.model.envelope import Header, headers_to_dict
 from choreo.runtime import Publisher, Worker, WorkerConfig
 from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.logging_middleware import LoggingMiddleware
 from choreo.runtime.middleware import EventInfo, Hooks, Middleware, Outcome, default_middleware
 from choreo.runtime.outbox import OutboxRecord
-from choreo.service import Retry, Saga, Service
 from choreo.transports.base import Record, TopicPartition
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
