@@ -6,7 +6,7 @@ id :func:`~choreo.runtime.routing.derived_event_id` (parent id, step, index), so
 re-run after a crash re-emits the same ids and downstream inboxes drop the copies; the
 incoming record's correlation id, saga and trace; the emitting step's role, service and
 step headers; and the produced-at time of the batch in hand. The headers are exactly what
-:meth:`~choreo.envelope.Envelope.to_headers` would give for an event caused by the
+:meth:`~choreo.model.envelope.Envelope.to_headers` would give for an event caused by the
 incoming one (pinned by a test), built from the route's precomputed plans.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from choreo.envelope import Header
 from choreo.errors import BusinessFailure, HandlerError
-from choreo.events import Event
+from choreo.model.envelope import Header
+from choreo.model.events import Event
 from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.routing import _NAMESPACE_SHA1, _VARIANT, Fields, Route
 from choreo.runtime.tracing import is_valid
@@ -99,7 +99,7 @@ class Emitter:
         """Return the outbox records of a handler's emitted events (see :meth:`emit_one`).
 
         Raises :class:`~choreo.errors.HandlerError` for an event the handler did not declare
-        or that is not an :class:`~choreo.events.Event`.
+        or that is not an :class:`~choreo.model.events.Event`.
         """
         emit_one = self.emit_one
         return [emit_one(route, fields, event, index) for index, event in enumerate(events)]

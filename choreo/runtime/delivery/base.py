@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from choreo.context import EventLogger
+from choreo.model.context import EventLogger
 from choreo.runtime.inbox import Inbox
 from choreo.runtime.outbox import OutboxRecord
 from choreo.transports.base import Consumer, TopicPartition
