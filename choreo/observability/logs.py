@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, with the ids of the event a record concerns.
 
 :class:`JsonFormatter` turns a :class:`logging.LogRecord` into one line of JSON. Records
-logged through choreo's :class:`~choreo.context.EventLogger` (the worker's per-event
+logged through choreo's :class:`~choreo.model.context.EventLogger` (the worker's per-event
 lines and a handler's ``ctx.log``) carry the event's ids as ``extra`` fields; the
 formatter writes them as top-level keys: ``service``, ``event_type``, ``correlation_id``,
 ``event_id``, ``saga`` and ``step``. When OpenTelemetry is in use, the current span's
@@ -77,9 +77,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Return ``record`` as one line of JSON (no newline inside it)."""
         message = record.getMessage()
-        prefix = getattr(record, "event_prefix", None)
-        if isinstance(prefix, str) and message.startswith(prefix):
-            message = message[len(prefix) :]
+        message = _without_prefix(message, record.__dict__)
         line: dict[str, Any] = {
             "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
                 timespec="milliseconds"
@@ -101,6 +99,23 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             line["exception"] = _bounded(redact(record.exc_text), MAX_MESSAGE)
         return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def _without_prefix(message: str, fields: dict[str, Any]) -> str:
+    """Return ``message`` without the ``[service type cid=...] `` prefix of text logs.
+
+    The prefix is the record's ``event_prefix`` when an EventLogger gave one; otherwise a
+    leading ``[<service>...] `` of a record that carries its ``service``.
+    """
+    prefix = fields.get("event_prefix")
+    if isinstance(prefix, str):
+        return message[len(prefix) :] if message.startswith(prefix) else message
+    service = fields.get("service")
+    if isinstance(service, str) and message.startswith(f"[{service}"):
+        end = message.find("] ")
+        if end != -1:
+            return message[end + 2 :]
+    return message
 
 
 def _current_span() -> dict[str, str]:

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from choreo.envelope import Header
+from choreo.model.envelope import Header
 from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.middleware import EventInfo, Middleware, Outcome
 from choreo.runtime.outbox import OutboxRecord
@@ -215,7 +215,8 @@ class WorkerMetrics(Middleware):
         state = self._workers.get(name)
         if state is None:
             service = worker.service
-            types = frozenset((*service.consumed_types, *service.emitted_types))
+            emitted = (t for spec in service.handlers for t in spec.emitted_types)
+            types = frozenset((*service.consumed_types, *emitted))
             with self._lock:
                 state = self._workers.setdefault(name, _WorkerState(types))
         return state
@@ -233,7 +234,8 @@ class WorkerMetrics(Middleware):
         """Remember the committed offsets and the outbox backlog."""
         state = self._state(worker)
         state.committed.update(offsets)
-        state.backlog = worker.outbox_backlog()
+        backlog = getattr(worker.delivery, "backlog", None)  # a strategy may keep none
+        state.backlog = int(backlog()) if backlog is not None else 0
 
     def on_assign(self, worker: Worker, partitions: list[TopicPartition]) -> None:
         """Count the assignment and note the partitions owned."""
@@ -262,7 +264,11 @@ class WorkerMetrics(Middleware):
         if not assigned:
             state.lag = {}
             return
-        ends = worker.high_watermarks(assigned)
+        link = getattr(worker.delivery, "link", None)
+        ends_of = getattr(getattr(link, "consumer", None), "high_watermarks", None)
+        if ends_of is None:  # a consumer that cannot tell: no lag series
+            return
+        ends: dict[TopicPartition, int] = ends_of(assigned)
         state.lag = {
             tp: max(0, end - state.committed.get(tp, 0))
             for tp, end in ends.items()
@@ -273,7 +279,7 @@ class WorkerMetrics(Middleware):
 
     def describe(self) -> list[Metric]:
         """Return the metric families without samples (so registering reads nothing)."""
-        return list(self._families())
+        return list(self._families().values())
 
     def collect(self) -> Iterator[Metric]:
         """Return the current metric families (called by the registry on each scrape)."""
@@ -281,30 +287,18 @@ class WorkerMetrics(Middleware):
             shards = list(self._shards)
             rebalances = dict(self._rebalances)
             workers = dict(self._workers)
-        counts: dict[tuple[str, str, str], int] = {}
-        durations: dict[tuple[str, str], list[float]] = {}
-        for shard in shards:
-            for key, count in list(shard.counts.items()):
-                counts[key] = counts.get(key, 0) + count
-            for key, histogram in list(shard.durations.items()):
-                total = durations.setdefault(key, [0.0] * (len(self.bounds) + 2))
-                for index, value in enumerate(list(histogram)):
-                    total[index] += value
+        counts, durations = self._merged(shards)
         families = self._families()
-        for kind, name, _ in _COUNTERS:
-            family = families[name]
-            for (counted, service, event_type), count in sorted(counts.items()):
-                if counted == kind:
-                    family.add_metric([service, event_type], count)
-        dead = families["choreo_events_dead_lettered"]
-        for (counted, service, event_type), count in sorted(counts.items()):
-            if counted.startswith("dead:"):
-                dead.add_metric([service, event_type, counted[5:]], count)
+        for (kind, service, event_type), count in sorted(counts.items()):
+            if kind.startswith("dead:"):
+                families["choreo_events_dead_lettered"].add_metric(
+                    [service, event_type, kind[5:]], count
+                )
+            else:
+                families[f"choreo_events_{kind}"].add_metric([service, event_type], count)
         histograms = families["choreo_handler_duration_seconds"]
         for (service, event_type), histogram in sorted(durations.items()):
-            histograms.add_metric(
-                [service, event_type], self._buckets(histogram), histogram[-1]
-            )
+            histograms.add_metric([service, event_type], self._buckets(histogram), histogram[-1])
         for (service, kind), count in sorted(rebalances.items()):
             families["choreo_rebalances"].add_metric([service, kind], count)
         for service, state in sorted(workers.items()):
@@ -315,6 +309,21 @@ class WorkerMetrics(Middleware):
                     [service, tp.topic, str(tp.partition)], lag
                 )
         yield from families.values()
+
+    def _merged(
+        self, shards: list[_Shard]
+    ) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], list[float]]]:
+        """Return the counts and histograms of every thread's shard, added up."""
+        counts: dict[tuple[str, str, str], int] = {}
+        durations: dict[tuple[str, str], list[float]] = {}
+        for shard in shards:
+            for key, count in list(shard.counts.items()):
+                counts[key] = counts.get(key, 0) + count
+            for series, histogram in list(shard.durations.items()):
+                total = durations.setdefault(series, [0.0] * (len(self.bounds) + 2))
+                for index, value in enumerate(list(histogram)):
+                    total[index] += value
+        return counts, durations
 
     def _buckets(self, histogram: list[float]) -> list[tuple[str, float]]:
         """Return cumulative ``(le, count)`` pairs of a histogram's per-bucket counts."""

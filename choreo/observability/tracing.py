@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from choreo._version import __version__
-from choreo.envelope import Header
+from choreo.model.envelope import Header
 from choreo.runtime.middleware import EventInfo, Middleware, Outcome
 from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.tracing import parse_traceparent
@@ -146,7 +146,7 @@ class _Open:
 
     __slots__ = ("span", "token")
 
-    def __init__(self, span: Span, token: object) -> None:
+    def __init__(self, span: Span, token: Any) -> None:
         self.span = span
         self.token = token
 

@@ -390,6 +390,23 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
         """Return the partitions currently assigned to this consumer."""
         return _to_choreo(self._client().assignment())
 
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
+        """Return the end offset of each partition, asked of the broker in one request.
+
+        Used for consumer lag (:mod:`choreo.observability.metrics`); on a broker error or
+        after ``timeout`` seconds nothing is returned.
+        """
+        client = self._client()
+        wanted = [kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            ends = client.end_offsets(wanted, timeout_ms=int(timeout * 1000))
+        except (kerr.KafkaError, AssertionError, ValueError) as exc:
+            logger.debug("no end offsets: %s", exc)
+            return {}
+        return {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
+
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from choreo.graph import Choreography
+from choreo.choreography.graph import Choreography
 from choreo.runtime import Publisher
 from choreo.testing import SagaTestKit
 from choreo.tracker import Tracker

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from choreo.context import EventLogger
+from choreo.model.context import EventLogger
 from choreo.observability.logs import MAX_FIELD, MAX_MESSAGE, JsonFormatter, redact, use_json_logs
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from choreo.envelope import Header, now_ms
+from choreo.model.envelope import Header, now_ms
 from choreo.tracker import SagaStatus
 from choreo.transports.base import Record
 

@@ -64,6 +64,10 @@ class AtLeastOnce(DeliveryBase):
             link.log.warning("replaying %d unsent outbox record(s)", len(self._pending))
             self._send({}, {})
 
+    def backlog(self) -> int:
+        """Return how many records are stored in the outbox and not yet acknowledged."""
+        return len(self._pending)
+
     def tick(self) -> None:
         """Publish what a failed flush left pending and commit the offsets it held back."""
         if self._pending or self._uncommitted:
