@@ -2,20 +2,100 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from choreo.choreography.graph import Choreography
-from choreo.runtime import Publisher
+from choreo.choreography.service import Retry
+from choreo.runtime import Publisher, Worker, WorkerConfig
+from choreo.runtime.middleware import Middleware, default_middleware
+from choreo.runtime.serdes import serde_for
 from choreo.testing import SagaTestKit
 from choreo.tracker import Tracker
-from choreo.transports.base import Record
+from choreo.transports.base import Record, Transport
+from choreo.transports.memory import MemoryBus, MemoryTransport
 from services.catalog import sample_orders
 from services.order import place_order
 from services.saga import OrderFulfillment
 from services.shop import Shop
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+NO_WAIT = Retry(max_attempts=5, backoff=0.0, jitter=False)
+
+
+class Cluster:
+    """The shop's five workers with chosen middleware on one transport, driven by hand.
+
+    Like :class:`~choreo.testing.SagaTestKit` (which takes no middleware): each worker is
+    a real :class:`~choreo.runtime.Worker`; :meth:`run_until_idle` polls them round-robin.
+    """
+
+    def __init__(
+        self,
+        shop: Shop,
+        middleware: Sequence[Middleware],
+        *,
+        transport: Transport | None = None,
+        config: WorkerConfig | None = None,
+    ) -> None:
+        self.shop = shop
+        self.bus = MemoryBus()
+        self.transport = transport if transport is not None else MemoryTransport(self.bus)
+        self.serde = serde_for(shop.services, schemas_dir=REPO / "schemas")
+        self.config = config or WorkerConfig(
+            poll_timeout=0.0, retry=NO_WAIT, compensation_retry=NO_WAIT
+        )
+        self.workers = [
+            Worker(
+                service,
+                self.transport,
+                self.serde,
+                config=replace(self.config, group_id=f"{self.config.group_id or ''}{service.name}"),
+                middleware=[*default_middleware(), *middleware],
+            )
+            for service in shop.services
+            if service.handlers
+        ]
+        self.publisher = Publisher(
+            shop.service("order"), self.transport, self.serde, config=self.config
+        )
+
+    def place(self, count: int, seed: int = 1) -> list[str]:
+        """Place ``count`` sample orders; return their ids (the correlation ids)."""
+        return [
+            place_order(self.publisher, self.shop.orders, request)
+            for request in sample_orders(count, seed=seed)
+        ]
+
+    def run_until_idle(self, *, max_rounds: int = 10_000) -> int:
+        """Give every worker batches round-robin until none handles anything."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = sum(worker.run_once(0.0) for worker in self.workers)
+            if not handled:
+                return total
+            total += handled
+        raise AssertionError("workers still busy")
+
+    def run_until(self, condition: Callable[[], bool], *, timeout: float = 60.0) -> None:
+        """Run rounds (polls of 0.1 s) until ``condition()`` holds; fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s")
+            for worker in self.workers:
+                worker.run_once(0.1)
+
+    def close(self) -> None:
+        """Close the publisher and every worker."""
+        self.publisher.close()
+        for worker in self.workers:
+            worker.close()
 
 
 class ShopRun:
