@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from choreo.choreography.graph import Choreography
-from choreo.choreography.service import Retry
+from choreo.choreography.service import Retry, Service
 from choreo.runtime import Publisher, Worker, WorkerConfig
 from choreo.runtime.middleware import Middleware, default_middleware
 from choreo.runtime.serdes import serde_for
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 NO_WAIT = Retry(max_attempts=5, backoff=0.0, jitter=False)
 
 
-class Cluster:
-    """The shop's five workers with chosen middleware on one transport, driven by hand.
+class Workers:
+    """Workers for ``services`` with chosen middleware on one transport, driven by hand.
 
     Like :class:`~choreo.testing.SagaTestKit` (which takes no middleware): each worker is
     a real :class:`~choreo.runtime.Worker`; :meth:`run_until_idle` polls them round-robin.
@@ -37,16 +37,17 @@ class Cluster:
 
     def __init__(
         self,
-        shop: Shop,
+        services: Sequence[Service],
+        serde: Any,
         middleware: Sequence[Middleware],
         *,
         transport: Transport | None = None,
         config: WorkerConfig | None = None,
+        group_prefix: str = "",
     ) -> None:
-        self.shop = shop
         self.bus = MemoryBus()
         self.transport = transport if transport is not None else MemoryTransport(self.bus)
-        self.serde = serde_for(shop.services, schemas_dir=REPO / "schemas")
+        self.serde = serde
         self.config = config or WorkerConfig(
             poll_timeout=0.0, retry=NO_WAIT, compensation_retry=NO_WAIT
         )
@@ -54,22 +55,12 @@ class Cluster:
             Worker(
                 service,
                 self.transport,
-                self.serde,
-                config=replace(self.config, group_id=f"{self.config.group_id or ''}{service.name}"),
+                serde,
+                config=replace(self.config, group_id=f"{group_prefix}{service.name}"),
                 middleware=[*default_middleware(), *middleware],
             )
-            for service in shop.services
+            for service in services
             if service.handlers
-        ]
-        self.publisher = Publisher(
-            shop.service("order"), self.transport, self.serde, config=self.config
-        )
-
-    def place(self, count: int, seed: int = 1) -> list[str]:
-        """Place ``count`` sample orders; return their ids (the correlation ids)."""
-        return [
-            place_order(self.publisher, self.shop.orders, request)
-            for request in sample_orders(count, seed=seed)
         ]
 
     def run_until_idle(self, *, max_rounds: int = 10_000) -> int:
@@ -92,10 +83,47 @@ class Cluster:
                 worker.run_once(0.1)
 
     def close(self) -> None:
-        """Close the publisher and every worker."""
-        self.publisher.close()
+        """Close every worker."""
         for worker in self.workers:
             worker.close()
+
+
+class Cluster(Workers):
+    """The example shop's five workers with chosen middleware, and a publisher of orders."""
+
+    def __init__(
+        self,
+        shop: Shop,
+        middleware: Sequence[Middleware],
+        *,
+        transport: Transport | None = None,
+        config: WorkerConfig | None = None,
+        group_prefix: str = "",
+    ) -> None:
+        super().__init__(
+            shop.services,
+            serde_for(shop.services, schemas_dir=REPO / "schemas"),
+            middleware,
+            transport=transport,
+            config=config,
+            group_prefix=group_prefix,
+        )
+        self.shop = shop
+        self.publisher = Publisher(
+            shop.service("order"), self.transport, self.serde, config=self.config
+        )
+
+    def place(self, count: int, seed: int = 1) -> list[str]:
+        """Place ``count`` sample orders; return their ids (the correlation ids)."""
+        return [
+            place_order(self.publisher, self.shop.orders, request)
+            for request in sample_orders(count, seed=seed)
+        ]
+
+    def close(self) -> None:
+        """Close the publisher and every worker."""
+        self.publisher.close()
+        super().close()
 
 
 class ShopRun:

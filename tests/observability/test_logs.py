@@ -162,3 +162,43 @@ def test_lines_carry_the_current_span_ids_when_opentelemetry_is_used(
     assert inside["trace_id"] == f"{context.trace_id:032x}"
     assert inside["span_id"] == f"{context.span_id:016x}"
     assert "trace_id" not in outside
+
+
+def test_a_worker_s_lines_about_events_carry_their_ids() -> None:
+    """Retries, dead letters and handler lines of a real worker carry the event's ids."""
+    from runtime.fixtures.events import OrderPlaced
+    from runtime.fixtures.serdes import avro_serde
+    from runtime.fixtures.shop import ShopState, build_shop
+
+    from choreo.runtime import Publisher, WorkerConfig
+
+    from .shop import Workers
+
+    state = ShopState()
+    state.flaky["payment.authorize"] = 1
+    state.broken.add("notifier.tell")
+    shop = build_shop(state)
+    workers = Workers(shop.services, avro_serde(), [], config=WorkerConfig(poll_timeout=0.0))
+    publisher = Publisher(shop.orders, workers.transport, avro_serde())
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        cid = publisher.start(shop.saga, OrderPlaced("o-1", "book", 1, 100))
+        workers.run_until_idle()
+    finally:
+        root.removeHandler(handler)
+        publisher.close()
+        workers.close()
+    about_events = [line for line in lines(stream) if "event_type" in line]
+    assert {line["level"] for line in about_events} >= {"WARNING", "ERROR"}
+    for line in about_events:
+        assert line["correlation_id"] == cid
+        assert line["saga"] == "Fulfilment"
+        assert str(line["event_id"]).count("-") == 4  # a UUID
+        assert line["service"] in {"payment", "notifier"}
+        assert not str(line["message"]).startswith("[")  # the text prefix is dropped
+    dead = [line for line in about_events if line["level"] == "ERROR"]
+    assert dead and "RuntimeError" in str(dead[0]["exception"])
