@@ -112,7 +112,11 @@ def run_worker(bus: MemoryBus, mode: str) -> tuple[float, dict[str, int]]:
         middleware += more
     config = WorkerConfig(poll_timeout=0.0, max_poll_records=BATCH, group_id=f"stock-{mode}")
     worker = Worker(
-        stock, MemoryTransport(bus), serde, config=config, inbox=MemoryInbox(),
+        stock,
+        MemoryTransport(bus),
+        serde,
+        config=config,
+        inbox=MemoryInbox(),
         middleware=middleware,
     )
     worker.start()

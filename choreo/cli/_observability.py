@@ -163,9 +163,23 @@ class WorkerObservability:
     """What ``choreo run`` adds to a worker: middleware, and the metrics port's server."""
 
     def __init__(self) -> None:
-        self.middleware: list[Any] = []
+        self.tracing: Any = None
+        self.added: list[Any] = []
         self.server: ObservabilityServer | None = None
         self.health: Any = None
+
+    def middleware(self) -> list[Any] | None:
+        """Return the worker's middleware (None: only the default one).
+
+        Tracing comes first, so its span is current around every other hook; then the
+        default logging middleware, then metrics and health.
+        """
+        if self.tracing is None and not self.added:
+            return None
+        from choreo.runtime.middleware import default_middleware
+
+        first = [] if self.tracing is None else [self.tracing]
+        return [*first, *default_middleware(), *self.added]
 
     def close(self) -> None:
         """Mark the worker stopped and stop serving."""
@@ -193,7 +207,7 @@ def worker_observability(
     if tracing:
         from choreo.observability.tracing import Tracing
 
-        setup.middleware.append(Tracing())
+        setup.tracing = Tracing()
     if metrics_address is None:
         return setup
     require_prometheus()
@@ -206,7 +220,7 @@ def worker_observability(
 
     registry = CollectorRegistry()
     setup.health = Health(stall_after=stall_after)
-    setup.middleware += [WorkerMetrics(registry), HealthMiddleware(setup.health)]
+    setup.added += [WorkerMetrics(registry), HealthMiddleware(setup.health)]
     host, port = metrics_address
     try:
         setup.server = ObservabilityServer(

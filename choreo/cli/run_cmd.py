@@ -26,6 +26,14 @@ import click
 
 from choreo.choreography.service import Service
 from choreo.cli._common import import_from_cwd
+from choreo.cli._observability import (
+    log_format_option,
+    metrics_port_option,
+    stall_after_option,
+    tracing_option,
+    use_log_format,
+    worker_observability,
+)
 from choreo.errors import ChoreoError
 
 __all__ = ["load_service", "run"]
@@ -104,6 +112,10 @@ def load_service(target: str) -> Service:
     default="",
     help="Prefix of every topic the service reads and writes (e.g. 'staging.').",
 )
+@metrics_port_option("Prometheus metrics (/metrics) and the /healthz and /readyz probes")
+@stall_after_option()
+@tracing_option()
+@log_format_option()
 def run(
     *,
     target: str,
@@ -116,6 +128,10 @@ def run(
     exactly_once: bool,
     concurrency: int,
     topic_prefix: str,
+    metrics_address: tuple[str, int] | None = None,
+    stall_after: float = 60.0,
+    tracing: bool | None = None,
+    log_format: str = "text",
 ) -> None:
     """Run the worker of MODULE:SERVICE until SIGTERM or SIGINT."""
     from choreo.runtime import SqliteInbox, Worker, WorkerConfig, deadletter_topic
@@ -123,6 +139,7 @@ def run(
     from choreo.transports.factory import open_transport
 
     service = load_service(target)
+    use_log_format(log_format, service=service.name)
     if kind == "memory":
         logger.warning("the memory transport is in-process: use it only for a smoke run")
     try:
@@ -139,7 +156,12 @@ def run(
         inbox = SqliteInbox(inbox_path or Path(f"{service.name}.inbox.db"))
     except ChoreoError as exc:
         raise click.ClickException(str(exc)) from exc
-    worker = Worker(service, transport, serde, config=config, inbox=inbox)
+    observed = worker_observability(
+        metrics_address=metrics_address, stall_after=stall_after, tracing=tracing
+    )
+    worker = Worker(
+        service, transport, serde, config=config, inbox=inbox, middleware=observed.middleware()
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -168,4 +190,5 @@ def run(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         inbox.close()
+        observed.close()
     logger.info("[%s] stopped", service.name)

@@ -40,7 +40,20 @@ if TYPE_CHECKING:
 __all__ = ["SAGA_DURATION_BUCKETS", "TRACKER_METRICS", "TrackerMetrics"]
 
 SAGA_DURATION_BUCKETS: Final = (
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    86400.0,
 )
 """Upper bounds (seconds) of the saga duration histogram's buckets (+Inf is added)."""
 

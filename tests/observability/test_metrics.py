@@ -154,11 +154,15 @@ def test_dead_letters_of_foreign_event_types_share_one_label(run: Run) -> None:
         if name == "choreo_events_dead_lettered_total" and dict(labels)["service"] == "inventory"
     }
     assert dead == {"other"}
-    assert sum(
-        count
-        for (name, labels), count in found.items()
-        if name == "choreo_events_dead_lettered_total" and dict(labels)["service"] == "inventory"
-    ) == 20
+    assert (
+        sum(
+            count
+            for (name, labels), count in found.items()
+            if name == "choreo_events_dead_lettered_total"
+            and dict(labels)["service"] == "inventory"
+        )
+        == 20
+    )
 
 
 def test_a_pool_of_handler_threads_loses_no_count() -> None:
@@ -166,7 +170,10 @@ def test_a_pool_of_handler_threads_loses_no_count() -> None:
     shop = build_shop(ShopState(stock={"book": 10_000}), retry=NO_WAIT)
     registry = prometheus_client.CollectorRegistry()
     config = WorkerConfig(
-        poll_timeout=0.0, concurrency=4, topic_partitions=4, retry=NO_WAIT,
+        poll_timeout=0.0,
+        concurrency=4,
+        topic_partitions=4,
+        retry=NO_WAIT,
         compensation_retry=NO_WAIT,
     )
     workers = Workers([shop.inventory], avro_serde(), [WorkerMetrics(registry)], config=config)

@@ -106,9 +106,7 @@ def test_span_ids_agree_with_the_traceparent_headers(
     consumers = {
         attribute(s, "messaging.message.id"): s for s in spans if s.kind is SpanKind.CONSUMER
     }
-    records = [
-        r for w in cluster.workers for topic in w.topics for r in cluster.bus.records(topic)
-    ]
+    records = [r for w in cluster.workers for topic in w.topics for r in cluster.bus.records(topic)]
     checked = 0
     for record in records:
         headers = dict(record.headers)

@@ -35,8 +35,9 @@ def test_counts_match_the_tracker_and_durations_cover_every_ended_saga(
     counts = tracker.counts()
     assert counts[SagaStatus.COMPLETED] > 0 and counts[SagaStatus.FAILED] > 0
     for status in SagaStatus:
-        assert value(found, "choreo_sagas", saga="OrderFulfillment", status=status.value) == (
-            counts[status]
+        assert (
+            value(found, "choreo_sagas", saga="OrderFulfillment", status=status.value)
+            == (counts[status])
         )
     for outcome in (SagaStatus.COMPLETED, SagaStatus.FAILED):
         labels = {"saga": "OrderFulfillment", "outcome": outcome.value}
@@ -94,8 +95,7 @@ def test_saga_types_beyond_the_limit_are_counted_as_other(shop_run: ShopRun) -> 
         number = cids.index(dict(record.headers)[Header.CORRELATION_ID])
         saga = f"Saga{number % 3}\x1b[31m" if number % 2 else "OrderFulfillment"
         headers = tuple(
-            (name, saga.encode() if name == Header.SAGA else data)
-            for name, data in record.headers
+            (name, saga.encode() if name == Header.SAGA else data) for name, data in record.headers
         )
         renamed.append(Record(record.topic, 0, index, record.key, record.value, headers))
     tracker = shop_run.new_tracker()
@@ -106,8 +106,11 @@ def test_saga_types_beyond_the_limit_are_counted_as_other(shop_run: ShopRun) -> 
     assert len(labels) == 2 and OTHER in labels
     assert not any("\x1b" in str(label) for label in labels)
     for status, count in tracker.counts().items():
-        assert sum(
-            value(found, "choreo_sagas", saga=label, status=status.value)
-            for label in labels
-            if label is not None
-        ) == count
+        assert (
+            sum(
+                value(found, "choreo_sagas", saga=label, status=status.value)
+                for label in labels
+                if label is not None
+            )
+            == count
+        )
