@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import prometheus_client
 import pytest
 
 from choreo.observability.health import Health
@@ -79,7 +80,6 @@ def test_readiness_needs_a_joined_group_and_a_live_loop() -> None:
 @pytest.fixture
 def served() -> Iterator[tuple[ObservabilityServer, Health, Clock]]:
     """Return a running server with a registry holding one counter, and its health."""
-    prometheus_client = pytest.importorskip("prometheus_client")
     registry = prometheus_client.CollectorRegistry()
     counter = prometheus_client.Counter("choreo_test_things", "Things.", registry=registry)
     counter.inc(3)

@@ -149,7 +149,6 @@ def test_lines_carry_the_current_span_ids_when_opentelemetry_is_used(
     captured: tuple[logging.Logger, io.StringIO],
 ) -> None:
     """Inside an OpenTelemetry span a line carries that span's trace and span ids."""
-    pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.trace import TracerProvider
 
     tracer = TracerProvider().get_tracer("test")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import prometheus_client
 import pytest
 from runtime.fixtures.events import OrderPlaced
 from runtime.fixtures.serdes import avro_serde
@@ -11,14 +12,11 @@ from runtime.fixtures.shop import Shop, ShopState, build_shop
 
 from choreo.choreography.service import Retry
 from choreo.observability.health import Health
+from choreo.observability.metrics import WORKER_METRICS, WorkerMetrics
 from choreo.observability.middleware import HealthMiddleware
 from choreo.runtime import Publisher, WorkerConfig
 
 from .shop import Samples, Workers, samples, value
-
-prometheus_client = pytest.importorskip("prometheus_client")
-
-from choreo.observability.metrics import WORKER_METRICS, WorkerMetrics  # noqa: E402
 
 NO_WAIT = Retry(max_attempts=3, backoff=0.0, jitter=False)
 T = "test.runtime."

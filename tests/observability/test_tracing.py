@@ -7,15 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from choreo.model.envelope import Header
-from choreo.runtime.tracing import parse_traceparent
-from services.shop import Shop
-
-from .shop import Cluster
-
-pytest.importorskip("opentelemetry.sdk")
-
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -23,7 +14,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
+from choreo.model.envelope import Header
 from choreo.observability.tracing import Tracing
+from choreo.runtime.tracing import parse_traceparent
+from services.shop import Shop
+
+from .shop import Cluster
 
 
 @pytest.fixture

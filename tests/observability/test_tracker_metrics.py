@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import prometheus_client
 import pytest
 
 from choreo.model.envelope import Header, now_ms
+from choreo.observability.tracker_metrics import OTHER, TrackerMetrics
 from choreo.tracker import SagaStatus
 from choreo.transports.base import Record
 
 from .shop import ShopRun, samples, value
-
-prometheus_client = pytest.importorskip("prometheus_client")
-
-from choreo.observability.tracker_metrics import OTHER, TrackerMetrics  # noqa: E402
 
 
 def scrape(metrics: TrackerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -26,7 +26,6 @@ from choreo.transports.factory import open_transport
 from .shop import REPO, Samples, samples, value
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-prometheus_client = pytest.importorskip("prometheus_client")
 
 APP = "tests.observability.app:stock"
 T = "test.runtime."
