@@ -82,6 +82,10 @@ class Workers:
             for worker in self.workers:
                 worker.run_once(0.1)
 
+    def records(self) -> list[Record]:
+        """Return every record on the memory bus (every topic, in offset order per topic)."""
+        return [record for topic in sorted(self.bus.topics()) for record in self.bus.records(topic)]
+
     def close(self) -> None:
         """Close every worker."""
         for worker in self.workers:
