@@ -13,7 +13,9 @@ batch by batch (500 records), in three configurations:
 - **tracing+metrics**: the same plus :class:`Tracing` with the OpenTelemetry SDK: a
   ``TracerProvider`` whose ``BatchSpanProcessor`` hands every span to an exporter that
   drops it (the SDK's cost of making, ending and batching a consumer span per event and a
-  producer span per emitted event, without a collector's network cost).
+  producer span per emitted event, without a collector's network cost);
+- **tracing(10% sampled)+metrics**: the same with a ``TraceIdRatioBased(0.1)`` sampler:
+  what tracing costs when nine traces in ten are dropped at the source.
 
 The configurations are interleaved, ``--repeat`` times each (default 3), and the best of
 each is kept; ratios are against **off** of the same run. Times are CPU seconds of the
@@ -45,6 +47,7 @@ from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "observability.json"
 BATCH = 500
+SAMPLED = "tracing(10% sampled)+metrics"
 
 
 class _DroppingExporter:
@@ -81,15 +84,19 @@ def _metrics() -> tuple[list[Middleware], Callable[[], int]]:
     return middleware, lambda: len(generate_latest(registry))
 
 
-def _tracing() -> tuple[list[Middleware], Callable[[], int]]:
-    """Return the tracing middleware over an SDK provider that drops its spans."""
+def _tracing(ratio: float = 1.0) -> tuple[list[Middleware], Callable[[], int]]:
+    """Return the tracing middleware over an SDK provider that drops its spans.
+
+    ``ratio`` < 1 samples that share of traces (by trace id, the same in every service).
+    """
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, TraceIdRatioBased
 
     from choreo.observability.tracing import Tracing
 
     exporter = _DroppingExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=ALWAYS_ON if ratio >= 1 else TraceIdRatioBased(ratio))
     provider.add_span_processor(BatchSpanProcessor(exporter))  # type: ignore[arg-type]
 
     def flush() -> int:
@@ -104,12 +111,12 @@ def run_worker(bus: MemoryBus, mode: str) -> tuple[float, dict[str, int]]:
     _, stock, _, serde = build()
     middleware: list[Middleware] = []
     checks: dict[str, Callable[[], int]] = {}
-    if mode in ("metrics", "tracing+metrics"):
+    if mode != "off":
         more, checks["scrape_bytes"] = _metrics()
         middleware += more
-    if mode == "tracing+metrics":
-        more, checks["spans"] = _tracing()
-        middleware += more
+    if mode.startswith("tracing"):
+        more, checks["spans"] = _tracing(0.1 if mode == SAMPLED else 1.0)
+        middleware = more + middleware  # outermost, as choreo run orders them
     config = WorkerConfig(poll_timeout=0.0, max_poll_records=BATCH, group_id=f"stock-{mode}")
     worker = Worker(
         stock,
@@ -146,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
 
     count = args.events
-    modes = ("off", "metrics", "tracing+metrics")
+    modes = ("off", "metrics", "tracing+metrics", SAMPLED)
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
     facts: dict[str, dict[str, int]] = {}
     for _ in range(args.repeat):

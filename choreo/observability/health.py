@@ -5,11 +5,11 @@ revoked, stopped) by :class:`~choreo.observability.middleware.HealthMiddleware` 
 answers two questions, served as ``/healthz`` and ``/readyz`` by
 :class:`~choreo.observability.server.ObservabilityServer`:
 
-- **live**: the poll loop ran within the last ``stall_after`` seconds (or the worker
-  started less than ``stall_after`` seconds ago and has not polled yet). A handler that
-  blocks, a loop stuck in a lock, or a worker that stopped polling make it not live, and
-  Kubernetes restarts the pod. Give ``stall_after`` more than the longest retry backoff
-  and the slowest batch, since the loop does not poll while it handles a batch.
+- **live**: the poll loop ran (or finished an event) within the last ``stall_after``
+  seconds (or the worker started less than ``stall_after`` seconds ago and has not
+  polled yet). A handler that blocks, a loop stuck in a lock, or a worker that stopped
+  polling make it not live, and Kubernetes restarts the pod. Give ``stall_after`` more
+  than the longest retry backoff and the slowest single handler call.
 - **ready**: live, started and not stopped, and the consumer group has been joined: an
   assignment was received and not all of it revoked since. An assignment may be empty
   (more replicas than partitions): such a replica is ready and idle.
@@ -59,6 +59,7 @@ class Health:
         self._stopped = False
         self._joined = False
         self._assigned: set[TopicPartition] = set()
+        self._seen_progress = 0
 
     # --- told by the worker ---------------------------------------------------------
 
@@ -71,6 +72,14 @@ class Health:
     def polled(self) -> None:
         """Record that the poll loop just ran (called once per poll: keep it cheap)."""
         self._last_poll = self._clock()
+
+    progress = 0
+    """Events finished so far: the worker adds 1 per event (the cheapest signal there is).
+
+    A probe that finds it moved since the previous probe counts that as the loop's
+    progress at the probe's time, so a long batch of slow but advancing handlers stays
+    live (to within the probes' period) while a handler that blocks does not.
+    """
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """Record an assignment: the group is joined and ``partitions`` are now owned."""
@@ -98,6 +107,9 @@ class Health:
         """Return whether the poll loop ran recently enough (see the module docs)."""
         now = self._clock()
         with self._lock:
+            if self.progress != self._seen_progress:
+                self._seen_progress = self.progress
+                self._last_poll = now
             started, last = self._started_at, self._last_poll
         since = last if last is not None and (started is None or last >= started) else started
         if since is None:  # not started yet: the process is alive and setting up

@@ -35,9 +35,9 @@ labelled ``"other"``, so label cardinality stays bounded.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +46,8 @@ from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.middleware import EventInfo, Middleware, Outcome
 from choreo.runtime.outbox import OutboxRecord
 from choreo.transports.base import Record, TopicPartition
+
+perf_counter = time.perf_counter
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -76,10 +78,6 @@ WORKER_METRICS: Final = (
 
 OTHER: Final = "other"
 _TYPE: Final = Header.EVENT_TYPE
-_COUNTED: Final = {
-    Outcome.HANDLED: "handled",
-    Outcome.FAILED: "failed",
-}
 _COUNTERS: Final = (
     ("handled", "choreo_events_handled", "Events whose handler succeeded."),
     ("failed", "choreo_events_failed", "Events whose handler raised a BusinessFailure."),
@@ -88,13 +86,19 @@ _COUNTERS: Final = (
 
 
 class _Shard:
-    """One thread's counts: {(kind, service, event type): n} and histograms by key."""
+    """One thread's counts.
 
-    __slots__ = ("counts", "durations", "started")
+    ``series`` maps (service, event type) to one list: the duration histogram's
+    per-bucket counts (the last bucket is +Inf), then the sum of durations, then the
+    handled and failed counts, then a slot for the other outcomes. ``counts`` maps
+    (kind, service, event type) to the rarer counts (retries, dead letters).
+    """
+
+    __slots__ = ("counts", "series", "started")
 
     def __init__(self) -> None:
+        self.series: dict[tuple[str, str], list[float]] = {}
         self.counts: dict[tuple[str, str, str], int] = {}
-        self.durations: dict[tuple[str, str], list[float]] = {}
         self.started = 0.0
 
 
@@ -130,6 +134,12 @@ class WorkerMetrics(Middleware):
         clock: Any = time.monotonic,
     ) -> None:
         self.bounds = tuple(sorted(float(b) for b in buckets))
+        buckets_with_inf = len(self.bounds) + 1
+        self._sum = buckets_with_inf
+        handled, failed, other = buckets_with_inf + 1, buckets_with_inf + 2, buckets_with_inf + 3
+        self._handled, self._failed, self._slots = handled, failed, buckets_with_inf + 4
+        self._outcome_slot = {outcome: other for outcome in Outcome}
+        self._outcome_slot.update({Outcome.HANDLED: handled, Outcome.FAILED: failed})
         self.lag_interval = lag_interval
         self._clock = clock
         self._local = threading.local()
@@ -154,7 +164,10 @@ class WorkerMetrics(Middleware):
 
     def before_dispatch(self, worker: Worker, event: EventInfo) -> None:
         """Note when the event's dispatch started."""
-        self._shard().started = time.perf_counter()
+        try:
+            self._local.shard.started = perf_counter()
+        except AttributeError:
+            self._shard().started = perf_counter()
 
     def after_dispatch(
         self,
@@ -164,20 +177,16 @@ class WorkerMetrics(Middleware):
         emitted: Sequence[OutboxRecord],
         error: BaseException | None,
     ) -> None:
-        """Observe the dispatch's duration and count its outcome."""
+        """Observe the dispatch's duration and count its outcome (the per-event hot path)."""
         shard: _Shard = self._local.shard
-        elapsed = time.perf_counter() - shard.started
+        elapsed = perf_counter() - shard.started
         key = (worker.service.name, event.event_type)
-        histogram = shard.durations.get(key)
-        if histogram is None:
-            histogram = shard.durations[key] = [0.0] * (len(self.bounds) + 2)
-        histogram[bisect.bisect_left(self.bounds, elapsed)] += 1
-        histogram[-1] += elapsed
-        kind = _COUNTED.get(outcome)
-        if kind is not None:
-            counts = shard.counts
-            counted = (kind, *key)
-            counts[counted] = counts.get(counted, 0) + 1
+        series = shard.series.get(key)
+        if series is None:
+            series = shard.series[key] = [0.0] * (self._slots)
+        series[bisect_left(self.bounds, elapsed)] += 1
+        series[self._sum] += elapsed
+        series[self._outcome_slot[outcome]] += 1
 
     def on_retry(
         self, worker: Worker, event: EventInfo, attempt: int, delay: float, error: Exception
@@ -287,7 +296,7 @@ class WorkerMetrics(Middleware):
             shards = list(self._shards)
             rebalances = dict(self._rebalances)
             workers = dict(self._workers)
-        counts, durations = self._merged(shards)
+        counts, series = self._merged(shards)
         families = self._families()
         for (kind, service, event_type), count in sorted(counts.items()):
             if kind.startswith("dead:"):
@@ -296,9 +305,13 @@ class WorkerMetrics(Middleware):
                 )
             else:
                 families[f"choreo_events_{kind}"].add_metric([service, event_type], count)
-        histograms = families["choreo_handler_duration_seconds"]
-        for (service, event_type), histogram in sorted(durations.items()):
-            histograms.add_metric([service, event_type], self._buckets(histogram), histogram[-1])
+        for (service, event_type), values in sorted(series.items()):
+            labels = [service, event_type]
+            families["choreo_events_handled"].add_metric(labels, values[self._handled])
+            families["choreo_events_failed"].add_metric(labels, values[self._failed])
+            families["choreo_handler_duration_seconds"].add_metric(
+                labels, self._buckets(values), values[self._sum]
+            )
         for (service, kind), count in sorted(rebalances.items()):
             families["choreo_rebalances"].add_metric([service, kind], count)
         for service, state in sorted(workers.items()):
@@ -313,23 +326,23 @@ class WorkerMetrics(Middleware):
     def _merged(
         self, shards: list[_Shard]
     ) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], list[float]]]:
-        """Return the counts and histograms of every thread's shard, added up."""
+        """Return the counts and series of every thread's shard, added up."""
         counts: dict[tuple[str, str, str], int] = {}
-        durations: dict[tuple[str, str], list[float]] = {}
+        merged: dict[tuple[str, str], list[float]] = {}
         for shard in shards:
             for key, count in list(shard.counts.items()):
                 counts[key] = counts.get(key, 0) + count
-            for series, histogram in list(shard.durations.items()):
-                total = durations.setdefault(series, [0.0] * (len(self.bounds) + 2))
-                for index, value in enumerate(list(histogram)):
+            for series, values in list(shard.series.items()):
+                total = merged.setdefault(series, [0.0] * self._slots)
+                for index, value in enumerate(list(values)):
                     total[index] += value
-        return counts, durations
+        return counts, merged
 
-    def _buckets(self, histogram: list[float]) -> list[tuple[str, float]]:
-        """Return cumulative ``(le, count)`` pairs of a histogram's per-bucket counts."""
+    def _buckets(self, values: list[float]) -> list[tuple[str, float]]:
+        """Return cumulative ``(le, count)`` pairs of a series' per-bucket counts."""
         running = 0.0
         buckets = []
-        for bound, count in zip((*self.bounds, float("inf")), histogram[:-1], strict=True):
+        for bound, count in zip((*self.bounds, float("inf")), values[: self._sum], strict=True):
             running += count
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
         return buckets

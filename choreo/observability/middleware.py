@@ -49,7 +49,7 @@ class HealthMiddleware(Middleware):
         error: BaseException | None,
     ) -> None:
         """Count a dispatched event as progress."""
-        self.health.polled()
+        self.health.progress += 1
 
     def on_assign(self, worker: Worker, partitions: list[TopicPartition]) -> None:
         """Pass an assignment on."""

@@ -178,33 +178,35 @@ class Tracing(Middleware):
     def before_dispatch(self, worker: Worker, event: EventInfo) -> None:
         """Start the event's consumer span as the child of its producer; make it current."""
         record = event.record
-        headers = record.headers
-        attributes: dict[str, Any] = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": record.topic,
-            "messaging.destination.partition.id": str(record.partition),
-            "messaging.consumer.group.name": worker.group_id,
-            "messaging.kafka.offset": record.offset,
-            "messaging.message.id": event.event_id,
-            "messaging.kafka.message.key": event.correlation_id[:_MAX_VALUE],
-            "messaging.message.body.size": len(record.value or b""),
-            "choreo.service": worker.service.name,
-            "choreo.event_type": event.event_type,
-            "choreo.correlation_id": event.correlation_id[:_MAX_VALUE],
-            "choreo.step": event.step_id,
-        }
-        saga = _header(headers, _SAGA)
-        if saga is not None:
-            attributes["choreo.saga"] = saga
         trace = self._trace
         span = self.tracer.start_span(
             f"process {record.topic}",
             context=remote_parent(event.traceparent),
             kind=trace.SpanKind.CONSUMER,
-            attributes=attributes,
+            attributes={  # what a sampler may look at; the rest only when recorded
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+            },
         )
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                "messaging.operation.name": "process",
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.consumer.group.name": worker.group_id,
+                "messaging.kafka.offset": record.offset,
+                "messaging.message.id": event.event_id,
+                "messaging.kafka.message.key": event.correlation_id[:_MAX_VALUE],
+                "messaging.message.body.size": len(record.value or b""),
+                "choreo.service": worker.service.name,
+                "choreo.event_type": event.event_type,
+                "choreo.correlation_id": event.correlation_id[:_MAX_VALUE],
+                "choreo.step": event.step_id,
+            }
+            saga = _header(record.headers, _SAGA)
+            if saga is not None:
+                attributes["choreo.saga"] = saga
+            span.set_attributes(attributes)
         token = self._context.attach(trace.set_span_in_context(span))
         stack: list[_Open] | None = getattr(self._local, "stack", None)
         if stack is None:
@@ -240,11 +242,12 @@ class Tracing(Middleware):
         span = current.span
         try:
             span.set_attribute("choreo.outcome", outcome.value)
-            deadletter = worker.deadletter_topic
-            parent = self._trace.set_span_in_context(span)
-            for record in emitted:
-                if record[1] != deadletter:
-                    self._producer_span(worker, record, parent)
+            if span.is_recording():  # a trace sampled out makes no producer spans either
+                deadletter = worker.deadletter_topic
+                parent = self._trace.set_span_in_context(span)
+                for record in emitted:
+                    if record[1] != deadletter:
+                        self._producer_span(worker, record, parent)
             if outcome is Outcome.DEAD_LETTERED:
                 self._failed(span, error, "dead-lettered")
             elif error is not None and outcome is not Outcome.FAILED:

@@ -54,6 +54,20 @@ def test_liveness_follows_the_poll_loop() -> None:
     assert not health.liveness().ok
 
 
+def test_finished_events_count_as_progress_between_polls() -> None:
+    """A long batch whose events keep finishing stays live; once they stop, it is not."""
+    clock = Clock()
+    health = Health(stall_after=10, clock=clock)
+    health.started()
+    health.polled()
+    for _ in range(3):  # a batch of slow handlers: no poll for 24 s, events finishing
+        clock.now += 8
+        health.progress += 1
+        assert health.liveness().ok
+    clock.now += 10.5  # the next handler blocks
+    assert not health.liveness().ok
+
+
 def test_readiness_needs_a_joined_group_and_a_live_loop() -> None:
     """Ready once an assignment came (even an empty one), not after revoking everything."""
     clock = Clock()

@@ -178,3 +178,25 @@ def test_a_handler_span_made_inside_the_handler_is_a_child_of_the_consumer_span(
     for span in inner:
         assert span.parent is not None
         assert by_id[span.parent.span_id].kind is SpanKind.CONSUMER
+
+
+def test_a_sampler_that_drops_every_trace_records_nothing_and_changes_nothing(
+    shop: Shop, exporter: InMemorySpanExporter
+) -> None:
+    """With a sampler that keeps no trace: no span exported, the same records published."""
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    provider = TracerProvider(sampler=TraceIdRatioBased(0.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cluster = Cluster(shop, [Tracing(provider)])
+    try:
+        [order_id] = cluster.place(1, seed=5)
+        cluster.run_until_idle()
+        headers = [dict(r.headers) for r in cluster.records()]
+    finally:
+        cluster.close()
+    assert exporter.get_finished_spans() == ()
+    saga = [h for h in headers if h.get(Header.CORRELATION_ID) == order_id.encode()]
+    assert len(saga) >= 5
+    traces = {parse_traceparent(h[Header.TRACEPARENT].decode())[0] for h in saga}  # type: ignore[index]
+    assert len(traces) == 1  # the headers still carry one trace
