@@ -240,3 +240,10 @@ def test_shop_health_checks_ask_readyz(compose: Any) -> None:
         port = _metrics_port(run, spec["command"][spec["command"].index("run") + 1 :])
         test = " ".join(spec["healthcheck"]["test"])
         assert f"127.0.0.1:{port}/readyz" in test
+
+
+def test_the_operating_page_documents_every_exported_family() -> None:
+    """docs/operating-observability.md has a table row for every metric family choreo exports."""
+    text = (REPO / "docs" / "operating-observability.md").read_text()
+    documented = set(re.findall(r"^\| `(choreo_[a-z0-9_]+)` \|", text, flags=re.MULTILINE))
+    assert documented == set(WORKER_METRICS) | set(TRACKER_METRICS)
