@@ -407,7 +407,7 @@ def record_builders(cls: type[Event], schema: Mapping[str, Any]) -> dict[str, Ca
     record's field values positionally in schema order (see
     :class:`choreo.avro.compiler.RecordBuilders`); fields the class lacks are ignored.
     """
-    from choreo.avro.model import collect_named
+    from choreo.avro.jsonform import collect_named
 
     named = collect_named(schema)
     pairs: dict[str, type[Any]] = {}
@@ -495,7 +495,7 @@ def check_event_class(cls: type[Event], registry: SchemaRegistry) -> None:
         raise SchemaError(f"{cls.__qualname__}: no schema named `{name}`") from exc
     if not _is_dataclass_type(cls):
         raise SchemaError(f"{cls.__qualname__} is not a dataclass")
-    from choreo.avro.model import collect_named
+    from choreo.avro.jsonform import collect_named
 
     problems: list[str] = []
     _check_record(cls, schema.schema, collect_named(schema.schema), problems, set())

@@ -134,7 +134,7 @@ class ConfluentCodec(_AvroCodec):
                 f"schema id {schema_id} is not a usable Avro schema: {exc}", data
             ) from exc
         version = loaded[-1].version
-        issues = lint_schema(version.schema, source=version.source, require_namespace=False)
+        issues = lint_schema(version.model, source=version.source, require_namespace=False)
         if issues:
             raise DecodeError(f"schema id {schema_id} rejected: {issues[0]}", data)
         try:
