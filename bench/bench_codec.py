@@ -40,7 +40,7 @@ from choreo.avro import load_directory  # noqa: E402
 from choreo.avro.codec import SingleObjectCodec  # noqa: E402 - after the sys.path tweak
 from choreo.avro.jsonform import strip_logical_types  # noqa: E402
 from choreo.avro.serde import EventSerde  # noqa: E402
-from choreo.events import Event  # noqa: E402
+from choreo.model.events import Event  # noqa: E402  # noqa: E402
 from services import events as shop  # noqa: E402
 
 ORDER = "shop.orders.OrderCreated"

@@ -64,12 +64,12 @@ import fastavro
 from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.loader import LocalSchemaRegistry
 from choreo.avro.serde import EventSerde
-from choreo.events import Event
+from choreo.choreography.service import Saga, Service
+from choreo.model.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
 from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.routing import scan_headers
 from choreo.runtime.tracing import all_valid
-from choreo.service import Saga, Service
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "runtime.json"

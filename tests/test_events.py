@@ -16,7 +16,7 @@ import pytest
 import choreo
 from choreo.avro import LocalSchemaRegistry, load_directory
 from choreo.errors import SchemaError
-from choreo.events import (
+from choreo.model.events import (
     Event,
     SagaTimedOut,
     check_event_class,

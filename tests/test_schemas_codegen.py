@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from choreo.avro import load_directory
 from choreo.avro.codegen import HEADER, generate_module
 from choreo.cli.schemas_cmd import schemas
-from choreo.events import Event, check_event_class
+from choreo.model.events import Event, check_event_class
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.confluent import ConfluentCodec
 from choreo.avro.serde import EventSerde
 from choreo.errors import DecodeError, SchemaError, UnknownEventError
-from choreo.events import Event, SagaTimedOut
+from choreo.model.events import Event, SagaTimedOut
 from services import events as shop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,7 +187,7 @@ def test_public_api_is_pinned() -> None:
     import choreo.avro.codec
     import choreo.avro.confluent
     import choreo.avro.serde
-    import choreo.events
+    import choreo.model.events
 
     assert choreo.avro.serde.__all__ == ["EventSerde"]
     assert sorted(choreo.avro.codec.__all__) == [
@@ -205,7 +205,7 @@ def test_public_api_is_pinned() -> None:
         "event_type_of",
         "from_avro",
         "to_avro",
-    } <= set(choreo.events.__all__)
+    } <= set(choreo.model.events.__all__)
     assert {
         "LocalSchemaRegistry",
         "SchemaRegistry",

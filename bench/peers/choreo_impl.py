@@ -29,9 +29,9 @@ from bench.peers.harness import RunContext
 from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.loader import load_directory
 from choreo.avro.serde import EventSerde
-from choreo.events import Event
+from choreo.choreography.service import Saga, Service
+from choreo.model.events import Event
 from choreo.runtime import MemoryInbox, Worker, WorkerConfig
-from choreo.service import Saga, Service
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 from services.events import (

@@ -55,7 +55,7 @@ __all__ = [
     "top_name",
 ]
 
-MAX_JSON_DEPTH = 200
+MAX_JSON_DEPTH = 128
 """Deepest JSON nesting a schema may have (a depth-8 schema needs about 40)."""
 MAX_JSON_NODES = 200_000
 """Most JSON values (objects, lists, strings, numbers) one schema may hold."""

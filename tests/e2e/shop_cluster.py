@@ -25,7 +25,7 @@ from typing import IO, Any
 from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.loader import load_directory
 from choreo.avro.serde import EventSerde
-from choreo.graph import Choreography
+from choreo.choreography.graph import Choreography
 from choreo.runtime import Publisher, SqliteInbox, WorkerConfig
 from choreo.runtime.serdes import event_classes
 from choreo.tracker import SagaStatus, Tracker

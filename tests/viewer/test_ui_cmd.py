@@ -18,7 +18,7 @@ from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.loader import load_directory
 from choreo.cli import main
 from choreo.cli.ui_cmd import build_tracker, check_host
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.model import SagaStatus
 from choreo.tracker.sources import write_container_file
 from choreo.transports.base import Record
