@@ -127,6 +127,7 @@ def compile_decoder(
     *,
     limits: DecodeLimits | None = None,
     builders: RecordBuilders | None = None,
+    stream: bool = False,
 ) -> Decoder:
     """Return a validating decoder of ``writer``-encoded bodies, resolved to ``reader``.
 
@@ -140,7 +141,9 @@ def compile_decoder(
     ``struct.error`` or ``UnicodeDecodeError`` on invalid bytes; it never loops or
     allocates more than the input size allows (arrays of zero-byte items are capped by
     ``limits``). With ``builders``, reader records they name are built by those callables
-    (which may raise ``ValueError``/``TypeError``).
+    (which may raise ``ValueError``/``TypeError``). With ``stream``, the body need not end
+    the buffer: the decoder returns ``(value, offset after it)``, for buffers holding
+    several bodies in a row (as a container file's block does).
     """
     bounds = limits or DecodeLimits()
     wmodel = as_schema(writer)
@@ -156,9 +159,12 @@ def compile_decoder(
     result = gen.value(wmodel.root, (rmodel.root, rmodel), 1, "")
     if gen.uses_budget:
         src.lines.insert(1, f"    zb = {bounds.max_zero_size_items}")
-    src.emit(1, "if p != end:")
-    src.emit(2, "raise _InvalidBodyError('trailing bytes after the body')")
-    src.emit(1, f"return {result}")
+    if stream:
+        src.emit(1, f"return {result}, p")
+    else:
+        src.emit(1, "if p != end:")
+        src.emit(2, "raise _InvalidBodyError('trailing bytes after the body')")
+        src.emit(1, f"return {result}")
     decoder: Decoder = src.build("decode", "b, p")
     return decoder
 

@@ -135,7 +135,7 @@ class ConfluentCodec(_AvroCodec):
             loaded = _load(sources, {}, lint=False, max_depth=None)
         except (SchemaError, ValueError, RecursionError) as exc:  # JSONDecodeError: ValueError
             raise DecodeError(
-                f"schema id {schema_id} is not a usable Avro schema: {str(exc):.300}", data
+                f"schema id {schema_id} is not a usable Avro schema: {exc!s:.300}", data
             ) from exc
         version = loaded[-1].version
         issues = lint_schema(version.model, source=version.source, require_namespace=False)

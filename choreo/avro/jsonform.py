@@ -7,6 +7,7 @@ parses and a Confluent registry stores.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from choreo.avro.model import (
@@ -26,7 +27,7 @@ from choreo.avro.model import (
 )
 from choreo.avro.parse import parse_fragment, parse_schema
 
-__all__ = ["collect_named", "strip_logical_types", "to_json"]
+__all__ = ["canonical_form", "collect_named", "strip_logical_types", "to_json"]
 
 JsonSchema = Any
 """An Avro schema in JSON form (a type name, a union list or a complex-type dict)."""
@@ -137,3 +138,58 @@ def collect_named(schema: JsonSchema) -> dict[str, dict[str, Any]]:
     """Return the JSON definition of every named type of a self-contained JSON schema."""
     model = parse_schema(schema)
     return {name: to_json(node) for name, node in model.named.items()}
+
+
+class _Canonical(Visitor[None, str]):
+    """The Parsing Canonical Form of the Avro specification, as text."""
+
+    def __init__(self) -> None:
+        super().__init__(_EMPTY)
+        self.seen: set[str] = set()
+
+    def first(self, node: Named) -> bool:
+        if node.name in self.seen:
+            return False
+        self.seen.add(node.name)
+        return True
+
+    def primitive(self, node: Primitive, arg: None) -> str:
+        return json.dumps(node.kind)
+
+    def record(self, node: Record, arg: None) -> str:
+        if not self.first(node):
+            return json.dumps(node.name)
+        fields = ",".join(
+            f'{{"name":{json.dumps(f.name)},"type":{self.visit(f.type, None)}}}'
+            for f in node.fields
+        )
+        return f'{{"name":{json.dumps(node.name)},"type":"record","fields":[{fields}]}}'
+
+    def enum(self, node: Enum, arg: None) -> str:
+        if not self.first(node):
+            return json.dumps(node.name)
+        symbols = ",".join(json.dumps(s) for s in node.symbols)
+        return f'{{"name":{json.dumps(node.name)},"type":"enum","symbols":[{symbols}]}}'
+
+    def fixed(self, node: Fixed, arg: None) -> str:
+        if not self.first(node):
+            return json.dumps(node.name)
+        return f'{{"name":{json.dumps(node.name)},"type":"fixed","size":{node.size}}}'
+
+    def array(self, node: Array, arg: None) -> str:
+        return f'{{"type":"array","items":{self.visit(node.items, None)}}}'
+
+    def map(self, node: Map, arg: None) -> str:
+        return f'{{"type":"map","values":{self.visit(node.values, None)}}}'
+
+    def union(self, node: Union, arg: None) -> str:
+        return "[" + ",".join(self.visit(b, None) for b in node.branches) + "]"
+
+    def ref(self, node: Ref, arg: None) -> str:
+        return json.dumps(node.name)
+
+
+def canonical_form(schema: Schema | Node) -> str:
+    """Return the Parsing Canonical Form of a schema (the text fingerprints are taken of)."""
+    root = schema.root if isinstance(schema, Schema) else schema
+    return _Canonical().visit(root, None)
