@@ -398,15 +398,15 @@ def _docstring(text: str, indent: int) -> list[str]:
     pad = " " * indent
     if '"' in text:
         return [f"{pad}{_lit(text)}"]
-    inside = [repr(line)[1:-1] for line in textwrap.wrap(text, _WIDTH - indent)] or [""]
+    wrapped = textwrap.wrap(
+        text, _WIDTH - indent, break_long_words=False, break_on_hyphens=False
+    ) or [""]
+    inside = [repr(line)[1:-1] for line in wrapped]  # escaped; holds no double quote
     if len(inside) == 1 and len(inside[0]) + indent + 6 <= _WIDTH:
-        lines = [f'{pad}"""{inside[0]}"""']
+        lines, value = [f'{pad}"""{inside[0]}"""'], text
     else:
         lines = [f'{pad}"""{inside[0]}', *(f"{pad}{line}" for line in inside[1:]), f'{pad}"""']
-    expected = text if len(lines) == 1 else "\n".join(
-        [*(textwrap.wrap(text, _WIDTH - indent)[:1]),
-         *(pad + w for w in textwrap.wrap(text, _WIDTH - indent)[1:]), pad]
-    )
-    if ast.literal_eval("\n".join(lines).strip()) != expected:  # pragma: no cover - a guard
+        value = "\n".join([wrapped[0], *(pad + line for line in wrapped[1:]), pad])
+    if ast.literal_eval("\n".join(lines).strip()) != value:  # pragma: no cover - a guard
         raise SchemaError(f"codegen: cannot write the docstring {text!r:.60}")
     return lines
