@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from choreo.avro.defaults import check_defaults
 from choreo.avro.model import (
     NAMED_KINDS,
     NO_DEFAULT,
@@ -181,12 +182,15 @@ def parse_schema(raw: Any, *, source: str = "schema") -> Schema:
     """Return the model of a self-contained schema (every named type defined inside it).
 
     The top level may be any type. Raises :class:`SchemaError` for anything that is not a
-    valid schema, including a reference to a name the schema does not define.
+    valid schema, including a reference to a name the schema does not define or a field
+    default that does not fit its type.
     """
     check_json_bounds(raw, source=source)
     parser = _Parser(source, local_names(raw, source), lambda _name: False)
     root = parser.node(raw, None, "")
-    return Schema(root, MappingProxyType(dict(parser.defined)))
+    schema = Schema(root, MappingProxyType(dict(parser.defined)))
+    check_defaults(schema, source=source)
+    return schema
 
 
 def as_schema(schema: Schema | Any) -> Schema:
