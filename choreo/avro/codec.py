@@ -1,4 +1,4 @@
-"""Avro codecs: event payloads to bytes and back (DESIGN §2, the record's value).
+"""Avro codecs: event payloads (a record's value) to bytes and back.
 
 :class:`SingleObjectCodec` writes the Avro specification's *single-object encoding*:
 ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema, then the

@@ -152,6 +152,7 @@ class ConfluentCodec(_AvroCodec):
                 version.canonical_form,
                 version.fingerprint,
                 version.source,
+                version.model,
             )
 
     def _reference_sources(self, remote: Any, seen: set[tuple[str, int]]) -> list[_Source]:
