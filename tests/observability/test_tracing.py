@@ -200,3 +200,44 @@ def test_a_sampler_that_drops_every_trace_records_nothing_and_changes_nothing(
     assert len(saga) >= 5
     traces = {parse_traceparent(h[Header.TRACEPARENT].decode())[0] for h in saga}  # type: ignore[index]
     assert len(traces) == 1  # the headers still carry one trace
+
+
+def test_spans_nest_per_thread_when_handlers_run_in_a_pool(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """With concurrency 4 each pool thread keeps its own span stack: parents stay right."""
+    from runtime.fixtures.events import OrderPlaced
+    from runtime.fixtures.serdes import avro_serde
+    from runtime.fixtures.shop import ShopState, build_shop
+
+    from choreo.runtime import Publisher, WorkerConfig
+
+    from .shop import NO_WAIT, Workers
+
+    shop = build_shop(ShopState(stock={"book": 10_000}), retry=NO_WAIT)
+    config = WorkerConfig(
+        poll_timeout=0.0, concurrency=4, topic_partitions=4, retry=NO_WAIT,
+        compensation_retry=NO_WAIT,
+    )  # fmt: skip
+    workers = Workers([shop.inventory], avro_serde(), [Tracing(provider)], config=config)
+    publisher = Publisher(shop.orders, workers.transport, avro_serde(), config=config)
+    try:
+        workers.workers[0].start()
+        for number in range(200):
+            publisher.start(shop.saga, OrderPlaced(f"o-{number}", "book", 1, 100))
+        workers.run_until_idle()
+    finally:
+        publisher.close()
+        workers.close()
+    spans = exporter.get_finished_spans()
+    consumers = {s.context.span_id: s for s in spans if s.kind is SpanKind.CONSUMER}  # type: ignore[union-attr]
+    producers = [s for s in spans if s.kind is SpanKind.PRODUCER]
+    assert len(consumers) == len(producers) == 200
+    partitions = {attribute(s, "messaging.destination.partition.id") for s in consumers.values()}
+    assert partitions == {"0", "1", "2", "3"}
+    for producer in producers:
+        assert producer.parent is not None
+        parent = consumers[producer.parent.span_id]
+        assert attribute(parent, "choreo.correlation_id") == attribute(
+            producer, "choreo.correlation_id"
+        )
