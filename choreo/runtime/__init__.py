@@ -6,6 +6,13 @@ publishes them and commits (see :mod:`choreo.runtime.worker`). :class:`Publisher
 sagas from outside handlers through the same outbox.
 """
 
+from choreo.model.topics import (
+    DEADLETTER_TOPIC,
+    DeadLetterNaming,
+    TopicNaming,
+    deadletter_topic,
+    topic_for,
+)
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter, DeadLetterReason
 from choreo.runtime.inbox import Inbox, MemoryInbox, SqliteInbox
@@ -14,13 +21,6 @@ from choreo.runtime.publisher import Publisher, SagaStarter
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import derived_event_id
 from choreo.runtime.serdes import event_classes, serde_for
-from choreo.runtime.topics import (
-    DEADLETTER_TOPIC,
-    DeadLetterNaming,
-    TopicNaming,
-    deadletter_topic,
-    topic_for,
-)
 from choreo.runtime.worker import Serde, Worker
 
 __all__ = [
