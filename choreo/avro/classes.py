@@ -22,7 +22,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from choreo.avro.model import PRIMITIVES, collect_named, type_label
+from choreo.avro.jsonform import collect_named
+from choreo.avro.model import PRIMITIVES, type_label
 from choreo.errors import SchemaError, UnknownEventError
 from choreo.model.events import Event, avro_field_name, event_type_of, positional_builder
 
