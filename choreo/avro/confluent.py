@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from choreo.avro.codec import DEFAULT_MAX_SIZE, EncoderEntry, _AvroCodec
-from choreo.avro.compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS
+from choreo.avro.compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS, CompileLimits
 from choreo.avro.lint import lint_schema
 from choreo.avro.loader import SchemaRegistry, SchemaVersion, _load, _Source
 from choreo.errors import (
@@ -71,8 +71,14 @@ class ConfluentCodec(_AvroCodec):
         auto_register: bool = True,
         max_size: int = DEFAULT_MAX_SIZE,
         max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
+        compile_limits: CompileLimits | None = None,
     ) -> None:
-        super().__init__(registry, max_size=max_size, max_zero_size_items=max_zero_size_items)
+        super().__init__(
+            registry,
+            max_size=max_size,
+            max_zero_size_items=max_zero_size_items,
+            compile_limits=compile_limits,
+        )
         self.client = client
         self.subject_name_strategy = subject_name_strategy
         self.auto_register = auto_register
