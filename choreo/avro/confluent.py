@@ -139,7 +139,7 @@ class ConfluentCodec(_AvroCodec):
                 _Source(f"schema id {schema_id}", json.loads(remote.schema_str), None, 1)
             )
             loaded = _load(sources, {}, lint=False, max_depth=None)
-        except (SchemaError, ValueError, RecursionError) as exc:  # JSONDecodeError: ValueError
+        except (SchemaError, ValueError, TypeError, RecursionError) as exc:  # JSON errors too
             raise DecodeError(
                 f"schema id {schema_id} is not a usable Avro schema: {exc!s:.300}", data
             ) from exc
