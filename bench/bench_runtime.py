@@ -64,7 +64,7 @@ import fastavro
 from choreo.codec import SingleObjectCodec
 from choreo.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
-from choreo.runtime.inbox import Inbox, MemoryInbox
+from choreo.store import Inbox, MemoryInbox
 from choreo.runtime.routing import scan_headers
 from choreo.runtime.tracing import all_valid
 from choreo.schemas.loader import LocalSchemaRegistry

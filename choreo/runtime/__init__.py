@@ -8,8 +8,6 @@ sagas from outside handlers through the same outbox.
 
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter, DeadLetterReason
-from choreo.runtime.inbox import Inbox, MemoryInbox, SqliteInbox
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.publisher import Publisher, SagaStarter
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import derived_event_id
@@ -22,6 +20,8 @@ from choreo.runtime.topics import (
     topic_for,
 )
 from choreo.runtime.worker import Serde, Worker
+from choreo.store import Inbox, MemoryInbox, SqliteInbox
+from choreo.store.outbox import OutboxRecord
 
 __all__ = [
     "COMPENSATION_RETRY",

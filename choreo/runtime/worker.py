@@ -1,7 +1,7 @@
 """The worker: poll a batch, decode, deduplicate, dispatch, store the output, publish, commit.
 
 One :class:`Worker` runs one service. Each polled batch is handled in ONE local
-transaction of its :class:`~choreo.runtime.inbox.Inbox`:
+transaction of its :class:`~choreo.store.base.Store`:
 
 1. read every record's envelope and ask the inbox which event ids were handled already;
 2. for each new record, in partition order: decode the payload, call the handler (its
@@ -72,8 +72,6 @@ from choreo.events import Event
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id, dead_letter_record
 from choreo.runtime.handler_context import new_context, settle
-from choreo.runtime.inbox import Inbox, MemoryInbox
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.retry import backoff_delay
 from choreo.runtime.routing import (
     _NAMESPACE_SHA1,
@@ -86,6 +84,8 @@ from choreo.runtime.routing import (
 )
 from choreo.runtime.tracing import all_valid, is_valid
 from choreo.service import Service, StepKind
+from choreo.store import Inbox, MemoryInbox, OutboxRelay, refuse_unshared_store, service_component
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Consumer, Producer, Record, TopicPartition, Transport
 
 __all__ = ["Serde", "Worker"]
@@ -134,8 +134,8 @@ class Worker:
     """Runs one service: consumes its event types and handles them (see the module docs).
 
     ``serde`` encodes and decodes the payloads; ``inbox`` defaults to a
-    :class:`~choreo.runtime.inbox.MemoryInbox` (pass a
-    :class:`~choreo.runtime.inbox.SqliteInbox` for durability). Use :meth:`run` in a
+    :class:`~choreo.store.memory.MemoryStore` (pass a
+    :class:`~choreo.store.sqlite.SqliteStore` for durability). Use :meth:`run` in a
     process, or :meth:`run_once` to drive it step by step (tests, :mod:`choreo.testing`).
     """
 
@@ -185,6 +185,7 @@ class Worker:
         self._closed = False
         self._closing = False
         self._last_prune = time.monotonic()
+        self._relay: OutboxRelay | None = None
 
     def __repr__(self) -> str:
         return f"Worker({self.service.name!r}, group={self.group_id!r}, topics={self.topics})"
@@ -210,6 +211,10 @@ class Worker:
                 sorted({*self.topics, *emitted, self.deadletter_topic}),
                 partitions=config.topic_partitions,
             )
+        self.inbox.migrate(service_component(self.service.name), self.service.migrations)
+        refuse_unshared_store(
+            self.inbox, self.transport, self.group_id, instance_id=config.instance_id
+        )
         self._producer = self._new_producer()
         self._consumer = self.transport.consumer(
             self.group_id, from_beginning=config.from_beginning, instance_id=config.instance_id
@@ -226,7 +231,11 @@ class Worker:
                     "concurrency=%d: handlers run on pool threads and get ctx.db = None",
                     config.concurrency,
                 )
-        self._pending = self.inbox.pending(self.origin)
+        if config.exactly_once or not self.inbox.shared:  # this process is the only writer
+            self._pending = self.inbox.pending(self.origin)
+        else:  # a shared store: rows of dead replicas (and earlier runs) go out by the relay
+            self._relay = OutboxRelay(self.inbox, self.transport, self.origin)
+            self._relay.start()
         self._started = True
         self._log.info(
             "worker started: group %s, topics %s%s",
@@ -279,6 +288,8 @@ class Worker:
         if self._closed:
             return
         self._closing = True
+        if self._relay is not None:
+            self._relay.stop()
         try:
             if self._started:
                 self._finish_pending()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from choreo.envelope import Envelope, Header, Role
 from choreo.errors import EnvelopeError, HandlerError
-from choreo.runtime.outbox import pack_headers, unpack_headers
+from choreo.store.outbox import pack_headers, unpack_headers
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
     EVENT_ID_NAMESPACE,
