@@ -64,12 +64,12 @@ import fastavro
 from choreo.codec import SingleObjectCodec
 from choreo.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
-from choreo.store import Inbox, MemoryInbox
 from choreo.runtime.routing import scan_headers
 from choreo.runtime.tracing import all_valid
 from choreo.schemas.loader import LocalSchemaRegistry
 from choreo.serde import EventSerde
 from choreo.service import Saga, Service
+from choreo.store import Inbox, MemoryInbox
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "runtime.json"
