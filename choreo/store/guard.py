@@ -31,6 +31,8 @@ class GroupMember(NamedTuple):
     instance_id: str | None
     client_id: str
     host: str
+    partitions: int
+    """How many partitions the member is assigned."""
 
 
 def group_members(transport: Any, group_id: str) -> list[GroupMember] | None:
@@ -52,7 +54,13 @@ def group_members(transport: Any, group_id: str) -> list[GroupMember] | None:
     if description.state in (ConsumerGroupState.DEAD, ConsumerGroupState.EMPTY):
         return []
     return [
-        GroupMember(m.member_id, m.group_instance_id, m.client_id, m.host)
+        GroupMember(
+            m.member_id,
+            m.group_instance_id,
+            m.client_id,
+            m.host,
+            len(m.assignment.topic_partitions) if m.assignment else 0,
+        )
         for m in description.members
     ]
 
