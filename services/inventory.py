@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from choreo import Context, Service
-from choreo.events import Event
+from choreo.model.events import Event
 from choreo.store import execute, executemany
 from services import events as ev
 from services.config import ServiceConfig

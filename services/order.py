@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from choreo import Context, Service
-from choreo.envelope import now_ms as epoch_ms
-from choreo.events import Event
+from choreo.model.envelope import now_ms as epoch_ms
+from choreo.model.events import Event
 from choreo.runtime import Publisher
 from choreo.store import execute
 from services import events as ev

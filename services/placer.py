@@ -60,13 +60,13 @@ def main(
     topic_prefix: str,
 ) -> None:
     """Place COUNT sample orders and exit once every start event is acknowledged."""
-    from choreo.demo import find_schemas_dir
     from choreo.runtime import Publisher, WorkerConfig
     from choreo.runtime.serdes import serde_for
     from choreo.store import SqliteStore, open_store, service_component
     from choreo.transports.factory import open_transport
     from services.catalog import sample_orders
     from services.config import ServiceConfig
+    from services.demo import find_schemas_dir
     from services.order import Orders, create, place_order
 
     if (store_url is None) == (inbox is None):

@@ -4,7 +4,8 @@ The runtime hands a handler the batch's transaction as ``ctx.db`` (the choreo st
 connection: SQLite or PostgreSQL), so the service's state change, the inbox record and the
 emitted events commit together: a crash leaves all or none. The tables are created by the
 service's migrations (:meth:`Store.migrations`, declared on the
-:class:`~choreo.service.Service`), which the worker applies at start, once for all replicas.
+:class:`~choreo.choreography.service.Service`), which the worker applies at start, once for
+all replicas.
 Without a database from the runtime (the memory store, unit tests) the store uses its own
 SQLite connection and commits when the handler's block ends.
 

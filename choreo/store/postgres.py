@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any, Final
 
-from choreo.envelope import now_ms
 from choreo.errors import ConfigurationError
+from choreo.model.envelope import now_ms
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord, pack_headers, unpack_headers

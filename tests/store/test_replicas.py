@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from choreo.demo import find_schemas_dir
+from choreo.choreography.service import Service
 from choreo.runtime import Publisher, Worker, WorkerConfig
 from choreo.runtime.serdes import serde_for
-from choreo.service import Service
 from choreo.store import MemoryStore, execute
 from choreo.store.guard import group_members
 from choreo.store.postgres import PostgresStore
@@ -25,6 +24,7 @@ from choreo.transports.factory import open_transport
 from services import events as ev
 from services import inventory, order, payment
 from services.config import ServiceConfig
+from services.demo import find_schemas_dir
 from services.saga import OrderFulfillment
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
