@@ -33,6 +33,7 @@ import click
 
 from choreo.cli._common import close_transport, kafka_options, new_tracker, open_kafka
 from choreo.errors import ChoreoError
+from choreo.safety.text import printable
 from choreo.tracker.model import SagaStatus
 
 __all__ = ["export", "import_", "parse_time", "sagas", "trace", "verify", "watch"]
@@ -251,7 +252,6 @@ class Source:
 
     def records(self) -> Iterator[Any]:
         """Yield the selected records, showing progress on stderr when it is a terminal."""
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -261,7 +261,9 @@ class Source:
             TimeElapsedColumn,
         )
 
-        console = Console(stderr=True)
+        from choreo.safety.terminal import console as safe_console
+
+        console = safe_console(stderr=True)
         if self.file is not None:
             from choreo.tracker.sources import ContainerReader
 
@@ -336,9 +338,9 @@ def _load(source: Source, tracker: Any, now_text: str | None) -> int:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from choreo.safety.terminal import console
 
-    return Console(highlight=False)
+    return console()
 
 
 # --- commands --------------------------------------------------------------------------
@@ -416,10 +418,16 @@ def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> No
     if found is None:
         candidates = tracker.sagas(search=correlation_id, limit=6)
         if not candidates:
-            raise click.ClickException(f"no saga with correlation id {correlation_id!r}")
+            raise click.ClickException(
+                f"no saga with correlation id {printable(correlation_id)!r}: "
+                "run `choreo sagas` with the same source to list the ids it holds"
+            )
         if len(candidates) > 1:
-            names = ", ".join(t.correlation_id for t in candidates[:5])
-            raise click.ClickException(f"{correlation_id!r} matches several sagas: {names}")
+            names = ", ".join(printable(t.correlation_id, 80) for t in candidates[:5])
+            raise click.ClickException(
+                f"{printable(correlation_id)!r} matches several sagas: {names}; "
+                "give more of the id"
+            )
         found = candidates[0]
     payload = None
     if options.schemas_dir is not None:
@@ -531,9 +539,10 @@ def verify(*, source: Source, options: TrackerOptions) -> None:
     report = verify_tracker(tracker)
     console = _console()
     if report.compensation_failed:
+        needing = ", ".join(printable(cid, 80) for cid in report.compensation_failed[:10])
         console.print(
             f"note: {len(report.compensation_failed)} saga(s) need a human "
-            f"(a compensation failed): {', '.join(report.compensation_failed[:10])}"
+            f"(a compensation failed): {needing}"
         )
     if report.stuck:
         console.print(f"note: {len(report.stuck)} saga(s) are stuck")

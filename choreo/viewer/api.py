@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-import json
 import logging
 import threading
 import uuid
@@ -26,6 +25,7 @@ from typing import Any, Final, Protocol
 
 from choreo._version import __version__
 from choreo.envelope import Role
+from choreo.safety.jsonsafe import dumps
 from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
 from choreo.viewer.graph_view import declared_graph
@@ -124,15 +124,16 @@ def _json_default(value: object) -> object:
 
 
 def to_json(value: object) -> bytes:
-    """Return ``value`` as UTF-8 JSON in which ``<``, ``>`` and ``&`` are ``\\u`` escapes.
+    """Return ``value`` as ASCII JSON in which ``<``, ``>`` and ``&`` are ``\\u`` escapes.
 
     The escapes keep a payload such as ``<script>`` inert even for a client that sniffs
-    the response as HTML; the JSON still decodes to the same strings. Values json cannot
-    encode (bytes, datetimes, decimals, UUIDs, sets) are converted, never dropped.
+    the response as HTML; the JSON still decodes to the same strings. Characters outside
+    the BMP are surrogate-pair escapes, an unpaired surrogate becomes U+FFFD and a float
+    that is not finite a string (see :func:`choreo.safety.jsonsafe.dumps`), so every JSON
+    parser accepts the result. Values json cannot encode (bytes, datetimes, decimals,
+    UUIDs, sets) are converted, never dropped.
     """
-    text = json.dumps(value, default=_json_default, ensure_ascii=True, separators=(",", ":"))
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return text.encode("ascii")
+    return dumps(value, default=_json_default).encode("ascii")
 
 
 def _normal(name: str) -> str:

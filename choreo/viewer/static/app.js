@@ -29,10 +29,23 @@
     }
   }
 
+  const TEXT_ONLY = new Set(['OPTION', 'TITLE', 'TEXTAREA']);
+
+  // Text is isolated from its neighbours' direction (a right-to-left override in a
+  // saga name cannot reorder the row around it): <bdi> in HTML, unicode-bidi in SVG.
   function appendAll(el, children) {
+    const html = el.namespaceURI !== SVG_NS && !TEXT_ONLY.has(el.tagName);
     for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
-      el.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+      if (child instanceof Node) { el.appendChild(child); continue; }
+      const text = document.createTextNode(String(child));
+      if (html) {
+        const isolated = document.createElement('bdi');
+        isolated.appendChild(text);
+        el.appendChild(isolated);
+      } else {
+        el.appendChild(text);
+      }
     }
     return el;
   }
@@ -62,8 +75,16 @@
 
   // --- formatting ---------------------------------------------------------------------
 
+  // Years 1 to 9999 (UTC) are times; anything else from data is shown as invalid.
+  const MIN_MS = -62135596800000;
+  const MAX_MS = 253402300799999;
+
+  function validTime(ms) { return Number.isFinite(ms) && ms >= MIN_MS && ms <= MAX_MS; }
+
   function fmtDuration(ms) {
     if (ms === null || ms === undefined) return '';
+    if (!Number.isFinite(ms) || Math.abs(ms) > MAX_MS - MIN_MS) return 'invalid';
+    if (ms < 0) return `-${fmtDuration(-ms)}`;
     if (ms < 1000) return `${ms} ms`;
     if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
     const minutes = Math.floor(ms / 60000);
@@ -76,6 +97,7 @@
 
   function fmtTime(ms) {
     if (ms === null || ms === undefined) return '';
+    if (!validTime(ms)) return `invalid time (${String(ms).slice(0, 24)} ms)`;
     const d = new Date(ms);
     const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
     const now = new Date();
