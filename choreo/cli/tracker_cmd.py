@@ -374,7 +374,7 @@ def sagas(
     limit: int,
 ) -> None:
     """List sagas (newest first) with their states, and how many are in each state."""
-    from choreo.tracker.render import counts_table, sagas_table
+    from choreo.tracker.render import counts_table, records_text, sagas_table
 
     tracker = options.build()
     now = _load(source, tracker, options.now_text)
@@ -401,6 +401,7 @@ def sagas(
     console.print(
         f"{tracker.total()} sagas, {tracker.stats.events} events from {source.count} records"
     )
+    console.print(records_text(tracker.stats, read=source.count))
 
 
 @click.command("trace")
@@ -517,11 +518,12 @@ def _watch_view(tracker: Any, latest: int) -> Any:
     """Return the watch screen: counts by status and the newest sagas."""
     from rich.console import Group
 
-    from choreo.tracker.render import counts_table, sagas_table
+    from choreo.tracker.render import counts_table, records_text, sagas_table
 
     return Group(
         counts_table(tracker.counts(), title=f"{tracker.total()} sagas"),
         sagas_table(tracker.sagas(limit=latest), title=f"newest {latest}"),
+        records_text(tracker.stats),
     )
 
 
@@ -531,7 +533,7 @@ def _watch_view(tracker: Any, latest: int) -> Any:
 @_errors
 def verify(*, source: Source, options: TrackerOptions) -> None:
     """Check the saga guarantee over the whole log; exit 1 explaining each violation."""
-    from choreo.tracker.render import findings_table
+    from choreo.tracker.render import findings_table, records_text
     from choreo.tracker.verify import verify_tracker
 
     tracker = options.build()
@@ -546,6 +548,7 @@ def verify(*, source: Source, options: TrackerOptions) -> None:
         )
     if report.stuck:
         console.print(f"note: {len(report.stuck)} saga(s) are stuck")
+    console.print(records_text(tracker.stats, read=source.count))
     if report.ok:
         console.print(report.summary())
         return

@@ -21,7 +21,7 @@ from rich.tree import Tree
 from choreo.envelope import Role
 from choreo.safety.terminal import data
 from choreo.safety.timestamps import format_ms
-from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
+from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.verify import Finding
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "findings_table",
     "format_duration",
     "format_time",
+    "records_text",
     "sagas_table",
     "status_text",
     "trace_tree",
@@ -144,6 +145,21 @@ def _event_label(
     return label
 
 
+def _trace_header(trace: SagaTrace) -> Text:
+    """Return the first line of a saga's timeline: saga, id, status, size, duration."""
+    header = Text()
+    header.append_text(data(f"{trace.saga or '?'} ", "bold"))
+    header.append_text(data(trace.correlation_id))
+    header.append("  ")
+    header.append_text(status_text(trace.status))
+    if trace.state.value != trace.status.value:
+        header.append(f" ({trace.state.value})", style="dim")
+    header.append(f"  {len(trace.events)} events, {format_duration(trace.duration_ms)}")
+    if trace.timed_out:
+        header.append("  timed out", style="yellow")
+    return header
+
+
 def trace_tree(
     trace: SagaTrace,
     *,
@@ -157,22 +173,15 @@ def trace_tree(
     are highlighted, late events flagged, the violations hang under their events.
     ``expecting`` names the event types that may come next (from the choreography).
     """
-    header = Text()
-    header.append_text(data(f"{trace.saga or '?'} ", "bold"))
-    header.append_text(data(trace.correlation_id))
-    header.append("  ")
-    header.append_text(status_text(trace.status))
-    if trace.state.value != trace.status.value:
-        header.append(f" ({trace.state.value})", style="dim")
-    header.append(f"  {len(trace.events)} events, {format_duration(trace.duration_ms)}")
-    if trace.timed_out:
-        header.append("  timed out", style="yellow")
-    tree = Tree(header)
+    tree = Tree(_trace_header(trace))
     known = {event.event_id: event for event in trace.events}
     by_event: dict[str | None, list[Text]] = {}
     for violation in trace.violations:
         text = data(f"[{violation.code}] {violation.message}", "bold red")
         by_event.setdefault(violation.event_id, []).append(text)
+    letters: dict[str, list[DeadLetterNote]] = {}
+    for note in trace.dead_letters:
+        letters.setdefault(note.event_id, []).append(note)
     previous: TraceEvent | None = None
     for event in trace.events:
         node = tree.add(_event_label(event, previous, known))
@@ -182,7 +191,14 @@ def trace_tree(
                 node.add(data(f"{name} = {value!r}", "dim"))
         for message in by_event.pop(event.event_id, []):
             node.add(message)
+        for note in letters.pop(event.event_id, []):
+            node.add(_dead_letter_text(note))
         previous = event
+    for notes in letters.values():  # dead letters of events the saga does not hold
+        for note in notes:
+            tree.add(data(f"{note.event_type or '?'} {note.event_id}", "red")).add(
+                _dead_letter_text(note)
+            )
     parts: list[RenderableType] = [tree]
     if trace.deadline_ms is not None:
         waiting = ", ".join(expecting)
@@ -194,6 +210,40 @@ def trace_tree(
         parts.append(Text(f"{len(trace.violations)} violation(s):", style="bold red"))
         parts.extend(data(f"  [{v.code}] {v.message}", "red") for v in trace.violations)
     return Group(*parts)
+
+
+def records_text(stats: Any, *, read: int | None = None) -> Text:
+    """Return how the records read were accounted for: events, duplicates, dead letters,
+    records without choreo headers, and the unreadable ones per reason."""
+    parts = [
+        f"{read if read is not None else stats.records} records: {stats.events} events",
+        f"{stats.duplicates} duplicates",
+        f"{stats.dead_letters} dead letters",
+        f"{stats.ignored} without choreo headers",
+        f"{stats.invalid} unreadable",
+    ]
+    text = Text(", ".join(parts))
+    if stats.reasons:
+        text.append(" (", style="")
+        reasons = sorted(stats.reasons.items(), key=lambda item: (-item[1], item[0]))
+        shown = "; ".join(f"{reason}: {count}" for reason, count in reasons[:10])
+        more = f"; {len(reasons) - 10} more reasons" if len(reasons) > 10 else ""
+        text.append_text(data(shown + more, "yellow", max_chars=2000))
+        text.append(")")
+    return text
+
+
+def _dead_letter_text(note: DeadLetterNote) -> Text:
+    """Return one dead letter as a timeline line."""
+    text = Text("dead-lettered", style="bold red")
+    text.append_text(data(f" by {note.service or '?'}", "red"))
+    if note.failed_at_ms is not None:
+        text.append(f" at {format_time(note.failed_at_ms)}", style="dim")
+    text.append_text(data(f": {note.message or note.reason}", "red", max_chars=300))
+    if note.needs_human:
+        text.append("  (a human is needed)", style="bold red")
+    text.append_text(data(f"  {note.where}", "dim"))
+    return text
 
 
 def findings_table(findings: Iterable[Finding]) -> Table:

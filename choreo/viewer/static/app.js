@@ -278,6 +278,7 @@
       chip('', 'All sagas', summary.total),
       STATUSES.map((status) => chip(status, statusLabel(status), summary.counts[status] || 0)),
     );
+    renderRecords(summary.records);
     const types = summary.saga_types || [];
     if (types.join('\n') !== state.sagaTypes.join('\n')) {
       state.sagaTypes = types;
@@ -285,6 +286,19 @@
       fill(select, h('option', { value: '' }, 'All sagas'), types.map((t) => h('option', { value: t }, t)));
       select.value = state.filters.saga;
     }
+  }
+
+  function renderRecords(records) {
+    if (!records) { fill($('records')); return; }
+    const unreadable = records.unreadable || [];
+    const reasons = unreadable.slice(0, 10).map((r) => `${r.reason}: ${r.count.toLocaleString('en-US')}`).join('; ');
+    fill($('records'),
+      `${records.records.toLocaleString('en-US')} records: ${records.events.toLocaleString('en-US')} events, `,
+      `${records.duplicates.toLocaleString('en-US')} duplicates, ${records.dead_letters.toLocaleString('en-US')} dead letters, `,
+      `${records.ignored.toLocaleString('en-US')} without choreo headers, `,
+      h('span', { class: records.invalid ? 'unreadable' : null, dataset: { invalid: String(records.invalid) } },
+        `${records.invalid.toLocaleString('en-US')} unreadable`),
+      reasons ? h('span', { class: 'reasons' }, ` (${reasons})`) : null);
   }
 
   function renderRows(page) {
@@ -352,10 +366,17 @@
 
   function renderViolations(d) {
     const box = $('violations');
-    if (!d.violations.length) { fill(box); return; }
-    fill(box, h('div', { class: 'violations' },
-      h('div', { class: 'title' }, `Saga guarantee violated (${d.violations.length})`),
-      h('ul', null, d.violations.map((v) => h('li', null, h('code', null, v.code), ' ', v.message)))));
+    const letters = d.dead_letters || [];
+    fill(box,
+      d.violations.length ? h('div', { class: 'violations' },
+        h('div', { class: 'title' }, `Saga guarantee violated (${d.violations.length})`),
+        h('ul', null, d.violations.map((v) => h('li', null, h('code', null, v.code), ' ', v.message)))) : null,
+      letters.length ? h('div', { class: 'violations dead-letters' },
+        h('div', { class: 'title' }, `Dead-lettered records (${letters.length})`),
+        h('ul', null, letters.map((l) => h('li', { dataset: { eventId: l.event_id } },
+          h('code', null, l.reason), ' ', l.event_type, ' ', h('span', { class: 'mono' }, l.event_id),
+          ` by ${l.service || '?'}`, l.failed_at_ms === null ? '' : ` at ${fmtTime(l.failed_at_ms)}`,
+          ': ', l.message, l.needs_human ? ' (a human is needed)' : '')))) : null);
   }
 
   function renderEventRows(d) {
