@@ -24,7 +24,7 @@ from choreo.errors import ChoreoError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from choreo.demo import DemoResult
+    from services.demo import DemoResult
 
 __all__ = ["demo"]
 
@@ -166,8 +166,8 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
-    from choreo.demo import Demo, DemoOptions
     from choreo.safety.terminal import console as safe_console
+    from services.demo import Demo, DemoOptions
 
     console = safe_console()
     try:

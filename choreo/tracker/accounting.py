@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from choreo.envelope import HEADER_PREFIX, Header, Role
+from choreo.model.envelope import HEADER_PREFIX, Header, Role
 from choreo.tracker.model import DeadLetterNote
 from choreo.transports.base import Record
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.safety.terminal import data
 from choreo.safety.timestamps import format_ms
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from choreo._version import __version__
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.safety.jsonsafe import dumps
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery

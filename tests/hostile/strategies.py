@@ -8,7 +8,7 @@ from typing import Final
 
 from hypothesis import strategies as st
 
-from choreo.envelope import Header, Role
+from choreo.model.envelope import Header, Role
 from choreo.safety.timestamps import MAX_MS, MIN_MS
 from choreo.transports.base import Record
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from choreo.cli import main
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.safety.terminal import console
 from choreo.safety.text import printable
 from choreo.safety.timestamps import MAX_MS, MIN_MS, format_ms, valid_ms

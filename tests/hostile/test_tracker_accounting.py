@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 
 from choreo.cli import main
-from choreo.envelope import Envelope, Header
+from choreo.model.envelope import Envelope, Header
 from choreo.safety.terminal import console
 from choreo.tracker.render import trace_tree
 from choreo.tracker.sources import write_container_file

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from choreo.envelope import Envelope, Header
+from choreo.model.envelope import Envelope, Header
 from choreo.runtime import DeadLetter, DeadLetterReason, Worker, WorkerConfig
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
