@@ -19,10 +19,15 @@ import click
 
 if TYPE_CHECKING:
     from choreo.transports.base import Transport
+    from choreo.transports.config import KafkaConfig
 
 __all__ = [
     "KAFKA_CLIENTS",
+    "client_config",
+    "client_properties",
     "close_transport",
+    "config_option",
+    "configured_bootstrap",
     "import_from_cwd",
     "kafka_options",
     "new_tracker",
@@ -36,10 +41,67 @@ KAFKA_CLIENTS: Final = ("confluent", "kafka-python")
 """The ``--transport`` choices of commands that talk to a Kafka cluster."""
 
 
-def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
-    """Return a decorator adding ``--bootstrap HOST:PORT`` and ``--transport`` (the client).
+CONFIG_META: Final = "choreo.kafka_config_file"
+"""Where the ``--config`` option leaves the client properties file in the click context."""
 
-    The command receives them as ``bootstrap: str | None`` and ``transport_kind: str``.
+
+def _remember_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta[CONFIG_META] = value
+
+
+def config_option() -> Callable[[F], F]:
+    """Return the ``--config FILE`` option: Kafka client properties (Java format).
+
+    The value is not passed to the command; :func:`client_config` reads it.
+    """
+    return click.option(
+        "--config",
+        "kafka_config_file",
+        metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="CHOREO_KAFKA_CONFIG",
+        expose_value=False,
+        callback=_remember_config,
+        help=(
+            "Kafka client properties (the Java client.properties format: security.protocol,"
+            " sasl.*, ssl.*, sasl.jaas.config...; or $CHOREO_KAFKA_CONFIG). Properties may"
+            " also be set as $CHOREO_KAFKA_<PROPERTY>, e.g. CHOREO_KAFKA_SASL_PASSWORD."
+        ),
+    )
+
+
+def client_properties() -> dict[str, str]:
+    """Return the client properties of ``--config`` (if given) overlaid with the environment's."""
+    from choreo.transports.properties import env_properties, load_properties
+
+    ctx = click.get_current_context(silent=True)
+    path = ctx.meta.get(CONFIG_META) if ctx is not None else None
+    properties = load_properties(path) if path is not None else {}
+    properties.update(env_properties())
+    return properties
+
+
+def configured_bootstrap() -> str | None:
+    """Return ``bootstrap.servers`` from ``--config`` or the environment, if set."""
+    return client_properties().get("bootstrap.servers") or None
+
+
+def client_config(bootstrap: str | None) -> KafkaConfig:
+    """Return the Kafka configuration of a command: ``--config``, environment, ``--bootstrap``.
+
+    Raises :class:`~choreo.errors.ConfigurationError` saying what to fix.
+    """
+    from choreo.transports.properties import kafka_config
+
+    return kafka_config(client_properties(), bootstrap=bootstrap)
+
+
+def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
+    """Return a decorator adding ``--bootstrap HOST:PORT``, ``--transport`` and ``--config``.
+
+    The command receives ``bootstrap: str | None`` and ``transport_kind: str``; the
+    client properties file of ``--config`` is read by :func:`open_kafka`.
     """
     bootstrap = click.option("--bootstrap", metavar="HOST:PORT", help=bootstrap_help)
     transport = click.option(
@@ -52,16 +114,25 @@ def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
     )
 
     def decorate(func: F) -> F:
-        return bootstrap(transport(func))
+        return bootstrap(transport(config_option()(func)))
 
     return decorate
 
 
-def open_kafka(transport_kind: str, bootstrap: str) -> Transport:
-    """Return the ``transport_kind`` transport for the cluster at ``bootstrap``."""
-    from choreo.transports.factory import open_transport
+def open_kafka(transport_kind: str, bootstrap: str | None) -> Transport:
+    """Return the ``transport_kind`` transport for the cluster of ``--bootstrap``/``--config``.
 
-    return open_transport(transport_kind, bootstrap=bootstrap)
+    The cluster is checked first (reachable, login accepted, TLS handshake), so a command
+    fails within seconds with an error saying what to fix instead of waiting out the
+    client's timeouts. Raises :class:`~choreo.errors.ConfigurationError` or
+    :class:`~choreo.errors.TransportError`.
+    """
+    from choreo.transports.factory import open_transport
+    from choreo.transports.probe import check_cluster
+
+    config = client_config(bootstrap)
+    check_cluster(transport_kind, config)
+    return open_transport(transport_kind, config=config)
 
 
 def close_transport(transport: object) -> None:

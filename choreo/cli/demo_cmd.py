@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from choreo.cli._common import kafka_options, wait_for_interrupt
+from choreo.cli._common import (
+    client_config,
+    configured_bootstrap,
+    kafka_options,
+    wait_for_interrupt,
+)
 from choreo.errors import ChoreoError
 
 if TYPE_CHECKING:
@@ -171,6 +176,7 @@ def demo(
 
     console = safe_console()
     try:
+        bootstrap = bootstrap or configured_bootstrap()
         options = DemoOptions(
             orders=orders,
             seed=seed,
@@ -184,6 +190,7 @@ def demo(
             silent_rate=silent_rate,
             data_dir=data_dir,
             schemas_dir=schemas_dir,
+            kafka_config=client_config(bootstrap) if bootstrap else None,
         )
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from exc

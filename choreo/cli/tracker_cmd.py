@@ -31,7 +31,13 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from choreo.cli._common import close_transport, kafka_options, new_tracker, open_kafka
+from choreo.cli._common import (
+    close_transport,
+    configured_bootstrap,
+    kafka_options,
+    new_tracker,
+    open_kafka,
+)
 from choreo.errors import ChoreoError
 from choreo.safety.text import printable
 from choreo.tracker.model import SagaStatus
@@ -213,7 +219,12 @@ class Source:
         if file_ is not None and bootstrap is not None:
             raise click.UsageError("give --file or --bootstrap, not both")
         if file_ is None and bootstrap is None and embedded is None:
-            raise click.UsageError("give --file PATH or --bootstrap HOST:PORT")
+            bootstrap = configured_bootstrap()
+            if bootstrap is None:
+                raise click.UsageError(
+                    "give --file PATH, or --bootstrap HOST:PORT (or bootstrap.servers in the"
+                    " --config file)"
+                )
         self.file = file_
         self.bootstrap = bootstrap
         self.transport_kind = transport_kind

@@ -201,16 +201,53 @@ def _kafka_python_value(name: str, value: object) -> object:
     return value
 
 
+_OAUTH_SETTINGS: Final = frozenset(
+    {
+        "sasl.oauthbearer.config", "sasl.oauthbearer.method", "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.secret", "sasl.oauthbearer.scope",
+        "sasl.oauthbearer.token.endpoint.url", "enable.sasl.oauthbearer.unsecure.jwt",
+    }
+)
+_NOT_FOR_KAFKA_PYTHON: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "ssl.keystore.location": "convert the PKCS12 keystore to PEM files (openssl pkcs12 -in"
+        " KEYSTORE -nodes -out client.pem) and set ssl.certificate.location and"
+        " ssl.key.location",
+        "ssl.ca.pem": "write the CA certificates to a file and set ssl.ca.location",
+        "ssl.certificate.pem": "write the certificate to a file and set"
+        " ssl.certificate.location",
+        "ssl.key.pem": "write the key to a file (mode 600) and set ssl.key.location",
+    }
+)
+
+
+def _kafka_python_extras(settings: Mapping[str, object], translated: Settings) -> None:
+    """Add what kafka-python needs as objects: the OAUTHBEARER token provider."""
+    if any(name in settings for name in _OAUTH_SETTINGS):
+        from choreo.transports.oauth import token_provider
+
+        translated["sasl_oauth_token_provider"] = token_provider(settings)
+    for name, fix in _NOT_FOR_KAFKA_PYTHON.items():
+        if name in settings:
+            raise ConfigurationError(f"kafka-python cannot use {name}: {fix}")
+
+
 def to_kafka_python(settings: Mapping[str, object]) -> Settings:
     """Rename librdkafka-style settings to kafka-python keywords and convert their values.
 
     ``group.id`` becomes ``group_id``, ``sasl.username`` becomes
     ``sasl_plain_username``, ``ssl.ca.location`` becomes ``ssl_cafile`` and so on;
-    names not in the table follow the rule "dots become underscores". Whether the
-    client knows a name is checked where the client is built.
+    names not in the table follow the rule "dots become underscores". OAUTHBEARER
+    settings (``sasl.oauthbearer.*``) become a ``sasl_oauth_token_provider``
+    (:func:`choreo.transports.oauth.token_provider`). Settings kafka-python cannot use
+    (a PKCS12 keystore, inline PEM) raise :class:`ConfigurationError` saying what to
+    use instead. Whether the client knows a name is checked where the client is built.
     """
     translated: Settings = {}
+    _kafka_python_extras(settings, translated)
     for name, value in settings.items():
+        if name in _OAUTH_SETTINGS:
+            continue
         keyword = _KAFKA_PYTHON_NAMES.get(name, name.replace(".", "_"))
         translated[keyword] = _kafka_python_value(keyword, value)
     return translated
