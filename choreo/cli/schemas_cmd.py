@@ -67,10 +67,10 @@ def check(schema_dir: Path, mode: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from choreo.avro.compat import check_registry
+    from choreo.avro.loader import load_directory
     from choreo.safety.terminal import console as safe_console
     from choreo.safety.terminal import data
-    from choreo.schemas.compat import check_registry
-    from choreo.schemas.loader import load_directory
 
     try:
         registry = load_directory(schema_dir)
@@ -104,8 +104,8 @@ def check(schema_dir: Path, mode: str) -> None:
 @click.option("--max-depth", type=int, default=None, help="Nesting limit (default 8).")
 def lint(schema_dir: Path, max_depth: int | None) -> None:
     """Lint schemas (recursion, depth, name clashes, namespaces); exit 1 on any issue."""
-    from choreo.schemas.lint import lint_files
-    from choreo.schemas.loader import BUILTIN_DIR, load_files
+    from choreo.avro.lint import lint_files
+    from choreo.avro.loader import BUILTIN_DIR, load_files
 
     files = sorted(schema_dir.rglob("*.avsc"))
     try:
@@ -137,8 +137,8 @@ def lint(schema_dir: Path, max_depth: int | None) -> None:
 )
 def codegen(schema_dir: Path, output: Path | None, check_only: bool) -> None:
     """Generate frozen dataclass event classes from the schemas in SCHEMA_DIR."""
-    from choreo.schemas.codegen import generate_module
-    from choreo.schemas.loader import load_directory
+    from choreo.avro.codegen import generate_module
+    from choreo.avro.loader import load_directory
 
     try:
         registry = load_directory(schema_dir)
@@ -172,10 +172,10 @@ def show(schema_dir: Path, name: str | None, version: int | None) -> None:
 
     from rich.table import Table
 
+    from choreo.avro.loader import load_directory
     from choreo.errors import UnknownEventError
     from choreo.safety.terminal import console as safe_console
     from choreo.safety.terminal import data
-    from choreo.schemas.loader import load_directory
 
     try:
         registry = load_directory(schema_dir)

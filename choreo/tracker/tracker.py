@@ -48,7 +48,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from choreo.choreography.graph import Choreography
 from choreo.choreography.service import Service
@@ -104,13 +104,13 @@ _FALSE: Final = (b"false", b"0", b"no")
 _CHUNK: Final = 20_000
 _CACHE_LIMIT: Final = 50_000
 _BROKEN: Final = (KeyError, ValueError, UnicodeDecodeError, AttributeError, TypeError)
+"""What a missing, undecodable or non-bytes choreo header raises in the hot loop."""
 _MAX_ID: Final = MAX_HEADER_BYTES
 _INT64: Final = 2**63
 _MAX_NOTED_SAGAS: Final = 10_000
 """Sagas whose dead letters are kept for their timelines (the oldest noted is dropped)."""
 _MAX_NOTES: Final = 50
 """Dead letters kept per saga."""
-"""What a missing, undecodable or non-bytes choreo header raises in the hot loop."""
 _ALL: Final = SagaQuery()
 
 _STATUS_OF: Final = {state: SagaStatus(state.value) for state in SagaState}
@@ -175,6 +175,18 @@ class TrackerStats:
         self.reasons = {
             k[len(_REASON_PREFIX) :]: v for k, v in saved.items() if k.startswith(_REASON_PREFIX)
         }
+
+
+def _out_of_bounds(eid: bytes, cid: bytes | None, cause: bytes | None, at: int) -> bool:
+    """Return True when an id is empty or too long, or a time does not fit 64 bits."""
+    return (
+        not eid
+        or not cid
+        or len(eid) > _MAX_ID
+        or len(cid) > _MAX_ID
+        or (cause is not None and len(cause) > _MAX_ID)
+        or not -_INT64 <= at < _INT64
+    )
 
 
 class Tracker:
@@ -281,7 +293,7 @@ class Tracker:
             self._feed_chunk((), dirty, final=True)
         return count
 
-    def _feed_chunk(  # noqa: PLR0912, PLR0915 - the hot loop, flat on purpose
+    def _feed_chunk(
         self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool
     ) -> tuple[int, list[Entry]]:
         """Add records' events to their sagas (collected in ``dirty``), then re-fold them.
@@ -290,124 +302,10 @@ class Tracker:
         otherwise only those with a terminal event, so they can be compacted, and the
         running ones wait for a later chunk (each saga is folded about once per read).
         Returns how many records were taken and the sagas re-folded.
-        This is the tracker's hot loop, written flat on purpose (DESIGN §7): one dict of
-        the headers, one cache look-up for the low-cardinality values, one TraceEvent
-        per record.
         """
         with self._cond:
+            taken, added, duplicates = self._add_records(records, dirty)
             stats = self.stats
-            full = self._full
-            packed_sagas = self._packed
-            offsets = self._offsets
-            shape_of = self._shapes.get
-            learn = self._learn
-            resume = self._resume
-            keep_payloads = self.decode is not None and self.max_payloads > 0
-            check_payloads = self.decode is not None and self.check_payloads
-            make = tuple.__new__  # TraceEvent(...) without the keyword handling
-            terminal = _TERMINAL_ROLES
-            taken = added = duplicates = 0
-            for record in records:
-                taken += 1
-                topic, partition, offset = record.topic, record.partition, record.offset
-                if resume and self._already_read(topic, partition, offset):
-                    continue
-                # the next offset to read; a re-delivered older record moves it back, which
-                # only makes a restart read (and deduplicate) a little more
-                offsets[(topic, partition)] = offset + 1
-                raw_headers = record.headers
-                headers = dict(raw_headers)
-                cid_raw = headers.get(_CID)
-                if cid_raw is None:
-                    if _CID in headers:
-                        stats.unreadable(f"null header {_CID}")
-                    else:
-                        stats.ignored += 1
-                    continue
-                if len(headers) != len(raw_headers) or None in headers.values():
-                    problem = header_problem(raw_headers)
-                    if problem is not None:
-                        stats.unreadable(problem)
-                        continue
-                if _DLQ_REASON in headers or _NEEDS_HUMAN in headers:
-                    marked = self._dead_letter(headers, cid_raw, record)
-                    if marked is not None:
-                        dirty[marked.cid] = marked
-                    continue
-                try:
-                    shape = (
-                        headers[_TYPE],
-                        headers[_ROLE],
-                        headers.get(_SERVICE, b""),
-                        headers.get(_STEP),
-                        headers.get(_SAGA, b""),
-                        topic,
-                    )
-                    event_type, role, service, step, saga, topic = shape_of(shape) or learn(shape)
-                    eid_raw = headers[_EID]
-                    cause_raw = headers.get(_CAUSE)
-                    at = int(headers[_AT])
-                    if (
-                        not eid_raw
-                        or not cid_raw
-                        or len(eid_raw) > _MAX_ID
-                        or len(cid_raw) > _MAX_ID
-                        or (cause_raw is not None and len(cause_raw) > _MAX_ID)
-                        or not -_INT64 <= at < _INT64
-                    ):
-                        raise ValueError("empty, long or out-of-range envelope value")
-                    eid = eid_raw.decode()
-                    cid = cid_raw.decode()
-                    event = make(
-                        TraceEvent,
-                        (
-                            eid,
-                            event_type,
-                            role,
-                            service,
-                            at,
-                            None if cause_raw is None else cause_raw.decode(),
-                            step,
-                            topic,
-                            partition,
-                            offset,
-                            False,
-                        ),
-                    )
-                except _BROKEN:
-                    self._unreadable(record, headers)
-                    continue
-                if check_payloads or record.value is None:
-                    problem = self._payload_problem(event_type, record.value)
-                    if problem is not None:
-                        stats.unreadable(problem)
-                        continue
-                # the sagas of this read so far are in the small, cache-warm ``dirty`` map
-                entry = dirty.get(cid)
-                if entry is None or entry.packed_away:
-                    entry = full.get(cid)
-                    if entry is None:
-                        packed = packed_sagas.get(cid)
-                        entry = (
-                            self._new_entry(cid) if packed is None else self._expand(cid, packed)
-                        )
-                known = entry.events.setdefault(eid, event)
-                if known is not event:
-                    duplicates += 1
-                    kept = preferred(known, event)
-                    if kept is known:
-                        continue
-                    entry.events[eid] = kept
-                else:
-                    added += 1
-                entry.trace = None  # stale until re-folded
-                dirty[cid] = entry
-                if role in terminal:
-                    entry.ended = True
-                if saga is not entry.saga and saga and (not entry.saga or saga < entry.saga):
-                    self._retype(entry, saga)
-                if keep_payloads and record.value is not None:
-                    self._keep_payload(cid, eid, record.value)
             stats.records += taken
             stats.events += added
             stats.duplicates += duplicates
@@ -418,34 +316,149 @@ class Tracker:
                 ready = [entry for entry in dirty.values() if entry.ended]
                 for entry in ready:
                     del dirty[entry.cid]
-            refold, settle = self._refold, self._settle
-            finished, keep_finished = self._finished, self.keep_finished
-            for entry in ready:
-                if entry.packed_away:  # packed while it waited: expanding re-folds it
-                    packed = packed_sagas.get(entry.cid)
-                    if packed is not None:
-                        self._expand(entry.cid, packed)
-                    continue
-                trace = refold(entry, new_event=True)
-                if trace.state in TERMINAL_STATES and len(finished) >= keep_finished:
-                    # it will be packed: do it now, while its events are in the CPU caches
-                    # (the blob is used when it is evicted, unless an event changes it first)
-                    entry.blob = self._pack(entry.cid, trace.events)
-                settle(entry)
+            self._refold_ready(ready)
             self._evict()
             if ready or self._noted:
                 self._noted = False
                 self._changed()
             return taken, ready
 
+    def _add_records(
+        self, records: Iterable[Record], dirty: dict[str, Entry]
+    ) -> tuple[int, int, int]:
+        """Add each record's event to its saga's event set.
+
+        Returns how many records were taken, how many events were new and how many were
+        duplicates (known event ids).
+
+        The tracker's hot loop, flat on purpose: one dict of the headers, one cache
+        look-up for the low-cardinality values, one TraceEvent per record; the sagas of
+        this read are found in the small, cache-warm ``dirty`` map before the large ones.
+        """
+        offsets = self._offsets
+        shape_of = self._shapes.get
+        resume = self._resume
+        keep_payloads = self.decode is not None and self.max_payloads > 0
+        check_payloads = self.decode is not None and self.check_payloads
+        make = tuple.__new__  # TraceEvent(...) without the keyword handling
+        taken = added = duplicates = 0
+        for taken, record in enumerate(records, 1):  # noqa: B007 - taken is the count
+            topic, partition, offset = record.topic, record.partition, record.offset
+            if resume and self._already_read(topic, partition, offset):
+                continue
+            # the next offset to read; a re-delivered older record moves it back, which
+            # only makes a restart read (and deduplicate) a little more
+            offsets[(topic, partition)] = offset + 1
+            raw_headers = record.headers
+            headers = dict(raw_headers)
+            cid_raw = headers.get(_CID)
+            if (
+                cid_raw is None
+                or len(headers) != len(raw_headers)
+                or None in headers.values()
+                or _DLQ_REASON in headers
+                or _NEEDS_HUMAN in headers
+            ) and self._set_aside(record, headers, dirty):
+                continue
+            try:
+                shape = (
+                    headers[_TYPE],
+                    headers[_ROLE],
+                    headers.get(_SERVICE, b""),
+                    headers.get(_STEP),
+                    headers.get(_SAGA, b""),
+                    topic,
+                )
+                event_type, role, service, step, saga, topic = shape_of(shape) or self._learn(shape)
+                eid_raw, cause_raw, at = headers[_EID], headers.get(_CAUSE), int(headers[_AT])
+                if _out_of_bounds(eid_raw, cid_raw, cause_raw, at):
+                    raise ValueError("an empty or too long id, or a time beyond 64 bits")
+                eid = eid_raw.decode()
+                cid = cast("bytes", cid_raw).decode()  # not None: _set_aside took those
+                event = make(
+                    TraceEvent,
+                    (
+                        eid,
+                        event_type,
+                        role,
+                        service,
+                        at,
+                        None if cause_raw is None else cause_raw.decode(),
+                        step,
+                        topic,
+                        partition,
+                        offset,
+                        False,
+                    ),
+                )
+            except _BROKEN:
+                self._unreadable(record, headers)
+                continue
+            if (check_payloads or record.value is None) and self._bad_payload(
+                event_type, record.value
+            ):
+                continue
+            entry = dirty.get(cid)
+            if entry is None or entry.packed_away:
+                entry = self._entry_of(cid)
+            known = entry.events.setdefault(eid, event)
+            if known is event:
+                added += 1
+            else:
+                duplicates += 1
+                if preferred(known, event) is known:
+                    continue
+                entry.events[eid] = event
+            entry.trace = None  # stale until re-folded
+            dirty[cid] = entry
+            entry.ended = entry.ended or role in _TERMINAL_ROLES
+            if saga is not entry.saga:
+                self._name_saga(entry, saga)
+            if keep_payloads:
+                self._keep_payload(cid, eid, record.value)
+        return taken, added, duplicates
+
+    def _set_aside(
+        self, record: Record, headers: dict[str, bytes], dirty: dict[str, Entry]
+    ) -> bool:
+        """Account for a record that is not a plain event; return True when it is not one.
+
+        A record without a correlation id is ignored (no choreo headers) or unreadable (a
+        null one); repeated or null choreo headers make it unreadable; a dead letter is
+        noted on its saga. Returns False when only headers of other names repeat or are
+        null: the record is then read as an event.
+        """
+        cid_raw = headers.get(_CID)
+        if cid_raw is None:
+            if _CID in headers:
+                self.stats.unreadable(f"null header {_CID}")
+            else:
+                self.stats.ignored += 1
+            return True
+        problem = header_problem(record.headers)
+        if problem is not None:
+            self.stats.unreadable(problem)
+            return True
+        if _DLQ_REASON in headers or _NEEDS_HUMAN in headers:
+            self._dead_letter(headers, cid_raw, record, dirty)
+            return True
+        return False
+
     def _unreadable(self, record: Record, headers: dict[str, bytes]) -> None:
-        """Count a record whose envelope is not valid, under the reason it is not."""
+        """Count (and log at debug level) a record whose envelope is not valid, by reason."""
         reason = unreadable_reason(headers)
         self.stats.unreadable(reason)
         logger.debug(
             "record %s/%d@%d is unreadable: %s",
             printable(record.topic, 200), record.partition, record.offset, reason,
         )
+
+    def _bad_payload(self, event_type: str, value: bytes | None) -> bool:
+        """Count a record whose payload cannot be the event its headers name; return True."""
+        problem = self._payload_problem(event_type, value)
+        if problem is not None:
+            self.stats.unreadable(problem)
+        return problem is not None
 
     def _payload_problem(self, event_type: str, value: bytes | None) -> str | None:
         """Return why a payload cannot be the event its headers announce, or None."""
@@ -461,6 +474,41 @@ class Tracker:
         if isinstance(named, str) and named != event_type:
             return f"payload type differs from header {_TYPE}"
         return None
+
+    def _refold_ready(self, ready: list[Entry]) -> None:
+        """Re-fold the sagas whose events changed; pack a finished one about to be evicted."""
+        packed_sagas = self._packed
+        refold, settle = self._refold, self._settle
+        finished, keep_finished = self._finished, self.keep_finished
+        for entry in ready:
+            if entry.packed_away:  # packed while it waited: expanding re-folds it
+                packed = packed_sagas.get(entry.cid)
+                if packed is not None:
+                    self._expand(entry.cid, packed)
+                continue
+            trace = refold(entry, new_event=True)
+            if trace.state in TERMINAL_STATES and len(finished) >= keep_finished:
+                # it will be packed: do it now, while its events are in the CPU caches
+                # (the blob is used when it is evicted, unless an event changes it first)
+                entry.blob = self._pack(entry.cid, trace.events)
+            settle(entry)
+
+    def _entry_of(self, cid: str) -> Entry:
+        """Return a saga's entry in full: the kept one, the packed one expanded, or a new one."""
+        entry = self._full.get(cid)
+        if entry is not None:
+            return entry
+        packed = self._packed.get(cid)
+        return self._new_entry(cid) if packed is None else self._expand(cid, packed)
+
+    def _name_saga(self, entry: Entry, saga: str) -> None:
+        """Give a saga the type an event names, if it has none or this one sorts first.
+
+        Events of one saga normally agree; when they do not, the smallest name wins,
+        so the type does not depend on the order the events were read in.
+        """
+        if saga and (not entry.saga or saga < entry.saga):
+            self._retype(entry, saga)
 
     def _learn(self, shape: _Shape) -> _Known:
         """Decode (and cache) a record's low-cardinality values; raise when one is broken."""
@@ -497,7 +545,9 @@ class Tracker:
         self._index.added(cid)
         return entry
 
-    def _keep_payload(self, cid: str, eid: str, value: bytes) -> None:
+    def _keep_payload(self, cid: str, eid: str, value: bytes | None) -> None:
+        if value is None:
+            return
         self._payloads[(cid, eid)] = value
         if len(self._payloads) > self.max_payloads:
             self._payloads.popitem(last=False)
@@ -512,30 +562,43 @@ class Tracker:
         return text
 
     def _dead_letter(
-        self, headers: dict[str, bytes], cid_raw: bytes, record: Record
-    ) -> Entry | None:
-        """Note a dead-letter record on its saga's timeline; one asking for a human marks it.
-
-        Returns the saga to re-fold when it was marked, else None.
-        """
+        self, headers: dict[str, bytes], cid_raw: bytes, record: Record, dirty: dict[str, Entry]
+    ) -> None:
+        """Note a dead-letter record on its saga's timeline; one asking for a human marks
+        the saga (put in dirty)."""
         try:
             cid = cid_raw.decode("utf-8") if 0 < len(cid_raw) <= _MAX_ID else ""
         except UnicodeDecodeError:
             cid = ""
         if not cid:
             self.stats.unreadable(f"dead letter without a valid {_CID}")
-            return None
+            return
         self.stats.dead_letters += 1
-        note = dead_letter_note(headers, record)
         notes = self._notes.get(cid)
         if notes is None:
             notes = self._notes[cid] = []
             if len(self._notes) > _MAX_NOTED_SAGAS:
                 self._notes.popitem(last=False)
         if len(notes) < _MAX_NOTES:
-            notes.append(note)
+            notes.append(dead_letter_note(headers, record))
         self._noted = True
-        if not note.needs_human:
+        marked = self._mark_needs_human(headers, cid)
+        if marked is not None:
+            dirty[marked.cid] = marked
+
+    def dead_letters(self, correlation_id: str) -> list[DeadLetterNote]:
+        """Return the dead letters noted for a saga, in the order they were read."""
+        with self._cond:
+            return list(self._notes.get(correlation_id, ()))
+
+    def _mark_needs_human(self, headers: dict[str, bytes], cid: str) -> Entry | None:
+        """Mark the saga of a record asking for a human compensation-failed; return it.
+
+        None when the record does not ask (``needs-human`` false) or the saga was
+        already marked.
+        """
+        flag = headers.get(_NEEDS_HUMAN)
+        if flag is None or flag.strip().lower() in _FALSE:
             return None
         entry = self._full.get(cid)
         packed = self._packed.get(cid) if entry is None else None
@@ -553,11 +616,6 @@ class Tracker:
             return None
         entry.compensation_failed = True
         return entry
-
-    def dead_letters(self, correlation_id: str) -> list[DeadLetterNote]:
-        """Return the dead letters noted for a saga, in the order they were read."""
-        with self._cond:
-            return list(self._notes.get(correlation_id, ()))
 
     def _retype(self, entry: Entry, saga: str) -> None:
         self._index.moving(entry.cid)
@@ -879,42 +937,51 @@ class Tracker:
             for cid in index.overdue(now):
                 index.moving(cid)
                 entry = self._full.get(cid)
-                if entry is None:
-                    packed = self._packed[cid]
-                    summary = summary_of(packed, self.symbols)
-                    deadline, flags = summary.deadline_ms, summary.flags
-                    if flags & FLAG_STUCK or deadline is None or now <= deadline:
-                        continue
-                    if summary.state in TERMINAL_STATES:
-                        continue
-                    old = summary.status
-                    new = SagaStatus.STUCK if old in _PLAIN else old
-                    packed = self._packed[cid] = restamp(packed, new, flags | FLAG_STUCK)
-                    self._counts[old] -= 1
-                    self._counts[new] += 1
-                    if self.store is not None:
-                        self._unsaved.add(cid)
-                    newly.append(self._trace_of(cid, packed))
-                    continue
-                if entry.stuck or entry.deadline_ms is None or now <= entry.deadline_ms:
-                    continue
-                if entry.state in TERMINAL_STATES:
-                    continue
-                entry.stuck = True
-                if entry.trace is not None:
-                    entry.trace = replace(entry.trace, stuck=True)
-                    self._summarise(entry, entry.trace)
-                else:  # waiting to be re-folded: only the summary changes now
-                    old = entry.status
-                    entry.status = SagaStatus.STUCK if old in _PLAIN else old
-                    self._counts[old] -= 1
-                    self._counts[entry.status] += 1
-                    if self.store is not None:
-                        self._unsaved.add(cid)
-                newly.append(self._trace_of(cid, entry))
+                trace = (
+                    self._stuck_packed(cid, now) if entry is None else self._stuck_full(entry, now)
+                )
+                if trace is not None:
+                    newly.append(trace)
             if newly:
                 self._changed()
             return newly
+
+    def _stuck_packed(self, cid: str, now: int) -> SagaTrace | None:
+        """Mark a packed running saga stuck if its deadline passed; return its trace then."""
+        packed = self._packed[cid]
+        summary = summary_of(packed, self.symbols)
+        deadline, flags = summary.deadline_ms, summary.flags
+        if flags & FLAG_STUCK or deadline is None or now <= deadline:
+            return None
+        if summary.state in TERMINAL_STATES:
+            return None
+        old = summary.status
+        new = SagaStatus.STUCK if old in _PLAIN else old
+        packed = self._packed[cid] = restamp(packed, new, flags | FLAG_STUCK)
+        self._counts[old] -= 1
+        self._counts[new] += 1
+        if self.store is not None:
+            self._unsaved.add(cid)
+        return self._trace_of(cid, packed)
+
+    def _stuck_full(self, entry: Entry, now: int) -> SagaTrace | None:
+        """Mark a running saga kept in full stuck if its deadline passed; return its trace then."""
+        if entry.stuck or entry.deadline_ms is None or now <= entry.deadline_ms:
+            return None
+        if entry.state in TERMINAL_STATES:
+            return None
+        entry.stuck = True
+        if entry.trace is not None:
+            entry.trace = replace(entry.trace, stuck=True)
+            self._summarise(entry, entry.trace)
+        else:  # waiting to be re-folded: only the summary changes now
+            old = entry.status
+            entry.status = SagaStatus.STUCK if old in _PLAIN else old
+            self._counts[old] -= 1
+            self._counts[entry.status] += 1
+            if self.store is not None:
+                self._unsaved.add(entry.cid)
+        return self._trace_of(entry.cid, entry)
 
     def timeout_candidates(self, now_ms: int) -> list[str]:
         """Return the sagas moving forward whose deadline passed before ``now_ms``.

@@ -222,8 +222,11 @@ _NOT_FOR_KAFKA_PYTHON: Final[Mapping[str, str]] = MappingProxyType(
 
 
 def _kafka_python_extras(settings: Mapping[str, object], translated: Settings) -> None:
-    """Add what kafka-python needs as objects: the OAUTHBEARER token provider."""
-    if any(name in settings for name in _OAUTH_SETTINGS):
+    """Add what kafka-python needs as objects: the OAUTHBEARER token provider (only with
+    ``sasl.mechanism=OAUTHBEARER``; otherwise the ``sasl.oauthbearer.*`` settings are
+    librdkafka's alone and left out)."""
+    mechanism = settings.get("sasl.mechanism", settings.get("sasl.mechanisms", ""))
+    if str(mechanism).upper() == "OAUTHBEARER":
         from choreo.transports.oauth import token_provider
 
         translated["sasl_oauth_token_provider"] = token_provider(settings)

@@ -145,7 +145,8 @@ def token_provider(settings: Mapping[str, object]) -> AbstractTokenProvider:
     if "principal" not in options:
         raise ConfigurationError(
             "OAUTHBEARER needs sasl.oauthbearer.method=oidc with a token endpoint, client id"
-            " and secret, or sasl.oauthbearer.config=principal=<name> (unsecured, for tests)"
+            " and secret, or sasl.oauthbearer.config set to principal=<name> (unsecured,"
+            " for tests)"
         )
     life = options.get("lifeSeconds", "3600")
     return UnsecuredTokenProvider(

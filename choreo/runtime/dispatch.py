@@ -1,0 +1,382 @@
+"""Dispatch of a polled batch to the handlers: decode, dedupe, invoke, retry, dead-letter.
+
+A :class:`Dispatcher` handles the records of one batch in partition order and returns a
+:class:`BatchOutput`: the outbox records to publish (emitted events and dead letters),
+the inbox keys of the records handled, and the next offset of each partition.
+
+- **Dedupe**: a first pass reads every record's envelope
+  (:func:`~choreo.runtime.routing.scan_headers`) and its inbox key (the event id) for one
+  batched :meth:`~choreo.runtime.inbox.Inbox.seen` query; records already handled are
+  dropped.
+- **Invoke**: the handler of the record's event type is called with the decoded event by
+  an :class:`~choreo.runtime.invoke.Invoker`, which owns retries with backoff, business
+  failures and giving up to a dead letter (see :mod:`choreo.runtime.invoke`).
+- **Dead letters** of records no handler can take: an undecodable payload, a broken
+  envelope or an unknown event type goes to the dead-letter topic
+  (:mod:`choreo.runtime.deadletter`), and the batch moves past it.
+- **Hooks**: with middleware that needs ``before_dispatch`` / ``after_dispatch``
+  (:mod:`choreo.runtime.middleware`), each routed record is handled between them;
+  without, the common case (a handler without context that succeeds at once) stays
+  inlined in the loop.
+
+With a thread pool, the partitions of a batch are handled on its threads (one partition
+per thread, in order); handlers then get ``ctx.db = None``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from choreo.errors import EnvelopeError, UnknownEventError
+from choreo.model.envelope import HEADER_PREFIX, Header
+from choreo.model.events import Event
+from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
+from choreo.runtime.emit import Emitter, as_events
+from choreo.runtime.inbox import Inbox
+from choreo.runtime.invoke import Invoker, Item, event_info
+from choreo.runtime.middleware import EventInfo, Hooks, Outcome
+from choreo.runtime.outbox import OutboxRecord
+from choreo.runtime.routing import Fields, Route, check_envelope, fields_from, scan_headers
+from choreo.runtime.tracing import all_valid
+from choreo.transports.base import Record
+
+if TYPE_CHECKING:
+    from choreo.runtime.worker import Worker
+
+__all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
+
+logger = logging.getLogger("choreo.runtime.worker")
+
+_ID = Header.EVENT_ID
+
+_NOTHING: Final[list[OutboxRecord]] = []  # "handled, nothing more to add" (never mutated)
+_SKIPPED: Final[list[OutboxRecord]] = []  # "accounted for already" (never mutated)
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """What handling part of a batch produced: outbox records, handled ids, next offsets.
+
+    ``abandoned`` is True when the worker stopped during a retry's backoff: the records
+    from the abandoned one on were not handled and their offsets are not in
+    ``next_offsets``.
+    """
+
+    records: list[OutboxRecord] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    abandoned: bool = False
+
+
+class Dispatcher:
+    """Hands each record of a batch to its handler and collects the output (see module docs).
+
+    ``invoker`` runs a handler to its outcome (retries, failures, dead letters); ``hooks``
+    are the worker's middleware (the per-event ones are called with ``worker``);
+    ``executor`` (optional) handles partitions in parallel.
+    """
+
+    def __init__(
+        self,
+        *,
+        worker: Worker,
+        group_id: str,
+        routes: Mapping[str, Route],
+        decode: Callable[[str, bytes], Event],
+        emitter: Emitter,
+        invoker: Invoker,
+        inbox: Inbox,
+        hooks: Hooks,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.worker = worker
+        self.group_id = group_id
+        self.routes = routes
+        self.decode = decode
+        self.emitter = emitter
+        self.invoker = invoker
+        self.inbox = inbox
+        self.hooks = hooks
+        self.executor = executor
+
+    def dispatch(self, records: list[Record]) -> BatchOutput:
+        """Handle the records in order (or per partition in the pool) and collect the output.
+
+        A first pass reads each record's envelope (:func:`scan_headers`) and inbox key (its
+        event id) for one batched :meth:`Inbox.seen` query; the second handles one record
+        at a time.
+        """
+        scanned = [scan_headers(record.headers) for record in records]
+        # traceparents checked for the whole batch at once; b"" (invalid) when a record
+        # takes the slow path, so that batch's traceparents are checked one by one
+        emitter = self.emitter
+        emitter.traces_valid = emitter.tracing and all_valid(
+            [fields[3] if fields is not None else b"" for fields in scanned]
+        )
+        keys = [
+            fields[1] if fields is not None else inbox_key(record)
+            for record, fields in zip(records, scanned, strict=True)
+        ]
+        seen = self.inbox.seen(self.group_id, keys)
+        if seen and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] %d duplicate(s) dropped", self.group_id, len(seen))
+        if self.executor is None:
+            output = BatchOutput()
+            self._sequence(records, keys, scanned, seen=seen, output=output, inbox=self.inbox)
+            return output
+        return self._in_pool(records, keys, scanned, seen)
+
+    def _in_pool(
+        self,
+        records: list[Record],
+        keys: list[str],
+        scanned: list[Fields | None],
+        seen: set[str],
+    ) -> BatchOutput:
+        """Handle each partition's records on a pool thread; merge in partition order."""
+        assert self.executor is not None
+        groups: dict[tuple[str, int], tuple[list[Record], list[str], list[Fields | None]]] = {}
+        for record, key, fields in zip(records, keys, scanned, strict=True):
+            group = groups.get((record.topic, record.partition))
+            if group is None:
+                group = groups[(record.topic, record.partition)] = ([], [], [])
+            group[0].append(record)
+            group[1].append(key)
+            group[2].append(fields)
+        if len(groups) == 1:
+            return self._group(records, keys, scanned, seen)
+        futures = [self.executor.submit(self._group, *group, seen) for group in groups.values()]
+        merged = BatchOutput()
+        for future in futures:
+            part = future.result()
+            merged.records.extend(part.records)
+            merged.ids.extend(part.ids)
+            merged.next_offsets.update(part.next_offsets)
+            merged.abandoned = merged.abandoned or part.abandoned
+        return merged
+
+    def _group(
+        self,
+        records: list[Record],
+        keys: list[str],
+        scanned: list[Fields | None],
+        seen: set[str],
+    ) -> BatchOutput:
+        """Handle one partition's records (on a pool thread: no database for handlers)."""
+        output = BatchOutput()
+        self._sequence(records, keys, scanned, seen=seen, output=output, inbox=None)
+        return output
+
+    def _sequence(
+        self,
+        records: list[Record],
+        keys: list[str],
+        scanned: list[Fields | None],
+        *,
+        seen: set[str],
+        output: BatchOutput,
+        inbox: Inbox | None,
+    ) -> None:
+        """Handle records in order into ``output``; stop early when the worker stops mid-retry.
+
+        ``keys`` are the records' inbox keys and ``scanned`` their envelopes when
+        :func:`scan_headers` could read them; ``inbox`` is the store whose connection
+        handlers get as ``ctx.db`` (None: no database). This is the hot path: the common
+        case (a new record of a handled type whose handler takes no context and succeeds
+        at once) stays in this loop and :meth:`Emitter.emit_one`.
+        """
+        routes = self.routes
+        decode = self.decode
+        emitter = self.emitter
+        emit_one = emitter.emit_one
+        invoker = self.invoker
+        hooked = self.hooks.dispatch
+        out_ids = output.ids
+        out_records = output.records
+        db = inbox if inbox is not None and inbox.connection is not None else None
+        done = 0
+        for record, key, scan in zip(records, keys, scanned, strict=True):
+            done += 1
+            if key in seen:
+                continue
+            fields = scan if scan is not None else self._read_fields(record, key, seen, output)
+            if fields is None:
+                continue
+            route = routes.get(fields[0])
+            if route is None:
+                self._not_ours((record, fields), seen, output)
+                continue
+            if hooked or route.takes_context:
+                emitted = self._dispatch_one(
+                    route, (record, fields), key, db, seen=seen, output=output
+                )
+                if emitted is _SKIPPED:
+                    continue
+            else:  # a handler without context and no dispatch hooks: inlined
+                try:
+                    event = decode(fields[0], record.value or b"")
+                except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
+                    self._undecodable(record, key, exc, seen, output)
+                    continue
+                try:
+                    result = route.func(event)
+                    if isinstance(result, Event):
+                        out_records.append(emit_one(route, fields, result))
+                    elif result is not None:
+                        out_records.extend(
+                            emitter.emit(route, fields, as_events(route.step_id, [], result))
+                        )
+                    emitted = _NOTHING
+                except Exception as exc:
+                    emitted = invoker.after_failure(route, (record, fields), event, exc, None)
+            if emitted is None:
+                output.abandoned = True
+                done -= 1
+                break
+            seen.add(key)
+            out_ids.append(key)
+            out_records.extend(emitted)
+        output.next_offsets.update({(r.topic, r.partition): r.offset + 1 for r in records[:done]})
+
+    def _dispatch_one(
+        self,
+        route: Route,
+        item: Item,
+        key: str,
+        db: Inbox | None,
+        *,
+        seen: set[str],
+        output: BatchOutput,
+    ) -> list[OutboxRecord] | None:
+        """Dispatch one record: a handler taking a context, or between dispatch hooks.
+
+        Returns what :meth:`_sequence` adds to the output: the emitted records, None when
+        abandoned, or ``_SKIPPED`` when the record was dead-lettered as undecodable.
+        """
+        info = event_info(route, item) if self.hooks.dispatch else None
+        worker = self.worker
+        if info is not None:
+            for hook in self.hooks.before_dispatch:
+                hook(worker, info)
+        record, fields = item
+        try:
+            event = self.decode(fields[0], record.value or b"")
+        except Exception as exc:
+            letter = self._undecodable(record, key, exc, seen, output)
+            if info is not None:
+                info.outcome, info.error = Outcome.DEAD_LETTERED, exc
+                self._after_dispatch(info, [] if letter is None else [letter])
+            return _SKIPPED
+        emitted: list[OutboxRecord] | None
+        if route.takes_context:
+            emitted = self.invoker.invoke(route, item, event, db, info)
+        else:
+            try:
+                result = route.func(event)
+                if isinstance(result, Event):
+                    emitted = [self.emitter.emit_one(route, fields, result)]
+                elif result is None:
+                    emitted = []
+                else:
+                    emitted = self.emitter.emit(route, fields, as_events(route.step_id, [], result))
+            except Exception as exc:
+                emitted = self.invoker.after_failure(route, item, event, exc, info)
+        if info is not None:
+            self._after_dispatch(info, [] if emitted is None else emitted)
+        return emitted
+
+    def _after_dispatch(self, info: EventInfo, emitted: list[OutboxRecord]) -> None:
+        """Call the middleware's after-dispatch hooks with ``info``'s outcome."""
+        worker = self.worker
+        for hook in self.hooks.after_dispatch:
+            hook(worker, info, info.outcome, emitted, info.error)
+
+    # --- records that cannot be handled -------------------------------------------------
+
+    def _undecodable(
+        self, record: Record, key: str, error: Exception, seen: set[str], output: BatchOutput
+    ) -> OutboxRecord | None:
+        """Dead-letter a record whose payload did not decode (or whose type is unknown)."""
+        reason = (
+            DeadLetterReason.UNKNOWN_EVENT_TYPE
+            if isinstance(error, UnknownEventError)
+            else DeadLetterReason.UNDECODABLE
+        )
+        return self._dead_letter_once(record, key, reason, error, seen=seen, output=output)
+
+    def _read_fields(
+        self, record: Record, key: str, seen: set[str], output: BatchOutput
+    ) -> Fields | None:
+        """Return the envelope of a record in an unusual layout, or dead-letter it (None)."""
+        headers = dict(record.headers)
+        try:
+            fields = fields_from(headers)
+            if fields[1] != key:
+                raise EnvelopeError(f"header {_ID!r} is repeated with other values")
+        except EnvelopeError as exc:
+            self._dead_letter_once(
+                record, key, DeadLetterReason.BAD_ENVELOPE, exc, seen=seen, output=output
+            )
+            return None
+        return fields
+
+    def _not_ours(self, item: Item, seen: set[str], output: BatchOutput) -> None:
+        """Skip an event this service does not handle; dead-letter it if its type is unknown."""
+        record, fields = item
+        try:
+            self.decode(fields[0], record.value or b"")
+        except UnknownEventError as exc:
+            self._dead_letter_once(
+                record,
+                fields[1],
+                DeadLetterReason.UNKNOWN_EVENT_TYPE,
+                exc,
+                seen=seen,
+                output=output,
+            )
+            return
+        except Exception as exc:
+            logger.debug("[%s %s] skipping unhandled, undecodable record: %s", *fields[:2], exc)
+            return
+        logger.debug("[%s %s] no handler here; skipped", *fields[:2])
+
+    def _dead_letter_once(
+        self,
+        record: Record,
+        inbox_id: str,
+        reason: DeadLetterReason,
+        error: BaseException | None,
+        *,
+        seen: set[str],
+        output: BatchOutput,
+    ) -> OutboxRecord | None:
+        """Dead-letter ``record`` unless ``inbox_id`` was dead-lettered already."""
+        if inbox_id in seen:
+            return None
+        seen.add(inbox_id)
+        letter = self.invoker.dead_letter(record, reason, error, 0)
+        output.ids.append(inbox_id)
+        output.records.append(letter)
+        return letter
+
+
+def inbox_key(record: Record) -> str:
+    """Return the key a record is deduplicated under: its event id, else its dead-letter id.
+
+    Called for records :func:`scan_headers` could not read. Only a valid envelope (every
+    choreo header present once, checked by :func:`check_envelope`) is deduplicated under
+    its event id: garbage carrying a real event's id gets its dead-letter id, so it can
+    never pre-empt the real event in the inbox.
+    """
+    headers = record.headers
+    names = [name for name, _ in headers if name.startswith(HEADER_PREFIX)]
+    if len(names) == len(set(names)):
+        try:
+            return check_envelope(dict(headers))[1]
+        except EnvelopeError:
+            pass
+    return dead_letter_id(record)
