@@ -32,6 +32,8 @@ __all__ = [
     "kafka_options",
     "new_tracker",
     "open_kafka",
+    "registry_decoder",
+    "registry_option",
     "wait_for_interrupt",
 ]
 
@@ -80,6 +82,61 @@ def client_properties() -> dict[str, str]:
     properties = load_properties(path) if path is not None else {}
     properties.update(env_properties())
     return properties
+
+
+REGISTRY_META: Final = "choreo.schema_registry_url"
+
+
+def _remember_registry(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[REGISTRY_META] = value
+
+
+def registry_option() -> Callable[[F], F]:
+    """Return the ``--registry URL`` option: decode the Confluent wire format with a registry.
+
+    Credentials come from ``$CHOREO_SCHEMA_REGISTRY_AUTH`` (``user:password``), from
+    ``basic.auth.user.info`` in the ``--config`` file, or from the URL; TLS settings from
+    ``schema.registry.ssl.*`` properties. Read by :func:`new_tracker`.
+    """
+    return click.option(
+        "--registry",
+        "registry_url",
+        metavar="URL",
+        envvar="CHOREO_SCHEMA_REGISTRY_URL",
+        expose_value=False,
+        callback=_remember_registry,
+        help=(
+            "Schema registry (Confluent API) to decode Confluent wire-format payloads (or"
+            " $CHOREO_SCHEMA_REGISTRY_URL, or schema.registry.url in --config); credentials"
+            " in $CHOREO_SCHEMA_REGISTRY_AUTH as user:password or basic.auth.user.info."
+        ),
+    )
+
+
+def registry_decoder(schemas_dir: Path | None) -> Callable[[bytes], Any] | None:
+    """Return a decoder of Confluent wire-format payloads when a registry is configured.
+
+    Writer schemas come from the registry; ``schemas_dir``, when given, holds the
+    reader schemas. Returns None without a registry.
+    """
+    from choreo.transports.properties import registry_client_config
+
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(REGISTRY_META) if ctx is not None else None
+    settings = registry_client_config(
+        client_properties(), url=url, user_info=os.environ.get("CHOREO_SCHEMA_REGISTRY_AUTH")
+    )
+    if settings is None:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from choreo.avro.confluent import ConfluentCodec
+    from choreo.avro.loader import LocalSchemaRegistry, load_directory
+
+    local = load_directory(schemas_dir) if schemas_dir is not None else LocalSchemaRegistry()
+    codec = ConfluentCodec(SchemaRegistryClient(settings), local, auto_register=False)
+    return codec.decode_any
 
 
 def configured_bootstrap() -> str | None:
@@ -159,12 +216,14 @@ def new_tracker(
     """Return an empty Tracker that decodes with ``schemas_dir`` and knows ``choreography``.
 
     ``choreography`` is a module or ``module:attribute`` importable from the current
-    directory; ``schemas_dir`` a directory of ``.avsc`` files. Either may be None.
+    directory; ``schemas_dir`` a directory of ``.avsc`` files. Either may be None. With
+    ``--registry`` (see :func:`registry_option`) payloads are decoded in the Confluent
+    wire format, writer schemas fetched from the registry.
     """
     from choreo.tracker.tracker import Tracker
 
-    decode = None
-    if schemas_dir is not None:
+    decode = registry_decoder(schemas_dir)
+    if decode is None and schemas_dir is not None:
         from choreo.avro.codec import SingleObjectCodec
         from choreo.avro.loader import load_directory
 

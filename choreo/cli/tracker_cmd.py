@@ -37,6 +37,7 @@ from choreo.cli._common import (
     kafka_options,
     new_tracker,
     open_kafka,
+    registry_option,
 )
 from choreo.errors import ChoreoError
 from choreo.safety.text import printable
@@ -180,6 +181,7 @@ def tracker_options(func: Command) -> Command:
             help="When 'stuck' is judged (default: newest record's time with --file, else now).",
         ),
     ]
+    options.append(registry_option())
     params = ("schemas_dir", "graph", "deadline", "now_text")
     return _with_options(_grouped(func, "options", TrackerOptions, params), options)
 

@@ -21,6 +21,7 @@ from choreo.cli._common import (
     kafka_options,
     new_tracker,
     open_kafka,
+    registry_option,
     wait_for_interrupt,
 )
 from choreo.errors import ChoreoError
@@ -67,6 +68,7 @@ def build_tracker(
 
 @click.command("ui")
 @kafka_options("Kafka bootstrap servers to follow live.")
+@registry_option()
 @click.option(
     "--topics",
     metavar="REGEX",

@@ -52,6 +52,7 @@ from typing import Any, Final, cast
 
 from choreo.choreography.graph import Choreography
 from choreo.choreography.service import Service
+from choreo.errors import TransportError
 from choreo.model.envelope import Header, Role
 from choreo.safety.text import printable
 from choreo.tracker.accounting import (
@@ -468,6 +469,9 @@ class Tracker:
             return None
         try:
             decoded = self.decode(value)
+        except TransportError as exc:  # the registry is down: the payload cannot be judged
+            logger.warning("cannot check a payload (the record is kept): %s", exc)
+            return None
         except Exception:
             return "payload does not decode"
         named = decoded[0] if isinstance(decoded, tuple) and len(decoded) == 2 else None

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from choreo.errors import ConfigurationError
+from choreo.safety.redact import redact_url, register_settings
 from choreo.transports.config import KafkaConfig
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "kafka_config",
     "load_properties",
     "parse_properties",
+    "registry_client_config",
     "registry_properties",
 ]
 
@@ -198,6 +201,54 @@ def registry_properties(properties: Mapping[str, str]) -> dict[str, str]:
             short = name.removeprefix("schema.registry.")
             found[short] = value
     return found
+
+
+_REGISTRY_CLIENT_KEYS: Final = frozenset(
+    {
+        "url", "basic.auth.user.info", "ssl.ca.location", "ssl.certificate.location",
+        "ssl.key.location", "ssl.key.password", "timeout", "max.retries",
+        "bearer.auth.credentials.source", "bearer.auth.token", "bearer.auth.logical.cluster",
+        "bearer.auth.identity.pool.id", "bearer.auth.client.id", "bearer.auth.client.secret",
+        "bearer.auth.scope", "bearer.auth.issuer.endpoint.url",
+    }
+)
+
+
+def registry_client_config(
+    properties: Mapping[str, str], *, url: str | None = None, user_info: str | None = None
+) -> dict[str, str] | None:
+    """Return the settings of a Confluent schema registry client, or None when no URL is set.
+
+    ``url`` (``--registry``) and ``user_info`` (``user:password``) win over the
+    ``schema.registry.url`` and ``basic.auth.user.info`` properties; credentials in the
+    URL itself (``https://user:password@host``) are moved to ``basic.auth.user.info``.
+    Every secret is registered for redaction.
+    """
+    found = registry_properties(properties)
+    settings = {k: v for k, v in found.items() if k in _REGISTRY_CLIENT_KEYS}
+    if url:
+        settings["url"] = url
+    if user_info:
+        settings["basic.auth.user.info"] = user_info
+    address = settings.get("url")
+    if not address:
+        return None
+    parsed = urllib.parse.urlsplit(address)
+    if parsed.scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"schema registry URL {redact_url(address)!r} must start with http:// or https://"
+        )
+    if parsed.password is not None:
+        user = urllib.parse.unquote(parsed.username or "")
+        password = urllib.parse.unquote(parsed.password)
+        settings.setdefault("basic.auth.user.info", f"{user}:{password}")
+        host = parsed.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parsed.port:
+            netloc += f":{parsed.port}"
+        settings["url"] = urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+    register_settings(settings)
+    return settings
 
 
 def _jaas(value: str) -> tuple[str, dict[str, str]]:

@@ -128,3 +128,27 @@ def test_load_properties_errors(tmp_path: Path) -> None:
     """A missing file is a ConfigurationError naming the path and the option."""
     with pytest.raises(ConfigurationError, match="--config"):
         load_properties(tmp_path / "missing.properties")
+
+
+def test_registry_settings_from_url_properties_and_environment() -> None:
+    """The registry URL's credentials become basic auth; properties and options combine."""
+    from choreo.safety.redact import redact_text
+    from choreo.transports.properties import registry_client_config
+
+    settings = registry_client_config({}, url="https://svc:reg%3Apw-9@registry.example:8081/x")
+    assert settings == {
+        "url": "https://registry.example:8081/x",
+        "basic.auth.user.info": "svc:reg:pw-9",
+    }
+    assert "reg:pw-9" not in redact_text("GET failed: svc:reg:pw-9")
+    props = {"schema.registry.url": "http://r:8081", "basic.auth.user.info": "a:bcdef",
+             "schema.registry.ssl.ca.location": "/ca.pem", "bootstrap.servers": "h:1"}
+    assert registry_client_config(props) == {
+        "url": "http://r:8081", "basic.auth.user.info": "a:bcdef", "ssl.ca.location": "/ca.pem",
+    }
+    assert registry_client_config(props, user_info="u:override")["basic.auth.user.info"] == (
+        "u:override"
+    )
+    assert registry_client_config({"acks": "all"}) is None
+    with pytest.raises(ConfigurationError, match="http:// or https://"):
+        registry_client_config({}, url="ftp://u:secret-pw@r")
