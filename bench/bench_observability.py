@@ -41,8 +41,8 @@ from typing import Any
 from bench_runtime import _settle, build, fill
 
 from choreo.runtime import Worker, WorkerConfig
-from choreo.runtime.inbox import MemoryInbox
 from choreo.runtime.middleware import Middleware
+from choreo.store import MemoryInbox
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "observability.json"

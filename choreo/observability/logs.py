@@ -8,9 +8,10 @@ formatter writes them as top-level keys: ``service``, ``event_type``, ``correlat
 ``trace_id`` and ``span_id`` are added, so a log line leads to its trace.
 
 What a line may hold is a fixed list of keys: other ``extra`` fields are never written
-(they may hold anything, secrets included), values that look like credentials
-(``password=...``, ``token: ...``, ``sasl.jaas.config=...``) are masked in the message and
-the exception text, and every string is cut to a bounded length. JSON escaping makes
+(they may hold anything, secrets included), the message and the exception text go
+through :func:`choreo.safety.redact.redact_text` (registered secrets, values of
+secret-looking settings such as ``sasl.password=...`` and URL passwords are masked), and
+every string is cut to a bounded length. JSON escaping makes
 control characters harmless for terminals and log shippers.
 
 :func:`use_json_logs` installs the formatter on the root logger (what ``choreo run
@@ -22,11 +23,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import sys
 from typing import IO, Any, Final
 
-__all__ = ["EVENT_FIELDS", "JsonFormatter", "redact", "use_json_logs"]
+from choreo.safety.redact import redact_text
+
+__all__ = ["EVENT_FIELDS", "JsonFormatter", "use_json_logs"]
 
 EVENT_FIELDS: Final = ("service", "event_type", "correlation_id", "event_id", "saga", "step")
 """The ``extra`` fields a JSON line carries when a record has them, in this order."""
@@ -37,21 +39,6 @@ MAX_FIELD: Final = 256
 """Longest value of an event field written, in characters."""
 
 _EMPTY: Final = frozenset({"", "-", None})
-_SECRET: Final = re.compile(
-    r"(?i)(\b[\w.\-]*(?:password|passwd|secret|token|credential|jaas\.config|api[_-]?key)"
-    r"[\w.\-]*\b[\"']?\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
-)
-_MASK: Final = "***"
-
-
-def redact(text: str) -> str:
-    """Return ``text`` with the value of every ``secret-looking-name=value`` pair masked.
-
-    Names containing password, secret, token, credential, api key or jaas.config, followed
-    by ``=`` or ``:``, have their value (quoted or up to the next space, comma, semicolon
-    or ampersand) replaced by ``***``.
-    """
-    return _SECRET.sub(lambda m: m.group(1) + _MASK, text)
 
 
 def _bounded(text: str, limit: int) -> str:
@@ -84,7 +71,7 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
-            "message": _bounded(redact(message), MAX_MESSAGE),
+            "message": _bounded(redact_text(message), MAX_MESSAGE),
         }
         line.update(self.static)
         fields = record.__dict__
@@ -95,9 +82,9 @@ class JsonFormatter(logging.Formatter):
         line.update(_current_span())
         if record.exc_info and record.exc_info[0] is not None:
             text = self.formatException(record.exc_info)
-            line["exception"] = _bounded(redact(text), MAX_MESSAGE)
+            line["exception"] = _bounded(redact_text(text), MAX_MESSAGE)
         elif record.exc_text:
-            line["exception"] = _bounded(redact(record.exc_text), MAX_MESSAGE)
+            line["exception"] = _bounded(redact_text(record.exc_text), MAX_MESSAGE)
         return json.dumps(line, ensure_ascii=False, default=str)
 
 

@@ -19,8 +19,10 @@ name starts with ``choreo_``; every series has a ``service`` label:
 ``choreo_consumer_lag``                    records between a partition's end and the
                                            worker's committed offset, per ``topic`` and
                                            ``partition`` (refreshed every ``lag_interval``)
-``choreo_outbox_backlog``                  records stored in the outbox, not yet
-                                           acknowledged by the broker
+``choreo_outbox_backlog``                  rows in the store's outbox (every replica's):
+                                           not yet acknowledged by the broker, or
+                                           acknowledged and deleted with the next batch
+                                           (refreshed every ``lag_interval``)
 ``choreo_rebalances_total``                partition assignments and revocations, per
                                            ``kind`` (``assigned``, ``revoked``)
 ``choreo_assigned_partitions``             partitions the worker owns now
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 from choreo.model.envelope import Header
 from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.middleware import EventInfo, Middleware, Outcome
-from choreo.runtime.outbox import OutboxRecord
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record, TopicPartition
 
 perf_counter = time.perf_counter
@@ -122,7 +124,8 @@ class WorkerMetrics(Middleware):
     ``registry`` (when given) gets this collector registered; otherwise call
     ``registry.register(metrics)`` yourself. One instance may be installed in several
     workers (each series carries its ``service``). ``lag_interval`` is how often, in
-    seconds, the worker thread asks the broker for partition ends (0: after every poll).
+    seconds, the worker thread asks the broker for partition ends and the store for its
+    outbox's size (0: after every poll).
     """
 
     def __init__(
@@ -231,20 +234,18 @@ class WorkerMetrics(Middleware):
         return state
 
     def after_poll(self, worker: Worker, records: list[Record]) -> None:
-        """Refresh the consumer lag every ``lag_interval`` seconds."""
+        """Refresh the consumer lag and the outbox backlog every ``lag_interval`` seconds."""
         state = self._state(worker)
         now = self._clock()
         if now < state.next_lag:
             return
         state.next_lag = now + self.lag_interval
         self._refresh_lag(worker, state)
+        state.backlog = worker.inbox.outbox_size(worker.origin)
 
     def after_commit(self, worker: Worker, offsets: dict[TopicPartition, int]) -> None:
-        """Remember the committed offsets and the outbox backlog."""
-        state = self._state(worker)
-        state.committed.update(offsets)
-        backlog = getattr(worker.delivery, "backlog", None)  # a strategy may keep none
-        state.backlog = int(backlog()) if backlog is not None else 0
+        """Remember the committed offsets."""
+        self._state(worker).committed.update(offsets)
 
     def on_assign(self, worker: Worker, partitions: list[TopicPartition]) -> None:
         """Count the assignment and note the partitions owned."""

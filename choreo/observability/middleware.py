@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from choreo.observability.health import Health
 from choreo.runtime.middleware import EventInfo, Middleware, Outcome
-from choreo.runtime.outbox import OutboxRecord
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record, TopicPartition
 
 if TYPE_CHECKING:

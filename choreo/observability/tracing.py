@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Final
 from choreo._version import __version__
 from choreo.model.envelope import Header
 from choreo.runtime.middleware import EventInfo, Middleware, Outcome
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.tracing import parse_traceparent
+from choreo.store.outbox import OutboxRecord
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider

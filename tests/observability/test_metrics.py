@@ -105,7 +105,8 @@ def test_lag_backlog_and_rebalances(run: Run) -> None:
     labels = {"service": "inventory", "topic": T + "OrderPlaced", "partition": "0"}
     assert value(found, "choreo_consumer_lag", **labels) == 5
     run.workers.run_until_idle()
-    inventory.run_once(0.0)  # one more poll refreshes the lag after the commit
+    for worker in run.workers.workers:  # one more poll refreshes lag and backlog
+        worker.run_once(0.0)
     found = run.scrape()
     assert value(found, "choreo_consumer_lag", **labels) == 0
     for worker in run.workers.workers:
@@ -190,3 +191,17 @@ def test_a_pool_of_handler_threads_loses_no_count() -> None:
     labels = {"service": "inventory", "event_type": T + "OrderPlaced"}
     assert value(found, "choreo_events_handled_total", **labels) == 400
     assert value(found, "choreo_handler_duration_seconds_count", **labels) == 400
+
+
+def test_the_backlog_counts_the_store_s_unsent_rows(run: Run) -> None:
+    """Rows left in the outbox (a replica died before publishing them) show as backlog."""
+    from choreo.store.outbox import OutboxRecord
+
+    payment = next(w for w in run.workers.workers if w.service.name == "payment")
+    payment.run_once(0.0)
+    left = [OutboxRecord(f"id-{n}", "somewhere", b"k", b"v", ()) for n in range(7)]
+    payment.inbox.begin()
+    payment.inbox.enqueue(payment.origin, left)
+    payment.inbox.commit()
+    payment.run_once(0.0)
+    assert value(run.scrape(), "choreo_outbox_backlog", service="payment") == 7
