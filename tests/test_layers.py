@@ -205,6 +205,8 @@ PENDING_CYCLES: list[list[str]] = [
     ],
     # transports: the memory bus creates its clients, which name the bus
     ["choreo.transports.memory.bus", "choreo.transports.memory.clients"],
+    # store: open_store (url) opens a PostgresStore, which takes redact_url from url
+    ["choreo.store.postgres", "choreo.store.url"],
 ]
 
 
