@@ -165,6 +165,11 @@ class HandlerSpec:
         return tuple(event_type_of(t) for t in self.consumes)
 
     @property
+    def success_types(self) -> tuple[str, ...]:
+        """Return the event types this handler emits when it succeeds (not its failures)."""
+        return tuple(event_type_of(t) for t in self.emits)
+
+    @property
     def emitted_types(self) -> tuple[str, ...]:
         """Return every event type this handler may emit, successes then failures."""
         return tuple(event_type_of(t) for t in (*self.emits, *self.fails_with))
@@ -220,13 +225,18 @@ class Service:
     """A named service: a set of handlers and the sagas it takes part in.
 
     Decorators register a handler and return the function unchanged. A service reacts to
-    each event type with at most one handler.
+    each event type with at most one handler. ``migrations`` (see
+    :class:`choreo.store.Migration`) create and evolve the service's own tables; the
+    worker applies the new ones to its store at start, once, however many replicas start.
     """
 
-    def __init__(self, name: str, *, sagas: Iterable[Saga] = ()) -> None:
+    def __init__(
+        self, name: str, *, sagas: Iterable[Saga] = (), migrations: Sequence[Any] = ()
+    ) -> None:
         if not name or not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigurationError(f"service name {name!r} must be a non-empty identifier")
         self.name = name
+        self.migrations: tuple[Any, ...] = tuple(migrations)
         self._sagas: dict[str, Saga] = {}
         self._starts: dict[str, Saga] = {}
         self._handlers: dict[str, HandlerSpec] = {}
