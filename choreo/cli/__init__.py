@@ -86,14 +86,15 @@ class LazyGroup(click.Group):
 )
 def main(log_level: str) -> None:
     """choreo: choreographed sagas over Apache Kafka."""
-    from rich.console import Console
     from rich.logging import RichHandler
+
+    from choreo.safety.terminal import console
 
     logging.basicConfig(
         level=log_level.upper(),
         format="%(name)s %(message)s",
         handlers=[
-            RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+            RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False)
         ],
     )
 

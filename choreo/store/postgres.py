@@ -19,10 +19,10 @@ from typing import Any, Final
 
 from choreo.errors import ConfigurationError
 from choreo.model.envelope import now_ms
+from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord, pack_headers, unpack_headers
-from choreo.store.url import redact_url
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -132,7 +132,7 @@ class PostgresStore:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigurationError(f"schema {schema!r} is not a lower-case SQL identifier")
         self._psycopg = psycopg
-        self.url = redact_url(url)
+        self.url = redact_text(url)
         self.schema = schema
         self.owner = uuid.uuid4().hex
         self._lock = threading.RLock()
