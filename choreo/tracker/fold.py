@@ -5,7 +5,7 @@ deduplicated by event id and put in causal order (:func:`causal_order`), then a 
 machine and the saga-guarantee checks run over that order. Reading partitions in any
 interleaving, or reading an event twice, therefore gives the same trace.
 
-States (DESIGN §3), from the role headers alone: ``start`` -> Started, ``step`` ->
+States, from the role headers alone: ``start`` -> Started, ``step`` ->
 Pending, ``failure``/``compensation`` -> Compensating, ``completed`` -> Completed,
 ``failed`` -> Failed. The first terminal event decides a terminal state; notices never
 change anything. Without a choreography Failed is taken from the terminal event as it
