@@ -67,6 +67,8 @@ class Outcome(enum.StrEnum):
     """Undecodable, or the retry budget ran out: the record went to the dead-letter topic."""
     ABANDONED = "abandoned"
     """The worker stopped during a retry's backoff: the record will be redelivered."""
+    DEFERRED = "deferred"
+    """A long retry backoff: the record's partition is paused; it is retried when it ends."""
 
 
 class EventInfo:

@@ -7,7 +7,10 @@ fires on errors (``delivery.report.only.error``); :meth:`ConfluentProducer.flush
 raises them as one :class:`~choreo.errors.DeliveryError`. Consumers never auto-commit,
 read committed records only, fetch in batches with ``consume()`` and commit
 synchronously with explicit offsets. Rebalances use the eager ``range,roundrobin``
-protocol; callbacks run in the thread that calls ``poll`` (or ``close``). A consumer
+protocol by default; ``partition.assignment.strategy=cooperative-sticky`` in the
+consumer settings selects the incremental (cooperative) protocol, where a rebalance
+revokes only the partitions that move. Callbacks run in the thread that calls ``poll``
+(or ``close``); a poll never returns a record of a partition revoked during it. A consumer
 created with an ``instance_id`` is a static member (``group.instance.id``): librdkafka
 does not send LeaveGroup when it closes, so its replacement gets the same partitions.
 
@@ -34,6 +37,7 @@ from choreo.errors import (
 )
 from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
 from choreo.transports.config import KafkaConfig
+from choreo.transports.membership import remove_static_member
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
@@ -56,11 +60,13 @@ _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
 _CLOSE_FLUSH_TIMEOUT: Final = 10.0
 _ADMIN_TIMEOUT: Final = 30.0
-# Consumer errors that will not go away by polling again.
+# Errors that will not go away by trying again (fatal for a worker).
 _RAISED_CONSUMER_ERRORS: Final = frozenset(
     {
         ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
         ck.KafkaError.GROUP_AUTHORIZATION_FAILED,
+        ck.KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        ck.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         ck.KafkaError._AUTHENTICATION,
         ck.KafkaError.SASL_AUTHENTICATION_FAILED,
     }
@@ -81,9 +87,16 @@ def _describe(exc: BaseException) -> str:
 
 
 def _transport_error(exc: BaseException, what: str) -> TransportError:
-    """Translate a confluent-kafka exception into a TransportError about ``what``."""
+    """Translate a confluent-kafka exception into a TransportError about ``what``.
+
+    Fatal client errors and refused authentication or authorization are ``fatal``.
+    """
     err = _error_of(exc)
-    return TransportError(f"{what}: {_describe(exc)}", retriable=bool(err and err.retriable()))
+    return TransportError(
+        f"{what}: {_describe(exc)}",
+        retriable=bool(err and err.retriable()),
+        fatal=bool(err and (err.fatal() or err.code() in _RAISED_CONSUMER_ERRORS)),
+    )
 
 
 def _create(
@@ -257,13 +270,22 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             )
         )
         super().__init__(_create(ck.Consumer, settings, "consumer"))
+        self._cooperative = "cooperative" in str(settings.get("partition.assignment.strategy", ""))
+        self._config = config
+        self._group_id = group_id
+        self._instance_id = instance_id
         self._pending_seeks: dict[TopicPartition, int] | None = None
         self._revoked_in_poll: set[TopicPartition] = set()
 
     def _subscribe(self, client: ck.Consumer, topics: Sequence[str]) -> None:
         """Subscribe with callbacks that run on_assign/on_revoke and (un)assign."""
         try:
-            client.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked)
+            client.subscribe(
+                list(topics),
+                on_assign=self._assigned,
+                on_revoke=self._revoked,
+                on_lost=self._revoked,
+            )
         except ck.KafkaException as exc:
             raise _transport_error(exc, "subscribe failed") from exc
 
@@ -280,7 +302,10 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             offset = seeks.get(TopicPartition(p.topic, p.partition))
             if offset is not None:
                 p.offset = offset
-        client.assign(partitions)
+        if self._cooperative:
+            client.incremental_assign(partitions)
+        else:
+            client.assign(partitions)
 
     def _revoked(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
         """Run the user's on_revoke for a non-empty revocation, then unassign."""
@@ -290,7 +315,10 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             if revoked and self._on_revoke is not None:
                 self._on_revoke(revoked)
         finally:
-            client.unassign()
+            if self._cooperative:
+                client.incremental_unassign(partitions)
+            else:
+                client.unassign()
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         """Return up to ``max_records`` records, waiting at most ``timeout`` for the first.
@@ -354,7 +382,9 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         if code == ck.KafkaError._PARTITION_EOF:
             return
         if err.fatal() or code in _RAISED_CONSUMER_ERRORS:
-            raise TransportError(f"consumer error {err.name()}: {err.str()}", retriable=False)
+            raise TransportError(
+                f"consumer error {err.name()}: {err.str()}", retriable=False, fatal=True
+            )
         logger.warning("consumer error %s: %s", err.name(), err.str())
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -413,6 +443,11 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             return [TopicPartition(p.topic, p.partition) for p in client.assignment()]
         except ck.KafkaException as exc:
             raise _transport_error(exc, "assignment failed") from exc
+
+    def _leave_group(self) -> None:
+        """Remove this static member from its group, so the others take its partitions now."""
+        if self._instance_id is not None:
+            remove_static_member(self._config, self._group_id, self._instance_id)
 
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""
