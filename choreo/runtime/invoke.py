@@ -210,8 +210,6 @@ class Invoker:
             info.attempt = attempt
             for hook in self.hooks.on_retry:
                 hook(self.worker, info, attempt, delay, error)
-        if info is not None:
-            info.attempt = attempt + 1
         if delay > self.max_inline_backoff:
             record = item[0]
             if len(self.attempts) >= _MAX_DEFERRED:  # records that moved to another member
@@ -231,6 +229,8 @@ class Invoker:
                 item[1][1][:200],
             )
             return False
+        if info is not None:
+            info.attempt = attempt + 1
         return True
 
     def _give_up(

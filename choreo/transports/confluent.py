@@ -136,6 +136,7 @@ class ConfluentProducer(ProducerBase):
         settings.update(config.producer_settings(transactional_id))
         settings["on_delivery"] = self._on_delivery
         self._since_poll = 0
+        self._failed_fatally = False
         self._producer = _create(ck.Producer, settings, "producer")
         if transactional_id is not None:
             self._transaction_call(
@@ -194,13 +195,18 @@ class ConfluentProducer(ProducerBase):
 
     # --- transactions ----------------------------------------------------------------
 
-    @staticmethod
-    def _transaction_call(call: Callable[..., object], what: str, *args: object) -> None:
-        """Run one transactional call, translating errors with their flags."""
+    def _transaction_call(self, call: Callable[..., object], what: str, *args: object) -> None:
+        """Run one transactional call, translating errors with their flags.
+
+        A fatal error (fenced) marks the producer failed: :meth:`close` then releases it
+        without flushing (a flush of a fenced producer only fails its records).
+        """
         try:
             call(*args)
         except ck.KafkaException as exc:
-            raise _transaction_error(exc, f"{what} failed") from exc
+            error = _transaction_error(exc, f"{what} failed")
+            self._failed_fatally = self._failed_fatally or error.fatal
+            raise error from exc
 
     def begin_transaction(self) -> None:
         """Begin a transaction."""
@@ -241,6 +247,10 @@ class ConfluentProducer(ProducerBase):
         if self._closed:
             return
         self._closed = True
+        if self._failed_fatally:
+            logger.warning("closing a producer that failed fatally: its queued records are lost")
+            self._producer.purge()
+            return
         remaining = self._producer.flush(_CLOSE_FLUSH_TIMEOUT)
         if remaining or self._failures:
             logger.warning(
