@@ -338,21 +338,24 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         what is already fetched without waiting, and when nothing is, wait for one message
         with ``poll(timeout)`` and then take the rest of its batch without waiting.
 
-        A rebalance served during the call may revoke partitions whose messages were
-        already taken: those messages are dropped (their new owner reads them), so no
-        record of a revoked partition is ever returned.
+        A rebalance served by that second ``consume`` may revoke the partition of the
+        message the ``poll`` returned: that message is then dropped (its partition's new
+        owner reads it), so no record of a revoked partition is ever returned. (Within
+        one client call librdkafka itself discards messages fetched before a revocation.)
         """
         client = self._client()
         revoked = self._revoked_in_poll
-        revoked.clear()
         try:
             messages = client.consume(max_records, 0)
             if not messages and timeout > 0:
                 first = client.poll(timeout)
                 if first is not None:
-                    messages = [first]
-                    if max_records > 1:
-                        messages.extend(client.consume(max_records - 1, 0))
+                    revoked.clear()
+                    rest = client.consume(max_records - 1, 0) if max_records > 1 else []
+                    if revoked and (first.topic(), first.partition()) in revoked:
+                        messages = rest
+                    else:
+                        messages = [first, *rest]
         except ck.KafkaException as exc:
             raise _transport_error(exc, "consume failed") from exc
         records: list[Record] = []
@@ -362,8 +365,6 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             err = msg.error()
             if err is not None:
                 self._on_error(err)
-                continue
-            if revoked and (msg.topic(), msg.partition()) in revoked:
                 continue
             raw = msg.headers()
             headers: tuple[tuple[str, bytes], ...] = ()

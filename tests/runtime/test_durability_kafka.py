@@ -51,6 +51,7 @@ def _transport(kind: str, bootstrap: str, **consumer: Any) -> Transport:
 
 def _config(prefix: str, **extra: Any) -> WorkerConfig:
     return WorkerConfig(
+        group_id=f"{prefix}inventory",
         poll_timeout=0.1,
         topic_naming=lambda t: f"{prefix}{t}",
         deadletter_naming=lambda s: f"{prefix}deadletter.{s}",
@@ -96,12 +97,15 @@ class _Rebalances(Middleware):
     def __init__(self) -> None:
         self.assigned: list[list[TopicPartition]] = []
         self.revoked: list[list[TopicPartition]] = []
+        self.owned: set[TopicPartition] = set()
 
     def on_assign(self, worker: Worker, partitions: list[TopicPartition]) -> None:
         self.assigned.append(sorted(partitions))
+        self.owned |= set(partitions)
 
     def on_revoke(self, worker: Worker, partitions: list[TopicPartition]) -> None:
         self.revoked.append(sorted(partitions))
+        self.owned -= set(partitions)
 
 
 class _Running:
@@ -297,19 +301,28 @@ def test_a_poll_never_returns_records_of_a_partition_revoked_during_it(
     consumer.subscribe([topic], on_revoke=revocations.append)
     foreign = 0
     polls = 0
+
+    def poll_checked(seconds: float) -> None:
+        nonlocal foreign, polls
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            records = consumer.poll(200, 0.1)
+            owned = set(consumer.assignment())
+            foreign += sum(1 for r in records if r.topic_partition not in owned)
+            polls += 1
+
     try:
+        _wait(lambda: consumer.poll(200, 0.1) is not None and consumer.assignment(), "assign")
         for cycle in range(3):
             other = transport.consumer(f"{prefix}g")
             other.subscribe([topic])
-            deadline = time.monotonic() + 12
+            deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 other.poll(100, 0.05)
-                records = consumer.poll(200, 0.1)
-                owned = set(consumer.assignment())
-                foreign += sum(1 for r in records if r.topic_partition not in owned)
-                polls += 1
+                poll_checked(0.2)
             other.close()
-            assert len(revocations) >= cycle + 1
+            poll_checked(8)
+            assert len(revocations) >= 2 * cycle + 2  # one when it joins, one when it leaves
     finally:
         stop.set()
         feeder.join(30)
@@ -372,8 +385,15 @@ def test_a_joining_replica_takes_over_without_handling_anything_twice(
         assert all_four in during  # eager: everything is revoked, then reassigned
 
 
-def test_a_static_replica_that_stops_cleanly_hands_over_at_once(kafka_bootstrap: str) -> None:
-    """With a 45 s session, the other replica owns every partition seconds after a clean stop."""
+@pytest.mark.parametrize("leave", [True, False])
+def test_a_static_replica_that_stops_cleanly_hands_over_at_once(
+    kafka_bootstrap: str, leave: bool
+) -> None:
+    """With a 45 s session, the other replica owns every partition seconds after a clean stop.
+
+    Without ``leave_group_on_close`` (the control) it does not: a static member's close
+    keeps its partitions until the session times out.
+    """
     prefix = _prefix()
     settings = {"session.timeout.ms": 45000}
     transport = _transport("confluent", kafka_bootstrap, **settings)
@@ -386,7 +406,12 @@ def test_a_static_replica_that_stops_cleanly_hands_over_at_once(kafka_bootstrap:
                 service,
                 _transport("confluent", kafka_bootstrap, **settings),
                 avro_serde(),
-                config=_config(prefix, instance_id=f"inventory-{n}", topic_partitions=4),
+                config=_config(
+                    prefix,
+                    instance_id=f"inventory-{n}",
+                    topic_partitions=4,
+                    leave_group_on_close=leave,
+                ),
                 middleware=[watchers[n]],
             )
         )
@@ -394,17 +419,17 @@ def test_a_static_replica_that_stops_cleanly_hands_over_at_once(kafka_bootstrap:
     ]
 
     def owned(n: int) -> set[TopicPartition]:
-        held: set[TopicPartition] = set()
-        for assigned in watchers[n].assigned:
-            held |= set(assigned)
-        for revoked in watchers[n].revoked:
-            held -= set(revoked)
-        return held
+        return set(watchers[n].owned)
 
     try:
         _wait(lambda: len(owned(0)) == 2 and len(owned(1)) == 2, "a 2/2 split", timeout=90)
         running[0].stop()
-        took = _wait(lambda: len(owned(1)) == 4, "the hand-over", timeout=40)
+        if leave:
+            took = _wait(lambda: len(owned(1)) == 4, "the hand-over", timeout=40)
+        else:
+            with pytest.raises(AssertionError, match="did not happen"):
+                _wait(lambda: len(owned(1)) == 4, "the hand-over", timeout=15)
+            took = 0.0
     finally:
         running[1].stop()
     assert took < 15.0
