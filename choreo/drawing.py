@@ -38,6 +38,8 @@ _ROLE_FILL: dict[Role, tuple[str, str]] = {
     Role.COMPLETED: ("#d4f7d4", "#2da44e"),
     Role.FAILED: ("#ffd7d5", "#cf222e"),
     Role.NOTICE: ("#eaeef2", "#8c959f"),
+    Role.COMMAND: ("#e6e0ff", "#8250df"),
+    Role.COMPENSATE: ("#ffe4f0", "#bf3989"),
 }
 _UNKNOWN_FILL = ("#ffffff", "#57606a")
 
@@ -54,6 +56,7 @@ _KIND_SUFFIX: dict[StepKind, str] = {
     StepKind.RETRIABLE: " (retriable)",
     StepKind.COMPENSATION: " (compensation)",
     StepKind.LISTENER: " (listener)",
+    StepKind.ORCHESTRATION: " (orchestrator)",
 }
 
 

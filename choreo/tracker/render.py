@@ -48,6 +48,8 @@ ROLE_STYLE: Final = {
     Role.COMPLETED: "bold green",
     Role.FAILED: "bold magenta",
     Role.NOTICE: "dim",
+    Role.COMMAND: "magenta",
+    Role.COMPENSATE: "yellow",
 }
 
 
