@@ -5,9 +5,11 @@ deduplicated by event id and put in causal order (:func:`causal_order`), then a 
 machine and the saga-guarantee checks run over that order. Reading partitions in any
 interleaving, or reading an event twice, therefore gives the same trace.
 
-States (DESIGN §3), from the role headers alone: ``start`` -> Started, ``step`` ->
-Pending, ``failure``/``compensation`` -> Compensating, ``completed`` -> Completed,
-``failed`` -> Failed. The first terminal event decides a terminal state; notices never
+States (DESIGN §3), from the role headers alone: ``start`` -> Started, ``step`` or
+``command`` -> Pending, ``failure``/``compensate``/``compensation`` -> Compensating,
+``completed`` -> Completed, ``failed`` -> Failed. Orchestrated sagas add the orchestrator's
+requests: a ``command`` asks a participant to run a step (whose reply is the ``step`` or
+``failure`` event), a ``compensate`` asks it to undo one (reply: ``compensation``). The first terminal event decides a terminal state; notices never
 change anything. Without a choreography Failed is taken from the terminal event as it
 is; with one, a Failed saga with a completed compensatable step that was never
 compensated is a ``compensation-missing`` violation.
@@ -17,8 +19,8 @@ use causality, not clocks, wherever the log says how events relate:
 
 - ``compensation-without-step``: a compensation names (``step`` header) a step never
   seen as a forward step (start or step event);
-- ``step-after-compensation``: a forward step caused, directly or through other events,
-  by a failure or a compensation;
+- ``step-after-compensation``: a forward step or command caused, directly or through
+  other events, by a failure, a compensate command or a compensation;
 - ``completed-after-failure``: a completed event ordered after a failure event;
 - ``compensation-order``: compensation C(a) causally precedes C(b) although step a
   causally precedes step b (steps must be undone in reverse order; compensations of
@@ -29,7 +31,10 @@ use causality, not clocks, wherever the log says how events relate:
 - ``compensation-missing``: see above (only with a choreography).
 
 An event whose cause is not among the saga's events is not a violation: the cause may
-be on a partition that was not read. A forward step (or failure) ordered after a timeout
+be on a partition that was not read. After a timeout, a compensation of a step never seen
+to complete is not a violation either: the step's outcome was unknown, so it is undone in
+case it ran. A failed terminal event of type ``choreo.SagaCompensationFailed`` (an
+orchestrator gave up compensating) marks the saga *compensation failed*. A forward step (or failure) ordered after a timeout
 failure (``choreo.SagaTimedOut``) without descending from it is marked ``late=True``:
 it is shown as late, and is not by itself a violation.
 """
@@ -46,6 +51,7 @@ from choreo.tracker.graphfacts import GraphFacts
 from choreo.tracker.model import SagaState, SagaTrace, TraceEvent, Violation
 
 __all__ = [
+    "COMPENSATION_FAILED_EVENT_TYPE",
     "DEFAULT_DEADLINE_MS",
     "TIMEOUT_EVENT_TYPE",
     "Code",
@@ -58,9 +64,12 @@ __all__ = [
 TIMEOUT_EVENT_TYPE: Final = "choreo.SagaTimedOut"
 """The event type of the tracker's timeout failure (role ``failure``)."""
 
+COMPENSATION_FAILED_EVENT_TYPE: Final = "choreo.SagaCompensationFailed"
+"""The event type of an orchestrator's terminal *compensation failed* event (role ``failed``)."""
+
 DEFAULT_DEADLINE_MS: Final = 30_000
 
-_START, _STEP, _FAILURE, _COMPENSATION, _COMPLETED, _FAILED, _NOTICE = (
+_START, _STEP, _FAILURE, _COMPENSATION, _COMPLETED, _FAILED, _NOTICE, _COMMAND, _COMPENSATE = (
     Role.START,
     Role.STEP,
     Role.FAILURE,
@@ -68,6 +77,8 @@ _START, _STEP, _FAILURE, _COMPENSATION, _COMPLETED, _FAILED, _NOTICE = (
     Role.COMPLETED,
     Role.FAILED,
     Role.NOTICE,
+    Role.COMMAND,
+    Role.COMPENSATE,
 )
 _S_STARTED, _S_PENDING, _S_COMPENSATING, _S_COMPLETED, _S_FAILED = (
     SagaState.STARTED,
@@ -77,7 +88,7 @@ _S_STARTED, _S_PENDING, _S_COMPENSATING, _S_COMPLETED, _S_FAILED = (
     SagaState.FAILED,
 )
 _TERMINAL: Final = frozenset((Role.COMPLETED, Role.FAILED))
-_UNDOING: Final = frozenset((Role.FAILURE, Role.COMPENSATION))
+_UNDOING: Final = frozenset((Role.FAILURE, Role.COMPENSATION, Role.COMPENSATE))
 _FORWARD: Final = frozenset((Role.START, Role.STEP))
 _MAY_BE_LATE: Final = frozenset((Role.START, Role.STEP, Role.FAILURE))
 # TraceEvent is a named tuple: positions are faster to read than names in the hot loops
@@ -224,6 +235,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
     compensations: list[TraceEvent] = []
     compensated: set[str] = set()
     late_ids: list[int] = []
+    gave_up = False  # an orchestrator ended the saga as compensation failed
     last_active: TraceEvent | None = None
     latest_ms = -1
 
@@ -276,7 +288,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
                     )
                 )
 
-        if role is _STEP or role is _START:
+        if role is _STEP or role is _START or role is _COMMAND:
             if undone:
                 violations.append(
                     Violation(
@@ -286,7 +298,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
                         eid,
                     )
                 )
-            if terminal is None and state is _S_STARTED and role is _STEP:
+            if terminal is None and state is _S_STARTED and role is not _START:
                 state = _S_PENDING
         elif role is _FAILURE:
             if event_type == TIMEOUT_EVENT_TYPE:
@@ -299,7 +311,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
             compensations.append(event)
             if step:
                 compensated.add(step)
-                if step not in forward_of:
+                if step not in forward_of and not timeout_ids:
                     violations.append(
                         Violation(
                             Code.COMPENSATION_WITHOUT_STEP,
@@ -308,6 +320,9 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
                             eid,
                         )
                     )
+            if terminal is None:
+                state = _S_COMPENSATING
+        elif role is _COMPENSATE:
             if terminal is None:
                 state = _S_COMPENSATING
         elif role is _COMPLETED:
@@ -323,6 +338,8 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
             if terminal is None:
                 terminal, state = event, _S_COMPLETED
         elif role is _FAILED:
+            if event_type == COMPENSATION_FAILED_EVENT_TYPE:
+                gave_up = True
             if step and step in forward_of:
                 compensated.add(step)
             if terminal is None:
@@ -330,7 +347,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
 
     if len(compensations) > 1:
         violations.extend(_order_violations(compensations, forward_of, by_id))
-    if facts is not None and state is _S_FAILED and terminal is not None:
+    if facts is not None and state is _S_FAILED and terminal is not None and not gave_up:
         missing = [
             step
             for step in forward_of
@@ -367,7 +384,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
         events=order,
         violations=violations,
         stuck=now_ms is not None and deadline_ms is not None and now_ms > deadline_ms,
-        compensation_failed=compensation_failed,
+        compensation_failed=compensation_failed or gave_up,
         timed_out=bool(timeout_ids),
         deadline_ms=deadline_ms,
     )
