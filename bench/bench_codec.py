@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from choreo.codec import SingleObjectCodec  # noqa: E402 - after the sys.path tweak
-from choreo.events import Event  # noqa: E402
+from choreo.model.events import Event  # noqa: E402
 from choreo.schemas import load_directory  # noqa: E402
 from choreo.schemas.model import strip_logical_types  # noqa: E402
 from choreo.serde import EventSerde  # noqa: E402

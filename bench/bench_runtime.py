@@ -61,15 +61,15 @@ from typing import Any, ClassVar
 
 import fastavro
 
+from choreo.choreography.service import Saga, Service
 from choreo.codec import SingleObjectCodec
-from choreo.events import Event
+from choreo.model.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
 from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.routing import scan_headers
 from choreo.runtime.tracing import all_valid
 from choreo.schemas.loader import LocalSchemaRegistry
 from choreo.serde import EventSerde
-from choreo.service import Saga, Service
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "runtime.json"

@@ -15,7 +15,7 @@ import pytest
 
 import choreo
 from choreo.errors import SchemaError
-from choreo.events import (
+from choreo.model.events import (
     Event,
     SagaTimedOut,
     check_event_class,

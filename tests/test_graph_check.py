@@ -1,4 +1,4 @@
-"""Tests of choreo.graph.check: one broken example choreography per kind of problem."""
+"""Tests of choreo.choreography.graph.check: one broken example choreography per kind of problem."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from typing import ClassVar
 
 import pytest
 
-from choreo.discovery import discover
-from choreo.errors import ChoreographyError
-from choreo.events import Event
-from choreo.graph import (
+from choreo.choreography.discovery import discover
+from choreo.choreography.graph import (
     SAGA_TIMED_OUT,
     Choreography,
     Problem,
@@ -21,7 +19,9 @@ from choreo.graph import (
     check,
     validate,
 )
-from choreo.service import Service
+from choreo.choreography.service import Service
+from choreo.errors import ChoreographyError
+from choreo.model.events import Event
 
 FIXTURES = "fixtures.choreographies."
 

@@ -102,7 +102,7 @@ def write_schemas(directory: Path, names: list[str]) -> None:
 
 def shop_event_names() -> list[str]:
     """Return the full names of the valid example's events."""
-    from choreo.discovery import load_choreography
+    from choreo.choreography.discovery import load_choreography
 
     return list(load_choreography(VALID).event_types)
 

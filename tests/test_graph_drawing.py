@@ -10,11 +10,11 @@ from typing import ClassVar
 
 import pytest
 
-from choreo.discovery import discover
-from choreo.drawing import dot_escape, mermaid_escape, to_dot, to_mermaid
-from choreo.events import Event
-from choreo.graph import Choreography, Lane
-from choreo.service import Saga, Service
+from choreo.choreography.discovery import discover
+from choreo.choreography.drawing import dot_escape, mermaid_escape, to_dot, to_mermaid
+from choreo.choreography.graph import Choreography, Lane
+from choreo.choreography.service import Saga, Service
+from choreo.model.events import Event
 
 RED = "#cf222e"
 

@@ -14,7 +14,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from choreo.cli.schemas_cmd import schemas
-from choreo.events import Event, check_event_class
+from choreo.model.events import Event, check_event_class
 from choreo.schemas import load_directory
 from choreo.schemas.codegen import HEADER, generate_module
 

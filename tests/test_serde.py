@@ -13,7 +13,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from choreo.codec import SingleObjectCodec
 from choreo.codec_confluent import ConfluentCodec
 from choreo.errors import DecodeError, SchemaError, UnknownEventError
-from choreo.events import Event, SagaTimedOut
+from choreo.model.events import Event, SagaTimedOut
 from choreo.schemas import LocalSchemaRegistry, load_directory
 from choreo.serde import EventSerde
 from services import events as shop
@@ -185,7 +185,7 @@ def test_public_api_is_pinned() -> None:
     """The names the runtime, tracker and services import stay exported."""
     import choreo.codec
     import choreo.codec_confluent
-    import choreo.events
+    import choreo.model.events
     import choreo.schemas
     import choreo.serde
 
@@ -205,7 +205,7 @@ def test_public_api_is_pinned() -> None:
         "event_type_of",
         "from_avro",
         "to_avro",
-    } <= set(choreo.events.__all__)
+    } <= set(choreo.model.events.__all__)
     assert {
         "LocalSchemaRegistry",
         "SchemaRegistry",

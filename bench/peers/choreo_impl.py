@@ -26,12 +26,12 @@ from typing import Any
 
 from bench.peers import choreography as ch
 from bench.peers.harness import RunContext
+from choreo.choreography.service import Saga, Service
 from choreo.codec import SingleObjectCodec
-from choreo.events import Event
+from choreo.model.events import Event
 from choreo.runtime import MemoryInbox, Worker, WorkerConfig
 from choreo.schemas.loader import load_directory
 from choreo.serde import EventSerde
-from choreo.service import Saga, Service
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 from services.events import (

@@ -100,7 +100,7 @@ def new_tracker(
         decode = SingleObjectCodec(load_directory(schemas_dir)).decode_any
     declared = None
     if choreography is not None:
-        from choreo.discovery import load_choreography
+        from choreo.choreography.discovery import load_choreography
 
         import_from_cwd()
         declared = load_choreography(choreography)

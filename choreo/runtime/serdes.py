@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from choreo.choreography.service import Service
 from choreo.errors import ConfigurationError
-from choreo.events import Event, event_type_of
+from choreo.model.events import Event, event_type_of
 from choreo.runtime.worker import Serde
-from choreo.service import Service
 
 __all__ = ["event_classes", "serde_for"]
 

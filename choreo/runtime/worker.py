@@ -55,8 +55,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, Protocol
 
-from choreo.context import EventLogger
-from choreo.envelope import Header, now_ms
+from choreo.choreography.service import Service, StepKind
 from choreo.errors import (
     BusinessFailure,
     ChoreoError,
@@ -68,7 +67,9 @@ from choreo.errors import (
     TransportError,
     UnknownEventError,
 )
-from choreo.events import Event
+from choreo.model.context import EventLogger
+from choreo.model.envelope import Header, now_ms
+from choreo.model.events import Event
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id, dead_letter_record
 from choreo.runtime.handler_context import new_context, settle
@@ -85,7 +86,6 @@ from choreo.runtime.routing import (
     scan_headers,
 )
 from choreo.runtime.tracing import all_valid, is_valid
-from choreo.service import Service, StepKind
 from choreo.transports.base import Consumer, Producer, Record, TopicPartition, Transport
 
 __all__ = ["Serde", "Worker"]
@@ -735,7 +735,7 @@ class Worker:
         """Return the outbox records of a handler's emitted events (see :meth:`_encode_one`).
 
         Raises :class:`~choreo.errors.HandlerError` for an event the handler did not declare
-        or that is not an :class:`~choreo.events.Event` (checked when its plan is built).
+        or that is not an :class:`~choreo.model.events.Event` (checked when its plan is built).
         """
         encode_one = self._encode_one
         return [encode_one(route, fields, event, index) for index, event in enumerate(events)]

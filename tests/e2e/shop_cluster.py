@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from choreo.choreography.graph import Choreography
 from choreo.codec import SingleObjectCodec
-from choreo.graph import Choreography
 from choreo.runtime import Publisher, SqliteInbox, WorkerConfig
 from choreo.runtime.serdes import event_classes
 from choreo.schemas.loader import load_directory

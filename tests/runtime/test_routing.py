@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from choreo.envelope import Envelope, Header, Role
 from choreo.errors import EnvelopeError, HandlerError
+from choreo.model.envelope import Envelope, Header, Role
 from choreo.runtime.outbox import pack_headers, unpack_headers
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from choreo.context import Context
-from choreo.envelope import Header, Role, headers_to_dict
+from choreo.choreography.service import Retry
 from choreo.errors import ConfigurationError, DeliveryError, TransientError
+from choreo.model.context import Context
+from choreo.model.envelope import Header, Role, headers_to_dict
 from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
-from choreo.service import Retry
 from choreo.transports.base import TopicPartition
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
@@ -187,7 +187,7 @@ def test_handler_database_writes_are_undone_with_a_failed_attempt(
             raise TransientError("lost the connection after writing")
         return StockReserved(event.order_id, event.sku, event.quantity)
 
-    from choreo.service import Service
+    from choreo.choreography.service import Service
 
     service = Service("inventory", sagas=[shop.saga])
     service.step(on=OrderPlaced, emits=StockReserved, retry=Retry(2, backoff=0.0))(

@@ -9,7 +9,7 @@ import pytest
 from tracker_log import T0, SagaLog, build_choreography, to_records
 
 from choreo.codec import SingleObjectCodec
-from choreo.envelope import Envelope, Header, Role, headers_to_dict
+from choreo.model.envelope import Envelope, Header, Role, headers_to_dict
 from choreo.schemas.loader import load_directory
 from choreo.tracker import TIMEOUT_EVENT_TYPE, SagaState, SagaStatus, Tracker
 from choreo.tracker.timeouts import TIMEOUT_SERVICE, TimeoutService
