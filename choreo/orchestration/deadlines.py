@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from choreo.envelope import Envelope, Role, now_ms
+from choreo.model.envelope import Envelope, Role, now_ms
 from choreo.orchestration.events import DEADLINE_PASSED, DeadlinePassed
 from choreo.runtime.routing import derived_event_id
 from choreo.runtime.topics import TopicNaming

@@ -45,11 +45,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.errors import ConfigurationError
-from choreo.events import Event, SagaTimedOut, event_type_of
+from choreo.model.events import Event, SagaTimedOut, event_type_of
 from choreo.orchestration.events import DeadlinePassed, SagaCompensationFailed
-from choreo.service import HandlerSpec, Saga, Service, StepKind
+from choreo.choreography.service import HandlerSpec, Saga, Service, StepKind
 
 if TYPE_CHECKING:
     from choreo.orchestration.engine import Engine

@@ -29,8 +29,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from choreo.envelope import Envelope, Role, now_ms
-from choreo.events import Event, SagaTimedOut, event_type_of
+from choreo.model.envelope import Envelope, Role, now_ms
+from choreo.model.events import Event, SagaTimedOut, event_type_of
 from choreo.orchestration.events import (
     DEADLINE_PASSED,
     SAGA_COMPENSATION_FAILED,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
-from choreo.events import Event, SagaTimedOut
+from choreo.model.events import Event, SagaTimedOut
 
 __all__ = [
     "DEADLINE_PASSED",

@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from choreo.errors import ChoreoError
-from choreo.events import Event, event_type_of
+from choreo.model.events import Event, event_type_of
 from choreo.runtime.routing import read_envelope
 from choreo.runtime.topics import TopicNaming
 from choreo.tracker.live import read_topics

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from choreo.envelope import now_ms
+from choreo.model.envelope import now_ms
 from choreo.orchestration.deadlines import DeadlineWatcher
 from choreo.orchestration.declaration import Orchestrator
 from choreo.orchestration.rebuild import rebuild

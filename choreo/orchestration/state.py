@@ -19,8 +19,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from choreo.events import Event
-from choreo.service import StepKind
+from choreo.model.events import Event
+from choreo.choreography.service import StepKind
 
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator, StepDef

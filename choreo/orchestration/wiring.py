@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from choreo.envelope import Role
-from choreo.events import Event, SagaTimedOut, event_type_of
+from choreo.model.envelope import Role
+from choreo.model.events import Event, SagaTimedOut, event_type_of
 from choreo.orchestration.events import DeadlinePassed, SagaCompensationFailed
-from choreo.service import Service, StepKind
+from choreo.choreography.service import Service, StepKind
 
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator, StepDef
