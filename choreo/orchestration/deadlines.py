@@ -92,7 +92,7 @@ class DeadlineWatcher:
             notice = DeadlinePassed(
                 saga=run.saga,
                 correlation_id=run.correlation_id,
-                step=orch.step_id(step),
+                step=orch.step_id(step or "start"),
                 compensating=compensating,
                 attempt=attempt,
                 deadline_ms=limit,

@@ -45,11 +45,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from choreo.model.envelope import Role
-from choreo.errors import ConfigurationError
-from choreo.model.events import Event, SagaTimedOut, event_type_of
-from choreo.orchestration.events import DeadlinePassed, SagaCompensationFailed
 from choreo.choreography.service import HandlerSpec, Saga, Service, StepKind
+from choreo.errors import ConfigurationError
+from choreo.model.envelope import Role
+from choreo.model.events import Event, event_type_of
 
 if TYPE_CHECKING:
     from choreo.orchestration.engine import Engine
@@ -368,6 +367,8 @@ class Orchestrator:
         def decorator(func: F) -> F:
             self._check_open()
             name = _name_of(func, f"orchestrator {self.name} step")
+            if name in _RESERVED:
+                raise ConfigurationError(f"orchestrator {self.name}: {name!r} is a reserved name")
             if any(s.name == name for s in self.steps):
                 raise ConfigurationError(f"orchestrator {self.name}: two steps named {name}")
             last = self.steps[-1] if self.steps else None
@@ -496,7 +497,4 @@ def _types(value: object, what: str, *, required: bool) -> tuple[type[Event], ..
     return found
 
 
-BUILTIN_EMITS: tuple[type[Event], ...] = (SagaTimedOut, SagaCompensationFailed)
-"""choreo's own events an orchestrator emits."""
-BUILTIN_CONSUMES: tuple[type[Event], ...] = (DeadlinePassed,)
-"""choreo's own events an orchestrator consumes."""
+_RESERVED = frozenset({"start", "begin", "deadline"})

@@ -177,7 +177,8 @@ class Engine:
 
     def _local(self, step_header: str) -> str:
         prefix = f"{self.orch.name}."
-        return step_header[len(prefix) :] if step_header.startswith(prefix) else step_header
+        local = step_header[len(prefix) :] if step_header.startswith(prefix) else step_header
+        return "" if local == "start" else local
 
     def _new_run(self, correlation_id: str) -> SagaRun:
         run = self.runs[correlation_id] = SagaRun(self.orch.saga.name, correlation_id)

@@ -19,8 +19,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from choreo.model.events import Event
 from choreo.choreography.service import StepKind
+from choreo.model.events import Event
 
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator, StepDef

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from choreo.choreography.service import Service, StepKind
 from choreo.model.envelope import Role
 from choreo.model.events import Event, SagaTimedOut, event_type_of
 from choreo.orchestration.events import DeadlinePassed, SagaCompensationFailed
-from choreo.choreography.service import Service, StepKind
 
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator, StepDef
@@ -92,7 +92,7 @@ def register_handlers(
     roles.update({event_type_of(c): Role.COMPLETED for c in orch.saga.completed})
     roles.update({event_type_of(c): Role.FAILED for c in orch.saga.failed})
     step_of = {event_type_of(s.command): s.name for s in orch.steps}
-    step_of.update({event_type_of(c.command): n for n, c in orch.compensations() if n})
+    step_of.update({event_type_of(c.command): n or "start" for n, c in orch.compensations()})
     return roles, step_of
 
 
