@@ -8,7 +8,7 @@ envelope with a W3C traceparent):
 - **hop**: the lean hand-written hop on the same transport: poll a batch from the memory
   bus, fastavro decode + encode, publish with the incoming headers, commit the offsets
   once per batch (what the runtime does minus envelopes, dedupe, outbox and dispatch);
-- **serde**: choreo's own :class:`~choreo.serde.EventSerde` decode + encode of each record
+- **serde**: choreo's own :class:`~choreo.avro.serde.EventSerde` decode + encode of each record
   (the codec the runtime uses);
 - **runtime (memory inbox)**: a :class:`~choreo.runtime.worker.Worker` consuming the
   records from a :class:`~choreo.transports.memory.MemoryBus`: envelope read, dedupe,
@@ -61,15 +61,15 @@ from typing import Any, ClassVar
 
 import fastavro
 
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import LocalSchemaRegistry
+from choreo.avro.serde import EventSerde
 from choreo.choreography.service import Saga, Service
-from choreo.codec import SingleObjectCodec
 from choreo.model.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
 from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.routing import scan_headers
 from choreo.runtime.tracing import all_valid
-from choreo.schemas.loader import LocalSchemaRegistry
-from choreo.serde import EventSerde
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "runtime.json"

@@ -22,11 +22,11 @@ from choreo.model.envelope import Envelope, Header, Role
 from choreo.model.events import Event, SagaTimedOut, event_type_of
 
 if TYPE_CHECKING:
+    from choreo.avro import load_directory
+    from choreo.avro.codec import SingleObjectCodec
+    from choreo.avro.serde import EventSerde
     from choreo.choreography.graph import Choreography, check
-    from choreo.codec import SingleObjectCodec
     from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
-    from choreo.schemas import load_directory
-    from choreo.serde import EventSerde
     from choreo.testing import SagaTestKit
     from choreo.tracker import Tracker
     from choreo.transports import KafkaConfig, MemoryBus, open_transport
@@ -34,19 +34,19 @@ if TYPE_CHECKING:
 # The rest of the public API loads on first use, so ``import choreo`` stays light.
 _LAZY = {
     "Choreography": "choreo.choreography.graph",
-    "EventSerde": "choreo.serde",
+    "EventSerde": "choreo.avro.serde",
     "KafkaConfig": "choreo.transports",
     "MemoryBus": "choreo.transports",
     "MemoryInbox": "choreo.runtime",
     "Publisher": "choreo.runtime",
     "SagaTestKit": "choreo.testing",
-    "SingleObjectCodec": "choreo.codec",
+    "SingleObjectCodec": "choreo.avro.codec",
     "SqliteInbox": "choreo.runtime",
     "Tracker": "choreo.tracker",
     "Worker": "choreo.runtime",
     "WorkerConfig": "choreo.runtime",
     "check": "choreo.choreography.graph",
-    "load_directory": "choreo.schemas",
+    "load_directory": "choreo.avro",
     "open_transport": "choreo.transports",
 }
 

@@ -217,12 +217,12 @@ class Demo:
         if self._started:
             return
         self._started = True
+        from choreo.avro.codec import SingleObjectCodec
+        from choreo.avro.loader import load_directory
+        from choreo.avro.serde import EventSerde
         from choreo.choreography.graph import Choreography
-        from choreo.codec import SingleObjectCodec
         from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
         from choreo.runtime.serdes import event_classes
-        from choreo.schemas.loader import load_directory
-        from choreo.serde import EventSerde
         from choreo.tracker.fold import TIMEOUT_EVENT_TYPE
         from choreo.tracker.live import LiveTracker
         from choreo.tracker.timeouts import TimeoutService

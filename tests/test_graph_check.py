@@ -309,7 +309,7 @@ def write_avsc(directory: Path, full_name: str) -> None:
 
 def test_missing_schema_with_a_directory(tmp_path: Path) -> None:
     """A directory of .avsc files is loaded with choreo's schema loader."""
-    pytest.importorskip("choreo.schemas.loader")
+    pytest.importorskip("choreo.avro.loader")
     for full_name in shop_names() - {"test.shop.ShipmentCancelled"}:
         write_avsc(tmp_path, full_name)
     problems = problems_of("valid_order", schemas=tmp_path)

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-from choreo._schema_lookup import avro_schema_of, resolve_schemas
+from choreo.avro.lookup import avro_schema_of, resolve_schemas
 from choreo.choreography.graph import Choreography
 from choreo.choreography.service import HandlerSpec
 from choreo.errors import ConfigurationError

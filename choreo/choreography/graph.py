@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from choreo._schema_lookup import has_schema_predicate
+from choreo.avro.lookup import has_schema_predicate
 from choreo.choreography.service import HandlerSpec, Saga, Service, StepKind
 from choreo.errors import ChoreographyError
 from choreo.model.envelope import Role

@@ -94,8 +94,8 @@ def new_tracker(
 
     decode = None
     if schemas_dir is not None:
-        from choreo.codec import SingleObjectCodec
-        from choreo.schemas.loader import load_directory
+        from choreo.avro.codec import SingleObjectCodec
+        from choreo.avro.loader import load_directory
 
         decode = SingleObjectCodec(load_directory(schemas_dir)).decode_any
     declared = None

@@ -93,7 +93,7 @@ def _load_function(spec: str) -> Callable[[str], str]:
 def _load_schemas(schemas_dir: Path | None) -> object | None:
     if schemas_dir is None:
         return None
-    from choreo._schema_lookup import resolve_schemas
+    from choreo.avro.lookup import resolve_schemas
 
     try:
         return resolve_schemas(schemas_dir)

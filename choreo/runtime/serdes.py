@@ -39,18 +39,18 @@ def serde_for(
     schemas_dir: str | Path | None = None,
     registry: Any = None,
 ) -> Serde:
-    """Return an Avro :class:`~choreo.serde.EventSerde` for the services' event classes.
+    """Return an Avro :class:`~choreo.avro.serde.EventSerde` for the services' event classes.
 
-    Exactly one of ``schemas_dir`` (loaded with :func:`choreo.schemas.loader.load_directory`)
+    Exactly one of ``schemas_dir`` (loaded with :func:`choreo.avro.loader.load_directory`)
     and ``registry`` (a loaded schema registry) must be given.
     """
     if (schemas_dir is None) == (registry is None):
         raise ConfigurationError("give exactly one of schemas_dir and registry")
-    from choreo.codec import SingleObjectCodec
-    from choreo.serde import EventSerde
+    from choreo.avro.codec import SingleObjectCodec
+    from choreo.avro.serde import EventSerde
 
     if registry is None:
-        from choreo.schemas.loader import load_directory
+        from choreo.avro.loader import load_directory
 
         registry = load_directory(Path(str(schemas_dir)))
     serde: Serde = EventSerde(SingleObjectCodec(registry), event_classes(services))

@@ -105,7 +105,7 @@ _NOTHING: Final[list[OutboxRecord]] = []  # "handled, nothing more to add" (neve
 
 
 class Serde(Protocol):
-    """Turns events into bytes and back (e.g. :class:`choreo.serde.EventSerde`)."""
+    """Turns events into bytes and back (e.g. :class:`choreo.avro.serde.EventSerde`)."""
 
     def encode(self, event: Event) -> bytes:
         """Return the encoded payload of ``event``."""

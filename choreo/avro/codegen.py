@@ -27,8 +27,8 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from choreo.schemas.loader import SchemaRegistry
-from choreo.schemas.model import PRIMITIVES, JsonSchema, walk_named
+from choreo.avro.loader import SchemaRegistry
+from choreo.avro.model import PRIMITIVES, JsonSchema, walk_named
 
 __all__ = ["HEADER", "generate_module"]
 

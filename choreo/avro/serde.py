@@ -1,4 +1,4 @@
-"""Typed events to bytes and back: the event classes on top of a :class:`~choreo.codec.Codec`.
+"""Typed events to bytes and back: the event classes on top of a :class:`~choreo.avro.codec.Codec`.
 
 The runtime calls exactly :meth:`EventSerde.encode` and :meth:`EventSerde.decode`; the
 tracker, which may not have the services' classes, calls :meth:`EventSerde.decode_dict`.
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from choreo.codec import Codec
-from choreo.codec_compiler import RecordBuilders
+from choreo.avro.codec import Codec
+from choreo.avro.compiler import RecordBuilders
 from choreo.errors import SchemaError, UnknownEventError
 from choreo.model.events import Event, check_event_class, converters, event_type_of, record_builders
 
