@@ -85,7 +85,7 @@ class DeadlineWatcher:
                 saga=run.saga,
                 role=Role.NOTICE,
                 service=orch.name,
-                produced_at_ms=at,
+                produced_at_ms=now_ms(),  # the wall clock, like every envelope
                 causation_id=command_id,
                 step=orch.step_id(step or "start"),
             )

@@ -37,7 +37,7 @@ from choreo.orchestration.events import (
     DeadlinePassed,
     SagaCompensationFailed,
 )
-from choreo.orchestration.state import Action, ActionKind, Outcome, SagaRun, decide
+from choreo.orchestration.state import Action, ActionKind, Outcome, SagaRun, decide, undo_order
 from choreo.runtime.routing import derived_event_id
 
 if TYPE_CHECKING:
@@ -241,7 +241,8 @@ class Engine:
         if kind is ActionKind.FAILED:
             return orch.build_failed(run)
         state = run.step(action.step)
-        pending = [name or "start" for name, _ in orch.compensations() if not run.step(name).undone]
+        names = ["" if s is None else s.name for s in undo_order(orch, run)]
+        pending = [name or "start" for name in names if not run.step(name).undone]
         return SagaCompensationFailed(
             saga=run.saga,
             correlation_id=run.correlation_id,

@@ -25,7 +25,7 @@ from choreo.model.events import Event
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator, StepDef
 
-__all__ = ["Action", "ActionKind", "Outcome", "Phase", "SagaRun", "StepRun", "decide"]
+__all__ = ["Action", "ActionKind", "Outcome", "Phase", "SagaRun", "StepRun", "decide", "undo_order"]
 
 
 class Outcome(enum.StrEnum):
@@ -214,8 +214,12 @@ def _overdue(orch: Orchestrator, run: SagaRun) -> list[Action]:
     return actions
 
 
-def _to_undo(orch: Orchestrator, run: SagaRun) -> list[StepDef | None]:
-    """Return the steps to compensate in order (None: the start), last completed first."""
+def undo_order(orch: Orchestrator, run: SagaRun) -> list[StepDef | None]:
+    """Return the steps to compensate, in order (None: the start), last completed first.
+
+    Succeeded and timed-out compensatable steps, in reverse declaration order, then the
+    start when a compensation undoes it.
+    """
     found: list[StepDef | None] = []
     for step in reversed(orch.steps):
         if step.compensation is None:
@@ -235,7 +239,7 @@ def _compensations(orch: Orchestrator, run: SagaRun) -> list[Action]:
         return []  # a forward step is in flight: its reply (or timeout) decides first
     parallel = orch.policy.order is CompensationOrder.PARALLEL
     actions: list[Action] = []
-    for step in _to_undo(orch, run):
+    for step in undo_order(orch, run):
         name = "" if step is None else step.name
         state = run.step(name)
         if state.undone:
@@ -249,7 +253,7 @@ def _compensations(orch: Orchestrator, run: SagaRun) -> list[Action]:
         if not parallel:
             return actions
     if actions or any(
-        not run.step("" if s is None else s.name).undone for s in _to_undo(orch, run)
+        not run.step("" if s is None else s.name).undone for s in undo_order(orch, run)
     ):
         return actions
     return [Action(ActionKind.FAILED)]

@@ -245,6 +245,8 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
             if step and step not in forward_of:
                 forward_of[step] = event
 
+    # after a timeout a step's outcome is unknown: undoing it is legitimate (see the docs)
+    timed_out_any = any(e.role is _FAILURE and e.event_type == TIMEOUT_EVENT_TYPE for e in order)
     undoing_seen = False  # until a failure or compensation, no event can descend from one
     for index, event in enumerate(order):
         eid, event_type, role, _, produced, cause, step, _, _, _, _ = event
@@ -311,7 +313,7 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
             compensations.append(event)
             if step:
                 compensated.add(step)
-                if step not in forward_of and not timeout_ids:
+                if step not in forward_of and not timed_out_any:
                     violations.append(
                         Violation(
                             Code.COMPENSATION_WITHOUT_STEP,
