@@ -9,7 +9,8 @@ States (DESIGN §3), from the role headers alone: ``start`` -> Started, ``step``
 ``command`` -> Pending, ``failure``/``compensate``/``compensation`` -> Compensating,
 ``completed`` -> Completed, ``failed`` -> Failed. Orchestrated sagas add the orchestrator's
 requests: a ``command`` asks a participant to run a step (whose reply is the ``step`` or
-``failure`` event), a ``compensate`` asks it to undo one (reply: ``compensation``). The first terminal event decides a terminal state; notices never
+``failure`` event), a ``compensate`` asks it to undo one (reply: ``compensation``).
+The first terminal event decides a terminal state; notices never
 change anything. Without a choreography Failed is taken from the terminal event as it
 is; with one, a Failed saga with a completed compensatable step that was never
 compensated is a ``compensation-missing`` violation.
@@ -34,7 +35,9 @@ An event whose cause is not among the saga's events is not a violation: the caus
 be on a partition that was not read. After a timeout, a compensation of a step never seen
 to complete is not a violation either: the step's outcome was unknown, so it is undone in
 case it ran. A failed terminal event of type ``choreo.SagaCompensationFailed`` (an
-orchestrator gave up compensating) marks the saga *compensation failed*. A forward step (or failure) ordered after a timeout
+orchestrator gave up compensating) marks the saga *compensation failed*.
+
+A forward step (or failure) ordered after a timeout
 failure (``choreo.SagaTimedOut``) without descending from it is marked ``late=True``:
 it is shown as late, and is not by itself a violation.
 """
