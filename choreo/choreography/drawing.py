@@ -135,6 +135,7 @@ _MERMAID_SHAPES: dict[str, tuple[str, str]] = {
     "retriable": ("(", ")"),
     "compensation": ("[", "]"),
     "listener": ("[/", "/]"),
+    "orchestration": ("[[", "]]"),
     "sagastart": ("((", "))"),
 }
 _MERMAID_EVENT_SHAPE = ("([", "])")
@@ -193,6 +194,7 @@ def _mermaid_classes(layout: _Layout) -> list[str]:
         "retriable": "fill:#ffffff,stroke:#2da44e",
         "compensation": "fill:#ffffff,stroke:#cf222e,stroke-dasharray:5 5",
         "listener": "fill:#ffffff,stroke:#8c959f",
+        "orchestration": "fill:#f3efff,stroke:#8250df,stroke-width:2px",
     }
     for role in (Role.COMPLETED, Role.FAILED):
         defs[f"role_{role.value}"] += ",stroke-width:3px"
@@ -212,6 +214,7 @@ _DOT_SHAPES: dict[str, str] = {
     "retriable": 'shape=box, style="rounded,filled", fillcolor="#ffffff", color="#2da44e"',
     "compensation": 'shape=box, style="dashed,filled", fillcolor="#ffffff", color="#cf222e"',
     "listener": 'shape=parallelogram, style="filled", fillcolor="#ffffff", color="#8c959f"',
+    "orchestration": 'shape=box3d, style="filled", fillcolor="#f3efff", color="#8250df"',
     "sagastart": 'shape=circle, style="filled", fillcolor="#cfe8ff", color="#1f6feb"',
 }
 

@@ -89,7 +89,9 @@ logger = logging.getLogger(__name__)
 SAGA_TIMED_OUT: Final = "choreo.SagaTimedOut"
 """The event type the tracker emits when a saga is stuck; compensations may consume it."""
 
-BUILTIN_EVENTS: Final = frozenset({SAGA_TIMED_OUT})
+BUILTIN_EVENTS: Final = frozenset(
+    {SAGA_TIMED_OUT, "choreo.DeadlinePassed", "choreo.SagaCompensationFailed"}
+)
 """Event types choreo itself emits: consuming them needs no producer among the services."""
 
 _BUILTIN_NAMESPACE = "choreo."
@@ -167,6 +169,11 @@ class ProblemCode(enum.StrEnum):
     MULTIPLE_PIVOTS = "multiple-pivots"
     STEP_AFTER_PIVOT = "step-after-pivot"
     SAGA_NOT_JOINED = "saga-not-joined"
+    STEP_NOT_COMPENSATED = "orchestrated-step-not-compensated"
+    COMMAND_WITHOUT_PARTICIPANT = "command-without-participant"
+    REPLY_NOT_HANDLED = "reply-not-handled"
+    REPLY_NEVER_SENT = "reply-never-sent"
+    PARTICIPANT_KIND = "participant-kind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +195,17 @@ class Problem:
         return f"{self.severity.value} {self.code.value}: {self.message}"
 
 
-_FORWARD_KINDS = frozenset({StepKind.COMPENSATABLE, StepKind.PIVOT, StepKind.RETRIABLE})
-_IMPLIED_ROLE_ORDER = (Role.FAILURE, Role.COMPENSATION, Role.STEP, Role.NOTICE)
+_FORWARD_KINDS = frozenset(
+    {StepKind.COMPENSATABLE, StepKind.PIVOT, StepKind.RETRIABLE, StepKind.ORCHESTRATION}
+)
+_IMPLIED_ROLE_ORDER = (
+    Role.FAILURE,
+    Role.COMPENSATION,
+    Role.COMPENSATE,
+    Role.COMMAND,
+    Role.STEP,
+    Role.NOTICE,
+)
 
 
 def _successes(spec: HandlerSpec) -> tuple[str, ...]:
@@ -458,7 +474,10 @@ class Choreography:
                 return declared
         if event_type == SAGA_TIMED_OUT:
             return Role.FAILURE
-        implied = {spec.role_of(event_type) for spec in self.producers(event_type)}
+        implied = {
+            self._service_by_name[spec.service].role_of(spec, event_type, saga_name)
+            for spec in self.producers(event_type)
+        }
         return next((role for role in _IMPLIED_ROLE_ORDER if role in implied), None)
 
     def roles(self, saga_name: str | None = None) -> dict[str, Role]:
@@ -701,6 +720,8 @@ def _dead_ends(ch: Choreography) -> Iterator[Problem]:
             event_type = event_type_of(cls)
             if ch.consumers(event_type) or ch.is_terminal(event_type) or event_type in starts:
                 continue
+            if event_type in BUILTIN_EVENTS:  # choreo's own (timeouts): consuming is optional
+                continue
             yield _problem(
                 ProblemCode.DEAD_END_EVENT,
                 spec,
@@ -825,8 +846,13 @@ def _unjoined_sagas(ch: Choreography) -> Iterator[Problem]:
         service = ch.service(spec.service)
         joined = {s.name for s in service.sagas} if service is not None else set()
         for event_type in spec.emitted_types:
+            joined_roles = {
+                s.terminal_role(event_type) for s in ch.sagas if s.name in joined
+            }  # an event two sagas end with: joining one of them is enough
             for saga in ch.sagas:
                 role = saga.terminal_role(event_type)
+                if role in joined_roles:
+                    continue
                 if role in (Role.COMPLETED, Role.FAILED) and saga.name not in joined:
                     yield _problem(
                         ProblemCode.SAGA_NOT_JOINED,
@@ -849,6 +875,14 @@ def _missing_schemas(ch: Choreography, has_schema: Callable[[str], bool]) -> Ite
         yield _problem(ProblemCode.MISSING_SCHEMA, first, text, event=event_type)
 
 
+def _declared_elsewhere(ch: Choreography) -> Iterator[Problem]:
+    """Yield the problems services check themselves (an orchestrator checks its saga)."""
+    for service in ch.services:
+        own = getattr(service, "choreography_problems", None)
+        if callable(own):
+            yield from own(ch)
+
+
 _RULES: tuple[Callable[[Choreography], Iterable[Problem]], ...] = (
     _missing_compensations,
     _uncompensated_starts,
@@ -859,4 +893,5 @@ _RULES: tuple[Callable[[Choreography], Iterable[Problem]], ...] = (
     _saga_paths,
     _pivots,
     _unjoined_sagas,
+    _declared_elsewhere,
 )

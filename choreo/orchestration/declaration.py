@@ -41,7 +41,7 @@ afterwards is an error.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,6 +51,7 @@ from choreo.model.envelope import Role
 from choreo.model.events import Event, event_type_of
 
 if TYPE_CHECKING:
+    from choreo.choreography.graph import Choreography, Problem
     from choreo.orchestration.engine import Engine
     from choreo.orchestration.state import SagaRun
 
@@ -412,6 +413,12 @@ class OrchestratorService(Service):
         """Name the orchestrated step (``orchestrator.step``) in a command's step header."""
         step = self.step_of_command.get(event_type)
         return self.orchestrator.step_id(step) if step is not None else spec.step_id
+
+    def choreography_problems(self, choreography: Choreography) -> Iterator[Problem]:
+        """Yield the orchestrated saga's problems (``choreo check`` calls it)."""
+        from choreo.orchestration.check import problems
+
+        return problems(choreography, self.orchestrator)
 
 
 def _check_declarations(orch: Orchestrator) -> None:
