@@ -204,6 +204,8 @@ _IMPLIED_ROLE_ORDER = (
     Role.COMPENSATE,
     Role.COMMAND,
     Role.STEP,
+    Role.FAILED,
+    Role.COMPLETED,
     Role.NOTICE,
 )
 
@@ -474,6 +476,8 @@ class Choreography:
                 return declared
         if event_type == SAGA_TIMED_OUT:
             return Role.FAILURE
+        if event_type == "choreo.DeadlinePassed":  # an orchestrator's deadline notice
+            return Role.NOTICE
         implied = {
             self._service_by_name[spec.service].role_of(spec, event_type, saga_name)
             for spec in self.producers(event_type)
