@@ -321,16 +321,16 @@ def components() -> dict[str, float]:
     _, stock, _, serde = build()
     worker = Worker(stock, _DroppingTransport(bus), serde, config=WorkerConfig(group_id="c"))
     worker.start()
-    worker._produced_at = ("choreo-produced-at", b"1700000000000")  # as _handle_batch does
-    worker._traces_valid = True  # as _process finds for this batch
-    route = worker._routes["bench.shop.ItemPlaced"]
+    worker.emitter.produced_at = ("choreo-produced-at", b"1700000000000")  # as a batch does
+    worker.emitter.traces_valid = True  # as the dispatcher finds for this batch
+    route = worker.dispatcher.routes["bench.shop.ItemPlaced"]
     scanned = [scan_headers(r.headers) for r in batch]
     values = [r.value or b"" for r in batch]
     events = [serde.decode("bench.shop.ItemPlaced", v) for v in values]
     handler = route.func
     emitted = [handler(e) for e in events]
     pairs = [(f, e) for f, e in zip(scanned, emitted, strict=True) if f is not None]
-    encode_one = worker._encode_one
+    encode_one = worker.emitter.emit_one
     producer = MemoryTransport(MemoryBus()).producer()
     publish = producer.publish
     outbox = [encode_one(route, f, e) for f, e in pairs]
@@ -374,7 +374,7 @@ def components() -> dict[str, float]:
         ],
         "inbox (seen, add, outbox in and out)": inbox_batch,
         "publish (memory)": lambda: [publish(r[1], r[3], key=r[2], headers=r[4]) for r in outbox],
-        "whole _process (hot)": lambda: worker._process(batch),
+        "whole dispatch (hot)": lambda: worker.dispatcher.dispatch(batch),
     }
     timings = {}
     for name, part in parts.items():

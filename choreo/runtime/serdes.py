@@ -1,4 +1,4 @@
-"""Build the serde a worker needs from its services' declarations and a schema source.
+"""The serde a worker uses (:class:`Serde`), and building it from services and schemas.
 
 The event classes come from the services (every class a handler consumes, emits or fails
 with, and their sagas' start and terminal events); the schemas from a directory of
@@ -10,14 +10,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from choreo.choreography.service import Service
 from choreo.errors import ConfigurationError
 from choreo.model.events import Event, event_type_of
-from choreo.runtime.worker import Serde
 
-__all__ = ["event_classes", "serde_for"]
+__all__ = ["Serde", "event_classes", "serde_for"]
+
+
+class Serde(Protocol):
+    """Turns events into bytes and back (e.g. :class:`choreo.avro.serde.EventSerde`)."""
+
+    def encode(self, event: Event) -> bytes:
+        """Return the encoded payload of ``event``."""
+        ...
+
+    def decode(self, event_type: str, data: bytes) -> Event:
+        """Return the event of ``event_type`` encoded in ``data``.
+
+        Raises :class:`~choreo.errors.UnknownEventError` for an unknown type and
+        :class:`~choreo.errors.DecodeError` for bytes that do not decode.
+        """
+        ...
 
 
 def event_classes(services: Iterable[Service]) -> list[type[Event]]:
