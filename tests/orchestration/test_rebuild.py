@@ -46,7 +46,7 @@ def test_a_new_orchestrator_rebuilds_every_saga_from_the_topics(make_kit: MakeKi
 
 def test_a_redelivered_reply_after_a_rebuild_sends_nothing_new(make_kit: MakeKit) -> None:
     """Handling the log's replies again (as after a crash) decides nothing already sent."""
-    kit, orch, _ = make_kit()
+    kit, _, _ = make_kit()
     cid = _start(kit, "o-1")
     fresh = orchestrated.create(deadline=DEADLINE)
     rebuild(fresh, kit.transport, kit.serde, topic_naming=kit.config.topic_naming, idle_timeout=0.2)
