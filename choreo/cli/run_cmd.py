@@ -1,6 +1,9 @@
 """``choreo run MODULE:SERVICE``: run one service's worker until SIGTERM or SIGINT.
 
-The service object is imported from ``MODULE`` (the current directory is importable, as
+An orchestrator (:class:`~choreo.orchestration.Orchestrator`, or its ``service``) runs
+with :class:`~choreo.orchestration.OrchestratorRunner`: it first rebuilds its sagas from
+the log, and a thread publishes its deadline notices. The service object is imported
+from ``MODULE`` (the current directory is importable, as
 with ``python -m``); the serde is built from the event classes the service declares and
 the schemas in ``--schemas``; the inbox is a SQLite file (``--inbox``). On SIGTERM or
 SIGINT the worker finishes the batch in hand, publishes and commits it, and closes.
@@ -21,12 +24,16 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from choreo.choreography.service import Service
 from choreo.cli._common import import_from_cwd
 from choreo.errors import ChoreoError
+
+if TYPE_CHECKING:
+    from choreo.orchestration import OrchestratorRunner
 
 __all__ = ["load_service", "run"]
 
@@ -53,6 +60,9 @@ def load_service(target: str) -> Service:
             found = getattr(found, part)
         except AttributeError:
             raise click.BadParameter(f"{module_name} has no attribute {attribute}") from None
+    as_service = getattr(found, "service", None)  # an Orchestrator runs as its service
+    if not isinstance(found, Service) and isinstance(as_service, Service):
+        found = as_service
     if not isinstance(found, Service):
         raise click.BadParameter(f"{target} is a {type(found).__name__}, not a choreo Service")
     return found
@@ -139,7 +149,14 @@ def run(
         inbox = SqliteInbox(inbox_path or Path(f"{service.name}.inbox.db"))
     except ChoreoError as exc:
         raise click.ClickException(str(exc)) from exc
-    worker = Worker(service, transport, serde, config=config, inbox=inbox)
+    orchestrator = getattr(service, "orchestrator", None)
+    worker: Worker | OrchestratorRunner
+    if orchestrator is None:
+        worker = Worker(service, transport, serde, config=config, inbox=inbox)
+    else:  # an orchestrator: rebuild its sagas from the log, watch its deadlines
+        from choreo.orchestration import OrchestratorRunner
+
+        worker = OrchestratorRunner(orchestrator, transport, serde, config=config, inbox=inbox)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
