@@ -24,6 +24,8 @@ choreographed saga.
 
 from __future__ import annotations
 
+import os
+
 from choreo.orchestration import Orchestrator, SagaRun
 from choreo.orchestration.declaration import CompensationPolicy
 from services import events as ev
@@ -147,8 +149,8 @@ def create(
     return orch
 
 
-orchestrator = create()
-"""The orchestrator with the default deadlines."""
+orchestrator = create(deadline=float(os.environ.get("SHOP_STEP_DEADLINE", DEFAULT_DEADLINE)))
+"""The orchestrator; ``SHOP_STEP_DEADLINE`` sets its step deadline in seconds."""
 
 service = orchestrator.service
 """The orchestrator as a service (``choreo run services.orchestrated:service``)."""
