@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+from conftest import MakeKit, track
+from participants import Script, submitted
+
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import load_directory
 from choreo.model.envelope import Role
 from choreo.tracker.fold import COMPENSATION_FAILED_EVENT_TYPE, Code, fold
 from choreo.tracker.model import SagaState, SagaStatus, TraceEvent
+from choreo.tracker.timeouts import TimeoutService
+from choreo.transports.memory import MemoryTransport
+from choreo.viewer.api import saga_detail, saga_row
+from services.saga import OrderFulfillmentOrchestrated
 
 _ids = itertools.count(1)
 
@@ -138,3 +148,27 @@ def test_the_orchestrator_giving_up_shows_compensation_failed() -> None:
     assert trace.state is SagaState.FAILED  # type: ignore[attr-defined]
     assert trace.compensation_failed  # type: ignore[attr-defined]
     assert trace.status is SagaStatus.COMPENSATION_FAILED  # type: ignore[attr-defined]
+
+
+def test_the_tracker_views_a_kit_run_and_never_times_out_an_orchestrated_saga(
+    make_kit: MakeKit, tmp_path: Path
+) -> None:
+    """Viewer rows and details show the roles; the TimeoutService leaves the saga alone."""
+    kit, orch, _ = make_kit(Script(silent={"prepare"}))
+    order = kit.workers["order"].service
+    cid = kit.when(
+        OrderFulfillmentOrchestrated, submitted("o-9"), correlation_id="o-9", service=order
+    )
+    tracker = track(kit, orch)
+    trace = tracker.get(cid)
+    assert trace is not None and trace.status is SagaStatus.PENDING
+    detail = saga_detail(trace)
+    roles = [event["role"] for event in detail["events"]]
+    assert roles[:3] == ["start", "command", "command"]
+    assert saga_row(trace)["saga"] == "OrderFulfillmentOrchestrated"
+    service = TimeoutService(
+        tracker, MemoryTransport(), SingleObjectCodec(load_directory(tmp_path)).encode
+    )
+    assert service.run_once(now=trace.started_at_ms + 3_600_000) == []  # type: ignore[operator]
+    assert tracker.facts is not None
+    assert tracker.facts.orchestrated == {"OrderFulfillmentOrchestrated"}
