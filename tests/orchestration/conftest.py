@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from participants import SCHEMAS_DIR, Script, build
+from orch_kit import DEADLINE, MakeKit
+from orch_participants import SCHEMAS_DIR, Script, build
 
 from choreo.orchestration import Orchestrator
 from choreo.orchestration.declaration import CompensationPolicy
 from choreo.orchestration.testing import OrchestrationTestKit
-from choreo.tracker.tracker import Tracker
-from choreo.transports.base import Record
 from services import orchestrated
-
-DEADLINE = 5.0
-"""The orchestrator's step deadline in these tests (virtual seconds)."""
-
-MakeKit = Callable[..., tuple[OrchestrationTestKit, Orchestrator, Script]]
 
 
 @pytest.fixture
@@ -44,11 +38,3 @@ def make_kit() -> Iterator[MakeKit]:
     yield make
     for kit in made:
         kit.close()
-
-
-def track(kit: OrchestrationTestKit, orch: Orchestrator) -> Tracker:
-    """Return a tracker fed with every record the kit saw published (dead letters included)."""
-    tracker = Tracker(choreography=[s for s in kit.services])
-    for offset, record in enumerate(kit.published):
-        tracker.feed(Record(record.topic, 0, offset, record.key, record.value, record.headers))
-    return tracker

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from participants import SCHEMAS_DIR
+from orch_participants import SCHEMAS_DIR
 
 from choreo.choreography.asyncapi import to_asyncapi
 from choreo.choreography.drawing import to_dot, to_mermaid

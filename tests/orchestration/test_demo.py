@@ -65,3 +65,26 @@ def test_silent_dispatches_time_out_at_the_orchestrator_and_compensate(tmp_path:
     assert {e.service for e in timeouts} == {"orchestrator"}
     assert all(any(e.role is Role.COMMAND for e in t.events) for t in traces)
     assert result.audit.facts["notifications"] == 80  # notification reacts by choreography
+
+
+def test_docker_compose_runs_the_orchestrated_variant_on_request() -> None:
+    """The orchestrator and its placer are in the ``orchestrated`` profile, validly commanded."""
+    import yaml
+
+    from choreo.cli.run_cmd import load_service, run
+    from services.placer import main
+
+    repo = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((repo / "docker-compose.yml").read_text())
+    services = compose["services"]
+    orchestrator, placer = services["orchestrator"], services["orders-orchestrated"]
+    assert orchestrator["profiles"] == placer["profiles"] == ["orchestrated"]
+    command = [a.replace("/app/", f"{repo}/") for a in orchestrator["command"]]
+    with run.make_context("run", command[command.index("run") + 1 :]) as ctx:
+        assert ctx.params["target"] == "services.orchestrated:service"
+        assert load_service(ctx.params["target"]).name == "orchestrator"
+    args = [a.replace("/app/", f"{repo}/") for a in placer["command"][3:]]
+    with main.make_context("placer", args) as ctx:
+        assert ctx.params["style"] == "orchestrated" and ctx.params["seed"] == 1
+    assert placer["depends_on"]["orchestrator"] == {"condition": "service_healthy"}
+    assert placer["volumes"] == services["order"]["volumes"]

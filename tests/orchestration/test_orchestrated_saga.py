@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import MakeKit, track
-from participants import Script, submitted
+from orch_kit import MakeKit, track
+from orch_participants import Script, submitted
 
 from choreo.model.envelope import Role
 from choreo.model.events import Event, SagaTimedOut, event_type_of

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import DEADLINE, MakeKit
-from participants import Script, submitted
+from orch_kit import DEADLINE, MakeKit
+from orch_participants import Script, submitted
 
 from choreo.model.envelope import Role
 from choreo.orchestration import Outcome, Phase

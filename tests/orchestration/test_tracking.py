@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from conftest import MakeKit, track
-from participants import Script, submitted
+from orch_kit import MakeKit, track
+from orch_participants import Script, submitted
 
 from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.loader import load_directory
