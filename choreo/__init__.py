@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from choreo.avro import load_directory
     from choreo.avro.codec import SingleObjectCodec
     from choreo.avro.serde import EventSerde
-    from choreo.choreography.graph import Choreography, check
+    from choreo.choreography.checks import check
+    from choreo.choreography.graph import Choreography
     from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
     from choreo.testing import SagaTestKit
     from choreo.tracker import Tracker
@@ -45,7 +46,7 @@ _LAZY = {
     "Tracker": "choreo.tracker",
     "Worker": "choreo.runtime",
     "WorkerConfig": "choreo.runtime",
-    "check": "choreo.choreography.graph",
+    "check": "choreo.choreography.checks",
     "load_directory": "choreo.avro",
     "open_transport": "choreo.transports",
 }

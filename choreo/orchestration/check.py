@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from choreo.choreography.graph import Choreography, Problem, ProblemCode, Severity
+from choreo.choreography.checks import Problem, ProblemCode, Severity
+from choreo.choreography.graph import Choreography
 from choreo.choreography.service import HandlerSpec, StepKind
 from choreo.model.events import Event, event_type_of
 

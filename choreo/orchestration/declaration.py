@@ -51,7 +51,8 @@ from choreo.model.envelope import Role
 from choreo.model.events import Event, event_type_of
 
 if TYPE_CHECKING:
-    from choreo.choreography.graph import Choreography, Problem
+    from choreo.choreography.checks import Problem
+    from choreo.choreography.graph import Choreography
     from choreo.orchestration.engine import Engine
     from choreo.orchestration.state import SagaRun
 

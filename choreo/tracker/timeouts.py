@@ -12,10 +12,10 @@ Each pass reads only what the tracker's saga index lists as overdue and still mo
 forward, so its cost does not grow with the number of stuck or finished sagas.
 
 Only sagas still moving forward (Started or Pending) time out, and never a saga an
-orchestrator runs (the choreography says which): the orchestrator times its own steps out; a saga stuck while
-compensating is left to a human (it shows as Stuck). Each saga times out at most once:
-the service remembers what it sent, and a saga whose log already holds a timeout is
-skipped, so a restarted service does not send it again.
+orchestrator runs (the choreography says which): the orchestrator times its own steps
+out; a saga stuck while compensating is left to a human (it shows as Stuck). Each saga
+times out at most once: the service remembers what it sent, and a saga whose log already
+holds a timeout is skipped, so a restarted service does not send it again.
 """
 
 from __future__ import annotations

@@ -50,13 +50,11 @@ class Script:
 
 def build(script: Script) -> list[Service]:
     """Return the scripted order, inventory, payment and shipping participants."""
-    from services.saga import OrderFulfillmentOrchestrated
+    return [_order(script), _inventory(script), _payment(script), _shipping(script)]
 
+
+def _inventory(script: Script) -> Service:
     inventory = Service("inventory")
-    payment = Service("payment")
-    shipping = Service("shipping")
-    order = Service("order")
-    order.starts(OrderFulfillmentOrchestrated)
 
     @inventory.step(
         on=ev.ReserveInventory,
@@ -78,6 +76,12 @@ def build(script: Script) -> list[Service]:
             return None
         return ev.ReleaseInventorySucceeded(order_id=event.order_id)
 
+    return inventory
+
+
+def _payment(script: Script) -> Service:
+    payment = Service("payment")
+
     @payment.step(
         on=ev.ChargePayment, emits=ev.ChargePaymentSucceeded, fails_with=ev.ChargePaymentFailed
     )
@@ -97,6 +101,12 @@ def build(script: Script) -> list[Service]:
         if not script.run("refund", event.order_id):
             return None
         return ev.RefundPaymentSucceeded(order_id=event.order_id)
+
+    return payment
+
+
+def _shipping(script: Script) -> Service:
+    shipping = Service("shipping")
 
     @shipping.step(on=ev.PrepareShipment, emits=ev.PrepareShipmentSucceeded)
     def prepare(event: ev.PrepareShipment) -> object:
@@ -124,6 +134,15 @@ def build(script: Script) -> list[Service]:
             return ev.DispatchShipmentFailed(order_id=event.order_id, reason="carrier said no")
         return ev.DispatchShipmentSucceeded(order_id=event.order_id, tracking_number="T")
 
+    return shipping
+
+
+def _order(script: Script) -> Service:
+    from services.saga import OrderFulfillmentOrchestrated
+
+    order = Service("order")
+    order.starts(OrderFulfillmentOrchestrated)
+
     @order.retriable(on=ev.CompleteOrder, emits=ev.CompleteOrderSucceeded)
     def complete(event: ev.CompleteOrder) -> object:
         if not script.run("complete", event.order_id):
@@ -141,7 +160,7 @@ def build(script: Script) -> list[Service]:
             return None
         return ev.RejectOrderSucceeded(order_id=event.order_id)
 
-    return [order, inventory, payment, shipping]
+    return order
 
 
 def submitted(order_id: str = "o-1") -> ev.OrderSubmitted:

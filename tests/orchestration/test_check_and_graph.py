@@ -6,8 +6,9 @@ import pytest
 from orch_participants import SCHEMAS_DIR
 
 from choreo.choreography.asyncapi import to_asyncapi
+from choreo.choreography.checks import ProblemCode, Severity, check
 from choreo.choreography.drawing import to_dot, to_mermaid
-from choreo.choreography.graph import Choreography, ProblemCode, Severity, check
+from choreo.choreography.graph import Choreography
 from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError
 from choreo.orchestration import Orchestrator, SagaRun
