@@ -89,6 +89,7 @@ class Engine:
             for cls in comp.success:
                 self._replies[event_type_of(cls)] = (name, _UNDONE)
         self._start = event_type_of(orch.saga.start)
+        self._steps = frozenset([*(step.name for step in orch.steps), ""])
         self._deadlines = {step.name: int(step.deadline * 1000) for step in orch.steps}
         self._undo_deadlines = {name: int(c.deadline * 1000) for name, c in orch.compensations()}
 
@@ -147,12 +148,16 @@ class Engine:
             target = state.undo_commands if command[1] else state.commands
             target.setdefault(eid, envelope.produced_at_ms)
         elif event_type == _TIMED_OUT and isinstance(event, SagaTimedOut):
-            run.step(self._local(event.step)).timed_out = True
-            if run.failure is None:
-                run.failure = event
+            step = self._local(event.step)
+            if step in self._steps:  # names from the payload: only our own steps count
+                run.step(step).timed_out = True
+                if run.failure is None:
+                    run.failure = event
         elif event_type == DEADLINE_PASSED and isinstance(event, DeadlinePassed):
-            state = run.step(self._local(event.step))
-            (state.undo_overdue if event.compensating else state.overdue).add(event.attempt)
+            step = self._local(event.step)
+            if step in self._steps:
+                state = run.step(step)
+                (state.undo_overdue if event.compensating else state.overdue).add(event.attempt)
         elif envelope.role in (Role.COMPLETED, Role.FAILED):
             run.terminal[eid] = event_type
             run.completed = run.completed or envelope.role is Role.COMPLETED
