@@ -232,18 +232,26 @@ def undo_order(orch: Orchestrator, run: SagaRun) -> list[StepDef | None]:
 
 
 def _compensations(orch: Orchestrator, run: SagaRun) -> list[Action]:
-    """Return the next compensations, resends, a give-up or the failed event."""
+    """Return the next compensations, resends, a give-up or the failed event.
+
+    In reverse order one compensation at a time; in parallel every step's at once, and
+    the start's once they are all done.
+    """
     from choreo.orchestration.declaration import CompensationOrder
 
     if any(run.outcome(s.name) is Outcome.SENT for s in orch.steps):
         return []  # a forward step is in flight: its reply (or timeout) decides first
     parallel = orch.policy.order is CompensationOrder.PARALLEL
     actions: list[Action] = []
+    waiting = False  # an earlier compensation is not done yet
     for step in undo_order(orch, run):
         name = "" if step is None else step.name
         state = run.step(name)
         if state.undone:
             continue
+        if step is None and waiting:
+            break  # the start is undone last, in parallel mode too
+        waiting = True
         if not state.undo_commands:
             actions.append(Action(ActionKind.COMPENSATE, name))
         elif state.undo_attempt in state.undo_overdue:

@@ -242,3 +242,31 @@ def test_many_sagas_run_independently(make_kit: MakeKit) -> None:
     cids = [_start(kit, f"o-{n}") for n in range(20)]
     assert {kit.phase(orch, cid) for cid in cids} == {Phase.COMPLETED}
     assert script.calls["dispatch"] == 20
+
+
+def test_parallel_compensations_are_sent_at_once_and_the_start_last() -> None:
+    """CompensationOrder.PARALLEL: cancel, refund and release together, then reject."""
+    from orch_participants import SCHEMAS_DIR, build
+
+    from choreo.orchestration import CompensationOrder, CompensationPolicy
+    from services import orchestrated
+
+    script = Script(fail={"dispatch"})
+    orch = orchestrated.create(
+        deadline=5.0, compensation=CompensationPolicy(order=CompensationOrder.PARALLEL)
+    )
+    with OrchestrationTestKit([orch, *build(script)], schemas_dir=SCHEMAS_DIR) as kit:
+        cid = _start(kit)
+        events = kit.events(cid)
+        compensate = [i for i, e in enumerate(events) if e.role is Role.COMPENSATE]
+        sent = [events[i].event_type for i in compensate]
+        assert sent[:3] == [
+            event_type_of(ev.CancelShipment),
+            event_type_of(ev.RefundPayment),
+            event_type_of(ev.ReleaseInventory),
+        ]
+        assert compensate[:3] == [compensate[0], compensate[0] + 1, compensate[0] + 2]
+        assert sent[3] == event_type_of(ev.RejectOrder)
+        replies = [i for i, e in enumerate(events) if e.role is Role.COMPENSATION]
+        assert compensate[3] > max(replies[:3])  # the start is undone after the others
+        assert kit.phase(orch, cid) is Phase.FAILED
