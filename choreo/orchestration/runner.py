@@ -27,7 +27,7 @@ from choreo.orchestration.deadlines import DeadlineWatcher
 from choreo.orchestration.declaration import Orchestrator
 from choreo.orchestration.rebuild import rebuild
 from choreo.runtime.config import WorkerConfig
-from choreo.runtime.inbox import Inbox
+from choreo.store import Store
 from choreo.runtime.worker import Serde, Worker
 from choreo.transports.base import Transport
 
@@ -49,7 +49,7 @@ class OrchestratorRunner:
         serde: Serde,
         *,
         config: WorkerConfig | None = None,
-        inbox: Inbox | None = None,
+        inbox: Store | None = None,
         clock_ms: Callable[[], int] = now_ms,
         watch_interval: float = 0.5,
         rebuild: bool = True,

@@ -5,7 +5,7 @@ deduplicated by event id and put in causal order (:func:`causal_order`), then a 
 machine and the saga-guarantee checks run over that order. Reading partitions in any
 interleaving, or reading an event twice, therefore gives the same trace.
 
-States (DESIGN §3), from the role headers alone: ``start`` -> Started, ``step`` or
+States, from the role headers alone: ``start`` -> Started, ``step`` or
 ``command`` -> Pending, ``failure``/``compensate``/``compensation`` -> Compensating,
 ``completed`` -> Completed, ``failed`` -> Failed. Orchestrated sagas add the
 orchestrator's requests: a ``command`` asks a participant to run a step (whose reply is

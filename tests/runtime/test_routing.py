@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from choreo.errors import EnvelopeError, HandlerError
 from choreo.model.envelope import Envelope, Header, Role
-from choreo.runtime.outbox import pack_headers, unpack_headers
+from choreo.model.topics import deadletter_topic, topic_for
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
     EVENT_ID_NAMESPACE,
@@ -24,13 +24,13 @@ from choreo.runtime.routing import (
     read_envelope,
     scan_headers,
 )
-from choreo.runtime.topics import deadletter_topic, topic_for
 from choreo.runtime.tracing import (
     all_valid,
     child_traceparent,
     new_traceparent,
     parse_traceparent,
 )
+from choreo.store.outbox import pack_headers, unpack_headers
 from choreo.transports.base import Record
 
 from .fixtures.events import OrderPlaced, StockReleased, StockReserved, StockUnavailable
