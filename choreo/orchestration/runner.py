@@ -12,9 +12,11 @@ configured); :class:`OrchestratorRunner` adds what an orchestrator needs around 
 What survives what: a SIGKILL or a moved orchestrator loses only memory; the restarted
 runner rebuilds every saga in flight from the log, the worker redelivers what was not
 committed, and commands already published are never decided again. With the memory
-inbox, a crash in the middle of publishing one event's outputs (say two commands of a
+store, a crash in the middle of publishing one event's outputs (say two commands of a
 parallel group) can leave part of them unsent until that step's deadline passes; a
-durable inbox (SQLite) or ``exactly_once`` makes a handler's sends atomic.
+durable store (SQLite, PostgreSQL) or ``exactly_once`` makes a handler's sends atomic.
+Run one replica per orchestrator: its sagas' state lives in the process (rebuilt from
+Kafka), not in the store.
 """
 
 from __future__ import annotations
