@@ -1,6 +1,9 @@
 """``choreo run MODULE:SERVICE``: run one service's worker until SIGTERM or SIGINT.
 
-The service object is imported from ``MODULE`` (the current directory is importable, as
+An orchestrator (:class:`~choreo.orchestration.Orchestrator`, or its ``service``) runs
+with :class:`~choreo.orchestration.OrchestratorRunner`: it first rebuilds its sagas from
+the log, and a thread publishes its deadline notices. The service object is imported
+from ``MODULE`` (the current directory is importable, as
 with ``python -m``); the serde is built from the event classes the service declares and
 the schemas in ``--schemas``; the store (inbox, outbox and the service's own tables) is
 ``--store`` / ``$CHOREO_STORE``: ``postgresql://…`` for several replicas sharing one state,
@@ -23,12 +26,16 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from choreo.choreography.service import Service
 from choreo.cli._common import config_option, import_from_cwd, open_kafka
 from choreo.errors import ChoreoError
+
+if TYPE_CHECKING:
+    from choreo.orchestration import OrchestratorRunner
 
 __all__ = ["load_service", "run"]
 
@@ -55,6 +62,9 @@ def load_service(target: str) -> Service:
             found = getattr(found, part)
         except AttributeError:
             raise click.BadParameter(f"{module_name} has no attribute {attribute}") from None
+    as_service = getattr(found, "service", None)  # an Orchestrator runs as its service
+    if not isinstance(found, Service) and isinstance(as_service, Service):
+        found = as_service
     if not isinstance(found, Service):
         raise click.BadParameter(f"{target} is a {type(found).__name__}, not a choreo Service")
     return found
@@ -159,7 +169,14 @@ def run(
             inbox = SqliteStore(inbox_path or Path(f"{service.name}.inbox.db"))
     except ChoreoError as exc:
         raise click.ClickException(str(exc)) from exc
-    worker = Worker(service, transport, serde, config=config, inbox=inbox)
+    orchestrator = getattr(service, "orchestrator", None)
+    worker: Worker | OrchestratorRunner
+    if orchestrator is None:
+        worker = Worker(service, transport, serde, config=config, inbox=inbox)
+    else:  # an orchestrator: rebuild its sagas from the log, watch its deadlines
+        from choreo.orchestration import OrchestratorRunner
+
+        worker = OrchestratorRunner(orchestrator, transport, serde, config=config, inbox=inbox)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

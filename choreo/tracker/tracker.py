@@ -663,6 +663,8 @@ class Tracker:
                     break
         entry.ended_at_ms = ended
         entry.event_count = len(events)
+        if trace.compensation_failed:  # also told by the events (an orchestrator gave up)
+            entry.compensation_failed = True
         if trace.violations:
             new = SagaStatus.VIOLATED
         elif trace.compensation_failed:
