@@ -1,6 +1,9 @@
 """``choreo run MODULE:SERVICE``: run one service's worker until SIGTERM or SIGINT.
 
-The service object is imported from ``MODULE`` (the current directory is importable, as
+An orchestrator (:class:`~choreo.orchestration.Orchestrator`, or its ``service``) runs
+with :class:`~choreo.orchestration.OrchestratorRunner`: it first rebuilds its sagas from
+the log, and a thread publishes its deadline notices. The service object is imported
+from ``MODULE`` (the current directory is importable, as
 with ``python -m``); the serde is built from the event classes the service declares and
 the schemas in ``--schemas``; the store (inbox, outbox and the service's own tables) is
 ``--store`` / ``$CHOREO_STORE``: ``postgresql://…`` for several replicas sharing one state,
@@ -23,6 +26,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -37,6 +41,9 @@ from choreo.cli._observability import (
     worker_observability,
 )
 from choreo.errors import ChoreoError
+
+if TYPE_CHECKING:
+    from choreo.orchestration import OrchestratorRunner
 
 __all__ = ["load_service", "run"]
 
@@ -63,6 +70,9 @@ def load_service(target: str) -> Service:
             found = getattr(found, part)
         except AttributeError:
             raise click.BadParameter(f"{module_name} has no attribute {attribute}") from None
+    as_service = getattr(found, "service", None)  # an Orchestrator runs as its service
+    if not isinstance(found, Service) and isinstance(as_service, Service):
+        found = as_service
     if not isinstance(found, Service):
         raise click.BadParameter(f"{target} is a {type(found).__name__}, not a choreo Service")
     return found
@@ -179,9 +189,23 @@ def run(
     observed = worker_observability(
         metrics_address=metrics_address, stall_after=stall_after, tracing=tracing
     )
-    worker = Worker(
-        service, transport, serde, config=config, inbox=inbox, middleware=observed.middleware()
-    )
+    orchestrator = getattr(service, "orchestrator", None)
+    worker: Worker | OrchestratorRunner
+    if orchestrator is None:
+        worker = Worker(
+            service, transport, serde, config=config, inbox=inbox, middleware=observed.middleware()
+        )
+    else:  # an orchestrator: rebuild its sagas from the log, watch its deadlines
+        from choreo.orchestration import OrchestratorRunner
+
+        worker = OrchestratorRunner(
+            orchestrator,
+            transport,
+            serde,
+            config=config,
+            inbox=inbox,
+            middleware=observed.middleware(),
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

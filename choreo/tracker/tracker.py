@@ -667,6 +667,8 @@ class Tracker:
             self.on_finished(trace)
         entry.ended_at_ms = ended
         entry.event_count = len(events)
+        if trace.compensation_failed:  # also told by the events (an orchestrator gave up)
+            entry.compensation_failed = True
         if trace.violations:
             new = SagaStatus.VIOLATED
         elif trace.compensation_failed:
