@@ -287,6 +287,14 @@ class PostgresStore:
         with self._pool.connection() as conn:
             return self._outbox.pending(conn, origin)
 
+    def outbox_size(self, origin: str) -> int:
+        """Return how many of ``origin``'s records are unsent (of every replica)."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM choreo_outbox WHERE origin = %s", (origin,)
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
         """Claim other replicas' old rows (``SKIP LOCKED``), publish, delete; in key order.
 
