@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command of the README and of CI (.ci/run): on a fresh Debian machine with
-# Python 3.11+, Java 17+ and Maven it installs everything, then runs the gates:
-# ruff, mypy (strict for choreo/), and pytest (which starts its own Kafka broker through
-# tests/conftest.py unless CHOREO_KAFKA_BOOTSTRAP names one). Any failure exits non-zero,
+# Python 3.11+, Java 17+ and Maven it installs everything (PostgreSQL too, as root), then
+# runs the gates: ruff, mypy (strict for choreo/), and pytest (which starts its own Kafka
+# broker and PostgreSQL server through tests/conftest.py unless CHOREO_KAFKA_BOOTSTRAP and
+# CHOREO_POSTGRES_URL name them). Any failure exits non-zero,
 # and so does a pytest run that collected no tests.
 set -euo pipefail
 
@@ -27,6 +28,21 @@ elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
 else
     echo "WARNING: chromium is not installed and this is not root: install it" \
          "(apt-get install chromium) or the browser tests will fail." >&2
+fi
+
+step "checking for PostgreSQL (store tests)"
+if [ -n "${CHOREO_POSTGRES_URL:-}" ]; then
+    echo "postgresql: CHOREO_POSTGRES_URL is set"
+elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "postgresql: $(ls -d /usr/lib/postgresql/*/bin | tail -n 1)"
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; then
+        echo "WARNING: could not install Debian's postgresql; the store tests will fail." >&2
+    fi
+else
+    echo "WARNING: PostgreSQL is not installed and this is not root: install it" \
+         "(apt-get install postgresql) or set CHOREO_POSTGRES_URL, or the store tests fail." >&2
 fi
 
 step "fetching the Kafka broker's jars (cached after the first time)"

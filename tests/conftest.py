@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Kafka broker for the session and unique topic/group names.
+"""Shared fixtures: a real Kafka broker and a real PostgreSQL server for the session.
 
 ``kafka_bootstrap`` finds a broker in this order:
 
@@ -7,8 +7,12 @@
 3. ``scripts/kafka_broker.py``: a local KRaft broker on free ports (needs Java 17+ and,
    once, Maven to fetch the jars).
 
-When none can be had the Kafka tests are skipped with the reason, except under CI
-(``$CI`` set), where they fail: CI never passes by skipping Kafka.
+``postgres_url`` finds a PostgreSQL server the same way: ``$CHOREO_POSTGRES_URL``, else
+testcontainers' PostgreSQL module when a Docker engine answers, else
+``scripts/postgres_server.py`` (the machine's PostgreSQL binaries in a temporary directory).
+
+When none can be had the tests that need one are skipped with the reason, except under CI
+(``$CI`` set), where they fail: CI never passes by skipping Kafka or PostgreSQL.
 """
 
 from __future__ import annotations
@@ -37,21 +41,33 @@ if os.environ.get("CI"):
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BROKER_SCRIPT = REPO_ROOT / "scripts" / "kafka_broker.py"
+POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "postgres_server.py"
 _BROKER_NOTE = pytest.StashKey[str]()
+_POSTGRES_NOTE = pytest.StashKey[str]()
+
+
+def _load_script(name: str, path: Path) -> ModuleType:
+    """Import the script at ``path`` as the module ``name`` (once) and return it."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_kafka_broker_module() -> ModuleType:
     """Import ``scripts/kafka_broker.py`` as the module ``kafka_broker`` (once) and return it."""
-    module = sys.modules.get("kafka_broker")
-    if module is not None:
-        return module
-    spec = importlib.util.spec_from_file_location("kafka_broker", BROKER_SCRIPT)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {BROKER_SCRIPT}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kafka_broker"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("kafka_broker", BROKER_SCRIPT)
+
+
+def load_postgres_server_module() -> ModuleType:
+    """Import ``scripts/postgres_server.py`` as ``postgres_server`` (once) and return it."""
+    return _load_script("postgres_server", POSTGRES_SCRIPT)
 
 
 def _docker_engine_answers() -> bool:
@@ -68,11 +84,11 @@ def _docker_engine_answers() -> bool:
         return False
 
 
-def _no_broker(reason: str) -> None:
-    """Fail under CI, skip elsewhere: no Kafka broker could be had."""
+def _no_broker(reason: str, what: str = "Kafka broker") -> None:
+    """Fail under CI, skip elsewhere: no Kafka broker (or PostgreSQL server) could be had."""
     if os.environ.get("CI"):
-        pytest.fail(f"no Kafka broker under CI: {reason}", pytrace=False)
-    pytest.skip(f"no Kafka broker: {reason}")
+        pytest.fail(f"no {what} under CI: {reason}", pytrace=False)
+    pytest.skip(f"no {what}: {reason}")
 
 
 def _from_testcontainers(stack: list[Callable[[], Any]]) -> tuple[str, str]:
@@ -140,6 +156,69 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
             stop()
 
 
+def _postgres_from_testcontainers(stack: list[Callable[[], Any]]) -> tuple[str, str]:
+    """Start testcontainers' PostgreSQL; return (url, note) and push its stop."""
+    from testcontainers.postgres import PostgresContainer
+
+    started = time.monotonic()
+    container = PostgresContainer("postgres:16-alpine", driver=None)
+    try:
+        container.start()
+    except Exception:
+        with contextlib.suppress(Exception):
+            container.stop()
+        raise
+    stack.append(container.stop)
+    seconds = time.monotonic() - started
+    return str(container.get_connection_url()), f"started in {seconds:.1f} s (testcontainers)"
+
+
+def _postgres_from_script(stack: list[Callable[[], Any]]) -> tuple[str, str]:
+    """Start scripts/postgres_server.py's server on a free port; return (url, note)."""
+    module = load_postgres_server_module()
+    server = module.PostgresServer(port=0)
+    stack.append(server.stop)
+    server.start()
+    note = f"started in {server.startup_seconds:.1f} s (scripts/postgres_server.py)"
+    return str(server.url), note
+
+
+@pytest.fixture(scope="session")
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Yield the URL of a real PostgreSQL server (database ``choreo``) for the whole session.
+
+    Tests share the server: each uses its own names (``unique_name``) or its own schema.
+    """
+    configured = os.environ.get("CHOREO_POSTGRES_URL")
+    if configured:
+        request.config.stash[_POSTGRES_NOTE] = "CHOREO_POSTGRES_URL"
+        yield configured
+        return
+    stops: list[Callable[[], Any]] = []
+    errors: list[str] = []
+    url = ""
+    try:
+        if _docker_engine_answers():
+            try:
+                url, note = _postgres_from_testcontainers(stops)
+            except Exception as error:
+                errors.append(f"testcontainers: {error}")
+        else:
+            errors.append("testcontainers: no Docker engine answers")
+        if not url:
+            try:
+                url, note = _postgres_from_script(stops)
+            except Exception as error:
+                errors.append(f"scripts/postgres_server.py: {error}")
+        if not url:
+            _no_broker("; ".join(errors), "PostgreSQL server")
+        request.config.stash[_POSTGRES_NOTE] = note
+        yield url
+    finally:
+        for stop in reversed(stops):
+            stop()
+
+
 @pytest.fixture
 def unique_name() -> Callable[[str], str]:
     """Return a factory of unique names: ``unique_name("orders")`` -> ``"orders-1a2b3c4d5e6f"``."""
@@ -151,7 +230,10 @@ def unique_name() -> Callable[[str], str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Report where the session's Kafka broker came from and how long it took to start."""
+    """Report where the session's broker and database came from and their start-up time."""
     note = config.stash.get(_BROKER_NOTE, None)
     if note is not None:
         terminalreporter.write_line(f"kafka broker: {note}")
+    pg_note = config.stash.get(_POSTGRES_NOTE, None)
+    if pg_note is not None:
+        terminalreporter.write_line(f"postgresql: {pg_note}")
