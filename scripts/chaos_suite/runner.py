@@ -81,7 +81,7 @@ class ScenarioRun:
             if self.db_url
             else shop_state.SqliteFiles(self.workdir)
         )
-        env = self.config.to_env()
+        env = {**self.config.to_env(), "COLUMNS": "300"}  # one log record per line
         self.fleet = Fleet(
             FleetSpec(
                 bootstrap=lambda: str(kafka.bootstrap),
@@ -253,14 +253,21 @@ class ScenarioRun:
         }
 
     def _log_errors(self, limit: int = 15) -> list[str]:
-        """Return the first error lines of the replicas' logs (for the report)."""
+        """Return the first error records of the replicas' logs, one line each (for the report)."""
         found: list[str] = []
         for path in self.fleet.logs():
-            for line in path.read_text(errors="replace").splitlines():
-                if _ERROR_LINE.search(line):
-                    found.append(f"{path.name}: {line[:300]}")
-                    if len(found) >= limit:
-                        return found
+            lines = path.read_text(errors="replace").splitlines()
+            for number, line in enumerate(lines):
+                if not _ERROR_LINE.search(line):
+                    continue
+                record = [line.strip()]
+                for follow in lines[number + 1 : number + 8]:
+                    if not follow.startswith(" ") or _ERROR_LINE.search(follow):
+                        break
+                    record.append(follow.strip())
+                found.append(f"{path.name}: {' '.join(record)[:400]}")
+                if len(found) >= limit:
+                    return found
         return found
 
     def close(self) -> None:
