@@ -64,9 +64,10 @@ def test_three_scenarios_with_two_replicas_leave_every_figure_at_zero() -> None:
     assert report["scenarios"] == SCENARIOS
     assert report["replicas"] == 2
     assert report["orders"] == 360
-    assert report["completed"] + report["failed"] == report["orders"] - report["not_terminal"]
-    assert report["dead_letters"] > 0, "the poison records must reach the dead-letter topics"
     figures = {key: report[key] for key in FIGURES}
     findings = {s["name"]: s["details"] for s in report["per_scenario"]}
     assert figures == dict.fromkeys(FIGURES, 0), json.dumps(findings, indent=1)[:6000]
+    assert report["completed"] + report["failed"] == report["orders"]
+    assert report["completed"] > 0 and report["failed"] > 0  # both outcomes were exercised
+    assert report["dead_letters"] > 0, "the poison records must reach the dead-letter topics"
     assert result.returncode == 0
