@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from choreo.envelope import Header, Role
 
@@ -93,10 +94,15 @@ def busiest_partitions(bootstrap: str, topics: Iterable[str], count: int) -> lis
     return [(topic, partition) for _, topic, partition in sizes[:count]]
 
 
+_ADMINS: dict[str, Any] = {}
+
+
 def group_members(bootstrap: str, group: str) -> list[str]:
     """Return the instance ids (or member ids) of ``group``'s current members."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = _ADMINS.get(bootstrap)
+    if admin is None:
+        admin = _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
     described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(15)
     return [m.group_instance_id or m.member_id for m in described.members]
