@@ -38,6 +38,11 @@ def console_script() -> str:
     return found
 
 
+def service_store_url(url: str, service: str) -> str:
+    """Return ``url`` with the schema of ``service`` (``svc_<service>``): a database each."""
+    return f"{url}{'&' if '?' in url else '?'}schema=svc_{service}"
+
+
 def die_with_parent() -> Callable[[], None] | None:
     """Return a ``preexec_fn`` that SIGKILLs the child when the forking thread dies (Linux)."""
     if not sys.platform.startswith("linux"):
@@ -136,7 +141,7 @@ class Fleet:
             replica.name,
         ]
         if spec.store_url:
-            command += ["--store", spec.store_url]
+            command += ["--store", service_store_url(spec.store_url, replica.service)]
         else:  # no shared store: every replica has its own SQLite file (state is split)
             command += ["--inbox", str(spec.workdir / f"{replica.name}.sqlite3")]
         if spec.exactly_once:

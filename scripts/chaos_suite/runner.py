@@ -30,7 +30,7 @@ from services.shop import build_shop
 
 from . import state as shop_state
 from .checks import evaluate
-from .fleet import SERVICES, Fleet, FleetSpec
+from .fleet import SERVICES, Fleet, FleetSpec, service_store_url
 from .logcheck import read_log, run_verify
 from .placer import Placer
 from .scenarios import Scenario
@@ -148,7 +148,7 @@ class ScenarioRun:
 
     def _placer_store_args(self) -> list[str]:
         if self.db_url:
-            return ["--store", self.db_url]
+            return ["--store", service_store_url(self.db_url, "order")]
         return ["--inbox", str(self.workdir / "order-0.sqlite3")]
 
     def _new_tracker(self) -> Tracker:

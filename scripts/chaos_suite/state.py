@@ -71,7 +71,8 @@ class PostgresDatabase:
             ]
             if not schemas:
                 return []
-            schema = service if service in schemas else schemas[0]
+            preferred = [name for name in (f"svc_{service}", service) if name in schemas]
+            schema = (preferred or schemas)[0]
             conn.execute("SELECT set_config('search_path', %s, false)", (schema,))
             return list(conn.execute(sql).fetchall())
 
