@@ -36,11 +36,11 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from choreo.codec import SingleObjectCodec  # noqa: E402 - after the sys.path tweak
-from choreo.events import Event  # noqa: E402
-from choreo.schemas import load_directory  # noqa: E402
-from choreo.schemas.model import strip_logical_types  # noqa: E402
-from choreo.serde import EventSerde  # noqa: E402
+from choreo.avro import load_directory  # noqa: E402
+from choreo.avro.codec import SingleObjectCodec  # noqa: E402 - after the sys.path tweak
+from choreo.avro.model import strip_logical_types  # noqa: E402
+from choreo.avro.serde import EventSerde  # noqa: E402
+from choreo.model.events import Event  # noqa: E402  # noqa: E402
 from services import events as shop  # noqa: E402
 
 ORDER = "shop.orders.OrderCreated"

@@ -8,7 +8,7 @@ envelope with a W3C traceparent):
 - **hop**: the lean hand-written hop on the same transport: poll a batch from the memory
   bus, fastavro decode + encode, publish with the incoming headers, commit the offsets
   once per batch (what the runtime does minus envelopes, dedupe, outbox and dispatch);
-- **serde**: choreo's own :class:`~choreo.serde.EventSerde` decode + encode of each record
+- **serde**: choreo's own :class:`~choreo.avro.serde.EventSerde` decode + encode of each record
   (the codec the runtime uses);
 - **runtime (memory inbox)**: a :class:`~choreo.runtime.worker.Worker` consuming the
   records from a :class:`~choreo.transports.memory.MemoryBus`: envelope read, dedupe,
@@ -61,15 +61,15 @@ from typing import Any, ClassVar
 
 import fastavro
 
-from choreo.codec import SingleObjectCodec
-from choreo.events import Event
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import LocalSchemaRegistry
+from choreo.avro.serde import EventSerde
+from choreo.choreography.service import Saga, Service
+from choreo.model.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
 from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.routing import scan_headers
 from choreo.runtime.tracing import all_valid
-from choreo.schemas.loader import LocalSchemaRegistry
-from choreo.serde import EventSerde
-from choreo.service import Saga, Service
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "runtime.json"
@@ -321,16 +321,16 @@ def components() -> dict[str, float]:
     _, stock, _, serde = build()
     worker = Worker(stock, _DroppingTransport(bus), serde, config=WorkerConfig(group_id="c"))
     worker.start()
-    worker._produced_at = ("choreo-produced-at", b"1700000000000")  # as _handle_batch does
-    worker._traces_valid = True  # as _process finds for this batch
-    route = worker._routes["bench.shop.ItemPlaced"]
+    worker.emitter.produced_at = ("choreo-produced-at", b"1700000000000")  # as a batch does
+    worker.emitter.traces_valid = True  # as the dispatcher finds for this batch
+    route = worker.dispatcher.routes["bench.shop.ItemPlaced"]
     scanned = [scan_headers(r.headers) for r in batch]
     values = [r.value or b"" for r in batch]
     events = [serde.decode("bench.shop.ItemPlaced", v) for v in values]
     handler = route.func
     emitted = [handler(e) for e in events]
     pairs = [(f, e) for f, e in zip(scanned, emitted, strict=True) if f is not None]
-    encode_one = worker._encode_one
+    encode_one = worker.emitter.emit_one
     producer = MemoryTransport(MemoryBus()).producer()
     publish = producer.publish
     outbox = [encode_one(route, f, e) for f, e in pairs]
@@ -374,7 +374,7 @@ def components() -> dict[str, float]:
         ],
         "inbox (seen, add, outbox in and out)": inbox_batch,
         "publish (memory)": lambda: [publish(r[1], r[3], key=r[2], headers=r[4]) for r in outbox],
-        "whole _process (hot)": lambda: worker._process(batch),
+        "whole dispatch (hot)": lambda: worker.dispatcher.dispatch(batch),
     }
     timings = {}
     for name, part in parts.items():

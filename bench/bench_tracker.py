@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from choreo.envelope import Envelope, Role, headers_to_dict
+from choreo.model.envelope import Envelope, Role, headers_to_dict
 from choreo.tracker import SagaQuery, Tracker
 from choreo.tracker.model import SagaStatus
 from choreo.tracker.sources import read_container_file, write_container_file

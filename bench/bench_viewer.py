@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from choreo.envelope import Header
+from choreo.model.envelope import Header
 from choreo.tracker.tracker import Tracker
 from choreo.transports.base import Record
 from choreo.viewer import ViewerServer

@@ -9,8 +9,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from choreo._version import __version__
-from choreo.context import Context
-from choreo.envelope import Envelope, Header, Role
+from choreo.choreography.service import HandlerSpec, Retry, Saga, Service, StepKind
 from choreo.errors import (
     BusinessFailure,
     ChoreoError,
@@ -18,35 +17,36 @@ from choreo.errors import (
     DecodeError,
     TransientError,
 )
-from choreo.events import Event, SagaTimedOut, event_type_of
-from choreo.service import HandlerSpec, Retry, Saga, Service, StepKind
+from choreo.model.context import Context
+from choreo.model.envelope import Envelope, Header, Role
+from choreo.model.events import Event, SagaTimedOut, event_type_of
 
 if TYPE_CHECKING:
-    from choreo.codec import SingleObjectCodec
-    from choreo.graph import Choreography, check
+    from choreo.avro import load_directory
+    from choreo.avro.codec import SingleObjectCodec
+    from choreo.avro.serde import EventSerde
+    from choreo.choreography.graph import Choreography, check
     from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
-    from choreo.schemas import load_directory
-    from choreo.serde import EventSerde
     from choreo.testing import SagaTestKit
     from choreo.tracker import Tracker
     from choreo.transports import KafkaConfig, MemoryBus, open_transport
 
 # The rest of the public API loads on first use, so ``import choreo`` stays light.
 _LAZY = {
-    "Choreography": "choreo.graph",
-    "EventSerde": "choreo.serde",
+    "Choreography": "choreo.choreography.graph",
+    "EventSerde": "choreo.avro.serde",
     "KafkaConfig": "choreo.transports",
     "MemoryBus": "choreo.transports",
     "MemoryInbox": "choreo.runtime",
     "Publisher": "choreo.runtime",
     "SagaTestKit": "choreo.testing",
-    "SingleObjectCodec": "choreo.codec",
+    "SingleObjectCodec": "choreo.avro.codec",
     "SqliteInbox": "choreo.runtime",
     "Tracker": "choreo.tracker",
     "Worker": "choreo.runtime",
     "WorkerConfig": "choreo.runtime",
-    "check": "choreo.graph",
-    "load_directory": "choreo.schemas",
+    "check": "choreo.choreography.graph",
+    "load_directory": "choreo.avro",
     "open_transport": "choreo.transports",
 }
 

@@ -40,15 +40,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from choreo.envelope import Envelope, Header, Role, headers_to_dict
+from choreo.choreography.service import Retry, Saga, Service
 from choreo.errors import ChoreoError, ConfigurationError
-from choreo.events import Event, event_type_of
+from choreo.model.envelope import Envelope, Header, Role, headers_to_dict
+from choreo.model.events import Event, event_type_of
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter
 from choreo.runtime.publisher import Publisher
 from choreo.runtime.serdes import serde_for
 from choreo.runtime.worker import Serde, Worker
-from choreo.service import Retry, Saga, Service
 from choreo.transports.base import Consumer, Headers, Producer, Record, TopicPartition, Transport
 
 __all__ = ["PublishedRecord", "SagaEvent", "SagaTestKit"]

@@ -17,17 +17,23 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing choreo with its dev extras"
 "$PYTHON" -m pip install -q -e ".[dev]"
 
-step "checking for chromium (browser tests)"
-if command -v chromium >/dev/null 2>&1; then
-    echo "chromium: $(command -v chromium)"
+step "checking for Debian packages the tests need (chromium, graphviz)"
+# Each tool the tests drive is a real program: the browser tests run Debian's chromium and
+# the drawing tests Graphviz's `dot`. A fresh machine gets them here, so no test skips.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "chromium: $(command -v chromium); dot: $(command -v dot)"
 elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${missing[*]}"
     if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
-        echo "WARNING: could not install Debian's chromium; the browser tests will fail." >&2
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+        echo "WARNING: could not install ${missing[*]}; the tests that need them will fail." >&2
     fi
 else
-    echo "WARNING: chromium is not installed and this is not root: install it" \
-         "(apt-get install chromium) or the browser tests will fail." >&2
+    echo "WARNING: ${missing[*]} not installed and this is not root:" \
+         "apt-get install ${missing[*]}, or the tests that need them will fail." >&2
 fi
 
 step "checking for PostgreSQL (store tests)"

@@ -13,8 +13,8 @@ import sqlite3
 from typing import Any
 
 from choreo import Context, Service
-from choreo.envelope import now_ms as epoch_ms
-from choreo.events import Event
+from choreo.model.envelope import now_ms as epoch_ms
+from choreo.model.events import Event
 from choreo.runtime import Publisher
 from services import events as ev
 from services.catalog import OrderRequest

@@ -53,12 +53,12 @@ def main(
     topic_prefix: str,
 ) -> None:
     """Place COUNT sample orders and exit once every start event is acknowledged."""
-    from choreo.demo import find_schemas_dir
     from choreo.runtime import Publisher, SqliteInbox, WorkerConfig
     from choreo.runtime.serdes import serde_for
     from choreo.transports.factory import open_transport
     from services.catalog import sample_orders
     from services.config import ServiceConfig
+    from services.demo import find_schemas_dir
     from services.order import Orders, create, place_order
 
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")

@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Final
 
 from choreo import SagaTimedOut as TimedOut
-from choreo.service import Saga
+from choreo.choreography.service import Saga
 from services.events import OrderCompleted, OrderCreated, OrderFailed
 
 __all__ = [

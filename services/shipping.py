@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from choreo import Context, Service
-from choreo.events import Event
+from choreo.model.events import Event
 from services import events as ev
 from services.config import ServiceConfig
 from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after

@@ -17,17 +17,17 @@ from typing import Any
 import pytest
 import yaml
 
-from choreo.asyncapi import (
+from choreo.choreography.asyncapi import (
     AVRO_SCHEMA_FORMAT,
     ENVELOPE_SCHEMA_ID,
     dump_asyncapi,
     envelope_headers_schema,
     to_asyncapi,
 )
-from choreo.discovery import discover
-from choreo.envelope import Envelope, Header, Role
+from choreo.choreography.discovery import discover
+from choreo.choreography.graph import Choreography
 from choreo.errors import ConfigurationError
-from choreo.graph import Choreography
+from choreo.model.envelope import Envelope, Header, Role
 
 NS = "test.shop."
 KEY = re.compile(r"^[a-zA-Z0-9\.\-_]+$")
@@ -359,7 +359,7 @@ def test_payloads_from_a_registry_and_missing_ones_logged(
 ) -> None:
     """A registry's versions give payloads; an event without schema has none and is logged."""
     registry = FakeRegistry([n for n in shop.event_types if n != NS + "NotificationSent"])
-    with caplog.at_level(logging.WARNING, logger="choreo.asyncapi"):
+    with caplog.at_level(logging.WARNING, logger="choreo.choreography.asyncapi"):
         document = to_asyncapi(shop, registry)
     messages = document["components"]["messages"]
     assert messages[NS + "OrderCreated"]["payload"]["schema"] == avro_record(NS + "OrderCreated")

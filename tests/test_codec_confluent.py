@@ -18,10 +18,10 @@ from confluent_kafka.schema_registry import (
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from choreo.codec import Codec
-from choreo.codec_confluent import ConfluentCodec
+from choreo.avro import LocalSchemaRegistry, load_directory
+from choreo.avro.codec import Codec
+from choreo.avro.confluent import ConfluentCodec
 from choreo.errors import DecodeError, UnknownEventError
-from choreo.schemas import LocalSchemaRegistry, load_directory
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER = "shop.orders.OrderCreated"

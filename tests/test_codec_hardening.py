@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from choreo.codec import SingleObjectCodec
+from choreo.avro import LocalSchemaRegistry, load_directory
+from choreo.avro.codec import SingleObjectCodec
 from choreo.errors import DecodeError
-from choreo.schemas import LocalSchemaRegistry, load_directory
 
 REPO = Path(__file__).resolve().parent.parent
 

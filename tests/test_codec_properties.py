@@ -11,8 +11,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from choreo.codec import SingleObjectCodec
-from choreo.schemas import LocalSchemaRegistry
+from choreo.avro import LocalSchemaRegistry
+from choreo.avro.codec import SingleObjectCodec
 
 PRIMITIVES = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"]
 UNION_FAMILIES = ["null", "boolean", "long", "double", "string", "bytes"]

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from choreo.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
+from choreo.avro import LocalSchemaRegistry, load_directory
+from choreo.avro.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
+from choreo.avro.model import strip_logical_types
 from choreo.errors import DecodeError, EncodeError, UnknownEventError
-from choreo.schemas import LocalSchemaRegistry, load_directory
-from choreo.schemas.model import strip_logical_types
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER = "shop.orders.OrderCreated"

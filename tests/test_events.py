@@ -14,8 +14,9 @@ from typing import ClassVar
 import pytest
 
 import choreo
+from choreo.avro import LocalSchemaRegistry, load_directory
 from choreo.errors import SchemaError
-from choreo.events import (
+from choreo.model.events import (
     Event,
     SagaTimedOut,
     check_event_class,
@@ -23,7 +24,6 @@ from choreo.events import (
     from_avro,
     to_avro,
 )
-from choreo.schemas import LocalSchemaRegistry, load_directory
 from services import events as shop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,7 +177,7 @@ def test_generated_classes_match_their_schemas(registry: LocalSchemaRegistry) ->
 
 
 def test_saga_timed_out_matches_the_builtin_schema(registry: LocalSchemaRegistry) -> None:
-    """choreo.SagaTimedOut (exported by choreo) matches choreo/schemas/builtin."""
+    """choreo.SagaTimedOut (exported by choreo) matches choreo/avro/builtin."""
     assert choreo.SagaTimedOut is SagaTimedOut
     assert event_type_of(SagaTimedOut) == "choreo.SagaTimedOut"
     check_event_class(SagaTimedOut, registry)

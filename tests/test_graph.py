@@ -7,10 +7,8 @@ from fixtures.choreographies import chained
 from fixtures.choreographies.valid_order import events as ev
 from fixtures.choreographies.valid_order.sagas import fulfilment
 
-from choreo.discovery import discover
-from choreo.envelope import Role
-from choreo.errors import ChoreographyError
-from choreo.graph import (
+from choreo.choreography.discovery import discover
+from choreo.choreography.graph import (
     SAGA_TIMED_OUT,
     Choreography,
     Edge,
@@ -19,7 +17,9 @@ from choreo.graph import (
     Node,
     NodeKind,
 )
-from choreo.service import Saga, Service, StepKind
+from choreo.choreography.service import Saga, Service, StepKind
+from choreo.errors import ChoreographyError
+from choreo.model.envelope import Role
 
 NS = "test.shop."
 

@@ -1,4 +1,4 @@
-"""Tests of choreo.graph.check: one broken example choreography per kind of problem."""
+"""Tests of choreo.choreography.graph.check: one broken example choreography per kind of problem."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from typing import ClassVar
 
 import pytest
 
-from choreo.discovery import discover
-from choreo.errors import ChoreographyError
-from choreo.events import Event
-from choreo.graph import (
+from choreo.choreography.discovery import discover
+from choreo.choreography.graph import (
     SAGA_TIMED_OUT,
     Choreography,
     Problem,
@@ -21,7 +19,9 @@ from choreo.graph import (
     check,
     validate,
 )
-from choreo.service import Service
+from choreo.choreography.service import Service
+from choreo.errors import ChoreographyError
+from choreo.model.events import Event
 
 FIXTURES = "fixtures.choreographies."
 
@@ -309,7 +309,7 @@ def write_avsc(directory: Path, full_name: str) -> None:
 
 def test_missing_schema_with_a_directory(tmp_path: Path) -> None:
     """A directory of .avsc files is loaded with choreo's schema loader."""
-    pytest.importorskip("choreo.schemas.loader")
+    pytest.importorskip("choreo.avro.loader")
     for full_name in shop_names() - {"test.shop.ShipmentCancelled"}:
         write_avsc(tmp_path, full_name)
     problems = problems_of("valid_order", schemas=tmp_path)

@@ -102,14 +102,14 @@ def write_schemas(directory: Path, names: list[str]) -> None:
 
 def shop_event_names() -> list[str]:
     """Return the full names of the valid example's events."""
-    from choreo.discovery import load_choreography
+    from choreo.choreography.discovery import load_choreography
 
     return list(load_choreography(VALID).event_types)
 
 
 def test_check_with_schemas_reports_an_event_without_schema(tmp_path: Path) -> None:
     """``--schemas DIR`` adds the missing-schema check."""
-    pytest.importorskip("choreo.schemas.loader")
+    pytest.importorskip("choreo.avro.loader")
     write_schemas(tmp_path, [n for n in shop_event_names() if not n.endswith("Dispatched")])
     result = run("check", VALID, "--schemas", str(tmp_path))
     assert result.exit_code == 1
@@ -179,7 +179,7 @@ def test_asyncapi_yaml_to_stdout() -> None:
 
 def test_asyncapi_json_with_schemas_to_a_file(tmp_path: Path) -> None:
     """``--format json -o FILE --schemas DIR`` writes payloads from the schemas."""
-    pytest.importorskip("choreo.schemas.loader")
+    pytest.importorskip("choreo.avro.loader")
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     write_schemas(schemas, shop_event_names())

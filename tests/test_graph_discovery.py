@@ -1,4 +1,4 @@
-"""Tests of choreo.discovery: finding services and sagas by importing a target."""
+"""Tests of choreo.choreography.discovery: finding services and sagas by importing a target."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from fixtures.choreographies import targets
 from fixtures.choreographies.valid_order.sagas import fulfilment
 
-from choreo.discovery import discover, load_choreography
+from choreo.choreography.discovery import discover, load_choreography
+from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError
-from choreo.service import Saga, Service
 
 
 def test_a_package_is_searched_recursively() -> None:

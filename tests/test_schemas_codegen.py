@@ -13,10 +13,10 @@ from typing import Any
 
 from click.testing import CliRunner
 
+from choreo.avro import load_directory
+from choreo.avro.codegen import HEADER, generate_module
 from choreo.cli.schemas_cmd import schemas
-from choreo.events import Event, check_event_class
-from choreo.schemas import load_directory
-from choreo.schemas.codegen import HEADER, generate_module
+from choreo.model.events import Event, check_event_class
 
 REPO = Path(__file__).resolve().parent.parent
 

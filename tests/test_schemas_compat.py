@@ -11,8 +11,7 @@ import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from click.testing import CliRunner
 
-from choreo.cli.schemas_cmd import schemas
-from choreo.schemas import (
+from choreo.avro import (
     CompatibilityMode,
     LocalSchemaRegistry,
     check_pair,
@@ -21,6 +20,7 @@ from choreo.schemas import (
     is_compatible,
     load_directory,
 )
+from choreo.cli.schemas_cmd import schemas
 
 REPO = Path(__file__).resolve().parent.parent
 INCOMPATIBLE = REPO / "tests" / "fixtures" / "schemas_incompatible"

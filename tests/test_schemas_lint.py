@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from choreo.avro import BUILTIN_DIR, lint_files, lint_schema, load_directory, load_files
 from choreo.cli.schemas_cmd import schemas
 from choreo.errors import SchemaError
-from choreo.schemas import BUILTIN_DIR, lint_files, lint_schema, load_directory, load_files
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,14 +9,14 @@ from typing import Any
 import avro.schema
 import pytest
 
-from choreo.errors import SchemaError, UnknownEventError
-from choreo.schemas import (
+from choreo.avro import (
     BUILTIN_DIR,
     LocalSchemaRegistry,
     SchemaRegistry,
     load_directory,
 )
-from choreo.schemas.model import strip_logical_types
+from choreo.avro.model import strip_logical_types
+from choreo.errors import SchemaError, UnknownEventError
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "schemas"

@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from choreo.codec import SingleObjectCodec
-from choreo.codec_confluent import ConfluentCodec
+from choreo.avro import LocalSchemaRegistry, load_directory
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.confluent import ConfluentCodec
+from choreo.avro.serde import EventSerde
 from choreo.errors import DecodeError, SchemaError, UnknownEventError
-from choreo.events import Event, SagaTimedOut
-from choreo.schemas import LocalSchemaRegistry, load_directory
-from choreo.serde import EventSerde
+from choreo.model.events import Event, SagaTimedOut
 from services import events as shop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,21 +183,21 @@ def test_encode_registers_unknown_classes_after_checking(registry: LocalSchemaRe
 
 def test_public_api_is_pinned() -> None:
     """The names the runtime, tracker and services import stay exported."""
-    import choreo.codec
-    import choreo.codec_confluent
-    import choreo.events
-    import choreo.schemas
-    import choreo.serde
+    import choreo.avro
+    import choreo.avro.codec
+    import choreo.avro.confluent
+    import choreo.avro.serde
+    import choreo.model.events
 
-    assert choreo.serde.__all__ == ["EventSerde"]
-    assert sorted(choreo.codec.__all__) == [
+    assert choreo.avro.serde.__all__ == ["EventSerde"]
+    assert sorted(choreo.avro.codec.__all__) == [
         "Codec",
         "DEFAULT_MAX_SIZE",
         "RecordBuilders",
         "SINGLE_OBJECT_MARKER",
         "SingleObjectCodec",
     ]
-    assert sorted(choreo.codec_confluent.__all__) == ["ConfluentCodec", "record_name_strategy"]
+    assert sorted(choreo.avro.confluent.__all__) == ["ConfluentCodec", "record_name_strategy"]
     assert {
         "Event",
         "SagaTimedOut",
@@ -205,7 +205,7 @@ def test_public_api_is_pinned() -> None:
         "event_type_of",
         "from_avro",
         "to_avro",
-    } <= set(choreo.events.__all__)
+    } <= set(choreo.model.events.__all__)
     assert {
         "LocalSchemaRegistry",
         "SchemaRegistry",
@@ -213,4 +213,4 @@ def test_public_api_is_pinned() -> None:
         "load_directory",
         "check_registry",
         "CompatibilityMode",
-    } <= set(choreo.schemas.__all__)
+    } <= set(choreo.avro.__all__)

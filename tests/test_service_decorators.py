@@ -7,11 +7,11 @@ from typing import ClassVar
 
 import pytest
 
-from choreo.context import Context
-from choreo.envelope import Envelope, Role
+from choreo.choreography.service import HandlerSpec, Retry, Saga, Service, StepKind
 from choreo.errors import ConfigurationError
-from choreo.events import Event
-from choreo.service import HandlerSpec, Retry, Saga, Service, StepKind
+from choreo.model.context import Context
+from choreo.model.envelope import Envelope, Role
+from choreo.model.events import Event
 
 
 @dataclass(frozen=True)

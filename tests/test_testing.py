@@ -15,11 +15,11 @@ from runtime.fixtures.events import (
 from runtime.fixtures.serdes import JsonSerde
 from runtime.fixtures.shop import ALL_EVENTS, SCHEMAS_DIR, build_shop
 
-from choreo.envelope import Role
+from choreo.avro.loader import load_directory
+from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError
+from choreo.model.envelope import Role
 from choreo.runtime import DeadLetterReason
-from choreo.schemas.loader import load_directory
-from choreo.service import Saga, Service
 from choreo.testing import SagaTestKit
 from choreo.transports.memory import MemoryBus, MemoryTransport
 

@@ -12,8 +12,8 @@ Each service runs in a :class:`~choreo.runtime.Worker` (one consumer and one pro
 thread of its own, with choreo's default :class:`~choreo.runtime.WorkerConfig` apart from
 the group id and topic names, and a :class:`~choreo.runtime.MemoryInbox` (no durable
 store: the raw loop has none either). Payloads go through choreo's own codec
-(:class:`~choreo.codec.SingleObjectCodec` over ``schemas/``) and
-:class:`~choreo.serde.EventSerde`. The transport is confluent-kafka or kafka-python,
+(:class:`~choreo.avro.codec.SingleObjectCodec` over ``schemas/``) and
+:class:`~choreo.avro.serde.EventSerde`. The transport is confluent-kafka or kafka-python,
 configured with the same producer settings as every peer (``acks=all``, idempotence,
 ``linger.ms=5``). ``choreo-confluent-short-poll`` differs only by
 ``WorkerConfig(poll_timeout=0.01)``, to measure what the default 1 s timeout costs.
@@ -26,12 +26,12 @@ from typing import Any
 
 from bench.peers import choreography as ch
 from bench.peers.harness import RunContext
-from choreo.codec import SingleObjectCodec
-from choreo.events import Event
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import load_directory
+from choreo.avro.serde import EventSerde
+from choreo.choreography.service import Saga, Service
+from choreo.model.events import Event
 from choreo.runtime import MemoryInbox, Worker, WorkerConfig
-from choreo.schemas.loader import load_directory
-from choreo.serde import EventSerde
-from choreo.service import Saga, Service
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 from services.events import (

@@ -73,7 +73,7 @@ SUBSCRIPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 """The event types each service consumes (one consumer per service)."""
 
-# choreo's envelope header names (choreo.envelope.Header), written by every Kafka peer.
+# choreo's envelope header names (choreo.model.envelope.Header), written by every Kafka peer.
 H_TYPE: Final = "choreo-type"
 H_ID: Final = "choreo-id"
 H_CID: Final = "choreo-correlation-id"

@@ -94,13 +94,13 @@ def new_tracker(
 
     decode = None
     if schemas_dir is not None:
-        from choreo.codec import SingleObjectCodec
-        from choreo.schemas.loader import load_directory
+        from choreo.avro.codec import SingleObjectCodec
+        from choreo.avro.loader import load_directory
 
         decode = SingleObjectCodec(load_directory(schemas_dir)).decode_any
     declared = None
     if choreography is not None:
-        from choreo.discovery import load_choreography
+        from choreo.choreography.discovery import load_choreography
 
         import_from_cwd()
         declared = load_choreography(choreography)

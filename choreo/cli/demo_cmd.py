@@ -24,7 +24,7 @@ from choreo.errors import ChoreoError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from choreo.demo import DemoResult
+    from services.demo import DemoResult
 
 __all__ = ["demo"]
 
@@ -163,7 +163,7 @@ def demo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from choreo.demo import Demo, DemoOptions
+    from services.demo import Demo, DemoOptions
 
     console = Console()
     try:

@@ -17,9 +17,9 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
+from choreo.choreography.graph import Choreography, Problem, Severity
 from choreo.cli._common import import_from_cwd
 from choreo.errors import ChoreoError
-from choreo.graph import Choreography, Problem, Severity
 
 __all__ = ["asyncapi", "check", "graph"]
 
@@ -64,7 +64,7 @@ def _fail(message: str) -> NoReturn:
 
 def _load(target: str) -> Choreography:
     """Return the choreography at ``target``, with the current directory importable."""
-    from choreo.discovery import load_choreography
+    from choreo.choreography.discovery import load_choreography
 
     import_from_cwd()
     try:
@@ -93,7 +93,7 @@ def _load_function(spec: str) -> Callable[[str], str]:
 def _load_schemas(schemas_dir: Path | None) -> object | None:
     if schemas_dir is None:
         return None
-    from choreo._schema_lookup import resolve_schemas
+    from choreo.avro.lookup import resolve_schemas
 
     try:
         return resolve_schemas(schemas_dir)
@@ -148,7 +148,7 @@ def _print_table(problems: list[Problem]) -> None:
 @_format_option("table", "json", help_text="Print problems as a table or as JSON.")
 def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None:
     """Check TARGET's choreography; exit 1 naming each problem, 0 with a summary if none."""
-    from choreo.graph import check as check_choreography
+    from choreo.choreography.graph import check as check_choreography
 
     choreography = _load(target)
     schemas = _load_schemas(schemas_dir)
@@ -179,7 +179,7 @@ def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None
 @_output_option
 def graph(target: str, fmt: str, output: Path | None) -> None:
     """Draw TARGET's choreography as Mermaid or Graphviz DOT."""
-    from choreo.drawing import to_dot, to_mermaid
+    from choreo.choreography.drawing import to_dot, to_mermaid
 
     choreography = _load(target)
     _write(to_mermaid(choreography) if fmt == "mermaid" else to_dot(choreography), output)
@@ -211,7 +211,7 @@ def asyncapi(
     topic_naming: str | None,
 ) -> None:
     """Export an AsyncAPI 3 document of TARGET's channels, operations and messages."""
-    from choreo.asyncapi import dump_asyncapi, to_asyncapi
+    from choreo.choreography.asyncapi import dump_asyncapi, to_asyncapi
 
     choreography = _load(target)
     schemas = _load_schemas(schemas_dir)

@@ -24,9 +24,9 @@ from types import FrameType
 
 import click
 
+from choreo.choreography.service import Service
 from choreo.cli._common import import_from_cwd
 from choreo.errors import ChoreoError
-from choreo.service import Service
 
 __all__ = ["load_service", "run"]
 
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_service(target: str) -> Service:
-    """Return the :class:`~choreo.service.Service` named by ``"module.path:attribute"``.
+    """Return the :class:`~choreo.Service` named by ``"module.path:attribute"``.
 
     Raises :class:`click.BadParameter` when the module or attribute cannot be found or is
     not a Service.

@@ -67,8 +67,8 @@ def check(schema_dir: Path, mode: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from choreo.schemas.compat import check_registry
-    from choreo.schemas.loader import load_directory
+    from choreo.avro.compat import check_registry
+    from choreo.avro.loader import load_directory
 
     try:
         registry = load_directory(schema_dir)
@@ -102,8 +102,8 @@ def check(schema_dir: Path, mode: str) -> None:
 @click.option("--max-depth", type=int, default=None, help="Nesting limit (default 8).")
 def lint(schema_dir: Path, max_depth: int | None) -> None:
     """Lint schemas (recursion, depth, name clashes, namespaces); exit 1 on any issue."""
-    from choreo.schemas.lint import lint_files
-    from choreo.schemas.loader import BUILTIN_DIR, load_files
+    from choreo.avro.lint import lint_files
+    from choreo.avro.loader import BUILTIN_DIR, load_files
 
     files = sorted(schema_dir.rglob("*.avsc"))
     try:
@@ -135,8 +135,8 @@ def lint(schema_dir: Path, max_depth: int | None) -> None:
 )
 def codegen(schema_dir: Path, output: Path | None, check_only: bool) -> None:
     """Generate frozen dataclass event classes from the schemas in SCHEMA_DIR."""
-    from choreo.schemas.codegen import generate_module
-    from choreo.schemas.loader import load_directory
+    from choreo.avro.codegen import generate_module
+    from choreo.avro.loader import load_directory
 
     try:
         registry = load_directory(schema_dir)
@@ -171,8 +171,8 @@ def show(schema_dir: Path, name: str | None, version: int | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from choreo.avro.loader import load_directory
     from choreo.errors import UnknownEventError
-    from choreo.schemas.loader import load_directory
 
     try:
         registry = load_directory(schema_dir)

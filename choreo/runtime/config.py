@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from choreo.choreography.service import Retry
 from choreo.errors import ConfigurationError
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.topics import DeadLetterNaming, TopicNaming, deadletter_topic, topic_for
-from choreo.service import Retry
 
 __all__ = ["WorkerConfig"]
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from choreo.envelope import Header, headers_to_dict
+from choreo.model.envelope import Header, headers_to_dict
 from choreo.runtime.outbox import OutboxRecord
 from choreo.transports.base import Record
 

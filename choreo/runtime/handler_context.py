@@ -1,4 +1,4 @@
-"""The context the worker hands to handlers: a :class:`~choreo.context.Context` built lazily.
+"""The context the worker hands to handlers: a :class:`~choreo.model.context.Context` built lazily.
 
 A handler that never looks at ``ctx.envelope``, ``ctx.log`` or ``ctx.db`` should not pay
 for them: on the worker's hot path the envelope object, the per-event logger and the
@@ -6,7 +6,7 @@ database savepoint are most of a context's cost. :class:`HandlerContext` keeps t
 record's headers and builds the envelope (and the logger stamped with its ids) on first
 access, and opens the savepoint that brackets the handler's database writes only when the
 handler first touches ``ctx.db``; :func:`settle` then keeps or undoes those writes.
-Everything else is the plain :class:`~choreo.context.Context`.
+Everything else is the plain :class:`~choreo.model.context.Context`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from choreo.context import Context, EventLogger
-from choreo.envelope import Envelope
+from choreo.model.context import Context, EventLogger
+from choreo.model.envelope import Envelope
 from choreo.runtime.inbox import Inbox
 from choreo.runtime.routing import read_envelope
 
@@ -24,7 +24,7 @@ __all__ = ["HandlerContext", "new_context", "settle"]
 
 
 class HandlerContext(Context):
-    """A :class:`~choreo.context.Context` whose ``envelope`` and ``log`` are built on first use."""
+    """A :class:`~choreo.Context` whose ``envelope`` and ``log`` are built on first use."""
 
     __slots__ = ("_headers", "_inbox", "_lazy_envelope", "_lazy_log", "_logger", "_savepoint")
 

@@ -37,15 +37,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from choreo.envelope import Envelope
+from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError, TransportError
-from choreo.events import Event, event_type_of
+from choreo.model.envelope import Envelope
+from choreo.model.events import Event, event_type_of
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.tracing import new_traceparent
 from choreo.runtime.worker import Serde
-from choreo.service import Saga, Service
 from choreo.transports.base import Producer, Transport
 
 __all__ = ["Publisher", "SagaStarter"]

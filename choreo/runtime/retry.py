@@ -1,6 +1,6 @@
 """Retry budgets: how often a failing handler is retried and how long to wait in between.
 
-A forward step or listener uses its own :class:`~choreo.service.Retry` or the worker's
+A forward step or listener uses its own :class:`~choreo.choreography.service.Retry` or the worker's
 default; a compensation gets a larger default budget (:data:`COMPENSATION_RETRY`): when a
 compensation gives up, a human has to finish the saga, so it is worth trying harder.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Final
 
-from choreo.service import HandlerSpec, Retry, StepKind
+from choreo.choreography.service import HandlerSpec, Retry, StepKind
 
 __all__ = ["COMPENSATION_RETRY", "DEFAULT_RETRY", "backoff_delay", "retry_for"]
 

@@ -20,12 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from choreo.envelope import Envelope, Header, Role
+from choreo.choreography.service import HandlerSpec, Retry, Service
 from choreo.errors import EnvelopeError, HandlerError
-from choreo.events import Event, event_type_of
+from choreo.model.envelope import Envelope, Header, Role
+from choreo.model.events import Event, event_type_of
 from choreo.runtime.retry import retry_for
 from choreo.runtime.topics import TopicNaming
-from choreo.service import HandlerSpec, Retry, Service
 
 __all__ = [
     "EVENT_ID_NAMESPACE",

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.model import TraceEvent
 
 __all__ = ["Symbols", "pack_events", "unpack_events"]

@@ -41,7 +41,7 @@ import operator
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.graphfacts import GraphFacts
 from choreo.tracker.model import SagaState, SagaTrace, TraceEvent, Violation
 

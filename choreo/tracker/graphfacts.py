@@ -4,8 +4,8 @@ The fold works from the role headers alone; a choreography adds what headers can
 say: which steps are compensatable (so a failed saga's missing compensations are
 violations), how long each step may take (per-step ``deadline``, else the saga's), which
 event types may follow an event, and which steps react to it. :func:`facts_from` reads
-these from a :class:`choreo.graph.Choreography` or from plain :class:`~choreo.service.Service`
-objects.
+these from a :class:`choreo.choreography.graph.Choreography` or from plain
+:class:`~choreo.choreography.service.Service` objects.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from choreo.graph import Choreography
-from choreo.service import Saga, Service, StepKind
+from choreo.choreography.graph import Choreography
+from choreo.choreography.service import Saga, Service, StepKind
 
 __all__ = ["GraphFacts", "facts_from"]
 

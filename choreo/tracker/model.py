@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 
 __all__ = [
     "SagaState",

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.verify import Finding
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from choreo.envelope import Envelope, Role, new_event_id
+from choreo.model.envelope import Envelope, Role, new_event_id
 from choreo.tracker.fold import TIMEOUT_EVENT_TYPE
 from choreo.tracker.model import SagaState, SagaTrace, TraceEvent
 from choreo.tracker.tracker import Tracker

@@ -20,7 +20,7 @@ event sets, then re-folds each changed saga once (a running saga waits for the e
 read or for its terminal event), so a saga is folded about once per read whatever order
 its events come in; :func:`~choreo.tracker.fold.causal_order` has its own fast path for
 events already in causal order. The hot loop reads header values straight from the
-record's header dict (no :class:`~choreo.envelope.Envelope` per record), decodes the few
+record's header dict (no :class:`~choreo.model.envelope.Envelope` per record), decodes the few
 low-cardinality ones (type, role, service, step, saga, topic) through one cache keyed by
 their raw values, so every event of a type shares the same interned strings, and builds
 each :class:`~choreo.tracker.model.TraceEvent` with ``tuple.__new__``. The sagas of the
@@ -49,9 +49,9 @@ from dataclasses import replace
 from itertools import islice
 from typing import Any, Final
 
-from choreo.envelope import Header, Role
-from choreo.graph import Choreography
-from choreo.service import Service
+from choreo.choreography.graph import Choreography
+from choreo.choreography.service import Service
+from choreo.model.envelope import Header, Role
 from choreo.tracker.compact import Symbols, pack_events, unpack_events
 from choreo.tracker.entries import (
     FLAG_COMPENSATION_FAILED,
@@ -137,7 +137,7 @@ class TrackerStats:
 class Tracker:
     """Folds records into saga traces by correlation id and answers questions about them.
 
-    ``choreography`` (a :class:`choreo.graph.Choreography` or its services) adds per-step
+    ``choreography`` (a :class:`choreo.Choreography` or its services) adds per-step
     deadlines and the compensatable steps; ``default_deadline_s`` is the deadline when
     none is declared; ``clock`` returns epoch seconds (for :meth:`check_deadlines`);
     ``checkpoint`` saves offsets and summaries (see :meth:`checkpoint`); ``max_open``

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from choreo._version import __version__
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
 from choreo.viewer.graph_view import declared_graph

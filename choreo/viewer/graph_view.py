@@ -1,7 +1,7 @@
 """The declared choreography as the viewer's JSON graph of nodes and edges.
 
 The page draws whatever ``{"nodes": [...], "edges": [...]}`` it is given; this module
-turns a :class:`~choreo.graph.Choreography` into that shape. Node kinds: ``event``
+turns a :class:`~choreo.choreography.graph.Choreography` into that shape. Node kinds: ``event``
 (with its role), ``handler`` (``service.handler``) and ``start`` (a service starting a
 saga). Edge kinds and lanes are the graph's own (``consumes``, ``emits``,
 ``fails_with``, ``starts``, ``undoes``; ``forward``, ``failure``, ``compensation``,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from choreo.graph import Choreography, Node, NodeKind
+from choreo.choreography.graph import Choreography, Node, NodeKind
 
 __all__ = ["declared_graph"]
 
@@ -48,7 +48,7 @@ def declared_graph(choreography: object | None) -> dict[str, Any] | None:
     """Return the declared choreography as ``{"source": "declared", "nodes", "edges"}``, or None.
 
     None means there is nothing declared to draw (no choreography, or an object that is
-    not a :class:`~choreo.graph.Choreography`); the viewer then draws the graph observed
+    not a :class:`~choreo.Choreography`); the viewer then draws the graph observed
     in the events instead.
     """
     if not isinstance(choreography, Choreography):

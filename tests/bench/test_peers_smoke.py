@@ -62,8 +62,8 @@ def test_expected_outcomes_cover_every_path() -> None:
 
 def test_fastavro_helpers_write_what_choreo_writes() -> None:
     """The peers' fastavro single-object bytes equal choreo's codec output for every type."""
-    from choreo.codec import SingleObjectCodec
-    from choreo.schemas.loader import load_directory
+    from choreo.avro.codec import SingleObjectCodec
+    from choreo.avro.loader import load_directory
 
     choreo_codec = SingleObjectCodec(load_directory(REPO_ROOT / "schemas"))
     codec = ch.AvroCodec()

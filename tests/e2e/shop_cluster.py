@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from choreo.codec import SingleObjectCodec
-from choreo.graph import Choreography
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import load_directory
+from choreo.avro.serde import EventSerde
+from choreo.choreography.graph import Choreography
 from choreo.runtime import Publisher, SqliteInbox, WorkerConfig
 from choreo.runtime.serdes import event_classes
-from choreo.schemas.loader import load_directory
-from choreo.serde import EventSerde
 from choreo.tracker import SagaStatus, Tracker
 from choreo.tracker.live import LiveTracker
 from choreo.transports.factory import open_transport

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from choreo.envelope import Envelope, Header, headers_to_dict
+from choreo.model.envelope import Envelope, Header, headers_to_dict
 from choreo.runtime.worker import Worker
 from choreo.transports.base import (
     Consumer,

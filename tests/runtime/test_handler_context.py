@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from choreo.context import Context
-from choreo.envelope import Envelope
+from choreo.model.context import Context
+from choreo.model.envelope import Envelope
 from choreo.runtime import SqliteInbox
 from choreo.runtime.handler_context import new_context, settle
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from choreo.envelope import Envelope, Role, headers_to_dict
 from choreo.errors import ConfigurationError
+from choreo.model.envelope import Envelope, Role, headers_to_dict
 from choreo.runtime import Publisher, SagaStarter, SqliteInbox, WorkerConfig
 from choreo.runtime.tracing import parse_traceparent
 from choreo.transports.memory import MemoryBus, MemoryTransport

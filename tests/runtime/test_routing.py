@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from choreo.envelope import Envelope, Header, Role
 from choreo.errors import EnvelopeError, HandlerError
+from choreo.model.envelope import Envelope, Header, Role
 from choreo.runtime.outbox import pack_headers, unpack_headers
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
@@ -189,7 +189,7 @@ def test_the_workers_encoding_equals_the_reference_derivations(
     worker = Worker(
         shop.inventory, MemoryTransport(), avro_serde(), config=WorkerConfig(tracing=tracing)
     )
-    worker._produced_at = (Header.PRODUCED_AT, b"1700000000000")
+    worker.emitter.produced_at = (Header.PRODUCED_AT, b"1700000000000")
     incoming = Envelope(
         "test.runtime.OrderPlaced",
         parent,
@@ -204,16 +204,16 @@ def test_the_workers_encoding_equals_the_reference_derivations(
     if trace is not None:
         record_headers.append((Header.TRACEPARENT, trace.encode()))
     fields = scan_headers(record_headers) or fields_from(dict(record_headers))
-    route = worker._routes["test.runtime.OrderPlaced"]
+    route = worker.dispatcher.routes["test.runtime.OrderPlaced"]
     events = [StockReserved(f"o{n}", "book", n) for n in range(count)]
-    if count == 1:  # the whole hot path: batch checks, scan, dispatch, _encode_one
+    if count == 1:  # the whole hot path: batch checks, scan, dispatch, emit_one
         record = Record("test.runtime.OrderPlaced", 0, 0, b"cid-1", b"", tuple(record_headers))
         route.func = lambda event: events[0]
         route.takes_context = False
-        worker.serde = _Decoding(worker.serde)
-        built = worker._process([record]).records
+        worker.dispatcher.decode = _Decoding(worker.serde).decode
+        built = worker.dispatcher.dispatch([record]).records
     else:
-        built = worker._encode(route, fields, events)
+        built = worker.emitter.emit(route, fields, events)
     for index, (event, record) in enumerate(zip(events, built, strict=True)):
         event_id = derived_event_id(parent, "inventory.reserve", index)
         assert str(uuid.UUID(event_id)) == event_id and uuid.UUID(event_id).version == 5

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from choreo.cli.run_cmd import run
-from choreo.envelope import Header, headers_to_dict
+from choreo.model.envelope import Header, headers_to_dict
 from choreo.runtime import Publisher, WorkerConfig
 from choreo.transports.factory import open_transport
 

@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from choreo.envelope import Envelope, Header, Role, headers_to_dict
+from choreo.choreography.service import Retry, Saga, Service
 from choreo.errors import BusinessFailure, HandlerError, TransientError
-from choreo.events import Event
+from choreo.model.envelope import Envelope, Header, Role, headers_to_dict
+from choreo.model.events import Event
 from choreo.runtime import (
     COMPENSATION_RETRY,
     DEFAULT_RETRY,
@@ -21,7 +22,6 @@ from choreo.runtime import (
     WorkerConfig,
 )
 from choreo.runtime.retry import backoff_delay, retry_for
-from choreo.service import Retry, Saga, Service
 from choreo.transports.base import TopicPartition
 from choreo.transports.memory import MemoryBus, MemoryTransport
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from choreo.envelope import Header, Role, headers_to_dict
+from choreo.choreography.service import Retry
+from choreo.model.envelope import Header, Role, headers_to_dict
 from choreo.runtime import (
     DeadLetterReason,
     Publisher,
@@ -20,7 +21,6 @@ from choreo.runtime import (
     WorkerConfig,
     deadletter_topic,
 )
-from choreo.service import Retry
 from choreo.testing import SagaTestKit
 from choreo.transports.base import Record, Transport
 from choreo.transports.config import KafkaConfig

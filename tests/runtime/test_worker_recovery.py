@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from choreo.context import Context
-from choreo.envelope import Header, Role, headers_to_dict
+from choreo.choreography.service import Retry
 from choreo.errors import ConfigurationError, DeliveryError, TransientError
+from choreo.model.context import Context
+from choreo.model.envelope import Header, Role, headers_to_dict
 from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
-from choreo.service import Retry
 from choreo.transports.base import TopicPartition
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
@@ -187,7 +187,7 @@ def test_handler_database_writes_are_undone_with_a_failed_attempt(
             raise TransientError("lost the connection after writing")
         return StockReserved(event.order_id, event.sku, event.quantity)
 
-    from choreo.service import Service
+    from choreo.choreography.service import Service
 
     service = Service("inventory", sagas=[shop.saga])
     service.step(on=OrderPlaced, emits=StockReserved, retry=Retry(2, backoff=0.0))(
@@ -270,7 +270,7 @@ def test_partitions_are_handled_in_a_thread_pool_in_order(serde: Any, shop: Shop
     cids = [publisher.start(shop.saga, OrderPlaced(f"o{i}", "book", 1, 1)) for i in range(40)]
     assert bus.partitions(ORDERS) == 4
 
-    real_invoke = inventory._invoke
+    real_invoke = inventory.dispatcher._invoke
 
     def spying_invoke(*args: Any) -> Any:
         threads[threading.current_thread().name] += 1
@@ -278,7 +278,7 @@ def test_partitions_are_handled_in_a_thread_pool_in_order(serde: Any, shop: Shop
         time.sleep(0.002)  # keep the thread busy so the pool starts others
         return real_invoke(*args)
 
-    inventory._invoke = spying_invoke  # type: ignore[method-assign]
+    inventory.dispatcher._invoke = spying_invoke  # type: ignore[method-assign]
     run_until_idle([inventory, spy])
     assert shop.state.count("inventory.reserve") == 40
     assert len(bus.records(RESERVED)) == 40

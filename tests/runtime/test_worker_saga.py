@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from choreo.envelope import Header, Role, headers_to_dict
+from choreo.model.envelope import Header, Role, headers_to_dict
 from choreo.runtime import Publisher, Worker, WorkerConfig, derived_event_id
 from choreo.runtime.tracing import parse_traceparent
 from choreo.transports.memory import MemoryBus, MemoryTransport

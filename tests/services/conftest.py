@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from choreo import Context, Envelope, Role, SagaTimedOut
-from choreo.envelope import new_event_id, now_ms
+from choreo.model.envelope import new_event_id, now_ms
 from services.saga import OrderFulfillment
 
 MakeContext = Callable[..., Context]

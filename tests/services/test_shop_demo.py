@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from choreo.demo import Demo, DemoOptions
 from choreo.errors import ConfigurationError
 from choreo.tracker import SagaStatus
+from services.demo import Demo, DemoOptions
 
 
 def console_script() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from choreo import StepKind
-from choreo.envelope import Header, headers_to_dict
+from choreo.model.envelope import Header, headers_to_dict
 from choreo.runtime import Publisher, SqliteInbox
 from choreo.runtime.serdes import serde_for
 from choreo.transports.memory import MemoryBus, MemoryTransport

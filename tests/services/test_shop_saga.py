@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from choreo.envelope import now_ms
-from choreo.graph import Choreography, check
+from choreo.choreography.graph import Choreography, check
+from choreo.model.envelope import now_ms
 from choreo.runtime import Publisher
 from choreo.testing import SagaTestKit
 from choreo.tracker import SagaStatus, TimeoutService, Tracker

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.compact import Symbols, pack_events, unpack_events
 from choreo.tracker.model import TraceEvent
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tracker_log import T0, SagaLog, build_choreography
 
-from choreo.envelope import Envelope, Role
+from choreo.model.envelope import Envelope, Role
 from choreo.tracker.fold import TIMEOUT_EVENT_TYPE, Code, causal_order, dedupe, fold
 from choreo.tracker.graphfacts import facts_from
 from choreo.tracker.model import SagaState, SagaStatus, TraceEvent

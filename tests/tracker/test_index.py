@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tracker_log import T0, SagaLog, to_records
 
-from choreo.envelope import Header, Role
+from choreo.model.envelope import Header, Role
 from choreo.tracker import SagaQuery, SagaState, SagaStatus, SagaTrace, Tracker
 from choreo.tracker.index import SortedKeys
 from choreo.tracker.store import CheckpointStore

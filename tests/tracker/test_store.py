@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tracker_log import T0, SagaLog, to_records
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker import CheckpointStore, SagaState, SagaStatus, Tracker
 
 

@@ -8,9 +8,9 @@ from unittest import mock
 import pytest
 from tracker_log import T0, SagaLog, build_choreography, to_records
 
-from choreo.codec import SingleObjectCodec
-from choreo.envelope import Envelope, Header, Role, headers_to_dict
-from choreo.schemas.loader import load_directory
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import load_directory
+from choreo.model.envelope import Envelope, Header, Role, headers_to_dict
 from choreo.tracker import TIMEOUT_EVENT_TYPE, SagaState, SagaStatus, Tracker
 from choreo.tracker.timeouts import TIMEOUT_SERVICE, TimeoutService
 from choreo.transports.memory import MemoryBus, MemoryTransport

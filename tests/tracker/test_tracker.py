@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tracker_log import SAGA, T0, SagaLog, build_choreography, to_records
 
-from choreo.envelope import Header, Role
+from choreo.model.envelope import Header, Role
 from choreo.tracker import SagaState, SagaStatus, Tracker, fold
 from choreo.tracker.fold import Code
 from choreo.transports.base import Record

@@ -12,7 +12,7 @@ from tracker_log import T0, SagaLog, to_records
 
 from choreo.cli import main
 from choreo.cli.tracker_cmd import parse_time
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.fold import Code
 from choreo.tracker.sources import read_container_file, write_container_file
 from choreo.transports.memory import MemoryBus, MemoryTransport

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tracker_log import SagaLog, to_records
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.fold import Code
 from choreo.tracker.verify import verify_records
 

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from choreo.envelope import Envelope, Role
-from choreo.events import Event
-from choreo.graph import Choreography
-from choreo.service import Saga, Service
+from choreo.choreography.graph import Choreography
+from choreo.choreography.service import Saga, Service
+from choreo.model.envelope import Envelope, Role
+from choreo.model.events import Event
 from choreo.transports.base import Record
 
 T0 = 1_700_000_000_000

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from choreo.envelope import Envelope, Role
+from choreo.model.envelope import Envelope, Role
 from choreo.tracker.tracker import Tracker
 from choreo.transports.base import Record
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from choreo.envelope import Role
+from choreo.model.envelope import Role
 from choreo.tracker.tracker import Tracker
 from choreo.viewer import ViewerServer
 

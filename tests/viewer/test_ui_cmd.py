@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import load_directory
 from choreo.cli import main
 from choreo.cli.ui_cmd import build_tracker, check_host
-from choreo.codec import SingleObjectCodec
-from choreo.envelope import Role
-from choreo.schemas.loader import load_directory
+from choreo.model.envelope import Role
 from choreo.tracker.model import SagaStatus
 from choreo.tracker.sources import write_container_file
 from choreo.transports.base import Record

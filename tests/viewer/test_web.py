@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from choreo.envelope import Role
-from choreo.events import Event
-from choreo.graph import Choreography
-from choreo.service import Saga, Service
+from choreo.choreography.graph import Choreography
+from choreo.choreography.service import Saga, Service
+from choreo.model.envelope import Role
+from choreo.model.events import Event
 from choreo.tracker.tracker import Tracker
 from choreo.viewer import ViewerServer
 from choreo.viewer.web import CONTENT_SECURITY_POLICY, HostPolicy

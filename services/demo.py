@@ -12,8 +12,10 @@ When every saga has ended (or ``timeout`` passed) :meth:`Demo.run` returns a
 own state (:func:`services.audit.audit`). ``choreo demo`` (:mod:`choreo.cli.demo_cmd`)
 shows it and serves the trace viewer.
 
-The example services live in the repository's ``services`` package; the demo needs it
-importable (``pip install -e .`` from a checkout) and the ``schemas/`` directory beside it.
+It lives with the example services it runs, not in the library: :mod:`choreo` never
+imports the example application except for this ``choreo demo`` command. It needs the
+``services`` package importable (``pip install -e .`` from a checkout) and the
+``schemas/`` directory beside it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from choreo.errors import ConfigurationError
-from choreo.events import event_type_of
+from choreo.model.events import event_type_of
 from choreo.tracker.model import SagaStatus
 
 if TYPE_CHECKING:
@@ -215,12 +217,12 @@ class Demo:
         if self._started:
             return
         self._started = True
-        from choreo.codec import SingleObjectCodec
-        from choreo.graph import Choreography
+        from choreo.avro.codec import SingleObjectCodec
+        from choreo.avro.loader import load_directory
+        from choreo.avro.serde import EventSerde
+        from choreo.choreography.graph import Choreography
         from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
         from choreo.runtime.serdes import event_classes
-        from choreo.schemas.loader import load_directory
-        from choreo.serde import EventSerde
         from choreo.tracker.fold import TIMEOUT_EVENT_TYPE
         from choreo.tracker.live import LiveTracker
         from choreo.tracker.timeouts import TimeoutService

@@ -3,9 +3,9 @@
 :class:`SingleObjectCodec` writes the Avro specification's *single-object encoding*:
 ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema, then the
 Avro binary body. A reader finds the writer schema by fingerprint in a
-:class:`~choreo.schemas.SchemaRegistry` and resolves it against its own (reader) schema,
+:class:`~choreo.avro.SchemaRegistry` and resolves it against its own (reader) schema,
 so a v2 reader reads v1 events and, where the evolution rules allow, the reverse.
-:class:`choreo.codec_confluent.ConfluentCodec` writes Confluent's wire format instead.
+:class:`choreo.avro.confluent.ConfluentCodec` writes Confluent's wire format instead.
 
 The decode contract, for bytes from anywhere:
 
@@ -20,7 +20,7 @@ The decode contract, for bytes from anywhere:
 - nesting depth is bounded because schemas are linted at load (no recursion, depth ≤ 8).
 
 Encoders and decoders are compiled once per schema and per (writer, reader) pair by
-:mod:`choreo.codec_compiler` and cached, so the hot path is a dict lookup and a call.
+:mod:`choreo.avro.compiler` and cached, so the hot path is a dict lookup and a call.
 The codec caches what it looked up in the registry: fill the registry before first use.
 """
 
@@ -31,7 +31,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from choreo.codec_compiler import (
+from choreo.avro.compiler import (
     DEFAULT_MAX_ZERO_SIZE_ITEMS,
     DatumMismatchError,
     DecodeLimits,
@@ -44,8 +44,8 @@ from choreo.codec_compiler import (
     compile_encoder,
     explain_encode_problem,
 )
+from choreo.avro.loader import SchemaRegistry, SchemaVersion
 from choreo.errors import DecodeError, EncodeError, SchemaError, UnknownEventError
-from choreo.schemas.loader import SchemaRegistry, SchemaVersion
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -269,7 +269,7 @@ class _AvroCodec:
 
 
 class SingleObjectCodec(_AvroCodec):
-    """Avro single-object encoding over a :class:`~choreo.schemas.SchemaRegistry`.
+    """Avro single-object encoding over a :class:`~choreo.avro.SchemaRegistry`.
 
     ``encode`` raises :class:`~choreo.errors.EncodeError` when the datum does not fit the
     schema (naming the field) or the result exceeds ``max_size``, and

@@ -3,8 +3,8 @@
 :meth:`Choreography.from_services` builds the graph; :func:`check` reports what is
 inconsistent in it. Nodes are event types (``Node(EVENT, "shop.orders.OrderCreated")``),
 handlers (``Node(HANDLER, "inventory.reserve")``) and saga starts
-(``Node(START, "order.start")`` for a service that :meth:`~choreo.service.Service.starts` a
-saga). Edges are:
+(``Node(START, "order.start")`` for a service that
+:meth:`~choreo.choreography.service.Service.starts` a saga). Edges are:
 
 - ``consumes``: event -> handler; ``emits`` / ``fails_with``: handler -> event;
 - ``starts``: saga start -> the saga's start event;
@@ -14,8 +14,8 @@ Each edge lies in one *lane*: ``forward`` (the happy path), ``failure`` (a forwa
 ``fails_with``), ``compensation`` (into, out of, or from a compensation) and ``notice``
 (listeners). An event's role comes from its saga's declaration (start / completed / failed)
 and otherwise from the kind of handler that emits it (see
-:meth:`~choreo.service.HandlerSpec.role_of`); a saga's events are those reachable from its
-start event without entering another saga's start.
+:meth:`~choreo.choreography.service.HandlerSpec.role_of`); a saga's events are those
+reachable from its start event without entering another saga's start.
 
 Problems reported by :func:`check`, one code each (all errors unless noted):
 
@@ -62,11 +62,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from choreo._schema_lookup import has_schema_predicate
-from choreo.envelope import Role
+from choreo.avro.lookup import has_schema_predicate
+from choreo.choreography.service import HandlerSpec, Saga, Service, StepKind
 from choreo.errors import ChoreographyError
-from choreo.events import Event, event_type_of
-from choreo.service import HandlerSpec, Saga, Service, StepKind
+from choreo.model.envelope import Role
+from choreo.model.events import Event, event_type_of
 
 __all__ = [
     "BUILTIN_EVENTS",
@@ -218,9 +218,9 @@ class Choreography:
     """The whole choreography of a set of services: one directed graph, read-only.
 
     Build it with :meth:`from_services`. It is a snapshot: handlers registered afterwards
-    are not in it. Queries return handlers (:class:`~choreo.service.HandlerSpec`) and event
-    types (Avro full names) in a stable order: the order the services and their handlers
-    were declared in.
+    are not in it. Queries return handlers
+    (:class:`~choreo.choreography.service.HandlerSpec`) and event types (Avro full
+    names) in a stable order: the order the services and their handlers were declared in.
     """
 
     def __init__(self, services: Sequence[Service], sagas: Sequence[Saga]) -> None:

@@ -5,7 +5,7 @@ but lenient: it maps any non-zero byte to ``True``, reads varints of any length 
 overflowing), turns a negative string length into "the rest of the buffer", lets a
 negative union index pick a branch from the end, and loops over an array count claimed by
 the bytes before noticing they are missing. choreo must reject all of these (DESIGN §2,
-the decode contract in :mod:`choreo.codec`), and a separate validating pre-scan in Python
+the decode contract in :mod:`choreo.avro.codec`), and a separate validating pre-scan in Python
 would cost as much as the decode itself.
 
 So choreo generates, once per schema (encoders) and once per (writer, reader) pair
@@ -15,7 +15,7 @@ common one-byte case. The result validates everything the Avro specification cal
 invalid *and* runs faster than fastavro's generic Cython reader and writer on typical event
 schemas (see ``bench/bench_codec.py``). Schema resolution (reader vs writer: promotions,
 field matching by name and alias, defaults, enum defaults, unions) is compiled in too,
-following the same rules as :mod:`choreo.schemas.compat`.
+following the same rules as :mod:`choreo.avro.compat`.
 
 Generated source never embeds text from a schema: names, symbols and defaults are passed
 in as constants of the function's namespace, so a hostile schema cannot inject code.
@@ -33,10 +33,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from choreo.avro.compat import names_match, resolve_branch
+from choreo.avro.lint import find_recursion
+from choreo.avro.model import PRIMITIVES, JsonSchema, collect_named, type_label
 from choreo.errors import SchemaError
-from choreo.schemas.compat import names_match, resolve_branch
-from choreo.schemas.lint import find_recursion
-from choreo.schemas.model import PRIMITIVES, JsonSchema, collect_named, type_label
 
 __all__ = [
     "DEFAULT_MAX_ZERO_SIZE_ITEMS",

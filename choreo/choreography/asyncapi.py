@@ -25,13 +25,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
-from choreo._schema_lookup import avro_schema_of, resolve_schemas
-from choreo.envelope import Header, Role
+from choreo.avro.lookup import avro_schema_of, resolve_schemas
+from choreo.choreography.graph import Choreography
+from choreo.choreography.service import HandlerSpec
 from choreo.errors import ConfigurationError
-from choreo.events import event_type_of
-from choreo.graph import Choreography
+from choreo.model.envelope import Header, Role
+from choreo.model.events import event_type_of
 from choreo.runtime.topics import TopicNaming, topic_for
-from choreo.service import HandlerSpec
 
 __all__ = [
     "ASYNCAPI_VERSION",

@@ -21,9 +21,9 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from choreo.envelope import Role
-from choreo.graph import Choreography, Edge, EdgeKind, Lane, Node, NodeKind
-from choreo.service import StepKind
+from choreo.choreography.graph import Choreography, Edge, EdgeKind, Lane, Node, NodeKind
+from choreo.choreography.service import StepKind
+from choreo.model.envelope import Role
 
 __all__ = ["dot_escape", "mermaid_escape", "to_dot", "to_mermaid"]
 

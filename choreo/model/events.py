@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from choreo.errors import SchemaError
 
 if TYPE_CHECKING:
-    from choreo.schemas.loader import SchemaRegistry
+    from choreo.avro.loader import SchemaRegistry
 
 __all__ = [
     "Event",
@@ -405,9 +405,9 @@ def record_builders(cls: type[Event], schema: Mapping[str, Any]) -> dict[str, Ca
 
     ``schema`` is the reader schema of ``cls`` (self-contained). Each function takes the
     record's field values positionally in schema order (see
-    :class:`choreo.codec_compiler.RecordBuilders`); fields the class lacks are ignored.
+    :class:`choreo.avro.compiler.RecordBuilders`); fields the class lacks are ignored.
     """
-    from choreo.schemas.model import collect_named
+    from choreo.avro.model import collect_named
 
     named = collect_named(schema)
     pairs: dict[str, type[Any]] = {}
@@ -423,7 +423,7 @@ def _pair_records(  # noqa: PLR0912 - one branch per Avro type
     pairs: dict[str, type[Any]],
 ) -> None:
     """Record which dataclass stands for which record of ``schema``, following type hints."""
-    from choreo.schemas.model import PRIMITIVES
+    from choreo.avro.model import PRIMITIVES
 
     if isinstance(schema, str) and schema not in PRIMITIVES:
         schema = named[schema]
@@ -495,7 +495,7 @@ def check_event_class(cls: type[Event], registry: SchemaRegistry) -> None:
         raise SchemaError(f"{cls.__qualname__}: no schema named `{name}`") from exc
     if not _is_dataclass_type(cls):
         raise SchemaError(f"{cls.__qualname__} is not a dataclass")
-    from choreo.schemas.model import collect_named
+    from choreo.avro.model import collect_named
 
     problems: list[str] = []
     _check_record(cls, schema.schema, collect_named(schema.schema), problems, set())
@@ -558,7 +558,7 @@ def _hint_problem(  # noqa: PLR0911, PLR0912 - one branch per Avro type reads be
     seen: set[tuple[type, str]],
 ) -> str | None:
     """Return why a Python type hint cannot hold values of an Avro type, or None."""
-    from choreo.schemas.model import PRIMITIVES, type_label
+    from choreo.avro.model import PRIMITIVES, type_label
 
     if hint is Any or isinstance(hint, TypeVar):
         return None

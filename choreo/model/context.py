@@ -6,8 +6,8 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
-from choreo.envelope import Envelope
-from choreo.events import Event
+from choreo.model.envelope import Envelope
+from choreo.model.events import Event
 
 __all__ = ["Context", "EventLogger"]
 

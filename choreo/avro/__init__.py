@@ -1,15 +1,15 @@
 """Avro schemas on disk: load, lint, fingerprint, check evolution, generate classes.
 
-- :mod:`choreo.schemas.loader`: ``.avsc`` files → :class:`LocalSchemaRegistry` of
+- :mod:`choreo.avro.loader`: ``.avsc`` files → :class:`LocalSchemaRegistry` of
   :class:`SchemaVersion` (self-contained JSON, Parsing Canonical Form, CRC-64-AVRO
   fingerprint); the versioning convention is documented there.
-- :mod:`choreo.schemas.lint`: recursion, nesting depth, name clashes, namespaces.
-- :mod:`choreo.schemas.compat`: Avro resolution rules and the evolution gate.
-- :mod:`choreo.schemas.codegen`: typed event classes from schemas.
-- :mod:`choreo.schemas.model`: the normalized JSON form all of them share.
+- :mod:`choreo.avro.lint`: recursion, nesting depth, name clashes, namespaces.
+- :mod:`choreo.avro.compat`: Avro resolution rules and the evolution gate.
+- :mod:`choreo.avro.codegen`: typed event classes from schemas.
+- :mod:`choreo.avro.model`: the normalized JSON form all of them share.
 """
 
-from choreo.schemas.compat import (
+from choreo.avro.compat import (
     CompatibilityMode,
     Finding,
     Incompatibility,
@@ -18,8 +18,8 @@ from choreo.schemas.compat import (
     check_versions,
     is_compatible,
 )
-from choreo.schemas.lint import DEFAULT_MAX_DEPTH, LintIssue, lint_files, lint_schema
-from choreo.schemas.loader import (
+from choreo.avro.lint import DEFAULT_MAX_DEPTH, LintIssue, lint_files, lint_schema
+from choreo.avro.loader import (
     BUILTIN_DIR,
     LoadedFile,
     LocalSchemaRegistry,

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from choreo.schemas.model import PRIMITIVES, JsonSchema, collect_named, schema_depth, walk_named
+from choreo.avro.model import PRIMITIVES, JsonSchema, collect_named, schema_depth, walk_named
 
 if TYPE_CHECKING:
-    from choreo.schemas.loader import LoadedFile
+    from choreo.avro.loader import LoadedFile
 
 __all__ = ["DEFAULT_MAX_DEPTH", "LintIssue", "find_recursion", "lint_files", "lint_schema"]
 

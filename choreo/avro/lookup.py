@@ -2,12 +2,12 @@
 
 The graph check and the AsyncAPI export accept schemas in several shapes, duck-typed:
 
-- a schema registry (:class:`choreo.schemas.loader.LocalSchemaRegistry` or anything with
+- a schema registry (:class:`choreo.avro.loader.LocalSchemaRegistry` or anything with
   ``names()`` and ``get(full_name)``);
 - a mapping of full name -> Avro schema (JSON value or JSON text);
 - any container of full names (``in`` works), for the existence check only;
 - a directory (``str`` or :class:`os.PathLike`) of ``.avsc`` files, loaded with
-  :func:`choreo.schemas.loader.load_directory`.
+  :func:`choreo.avro.loader.load_directory`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = ["avro_schema_of", "has_schema_predicate", "resolve_schemas"]
 def resolve_schemas(schemas: object) -> object:
     """Return ``schemas`` itself, or the registry loaded from it when it is a directory path."""
     if isinstance(schemas, str | os.PathLike):
-        from choreo.schemas.loader import load_directory
+        from choreo.avro.loader import load_directory
 
         return load_directory(os.fspath(schemas))
     return schemas

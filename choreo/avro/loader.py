@@ -13,7 +13,7 @@ Named types shared across files (``shop.orders.LineItem``) are referenced by ful
 a reference resolves to the **latest** version of that type in the loaded set, so a file's
 self-contained schema (and fingerprint) is computed at load time. Evolve a shared type by
 adding a version *and* new versions of the events that use it, so the gate
-(:mod:`choreo.schemas.compat`) sees the change.
+(:mod:`choreo.avro.compat`) sees the change.
 
 Loading happens in three passes over all files together: collect every defined name,
 normalize each file (qualifying names, checking structure, resolving references across
@@ -22,8 +22,8 @@ inlined at first use, so files load in any order; cycles are recursion, which li
 rejects). fastavro's ``parse_schema`` then validates each self-contained schema, and its
 Parsing Canonical Form gives the fingerprint.
 
-The loader always includes choreo's built-in schemas (``choreo/schemas/builtin/``, e.g.
-``choreo.SagaTimedOut``) and, unless told otherwise, runs :mod:`choreo.schemas.lint`.
+The loader always includes choreo's built-in schemas (``choreo/avro/builtin/``, e.g.
+``choreo.SagaTimedOut``) and, unless told otherwise, runs :mod:`choreo.avro.lint`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ from fastavro import parse_schema
 from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from choreo.errors import SchemaError, UnknownEventError
-from choreo.schemas.model import (
+from choreo.avro.model import (
     NAMED_TYPES,
     NormalizedFile,
     check_defaults,
@@ -51,6 +50,7 @@ from choreo.schemas.model import (
     local_names,
     normalize,
 )
+from choreo.errors import SchemaError, UnknownEventError
 
 __all__ = [
     "BUILTIN_DIR",
@@ -373,7 +373,7 @@ def _load(
         version = _make_version(schema, src.version, src.label)
         loaded.append(LoadedFile(src.label, norm, version))
     if lint:
-        from choreo.schemas.lint import lint_files
+        from choreo.avro.lint import lint_files
 
         issues = lint_files(loaded, max_depth=max_depth)
         if issues:

@@ -2,7 +2,7 @@
 
 A :class:`Service` is a plain object; its decorators register a handler and return the
 function unchanged, so a handler stays a plain function that a unit test can call.
-A handler takes the incoming event (and optionally a :class:`~choreo.context.Context`) and
+A handler takes the incoming event (and optionally a :class:`~choreo.model.context.Context`) and
 returns the events it emits: one event, a sequence of events, or ``None``. Emitted events
 inherit the correlation id, saga and trace context of the incoming event; the runtime sets
 the causation id. Nothing here touches Kafka: tuning belongs to the transport's
@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from choreo.envelope import Role
 from choreo.errors import ConfigurationError
-from choreo.events import Event, event_type_of
+from choreo.model.envelope import Role
+from choreo.model.events import Event, event_type_of
 
 __all__ = [
     "HandlerSpec",

@@ -2,7 +2,7 @@
 
 ``choreo schemas codegen SCHEMA_DIR -o FILE`` writes one frozen, slotted, keyword-only
 dataclass per record (the latest version of each name), subclassing
-:class:`choreo.events.Event` and naming its schema in ``__avro_name__``:
+:class:`choreo.model.events.Event` and naming its schema in ``__avro_name__``:
 
 - nested records become their own classes, referenced by the fields that use them;
 - enums become :class:`enum.StrEnum` classes (members named after the symbols);
@@ -16,7 +16,7 @@ dataclass per record (the latest version of each name), subclassing
 
 Keyword-only construction keeps events robust to field reordering between versions.
 Names from the ``choreo`` namespace are skipped: choreo ships those classes itself
-(:class:`choreo.events.SagaTimedOut`).
+(:class:`choreo.model.events.SagaTimedOut`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from choreo.schemas.loader import SchemaRegistry
-from choreo.schemas.model import PRIMITIVES, JsonSchema, walk_named
+from choreo.avro.loader import SchemaRegistry
+from choreo.avro.model import PRIMITIVES, JsonSchema, walk_named
 
 __all__ = ["HEADER", "generate_module"]
 
@@ -275,7 +275,7 @@ class _Writer:
             head.append("from typing import ClassVar")
         if len(head) > 9:
             head.append("")
-        head.append("from choreo.events import Event")
+        head.append("from choreo.model.events import Event")
         head.append("")
         head.append("__all__ = [")
         head += [f"    {_lit(n)}," for n in sorted(names)]

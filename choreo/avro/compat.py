@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from choreo.schemas.model import PRIMITIVES, JsonSchema, collect_named, type_label
+from choreo.avro.model import PRIMITIVES, JsonSchema, collect_named, type_label
 
 if TYPE_CHECKING:
-    from choreo.schemas.loader import SchemaRegistry, SchemaVersion
+    from choreo.avro.loader import SchemaRegistry, SchemaVersion
 
 __all__ = [
     "CompatibilityMode",

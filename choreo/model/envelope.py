@@ -3,7 +3,7 @@
 One Kafka record is one event (DESIGN §2):
 
 - **key**: the saga's correlation id, so a saga's events keep their order in a partition;
-- **value**: the Avro-encoded payload (see :mod:`choreo.codec`);
+- **value**: the Avro-encoded payload (see :mod:`choreo.avro.codec`);
 - **headers**: the fields of :class:`Envelope`, each under one prefix (``choreo-``), UTF-8
   encoded, plus the W3C ``traceparent`` when tracing is on.
 

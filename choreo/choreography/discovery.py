@@ -2,12 +2,12 @@
 
 A *target* names where to look:
 
-- ``pkg.module``: the module's attributes that are :class:`~choreo.service.Service` or
-  :class:`~choreo.service.Saga` objects;
+- ``pkg.module``: the module's attributes that are :class:`~choreo.choreography.service.Service` or
+  :class:`~choreo.choreography.service.Saga` objects;
 - ``pkg``: the same for the package and, recursively, every module in it (a
   ``__main__`` module is never imported);
 - ``pkg.module:attribute``: one attribute, which may be a Service, a Saga, a
-  :class:`~choreo.graph.Choreography`, or a list/tuple of Services and Sagas.
+  :class:`~choreo.choreography.graph.Choreography`, or a list/tuple of Services and Sagas.
 
 Importing runs the modules' top-level code, as any import does; nothing else is called.
 """
@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 
+from choreo.choreography.graph import Choreography
+from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError
-from choreo.graph import Choreography
-from choreo.service import Saga, Service
 
 __all__ = ["Discovered", "discover", "load_choreography"]
 

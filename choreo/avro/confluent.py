@@ -2,7 +2,7 @@
 
 :class:`ConfluentCodec` is byte-compatible with confluent-kafka's ``AvroSerializer`` and
 ``AvroDeserializer``: either side decodes what the other encodes. Schemas come from the
-local :class:`~choreo.schemas.SchemaRegistry` (what this service writes and reads with);
+local :class:`~choreo.avro.SchemaRegistry` (what this service writes and reads with);
 schema ids come from a ``confluent_kafka.schema_registry.SchemaRegistryClient`` (a real
 registry, or ``SchemaRegistryClient.new_client({"url": "mock://..."})`` in tests).
 
@@ -13,7 +13,7 @@ are looked up (or registered, with ``auto_register``) once per schema version an
 Writer schemas fetched by id are untrusted: they are parsed, resolved (including
 registry references) and linted (no recursion, bounded depth) before a decoder is
 compiled for them, and rejected with :class:`~choreo.errors.DecodeError` otherwise. The
-decode contract is otherwise :mod:`choreo.codec`'s. Registry failures other than "not
+decode contract is otherwise :mod:`choreo.avro.codec`'s. Registry failures other than "not
 found" raise :class:`~choreo.errors.TransportError` (``retriable=True``): a registry that
 is down must not turn good records into dead letters.
 """
@@ -25,8 +25,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from choreo.codec import DEFAULT_MAX_SIZE, EncoderEntry, _AvroCodec
-from choreo.codec_compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS
+from choreo.avro.codec import DEFAULT_MAX_SIZE, EncoderEntry, _AvroCodec
+from choreo.avro.compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS
+from choreo.avro.lint import lint_schema
+from choreo.avro.loader import SchemaRegistry, SchemaVersion, _load, _Source
 from choreo.errors import (
     DecodeError,
     IncompatibleSchemaError,
@@ -34,8 +36,6 @@ from choreo.errors import (
     TransportError,
     UnknownEventError,
 )
-from choreo.schemas.lint import lint_schema
-from choreo.schemas.loader import SchemaRegistry, SchemaVersion, _load, _Source
 
 __all__ = ["ConfluentCodec", "record_name_strategy"]
 
@@ -53,7 +53,7 @@ def record_name_strategy(full_name: str) -> str:
 class ConfluentCodec(_AvroCodec):
     """Avro in Confluent's wire format, schema ids from a Schema Registry client.
 
-    Same contract as :class:`~choreo.codec.SingleObjectCodec`; thread-safe once warm.
+    Same contract as :class:`~choreo.avro.codec.SingleObjectCodec`; thread-safe once warm.
     """
 
     header_size = _HEADER

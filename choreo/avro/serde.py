@@ -1,9 +1,9 @@
-"""Typed events to bytes and back: the event classes on top of a :class:`~choreo.codec.Codec`.
+"""Typed events to bytes and back: the event classes on top of a :class:`~choreo.avro.codec.Codec`.
 
 The runtime calls exactly :meth:`EventSerde.encode` and :meth:`EventSerde.decode`; the
 tracker, which may not have the services' classes, calls :meth:`EventSerde.decode_dict`.
 Each class is checked against its schema once, when the serde is built
-(:func:`choreo.events.check_event_class`), so a mismatch fails at start-up rather than on
+(:func:`choreo.model.events.check_event_class`), so a mismatch fails at start-up rather than on
 the first event. The reader schema of ``decode`` is the latest version of the class's
 schema, so older (and, where the evolution rules allow, newer) events decode into today's
 class.
@@ -15,10 +15,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from choreo.codec import Codec
-from choreo.codec_compiler import RecordBuilders
+from choreo.avro.codec import Codec
+from choreo.avro.compiler import RecordBuilders
 from choreo.errors import SchemaError, UnknownEventError
-from choreo.events import Event, check_event_class, converters, event_type_of, record_builders
+from choreo.model.events import Event, check_event_class, converters, event_type_of, record_builders
 
 __all__ = ["EventSerde"]
 

@@ -1,0 +1,172 @@
+"""At-least-once delivery: outbox in the store transaction, then publish, flush, commit offsets.
+
+Guarantee: a batch's output is stored in the outbox in the same store transaction as its
+inbox rows (and the handlers' own writes to ``ctx.db``); after that commit every output
+record is published, the producer is flushed once, and only then are the batch's offsets
+committed. A record leaves the outbox only once the broker acknowledged it (the ids are
+deleted in the next batch's store transaction). Hence, with a durable store:
+
+- SIGKILL or a lost machine at any point loses nothing: unsent outbox records are
+  replayed at start-up, and records whose offsets were not committed are redelivered
+  and dropped by the inbox;
+- a record may be published twice (after a crash between the flush and the outbox
+  cleanup) but always under the same event id, so the next inbox drops the copy;
+- a broker outage makes flushes fail: the offsets are held back and the outbox is
+  published again before the next poll;
+- a rebalance commits what the revoked partitions have pending before they move.
+
+With a memory inbox, a crash loses what the outbox held.
+"""
+
+from __future__ import annotations
+
+from choreo.errors import ChoreoError, TransportError
+from choreo.runtime.config import WorkerConfig
+from choreo.runtime.delivery.base import Batch, DeliveryBase, DeliveryLink, Offsets
+from choreo.runtime.outbox import OutboxRecord
+from choreo.transports.base import Producer, TopicPartition, Transport
+
+__all__ = ["AtLeastOnce"]
+
+
+class AtLeastOnce(DeliveryBase):
+    """Publishes each batch's stored output, flushes once, then commits its offsets.
+
+    See the module documentation for the guarantee.
+    """
+
+    def __init__(self, transport: Transport, config: WorkerConfig, service: str) -> None:
+        self.transport = transport
+        self.config = config
+        self.service = service
+        self._producer: Producer | None = None
+        self._pending: list[OutboxRecord] = []  # stored in the outbox, not yet acknowledged
+        self._sent: list[str] = []  # acknowledged, deleted in the next store transaction
+        self._uncommitted: Offsets = {}  # held back by a failed flush
+
+    @property
+    def producer(self) -> Producer:
+        """Return the producer (created by :meth:`open`)."""
+        if self._producer is None:
+            raise RuntimeError("the delivery strategy is not open")
+        return self._producer
+
+    def _new_producer(self) -> Producer:
+        """Return a new producer for this strategy."""
+        return self.transport.producer()
+
+    def open(self, link: DeliveryLink) -> None:
+        """Create the producer and publish the outbox records a previous run left unsent."""
+        super().open(link)
+        self._producer = self._new_producer()
+        self._pending = link.inbox.pending(link.origin)
+        if self._pending:
+            link.log.warning("replaying %d unsent outbox record(s)", len(self._pending))
+            self._send({}, {})
+
+    def tick(self) -> None:
+        """Publish what a failed flush left pending and commit the offsets it held back."""
+        if self._pending or self._uncommitted:
+            self._send({}, {})
+
+    def idle(self) -> None:
+        """Delete acknowledged records from the outbox when no batch will do it."""
+        if self._sent:
+            self._forget_sent()
+
+    def stage(self) -> None:
+        """Delete the records acknowledged since the last batch from the outbox."""
+        if self._sent:
+            self.link.inbox.mark_sent(self._sent)
+
+    def deliver(self, batch: Batch) -> None:
+        """Store the output in the outbox, commit the store, publish, flush, commit offsets."""
+        link = self.link
+        if batch.records:
+            try:
+                link.inbox.enqueue(link.origin, batch.records)
+            except BaseException:
+                self.abandon(batch)
+                raise
+        self.commit_store()
+        self._sent = []
+        self._pending.extend(batch.records)
+        self._send(batch.offsets, batch.first)
+
+    def _send(self, offsets: Offsets, first: Offsets) -> None:
+        """Publish every pending record, flush once, then commit ``offsets``."""
+        producer = self.producer
+        pending = self._pending
+        if pending:
+            publish = producer.publish
+            try:
+                for _, topic, key, value, headers in pending:
+                    publish(topic, value, key=key, headers=headers)
+                producer.flush(self.config.flush_timeout)
+            except TransportError:
+                self._uncommitted.update(offsets)
+                raise
+            self._sent.extend([r[0] for r in pending])
+            self._pending = []
+        if self._uncommitted:
+            offsets = {**self._uncommitted, **offsets}
+            self._uncommitted = {}
+        if offsets:
+            self._commit(offsets)
+
+    def _commit(self, offsets: Offsets) -> None:
+        """Commit consumer offsets; a failure is logged (the records come back, deduplicated)."""
+        try:
+            self.link.consumer.commit(offsets)
+        except TransportError as exc:
+            self.link.log.warning("offset commit failed (records will be redelivered): %s", exc)
+
+    def _forget_sent(self) -> None:
+        """Delete acknowledged records from the outbox in a small transaction of their own."""
+        inbox = self.link.inbox
+        inbox.begin()
+        try:
+            inbox.mark_sent(self._sent)
+        except BaseException:
+            inbox.rollback()
+            raise
+        inbox.commit()
+        self._sent = []
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Publish what is pending and commit the offsets held back for ``partitions``."""
+        revoked = set(partitions)
+        held = {tp: o for tp, o in self._uncommitted.items() if tp in revoked}
+        if not held and not self._pending:
+            return
+        try:
+            if self._pending:
+                self._send({}, {})
+                return
+        except TransportError as exc:
+            self.link.log.warning("could not deliver pending records on revoke: %s", exc)
+            if not self.link.inbox.durable:
+                return
+        held = {tp: o for tp, o in self._uncommitted.items() if tp in revoked}
+        for tp in held:
+            del self._uncommitted[tp]
+        if held:
+            self._commit(held)
+
+    def close(self) -> None:
+        """Deliver unsent records and forget acknowledged ones (best effort), close the producer."""
+        if self._link is not None:
+            try:
+                if self._pending or self._uncommitted:
+                    self._send({}, {})
+                if self._sent:
+                    self._forget_sent()
+            except Exception as exc:
+                self.link.log.warning(
+                    "could not finish pending work at close (kept for restart): %s", exc
+                )
+        if self._producer is not None:
+            try:
+                self._producer.close()
+            except ChoreoError as exc:
+                self.link.log.warning("closing %s failed: %s", type(self._producer).__name__, exc)

@@ -1,0 +1,138 @@
+"""Building the records a handler emits: deterministic ids, propagated headers, traceparent.
+
+An :class:`Emitter` turns the events a handler returned into
+:class:`~choreo.runtime.outbox.OutboxRecord` values ready to publish. Each event gets the
+id :func:`~choreo.runtime.routing.derived_event_id` (parent id, step, index), so a handler
+re-run after a crash re-emits the same ids and downstream inboxes drop the copies; the
+incoming record's correlation id, saga and trace; the emitting step's role, service and
+step headers; and the produced-at time of the batch in hand. The headers are exactly what
+:meth:`~choreo.model.envelope.Envelope.to_headers` would give for an event caused by the
+incoming one (pinned by a test), built from the route's precomputed plans.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+from choreo.errors import BusinessFailure, HandlerError
+from choreo.model.envelope import Header
+from choreo.model.events import Event
+from choreo.runtime.outbox import OutboxRecord
+from choreo.runtime.routing import _NAMESPACE_SHA1, _VARIANT, Fields, Route
+from choreo.runtime.tracing import is_valid
+
+__all__ = ["Emitter", "as_events", "failure_event"]
+
+_ID = Header.EVENT_ID
+_AT = Header.PRODUCED_AT
+_CAUSE = Header.CAUSATION_ID
+_TRACE = Header.TRACEPARENT
+
+_new_record: Callable[[tuple[Any, ...]], OutboxRecord] = partial(tuple.__new__, OutboxRecord)
+
+
+class Emitter:
+    """Encodes emitted events into outbox records with ids and headers derived from the cause.
+
+    ``encode`` is the serde's encoder; ``tracing`` says whether a ``traceparent`` is
+    propagated. The worker sets :attr:`produced_at` once per batch (:meth:`start_batch`);
+    the dispatcher sets :attr:`traces_valid` when it checked every traceparent of the batch
+    at once.
+    """
+
+    __slots__ = ("encode", "produced_at", "traces_valid", "tracing")
+
+    def __init__(self, encode: Callable[[Event], bytes], *, tracing: bool) -> None:
+        self.encode = encode
+        self.tracing = tracing
+        self.produced_at: tuple[str, bytes] = (_AT, b"0")
+        self.traces_valid = False
+
+    def start_batch(self, now_ms: int) -> None:
+        """Stamp the records of the next batch with ``now_ms`` as their produced-at time."""
+        self.produced_at = (_AT, str(now_ms).encode())
+
+    def emit_one(self, route: Route, fields: Fields, event: Event, index: int = 0) -> OutboxRecord:
+        """Return the outbox record of the ``index``-th event a handler emitted.
+
+        The event gets the id :func:`~choreo.runtime.routing.derived_event_id` (parent id,
+        step, ``index``), inlined here because it is on the per-event path; the incoming
+        record's correlation id, saga and trace (with the id's last 16 hex digits as span
+        id, as :func:`~choreo.runtime.tracing.child_traceparent`); and the batch's
+        produced-at time. Raises :class:`~choreo.errors.HandlerError` for an event the
+        handler did not declare (checked when its plan is built).
+        """
+        _, _, saga, trace, parent_id, cid, saga_pair = fields
+        cls = event.__class__
+        plan = route.plans.get((cls, saga)) or route.plan(cls, saga)
+        suffixes = route.id_suffixes
+        suffix = suffixes[index] if index < len(suffixes) else route.id_suffix(index)
+        digest = _NAMESPACE_SHA1.copy()  # uuid5 of "<parent id>/<step>/<index>"
+        digest.update(parent_id + suffix)
+        h = digest.hexdigest()
+        variant = _VARIANT[h[16]]
+        event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+        headers: tuple[tuple[str, bytes], ...] = (
+            plan.type_header,
+            (_ID, event_id.encode()),
+            cid,
+            saga_pair,
+            plan.role_header,
+            plan.service_header,
+            self.produced_at,
+            (_CAUSE, parent_id),
+            plan.step_header,
+        )
+        if trace is not None and self.tracing:
+            if self.traces_valid or is_valid(trace):
+                text = trace.decode()
+                child = f"{text[:36]}{variant}{h[17:32]}{text[52:]}"
+            else:  # an invalid parent starts a new trace (W3C Trace Context)
+                child = f"00-{os.urandom(16).hex()}-{variant}{h[17:32]}-01"
+            headers += ((_TRACE, child.encode()),)
+        return _new_record((event_id, plan.topic, cid[1], self.encode(event), headers))
+
+    def emit(self, route: Route, fields: Fields, events: Sequence[Any]) -> list[OutboxRecord]:
+        """Return the outbox records of a handler's emitted events (see :meth:`emit_one`).
+
+        Raises :class:`~choreo.errors.HandlerError` for an event the handler did not declare
+        or that is not an :class:`~choreo.model.events.Event`.
+        """
+        emit_one = self.emit_one
+        return [emit_one(route, fields, event, index) for index, event in enumerate(events)]
+
+
+def as_events(step_id: str, queued: list[Event], result: object) -> list[Event]:
+    """Return ``queued`` plus a handler's sequence result, or raise TypeError if it is not one."""
+    if isinstance(result, (list, tuple)):
+        return [*queued, *result]
+    raise TypeError(
+        f"handler {step_id} returned {type(result).__qualname__}; "
+        "return an Event, a list of Events or None"
+    )
+
+
+def failure_event(route: Route, failure: BusinessFailure) -> Event:
+    """Return the failure event a :class:`~choreo.errors.BusinessFailure` asks for.
+
+    Raises :class:`~choreo.errors.HandlerError` when the event is not one the step
+    declares in ``fails_with``, or when none is given and the step declares several.
+    """
+    spec = route.spec
+    if failure.event is not None:
+        event = failure.event
+        if not isinstance(event, Event) or type(event) not in spec.fails_with:
+            raise HandlerError(
+                f"handler {spec.step_id} raised BusinessFailure({event!r}), which is not one "
+                "of its declared fails_with events"
+            )
+        return event
+    if len(spec.fails_with) != 1:
+        raise HandlerError(
+            f"handler {spec.step_id} raised BusinessFailure without an event but declares "
+            f"{len(spec.fails_with)} fails_with events; pass the event"
+        )
+    return spec.fails_with[0](**failure.fields)
