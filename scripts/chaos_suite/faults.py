@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from choreo.envelope import Header, Role
+from choreo.model.envelope import Header, Role
 
 POISON_KINDS = ("garbage", "headers-garbage", "headers-unknown-fingerprint", "headers-empty")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from choreo.envelope import Header
+from choreo.model.envelope import Header
 from choreo.tracker import Tracker
 from choreo.tracker.live import read_topics
 from choreo.transports.factory import open_transport

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from choreo.codec import SingleObjectCodec
-from choreo.graph import Choreography
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import load_directory
+from choreo.choreography.graph import Choreography
 from choreo.runtime.serdes import event_classes
-from choreo.schemas.loader import load_directory
 from choreo.tracker import SagaStatus, Tracker
 from choreo.tracker.live import LiveTracker
 from choreo.transports.factory import open_transport
