@@ -96,8 +96,8 @@ class ScenarioRun:
         )
         self.placer = Placer(
             total=options.orders,
-            chunks=8,
-            gap=1.5,
+            chunks=5,
+            gap=1.0,
             seed=self.rng.randint(1, 10**6),
             bootstrap=lambda: str(kafka.bootstrap),
             store_args=self._placer_store_args,
