@@ -82,7 +82,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help="every scenario, cluster included")
     parser.add_argument("--out", type=Path, help="also write the JSON (indented) to this file")
     parser.add_argument("--seed", type=int, default=12)
-    parser.add_argument("--settle-timeout", type=float, default=150.0)
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the sagas after the last order (gives up sooner when none ends for 75 s)",
+    )
     parser.add_argument(
         "--store",
         choices=("auto", "postgresql", "sqlite"),
