@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--settle-timeout",
         type=float,
         default=300.0,
-        help="seconds to wait for the sagas after the last order (gives up sooner when none ends for 75 s)",
+        help="seconds to wait for the sagas after the last order (less when none ends for 75 s)",
     )
     parser.add_argument(
         "--store",
