@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from choreo.avro import load_directory  # noqa: E402
 from choreo.avro.codec import SingleObjectCodec  # noqa: E402 - after the sys.path tweak
-from choreo.avro.model import strip_logical_types  # noqa: E402
+from choreo.avro.jsonform import strip_logical_types  # noqa: E402
 from choreo.avro.serde import EventSerde  # noqa: E402
 from choreo.model.events import Event  # noqa: E402  # noqa: E402
 from services import events as shop  # noqa: E402

@@ -20,7 +20,7 @@ class ConfigurationError(ChoreoError):
 
 
 class ChoreographyError(ConfigurationError):
-    """The declared choreography is inconsistent (see :func:`choreo.choreography.graph.check`)."""
+    """The declared choreography is inconsistent (see :func:`choreo.choreography.checks.check`)."""
 
 
 # --- schemas and events ------------------------------------------------------------

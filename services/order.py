@@ -12,10 +12,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from choreo import Context, Service
+from choreo import Context, Event, Publisher, Service
 from choreo.model.envelope import now_ms as epoch_ms
-from choreo.model.events import Event
-from choreo.runtime import Publisher
 from services import events as ev
 from services.catalog import OrderRequest
 from services.config import ServiceConfig

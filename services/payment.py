@@ -13,8 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from choreo import Context, Service
-from choreo.model.events import Event
+from choreo import Context, Event, Service
 from services import events as ev
 from services.config import ServiceConfig
 from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from choreo import Saga
 from choreo import SagaTimedOut as TimedOut
-from choreo.choreography.service import Saga
 from services.events import OrderCompleted, OrderCreated, OrderFailed
 
 __all__ = [

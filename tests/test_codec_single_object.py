@@ -11,7 +11,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from choreo.avro import LocalSchemaRegistry, load_directory
 from choreo.avro.codec import SINGLE_OBJECT_MARKER, Codec, SingleObjectCodec
-from choreo.avro.model import strip_logical_types
+from choreo.avro.jsonform import strip_logical_types
 from choreo.errors import DecodeError, EncodeError, UnknownEventError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,11 +15,11 @@ import pytest
 
 import choreo
 from choreo.avro import LocalSchemaRegistry, load_directory
+from choreo.avro.classes import check_event_class
 from choreo.errors import SchemaError
 from choreo.model.events import (
     Event,
     SagaTimedOut,
-    check_event_class,
     event_type_of,
     from_avro,
     to_avro,

@@ -1,4 +1,4 @@
-"""Tests of choreo.choreography.graph.check: one broken example choreography per kind of problem."""
+"""Tests of choreo.choreography.checks.check: one broken example choreography per problem."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ from typing import ClassVar
 
 import pytest
 
+from choreo.choreography.checks import Problem, ProblemCode, Severity, check, validate
 from choreo.choreography.discovery import discover
-from choreo.choreography.graph import (
-    SAGA_TIMED_OUT,
-    Choreography,
-    Problem,
-    ProblemCode,
-    Severity,
-    check,
-    validate,
-)
+from choreo.choreography.graph import SAGA_TIMED_OUT, Choreography
 from choreo.choreography.service import Service
 from choreo.errors import ChoreographyError
 from choreo.model.events import Event

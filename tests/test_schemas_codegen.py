@@ -14,9 +14,10 @@ from typing import Any
 from click.testing import CliRunner
 
 from choreo.avro import load_directory
+from choreo.avro.classes import check_event_class
 from choreo.avro.codegen import HEADER, generate_module
 from choreo.cli.schemas_cmd import schemas
-from choreo.model.events import Event, check_event_class
+from choreo.model.events import Event
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from choreo.avro import (
     SchemaRegistry,
     load_directory,
 )
-from choreo.avro.model import strip_logical_types
+from choreo.avro.jsonform import strip_logical_types
 from choreo.errors import SchemaError, UnknownEventError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -184,6 +184,7 @@ def test_encode_registers_unknown_classes_after_checking(registry: LocalSchemaRe
 def test_public_api_is_pinned() -> None:
     """The names the runtime, tracker and services import stay exported."""
     import choreo.avro
+    import choreo.avro.classes
     import choreo.avro.codec
     import choreo.avro.confluent
     import choreo.avro.serde
@@ -201,11 +202,11 @@ def test_public_api_is_pinned() -> None:
     assert {
         "Event",
         "SagaTimedOut",
-        "check_event_class",
         "event_type_of",
         "from_avro",
         "to_avro",
     } <= set(choreo.model.events.__all__)
+    assert sorted(choreo.avro.classes.__all__) == ["check_event_class", "record_builders"]
     assert {
         "LocalSchemaRegistry",
         "SchemaRegistry",

@@ -1,12 +1,17 @@
-"""Avro schemas on disk: load, lint, fingerprint, check evolution, generate classes.
+"""choreo's Avro layer: schemas on disk, the schema model, compatibility, codecs.
 
+- :mod:`choreo.avro.model`: the parsed, immutable schema model and its visitor;
+  :mod:`choreo.avro.parse` reads JSON into it, :mod:`choreo.avro.jsonform` writes it back.
 - :mod:`choreo.avro.loader`: ``.avsc`` files → :class:`LocalSchemaRegistry` of
   :class:`SchemaVersion` (self-contained JSON, Parsing Canonical Form, CRC-64-AVRO
   fingerprint); the versioning convention is documented there.
 - :mod:`choreo.avro.lint`: recursion, nesting depth, name clashes, namespaces.
 - :mod:`choreo.avro.compat`: Avro resolution rules and the evolution gate.
 - :mod:`choreo.avro.codegen`: typed event classes from schemas.
-- :mod:`choreo.avro.model`: the normalized JSON form all of them share.
+- :mod:`choreo.avro.codec` (single-object encoding), :mod:`choreo.avro.confluent`
+  (Confluent wire format), :mod:`choreo.avro.compiler` (the validating encoders and
+  decoders they run), :mod:`choreo.avro.serde` (typed events over a codec).
+- :mod:`choreo.avro.container`: the bounded reader of Avro object container files.
 """
 
 from choreo.avro.compat import (

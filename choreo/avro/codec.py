@@ -1,4 +1,4 @@
-"""Avro codecs: event payloads to bytes and back (DESIGN §2, the record's value).
+"""Avro codecs: event payloads (a record's value) to bytes and back.
 
 :class:`SingleObjectCodec` writes the Avro specification's *single-object encoding*:
 ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema, then the
@@ -17,7 +17,9 @@ The decode contract, for bytes from anywhere:
   different value: a wrong marker, an unknown fingerprint, trailing bytes after the body,
   a union or enum index out of range, a boolean byte other than 0/1, invalid UTF-8, a
   varint longer than 10 bytes (or overflowing 64 bits), an ``int`` outside 32 bits;
-- nesting depth is bounded because schemas are linted at load (no recursion, depth ≤ 8).
+- nesting depth is bounded: schemas are linted at load (no recursion, depth ≤ 8), and a
+  foreign writer schema is measured against the compiler's limits before any code is
+  generated for it (:class:`~choreo.avro.compiler.CompileLimits`).
 
 Encoders and decoders are compiled once per schema and per (writer, reader) pair by
 :mod:`choreo.avro.compiler` and cached, so the hot path is a dict lookup and a call.
@@ -33,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from choreo.avro.compiler import (
     DEFAULT_MAX_ZERO_SIZE_ITEMS,
+    CompileLimits,
     DatumMismatchError,
     DecodeLimits,
     Decoder,
@@ -79,6 +82,8 @@ _DECODE_ERRORS = (
     UnicodeDecodeError,
     ValueError,  # raised by record builders (e.g. an enum class lacking a symbol)
     TypeError,
+    RecursionError,  # not expected (depth is bounded at compile time); never let it out
+    MemoryError,
 )
 
 
@@ -134,11 +139,16 @@ class _AvroCodec:
     header_size: int
 
     def __init__(
-        self, registry: SchemaRegistry, *, max_size: int, max_zero_size_items: int
+        self,
+        registry: SchemaRegistry,
+        *,
+        max_size: int,
+        max_zero_size_items: int,
+        compile_limits: CompileLimits | None,
     ) -> None:
         self._registry = registry
         self.max_size = max_size
-        self._limits = DecodeLimits(max_zero_size_items)
+        self._limits = DecodeLimits(max_zero_size_items, compile_limits or CompileLimits())
         self._latest: dict[str, EncoderEntry] = {}
         self._versioned: dict[tuple[str, int], EncoderEntry] = {}
         self._encoders: dict[int, Encoder] = {}
@@ -187,7 +197,7 @@ class _AvroCodec:
         """Return the compiled encoder of ``schema``, compiled once per fingerprint."""
         encoder = self._encoders.get(schema.fingerprint)
         if encoder is None:
-            encoder = compile_encoder(schema.schema)
+            encoder = compile_encoder(schema.model, self._limits.compile)
             self._encoders[schema.fingerprint] = encoder
         return encoder
 
@@ -276,6 +286,9 @@ class SingleObjectCodec(_AvroCodec):
     :class:`~choreo.errors.UnknownEventError` for an unknown schema name. ``decode``
     raises :class:`~choreo.errors.DecodeError` for anything wrong with the bytes and
     :class:`~choreo.errors.UnknownEventError` for an unknown reader name. Thread-safe.
+    ``compile_limits`` bounds the schemas codecs are compiled for (see
+    :class:`~choreo.avro.compiler.CompileLimits`); a writer schema over them makes its
+    records fail with ``DecodeError``.
     """
 
     header_size = _HEADER
@@ -286,8 +299,14 @@ class SingleObjectCodec(_AvroCodec):
         *,
         max_size: int = DEFAULT_MAX_SIZE,
         max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
+        compile_limits: CompileLimits | None = None,
     ) -> None:
-        super().__init__(registry, max_size=max_size, max_zero_size_items=max_zero_size_items)
+        super().__init__(
+            registry,
+            max_size=max_size,
+            max_zero_size_items=max_zero_size_items,
+            compile_limits=compile_limits,
+        )
 
     def schema_for(self, name: str, version: int | None = None) -> SchemaVersion:
         """Return the schema version ``encode(name, ..., version)`` writes with."""
@@ -313,7 +332,7 @@ class SingleObjectCodec(_AvroCodec):
 def encode_error(schema: SchemaVersion, datum: Any, exc: Exception) -> EncodeError:
     """Return the EncodeError explaining which field of ``datum`` does not fit ``schema``."""
     try:
-        why = explain_encode_problem(schema.schema, datum)
+        why = explain_encode_problem(schema.model, datum)
     except Exception:  # explaining must never hide the original error
         why = str(exc)
     return EncodeError(f"{schema.full_name} v{schema.version}: {why}")
@@ -334,8 +353,8 @@ def build_decoder(
     same = reader is None or reader.fingerprint == writer.fingerprint
     try:
         return compile_decoder(
-            writer.schema,
-            None if same or reader is None else reader.schema,
+            writer.model,
+            None if same or reader is None else reader.model,
             limits=limits,
             builders=builders,
         )

@@ -21,14 +21,30 @@ Names from the ``choreo`` namespace are skipped: choreo ships those classes itse
 
 from __future__ import annotations
 
-import json
 import keyword
-import textwrap
+import math
+import re
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from choreo.avro.loader import SchemaRegistry
-from choreo.avro.model import PRIMITIVES, JsonSchema, walk_named
+from choreo.avro.model import (
+    Array,
+    Enum,
+    Field,
+    Fixed,
+    Map,
+    Named,
+    Node,
+    Primitive,
+    Record,
+    Ref,
+    Schema,
+    Union,
+    Visitor,
+)
+from choreo.avro.pysource import docstring, identifier, literal
 
 __all__ = ["HEADER", "generate_module"]
 
@@ -46,6 +62,7 @@ _PRIMITIVE_HINTS = {
 }
 _BUILTIN_NAMESPACES = ("choreo",)
 _WIDTH = 96
+_SAFE_LABEL = re.compile(r"[\w./ -]{0,200}\Z")
 
 
 def generate_module(
@@ -54,31 +71,136 @@ def generate_module(
     source_label: str = "schemas/",
     skip_namespaces: Iterable[str] = _BUILTIN_NAMESPACES,
 ) -> str:
-    """Return the Python source of the event classes of every schema in ``registry``."""
+    """Return the Python source of the event classes of every schema in ``registry``.
+
+    Raises :class:`SchemaError` when a name cannot become a Python identifier.
+    """
     skipped = tuple(skip_namespaces)
-    definitions: dict[str, dict[str, Any]] = {}
+    definitions: dict[str, Named] = {}
     roots: list[str] = []
     for name in registry.names():
         if any(name == ns or name.startswith(ns + ".") for ns in skipped):
             continue
-        latest = registry.get(name)
         roots.append(name)
-        for definition in walk_named(latest.schema):
+        for definition in registry.get(name).model.definitions():
             # a top-level name's own latest version wins over copies nested elsewhere
-            if definition["name"] not in definitions or definition["name"] == name:
-                definitions[definition["name"]] = definition
+            definitions.setdefault(definition.name, definition)
     for name in roots:
-        definitions[name] = registry.get(name).schema
+        root = registry.get(name).model.root
+        assert isinstance(root, Named)
+        definitions[name] = root
     return _Writer(definitions, roots, source_label).module()
 
 
+class _Dependencies(Visitor[list[str], None]):
+    """The named types a definition uses directly (without entering them)."""
+
+    def primitive(self, node: Primitive, arg: list[str]) -> None:
+        return None
+
+    def named(self, node: Named, arg: list[str]) -> None:
+        arg.append(node.name)
+
+    record = enum = fixed = named
+
+    def array(self, node: Array, arg: list[str]) -> None:
+        self.visit(node.items, arg)
+
+    def map(self, node: Map, arg: list[str]) -> None:
+        self.visit(node.values, arg)
+
+    def union(self, node: Union, arg: list[str]) -> None:
+        for branch in node.branches:
+            self.visit(branch, arg)
+
+    def ref(self, node: Ref, arg: list[str]) -> None:
+        arg.append(node.name)
+
+
+class _Hint(Visitor[None, str]):
+    """The Python type hint of a node (``int``, ``Sequence[LineItem]``, ``str | None``)."""
+
+    def __init__(self, writer: _Writer) -> None:
+        super().__init__(writer.schema)
+        self.writer = writer
+
+    def primitive(self, node: Primitive, arg: None) -> str:
+        return _PRIMITIVE_HINTS[node.kind]
+
+    def named(self, node: Named, arg: None) -> str:
+        return self.writer.class_names[node.name]
+
+    record = enum = named
+
+    def fixed(self, node: Fixed, arg: None) -> str:
+        return "bytes"
+
+    def array(self, node: Array, arg: None) -> str:
+        self.writer.imports.add("Sequence")
+        return f"Sequence[{self.visit(node.items, None)}]"
+
+    def map(self, node: Map, arg: None) -> str:
+        self.writer.imports.add("Mapping")
+        return f"Mapping[str, {self.visit(node.values, None)}]"
+
+    def union(self, node: Union, arg: None) -> str:
+        nulls = [b for b in node.branches if b.kind == "null"]
+        parts = [self.visit(b, None) for b in node.branches if b.kind != "null"]
+        return " | ".join(parts + (["None"] if nulls else []))
+
+
+def _number(value: float | int, kind: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind in ("float", "double"):
+        number = float(value)
+        return repr(number) if math.isfinite(number) else f"float({str(number)!r})"
+    return repr(value) if isinstance(value, int) else None
+
+
+class _Default(Visitor[Any, "str | None"]):
+    """The Python source of a field default, or None to leave the field required."""
+
+    def __init__(self, writer: _Writer) -> None:
+        super().__init__(writer.schema)
+        self.writer = writer
+
+    def primitive(self, node: Primitive, arg: Any) -> str | None:
+        if arg is None or isinstance(arg, bool):
+            return repr(arg)
+        if node.kind == "string":
+            return literal(arg) if isinstance(arg, str) else None
+        return _number(arg, node.kind)
+
+    def enum(self, node: Enum, arg: Any) -> str | None:
+        if arg not in node.symbols:
+            return None
+        return f"{self.writer.class_names[node.name]}.{_member(arg)}"
+
+    def union(self, node: Union, arg: Any) -> str | None:
+        return self.visit(node.branches[0], arg)
+
+    def array(self, node: Array, arg: Any) -> str | None:
+        return "()" if arg == [] else None
+
+    def map(self, node: Map, arg: Any) -> str | None:
+        if arg != {}:
+            return None
+        self.writer.imports.add("field")
+        return "field(default_factory=dict)"
+
+    def other(self, node: Node, arg: Any) -> str | None:
+        return repr(arg) if arg is None else None
+
+    record = fixed = other
+
+
 class _Writer:
-    def __init__(
-        self, definitions: Mapping[str, dict[str, Any]], roots: list[str], source_label: str
-    ) -> None:
+    def __init__(self, definitions: Mapping[str, Named], roots: list[str], label: str) -> None:
         self.definitions = definitions
+        self.schema = Schema(Primitive("null"), MappingProxyType(dict(definitions)))
         self.roots = sorted(roots)
-        self.source_label = source_label
+        self.label = label if _SAFE_LABEL.match(label) else "the given directory"
         self.class_names = self._class_names()
         self.imports: set[str] = set()
 
@@ -94,149 +216,85 @@ class _Writer:
                 else:
                     namespace = full.rpartition(".")[0].rpartition(".")[2]
                     names[full] = namespace[:1].upper() + namespace[1:] + simple
+        taken: set[str] = set()
+        for full, name in names.items():
+            unique, n = name, 2
+            while unique in taken:
+                unique, n = f"{name}{n}", n + 1
+            taken.add(unique)
+            names[full] = identifier(unique, f"the class name of {full}")
         return names
 
     def ordered(self) -> list[str]:
         """Return full names with enums and fixed first, then records dependencies-first."""
         order: list[str] = []
         done: set[str] = set()
+        deps = _Dependencies(self.schema)
 
         def visit(full: str) -> None:
             if full in done:
                 return
             done.add(full)
-            for dep in self.dependencies(self.definitions[full]):
-                visit(dep)
+            definition = self.definitions[full]
+            found: list[str] = []
+            if isinstance(definition, Record):
+                for f in definition.fields:
+                    deps.visit(f.type, found)
+            for dep in found:
+                if dep in self.definitions:
+                    visit(dep)
             order.append(full)
 
         for full in sorted(self.definitions):
-            if self.definitions[full]["type"] in ("enum", "fixed"):
+            if not isinstance(self.definitions[full], Record):
                 visit(full)
-        for full in self.roots:
-            visit(full)
-        for full in sorted(self.definitions):
+        for full in [*self.roots, *sorted(self.definitions)]:
             visit(full)
         return order
 
-    def dependencies(self, schema: JsonSchema) -> list[str]:
-        found: list[str] = []
-
-        def visit(n: JsonSchema) -> None:
-            if isinstance(n, str):
-                if n not in PRIMITIVES:
-                    found.append(n)
-            elif isinstance(n, list):
-                for b in n:
-                    visit(b)
-            elif n["type"] in ("record", "error", "enum", "fixed"):
-                if n is not schema:
-                    found.append(n["name"])
-                    return
-                for f in n.get("fields", ()):
-                    visit(f["type"])
-            elif n["type"] == "array":
-                visit(n["items"])
-            elif n["type"] == "map":
-                visit(n["values"])
-
-        visit(schema)
-        return [d for d in found if d in self.definitions]
-
     # --- rendering --------------------------------------------------------------------
 
-    def hint(self, schema: JsonSchema) -> str:  # noqa: PLR0911 - one branch per Avro type
-        if isinstance(schema, str):
-            if schema in PRIMITIVES:
-                return _PRIMITIVE_HINTS[schema]
-            return self.named_hint(schema)
-        if isinstance(schema, list):
-            parts = [self.hint(b) for b in schema if b != "null"]
-            if "null" in schema:
-                parts.append("None")
-            return " | ".join(parts)
-        kind = schema["type"]
-        if kind in PRIMITIVES:
-            return _PRIMITIVE_HINTS[kind]
-        if kind == "array":
-            self.imports.add("Sequence")
-            return f"Sequence[{self.hint(schema['items'])}]"
-        if kind == "map":
-            self.imports.add("Mapping")
-            return f"Mapping[str, {self.hint(schema['values'])}]"
-        return self.named_hint(schema["name"])
-
-    def named_hint(self, full: str) -> str:
-        definition = self.definitions[full]
-        if definition["type"] == "fixed":
-            return "bytes"
-        return self.class_names[full]
-
-    def default(  # noqa: PLR0911 - one branch per Avro type
-        self, schema: JsonSchema, value: Any
-    ) -> str | None:
-        """Return the Python source of a field default, or None to leave it required."""
-        if isinstance(schema, list):
-            return self.default(schema[0], value)
-        if isinstance(schema, str) and schema not in PRIMITIVES:
-            schema = self.definitions[schema]
-        kind = schema if isinstance(schema, str) else schema["type"]
-        if value is None or isinstance(value, bool):
-            return repr(value)
-        if kind in ("int", "long", "float", "double") and isinstance(value, int | float):
-            return repr(float(value) if kind in ("float", "double") else value)
-        if kind == "string" and isinstance(value, str):
-            return _lit(value)
-        if kind == "enum":
-            return f"{self.class_names[schema['name']]}.{_member(value)}"
-        if kind == "array" and value == []:
-            return "()"
-        if kind == "map" and value == {}:
-            self.imports.add("field")
-            return "field(default_factory=dict)"
-        return None
-
-    def enum_source(self, schema: dict[str, Any]) -> list[str]:
+    def enum_source(self, node: Enum) -> list[str]:
         self.imports.add("enum")
-        name = self.class_names[schema["name"]]
+        name = self.class_names[node.name]
         lines = [f"class {name}(enum.StrEnum):"]
-        lines += _docstring(schema.get("doc") or f"Symbols of the Avro enum `{schema['name']}`.", 4)
+        lines += docstring(node.doc or f"Symbols of the Avro enum `{node.name}`.", 4, _WIDTH)
         lines.append("")
-        for symbol in schema["symbols"]:
-            lines.append(f"    {_member(symbol)} = {_lit(symbol)}")
+        for symbol in node.symbols:
+            lines.append(f"    {_member(symbol)} = {literal(symbol)}")
         return lines
 
-    def record_source(self, schema: dict[str, Any]) -> list[str]:
+    def field_line(self, f: Field) -> list[str]:
+        attr = identifier(f"{f.name}_" if keyword.iskeyword(f.name) else f.name, "field name")
+        hint = _Hint(self).visit(f.type, None)
+        default = _Default(self).visit(f.type, f.default) if f.has_default else None
+        if attr != f.name:
+            self.imports.add("field")
+            extra = f", default={default}" if default is not None else ""
+            meta = f'metadata={{"avro_name": {literal(f.name)}}}'
+            line = f"    {attr}: {hint} = field({meta}{extra})"
+        elif default is not None:
+            line = f"    {attr}: {hint} = {default}"
+        else:
+            line = f"    {attr}: {hint}"
+        doc = f.doc or ""
+        logical = _logical_type(self.schema.resolve(f.type))
+        if logical:
+            doc = f"{doc} [{logical}: {_LOGICAL_NOTES.get(logical, 'raw value')}]".strip()
+        return [line, *(docstring(doc, 4, _WIDTH) if doc else [])]
+
+    def record_source(self, node: Record) -> list[str]:
         self.imports.update({"dataclass", "ClassVar"})
-        name = self.class_names[schema["name"]]
         lines = [
             "@dataclass(frozen=True, slots=True, kw_only=True)",
-            f"class {name}(Event):",
+            f"class {self.class_names[node.name]}(Event):",
         ]
-        lines += _docstring(schema.get("doc") or f"The Avro record `{schema['name']}`.", 4)
+        lines += docstring(node.doc or f"The Avro record `{node.name}`.", 4, _WIDTH)
         lines.append("")
-        lines.append(f"    __avro_name__: ClassVar[str] = {_lit(schema['name'])}")
-        for field in schema["fields"]:
+        lines.append(f"    __avro_name__: ClassVar[str] = {literal(node.name)}")
+        for f in node.fields:
             lines.append("")
-            avro_name = field["name"]
-            attr = f"{avro_name}_" if keyword.iskeyword(avro_name) else avro_name
-            hint = self.hint(field["type"])
-            default = self.default(field["type"], field["default"]) if "default" in field else None
-            if attr != avro_name:
-                self.imports.add("field")
-                extra = f", default={default}" if default is not None else ""
-                meta = f"metadata={{{_lit('avro_name')}: {_lit(avro_name)}}}"
-                line = f"    {attr}: {hint} = field({meta}{extra})"
-            elif default is not None:
-                line = f"    {attr}: {hint} = {default}"
-            else:
-                line = f"    {attr}: {hint}"
-            lines.append(line)
-            doc = field.get("doc", "")
-            logical = _logical_type(field["type"])
-            if logical:
-                doc = f"{doc} [{logical}: {_LOGICAL_NOTES.get(logical, 'raw value')}]".strip()
-            if doc:
-                lines += _docstring(doc, 4)
+            lines += self.field_line(f)
         return lines
 
     def module(self) -> str:
@@ -244,17 +302,19 @@ class _Writer:
         names: list[str] = []
         for full in self.ordered():
             definition = self.definitions[full]
-            if definition["type"] == "fixed":
-                continue
-            body += ["", ""]
-            if definition["type"] == "enum":
-                body += self.enum_source(definition)
+            if isinstance(definition, Enum):
+                body += ["", "", *self.enum_source(definition)]
+            elif isinstance(definition, Record):
+                body += ["", "", *self.record_source(definition)]
             else:
-                body += self.record_source(definition)
+                continue  # fixed: plain bytes
             names.append(self.class_names[full])
+        return "\n".join(self.head(names) + body) + "\n"
+
+    def head(self, names: list[str]) -> list[str]:
         head = [
             HEADER,
-            f'"""Typed events of the Avro schemas in {self.source_label}.',
+            f'"""Typed events of the Avro schemas in {self.label}.',
             "",
             "Generated by ``choreo schemas codegen``; regenerate instead of editing. Timestamps",
             "(``timestamp-millis``) are ``int`` milliseconds since the epoch (UTC).",
@@ -275,12 +335,10 @@ class _Writer:
             head.append("from typing import ClassVar")
         if len(head) > 9:
             head.append("")
-        head.append("from choreo.model.events import Event")
-        head.append("")
-        head.append("__all__ = [")
-        head += [f"    {_lit(n)}," for n in sorted(names)]
+        head += ["from choreo.model.events import Event", "", "__all__ = ["]
+        head += [f"    {literal(n)}," for n in sorted(names)]
         head.append("]")
-        return "\n".join(head + body) + "\n"
+        return head
 
 
 _LOGICAL_NOTES = {
@@ -295,35 +353,14 @@ _LOGICAL_NOTES = {
 }
 
 
-def _logical_type(schema: JsonSchema) -> str | None:
-    if isinstance(schema, dict) and "logicalType" in schema:
-        return str(schema["logicalType"])
-    if isinstance(schema, list):
-        for branch in schema:
-            found = _logical_type(branch)
-            if found:
-                return found
+def _logical_type(node: Node) -> str | None:
+    if isinstance(node, Primitive | Fixed):
+        return node.logical
+    if isinstance(node, Union):
+        return next((t for t in map(_logical_type, node.branches) if t), None)
     return None
 
 
-def _lit(text: str) -> str:
-    """Return a double-quoted Python string literal of ``text``."""
-    return json.dumps(text)
-
-
 def _member(symbol: str) -> str:
-    return f"{symbol}_" if keyword.iskeyword(symbol) or symbol in ("name", "value") else symbol
-
-
-def _docstring(text: str, indent: int) -> list[str]:
-    text = " ".join(text.split()).replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    pad = " " * indent
-    if len(text) + indent + 6 <= _WIDTH:
-        return [f'{pad}"""{text}"""']
-    wrapped = textwrap.wrap(text, _WIDTH - indent)
-    return [f'{pad}"""{wrapped[0]}', *(f"{pad}{line}" for line in wrapped[1:]), f'{pad}"""']
-
-
-def dump_json(value: Any) -> str:
-    """Return ``value`` as compact JSON (used by ``choreo schemas show``)."""
-    return json.dumps(value, indent=2)
+    member = f"{symbol}_" if keyword.iskeyword(symbol) or symbol in ("name", "value") else symbol
+    return identifier(member, "enum symbol")

@@ -23,11 +23,25 @@ returns precise findings such as
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from choreo.avro.model import PRIMITIVES, JsonSchema, collect_named, type_label
+from choreo.avro.model import (
+    Array,
+    Enum,
+    Fixed,
+    Map,
+    Named,
+    Node,
+    Primitive,
+    Record,
+    Schema,
+    Union,
+    Visitor,
+    type_label,
+)
+from choreo.avro.parse import as_schema
 
 if TYPE_CHECKING:
     from choreo.avro.loader import SchemaRegistry, SchemaVersion
@@ -40,6 +54,7 @@ __all__ = [
     "check_versions",
     "is_compatible",
     "names_match",
+    "promotes",
     "resolve_branch",
 ]
 
@@ -51,6 +66,11 @@ _PROMOTIONS: dict[str, frozenset[str]] = {
     "string": frozenset({"string", "bytes"}),
     "bytes": frozenset({"bytes", "string"}),
 }
+
+
+def promotes(writer_kind: str, reader_kind: str) -> bool:
+    """Return True when a primitive written as ``writer_kind`` reads as ``reader_kind``."""
+    return reader_kind in _PROMOTIONS.get(writer_kind, frozenset({writer_kind}))
 
 
 class CompatibilityMode(enum.StrEnum):
@@ -86,6 +106,29 @@ class CompatibilityMode(enum.StrEnum):
         return self.value.startswith(("FORWARD", "FULL"))
 
 
+_DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    # kind: (as seen by a new reader of old data, as seen by an old reader of new data)
+    "type": ("{at} changed {old} → {new}", "{at} changed {old} → {new}"),
+    "missing-default": (
+        "{at} was added without a default",
+        "{at} was removed but has no default in the old version",
+    ),
+    "enum-symbols": (
+        "{at}: enum lost symbols {detail} and has no default",
+        "{at}: enum gained symbols {detail} the old version cannot read (no default)",
+    ),
+    "union-branch": (
+        "{at}: union no longer accepts {detail}",
+        "{at}: new union branch {detail} cannot be read by the old version",
+    ),
+    "name": (
+        "{at}: {old} renamed to {new} without an alias",
+        "{at}: {old} renamed to {new} without an alias",
+    ),
+    "fixed-size": ("{at}: fixed size changed {detail}", "{at}: fixed size changed {detail}"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Incompatibility:
     """One reason a reader schema cannot read a writer schema, at a field path."""
@@ -101,86 +144,46 @@ class Incompatibility:
     """The writer's type at ``path``."""
     detail: str = ""
 
-    def describe(self, *, reader_is_new: bool) -> str:  # noqa: PLR0911 - one branch per Avro type
+    def describe(self, *, reader_is_new: bool) -> str:
         """Return the problem phrased as a change from the old version to the new one."""
         old, new = (self.writer, self.reader) if reader_is_new else (self.reader, self.writer)
         at = f"field `{self.path}`" if self.path else "the schema"
-        if self.kind == "type":
-            return f"{at} changed {old} → {new}"
-        if self.kind == "missing-default":
-            if reader_is_new:
-                return f"{at} was added without a default"
-            return f"{at} was removed but has no default in the old version"
-        if self.kind == "enum-symbols":
-            if reader_is_new:
-                return f"{at}: enum lost symbols {self.detail} and has no default"
-            return (
-                f"{at}: enum gained symbols {self.detail} the old version cannot read (no default)"
-            )
-        if self.kind == "union-branch":
-            if reader_is_new:
-                return f"{at}: union no longer accepts {self.detail}"
-            return f"{at}: new union branch {self.detail} cannot be read by the old version"
-        if self.kind == "name":
-            return f"{at}: {old} renamed to {new} without an alias"
-        if self.kind == "fixed-size":
-            return f"{at}: fixed size changed {self.detail}"
-        return f"{at}: {self.detail}"  # pragma: no cover - every kind is handled above
+        templates = _DESCRIPTIONS.get(self.kind, ("{at}: {detail}", "{at}: {detail}"))
+        template = templates[0] if reader_is_new else templates[1]
+        return template.format(at=at, old=old, new=new, detail=self.detail)
 
     def __str__(self) -> str:
         at = self.path or "<root>"
         return f"{at}: reader {self.reader} cannot read writer {self.writer} ({self.kind})"
 
 
-def names_match(writer: Mapping[str, Any], reader: Mapping[str, Any]) -> bool:
+def names_match(writer: Named, reader: Named) -> bool:
     """Return True when a reader named type may read a writer named type (name or alias)."""
-    w_name: str = writer["name"]
-    r_name: str = reader["name"]
-    if w_name.rpartition(".")[2] == r_name.rpartition(".")[2]:
-        return True
-    return w_name in reader.get("aliases", ())
+    return writer.simple_name == reader.simple_name or writer.name in reader.aliases
 
 
-def _kind(schema: JsonSchema) -> str:
-    if isinstance(schema, str):
-        return schema
-    if isinstance(schema, list):
-        return "union"
-    kind: str = schema["type"]
-    return "record" if kind == "error" else kind
-
-
-def _deref(schema: JsonSchema, named: Mapping[str, dict[str, Any]]) -> JsonSchema:
-    if isinstance(schema, str) and schema not in PRIMITIVES:
-        return named[schema]
-    if isinstance(schema, dict) and schema["type"] in PRIMITIVES:
-        return schema["type"]
-    return schema
-
-
-def _top_match(w: JsonSchema, r: JsonSchema, *, exact: bool) -> bool:
-    wk, rk = _kind(w), _kind(r)
-    if wk in PRIMITIVES:
-        return rk == wk if exact else rk in _PROMOTIONS.get(wk, frozenset({wk}))
-    if wk != rk:
+def _top_match(w: Node, r: Node, *, exact: bool) -> bool:
+    if isinstance(w, Primitive):
+        return r.kind == w.kind if exact else promotes(w.kind, r.kind)
+    if w.kind != r.kind:
         return False
-    if wk in ("record", "enum", "fixed"):
+    if isinstance(w, Named) and isinstance(r, Named):
         return names_match(w, r)
     return True  # array, map
 
 
 def resolve_branch(
-    writer: JsonSchema,
-    reader_branches: Sequence[JsonSchema],
-    writer_named: Mapping[str, dict[str, Any]],
-    reader_named: Mapping[str, dict[str, Any]],
+    writer: Node,
+    reader_branches: Sequence[Node],
+    writer_schema: Schema,
+    reader_schema: Schema,
 ) -> int | None:
-    """Return the index of the reader union branch that reads a (non-union) writer schema.
+    """Return the index of the reader union branch that reads a (non-union) writer type.
 
     An exact match (same type, or same name for named types) wins over a promotion.
     """
-    w = _deref(writer, writer_named)
-    branches = [_deref(b, reader_named) for b in reader_branches]
+    w = writer_schema.resolve(writer)
+    branches = [reader_schema.resolve(b) for b in reader_branches]
     for exact in (True, False):
         for index, branch in enumerate(branches):
             if _top_match(w, branch, exact=exact):
@@ -188,106 +191,127 @@ def resolve_branch(
     return None
 
 
-def check_pair(reader: JsonSchema, writer: JsonSchema) -> list[Incompatibility]:
+def check_pair(reader: Schema | Any, writer: Schema | Any) -> list[Incompatibility]:
     """Return every reason ``reader`` cannot read data written with ``writer`` (empty: ok).
 
-    Both schemas are self-contained and normalized (as in :class:`SchemaVersion.schema`).
+    Both are self-contained schemas: models, or normalized JSON (as in
+    :attr:`SchemaVersion.schema`).
     """
-    checker = _Checker(collect_named(reader), collect_named(writer))
-    checker.check(reader, writer, "")
+    rschema, wschema = as_schema(reader), as_schema(writer)
+    checker = _Checker(rschema, wschema)
+    checker.check(rschema.root, wschema.root, "")
     return checker.found
 
 
-def is_compatible(reader: JsonSchema, writer: JsonSchema) -> bool:
+def is_compatible(reader: Schema | Any, writer: Schema | Any) -> bool:
     """Return True when ``reader`` can read every datum written with ``writer``."""
     return not check_pair(reader, writer)
 
 
-class _Checker:
-    def __init__(
-        self, rnamed: Mapping[str, dict[str, Any]], wnamed: Mapping[str, dict[str, Any]]
-    ) -> None:
-        self.rnamed = rnamed
-        self.wnamed = wnamed
+_Arg = tuple[Node, str]
+"""What the checker carries down: the reader's node and the field path."""
+
+
+class _Checker(Visitor[_Arg, None]):
+    """Walk the writer's schema, resolving each node against the reader's."""
+
+    def __init__(self, reader: Schema, writer: Schema) -> None:
+        super().__init__(writer)
+        self.reader = reader
         self.found: list[Incompatibility] = []
         self.active: set[tuple[str, str]] = set()
 
-    def add(self, kind: str, path: str, r: JsonSchema, w: JsonSchema, detail: str = "") -> None:
-        self.found.append(Incompatibility(kind, path, type_label(r), type_label(w), detail))
+    def add(self, kind: str, path: str, r: Node | str, w: Node | str, detail: str = "") -> None:
+        rl = r if isinstance(r, str) else type_label(r, self.reader)
+        wl = w if isinstance(w, str) else type_label(w, self.schema)
+        self.found.append(Incompatibility(kind, path, rl, wl, detail))
 
-    def check(  # noqa: PLR0911, PLR0912 - one branch per Avro type
-        self, r: JsonSchema, w: JsonSchema, path: str
-    ) -> None:
-        r = _deref(r, self.rnamed)
-        w = _deref(w, self.wnamed)
-        if isinstance(w, list):
-            branches = r if isinstance(r, list) else [r]
-            for wb in w:
-                index = resolve_branch(wb, branches, self.wnamed, self.rnamed)
-                if index is None:
-                    if isinstance(r, list):
-                        self.add("union-branch", path, r, w, type_label(_deref(wb, self.wnamed)))
-                    else:
-                        self.add("type", path, r, w)
-                        return
-                else:
-                    self.check(branches[index], wb, path)
-            return
-        if isinstance(r, list):
-            index = resolve_branch(w, r, self.wnamed, self.rnamed)
+    def check(self, r: Node, w: Node, path: str) -> None:
+        r = self.reader.resolve(r)
+        w = self.schema.resolve(w)
+        if isinstance(r, Union) and not isinstance(w, Union):
+            index = resolve_branch(w, r.branches, self.schema, self.reader)
             if index is None:
                 self.add("type", path, r, w)
             else:
-                self.check(r[index], w, path)
+                self.check(r.branches[index], w, path)
             return
-        wk, rk = _kind(w), _kind(r)
-        if wk in PRIMITIVES:
-            if rk not in _PROMOTIONS.get(wk, frozenset({wk})):
-                self.add("type", path, r, w)
+        self.visit(w, (r, path))
+
+    def union(self, node: Union, arg: _Arg) -> None:
+        r, path = arg
+        branches = r.branches if isinstance(r, Union) else (r,)
+        for wb in node.branches:
+            index = resolve_branch(wb, branches, self.schema, self.reader)
+            if index is not None:
+                self.check(branches[index], wb, path)
+            elif isinstance(r, Union):
+                self.add("union-branch", path, r, node, type_label(wb, self.schema))
+            else:
+                self.add("type", path, r, node)
+                return
+
+    def primitive(self, node: Primitive, arg: _Arg) -> None:
+        r, path = arg
+        if not promotes(node.kind, r.kind):
+            self.add("type", path, r, node)
+
+    def array(self, node: Array, arg: _Arg) -> None:
+        r, path = arg
+        if isinstance(r, Array):
+            self.check(r.items, node.items, f"{path}[]")
+        else:
+            self.add("type", path, r, node)
+
+    def map(self, node: Map, arg: _Arg) -> None:
+        r, path = arg
+        if isinstance(r, Map):
+            self.check(r.values, node.values, f"{path}{{}}")
+        else:
+            self.add("type", path, r, node)
+
+    def named(self, node: Named, r: Node, path: str) -> bool:
+        """Return True when ``r`` is a named type of the same kind and a matching name."""
+        if not isinstance(r, Named) or r.kind != node.kind:
+            self.add("type", path, r, node)
+            return False
+        if not names_match(node, r):
+            self.add("name", path, r, node)
+            return False
+        return True
+
+    def fixed(self, node: Fixed, arg: _Arg) -> None:
+        r, path = arg
+        if self.named(node, r, path) and isinstance(r, Fixed) and r.size != node.size:
+            self.add("fixed-size", path, r, node, f"{node.size} ↔ {r.size}")
+
+    def enum(self, node: Enum, arg: _Arg) -> None:
+        r, path = arg
+        if not (self.named(node, r, path) and isinstance(r, Enum)):
             return
-        if wk != rk:
-            self.add("type", path, r, w)
+        missing = [s for s in node.symbols if s not in r.symbols]
+        if missing and r.default is None:
+            self.add("enum-symbols", path, r, node, "{" + ", ".join(missing) + "}")
+
+    def record(self, node: Record, arg: _Arg) -> None:
+        r, path = arg
+        if not (self.named(node, r, path) and isinstance(r, Record)):
             return
-        if wk == "array":
-            self.check(r["items"], w["items"], f"{path}[]")
-            return
-        if wk == "map":
-            self.check(r["values"], w["values"], f"{path}{{}}")
-            return
-        if not names_match(w, r):
-            self.add("name", path, r, w)
-            return
-        if wk == "fixed":
-            if r["size"] != w["size"]:
-                self.add("fixed-size", path, r, w, f"{w['size']} ↔ {r['size']}")
-            return
-        if wk == "enum":
-            missing = [s for s in w["symbols"] if s not in r["symbols"]]
-            if missing and "default" not in r:
-                self.add("enum-symbols", path, r, w, "{" + ", ".join(missing) + "}")
-            return
-        key = (r["name"], w["name"])
+        key = (r.name, node.name)
         if key in self.active:  # recursive types: assume compatible while in progress
             return
         self.active.add(key)
-        self.record(r, w, path)
+        writer_fields = {f.name: f for f in node.fields}
+        for field in r.fields:
+            here = f"{path}.{field.name}" if path else field.name
+            match = writer_fields.get(field.name) or next(
+                (writer_fields[a] for a in field.aliases if a in writer_fields), None
+            )
+            if match is not None:
+                self.check(field.type, match.type, here)
+            elif not field.has_default:
+                self.add("missing-default", here, field.type, "absent")
         self.active.discard(key)
-
-    def record(self, r: dict[str, Any], w: dict[str, Any], path: str) -> None:
-        writer_fields = {f["name"]: f for f in w["fields"]}
-        for field in r["fields"]:
-            here = f"{path}.{field['name']}" if path else field["name"]
-            match = writer_fields.get(field["name"])
-            if match is None:
-                for alias in field.get("aliases", ()):
-                    match = writer_fields.get(alias)
-                    if match is not None:
-                        break
-            if match is None:
-                if "default" not in field:
-                    self.add("missing-default", here, field["type"], "absent")
-                continue
-            self.check(field["type"], match["type"], here)
 
 
 # --- the gate -------------------------------------------------------------------------------
@@ -330,10 +354,10 @@ def check_versions(
         earlier = ordered[:index] if mode.transitive else ordered[max(0, index - 1) : index]
         for old in earlier:
             if mode.backward:
-                for problem in check_pair(new.schema, old.schema):
+                for problem in check_pair(new.model, old.model):
                     findings.append(Finding(new.full_name, new.version, old.version, True, problem))
             if mode.forward:
-                for problem in check_pair(old.schema, new.schema):
+                for problem in check_pair(old.model, new.model):
                     findings.append(
                         Finding(new.full_name, new.version, old.version, False, problem)
                     )

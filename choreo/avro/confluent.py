@@ -10,9 +10,11 @@ Subjects: ``encode`` has no topic, so the default subject is the record's full n
 (Confluent's RecordNameStrategy); pass ``subject_name_strategy`` to choose another. Ids
 are looked up (or registered, with ``auto_register``) once per schema version and cached.
 
-Writer schemas fetched by id are untrusted: they are parsed, resolved (including
-registry references) and linted (no recursion, bounded depth) before a decoder is
-compiled for them, and rejected with :class:`~choreo.errors.DecodeError` otherwise. The
+Writer schemas fetched by id are untrusted: they are parsed (JSON nesting and size
+bounded), resolved (including registry references) and linted (no recursion, bounded
+depth), and the decoder compiler measures them against its limits (expansion of named
+types, nesting, generated size) before generating anything; a schema failing any of
+these is rejected with :class:`~choreo.errors.DecodeError`. The
 decode contract is otherwise :mod:`choreo.avro.codec`'s. Registry failures other than "not
 found" raise :class:`~choreo.errors.TransportError` (``retriable=True``): a registry that
 is down must not turn good records into dead letters.
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from choreo.avro.codec import DEFAULT_MAX_SIZE, EncoderEntry, _AvroCodec
-from choreo.avro.compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS
+from choreo.avro.compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS, CompileLimits
 from choreo.avro.lint import lint_schema
 from choreo.avro.loader import SchemaRegistry, SchemaVersion, _load, _Source
 from choreo.errors import (
@@ -43,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 _MAGIC = 0
 _HEADER = 5
+_MAX_REFERENCES = 100
+"""Most schema references (transitively) one writer schema may pull from the registry."""
 
 
 def record_name_strategy(full_name: str) -> str:
@@ -67,8 +71,14 @@ class ConfluentCodec(_AvroCodec):
         auto_register: bool = True,
         max_size: int = DEFAULT_MAX_SIZE,
         max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
+        compile_limits: CompileLimits | None = None,
     ) -> None:
-        super().__init__(registry, max_size=max_size, max_zero_size_items=max_zero_size_items)
+        super().__init__(
+            registry,
+            max_size=max_size,
+            max_zero_size_items=max_zero_size_items,
+            compile_limits=compile_limits,
+        )
         self.client = client
         self.subject_name_strategy = subject_name_strategy
         self.auto_register = auto_register
@@ -129,12 +139,12 @@ class ConfluentCodec(_AvroCodec):
                 _Source(f"schema id {schema_id}", json.loads(remote.schema_str), None, 1)
             )
             loaded = _load(sources, {}, lint=False, max_depth=None)
-        except (SchemaError, json.JSONDecodeError) as exc:
+        except (SchemaError, ValueError, TypeError, RecursionError) as exc:  # JSON errors too
             raise DecodeError(
-                f"schema id {schema_id} is not a usable Avro schema: {exc}", data
+                f"schema id {schema_id} is not a usable Avro schema: {exc!s:.300}", data
             ) from exc
         version = loaded[-1].version
-        issues = lint_schema(version.schema, source=version.source, require_namespace=False)
+        issues = lint_schema(version.model, source=version.source, require_namespace=False)
         if issues:
             raise DecodeError(f"schema id {schema_id} rejected: {issues[0]}", data)
         try:
@@ -148,6 +158,7 @@ class ConfluentCodec(_AvroCodec):
                 version.canonical_form,
                 version.fingerprint,
                 version.source,
+                version.model,
             )
 
     def _reference_sources(self, remote: Any, seen: set[tuple[str, int]]) -> list[_Source]:
@@ -156,6 +167,8 @@ class ConfluentCodec(_AvroCodec):
             key = (ref.subject, ref.version)
             if key in seen:
                 continue
+            if len(seen) >= _MAX_REFERENCES:
+                raise SchemaError(f"more than {_MAX_REFERENCES} schema references")
             seen.add(key)
             try:
                 registered = self.client.get_version(ref.subject, ref.version)

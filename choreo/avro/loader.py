@@ -16,11 +16,13 @@ adding a version *and* new versions of the events that use it, so the gate
 (:mod:`choreo.avro.compat`) sees the change.
 
 Loading happens in three passes over all files together: collect every defined name,
-normalize each file (qualifying names, checking structure, resolving references across
-files), then expand each into its self-contained form (a dependency's definition is
-inlined at first use, so files load in any order; cycles are recursion, which lint
-rejects). fastavro's ``parse_schema`` then validates each self-contained schema, and its
-Parsing Canonical Form gives the fingerprint.
+parse each file into the schema model (:mod:`choreo.avro.parse`: qualifying names,
+checking structure, resolving references across files), then expand each into its
+self-contained form (:mod:`choreo.avro.expand`: a dependency's definition is inlined at
+first use, so files load in any order; cycles are recursion, which lint rejects). Field
+defaults are checked, fastavro's ``parse_schema`` validates the JSON form of each, and
+its Parsing Canonical Form gives the fingerprint. Each :class:`SchemaVersion` keeps its
+parsed model, so nothing downstream parses JSON again.
 
 The loader always includes choreo's built-in schemas (``choreo/avro/builtin/``, e.g.
 ``choreo.SagaTimedOut``) and, unless told otherwise, runs :mod:`choreo.avro.lint`.
@@ -31,25 +33,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from fastavro import parse_schema
+from fastavro import parse_schema as fastavro_parse_schema
 from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from choreo.avro.model import (
-    NAMED_TYPES,
-    NormalizedFile,
-    check_defaults,
-    collect_named,
-    expand,
-    full_name,
-    local_names,
-    normalize,
-)
+from choreo.avro.defaults import check_defaults
+from choreo.avro.expand import expand
+from choreo.avro.jsonform import to_json
+from choreo.avro.lint import lint_files
+from choreo.avro.model import Named, Primitive, Schema
+from choreo.avro.parse import ParsedFile, local_names, parse_file, parse_schema, top_name
 from choreo.errors import SchemaError, UnknownEventError
 
 __all__ = [
@@ -67,6 +65,8 @@ logger = logging.getLogger(__name__)
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 """choreo's own schemas (``choreo.SagaTimedOut``), always loaded."""
 
+_UNPARSED = Schema(Primitive("null"))
+
 _FILE_RE = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\.v(?P<version>[1-9][0-9]*))?\.avsc\Z")
 
 
@@ -75,7 +75,8 @@ class SchemaVersion:
     """One version of one named schema: its self-contained JSON form and its fingerprint.
 
     ``schema`` is normalized (full names, no ``namespace`` keys) and self-contained (every
-    named type it uses is defined inside it). ``fingerprint`` is the CRC-64-AVRO of
+    named type it uses is defined inside it); ``model`` is its parsed form, what lint,
+    compatibility, codegen and the codec compiler work on. ``fingerprint`` is the CRC-64-AVRO of
     ``canonical_form`` (the Parsing Canonical Form) as an unsigned integer;
     ``fingerprint_bytes`` is the same value as 8 little-endian bytes, as written by the
     single-object encoding.
@@ -87,6 +88,12 @@ class SchemaVersion:
     canonical_form: str = field(repr=False)
     fingerprint: int
     source: str = field(default="", compare=False)
+    model: Schema = field(default=_UNPARSED, repr=False, compare=False)
+    """The parsed model of ``schema`` (parsed from it when not given)."""
+
+    def __post_init__(self) -> None:
+        if self.model is _UNPARSED:
+            object.__setattr__(self, "model", parse_schema(self.schema, source=self.source))
 
     @property
     def fingerprint_bytes(self) -> bytes:
@@ -198,9 +205,12 @@ class LocalSchemaRegistry:
     ) -> SchemaVersion:
         """Add one schema given as JSON (text or value); references resolve to known names."""
         raw = json.loads(schema) if isinstance(schema, str) else schema
-        providers = {name: latest.schema for name, latest in self._latest.items()}
+        providers: dict[str, Named] = {}
+        for latest in self._latest.values():
+            for name, definition in latest.model.named.items():
+                providers.setdefault(name, definition)
         for item in self._files:
-            providers.update(item.normalized.defined)
+            providers.update(item.parsed.defined)
         loaded = _load([_Source(source, raw, None, version)], providers, lint=True, max_depth=None)
         self.add(loaded[0].version)
         self._files.extend(loaded)
@@ -272,10 +282,10 @@ def load_directory(
 
 @dataclass(frozen=True, slots=True)
 class LoadedFile:
-    """One loaded file: where it came from, its normalized form and its schema version."""
+    """One loaded file: where it came from, its parsed form and its schema version."""
 
     source: str
-    normalized: NormalizedFile = field(repr=False)
+    parsed: ParsedFile = field(repr=False)
     version: SchemaVersion
 
 
@@ -305,28 +315,12 @@ def load_files(
     return _load(sources, {}, lint=lint, max_depth=max_depth)
 
 
-def _top_name(source: _Source) -> str:
-    raw = source.raw
-    if not isinstance(raw, dict) or raw.get("type") not in NAMED_TYPES:
-        raise SchemaError(f"{source.label}: the top level must be a record, enum or fixed schema")
-    name = raw.get("name")
-    namespace = raw.get("namespace")
-    if not isinstance(name, str) or not (namespace is None or isinstance(namespace, str)):
-        raise SchemaError(f"{source.label}: the top-level type needs a string `name`")
-    return full_name(name, namespace)
-
-
-def _load(
-    sources: list[_Source],
-    external: Mapping[str, dict[str, Any]],
-    *,
-    lint: bool,
-    max_depth: int | None,
-) -> list[LoadedFile]:
+def _index_sources(sources: list[_Source]) -> tuple[dict[str, dict[int, _Source]], set[str]]:
+    """Return the versions of each top-level name and every nested name, checking files."""
     top: dict[str, dict[int, _Source]] = {}
     nested_names: set[str] = set()
     for src in sources:
-        name = _top_name(src)
+        name = top_name(src.raw, src.label)
         if src.stem_name is not None and name.rpartition(".")[2] != src.stem_name:
             raise SchemaError(
                 f"{src.label}: defines `{name}` but the file is named for `{src.stem_name}`"
@@ -338,65 +332,75 @@ def _load(
                 f"{versions[src.version].label}"
             )
         versions[src.version] = src
-        nested_names |= local_names(src.raw, None, src.label) - {name}
+        nested_names |= local_names(src.raw, src.label) - {name}
+    return top, nested_names
+
+
+class _Lookup:
+    """Where a reference of one file finds its definition: the file, the latest version of
+    a top-level name, a type nested in another file, or the external providers."""
+
+    def __init__(
+        self,
+        latest_top: dict[str, Named],
+        nested: dict[str, Named],
+        external: Mapping[str, Named],
+    ) -> None:
+        self.latest_top = latest_top
+        self.nested = nested
+        self.external = external
+
+    def for_file(self, parsed: ParsedFile) -> Callable[[str], Named]:
+        def lookup(name: str) -> Named:
+            for table in (parsed.defined, self.latest_top, self.nested, self.external):
+                found = table.get(name)
+                if found is not None:
+                    return found
+            raise SchemaError(f"{parsed.source}: unknown type `{name}`")
+
+        return lookup
+
+
+def _load(
+    sources: list[_Source],
+    external: Mapping[str, Named],
+    *,
+    lint: bool,
+    max_depth: int | None,
+) -> list[LoadedFile]:
+    top, nested_names = _index_sources(sources)
 
     def is_known(fullname: str) -> bool:
         return fullname in top or fullname in nested_names or fullname in external
 
-    normalized = [normalize(src.raw, source=src.label, is_known=is_known) for src in sources]
-    by_source = {src.label: norm for src, norm in zip(sources, normalized, strict=True)}
-    latest_top = {
-        name: by_source[versions[max(versions)].label].root for name, versions in top.items()
-    }
-    nested_defs: dict[str, dict[str, Any]] = {}
-    for norm in normalized:
-        for name, definition in norm.defined.items():
-            if name != norm.full_name:
-                nested_defs.setdefault(name, definition)
-
-    def lookup_for(norm: NormalizedFile) -> Any:
-        def lookup(name: str) -> dict[str, Any]:
-            if name in norm.defined:
-                return norm.defined[name]
-            if name in latest_top:
-                return latest_top[name]
-            if name in nested_defs:
-                return nested_defs[name]
-            return _from_external(external, name)
-
-        return lookup
-
+    parsed = [parse_file(src.raw, source=src.label, is_known=is_known) for src in sources]
+    by_source = {src.label: p for src, p in zip(sources, parsed, strict=True)}
+    latest_top = {name: by_source[v[max(v)].label].root for name, v in top.items()}
+    nested: dict[str, Named] = {}
+    for item in parsed:
+        for name, definition in item.defined.items():
+            if name != item.full_name:
+                nested.setdefault(name, definition)
+    lookups = _Lookup(latest_top, nested, external)
     loaded: list[LoadedFile] = []
-    for src, norm in zip(sources, normalized, strict=True):
-        schema = expand(norm.root, lookup_for(norm), source=src.label)
-        check_defaults(schema, source=src.label)
-        version = _make_version(schema, src.version, src.label)
-        loaded.append(LoadedFile(src.label, norm, version))
+    for src, item in zip(sources, parsed, strict=True):
+        model = expand(item.root, lookups.for_file(item), source=src.label)
+        check_defaults(model, source=src.label)
+        loaded.append(LoadedFile(src.label, item, _make_version(model, src.version, src.label)))
     if lint:
-        from choreo.avro.lint import lint_files
-
         issues = lint_files(loaded, max_depth=max_depth)
         if issues:
             raise SchemaError("schema lint failed:\n" + "\n".join(f"  {i}" for i in issues))
     return loaded
 
 
-def _from_external(external: Mapping[str, dict[str, Any]], name: str) -> dict[str, Any]:
-    if name in external:
-        return external[name]
-    for schema in external.values():
-        named = collect_named(schema)
-        if name in named:
-            return named[name]
-    raise SchemaError(f"unknown type `{name}`")  # pragma: no cover - normalize checked it
-
-
-def _make_version(schema: dict[str, Any], version: int, source: str) -> SchemaVersion:
+def _make_version(model: Schema, version: int, source: str) -> SchemaVersion:
+    schema = to_json(model)
     try:
-        parse_schema(schema)
+        fastavro_parse_schema(schema)
         canonical = to_parsing_canonical_form(schema)
     except Exception as exc:  # fastavro raises several unrelated exception types
         raise SchemaError(f"{source}: {exc}") from exc
     # fastavro renders the fingerprint as the hex of its 8 little-endian bytes
     value = int.from_bytes(bytes.fromhex(fastavro_fingerprint(canonical, "CRC-64-AVRO")), "little")
-    return SchemaVersion(schema["name"], version, schema, canonical, value, source)
+    return SchemaVersion(schema["name"], version, schema, canonical, value, source, model)

@@ -3,7 +3,7 @@
 The runtime calls exactly :meth:`EventSerde.encode` and :meth:`EventSerde.decode`; the
 tracker, which may not have the services' classes, calls :meth:`EventSerde.decode_dict`.
 Each class is checked against its schema once, when the serde is built
-(:func:`choreo.model.events.check_event_class`), so a mismatch fails at start-up rather than on
+(:func:`choreo.avro.classes.check_event_class`), so a mismatch fails at start-up rather than on
 the first event. The reader schema of ``decode`` is the latest version of the class's
 schema, so older (and, where the evolution rules allow, newer) events decode into today's
 class.
@@ -15,10 +15,11 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from choreo.avro.classes import check_event_class, record_builders
 from choreo.avro.codec import Codec
 from choreo.avro.compiler import RecordBuilders
 from choreo.errors import SchemaError, UnknownEventError
-from choreo.model.events import Event, check_event_class, converters, event_type_of, record_builders
+from choreo.model.events import Event, converters, event_type_of
 
 __all__ = ["EventSerde"]
 

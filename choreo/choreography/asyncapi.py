@@ -3,8 +3,8 @@
 The document describes the choreography as Kafka sees it:
 
 - ``channels``: one per topic (the topic of an event type comes from a
-  :data:`~choreo.runtime.topics.TopicNaming` function, by default
-  :func:`choreo.runtime.topics.topic_for`: the event type's full name), listing the
+  :data:`~choreo.model.topics.TopicNaming` function, by default
+  :func:`choreo.model.topics.topic_for`: the event type's full name), listing the
   messages that travel on it, with a Kafka channel binding;
 - ``operations``: per handler, one ``receive`` for each topic it consumes from and one
   ``send`` for each topic it emits to (and a ``send`` for each service that opens a saga),
@@ -31,7 +31,7 @@ from choreo.choreography.service import HandlerSpec
 from choreo.errors import ConfigurationError
 from choreo.model.envelope import Header, Role
 from choreo.model.events import event_type_of
-from choreo.runtime.topics import TopicNaming, topic_for
+from choreo.model.topics import TopicNaming, topic_for
 
 __all__ = [
     "ASYNCAPI_VERSION",

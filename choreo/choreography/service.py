@@ -165,6 +165,11 @@ class HandlerSpec:
         return tuple(event_type_of(t) for t in self.consumes)
 
     @property
+    def success_types(self) -> tuple[str, ...]:
+        """Return the event types this handler emits when it succeeds (not its failures)."""
+        return tuple(event_type_of(t) for t in self.emits)
+
+    @property
     def emitted_types(self) -> tuple[str, ...]:
         """Return every event type this handler may emit, successes then failures."""
         return tuple(event_type_of(t) for t in (*self.emits, *self.fails_with))

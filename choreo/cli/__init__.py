@@ -40,7 +40,7 @@ HELP: dict[str, str] = {
     "graph": "Draw a choreography as Mermaid or Graphviz DOT.",
     "asyncapi": "Export an AsyncAPI 3 document of a choreography's channels and messages.",
     "run": "Run one service's worker (MODULE:SERVICE) against a transport.",
-    "sagas": "List sagas with their states, with filters and counts per state.",
+    "sagas": "List sagas with their statuses, with filters and counts per status.",
     "trace": "Show one saga's timeline as a tree.",
     "watch": "Show live saga counts and the latest sagas, updating in place.",
     "verify": "Check the saga guarantee over the whole log; exit 1 on any violation.",

@@ -17,7 +17,8 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 
-from choreo.choreography.graph import Choreography, Problem, Severity
+from choreo.choreography.checks import Problem, Severity
+from choreo.choreography.graph import Choreography
 from choreo.cli._common import import_from_cwd
 from choreo.errors import ChoreoError
 
@@ -148,7 +149,7 @@ def _print_table(problems: list[Problem]) -> None:
 @_format_option("table", "json", help_text="Print problems as a table or as JSON.")
 def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None:
     """Check TARGET's choreography; exit 1 naming each problem, 0 with a summary if none."""
-    from choreo.choreography.graph import check as check_choreography
+    from choreo.choreography.checks import check as check_choreography
 
     choreography = _load(target)
     schemas = _load_schemas(schemas_dir)

@@ -348,9 +348,11 @@ def _console() -> Any:
 @source_options
 @tracker_options
 @click.option(
+    "--status",
     "--state",
+    "status_name",
     type=click.Choice([s.value for s in SagaStatus], case_sensitive=False),
-    help="Only sagas with this status.",
+    help="Only sagas with this status (--state is the older name).",
 )
 @click.option("--saga", "saga_type", metavar="TYPE", help="Only sagas of this type (name).")
 @click.option("--since", metavar="TIME", help="Only sagas started at or after TIME.")
@@ -363,7 +365,7 @@ def sagas(
     *,
     source: Source,
     options: TrackerOptions,
-    state: str | None,
+    status_name: str | None,
     saga_type: str | None,
     since: str | None,
     until: str | None,
@@ -371,14 +373,14 @@ def sagas(
     search: str | None,
     limit: int,
 ) -> None:
-    """List sagas (newest first) with their states, and how many are in each state."""
+    """List sagas (newest first) with their statuses, and how many have each status."""
     from choreo.tracker.render import counts_table, sagas_table
 
     tracker = options.build()
     now = _load(source, tracker, options.now_text)
     status = None
-    if state is not None:
-        status = next(s for s in SagaStatus if s.value.lower() == state.lower())
+    if status_name is not None:
+        status = next(s for s in SagaStatus if s.value.lower() == status_name.lower())
     since_ms = parse_time(since, now_ms=now) if since else None
     until_ms = parse_time(until, now_ms=now) if until else None
     filters = {

@@ -4,7 +4,7 @@ An event class is a frozen dataclass that subclasses :class:`Event` and names it
 schema in ``__avro_name__`` (a namespaced full name such as ``shop.orders.OrderCreated``).
 ``choreo schemas codegen`` writes such classes from ``schemas/``; users may also write them
 by hand, and choreo checks them against the schema at start-up
-(:func:`check_event_class`).
+(:func:`choreo.avro.classes.check_event_class`).
 
 Mapping between classes and Avro datums (:func:`to_avro` / :func:`from_avro`), read from
 the class's type hints once per class and compiled into one function each way:
@@ -27,27 +27,20 @@ import dataclasses
 import datetime as _dt
 import enum
 import itertools
-import keyword
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
-
-from choreo.errors import SchemaError
-
-if TYPE_CHECKING:
-    from choreo.avro.loader import SchemaRegistry
+from typing import Any, ClassVar, TypeVar, cast
 
 __all__ = [
     "Event",
     "SagaTimedOut",
     "avro_field_name",
-    "check_event_class",
     "converters",
     "event_type_of",
     "from_avro",
-    "record_builders",
+    "positional_builder",
     "to_avro",
 ]
 
@@ -190,6 +183,42 @@ def _compile(cls: type[Any]) -> _Compiled:
     return _Compiled(to, frm)
 
 
+class _Shape(enum.Enum):
+    """How a field's type hint converts to and from Avro (see :func:`_shape`)."""
+
+    RECORD = "record"
+    ENUM = "enum"
+    DATETIME = "datetime"
+    UNION = "union"
+    SEQUENCE = "sequence"
+    MAPPING = "mapping"
+    PLAIN = "plain"
+
+
+def _shape(hint: Any) -> _Shape:
+    """Return how values of a type hint convert: a record, an enum, a container, or as is."""
+    if isinstance(hint, type):
+        return _class_shape(hint)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _Shape.UNION
+    if origin in (list, tuple, Sequence, typing.Sequence) and args:
+        return _Shape.SEQUENCE
+    if origin in (dict, Mapping, typing.Mapping) and len(args) == 2:
+        return _Shape.MAPPING
+    return _Shape.PLAIN
+
+
+def _class_shape(hint: type) -> _Shape:
+    """Return how values of a class convert: a record, an enum, a datetime, or as is."""
+    if dataclasses.is_dataclass(hint):
+        return _Shape.RECORD
+    if issubclass(hint, enum.Enum):
+        return _Shape.ENUM
+    return _Shape.DATETIME if hint is _dt.datetime else _Shape.PLAIN
+
+
 class _Builder:
     """Generates to/from converters of a dataclass (and the dataclasses it contains)."""
 
@@ -258,70 +287,83 @@ class _Builder:
             to, frm = _Builder().build(cls)
         return self.name(to, "T"), self.name(frm, "F")
 
-    def to_expr(self, hint: Any, v: str, depth: int) -> str:  # noqa: PLR0911 - one per shape
+    def to_expr(self, hint: Any, v: str, depth: int) -> str:
         """Return a Python expression converting value ``v`` of type ``hint`` to Avro."""
-        origin = typing.get_origin(hint)
-        args = typing.get_args(hint)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        shape = _shape(hint)
+        if shape is _Shape.PLAIN:
+            return v
+        if shape is _Shape.RECORD:
             return f"{self.nested(hint)[0]}({v})"
-        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if shape is _Shape.ENUM:
             return f"{v}.value"
-        if hint is _dt.datetime:
+        if shape is _Shape.DATETIME:
             return f"_dt_to_ms({v})"
-        if origin in (typing.Union, types.UnionType):
-            members = [a for a in args if a is not type(None)]
-            if len(members) == 1:
-                inner = self.to_expr(members[0], v, depth)
-                return v if inner == v else f"(None if {v} is None else {inner})"
-            if all(self.to_expr(a, "_", depth) == "_" for a in members):
-                return v
-            return f"{self.name(self.union_to(members), 'U')}({v})"
-        if origin in (list, tuple, Sequence, typing.Sequence) and args:
-            item_hint = args[0]
-            x = f"x{depth}"
-            inner = self.to_expr(item_hint, x, depth + 1)
-            return f"list({v})" if inner == x else f"[{inner} for {x} in {v}]"
-        if origin in (dict, Mapping, typing.Mapping) and len(args) == 2:
-            x, k = f"x{depth}", f"k{depth}"
-            inner = self.to_expr(args[1], x, depth + 1)
-            return f"dict({v})" if inner == x else f"{{{k}: {inner} for {k}, {x} in {v}.items()}}"
-        return v
+        if shape is _Shape.UNION:
+            return self.union_to_expr(typing.get_args(hint), v, depth)
+        return self.container_to_expr(hint, shape, v, depth)
 
-    def from_expr(  # noqa: PLR0911 - one branch per shape
-        self, hint: Any, v: str, depth: int, *, prebuilt: bool = False
-    ) -> str:
+    def container_to_expr(self, hint: Any, shape: _Shape, v: str, depth: int) -> str:
+        """Return the to-Avro expression of a sequence (a list) or a mapping (a dict)."""
+        x, k = f"x{depth}", f"k{depth}"
+        if shape is _Shape.SEQUENCE:
+            inner = self.to_expr(typing.get_args(hint)[0], x, depth + 1)
+            return f"list({v})" if inner == x else f"[{inner} for {x} in {v}]"
+        inner = self.to_expr(typing.get_args(hint)[1], x, depth + 1)
+        return f"dict({v})" if inner == x else f"{{{k}: {inner} for {k}, {x} in {v}.items()}}"
+
+    def union_to_expr(self, args: tuple[Any, ...], v: str, depth: int) -> str:
+        """Return the to-Avro expression of a union: ``X | None``, or by the value's type."""
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            inner = self.to_expr(members[0], v, depth)
+            return v if inner == v else f"(None if {v} is None else {inner})"
+        if all(self.to_expr(a, "_", depth) == "_" for a in members):
+            return v
+        return f"{self.name(self.union_to(members), 'U')}({v})"
+
+    def from_expr(self, hint: Any, v: str, depth: int, *, prebuilt: bool = False) -> str:
         """Return a Python expression converting Avro value ``v`` to type ``hint``.
 
         ``prebuilt``: nested records were already built into their classes (by record
         builders), so only containers, enums and datetimes remain to convert.
         """
-        origin = typing.get_origin(hint)
-        args = typing.get_args(hint)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            return v if prebuilt else f"{self.nested(hint)[1]}({v})"
-        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        shape = _shape(hint)
+        if shape is _Shape.PLAIN or (shape is _Shape.RECORD and prebuilt):
+            return v
+        if shape is _Shape.RECORD:
+            return f"{self.nested(hint)[1]}({v})"
+        if shape is _Shape.ENUM:
             return f"{self.name(hint, 'E')}({v})"
-        if hint is _dt.datetime:
+        if shape is _Shape.DATETIME:
             return f"_ms_to_dt({v})"
-        if origin in (typing.Union, types.UnionType):
-            members = [a for a in args if a is not type(None)]
-            if len(members) == 1:
-                inner = self.from_expr(members[0], v, depth, prebuilt=prebuilt)
-                return v if inner == v else f"(None if {v} is None else {inner})"
-            if all(self.from_expr(a, "_", depth, prebuilt=prebuilt) == "_" for a in members):
-                return v
-            return f"{self.name(self.union_from(members, prebuilt=prebuilt), 'U')}({v})"
-        if origin in (list, tuple, Sequence, typing.Sequence) and args:
-            x = f"x{depth}"
-            inner = self.from_expr(args[0], x, depth + 1, prebuilt=prebuilt)
-            if origin is list:
-                return f"list({v})" if inner == x else f"[{inner} for {x} in {v}]"
-            return f"tuple({v})" if inner == x else f"tuple([{inner} for {x} in {v}])"
-        if origin in (dict, Mapping, typing.Mapping) and len(args) == 2:
-            x, k = f"x{depth}", f"k{depth}"
-            inner = self.from_expr(args[1], x, depth + 1, prebuilt=prebuilt)
+        if shape is _Shape.UNION:
+            return self.union_from_expr(typing.get_args(hint), v, depth, prebuilt=prebuilt)
+        return self.container_from_expr(hint, shape, v, depth, prebuilt=prebuilt)
+
+    def container_from_expr(
+        self, hint: Any, shape: _Shape, v: str, depth: int, *, prebuilt: bool
+    ) -> str:
+        """Return the from-Avro expression of a sequence (a tuple, or a list) or a mapping."""
+        x, k = f"x{depth}", f"k{depth}"
+        if shape is _Shape.MAPPING:
+            inner = self.from_expr(typing.get_args(hint)[1], x, depth + 1, prebuilt=prebuilt)
             return v if inner == x else f"{{{k}: {inner} for {k}, {x} in {v}.items()}}"
-        return v
+        inner = self.from_expr(typing.get_args(hint)[0], x, depth + 1, prebuilt=prebuilt)
+        if typing.get_origin(hint) is list:
+            return f"list({v})" if inner == x else f"[{inner} for {x} in {v}]"
+        return f"tuple({v})" if inner == x else f"tuple([{inner} for {x} in {v}])"
+
+    def union_from_expr(
+        self, args: tuple[Any, ...], v: str, depth: int, *, prebuilt: bool
+    ) -> str:
+        """Return the from-Avro expression of a union: ``X | None``, or by the datum's shape."""
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            inner = self.from_expr(members[0], v, depth, prebuilt=prebuilt)
+            return v if inner == v else f"(None if {v} is None else {inner})"
+        if all(self.from_expr(a, "_", depth, prebuilt=prebuilt) == "_" for a in members):
+            return v
+        return f"{self.name(self.union_from(members, prebuilt=prebuilt), 'U')}({v})"
 
     def union_to(self, members: list[Any]) -> Callable[[Any], Any]:
         classes = [m for m in members if isinstance(m, type) and dataclasses.is_dataclass(m)]
@@ -373,12 +415,12 @@ class _Builder:
 
         return convert
 
-    def record_builder(self, cls: type[Any], record: Mapping[str, Any]) -> Callable[..., Any]:
-        """Return a function building ``cls`` from ``record``'s field values, positionally."""
+    def record_builder(self, cls: type[Any], field_names: Sequence[str]) -> Callable[..., Any]:
+        """Return a function building ``cls`` from the named fields' values, positionally."""
         hints = typing.get_type_hints(cls)
         fields = [f for f in dataclasses.fields(cls) if f.init]
-        position = {f["name"]: i for i, f in enumerate(record["fields"])}
-        params = ", ".join(f"a{i}" for i in range(len(record["fields"])))
+        position = {name: i for i, name in enumerate(field_names)}
+        params = ", ".join(f"a{i}" for i in range(len(field_names)))
         values = []
         for field in fields:
             index = position[avro_field_name(field)]
@@ -400,237 +442,13 @@ class _Builder:
         return builder
 
 
-def record_builders(cls: type[Event], schema: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
-    """Return, by record full name, functions building ``cls`` and its nested dataclasses.
+def positional_builder(cls: type[Any], field_names: Sequence[str]) -> Callable[..., Any]:
+    """Return a function building ``cls`` from values given in ``field_names``' order.
 
-    ``schema`` is the reader schema of ``cls`` (self-contained). Each function takes the
-    record's field values positionally in schema order (see
-    :class:`choreo.avro.compiler.RecordBuilders`); fields the class lacks are ignored.
+    ``field_names`` are Avro field names (a record schema's, in schema order); the function
+    takes one value per name, positionally, and ignores those the class lacks. Nested
+    records must already be built into their classes (containers, enums and datetimes
+    are still converted): :func:`choreo.avro.classes.record_builders` pairs each record
+    of a schema with its class and builds one function per record this way.
     """
-    from choreo.avro.model import collect_named
-
-    named = collect_named(schema)
-    pairs: dict[str, type[Any]] = {}
-    _pair_records(cls, schema, named, pairs)
-    builder = _Builder()
-    return {name: builder.record_builder(klass, named[name]) for name, klass in pairs.items()}
-
-
-def _pair_records(  # noqa: PLR0912 - one branch per Avro type
-    hint: Any,
-    schema: Any,
-    named: Mapping[str, dict[str, Any]],
-    pairs: dict[str, type[Any]],
-) -> None:
-    """Record which dataclass stands for which record of ``schema``, following type hints."""
-    from choreo.avro.model import PRIMITIVES
-
-    if isinstance(schema, str) and schema not in PRIMITIVES:
-        schema = named[schema]
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if isinstance(schema, list):
-        members = (
-            [a for a in args if a is not type(None)]
-            if origin in (typing.Union, types.UnionType)
-            else [hint]
-        )
-        records = [named.get(b, b) if isinstance(b, str) else b for b in schema]
-        for member in members:
-            for branch in records:
-                if isinstance(branch, dict) and _stands_for(member, branch):
-                    _pair_records(member, branch, named, pairs)
-                    break
-            else:
-                for branch in records:
-                    if not (isinstance(branch, dict) and branch["type"] in ("record", "error")):
-                        _pair_records(member, branch, named, pairs)
-        return
-    if not isinstance(schema, dict):
-        return
-    kind = schema["type"]
-    if kind == "array" and args:
-        _pair_records(args[0], schema["items"], named, pairs)
-    elif kind == "map" and len(args) == 2:
-        _pair_records(args[1], schema["values"], named, pairs)
-    elif kind in ("record", "error") and isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if schema["name"] in pairs:
-            return
-        pairs[schema["name"]] = hint
-        hints = typing.get_type_hints(hint)
-        by_avro = {avro_field_name(f): f.name for f in dataclasses.fields(hint)}
-        for field in schema["fields"]:
-            attr = by_avro.get(field["name"])
-            if attr is not None:
-                _pair_records(hints.get(attr, Any), field["type"], named, pairs)
-
-
-def _stands_for(hint: Any, record: Mapping[str, Any]) -> bool:
-    if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
-        return False
-    if record["type"] not in ("record", "error"):
-        return False
-    own = getattr(hint, "__avro_name__", None)
-    if own is not None:
-        return bool(own == record["name"])
-    return bool(hint.__name__ == record["name"].rpartition(".")[2])
-
-
-# --- checking classes against schemas -------------------------------------------------
-
-
-def check_event_class(cls: type[Event], registry: SchemaRegistry) -> None:
-    """Raise :class:`SchemaError` when ``cls`` and its schema (latest version) disagree.
-
-    A class field missing from the schema, a required schema field (no default) missing
-    from the class, or a field whose Python type cannot hold the Avro type is an error;
-    nested dataclasses are checked against their nested records.
-    """
-    from choreo.errors import UnknownEventError
-
-    name = event_type_of(cls)
-    try:
-        schema = registry.get(name)
-    except UnknownEventError as exc:
-        raise SchemaError(f"{cls.__qualname__}: no schema named `{name}`") from exc
-    if not _is_dataclass_type(cls):
-        raise SchemaError(f"{cls.__qualname__} is not a dataclass")
-    from choreo.avro.model import collect_named
-
-    problems: list[str] = []
-    _check_record(cls, schema.schema, collect_named(schema.schema), problems, set())
-    if problems:
-        raise SchemaError(
-            f"{cls.__qualname__} does not match {name} v{schema.version}: " + "; ".join(problems)
-        )
-
-
-def _check_record(
-    cls: type[Any],
-    record: Mapping[str, Any],
-    named: Mapping[str, dict[str, Any]],
-    problems: list[str],
-    seen: set[tuple[type, str]],
-) -> None:
-    key = (cls, record["name"])
-    if key in seen:
-        return
-    seen.add(key)
-    try:
-        hints = typing.get_type_hints(cls)
-    except (NameError, TypeError) as exc:
-        problems.append(f"{cls.__qualname__}: cannot read type hints ({exc})")
-        return
-    schema_fields = {f["name"]: f for f in record["fields"]}
-    class_fields = {avro_field_name(f): f for f in dataclasses.fields(cls)}
-    for avro_name, field in class_fields.items():
-        if avro_name not in schema_fields:
-            problems.append(f"field `{field.name}` is not in the schema")
-            continue
-        problem = _hint_problem(
-            hints.get(field.name, Any), schema_fields[avro_name]["type"], named, problems, seen
-        )
-        if problem:
-            problems.append(f"field `{field.name}`: {problem}")
-    for avro_name, schema_field in schema_fields.items():
-        if avro_name not in class_fields and "default" not in schema_field:
-            problems.append(f"required schema field `{avro_name}` is missing from the class")
-
-
-_PRIMITIVE_HINTS: dict[str, tuple[type, ...]] = {
-    "null": (type(None),),
-    "boolean": (bool,),
-    "int": (int,),
-    "long": (int, _dt.datetime),
-    "float": (float, int),
-    "double": (float, int),
-    "string": (str,),
-    "bytes": (bytes,),
-    "fixed": (bytes,),
-}
-
-
-def _hint_problem(  # noqa: PLR0911, PLR0912 - one branch per Avro type reads best here
-    hint: Any,
-    schema: Any,
-    named: Mapping[str, dict[str, Any]],
-    problems: list[str],
-    seen: set[tuple[type, str]],
-) -> str | None:
-    """Return why a Python type hint cannot hold values of an Avro type, or None."""
-    from choreo.avro.model import PRIMITIVES, type_label
-
-    if hint is Any or isinstance(hint, TypeVar):
-        return None
-    if isinstance(schema, str) and schema not in PRIMITIVES:
-        schema = named[schema]
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Literal:
-        return None
-    if origin in (typing.Union, types.UnionType):
-        branches = schema if isinstance(schema, list) else [schema]
-        for member in args:
-            if not any(_hint_problem(member, b, named, [], seen) is None for b in branches):
-                return f"{member!r} is not among {type_label(schema)}"
-        return None
-    if isinstance(schema, list):
-        non_null = [b for b in schema if b != "null"]
-        if len(non_null) == len(schema) - 1 and len(non_null) == 1:
-            return f"the schema allows null ({type_label(schema)}); declare `X | None`"
-        return (
-            _hint_problem(hint, non_null[0], named, problems, seen) if len(non_null) == 1 else None
-        )
-    kind = schema if isinstance(schema, str) else schema["type"]
-    if kind in PRIMITIVES or kind == "fixed":
-        allowed = _PRIMITIVE_HINTS[kind]
-        if (
-            isinstance(hint, type)
-            and issubclass(hint, allowed)
-            and not (hint is bool and kind != "boolean")
-        ):
-            return None
-        if kind == "string" and isinstance(hint, type) and issubclass(hint, enum.Enum):
-            return None
-        return f"{getattr(hint, '__name__', hint)} cannot hold Avro {kind}"
-    if kind == "enum":
-        if isinstance(hint, type) and issubclass(hint, enum.Enum):
-            values = {m.value for m in hint}
-            missing = [s for s in schema["symbols"] if s not in values]
-            if missing:
-                return f"enum {hint.__name__} lacks symbols {missing}"
-            return None
-        if hint is str:
-            return None
-        return f"{getattr(hint, '__name__', hint)} cannot hold enum {schema['name']}"
-    if kind == "array":
-        if origin in (list, tuple, Sequence, typing.Sequence) and args:
-            return _hint_problem(args[0], schema["items"], named, problems, seen)
-        return f"{hint!r} cannot hold {type_label(schema)}"
-    if kind == "map":
-        if origin in (dict, Mapping, typing.Mapping) and len(args) == 2:
-            return _hint_problem(args[1], schema["values"], named, problems, seen)
-        return f"{hint!r} cannot hold {type_label(schema)}"
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        _check_record(hint, schema, named, problems, seen)
-        return None
-    return f"{hint!r} cannot hold record {schema['name']}"
-
-
-def is_event_class(value: object) -> bool:
-    """Return True when ``value`` is a dataclass subclassing :class:`Event`."""
-    return (
-        isinstance(value, type)
-        and issubclass(value, Event)
-        and _is_dataclass_type(value)
-        and hasattr(value, "__avro_name__")
-    )
-
-
-def _is_dataclass_type(value: object) -> bool:
-    return isinstance(value, type) and dataclasses.is_dataclass(value)
-
-
-def python_identifier(name: str) -> str:
-    """Return ``name`` made usable as a Python identifier (``class`` → ``class_``)."""
-    return f"{name}_" if keyword.iskeyword(name) else name
+    return _Builder().record_builder(cls, field_names)

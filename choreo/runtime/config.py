@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from choreo.choreography.service import Retry
 from choreo.errors import ConfigurationError
+from choreo.model.topics import DeadLetterNaming, TopicNaming, deadletter_topic, topic_for
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
-from choreo.runtime.topics import DeadLetterNaming, TopicNaming, deadletter_topic, topic_for
 
 __all__ = ["WorkerConfig"]
 

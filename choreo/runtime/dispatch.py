@@ -8,18 +8,16 @@ the inbox keys of the records handled, and the next offset of each partition.
   (:func:`~choreo.runtime.routing.scan_headers`) and its inbox key (the event id) for one
   batched :meth:`~choreo.runtime.inbox.Inbox.seen` query; records already handled are
   dropped.
-- **Invoke**: the handler of the record's event type is called with the decoded event
-  (and a :class:`~choreo.runtime.handler_context.HandlerContext` when it takes one, whose
-  ``ctx.db`` is the inbox's connection inside a savepoint per attempt).
-- **Retries**: an exception from a handler (:class:`~choreo.errors.TransientError` or any
-  other) is retried on the same record with exponential backoff, which blocks its
-  partition and keeps per-key order. A stop during a backoff abandons the rest of the
-  partition's batch: the record is redelivered later.
-- **Business failures**: :class:`~choreo.errors.BusinessFailure` emits the step's
-  declared failure event.
-- **Dead letters**: an undecodable record, a broken envelope, an unknown event type or an
-  exhausted budget goes to the dead-letter topic (see :mod:`choreo.runtime.deadletter`),
-  and the batch moves past it.
+- **Invoke**: the handler of the record's event type is called with the decoded event by
+  an :class:`~choreo.runtime.invoke.Invoker`, which owns retries with backoff, business
+  failures and giving up to a dead letter (see :mod:`choreo.runtime.invoke`).
+- **Dead letters** of records no handler can take: an undecodable payload, a broken
+  envelope or an unknown event type goes to the dead-letter topic
+  (:mod:`choreo.runtime.deadletter`), and the batch moves past it.
+- **Hooks**: with middleware that needs ``before_dispatch`` / ``after_dispatch``
+  (:mod:`choreo.runtime.middleware`), each routed record is handled between them;
+  without, the common case (a handler without context that succeeds at once) stays
+  inlined in the loop.
 
 With a thread pool, the partitions of a batch are handled on its threads (one partition
 per thread, in order); handlers then get ``ctx.db = None``.
@@ -31,22 +29,23 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from choreo.choreography.service import StepKind
-from choreo.errors import BusinessFailure, EnvelopeError, TransientError, UnknownEventError
-from choreo.model.context import EventLogger
-from choreo.model.envelope import Header, now_ms
+from choreo.errors import EnvelopeError, UnknownEventError
+from choreo.model.envelope import Header
 from choreo.model.events import Event
-from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id, dead_letter_record
-from choreo.runtime.emit import Emitter, as_events, failure_event
-from choreo.runtime.handler_context import new_context, settle
+from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
+from choreo.runtime.emit import Emitter, as_events
 from choreo.runtime.inbox import Inbox
+from choreo.runtime.invoke import Invoker, Item, event_info
+from choreo.runtime.middleware import EventInfo, Hooks, Outcome
 from choreo.runtime.outbox import OutboxRecord
-from choreo.runtime.retry import backoff_delay
 from choreo.runtime.routing import Fields, Route, fields_from, scan_headers
 from choreo.runtime.tracing import all_valid
 from choreo.transports.base import Record
+
+if TYPE_CHECKING:
+    from choreo.runtime.worker import Worker
 
 __all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
 
@@ -54,10 +53,8 @@ logger = logging.getLogger("choreo.runtime.worker")
 
 _ID = Header.EVENT_ID
 
-_Item = tuple[Record, Fields]
-"""A polled record and its checked envelope (see :func:`~choreo.runtime.routing.scan_headers`)."""
-
 _NOTHING: Final[list[OutboxRecord]] = []  # "handled, nothing more to add" (never mutated)
+_SKIPPED: Final[list[OutboxRecord]] = []  # "accounted for already" (never mutated)
 
 
 @dataclass(slots=True)
@@ -78,35 +75,33 @@ class BatchOutput:
 class Dispatcher:
     """Hands each record of a batch to its handler and collects the output (see module docs).
 
-    ``wait(seconds)`` sleeps out a retry's backoff and returns True when the worker was
-    stopped meanwhile. ``executor`` (optional) handles partitions in parallel.
+    ``invoker`` runs a handler to its outcome (retries, failures, dead letters); ``hooks``
+    are the worker's middleware (the per-event ones are called with ``worker``);
+    ``executor`` (optional) handles partitions in parallel.
     """
 
     def __init__(
         self,
         *,
-        service: str,
+        worker: Worker,
         group_id: str,
         routes: Mapping[str, Route],
         decode: Callable[[str, bytes], Event],
         emitter: Emitter,
+        invoker: Invoker,
         inbox: Inbox,
-        deadletter_topic: str,
-        wait: Callable[[float], bool],
+        hooks: Hooks,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
-        self.service = service
+        self.worker = worker
         self.group_id = group_id
         self.routes = routes
         self.decode = decode
         self.emitter = emitter
+        self.invoker = invoker
         self.inbox = inbox
-        self.deadletter_topic = deadletter_topic
-        self.wait = wait
+        self.hooks = hooks
         self.executor = executor
-        self._log = EventLogger(
-            logger, {"service": service, "event_type": "-", "correlation_id": "-"}
-        )
 
     def dispatch(self, records: list[Record]) -> BatchOutput:
         """Handle the records in order (or per partition in the pool) and collect the output.
@@ -127,6 +122,8 @@ class Dispatcher:
             for record, fields in zip(records, scanned, strict=True)
         ]
         seen = self.inbox.seen(self.group_id, keys)
+        if seen and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] %d duplicate(s) dropped", self.group_id, len(seen))
         if self.executor is None:
             output = BatchOutput()
             self._sequence(records, keys, scanned, seen=seen, output=output, inbox=self.inbox)
@@ -196,6 +193,8 @@ class Dispatcher:
         decode = self.decode
         emitter = self.emitter
         emit_one = emitter.emit_one
+        invoker = self.invoker
+        hooked = self.hooks.dispatch
         out_ids = output.ids
         out_records = output.records
         db = inbox if inbox is not None and inbox.connection is not None else None
@@ -203,8 +202,6 @@ class Dispatcher:
         for record, key, scan in zip(records, keys, scanned, strict=True):
             done += 1
             if key in seen:
-                if logger.isEnabledFor(logging.DEBUG):
-                    self._log.debug("duplicate %s dropped", key)
                 continue
             fields = scan if scan is not None else self._read_fields(record, key, seen, output)
             if fields is None:
@@ -213,14 +210,18 @@ class Dispatcher:
             if route is None:
                 self._not_ours((record, fields), seen, output)
                 continue
-            try:
-                event = decode(fields[0], record.value or b"")
-            except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
-                self._undecodable(record, key, exc, seen, output)
-                continue
-            if route.takes_context:
-                emitted = self._invoke(route, (record, fields), event, db)
-            else:  # the first attempt of a handler without context, inlined
+            if hooked or route.takes_context:
+                emitted = self._dispatch_one(
+                    route, (record, fields), key, db, seen=seen, output=output
+                )
+                if emitted is _SKIPPED:
+                    continue
+            else:  # a handler without context and no dispatch hooks: inlined
+                try:
+                    event = decode(fields[0], record.value or b"")
+                except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
+                    self._undecodable(record, key, exc, seen, output)
+                    continue
                 try:
                     result = route.func(event)
                     if isinstance(result, Event):
@@ -231,7 +232,7 @@ class Dispatcher:
                         )
                     emitted = _NOTHING
                 except Exception as exc:
-                    emitted = self._after_failure(route, (record, fields), event, exc)
+                    emitted = invoker.after_failure(route, (record, fields), event, exc, None)
             if emitted is None:
                 output.abandoned = True
                 done -= 1
@@ -241,18 +242,71 @@ class Dispatcher:
             out_records.extend(emitted)
         output.next_offsets.update({(r.topic, r.partition): r.offset + 1 for r in records[:done]})
 
+    def _dispatch_one(
+        self,
+        route: Route,
+        item: Item,
+        key: str,
+        db: Inbox | None,
+        *,
+        seen: set[str],
+        output: BatchOutput,
+    ) -> list[OutboxRecord] | None:
+        """Dispatch one record: a handler taking a context, or between dispatch hooks.
+
+        Returns what :meth:`_sequence` adds to the output: the emitted records, None when
+        abandoned, or ``_SKIPPED`` when the record was dead-lettered as undecodable.
+        """
+        info = event_info(route, item) if self.hooks.dispatch else None
+        worker = self.worker
+        if info is not None:
+            for hook in self.hooks.before_dispatch:
+                hook(worker, info)
+        record, fields = item
+        try:
+            event = self.decode(fields[0], record.value or b"")
+        except Exception as exc:
+            letter = self._undecodable(record, key, exc, seen, output)
+            if info is not None:
+                info.outcome, info.error = Outcome.DEAD_LETTERED, exc
+                self._after_dispatch(info, [] if letter is None else [letter])
+            return _SKIPPED
+        emitted: list[OutboxRecord] | None
+        if route.takes_context:
+            emitted = self.invoker.invoke(route, item, event, db, info)
+        else:
+            try:
+                result = route.func(event)
+                if isinstance(result, Event):
+                    emitted = [self.emitter.emit_one(route, fields, result)]
+                elif result is None:
+                    emitted = []
+                else:
+                    emitted = self.emitter.emit(route, fields, as_events(route.step_id, [], result))
+            except Exception as exc:
+                emitted = self.invoker.after_failure(route, item, event, exc, info)
+        if info is not None:
+            self._after_dispatch(info, [] if emitted is None else emitted)
+        return emitted
+
+    def _after_dispatch(self, info: EventInfo, emitted: list[OutboxRecord]) -> None:
+        """Call the middleware's after-dispatch hooks with ``info``'s outcome."""
+        worker = self.worker
+        for hook in self.hooks.after_dispatch:
+            hook(worker, info, info.outcome, emitted, info.error)
+
     # --- records that cannot be handled -------------------------------------------------
 
     def _undecodable(
         self, record: Record, key: str, error: Exception, seen: set[str], output: BatchOutput
-    ) -> None:
+    ) -> OutboxRecord | None:
         """Dead-letter a record whose payload did not decode (or whose type is unknown)."""
         reason = (
             DeadLetterReason.UNKNOWN_EVENT_TYPE
             if isinstance(error, UnknownEventError)
             else DeadLetterReason.UNDECODABLE
         )
-        self._dead_letter_once(record, key, reason, error, seen=seen, output=output)
+        return self._dead_letter_once(record, key, reason, error, seen=seen, output=output)
 
     def _read_fields(
         self, record: Record, key: str, seen: set[str], output: BatchOutput
@@ -270,7 +324,7 @@ class Dispatcher:
             return None
         return fields
 
-    def _not_ours(self, item: _Item, seen: set[str], output: BatchOutput) -> None:
+    def _not_ours(self, item: Item, seen: set[str], output: BatchOutput) -> None:
         """Skip an event this service does not handle; dead-letter it if its type is unknown."""
         record, fields = item
         try:
@@ -286,9 +340,9 @@ class Dispatcher:
             )
             return
         except Exception as exc:
-            self._event_log(item).debug("skipping unhandled, undecodable record: %s", exc)
+            logger.debug("[%s %s] skipping unhandled, undecodable record: %s", *fields[:2], exc)
             return
-        self._event_log(item).debug("no handler here; skipped")
+        logger.debug("[%s %s] no handler here; skipped", *fields[:2])
 
     def _dead_letter_once(
         self,
@@ -299,168 +353,15 @@ class Dispatcher:
         *,
         seen: set[str],
         output: BatchOutput,
-    ) -> None:
+    ) -> OutboxRecord | None:
         """Dead-letter ``record`` unless ``inbox_id`` was dead-lettered already."""
         if inbox_id in seen:
-            return
-        self._log.error(
-            "dead-lettering %s[%d]@%d to %s: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            self.deadletter_topic,
-            reason.value,
-            error,
-        )
+            return None
         seen.add(inbox_id)
+        letter = self.invoker.dead_letter(record, reason, error, 0)
         output.ids.append(inbox_id)
-        output.records.append(
-            dead_letter_record(
-                record,
-                topic=self.deadletter_topic,
-                reason=reason,
-                error=error,
-                service=self.service,
-                attempts=0,
-                failed_at_ms=now_ms(),
-            )
-        )
-
-    # --- handlers that fail -------------------------------------------------------------
-
-    def _invoke(
-        self, route: Route, item: _Item, event: Event, inbox: Inbox | None
-    ) -> list[OutboxRecord] | None:
-        """Call a handler that takes a context, with retries; return its outbox records.
-
-        The result is the emitted events' records, or a dead letter once the retry budget
-        is spent. Returns None when the worker is stopped during a backoff: the record
-        stays unhandled and is redelivered later. ``inbox`` provides ``ctx.db`` (None:
-        none). Handlers without a context run in :meth:`_sequence` and
-        :meth:`_after_failure`.
-        """
-        func = route.func
-        emit = self.emitter.emit
-        attempt = 1
-        headers = dict(item[0].headers)
-        while True:
-            ctx = new_context(headers, self.service, attempt, inbox, route.logger)
-            try:
-                result = func(event, ctx)
-                queued = ctx._emitted
-                if result is None:
-                    events = queued
-                elif isinstance(result, Event):
-                    events = [*queued, result]
-                else:
-                    events = as_events(route.step_id, queued, result)
-                emitted = emit(route, item[1], events) if events else []
-            except BusinessFailure as failure:
-                settle(ctx, keep=False)
-                try:
-                    return emit(route, item[1], [failure_event(route, failure)])
-                except Exception as exc:
-                    error = exc
-            except Exception as exc:
-                settle(ctx, keep=False)
-                error = exc
-            else:
-                settle(ctx, keep=True)
-                return emitted
-            if attempt >= route.retry.max_attempts:
-                return [self._give_up(route, item, error, attempt)]
-            if not self._wait_to_retry(route, item, error, attempt):
-                return None
-            attempt += 1
-
-    def _after_failure(
-        self, route: Route, item: _Item, event: Event, error: Exception
-    ) -> list[OutboxRecord] | None:
-        """Finish a context-less handler whose first attempt raised ``error`` (see _invoke).
-
-        A :class:`~choreo.errors.BusinessFailure` emits the declared failure event; any
-        other error is retried with backoff until the budget runs out (then dead letter).
-        """
-        func = route.func
-        emitter = self.emitter
-        attempt = 1
-        while True:
-            if isinstance(error, BusinessFailure):
-                try:
-                    return emitter.emit(route, item[1], [failure_event(route, error)])
-                except Exception as exc:
-                    error = exc
-            if attempt >= route.retry.max_attempts:
-                return [self._give_up(route, item, error, attempt)]
-            if not self._wait_to_retry(route, item, error, attempt):
-                return None
-            attempt += 1
-            try:
-                result = func(event)
-                if isinstance(result, Event):
-                    return [emitter.emit_one(route, item[1], result)]
-                if result is None:
-                    return []
-                return emitter.emit(route, item[1], as_events(route.step_id, [], result))
-            except Exception as exc:
-                error = exc
-
-    def _wait_to_retry(self, route: Route, item: _Item, error: Exception, attempt: int) -> bool:
-        """Log a failed attempt and wait out its backoff; return False if stopped meanwhile."""
-        delay = backoff_delay(route.retry, attempt)
-        log = self._event_log(item)
-        log.warning(
-            "%s attempt %d/%d failed, retrying in %.3f s: %s: %s",
-            route.spec.step_id,
-            attempt,
-            route.retry.max_attempts,
-            delay,
-            type(error).__name__,
-            error,
-        )
-        if self.wait(delay):
-            log.info("stopping: %s left for redelivery", item[1][1])
-            return False
-        return True
-
-    def _give_up(self, route: Route, item: _Item, error: Exception, attempts: int) -> OutboxRecord:
-        """Return the dead letter of a record whose handler exhausted its retry budget."""
-        spec = route.spec
-        compensation = spec.kind is StepKind.COMPENSATION
-        self._event_log(item).error(
-            "%s failed %d time(s), dead-lettered%s: %s: %s",
-            spec.step_id,
-            attempts,
-            " (compensation: needs a human)" if compensation else "",
-            type(error).__name__,
-            error,
-            exc_info=None if isinstance(error, TransientError) else error,
-        )
-        return dead_letter_record(
-            item[0],
-            topic=self.deadletter_topic,
-            reason=(
-                DeadLetterReason.COMPENSATION_EXHAUSTED
-                if compensation
-                else DeadLetterReason.RETRIES_EXHAUSTED
-            ),
-            error=error,
-            service=self.service,
-            attempts=attempts,
-            failed_at_ms=now_ms(),
-        )
-
-    def _event_log(self, item: _Item) -> EventLogger:
-        """Return a logger that prefixes lines with service, event type and correlation id."""
-        fields = item[1]
-        return EventLogger(
-            logger,
-            {
-                "service": self.service,
-                "event_type": fields[0],
-                "correlation_id": fields[5][1].decode("utf-8", "replace"),
-            },
-        )
+        output.records.append(letter)
+        return letter
 
 
 def inbox_key(record: Record) -> str:

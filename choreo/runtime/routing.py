@@ -24,8 +24,8 @@ from choreo.choreography.service import HandlerSpec, Retry, Service
 from choreo.errors import EnvelopeError, HandlerError
 from choreo.model.envelope import Envelope, Header, Role
 from choreo.model.events import Event, event_type_of
+from choreo.model.topics import TopicNaming
 from choreo.runtime.retry import retry_for
-from choreo.runtime.topics import TopicNaming
 
 __all__ = [
     "EVENT_ID_NAMESPACE",

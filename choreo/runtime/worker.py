@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from choreo.choreography.service import Service
@@ -46,6 +47,8 @@ from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, deli
 from choreo.runtime.dispatch import Dispatcher
 from choreo.runtime.emit import Emitter
 from choreo.runtime.inbox import Inbox, MemoryInbox
+from choreo.runtime.invoke import Invoker
+from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.routing import build_routes
 from choreo.runtime.serdes import Serde
 from choreo.transports.base import Consumer, Record, TopicPartition, Transport
@@ -61,7 +64,9 @@ class Worker:
     ``serde`` encodes and decodes the payloads; ``inbox`` defaults to a
     :class:`~choreo.runtime.inbox.MemoryInbox` (pass a
     :class:`~choreo.runtime.inbox.SqliteInbox` for durability); ``delivery`` defaults to
-    the strategy ``config`` selects (:func:`~choreo.runtime.delivery.delivery_for`). Use
+    the strategy ``config`` selects (:func:`~choreo.runtime.delivery.delivery_for`);
+    ``middleware`` hooks around the loop's steps (:mod:`choreo.runtime.middleware`; None
+    gives :func:`~choreo.runtime.middleware.default_middleware`, a list replaces it). Use
     :meth:`run` in a process, or :meth:`run_once` to drive it step by step (tests,
     :mod:`choreo.testing`).
     """
@@ -75,6 +80,7 @@ class Worker:
         config: WorkerConfig | None = None,
         inbox: Inbox | None = None,
         delivery: Delivery | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.service = service
         self.transport = transport
@@ -93,9 +99,10 @@ class Worker:
         self.delivery: Delivery = (
             delivery if delivery is not None else delivery_for(transport, config, service.name)
         )
+        self.hooks = Hooks(default_middleware() if middleware is None else middleware)
         self.emitter = Emitter(serde.encode, tracing=config.tracing)
         self.dispatcher = Dispatcher(
-            service=service.name,
+            worker=self,
             group_id=self.group_id,
             routes=build_routes(
                 service,
@@ -105,9 +112,16 @@ class Worker:
             ),
             decode=serde.decode,
             emitter=self.emitter,
+            invoker=Invoker(
+                worker=self,
+                service=service.name,
+                emitter=self.emitter,
+                deadletter_topic=self.deadletter_topic,
+                wait=self._wait,
+                hooks=self.hooks,
+            ),
             inbox=self.inbox,
-            deadletter_topic=self.deadletter_topic,
-            wait=self._wait,
+            hooks=self.hooks,
         )
         self._log = EventLogger(
             logger, {"service": service.name, "event_type": "-", "correlation_id": "-"}
@@ -238,10 +252,14 @@ class Worker:
         self.start()
         self.delivery.tick()
         assert self._consumer is not None
+        for hook in self.hooks.before_poll:
+            hook(self)
         records = self._consumer.poll(
             self.config.max_poll_records,
             self.config.poll_timeout if timeout is None else timeout,
         )
+        for hook in self.hooks.after_poll:
+            hook(self, records)
         if not records:
             self.delivery.idle()
             return 0
@@ -264,8 +282,20 @@ class Worker:
             inbox.rollback()
             self._rewind(first)
             raise
+        hooks = self.hooks
         offsets = {TopicPartition(t, p): o for (t, p), o in output.next_offsets.items()}
+        try:
+            for hook in hooks.after_emit:
+                hook(self, output.records)
+            for hook in hooks.before_commit:
+                hook(self, offsets)
+        except BaseException:
+            inbox.rollback()
+            self._rewind(first)
+            raise
         self.delivery.deliver(Batch(output.records, offsets, first))
+        for hook in hooks.after_commit:
+            hook(self, offsets)
         if output.abandoned:
             self._rewind({tp: offsets.get(tp, offset) for tp, offset in first.items()})
         return len(records)
@@ -296,12 +326,14 @@ class Worker:
     # --- rebalance ---------------------------------------------------------------------
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        """Log the partitions this worker now owns."""
-        self._log.info("assigned %s", _describe(partitions))
+        """Tell the middleware which partitions this worker now owns."""
+        for hook in self.hooks.on_assign:
+            hook(self, partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Let delivery settle the revoked partitions; no batch is ever in flight here."""
-        self._log.info("revoked %s", _describe(partitions))
+        for hook in self.hooks.on_revoke:
+            hook(self, partitions)
         if self._closing:
             return
         self.delivery.revoke(partitions)
@@ -313,8 +345,3 @@ def _first_offsets(records: list[Record]) -> Offsets:
     for record in records:
         first.setdefault((record.topic, record.partition), record.offset)
     return {TopicPartition(*tp): offset for tp, offset in first.items()}
-
-
-def _describe(partitions: list[TopicPartition]) -> str:
-    """Return partitions as ``topic[p]`` items for a log line."""
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -5,7 +5,7 @@ deduplicated by event id and put in causal order (:func:`causal_order`), then a 
 machine and the saga-guarantee checks run over that order. Reading partitions in any
 interleaving, or reading an event twice, therefore gives the same trace.
 
-States (DESIGN §3), from the role headers alone: ``start`` -> Started, ``step`` ->
+States, from the role headers alone: ``start`` -> Started, ``step`` ->
 Pending, ``failure``/``compensation`` -> Compensating, ``completed`` -> Completed,
 ``failed`` -> Failed. The first terminal event decides a terminal state; notices never
 change anything. Without a choreography Failed is taken from the terminal event as it
@@ -195,7 +195,234 @@ def _is_ancestor(ancestor: str, event: TraceEvent, by_id: Mapping[str, TraceEven
     return False
 
 
-def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets slower
+class _Walk:
+    """What one pass over a saga's events in causal order found (see :func:`_walk`).
+
+    Start and step events are handled inline in :func:`_walk`'s loop (most events are);
+    the others are recorded through :meth:`settle`, and events met after a timeout or
+    after the terminal event are checked by :meth:`after_end`.
+    """
+
+    __slots__ = (
+        "compensated",
+        "compensations",
+        "failure_seen",
+        "forward_of",
+        "last_active",
+        "late_ids",
+        "latest_ms",
+        "state",
+        "terminal",
+        "timeout_ids",
+        "violations",
+    )
+
+    def __init__(self, forward_of: dict[str, TraceEvent]) -> None:
+        self.forward_of = forward_of  # step id -> its (first) forward event
+        self.violations: list[Violation] = []
+        self.state = _S_STARTED
+        self.terminal: TraceEvent | None = None
+        self.failure_seen: TraceEvent | None = None
+        self.timeout_ids: set[str] = set()
+        self.compensations: list[TraceEvent] = []
+        self.compensated: set[str] = set()
+        self.late_ids: list[int] = []  # positions in the order of events marked late
+        self.last_active: TraceEvent | None = None
+        self.latest_ms = -1
+
+    def settle(self, event: TraceEvent) -> None:
+        """Record a failure, compensation, completed or failed event (not the state change)."""
+        role, step = event.role, event.step
+        if role is _FAILURE:
+            if event.event_type == TIMEOUT_EVENT_TYPE:
+                self.timeout_ids.add(event.event_id)
+            if self.failure_seen is None:
+                self.failure_seen = event
+        elif role is _COMPENSATION:
+            self.compensations.append(event)
+            if step:
+                self.compensated.add(step)
+                if step not in self.forward_of:
+                    self.violations.append(
+                        Violation(
+                            Code.COMPENSATION_WITHOUT_STEP,
+                            f"compensation {_where(event)} undoes step {step!r}, "
+                            "which never ran",
+                            event.event_id,
+                        )
+                    )
+        elif role is _COMPLETED:
+            if self.failure_seen is not None:
+                self.violations.append(
+                    Violation(
+                        Code.COMPLETED_AFTER_FAILURE,
+                        f"completed event {_where(event)} after the failure "
+                        f"{_where(self.failure_seen)}",
+                        event.event_id,
+                    )
+                )
+        elif step and step in self.forward_of:  # failed: its step ends with the saga
+            self.compensated.add(step)
+
+    def after_end(
+        self, index: int, event: TraceEvent, terminal: TraceEvent | None, *, timed: bool
+    ) -> None:
+        """Check an event met after a timeout failure or after the terminal event.
+
+        A forward step or failure that does not descend from the timeout is marked late;
+        any event but a late one after the terminal event is a violation.
+        """
+        late = bool(self.timeout_ids) and not timed and event.role in _MAY_BE_LATE
+        if late:
+            self.late_ids.append(index)
+        if terminal is None:
+            return
+        if event.role in _TERMINAL:
+            self.violations.append(
+                Violation(
+                    Code.DOUBLE_TERMINAL,
+                    f"second terminal event {_where(event)} after {_where(terminal)}",
+                    event.event_id,
+                )
+            )
+        elif not late:
+            self.violations.append(
+                Violation(
+                    Code.EVENT_AFTER_TERMINAL,
+                    f"{event.role.value} event {_where(event)} after the terminal event "
+                    f"{_where(terminal)}",
+                    event.event_id,
+                )
+            )
+
+
+def _forward_steps(order: list[TraceEvent]) -> dict[str, TraceEvent]:
+    """Return each step id's first forward (start or step) event, in causal order."""
+    forward_of: dict[str, TraceEvent] = {}
+    for event in order:
+        if event.role in _FORWARD:
+            step = event.step
+            if step and step not in forward_of:
+                forward_of[step] = event
+    return forward_of
+
+
+def _descent(
+    cause: str | None,
+    by_id: Mapping[str, TraceEvent],
+    undone_after: Mapping[str, bool],
+    after_timeout: Mapping[str, bool],
+    timeout_ids: set[str],
+) -> tuple[bool, bool]:
+    """Return whether an event descends from a failure/compensation, and from a timeout."""
+    parent = by_id.get(cause) if cause is not None else None
+    if parent is None:
+        return False, False
+    pid = parent.event_id
+    return (
+        undone_after.get(pid, False) or parent.role in _UNDOING,
+        after_timeout.get(pid, False) or pid in timeout_ids,
+    )
+
+
+def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
+    """Run the state machine and the per-event checks over the events in causal order.
+
+    One pass, with the common roles inline: this loop runs once per event the tracker
+    folds, so a function call per event shows in the tracker's rate.
+    """
+    walk = _Walk(_forward_steps(order))
+    violations, timeout_ids = walk.violations, walk.timeout_ids
+    undone_after: dict[str, bool] = {}  # event id -> descends from a failure/compensation
+    after_timeout: dict[str, bool] = {}  # event id -> descends from a timeout failure
+    state = _S_STARTED
+    terminal: TraceEvent | None = None
+    last_active: TraceEvent | None = None
+    latest_ms = -1
+    undoing_seen = False  # until a failure or compensation, no event can descend from one
+    for index, event in enumerate(order):
+        role, produced = event.role, event.produced_at_ms
+        undone = timed = False
+        if undoing_seen:
+            undone, timed = _descent(
+                event.causation_id, by_id, undone_after, after_timeout, timeout_ids
+            )
+            undone_after[event.event_id] = undone
+            after_timeout[event.event_id] = timed
+        if role is _NOTICE:
+            continue
+        last_active = event
+        if produced > latest_ms:  # noqa: PLR1730 - a call to max() costs more
+            latest_ms = produced
+        if timeout_ids or terminal is not None:
+            walk.after_end(index, event, terminal, timed=timed)
+        if role is _STEP or role is _START:
+            if undone:
+                violations.append(
+                    Violation(
+                        Code.STEP_AFTER_COMPENSATION,
+                        f"forward {role.value} {_where(event)} was caused by the saga's "
+                        "failure or compensation: no step may run once compensation began",
+                        event.event_id,
+                    )
+                )
+            if role is _STEP and state is _S_STARTED and terminal is None:
+                state = _S_PENDING
+            continue
+        # failure, compensation, completed, failed
+        undoing_seen = undoing_seen or role is _FAILURE or role is _COMPENSATION
+        walk.settle(event)
+        if terminal is None:
+            if role is _COMPLETED:
+                terminal, state = event, _S_COMPLETED
+            elif role is _FAILED:
+                terminal, state = event, _S_FAILED
+            else:
+                state = _S_COMPENSATING
+    walk.state, walk.terminal = state, terminal
+    walk.last_active, walk.latest_ms = last_active, latest_ms
+    return walk
+
+
+def _missing_compensation(walk: _Walk, facts: GraphFacts) -> Violation | None:
+    """Return the violation of a failed saga whose compensatable steps were not all undone."""
+    terminal = walk.terminal
+    if walk.state is not _S_FAILED or terminal is None:
+        return None
+    missing = [
+        step
+        for step in walk.forward_of
+        if step in facts.compensatable and step not in walk.compensated
+    ]
+    if not missing:
+        return None
+    names = ", ".join(repr(step) for step in missing)
+    return Violation(
+        Code.COMPENSATION_MISSING,
+        f"the saga failed ({_where(terminal)}) but completed compensatable "
+        f"step(s) {names} were never compensated",
+        terminal.event_id,
+    )
+
+
+def _deadline_ms(
+    walk: _Walk,
+    order: list[TraceEvent],
+    saga: str,
+    facts: GraphFacts | None,
+    default_deadline_ms: int,
+) -> int | None:
+    """Return when a running saga's next event is due (epoch ms); None once it ended."""
+    if walk.terminal is not None or not order:
+        return None
+    basis = walk.last_active if walk.last_active is not None else order[-1]
+    base_ms = max(walk.latest_ms, basis.produced_at_ms)
+    if facts is None:
+        return base_ms + default_deadline_ms
+    return base_ms + facts.deadline_ms(basis.event_type, saga, default_deadline_ms)
+
+
+def fold(
     correlation_id: str,
     events: Iterable[TraceEvent] | Mapping[str, TraceEvent],
     *,
@@ -213,162 +440,28 @@ def fold(  # noqa: PLR0912, PLR0915 - one pass over the events; split, it gets s
     """
     by_id = events if type(events) is dict or isinstance(events, Mapping) else dedupe(events)
     order = causal_order(by_id)
-    violations: list[Violation] = []
-    state = _S_STARTED
-    terminal: TraceEvent | None = None
-    failure_seen: TraceEvent | None = None
-    timeout_ids: set[str] = set()
-    undone_after: dict[str, bool] = {}  # event id -> descends from a failure/compensation
-    after_timeout: dict[str, bool] = {}  # event id -> descends from a timeout failure
-    forward_of: dict[str, TraceEvent] = {}  # step id -> its (first) forward event
-    compensations: list[TraceEvent] = []
-    compensated: set[str] = set()
-    late_ids: list[int] = []
-    last_active: TraceEvent | None = None
-    latest_ms = -1
-
-    for event in order:
-        if event.role in _FORWARD:
-            step = event.step
-            if step and step not in forward_of:
-                forward_of[step] = event
-
-    undoing_seen = False  # until a failure or compensation, no event can descend from one
-    for index, event in enumerate(order):
-        eid, event_type, role, _, produced, cause, step, _, _, _, _ = event
-        undone = timed = False
-        if undoing_seen:
-            parent = by_id.get(cause) if cause is not None else None
-            if parent is not None:
-                pid = parent.event_id
-                undone = undone_after.get(pid, False) or parent.role in _UNDOING
-                timed = after_timeout.get(pid, False) or pid in timeout_ids
-            undone_after[eid] = undone
-            after_timeout[eid] = timed
-        if role is _NOTICE:
-            continue
-        if role in _UNDOING:
-            undoing_seen = True
-        last_active = event
-        if produced > latest_ms:  # noqa: PLR1730 - a call to max() costs more
-            latest_ms = produced
-        late = False
-        if timeout_ids and not timed and role in _MAY_BE_LATE:
-            late = True
-            late_ids.append(index)
-
-        if terminal is not None:
-            if role in _TERMINAL:
-                violations.append(
-                    Violation(
-                        Code.DOUBLE_TERMINAL,
-                        f"second terminal event {_where(event)} after {_where(terminal)}",
-                        eid,
-                    )
-                )
-            elif not late:
-                violations.append(
-                    Violation(
-                        Code.EVENT_AFTER_TERMINAL,
-                        f"{role.value} event {_where(event)} after the terminal event "
-                        f"{_where(terminal)}",
-                        eid,
-                    )
-                )
-
-        if role is _STEP or role is _START:
-            if undone:
-                violations.append(
-                    Violation(
-                        Code.STEP_AFTER_COMPENSATION,
-                        f"forward {role.value} {_where(event)} was caused by the saga's "
-                        "failure or compensation: no step may run once compensation began",
-                        eid,
-                    )
-                )
-            if terminal is None and state is _S_STARTED and role is _STEP:
-                state = _S_PENDING
-        elif role is _FAILURE:
-            if event_type == TIMEOUT_EVENT_TYPE:
-                timeout_ids.add(eid)
-            if failure_seen is None:
-                failure_seen = event
-            if terminal is None:
-                state = _S_COMPENSATING
-        elif role is _COMPENSATION:
-            compensations.append(event)
-            if step:
-                compensated.add(step)
-                if step not in forward_of:
-                    violations.append(
-                        Violation(
-                            Code.COMPENSATION_WITHOUT_STEP,
-                            f"compensation {_where(event)} undoes step {step!r}, "
-                            "which never ran",
-                            eid,
-                        )
-                    )
-            if terminal is None:
-                state = _S_COMPENSATING
-        elif role is _COMPLETED:
-            if failure_seen is not None:
-                violations.append(
-                    Violation(
-                        Code.COMPLETED_AFTER_FAILURE,
-                        f"completed event {_where(event)} after the failure "
-                        f"{_where(failure_seen)}",
-                        eid,
-                    )
-                )
-            if terminal is None:
-                terminal, state = event, _S_COMPLETED
-        elif role is _FAILED:
-            if step and step in forward_of:
-                compensated.add(step)
-            if terminal is None:
-                terminal, state = event, _S_FAILED
-
-    if len(compensations) > 1:
-        violations.extend(_order_violations(compensations, forward_of, by_id))
-    if facts is not None and state is _S_FAILED and terminal is not None:
-        missing = [
-            step
-            for step in forward_of
-            if step in facts.compensatable and step not in compensated
-        ]
-        if missing:
-            names = ", ".join(repr(step) for step in missing)
-            violations.append(
-                Violation(
-                    Code.COMPENSATION_MISSING,
-                    f"the saga failed ({_where(terminal)}) but completed compensatable "
-                    f"step(s) {names} were never compensated",
-                    terminal.event_id,
-                )
-            )
-
-    if late_ids:
+    walk = _walk(order, by_id)
+    violations = walk.violations
+    if len(walk.compensations) > 1:
+        violations.extend(_order_violations(walk.compensations, walk.forward_of, by_id))
+    if facts is not None:
+        missing = _missing_compensation(walk, facts)
+        if missing is not None:
+            violations.append(missing)
+    if walk.late_ids:
         order = list(order)
-        for index in late_ids:
+        for index in walk.late_ids:
             order[index] = order[index]._replace(late=True)
-
-    deadline_ms: int | None = None
-    if terminal is None and order:
-        basis = last_active if last_active is not None else order[-1]
-        base_ms = max(latest_ms, basis.produced_at_ms)
-        if facts is not None:
-            deadline_ms = base_ms + facts.deadline_ms(basis.event_type, saga, default_deadline_ms)
-        else:
-            deadline_ms = base_ms + default_deadline_ms
+    deadline_ms = _deadline_ms(walk, order, saga, facts, default_deadline_ms)
     return SagaTrace(
         correlation_id=correlation_id,
         saga=saga,
-        state=state,
+        state=walk.state,
         events=order,
         violations=violations,
         stuck=now_ms is not None and deadline_ms is not None and now_ms > deadline_ms,
         compensation_failed=compensation_failed,
-        timed_out=bool(timeout_ids),
+        timed_out=bool(walk.timeout_ids),
         deadline_ms=deadline_ms,
     )
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from choreo.choreography.graph import Choreography
-from choreo.choreography.service import Saga, Service, StepKind
+from choreo.choreography.service import HandlerSpec, Saga, Service, StepKind
 
 __all__ = ["GraphFacts", "facts_from"]
 
@@ -56,36 +56,47 @@ def facts_from(choreography: Choreography | Iterable[Service]) -> GraphFacts:
         services = list(choreography)
         sagas = []
     sagas.extend(saga for service in services for saga in service.sagas)
-    compensatable: set[str] = set()
-    forward: set[str] = set()
-    deadline_after: dict[str, int] = {}
     saga_deadline: dict[str, int] = {}
-    next_types: dict[str, list[str]] = {}
-    reacting: dict[str, list[str]] = {}
     for saga in sagas:
         if saga.deadline is not None:
             saga_deadline.setdefault(saga.name, int(saga.deadline * 1000))
+    steps = _StepFacts()
     for service in services:
         for spec in service.handlers:
-            if spec.kind is StepKind.COMPENSATABLE:
-                compensatable.add(spec.step_id)
-            if spec.kind is StepKind.COMPENSATION and spec.undoes is not None:
-                compensatable.add(spec.undoes)
-            if spec.kind.is_forward:
-                forward.add(spec.step_id)
-            if spec.kind is StepKind.LISTENER:
-                continue
-            for consumed in spec.consumed_types:
-                reacting.setdefault(consumed, []).append(spec.step_id)
-                next_types.setdefault(consumed, []).extend(spec.emitted_types)
-                if spec.deadline is not None:
-                    ms = int(spec.deadline * 1000)
-                    deadline_after[consumed] = min(ms, deadline_after.get(consumed, ms))
+            steps.add(spec)
     return GraphFacts(
-        compensatable=frozenset(compensatable),
-        forward_steps=frozenset(forward),
-        deadline_after_ms=deadline_after,
+        compensatable=frozenset(steps.compensatable),
+        forward_steps=frozenset(steps.forward),
+        deadline_after_ms=steps.deadline_after,
         saga_deadline_ms=saga_deadline,
-        next_types={k: tuple(dict.fromkeys(v)) for k, v in next_types.items()},
-        reacting_steps={k: tuple(v) for k, v in reacting.items()},
+        next_types={k: tuple(dict.fromkeys(v)) for k, v in steps.next_types.items()},
+        reacting_steps={k: tuple(v) for k, v in steps.reacting.items()},
     )
+
+
+class _StepFacts:
+    """The per-handler facts, collected one handler at a time (see :func:`facts_from`)."""
+
+    def __init__(self) -> None:
+        self.compensatable: set[str] = set()
+        self.forward: set[str] = set()
+        self.deadline_after: dict[str, int] = {}
+        self.next_types: dict[str, list[str]] = {}
+        self.reacting: dict[str, list[str]] = {}
+
+    def add(self, spec: HandlerSpec) -> None:
+        """Record what one handler declares: its kind, what it reacts to and its deadline."""
+        if spec.kind is StepKind.COMPENSATABLE:
+            self.compensatable.add(spec.step_id)
+        if spec.kind is StepKind.COMPENSATION and spec.undoes is not None:
+            self.compensatable.add(spec.undoes)
+        if spec.kind.is_forward:
+            self.forward.add(spec.step_id)
+        if spec.kind is StepKind.LISTENER:
+            return
+        for consumed in spec.consumed_types:
+            self.reacting.setdefault(consumed, []).append(spec.step_id)
+            self.next_types.setdefault(consumed, []).extend(spec.emitted_types)
+            if spec.deadline is not None:
+                ms = int(spec.deadline * 1000)
+                self.deadline_after[consumed] = min(ms, self.deadline_after.get(consumed, ms))

@@ -22,7 +22,7 @@ __all__ = [
 
 
 class SagaState(enum.StrEnum):
-    """Where a saga is, folded from its events alone (DESIGN §3)."""
+    """Where a saga is, folded from its events' roles alone (see :mod:`choreo.tracker.fold`)."""
 
     STARTED = "Started"
     """The saga's first event was seen."""

@@ -2,8 +2,11 @@
 
 One container record per Kafka record: topic, partition, offset, timestamp, key bytes,
 value bytes and the headers as an array of ``{key, value}`` (bytes). The file is written
-with fastavro's ``writer`` (deflate codec) and read back with its ``reader``; both are
-streaming, so a file of millions of records never has to fit in memory.
+with fastavro's ``writer`` (deflate codec) and read back, block by block, by choreo's
+bounded container reader (:mod:`choreo.avro.container`): a file someone sends is untrusted,
+so only files whose schema is the export schema are read, with limits on every size the
+file claims. Both directions stream: a file of millions of records never has to fit in
+memory.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Any, BinaryIO, Final
 
 import fastavro
 
-from choreo.errors import DecodeError
+from choreo.avro.container import read_blocks
 from choreo.transports.base import Record
 
 __all__ = [
+    "ACCEPTED_EXPORT_SCHEMAS",
     "EXPORT_SCHEMA",
     "ContainerReader",
     "read_container_file",
@@ -59,7 +63,8 @@ EXPORT_SCHEMA: Final[dict[str, Any]] = {
 }
 
 _PARSED_SCHEMA: Final = fastavro.parse_schema(EXPORT_SCHEMA)
-_EXPORT_NAMES: Final = ("choreo.export.ExportedRecord", "ExportedRecord")
+ACCEPTED_EXPORT_SCHEMAS: Final = (EXPORT_SCHEMA,)
+"""Writer schemas an export file may have (their Parsing Canonical Forms): today's only."""
 
 
 def _to_container(record: Record) -> dict[str, Any]:
@@ -148,23 +153,21 @@ class ContainerReader:
             yield from self._records(stream)
 
     def _records(self, stream: BinaryIO) -> Iterator[Record]:
-        try:
-            blocks = fastavro.block_reader(stream)
-        except (ValueError, EOFError) as exc:
-            raise DecodeError(f"{self.path} is not an Avro object container file: {exc}") from exc
-        schema = blocks.writer_schema
-        if not isinstance(schema, dict) or schema.get("name") not in _EXPORT_NAMES:
-            raise DecodeError(f"{self.path} was not written by `choreo export`")
+        # the file is untrusted: its schema is only compared with ours, its bytes are
+        # decoded by choreo's bounded decoder (choreo.avro.container), never by fastavro
+        blocks = read_blocks(
+            stream,
+            ACCEPTED_EXPORT_SCHEMAS,
+            label=str(self.path),
+            refusal="was not written by `choreo export` (not the export schema)",
+        )
         make = _from_container
-        try:
-            for block in blocks:
-                for datum in block:
-                    yield make(datum)  # type: ignore[arg-type]  # records, by the schema
-                self.bytes_read = stream.tell()
-                if self._on_progress is not None:
-                    self._on_progress(self.bytes_read)
-        except (ValueError, EOFError) as exc:
-            raise DecodeError(f"{self.path} is truncated or corrupt: {exc}") from exc
+        for block in blocks:
+            for datum in block:
+                yield make(datum)
+            self.bytes_read = stream.tell()
+            if self._on_progress is not None:
+                self._on_progress(self.bytes_read)
 
 
 def read_container_file(

@@ -228,7 +228,7 @@ class Tracker:
             self._feed_chunk((), dirty, final=True)
         return count
 
-    def _feed_chunk(  # noqa: PLR0912, PLR0915 - the hot loop, flat on purpose
+    def _feed_chunk(
         self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool
     ) -> tuple[int, list[Entry]]:
         """Add records' events to their sagas (collected in ``dirty``), then re-fold them.
@@ -237,102 +237,10 @@ class Tracker:
         otherwise only those with a terminal event, so they can be compacted, and the
         running ones wait for a later chunk (each saga is folded about once per read).
         Returns how many records were taken and the sagas re-folded.
-        This is the tracker's hot loop, written flat on purpose (DESIGN §7): one dict of
-        the headers, one cache look-up for the low-cardinality values, one TraceEvent
-        per record.
         """
         with self._cond:
+            taken, added, duplicates = self._add_records(records, dirty)
             stats = self.stats
-            full = self._full
-            packed_sagas = self._packed
-            offsets = self._offsets
-            shape_of = self._shapes.get
-            learn = self._learn
-            resume = self._resume
-            keep_payloads = self.decode is not None and self.max_payloads > 0
-            make = tuple.__new__  # TraceEvent(...) without the keyword handling
-            terminal = _TERMINAL_ROLES
-            taken = added = duplicates = 0
-            for record in records:
-                taken += 1
-                topic, partition, offset = record.topic, record.partition, record.offset
-                if resume and self._already_read(topic, partition, offset):
-                    continue
-                # the next offset to read; a re-delivered older record moves it back, which
-                # only makes a restart read (and deduplicate) a little more
-                offsets[(topic, partition)] = offset + 1
-                headers = dict(record.headers)
-                cid_raw = headers.get(_CID)
-                if cid_raw is None:
-                    stats.ignored += 1
-                    continue
-                if _DLQ_REASON in headers or _NEEDS_HUMAN in headers:
-                    marked = self._dead_letter(headers, cid_raw)
-                    if marked is not None:
-                        dirty[marked.cid] = marked
-                    continue
-                try:
-                    shape = (
-                        headers[_TYPE],
-                        headers[_ROLE],
-                        headers.get(_SERVICE, b""),
-                        headers.get(_STEP),
-                        headers.get(_SAGA, b""),
-                        topic,
-                    )
-                    event_type, role, service, step, saga, topic = shape_of(shape) or learn(shape)
-                    eid = headers[_EID].decode()
-                    cid = cid_raw.decode()
-                    cause_raw = headers.get(_CAUSE)
-                    event = make(
-                        TraceEvent,
-                        (
-                            eid,
-                            event_type,
-                            role,
-                            service,
-                            int(headers[_AT]),
-                            None if cause_raw is None else cause_raw.decode(),
-                            step,
-                            topic,
-                            partition,
-                            offset,
-                            False,
-                        ),
-                    )
-                except _BROKEN as exc:
-                    stats.invalid += 1
-                    logger.debug(
-                        "record %s/%d@%d has a broken choreo header: %r",
-                        topic, partition, offset, exc,
-                    )
-                    continue
-                # the sagas of this read so far are in the small, cache-warm ``dirty`` map
-                entry = dirty.get(cid)
-                if entry is None or entry.packed_away:
-                    entry = full.get(cid)
-                    if entry is None:
-                        packed = packed_sagas.get(cid)
-                        entry = (
-                            self._new_entry(cid) if packed is None else self._expand(cid, packed)
-                        )
-                known = entry.events.setdefault(eid, event)
-                if known is not event:
-                    duplicates += 1
-                    kept = preferred(known, event)
-                    if kept is known:
-                        continue
-                    entry.events[eid] = kept
-                else:
-                    added += 1
-                entry.trace = None  # stale until re-folded
-                dirty[cid] = entry
-                if role in terminal:
-                    entry.ended = True
-                if saga is not entry.saga and saga and (not entry.saga or saga < entry.saga):
-                    self._retype(entry, saga)
-                if keep_payloads and record.value is not None:
-                    self._keep_payload(cid, eid, record.value)
             stats.records += taken
             stats.events += added
             stats.duplicates += duplicates
@@ -343,24 +251,142 @@ class Tracker:
                 ready = [entry for entry in dirty.values() if entry.ended]
                 for entry in ready:
                     del dirty[entry.cid]
-            refold, settle = self._refold, self._settle
-            finished, keep_finished = self._finished, self.keep_finished
-            for entry in ready:
-                if entry.packed_away:  # packed while it waited: expanding re-folds it
-                    packed = packed_sagas.get(entry.cid)
-                    if packed is not None:
-                        self._expand(entry.cid, packed)
-                    continue
-                trace = refold(entry, new_event=True)
-                if trace.state in TERMINAL_STATES and len(finished) >= keep_finished:
-                    # it will be packed: do it now, while its events are in the CPU caches
-                    # (the blob is used when it is evicted, unless an event changes it first)
-                    entry.blob = self._pack(entry.cid, trace.events)
-                settle(entry)
+            self._refold_ready(ready)
             self._evict()
             if ready:
                 self._changed()
             return taken, ready
+
+    def _add_records(
+        self, records: Iterable[Record], dirty: dict[str, Entry]
+    ) -> tuple[int, int, int]:
+        """Add each record's event to its saga's event set.
+
+        Returns how many records were taken, how many events were new and how many were
+        duplicates (known event ids).
+
+        The tracker's hot loop, flat on purpose: one dict of the headers, one cache
+        look-up for the low-cardinality values, one TraceEvent per record; the sagas of
+        this read are found in the small, cache-warm ``dirty`` map before the large ones.
+        """
+        stats = self.stats
+        offsets = self._offsets
+        shape_of = self._shapes.get
+        resume = self._resume
+        keep_payloads = self.decode is not None and self.max_payloads > 0
+        make = tuple.__new__  # TraceEvent(...) without the keyword handling
+        taken = added = duplicates = 0
+        for taken, record in enumerate(records, 1):  # noqa: B007 - taken is the count
+            topic, partition, offset = record.topic, record.partition, record.offset
+            if resume and self._already_read(topic, partition, offset):
+                continue
+            # the next offset to read; a re-delivered older record moves it back, which
+            # only makes a restart read (and deduplicate) a little more
+            offsets[(topic, partition)] = offset + 1
+            headers = dict(record.headers)
+            cid_raw = headers.get(_CID)
+            if cid_raw is None:
+                stats.ignored += 1
+                continue
+            if _DLQ_REASON in headers or _NEEDS_HUMAN in headers:
+                self._dead_letter(headers, cid_raw, dirty)
+                continue
+            try:
+                shape = (
+                    headers[_TYPE],
+                    headers[_ROLE],
+                    headers.get(_SERVICE, b""),
+                    headers.get(_STEP),
+                    headers.get(_SAGA, b""),
+                    topic,
+                )
+                event_type, role, service, step, saga, topic = shape_of(shape) or self._learn(shape)
+                eid = headers[_EID].decode()
+                cid = cid_raw.decode()
+                cause_raw = headers.get(_CAUSE)
+                event = make(
+                    TraceEvent,
+                    (
+                        eid,
+                        event_type,
+                        role,
+                        service,
+                        int(headers[_AT]),
+                        None if cause_raw is None else cause_raw.decode(),
+                        step,
+                        topic,
+                        partition,
+                        offset,
+                        False,
+                    ),
+                )
+            except _BROKEN as exc:
+                self._broken(record, exc)
+                continue
+            entry = dirty.get(cid)
+            if entry is None or entry.packed_away:
+                entry = self._entry_of(cid)
+            known = entry.events.setdefault(eid, event)
+            if known is not event:
+                duplicates += 1
+                kept = preferred(known, event)
+                if kept is known:
+                    continue
+                entry.events[eid] = kept
+            else:
+                added += 1
+            entry.trace = None  # stale until re-folded
+            dirty[cid] = entry
+            if role in _TERMINAL_ROLES:
+                entry.ended = True
+            if saga is not entry.saga:
+                self._name_saga(entry, saga)
+            if keep_payloads:
+                self._keep_payload(cid, eid, record.value)
+        return taken, added, duplicates
+
+    def _broken(self, record: Record, exc: Exception) -> None:
+        """Count (and log at debug level) a record with a broken choreo header."""
+        self.stats.invalid += 1
+        logger.debug(
+            "record %s/%d@%d has a broken choreo header: %r",
+            record.topic, record.partition, record.offset, exc,
+        )
+
+    def _refold_ready(self, ready: list[Entry]) -> None:
+        """Re-fold the sagas whose events changed; pack a finished one about to be evicted."""
+        packed_sagas = self._packed
+        refold, settle = self._refold, self._settle
+        finished, keep_finished = self._finished, self.keep_finished
+        for entry in ready:
+            if entry.packed_away:  # packed while it waited: expanding re-folds it
+                packed = packed_sagas.get(entry.cid)
+                if packed is not None:
+                    self._expand(entry.cid, packed)
+                continue
+            trace = refold(entry, new_event=True)
+            if trace.state in TERMINAL_STATES and len(finished) >= keep_finished:
+                # it will be packed: do it now, while its events are in the CPU caches
+                # (the blob is used when it is evicted, unless an event changes it first)
+                entry.blob = self._pack(entry.cid, trace.events)
+            settle(entry)
+
+    def _entry_of(self, cid: str) -> Entry:
+        """Return a saga's entry in full: the kept one, the packed one expanded, or a new one."""
+        entry = self._full.get(cid)
+        if entry is not None:
+            return entry
+        packed = self._packed.get(cid)
+        return self._new_entry(cid) if packed is None else self._expand(cid, packed)
+
+    def _name_saga(self, entry: Entry, saga: str) -> None:
+        """Give a saga the type an event names, if it has none or this one sorts first.
+
+        Events of one saga normally agree; when they do not, the smallest name wins,
+        so the type does not depend on the order the events were read in.
+        """
+        if saga and (not entry.saga or saga < entry.saga):
+            self._retype(entry, saga)
 
     def _learn(self, shape: _Shape) -> _Known:
         """Decode (and cache) a record's low-cardinality values; raise when one is broken."""
@@ -393,7 +419,9 @@ class Tracker:
         self._index.added(cid)
         return entry
 
-    def _keep_payload(self, cid: str, eid: str, value: bytes) -> None:
+    def _keep_payload(self, cid: str, eid: str, value: bytes | None) -> None:
+        if value is None:
+            return
         self._payloads[(cid, eid)] = value
         if len(self._payloads) > self.max_payloads:
             self._payloads.popitem(last=False)
@@ -407,9 +435,21 @@ class Tracker:
             text = self._text[raw] = self.symbols.intern(raw.decode("utf-8"))
         return text
 
-    def _dead_letter(self, headers: dict[str, bytes], cid_raw: bytes) -> Entry | None:
-        """Count a dead-letter record; one asking for a human marks its saga."""
+    def _dead_letter(
+        self, headers: dict[str, bytes], cid_raw: bytes, dirty: dict[str, Entry]
+    ) -> None:
+        """Count a dead-letter record; one asking for a human marks its saga (put in dirty)."""
         self.stats.dead_letters += 1
+        marked = self._mark_needs_human(headers, cid_raw)
+        if marked is not None:
+            dirty[marked.cid] = marked
+
+    def _mark_needs_human(self, headers: dict[str, bytes], cid_raw: bytes) -> Entry | None:
+        """Mark the saga of a record asking for a human compensation-failed; return it.
+
+        None when the record does not ask (``needs-human`` false) or the saga was
+        already marked.
+        """
         flag = headers.get(_NEEDS_HUMAN)
         if flag is None or flag.strip().lower() in _FALSE:
             return None
@@ -742,42 +782,51 @@ class Tracker:
             for cid in index.overdue(now):
                 index.moving(cid)
                 entry = self._full.get(cid)
-                if entry is None:
-                    packed = self._packed[cid]
-                    summary = summary_of(packed, self.symbols)
-                    deadline, flags = summary.deadline_ms, summary.flags
-                    if flags & FLAG_STUCK or deadline is None or now <= deadline:
-                        continue
-                    if summary.state in TERMINAL_STATES:
-                        continue
-                    old = summary.status
-                    new = SagaStatus.STUCK if old in _PLAIN else old
-                    packed = self._packed[cid] = restamp(packed, new, flags | FLAG_STUCK)
-                    self._counts[old] -= 1
-                    self._counts[new] += 1
-                    if self.store is not None:
-                        self._unsaved.add(cid)
-                    newly.append(self._trace_of(cid, packed))
-                    continue
-                if entry.stuck or entry.deadline_ms is None or now <= entry.deadline_ms:
-                    continue
-                if entry.state in TERMINAL_STATES:
-                    continue
-                entry.stuck = True
-                if entry.trace is not None:
-                    entry.trace = replace(entry.trace, stuck=True)
-                    self._summarise(entry, entry.trace)
-                else:  # waiting to be re-folded: only the summary changes now
-                    old = entry.status
-                    entry.status = SagaStatus.STUCK if old in _PLAIN else old
-                    self._counts[old] -= 1
-                    self._counts[entry.status] += 1
-                    if self.store is not None:
-                        self._unsaved.add(cid)
-                newly.append(self._trace_of(cid, entry))
+                trace = (
+                    self._stuck_packed(cid, now) if entry is None else self._stuck_full(entry, now)
+                )
+                if trace is not None:
+                    newly.append(trace)
             if newly:
                 self._changed()
             return newly
+
+    def _stuck_packed(self, cid: str, now: int) -> SagaTrace | None:
+        """Mark a packed running saga stuck if its deadline passed; return its trace then."""
+        packed = self._packed[cid]
+        summary = summary_of(packed, self.symbols)
+        deadline, flags = summary.deadline_ms, summary.flags
+        if flags & FLAG_STUCK or deadline is None or now <= deadline:
+            return None
+        if summary.state in TERMINAL_STATES:
+            return None
+        old = summary.status
+        new = SagaStatus.STUCK if old in _PLAIN else old
+        packed = self._packed[cid] = restamp(packed, new, flags | FLAG_STUCK)
+        self._counts[old] -= 1
+        self._counts[new] += 1
+        if self.store is not None:
+            self._unsaved.add(cid)
+        return self._trace_of(cid, packed)
+
+    def _stuck_full(self, entry: Entry, now: int) -> SagaTrace | None:
+        """Mark a running saga kept in full stuck if its deadline passed; return its trace then."""
+        if entry.stuck or entry.deadline_ms is None or now <= entry.deadline_ms:
+            return None
+        if entry.state in TERMINAL_STATES:
+            return None
+        entry.stuck = True
+        if entry.trace is not None:
+            entry.trace = replace(entry.trace, stuck=True)
+            self._summarise(entry, entry.trace)
+        else:  # waiting to be re-folded: only the summary changes now
+            old = entry.status
+            entry.status = SagaStatus.STUCK if old in _PLAIN else old
+            self._counts[old] -= 1
+            self._counts[entry.status] += 1
+            if self.store is not None:
+                self._unsaved.add(entry.cid)
+        return self._trace_of(entry.cid, entry)
 
     def timeout_candidates(self, now_ms: int) -> list[str]:
         """Return the sagas moving forward whose deadline passed before ``now_ms``.

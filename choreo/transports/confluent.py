@@ -32,9 +32,9 @@ from choreo.errors import (
     TransactionError,
     TransportError,
 )
-from choreo.transports._common import ConsumerBase, ProducerBase, require_group_id
-from choreo.transports.base import Consumer, Headers, Record, TopicPartition
+from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
 from choreo.transports.config import KafkaConfig
+from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
 
@@ -258,6 +258,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         )
         super().__init__(_create(ck.Consumer, settings, "consumer"))
         self._pending_seeks: dict[TopicPartition, int] | None = None
+        self._revoked_in_poll: set[TopicPartition] = set()
 
     def _subscribe(self, client: ck.Consumer, topics: Sequence[str]) -> None:
         """Subscribe with callbacks that run on_assign/on_revoke and (un)assign."""
@@ -284,6 +285,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
     def _revoked(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
         """Run the user's on_revoke for a non-empty revocation, then unassign."""
         revoked = [TopicPartition(p.topic, p.partition) for p in partitions]
+        self._revoked_in_poll.update(revoked)
         try:
             if revoked and self._on_revoke is not None:
                 self._on_revoke(revoked)
@@ -297,8 +299,14 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         timeout passed, so at low load every hop would wait the whole timeout. Instead take
         what is already fetched without waiting, and when nothing is, wait for one message
         with ``poll(timeout)`` and then take the rest of its batch without waiting.
+
+        A rebalance served during the call may revoke partitions whose messages were
+        already taken: those messages are dropped (their new owner reads them), so no
+        record of a revoked partition is ever returned.
         """
         client = self._client()
+        revoked = self._revoked_in_poll
+        revoked.clear()
         try:
             messages = client.consume(max_records, 0)
             if not messages and timeout > 0:
@@ -311,10 +319,13 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             raise _transport_error(exc, "consume failed") from exc
         records: list[Record] = []
         append = records.append
+        new = make_record
         for msg in messages:
             err = msg.error()
             if err is not None:
                 self._on_error(err)
+                continue
+            if revoked and (msg.topic(), msg.partition()) in revoked:
                 continue
             raw = msg.headers()
             headers: tuple[tuple[str, bytes], ...] = ()
@@ -324,7 +335,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
                     headers = tuple((k, v if v is not None else b"") for k, v in headers)
             # A message without error always has a topic, partition and offset.
             append(
-                Record(
+                new(
                     msg.topic(),  # type: ignore[arg-type]
                     msg.partition(),  # type: ignore[arg-type]
                     msg.offset(),  # type: ignore[arg-type]
@@ -378,6 +389,22 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             client.seek(ck.TopicPartition(partition.topic, partition.partition, offset))
         except ck.KafkaException as exc:
             raise _transport_error(exc, f"cannot seek {partition} to {offset}") from exc
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        """Stop fetching from assigned ``partitions`` until :meth:`resume`."""
+        client = self._client()
+        try:
+            client.pause([ck.TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, f"cannot pause {list(partitions)}") from exc
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        """Fetch from paused ``partitions`` again."""
+        client = self._client()
+        try:
+            client.resume([ck.TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, f"cannot resume {list(partitions)}") from exc
 
     def assignment(self) -> list[TopicPartition]:
         """Return the partitions currently assigned to this consumer."""

@@ -45,9 +45,16 @@ from choreo.errors import (
     TransactionError,
     TransportError,
 )
-from choreo.transports._common import ConsumerBase, ProducerBase, require_group_id
-from choreo.transports.base import Consumer, Headers, RebalanceCallback, Record, TopicPartition
+from choreo.transports.base import (
+    Consumer,
+    Headers,
+    RebalanceCallback,
+    Record,
+    TopicPartition,
+    make_record,
+)
 from choreo.transports.config import KafkaConfig, to_kafka_python
+from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
 
@@ -341,13 +348,14 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
             self._keep_rejoining(client)
         records: list[Record] = []
         append = records.append
+        new = make_record
         for batch in batches.values():
             for r in batch:
                 raw = r.headers
                 headers: tuple[tuple[str, bytes], ...] = ()
                 if raw:
                     headers = tuple((k, v if v is not None else b"") for k, v in raw)
-                append(Record(r.topic, r.partition, r.offset, r.key, r.value, headers, r.timestamp))
+                append(new(r.topic, r.partition, r.offset, r.key, r.value, headers, r.timestamp))
         return records
 
     @staticmethod
@@ -385,6 +393,22 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
             client.seek(kafka.TopicPartition(partition.topic, partition.partition), offset)
         except (kerr.KafkaError, AssertionError, ValueError) as exc:
             raise TransportError(f"cannot seek {partition} to {offset}: {exc}") from exc
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        """Stop fetching from assigned ``partitions`` until :meth:`resume`."""
+        client = self._client()
+        try:
+            client.pause(*[kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        except (kerr.KafkaError, AssertionError, ValueError, TypeError) as exc:
+            raise TransportError(f"cannot pause {list(partitions)}: {exc}") from exc
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        """Fetch from paused ``partitions`` again."""
+        client = self._client()
+        try:
+            client.resume(*[kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        except (kerr.KafkaError, AssertionError, ValueError, TypeError) as exc:
+            raise TransportError(f"cannot resume {list(partitions)}: {exc}") from exc
 
     def assignment(self) -> list[TopicPartition]:
         """Return the partitions currently assigned to this consumer."""

@@ -7,22 +7,29 @@ import choreo.testing
 
 
 def test_runtime_exports_exactly_its_public_api() -> None:
-    """choreo.runtime exports the worker, its config, stores, publisher and naming helpers."""
+    """choreo.runtime exports the worker, its config, stores, delivery, middleware, helpers."""
     assert sorted(choreo.runtime.__all__) == [
+        "AtLeastOnce",
         "COMPENSATION_RETRY",
         "DEADLETTER_TOPIC",
         "DEFAULT_RETRY",
         "DeadLetter",
         "DeadLetterNaming",
         "DeadLetterReason",
+        "Delivery",
+        "EventInfo",
         "Inbox",
+        "LoggingMiddleware",
         "MemoryInbox",
+        "Middleware",
         "OutboxRecord",
+        "Outcome",
         "Publisher",
         "SagaStarter",
         "Serde",
         "SqliteInbox",
         "TopicNaming",
+        "Transactional",
         "Worker",
         "WorkerConfig",
         "deadletter_topic",

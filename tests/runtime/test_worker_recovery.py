@@ -270,15 +270,15 @@ def test_partitions_are_handled_in_a_thread_pool_in_order(serde: Any, shop: Shop
     cids = [publisher.start(shop.saga, OrderPlaced(f"o{i}", "book", 1, 1)) for i in range(40)]
     assert bus.partitions(ORDERS) == 4
 
-    real_invoke = inventory.dispatcher._invoke
+    real_invoke = inventory.dispatcher.invoker.invoke
 
     def spying_invoke(*args: Any) -> Any:
         threads[threading.current_thread().name] += 1
-        dbs.add(args[-1])
+        dbs.add(args[3])  # the inbox whose connection ctx.db would be
         time.sleep(0.002)  # keep the thread busy so the pool starts others
         return real_invoke(*args)
 
-    inventory.dispatcher._invoke = spying_invoke  # type: ignore[method-assign]
+    inventory.dispatcher.invoker.invoke = spying_invoke  # type: ignore[method-assign]
     run_until_idle([inventory, spy])
     assert shop.state.count("inventory.reserve") == 40
     assert len(bus.records(RESERVED)) == 40

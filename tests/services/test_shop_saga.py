@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from choreo.choreography.graph import Choreography, check
+from choreo.choreography.checks import check
+from choreo.choreography.graph import Choreography
 from choreo.model.envelope import now_ms
 from choreo.runtime import Publisher
 from choreo.testing import SagaTestKit

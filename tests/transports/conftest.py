@@ -1,5 +1,5 @@
-"""Let pytest rewrite the asserts of the shared contract module for readable failures."""
+"""Let pytest rewrite the asserts of the packaged contract suite for readable failures."""
 
 import pytest
 
-pytest.register_assert_rewrite("transports.contract", "tests.transports.contract")
+pytest.register_assert_rewrite("choreo.testing.transport_contract")

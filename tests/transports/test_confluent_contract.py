@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from choreo.testing.transport_contract import TransactionContract, TransportContract
 from choreo.transports.base import Transport
 from choreo.transports.confluent import ConfluentTransport
 
-from .contract import TransportContract
 from .kafka_settings import fast_config
 
 pytestmark = pytest.mark.kafka
 
 
-class TestConfluentContract(TransportContract):
+class TestConfluentContract(TransportContract, TransactionContract):
     """The confluent transport honours the whole contract on a real broker."""
 
     @pytest.fixture

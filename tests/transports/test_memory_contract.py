@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from choreo.testing.transport_contract import TransactionContract, TransportContract
 from choreo.transports.base import Transport
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
-from .contract import TransportContract
 
-
-class TestMemoryContract(TransportContract):
+class TestMemoryContract(TransportContract, TransactionContract):
     """The memory transport honours the whole contract."""
 
     patience = 5.0

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from choreo.errors import ConfigurationError
-from choreo.transports.base import Record
-from choreo.transports.memory import MemoryBus, MemoryTransport, _new_record
+from choreo.transports.base import Record, make_record
+from choreo.transports.memory import MemoryBus, MemoryTransport
 from choreo.transports.partitioner import partition_for
 
 HEADERS = st.lists(st.tuples(st.text(max_size=8), st.binary(max_size=8)), max_size=4).map(tuple)
@@ -33,9 +33,9 @@ def test_the_fast_record_builder_builds_a_real_equal_record(
     headers: tuple[tuple[str, bytes], ...],
     stamp: int,
 ) -> None:
-    """_new_record returns an immutable Record equal (and hashing equal) to Record(...)."""
+    """make_record returns an immutable Record equal (and hashing equal) to Record(...)."""
     fields = (topic, partition, offset, key, value, headers, stamp)
-    built = _new_record(*fields)
+    built = make_record(*fields)
     assert type(built) is Record
     assert built == Record(*fields)
     assert hash(built) == hash(Record(*fields))

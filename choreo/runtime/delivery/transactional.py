@@ -9,10 +9,15 @@ and the outbox is published again with the next batch.
 
 from __future__ import annotations
 
-from choreo.errors import TransactionError, TransportError
+from choreo.errors import ConfigurationError, TransactionError, TransportError
 from choreo.runtime.delivery.at_least_once import AtLeastOnce
 from choreo.runtime.delivery.base import Offsets
-from choreo.transports.base import Producer, TopicPartition
+from choreo.transports.base import (
+    Producer,
+    TopicPartition,
+    TransactionalProducer,
+    supports_transactions,
+)
 
 __all__ = ["Transactional"]
 
@@ -22,15 +27,29 @@ class Transactional(AtLeastOnce):
 
     def _new_producer(self) -> Producer:
         """Return a transactional producer with the worker's transactional id."""
-        return self.transport.producer(
+        producer = self.transport.producer(
             transactional_id=self.config.transactional_id_for(self.service)
         )
+        if not supports_transactions(producer):
+            producer.close()
+            raise ConfigurationError(
+                f"the {self.transport.name} transport has no transactions: "
+                "exactly-once needs a transport whose producers support them"
+            )
+        return producer
+
+    @property
+    def transactional_producer(self) -> TransactionalProducer:
+        """Return the producer as the transactional producer it was checked to be."""
+        producer = self.producer
+        assert isinstance(producer, TransactionalProducer)
+        return producer
 
     def _send(self, offsets: Offsets, first: Offsets) -> None:
         """Run one Kafka transaction {publish pending, send offsets, commit}."""
         if not self._pending and not offsets:
             return
-        producer = self.producer
+        producer = self.transactional_producer
         link = self.link
         timeout = self.config.transaction_timeout
         pending = self._pending
@@ -56,7 +75,7 @@ class Transactional(AtLeastOnce):
         if abortable and not exc.retriable:
             log.warning("transaction failed, aborting it: %s", exc)
             try:
-                self.producer.abort_transaction(self.config.transaction_timeout)
+                self.transactional_producer.abort_transaction(self.config.transaction_timeout)
                 return
             except TransportError as abort_error:
                 log.warning("abort failed, recreating the producer: %s", abort_error)

@@ -1,9 +1,35 @@
-"""The one contract every transport honours, written once and subclassed per transport.
+"""The contract every transport honours, as pytest test classes to subclass per transport.
 
-A subclass provides the ``transport`` fixture (and may lower ``patience`` for fast
-transports). Tests use fresh topic and group names, so Kafka runs can share a broker.
-Every wait is a loop bounded by ``patience``: fast when things work, a clear failure
-when they do not.
+:class:`TransportContract` holds what every transport must do (publish and read with
+keys, headers and per-key order, Kafka's partitioning, groups and rebalances, commits,
+seeks, pause and resume, delivery errors, closing, topic administration);
+:class:`TransactionContract` adds what a transport with transactions
+(:class:`~choreo.transports.base.TransactionalProducer`) must do. choreo runs both
+against its memory, confluent-kafka and kafka-python transports; the author of another
+transport runs them against theirs, in their own test suite::
+
+    # tests/test_my_transport_contract.py
+    import pytest
+
+    from choreo.testing.transport_contract import TransactionContract, TransportContract
+    from my_package import MyTransport
+
+
+    class TestMyTransport(TransportContract, TransactionContract):  # drop the second
+        \"\"\"MyTransport honours choreo's transport contract.\"\"\"  # without transactions
+
+        patience = 30.0  # seconds any single wait may take (lower it for a fast transport)
+
+        @pytest.fixture
+        def transport(self) -> MyTransport:
+            return MyTransport("localhost:9092")
+
+Then ``pytest tests/test_my_transport_contract.py``. For pytest's detailed assertion
+messages, add ``pytest.register_assert_rewrite("choreo.testing.transport_contract")`` to
+your ``conftest.py`` (before the test module imports it). Tests create fresh topic and
+group names (``contract-...``), so runs can share a broker; every wait is a loop bounded
+by ``patience``: fast when things work, a clear failure when they do not. This module
+imports pytest, which :mod:`choreo.testing` itself does not.
 """
 
 from __future__ import annotations
@@ -16,8 +42,18 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from choreo.errors import DeliveryError, TransactionError, TransportClosedError, TransportError
-from choreo.transports.base import Consumer, Producer, Record, TopicPartition, Transport
+from choreo.transports.base import (
+    Consumer,
+    Producer,
+    Record,
+    TopicPartition,
+    TransactionalProducer,
+    Transport,
+    supports_transactions,
+)
 from choreo.transports.partitioner import partition_for
+
+__all__ = ["Clients", "ContractBase", "TransactionContract", "TransportContract", "unique"]
 
 OVERSIZED = b"x" * 2_000_000  # beyond every client's and broker's default message size
 
@@ -40,6 +76,13 @@ class Clients:
         self._opened.append(producer)
         return producer
 
+    def transactional(self, transactional_id: str) -> TransactionalProducer:
+        """Return a transactional producer that is closed at teardown."""
+        producer = self.producer(transactional_id)
+        assert isinstance(producer, TransactionalProducer), "no transactional producer"
+        assert supports_transactions(producer)
+        return producer
+
     def consumer(self, group_id: str, *, from_beginning: bool = True) -> Consumer:
         """Return a consumer that is closed at teardown."""
         consumer = self.transport.consumer(group_id, from_beginning=from_beginning)
@@ -52,8 +95,8 @@ class Clients:
             client.close()
 
 
-class TransportContract:
-    """Behaviour shared by the memory, confluent and kafka-python transports."""
+class ContractBase:
+    """The fixtures and helpers of the contract classes; a subclass overrides ``transport``."""
 
     patience = 30.0  # seconds any single wait may take before the test fails
     poll_timeout = 0.2
@@ -116,6 +159,11 @@ class TransportContract:
         for key, value in items:
             producer.publish(topic, value, key=key)
         producer.flush(self.patience)
+
+
+
+class TransportContract(ContractBase):
+    """What every transport does: publish, read, groups, commits, seeks, pauses, closing."""
 
     # --- publishing and reading ------------------------------------------------------
 
@@ -326,6 +374,45 @@ class TransportContract:
         with pytest.raises(TransportError):
             consumer.seek(TopicPartition(topic, 0), 0)
 
+    def _keys_per_partition(self, partitions: int) -> list[bytes]:
+        """Return one key for each partition of a topic with ``partitions`` (Kafka's hash)."""
+        keys: dict[int, bytes] = {}
+        for n in range(1000):
+            keys.setdefault(partition_for(f"k{n}".encode(), partitions), f"k{n}".encode())
+        return [keys[p] for p in range(partitions)]
+
+    def test_a_paused_partition_yields_nothing_until_resumed(self, clients: Clients) -> None:
+        """Polls skip a paused partition and return the others'; resume picks it up again."""
+        topic = self.topic(clients.transport, partitions=2)
+        k0, k1 = self._keys_per_partition(2)
+        producer = clients.producer()
+        self.publish_all(producer, topic, [(k0, b"p0-a"), (k1, b"p1-a")])
+        consumer = clients.consumer(unique("g"))
+        consumer.subscribe([topic])
+        assert sorted(r.value or b"" for r in self.drain(consumer, 2)) == [b"p0-a", b"p1-a"]
+        paused = TopicPartition(topic, 0)
+        consumer.pause([paused])
+        self.publish_all(producer, topic, [(k0, b"p0-b"), (k1, b"p1-b")])
+        assert [r.value for r in self.drain(consumer, 1)] == [b"p1-b"]
+        for _ in range(3):
+            assert consumer.poll(timeout=self.poll_timeout) == []
+        consumer.resume([paused])
+        assert [r.value for r in self.drain(consumer, 1)] == [b"p0-b"]
+
+    def test_seek_of_a_paused_partition_applies_on_resume(self, clients: Clients) -> None:
+        """A partition sought back and paused is read again from there once resumed."""
+        topic = self.topic(clients.transport)
+        self.publish_all(clients.producer(), topic, [(b"k", b"a"), (b"k", b"b"), (b"k", b"c")])
+        consumer = clients.consumer(unique("g"))
+        consumer.subscribe([topic])
+        assert [r.value for r in self.drain(consumer, 3)] == [b"a", b"b", b"c"]
+        tp = TopicPartition(topic, 0)
+        consumer.seek(tp, 1)
+        consumer.pause([tp])
+        assert consumer.poll(timeout=self.poll_timeout) == []
+        consumer.resume([tp])
+        assert [r.value for r in self.drain(consumer, 2)] == [b"b", b"c"]
+
     def test_regex_subscription_picks_up_topics_created_later(self, clients: Clients) -> None:
         """A ``^`` subscription reads matching topics, including ones created after it."""
         prefix = f"contractrx{uuid.uuid4().hex[:10]}"
@@ -367,75 +454,6 @@ class TransportContract:
         with pytest.raises(DeliveryError, match="not a legal topic!"):
             producer.flush(self.patience)
 
-    # --- transactions ----------------------------------------------------------------
-
-    def _consume_inputs(self, clients: Clients, count: int) -> tuple[str, str, Consumer]:
-        """Publish ``count`` input records and read them in a new group."""
-        source = self.topic(clients.transport, prefix="in")
-        inputs = [(None, f"in-{n}".encode()) for n in range(count)]
-        self.publish_all(clients.producer(), source, inputs)
-        group = unique("g")
-        consumer = clients.consumer(group)
-        consumer.subscribe([source])
-        assert len(self.drain(consumer, count)) == count
-        return source, group, consumer
-
-    def test_committed_transaction_is_visible_with_its_offsets(self, clients: Clients) -> None:
-        """A committed transaction's records become visible and its group offsets stick."""
-        source, group, consumer = self._consume_inputs(clients, 3)
-        sink = self.topic(clients.transport, prefix="out")
-        producer = clients.producer(transactional_id=unique("tx"))
-        assert producer.transactional
-        producer.begin_transaction()
-        producer.publish(sink, b"out-0", key=b"k")
-        producer.publish(sink, b"out-1", key=b"k")
-        producer.send_offsets_to_transaction({TopicPartition(source, 0): 3}, consumer)
-        producer.commit_transaction()
-        reader = clients.consumer(unique("g"))
-        reader.subscribe([sink])
-        assert [r.value for r in self.drain(reader, 2)] == [b"out-0", b"out-1"]
-        consumer.close()
-        self.publish_all(clients.producer(), source, [(None, b"in-next")])
-        resumed = clients.consumer(group)
-        resumed.subscribe([source])
-        assert [r.value for r in self.drain(resumed, 1)] == [b"in-next"]
-
-    def test_aborted_transaction_is_invisible_and_keeps_offsets(self, clients: Clients) -> None:
-        """An aborted transaction's records never show and its group offsets are not committed."""
-        source, group, consumer = self._consume_inputs(clients, 2)
-        sink = self.topic(clients.transport, prefix="out")
-        producer = clients.producer(transactional_id=unique("tx"))
-        producer.begin_transaction()
-        producer.publish(sink, b"aborted", key=b"k")
-        producer.send_offsets_to_transaction({TopicPartition(source, 0): 2}, consumer)
-        producer.abort_transaction()
-        producer.begin_transaction()
-        producer.publish(sink, b"committed", key=b"k")
-        producer.commit_transaction()
-        reader = clients.consumer(unique("g"))
-        reader.subscribe([sink])
-        assert [r.value for r in self.drain(reader, 1)] == [b"committed"]
-        assert reader.poll(timeout=self.poll_timeout) == []
-        consumer.close()
-        again = clients.consumer(group)
-        again.subscribe([source])
-        assert [r.value for r in self.drain(again, 2)] == [b"in-0", b"in-1"]
-
-    def test_transactional_producer_refuses_to_publish_outside_a_transaction(
-        self, clients: Clients
-    ) -> None:
-        """A transactional producer raises TransactionError when no transaction is open."""
-        producer = clients.producer(transactional_id=unique("tx"))
-        with pytest.raises(TransactionError):
-            producer.publish(self.topic(clients.transport), b"v", key=b"k")
-
-    def test_plain_producer_refuses_transactions(self, clients: Clients) -> None:
-        """A producer without a transactional id raises TransactionError on begin."""
-        producer = clients.producer()
-        assert not producer.transactional
-        with pytest.raises(TransactionError):
-            producer.begin_transaction()
-
     # --- lifecycle and administration ------------------------------------------------
 
     def test_use_after_close_raises_transport_closed(self, clients: Clients) -> None:
@@ -472,3 +490,95 @@ class TransportContract:
         listed = transport.list_topics()
         assert set(names) <= set(listed)
         assert not [name for name in listed if name.startswith("__")]
+
+
+class TransactionContract(ContractBase):
+    """What a transport with transactions does: atomic records and offsets, aborts, fencing."""
+
+    # --- transactions ----------------------------------------------------------------
+
+    def _consume_inputs(self, clients: Clients, count: int) -> tuple[str, str, Consumer]:
+        """Publish ``count`` input records and read them in a new group."""
+        source = self.topic(clients.transport, prefix="in")
+        inputs = [(None, f"in-{n}".encode()) for n in range(count)]
+        self.publish_all(clients.producer(), source, inputs)
+        group = unique("g")
+        consumer = clients.consumer(group)
+        consumer.subscribe([source])
+        assert len(self.drain(consumer, count)) == count
+        return source, group, consumer
+
+    def test_committed_transaction_is_visible_with_its_offsets(self, clients: Clients) -> None:
+        """A committed transaction's records become visible and its group offsets stick."""
+        source, group, consumer = self._consume_inputs(clients, 3)
+        sink = self.topic(clients.transport, prefix="out")
+        producer = clients.transactional(unique("tx"))
+        assert producer.transactional
+        producer.begin_transaction()
+        producer.publish(sink, b"out-0", key=b"k")
+        producer.publish(sink, b"out-1", key=b"k")
+        producer.send_offsets_to_transaction({TopicPartition(source, 0): 3}, consumer)
+        producer.commit_transaction()
+        reader = clients.consumer(unique("g"))
+        reader.subscribe([sink])
+        assert [r.value for r in self.drain(reader, 2)] == [b"out-0", b"out-1"]
+        consumer.close()
+        self.publish_all(clients.producer(), source, [(None, b"in-next")])
+        resumed = clients.consumer(group)
+        resumed.subscribe([source])
+        assert [r.value for r in self.drain(resumed, 1)] == [b"in-next"]
+
+    def test_aborted_transaction_is_invisible_and_keeps_offsets(self, clients: Clients) -> None:
+        """An aborted transaction's records never show and its group offsets are not committed."""
+        source, group, consumer = self._consume_inputs(clients, 2)
+        sink = self.topic(clients.transport, prefix="out")
+        producer = clients.transactional(unique("tx"))
+        producer.begin_transaction()
+        producer.publish(sink, b"aborted", key=b"k")
+        producer.send_offsets_to_transaction({TopicPartition(source, 0): 2}, consumer)
+        producer.abort_transaction()
+        producer.begin_transaction()
+        producer.publish(sink, b"committed", key=b"k")
+        producer.commit_transaction()
+        reader = clients.consumer(unique("g"))
+        reader.subscribe([sink])
+        assert [r.value for r in self.drain(reader, 1)] == [b"committed"]
+        assert reader.poll(timeout=self.poll_timeout) == []
+        consumer.close()
+        again = clients.consumer(group)
+        again.subscribe([source])
+        assert [r.value for r in self.drain(again, 2)] == [b"in-0", b"in-1"]
+
+    def test_transactional_producer_refuses_to_publish_outside_a_transaction(
+        self, clients: Clients
+    ) -> None:
+        """A transactional producer raises TransactionError when no transaction is open."""
+        producer = clients.transactional(unique("tx"))
+        with pytest.raises(TransactionError):
+            producer.publish(self.topic(clients.transport), b"v", key=b"k")
+
+    def test_plain_producer_refuses_transactions(self, clients: Clients) -> None:
+        """A producer without a transactional id is not transactional; begin raises if offered."""
+        producer = clients.producer()
+        assert not supports_transactions(producer)
+        if isinstance(producer, TransactionalProducer):
+            with pytest.raises(TransactionError):
+                producer.begin_transaction()
+
+    def test_a_newer_producer_with_the_same_id_fences_the_older(self, clients: Clients) -> None:
+        """Creating a producer with a transactional id fences the older one: fatal error."""
+        transactional_id = unique("tx")
+        topic = self.topic(clients.transport)
+        older = clients.transactional(transactional_id)
+        newer = clients.transactional(transactional_id)
+        with pytest.raises(TransactionError) as raised:
+            older.begin_transaction()
+            older.publish(topic, b"zombie", key=b"k")
+            older.commit_transaction(self.patience)
+        assert raised.value.fatal
+        newer.begin_transaction()
+        newer.publish(topic, b"live", key=b"k")
+        newer.commit_transaction(self.patience)
+        reader = clients.consumer(unique("g"))
+        reader.subscribe([topic])
+        assert [r.value for r in self.drain(reader, 1)] == [b"live"]

@@ -1,94 +1,34 @@
-"""Test a choreography without a broker: several services on one in-memory bus, in lockstep.
+"""The saga test kit: several services on one in-memory bus, run in lockstep.
 
-:class:`SagaTestKit` runs a real :class:`~choreo.runtime.worker.Worker` per service on a
-shared :class:`~choreo.transports.memory.MemoryBus`, synchronously and deterministically:
-:meth:`~SagaTestKit.run_until_idle` polls the workers round-robin until none has anything
-left to handle. Every published record is recorded in publication order, so a saga's
-events can be read back with their envelopes and asserted on::
-
-    from choreo.testing import SagaTestKit
-
-    from shop.events import OrderCreated, PaymentCharged
-    from shop.services import fulfilment, inventory, orders, payment
-
-
-    def test_an_order_is_fulfilled() -> None:
-        with SagaTestKit([orders, inventory, payment], schemas_dir="schemas") as kit:
-            cid = kit.start(fulfilment, OrderCreated(order_id="o-1", total_cents=1200))
-            kit.run_until_idle()
-
-            kit.assert_completed(cid)
-            charged = kit.assert_emitted(cid, PaymentCharged)
-            assert charged[0].envelope.step == "payment.charge"
-            assert kit.dead_letters() == []
-
-The kit retries failing handlers without waiting (its default budgets have no backoff;
-a handler's own ``retry=`` still applies) and uses a memory inbox per service. Pass
-``config=`` for other worker settings, ``serde=`` to bring your own serde, or
-``transport=`` to run the same test over another transport; on a real broker records
-arrive asynchronously, so drive it with :meth:`~SagaTestKit.run_until` instead of
-:meth:`~SagaTestKit.run_until_idle` (and give each run its own ``group_prefix`` and
-topic naming so runs sharing a broker do not meet).
+See :mod:`choreo.testing` for an example.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from choreo.choreography.service import Retry, Saga, Service
 from choreo.errors import ChoreoError, ConfigurationError
-from choreo.model.envelope import Envelope, Header, Role, headers_to_dict
+from choreo.model.envelope import Envelope, Header, Role
 from choreo.model.events import Event, event_type_of
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter
 from choreo.runtime.publisher import Publisher
 from choreo.runtime.serdes import serde_for
 from choreo.runtime.worker import Serde, Worker
-from choreo.transports.base import Consumer, Headers, Producer, Record, TopicPartition, Transport
+from choreo.testing.recording import RecordingTransport
+from choreo.testing.records import PublishedRecord, SagaEvent
+from choreo.transports.base import Headers, Record, Transport
 
-__all__ = ["PublishedRecord", "SagaEvent", "SagaTestKit"]
+__all__ = ["SagaTestKit"]
 
 _NO_WAIT = Retry(max_attempts=5, backoff=0.0, jitter=False)
 _NO_WAIT_COMPENSATION = Retry(max_attempts=20, backoff=0.0, jitter=False)
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedRecord:
-    """A record as it was published (and acknowledged): topic, key, value, headers."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-
-    @property
-    def header_map(self) -> dict[str, bytes]:
-        """Return the headers as a dict."""
-        return headers_to_dict(self.headers)
-
-
-@dataclass(frozen=True, slots=True)
-class SagaEvent:
-    """One event of a saga as the kit saw it published: envelope, decoded event, record."""
-
-    envelope: Envelope
-    event: Event
-    record: PublishedRecord = field(repr=False)
-
-    @property
-    def event_type(self) -> str:
-        """Return the event type (Avro full name)."""
-        return self.envelope.event_type
-
-    @property
-    def role(self) -> Role:
-        """Return the event's role in its saga."""
-        return self.envelope.role
 
 
 class SagaTestKit:
@@ -121,7 +61,7 @@ class SagaTestKit:
             transport = MemoryTransport()
         self.published: list[PublishedRecord] = []
         """Every acknowledged record, in publication order."""
-        self.transport = _RecordingTransport(transport, self.published)
+        self.transport = RecordingTransport(transport, self.published)
         self.config = config or WorkerConfig(
             poll_timeout=0.0, retry=_NO_WAIT, compensation_retry=_NO_WAIT_COMPENSATION
         )
@@ -342,90 +282,3 @@ class SagaTestKit:
         if event is None:
             event = self._decoded[key] = self.serde.decode(envelope.event_type, record.value or b"")
         return event
-
-
-class _RecordingProducer:
-    """A producer that records what it publishes once delivery is confirmed."""
-
-    def __init__(self, inner: Producer, sink: list[PublishedRecord]) -> None:
-        self._inner = inner
-        self._sink = sink
-        self._queued: list[PublishedRecord] = []
-
-    @property
-    def transactional(self) -> bool:
-        """True when the wrapped producer is transactional."""
-        return self._inner.transactional
-
-    def publish(
-        self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = ()
-    ) -> None:
-        """Publish through the wrapped producer and remember the record."""
-        self._inner.publish(topic, value, key=key, headers=headers)
-        self._queued.append(PublishedRecord(topic, key, value, tuple(headers)))
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Flush; the records published since the last flush count as published."""
-        try:
-            self._inner.flush(timeout)
-        finally:
-            if not self._inner.transactional:
-                self._sink.extend(self._queued)
-                self._queued = []
-
-    def begin_transaction(self) -> None:
-        """Begin a transaction on the wrapped producer."""
-        self._inner.begin_transaction()
-        self._queued = []
-
-    def send_offsets_to_transaction(
-        self, offsets: Mapping[TopicPartition, int], consumer: Consumer, timeout: float = 30.0
-    ) -> None:
-        """Forward the offsets to the wrapped producer's transaction."""
-        self._inner.send_offsets_to_transaction(offsets, consumer, timeout)
-
-    def commit_transaction(self, timeout: float = 30.0) -> None:
-        """Commit; the transaction's records count as published."""
-        self._inner.commit_transaction(timeout)
-        self._sink.extend(self._queued)
-        self._queued = []
-
-    def abort_transaction(self, timeout: float = 30.0) -> None:
-        """Abort; the transaction's records are forgotten."""
-        self._queued = []
-        self._inner.abort_transaction(timeout)
-
-    def close(self) -> None:
-        """Close the wrapped producer."""
-        self._inner.close()
-
-
-class _RecordingTransport:
-    """A transport whose producers record every published record into one list."""
-
-    def __init__(self, inner: Transport, sink: list[PublishedRecord]) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self._sink = sink
-
-    def producer(self, *, transactional_id: str | None = None) -> Producer:
-        """Return a recording producer around the inner transport's."""
-        return _RecordingProducer(
-            self.inner.producer(transactional_id=transactional_id), self._sink
-        )
-
-    def consumer(
-        self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
-    ) -> Consumer:
-        """Return the inner transport's consumer."""
-        return self.inner.consumer(
-            group_id, from_beginning=from_beginning, instance_id=instance_id
-        )
-
-    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
-        """Create topics on the inner transport."""
-        self.inner.create_topics(topics, partitions=partitions)
-
-    def list_topics(self) -> list[str]:
-        """List the inner transport's topics."""
-        return self.inner.list_topics()

@@ -1,10 +1,13 @@
-"""What the Kafka transports share: open/closed checks, failure counting, group checks.
+"""What every transport shares: open/closed checks, failure counting, argument checks.
 
-:class:`ProducerBase` holds a producer's transactional id, its closed flag and the
-records that failed since the last flush, and reports them as one
-:class:`~choreo.errors.DeliveryError`. :class:`ConsumerBase` holds a consumer's client,
-its rebalance callbacks and its closing flags. Neither imports a Kafka client: each
-transport supplies the client calls (``_produce``, ``_subscribe``, ``_close_client``).
+The base classes a transport subclasses (see :mod:`choreo.transports.base` for the
+methods it then implements). :class:`ProducerBase` holds a producer's transactional id,
+its closed flag and the records that failed since the last flush, and reports them as
+one :class:`~choreo.errors.DeliveryError`. :class:`ConsumerBase` holds a consumer's
+client, its rebalance callbacks and its closing flags. :func:`require_group_id` and
+:func:`check_instance_id` check a consumer's arguments. Nothing here imports a Kafka
+client: each transport supplies the client calls (``_produce``, ``_subscribe``,
+``_close_client``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Generic, TypeVar
 from choreo.errors import ConfigurationError, DeliveryError, TransactionError, TransportClosedError
 from choreo.transports.base import Headers, RebalanceCallback
 
-__all__ = ["ConsumerBase", "ProducerBase", "require_group_id"]
+__all__ = ["ConsumerBase", "ProducerBase", "check_instance_id", "require_group_id"]
 
 ClientT = TypeVar("ClientT")
 
@@ -24,6 +27,12 @@ def require_group_id(group_id: str) -> None:
     """Raise ConfigurationError unless ``group_id`` names a group."""
     if not group_id:
         raise ConfigurationError("a consumer needs a group id")
+
+
+def check_instance_id(instance_id: str | None) -> None:
+    """Raise ConfigurationError for an empty static-membership instance id (None is fine)."""
+    if instance_id is not None and not instance_id:
+        raise ConfigurationError("instance_id must not be empty")
 
 
 class ProducerBase:
@@ -87,6 +96,15 @@ class ProducerBase:
         """Forget the failures counted so far."""
         self._failures, self._first_failure, self._first_retriable = 0, "", False
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Raise DeliveryError if a record published since the last flush failed.
+
+        Enough for a transport whose ``_produce`` completes synchronously; a client with
+        a send queue overrides it to wait for the queue first.
+        """
+        self._check_open()
+        self._raise_failures()
+
     def _raise_failures(self) -> None:
         """Raise one DeliveryError for the failures counted so far and forget them; or return."""
         if self._failures:
@@ -110,6 +128,11 @@ class ConsumerBase(Generic[ClientT]):
         self._closed = False
         self._on_assign: RebalanceCallback | None = None
         self._on_revoke: RebalanceCallback | None = None
+
+    def _check_open(self) -> None:
+        """Raise TransportClosedError after ``close``."""
+        if self._closed:
+            raise TransportClosedError("consumer is closed")
 
     def _client(self) -> ClientT:
         """Return the underlying client, or raise TransportClosedError after close."""
