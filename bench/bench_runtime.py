@@ -67,9 +67,9 @@ from choreo.avro.serde import EventSerde
 from choreo.choreography.service import Saga, Service
 from choreo.model.events import Event
 from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
-from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.routing import scan_headers
 from choreo.runtime.tracing import all_valid
+from choreo.store import Inbox, MemoryInbox
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "runtime.json"

@@ -1,18 +1,22 @@
 """The inventory service: reserves an order's articles, and releases them when the saga fails.
 
-State (its own SQLite tables): the stock per article, one reservation per order with its
-lines, and every stock movement. The movements are an audit log: an article's available
-stock always equals its initial stock plus the sum of its movements, and an order has at
-most one decrement and one increment per article, so a double reservation would show.
+State (its own tables in the service's store, shared by every replica on PostgreSQL): the
+stock per article, one reservation per order with its lines, and every stock movement. The
+movements are an audit log: an article's available stock always equals its initial stock
+plus the sum of its movements, and an order has at most one decrement and one increment per
+article, so a double reservation would show. Stock is taken with a conditional ``UPDATE …
+WHERE available >= n`` (the row lock makes concurrent replicas queue on it), so the stock
+never goes below zero whatever the number of replicas.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from choreo import Context, Event, Service
+from choreo.store import execute, executemany
 from services import events as ev
 from services.config import ServiceConfig
 from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after
@@ -47,6 +51,7 @@ def _merge(lines: Iterable[tuple[str, int]]) -> dict[str, int]:
 class Stock(Store):
     """Stock levels, reservations and stock movements of the inventory service."""
 
+    SERVICE = "inventory"
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS inventory_stock (
             sku TEXT PRIMARY KEY,
@@ -59,124 +64,159 @@ class Stock(Store):
             reason TEXT,
             reserved_by TEXT NOT NULL,
             released_by TEXT,
-            created_ms INTEGER NOT NULL,
-            released_ms INTEGER)""",
+            created_ms BIGINT NOT NULL,
+            released_ms BIGINT)""",
         """CREATE TABLE IF NOT EXISTS inventory_reservation_lines (
             order_id TEXT NOT NULL,
             sku TEXT NOT NULL,
             quantity INTEGER NOT NULL,
             PRIMARY KEY (order_id, sku))""",
         """CREATE TABLE IF NOT EXISTS inventory_movements (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {serial},
             order_id TEXT NOT NULL,
             sku TEXT NOT NULL,
             delta INTEGER NOT NULL,
             cause_event_id TEXT NOT NULL,
-            at_ms INTEGER NOT NULL)""",
+            at_ms BIGINT NOT NULL)""",
     )
 
     def __init__(self, path: str = ":memory:", *, stock: Mapping[str, int] | None = None) -> None:
         super().__init__(path)
         self.initial_stock = dict(stock or {})
 
-    def seed(self, conn: sqlite3.Connection) -> None:
+    def seed(self, conn: Any) -> None:
         """Insert the initial stock of every article not in the table yet."""
-        conn.executemany(
-            "INSERT OR IGNORE INTO inventory_stock (sku, initial, available) VALUES (?, ?, ?)",
-            [(sku, qty, qty) for sku, qty in self.initial_stock.items()],
+        executemany(
+            conn,
+            "INSERT INTO inventory_stock (sku, initial, available) VALUES (?, ?, ?)"
+            " ON CONFLICT (sku) DO NOTHING",
+            [(sku, qty, qty) for sku, qty in sorted(self.initial_stock.items())],
         )
 
     def reserve(
-        self,
-        conn: sqlite3.Connection,
-        order_id: str,
-        lines: Iterable[tuple[str, int]],
-        cause: str,
+        self, conn: Any, order_id: str, lines: Iterable[tuple[str, int]], cause: str
     ) -> Reservation:
-        """Reserve every line of ``order_id`` or none; a repeat returns the first outcome."""
-        row = conn.execute(
-            "SELECT reservation_id, status, reason FROM inventory_reservations WHERE order_id = ?",
-            (order_id,),
-        ).fetchone()
-        if row is not None:
-            return Reservation(order_id, row[0], row[1], row[2])
-        wanted = _merge(lines)
-        reason = self._shortage(conn, wanted)
-        status = "rejected" if reason else "reserved"
+        """Reserve every line of ``order_id`` or none; a repeat returns the first outcome.
+
+        The reservation row is claimed first (``ON CONFLICT DO NOTHING``): of two
+        concurrent attempts for one order exactly one goes on. Each article is taken with
+        a conditional UPDATE, in sku order (no deadlock between replicas); when one is
+        short, the lines taken so far are undone through a savepoint.
+        """
         reservation_id = f"res-{order_id}"
         now = now_ms()
-        conn.execute(
+        claimed = execute(
+            conn,
             "INSERT INTO inventory_reservations"
-            " (order_id, reservation_id, status, reason, reserved_by, created_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (order_id, reservation_id, status, reason, cause, now),
-        )
-        if status == "reserved":
-            for sku, quantity in wanted.items():
-                self._move(conn, order_id, sku, -quantity, cause=cause, at_ms=now)
-            conn.executemany(
-                "INSERT INTO inventory_reservation_lines (order_id, sku, quantity)"
-                " VALUES (?, ?, ?)",
-                [(order_id, sku, quantity) for sku, quantity in wanted.items()],
+            " (order_id, reservation_id, status, reserved_by, created_ms)"
+            " VALUES (?, ?, 'reserved', ?, ?) ON CONFLICT (order_id) DO NOTHING",
+            (order_id, reservation_id, cause, now),
+        ).rowcount
+        if claimed != 1:
+            row = execute(
+                conn,
+                "SELECT reservation_id, status, reason FROM inventory_reservations"
+                " WHERE order_id = ?",
+                (order_id,),
+            ).fetchone()
+            return Reservation(order_id, row[0], row[1], row[2])
+        wanted = _merge(lines)
+        reason = self._take(conn, order_id, wanted, cause, now)
+        if reason is not None:
+            execute(
+                conn,
+                "UPDATE inventory_reservations SET status = 'rejected', reason = ?"
+                " WHERE order_id = ?",
+                (reason, order_id),
             )
-        return Reservation(order_id, reservation_id, status, reason)
-
-    def release(self, conn: sqlite3.Connection, order_id: str, cause: str) -> Undo:
-        """Put ``order_id``'s reserved stock back once and say what was found."""
-        row = conn.execute(
-            "SELECT status, released_by FROM inventory_reservations WHERE order_id = ?",
-            (order_id,),
-        ).fetchone()
-        if row is None or row[0] == "rejected":
-            return Undo.NOTHING
-        status, released_by = row
-        if status == "released":
-            return Undo.DONE if released_by == cause else Undo.ALREADY
-        now = now_ms()
-        lines = conn.execute(
-            "SELECT sku, quantity FROM inventory_reservation_lines WHERE order_id = ?",
-            (order_id,),
-        ).fetchall()
-        for sku, quantity in lines:
-            self._move(conn, order_id, sku, quantity, cause=cause, at_ms=now)
-        conn.execute(
-            "UPDATE inventory_reservations SET status = 'released', released_by = ?,"
-            " released_ms = ? WHERE order_id = ?",
-            (cause, now, order_id),
+            return Reservation(order_id, reservation_id, "rejected", reason)
+        executemany(
+            conn,
+            "INSERT INTO inventory_reservation_lines (order_id, sku, quantity) VALUES (?, ?, ?)",
+            [(order_id, sku, quantity) for sku, quantity in sorted(wanted.items())],
         )
-        return Undo.DONE
+        return Reservation(order_id, reservation_id, "reserved")
 
-    def available(self, conn: sqlite3.Connection, sku: str) -> int:
-        """Return the stock of ``sku`` that is not reserved (0 for an unknown article)."""
-        row = conn.execute("SELECT available FROM inventory_stock WHERE sku = ?", (sku,)).fetchone()
-        return int(row[0]) if row else 0
-
-    @staticmethod
-    def _shortage(conn: sqlite3.Connection, wanted: Mapping[str, int]) -> str | None:
-        """Return why ``wanted`` cannot be reserved, or None when it can."""
+    def _take(
+        self, conn: Any, order_id: str, wanted: Mapping[str, int], cause: str, now: int
+    ) -> str | None:
+        """Take every article of ``wanted`` from stock, or none; return why not, or None."""
         if not wanted:
             return "the order has no lines"
         for sku, quantity in wanted.items():
-            row = conn.execute(
-                "SELECT available FROM inventory_stock WHERE sku = ?", (sku,)
-            ).fetchone()
-            if row is None:
-                return f"unknown article {sku}"
             if quantity <= 0:
                 return f"invalid quantity {quantity} of {sku}"
-            if row[0] < quantity:
-                return f"out of stock: {row[0]} of {sku} left, {quantity} wanted"
+        conn.execute("SAVEPOINT inventory_take")
+        for sku, quantity in sorted(wanted.items()):
+            taken = execute(
+                conn,
+                "UPDATE inventory_stock SET available = available - ?"
+                " WHERE sku = ? AND available >= ?",
+                (quantity, sku, quantity),
+            ).rowcount
+            if taken != 1:
+                conn.execute("ROLLBACK TO SAVEPOINT inventory_take")
+                conn.execute("RELEASE SAVEPOINT inventory_take")
+                left = self._left(conn, sku)
+                if left is None:
+                    return f"unknown article {sku}"
+                return f"out of stock: {left} of {sku} left, {quantity} wanted"
+            self._log_move(conn, order_id, sku, -quantity, cause=cause, at_ms=now)
+        conn.execute("RELEASE SAVEPOINT inventory_take")
         return None
 
+    def release(self, conn: Any, order_id: str, cause: str) -> Undo:
+        """Put ``order_id``'s reserved stock back once and say what was found."""
+        now = now_ms()
+        released = execute(
+            conn,
+            "UPDATE inventory_reservations SET status = 'released', released_by = ?,"
+            " released_ms = ? WHERE order_id = ? AND status = 'reserved'",
+            (cause, now, order_id),
+        ).rowcount
+        if released != 1:
+            row = execute(
+                conn,
+                "SELECT status, released_by FROM inventory_reservations WHERE order_id = ?",
+                (order_id,),
+            ).fetchone()
+            if row is None or row[0] == "rejected":
+                return Undo.NOTHING
+            return Undo.DONE if row[1] == cause else Undo.ALREADY
+        lines = execute(
+            conn,
+            "SELECT sku, quantity FROM inventory_reservation_lines WHERE order_id = ? ORDER BY sku",
+            (order_id,),
+        ).fetchall()
+        for sku, quantity in lines:
+            execute(
+                conn,
+                "UPDATE inventory_stock SET available = available + ? WHERE sku = ?",
+                (quantity, sku),
+            )
+            self._log_move(conn, order_id, sku, quantity, cause=cause, at_ms=now)
+        return Undo.DONE
+
+    def available(self, conn: Any, sku: str) -> int:
+        """Return the stock of ``sku`` that is not reserved (0 for an unknown article)."""
+        left = self._left(conn, sku)
+        return 0 if left is None else left
+
     @staticmethod
-    def _move(
-        conn: sqlite3.Connection, order_id: str, sku: str, delta: int, *, cause: str, at_ms: int
+    def _left(conn: Any, sku: str) -> int | None:
+        """Return the stock of ``sku`` that is not reserved, or None for an unknown article."""
+        row = execute(
+            conn, "SELECT available FROM inventory_stock WHERE sku = ?", (sku,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    @staticmethod
+    def _log_move(
+        conn: Any, order_id: str, sku: str, delta: int, *, cause: str, at_ms: int
     ) -> None:
-        """Change ``sku``'s available stock by ``delta`` and log the movement."""
-        conn.execute(
-            "UPDATE inventory_stock SET available = available + ? WHERE sku = ?", (delta, sku)
-        )
-        conn.execute(
+        """Log a change of ``sku``'s available stock by ``delta``."""
+        execute(
+            conn,
             "INSERT INTO inventory_movements (order_id, sku, delta, cause_event_id, at_ms)"
             " VALUES (?, ?, ?, ?, ?)",
             (order_id, sku, delta, cause, at_ms),
@@ -187,7 +227,7 @@ def create(config: ServiceConfig | None = None, *, stock: Stock | None = None) -
     """Return the inventory service, its handlers bound to ``stock`` and ``config``."""
     config = config or ServiceConfig.from_env()
     store = stock or Stock(config.db_path("inventory"), stock=config.stock)
-    inventory = Service("inventory", sagas=[OrderFulfillment])
+    inventory = Service("inventory", sagas=[OrderFulfillment], migrations=store.migrations())
 
     @inventory.step(
         on=ev.OrderCreated, emits=ev.InventoryReserved, fails_with=ev.InventoryReservationFailed
@@ -229,6 +269,8 @@ def create(config: ServiceConfig | None = None, *, stock: Stock | None = None) -
         order_id = order_id_of(event)
         with store.transaction(ctx.db) as conn:
             undo = store.release(conn, order_id, ctx.envelope.event_id)
+        if undo is Undo.NOTHING and not timeout:
+            ctx.log.warning("finding: no reservation of order %s to release", order_id)
         if undo is Undo.ALREADY or (timeout and undo is Undo.NOTHING):
             return None  # the chain went on already, or nothing of ours to undo
         return ev.InventoryReleased(order_id=order_id)

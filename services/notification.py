@@ -1,15 +1,16 @@
 """The notification service: tells the customer how the order ended (a listener).
 
 It takes no part in the saga: its ``NotificationSent`` events are notices, and it keeps
-the notifications it sent in its own SQLite table, one per triggering event, so a
+the notifications it sent in its own table of the service's store, one per triggering event, so a
 redelivered event never notifies twice.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from typing import Any
 
 from choreo import Context, Service
+from choreo.store import execute
 from services import events as ev
 from services.config import ServiceConfig
 from services.saga import OrderFulfillment
@@ -21,31 +22,31 @@ __all__ = ["Outbox", "create", "service"]
 class Outbox(Store):
     """The notifications the service sent."""
 
+    SERVICE = "notification"
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS notifications (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {serial},
             order_id TEXT NOT NULL,
             kind TEXT NOT NULL,
             channel TEXT NOT NULL,
             cause_event_id TEXT NOT NULL UNIQUE,
-            sent_ms INTEGER NOT NULL)""",
+            sent_ms BIGINT NOT NULL)""",
     )
 
-    def send(
-        self, conn: sqlite3.Connection, order_id: str, kind: str, channel: str, cause: str
-    ) -> bool:
+    def send(self, conn: Any, order_id: str, kind: str, channel: str, cause: str) -> bool:
         """Record a notification for ``cause`` once; return False when it was sent already."""
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO notifications (order_id, kind, channel, cause_event_id, sent_ms)"
-            " VALUES (?, ?, ?, ?, ?)",
+        cursor = execute(
+            conn,
+            "INSERT INTO notifications (order_id, kind, channel, cause_event_id, sent_ms)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cause_event_id) DO NOTHING",
             (order_id, kind, channel, cause, now_ms()),
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
-    def sent(self, conn: sqlite3.Connection, order_id: str) -> list[str]:
+    def sent(self, conn: Any, order_id: str) -> list[str]:
         """Return the kinds of notification sent about ``order_id``, oldest first."""
-        rows = conn.execute(
-            "SELECT kind FROM notifications WHERE order_id = ? ORDER BY id", (order_id,)
+        rows = execute(
+            conn, "SELECT kind FROM notifications WHERE order_id = ? ORDER BY id", (order_id,)
         ).fetchall()
         return [str(row[0]) for row in rows]
 
@@ -54,7 +55,7 @@ def create(config: ServiceConfig | None = None, *, outbox: Outbox | None = None)
     """Return the notification service, its handler bound to ``outbox``."""
     config = config or ServiceConfig.from_env()
     store = outbox or Outbox(config.db_path("notification"))
-    notification = Service("notification", sagas=[OrderFulfillment])
+    notification = Service("notification", sagas=[OrderFulfillment], migrations=store.migrations())
 
     @notification.listener(on=[ev.OrderCompleted, ev.OrderFailed], emits=ev.NotificationSent)
     def notify(

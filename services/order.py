@@ -1,19 +1,20 @@
 """The order service: opens the saga when an order is placed, and closes it.
 
-State (its own SQLite table): one order per order id, ``pending`` until the saga ends
-``completed`` or ``failed``. :func:`place_order` stores the order and its ``OrderCreated``
-start event in one local transaction (through the :class:`~choreo.runtime.Publisher`'s
-outbox); ``complete`` (retriable, after the pivot) and ``reject`` (the compensation of the
-saga's start) end it. The order id is the saga's correlation id.
+State (its own table in the service's store): one order per order id, ``pending`` until
+the saga ends ``completed`` or ``failed``. :func:`place_order` stores the order and its
+``OrderCreated`` start event in one local transaction (through the
+:class:`~choreo.runtime.Publisher`'s outbox); ``complete`` (retriable, after the pivot)
+and ``reject`` (the compensation of the saga's start) end it. The order id is the saga's
+correlation id.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from choreo import Context, Event, Publisher, Service
 from choreo.model.envelope import now_ms as epoch_ms
+from choreo.store import execute
 from services import events as ev
 from services.catalog import OrderRequest
 from services.config import ServiceConfig
@@ -26,6 +27,7 @@ __all__ = ["Orders", "create", "order_created", "place_order", "service"]
 class Orders(Store):
     """The orders of the order service and how each one ended."""
 
+    SERVICE = "order"
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS orders (
             order_id TEXT PRIMARY KEY,
@@ -36,16 +38,17 @@ class Orders(Store):
             status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed')),
             reason TEXT,
             ended_by TEXT,
-            created_ms INTEGER NOT NULL,
-            ended_ms INTEGER)""",
+            created_ms BIGINT NOT NULL,
+            ended_ms BIGINT)""",
     )
 
-    def place(self, conn: sqlite3.Connection, request: OrderRequest) -> bool:
+    def place(self, conn: Any, request: OrderRequest) -> bool:
         """Store a new pending order; return False when the order id is taken already."""
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO orders"
+        cursor = execute(
+            conn,
+            "INSERT INTO orders"
             " (order_id, customer_id, total_cents, currency, lines, status, created_ms)"
-            " VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (order_id) DO NOTHING",
             (
                 request.order_id,
                 request.customer_id,
@@ -55,45 +58,46 @@ class Orders(Store):
                 now_ms(),
             ),
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
-    def status(self, conn: sqlite3.Connection, order_id: str) -> str | None:
+    def status(self, conn: Any, order_id: str) -> str | None:
         """Return ``order_id``'s status, or None for an order this service never stored."""
-        row = conn.execute("SELECT status FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        row = execute(conn, "SELECT status FROM orders WHERE order_id = ?", (order_id,)).fetchone()
         return None if row is None else str(row[0])
 
-    def complete(self, conn: sqlite3.Connection, order_id: str, cause: str) -> str | None:
+    def complete(self, conn: Any, order_id: str, cause: str) -> str | None:
         """Mark a pending order completed; return its status afterwards (None: unknown order).
 
         A failed order stays failed (it timed out before the parcel left): the caller
         decides what to tell.
         """
-        conn.execute(
+        execute(
+            conn,
             "UPDATE orders SET status = 'completed', ended_by = ?, ended_ms = ?"
             " WHERE order_id = ? AND status = 'pending'",
             (cause, now_ms(), order_id),
         )
         return self.status(conn, order_id)
 
-    def reject(self, conn: sqlite3.Connection, order_id: str, reason: str, cause: str) -> Undo:
+    def reject(self, conn: Any, order_id: str, reason: str, cause: str) -> Undo:
         """Mark a pending order failed once and say what was found.
 
         An unknown or completed order has nothing to undo (``NOTHING``).
         """
-        row = conn.execute(
-            "SELECT status, ended_by FROM orders WHERE order_id = ?", (order_id,)
+        failed = execute(
+            conn,
+            "UPDATE orders SET status = 'failed', reason = ?, ended_by = ?, ended_ms = ?"
+            " WHERE order_id = ? AND status = 'pending'",
+            (reason, cause, now_ms(), order_id),
+        ).rowcount
+        if failed == 1:
+            return Undo.DONE
+        row = execute(
+            conn, "SELECT status, ended_by FROM orders WHERE order_id = ?", (order_id,)
         ).fetchone()
         if row is None or row[0] == "completed":
             return Undo.NOTHING
-        status, ended_by = row
-        if status == "failed":
-            return Undo.DONE if ended_by == cause else Undo.ALREADY
-        conn.execute(
-            "UPDATE orders SET status = 'failed', reason = ?, ended_by = ?, ended_ms = ?"
-            " WHERE order_id = ?",
-            (reason, cause, now_ms(), order_id),
-        )
-        return Undo.DONE
+        return Undo.DONE if row[1] == cause else Undo.ALREADY
 
 
 def order_created(request: OrderRequest) -> ev.OrderCreated:
@@ -147,7 +151,7 @@ def create(config: ServiceConfig | None = None, *, orders: Orders | None = None)
     """Return the order service, its handlers bound to ``orders`` and ``config``."""
     config = config or ServiceConfig.from_env()
     store = orders or Orders(config.db_path("order"))
-    order = Service("order", sagas=[OrderFulfillment])
+    order = Service("order", sagas=[OrderFulfillment], migrations=store.migrations())
     order.starts(OrderFulfillment)
 
     @order.retriable(on=ev.ShipmentDispatched, emits=ev.OrderCompleted)

@@ -1,19 +1,23 @@
 """The payment service: charges an order's total, and refunds it when the saga fails later.
 
-State (its own SQLite tables): one payment per order (charged, declined or refunded) and a
-ledger of money movements, one ``charge`` and at most one ``refund`` row per order: a
-double charge or a double refund would show as a second row. Declines are injected by
+State (its own tables in the service's store, shared by every replica on PostgreSQL): one
+payment per order (charged, declined or refunded) and a ledger of money movements, one
+``charge`` and at most one ``refund`` row per order: a double charge or a double refund
+would show as a second row. The payment row is claimed with ``INSERT … ON CONFLICT DO
+NOTHING`` and refunded with a conditional ``UPDATE``, so concurrent replicas never charge
+or refund twice. Declines are injected by
 configuration (:meth:`~services.config.ServiceConfig.declines`), deterministically per
 order.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from choreo import Context, Event, Service
+from choreo.store import execute
 from services import events as ev
 from services.config import ServiceConfig
 from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after
@@ -46,6 +50,7 @@ def order_total(items: Iterable[ev.LineItem]) -> int:
 class Ledger(Store):
     """Payments and the money ledger of the payment service."""
 
+    SERVICE = "payment"
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS payments (
             order_id TEXT PRIMARY KEY,
@@ -55,20 +60,20 @@ class Ledger(Store):
             reason TEXT,
             charged_by TEXT NOT NULL,
             refunded_by TEXT,
-            created_ms INTEGER NOT NULL,
-            refunded_ms INTEGER)""",
+            created_ms BIGINT NOT NULL,
+            refunded_ms BIGINT)""",
         """CREATE TABLE IF NOT EXISTS payment_ledger (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id {serial},
             order_id TEXT NOT NULL,
             kind TEXT NOT NULL CHECK (kind IN ('charge', 'refund')),
             amount_cents INTEGER NOT NULL,
             cause_event_id TEXT NOT NULL,
-            at_ms INTEGER NOT NULL)""",
+            at_ms BIGINT NOT NULL)""",
     )
 
     def charge(
         self,
-        conn: sqlite3.Connection,
+        conn: Any,
         order_id: str,
         amount_cents: int,
         cause: str,
@@ -76,58 +81,64 @@ class Ledger(Store):
         decline: str | None = None,
     ) -> Payment:
         """Charge ``amount_cents`` once (or record ``decline``); a repeat gives the 1st outcome."""
-        row = conn.execute(
-            "SELECT payment_id, amount_cents, status, reason FROM payments WHERE order_id = ?",
-            (order_id,),
-        ).fetchone()
-        if row is not None:
-            return Payment(order_id, row[0], row[1], row[2], row[3])
         if decline is None and amount_cents <= 0:
             decline = f"invalid amount {amount_cents}"
         status = "declined" if decline else "charged"
         payment_id = f"pay-{order_id}"
         now = now_ms()
-        conn.execute(
+        claimed = execute(
+            conn,
             "INSERT INTO payments"
             " (order_id, payment_id, amount_cents, status, reason, charged_by, created_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
             (order_id, payment_id, amount_cents, status, decline, cause, now),
-        )
+        ).rowcount
+        if claimed != 1:
+            row = execute(
+                conn,
+                "SELECT payment_id, amount_cents, status, reason FROM payments WHERE order_id = ?",
+                (order_id,),
+            ).fetchone()
+            return Payment(order_id, row[0], row[1], row[2], row[3])
         if status == "charged":
-            conn.execute(
+            execute(
+                conn,
                 "INSERT INTO payment_ledger (order_id, kind, amount_cents, cause_event_id, at_ms)"
                 " VALUES (?, 'charge', ?, ?, ?)",
                 (order_id, amount_cents, cause, now),
             )
         return Payment(order_id, payment_id, amount_cents, status, decline)
 
-    def refund(self, conn: sqlite3.Connection, order_id: str, cause: str) -> Undo:
+    def refund(self, conn: Any, order_id: str, cause: str) -> Undo:
         """Pay ``order_id``'s charge back once and say what was found."""
-        row = conn.execute(
+        now = now_ms()
+        refunded = execute(
+            conn,
+            "UPDATE payments SET status = 'refunded', refunded_by = ?, refunded_ms = ?"
+            " WHERE order_id = ? AND status = 'charged'",
+            (cause, now, order_id),
+        ).rowcount
+        row = execute(
+            conn,
             "SELECT amount_cents, status, refunded_by FROM payments WHERE order_id = ?",
             (order_id,),
         ).fetchone()
-        if row is None or row[1] == "declined":
-            return Undo.NOTHING
-        amount_cents, status, refunded_by = row
-        if status == "refunded":
-            return Undo.DONE if refunded_by == cause else Undo.ALREADY
-        now = now_ms()
-        conn.execute(
+        if refunded != 1:
+            if row is None or row[1] == "declined":
+                return Undo.NOTHING
+            return Undo.DONE if row[2] == cause else Undo.ALREADY
+        execute(
+            conn,
             "INSERT INTO payment_ledger (order_id, kind, amount_cents, cause_event_id, at_ms)"
             " VALUES (?, 'refund', ?, ?, ?)",
-            (order_id, -amount_cents, cause, now),
-        )
-        conn.execute(
-            "UPDATE payments SET status = 'refunded', refunded_by = ?, refunded_ms = ?"
-            " WHERE order_id = ?",
-            (cause, now, order_id),
+            (order_id, -row[0], cause, now),
         )
         return Undo.DONE
 
-    def balance(self, conn: sqlite3.Connection, order_id: str) -> int:
+    def balance(self, conn: Any, order_id: str) -> int:
         """Return the net money taken for ``order_id`` (charges minus refunds) in cents."""
-        row = conn.execute(
+        row = execute(
+            conn,
             "SELECT COALESCE(SUM(amount_cents), 0) FROM payment_ledger WHERE order_id = ?",
             (order_id,),
         ).fetchone()
@@ -138,7 +149,7 @@ def create(config: ServiceConfig | None = None, *, ledger: Ledger | None = None)
     """Return the payment service, its handlers bound to ``ledger`` and ``config``."""
     config = config or ServiceConfig.from_env()
     store = ledger or Ledger(config.db_path("payment"))
-    payment = Service("payment", sagas=[OrderFulfillment])
+    payment = Service("payment", sagas=[OrderFulfillment], migrations=store.migrations())
 
     @payment.step(on=ev.InventoryReserved, emits=ev.PaymentCharged, fails_with=ev.PaymentDeclined)
     def charge(
@@ -176,6 +187,8 @@ def create(config: ServiceConfig | None = None, *, ledger: Ledger | None = None)
         order_id = order_id_of(event)
         with store.transaction(ctx.db) as conn:
             undo = store.refund(conn, order_id, ctx.envelope.event_id)
+        if undo is Undo.NOTHING and not timeout:
+            ctx.log.warning("finding: no charge of order %s to refund", order_id)
         if undo is Undo.ALREADY or (timeout and undo is Undo.NOTHING):
             return None  # the chain went on already, or nothing of ours to undo
         return ev.PaymentRefunded(order_id=order_id)

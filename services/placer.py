@@ -1,8 +1,9 @@
 """Place sample orders on a running shop: ``python -m services.placer --count 300 --bootstrap ...``.
 
 Each order is stored in the order service's table and its ``OrderCreated`` start event in
-the same SQLite file's outbox, in one local transaction (share ``--inbox`` with the order
-service's worker, e.g. a volume both containers mount), then published. Used by
+the same store's outbox, in one local transaction (share the order service's store:
+``--store postgresql://…`` / ``$CHOREO_STORE``, or ``--inbox`` for its SQLite file on a
+volume both containers mount), then published. Used by
 docker-compose's one-shot ``orders`` container; ``choreo demo`` does the same in-process.
 """
 
@@ -30,10 +31,15 @@ logger = logging.getLogger(__name__)
     show_default=True,
 )
 @click.option(
+    "--store",
+    "store_url",
+    envvar="CHOREO_STORE",
+    help="The order service's store URL (postgresql://… or sqlite:///…; or $CHOREO_STORE).",
+)
+@click.option(
     "--inbox",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The order service's SQLite file (its orders table and outbox).",
+    help="The order service's SQLite file (the same as --store sqlite:///PATH).",
 )
 @click.option(
     "--schemas",
@@ -48,24 +54,29 @@ def main(
     seed: int,
     bootstrap: str,
     transport: str,
-    inbox: Path,
+    store_url: str | None,
+    inbox: Path | None,
     schemas_dir: Path | None,
     topic_prefix: str,
 ) -> None:
     """Place COUNT sample orders and exit once every start event is acknowledged."""
-    from choreo.runtime import Publisher, SqliteInbox, WorkerConfig
+    from choreo.runtime import Publisher, WorkerConfig
     from choreo.runtime.serdes import serde_for
+    from choreo.store import SqliteStore, open_store, service_component
     from choreo.transports.factory import open_transport
     from services.catalog import sample_orders
     from services.config import ServiceConfig
     from services.demo import find_schemas_dir
     from services.order import Orders, create, place_order
 
+    if (store_url is None) == (inbox is None):
+        raise click.UsageError("give the order service's store: --store URL or --inbox PATH")
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
     service = create(ServiceConfig.from_env())
     serde = serde_for([service], schemas_dir=find_schemas_dir(schemas_dir))
     config = WorkerConfig(topic_naming=lambda event_type: topic_prefix + event_type)
-    store = SqliteInbox(inbox)
+    store = open_store(store_url) if store_url else SqliteStore(inbox or "")
+    store.migrate(service_component(service.name), service.migrations)
     publisher = Publisher(
         service, open_transport(transport, bootstrap=bootstrap), serde, inbox=store, config=config
     )

@@ -1,6 +1,8 @@
 """The shipping service: prepares a shipment, dispatches it (the pivot), cancels it on failure.
 
-State (its own SQLite table): one shipment per order whose status moves
+State (its own table in the service's store, shared by every replica on PostgreSQL): one
+shipment per order, created with ``INSERT … ON CONFLICT DO NOTHING`` and moved only by
+conditional updates (so two replicas never dispatch one parcel twice), whose status moves
 ``created`` → ``dispatched`` (the pivot: the parcel left, nothing can be undone), or
 ``created`` → ``dispatch_failed`` → ``cancelled``, or ``created`` → ``cancelled`` (timeout).
 Dispatch failures are injected by configuration
@@ -10,10 +12,11 @@ Dispatch failures are injected by configuration
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from choreo import Context, Event, Service
+from choreo.store import execute
 from services import events as ev
 from services.config import ServiceConfig
 from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after
@@ -36,6 +39,7 @@ class Shipment:
 class Shipments(Store):
     """The shipments of the shipping service."""
 
+    SERVICE = "shipping"
     SCHEMA = (
         """CREATE TABLE IF NOT EXISTS shipments (
             order_id TEXT PRIMARY KEY,
@@ -47,86 +51,89 @@ class Shipments(Store):
             created_by TEXT NOT NULL,
             dispatched_by TEXT,
             cancelled_by TEXT,
-            created_ms INTEGER NOT NULL,
-            updated_ms INTEGER NOT NULL)""",
+            created_ms BIGINT NOT NULL,
+            updated_ms BIGINT NOT NULL)""",
     )
 
-    def get(self, conn: sqlite3.Connection, order_id: str) -> Shipment | None:
+    def get(self, conn: Any, order_id: str) -> Shipment | None:
         """Return ``order_id``'s shipment, or None when there is none."""
-        row = conn.execute(
+        row = execute(
+            conn,
             "SELECT shipment_id, status, tracking_number, reason FROM shipments WHERE order_id = ?",
             (order_id,),
         ).fetchone()
         return None if row is None else Shipment(order_id, row[0], row[1], row[2], row[3])
 
-    def create(self, conn: sqlite3.Connection, order_id: str, cause: str) -> Shipment:
+    def create(self, conn: Any, order_id: str, cause: str) -> Shipment:
         """Prepare ``order_id``'s shipment once; a repeat returns the shipment as it is."""
-        known = self.get(conn, order_id)
-        if known is not None:
-            return known
         shipment_id = f"shp-{order_id}"
         now = now_ms()
-        conn.execute(
+        created = execute(
+            conn,
             "INSERT INTO shipments"
             " (order_id, shipment_id, status, created_by, created_ms, updated_ms)"
-            " VALUES (?, ?, 'created', ?, ?, ?)",
+            " VALUES (?, ?, 'created', ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
             (order_id, shipment_id, cause, now, now),
-        )
-        return Shipment(order_id, shipment_id, "created")
+        ).rowcount
+        if created == 1:
+            return Shipment(order_id, shipment_id, "created")
+        known = self.get(conn, order_id)
+        assert known is not None  # the conflict was on this row
+        return known
 
     def dispatch(
-        self, conn: sqlite3.Connection, order_id: str, cause: str, *, failure: str | None = None
+        self, conn: Any, order_id: str, cause: str, *, failure: str | None = None
     ) -> Shipment:
         """Hand ``order_id``'s shipment to the carrier once, or record ``failure``.
 
         A repeat returns the first outcome; a missing or cancelled shipment fails.
         """
+        now = now_ms()
+        if failure is None:
+            tracking = "TRK" + hashlib.sha256(order_id.encode()).hexdigest()[:12].upper()
+            moved = execute(
+                conn,
+                "UPDATE shipments SET status = 'dispatched', tracking_number = ?,"
+                " dispatched_by = ?, updated_ms = ? WHERE order_id = ? AND status = 'created'",
+                (tracking, cause, now, order_id),
+            ).rowcount
+        else:
+            moved = execute(
+                conn,
+                "UPDATE shipments SET status = 'dispatch_failed', reason = ?, dispatched_by = ?,"
+                " updated_ms = ? WHERE order_id = ? AND status = 'created'",
+                (failure, cause, now, order_id),
+            ).rowcount
         known = self.get(conn, order_id)
         if known is None:
             return Shipment(order_id, "", "dispatch_failed", reason="no shipment was prepared")
-        if known.status == "cancelled":
+        if moved != 1 and known.status == "cancelled":
             return Shipment(order_id, known.shipment_id, "dispatch_failed", reason="cancelled")
-        if known.status != "created":
-            return known
-        now = now_ms()
-        if failure is not None:
-            conn.execute(
-                "UPDATE shipments SET status = 'dispatch_failed', reason = ?, dispatched_by = ?,"
-                " updated_ms = ? WHERE order_id = ?",
-                (failure, cause, now, order_id),
-            )
-            return Shipment(order_id, known.shipment_id, "dispatch_failed", reason=failure)
-        tracking = "TRK" + hashlib.sha256(order_id.encode()).hexdigest()[:12].upper()
-        conn.execute(
-            "UPDATE shipments SET status = 'dispatched', tracking_number = ?, dispatched_by = ?,"
-            " updated_ms = ? WHERE order_id = ?",
-            (tracking, cause, now, order_id),
-        )
-        return Shipment(order_id, known.shipment_id, "dispatched", tracking)
+        return known
 
-    def cancel(self, conn: sqlite3.Connection, order_id: str, cause: str) -> Undo:
+    def cancel(self, conn: Any, order_id: str, cause: str) -> Undo:
         """Cancel ``order_id``'s shipment once unless it left already; say what was found."""
-        row = conn.execute(
-            "SELECT status, cancelled_by FROM shipments WHERE order_id = ?", (order_id,)
+        cancelled = execute(
+            conn,
+            "UPDATE shipments SET status = 'cancelled', cancelled_by = ?, updated_ms = ?"
+            " WHERE order_id = ? AND status IN ('created', 'dispatch_failed')",
+            (cause, now_ms(), order_id),
+        ).rowcount
+        if cancelled == 1:
+            return Undo.DONE
+        row = execute(
+            conn, "SELECT status, cancelled_by FROM shipments WHERE order_id = ?", (order_id,)
         ).fetchone()
         if row is None or row[0] == "dispatched":
             return Undo.NOTHING  # nothing prepared, or past the pivot: nothing to undo
-        status, cancelled_by = row
-        if status == "cancelled":
-            return Undo.DONE if cancelled_by == cause else Undo.ALREADY
-        conn.execute(
-            "UPDATE shipments SET status = 'cancelled', cancelled_by = ?, updated_ms = ?"
-            " WHERE order_id = ?",
-            (cause, now_ms(), order_id),
-        )
-        return Undo.DONE
+        return Undo.DONE if row[1] == cause else Undo.ALREADY
 
 
 def create(config: ServiceConfig | None = None, *, shipments: Shipments | None = None) -> Service:
     """Return the shipping service, its handlers bound to ``shipments`` and ``config``."""
     config = config or ServiceConfig.from_env()
     store = shipments or Shipments(config.db_path("shipping"))
-    shipping = Service("shipping", sagas=[OrderFulfillment])
+    shipping = Service("shipping", sagas=[OrderFulfillment], migrations=store.migrations())
 
     @shipping.step(on=ev.PaymentCharged, emits=ev.ShipmentCreated)
     def create_shipment(event: ev.PaymentCharged, ctx: Context) -> ev.ShipmentCreated | None:
@@ -172,6 +179,8 @@ def create(config: ServiceConfig | None = None, *, shipments: Shipments | None =
         order_id = order_id_of(event)
         with store.transaction(ctx.db) as conn:
             undo = store.cancel(conn, order_id, ctx.envelope.event_id)
+        if undo is Undo.NOTHING and not timeout:
+            ctx.log.warning("finding: no shipment of order %s to cancel", order_id)
         if undo is Undo.ALREADY or (timeout and undo is Undo.NOTHING):
             return None  # the chain went on already, or nothing of ours to undo
         return ev.ShipmentCancelled(order_id=order_id)

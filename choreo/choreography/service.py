@@ -225,13 +225,18 @@ class Service:
     """A named service: a set of handlers and the sagas it takes part in.
 
     Decorators register a handler and return the function unchanged. A service reacts to
-    each event type with at most one handler.
+    each event type with at most one handler. ``migrations`` (see
+    :class:`choreo.store.Migration`) create and evolve the service's own tables; the
+    worker applies the new ones to its store at start, once, however many replicas start.
     """
 
-    def __init__(self, name: str, *, sagas: Iterable[Saga] = ()) -> None:
+    def __init__(
+        self, name: str, *, sagas: Iterable[Saga] = (), migrations: Sequence[Any] = ()
+    ) -> None:
         if not name or not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigurationError(f"service name {name!r} must be a non-empty identifier")
         self.name = name
+        self.migrations: tuple[Any, ...] = tuple(migrations)
         self._sagas: dict[str, Saga] = {}
         self._starts: dict[str, Saga] = {}
         self._handlers: dict[str, HandlerSpec] = {}

@@ -2,7 +2,9 @@
 
 The service object is imported from ``MODULE`` (the current directory is importable, as
 with ``python -m``); the serde is built from the event classes the service declares and
-the schemas in ``--schemas``; the inbox is a SQLite file (``--inbox``). On SIGTERM or
+the schemas in ``--schemas``; the store (inbox, outbox and the service's own tables) is
+``--store`` / ``$CHOREO_STORE``: ``postgresql://…`` for several replicas sharing one state,
+``sqlite:///path`` for one replica (default: ``./<service>.inbox.db``). On SIGTERM or
 SIGINT the worker finishes the batch in hand, publishes and commits it, and closes.
 ``--instance-id`` (a stable id per replica, e.g. the pod name) makes a restart after a
 crash immediate: the worker rejoins its group as the same static member.
@@ -81,10 +83,20 @@ def load_service(target: str) -> Service:
     help="Directory of the .avsc schemas of the service's events.",
 )
 @click.option(
+    "--store",
+    "store_url",
+    envvar="CHOREO_STORE",
+    help=(
+        "The service's store (inbox, outbox, own tables): postgresql://user:pw@host/db "
+        "(any number of replicas), sqlite:///path.db (one replica) or $CHOREO_STORE "
+        "[default: sqlite ./<service>.inbox.db]."
+    ),
+)
+@click.option(
     "--inbox",
     "inbox_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite inbox/outbox file [default: ./<service>.inbox.db].",
+    help="A SQLite store file (the same as --store sqlite:///PATH).",
 )
 @click.option("--group", "group_id", help="Consumer group id [default: the service name].")
 @click.option(
@@ -110,6 +122,7 @@ def run(
     kind: str,
     bootstrap: str | None,
     schemas_dir: Path,
+    store_url: str | None,
     inbox_path: Path | None,
     group_id: str | None,
     instance_id: str | None,
@@ -118,8 +131,9 @@ def run(
     topic_prefix: str,
 ) -> None:
     """Run the worker of MODULE:SERVICE until SIGTERM or SIGINT."""
-    from choreo.runtime import SqliteInbox, Worker, WorkerConfig, deadletter_topic
+    from choreo.runtime import Worker, WorkerConfig, deadletter_topic
     from choreo.runtime.serdes import serde_for
+    from choreo.store import SqliteStore, open_store
     from choreo.transports.factory import open_transport
 
     service = load_service(target)
@@ -136,7 +150,12 @@ def run(
             topic_naming=lambda event_type: f"{topic_prefix}{event_type}",
             deadletter_naming=lambda name: f"{topic_prefix}{deadletter_topic(name)}",
         )
-        inbox = SqliteInbox(inbox_path or Path(f"{service.name}.inbox.db"))
+        if store_url and inbox_path:
+            raise click.UsageError("give --store or --inbox, not both")
+        if store_url:
+            inbox = open_store(store_url)
+        else:
+            inbox = SqliteStore(inbox_path or Path(f"{service.name}.inbox.db"))
     except ChoreoError as exc:
         raise click.ClickException(str(exc)) from exc
     worker = Worker(service, transport, serde, config=config, inbox=inbox)
@@ -154,11 +173,11 @@ def run(
     gc.collect()
     gc.freeze()
     logger.info(
-        "[%s] running on %s%s, inbox %s",
+        "[%s] running on %s%s, store %r",
         service.name,
         kind,
         f" ({bootstrap})" if bootstrap and kind != "memory" else "",
-        inbox.path,
+        inbox,
     )
     try:
         worker.run(stop)

@@ -18,15 +18,15 @@ from choreo.model.topics import (
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter, DeadLetterReason
 from choreo.runtime.delivery import AtLeastOnce, Delivery, Transactional
-from choreo.runtime.inbox import Inbox, MemoryInbox, SqliteInbox
 from choreo.runtime.logging_middleware import LoggingMiddleware
 from choreo.runtime.middleware import EventInfo, Middleware, Outcome
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.publisher import Publisher, SagaStarter
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import derived_event_id
 from choreo.runtime.serdes import event_classes, serde_for
 from choreo.runtime.worker import Serde, Worker
+from choreo.store import Inbox, MemoryInbox, SqliteInbox
+from choreo.store.outbox import OutboxRecord
 
 __all__ = [
     "COMPENSATION_RETRY",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from choreo.model.envelope import Header, headers_to_dict
-from choreo.runtime.outbox import OutboxRecord
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record
 
 __all__ = ["DeadLetter", "DeadLetterReason", "dead_letter_id", "dead_letter_record"]

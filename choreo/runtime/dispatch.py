@@ -6,7 +6,7 @@ the inbox keys of the records handled, and the next offset of each partition.
 
 - **Dedupe**: a first pass reads every record's envelope
   (:func:`~choreo.runtime.routing.scan_headers`) and its inbox key (the event id) for one
-  batched :meth:`~choreo.runtime.inbox.Inbox.seen` query; records already handled are
+  batched :meth:`~choreo.store.base.Store.seen` query; records already handled are
   dropped.
 - **Invoke**: the handler of the record's event type is called with the decoded event by
   an :class:`~choreo.runtime.invoke.Invoker`, which owns retries with backoff, business
@@ -36,12 +36,12 @@ from choreo.model.envelope import Header
 from choreo.model.events import Event
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
 from choreo.runtime.emit import Emitter, as_events
-from choreo.runtime.inbox import Inbox
 from choreo.runtime.invoke import Invoker, Item, event_info
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.routing import Fields, Route, fields_from, scan_headers
 from choreo.runtime.tracing import all_valid
+from choreo.store import Inbox
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Building the records a handler emits: deterministic ids, propagated headers, traceparent.
 
 An :class:`Emitter` turns the events a handler returned into
-:class:`~choreo.runtime.outbox.OutboxRecord` values ready to publish. Each event gets the
+:class:`~choreo.store.outbox.OutboxRecord` values ready to publish. Each event gets the
 id :func:`~choreo.runtime.routing.derived_event_id` (parent id, step, index), so a handler
 re-run after a crash re-emits the same ids and downstream inboxes drop the copies; the
 incoming record's correlation id, saga and trace; the emitting step's role, service and
@@ -20,9 +20,9 @@ from typing import Any
 from choreo.errors import BusinessFailure, HandlerError
 from choreo.model.envelope import Header
 from choreo.model.events import Event
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.routing import _NAMESPACE_SHA1, _VARIANT, Fields, Route
 from choreo.runtime.tracing import is_valid
+from choreo.store.outbox import OutboxRecord
 
 __all__ = ["Emitter", "as_events", "failure_event"]
 

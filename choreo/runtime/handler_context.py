@@ -17,8 +17,8 @@ from typing import Any
 
 from choreo.model.context import Context, EventLogger
 from choreo.model.envelope import Envelope
-from choreo.runtime.inbox import Inbox
 from choreo.runtime.routing import read_envelope
+from choreo.store import Inbox
 
 __all__ = ["HandlerContext", "new_context", "settle"]
 

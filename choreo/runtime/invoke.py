@@ -29,11 +29,11 @@ from choreo.model.events import Event
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_record
 from choreo.runtime.emit import Emitter, as_events, failure_event
 from choreo.runtime.handler_context import new_context, settle
-from choreo.runtime.inbox import Inbox
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.retry import backoff_delay
 from choreo.runtime.routing import Fields, Route
+from choreo.store import Inbox
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from choreo.model.envelope import Envelope, headers_to_dict
 from choreo.runtime.deadletter import DeadLetterReason
-from choreo.runtime.outbox import OutboxRecord
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record, TopicPartition
 
 if TYPE_CHECKING:

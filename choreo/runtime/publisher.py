@@ -11,7 +11,7 @@ own database work, then publishes and flushes it::
 
     cid = starter.start(fulfilment, OrderCreated(...), db_work=create_order)
 
-With a :class:`~choreo.runtime.inbox.SqliteInbox`, "insert the order row" and "emit
+With a :class:`~choreo.store.sqlite.SqliteStore`, "insert the order row" and "emit
 OrderCreated" commit together or not at all; a record whose publishing failed stays in the
 outbox and goes out with the next :meth:`Publisher.start` or :meth:`Publisher.flush`.
 
@@ -42,10 +42,10 @@ from choreo.errors import ConfigurationError, TransportError
 from choreo.model.envelope import Envelope
 from choreo.model.events import Event, event_type_of
 from choreo.runtime.config import WorkerConfig
-from choreo.runtime.inbox import Inbox, MemoryInbox
-from choreo.runtime.outbox import OutboxRecord
 from choreo.runtime.tracing import new_traceparent
 from choreo.runtime.worker import Serde
+from choreo.store import Inbox, MemoryInbox
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Producer, Transport
 
 __all__ = ["Publisher", "SagaStarter"]
@@ -58,7 +58,7 @@ class Publisher:
 
     ``config`` supplies topic naming, tracing and the flush timeout (a
     :class:`~choreo.runtime.config.WorkerConfig`); ``inbox`` is the store whose outbox is
-    used (share the service's :class:`~choreo.runtime.inbox.SqliteInbox` to make the
+    used (share the service's :class:`~choreo.store.sqlite.SqliteStore` to make the
     caller's database work atomic with the event). Thread-safe.
     """
 

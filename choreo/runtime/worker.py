@@ -1,7 +1,7 @@
 """The worker's poll loop: start, poll a batch, hand it on, stop, close; rebalances.
 
 One :class:`Worker` runs one service. Each polled batch is handled in ONE local
-transaction of its :class:`~choreo.runtime.inbox.Inbox`:
+transaction of its :class:`~choreo.store.base.Store`:
 
 1. the :class:`~choreo.runtime.dispatch.Dispatcher` reads every record's envelope, drops
    the event ids the inbox has seen, and calls the handlers (retries, business failures
@@ -46,11 +46,11 @@ from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
 from choreo.runtime.emit import Emitter
-from choreo.runtime.inbox import Inbox, MemoryInbox
 from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.routing import build_routes
 from choreo.runtime.serdes import Serde
+from choreo.store import Inbox, MemoryInbox, OutboxRelay, refuse_unshared_store, service_component
 from choreo.transports.base import Consumer, Record, TopicPartition, Transport
 
 __all__ = ["Serde", "Worker"]
@@ -62,8 +62,8 @@ class Worker:
     """Runs one service: consumes its event types and handles them (see the module docs).
 
     ``serde`` encodes and decodes the payloads; ``inbox`` defaults to a
-    :class:`~choreo.runtime.inbox.MemoryInbox` (pass a
-    :class:`~choreo.runtime.inbox.SqliteInbox` for durability); ``delivery`` defaults to
+    :class:`~choreo.store.memory.MemoryStore` (pass a
+    :class:`~choreo.store.sqlite.SqliteStore` for durability); ``delivery`` defaults to
     the strategy ``config`` selects (:func:`~choreo.runtime.delivery.delivery_for`);
     ``middleware`` hooks around the loop's steps (:mod:`choreo.runtime.middleware`; None
     gives :func:`~choreo.runtime.middleware.default_middleware`, a list replaces it). Use
@@ -133,6 +133,7 @@ class Worker:
         self._closed = False
         self._closing = False
         self._last_prune = time.monotonic()
+        self._relay: OutboxRelay | None = None
 
     def __repr__(self) -> str:
         return f"Worker({self.service.name!r}, group={self.group_id!r}, topics={self.topics})"
@@ -158,6 +159,10 @@ class Worker:
                 sorted({*self.topics, *emitted, self.deadletter_topic}),
                 partitions=config.topic_partitions,
             )
+        self.inbox.migrate(service_component(self.service.name), self.service.migrations)
+        refuse_unshared_store(
+            self.inbox, self.transport, self.group_id, instance_id=config.instance_id
+        )
         consumer = self._consumer = self.transport.consumer(
             self.group_id, from_beginning=config.from_beginning, instance_id=config.instance_id
         )
@@ -179,6 +184,9 @@ class Worker:
             ", exactly-once" if config.exactly_once else "",
         )
         self.delivery.open(DeliveryLink(consumer, self.inbox, self.origin, self._rewind, self._log))
+        if self.inbox.shared and not config.exactly_once:  # dead replicas' rows: the relay's
+            self._relay = OutboxRelay(self.inbox, self.transport, self.origin)
+            self._relay.start()
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand (thread- and signal-safe)."""
@@ -225,6 +233,8 @@ class Worker:
         if self._closed:
             return
         self._closing = True
+        if self._relay is not None:
+            self._relay.stop()
         try:
             if self._started:
                 self.delivery.close()

@@ -32,9 +32,10 @@ arrive asynchronously, so drive it with :meth:`~SagaTestKit.run_until` instead o
 :meth:`~SagaTestKit.run_until_idle` (and give each run its own ``group_prefix`` and
 topic naming so runs sharing a broker do not meet).
 
-:mod:`choreo.testing.transport_contract` is the contract every transport honours, as
-pytest test classes to subclass with a fixture giving your transport (it imports pytest;
-this package does not).
+:mod:`choreo.testing.transport_contract` is the contract every transport honours, and
+:mod:`choreo.testing.store_contract` the one every store honours, as pytest test classes
+to subclass with a fixture giving your transport or store (they import pytest; this
+package does not).
 """
 
 from choreo.testing.kit import SagaTestKit

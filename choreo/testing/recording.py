@@ -110,9 +110,7 @@ class RecordingTransport:
         self, group_id: str, *, from_beginning: bool = True, instance_id: str | None = None
     ) -> Consumer:
         """Return the inner transport's consumer."""
-        return self.inner.consumer(
-            group_id, from_beginning=from_beginning, instance_id=instance_id
-        )
+        return self.inner.consumer(group_id, from_beginning=from_beginning, instance_id=instance_id)
 
     def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
         """Create topics on the inner transport."""

@@ -161,7 +161,6 @@ class ContractBase:
         producer.flush(self.patience)
 
 
-
 class TransportContract(ContractBase):
     """What every transport does: publish, read, groups, commits, seeks, pauses, closing."""
 

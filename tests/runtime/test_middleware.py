@@ -15,7 +15,7 @@ from choreo.runtime import Publisher, Worker, WorkerConfig
 from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.logging_middleware import LoggingMiddleware
 from choreo.runtime.middleware import EventInfo, Hooks, Middleware, Outcome, default_middleware
-from choreo.runtime.outbox import OutboxRecord
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record, TopicPartition
 from choreo.transports.memory import MemoryBus, MemoryTransport
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from choreo.errors import EnvelopeError, HandlerError
 from choreo.model.envelope import Envelope, Header, Role
 from choreo.model.topics import deadletter_topic, topic_for
-from choreo.runtime.outbox import pack_headers, unpack_headers
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
     EVENT_ID_NAMESPACE,
@@ -31,6 +30,7 @@ from choreo.runtime.tracing import (
     new_traceparent,
     parse_traceparent,
 )
+from choreo.store.outbox import pack_headers, unpack_headers
 from choreo.transports.base import Record
 
 from .fixtures.events import OrderPlaced, StockReleased, StockReserved, StockUnavailable

@@ -23,7 +23,7 @@ from __future__ import annotations
 from choreo.errors import ChoreoError, TransportError
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery.base import Batch, DeliveryBase, DeliveryLink, Offsets
-from choreo.runtime.outbox import OutboxRecord
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Producer, TopicPartition, Transport
 
 __all__ = ["AtLeastOnce"]
@@ -59,7 +59,10 @@ class AtLeastOnce(DeliveryBase):
         """Create the producer and publish the outbox records a previous run left unsent."""
         super().open(link)
         self._producer = self._new_producer()
-        self._pending = link.inbox.pending(link.origin)
+        # a store only this process writes: its leftovers are ours to replay; on a shared
+        # store other replicas' rows are in flight, and the worker's outbox relay takes
+        # those left by dead ones
+        self._pending = [] if link.inbox.shared else link.inbox.pending(link.origin)
         if self._pending:
             link.log.warning("replaying %d unsent outbox record(s)", len(self._pending))
             self._send({}, {})

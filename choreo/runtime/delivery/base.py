@@ -1,7 +1,7 @@
 """The :class:`Delivery` interface: how a batch's output reaches Kafka and its offsets commit.
 
 The worker handles a polled batch inside one transaction of its store (an
-:class:`~choreo.runtime.inbox.Inbox`); a delivery strategy decides what happens to the
+:class:`~choreo.store.base.Store`); a delivery strategy decides what happens to the
 batch's output and offsets around that transaction's commit:
 
 - :class:`~choreo.runtime.delivery.at_least_once.AtLeastOnce`: store the output in the
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from choreo.model.context import EventLogger
-from choreo.runtime.inbox import Inbox
-from choreo.runtime.outbox import OutboxRecord
+from choreo.store import Inbox
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Consumer, TopicPartition
 
 __all__ = ["Batch", "Delivery", "DeliveryBase", "DeliveryLink", "Offsets"]

@@ -1,0 +1,394 @@
+"""The PostgreSQL store: a service's inbox, outbox and own tables, shared by all its replicas.
+
+Built on psycopg 3 and psycopg_pool (the ``postgres`` extra: ``pip install
+choreo[postgres]``). choreo's own work on a polled batch costs a fixed number of round
+trips, whatever the batch size: one statement claims the batch's event ids in the inbox
+(``INSERT … ON CONFLICT DO NOTHING RETURNING``), and at commit the outbox insert (one
+``INSERT … SELECT FROM unnest(…)``), the deletion of acknowledged records and the COMMIT go
+out together in pipeline mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any, Final
+
+from choreo.errors import ConfigurationError
+from choreo.model.envelope import now_ms
+from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
+from choreo.store.migrations import apply_migrations
+from choreo.store.outbox import OutboxRecord, pack_headers, unpack_headers
+from choreo.store.url import redact_url
+
+__all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
+
+logger = logging.getLogger(__name__)
+
+_LOCK_KEY: Final = 0x63686F72656F  # b"choreo": the advisory lock of migrations
+_SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+POSTGRES_MIGRATIONS: Final = (
+    Migration(
+        1,
+        "inbox and outbox",
+        [
+            """CREATE TABLE IF NOT EXISTS choreo_inbox (
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                handled_at BIGINT NOT NULL,
+                PRIMARY KEY (consumer, event_id))""",
+            "CREATE INDEX IF NOT EXISTS choreo_inbox_age ON choreo_inbox (consumer, handled_at)",
+            """CREATE TABLE IF NOT EXISTS choreo_outbox (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                origin TEXT NOT NULL,
+                id TEXT NOT NULL UNIQUE,
+                topic TEXT NOT NULL,
+                key BYTEA,
+                value BYTEA,
+                headers BYTEA NOT NULL,
+                owner TEXT NOT NULL,
+                created_ms BIGINT NOT NULL)""",
+            "CREATE INDEX IF NOT EXISTS choreo_outbox_origin ON choreo_outbox (origin, seq)",
+            "CREATE INDEX IF NOT EXISTS choreo_outbox_key ON choreo_outbox (origin, key, seq)",
+        ],
+    ),
+)
+"""choreo's own tables on PostgreSQL, versioned in ``choreo_schema_version``."""
+
+_CLAIM = (
+    "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
+    " SELECT %s, e, %s FROM (SELECT DISTINCT unnest(%s::text[]) AS e) AS ids ORDER BY e"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+_ADD = (
+    "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
+    " SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING"
+)
+_UNCLAIM = "DELETE FROM choreo_inbox WHERE consumer = %s AND event_id = ANY(%s)"
+_ENQUEUE = (
+    "INSERT INTO choreo_outbox (origin, id, topic, key, value, headers, owner, created_ms)"
+    " SELECT %s, i, t, k, v, h, %s, %s"
+    " FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::bytea[])"
+    " WITH ORDINALITY AS u(i, t, k, v, h, n) ORDER BY n ON CONFLICT (id) DO NOTHING"
+)
+_SENT = "DELETE FROM choreo_outbox WHERE id = ANY(%s)"
+_CLAIM_OUTBOX = (
+    "SELECT seq, id, topic, key, value, headers FROM choreo_outbox"
+    " WHERE origin = %s AND owner <> %s AND created_ms <= %s"
+    " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+_HEADS = "SELECT key, min(seq) FROM choreo_outbox WHERE origin = %s AND key = ANY(%s) GROUP BY key"
+
+
+class PostgresStore:
+    """A :class:`~choreo.store.base.Store` in a PostgreSQL database, for any number of replicas.
+
+    Guarantee: a committed batch (inbox rows, outbox rows, the handlers' writes) is as
+    durable as the server makes a commit: with PostgreSQL's defaults (``fsync=on``,
+    ``synchronous_commit=on``) it survives SIGKILL of any replica, a crash or power loss
+    of the database machine, and the loss of a replica's machine (nothing of the service
+    lives there); the loss of the database machine itself is covered by PostgreSQL's own
+    replication. Replicas share everything: each batch first claims its event ids in the
+    inbox (a replica handling the same ids at the same moment waits for that transaction
+    and then sees them handled), so a handler's writes commit at most once per event;
+    the handler locks its business rows as any PostgreSQL code would (``SELECT … FOR
+    UPDATE`` or a conditional ``UPDATE``). Outbox rows left by a replica that died are
+    published by any live replica's relay (claimed with ``FOR UPDATE SKIP LOCKED``).
+
+    ``url`` is a libpq URL or conninfo (``postgresql://user:password@host:5432/db``); its
+    password never appears in a repr, log line or error of choreo. ``schema`` puts
+    choreo's and the service's tables in that schema (created if needed) instead of the
+    user's search path. Handlers get ``ctx.db``, a psycopg connection inside the batch's
+    transaction (paramstyle ``format``, ``%s``; see :mod:`choreo.store.sql`); they must
+    not commit or roll it back.
+    """
+
+    durable = True
+    shared = True
+    dialect = "postgresql"
+    paramstyle = "format"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 4,
+        timeout: float = 30.0,
+    ) -> None:
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ConfigurationError(
+                "the PostgreSQL store needs psycopg 3 and psycopg_pool: "
+                "pip install 'choreo[postgres]'"
+            ) from exc
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(f"schema {schema!r} is not a lower-case SQL identifier")
+        self._psycopg = psycopg
+        self.url = redact_url(url)
+        self.schema = schema
+        self.owner = uuid.uuid4().hex
+        self._lock = threading.RLock()
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if schema is not None:
+            self._create_schema(url, schema, timeout)
+            kwargs["options"] = f"-c search_path={schema}"
+        self._pool = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, timeout=timeout
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except Exception as exc:
+            self._pool.close()
+            raise ConfigurationError(
+                f"cannot connect to PostgreSQL at {self.url}: {type(exc).__name__}"
+            ) from None
+        self._conn: Any = None
+        self._tx_thread: int | None = None  # the thread whose transaction is open
+        self._claimed: list[tuple[str, set[str]]] = []
+        self._added: list[tuple[str, Sequence[str], int]] = []
+        self._staged_outbox: list[tuple[str, Sequence[OutboxRecord]]] = []
+        self._staged_sent: list[str] = []
+        self.migrate(CHOREO_COMPONENT, POSTGRES_MIGRATIONS)
+
+    def __repr__(self) -> str:
+        schema = f", schema={self.schema!r}" if self.schema else ""
+        return f"PostgresStore({self.url!r}{schema})"
+
+    def _create_schema(self, url: str, schema: str, timeout: float) -> None:
+        """Create ``schema`` unless it exists (its name was checked to be an identifier)."""
+        try:
+            with self._psycopg.connect(url, autocommit=True, connect_timeout=int(timeout)) as conn:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        except self._psycopg.Error as exc:
+            raise ConfigurationError(
+                f"cannot create schema {schema} at {self.url}: {type(exc).__name__}"
+            ) from None
+
+    # --- the batch transaction ---------------------------------------------------------
+
+    @property
+    def connection(self) -> Any:
+        """Return the psycopg connection of the current transaction (``ctx.db``)."""
+        return self._conn
+
+    def begin(self) -> None:
+        """Take the lock and a connection; the transaction starts with the first statement."""
+        self._lock.acquire()
+        try:
+            if self._conn is None:
+                self._conn = self._pool.getconn()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._reset_staged()
+        self._tx_thread = threading.get_ident()
+
+    def commit(self) -> None:
+        """Write the staged inbox and outbox changes and COMMIT, in one pipeline."""
+        conn = self._conn
+        try:
+            with conn.pipeline():
+                self._write_staged(conn)
+                conn.commit()
+        except BaseException:
+            self._discard_connection_if_broken()
+            raise
+        finally:
+            self._reset_staged()
+            self._lock.release()
+
+    def rollback(self) -> None:
+        """Roll back and release the lock."""
+        try:
+            if self._conn is not None and not self._conn.broken:
+                self._conn.rollback()
+        finally:
+            self._discard_connection_if_broken()
+            self._reset_staged()
+            self._lock.release()
+
+    def _in_transaction(self) -> bool:
+        """Return whether the calling thread has this store's transaction open."""
+        return self._conn is not None and self._tx_thread == threading.get_ident()
+
+    def _reset_staged(self) -> None:
+        """Forget what the transaction staged (at its end)."""
+        self._tx_thread = None
+        self._claimed, self._added, self._staged_outbox, self._staged_sent = [], [], [], []
+
+    def _discard_connection_if_broken(self) -> None:
+        """Give a broken connection back to the pool, which replaces it."""
+        conn = self._conn
+        if conn is not None and (conn.broken or conn.closed):
+            self._conn = None
+            self._pool.putconn(conn)
+
+    def _write_staged(self, conn: Any) -> None:
+        """Send the batch's inbox, outbox and sent-record statements (pipelined)."""
+        added: dict[str, set[str]] = {}
+        for consumer, handled, _ in self._added:
+            added.setdefault(consumer, set()).update(handled)
+        claimed: dict[str, set[str]] = {}
+        for consumer, ids in self._claimed:
+            claimed.setdefault(consumer, set()).update(ids)
+        for consumer, taken in claimed.items():
+            unhandled = taken - added.get(consumer, set())
+            if unhandled:  # claimed but not handled (the worker stopped mid-batch)
+                conn.execute(_UNCLAIM, (consumer, list(unhandled)))
+        for consumer, handled, at in self._added:  # ids added without being claimed first
+            rest = set(handled) - claimed.get(consumer, set())
+            if rest:
+                conn.execute(_ADD, (consumer, sorted(rest), at))
+        if self._staged_sent:
+            conn.execute(_SENT, (self._staged_sent,))
+        created = now_ms()
+        for origin, records in self._staged_outbox:
+            conn.execute(
+                _ENQUEUE,
+                (
+                    origin,
+                    self.owner,
+                    created,
+                    [r[0] for r in records],
+                    [r[1] for r in records],
+                    [r[2] for r in records],
+                    [r[3] for r in records],
+                    [pack_headers(r[4]) for r in records],
+                ),
+            )
+
+    def savepoint(self) -> None:
+        """Open the savepoint of one handler attempt."""
+        self._conn.execute("SAVEPOINT choreo_handler")
+
+    def release_savepoint(self) -> None:
+        """Keep the handler attempt's writes."""
+        self._conn.execute("RELEASE SAVEPOINT choreo_handler")
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo the handler attempt's writes."""
+        self._conn.execute("ROLLBACK TO SAVEPOINT choreo_handler")
+        self._conn.execute("RELEASE SAVEPOINT choreo_handler")
+
+    # --- inbox and outbox --------------------------------------------------------------
+
+    def seen(self, consumer: str, event_ids: Collection[str]) -> set[str]:
+        """Claim the ids not handled yet for this transaction; return the handled ones.
+
+        Inside a transaction (:meth:`begin`) the new ids are inserted at once, so a
+        replica claiming the same ids waits for this transaction: if it commits they are
+        handled, if it rolls back (or the ids are not handled) they are free again.
+        Outside one it only reads.
+        """
+        ids = list(event_ids)
+        if not ids:
+            return set()
+        if not self._in_transaction():
+            with self._pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT event_id FROM choreo_inbox WHERE consumer = %s AND event_id = ANY(%s)",
+                    (consumer, ids),
+                ).fetchall()
+            return {row[0] for row in rows}
+        rows = self._conn.execute(_CLAIM, (consumer, now_ms(), ids)).fetchall()
+        claimed = {row[0] for row in rows}
+        self._claimed.append((consumer, claimed))
+        return set(ids) - claimed
+
+    def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
+        """Record ``event_ids`` as handled by ``consumer`` (written at commit)."""
+        if event_ids:
+            self._added.append((consumer, event_ids, handled_at_ms))
+
+    def enqueue(self, origin: str, records: Sequence[OutboxRecord]) -> None:
+        """Stage records to publish (inserted at commit, in order, after earlier ones)."""
+        if records:
+            self._staged_outbox.append((origin, records))
+
+    def mark_sent(self, ids: Sequence[str]) -> None:
+        """Stage the deletion of acknowledged records (at commit)."""
+        self._staged_sent.extend(ids)
+
+    def pending(self, origin: str) -> list[OutboxRecord]:
+        """Return ``origin``'s unsent records (of every replica) in the order they were stored."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, topic, key, value, headers FROM choreo_outbox WHERE origin = %s"
+                " ORDER BY seq",
+                (origin,),
+            ).fetchall()
+        return [OutboxRecord(r[0], r[1], r[2], r[3], unpack_headers(r[4])) for r in rows]
+
+    def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
+        """Claim other replicas' old records (``SKIP LOCKED``), publish, delete; in key order.
+
+        A record whose key has an older record still in the outbox that this claim did
+        not get (held by another relay, or not old enough) waits for the next round, so
+        records of one correlation id go out in the order they were stored.
+        """
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                _CLAIM_OUTBOX, (origin, self.owner, now_ms() - min_age_ms, limit)
+            ).fetchall()
+            if not rows:
+                return 0
+            keys = list({bytes(r[3]) for r in rows if r[3] is not None})
+            if keys:
+                heads = {bytes(k): s for k, s in conn.execute(_HEADS, (origin, keys)).fetchall()}
+                first: dict[bytes, int] = {}
+                for r in rows:
+                    if r[3] is not None:
+                        first.setdefault(bytes(r[3]), r[0])
+                rows = [r for r in rows if r[3] is None or heads[bytes(r[3])] >= first[bytes(r[3])]]
+            if not rows:
+                return 0
+            publish(
+                [
+                    OutboxRecord(r[1], r[2], _bytes(r[3]), _bytes(r[4]), unpack_headers(r[5]))
+                    for r in rows
+                ]
+            )
+            conn.execute("DELETE FROM choreo_outbox WHERE seq = ANY(%s)", ([r[0] for r in rows],))
+        return len(rows)
+
+    def migrate(self, component: str, migrations: Sequence[Migration]) -> list[int]:
+        """Apply ``component``'s new migrations under an advisory lock (replicas wait)."""
+        with self._pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            return apply_migrations(conn, self.dialect, component, migrations, now_ms())
+
+    def prune(self, consumer: str, older_than_ms: int) -> int:
+        """Delete ``consumer``'s inbox rows handled before ``older_than_ms`` (in the batch)."""
+        if self._in_transaction():
+            cursor = self._conn.execute(
+                "DELETE FROM choreo_inbox WHERE consumer = %s AND handled_at < %s",
+                (consumer, older_than_ms),
+            )
+            return int(cursor.rowcount)
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                "DELETE FROM choreo_inbox WHERE consumer = %s AND handled_at < %s",
+                (consumer, older_than_ms),
+            )
+            return int(cursor.rowcount)
+
+    def close(self) -> None:
+        """Return the connection and close the pool."""
+        with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                self._pool.putconn(conn)
+            self._pool.close()
+
+
+def _bytes(value: Any) -> bytes | None:
+    """Return a bytea value as bytes (psycopg may hand out memoryview)."""
+    return None if value is None else bytes(value)

@@ -1,0 +1,103 @@
+"""Choosing a store by URL (``choreo run --store``, ``$CHOREO_STORE``) and hiding its password.
+
+- ``postgresql://user:password@host:5432/db`` (or ``postgres://``; ``?schema=name``
+  selects a schema): a :class:`~choreo.store.postgres.PostgresStore`;
+- ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a plain file path (a
+  ``?durability=normal`` query trades durability for speed): a
+  :class:`~choreo.store.sqlite.SqliteStore`;
+- ``memory:``: a :class:`~choreo.store.memory.MemoryStore` (smoke runs only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from choreo.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from choreo.store.base import Store
+    from choreo.store.sqlite import Durability
+
+__all__ = ["STORE_ENV", "open_store", "redact_url"]
+
+STORE_ENV = "CHOREO_STORE"
+"""The environment variable that selects a worker's store when ``--store`` is not given."""
+
+_SECRET_PARAMS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password (in the authority or the query) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if not parts.scheme or "://" not in url:
+        return url if "password" not in url.lower() else "<conninfo with a password>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, sep, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if sep else f"{user}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qs(query, keep_blank_values=True)
+        query = urlencode(
+            [
+                (name, "***" if name.lower() in _SECRET_PARAMS else value)
+                for name, values in pairs.items()
+                for value in values
+            ],
+            safe="*",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _sqlite_path(url: str) -> tuple[Path, str]:
+    """Return the file path and durability of a ``sqlite:`` URL or plain path."""
+    if not url.startswith("sqlite:"):
+        return Path(url), "full"
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ConfigurationError("a sqlite URL has no host: use sqlite:///path/to/file.db")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigurationError("the sqlite URL names no file: use sqlite:///path/to/file.db")
+    durability = parse_qs(parts.query).get("durability", ["full"])[-1]
+    return Path(path), durability
+
+
+def open_store(url: str) -> Store:
+    """Return the store ``url`` names (see the module docs); raise ConfigurationError if bad.
+
+    Error messages show the URL with its password hidden.
+    """
+    url = url.strip()
+    if not url:
+        raise ConfigurationError("the store URL is empty")
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        from choreo.store.postgres import PostgresStore
+
+        parts = urlsplit(url)
+        params = parse_qs(parts.query, keep_blank_values=True)
+        schema = params.pop("schema", [None])[-1]
+        query = urlencode([(k, v) for k, vs in params.items() for v in vs])
+        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        return PostgresStore(bare, schema=schema)
+    if scheme == "memory":
+        from choreo.store.memory import MemoryStore
+
+        return MemoryStore()
+    if scheme in ("sqlite", "") or len(scheme) == 1:  # a plain path (or a Windows drive)
+        from choreo.store.sqlite import SqliteStore
+
+        path, durability = _sqlite_path(url)
+        if durability not in ("full", "normal", "off"):
+            raise ConfigurationError(f"unknown sqlite durability {durability!r}")
+        return SqliteStore(path, durability=cast("Durability", durability))
+    raise ConfigurationError(
+        f"unknown store {redact_url(url)!r}: use postgresql://…, sqlite:///path or memory:"
+    )
