@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 from chaos_suite.infra import Kafka, Postgres  # noqa: E402
 from chaos_suite.runner import Options, ScenarioRun  # noqa: E402
-from chaos_suite.scenarios import FULL_ONLY, SCENARIOS  # noqa: E402
+from chaos_suite.scenarios import FULL_ONLY, SCENARIOS, Scenario  # noqa: E402
 
 FIGURES = (
     "lost",
@@ -51,6 +52,9 @@ FIGURES = (
     "duplicate_records",
 )
 """The figures that must all be 0."""
+
+COUNTS = ("unexpected_exits", "completed", "failed", "dead_letters")
+"""What the run did, summed over the scenarios."""
 
 
 def shared_store_supported() -> bool:
@@ -117,9 +121,10 @@ def total(results: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]
         "replicas": meta["replicas"],
         "scenarios": [r["name"] for r in results],
     }
-    for key in (*FIGURES, "unexpected_exits", "completed", "failed", "dead_letters"):
+    for key in (*FIGURES, *COUNTS):
         report[key] = sum(int(r[key]) for r in results)
-    report["ok"] = all(report[key] == 0 for key in FIGURES)
+    report["harness_errors"] = [r["name"] for r in results if "error" in r]
+    report["ok"] = all(report[key] == 0 for key in FIGURES) and not report["harness_errors"]
     report["durations"] = {
         "total_s": meta["total_s"],
         "infra_start_s": meta["infra_start_s"],
@@ -128,6 +133,22 @@ def total(results: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]
     report.update({k: v for k, v in meta.items() if k not in ("total_s", "infra_start_s")})
     report["per_scenario"] = results
     return report
+
+
+def play_one(scenario: Scenario, options: Options, kafka: Kafka, run_id: str) -> dict[str, Any]:
+    """Run one scenario; a harness failure becomes a result with ``error`` (never hidden)."""
+    run = ScenarioRun(scenario, options, kafka, run_id)
+    try:
+        result = run.run()
+    except Exception:
+        result = {"name": scenario.name, "error": traceback.format_exc()[-3000:]}
+        result.update(dict.fromkeys((*FIGURES, *COUNTS), 0))
+        result.update(orders=run.placer.count(), durations={"total_s": 0.0}, timeline=run.timeline)
+    finally:
+        run.close()
+    log = logging.getLogger("choreo.chaos")
+    log.info("%s: %s", scenario.name, {k: result[k] for k in FIGURES})
+    return result
 
 
 def play(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -155,14 +176,10 @@ def play(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 settle_timeout=args.settle_timeout,
                 store_url=postgres.new_database if postgres else None,
             )
-            run = ScenarioRun(scenario, options, kafka, run_id)
-            try:
-                results.append(run.run())
-            finally:
-                run.close()
-            logging.getLogger("choreo.chaos").info(
-                "%s: %s", name, {k: results[-1][k] for k in FIGURES}
-            )
+            results.append(play_one(scenario, options, kafka, run_id))
+            if "error" in results[-1]:  # the broker may be the casualty: start afresh
+                kafka.stop()
+                kafka = None
     finally:
         if kafka is not None:
             kafka.stop()

@@ -106,3 +106,16 @@ def group_members(bootstrap: str, group: str) -> list[str]:
         admin = _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
     described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(15)
     return [m.group_instance_id or m.member_id for m in described.members]
+
+
+def delete_topics(bootstrap: str, prefix: str) -> int:
+    """Delete every topic named ``prefix*`` (a finished scenario's); return how many."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+    if not topics:
+        return 0
+    for future in admin.delete_topics(topics, operation_timeout=60).values():
+        future.result(90)
+    return len(topics)

@@ -30,6 +30,7 @@ from services.shop import build_shop
 
 from . import state as shop_state
 from .checks import evaluate
+from .faults import delete_topics
 from .fleet import SERVICES, Fleet, FleetSpec, service_store_url
 from .logcheck import read_log, run_verify
 from .placer import Placer
@@ -198,6 +199,7 @@ class ScenarioRun:
         checking = time.monotonic()
         result = self._check()
         durations["checks_s"] = time.monotonic() - checking
+        delete_topics(self.kafka.bootstrap, self.prefix)  # keeps the broker light
         durations["placing_s"] = self.placer.seconds
         durations["total_s"] = time.monotonic() - self.started
         result["durations"] = {k: round(v, 1) for k, v in durations.items()}

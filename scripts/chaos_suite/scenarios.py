@@ -98,7 +98,7 @@ def broker_restart(ctx: Context) -> None:
     ctx.kafka.broker.kill()
     ctx.note("broker SIGKILLed")
     ctx.sleep(3.0)
-    seconds = ctx.kafka.broker.restart()
+    seconds = ctx.kafka.broker.restart(timeout=300.0)  # log recovery after a crash
     ctx.placer.hold.clear()
     ctx.note("broker restarted on its data", restart_s=round(seconds, 2))
 
@@ -168,7 +168,7 @@ def cluster_leader(ctx: Context) -> None:
     moved = ctx.kafka.cluster.wait_for_leaders(busiest, avoid=victim)
     ctx.note("leaders moved", after_s=round(moved, 2))
     ctx.sleep(10.0)
-    seconds = ctx.kafka.cluster.restart(victim)
+    seconds = ctx.kafka.cluster.restart(victim, timeout=300.0)
     ctx.note(f"broker {victim} restarted on its data", restart_s=round(seconds, 2))
 
 
