@@ -320,12 +320,16 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         records: list[Record] = []
         append = records.append
         new = make_record
+        dropped: dict[tuple[str, int], int] = {}
         for msg in messages:
             err = msg.error()
             if err is not None:
                 self._on_error(err)
                 continue
             if revoked and (msg.topic(), msg.partition()) in revoked:
+                where: tuple[str, int] = (msg.topic(), msg.partition())  # type: ignore[assignment]
+                offset: int = msg.offset()  # type: ignore[assignment]
+                dropped[where] = min(dropped.get(where, offset), offset)
                 continue
             raw = msg.headers()
             headers: tuple[tuple[str, bytes], ...] = ()
@@ -345,7 +349,34 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
                     msg.timestamp()[1],
                 )
             )
+        if dropped:
+            self._refetch_reassigned(client, dropped)
         return records
+
+    def _refetch_reassigned(self, client: ck.Consumer, dropped: dict[tuple[str, int], int]) -> None:
+        """Seek partitions revoked and assigned again in one poll back to their committed offsets.
+
+        Their messages were dropped with the revoked partition's (some may have been fetched
+        before the revocation), but the fetch position has moved past them: without this
+        seek they would never be handled, and the next commit would skip them (lost).
+        ``dropped`` maps each partition to its lowest dropped offset, the fallback when the
+        group has no committed offset.
+        """
+        assigned = {(p.topic, p.partition) for p in client.assignment()}
+        again = [ck.TopicPartition(t, p) for (t, p) in dropped if (t, p) in assigned]
+        if not again:
+            return
+        try:
+            committed = client.committed(again, timeout=_ADMIN_TIMEOUT)
+            for tp in committed:
+                offset = tp.offset if tp.offset >= 0 else dropped[(tp.topic, tp.partition)]
+                client.seek(ck.TopicPartition(tp.topic, tp.partition, offset))
+        except ck.KafkaException as exc:  # a crash and restart is better than a skipped record
+            raise TransportError(
+                f"cannot refetch partitions assigned again ({_describe(exc)}): their dropped"
+                " records would be skipped",
+                retriable=False,
+            ) from exc
 
     @staticmethod
     def _on_error(err: ck.KafkaError) -> None:
