@@ -20,12 +20,13 @@ print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
 COPY choreo choreo
 COPY services services
 COPY schemas schemas
-RUN pip install . \
+RUN pip install .[postgres] \
     && useradd --create-home --uid 10001 choreo \
     && mkdir -p /data \
     && chown choreo /data
 
-# The services keep their SQLite state (inbox, outbox, own tables) under /data.
+# The services keep their store (inbox, outbox, own tables) in $CHOREO_STORE (PostgreSQL in
+# docker-compose.yml), or in SQLite files under /data when it is not set.
 VOLUME ["/data"]
 USER choreo
 ENV SHOP_DATA_DIR=/data \

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 
 class ChoreoError(Exception):
-    """Base class of every error raised by choreo."""
+    """Base class of every error raised by choreo; its text never shows a secret.
+
+    ``str()`` passes the message through :func:`choreo.safety.redact.redact_text`, so a
+    password, key or token that a client library put into an error message is masked.
+    """
+
+    def __str__(self) -> str:
+        """Return the message with secrets masked."""
+        from choreo.safety.redact import redact_text
+
+        return redact_text(super().__str__())
 
 
 # --- configuration and declarations -------------------------------------------------

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from choreo.tracker.timeouts import TimeoutService
     from choreo.tracker.tracker import Tracker
     from choreo.transports.base import Transport
+    from choreo.transports.config import KafkaConfig
     from services.audit import AuditReport
     from services.shop import Shop
 
@@ -84,6 +85,8 @@ class DemoOptions:
     silent_rate: float = 0.0
     data_dir: Path | None = None
     schemas_dir: Path | None = None
+    kafka_config: KafkaConfig | None = None
+    """Client settings (security, ...) for a Kafka transport; ``bootstrap`` wins."""
 
     def __post_init__(self) -> None:
         """Reject impossible settings before anything starts."""
@@ -247,7 +250,7 @@ class Demo:
             self._transport = transport = open_transport("memory")
         else:
             self._transport = transport = open_transport(
-                options.transport, bootstrap=options.bootstrap
+                options.transport, bootstrap=options.bootstrap, config=options.kafka_config
             )
         prefix = self.prefix
         base = WorkerConfig(

@@ -27,7 +27,7 @@ from types import FrameType
 import click
 
 from choreo.choreography.service import Service
-from choreo.cli._common import import_from_cwd
+from choreo.cli._common import config_option, import_from_cwd, open_kafka
 from choreo.errors import ChoreoError
 
 __all__ = ["load_service", "run"]
@@ -75,6 +75,7 @@ def load_service(target: str) -> Service:
     envvar="CHOREO_KAFKA_BOOTSTRAP",
     help="Kafka bootstrap servers HOST:PORT (or $CHOREO_KAFKA_BOOTSTRAP).",
 )
+@config_option()
 @click.option(
     "--schemas",
     "schemas_dir",
@@ -141,7 +142,7 @@ def run(
         logger.warning("the memory transport is in-process: use it only for a smoke run")
     try:
         serde = serde_for([service], schemas_dir=schemas_dir)
-        transport = open_transport(kind, bootstrap=bootstrap if kind != "memory" else None)
+        transport = open_transport(kind) if kind == "memory" else open_kafka(kind, bootstrap)
         config = WorkerConfig(
             group_id=group_id,
             instance_id=instance_id or None,

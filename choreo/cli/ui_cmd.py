@@ -17,9 +17,11 @@ import click
 
 from choreo.cli._common import (
     close_transport,
+    configured_bootstrap,
     kafka_options,
     new_tracker,
     open_kafka,
+    registry_option,
     wait_for_interrupt,
 )
 from choreo.errors import ChoreoError
@@ -66,6 +68,7 @@ def build_tracker(
 
 @click.command("ui")
 @kafka_options("Kafka bootstrap servers to follow live.")
+@registry_option()
 @click.option(
     "--topics",
     metavar="REGEX",
@@ -134,8 +137,13 @@ def ui(
     allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve the saga-trace web viewer (read-only) until Ctrl-C."""
+    if bootstrap is None and file_ is None:
+        bootstrap = configured_bootstrap()
     if (bootstrap is None) == (file_ is None):
-        raise click.UsageError("give exactly one of --bootstrap HOST:PORT or --file PATH")
+        raise click.UsageError(
+            "give exactly one of --bootstrap HOST:PORT (or a --config file with"
+            " bootstrap.servers) or --file PATH"
+        )
     check_host(host, allow_remote=allow_remote)
     from choreo.viewer.web import ViewerServer
 
@@ -152,7 +160,10 @@ def ui(
         if bootstrap is not None:
             from choreo.tracker.live import LiveTracker
 
-            kafka = open_kafka(transport_kind, bootstrap)
+            try:
+                kafka = open_kafka(transport_kind, bootstrap)
+            except ChoreoError as exc:
+                raise click.ClickException(str(exc)) from exc
             live = LiveTracker(tracker, kafka, topics_pattern=topics, from_beginning=True)
             live.start()
         try:

@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from choreo.errors import EnvelopeError, UnknownEventError
-from choreo.model.envelope import Header
+from choreo.model.envelope import HEADER_PREFIX, Header
 from choreo.model.events import Event
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
 from choreo.runtime.emit import Emitter, as_events
 from choreo.runtime.invoke import Invoker, Item, event_info
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
-from choreo.runtime.routing import Fields, Route, fields_from, scan_headers
+from choreo.runtime.routing import Fields, Route, check_envelope, fields_from, scan_headers
 from choreo.runtime.tracing import all_valid
 from choreo.store import Inbox
 from choreo.store.outbox import OutboxRecord
@@ -367,22 +367,16 @@ class Dispatcher:
 def inbox_key(record: Record) -> str:
     """Return the key a record is deduplicated under: its event id, else its dead-letter id.
 
-    Looks where :meth:`Envelope.to_headers` puts the id first, then anywhere (the last
-    value wins, as in a dict of the headers; a repeated id with another value is caught
-    when the envelope is checked).
+    Called for records :func:`scan_headers` could not read. Only a valid envelope (every
+    choreo header present once, checked by :func:`check_envelope`) is deduplicated under
+    its event id: garbage carrying a real event's id gets its dead-letter id, so it can
+    never pre-empt the real event in the inbox.
     """
     headers = record.headers
-    value: bytes | None = None
-    if len(headers) > 1 and headers[1][0] == _ID:
-        value = headers[1][1]
-    else:
-        for name, data in reversed(headers):
-            if name == _ID:
-                value = data
-                break
-    if value:
+    names = [name for name, _ in headers if name.startswith(HEADER_PREFIX)]
+    if len(names) == len(set(names)):
         try:
-            return value.decode()
-        except UnicodeDecodeError:
+            return check_envelope(dict(headers))[1]
+        except EnvelopeError:
             pass
     return dead_letter_id(record)

@@ -151,11 +151,12 @@ class Store(Protocol):
         ...
 
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
-        """Publish up to ``limit`` of ``origin``'s unsent records that this store did not write.
+        """Publish about ``limit`` of ``origin``'s unsent records that this store did not write.
 
         Takes the records other store objects (a dead replica, an earlier run) stored at
         least ``min_age_ms`` ago, oldest first and in order per key, calls ``publish``
-        and deletes them only when it returned; returns how many were published. On a
+        and deletes them only when it returned; returns how many were published (a store
+        that keeps a batch per row takes whole batches, so it may exceed ``limit``). On a
         shared store the records are claimed so concurrent relays never take the same.
         """
         ...

@@ -39,6 +39,7 @@ from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_i
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
 
 logger = logging.getLogger(__name__)
+_LIBRDKAFKA_LOG: Final = logging.getLogger("choreo.transports.librdkafka")
 
 _ClientT = TypeVar("_ClientT")
 
@@ -89,7 +90,12 @@ def _transport_error(exc: BaseException, what: str) -> TransportError:
 def _create(
     factory: Callable[[dict[str, Any]], _ClientT], settings: dict[str, Any], role: str
 ) -> _ClientT:
-    """Create a client from ``settings``, translating rejected settings."""
+    """Create a client from ``settings``, translating rejected settings.
+
+    librdkafka's own log lines go to the ``choreo.transports.librdkafka`` logger (through
+    choreo's redaction filter) instead of straight to stderr.
+    """
+    settings.setdefault("logger", _LIBRDKAFKA_LOG)
     try:
         return factory(settings)
     except (ck.KafkaException, ValueError, TypeError) as exc:
@@ -478,7 +484,7 @@ class ConfluentTransport:
     def _admin_client(self) -> AdminClient:
         """Return the admin client, created on first use."""
         if self._admin is None:
-            self._admin = AdminClient(self.config.common_settings())  # type: ignore[arg-type]
+            self._admin = _create(AdminClient, self.config.common_settings(), "admin")
         return self._admin
 
     def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
