@@ -83,7 +83,12 @@ class ScenarioRun:
             if self.db_url
             else shop_state.SqliteFiles(self.workdir)
         )
-        env = {**self.config.to_env(), "COLUMNS": "300"}  # one log record per line
+        env = {
+            **self.config.to_env(),
+            "COLUMNS": "300",  # one log record per line
+            # a replica that died for good (or is paused) leaves the group after 10 s, not 45
+            "CHOREO_KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "10000",
+        }
         self.fleet = Fleet(
             FleetSpec(
                 bootstrap=lambda: str(kafka.bootstrap),
