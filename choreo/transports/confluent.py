@@ -461,6 +461,11 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         except ck.KafkaException as exc:
             raise _transport_error(exc, "assignment failed") from exc
 
+    def _leave_group(self) -> None:
+        """Remove this static member from its group, so the others take its partitions now."""
+        if self._instance_id is not None:
+            remove_static_member(self._config, self._group_id, self._instance_id)
+
     def high_watermarks(
         self, partitions: Sequence[TopicPartition], timeout: float = 2.0
     ) -> dict[TopicPartition, int]:
@@ -482,11 +487,6 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             if high >= 0:
                 ends[tp] = high
         return ends
-
-    def _leave_group(self) -> None:
-        """Remove this static member from its group, so the others take its partitions now."""
-        if self._instance_id is not None:
-            remove_static_member(self._config, self._group_id, self._instance_id)
 
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""

@@ -441,6 +441,11 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
         """Return the partitions currently assigned to this consumer."""
         return _to_choreo(self._client().assignment())
 
+    def _leave_group(self) -> None:
+        """Remove this static member from its group, so the others take its partitions now."""
+        if self._instance_id is not None:
+            remove_static_member(self._config, self._group_id, self._instance_id)
+
     def high_watermarks(
         self, partitions: Sequence[TopicPartition], timeout: float = 2.0
     ) -> dict[TopicPartition, int]:
@@ -457,11 +462,6 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
             logger.debug("no end offsets: %s", exc)
             return {}
         return {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
-
-    def _leave_group(self) -> None:
-        """Remove this static member from its group, so the others take its partitions now."""
-        if self._instance_id is not None:
-            remove_static_member(self._config, self._group_id, self._instance_id)
 
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""

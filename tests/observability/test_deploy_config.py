@@ -204,7 +204,7 @@ def test_prometheus_scrapes_every_choreo_container_on_its_metrics_port(compose: 
     assert all(job["metrics_path"] == "/metrics" for job in config["scrape_configs"])
     services = compose["services"]
     expected = set()
-    for name in (*SHOP, "viewer"):
+    for name in (*SHOP, "orchestrator", "viewer"):
         command = services[name]["command"]
         if name == "viewer":
             port = _metrics_port(ui, command[2:])
