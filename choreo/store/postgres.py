@@ -290,8 +290,10 @@ class PostgresStore:
     def outbox_size(self, origin: str) -> int:
         """Return how many of ``origin``'s records are unsent (of every replica)."""
         with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM choreo_outbox WHERE origin = %s", (origin,)
+            row = conn.execute(  # rows hold batches: count their ids not yet sent
+                "SELECT COALESCE(SUM((SELECT COUNT(*) FROM unnest(ids) AS i"
+                " WHERE NOT i = ANY(sent))), 0) FROM choreo_outbox WHERE origin = %s",
+                (origin,),
             ).fetchone()
         return int(row[0]) if row is not None else 0
 
