@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from choreo.choreography.checks import Problem, check
     from choreo.choreography.graph import Choreography
     from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
+    from choreo.store import MemoryStore, SqliteStore, Store, open_store
+    from choreo.store.postgres import PostgresStore
     from choreo.testing import SagaTestKit
     from choreo.tracker import SagaQuery, SagaStatus, SagaTrace, Tracker
     from choreo.transports import KafkaConfig, MemoryBus, open_transport
@@ -41,6 +43,8 @@ _LAZY = {
     "KafkaConfig": "choreo.transports",
     "MemoryBus": "choreo.transports",
     "MemoryInbox": "choreo.runtime",
+    "MemoryStore": "choreo.store",
+    "PostgresStore": "choreo.store.postgres",  # needs the optional psycopg packages
     "Problem": "choreo.choreography.checks",
     "Publisher": "choreo.runtime",
     "SagaQuery": "choreo.tracker",
@@ -49,11 +53,14 @@ _LAZY = {
     "SagaTrace": "choreo.tracker",
     "SingleObjectCodec": "choreo.avro.codec",
     "SqliteInbox": "choreo.runtime",
+    "SqliteStore": "choreo.store",
+    "Store": "choreo.store",
     "Tracker": "choreo.tracker",
     "Worker": "choreo.runtime",
     "WorkerConfig": "choreo.runtime",
     "check": "choreo.choreography.checks",
     "load_directory": "choreo.avro",
+    "open_store": "choreo.store",
     "open_transport": "choreo.transports",
 }
 
@@ -84,6 +91,8 @@ __all__ = [
     "KafkaConfig",
     "MemoryBus",
     "MemoryInbox",
+    "MemoryStore",
+    "PostgresStore",
     "Problem",
     "Publisher",
     "Retry",
@@ -98,7 +107,9 @@ __all__ = [
     "Service",
     "SingleObjectCodec",
     "SqliteInbox",
+    "SqliteStore",
     "StepKind",
+    "Store",
     "Tracker",
     "TransientError",
     "Worker",
@@ -107,5 +118,6 @@ __all__ = [
     "check",
     "event_type_of",
     "load_directory",
+    "open_store",
     "open_transport",
 ]

@@ -21,6 +21,8 @@ import choreo.model.context
 import choreo.model.envelope
 import choreo.model.events
 import choreo.runtime
+import choreo.store
+import choreo.store.postgres
 import choreo.tracker
 import choreo.transports
 
@@ -63,6 +65,11 @@ def exported_names_are_the_modules_classes() -> None:
     assert_type(choreo.SagaTrace, type[choreo.tracker.SagaTrace])
     assert_type(choreo.SagaQuery, type[choreo.tracker.SagaQuery])
     assert_type(choreo.MemoryBus, type[choreo.transports.MemoryBus])
+    assert_type(choreo.open_store("memory:"), choreo.store.Store)
+    assert_type(choreo.SqliteStore, type[choreo.store.SqliteStore])
+    assert_type(choreo.PostgresStore, type[choreo.store.postgres.PostgresStore])
+    assert_type(choreo.MemoryStore, type[choreo.store.MemoryStore])
+    assert_type(choreo.SqliteInbox, type[choreo.store.SqliteStore])  # the older name
     assert_type(choreo.KafkaConfig, type[choreo.transports.KafkaConfig])
 
 
