@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from choreo.store import MemoryStore, SqliteStore, Store, open_store
     from choreo.store.postgres import PostgresStore
     from choreo.testing import SagaTestKit
-    from choreo.tracker import SagaQuery, SagaStatus, SagaTrace, Tracker
+    from choreo.tracker import SagaQuery, SagaState, SagaStatus, SagaTrace, Tracker
     from choreo.transports import KafkaConfig, MemoryBus, open_transport
 
 # The rest of the public API loads on first use, so ``import choreo`` stays light.
@@ -48,6 +48,7 @@ _LAZY = {
     "Problem": "choreo.choreography.checks",
     "Publisher": "choreo.runtime",
     "SagaQuery": "choreo.tracker",
+    "SagaState": "choreo.tracker",
     "SagaStatus": "choreo.tracker",
     "SagaTestKit": "choreo.testing",
     "SagaTrace": "choreo.tracker",
@@ -99,6 +100,7 @@ __all__ = [
     "Role",
     "Saga",
     "SagaQuery",
+    "SagaState",
     "SagaStatus",
     "SagaTestKit",
     "SagaTimedOut",
