@@ -261,7 +261,9 @@ class Worker:
             return
         while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
             try:
-                records = consumer.poll(self.config.max_poll_records, min(left, 1.0))
+                records = consumer.poll(
+                    self.config.max_poll_records, min(left, max(self.config.poll_timeout, 0.1))
+                )
             except Exception as exc:
                 self._log.debug("poll during the backoff failed: %s", exc)
                 self._stop.wait(min(left, 1.0))
