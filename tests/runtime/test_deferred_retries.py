@@ -93,7 +93,7 @@ def test_a_long_backoff_pauses_one_partition_and_the_others_go_on() -> None:
     _drain(worker, BACKOFF / 3)
     assert calls[slow] == 1
     assert all(calls[o] == 1 for o in other)
-    assert worker._paused.keys() == {TopicPartition(ORDERS, slow_partition)}
+    assert worker._pauses.until.keys() == {TopicPartition(ORDERS, slow_partition)}
     assert (cids[slow], 1, Outcome.DEFERRED) in outcomes.seen
 
     _drain(worker, BACKOFF)
@@ -103,7 +103,7 @@ def test_a_long_backoff_pauses_one_partition_and_the_others_go_on() -> None:
     assert (cids[slow], 2, Outcome.HANDLED) in outcomes.seen
     assert len(bus.records("test.runtime.StockReserved")) == len(cids)
     assert sum(bus.committed("inventory").values()) == len(cids)
-    assert worker._paused == {}
+    assert worker._pauses.until == {}
 
 
 def test_short_backoffs_still_wait_in_line() -> None:
@@ -119,7 +119,7 @@ def test_short_backoffs_still_wait_in_line() -> None:
     assert worker.run_once(0.0) == 1
     assert time.monotonic() - started >= BACKOFF
     assert calls["o0"] == 2
-    assert worker._paused == {}
+    assert worker._pauses.until == {}
     worker.close()
 
 
