@@ -270,6 +270,10 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
     def _assigned(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
         """Run the user's on_assign, then assign with any offsets it asked to seek to."""
         assigned = [TopicPartition(p.topic, p.partition) for p in partitions]
+        # a partition given back in the same poll (eager rebalance: revoke all, assign
+        # again) is ours again: its messages fetched from here on must not be dropped,
+        # or the consumer's position passes records nobody handles
+        self._revoked_in_poll.difference_update(assigned)
         self._pending_seeks = {}
         try:
             if self._on_assign is not None:
