@@ -4,7 +4,7 @@ In one run, over the same N pre-published records (a realistic small event, full
 envelope with a W3C traceparent):
 
 - **raw**: fastavro ``schemaless_reader`` + ``schemaless_writer`` of each record's body,
-  nothing else (the floor any Avro runtime pays; DESIGN §7);
+  nothing else (the floor any Avro runtime pays);
 - **hop**: the lean hand-written hop on the same transport: poll a batch from the memory
   bus, fastavro decode + encode, publish with the incoming headers, commit the offsets
   once per batch (what the runtime does minus envelopes, dedupe, outbox and dispatch);

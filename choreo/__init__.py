@@ -13,8 +13,10 @@ from choreo.choreography.service import HandlerSpec, Retry, Saga, Service, StepK
 from choreo.errors import (
     BusinessFailure,
     ChoreoError,
+    ChoreographyError,
     ConfigurationError,
     DecodeError,
+    SchemaError,
     TransientError,
 )
 from choreo.model.context import Context
@@ -25,11 +27,11 @@ if TYPE_CHECKING:
     from choreo.avro import load_directory
     from choreo.avro.codec import SingleObjectCodec
     from choreo.avro.serde import EventSerde
-    from choreo.choreography.checks import check
+    from choreo.choreography.checks import Problem, check
     from choreo.choreography.graph import Choreography
     from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
     from choreo.testing import SagaTestKit
-    from choreo.tracker import Tracker
+    from choreo.tracker import SagaQuery, SagaStatus, SagaTrace, Tracker
     from choreo.transports import KafkaConfig, MemoryBus, open_transport
 
 # The rest of the public API loads on first use, so ``import choreo`` stays light.
@@ -39,8 +41,12 @@ _LAZY = {
     "KafkaConfig": "choreo.transports",
     "MemoryBus": "choreo.transports",
     "MemoryInbox": "choreo.runtime",
+    "Problem": "choreo.choreography.checks",
     "Publisher": "choreo.runtime",
+    "SagaQuery": "choreo.tracker",
+    "SagaStatus": "choreo.tracker",
     "SagaTestKit": "choreo.testing",
+    "SagaTrace": "choreo.tracker",
     "SingleObjectCodec": "choreo.avro.codec",
     "SqliteInbox": "choreo.runtime",
     "Tracker": "choreo.tracker",
@@ -66,6 +72,7 @@ __all__ = [
     "BusinessFailure",
     "ChoreoError",
     "Choreography",
+    "ChoreographyError",
     "ConfigurationError",
     "Context",
     "DecodeError",
@@ -77,12 +84,17 @@ __all__ = [
     "KafkaConfig",
     "MemoryBus",
     "MemoryInbox",
+    "Problem",
     "Publisher",
     "Retry",
     "Role",
     "Saga",
+    "SagaQuery",
+    "SagaStatus",
     "SagaTestKit",
     "SagaTimedOut",
+    "SagaTrace",
+    "SchemaError",
     "Service",
     "SingleObjectCodec",
     "SqliteInbox",

@@ -9,8 +9,17 @@ Stdlib only. Used three ways:
   calls free.
 * ``python scripts/kafka_broker.py run [--port 9092 --controller-port 9093]`` runs a broker
   in the foreground, prints its bootstrap address and stops it on Ctrl-C.
+* ``python scripts/kafka_broker.py cluster`` runs a three-node cluster (one KRaft quorum,
+  replication factor 3, ``min.insync.replicas=2``; see ``scripts/kafka_cluster.py``).
 * ``KafkaBroker`` (a context manager) from Python: tests (``tests/conftest.py``) and
-  benchmarks import this file as a module.
+  benchmarks import this file as a module. :meth:`KafkaBroker.kill` SIGKILLs the JVM and
+  keeps its data dir and ports; :meth:`KafkaBroker.restart` starts it again on them, as a
+  machine that crashed and came back would (crash tests, the chaos suite).
+* ``python scripts/kafka_broker.py run --secure`` (or ``KafkaBroker(secure=True)``) adds a
+  SASL_SSL listener: SCRAM-SHA-256/512 and PLAIN users (SCRAM credentials written at
+  format time with ``kafka-storage format --add-scram``), TLS with a CA, a broker
+  certificate and a client certificate made at start with ``openssl`` (the broker
+  requires the client certificate); see :class:`TlsFiles` and :data:`SECURE_USERS`.
 
 The broker is a combined KRaft broker+controller bound to 127.0.0.1, with its log dir,
 configuration and logs in a fresh temporary directory that is removed on stop. The JVM
@@ -30,6 +39,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -74,6 +84,95 @@ DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 
 _PR_SET_PDEATHSIG = 1
+
+SECURE_USERS = ("alice", "bob")
+"""The SASL users of a secure broker (SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN); each gets a
+random password per broker (:attr:`KafkaBroker.users`)."""
+
+
+class TlsFiles:
+    """The PEM files of a secure broker's TLS set-up, made with ``openssl`` in ``directory``.
+
+    ``ca`` is the CA certificate both sides trust; ``broker_p12`` the broker's PKCS12
+    keystore (certificate for 127.0.0.1 and localhost, signed by the CA);
+    ``client_cert``/``client_key`` the client certificate and its unencrypted key;
+    ``client_pem`` both in one file (a Java-style PEM keystore).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.store_password = secrets.token_urlsafe(12)
+        """The password of the broker's PKCS12 keystore (random)."""
+        self.ca = directory / "ca.pem"
+        self.ca_key = directory / "ca.key"
+        self.broker_p12 = directory / "broker.p12"
+        self.client_cert = directory / "client.pem"
+        self.client_key = directory / "client.key"
+        self.client_pem = directory / "client-keystore.pem"
+
+    def make(self) -> TlsFiles:
+        """Create the CA, the broker keystore and the client certificate; return self."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise BrokerError("a secure broker needs openssl (apt-get install openssl)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        d = self.directory
+
+        def run(*args: str) -> None:
+            result = subprocess.run(
+                [openssl, *args], capture_output=True, text=True, check=False, timeout=60
+            )
+            if result.returncode != 0:
+                raise BrokerError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=choreo test CA", "-keyout", str(self.ca_key), "-out", str(self.ca),
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
+        for name, subject, extension in (
+            ("broker", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            ("client", "/CN=choreo-client", "extendedKeyUsage=clientAuth"),
+        ):
+            key, csr, cert = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem"
+            run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+                "-keyout", str(key), "-out", str(csr))
+            (d / f"{name}.ext").write_text(extension + "\n")
+            run("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.ca_key),
+                "-CAcreateserial", "-days", "2", "-out", str(cert),
+                "-extfile", str(d / f"{name}.ext"))
+        run("pkcs12", "-export", "-in", str(d / "broker.pem"), "-inkey", str(d / "broker.key"),
+            "-certfile", str(self.ca), "-name", "broker", "-out", str(self.broker_p12),
+            "-passout", f"pass:{self.store_password}")
+        self.client_pem.write_text(self.client_key.read_text() + self.client_cert.read_text())
+        for path in (self.ca_key, self.client_key, self.client_pem, d / "broker.key"):
+            path.chmod(0o600)
+        return self
+
+
+def _secure_settings(port: int, tls: TlsFiles, users: dict[str, str]) -> str:
+    """Return the server.properties lines of a SASL_SSL listener on ``port``."""
+    plain_users = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    prefix = "listener.name.sasl_ssl"
+    return "\n".join(
+        [
+            "",
+            "# SASL_SSL listener (scripts/kafka_broker.py --secure)",
+            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
+            f"{prefix}.scram-sha-256.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}.plain.sasl.jaas.config="
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+            f"{prefix}.ssl.keystore.type=PKCS12",
+            f"{prefix}.ssl.keystore.location={tls.broker_p12}",
+            f"{prefix}.ssl.keystore.password={tls.store_password}",
+            f"{prefix}.ssl.key.password={tls.store_password}",
+            f"{prefix}.ssl.truststore.type=PEM",
+            f"{prefix}.ssl.truststore.location={tls.ca}",
+            f"{prefix}.ssl.client.auth=required",
+            "",
+        ]
+    )
 
 
 class BrokerError(RuntimeError):
@@ -364,7 +463,16 @@ class KafkaBroker:
         jars: Path | None = None,
         startup_timeout: float = 60.0,
         keep_dir: bool = False,
+        secure: bool = False,
+        users: dict[str, str] | None = None,
     ) -> None:
+        self.secure = secure
+        self.users = (
+            {name: secrets.token_urlsafe(12) for name in SECURE_USERS} if users is None else users
+        )
+        """The SASL users of the secure listener and their passwords."""
+        self.secure_port = 0
+        self.tls: TlsFiles | None = None
         self.requested_port = port
         self.requested_controller_port = controller_port
         self.jars = jars
@@ -385,6 +493,13 @@ class KafkaBroker:
         if not self.port:
             raise BrokerError("the broker is not started")
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """Return ``127.0.0.1:PORT`` of the SASL_SSL listener (a secure broker only)."""
+        if not self.secure_port:
+            raise BrokerError("the broker has no SASL_SSL listener (start it with secure=True)")
+        return f"127.0.0.1:{self.secure_port}"
 
     @property
     def log_file(self) -> Path:
@@ -416,13 +531,10 @@ class KafkaBroker:
         tries = 3 if auto_ports else 1
         started = time.monotonic()
         for attempt in range(1, tries + 1):
-            self._choose_ports()
-            self.workdir = Path(tempfile.mkdtemp(prefix="choreo-kafka-"))
             try:
-                self._check_ports_free()
-                self._format(java, jars)
-                self._launch(java, jars)
-                self._wait_ready(started)
+                self.prepare(java, jars)
+                self.launch(java, jars)
+                self.wait_ready(started)
             except BrokerError as error:
                 logs = _tail(self.console_file, 200) + _tail(self.log_file, 200)
                 port_lost = "already in use" in f"{error}{logs}"
@@ -438,6 +550,50 @@ class KafkaBroker:
         self.startup_seconds = time.monotonic() - started
         logger.info("kafka broker at %s started in %.1f s", self.bootstrap, self.startup_seconds)
         return self
+
+    def prepare(self, java: str, jars: Path) -> None:
+        """Choose the ports, make a fresh work dir and format its KRaft log dir (no JVM yet)."""
+        self._choose_ports()
+        self.workdir = Path(tempfile.mkdtemp(prefix="choreo-kafka-"))
+        self._check_ports_free()
+        self._format(java, jars)
+
+    def kill(self) -> None:
+        """SIGKILL the JVM, as a crash would, and keep its data dir and ports for :meth:`restart`.
+
+        Nothing is flushed or closed: whatever the broker had not written to its log
+        segments is lost, exactly as in a power cut of the process.
+        """
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            raise BrokerError("the broker is not running")
+        process.kill()
+        process.wait()
+        logger.info("kafka broker pid %d killed (SIGKILL)", process.pid)
+
+    def restart(self, timeout: float | None = None) -> float:
+        """Start the JVM again on the same data dir and ports; return the seconds it took.
+
+        Call it from a thread that outlives the broker (see :func:`_pdeathsig_preexec`).
+        Raises :class:`BrokerError` when the broker still runs, was never started, or does
+        not serve within ``timeout`` (default ``startup_timeout``) seconds.
+        """
+        if self.is_running():
+            raise BrokerError("the broker is still running: kill() or stop() it first")
+        if self.workdir is None or not (self.workdir / "server.properties").is_file():
+            raise BrokerError("the broker was never started: there is no data dir to restart on")
+        started = time.monotonic()
+        jars = fetch_jars(self.jars)
+        java = java_executable()
+        self.launch(java, jars)
+        saved, self.startup_timeout = self.startup_timeout, timeout or self.startup_timeout
+        try:
+            self.wait_ready(started)
+        finally:
+            self.startup_timeout = saved
+        seconds = time.monotonic() - started
+        logger.info("kafka broker at %s restarted in %.1f s", self.bootstrap, seconds)
+        return seconds
 
     def stop(self) -> None:
         """Stop the JVM by its PID (SIGTERM, SIGKILL after 20 s) and remove the temp dir.
@@ -493,6 +649,10 @@ class KafkaBroker:
             self.controller_port = free_port()
             while self.controller_port == self.port:
                 self.controller_port = free_port()
+        if self.secure:
+            self.secure_port = free_port()
+            while self.secure_port in (self.port, self.controller_port):
+                self.secure_port = free_port()
 
     def _check_ports_free(self) -> None:
         """Raise :class:`BrokerError` if the broker or controller port is already taken."""
@@ -503,15 +663,31 @@ class KafkaBroker:
     def _format(self, java: str, jars: Path) -> None:
         """Write server.properties and format the KRaft log dir with StorageTool."""
         assert self.workdir is not None
-        data_dir = self.workdir / "data"
-        template = string.Template(SERVER_TEMPLATE.read_text())
-        config = template.substitute(
-            broker_port=self.port,
-            controller_port=self.controller_port,
-            data_dir=str(data_dir),
-        )
+        config = self.server_properties()
+        scram: list[str] = []
+        if self.secure:
+            self.tls = TlsFiles(self.workdir / "tls").make()
+            secure = f"SASL_SSL://127.0.0.1:{self.secure_port}"
+            config = (
+                config.replace(
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},{secure},",
+                )
+                .replace(
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},{secure}",
+                )
+                .replace(
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,",
+                )
+            )
+            config += _secure_settings(self.secure_port, self.tls, self.users)
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                for name, password in self.users.items():
+                    scram += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         (self.workdir / "server.properties").write_text(config)
-        self.cluster_id = random_cluster_id()
+        self.cluster_id = self.cluster_id or random_cluster_id()
         command = [
             java,
             *self._log_opts(),
@@ -523,6 +699,7 @@ class KafkaBroker:
             self.cluster_id,
             "--config",
             str(self.workdir / "server.properties"),
+            *scram,
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
         if result.returncode != 0:
@@ -531,6 +708,16 @@ class KafkaBroker:
                 f"{result.stdout}{result.stderr}"
             )
 
+    def server_properties(self) -> str:
+        """Return the text of this broker's ``server.properties`` (a single combined node)."""
+        assert self.workdir is not None
+        template = string.Template(SERVER_TEMPLATE.read_text())
+        return template.substitute(
+            broker_port=self.port,
+            controller_port=self.controller_port,
+            data_dir=str(self.workdir / "data"),
+        )
+
     def _log_opts(self) -> list[str]:
         """Return the JVM options that send log4j2 output to ``broker.log`` at WARN."""
         return [
@@ -538,7 +725,7 @@ class KafkaBroker:
             f"-Dchoreo.kafka.log={self.log_file}",
         ]
 
-    def _launch(self, java: str, jars: Path) -> None:
+    def launch(self, java: str, jars: Path) -> None:
         """Start ``kafka.Kafka`` in its own session, its console going to ``console.log``."""
         assert self.workdir is not None
         command = [
@@ -550,7 +737,7 @@ class KafkaBroker:
             "kafka.Kafka",
             str(self.workdir / "server.properties"),
         ]
-        with self.console_file.open("wb") as console:
+        with self.console_file.open("ab") as console:
             self.process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -564,7 +751,7 @@ class KafkaBroker:
             _LIVE.add(self)
         logger.info("kafka broker pid %d starting in %s", self.process.pid, self.workdir)
 
-    def _wait_ready(self, started: float) -> None:
+    def wait_ready(self, started: float) -> None:
         """Wait for the TCP port, then for a metadata answer; raise BrokerError on timeout."""
         deadline = started + self.startup_timeout
         port_open = False
@@ -617,6 +804,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         jars=args.jars,
         startup_timeout=args.timeout,
         keep_dir=args.keep_dir,
+        secure=args.secure,
     )
     try:
         broker.start()
@@ -626,6 +814,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"started in {broker.startup_seconds:.1f} s, dir {broker.workdir})",
             flush=True,
         )
+        if broker.tls is not None:
+            print(
+                f"SASL_SSL on {broker.secure_bootstrap}: users {', '.join(broker.users)}"
+                f" (SCRAM-SHA-256/512, PLAIN); CA {broker.tls.ca}, client certificate"
+                f" {broker.tls.client_cert}, key {broker.tls.client_key}",
+                flush=True,
+            )
         print("Ctrl-C stops it.", flush=True)
         while broker.is_running():
             time.sleep(0.5)
@@ -639,6 +834,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     finally:
         broker.stop()
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    """Run a three-node cluster in the foreground (``scripts/kafka_cluster.py``)."""
+    sys.modules.setdefault("kafka_broker", sys.modules[__name__])
+    sys.path.insert(0, str(SCRIPTS_DIR))
+    import kafka_cluster
+
+    status: int = kafka_cluster.run_foreground(args.jars, args.timeout)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -664,7 +869,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--timeout", type=float, default=60.0, help="start-up timeout in seconds")
     run.add_argument("--keep-dir", action="store_true", help="keep the temp dir after stopping")
+    run.add_argument(
+        "--secure",
+        action="store_true",
+        help="add a SASL_SSL listener (SCRAM/PLAIN users, TLS certificates made with openssl)",
+    )
     run.set_defaults(func=_cmd_run)
+    cluster = sub.add_parser(
+        "cluster",
+        help="run a three-node KRaft cluster (replication 3, min.insync.replicas=2) in the "
+        "foreground",
+    )
+    cluster.add_argument("--timeout", type=float, default=90.0, help="start-up timeout, seconds")
+    cluster.set_defaults(func=_cmd_cluster)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:

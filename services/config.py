@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from choreo.errors import ConfigurationError
+from choreo import ConfigurationError
 from services.catalog import DEFAULT_STOCK
 
 __all__ = ["ServiceConfig", "parse_stock"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from choreo.choreography.service import Service
+from choreo import Service
 from services import inventory, notification, order, payment, shipping
 from services.config import ServiceConfig
 

@@ -10,12 +10,13 @@ import pytest
 import choreo
 
 EXPECTED = {
-    "BusinessFailure", "ChoreoError", "Choreography", "ConfigurationError", "Context",
-    "DecodeError", "Envelope", "Event", "EventSerde", "HandlerSpec", "Header",
-    "KafkaConfig", "MemoryBus", "MemoryInbox", "Publisher", "Retry", "Role", "Saga",
-    "SagaTestKit", "SagaTimedOut", "Service", "SingleObjectCodec", "SqliteInbox",
-    "StepKind", "Tracker", "TransientError", "Worker", "WorkerConfig", "__version__",
-    "check", "event_type_of", "load_directory", "open_transport",
+    "BusinessFailure", "ChoreoError", "Choreography", "ChoreographyError",
+    "ConfigurationError", "Context", "DecodeError", "Envelope", "Event", "EventSerde",
+    "HandlerSpec", "Header", "KafkaConfig", "MemoryBus", "MemoryInbox", "Problem",
+    "Publisher", "Retry", "Role", "Saga", "SagaQuery", "SagaStatus", "SagaTestKit",
+    "SagaTimedOut", "SagaTrace", "SchemaError", "Service", "SingleObjectCodec",
+    "SqliteInbox", "StepKind", "Tracker", "TransientError", "Worker", "WorkerConfig",
+    "__version__", "check", "event_type_of", "load_directory", "open_transport",
 }  # fmt: skip
 
 

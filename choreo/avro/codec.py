@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from choreo.avro.compiler import (
     DEFAULT_MAX_ZERO_SIZE_ITEMS,
+    CompileLimits,
     DatumMismatchError,
     DecodeLimits,
     Decoder,
@@ -138,11 +139,16 @@ class _AvroCodec:
     header_size: int
 
     def __init__(
-        self, registry: SchemaRegistry, *, max_size: int, max_zero_size_items: int
+        self,
+        registry: SchemaRegistry,
+        *,
+        max_size: int,
+        max_zero_size_items: int,
+        compile_limits: CompileLimits | None,
     ) -> None:
         self._registry = registry
         self.max_size = max_size
-        self._limits = DecodeLimits(max_zero_size_items)
+        self._limits = DecodeLimits(max_zero_size_items, compile_limits or CompileLimits())
         self._latest: dict[str, EncoderEntry] = {}
         self._versioned: dict[tuple[str, int], EncoderEntry] = {}
         self._encoders: dict[int, Encoder] = {}
@@ -191,7 +197,7 @@ class _AvroCodec:
         """Return the compiled encoder of ``schema``, compiled once per fingerprint."""
         encoder = self._encoders.get(schema.fingerprint)
         if encoder is None:
-            encoder = compile_encoder(schema.model)
+            encoder = compile_encoder(schema.model, self._limits.compile)
             self._encoders[schema.fingerprint] = encoder
         return encoder
 
@@ -280,6 +286,9 @@ class SingleObjectCodec(_AvroCodec):
     :class:`~choreo.errors.UnknownEventError` for an unknown schema name. ``decode``
     raises :class:`~choreo.errors.DecodeError` for anything wrong with the bytes and
     :class:`~choreo.errors.UnknownEventError` for an unknown reader name. Thread-safe.
+    ``compile_limits`` bounds the schemas codecs are compiled for (see
+    :class:`~choreo.avro.compiler.CompileLimits`); a writer schema over them makes its
+    records fail with ``DecodeError``.
     """
 
     header_size = _HEADER
@@ -290,8 +299,14 @@ class SingleObjectCodec(_AvroCodec):
         *,
         max_size: int = DEFAULT_MAX_SIZE,
         max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
+        compile_limits: CompileLimits | None = None,
     ) -> None:
-        super().__init__(registry, max_size=max_size, max_zero_size_items=max_zero_size_items)
+        super().__init__(
+            registry,
+            max_size=max_size,
+            max_zero_size_items=max_zero_size_items,
+            compile_limits=compile_limits,
+        )
 
     def schema_for(self, name: str, version: int | None = None) -> SchemaVersion:
         """Return the schema version ``encode(name, ..., version)`` writes with."""

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from choreo.avro.codec import DEFAULT_MAX_SIZE, EncoderEntry, _AvroCodec
-from choreo.avro.compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS
+from choreo.avro.compiler import DEFAULT_MAX_ZERO_SIZE_ITEMS, CompileLimits
 from choreo.avro.lint import lint_schema
 from choreo.avro.loader import SchemaRegistry, SchemaVersion, _load, _Source
 from choreo.errors import (
@@ -71,8 +71,14 @@ class ConfluentCodec(_AvroCodec):
         auto_register: bool = True,
         max_size: int = DEFAULT_MAX_SIZE,
         max_zero_size_items: int = DEFAULT_MAX_ZERO_SIZE_ITEMS,
+        compile_limits: CompileLimits | None = None,
     ) -> None:
-        super().__init__(registry, max_size=max_size, max_zero_size_items=max_zero_size_items)
+        super().__init__(
+            registry,
+            max_size=max_size,
+            max_zero_size_items=max_zero_size_items,
+            compile_limits=compile_limits,
+        )
         self.client = client
         self.subject_name_strategy = subject_name_strategy
         self.auto_register = auto_register
@@ -133,7 +139,7 @@ class ConfluentCodec(_AvroCodec):
                 _Source(f"schema id {schema_id}", json.loads(remote.schema_str), None, 1)
             )
             loaded = _load(sources, {}, lint=False, max_depth=None)
-        except (SchemaError, ValueError, RecursionError) as exc:  # JSONDecodeError: ValueError
+        except (SchemaError, ValueError, TypeError, RecursionError) as exc:  # JSON errors too
             raise DecodeError(
                 f"schema id {schema_id} is not a usable Avro schema: {exc!s:.300}", data
             ) from exc

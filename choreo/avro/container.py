@@ -154,13 +154,14 @@ def read_blocks(
     label: str = "container file",
     refusal: str = "its writer schema is not one this reader accepts",
 ) -> Iterator[list[Any]]:
-    """Yield the datums of each block of a container file, decoded as ``reader``.
+    """Yield the datums of each block of a container file (a seekable binary stream).
 
     The file's writer schema must have the Parsing Canonical Form of one of ``accepted``
     (self-contained schemas, models or JSON); its datums are then decoded with a decoder
     compiled for that accepted schema and ``reader`` (default: the accepted schema
-    itself). Raises :class:`DecodeError` for any other file (``refusal`` says why), a
-    truncated or corrupt one, or one over ``limits``; ``label`` names the file.
+    itself; pass today's schema when ``accepted`` also lists older compatible versions).
+    Raises :class:`DecodeError` for any other file (``refusal`` says why), a truncated or
+    corrupt one, or one over ``limits``; ``label`` names the file.
     """
     bounds = limits or ContainerLimits()
     stream = _Stream(raw, label)

@@ -16,11 +16,13 @@ adding a version *and* new versions of the events that use it, so the gate
 (:mod:`choreo.avro.compat`) sees the change.
 
 Loading happens in three passes over all files together: collect every defined name,
-normalize each file (qualifying names, checking structure, resolving references across
-files), then expand each into its self-contained form (a dependency's definition is
-inlined at first use, so files load in any order; cycles are recursion, which lint
-rejects). fastavro's ``parse_schema`` then validates each self-contained schema, and its
-Parsing Canonical Form gives the fingerprint.
+parse each file into the schema model (:mod:`choreo.avro.parse`: qualifying names,
+checking structure, resolving references across files), then expand each into its
+self-contained form (:mod:`choreo.avro.expand`: a dependency's definition is inlined at
+first use, so files load in any order; cycles are recursion, which lint rejects). Field
+defaults are checked, fastavro's ``parse_schema`` validates the JSON form of each, and
+its Parsing Canonical Form gives the fingerprint. Each :class:`SchemaVersion` keeps its
+parsed model, so nothing downstream parses JSON again.
 
 The loader always includes choreo's built-in schemas (``choreo/avro/builtin/``, e.g.
 ``choreo.SagaTimedOut``) and, unless told otherwise, runs :mod:`choreo.avro.lint`.

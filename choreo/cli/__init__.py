@@ -40,7 +40,7 @@ HELP: dict[str, str] = {
     "graph": "Draw a choreography as Mermaid or Graphviz DOT.",
     "asyncapi": "Export an AsyncAPI 3 document of a choreography's channels and messages.",
     "run": "Run one service's worker (MODULE:SERVICE) against a transport.",
-    "sagas": "List sagas with their states, with filters and counts per state.",
+    "sagas": "List sagas with their statuses, with filters and counts per status.",
     "trace": "Show one saga's timeline as a tree.",
     "watch": "Show live saga counts and the latest sagas, updating in place.",
     "verify": "Check the saga guarantee over the whole log; exit 1 on any violation.",
@@ -68,6 +68,19 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(module, attribute)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a choreo error that escaped it ends the run as a clean message.
+
+        The message (secrets masked, see :class:`~choreo.errors.ChoreoError`) says what
+        went wrong and how to fix it; exit status 1, no traceback.
+        """
+        from choreo.errors import ChoreoError
+
+        try:
+            return super().invoke(ctx)
+        except ChoreoError as exc:
+            raise click.ClickException(str(exc)) from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List commands with their one-line help without importing them."""
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
@@ -86,14 +99,15 @@ class LazyGroup(click.Group):
 )
 def main(log_level: str) -> None:
     """choreo: choreographed sagas over Apache Kafka."""
-    from rich.console import Console
     from rich.logging import RichHandler
+
+    from choreo.safety.terminal import console
 
     logging.basicConfig(
         level=log_level.upper(),
         format="%(name)s %(message)s",
         handlers=[
-            RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+            RichHandler(console=console(stderr=True), show_path=False, rich_tracebacks=False)
         ],
     )
 

@@ -19,14 +19,21 @@ import click
 
 if TYPE_CHECKING:
     from choreo.transports.base import Transport
+    from choreo.transports.config import KafkaConfig
 
 __all__ = [
     "KAFKA_CLIENTS",
+    "client_config",
+    "client_properties",
     "close_transport",
+    "config_option",
+    "configured_bootstrap",
     "import_from_cwd",
     "kafka_options",
     "new_tracker",
     "open_kafka",
+    "registry_decoder",
+    "registry_option",
     "wait_for_interrupt",
 ]
 
@@ -36,10 +43,122 @@ KAFKA_CLIENTS: Final = ("confluent", "kafka-python")
 """The ``--transport`` choices of commands that talk to a Kafka cluster."""
 
 
-def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
-    """Return a decorator adding ``--bootstrap HOST:PORT`` and ``--transport`` (the client).
+CONFIG_META: Final = "choreo.kafka_config_file"
+"""Where the ``--config`` option leaves the client properties file in the click context."""
 
-    The command receives them as ``bootstrap: str | None`` and ``transport_kind: str``.
+
+def _remember_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta[CONFIG_META] = value
+
+
+def config_option() -> Callable[[F], F]:
+    """Return the ``--config FILE`` option: Kafka client properties (Java format).
+
+    The value is not passed to the command; :func:`client_config` reads it.
+    """
+    return click.option(
+        "--config",
+        "kafka_config_file",
+        metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="CHOREO_KAFKA_CONFIG",
+        expose_value=False,
+        callback=_remember_config,
+        help=(
+            "Kafka client properties (the Java client.properties format: security.protocol,"
+            " sasl.*, ssl.*, sasl.jaas.config...; or $CHOREO_KAFKA_CONFIG). Properties may"
+            " also be set as $CHOREO_KAFKA_<PROPERTY>, e.g. CHOREO_KAFKA_SASL_PASSWORD."
+        ),
+    )
+
+
+def client_properties() -> dict[str, str]:
+    """Return the client properties of ``--config`` (if given) overlaid with the environment's."""
+    from choreo.transports.properties import env_properties, load_properties
+
+    ctx = click.get_current_context(silent=True)
+    path = ctx.meta.get(CONFIG_META) if ctx is not None else None
+    properties = load_properties(path) if path is not None else {}
+    properties.update(env_properties())
+    return properties
+
+
+REGISTRY_META: Final = "choreo.schema_registry_url"
+
+
+def _remember_registry(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[REGISTRY_META] = value
+
+
+def registry_option() -> Callable[[F], F]:
+    """Return the ``--registry URL`` option: decode the Confluent wire format with a registry.
+
+    Credentials come from ``$CHOREO_SCHEMA_REGISTRY_AUTH`` (``user:password``), from
+    ``basic.auth.user.info`` in the ``--config`` file, or from the URL; TLS settings from
+    ``schema.registry.ssl.*`` properties. Read by :func:`new_tracker`.
+    """
+    return click.option(
+        "--registry",
+        "registry_url",
+        metavar="URL",
+        envvar="CHOREO_SCHEMA_REGISTRY_URL",
+        expose_value=False,
+        callback=_remember_registry,
+        help=(
+            "Schema registry (Confluent API) to decode Confluent wire-format payloads (or"
+            " $CHOREO_SCHEMA_REGISTRY_URL, or schema.registry.url in --config); credentials"
+            " in $CHOREO_SCHEMA_REGISTRY_AUTH as user:password or basic.auth.user.info."
+        ),
+    )
+
+
+def registry_decoder(schemas_dir: Path | None) -> Callable[[bytes], Any] | None:
+    """Return a decoder of Confluent wire-format payloads when a registry is configured.
+
+    Writer schemas come from the registry; ``schemas_dir``, when given, holds the
+    reader schemas. Returns None without a registry.
+    """
+    from choreo.transports.properties import registry_client_config
+
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(REGISTRY_META) if ctx is not None else None
+    settings = registry_client_config(
+        client_properties(), url=url, user_info=os.environ.get("CHOREO_SCHEMA_REGISTRY_AUTH")
+    )
+    if settings is None:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from choreo.avro.confluent import ConfluentCodec
+    from choreo.avro.loader import LocalSchemaRegistry, load_directory
+
+    local = load_directory(schemas_dir) if schemas_dir is not None else LocalSchemaRegistry()
+    codec = ConfluentCodec(SchemaRegistryClient(settings), local, auto_register=False)
+    return codec.decode_any
+
+
+def configured_bootstrap() -> str | None:
+    """Return ``bootstrap.servers`` from ``--config`` or the environment, if set."""
+    return client_properties().get("bootstrap.servers") or None
+
+
+def client_config(bootstrap: str | None) -> KafkaConfig:
+    """Return the Kafka configuration of a command: ``--config``, environment, ``--bootstrap``.
+
+    Raises :class:`~choreo.errors.ConfigurationError` saying what to fix.
+    """
+    from choreo.transports.properties import kafka_config
+
+    return kafka_config(client_properties(), bootstrap=bootstrap)
+
+
+def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
+    """Return a decorator adding ``--bootstrap HOST:PORT``, ``--transport`` and ``--config``.
+
+    The command receives ``bootstrap: str | None`` and ``transport_kind: str``; the
+    client properties file of ``--config`` is read by :func:`open_kafka`.
     """
     bootstrap = click.option("--bootstrap", metavar="HOST:PORT", help=bootstrap_help)
     transport = click.option(
@@ -52,16 +171,25 @@ def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
     )
 
     def decorate(func: F) -> F:
-        return bootstrap(transport(func))
+        return bootstrap(transport(config_option()(func)))
 
     return decorate
 
 
-def open_kafka(transport_kind: str, bootstrap: str) -> Transport:
-    """Return the ``transport_kind`` transport for the cluster at ``bootstrap``."""
-    from choreo.transports.factory import open_transport
+def open_kafka(transport_kind: str, bootstrap: str | None) -> Transport:
+    """Return the ``transport_kind`` transport for the cluster of ``--bootstrap``/``--config``.
 
-    return open_transport(transport_kind, bootstrap=bootstrap)
+    The cluster is checked first (reachable, login accepted, TLS handshake), so a command
+    fails within seconds with an error saying what to fix instead of waiting out the
+    client's timeouts. Raises :class:`~choreo.errors.ConfigurationError` or
+    :class:`~choreo.errors.TransportError`.
+    """
+    from choreo.transports.factory import open_transport
+    from choreo.transports.probe import check_cluster
+
+    config = client_config(bootstrap)
+    check_cluster(transport_kind, config)
+    return open_transport(transport_kind, config=config)
 
 
 def close_transport(transport: object) -> None:
@@ -88,12 +216,14 @@ def new_tracker(
     """Return an empty Tracker that decodes with ``schemas_dir`` and knows ``choreography``.
 
     ``choreography`` is a module or ``module:attribute`` importable from the current
-    directory; ``schemas_dir`` a directory of ``.avsc`` files. Either may be None.
+    directory; ``schemas_dir`` a directory of ``.avsc`` files. Either may be None. With
+    ``--registry`` (see :func:`registry_option`) payloads are decoded in the Confluent
+    wire format, writer schemas fetched from the registry.
     """
     from choreo.tracker.tracker import Tracker
 
-    decode = None
-    if schemas_dir is not None:
+    decode = registry_decoder(schemas_dir)
+    if decode is None and schemas_dir is not None:
         from choreo.avro.codec import SingleObjectCodec
         from choreo.avro.loader import load_directory
 

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from choreo.cli._common import kafka_options, wait_for_interrupt
+from choreo.cli._common import (
+    client_config,
+    configured_bootstrap,
+    kafka_options,
+    wait_for_interrupt,
+)
 from choreo.errors import ChoreoError
 
 if TYPE_CHECKING:
@@ -58,6 +63,9 @@ def _serve(tracker: Any, port: int) -> Any:
 def _summary(console: Console, result: DemoResult) -> None:
     """Print the saga counts per status, the state audit and the timings."""
     from rich.table import Table
+    from rich.text import Text
+
+    from choreo.safety.terminal import data
 
     table = Table(title=f"{result.orders} orders: sagas per state", title_justify="left")
     table.add_column("State")
@@ -68,7 +76,7 @@ def _summary(console: Console, result: DemoResult) -> None:
         if count or status.value in styles:
             style = styles.get(status.value, "red")
             share = f"{100.0 * count / result.orders:.1f}%"
-            table.add_row(f"[{style}]{status.value}[/]", str(count), share)
+            table.add_row(Text(status.value, style), str(count), share)
     console.print(table)
     facts = result.audit.facts
     console.print(
@@ -83,10 +91,10 @@ def _summary(console: Console, result: DemoResult) -> None:
         f"({result.sagas_per_second:.0f} sagas/s)"
     )
     if result.ok:
-        console.print("[green]every saga ended; every failed one was fully undone[/]")
+        console.print(Text("every saga ended; every failed one was fully undone", "green"))
     else:
         for problem in result.problems:
-            console.print(f"[red]problem:[/] {problem}")
+            console.print(Text.assemble(("problem: ", "red"), data(problem)))
 
 
 @click.command("demo")
@@ -107,6 +115,13 @@ def _summary(console: Console, result: DemoResult) -> None:
     default=30.0,
     show_default=True,
     help="Seconds a saga may wait for its next event before it times out.",
+)
+@click.option(
+    "--style",
+    type=click.Choice(["choreographed", "orchestrated"]),
+    default="choreographed",
+    show_default=True,
+    help="Run the saga by choreography, or with an orchestrator commanding the same services.",
 )
 @click.option("--no-ui", is_flag=True, help="Print the summary and exit (0 when all is well).")
 @click.option(
@@ -150,6 +165,7 @@ def demo(
     dispatch_failure_rate: float,
     silent_rate: float,
     deadline: float,
+    style: str,
     no_ui: bool,
     port: int,
     bootstrap: str | None,
@@ -160,13 +176,15 @@ def demo(
     schemas_dir: Path | None,
 ) -> None:
     """Run the order-fulfilment saga demo with the trace viewer."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
+    from choreo.safety.terminal import console as safe_console
     from services.demo import Demo, DemoOptions
 
-    console = Console()
+    console = safe_console()
     try:
+        bootstrap = bootstrap or configured_bootstrap()
         options = DemoOptions(
             orders=orders,
             seed=seed,
@@ -178,21 +196,31 @@ def demo(
             timeout=timeout,
             deadline=deadline,
             silent_rate=silent_rate,
+            style=style,
             data_dir=data_dir,
             schemas_dir=schemas_dir,
+            kafka_config=client_config(bootstrap) if bootstrap else None,
         )
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from exc
+    if options.kafka_config is not None:
+        from choreo.transports.probe import check_cluster
+
+        try:
+            check_cluster(transport_kind, options.kafka_config)
+        except ChoreoError as exc:
+            raise click.ClickException(str(exc)) from exc
     where = f"Kafka at {bootstrap} ({transport_kind})" if bootstrap else "the in-memory bus"
+    who = "5 services" if style == "choreographed" else "an orchestrator and 5 services"
     console.print(
-        f"choreo demo: 5 services on {where}, {orders} orders "
+        f"choreo demo ({style}): {who} on {where}, {orders} orders "
         f"({decline_rate:.0%} declined, {dispatch_failure_rate:.0%} failed dispatches, seed {seed})"
     )
     with Demo(options) as run:
         try:
             run.start()
             columns = (
-                "[progress.description]{task.description}",
+                TextColumn("{task.description}", style="progress.description"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
@@ -214,7 +242,9 @@ def demo(
             sys.exit(code)
         server = _serve(run.tracker, port)
         try:
-            console.print(f"trace viewer on [bold]{server.url}[/]  (Ctrl-C to stop)")
+            console.print(
+                Text.assemble("trace viewer on ", (server.url, "bold"), "  (Ctrl-C to stop)")
+            )
             wait_for_interrupt()
         finally:
             server.stop()

@@ -9,7 +9,6 @@ target or the schemas could not be loaded.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -126,9 +125,9 @@ def _problem_dict(problem: Problem) -> dict[str, str | None]:
 
 
 def _print_table(problems: list[Problem]) -> None:
-    from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
+
+    from choreo.safety.terminal import console, data
 
     table = Table(title="choreography problems", title_justify="left")
     table.add_column("level", no_wrap=True)
@@ -137,9 +136,9 @@ def _print_table(problems: list[Problem]) -> None:
     for problem in problems:
         style = "red" if problem.severity is Severity.ERROR else "yellow"
         table.add_row(
-            problem.severity.value, problem.code.value, Text(problem.message), style=style
+            problem.severity.value, problem.code.value, data(problem.message), style=style
         )
-    Console().print(table)
+    console().print(table)
 
 
 @click.command("check")
@@ -157,7 +156,9 @@ def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None
     errors = [p for p in problems if p.severity is Severity.ERROR]
     failed = bool(errors) or (strict and bool(problems))
     if fmt == "json":
-        click.echo(json.dumps([_problem_dict(p) for p in problems], indent=2))
+        from choreo.safety.jsonsafe import dumps
+
+        click.echo(dumps([_problem_dict(p) for p in problems], indent=2, html_safe=False))
     elif problems:
         _print_table(problems)
     if not failed and fmt == "table":

@@ -64,18 +64,20 @@ def schemas() -> None:
 )
 def check(schema_dir: Path, mode: str) -> None:
     """Check that every schema version can evolve from its earlier ones; exit 1 if not."""
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from choreo.avro.compat import check_registry
     from choreo.avro.loader import load_directory
+    from choreo.safety.terminal import console as safe_console
+    from choreo.safety.terminal import data
 
     try:
         registry = load_directory(schema_dir)
     except SchemaError as exc:
         _fail(str(exc))
     results = check_registry(registry, mode.upper())
-    console = Console(soft_wrap=True, highlight=False)
+    console = safe_console()
     table = Table(title=f"schema evolution ({mode.upper()})")
     table.add_column("schema", no_wrap=True)
     table.add_column("versions", justify="right")
@@ -85,9 +87,9 @@ def check(schema_dir: Path, mode: str) -> None:
         versions = ", ".join(f"v{v.version}" for v in registry.versions(name))
         if findings:
             failed += 1
-            table.add_row(name, versions, f"[red]✗ {len(findings)} problem(s)[/red]")
+            table.add_row(data(name), versions, Text(f"✗ {len(findings)} problem(s)", "red"))
         else:
-            table.add_row(name, versions, "[green]✓ compatible[/green]")
+            table.add_row(data(name), versions, Text("✓ compatible", "green"))
     console.print(table)
     for findings in results.values():
         for finding in findings:
@@ -168,26 +170,28 @@ def show(schema_dir: Path, name: str | None, version: int | None) -> None:
     """List the schemas in SCHEMA_DIR, or show one (self-contained JSON and fingerprint)."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from choreo.avro.loader import load_directory
     from choreo.errors import UnknownEventError
+    from choreo.safety.terminal import console as safe_console
+    from choreo.safety.terminal import data
 
     try:
         registry = load_directory(schema_dir)
     except SchemaError as exc:
         _fail(str(exc))
-    console = Console(soft_wrap=True, highlight=False)
+    console = safe_console()
     if name is None:
-        table = Table(title=f"schemas in {schema_dir}")
+        table = Table(title=data(f"schemas in {schema_dir}"))
         table.add_column("schema", no_wrap=True)
         table.add_column("version", no_wrap=True)
         table.add_column("fingerprint", no_wrap=True)
         table.add_column("file", overflow="fold")
         for item in registry:
             table.add_row(
-                item.full_name, f"v{item.version}", item.fingerprint_hex, _relative(item.source)
+                data(item.full_name), f"v{item.version}", item.fingerprint_hex,
+                data(_relative(item.source)),
             )
         console.print(table)
         return

@@ -31,8 +31,17 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from choreo.cli._common import close_transport, kafka_options, new_tracker, open_kafka
+from choreo.cli._common import (
+    close_transport,
+    configured_bootstrap,
+    kafka_options,
+    new_tracker,
+    open_kafka,
+    registry_option,
+)
+from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
 from choreo.errors import ChoreoError
+from choreo.safety.text import printable
 from choreo.tracker.model import SagaStatus
 
 __all__ = ["export", "import_", "parse_time", "sagas", "trace", "verify", "watch"]
@@ -173,6 +182,7 @@ def tracker_options(func: Command) -> Command:
             help="When 'stuck' is judged (default: newest record's time with --file, else now).",
         ),
     ]
+    options.append(registry_option())
     params = ("schemas_dir", "graph", "deadline", "now_text")
     return _with_options(_grouped(func, "options", TrackerOptions, params), options)
 
@@ -212,7 +222,12 @@ class Source:
         if file_ is not None and bootstrap is not None:
             raise click.UsageError("give --file or --bootstrap, not both")
         if file_ is None and bootstrap is None and embedded is None:
-            raise click.UsageError("give --file PATH or --bootstrap HOST:PORT")
+            bootstrap = configured_bootstrap()
+            if bootstrap is None:
+                raise click.UsageError(
+                    "give --file PATH, or --bootstrap HOST:PORT (or bootstrap.servers in the"
+                    " --config file)"
+                )
         self.file = file_
         self.bootstrap = bootstrap
         self.transport_kind = transport_kind
@@ -251,7 +266,6 @@ class Source:
 
     def records(self) -> Iterator[Any]:
         """Yield the selected records, showing progress on stderr when it is a terminal."""
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -261,7 +275,9 @@ class Source:
             TimeElapsedColumn,
         )
 
-        console = Console(stderr=True)
+        from choreo.safety.terminal import console as safe_console
+
+        console = safe_console(stderr=True)
         if self.file is not None:
             from choreo.tracker.sources import ContainerReader
 
@@ -336,9 +352,9 @@ def _load(source: Source, tracker: Any, now_text: str | None) -> int:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from choreo.safety.terminal import console
 
-    return Console(highlight=False)
+    return console()
 
 
 # --- commands --------------------------------------------------------------------------
@@ -348,9 +364,11 @@ def _console() -> Any:
 @source_options
 @tracker_options
 @click.option(
+    "--status",
     "--state",
+    "status_name",
     type=click.Choice([s.value for s in SagaStatus], case_sensitive=False),
-    help="Only sagas with this status.",
+    help="Only sagas with this status (--state is the older name).",
 )
 @click.option("--saga", "saga_type", metavar="TYPE", help="Only sagas of this type (name).")
 @click.option("--since", metavar="TIME", help="Only sagas started at or after TIME.")
@@ -363,7 +381,7 @@ def sagas(
     *,
     source: Source,
     options: TrackerOptions,
-    state: str | None,
+    status_name: str | None,
     saga_type: str | None,
     since: str | None,
     until: str | None,
@@ -371,14 +389,14 @@ def sagas(
     search: str | None,
     limit: int,
 ) -> None:
-    """List sagas (newest first) with their states, and how many are in each state."""
-    from choreo.tracker.render import counts_table, sagas_table
+    """List sagas (newest first) with their statuses, and how many have each status."""
+    from choreo.tracker.render import counts_table, records_text, sagas_table
 
     tracker = options.build()
     now = _load(source, tracker, options.now_text)
     status = None
-    if state is not None:
-        status = next(s for s in SagaStatus if s.value.lower() == state.lower())
+    if status_name is not None:
+        status = next(s for s in SagaStatus if s.value.lower() == status_name.lower())
     since_ms = parse_time(since, now_ms=now) if since else None
     until_ms = parse_time(until, now_ms=now) if until else None
     filters = {
@@ -399,6 +417,7 @@ def sagas(
     console.print(
         f"{tracker.total()} sagas, {tracker.stats.events} events from {source.count} records"
     )
+    console.print(records_text(tracker.stats, read=source.count))
 
 
 @click.command("trace")
@@ -416,10 +435,16 @@ def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> No
     if found is None:
         candidates = tracker.sagas(search=correlation_id, limit=6)
         if not candidates:
-            raise click.ClickException(f"no saga with correlation id {correlation_id!r}")
+            raise click.ClickException(
+                f"no saga with correlation id {printable(correlation_id)!r}: "
+                "run `choreo sagas` with the same source to list the ids it holds"
+            )
         if len(candidates) > 1:
-            names = ", ".join(t.correlation_id for t in candidates[:5])
-            raise click.ClickException(f"{correlation_id!r} matches several sagas: {names}")
+            names = ", ".join(printable(t.correlation_id, 80) for t in candidates[:5])
+            raise click.ClickException(
+                f"{printable(correlation_id)!r} matches several sagas: {names}; "
+                "give more of the id"
+            )
         found = candidates[0]
     payload = None
     if options.schemas_dir is not None:
@@ -454,6 +479,7 @@ def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> No
     show_default=True,
     help="Seconds between redraws.",
 )
+@metrics_port_option("the saga metrics (sagas per status, stuck sagas, durations)")
 @_errors
 def watch(
     *,
@@ -463,6 +489,7 @@ def watch(
     once: bool,
     duration: float | None,
     refresh: float,
+    metrics_address: tuple[str, int] | None,
 ) -> None:
     """Show live saga counts and the newest sagas, updating in place (Ctrl-C to stop).
 
@@ -471,6 +498,10 @@ def watch(
     from rich.live import Live
 
     tracker = options.build()
+    if metrics_address is not None:
+        click.get_current_context().call_on_close(
+            serve_tracker_metrics(tracker, metrics_address).stop
+        )
     console = _console()
     if source.file is not None or once:
         _load(source, tracker, options.now_text)
@@ -509,11 +540,12 @@ def _watch_view(tracker: Any, latest: int) -> Any:
     """Return the watch screen: counts by status and the newest sagas."""
     from rich.console import Group
 
-    from choreo.tracker.render import counts_table, sagas_table
+    from choreo.tracker.render import counts_table, records_text, sagas_table
 
     return Group(
         counts_table(tracker.counts(), title=f"{tracker.total()} sagas"),
         sagas_table(tracker.sagas(limit=latest), title=f"newest {latest}"),
+        records_text(tracker.stats),
     )
 
 
@@ -523,7 +555,7 @@ def _watch_view(tracker: Any, latest: int) -> Any:
 @_errors
 def verify(*, source: Source, options: TrackerOptions) -> None:
     """Check the saga guarantee over the whole log; exit 1 explaining each violation."""
-    from choreo.tracker.render import findings_table
+    from choreo.tracker.render import findings_table, records_text
     from choreo.tracker.verify import verify_tracker
 
     tracker = options.build()
@@ -531,12 +563,14 @@ def verify(*, source: Source, options: TrackerOptions) -> None:
     report = verify_tracker(tracker)
     console = _console()
     if report.compensation_failed:
+        needing = ", ".join(printable(cid, 80) for cid in report.compensation_failed[:10])
         console.print(
             f"note: {len(report.compensation_failed)} saga(s) need a human "
-            f"(a compensation failed): {', '.join(report.compensation_failed[:10])}"
+            f"(a compensation failed): {needing}"
         )
     if report.stuck:
         console.print(f"note: {len(report.stuck)} saga(s) are stuck")
+    console.print(records_text(tracker.stats, read=source.count))
     if report.ok:
         console.print(report.summary())
         return

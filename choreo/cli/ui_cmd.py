@@ -17,11 +17,14 @@ import click
 
 from choreo.cli._common import (
     close_transport,
+    configured_bootstrap,
     kafka_options,
     new_tracker,
     open_kafka,
+    registry_option,
     wait_for_interrupt,
 )
+from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
 from choreo.errors import ChoreoError
 
 __all__ = ["build_tracker", "check_host", "ui"]
@@ -66,6 +69,7 @@ def build_tracker(
 
 @click.command("ui")
 @kafka_options("Kafka bootstrap servers to follow live.")
+@registry_option()
 @click.option(
     "--topics",
     metavar="REGEX",
@@ -118,6 +122,7 @@ def build_tracker(
     metavar="NAME",
     help="Another host name the page may be reached by (repeatable; with --allow-remote).",
 )
+@metrics_port_option("the saga metrics (sagas per status, stuck sagas, durations)")
 def ui(
     *,
     bootstrap: str | None,
@@ -132,10 +137,16 @@ def ui(
     open_browser: bool,
     allow_remote: bool,
     allowed_hosts: tuple[str, ...],
+    metrics_address: tuple[str, int] | None = None,
 ) -> None:
     """Serve the saga-trace web viewer (read-only) until Ctrl-C."""
+    if bootstrap is None and file_ is None:
+        bootstrap = configured_bootstrap()
     if (bootstrap is None) == (file_ is None):
-        raise click.UsageError("give exactly one of --bootstrap HOST:PORT or --file PATH")
+        raise click.UsageError(
+            "give exactly one of --bootstrap HOST:PORT (or a --config file with"
+            " bootstrap.servers) or --file PATH"
+        )
     check_host(host, allow_remote=allow_remote)
     from choreo.viewer.web import ViewerServer
 
@@ -145,6 +156,10 @@ def ui(
         )
     except (ChoreoError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if metrics_address is not None:
+        click.get_current_context().call_on_close(
+            serve_tracker_metrics(tracker, metrics_address).stop
+        )
 
     live: Any = None
     kafka: Any = None
@@ -152,7 +167,10 @@ def ui(
         if bootstrap is not None:
             from choreo.tracker.live import LiveTracker
 
-            kafka = open_kafka(transport_kind, bootstrap)
+            try:
+                kafka = open_kafka(transport_kind, bootstrap)
+            except ChoreoError as exc:
+                raise click.ClickException(str(exc)) from exc
             live = LiveTracker(tracker, kafka, topics_pattern=topics, from_beginning=True)
             live.start()
         try:

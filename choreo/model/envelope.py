@@ -1,6 +1,6 @@
 """The event envelope: the ids and roles carried in a Kafka record's key and headers.
 
-One Kafka record is one event (DESIGN §2):
+One Kafka record is one event:
 
 - **key**: the saga's correlation id, so a saga's events keep their order in a partition;
 - **value**: the Avro-encoded payload (see :mod:`choreo.avro.codec`);
@@ -63,7 +63,7 @@ class Header:
 
 
 class Role(enum.StrEnum):
-    """What an event means for its saga (DESIGN §3)."""
+    """What an event means for its saga; the tracker folds a saga's state from these alone."""
 
     START = "start"
     """Opens a saga."""
@@ -80,6 +80,10 @@ class Role(enum.StrEnum):
     NOTICE = "notice"
     """Informs (e.g. a notification was sent) without moving the saga; any time, even after
     a terminal event. Emitted by listeners."""
+    COMMAND = "command"
+    """An orchestrator asks a participant to run a forward step (orchestrated sagas)."""
+    COMPENSATE = "compensate"
+    """An orchestrator asks a participant to undo a completed step; compensation begins."""
 
 
 def new_event_id() -> str:

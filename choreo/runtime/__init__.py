@@ -8,6 +8,13 @@ sagas from outside handlers through the same outbox. A :class:`Delivery` strateg
 committed; :class:`Middleware` hooks around the worker's steps.
 """
 
+from choreo.model.topics import (
+    DEADLETTER_TOPIC,
+    DeadLetterNaming,
+    TopicNaming,
+    deadletter_topic,
+    topic_for,
+)
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter, DeadLetterReason
 from choreo.runtime.delivery import AtLeastOnce, Delivery, Transactional
@@ -17,13 +24,6 @@ from choreo.runtime.publisher import Publisher, SagaStarter
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import derived_event_id
 from choreo.runtime.serdes import event_classes, serde_for
-from choreo.runtime.topics import (
-    DEADLETTER_TOPIC,
-    DeadLetterNaming,
-    TopicNaming,
-    deadletter_topic,
-    topic_for,
-)
 from choreo.runtime.worker import Serde, Worker
 from choreo.store import Inbox, MemoryInbox, SqliteInbox
 from choreo.store.outbox import OutboxRecord

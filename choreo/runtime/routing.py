@@ -24,8 +24,8 @@ from choreo.choreography.service import HandlerSpec, Retry, Service
 from choreo.errors import EnvelopeError, HandlerError
 from choreo.model.envelope import Envelope, Header, Role
 from choreo.model.events import Event, event_type_of
+from choreo.model.topics import TopicNaming
 from choreo.runtime.retry import retry_for
-from choreo.runtime.topics import TopicNaming
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
@@ -329,7 +329,7 @@ class Route:
             )
         event_type = event_type_of(cls)
         role = self.service.role_of(self.spec, event_type, saga)
-        step = self.spec.step_header(role)
+        step = self.service.step_header(self.spec, role, event_type)
         found = self.plans[key] = EmitPlan(
             event_type=event_type,
             topic=self.naming(event_type),

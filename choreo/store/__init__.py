@@ -26,7 +26,7 @@ from choreo.store.outbox import OutboxRecord, pack_headers, unpack_headers
 from choreo.store.relay import OutboxRelay
 from choreo.store.sql import execute, executemany, paramstyle_of
 from choreo.store.sqlite import SqliteStore
-from choreo.store.url import STORE_ENV, open_store, redact_url
+from choreo.store.url import STORE_ENV, open_store
 
 Inbox = Store
 MemoryInbox = MemoryStore
@@ -61,7 +61,6 @@ __all__ = [
     "open_store",
     "pack_headers",
     "paramstyle_of",
-    "redact_url",
     "refuse_unshared_store",
     "service_component",
     "unpack_headers",

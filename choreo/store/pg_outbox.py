@@ -47,8 +47,15 @@ _INSERT = (
     " VALUES (%s, %s, %s, %b, %b, %b) RETURNING seq"
 )
 _DELETE = "DELETE FROM choreo_outbox WHERE seq = ANY(%s)"
-_SENT_PART = "UPDATE choreo_outbox SET sent = sent || %s::text[] WHERE seq = %s"
-_SENT_UNKNOWN = "UPDATE choreo_outbox SET sent = sent || %s::text[] WHERE ids && %s::text[]"
+_SENT_PART = (
+    "UPDATE choreo_outbox SET sent = ARRAY(SELECT DISTINCT unnest(sent || %s::text[]))"
+    " WHERE seq = %s"
+)
+_SENT_UNKNOWN = (
+    "UPDATE choreo_outbox SET sent = sent || ARRAY("
+    "SELECT unnest(ids) INTERSECT SELECT unnest(%s::text[]) EXCEPT SELECT unnest(sent))"
+    " WHERE ids && %s::text[]"
+)
 _DELETE_DONE = "DELETE FROM choreo_outbox WHERE ids && %s::text[] AND ids <@ sent"
 _CLAIM = (
     "SELECT seq, keys, records, sent FROM choreo_outbox"

@@ -19,11 +19,11 @@ from typing import Any, Final
 
 from choreo.errors import ConfigurationError
 from choreo.model.envelope import now_ms
+from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
 from choreo.store.pg_outbox import OUTBOX_TABLE, BatchOutbox
-from choreo.store.url import redact_url
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -111,7 +111,7 @@ class PostgresStore:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigurationError(f"schema {schema!r} is not a lower-case SQL identifier")
         self._psycopg = psycopg
-        self.url = redact_url(url)
+        self.url = redact_text(url)
         self.schema = schema
         self.owner = uuid.uuid4().hex
         self._outbox = BatchOutbox(self.owner)
@@ -288,6 +288,16 @@ class PostgresStore:
         """Return ``origin``'s unsent records (of every replica) in the order they were stored."""
         with self._pool.connection() as conn:
             return self._outbox.pending(conn, origin)
+
+    def outbox_size(self, origin: str) -> int:
+        """Return how many of ``origin``'s records are unsent (of every replica)."""
+        with self._pool.connection() as conn:
+            row = conn.execute(  # a row holds a batch; ``sent`` lists its acknowledged ids
+                "SELECT COALESCE(SUM(cardinality(ids) - cardinality(sent)), 0)"
+                " FROM choreo_outbox WHERE origin = %s",
+                (origin,),
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
         """Claim other replicas' old rows (``SKIP LOCKED``), publish, delete; in key order.

@@ -15,44 +15,16 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from choreo.errors import ConfigurationError
+from choreo.safety.redact import redact_text
 
 if TYPE_CHECKING:
     from choreo.store.base import Store
     from choreo.store.sqlite import Durability
 
-__all__ = ["STORE_ENV", "open_store", "redact_url"]
+__all__ = ["STORE_ENV", "open_store"]
 
 STORE_ENV = "CHOREO_STORE"
 """The environment variable that selects a worker's store when ``--store`` is not given."""
-
-_SECRET_PARAMS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password (in the authority or the query) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if not parts.scheme or "://" not in url:
-        return url if "password" not in url.lower() else "<conninfo with a password>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, sep, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if sep else f"{user}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qs(query, keep_blank_values=True)
-        query = urlencode(
-            [
-                (name, "***" if name.lower() in _SECRET_PARAMS else value)
-                for name, values in pairs.items()
-                for value in values
-            ],
-            safe="*",
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _sqlite_path(url: str) -> tuple[Path, str]:
@@ -99,5 +71,5 @@ def open_store(url: str) -> Store:
             raise ConfigurationError(f"unknown sqlite durability {durability!r}")
         return SqliteStore(path, durability=cast("Durability", durability))
     raise ConfigurationError(
-        f"unknown store {redact_url(url)!r}: use postgresql://…, sqlite:///path or memory:"
+        f"unknown store {redact_text(url)!r}: use postgresql://…, sqlite:///path or memory:"
     )

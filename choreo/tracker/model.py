@@ -13,6 +13,7 @@ from typing import NamedTuple
 from choreo.model.envelope import Role
 
 __all__ = [
+    "DeadLetterNote",
     "SagaState",
     "SagaStatus",
     "SagaTrace",
@@ -22,7 +23,7 @@ __all__ = [
 
 
 class SagaState(enum.StrEnum):
-    """Where a saga is, folded from its events alone (DESIGN §3)."""
+    """Where a saga is, folded from its events' roles alone (see :mod:`choreo.tracker.fold`)."""
 
     STARTED = "Started"
     """The saga's first event was seen."""
@@ -97,6 +98,27 @@ class TraceEvent(NamedTuple):
     """True when the event arrived after the saga had timed out or ended."""
 
 
+class DeadLetterNote(NamedTuple):
+    """A service dead-lettered one of the saga's records: what, where, when and why."""
+
+    event_id: str
+    """The dead-lettered event's id (empty when its envelope had none)."""
+    event_type: str
+    reason: str
+    """The reason code, e.g. ``undecodable`` or ``handler-failed``."""
+    message: str
+    """The reason header in full: ``<reason>: <error message>`` (bounded)."""
+    error_class: str
+    service: str
+    """The service that gave up on the record."""
+    failed_at_ms: int | None
+    source: str
+    """Where the service read the record: ``topic/partition@offset``."""
+    where: str
+    """Where the dead letter itself was read: ``topic/partition@offset``."""
+    needs_human: bool
+
+
 @dataclass(slots=True)
 class SagaTrace:
     """Everything known about one saga (one correlation id).
@@ -115,6 +137,11 @@ class SagaTrace:
     timed_out: bool = False
     deadline_ms: int | None = None
     """When the next event is due (epoch ms), while the saga is not terminal."""
+    dead_letters: list[DeadLetterNote] = field(default_factory=list, compare=False)
+    """The saga's records that services dead-lettered, in the order they were read.
+
+    Kept in memory by the tracker that read them (not in its checkpoint), so not part of
+    a trace's equality."""
 
     @property
     def status(self) -> SagaStatus:

@@ -1,12 +1,15 @@
 """Rich renderables of the tracker's answers: saga tables, counts, one saga's timeline.
 
 Used by the ``choreo sagas``, ``trace``, ``watch`` and ``verify`` commands. Times are
-shown in UTC with millisecond precision; durations in the largest sensible unit.
+shown in UTC with millisecond precision (a time outside years 1-9999 as ``invalid
+time``); durations in the largest sensible unit. Every string from data (ids, types,
+saga and service names, topics, payload fields, violation messages) goes through
+:func:`choreo.safety.terminal.data`: plain ``Text`` with control and bidi characters
+escaped, never markup.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -16,7 +19,9 @@ from rich.text import Text
 from rich.tree import Tree
 
 from choreo.model.envelope import Role
-from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
+from choreo.safety.terminal import data
+from choreo.safety.timestamps import format_ms
+from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.verify import Finding
 
 __all__ = [
@@ -24,6 +29,7 @@ __all__ = [
     "findings_table",
     "format_duration",
     "format_time",
+    "records_text",
     "sagas_table",
     "status_text",
     "trace_tree",
@@ -48,15 +54,17 @@ ROLE_STYLE: Final = {
     Role.COMPLETED: "bold green",
     Role.FAILED: "bold magenta",
     Role.NOTICE: "dim",
+    Role.COMMAND: "magenta",
+    Role.COMPENSATE: "yellow",
 }
 
 
 def format_time(ms: int | None) -> str:
-    """Return epoch milliseconds as ``YYYY-MM-DD HH:MM:SS.mmm`` UTC ('-' for None)."""
-    if ms is None:
-        return "-"
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
+    """Return epoch milliseconds as ``YYYY-MM-DD HH:MM:SS.mmm`` UTC ('-' for None).
+
+    A value outside years 1-9999 is shown as ``invalid time (N ms)``.
+    """
+    return format_ms(ms)
 
 
 def format_duration(ms: int | None) -> str:
@@ -104,13 +112,13 @@ def sagas_table(traces: Iterable[SagaTrace], *, title: str | None = None) -> Tab
     for trace in traces:
         last = trace.events[-1].event_type if trace.events else "-"
         table.add_row(
-            trace.correlation_id,
-            trace.saga or "?",
+            data(trace.correlation_id),
+            data(trace.saga or "?"),
             status_text(trace.status),
             format_time(trace.started_at_ms),
             format_duration(trace.duration_ms),
             str(len(trace.events)),
-            last,
+            data(last),
         )
     return table
 
@@ -122,19 +130,36 @@ def _event_label(
     label.append(format_time(event.produced_at_ms), style="dim")
     delta = None if previous is None else event.produced_at_ms - previous.produced_at_ms
     label.append(f" {'+' + format_duration(delta) if delta is not None else '':>12} ", style="dim")
-    label.append(event.event_type, style=ROLE_STYLE.get(event.role, ""))
-    label.append(f" [{event.role.value}]", style=ROLE_STYLE.get(event.role, ""))
+    style = ROLE_STYLE.get(event.role, "")
+    label.append_text(data(event.event_type, style))
+    label.append(f" [{event.role.value}]", style=style)
     if event.late:
         label.append(" LATE", style="bold red")
-    label.append(f"  {event.service or '?'}")
+    label.append("  ")
+    label.append_text(data(event.service or "?"))
     if event.step:
-        label.append(f" ({event.step})", style="dim")
-    label.append(f"  {event.topic}/{event.partition}@{event.offset}", style="dim")
+        label.append_text(data(f" ({event.step})", "dim"))
+    label.append_text(data(f"  {event.topic}/{event.partition}@{event.offset}", "dim"))
     if event.causation_id is not None:
         cause = known.get(event.causation_id)
         named = cause.event_type if cause is not None else "not in the log"
-        label.append(f"  <- {named} {event.causation_id[:8]}", style="dim")
+        label.append_text(data(f"  <- {named} {event.causation_id[:8]}", "dim"))
     return label
+
+
+def _trace_header(trace: SagaTrace) -> Text:
+    """Return the first line of a saga's timeline: saga, id, status, size, duration."""
+    header = Text()
+    header.append_text(data(f"{trace.saga or '?'} ", "bold"))
+    header.append_text(data(trace.correlation_id))
+    header.append("  ")
+    header.append_text(status_text(trace.status))
+    if trace.state.value != trace.status.value:
+        header.append(f" ({trace.state.value})", style="dim")
+    header.append(f"  {len(trace.events)} events, {format_duration(trace.duration_ms)}")
+    if trace.timed_out:
+        header.append("  timed out", style="yellow")
+    return header
 
 
 def trace_tree(
@@ -150,45 +175,77 @@ def trace_tree(
     are highlighted, late events flagged, the violations hang under their events.
     ``expecting`` names the event types that may come next (from the choreography).
     """
-    header = Text()
-    header.append(f"{trace.saga or '?'} ", style="bold")
-    header.append(trace.correlation_id)
-    header.append("  ")
-    header.append_text(status_text(trace.status))
-    if trace.state.value != trace.status.value:
-        header.append(f" ({trace.state.value})", style="dim")
-    header.append(f"  {len(trace.events)} events, {format_duration(trace.duration_ms)}")
-    if trace.timed_out:
-        header.append("  timed out", style="yellow")
-    tree = Tree(header)
+    tree = Tree(_trace_header(trace))
     known = {event.event_id: event for event in trace.events}
-    by_event: dict[str | None, list[str]] = {}
+    by_event: dict[str | None, list[Text]] = {}
     for violation in trace.violations:
-        text = f"[{violation.code}] {violation.message}"
+        text = data(f"[{violation.code}] {violation.message}", "bold red")
         by_event.setdefault(violation.event_id, []).append(text)
+    letters: dict[str, list[DeadLetterNote]] = {}
+    for note in trace.dead_letters:
+        letters.setdefault(note.event_id, []).append(note)
     previous: TraceEvent | None = None
     for event in trace.events:
         node = tree.add(_event_label(event, previous, known))
         if payload is not None:
             fields = payload(event)
             for name, value in (fields or {}).items():
-                node.add(Text(f"{name} = {value!r}", style="dim"))
+                node.add(data(f"{name} = {value!r}", "dim"))
         for message in by_event.pop(event.event_id, []):
-            node.add(Text(message, style="bold red"))
+            node.add(message)
+        for note in letters.pop(event.event_id, []):
+            node.add(_dead_letter_text(note))
         previous = event
+    for notes in letters.values():  # dead letters of events the saga does not hold
+        for note in notes:
+            tree.add(data(f"{note.event_type or '?'} {note.event_id}", "red")).add(
+                _dead_letter_text(note)
+            )
     parts: list[RenderableType] = [tree]
     if trace.deadline_ms is not None:
         waiting = ", ".join(expecting)
         due = f"next event{' (' + waiting + ')' if waiting else ''} due by "
-        parts.append(Text(f"{due}{format_time(trace.deadline_ms)} UTC", style="dim"))
+        parts.append(data(f"{due}{format_time(trace.deadline_ms)} UTC", "dim"))
     if trace.compensation_failed:
         parts.append(Text("a compensation failed: a human is needed", style="bold red"))
     if trace.violations:
         parts.append(Text(f"{len(trace.violations)} violation(s):", style="bold red"))
-        parts.extend(
-            Text(f"  [{v.code}] {v.message}", style="red") for v in trace.violations
-        )
+        parts.extend(data(f"  [{v.code}] {v.message}", "red") for v in trace.violations)
     return Group(*parts)
+
+
+def records_text(stats: Any, *, read: int | None = None) -> Text:
+    """Return how the records read were accounted for: events, duplicates, dead letters,
+    records without choreo headers, and the unreadable ones per reason."""
+    parts = [
+        f"{read if read is not None else stats.records} records: {stats.events} events",
+        f"{stats.duplicates} duplicates",
+        f"{stats.dead_letters} dead letters",
+        f"{stats.ignored} without choreo headers",
+        f"{stats.invalid} unreadable",
+    ]
+    text = Text(", ".join(parts))
+    if stats.reasons:
+        text.append(" (", style="")
+        reasons = sorted(stats.reasons.items(), key=lambda item: (-item[1], item[0]))
+        shown = "; ".join(f"{reason}: {count}" for reason, count in reasons[:10])
+        more = f"; {len(reasons) - 10} more reasons" if len(reasons) > 10 else ""
+        text.append_text(data(shown + more, "yellow", max_chars=2000))
+        text.append(")")
+    return text
+
+
+def _dead_letter_text(note: DeadLetterNote) -> Text:
+    """Return one dead letter as a timeline line."""
+    text = Text("dead-lettered", style="bold red")
+    text.append_text(data(f" by {note.service or '?'}", "red"))
+    if note.failed_at_ms is not None:
+        text.append(f" at {format_time(note.failed_at_ms)}", style="dim")
+    text.append_text(data(f": {note.message or note.reason}", "red", max_chars=300))
+    if note.needs_human:
+        text.append("  (a human is needed)", style="bold red")
+    text.append_text(data(f"  {note.where}", "dim"))
+    return text
 
 
 def findings_table(findings: Iterable[Finding]) -> Table:
@@ -200,9 +257,9 @@ def findings_table(findings: Iterable[Finding]) -> Table:
     table.add_column("What happened", overflow="fold")
     for finding in findings:
         table.add_row(
-            finding.saga or "?",
-            finding.correlation_id,
-            finding.violation.code,
-            finding.violation.message,
+            data(finding.saga or "?"),
+            data(finding.correlation_id),
+            data(finding.violation.code),
+            data(finding.violation.message),
         )
     return table

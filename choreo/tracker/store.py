@@ -5,7 +5,9 @@ each partition from where it stopped instead of from the beginning. A saga's pac
 events (:mod:`choreo.tracker.compact`) are stored with it and loaded only when the saga
 is looked at or receives a new event. Everything is written in one transaction per
 :meth:`CheckpointStore.write` (the tracker batches), in WAL mode with
-``synchronous=NORMAL`` (DESIGN §7).
+``synchronous=NORMAL``: a commit costs tens of microseconds instead of hundreds, and a
+checkpoint lost to a power cut only makes the restarted tracker re-read (and deduplicate)
+a little more.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import threading
@@ -47,11 +48,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from choreo.choreography.graph import Choreography
 from choreo.choreography.service import Service
+from choreo.errors import TransportError
 from choreo.model.envelope import Header, Role
+from choreo.safety.text import printable
+from choreo.tracker.accounting import (
+    MAX_HEADER_BYTES,
+    dead_letter_note,
+    header_problem,
+    unreadable_reason,
+)
 from choreo.tracker.compact import Symbols, pack_events, unpack_events
 from choreo.tracker.entries import (
     FLAG_COMPENSATION_FAILED,
@@ -70,7 +79,7 @@ from choreo.tracker.entries import (
 from choreo.tracker.fold import DEFAULT_DEADLINE_MS, causal_order, fold, preferred
 from choreo.tracker.graphfacts import GraphFacts, facts_from
 from choreo.tracker.index import Filing, SagaIndex
-from choreo.tracker.model import SagaState, SagaStatus, SagaTrace, TraceEvent
+from choreo.tracker.model import DeadLetterNote, SagaState, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
 from choreo.tracker.store import CheckpointStore, SagaRow
 from choreo.transports.base import Record, TopicPartition
@@ -97,6 +106,12 @@ _CHUNK: Final = 20_000
 _CACHE_LIMIT: Final = 50_000
 _BROKEN: Final = (KeyError, ValueError, UnicodeDecodeError, AttributeError, TypeError)
 """What a missing, undecodable or non-bytes choreo header raises in the hot loop."""
+_MAX_ID: Final = MAX_HEADER_BYTES
+_INT64: Final = 2**63
+_MAX_NOTED_SAGAS: Final = 10_000
+"""Sagas whose dead letters are kept for their timelines (the oldest noted is dropped)."""
+_MAX_NOTES: Final = 50
+"""Dead letters kept per saga."""
 _ALL: Final = SagaQuery()
 
 _STATUS_OF: Final = {state: SagaStatus(state.value) for state in SagaState}
@@ -108,10 +123,22 @@ _Known = tuple[str, Role, str, str | None, str, str]
 """The same, decoded and interned."""
 
 
-class TrackerStats:
-    """Counters of what a tracker has read (plain ints, read under the tracker's lock)."""
+_COUNTERS: Final = (
+    "dead_letters", "duplicates", "events", "ignored", "invalid", "records", "skipped"
+)
+_REASON_PREFIX: Final = "unreadable: "
 
-    __slots__ = ("dead_letters", "duplicates", "events", "ignored", "invalid", "records", "skipped")
+
+class TrackerStats:
+    """Counters of what a tracker has read (plain ints, read under the tracker's lock).
+
+    Every record fed is counted once: as a new event (``events``), a ``duplicate``, a
+    dead letter, a record without choreo headers (``ignored``), a record below the
+    checkpoint (``skipped``), or an unreadable one (``invalid``, broken down by reason
+    in :attr:`reasons`).
+    """
+
+    __slots__ = (*_COUNTERS, "reasons")
 
     def __init__(self) -> None:
         self.records = 0
@@ -128,10 +155,39 @@ class TrackerStats:
         """Dead-letter records seen."""
         self.skipped = 0
         """Records below the checkpoint's offsets (already folded before a restart)."""
+        self.reasons: dict[str, int] = {}
+        """Unreadable records per reason (see :mod:`choreo.tracker.accounting`)."""
+
+    def unreadable(self, reason: str) -> None:
+        """Count one unreadable record under ``reason``."""
+        self.invalid += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
     def as_dict(self) -> dict[str, int]:
-        """Return the counters by name."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        """Return the counters by name, each unreadable reason as ``unreadable: <reason>``."""
+        counters = {name: getattr(self, name) for name in _COUNTERS}
+        counters.update({_REASON_PREFIX + k: v for k, v in self.reasons.items()})
+        return counters
+
+    def restore(self, saved: dict[str, int]) -> None:
+        """Set the counters from :meth:`as_dict`'s form (missing ones are zero)."""
+        for name in _COUNTERS:
+            setattr(self, name, saved.get(name, 0))
+        self.reasons = {
+            k[len(_REASON_PREFIX) :]: v for k, v in saved.items() if k.startswith(_REASON_PREFIX)
+        }
+
+
+def _out_of_bounds(eid: bytes, cid: bytes | None, cause: bytes | None, at: int) -> bool:
+    """Return True when an id is empty or too long, or a time does not fit 64 bits."""
+    return (
+        not eid
+        or not cid
+        or len(eid) > _MAX_ID
+        or len(cid) > _MAX_ID
+        or (cause is not None and len(cause) > _MAX_ID)
+        or not -_INT64 <= at < _INT64
+    )
 
 
 class Tracker:
@@ -144,6 +200,12 @@ class Tracker:
     bounds the running sagas kept in full and ``keep_finished`` the finished ones;
     ``decode`` turns a payload's bytes into a dict for :meth:`payload` (e.g.
     ``EventSerde.decode_dict``), and ``max_payloads`` bounds the payloads kept for it.
+
+    Only a record with a valid envelope (see :mod:`choreo.tracker.accounting`) and a
+    payload starts or changes a saga; with ``decode`` and ``check_payloads`` the payload
+    must also decode, as the type its headers name. Every other record is counted in
+    :attr:`stats` under its reason; dead letters are noted on their saga's timeline
+    (:attr:`SagaTrace.dead_letters`).
     """
 
     def __init__(
@@ -157,6 +219,7 @@ class Tracker:
         keep_finished: int = 1_000,
         decode: Callable[[bytes], Any] | None = None,
         max_payloads: int = 10_000,
+        check_payloads: bool = True,
     ) -> None:
         if max_open < 1 or keep_finished < 0 or max_payloads < 0:
             raise ValueError("max_open must be >= 1, keep_finished and max_payloads >= 0")
@@ -173,7 +236,10 @@ class Tracker:
         self.keep_finished = keep_finished
         self.decode = decode
         self.max_payloads = max_payloads
+        self.check_payloads = check_payloads
         self.stats = TrackerStats()
+        self.on_finished: Callable[[SagaTrace], None] | None = None
+        """Called (under the tracker's lock, keep it short) with each saga that just ended."""
         self.symbols = Symbols()
         self.version = 0
         self._cond = threading.Condition(threading.RLock())
@@ -191,6 +257,8 @@ class Tracker:
         self._payloads: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._text: dict[bytes, str] = {}
         self._shapes: dict[_Shape, _Known] = {}
+        self._notes: OrderedDict[str, list[DeadLetterNote]] = OrderedDict()
+        self._noted = False
         if checkpoint is not None:
             self._load(checkpoint)
 
@@ -253,7 +321,8 @@ class Tracker:
                     del dirty[entry.cid]
             self._refold_ready(ready)
             self._evict()
-            if ready:
+            if ready or self._noted:
+                self._noted = False
                 self._changed()
             return taken, ready
 
@@ -269,11 +338,11 @@ class Tracker:
         look-up for the low-cardinality values, one TraceEvent per record; the sagas of
         this read are found in the small, cache-warm ``dirty`` map before the large ones.
         """
-        stats = self.stats
         offsets = self._offsets
         shape_of = self._shapes.get
         resume = self._resume
         keep_payloads = self.decode is not None and self.max_payloads > 0
+        check_payloads = self.decode is not None and self.check_payloads
         make = tuple.__new__  # TraceEvent(...) without the keyword handling
         taken = added = duplicates = 0
         for taken, record in enumerate(records, 1):  # noqa: B007 - taken is the count
@@ -283,13 +352,16 @@ class Tracker:
             # the next offset to read; a re-delivered older record moves it back, which
             # only makes a restart read (and deduplicate) a little more
             offsets[(topic, partition)] = offset + 1
-            headers = dict(record.headers)
+            raw_headers = record.headers
+            headers = dict(raw_headers)
             cid_raw = headers.get(_CID)
-            if cid_raw is None:
-                stats.ignored += 1
-                continue
-            if _DLQ_REASON in headers or _NEEDS_HUMAN in headers:
-                self._dead_letter(headers, cid_raw, dirty)
+            if (
+                cid_raw is None
+                or len(headers) != len(raw_headers)
+                or None in headers.values()
+                or _DLQ_REASON in headers
+                or _NEEDS_HUMAN in headers
+            ) and self._set_aside(record, headers, dirty):
                 continue
             try:
                 shape = (
@@ -301,9 +373,11 @@ class Tracker:
                     topic,
                 )
                 event_type, role, service, step, saga, topic = shape_of(shape) or self._learn(shape)
-                eid = headers[_EID].decode()
-                cid = cid_raw.decode()
-                cause_raw = headers.get(_CAUSE)
+                eid_raw, cause_raw, at = headers[_EID], headers.get(_CAUSE), int(headers[_AT])
+                if _out_of_bounds(eid_raw, cid_raw, cause_raw, at):
+                    raise ValueError("an empty or too long id, or a time beyond 64 bits")
+                eid = eid_raw.decode()
+                cid = cast("bytes", cid_raw).decode()  # not None: _set_aside took those
                 event = make(
                     TraceEvent,
                     (
@@ -311,7 +385,7 @@ class Tracker:
                         event_type,
                         role,
                         service,
-                        int(headers[_AT]),
+                        at,
                         None if cause_raw is None else cause_raw.decode(),
                         step,
                         topic,
@@ -320,38 +394,92 @@ class Tracker:
                         False,
                     ),
                 )
-            except _BROKEN as exc:
-                self._broken(record, exc)
+            except _BROKEN:
+                self._unreadable(record, headers)
+                continue
+            if (check_payloads or record.value is None) and self._bad_payload(
+                event_type, record.value
+            ):
                 continue
             entry = dirty.get(cid)
             if entry is None or entry.packed_away:
                 entry = self._entry_of(cid)
             known = entry.events.setdefault(eid, event)
-            if known is not event:
-                duplicates += 1
-                kept = preferred(known, event)
-                if kept is known:
-                    continue
-                entry.events[eid] = kept
-            else:
+            if known is event:
                 added += 1
+            else:
+                duplicates += 1
+                if preferred(known, event) is known:
+                    continue
+                entry.events[eid] = event
             entry.trace = None  # stale until re-folded
             dirty[cid] = entry
-            if role in _TERMINAL_ROLES:
-                entry.ended = True
+            entry.ended = entry.ended or role in _TERMINAL_ROLES
             if saga is not entry.saga:
                 self._name_saga(entry, saga)
             if keep_payloads:
                 self._keep_payload(cid, eid, record.value)
         return taken, added, duplicates
 
-    def _broken(self, record: Record, exc: Exception) -> None:
-        """Count (and log at debug level) a record with a broken choreo header."""
-        self.stats.invalid += 1
+    def _set_aside(
+        self, record: Record, headers: dict[str, bytes], dirty: dict[str, Entry]
+    ) -> bool:
+        """Account for a record that is not a plain event; return True when it is not one.
+
+        A record without a correlation id is ignored (no choreo headers) or unreadable (a
+        null one); repeated or null choreo headers make it unreadable; a dead letter is
+        noted on its saga. Returns False when only headers of other names repeat or are
+        null: the record is then read as an event.
+        """
+        cid_raw = headers.get(_CID)
+        if cid_raw is None:
+            if _CID in headers:
+                self.stats.unreadable(f"null header {_CID}")
+            else:
+                self.stats.ignored += 1
+            return True
+        problem = header_problem(record.headers)
+        if problem is not None:
+            self.stats.unreadable(problem)
+            return True
+        if _DLQ_REASON in headers or _NEEDS_HUMAN in headers:
+            self._dead_letter(headers, cid_raw, record, dirty)
+            return True
+        return False
+
+    def _unreadable(self, record: Record, headers: dict[str, bytes]) -> None:
+        """Count (and log at debug level) a record whose envelope is not valid, by reason."""
+        reason = unreadable_reason(headers)
+        self.stats.unreadable(reason)
         logger.debug(
-            "record %s/%d@%d has a broken choreo header: %r",
-            record.topic, record.partition, record.offset, exc,
+            "record %s/%d@%d is unreadable: %s",
+            printable(record.topic, 200), record.partition, record.offset, reason,
         )
+
+    def _bad_payload(self, event_type: str, value: bytes | None) -> bool:
+        """Count a record whose payload cannot be the event its headers name; return True."""
+        problem = self._payload_problem(event_type, value)
+        if problem is not None:
+            self.stats.unreadable(problem)
+        return problem is not None
+
+    def _payload_problem(self, event_type: str, value: bytes | None) -> str | None:
+        """Return why a payload cannot be the event its headers announce, or None."""
+        if value is None:
+            return "no payload"
+        if self.decode is None or not self.check_payloads:
+            return None
+        try:
+            decoded = self.decode(value)
+        except TransportError as exc:  # the registry is down: the payload cannot be judged
+            logger.warning("cannot check a payload (the record is kept): %s", exc)
+            return None
+        except Exception:
+            return "payload does not decode"
+        named = decoded[0] if isinstance(decoded, tuple) and len(decoded) == 2 else None
+        if isinstance(named, str) and named != event_type:
+            return f"payload type differs from header {_TYPE}"
+        return None
 
     def _refold_ready(self, ready: list[Entry]) -> None:
         """Re-fold the sagas whose events changed; pack a finished one about to be evicted."""
@@ -391,6 +519,10 @@ class Tracker:
     def _learn(self, shape: _Shape) -> _Known:
         """Decode (and cache) a record's low-cardinality values; raise when one is broken."""
         type_raw, role_raw, service_raw, step_raw, saga_raw, topic = shape
+        if not type_raw or max(len(type_raw), len(service_raw), len(saga_raw)) > _MAX_ID or (
+            step_raw is not None and len(step_raw) > _MAX_ID
+        ):
+            raise ValueError("an empty type or a header value too long")
         decode = self._decode
         known = (
             decode(type_raw),
@@ -436,15 +568,36 @@ class Tracker:
         return text
 
     def _dead_letter(
-        self, headers: dict[str, bytes], cid_raw: bytes, dirty: dict[str, Entry]
+        self, headers: dict[str, bytes], cid_raw: bytes, record: Record, dirty: dict[str, Entry]
     ) -> None:
-        """Count a dead-letter record; one asking for a human marks its saga (put in dirty)."""
+        """Note a dead-letter record on its saga's timeline; one asking for a human marks
+        the saga (put in dirty)."""
+        try:
+            cid = cid_raw.decode("utf-8") if 0 < len(cid_raw) <= _MAX_ID else ""
+        except UnicodeDecodeError:
+            cid = ""
+        if not cid:
+            self.stats.unreadable(f"dead letter without a valid {_CID}")
+            return
         self.stats.dead_letters += 1
-        marked = self._mark_needs_human(headers, cid_raw)
+        notes = self._notes.get(cid)
+        if notes is None:
+            notes = self._notes[cid] = []
+            if len(self._notes) > _MAX_NOTED_SAGAS:
+                self._notes.popitem(last=False)
+        if len(notes) < _MAX_NOTES:
+            notes.append(dead_letter_note(headers, record))
+        self._noted = True
+        marked = self._mark_needs_human(headers, cid)
         if marked is not None:
             dirty[marked.cid] = marked
 
-    def _mark_needs_human(self, headers: dict[str, bytes], cid_raw: bytes) -> Entry | None:
+    def dead_letters(self, correlation_id: str) -> list[DeadLetterNote]:
+        """Return the dead letters noted for a saga, in the order they were read."""
+        with self._cond:
+            return list(self._notes.get(correlation_id, ()))
+
+    def _mark_needs_human(self, headers: dict[str, bytes], cid: str) -> Entry | None:
         """Mark the saga of a record asking for a human compensation-failed; return it.
 
         None when the record does not ask (``needs-human`` false) or the saga was
@@ -452,11 +605,6 @@ class Tracker:
         """
         flag = headers.get(_NEEDS_HUMAN)
         if flag is None or flag.strip().lower() in _FALSE:
-            return None
-        try:
-            cid = cid_raw.decode("utf-8")
-        except UnicodeDecodeError:
-            self.stats.invalid += 1
             return None
         entry = self._full.get(cid)
         packed = self._packed.get(cid) if entry is None else None
@@ -467,8 +615,9 @@ class Tracker:
         elif entry is None:
             entry = self._new_entry(cid)
             saga = headers.get(_SAGA)
-            if saga:
-                self._retype(entry, self._decode(saga))
+            if saga and len(saga) <= _MAX_ID:
+                with contextlib.suppress(UnicodeDecodeError):
+                    self._retype(entry, self._decode(saga))
         elif entry.compensation_failed:
             return None
         entry.compensation_failed = True
@@ -514,8 +663,12 @@ class Tracker:
                 if event.role in _TERMINAL_ROLES:
                     ended = event.produced_at_ms
                     break
+        if ended is not None and entry.ended_at_ms is None and self.on_finished is not None:
+            self.on_finished(trace)
         entry.ended_at_ms = ended
         entry.event_count = len(events)
+        if trace.compensation_failed:  # also told by the events (an orchestrator gave up)
+            entry.compensation_failed = True
         if trace.violations:
             new = SagaStatus.VIOLATED
         elif trace.compensation_failed:
@@ -679,7 +832,16 @@ class Tracker:
         """Return the trace of one saga, or None when its correlation id was never seen."""
         with self._cond:
             entry = self._lookup(correlation_id)
-            return None if entry is None else self._trace_of(correlation_id, entry)
+            if entry is None:
+                return None
+            return self._with_notes(correlation_id, self._trace_of(correlation_id, entry))
+
+    def _with_notes(self, cid: str, trace: SagaTrace) -> SagaTrace:
+        """Return ``trace`` carrying the dead letters noted for its saga."""
+        notes = self._notes.get(cid)
+        if notes:
+            trace.dead_letters = list(notes)
+        return trace
 
     def find(
         self, query: SagaQuery | None = None, *, limit: int = 100, offset: int = 0
@@ -693,10 +855,13 @@ class Tracker:
             index = self._index
             index.sync()
             full, packed, trace_of = self._full, self._packed, self._trace_of
-            return [
-                trace_of(cid, full[cid] if cid in full else packed[cid])
+            traces = [
+                (cid, trace_of(cid, full[cid] if cid in full else packed[cid]))
                 for cid in index.find(query or _ALL, limit, offset)
             ]
+            if self._notes:
+                return [self._with_notes(cid, trace) for cid, trace in traces]
+            return [trace for _, trace in traces]
 
     def count(self, query: SagaQuery | None = None) -> int | None:
         """Return how many sagas match ``query`` (all when None); None for a ``search``."""
@@ -914,9 +1079,7 @@ class Tracker:
                 self._types[row.saga] = self._types.get(row.saga, 0) + 1
         self._index.invalidate()
         self._resume = store.offsets()
-        saved = store.counters()
-        for name in TrackerStats.__slots__:
-            setattr(self.stats, name, saved.get(name, 0))
+        self.stats.restore(store.counters())
         logger.info(
             "resumed %d sagas and %d partition offsets from %s",
             self._size(), len(self._resume), store.path,

@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Final
 
 from choreo.errors import ConfigurationError
+from choreo.safety.redact import install_log_redaction, redact_settings, register_settings
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -58,8 +59,6 @@ CONSUMER_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
 )
 """Consumer settings choreo applies before any override (librdkafka names)."""
 
-_SECRET_MARKERS: Final = ("password", "secret", "token", "jaas", "credential")
-_MASK: Final = "***"
 
 # librdkafka name -> kafka-python keyword, where the rule "dots become underscores"
 # does not hold.
@@ -82,17 +81,6 @@ _KAFKA_PYTHON_NAMES: Final[Mapping[str, str]] = MappingProxyType(
         "max.poll.records": "max_poll_records",
     }
 )
-
-
-def _is_secret(name: str) -> bool:
-    """Return True when a setting's name says its value is a secret."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
-def _masked(settings: Mapping[str, object]) -> dict[str, object]:
-    """Return a copy of ``settings`` with every secret value replaced by ``***``."""
-    return {k: (_MASK if _is_secret(k) else v) for k, v in settings.items()}
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -118,9 +106,21 @@ class KafkaConfig:
     consumer: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Reject an empty bootstrap address at construction, not at first connect."""
+        """Reject an empty bootstrap address; register every secret for redaction.
+
+        The secrets (see :func:`choreo.safety.redact.is_secret`) are registered with the
+        redaction layer, whose log filter is installed on choreo's and both Kafka
+        clients' loggers, so they cannot appear in a log line or a choreo error.
+        """
         if not self.bootstrap_servers or not self.bootstrap_servers.strip():
-            raise ConfigurationError("KafkaConfig needs bootstrap_servers (host:port[,...])")
+            raise ConfigurationError(
+                "KafkaConfig needs bootstrap_servers: give --bootstrap HOST:PORT[,...] "
+                "or bootstrap.servers in the client properties"
+            )
+        install_log_redaction()
+        register_settings({f.name: getattr(self, f.name) for f in fields(self)})
+        for group in (self.common, self.producer, self.consumer):
+            register_settings(group)
 
     def common_settings(self) -> Settings:
         """Return the connection and security settings shared by every client."""
@@ -172,16 +172,14 @@ class KafkaConfig:
         return settings
 
     def __repr__(self) -> str:
-        """Show every field with secret values masked."""
+        """Show every field with secret values masked (see :mod:`choreo.safety.redact`)."""
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Mapping):
-                shown: object = _masked(value)
-            elif value is not None and _is_secret(f.name):
-                shown = _MASK
+                shown: object = redact_settings(value)
             else:
-                shown = value
+                shown = redact_settings({f.name: value})[f.name]
             parts.append(f"{f.name}={shown!r}")
         return f"KafkaConfig({', '.join(parts)})"
 
@@ -203,16 +201,56 @@ def _kafka_python_value(name: str, value: object) -> object:
     return value
 
 
+_OAUTH_SETTINGS: Final = frozenset(
+    {
+        "sasl.oauthbearer.config", "sasl.oauthbearer.method", "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.secret", "sasl.oauthbearer.scope",
+        "sasl.oauthbearer.token.endpoint.url", "enable.sasl.oauthbearer.unsecure.jwt",
+    }
+)
+_NOT_FOR_KAFKA_PYTHON: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "ssl.keystore.location": "convert the PKCS12 keystore to PEM files (openssl pkcs12 -in"
+        " KEYSTORE -nodes -out client.pem) and set ssl.certificate.location and"
+        " ssl.key.location",
+        "ssl.ca.pem": "write the CA certificates to a file and set ssl.ca.location",
+        "ssl.certificate.pem": "write the certificate to a file and set"
+        " ssl.certificate.location",
+        "ssl.key.pem": "write the key to a file (mode 600) and set ssl.key.location",
+    }
+)
+
+
+def _kafka_python_extras(settings: Mapping[str, object], translated: Settings) -> None:
+    """Add what kafka-python needs as objects: the OAUTHBEARER token provider (only with
+    ``sasl.mechanism=OAUTHBEARER``; otherwise the ``sasl.oauthbearer.*`` settings are
+    librdkafka's alone and left out)."""
+    mechanism = settings.get("sasl.mechanism", settings.get("sasl.mechanisms", ""))
+    if str(mechanism).upper() == "OAUTHBEARER":
+        from choreo.transports.oauth import token_provider
+
+        translated["sasl_oauth_token_provider"] = token_provider(settings)
+    for name, fix in _NOT_FOR_KAFKA_PYTHON.items():
+        if name in settings:
+            raise ConfigurationError(f"kafka-python cannot use {name}: {fix}")
+
+
 def to_kafka_python(settings: Mapping[str, object]) -> Settings:
     """Rename librdkafka-style settings to kafka-python keywords and convert their values.
 
     ``group.id`` becomes ``group_id``, ``sasl.username`` becomes
     ``sasl_plain_username``, ``ssl.ca.location`` becomes ``ssl_cafile`` and so on;
-    names not in the table follow the rule "dots become underscores". Whether the
-    client knows a name is checked where the client is built.
+    names not in the table follow the rule "dots become underscores". OAUTHBEARER
+    settings (``sasl.oauthbearer.*``) become a ``sasl_oauth_token_provider``
+    (:func:`choreo.transports.oauth.token_provider`). Settings kafka-python cannot use
+    (a PKCS12 keystore, inline PEM) raise :class:`ConfigurationError` saying what to
+    use instead. Whether the client knows a name is checked where the client is built.
     """
     translated: Settings = {}
+    _kafka_python_extras(settings, translated)
     for name, value in settings.items():
+        if name in _OAUTH_SETTINGS:
+            continue
         keyword = _KAFKA_PYTHON_NAMES.get(name, name.replace(".", "_"))
         translated[keyword] = _kafka_python_value(keyword, value)
     return translated

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-import json
 import logging
 import threading
 import uuid
@@ -26,8 +25,10 @@ from typing import Any, Final, Protocol
 
 from choreo._version import __version__
 from choreo.model.envelope import Role
-from choreo.tracker.model import SagaStatus, SagaTrace, TraceEvent
+from choreo.safety.jsonsafe import dumps
+from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
+from choreo.tracker.tracker import TrackerStats
 from choreo.viewer.graph_view import declared_graph
 
 __all__ = [
@@ -60,6 +61,9 @@ _MARKED_ROLES: Final[Mapping[Role, str]] = {
 
 class TrackerReader(Protocol):
     """The read side of :class:`~choreo.tracker.tracker.Tracker` that the viewer uses."""
+
+    stats: TrackerStats
+    """How the records read were accounted for."""
 
     @property
     def version(self) -> int:
@@ -124,15 +128,16 @@ def _json_default(value: object) -> object:
 
 
 def to_json(value: object) -> bytes:
-    """Return ``value`` as UTF-8 JSON in which ``<``, ``>`` and ``&`` are ``\\u`` escapes.
+    """Return ``value`` as ASCII JSON in which ``<``, ``>`` and ``&`` are ``\\u`` escapes.
 
     The escapes keep a payload such as ``<script>`` inert even for a client that sniffs
-    the response as HTML; the JSON still decodes to the same strings. Values json cannot
-    encode (bytes, datetimes, decimals, UUIDs, sets) are converted, never dropped.
+    the response as HTML; the JSON still decodes to the same strings. Characters outside
+    the BMP are surrogate-pair escapes, an unpaired surrogate becomes U+FFFD and a float
+    that is not finite a string (see :func:`choreo.safety.jsonsafe.dumps`), so every JSON
+    parser accepts the result. Values json cannot encode (bytes, datetimes, decimals,
+    UUIDs, sets) are converted, never dropped.
     """
-    text = json.dumps(value, default=_json_default, ensure_ascii=True, separators=(",", ":"))
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return text.encode("ascii")
+    return dumps(value, default=_json_default).encode("ascii")
 
 
 def _normal(name: str) -> str:
@@ -174,6 +179,32 @@ def _short_type(event_type: str) -> str:
     return event_type.rsplit(".", 1)[-1]
 
 
+def records_view(stats: TrackerStats) -> dict[str, Any]:
+    """Return how the records read were accounted for, unreadable ones per reason."""
+    counters: dict[str, Any] = {
+        name: value for name, value in stats.as_dict().items() if ":" not in name
+    }
+    reasons = sorted(stats.reasons.items(), key=lambda item: (-item[1], item[0]))
+    counters["unreadable"] = [{"reason": reason, "count": count} for reason, count in reasons]
+    return counters
+
+
+def _dead_letter_view(note: DeadLetterNote) -> dict[str, Any]:
+    """Return one dead letter of a saga's timeline."""
+    return {
+        "event_id": note.event_id,
+        "event_type": note.event_type,
+        "reason": note.reason,
+        "message": note.message,
+        "error_class": note.error_class,
+        "service": note.service,
+        "failed_at_ms": note.failed_at_ms,
+        "source": note.source,
+        "where": note.where,
+        "needs_human": note.needs_human,
+    }
+
+
 def saga_row(trace: SagaTrace) -> dict[str, Any]:
     """Return one saga as a row of the saga list (no events, just what the table shows)."""
     last: TraceEvent | None = trace.events[-1] if trace.events else None
@@ -202,6 +233,7 @@ def _event_view(
     start_ms: int,
     index_by_id: Mapping[str, int],
     violating: set[str],
+    dead: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Return one event of a saga's timeline with its lane, offset and marks."""
     marks: list[str] = []
@@ -212,6 +244,8 @@ def _event_view(
         marks.append("violation")
     if event.late:
         marks.append("late")
+    if event.event_id in dead:
+        marks.append("dead-lettered")
     return {
         "index": index,
         "event_id": event.event_id,
@@ -248,6 +282,7 @@ def saga_detail(trace: SagaTrace) -> dict[str, Any]:
     start_ms = trace.started_at_ms or 0
     index_by_id = {event.event_id: i for i, event in enumerate(trace.events)}
     violating = {v.event_id for v in trace.violations if v.event_id}
+    dead = frozenset(note.event_id for note in trace.dead_letters)
     detail = saga_row(trace)
     detail.update(
         {
@@ -263,6 +298,7 @@ def saga_detail(trace: SagaTrace) -> dict[str, Any]:
                     start_ms=start_ms,
                     index_by_id=index_by_id,
                     violating=violating,
+                    dead=dead,
                 )
                 for i, event in enumerate(trace.events)
             ],
@@ -270,6 +306,7 @@ def saga_detail(trace: SagaTrace) -> dict[str, Any]:
                 {"code": v.code, "message": v.message, "event_id": v.event_id}
                 for v in trace.violations
             ],
+            "dead_letters": [_dead_letter_view(note) for note in trace.dead_letters],
         }
     )
     return detail
@@ -279,6 +316,7 @@ _LANE_OF_ROLE: Final[Mapping[Role, str]] = {
     Role.FAILURE: "failure",
     Role.FAILED: "failure",
     Role.COMPENSATION: "compensation",
+    Role.COMPENSATE: "compensation",
     Role.NOTICE: "notice",
 }
 
@@ -365,6 +403,7 @@ class TraceApi:
             "total": self.tracker.total(),
             "counts": {status.value: counts.get(status, 0) for status in SagaStatus},
             "saga_types": self.tracker.saga_types(),
+            "records": records_view(self.tracker.stats),
             "viewer_version": __version__,
         }
 

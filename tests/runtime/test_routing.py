@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from choreo.errors import EnvelopeError, HandlerError
 from choreo.model.envelope import Envelope, Header, Role
+from choreo.model.topics import deadletter_topic, topic_for
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
     EVENT_ID_NAMESPACE,
@@ -23,7 +24,6 @@ from choreo.runtime.routing import (
     read_envelope,
     scan_headers,
 )
-from choreo.runtime.topics import deadletter_topic, topic_for
 from choreo.runtime.tracing import (
     all_valid,
     child_traceparent,

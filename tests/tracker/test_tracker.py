@@ -250,7 +250,7 @@ def test_choreography_gives_compensation_missing() -> None:
 
 def test_payload_is_decoded_on_demand_and_bounded() -> None:
     """payload() decodes kept bytes with the decode callable; old payloads are dropped."""
-    tracker = Tracker(decode=lambda raw: ("trk.X", {"raw": raw.decode()}), max_payloads=2)
+    tracker = Tracker(decode=lambda raw: {"raw": raw.decode()}, max_payloads=2)
     log = SagaLog().completed()
     tracker.feed_many(to_records(log.envelopes, value=b"hello"))
     first, last = log.envelopes[0], log.envelopes[-1]

@@ -91,6 +91,21 @@ def test_sagas_lists_and_counts(tmp_path: Path) -> None:
     assert "cccc-declined" not in completed.output.split("All sagas")[0]
 
 
+def test_sagas_filters_by_status_under_its_name(tmp_path: Path) -> None:
+    """--status filters like --state (its older name), on statuses beyond the states too."""
+    path = export_file(tmp_path / "log.avro", clean_logs(), tail_ms=600_000)
+    by_status = run("sagas", "--file", str(path), "--status", "Completed")
+    assert by_status.exit_code == 0, by_status.output
+    listed = by_status.output.split("All sagas")[0]
+    assert "2 saga(s)" in listed
+    assert "aaaa-completed-1" in listed
+    assert "cccc-declined" not in listed
+    assert by_status.output == run("sagas", "--file", str(path), "--state", "Completed").output
+    stuck = run("sagas", "--file", str(path), "--status", "stuck").output.split("All sagas")[0]
+    assert "1 saga(s)" in stuck
+    assert "dddd-running" in stuck
+
+
 def test_sagas_stuck_is_judged_at_the_export_time(tmp_path: Path) -> None:
     """On a file, now is the newest record: a saga idle for longer than its deadline is stuck."""
     path = export_file(tmp_path / "log.avro", clean_logs(), tail_ms=600_000)

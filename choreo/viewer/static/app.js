@@ -13,7 +13,7 @@
   const STATUSES = ['Started', 'Pending', 'Compensating', 'Completed', 'Failed',
     'Stuck', 'CompensationFailed', 'Violated'];
   const STATUS_LABEL = { CompensationFailed: 'Compensation failed' };
-  const ROLES = ['start', 'step', 'failure', 'compensation', 'completed', 'failed', 'notice'];
+  const ROLES = ['start', 'step', 'command', 'failure', 'compensate', 'compensation', 'completed', 'failed', 'notice'];
 
   const $ = (id) => document.getElementById(id);
 
@@ -29,10 +29,23 @@
     }
   }
 
+  const TEXT_ONLY = new Set(['OPTION', 'TITLE', 'TEXTAREA']);
+
+  // Text is isolated from its neighbours' direction (a right-to-left override in a
+  // saga name cannot reorder the row around it): <bdi> in HTML, unicode-bidi in SVG.
   function appendAll(el, children) {
+    const html = el.namespaceURI !== SVG_NS && !TEXT_ONLY.has(el.tagName);
     for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
-      el.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+      if (child instanceof Node) { el.appendChild(child); continue; }
+      const text = document.createTextNode(String(child));
+      if (html) {
+        const isolated = document.createElement('bdi');
+        isolated.appendChild(text);
+        el.appendChild(isolated);
+      } else {
+        el.appendChild(text);
+      }
     }
     return el;
   }
@@ -62,8 +75,16 @@
 
   // --- formatting ---------------------------------------------------------------------
 
+  // Years 1 to 9999 (UTC) are times; anything else from data is shown as invalid.
+  const MIN_MS = -62135596800000;
+  const MAX_MS = 253402300799999;
+
+  function validTime(ms) { return Number.isFinite(ms) && ms >= MIN_MS && ms <= MAX_MS; }
+
   function fmtDuration(ms) {
     if (ms === null || ms === undefined) return '';
+    if (!Number.isFinite(ms) || Math.abs(ms) > MAX_MS - MIN_MS) return 'invalid';
+    if (ms < 0) return `-${fmtDuration(-ms)}`;
     if (ms < 1000) return `${ms} ms`;
     if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
     const minutes = Math.floor(ms / 60000);
@@ -76,6 +97,7 @@
 
   function fmtTime(ms) {
     if (ms === null || ms === undefined) return '';
+    if (!validTime(ms)) return `invalid time (${String(ms).slice(0, 24)} ms)`;
     const d = new Date(ms);
     const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
     const now = new Date();
@@ -256,6 +278,7 @@
       chip('', 'All sagas', summary.total),
       STATUSES.map((status) => chip(status, statusLabel(status), summary.counts[status] || 0)),
     );
+    renderRecords(summary.records);
     const types = summary.saga_types || [];
     if (types.join('\n') !== state.sagaTypes.join('\n')) {
       state.sagaTypes = types;
@@ -263,6 +286,19 @@
       fill(select, h('option', { value: '' }, 'All sagas'), types.map((t) => h('option', { value: t }, t)));
       select.value = state.filters.saga;
     }
+  }
+
+  function renderRecords(records) {
+    if (!records) { fill($('records')); return; }
+    const unreadable = records.unreadable || [];
+    const reasons = unreadable.slice(0, 10).map((r) => `${r.reason}: ${r.count.toLocaleString('en-US')}`).join('; ');
+    fill($('records'),
+      `${records.records.toLocaleString('en-US')} records: ${records.events.toLocaleString('en-US')} events, `,
+      `${records.duplicates.toLocaleString('en-US')} duplicates, ${records.dead_letters.toLocaleString('en-US')} dead letters, `,
+      `${records.ignored.toLocaleString('en-US')} without choreo headers, `,
+      h('span', { class: records.invalid ? 'unreadable' : null, dataset: { invalid: String(records.invalid) } },
+        `${records.invalid.toLocaleString('en-US')} unreadable`),
+      reasons ? h('span', { class: 'reasons' }, ` (${reasons})`) : null);
   }
 
   function renderRows(page) {
@@ -302,7 +338,8 @@
 
   async function loadSaga(seq, key) {
     const cid = state.cid;
-    const detail = await getJSON(`/api/sagas/${encodeURIComponent(cid)}`);
+    // ids go in the query string: a path segment such as '..' would be normalised away
+    const detail = await getJSON(`/api/saga?${new URLSearchParams({ id: cid })}`);
     if (!fresh(seq, key)) return;
     if (!detail) {
       fill($('saga-head'), h('h1', null, 'No saga with correlation id ', h('span', { class: 'mono' }, cid)));
@@ -330,10 +367,17 @@
 
   function renderViolations(d) {
     const box = $('violations');
-    if (!d.violations.length) { fill(box); return; }
-    fill(box, h('div', { class: 'violations' },
-      h('div', { class: 'title' }, `Saga guarantee violated (${d.violations.length})`),
-      h('ul', null, d.violations.map((v) => h('li', null, h('code', null, v.code), ' ', v.message)))));
+    const letters = d.dead_letters || [];
+    fill(box,
+      d.violations.length ? h('div', { class: 'violations' },
+        h('div', { class: 'title' }, `Saga guarantee violated (${d.violations.length})`),
+        h('ul', null, d.violations.map((v) => h('li', null, h('code', null, v.code), ' ', v.message)))) : null,
+      letters.length ? h('div', { class: 'violations dead-letters' },
+        h('div', { class: 'title' }, `Dead-lettered records (${letters.length})`),
+        h('ul', null, letters.map((l) => h('li', { dataset: { eventId: l.event_id } },
+          h('code', null, l.reason), ' ', l.event_type, ' ', h('span', { class: 'mono' }, l.event_id),
+          ` by ${l.service || '?'}`, l.failed_at_ms === null ? '' : ` at ${fmtTime(l.failed_at_ms)}`,
+          ': ', l.message, l.needs_human ? ' (a human is needed)' : '')))) : null);
   }
 
   function renderEventRows(d) {
@@ -363,7 +407,7 @@
     $('payload').textContent = 'Loading…';
     panel.hidden = false;
     try {
-      const body = await getJSON(`/api/sagas/${encodeURIComponent(d.correlation_id)}/events/${encodeURIComponent(e.event_id)}/payload`);
+      const body = await getJSON(`/api/payload?${new URLSearchParams({ saga: d.correlation_id, event: e.event_id })}`);
       if (state.selectedEventId !== e.event_id) return;
       $('payload').textContent = body ? JSON.stringify(body.payload, null, 2) : 'No payload is kept for this event.';
     } catch (error) {
@@ -381,6 +425,7 @@
       case 'failure': return svg('path', { class: 'm', d: `M${x},${y - r - 2} L${x + r + 2},${y + r} L${x - r - 2},${y + r} Z` });
       case 'compensation': return svg('path', { class: 'm', d: `M${x},${y - r - 3} L${x + r + 3},${y} L${x},${y + r + 3} L${x - r - 3},${y} Z` });
       case 'notice': return svg('circle', { class: 'm', cx: x, cy: y, r: r - 2 });
+      case 'command': case 'compensate': return svg('rect', { class: 'm', x: x - r + 2, y: y - r + 2, width: 2 * r - 4, height: 2 * r - 4 });
       default: return svg('circle', { class: 'm', cx: x, cy: y, r });
     }
   }
@@ -624,12 +669,19 @@
 
   // --- live updates -------------------------------------------------------------------
 
+  // The stream is reopened by the page itself, with exponential backoff and jitter, after
+  // any error: EventSource gives up for good on a 503 (too many streams) or any non-200.
+  const STREAM_RETRY_MIN_MS = 1000;
+  const STREAM_RETRY_MAX_MS = 30000;
+  let streamDelay = STREAM_RETRY_MIN_MS;
+
   function connectStream() {
     const live = $('live');
     const text = $('live-text');
     const source = new EventSource('/api/stream');
-    source.addEventListener('open', () => { live.dataset.state = 'live'; text.textContent = 'live'; });
-    source.addEventListener('hello', () => { live.dataset.state = 'live'; text.textContent = 'live'; });
+    const up = () => { streamDelay = STREAM_RETRY_MIN_MS; live.dataset.state = 'live'; text.textContent = 'live'; };
+    source.addEventListener('open', up);
+    source.addEventListener('hello', up);
     source.addEventListener('change', (event) => {
       let version = '';
       try { version = JSON.parse(event.data).version; } catch (_) { /* ignore */ }
@@ -641,7 +693,15 @@
       live.classList.add('pulse');
       scheduleRefresh();
     });
-    source.addEventListener('error', () => { live.dataset.state = 'down'; text.textContent = 'reconnecting…'; });
+    source.addEventListener('error', () => {
+      source.close();
+      const wait = Math.round(streamDelay * (0.75 + Math.random() * 0.5));
+      streamDelay = Math.min(streamDelay * 2, STREAM_RETRY_MAX_MS);
+      live.dataset.state = 'down';
+      live.dataset.retryMs = String(wait);
+      text.textContent = `reconnecting in ${Math.ceil(wait / 1000)} s…`;
+      setTimeout(connectStream, wait);
+    });
   }
 
   // --- wiring -------------------------------------------------------------------------
