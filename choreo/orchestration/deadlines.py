@@ -20,9 +20,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from choreo.model.envelope import Envelope, Role, now_ms
+from choreo.model.topics import TopicNaming
 from choreo.orchestration.events import DEADLINE_PASSED, DeadlinePassed
 from choreo.runtime.routing import derived_event_id
-from choreo.model.topics import TopicNaming
 from choreo.transports.base import Producer, Transport
 
 if TYPE_CHECKING:

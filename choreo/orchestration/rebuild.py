@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from choreo.errors import ChoreoError
 from choreo.model.events import Event, event_type_of
-from choreo.runtime.routing import read_envelope
 from choreo.model.topics import TopicNaming
+from choreo.runtime.routing import read_envelope
 from choreo.tracker.live import read_topics
 from choreo.transports.base import Transport
 

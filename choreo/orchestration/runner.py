@@ -29,8 +29,8 @@ from choreo.orchestration.deadlines import DeadlineWatcher
 from choreo.orchestration.declaration import Orchestrator
 from choreo.orchestration.rebuild import rebuild
 from choreo.runtime.config import WorkerConfig
-from choreo.store import Store
 from choreo.runtime.worker import Serde, Worker
+from choreo.store import Store
 from choreo.transports.base import Transport
 
 __all__ = ["OrchestratorRunner"]
