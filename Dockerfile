@@ -10,22 +10,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so editing the code does not re-download them.
+# Dependencies first (with the `metrics` extra: `--metrics-port`), so editing the code does
+# not re-download them.
 COPY pyproject.toml README.md ./
 COPY choreo/_version.py choreo/_version.py
 RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
-print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
+print('\n'.join(d['project']['dependencies'] + d['project']['optional-dependencies']['metrics']))" \
+    > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
 COPY choreo choreo
 COPY services services
 COPY schemas schemas
-RUN pip install . \
+RUN pip install .[postgres] \
     && useradd --create-home --uid 10001 choreo \
     && mkdir -p /data \
     && chown choreo /data
 
-# The services keep their SQLite state (inbox, outbox, own tables) under /data.
+# The services keep their store (inbox, outbox, own tables) in $CHOREO_STORE (PostgreSQL in
+# docker-compose.yml), or in SQLite files under /data when it is not set.
 VOLUME ["/data"]
 USER choreo
 ENV SHOP_DATA_DIR=/data \

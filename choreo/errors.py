@@ -68,13 +68,19 @@ class EnvelopeError(DecodeError):
 
 
 class TransportError(ChoreoError):
-    """A Kafka client (or the memory bus) reported an error."""
+    """A Kafka client (or the memory bus) reported an error.
+
+    ``retriable`` is True when trying again may succeed; ``fatal`` when it never will
+    (authentication or authorization refused, a fenced producer): a worker stops on it.
+    """
 
     retriable: bool = False
+    fatal: bool = False
 
-    def __init__(self, message: str, *, retriable: bool = False) -> None:
+    def __init__(self, message: str, *, retriable: bool = False, fatal: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+        self.fatal = fatal
 
 
 class DeliveryError(TransportError):
@@ -100,9 +106,16 @@ class TransactionError(TransportError):
         abortable: bool = False,
         fatal: bool = False,
     ) -> None:
-        super().__init__(message, retriable=retriable)
+        super().__init__(message, retriable=retriable, fatal=fatal)
         self.abortable = abortable
-        self.fatal = fatal
+
+
+class FatalError(ChoreoError):
+    """The worker met an error retrying cannot fix and stopped (``choreo run`` exits non-zero).
+
+    The message says why: a fenced producer (another live process uses the same
+    transactional id), refused authentication or authorization, or a configuration error.
+    """
 
 
 class TransportClosedError(TransportError):

@@ -162,13 +162,18 @@ def names_match(writer: Named, reader: Named) -> bool:
     return writer.simple_name == reader.simple_name or writer.name in reader.aliases
 
 
-def _top_match(w: Node, r: Node, *, exact: bool) -> bool:
+def _top_match(w: Node, r: Node, pass_: int) -> bool:
+    """Return whether reader ``r`` matches writer ``w`` in resolution pass ``pass_``.
+
+    Pass 0: the same type (a named type: the same full name); pass 1: a named type of the
+    same kind whose unqualified name or aliases match; pass 2: a promotion.
+    """
     if isinstance(w, Primitive):
-        return r.kind == w.kind if exact else promotes(w.kind, r.kind)
+        return r.kind == w.kind if pass_ < 2 else promotes(w.kind, r.kind)
     if w.kind != r.kind:
         return False
     if isinstance(w, Named) and isinstance(r, Named):
-        return names_match(w, r)
+        return w.name == r.name if pass_ == 0 else names_match(w, r)
     return True  # array, map
 
 
@@ -180,13 +185,15 @@ def resolve_branch(
 ) -> int | None:
     """Return the index of the reader union branch that reads a (non-union) writer type.
 
-    An exact match (same type, or same name for named types) wins over a promotion.
+    The first branch of the same type wins (for named types: the same full name, then
+    the same unqualified name or an alias), then the first promotion, as in Avro's Java
+    implementation.
     """
     w = writer_schema.resolve(writer)
     branches = [reader_schema.resolve(b) for b in reader_branches]
-    for exact in (True, False):
+    for pass_ in (0, 1, 2):
         for index, branch in enumerate(branches):
-            if _top_match(w, branch, exact=exact):
+            if _top_match(w, branch, pass_):
                 return index
     return None
 

@@ -376,13 +376,9 @@ class _Label(Visitor[None, str]):
 _NO_SCHEMA = Schema(Primitive("null"))
 
 
-def type_label(node: Node | Any, schema: Schema | None = None) -> str:
+def type_label(node: Node, schema: Schema | None = None) -> str:
     """Return a short human label of a node (``long``, ``array<string>``, ``enum x.Y``).
 
-    A JSON value is parsed first (see :func:`choreo.avro.parse.parse_fragment`).
+    References are followed through ``schema`` when given, else shown by name.
     """
-    if not isinstance(node, Node):
-        from choreo.avro.parse import parse_fragment
-
-        node = parse_fragment(node)
     return _Label(schema or _NO_SCHEMA).visit(node, None)

@@ -218,12 +218,10 @@ def _add_operations(
         }
 
 
-def _message(
-    choreography: Choreography,
-    event_type: str,
-    sagas_by_event: Mapping[str, Any],
-    schemas: object | None,
-) -> dict[str, Any]:
+def _roles(
+    choreography: Choreography, event_type: str, sagas_by_event: Mapping[str, Any]
+) -> dict[str, str]:
+    """Return an event type's role per saga, or under ``*`` when no saga declares it."""
     roles: dict[str, str] = {}
     for saga in sagas_by_event[event_type]:
         role = choreography.role_in(event_type, saga.name)
@@ -233,9 +231,26 @@ def _message(
         role = choreography.role_in(event_type)
         if role is not None:
             roles["*"] = role.value
+    return roles
+
+
+def _first_doc_line(cls: type | None) -> str:
+    """Return the first line of a class's docstring, or "" when it has none."""
+    if cls is None or not cls.__doc__:
+        return ""
+    lines = cls.__doc__.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _message(
+    choreography: Choreography,
+    event_type: str,
+    sagas_by_event: Mapping[str, Any],
+    schemas: object | None,
+) -> dict[str, Any]:
+    roles = _roles(choreography, event_type, sagas_by_event)
     role_values = tuple(dict.fromkeys(Role(r) for r in roles.values()))
-    cls = choreography.event_class(event_type)
-    doc = (cls.__doc__ or "").strip().splitlines()[0] if cls is not None and cls.__doc__ else ""
+    doc = _first_doc_line(choreography.event_class(event_type))
     message: dict[str, Any] = {
         "name": _simple(event_type),
         "title": _simple(event_type),

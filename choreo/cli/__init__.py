@@ -68,6 +68,19 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(module, attribute)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a choreo error that escaped it ends the run as a clean message.
+
+        The message (secrets masked, see :class:`~choreo.errors.ChoreoError`) says what
+        went wrong and how to fix it; exit status 1, no traceback.
+        """
+        from choreo.errors import ChoreoError
+
+        try:
+            return super().invoke(ctx)
+        except ChoreoError as exc:
+            raise click.ClickException(str(exc)) from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List commands with their one-line help without importing them."""
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]

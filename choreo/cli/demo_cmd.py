@@ -203,6 +203,13 @@ def demo(
         )
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from exc
+    if options.kafka_config is not None:
+        from choreo.transports.probe import check_cluster
+
+        try:
+            check_cluster(transport_kind, options.kafka_config)
+        except ChoreoError as exc:
+            raise click.ClickException(str(exc)) from exc
     where = f"Kafka at {bootstrap} ({transport_kind})" if bootstrap else "the in-memory bus"
     who = "5 services" if style == "choreographed" else "an orchestrator and 5 services"
     console.print(

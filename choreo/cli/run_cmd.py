@@ -32,6 +32,14 @@ import click
 
 from choreo.choreography.service import Service
 from choreo.cli._common import config_option, import_from_cwd, open_kafka
+from choreo.cli._observability import (
+    log_format_option,
+    metrics_port_option,
+    stall_after_option,
+    tracing_option,
+    use_log_format,
+    worker_observability,
+)
 from choreo.errors import ChoreoError
 
 if TYPE_CHECKING:
@@ -127,6 +135,10 @@ def load_service(target: str) -> Service:
     default="",
     help="Prefix of every topic the service reads and writes (e.g. 'staging.').",
 )
+@metrics_port_option("Prometheus metrics (/metrics) and the /healthz and /readyz probes")
+@stall_after_option()
+@tracing_option()
+@log_format_option()
 def run(
     *,
     target: str,
@@ -140,6 +152,10 @@ def run(
     exactly_once: bool,
     concurrency: int,
     topic_prefix: str,
+    metrics_address: tuple[str, int] | None = None,
+    stall_after: float = 60.0,
+    tracing: bool | None = None,
+    log_format: str = "text",
 ) -> None:
     """Run the worker of MODULE:SERVICE until SIGTERM or SIGINT."""
     from choreo.runtime import Worker, WorkerConfig, deadletter_topic
@@ -148,6 +164,7 @@ def run(
     from choreo.transports.factory import open_transport
 
     service = load_service(target)
+    use_log_format(log_format, service=service.name)
     if kind == "memory":
         logger.warning("the memory transport is in-process: use it only for a smoke run")
     try:
@@ -169,14 +186,26 @@ def run(
             inbox = SqliteStore(inbox_path or Path(f"{service.name}.inbox.db"))
     except ChoreoError as exc:
         raise click.ClickException(str(exc)) from exc
+    observed = worker_observability(
+        metrics_address=metrics_address, stall_after=stall_after, tracing=tracing
+    )
     orchestrator = getattr(service, "orchestrator", None)
     worker: Worker | OrchestratorRunner
     if orchestrator is None:
-        worker = Worker(service, transport, serde, config=config, inbox=inbox)
+        worker = Worker(
+            service, transport, serde, config=config, inbox=inbox, middleware=observed.middleware()
+        )
     else:  # an orchestrator: rebuild its sagas from the log, watch its deadlines
         from choreo.orchestration import OrchestratorRunner
 
-        worker = OrchestratorRunner(orchestrator, transport, serde, config=config, inbox=inbox)
+        worker = OrchestratorRunner(
+            orchestrator,
+            transport,
+            serde,
+            config=config,
+            inbox=inbox,
+            middleware=observed.middleware(),
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -205,4 +234,5 @@ def run(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         inbox.close()
+        observed.close()
     logger.info("[%s] stopped", service.name)

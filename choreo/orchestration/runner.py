@@ -22,13 +22,14 @@ Kafka), not in the store.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from choreo.model.envelope import now_ms
 from choreo.orchestration.deadlines import DeadlineWatcher
 from choreo.orchestration.declaration import Orchestrator
 from choreo.orchestration.rebuild import rebuild
 from choreo.runtime.config import WorkerConfig
+from choreo.runtime.middleware import Middleware
 from choreo.runtime.worker import Serde, Worker
 from choreo.store import Store
 from choreo.transports.base import Transport
@@ -56,11 +57,19 @@ class OrchestratorRunner:
         watch_interval: float = 0.5,
         rebuild: bool = True,
         rebuild_idle: float = 1.0,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.orchestrator = orchestrator
         self.transport = transport
         self.serde = serde
-        self.worker = Worker(orchestrator.service, transport, serde, config=config, inbox=inbox)
+        self.worker = Worker(
+            orchestrator.service,
+            transport,
+            serde,
+            config=config,
+            inbox=inbox,
+            middleware=middleware,
+        )
         orchestrator.engine.clock_ms = clock_ms
         self.watcher = DeadlineWatcher(
             orchestrator,

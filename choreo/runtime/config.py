@@ -6,6 +6,7 @@ Kafka client tuning (acks, idempotence, isolation level) is the transport's job 
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 from choreo.choreography.service import Retry
@@ -35,9 +36,15 @@ class WorkerConfig:
       partitions back at once instead of waiting for the dead member's session to expire
       (45 s by default), and a clean restart triggers no rebalance. It also suffixes the
       default ``transactional_id``. None (the default): a dynamic member.
+    - ``leave_group_on_close``: a static member that closes cleanly also leaves its group,
+      so the other replicas get its partitions at once instead of after the session
+      timeout (default True; False keeps them for a restart with the same instance id).
     - ``exactly_once``: publish each batch's output and offsets in one Kafka transaction
-      (``transactional_id`` defaults to ``choreo.<service>.<group>[.<instance_id>]``; set a
-      distinct ``instance_id`` per running instance of a service).
+      (see :mod:`choreo.runtime.delivery.transactional`). ``transactional_id`` defaults to
+      ``choreo.<service>.<group>.<instance_id>``, or ``...<host name>`` without an
+      instance id: one per replica. Two live processes with the same transactional id
+      fence each other: the older one stops with a :class:`~choreo.errors.FatalError`
+      saying so; give every replica its own ``instance_id``.
     - ``concurrency``: with N > 1, the partitions of a batch are handled in a pool of N
       threads; handlers then get ``ctx.db = None`` (see :mod:`choreo.runtime.worker`).
     - ``inbox_retention``: seconds an inbox row is kept (None: forever); pruning runs at
@@ -47,7 +54,13 @@ class WorkerConfig:
       writes at start-up (existing ones are left alone).
     - ``from_beginning``: where a group without committed offsets starts.
     - ``flush_timeout`` / ``transaction_timeout``: seconds to wait for the broker.
-    - ``error_backoff``: seconds :meth:`Worker.run` pauses after an infrastructure error.
+    - ``error_backoff``: seconds :meth:`Worker.run` backs off after a retriable
+      infrastructure error, polling with its partitions paused (the group never
+      rebalances because of it).
+    - ``max_inline_backoff``: a handler retry whose backoff is at most this many seconds
+      waits in line (its batch waits); a longer one is deferred: the record's partition
+      is rewound to it and paused until the backoff is over while the worker keeps
+      polling, so a long backoff never exceeds ``max.poll.interval.ms``.
     """
 
     group_id: str | None = None
@@ -70,6 +83,8 @@ class WorkerConfig:
     flush_timeout: float = 30.0
     transaction_timeout: float = 30.0
     error_backoff: float = 1.0
+    max_inline_backoff: float = 1.0
+    leave_group_on_close: bool = True
 
     def __post_init__(self) -> None:
         if self.max_poll_records < 1:
@@ -84,6 +99,8 @@ class WorkerConfig:
             raise ConfigurationError("WorkerConfig.inbox_retention must be positive or None")
         if self.group_id is not None and not self.group_id:
             raise ConfigurationError("WorkerConfig.group_id must not be empty")
+        if self.max_inline_backoff < 0 or self.error_backoff < 0:
+            raise ConfigurationError("WorkerConfig backoffs must be >= 0")
         if self.instance_id is not None and not self.instance_id:
             raise ConfigurationError("WorkerConfig.instance_id must not be empty (or None)")
 
@@ -92,8 +109,13 @@ class WorkerConfig:
         return self.group_id or service
 
     def transactional_id_for(self, service: str) -> str:
-        """Return the transactional id of ``service``'s exactly-once producer."""
+        """Return the transactional id of this replica's exactly-once producer for ``service``.
+
+        The given ``transactional_id``, else derived from the group and the instance id (or
+        the host name without one), so each replica has its own and a restarted replica
+        fences its previous incarnation.
+        """
         if self.transactional_id:
             return self.transactional_id
-        base = f"choreo.{service}.{self.group_for(service)}"
-        return f"{base}.{self.instance_id}" if self.instance_id else base
+        replica = self.instance_id or socket.gethostname() or "local"
+        return f"choreo.{service}.{self.group_for(service)}.{replica}"

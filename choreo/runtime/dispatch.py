@@ -195,6 +195,7 @@ class Dispatcher:
         emit_one = emitter.emit_one
         invoker = self.invoker
         hooked = self.hooks.dispatch
+        retrying = invoker.attempts  # event ids of deferred retries
         out_ids = output.ids
         out_records = output.records
         db = inbox if inbox is not None and inbox.connection is not None else None
@@ -210,7 +211,7 @@ class Dispatcher:
             if route is None:
                 self._not_ours((record, fields), seen, output)
                 continue
-            if hooked or route.takes_context:
+            if hooked or route.takes_context or (retrying and key in retrying):
                 emitted = self._dispatch_one(
                     route, (record, fields), key, db, seen=seen, output=output
                 )
@@ -232,7 +233,7 @@ class Dispatcher:
                         )
                     emitted = _NOTHING
                 except Exception as exc:
-                    emitted = invoker.after_failure(route, (record, fields), event, exc, None)
+                    emitted = invoker.after_failure(route, (record, fields), event, exc, info=None)
             if emitted is None:
                 output.abandoned = True
                 done -= 1
@@ -257,9 +258,11 @@ class Dispatcher:
         Returns what :meth:`_sequence` adds to the output: the emitted records, None when
         abandoned, or ``_SKIPPED`` when the record was dead-lettered as undecodable.
         """
+        attempt = self.invoker.attempts.pop(key, 1)
         info = event_info(route, item) if self.hooks.dispatch else None
         worker = self.worker
         if info is not None:
+            info.attempt = attempt
             for hook in self.hooks.before_dispatch:
                 hook(worker, info)
         record, fields = item
@@ -273,7 +276,7 @@ class Dispatcher:
             return _SKIPPED
         emitted: list[OutboxRecord] | None
         if route.takes_context:
-            emitted = self.invoker.invoke(route, item, event, db, info)
+            emitted = self.invoker.invoke(route, item, event, db, info=info, attempt=attempt)
         else:
             try:
                 result = route.func(event)
@@ -284,7 +287,9 @@ class Dispatcher:
                 else:
                     emitted = self.emitter.emit(route, fields, as_events(route.step_id, [], result))
             except Exception as exc:
-                emitted = self.invoker.after_failure(route, item, event, exc, info)
+                emitted = self.invoker.after_failure(
+                    route, item, event, exc, info=info, attempt=attempt
+                )
         if info is not None:
             self._after_dispatch(info, [] if emitted is None else emitted)
         return emitted

@@ -7,8 +7,17 @@ An :class:`Invoker` runs the handler of one decoded event until it has an outcom
 - any other exception: the same record is retried after an exponential backoff (which
   blocks its partition and keeps per-key order), until the step's retry budget is spent;
   then its dead letter (:mod:`choreo.runtime.deadletter`);
+- a database error that dooms the batch's transaction (SQLSTATE class 40: a deadlock or
+  a serialization failure) is raised at once: retrying in a savepoint would keep the
+  locks the batch already holds and meet the same deadlock again, so the whole batch is
+  rolled back (releasing them) and polled again, never dead-lettered;
 - the worker stopped during a backoff: None, the record stays unhandled and is
-  redelivered later.
+  redelivered later;
+- a backoff longer than ``max_inline_backoff``: None too, but the retry is *deferred*:
+  the next attempt number is kept under the record's event id and the record's
+  partition in :attr:`Invoker.deferred` with the time its backoff ends; the worker
+  rewinds and pauses that partition and keeps polling, and the redelivered record
+  continues with that attempt.
 
 Handlers that take a context get a fresh one per attempt; with a database, each attempt
 runs in a savepoint that a failed attempt rolls back. The hot path (a handler without a
@@ -19,6 +28,7 @@ context that succeeds at once) is inlined in :mod:`choreo.runtime.dispatch`, whi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -44,9 +54,20 @@ __all__ = ["Invoker", "event_info"]
 logger = logging.getLogger("choreo.runtime.worker")
 
 _T = TypeVar("_T")
+_MAX_DEFERRED = 10_000  # attempt counts of deferred retries kept at most
 
 Item = tuple[Record, Fields]
 """A polled record and its checked envelope (see :func:`~choreo.runtime.routing.scan_headers`)."""
+
+
+def rolls_back_transaction(error: BaseException) -> bool:
+    """Return True when ``error`` is a database's "transaction rollback" (SQLSTATE class 40).
+
+    Deadlocks (40P01) and serialization failures (40001) are resolved by rolling back
+    and redoing the whole transaction; psycopg exposes the code as ``sqlstate``.
+    """
+    sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("40")
 
 
 def event_info(route: Route, item: Item) -> EventInfo:
@@ -80,6 +101,7 @@ class Invoker:
         deadletter_topic: str,
         wait: Callable[[float], bool],
         hooks: Hooks,
+        max_inline_backoff: float = float("inf"),
     ) -> None:
         self.worker = worker
         self.service = service
@@ -87,18 +109,33 @@ class Invoker:
         self.deadletter_topic = deadletter_topic
         self.wait = wait
         self.hooks = hooks
+        self.max_inline_backoff = max_inline_backoff
+        self.attempts: dict[str, int] = {}  # event id -> next attempt of a deferred retry
+        self.deferred: dict[tuple[str, int], float] = {}  # partition -> monotonic resume time
+
+    def take_deferred(self) -> dict[tuple[str, int], float]:
+        """Return and forget the partitions deferred since the last call, with resume times."""
+        deferred, self.deferred = self.deferred, {}
+        return deferred
 
     def invoke(
-        self, route: Route, item: Item, event: Event, inbox: Inbox | None, info: EventInfo | None
+        self,
+        route: Route,
+        item: Item,
+        event: Event,
+        inbox: Inbox | None,
+        *,
+        info: EventInfo | None,
+        attempt: int = 1,
     ) -> list[OutboxRecord] | None:
         """Call a handler that takes a context, with retries; return its outbox records.
 
         ``inbox`` provides ``ctx.db`` (None: none); ``info`` (when middleware dispatch
-        hooks are installed) receives the outcome.
+        hooks are installed) receives the outcome; ``attempt`` is the first attempt's
+        number (above 1 for a deferred retry).
         """
         func = route.func
         emit = self.emitter.emit
-        attempt = 1
         headers = dict(item[0].headers)
         while True:
             ctx = new_context(headers, self.service, attempt, inbox, route.logger)
@@ -122,6 +159,8 @@ class Invoker:
                     return _ended(info, Outcome.FAILED, failure, records)
             except Exception as exc:
                 settle(ctx, keep=False)
+                if rolls_back_transaction(exc):
+                    raise
                 error = exc
             else:
                 settle(ctx, keep=True)
@@ -129,20 +168,26 @@ class Invoker:
             if attempt >= route.retry.max_attempts:
                 return self._give_up(route, item, error, attempt, info)
             if not self._wait_to_retry(route, item, error, attempt, info):
-                return _ended(info, Outcome.ABANDONED, error, None)
+                return None
             attempt += 1
 
     def after_failure(
-        self, route: Route, item: Item, event: Event, error: Exception, info: EventInfo | None
+        self,
+        route: Route,
+        item: Item,
+        event: Event,
+        error: Exception,
+        *,
+        info: EventInfo | None,
+        attempt: int = 1,
     ) -> list[OutboxRecord] | None:
-        """Finish a context-less handler whose first attempt raised ``error`` (see invoke).
+        """Finish a context-less handler whose attempt ``attempt`` raised ``error`` (see invoke).
 
         A :class:`~choreo.errors.BusinessFailure` emits the declared failure event; any
         other error is retried with backoff until the budget runs out (then dead letter).
         """
         func = route.func
         emitter = self.emitter
-        attempt = 1
         while True:
             if isinstance(error, BusinessFailure):
                 try:
@@ -154,7 +199,7 @@ class Invoker:
             if attempt >= route.retry.max_attempts:
                 return self._give_up(route, item, error, attempt, info)
             if not self._wait_to_retry(route, item, error, attempt, info):
-                return _ended(info, Outcome.ABANDONED, error, None)
+                return None
             attempt += 1
             try:
                 result = func(event)
@@ -169,7 +214,11 @@ class Invoker:
     def _wait_to_retry(
         self, route: Route, item: Item, error: Exception, attempt: int, info: EventInfo | None
     ) -> bool:
-        """Report a failed attempt and wait out its backoff; return False if stopped meanwhile."""
+        """Report a failed attempt and wait out (or defer) its backoff.
+
+        Returns False when the retry does not happen now: the worker stopped meanwhile
+        (outcome ABANDONED) or the backoff is longer than ``max_inline_backoff`` (DEFERRED).
+        """
         delay = backoff_delay(route.retry, attempt)
         if self.hooks.on_retry:
             if info is None:
@@ -177,17 +226,27 @@ class Invoker:
             info.attempt = attempt
             for hook in self.hooks.on_retry:
                 hook(self.worker, info, attempt, delay, error)
-        if info is not None:
-            info.attempt = attempt + 1
+        if delay > self.max_inline_backoff:
+            record = item[0]
+            if len(self.attempts) >= _MAX_DEFERRED:  # records that moved to another member
+                self.attempts.clear()
+            self.attempts[item[1][1]] = attempt + 1
+            where = (record.topic, record.partition)
+            self.deferred[where] = max(self.deferred.get(where, 0.0), time.monotonic() + delay)
+            _ended(info, Outcome.DEFERRED, error, None)
+            return False
         if self.wait(delay):
+            _ended(info, Outcome.ABANDONED, error, None)
             logger.info(
-                "[%s %s cid=%s] stopping: %s left for redelivery",
+                "[%s %s cid=%r] stopping: %r left for redelivery",
                 self.service,
                 item[1][0],
-                item[1][5][1].decode("utf-8", "replace"),
-                item[1][1],
+                item[1][5][1].decode("utf-8", "replace")[:200],
+                item[1][1][:200],
             )
             return False
+        if info is not None:
+            info.attempt = attempt + 1
         return True
 
     def _give_up(

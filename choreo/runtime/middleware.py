@@ -67,6 +67,8 @@ class Outcome(enum.StrEnum):
     """Undecodable, or the retry budget ran out: the record went to the dead-letter topic."""
     ABANDONED = "abandoned"
     """The worker stopped during a retry's backoff: the record will be redelivered."""
+    DEFERRED = "deferred"
+    """A long retry backoff: the record's partition is paused; it is retried when it ends."""
 
 
 class EventInfo:
@@ -75,7 +77,7 @@ class EventInfo:
     ``step_id`` is the handling step, ``attempt`` the current attempt (from 1; updated on
     retries) of ``max_attempts``, ``traceparent`` the incoming W3C traceparent (None when
     absent); ``outcome`` and ``error`` are set when the dispatch ends. The full
-    :class:`~choreo.envelope.Envelope` is built only when :attr:`envelope` is read.
+    :class:`~choreo.model.envelope.Envelope` is built only when :attr:`envelope` is read.
     """
 
     __slots__ = (

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from choreo.choreography.service import Service
-from choreo.errors import ConfigurationError, TransportError
+from choreo.errors import ConfigurationError, FatalError, TransactionError, TransportError
 from choreo.model.context import EventLogger
 from choreo.model.envelope import now_ms
 from choreo.runtime.config import WorkerConfig
@@ -119,6 +119,7 @@ class Worker:
                 deadletter_topic=self.deadletter_topic,
                 wait=self._wait,
                 hooks=self.hooks,
+                max_inline_backoff=config.max_inline_backoff,
             ),
             inbox=self.inbox,
             hooks=self.hooks,
@@ -134,6 +135,7 @@ class Worker:
         self._closing = False
         self._last_prune = time.monotonic()
         self._relay: OutboxRelay | None = None
+        self._paused: dict[TopicPartition, float] = {}  # deferred retries: resume times
 
     def __repr__(self) -> str:
         return f"Worker({self.service.name!r}, group={self.group_id!r}, topics={self.topics})"
@@ -204,9 +206,13 @@ class Worker:
     def run(self, stop_event: threading.Event | None = None) -> None:
         """Handle batches until ``stop_event`` (or :meth:`stop`) is set, then close.
 
-        ``stop_event`` becomes the worker's stop signal. Infrastructure errors (broker,
-        database) are logged and retried after ``config.error_backoff`` seconds; the
-        batch in hand is rewound first, so nothing is skipped.
+        ``stop_event`` becomes the worker's stop signal. A retriable infrastructure error
+        (broker, database) is logged and the worker backs off for ``config.error_backoff``
+        seconds while it keeps polling with its partitions paused (so the group does not
+        rebalance); the batch in hand was rewound, so nothing is skipped. A fatal error (a
+        fenced producer, refused authentication or authorization, a configuration error)
+        stops the worker: it closes and raises :class:`~choreo.errors.FatalError` saying
+        why (``choreo run`` then exits non-zero).
         """
         if stop_event is not None:
             self._stop = stop_event
@@ -215,15 +221,59 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     self.run_once(self.config.poll_timeout)
-                except ConfigurationError:
-                    raise
-                except Exception:
+                except Exception as exc:
+                    reason = self._fatal_reason(exc)
+                    if reason is not None:
+                        self._log.error("worker stopping: %s", reason)
+                        raise FatalError(f"worker {self.service.name} stopped: {reason}") from exc
                     self._log.exception(
-                        "worker error; retrying in %.1f s", self.config.error_backoff
+                        "worker error; backing off %.1f s (polling, partitions paused)",
+                        self.config.error_backoff,
                     )
-                    self._stop.wait(self.config.error_backoff)
+                    self._back_off(self.config.error_backoff)
         finally:
             self.close()
+
+    def _fatal_reason(self, exc: Exception) -> str | None:
+        """Return why ``exc`` ends the worker, or None when retrying may help."""
+        if isinstance(exc, ConfigurationError):
+            return f"configuration error: {exc}"
+        if not isinstance(exc, TransportError) or not exc.fatal:
+            return None
+        transactional_id = getattr(self.delivery, "transactional_id", None)
+        if isinstance(exc, TransactionError) and transactional_id is not None:
+            return (
+                f"producer fenced or failed fatally ({exc}); another live process may use "
+                f"transactional id {transactional_id!r}: give every replica its own instance_id"
+            )
+        return f"fatal client error (authentication, authorization or fencing): {exc}"
+
+    def _back_off(self, seconds: float) -> None:
+        """Wait ``seconds`` while polling with every partition paused, then resume them."""
+        consumer = self._consumer
+        deadline = time.monotonic() + seconds
+        try:
+            assert consumer is not None
+            consumer.pause(consumer.assignment())
+        except Exception as exc:  # the consumer itself is in trouble: just wait
+            self._log.debug("cannot pause for the backoff: %s", exc)
+            self._stop.wait(seconds)
+            return
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                records = consumer.poll(self.config.max_poll_records, min(left, 1.0))
+            except Exception as exc:
+                self._log.debug("poll during the backoff failed: %s", exc)
+                self._stop.wait(min(left, 1.0))
+                continue
+            if records:  # partitions assigned meanwhile: give their records back for later
+                first = _first_offsets(records)
+                self._rewind(first)
+                consumer.pause(list(first))
+        try:
+            consumer.resume([tp for tp in consumer.assignment() if tp not in self._paused])
+        except TransportError as exc:
+            self._log.debug("cannot resume after the backoff: %s", exc)
 
     def close(self) -> None:
         """Deliver what is pending (best effort), then close the delivery and the consumer.
@@ -242,7 +292,7 @@ class Worker:
             self._closed = True
             if self._consumer is not None:
                 try:
-                    self._consumer.close()
+                    self._consumer.close(leave_group=self.config.leave_group_on_close)
                 except TransportError as exc:
                     self._log.warning("closing %s failed: %s", type(self._consumer).__name__, exc)
             if self._executor is not None:
@@ -262,12 +312,12 @@ class Worker:
         self.start()
         self.delivery.tick()
         assert self._consumer is not None
+        timeout = self.config.poll_timeout if timeout is None else timeout
+        if self._paused:
+            timeout = self._resume_due(timeout)
         for hook in self.hooks.before_poll:
             hook(self)
-        records = self._consumer.poll(
-            self.config.max_poll_records,
-            self.config.poll_timeout if timeout is None else timeout,
-        )
+        records = self._consumer.poll(self.config.max_poll_records, timeout)
         for hook in self.hooks.after_poll:
             hook(self, records)
         if not records:
@@ -308,7 +358,37 @@ class Worker:
             hook(self, offsets)
         if output.abandoned:
             self._rewind({tp: offsets.get(tp, offset) for tp, offset in first.items()})
+            self._pause_deferred()
         return len(records)
+
+    def _pause_deferred(self) -> None:
+        """Pause the partitions of deferred retries until their backoffs end."""
+        deferred = self.dispatcher.invoker.take_deferred()
+        if not deferred or self._consumer is None:
+            return
+        partitions = [TopicPartition(*where) for where in deferred]
+        self._consumer.pause(partitions)
+        for tp, resume_at in zip(partitions, deferred.values(), strict=True):
+            self._paused[tp] = max(self._paused.get(tp, 0.0), resume_at)
+
+    def _resume_due(self, timeout: float) -> float:
+        """Resume paused partitions whose backoff ended; return the poll timeout to use.
+
+        The timeout is shortened so the next poll returns by the earliest resume time.
+        """
+        assert self._consumer is not None
+        now = time.monotonic()
+        due = [tp for tp, at in self._paused.items() if at <= now]
+        if due:
+            for tp in due:
+                del self._paused[tp]
+            try:
+                self._consumer.resume(due)
+            except TransportError as exc:  # revoked meanwhile: its new owner reads it
+                self._log.debug("cannot resume %s: %s", due, exc)
+        if self._paused:
+            timeout = min(timeout, max(0.0, min(self._paused.values()) - now))
+        return timeout
 
     def _maybe_prune(self) -> None:
         """Prune old inbox rows when the retention interval has passed (inside the batch)."""
@@ -344,6 +424,8 @@ class Worker:
         """Let delivery settle the revoked partitions; no batch is ever in flight here."""
         for hook in self.hooks.on_revoke:
             hook(self, partitions)
+        for tp in partitions:  # a revoked partition's pause is forgotten
+            self._paused.pop(tp, None)
         if self._closing:
             return
         self.delivery.revoke(partitions)

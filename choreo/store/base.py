@@ -150,12 +150,17 @@ class Store(Protocol):
         """Return ``origin``'s unsent records in the order they were stored."""
         ...
 
+    def outbox_size(self, origin: str) -> int:
+        """Return how many of ``origin``'s records are unsent (of every replica): the backlog."""
+        ...
+
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
-        """Publish up to ``limit`` of ``origin``'s unsent records that this store did not write.
+        """Publish about ``limit`` of ``origin``'s unsent records that this store did not write.
 
         Takes the records other store objects (a dead replica, an earlier run) stored at
         least ``min_age_ms`` ago, oldest first and in order per key, calls ``publish``
-        and deletes them only when it returned; returns how many were published. On a
+        and deletes them only when it returned; returns how many were published (a store
+        that keeps a batch per row takes whole batches, so it may exceed ``limit``). On a
         shared store the records are claimed so concurrent relays never take the same.
         """
         ...

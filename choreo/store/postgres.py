@@ -2,10 +2,10 @@
 
 Built on psycopg 3 and psycopg_pool (the ``postgres`` extra: ``pip install
 choreo[postgres]``). choreo's own work on a polled batch costs a fixed number of round
-trips, whatever the batch size: one statement claims the batch's event ids in the inbox
-(``INSERT … ON CONFLICT DO NOTHING RETURNING``), and at commit the outbox insert (one
-``INSERT … SELECT FROM unnest(…)``), the deletion of acknowledged records and the COMMIT go
-out together in pipeline mode.
+trips and outbox rows, whatever the batch size: one statement claims the batch's event ids
+in the inbox (``INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING RETURNING``), and at commit
+the batch's outbox row (all its records in one, see :mod:`choreo.store.pg_outbox`), the
+deletion of acknowledged rows and the COMMIT go out together in pipeline mode.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
 from choreo.errors import ConfigurationError
@@ -22,7 +22,8 @@ from choreo.model.envelope import now_ms
 from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
-from choreo.store.outbox import OutboxRecord, pack_headers, unpack_headers
+from choreo.store.outbox import OutboxRecord
+from choreo.store.pg_outbox import OUTBOX_TABLE, BatchOutbox
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -42,18 +43,7 @@ POSTGRES_MIGRATIONS: Final = (
                 handled_at BIGINT NOT NULL,
                 PRIMARY KEY (consumer, event_id))""",
             "CREATE INDEX IF NOT EXISTS choreo_inbox_age ON choreo_inbox (consumer, handled_at)",
-            """CREATE TABLE IF NOT EXISTS choreo_outbox (
-                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                origin TEXT NOT NULL,
-                id TEXT NOT NULL UNIQUE,
-                topic TEXT NOT NULL,
-                key BYTEA,
-                value BYTEA,
-                headers BYTEA NOT NULL,
-                owner TEXT NOT NULL,
-                created_ms BIGINT NOT NULL)""",
-            "CREATE INDEX IF NOT EXISTS choreo_outbox_origin ON choreo_outbox (origin, seq)",
-            "CREATE INDEX IF NOT EXISTS choreo_outbox_key ON choreo_outbox (origin, key, seq)",
+            *OUTBOX_TABLE,
         ],
     ),
 )
@@ -69,19 +59,6 @@ _ADD = (
     " SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING"
 )
 _UNCLAIM = "DELETE FROM choreo_inbox WHERE consumer = %s AND event_id = ANY(%s)"
-_ENQUEUE = (
-    "INSERT INTO choreo_outbox (origin, id, topic, key, value, headers, owner, created_ms)"
-    " SELECT %s, i, t, k, v, h, %s, %s"
-    " FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::bytea[])"
-    " WITH ORDINALITY AS u(i, t, k, v, h, n) ORDER BY n ON CONFLICT (id) DO NOTHING"
-)
-_SENT = "DELETE FROM choreo_outbox WHERE id = ANY(%s)"
-_CLAIM_OUTBOX = (
-    "SELECT seq, id, topic, key, value, headers FROM choreo_outbox"
-    " WHERE origin = %s AND owner <> %s AND created_ms <= %s"
-    " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
-)
-_HEADS = "SELECT key, min(seq) FROM choreo_outbox WHERE origin = %s AND key = ANY(%s) GROUP BY key"
 
 
 class PostgresStore:
@@ -135,6 +112,7 @@ class PostgresStore:
         self.url = redact_text(url)
         self.schema = schema
         self.owner = uuid.uuid4().hex
+        self._outbox = BatchOutbox(self.owner)
         self._lock = threading.RLock()
         kwargs: dict[str, Any] = {"autocommit": False}
         if schema is not None:
@@ -196,9 +174,12 @@ class PostgresStore:
         conn = self._conn
         try:
             with conn.pipeline():
-                self._write_staged(conn)
+                after_commit = self._write_staged(conn)
                 conn.commit()
+            after_commit()
         except BaseException:
+            if not conn.broken:  # a failed COMMIT leaves an aborted transaction behind
+                conn.rollback()
             self._discard_connection_if_broken()
             raise
         finally:
@@ -231,8 +212,8 @@ class PostgresStore:
             self._conn = None
             self._pool.putconn(conn)
 
-    def _write_staged(self, conn: Any) -> None:
-        """Send the batch's inbox, outbox and sent-record statements (pipelined)."""
+    def _write_staged(self, conn: Any) -> Callable[[], None]:
+        """Send the batch's inbox and outbox statements (pipelined); return the after-commit."""
         added: dict[str, set[str]] = {}
         for consumer, handled, _ in self._added:
             added.setdefault(consumer, set()).update(handled)
@@ -247,23 +228,7 @@ class PostgresStore:
             rest = set(handled) - claimed.get(consumer, set())
             if rest:
                 conn.execute(_ADD, (consumer, sorted(rest), at))
-        if self._staged_sent:
-            conn.execute(_SENT, (self._staged_sent,))
-        created = now_ms()
-        for origin, records in self._staged_outbox:
-            conn.execute(
-                _ENQUEUE,
-                (
-                    origin,
-                    self.owner,
-                    created,
-                    [r[0] for r in records],
-                    [r[1] for r in records],
-                    [r[2] for r in records],
-                    [r[3] for r in records],
-                    [pack_headers(r[4]) for r in records],
-                ),
-            )
+        return self._outbox.write(conn, self._staged_outbox, self._staged_sent, now_ms())
 
     def savepoint(self) -> None:
         """Open the savepoint of one handler attempt."""
@@ -298,7 +263,7 @@ class PostgresStore:
                     (consumer, ids),
                 ).fetchall()
             return {row[0] for row in rows}
-        rows = self._conn.execute(_CLAIM, (consumer, now_ms(), ids)).fetchall()
+        rows = self._conn.execute(_CLAIM, (consumer, now_ms(), ids), binary=True).fetchall()
         claimed = {row[0] for row in rows}
         self._claimed.append((consumer, claimed))
         return set(ids) - claimed
@@ -320,44 +285,32 @@ class PostgresStore:
     def pending(self, origin: str) -> list[OutboxRecord]:
         """Return ``origin``'s unsent records (of every replica) in the order they were stored."""
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, topic, key, value, headers FROM choreo_outbox WHERE origin = %s"
-                " ORDER BY seq",
-                (origin,),
-            ).fetchall()
-        return [OutboxRecord(r[0], r[1], r[2], r[3], unpack_headers(r[4])) for r in rows]
+            return self._outbox.pending(conn, origin)
+
+    def outbox_size(self, origin: str) -> int:
+        """Return how many of ``origin``'s records are unsent (of every replica)."""
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM choreo_outbox WHERE origin = %s", (origin,)
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
-        """Claim other replicas' old records (``SKIP LOCKED``), publish, delete; in key order.
+        """Claim other replicas' old rows (``SKIP LOCKED``), publish, delete; in key order.
 
-        A record whose key has an older record still in the outbox that this claim did
+        A batch row whose key has an older row still in the outbox that this claim did
         not get (held by another relay, or not old enough) waits for the next round, so
-        records of one correlation id go out in the order they were stored.
+        records of one correlation id go out in the order they were stored. ``limit`` is
+        approximate: whole batch rows are taken.
         """
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                _CLAIM_OUTBOX, (origin, self.owner, now_ms() - min_age_ms, limit)
-            ).fetchall()
-            if not rows:
-                return 0
-            keys = list({bytes(r[3]) for r in rows if r[3] is not None})
-            if keys:
-                heads = {bytes(k): s for k, s in conn.execute(_HEADS, (origin, keys)).fetchall()}
-                first: dict[bytes, int] = {}
-                for r in rows:
-                    if r[3] is not None:
-                        first.setdefault(bytes(r[3]), r[0])
-                rows = [r for r in rows if r[3] is None or heads[bytes(r[3])] >= first[bytes(r[3])]]
-            if not rows:
-                return 0
-            publish(
-                [
-                    OutboxRecord(r[1], r[2], _bytes(r[3]), _bytes(r[4]), unpack_headers(r[5]))
-                    for r in rows
-                ]
-            )
-            conn.execute("DELETE FROM choreo_outbox WHERE seq = ANY(%s)", ([r[0] for r in rows],))
-        return len(rows)
+        total = 0
+        while total < limit:
+            with self._pool.connection() as conn:
+                count = self._outbox.relay(conn, origin, now_ms() - min_age_ms, publish)
+            if not count:
+                break
+            total += count
+        return total
 
     def migrate(self, component: str, migrations: Sequence[Migration]) -> list[int]:
         """Apply ``component``'s new migrations under an advisory lock (replicas wait)."""
@@ -387,8 +340,3 @@ class PostgresStore:
                 conn, self._conn = self._conn, None
                 self._pool.putconn(conn)
             self._pool.close()
-
-
-def _bytes(value: Any) -> bytes | None:
-    """Return a bytea value as bytes (psycopg may hand out memoryview)."""
-    return None if value is None else bytes(value)

@@ -275,8 +275,11 @@ class StoreContract:
             live.relay("o", min_age_ms=0, limit=10, publish=sink)
         assert [r.id for r in live.pending("o")] == ["id-1", "id-2", "id-3"]
         sink.fail = False
-        assert live.relay("o", min_age_ms=0, limit=2, publish=sink) == 2
-        assert live.relay("o", min_age_ms=0, limit=2, publish=sink) == 1
+        first = live.relay("o", min_age_ms=0, limit=1, publish=sink)
+        assert first >= 1  # a store keeping whole batches per row may exceed the limit
+        rest = live.relay("o", min_age_ms=0, limit=10, publish=sink)
+        assert first + rest == 3
+        assert live.relay("o", min_age_ms=0, limit=10, publish=sink) == 0
         assert [r.id for r in sink.published] == ["id-1", "id-2", "id-3"]
         assert sink.published[0].key == b"c1"
         assert live.pending("o") == []

@@ -255,11 +255,14 @@ class Consumer(Protocol):
         """Return the partitions currently assigned to this consumer."""
         ...
 
-    def close(self) -> None:
+    def close(self, *, leave_group: bool = False) -> None:
         """Leave the group and release the client (does not commit).
 
         A static member (created with an ``instance_id``) releases the client without
-        leaving the group, so its replacement gets the same partitions back.
+        leaving the group, so a replacement with its instance id gets the same partitions
+        back without a rebalance; with ``leave_group=True`` it leaves too, so the other
+        members get its partitions at once (a clean stop of a replica that is not
+        coming back right away).
         """
         ...
 

@@ -7,7 +7,10 @@ fires on errors (``delivery.report.only.error``); :meth:`ConfluentProducer.flush
 raises them as one :class:`~choreo.errors.DeliveryError`. Consumers never auto-commit,
 read committed records only, fetch in batches with ``consume()`` and commit
 synchronously with explicit offsets. Rebalances use the eager ``range,roundrobin``
-protocol; callbacks run in the thread that calls ``poll`` (or ``close``). A consumer
+protocol by default; ``partition.assignment.strategy=cooperative-sticky`` in the
+consumer settings selects the incremental (cooperative) protocol, where a rebalance
+revokes only the partitions that move. Callbacks run in the thread that calls ``poll``
+(or ``close``); a poll never returns a record of a partition revoked during it. A consumer
 created with an ``instance_id`` is a static member (``group.instance.id``): librdkafka
 does not send LeaveGroup when it closes, so its replacement gets the same partitions.
 
@@ -34,6 +37,7 @@ from choreo.errors import (
 )
 from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
 from choreo.transports.config import KafkaConfig
+from choreo.transports.membership import remove_static_member
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
@@ -57,11 +61,13 @@ _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
 _CLOSE_FLUSH_TIMEOUT: Final = 10.0
 _ADMIN_TIMEOUT: Final = 30.0
-# Consumer errors that will not go away by polling again.
+# Errors that will not go away by trying again (fatal for a worker).
 _RAISED_CONSUMER_ERRORS: Final = frozenset(
     {
         ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
         ck.KafkaError.GROUP_AUTHORIZATION_FAILED,
+        ck.KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        ck.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         ck.KafkaError._AUTHENTICATION,
         ck.KafkaError.SASL_AUTHENTICATION_FAILED,
     }
@@ -82,9 +88,16 @@ def _describe(exc: BaseException) -> str:
 
 
 def _transport_error(exc: BaseException, what: str) -> TransportError:
-    """Translate a confluent-kafka exception into a TransportError about ``what``."""
+    """Translate a confluent-kafka exception into a TransportError about ``what``.
+
+    Fatal client errors and refused authentication or authorization are ``fatal``.
+    """
     err = _error_of(exc)
-    return TransportError(f"{what}: {_describe(exc)}", retriable=bool(err and err.retriable()))
+    return TransportError(
+        f"{what}: {_describe(exc)}",
+        retriable=bool(err and err.retriable()),
+        fatal=bool(err and (err.fatal() or err.code() in _RAISED_CONSUMER_ERRORS)),
+    )
 
 
 def _create(
@@ -129,6 +142,7 @@ class ConfluentProducer(ProducerBase):
         settings.update(config.producer_settings(transactional_id))
         settings["on_delivery"] = self._on_delivery
         self._since_poll = 0
+        self._failed_fatally = False
         self._producer = _create(ck.Producer, settings, "producer")
         if transactional_id is not None:
             self._transaction_call(
@@ -187,13 +201,18 @@ class ConfluentProducer(ProducerBase):
 
     # --- transactions ----------------------------------------------------------------
 
-    @staticmethod
-    def _transaction_call(call: Callable[..., object], what: str, *args: object) -> None:
-        """Run one transactional call, translating errors with their flags."""
+    def _transaction_call(self, call: Callable[..., object], what: str, *args: object) -> None:
+        """Run one transactional call, translating errors with their flags.
+
+        A fatal error (fenced) marks the producer failed: :meth:`close` then releases it
+        without flushing (a flush of a fenced producer only fails its records).
+        """
         try:
             call(*args)
         except ck.KafkaException as exc:
-            raise _transaction_error(exc, f"{what} failed") from exc
+            error = _transaction_error(exc, f"{what} failed")
+            self._failed_fatally = self._failed_fatally or error.fatal
+            raise error from exc
 
     def begin_transaction(self) -> None:
         """Begin a transaction."""
@@ -234,6 +253,10 @@ class ConfluentProducer(ProducerBase):
         if self._closed:
             return
         self._closed = True
+        if self._failed_fatally:
+            logger.warning("closing a producer that failed fatally: its queued records are lost")
+            self._producer.purge()
+            return
         remaining = self._producer.flush(_CLOSE_FLUSH_TIMEOUT)
         if remaining or self._failures:
             logger.warning(
@@ -263,13 +286,22 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             )
         )
         super().__init__(_create(ck.Consumer, settings, "consumer"))
+        self._cooperative = "cooperative" in str(settings.get("partition.assignment.strategy", ""))
+        self._config = config
+        self._group_id = group_id
+        self._instance_id = instance_id
         self._pending_seeks: dict[TopicPartition, int] | None = None
         self._revoked_in_poll: set[TopicPartition] = set()
 
     def _subscribe(self, client: ck.Consumer, topics: Sequence[str]) -> None:
         """Subscribe with callbacks that run on_assign/on_revoke and (un)assign."""
         try:
-            client.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked)
+            client.subscribe(
+                list(topics),
+                on_assign=self._assigned,
+                on_revoke=self._revoked,
+                on_lost=self._revoked,
+            )
         except ck.KafkaException as exc:
             raise _transport_error(exc, "subscribe failed") from exc
 
@@ -286,7 +318,10 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             offset = seeks.get(TopicPartition(p.topic, p.partition))
             if offset is not None:
                 p.offset = offset
-        client.assign(partitions)
+        if self._cooperative:
+            client.incremental_assign(partitions)
+        else:
+            client.assign(partitions)
 
     def _revoked(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
         """Run the user's on_revoke for a non-empty revocation, then unassign."""
@@ -296,7 +331,10 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             if revoked and self._on_revoke is not None:
                 self._on_revoke(revoked)
         finally:
-            client.unassign()
+            if self._cooperative:
+                client.incremental_unassign(partitions)
+            else:
+                client.unassign()
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         """Return up to ``max_records`` records, waiting at most ``timeout`` for the first.
@@ -306,21 +344,24 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         what is already fetched without waiting, and when nothing is, wait for one message
         with ``poll(timeout)`` and then take the rest of its batch without waiting.
 
-        A rebalance served during the call may revoke partitions whose messages were
-        already taken: those messages are dropped (their new owner reads them), so no
-        record of a revoked partition is ever returned.
+        A rebalance served by that second ``consume`` may revoke the partition of the
+        message the ``poll`` returned: that message is then dropped (its partition's new
+        owner reads it), so no record of a revoked partition is ever returned. (Within
+        one client call librdkafka itself discards messages fetched before a revocation.)
         """
         client = self._client()
         revoked = self._revoked_in_poll
-        revoked.clear()
         try:
             messages = client.consume(max_records, 0)
             if not messages and timeout > 0:
                 first = client.poll(timeout)
                 if first is not None:
-                    messages = [first]
-                    if max_records > 1:
-                        messages.extend(client.consume(max_records - 1, 0))
+                    revoked.clear()
+                    rest = client.consume(max_records - 1, 0) if max_records > 1 else []
+                    if revoked and (first.topic(), first.partition()) in revoked:
+                        messages = rest
+                    else:
+                        messages = [first, *rest]
         except ck.KafkaException as exc:
             raise _transport_error(exc, "consume failed") from exc
         records: list[Record] = []
@@ -330,8 +371,6 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             err = msg.error()
             if err is not None:
                 self._on_error(err)
-                continue
-            if revoked and (msg.topic(), msg.partition()) in revoked:
                 continue
             raw = msg.headers()
             headers: tuple[tuple[str, bytes], ...] = ()
@@ -360,7 +399,9 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         if code == ck.KafkaError._PARTITION_EOF:
             return
         if err.fatal() or code in _RAISED_CONSUMER_ERRORS:
-            raise TransportError(f"consumer error {err.name()}: {err.str()}", retriable=False)
+            raise TransportError(
+                f"consumer error {err.name()}: {err.str()}", retriable=False, fatal=True
+            )
         logger.warning("consumer error %s: %s", err.name(), err.str())
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -419,6 +460,33 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             return [TopicPartition(p.topic, p.partition) for p in client.assignment()]
         except ck.KafkaException as exc:
             raise _transport_error(exc, "assignment failed") from exc
+
+    def _leave_group(self) -> None:
+        """Remove this static member from its group, so the others take its partitions now."""
+        if self._instance_id is not None:
+            remove_static_member(self._config, self._group_id, self._instance_id)
+
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
+        """Return the end offset of each partition, asked of the broker (one request each).
+
+        Used for consumer lag (:mod:`choreo.observability.metrics`); a partition whose
+        end cannot be had within ``timeout`` seconds is left out.
+        """
+        client = self._client()
+        ends: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            try:
+                _, high = client.get_watermark_offsets(
+                    ck.TopicPartition(tp.topic, tp.partition), timeout=timeout, cached=False
+                )
+            except ck.KafkaException as exc:
+                logger.debug("no watermarks of %s: %s", tp, _describe(exc))
+                continue
+            if high >= 0:
+                ends[tp] = high
+        return ends
 
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""

@@ -54,6 +54,7 @@ from choreo.transports.base import (
     make_record,
 )
 from choreo.transports.config import KafkaConfig, to_kafka_python
+from choreo.transports.membership import remove_static_member
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
@@ -90,6 +91,25 @@ def _checked(settings: dict[str, object], known: Iterable[str], role: str) -> di
 def _retriable(exc: BaseException) -> bool:
     """Return True when kafka-python marks ``exc`` as retriable."""
     return bool(getattr(exc, "retriable", False))
+
+
+_FATAL_ERRORS: Final = tuple(
+    getattr(kerr, name)
+    for name in (
+        "AuthenticationFailedError",
+        "SaslAuthenticationFailedError",
+        "TopicAuthorizationFailedError",
+        "GroupAuthorizationFailedError",
+        "ClusterAuthorizationFailedError",
+        "TransactionalIdAuthorizationFailedError",
+    )
+    if hasattr(kerr, name)
+)
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Return True for errors retrying cannot fix (refused authentication or authorization)."""
+    return isinstance(exc, _FATAL_ERRORS)
 
 
 def _create(factory: Callable[..., _ClientT], settings: dict[str, object], role: str) -> _ClientT:
@@ -278,6 +298,9 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
             settings["partition_assignment_strategy"] = self._assignors(strategy)
         _checked(settings, kafka.KafkaConsumer.DEFAULT_CONFIG, "consumer")
         super().__init__(_create(kafka.KafkaConsumer, settings, "consumer"))
+        self._config = config
+        self._group_id = group_id
+        self._instance_id = instance_id
         self._callbacks_idle = threading.Event()
         self._callbacks_idle.set()
         self._subscribed = False
@@ -341,7 +364,9 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
         try:
             batches = client.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
         except kerr.KafkaError as exc:
-            raise TransportError(f"poll failed: {exc}", retriable=_retriable(exc)) from exc
+            raise TransportError(
+                f"poll failed: {exc}", retriable=_retriable(exc), fatal=_fatal(exc)
+            ) from exc
         finally:
             self._callbacks_idle.wait()
         if self._subscribed:
@@ -384,7 +409,9 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
         except kerr.CommitFailedError as exc:
             raise CommitError(f"commit failed: {exc}", retriable=False) from exc
         except (kerr.KafkaError, RuntimeError) as exc:
-            raise CommitError(f"commit failed: {exc}", retriable=_retriable(exc)) from exc
+            raise CommitError(
+                f"commit failed: {exc}", retriable=_retriable(exc), fatal=_fatal(exc)
+            ) from exc
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Make the next poll of an assigned ``partition`` start at ``offset``."""
@@ -413,6 +440,28 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
     def assignment(self) -> list[TopicPartition]:
         """Return the partitions currently assigned to this consumer."""
         return _to_choreo(self._client().assignment())
+
+    def _leave_group(self) -> None:
+        """Remove this static member from its group, so the others take its partitions now."""
+        if self._instance_id is not None:
+            remove_static_member(self._config, self._group_id, self._instance_id)
+
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
+        """Return the end offset of each partition, asked of the broker in one request.
+
+        Used for consumer lag (:mod:`choreo.observability.metrics`); on a broker error or
+        after ``timeout`` seconds nothing is returned.
+        """
+        client = self._client()
+        wanted = [kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            ends = client.end_offsets(wanted, timeout_ms=int(timeout * 1000))
+        except (kerr.KafkaError, AssertionError, ValueError) as exc:
+            logger.debug("no end offsets: %s", exc)
+            return {}
+        return {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""

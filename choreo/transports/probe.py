@@ -144,6 +144,7 @@ class _Seen(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.failures: list[str] = []
+        self.disconnects = 0
         self.refused = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -153,6 +154,8 @@ class _Seen(logging.Handler):
             self.refused.set()
         elif "SSLError" in message or "certificate" in message.lower():
             self.failures.append(message)
+        elif "disconnected" in message:
+            self.disconnects += 1
 
 
 def _kafka_python_connect(settings: dict[str, object], outcome: list[BaseException | None]) -> None:
@@ -197,6 +200,15 @@ def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
         raise TransportError(_explain(seen.failures[0], config))
     if isinstance(error, kerr.KafkaConfigurationError):
         raise ConfigurationError(f"invalid client settings: {error}")
+    protocol = (config.security_protocol or "").upper()
+    if error is not None and seen.disconnects and protocol.startswith("SASL"):
+        # the broker answers a failed login by closing the connection, sometimes before
+        # kafka-python has read the failure: say what that most likely means
+        raise TransportError(_explain(
+            f"the broker closed every connection during the login ({seen.disconnects}"
+            " times): authentication failed or the client certificate was refused",
+            config,
+        ))
     if error is not None:
         raise TransportError(_explain(f"{type(error).__name__}: {error}", config))
     if not outcome:

@@ -156,11 +156,13 @@ class ConsumerBase(Generic[ClientT]):
         """Subscribe the client to ``topics`` with this consumer's rebalance handling."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self, *, leave_group: bool = False) -> None:
         """Release the client once (on_revoke runs first); never commits.
 
         A dynamic member leaves the group; a static one (created with an instance id)
-        does not, so a replacement with the same instance id gets its partitions back.
+        does not, so a replacement with the same instance id gets its partitions back,
+        unless ``leave_group`` is True: then it is removed from the group right after
+        (:meth:`_leave_group`), and the other members get its partitions at once.
         """
         if self._closed or self._closing:
             return
@@ -169,6 +171,15 @@ class ConsumerBase(Generic[ClientT]):
             self._close_client()
         finally:
             self._closed = True
+        if leave_group:
+            self._leave_group()
+
+    def _leave_group(self) -> None:
+        """Remove this static member from its group (the client is closed); default: no-op.
+
+        A dynamic member left when its client closed. A Kafka transport removes a static
+        member through the group coordinator (see :mod:`choreo.transports.membership`).
+        """
 
     def _close_client(self) -> None:
         """Close the client, logging (not raising) what goes wrong."""

@@ -9,20 +9,38 @@ Read-only and local by design:
   ``no-referrer``; JSON escapes ``<``, ``>`` and ``&`` (see :func:`~choreo.viewer.api.to_json`);
 - the page itself renders data with ``textContent`` only.
 
-Built on the standard library's :class:`~http.server.ThreadingHTTPServer` (one daemon
-thread per connection); no runtime dependency is added.
+Bounded, so that slow or numerous clients cannot exhaust it:
+
+- at most ``max_connections`` connections are served at once (one daemon thread each);
+  a connection beyond that is answered ``503`` and closed at once, without a thread;
+- a request's line and headers must arrive within ``request_timeout`` seconds, and a
+  kept-alive connection may idle that long between requests (a slowloris client that
+  trickles its headers is dropped); a blocked write fails after ``write_timeout``;
+- at most ``max_streams`` live event streams; a stream notices within
+  :data:`STREAM_POLL_S` that its client left and frees its slot; the page reconnects
+  with exponential backoff after an error or a ``503``.
+
+Every saga is reachable whatever its correlation id (``..``, ``/``, ``%``, spaces):
+``/api/saga?id=…`` and ``/api/payload?saga=…&event=…`` take the ids as query parameters,
+which no browser or proxy normalises.
+
+Built on the standard library's :class:`~http.server.ThreadingHTTPServer`; no runtime
+dependency is added.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
+import select
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -35,6 +53,7 @@ __all__ = [
     "CONTENT_SECURITY_POLICY",
     "SECURITY_HEADERS",
     "HostPolicy",
+    "Limits",
     "ViewerServer",
     "is_loopback",
 ]
@@ -71,7 +90,23 @@ STREAM_MIN_INTERVAL_S: Final = 0.25
 STREAM_POLL_S: Final = 0.5
 """How long a stream waits for a change before checking whether the server is stopping."""
 MAX_STREAMS: Final = 32
-"""Event streams served at once; more are refused with 503."""
+"""Event streams served at once by default; more are refused with 503."""
+MAX_CONNECTIONS: Final = 128
+"""Connections served at once by default; more are answered 503 and closed."""
+REQUEST_TIMEOUT_S: Final = 10.0
+"""Default seconds for a request's line and headers to arrive, and for a kept-alive
+connection to wait for its next request."""
+WRITE_TIMEOUT_S: Final = 30.0
+"""Default seconds a write to a client may block before the connection is dropped."""
+REAPER_INTERVAL_S: Final = 0.2
+"""How often the deadlines of requests being read are checked."""
+MAX_ID_CHARS: Final = 1024
+"""The longest correlation or event id accepted in a request."""
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 43\r\n\r\n"
+    b'{"error":"too many connections, try again"}'
+)
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 _ALLOWED_METHODS: Final = "GET, HEAD"
@@ -150,10 +185,70 @@ class HostPolicy:
         return is_loopback(self.host) and is_loopback(host)
 
 
+def _id_param(query: Mapping[str, str], name: str) -> str:
+    """Return the id in query parameter ``name``; raise BadQueryError when missing or long."""
+    value = query.get(name)
+    if not value:
+        raise BadQueryError(f"give the id as the {name!r} query parameter")
+    if len(value) > MAX_ID_CHARS:
+        raise BadQueryError(f"{name} must be at most {MAX_ID_CHARS} characters")
+    return value
+
+
 def _load_static() -> dict[str, bytes]:
     """Return the bytes of every served static file, read once from the package."""
     folder = resources.files("choreo.viewer") / "static"
     return {name: (folder / name).read_bytes() for name in STATIC_FILES}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much the viewer serves at once and how long it waits (see the module doc)."""
+
+    max_connections: int = MAX_CONNECTIONS
+    max_streams: int = MAX_STREAMS
+    request_timeout: float = REQUEST_TIMEOUT_S
+    write_timeout: float = WRITE_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        """Reject limits that would serve nothing or wait forever."""
+        if self.max_connections < 1 or self.max_streams < 0:
+            raise ValueError("max_connections must be >= 1 and max_streams >= 0")
+        if self.request_timeout <= 0 or self.write_timeout <= 0:
+            raise ValueError("request_timeout and write_timeout must be positive")
+
+
+class _Reaper:
+    """Closes connections whose request did not arrive in time (one thread for all)."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: dict[socket.socket, float] = {}
+        self._stopping = stopping
+        self._thread = threading.Thread(target=self._run, name="choreo-viewer-reaper", daemon=True)
+        self._thread.start()
+
+    def watch(self, sock: socket.socket, seconds: float) -> None:
+        """Shut ``sock`` down unless :meth:`release` is called within ``seconds``."""
+        with self._lock:
+            self._deadlines[sock] = time.monotonic() + seconds
+
+    def release(self, sock: socket.socket) -> None:
+        """Stop watching ``sock``."""
+        with self._lock:
+            self._deadlines.pop(sock, None)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(REAPER_INTERVAL_S):
+            now = time.monotonic()
+            with self._lock:
+                late = [sock for sock, deadline in self._deadlines.items() if deadline < now]
+                for sock in late:
+                    del self._deadlines[sock]
+            for sock in late:
+                logger.debug("dropping a connection whose request did not arrive in time")
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Server(ThreadingHTTPServer):
@@ -161,15 +256,48 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], api: TraceApi, extra_hosts: Iterable[str]):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        api: TraceApi,
+        extra_hosts: Iterable[str],
+        limits: Limits,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.api = api
+        self.limits = limits
         self.static = _load_static()
         self.stopping = threading.Event()
-        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self.streams = threading.BoundedSemaphore(max(limits.max_streams, 1))
+        self.stream_slots = limits.max_streams
+        self.connections = threading.BoundedSemaphore(limits.max_connections)
+        self.reaper = _Reaper(self.stopping)
         self.host_policy = HostPolicy(address[0], self.server_address[1], extra_hosts)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on a thread, or answer 503 at once when all are busy."""
+        if not self.connections.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then free its place."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.reaper.release(request)
+            self.connections.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log an error that escaped a handler (the standard library would print it)."""
@@ -187,10 +315,35 @@ class _Handler(BaseHTTPRequestHandler):
     """Serves one connection: the page, the JSON API and the event stream."""
 
     server: _Server
+    timeout = WRITE_TIMEOUT_S  # replaced per connection by the server's limits (setup)
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes on a kept-alive socket
     server_version = "choreo-viewer"
     sys_version = ""
+
+    # --- deadlines --------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Apply the write timeout to the connection's socket."""
+        super().setup()
+        self.connection.settimeout(self.server.limits.write_timeout)
+
+    def handle_one_request(self) -> None:
+        """Read and answer one request; its line and headers must arrive in time."""
+        self.server.reaper.watch(self.connection, self.server.limits.request_timeout)
+        try:
+            super().handle_one_request()
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            logger.debug("connection from %s ended: %s", self.client_address, exc)
+            self.close_connection = True
+        finally:
+            self.server.reaper.release(self.connection)
+
+    def parse_request(self) -> bool:
+        """Parse the request line and headers, then lift the deadline (the answer may stream)."""
+        parsed = super().parse_request()
+        self.server.reaper.release(self.connection)
+        return parsed
 
     # --- methods --------------------------------------------------------------------
 
@@ -304,6 +457,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(HTTPStatus.OK, api.summary(), head=head)
             case ["api", "sagas"]:
                 self._send_json(HTTPStatus.OK, api.sagas(query), head=head)
+            case ["api", "saga"]:
+                correlation_id = _id_param(query, "id")
+                self._found(api.saga(correlation_id), f"no saga {correlation_id!r}", head=head)
+            case ["api", "payload"]:
+                correlation_id, event_id = _id_param(query, "saga"), _id_param(query, "event")
+                self._found(
+                    api.payload(correlation_id, event_id),
+                    f"no payload kept for event {event_id!r}",
+                    head=head,
+                )
             case ["api", "sagas", correlation_id]:
                 self._found(api.saga(correlation_id), f"no saga {correlation_id!r}", head=head)
             case ["api", "sagas", correlation_id, "events", event_id, "payload"]:
@@ -339,7 +502,7 @@ class _Handler(BaseHTTPRequestHandler):
         stream sends a comment every :data:`STREAM_HEARTBEAT_S` so a closed client is
         noticed. The stream ends when the client leaves or the server stops.
         """
-        if not self.server.streams.acquire(blocking=False):
+        if self.server.stream_slots == 0 or not self.server.streams.acquire(blocking=False):
             self._send_json(
                 HTTPStatus.SERVICE_UNAVAILABLE, {"error": "too many event streams"}, head=head
             )
@@ -363,7 +526,7 @@ class _Handler(BaseHTTPRequestHandler):
         version = tracker.version
         self._event("hello", version, retry_ms=2000)
         last_write = time.monotonic()
-        while not stopping.is_set():
+        while not stopping.is_set() and not self._client_left():
             current = tracker.wait_for_change(version, STREAM_POLL_S)
             if current != version:
                 version = current
@@ -374,6 +537,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b": keep-alive\n\n")
                 self.wfile.flush()
                 last_write = time.monotonic()
+
+    def _client_left(self) -> bool:
+        """Return True when the client closed its end (an event stream is never written to)."""
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            return bool(sock.recv(1, socket.MSG_PEEK) == b"")
+        except (OSError, ValueError):
+            return True
 
     def _event(self, name: str, version: int, *, retry_ms: int | None = None) -> None:
         """Write one Server-Sent Event carrying the tracker version."""
@@ -400,10 +574,14 @@ class ViewerServer:
         host: str = "127.0.0.1",
         port: int = 0,
         allowed_hosts: Iterable[str] = (),
+        limits: Limits | None = None,
     ) -> None:
-        """Bind ``host:port`` to serve ``tracker``; nothing is served before :meth:`start`."""
+        """Bind ``host:port`` to serve ``tracker``; nothing is served before :meth:`start`.
+
+        ``limits`` bounds connections, streams and waits (see :class:`Limits`).
+        """
         self.tracker = tracker
-        self._server = _Server((host, port), TraceApi(tracker), allowed_hosts)
+        self._server = _Server((host, port), TraceApi(tracker), allowed_hosts, limits or Limits())
         self._thread: threading.Thread | None = None
 
     @property

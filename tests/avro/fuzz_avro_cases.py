@@ -236,9 +236,15 @@ def schema_target(examples: int) -> None:
         body = buffer.getvalue()
         mine = bytearray()
         encoder(datum, mine)
-        if bytes(mine) != body:
+        expected = fastavro.schemaless_reader(io.BytesIO(body), plain)
+        # an ambiguous datum (say {} for a union of two empty records) may pick another
+        # branch than fastavro's writer: compare what the bytes mean, not the bytes
+        # (fastavro's writer ignores a dict's extra keys, so it may pick a record where the
+        # datum was made for a map: then the datum itself is the reference)
+        back = fastavro.schemaless_reader(io.BytesIO(bytes(mine)), plain)
+        if not (_same(back, expected) or _same(back, datum)):
             return _fail("encoder differs from fastavro", raw, datum)
-        if not _same(decoder(body, 0), fastavro.schemaless_reader(io.BytesIO(body), plain)):
+        if not _same(decoder(body, 0), expected):
             return _fail("decoder differs from fastavro", raw, datum)
         for data in (noise, mutate(body, mutations)):
             with contextlib.suppress(*_DECODE_ERRORS):
@@ -283,8 +289,8 @@ def schema_target(examples: int) -> None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, float) and isinstance(b, float):  # float32 rounding allowed
+        return math.isclose(a, b, rel_tol=1e-6) or a == b or (math.isnan(a) and math.isnan(b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):

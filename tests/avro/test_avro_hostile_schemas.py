@@ -234,3 +234,20 @@ def test_codecs_take_compile_limits() -> None:
     )
     with pytest.raises(DecodeError, match="max_nodes=2"):
         tight.decode_any(data)
+
+
+def test_union_branches_resolve_by_full_name_first() -> None:
+    """Two named types sharing a simple name resolve to the same full name, as in fastavro.
+
+    Matching by unqualified name alone picked ``x.A`` for data written as ``y.A`` (found
+    by the fuzz suite).
+    """
+    union = [
+        {"type": "fixed", "name": "A", "namespace": "x", "size": 1},
+        {"type": "fixed", "name": "A", "namespace": "y", "size": 3},
+    ]
+    schema = {"type": "record", "name": "t.R", "fields": [{"name": "u", "type": union}]}
+    datum = {"u": b"abc"}
+    body = fastavro_bytes(schema, datum)
+    assert compile_decoder(schema, json.loads(json.dumps(schema)))(body, 0) == datum
+    assert fastavro.schemaless_reader(io.BytesIO(body), fastavro.parse_schema(schema)) == datum

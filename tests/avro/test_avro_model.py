@@ -23,7 +23,7 @@ from choreo.avro.model import (
     Visitor,
     type_label,
 )
-from choreo.avro.parse import parse_schema
+from choreo.avro.parse import parse_fragment, parse_schema
 from choreo.errors import SchemaError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,10 +141,11 @@ def test_unhandled_kinds_name_the_visitor() -> None:
 
 
 def test_labels() -> None:
-    """type_label describes nodes and JSON fragments alike."""
+    """type_label describes nodes, following references when given the schema."""
     schema = parse_schema(SAMPLE)
     assert type_label(schema.root.fields[3].type, schema) == "union[null, record t.Line]"  # type: ignore[attr-defined]
-    assert type_label({"type": "map", "values": ["null", "long"]}) == "map<union[null, long]>"
+    fragment = parse_fragment({"type": "map", "values": ["null", "x.Thing"]})
+    assert type_label(fragment) == "map<union[null, x.Thing]>"
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from typing import Final
 
 from hypothesis import strategies as st
@@ -14,6 +18,29 @@ from choreo.transports.base import Record
 
 TRIED: Counter[str] = Counter()
 """How many hostile inputs each fuzz test tried (reported by conftest)."""
+
+CASE_MEMORY_BYTES: Final = 64 * 1024 * 1024
+"""How far one hostile case may raise the process's peak resident memory."""
+CASE_SECONDS: Final = 10.0
+"""The longest one hostile case may take."""
+
+
+def _peak_rss() -> int:
+    """Return the process's peak resident memory in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextlib.contextmanager
+def one_case(surface: str, inputs: int = 1) -> Iterator[None]:
+    """Count ``inputs`` hostile inputs for ``surface`` and hold the case to the memory and
+    time limits: a case that raises the peak resident memory by more than
+    :data:`CASE_MEMORY_BYTES` or runs longer than :data:`CASE_SECONDS` fails."""
+    TRIED[surface] += inputs
+    started, peak = time.monotonic(), _peak_rss()
+    yield
+    grown, elapsed = _peak_rss() - peak, time.monotonic() - started
+    assert grown < CASE_MEMORY_BYTES, f"{surface}: one case grew the memory by {grown} bytes"
+    assert elapsed < CASE_SECONDS, f"{surface}: one case took {elapsed:.1f} s"
 
 CRAFTED: Final = [
     "[/x]",

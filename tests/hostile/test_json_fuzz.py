@@ -17,7 +17,7 @@ from choreo.safety.jsonsafe import clean, dumps
 from choreo.tracker.tracker import Tracker
 from choreo.viewer.api import TraceApi, to_json
 
-from .strategies import TRIED, hostile_records, hostile_text
+from .strategies import hostile_records, hostile_text, one_case
 
 
 def strings_of(value: Any) -> list[str]:
@@ -53,10 +53,10 @@ json_values = st.recursive(
 @given(value=json_values)
 def test_dumps_is_strict_json(value: Any) -> None:
     """Any nested value dumps to strict JSON whose strings are the originals, cleaned."""
-    TRIED["JSON values"] += 1
-    parsed = strict(dumps(value).encode("ascii"))
-    if isinstance(value, str):
-        assert parsed == clean(value)
+    with one_case("JSON values"):
+        parsed = strict(dumps(value).encode("ascii"))
+        if isinstance(value, str):
+            assert parsed == clean(value)
 
 
 def test_outside_the_bmp_and_lone_surrogates() -> None:
@@ -76,19 +76,19 @@ class JsonPayloads:
 @given(records=hostile_records(), search=hostile_text)
 def test_viewer_api_answers_strict_json(records: list, search: str) -> None:
     """Every view of the viewer's API over hostile records is strict JSON."""
-    TRIED["viewer API"] += len(records)
-    tracker = Tracker(decode=JsonPayloads())
-    tracker.feed_many(records)
-    api = TraceApi(tracker)
-    strict(to_json(api.summary()))
-    strict(to_json(api.graph()))
-    page = strict(to_json(api.sagas({"q": search[:200]})))
-    for row in strict(to_json(api.sagas({})))["items"]:
-        trace = tracker.get(row["correlation_id"])
-        if trace is None:  # the id was cleaned of a lone surrogate: look it up as stored
-            continue
-        detail = strict(to_json(api.saga(trace.correlation_id)))
-        for event in detail["events"]:
-            payload = api.payload(trace.correlation_id, event["event_id"])
-            strict(to_json(payload))
-    assert isinstance(page["items"], list)
+    with one_case("viewer API", len(records)):
+        tracker = Tracker(decode=JsonPayloads())
+        tracker.feed_many(records)
+        api = TraceApi(tracker)
+        strict(to_json(api.summary()))
+        strict(to_json(api.graph()))
+        page = strict(to_json(api.sagas({"q": search[:200]})))
+        for row in strict(to_json(api.sagas({})))["items"]:
+            trace = tracker.get(row["correlation_id"])
+            if trace is None:  # the id was cleaned of a lone surrogate: look it up as stored
+                continue
+            detail = strict(to_json(api.saga(trace.correlation_id)))
+            for event in detail["events"]:
+                payload = api.payload(trace.correlation_id, event["event_id"])
+                strict(to_json(payload))
+        assert isinstance(page["items"], list)

@@ -26,7 +26,7 @@ from choreo.tracker.render import findings_table, sagas_table, trace_tree
 from choreo.tracker.sources import write_container_file
 from choreo.tracker.verify import Finding
 
-from .strategies import CRAFTED, TRIED, hostile_ms, hostile_records, hostile_text
+from .strategies import CRAFTED, hostile_ms, hostile_records, hostile_text, one_case
 
 # what may reach the terminal: no C0/C1 control but newline, no bidi control, no surrogate
 _UNSAFE_OUTPUT = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
@@ -80,17 +80,17 @@ def test_tables_and_trees_render_any_data_as_text(
     trace: SagaTrace, payload: dict[str, object]
 ) -> None:
     """sagas_table, trace_tree and findings_table never raise nor pass a control character."""
-    TRIED["terminal renderers"] += 1
-    findings = [Finding(trace.correlation_id, trace.saga, v) for v in trace.violations]
-    for renderable in (
-        sagas_table([trace]),
-        trace_tree(trace, payload=lambda _event: payload, expecting=[trace.saga]),
-        findings_table(findings),
-    ):
-        output = render(renderable)
-        assert _UNSAFE_OUTPUT.search(output) is None, output
-    shown = render(trace_tree(trace))
-    assert printable(trace.correlation_id) in shown
+    with one_case("terminal renderers"):
+        findings = [Finding(trace.correlation_id, trace.saga, v) for v in trace.violations]
+        for renderable in (
+            sagas_table([trace]),
+            trace_tree(trace, payload=lambda _event: payload, expecting=[trace.saga]),
+            findings_table(findings),
+        ):
+            output = render(renderable)
+            assert _UNSAFE_OUTPUT.search(output) is None, output
+        shown = render(trace_tree(trace))
+        assert printable(trace.correlation_id) in shown
 
 
 def test_markup_in_data_is_shown_literally() -> None:
@@ -106,12 +106,12 @@ def test_markup_in_data_is_shown_literally() -> None:
 @given(ms=hostile_ms)
 def test_any_timestamp_formats(ms: int) -> None:
     """Every int formats; a time within years 1-9999 as a date, any other as invalid."""
-    TRIED["timestamps"] += 1
-    text = format_ms(ms)
-    if MIN_MS <= ms <= MAX_MS:
-        assert valid_ms(ms) and text[4] == "-" and len(text) == 23
-    else:
-        assert text.startswith("invalid time")
+    with one_case("timestamps"):
+        text = format_ms(ms)
+        if MIN_MS <= ms <= MAX_MS:
+            assert valid_ms(ms) and text[4] == "-" and len(text) == 23
+        else:
+            assert text.startswith("invalid time")
 
 
 def test_timestamps_at_the_edges() -> None:
@@ -127,23 +127,23 @@ def test_timestamps_at_the_edges() -> None:
 @given(records=hostile_records())
 def test_commands_survive_hostile_records(tmp_path: Path, records: list) -> None:
     """sagas, trace, verify and watch --once over a file of hostile records: no crash."""
-    TRIED["CLI commands"] += len(records)
-    path = tmp_path / "hostile.avro"
-    write_container_file(path, records)
-    runner = CliRunner()
-    env = {"COLUMNS": "300"}
-    cid = records[0].key.decode("utf-8", "surrogatepass") if records[0].key else "x"
-    for args in (
-        ["sagas", "--file", str(path)],
-        ["verify", "--file", str(path)],
-        ["watch", "--once", "--file", str(path)],
-        ["trace", cid[:50] or "x", "--file", str(path)],
-    ):
-        result = runner.invoke(main, args, env=env)
-        assert result.exit_code in (0, 1), (args, result.output, result.exception)
-        if result.exception is not None:
-            assert isinstance(result.exception, SystemExit), result.exception
-        assert _UNSAFE_OUTPUT.search(result.output) is None, result.output
+    with one_case("CLI commands", len(records)):
+        path = tmp_path / "hostile.avro"
+        write_container_file(path, records)
+        runner = CliRunner()
+        env = {"COLUMNS": "300"}
+        cid = records[0].key.decode("utf-8", "surrogatepass") if records[0].key else "x"
+        for args in (
+            ["sagas", "--file", str(path)],
+            ["verify", "--file", str(path)],
+            ["watch", "--once", "--file", str(path)],
+            ["trace", cid[:50] or "x", "--file", str(path)],
+        ):
+            result = runner.invoke(main, args, env=env)
+            assert result.exit_code in (0, 1), (args, result.output, result.exception)
+            if result.exception is not None:
+                assert isinstance(result.exception, SystemExit), result.exception
+            assert _UNSAFE_OUTPUT.search(result.output) is None, result.output
 
 
 def test_the_crafted_strings_are_escaped() -> None:

@@ -87,4 +87,6 @@ def test_docker_compose_runs_the_orchestrated_variant_on_request() -> None:
     with main.make_context("placer", args) as ctx:
         assert ctx.params["style"] == "orchestrated" and ctx.params["seed"] == 1
     assert placer["depends_on"]["orchestrator"] == {"condition": "service_healthy"}
-    assert placer["volumes"] == services["order"]["volumes"]
+    # the placer writes its orders into the order service's store, like the choreographed one
+    assert placer["environment"]["CHOREO_STORE"] == services["order"]["environment"]["CHOREO_STORE"]
+    assert orchestrator["environment"]["CHOREO_STORE"].endswith("schema=orchestrator")

@@ -173,11 +173,17 @@ class _ControlledConsumer:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._inner.seek(partition, offset)
 
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        self._inner.pause(partitions)
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self._inner.resume(partitions)
+
     def assignment(self) -> list[TopicPartition]:
         return self._inner.assignment()
 
-    def close(self) -> None:
-        self._inner.close()
+    def close(self, *, leave_group: bool = False) -> None:
+        self._inner.close(leave_group=leave_group)
 
 
 @dataclass

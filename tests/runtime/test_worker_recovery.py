@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from choreo.choreography.service import Retry
-from choreo.errors import ConfigurationError, DeliveryError, TransientError
+from choreo.errors import ConfigurationError, DeliveryError, FatalError, TransientError
 from choreo.model.context import Context
 from choreo.model.envelope import Header, Role, headers_to_dict
 from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
@@ -272,11 +273,11 @@ def test_partitions_are_handled_in_a_thread_pool_in_order(serde: Any, shop: Shop
 
     real_invoke = inventory.dispatcher.invoker.invoke
 
-    def spying_invoke(*args: Any) -> Any:
+    def spying_invoke(*args: Any, **kwargs: Any) -> Any:
         threads[threading.current_thread().name] += 1
         dbs.add(args[3])  # the inbox whose connection ctx.db would be
         time.sleep(0.002)  # keep the thread busy so the pool starts others
-        return real_invoke(*args)
+        return real_invoke(*args, **kwargs)
 
     inventory.dispatcher.invoker.invoke = spying_invoke  # type: ignore[method-assign]
     run_until_idle([inventory, spy])
@@ -316,28 +317,39 @@ def test_a_rebalance_neither_loses_nor_repeats_records(shop: Shop, serde: Any) -
     assert sum(bus.committed("inventory").values()) == 30
 
 
-def test_exactly_once_mode_on_the_memory_bus_survives_a_fenced_producer(
+def test_a_fenced_exactly_once_worker_stops_and_its_replacement_duplicates_nothing(
     shop: Shop, bus: MemoryBus, transport: MemoryTransport, serde: Any
 ) -> None:
-    """When its producer is fenced the worker recreates it, rewinds, and duplicates nothing."""
-    config = WorkerConfig(poll_timeout=0.0, exactly_once=True)
-    inventory = Worker(shop.inventory, transport, serde, config=config)
+    """A fenced producer ends run() with FatalError naming the id; nothing is published twice."""
+    config = WorkerConfig(poll_timeout=0.0, exactly_once=True, instance_id="inventory-0")
+    inbox = MemoryInbox()
+    inventory = Worker(shop.inventory, transport, serde, config=config, inbox=inbox)
     publisher = Publisher(shop.orders, transport, serde)
     publisher.start(shop.saga, OrderPlaced("o1", "book", 1, 1))
     run_until_idle([inventory])
     assert len(bus.records(RESERVED)) == 1
     assert bus.committed("inventory")[TopicPartition(ORDERS, 0)] == 1
 
-    transport.producer(transactional_id=config.transactional_id_for("inventory"))  # fences
+    transactional_id = config.transactional_id_for("inventory")
+    assert transactional_id == "choreo.inventory.inventory.inventory-0"
+    transport.producer(transactional_id=transactional_id)  # another process, same id
     publisher.start(shop.saga, OrderPlaced("o2", "book", 1, 1))
-    with pytest.raises(Exception, match="fenced"):
-        inventory.run_once(0.0)
+    with pytest.raises(FatalError, match=re.escape(f"transactional id {transactional_id!r}")):
+        inventory.run()
     assert len(bus.records(RESERVED)) == 1
-    run_until_idle([inventory])
+    assert bus.committed("inventory")[TopicPartition(ORDERS, 0)] == 1
+    assert inbox.seen("inventory", _ids_text(bus, ORDERS)) == {_ids_text(bus, ORDERS)[0]}
+
+    replacement = Worker(shop.inventory, transport, serde, config=config, inbox=inbox)
+    run_until_idle([replacement])
     assert len(bus.records(RESERVED)) == 2
     assert len(set(_ids(bus, RESERVED))) == 2
-    assert shop.state.count("inventory.reserve") == 2
+    assert shop.state.count("inventory.reserve", "o2") == 2  # run twice, emitted once
     assert bus.committed("inventory")[TopicPartition(ORDERS, 0)] == 2
+
+
+def _ids_text(bus: MemoryBus, topic: str) -> list[str]:
+    return [i.decode() for i in _ids(bus, topic)]
 
 
 def test_old_inbox_rows_are_pruned(

@@ -34,11 +34,13 @@ def _parse(command: click.Command, args: list[str]) -> dict[str, Any]:
 def test_every_service_is_built_commanded_and_waits_for_kafka(compose: dict[str, Any]) -> None:
     """Each container other than kafka has an image or build, a command and waits for kafka."""
     services = compose["services"]
-    assert set(services) >= {"kafka", *SHOP, "viewer", "orders"}
+    assert set(services) >= {"kafka", "postgres", *SHOP, "viewer", "orders"}
     for name, spec in services.items():
         assert "image" in spec or "build" in spec, name
-        if name == "kafka":
+        if name in ("kafka", "postgres"):
             assert "healthcheck" in spec
+            continue
+        if name in ("prometheus", "grafana"):  # tests/observability/test_deploy_config.py
             continue
         assert isinstance(spec["command"], list) and spec["command"], name
         assert spec["depends_on"]["kafka"] == {"condition": "service_healthy"}, name
@@ -52,7 +54,6 @@ def test_service_containers_run_their_service_on_the_internal_listener(
 
     advertised = compose["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     internal = advertised.split("INTERNAL://", 1)[1].split(",", 1)[0]
-    volumes = set(compose["volumes"])
     for name in SHOP:
         spec = compose["services"][name]
         command = spec["command"]
@@ -63,9 +64,13 @@ def test_service_containers_run_their_service_on_the_internal_listener(
         assert load_service(params["target"]).name == name
         assert params["kind"] == "confluent"
         assert params["bootstrap"] == internal
-        assert str(params["inbox_path"]).startswith("/data/")
-        assert spec["volumes"] == [f"{name}-data:/data"] and f"{name}-data" in volumes
-        assert spec["healthcheck"]["test"][0] == "CMD"
+        assert params["inbox_path"] is None and params["store_url"] is None  # from the env
+        assert _store_of(compose, name) == f"postgres:5432/shop?schema={name}"
+        assert spec["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        # healthy = ready: migrated store, group joined, poll loop running (the /readyz probe)
+        assert spec["healthcheck"]["test"][:3] == ["CMD", "python", "-c"]
+        assert "http://127.0.0.1:9100/readyz" in spec["healthcheck"]["test"][3]
+        assert spec["command"][spec["command"].index("--metrics-port") + 1] == "9100"
         assert spec["environment"]["SHOP_DECLINE_RATE"] == "0.2"
 
 
@@ -82,7 +87,25 @@ def test_viewer_serves_remotely_only_on_purpose(compose: dict[str, Any]) -> None
     assert "healthcheck" in spec
 
 
-def test_orders_wait_for_every_healthy_service_and_share_the_order_volume(
+def _store_of(compose: dict[str, Any], name: str) -> str:
+    """Return the host, database and schema of container ``name``'s PostgreSQL store."""
+    url = compose["services"][name]["environment"]["CHOREO_STORE"]
+    assert url.startswith("postgresql://")
+    return str(url.rsplit("@", 1)[1])
+
+
+def test_postgres_is_the_shared_store_of_every_service(compose: dict[str, Any]) -> None:
+    """PostgreSQL has a health check and a volume; no service keeps state in a volume."""
+    spec = compose["services"]["postgres"]
+    assert spec["image"].startswith("postgres:")
+    assert "pg_isready" in " ".join(spec["healthcheck"]["test"])
+    assert spec["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    assert set(compose["volumes"]) == {"postgres-data", "prometheus-data"}
+    for name in SHOP:
+        assert "volumes" not in compose["services"][name], name
+
+
+def test_orders_wait_for_every_healthy_service_and_share_the_order_store(
     compose: dict[str, Any],
 ) -> None:
     """The one-shot order placer starts after all services are healthy, on the order store."""
@@ -94,8 +117,8 @@ def test_orders_wait_for_every_healthy_service_and_share_the_order_volume(
     assert spec["restart"] == "no"
     assert spec["command"][:3] == ["python", "-m", "services.placer"]
     params = _parse(main, spec["command"][3:])
-    assert str(params["inbox"]) == "/data/order.sqlite3"
-    assert spec["volumes"] == compose["services"]["order"]["volumes"]
+    assert params["inbox"] is None
+    assert _store_of(compose, "orders") == _store_of(compose, "order")
 
 
 def test_dockerfile_installs_the_package_with_services_and_schemas() -> None:

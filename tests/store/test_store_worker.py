@@ -199,3 +199,21 @@ def test_choreo_run_takes_its_store_from_the_environment_and_hides_the_password(
     check.commit()
     check.close()
     assert row == (1,)
+
+
+def test_the_compose_healthcheck_waits_for_the_services_migrations(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """services.healthcheck fails until the service's migrations are in its store."""
+    from services import healthcheck, inventory
+    from services.config import ServiceConfig
+
+    schema = f"hc_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("CHOREO_STORE", f"{postgres_url}?schema={schema}")
+    assert healthcheck.main(["inventory"]) == 1
+    service = inventory.create(ServiceConfig(stock={"mug": 1}))
+    store = PostgresStore(postgres_url, schema=schema)
+    assert store.migrate("service:inventory", service.migrations) == [1, 2]
+    store.close()
+    assert healthcheck.main(["inventory"]) == 0
+    assert healthcheck.main(["payment"]) == 1

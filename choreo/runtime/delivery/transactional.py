@@ -1,36 +1,69 @@
-"""Transactional delivery: a batch's output and its offsets in one Kafka transaction.
+"""Transactional delivery (exactly-once): a batch's output and offsets in one Kafka transaction.
 
-The flush and offset commit of :class:`~choreo.runtime.delivery.at_least_once.AtLeastOnce`
-are replaced by one Kafka transaction {publish the output, send the offsets, commit}.
-When the transaction fails the producer is recreated (or the transaction aborted when
-the client says it is abortable), the consumer is rewound to the batch's first offsets,
-and the outbox is published again with the next batch.
+Each batch is delivered by ONE Kafka transaction {publish every output record, send the
+batch's offsets, commit}, and the batch's store transaction (its inbox rows and the
+handlers' writes to ``ctx.db``) commits only after that Kafka transaction committed.
+Outputs are not kept in the outbox: the Kafka transaction is what makes them durable.
+
+Guarantee (read_committed consumers downstream):
+
+- every input record's outputs appear exactly once in the log, together with the
+  commit of its offset: a crash (SIGKILL, lost machine) before the Kafka commit aborts the
+  transaction (the restarted replica's producer, with the same transactional id, fences
+  and aborts it) and the batch is handled again from the committed offsets; after it,
+  the offsets are committed with the outputs and nothing is handled again;
+- retries included: a failed transaction is aborted (or its producer recreated), the
+  store transaction rolled back and the consumer rewound, so the batch is handled again
+  and its outputs and offsets go out in one new transaction; a failed transaction never
+  leaves the inbox committed while its outputs were not;
+- a rebalance needs nothing: offsets only ever move with their outputs;
+- a fenced producer (another live process with the same transactional id: give each
+  replica its own ``instance_id``) or a fatal client error stops the worker with a
+  :class:`~choreo.errors.FatalError` instead of fighting the other process.
+
+What it does not cover: the store transaction commits after the Kafka one, so a crash in
+between (the time of one local COMMIT) loses that batch's inbox rows and ``ctx.db``
+writes while its outputs and offsets stand. The log stays exactly-once; a handler whose
+database writes must match its outputs exactly should put them in its outputs or use
+at-least-once delivery with an idempotent handler.
 """
 
 from __future__ import annotations
 
-from choreo.errors import ConfigurationError, TransactionError, TransportError
-from choreo.runtime.delivery.at_least_once import AtLeastOnce
-from choreo.runtime.delivery.base import Offsets
+from choreo.errors import ChoreoError, ConfigurationError, TransactionError, TransportError
+from choreo.runtime.config import WorkerConfig
+from choreo.runtime.delivery.base import Batch, DeliveryBase, DeliveryLink, Offsets
+from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import (
-    Producer,
-    TopicPartition,
     TransactionalProducer,
+    Transport,
     supports_transactions,
 )
 
 __all__ = ["Transactional"]
 
 
-class Transactional(AtLeastOnce):
-    """Publishes each batch's output and commits its offsets in one Kafka transaction."""
+class Transactional(DeliveryBase):
+    """Delivers each batch's output and offsets in one Kafka transaction (see module docs)."""
 
-    def _new_producer(self) -> Producer:
-        """Return a transactional producer with the worker's transactional id."""
-        producer = self.transport.producer(
-            transactional_id=self.config.transactional_id_for(self.service)
-        )
-        if not supports_transactions(producer):
+    def __init__(self, transport: Transport, config: WorkerConfig, service: str) -> None:
+        self.transport = transport
+        self.config = config
+        self.service = service
+        self.transactional_id = config.transactional_id_for(service)
+        self._producer: TransactionalProducer | None = None
+
+    @property
+    def producer(self) -> TransactionalProducer:
+        """Return the transactional producer (created by :meth:`open`)."""
+        if self._producer is None:
+            raise RuntimeError("the delivery strategy is not open")
+        return self._producer
+
+    def _new_producer(self) -> TransactionalProducer:
+        """Return a new producer with this replica's transactional id (fencing older ones)."""
+        producer = self.transport.producer(transactional_id=self.transactional_id)
+        if not isinstance(producer, TransactionalProducer) or not supports_transactions(producer):
             producer.close()
             raise ConfigurationError(
                 f"the {self.transport.name} transport has no transactions: "
@@ -38,55 +71,88 @@ class Transactional(AtLeastOnce):
             )
         return producer
 
-    @property
-    def transactional_producer(self) -> TransactionalProducer:
-        """Return the producer as the transactional producer it was checked to be."""
-        producer = self.producer
-        assert isinstance(producer, TransactionalProducer)
-        return producer
+    def open(self, link: DeliveryLink) -> None:
+        """Create the producer; publish outbox leftovers of an earlier at-least-once run."""
+        super().open(link)
+        self._producer = self._new_producer()
+        leftovers = link.inbox.pending(link.origin)
+        if leftovers:
+            link.log.warning("publishing %d outbox record(s) left over", len(leftovers))
+            self._transaction(leftovers, {})
+            link.inbox.begin()
+            try:
+                link.inbox.mark_sent([r[0] for r in leftovers])
+            except BaseException:
+                link.inbox.rollback()
+                raise
+            link.inbox.commit()
 
-    def _send(self, offsets: Offsets, first: Offsets) -> None:
-        """Run one Kafka transaction {publish pending, send offsets, commit}."""
-        if not self._pending and not offsets:
-            return
-        producer = self.transactional_producer
-        link = self.link
+    def deliver(self, batch: Batch) -> None:
+        """Run the batch's Kafka transaction, then commit the store transaction."""
+        try:
+            if batch.records or batch.offsets:
+                self._transaction(batch.records, batch.offsets)
+        except BaseException:
+            self.abandon(batch)
+            raise
+        try:
+            self.commit_store()
+        except BaseException as exc:
+            self.link.log.error(
+                "store commit failed after the Kafka transaction committed: this batch's "
+                "inbox rows and handler writes are lost, its outputs stand: %s",
+                exc,
+            )
+            raise
+
+    def _transaction(self, records: list[OutboxRecord], offsets: Offsets) -> None:
+        """Publish ``records`` and commit ``offsets`` in one transaction; recover on failure."""
+        producer = self.producer
         timeout = self.config.transaction_timeout
-        pending = self._pending
         try:
             producer.begin_transaction()
             publish = producer.publish
-            for _, topic, key, value, headers in pending:
+            for _, topic, key, value, headers in records:
                 publish(topic, value, key=key, headers=headers)
             if offsets:
-                producer.send_offsets_to_transaction(offsets, link.consumer, timeout)
+                producer.send_offsets_to_transaction(offsets, self.link.consumer, timeout)
             producer.commit_transaction(timeout)
         except TransportError as exc:
             self._recover(exc)
-            link.rewind(first)
             raise
-        self._sent.extend([r[0] for r in pending])
-        self._pending = []
 
     def _recover(self, exc: TransportError) -> None:
-        """Abort an abortable transaction; otherwise (timeout, fatal) recreate the producer."""
+        """Abort an abortable transaction, recreate the producer otherwise; never when fenced."""
         log = self.link.log
-        abortable = isinstance(exc, TransactionError) and exc.abortable and not exc.fatal
+        if exc.fatal:
+            self._close_producer()
+            return  # the worker stops on a fatal error (see Worker.run)
+        abortable = isinstance(exc, TransactionError) and exc.abortable
         if abortable and not exc.retriable:
             log.warning("transaction failed, aborting it: %s", exc)
             try:
-                self.transactional_producer.abort_transaction(self.config.transaction_timeout)
+                self.producer.abort_transaction(self.config.transaction_timeout)
                 return
             except TransportError as abort_error:
+                if abort_error.fatal:
+                    self._close_producer()
+                    raise
                 log.warning("abort failed, recreating the producer: %s", abort_error)
         else:
             log.warning("transaction failed, recreating the producer: %s", exc)
-        if self._producer is not None:
-            try:
-                self._producer.close()
-            except TransportError as close_error:
-                log.debug("closing the failed producer: %s", close_error)
+        self._close_producer()
         self._producer = self._new_producer()
 
-    def revoke(self, partitions: list[TopicPartition]) -> None:
-        """Do nothing: each transaction carries its own offsets."""
+    def _close_producer(self) -> None:
+        """Close the producer, logging what goes wrong."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close()
+            except ChoreoError as close_error:
+                self.link.log.debug("closing the failed producer: %s", close_error)
+
+    def close(self) -> None:
+        """Close the producer; nothing is pending between batches."""
+        if self._producer is not None:
+            self._close_producer()

@@ -338,7 +338,8 @@
 
   async function loadSaga(seq, key) {
     const cid = state.cid;
-    const detail = await getJSON(`/api/sagas/${encodeURIComponent(cid)}`);
+    // ids go in the query string: a path segment such as '..' would be normalised away
+    const detail = await getJSON(`/api/saga?${new URLSearchParams({ id: cid })}`);
     if (!fresh(seq, key)) return;
     if (!detail) {
       fill($('saga-head'), h('h1', null, 'No saga with correlation id ', h('span', { class: 'mono' }, cid)));
@@ -406,7 +407,7 @@
     $('payload').textContent = 'Loading…';
     panel.hidden = false;
     try {
-      const body = await getJSON(`/api/sagas/${encodeURIComponent(d.correlation_id)}/events/${encodeURIComponent(e.event_id)}/payload`);
+      const body = await getJSON(`/api/payload?${new URLSearchParams({ saga: d.correlation_id, event: e.event_id })}`);
       if (state.selectedEventId !== e.event_id) return;
       $('payload').textContent = body ? JSON.stringify(body.payload, null, 2) : 'No payload is kept for this event.';
     } catch (error) {
@@ -668,12 +669,19 @@
 
   // --- live updates -------------------------------------------------------------------
 
+  // The stream is reopened by the page itself, with exponential backoff and jitter, after
+  // any error: EventSource gives up for good on a 503 (too many streams) or any non-200.
+  const STREAM_RETRY_MIN_MS = 1000;
+  const STREAM_RETRY_MAX_MS = 30000;
+  let streamDelay = STREAM_RETRY_MIN_MS;
+
   function connectStream() {
     const live = $('live');
     const text = $('live-text');
     const source = new EventSource('/api/stream');
-    source.addEventListener('open', () => { live.dataset.state = 'live'; text.textContent = 'live'; });
-    source.addEventListener('hello', () => { live.dataset.state = 'live'; text.textContent = 'live'; });
+    const up = () => { streamDelay = STREAM_RETRY_MIN_MS; live.dataset.state = 'live'; text.textContent = 'live'; };
+    source.addEventListener('open', up);
+    source.addEventListener('hello', up);
     source.addEventListener('change', (event) => {
       let version = '';
       try { version = JSON.parse(event.data).version; } catch (_) { /* ignore */ }
@@ -685,7 +693,15 @@
       live.classList.add('pulse');
       scheduleRefresh();
     });
-    source.addEventListener('error', () => { live.dataset.state = 'down'; text.textContent = 'reconnecting…'; });
+    source.addEventListener('error', () => {
+      source.close();
+      const wait = Math.round(streamDelay * (0.75 + Math.random() * 0.5));
+      streamDelay = Math.min(streamDelay * 2, STREAM_RETRY_MAX_MS);
+      live.dataset.state = 'down';
+      live.dataset.retryMs = String(wait);
+      text.textContent = `reconnecting in ${Math.ceil(wait / 1000)} s…`;
+      setTimeout(connectStream, wait);
+    });
   }
 
   // --- wiring -------------------------------------------------------------------------

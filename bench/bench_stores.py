@@ -1,0 +1,217 @@
+"""Benchmark one hop of the runtime on each store: memory, SQLite and PostgreSQL, in one run.
+
+Over the same N pre-published records on the in-process memory bus (so the transport's
+cost is identical in every cell and only the store differs), a
+:class:`~choreo.runtime.worker.Worker` polls batches of 500, dedupes through the store's
+inbox, calls the handler, stores the emitted events in the outbox and the handled ids in
+the inbox in ONE store transaction per batch, commits, publishes and commits offsets.
+Cells:
+
+- **memory / none**: :class:`~choreo.store.MemoryStore`, a handler that runs no SQL — the
+  baseline of every ratio;
+- **sqlite-full / none**, **sqlite-normal / none**: :class:`~choreo.store.SqliteStore`
+  on a temporary file, ``durability="full"`` (the default: fsync per commit) and
+  ``"normal"``;
+- **postgresql / none**: :class:`~choreo.store.PostgresStore` on a real PostgreSQL server
+  on this machine (``$CHOREO_POSTGRES_URL``, else ``scripts/postgres_server.py``: the
+  machine's binaries, default settings, ``fsync`` and ``synchronous_commit`` on);
+- **… / update**: the same stores with a handler that runs one ``UPDATE`` through
+  ``ctx.db`` (a counter row out of 100, in the batch's transaction).
+
+Times are wall-clock seconds (``time.perf_counter``): the database server's work and the
+commit's fsync are part of a hop, so CPU time of this process alone would flatter the
+stores. Best of N runs; the first batch (500 records: group join, codec compilation) is a
+warm-up outside the timing. Ratios are against memory / none of the same run.
+
+    python bench/bench_stores.py                  # writes bench/results/stores.json
+    python bench/bench_stores.py --events 5000 --repeat 1 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_runtime as rt
+
+from choreo.choreography.service import Service
+from choreo.model.context import Context
+from choreo.runtime import Worker, WorkerConfig
+from choreo.store import Migration, SqliteStore, Store, execute, executemany
+from choreo.transports.memory import MemoryBus, MemoryTransport
+
+RESULTS = Path(__file__).parent / "results" / "stores.json"
+REPO = Path(__file__).resolve().parent.parent
+COUNTERS = 100
+
+
+def _counter_migrations() -> list[Migration]:
+    """Return the update handler's table: 100 counters."""
+
+    def seed(conn: Any, dialect: str) -> None:
+        executemany(
+            conn,
+            "INSERT INTO bench_counter (id, n) VALUES (?, 0)",
+            [(i,) for i in range(COUNTERS)],
+        )
+
+    return [
+        Migration(1, "counters", "CREATE TABLE bench_counter (id INTEGER PRIMARY KEY, n BIGINT)"),
+        Migration(2, "counter rows", seed),
+    ]
+
+
+def build_service(with_update: bool) -> Service:
+    """Return the benchmarked service: the runtime benchmark's, or one UPDATE per event."""
+    _, stock, saga, _ = rt.build()
+    if not with_update:
+        return stock
+    counter = Service("counter", sagas=[saga], migrations=_counter_migrations())
+
+    @counter.step(on=rt.ItemPlaced, emits=rt.ItemReserved)
+    def reserve(event: rt.ItemPlaced, ctx: Context) -> rt.ItemReserved:
+        execute(
+            ctx.db,
+            "UPDATE bench_counter SET n = n + 1 WHERE id = ?",
+            (zlib.crc32(event.order_id.encode()) % COUNTERS,),
+        )
+        return rt.ItemReserved(
+            event.order_id,
+            event.customer_id,
+            event.sku,
+            event.quantity,
+            event.amount_cents,
+            event.currency,
+        )
+
+    return counter
+
+
+def run_cell(bus: MemoryBus, store: Store, *, with_update: bool) -> float:
+    """Let a worker on ``store`` handle every record on ``bus``; return the wall seconds."""
+    service = build_service(with_update)
+    _, _, _, serde = rt.build()
+    config = WorkerConfig(
+        poll_timeout=0.0, max_poll_records=500, group_id=f"g-{uuid.uuid4().hex[:8]}"
+    )
+    worker = Worker(service, MemoryTransport(bus), serde, config=config, inbox=store)
+    worker.start()
+    worker.run_once(0.0)  # warm-up batch, outside the timing
+    expected = len(bus.records("bench.shop.ItemPlaced"))
+    gc.collect()
+    gc.freeze()
+    started = time.perf_counter()
+    while worker.run_once(0.0):
+        pass
+    seconds = time.perf_counter() - started
+    handled = len(bus.records("bench.shop.ItemReserved"))
+    worker.close()
+    if handled != expected:
+        raise RuntimeError(f"{service.name} on {store!r}: {handled} emitted for {expected}")
+    if with_update:
+        store.begin()
+        total = execute(store.connection, "SELECT sum(n) FROM bench_counter").fetchone()[0]
+        store.commit()
+        if total != expected:
+            raise RuntimeError(f"{total} updates for {expected} events on {store!r}")
+    return seconds
+
+
+def _postgres_url(stack: list[Callable[[], None]]) -> str:
+    """Return ``$CHOREO_POSTGRES_URL`` or start scripts/postgres_server.py's server."""
+    configured = os.environ.get("CHOREO_POSTGRES_URL")
+    if configured:
+        return configured
+    spec = importlib.util.spec_from_file_location(
+        "postgres_server", REPO / "scripts" / "postgres_server.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["postgres_server"] = module
+    spec.loader.exec_module(module)
+    server = module.PostgresServer(port=0)
+    stack.append(server.stop)
+    server.start()
+    return str(server.url)
+
+
+def main() -> None:
+    """Run every cell ``--repeat`` times, print and record the best rates and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    stops: list[Callable[[], None]] = []
+    try:
+        url = _postgres_url(stops)
+        report = measure(args.events, args.repeat, url)
+    finally:
+        for stop in reversed(stops):
+            stop()
+    print(json.dumps(report, indent=2))
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def measure(count: int, repeat: int, url: str) -> dict[str, Any]:
+    """Return the report of ``repeat`` rounds over ``count`` events per cell."""
+    from choreo.store.postgres import PostgresStore
+
+    cells: dict[str, Callable[[Path], Store]] = {
+        "memory / none": lambda _: rt.MemoryInbox(),
+        "sqlite-full / none": lambda tmp: SqliteStore(tmp / "full.db"),
+        "sqlite-normal / none": lambda tmp: SqliteStore(tmp / "normal.db", durability="normal"),
+        "postgresql / none": lambda _: PostgresStore(url, schema=f"b_{uuid.uuid4().hex[:10]}"),
+        "sqlite-full / update": lambda tmp: SqliteStore(tmp / "update.db"),
+        "postgresql / update": lambda _: PostgresStore(url, schema=f"b_{uuid.uuid4().hex[:10]}"),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in cells}
+    for _ in range(repeat):
+        for name, open_store in cells.items():
+            gc.unfreeze()
+            bus = MemoryBus()
+            rt.fill(bus, count)
+            with tempfile.TemporaryDirectory() as tmp:
+                store = open_store(Path(tmp))
+                try:
+                    seconds[name].append(
+                        run_cell(bus, store, with_update=name.endswith("update"))
+                    )
+                finally:
+                    store.close()
+    timed = count - 500
+    rates = {name: timed / min(values) for name, values in seconds.items()}
+    base = rates["memory / none"]
+    return {
+        "benchmark": "stores",
+        "events": count,
+        "best_of": repeat,
+        "events_per_second": {name: round(rate) for name, rate in rates.items()},
+        "microseconds_per_event": {name: round(1e6 / rate, 2) for name, rate in rates.items()},
+        "ratio_vs_memory": {name: round(rate / base, 3) for name, rate in rates.items()},
+        "target": {"postgresql / none vs memory / none": 0.5},
+        "met": rates["postgresql / none"] / base >= 0.5,
+        "clock": "wall clock (time.perf_counter); one hop on the memory bus, batches of 500",
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+if __name__ == "__main__":
+    main()

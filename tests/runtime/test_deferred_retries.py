@@ -1,0 +1,119 @@
+"""Long retry backoffs pause the record's partition while the worker keeps polling."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from choreo.choreography.service import Retry, Saga, Service
+from choreo.errors import TransientError
+from choreo.model.envelope import Header, headers_to_dict
+from choreo.runtime import EventInfo, Middleware, Outcome, Publisher, Worker, WorkerConfig
+from choreo.store.outbox import OutboxRecord
+from choreo.transports.base import TopicPartition
+from choreo.transports.memory import MemoryBus, MemoryTransport
+
+from .fixtures.events import OrderCompleted, OrderFailed, OrderPlaced, StockReserved
+from .fixtures.serdes import JsonSerde
+from .fixtures.shop import ALL_EVENTS, build_shop
+
+ORDERS = "test.runtime.OrderPlaced"
+BACKOFF = 0.3
+
+
+class _Outcomes(Middleware):
+    """Records each dispatch's order id, attempt and outcome."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, Outcome]] = []
+
+    def after_dispatch(
+        self,
+        worker: Worker,
+        event: EventInfo,
+        outcome: Outcome,
+        emitted: Sequence[OutboxRecord],
+        error: BaseException | None,
+    ) -> None:
+        order = event.envelope.correlation_id
+        self.seen.append((order, event.attempt, outcome))
+
+
+def _service(calls: Counter[str], slow: str) -> Service:
+    saga = Saga("Fulfilment", start=OrderPlaced, completed=OrderCompleted, failed=OrderFailed)
+    service = Service("inventory", sagas=[saga])
+    retry = Retry(
+        max_attempts=3, backoff=BACKOFF, multiplier=1.0, max_backoff=BACKOFF, jitter=False
+    )
+
+    @service.step(on=OrderPlaced, emits=StockReserved, retry=retry)
+    def reserve(event: OrderPlaced) -> StockReserved:
+        calls[event.order_id] += 1
+        if event.order_id == slow and calls[slow] == 1:
+            raise TransientError("try later")
+        return StockReserved(event.order_id, event.sku, event.quantity)
+
+    return service
+
+
+def _drain(worker: Worker, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        worker.run_once(0.01)
+
+
+def test_a_long_backoff_pauses_one_partition_and_the_others_go_on() -> None:
+    """The failing record's partition waits out its backoff; the other partition is handled."""
+    bus = MemoryBus(default_partitions=2)
+    transport = MemoryTransport(bus)
+    serde = JsonSerde(ALL_EVENTS)
+    shop = build_shop()
+    publisher = Publisher(shop.orders, transport, serde, config=WorkerConfig(topic_partitions=2))
+    cids = {
+        f"o{n}": publisher.start(shop.saga, OrderPlaced(f"o{n}", "book", 1, 1)) for n in range(12)
+    }
+    partition_of = {
+        headers_to_dict(r.headers)[Header.CORRELATION_ID].decode(): r.partition
+        for r in bus.records(ORDERS)
+    }
+    slow = "o0"
+    slow_partition = partition_of[cids[slow]]
+    other = [o for o, cid in cids.items() if partition_of[cid] != slow_partition]
+    assert other, "both partitions hold orders"
+    calls: Counter[str] = Counter()
+    outcomes = _Outcomes()
+    config = WorkerConfig(poll_timeout=0.0, max_inline_backoff=0.05, topic_partitions=2)
+    worker = Worker(_service(calls, slow), transport, serde, config=config, middleware=[outcomes])
+
+    _drain(worker, BACKOFF / 3)
+    assert calls[slow] == 1
+    assert all(calls[o] == 1 for o in other)
+    assert worker._paused.keys() == {TopicPartition(ORDERS, slow_partition)}
+    assert (cids[slow], 1, Outcome.DEFERRED) in outcomes.seen
+
+    _drain(worker, BACKOFF)
+    worker.close()
+    assert calls[slow] == 2
+    assert set(calls) == set(cids) and all(calls[o] == 1 for o in cids if o != slow)
+    assert (cids[slow], 2, Outcome.HANDLED) in outcomes.seen
+    assert len(bus.records("test.runtime.StockReserved")) == len(cids)
+    assert sum(bus.committed("inventory").values()) == len(cids)
+    assert worker._paused == {}
+
+
+def test_short_backoffs_still_wait_in_line() -> None:
+    """A backoff within max_inline_backoff is slept on the spot: nothing is paused."""
+    transport = MemoryTransport(MemoryBus())
+    serde = JsonSerde(ALL_EVENTS)
+    shop = build_shop()
+    Publisher(shop.orders, transport, serde).start(shop.saga, OrderPlaced("o0", "book", 1, 1))
+    calls: Counter[str] = Counter()
+    config = WorkerConfig(poll_timeout=0.0, max_inline_backoff=BACKOFF * 2)
+    worker = Worker(_service(calls, "o0"), transport, serde, config=config)
+    started = time.monotonic()
+    assert worker.run_once(0.0) == 1
+    assert time.monotonic() - started >= BACKOFF
+    assert calls["o0"] == 2
+    assert worker._paused == {}
+    worker.close()
