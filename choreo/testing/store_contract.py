@@ -135,6 +135,19 @@ class StoreContract:
         assert store.outbox_size("o") == 1
         assert [r.id for r in store.pending("elsewhere")] == ["id-9"]
 
+    def test_outbox_size_counts_an_origin_s_unsent_records(self, store: Store) -> None:
+        """outbox_size is the number of pending records of that origin (the backlog gauge)."""
+        assert store.outbox_size("o") == 0
+        _commit(store, records=[_record(1), _record(2), _record(3)])
+        store.begin()
+        store.enqueue("elsewhere", [_record(9)])
+        store.commit()
+        assert store.outbox_size("o") == len(store.pending("o")) == 3
+        store.begin()
+        store.mark_sent(["id-2"])
+        store.commit()
+        assert (store.outbox_size("o"), store.outbox_size("elsewhere")) == (2, 1)
+
     def test_prune_forgets_old_ids_only(self, store: Store) -> None:
         """prune removes a consumer's ids handled before the cut-off."""
         store.begin()
