@@ -24,13 +24,13 @@ from choreo.choreography.service import HandlerSpec, StepKind
 from choreo.model.events import Event, event_type_of
 
 if TYPE_CHECKING:
-    from choreo.orchestration.declaration import Orchestrator
+    from choreo.orchestration.spec import SagaPlan
 
 __all__ = ["problems"]
 
 
 def _problem(
-    orch: Orchestrator,
+    orch: SagaPlan,
     code: ProblemCode,
     step: str,
     text: str,
@@ -48,7 +48,7 @@ def _problem(
     )
 
 
-def problems(ch: Choreography, orch: Orchestrator) -> Iterator[Problem]:
+def problems(ch: Choreography, orch: SagaPlan) -> Iterator[Problem]:
     """Yield every problem of ``orch``'s declarations against the services of ``ch``."""
     for step in orch.steps:
         if step.compensatable and step.compensation is None:
@@ -72,13 +72,13 @@ def problems(ch: Choreography, orch: Orchestrator) -> Iterator[Problem]:
         yield from _kinds(ch, orch, "start", comp.command, StepKind.COMPENSATION)
 
 
-def _participants(ch: Choreography, orch: Orchestrator, command: str) -> list[HandlerSpec]:
+def _participants(ch: Choreography, orch: SagaPlan, command: str) -> list[HandlerSpec]:
     return [spec for spec in ch.consumers(command) if spec.service != orch.name]
 
 
 def _exchange(
     ch: Choreography,
-    orch: Orchestrator,
+    orch: SagaPlan,
     step: str,
     command: type[Event],
     replies: tuple[type[Event], ...],
@@ -121,7 +121,7 @@ def _exchange(
 
 
 def _kinds(
-    ch: Choreography, orch: Orchestrator, step: str, command: type[Event], kind: StepKind
+    ch: Choreography, orch: SagaPlan, step: str, command: type[Event], kind: StepKind
 ) -> Iterator[Problem]:
     """Warn when a participant's handler class differs from the orchestrated step's."""
     name = event_type_of(command)

@@ -41,7 +41,7 @@ from choreo.orchestration.state import Action, ActionKind, Outcome, SagaRun, dec
 from choreo.runtime.routing import derived_event_id
 
 if TYPE_CHECKING:
-    from choreo.orchestration.declaration import Orchestrator
+    from choreo.orchestration.spec import SagaPlan
 
 __all__ = ["Engine"]
 
@@ -63,7 +63,7 @@ class Engine:
 
     def __init__(
         self,
-        orch: Orchestrator,
+        orch: SagaPlan,
         *,
         clock_ms: Callable[[], int] = now_ms,
         max_finished: int = _MAX_FINISHED,

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 from choreo.choreography.service import StepKind
 from choreo.model.events import Event
+from choreo.orchestration.spec import CompensationOrder
 
 if TYPE_CHECKING:
-    from choreo.orchestration.declaration import Orchestrator, StepDef
+    from choreo.orchestration.spec import SagaPlan, StepDef
 
 __all__ = ["Action", "ActionKind", "Outcome", "Phase", "SagaRun", "StepRun", "decide", "undo_order"]
 
@@ -176,7 +177,7 @@ class Action:
     step: str = ""
 
 
-def decide(orch: Orchestrator, run: SagaRun) -> list[Action]:
+def decide(orch: SagaPlan, run: SagaRun) -> list[Action]:
     """Return what ``run`` is missing now, given the declarations of ``orch``.
 
     Running forward: a timeout for each step whose current command is overdue (a
@@ -200,7 +201,7 @@ def decide(orch: Orchestrator, run: SagaRun) -> list[Action]:
     return [Action(ActionKind.COMPLETED)]
 
 
-def _overdue(orch: Orchestrator, run: SagaRun) -> list[Action]:
+def _overdue(orch: SagaPlan, run: SagaRun) -> list[Action]:
     """Return a timeout (or a resend) for every forward command whose deadline passed."""
     actions = []
     for step in orch.steps:
@@ -214,7 +215,7 @@ def _overdue(orch: Orchestrator, run: SagaRun) -> list[Action]:
     return actions
 
 
-def undo_order(orch: Orchestrator, run: SagaRun) -> list[StepDef | None]:
+def undo_order(orch: SagaPlan, run: SagaRun) -> list[StepDef | None]:
     """Return the steps to compensate, in order (None: the start), last completed first.
 
     Succeeded and timed-out compensatable steps, in reverse declaration order, then the
@@ -231,14 +232,12 @@ def undo_order(orch: Orchestrator, run: SagaRun) -> list[StepDef | None]:
     return found
 
 
-def _compensations(orch: Orchestrator, run: SagaRun) -> list[Action]:
+def _compensations(orch: SagaPlan, run: SagaRun) -> list[Action]:
     """Return the next compensations, resends, a give-up or the failed event.
 
     In reverse order one compensation at a time; in parallel every step's at once, and
     the start's once they are all done.
     """
-    from choreo.orchestration.declaration import CompensationOrder
-
     if any(run.outcome(s.name) is Outcome.SENT for s in orch.steps):
         return []  # a forward step is in flight: its reply (or timeout) decides first
     parallel = orch.policy.order is CompensationOrder.PARALLEL

@@ -25,8 +25,8 @@ from choreo.model.events import Event, SagaTimedOut, event_type_of
 from choreo.orchestration.events import DeadlinePassed, SagaCompensationFailed
 
 if TYPE_CHECKING:
-    from choreo.orchestration.declaration import Orchestrator, StepDef
     from choreo.orchestration.engine import Engine
+    from choreo.orchestration.spec import SagaPlan, StepDef
 
 __all__ = ["register_handlers"]
 
@@ -46,7 +46,7 @@ def _unique(classes: Iterable[type[Event]]) -> list[type[Event]]:
 
 
 def register_handlers(
-    orch: Orchestrator, service: Service, engine: Engine
+    orch: SagaPlan, service: Service, engine: Engine
 ) -> tuple[dict[str, Role], dict[str, str]]:
     """Register ``orch``'s handlers on ``service``; return its roles and command -> step maps."""
     groups = orch.groups()
@@ -96,9 +96,7 @@ def register_handlers(
     return roles, step_of
 
 
-def _after_step(
-    orch: Orchestrator, step: StepDef, groups: list[list[StepDef]]
-) -> list[type[Event]]:
+def _after_step(orch: SagaPlan, step: StepDef, groups: list[list[StepDef]]) -> list[type[Event]]:
     """Return what a reply of ``step`` may lead to (see the module docs)."""
     following = groups[step.group + 1] if step.group + 1 < len(groups) else []
     forward: list[type[Event]] = [s.command for s in groups[step.group]]

@@ -48,6 +48,7 @@ from choreo.runtime.dispatch import Dispatcher
 from choreo.runtime.emit import Emitter
 from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
+from choreo.runtime.pauses import Pauses, first_offsets
 from choreo.runtime.routing import build_routes
 from choreo.runtime.serdes import Serde
 from choreo.store import Inbox, MemoryInbox, OutboxRelay, refuse_unshared_store, service_component
@@ -135,7 +136,7 @@ class Worker:
         self._closing = False
         self._last_prune = time.monotonic()
         self._relay: OutboxRelay | None = None
-        self._paused: dict[TopicPartition, float] = {}  # deferred retries: resume times
+        self._pauses = Pauses(self._log)  # partitions of deferred retries
 
     def __repr__(self) -> str:
         return f"Worker({self.service.name!r}, group={self.group_id!r}, topics={self.topics})"
@@ -230,7 +231,7 @@ class Worker:
                         "worker error; backing off %.1f s (polling, partitions paused)",
                         self.config.error_backoff,
                     )
-                    self._back_off(self.config.error_backoff)
+                    self._back_off()
         finally:
             self.close()
 
@@ -248,32 +249,19 @@ class Worker:
             )
         return f"fatal client error (authentication, authorization or fencing): {exc}"
 
-    def _back_off(self, seconds: float) -> None:
-        """Wait ``seconds`` while polling with every partition paused, then resume them."""
-        consumer = self._consumer
-        deadline = time.monotonic() + seconds
-        try:
-            assert consumer is not None
-            consumer.pause(consumer.assignment())
-        except Exception as exc:  # the consumer itself is in trouble: just wait
-            self._log.debug("cannot pause for the backoff: %s", exc)
-            self._stop.wait(seconds)
+    def _back_off(self) -> None:
+        """Wait ``config.error_backoff`` seconds polling with every partition paused."""
+        if self._consumer is None:
+            self._stop.wait(self.config.error_backoff)
             return
-        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            try:
-                records = consumer.poll(self.config.max_poll_records, min(left, 1.0))
-            except Exception as exc:
-                self._log.debug("poll during the backoff failed: %s", exc)
-                self._stop.wait(min(left, 1.0))
-                continue
-            if records:  # partitions assigned meanwhile: give their records back for later
-                first = _first_offsets(records)
-                self._rewind(first)
-                consumer.pause(list(first))
-        try:
-            consumer.resume([tp for tp in consumer.assignment() if tp not in self._paused])
-        except TransportError as exc:
-            self._log.debug("cannot resume after the backoff: %s", exc)
+        self._pauses.back_off(
+            self._consumer,
+            self.config.error_backoff,
+            stop=self._stop,
+            max_records=self.config.max_poll_records,
+            poll_timeout=self.config.poll_timeout,
+            rewind=self._rewind,
+        )
 
     def close(self) -> None:
         """Deliver what is pending (best effort), then close the delivery and the consumer.
@@ -313,8 +301,8 @@ class Worker:
         self.delivery.tick()
         assert self._consumer is not None
         timeout = self.config.poll_timeout if timeout is None else timeout
-        if self._paused:
-            timeout = self._resume_due(timeout)
+        if self._pauses:
+            timeout = self._pauses.resume_due(self._consumer, timeout)
         for hook in self.hooks.before_poll:
             hook(self)
         records = self._consumer.poll(self.config.max_poll_records, timeout)
@@ -330,7 +318,7 @@ class Worker:
         inbox = self.inbox
         now = now_ms()
         self.emitter.start_batch(now)
-        first = _first_offsets(records)
+        first = first_offsets(records)
         inbox.begin()
         try:
             self.delivery.stage()
@@ -358,37 +346,9 @@ class Worker:
             hook(self, offsets)
         if output.abandoned:
             self._rewind({tp: offsets.get(tp, offset) for tp, offset in first.items()})
-            self._pause_deferred()
+            if self._consumer is not None:
+                self._pauses.defer(self._consumer, self.dispatcher.invoker.take_deferred())
         return len(records)
-
-    def _pause_deferred(self) -> None:
-        """Pause the partitions of deferred retries until their backoffs end."""
-        deferred = self.dispatcher.invoker.take_deferred()
-        if not deferred or self._consumer is None:
-            return
-        partitions = [TopicPartition(*where) for where in deferred]
-        self._consumer.pause(partitions)
-        for tp, resume_at in zip(partitions, deferred.values(), strict=True):
-            self._paused[tp] = max(self._paused.get(tp, 0.0), resume_at)
-
-    def _resume_due(self, timeout: float) -> float:
-        """Resume paused partitions whose backoff ended; return the poll timeout to use.
-
-        The timeout is shortened so the next poll returns by the earliest resume time.
-        """
-        assert self._consumer is not None
-        now = time.monotonic()
-        due = [tp for tp, at in self._paused.items() if at <= now]
-        if due:
-            for tp in due:
-                del self._paused[tp]
-            try:
-                self._consumer.resume(due)
-            except TransportError as exc:  # revoked meanwhile: its new owner reads it
-                self._log.debug("cannot resume %s: %s", due, exc)
-        if self._paused:
-            timeout = min(timeout, max(0.0, min(self._paused.values()) - now))
-        return timeout
 
     def _maybe_prune(self) -> None:
         """Prune old inbox rows when the retention interval has passed (inside the batch)."""
@@ -424,16 +384,8 @@ class Worker:
         """Let delivery settle the revoked partitions; no batch is ever in flight here."""
         for hook in self.hooks.on_revoke:
             hook(self, partitions)
-        for tp in partitions:  # a revoked partition's pause is forgotten
-            self._paused.pop(tp, None)
+        self._pauses.forget(partitions)
         if self._closing:
             return
         self.delivery.revoke(partitions)
 
-
-def _first_offsets(records: list[Record]) -> Offsets:
-    """Return the first offset of each partition in ``records``."""
-    first: dict[tuple[str, int], int] = {}
-    for record in records:
-        first.setdefault((record.topic, record.partition), record.offset)
-    return {TopicPartition(*tp): offset for tp, offset in first.items()}

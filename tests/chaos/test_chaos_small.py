@@ -1,6 +1,6 @@
 """The small chaos run: 10 service processes on a real broker and PostgreSQL, three faults.
 
-``scripts/chaos.py`` places 120 orders per scenario while it SIGKILLs random replicas,
+``scripts/chaos.py`` places 100 orders per scenario while it SIGKILLs random replicas,
 writes poison records and SIGTERMs a replica of every service; after each scenario every
 figure must be 0 (nothing lost or done twice, no oversell, every saga terminal, ``choreo
 verify`` clean, the tracker agreeing with the databases). The JSON line it prints is kept
@@ -41,7 +41,7 @@ def test_three_scenarios_with_two_replicas_leave_every_figure_at_zero() -> None:
             sys.executable,
             "scripts/chaos.py",
             "--orders",
-            "120",
+            "100",
             "--replicas",
             "2",
             "--scenarios",
@@ -63,7 +63,7 @@ def test_three_scenarios_with_two_replicas_leave_every_figure_at_zero() -> None:
 
     assert report["scenarios"] == SCENARIOS
     assert report["replicas"] == 2
-    assert report["orders"] == 360
+    assert report["orders"] == 300
     figures = {key: report[key] for key in FIGURES}
     findings = {s["name"]: s["details"] for s in report["per_scenario"]}
     assert figures == dict.fromkeys(FIGURES, 0), json.dumps(findings, indent=1)[:6000]

@@ -1,17 +1,21 @@
-"""Long retry backoffs pause the record's partition while the worker keeps polling."""
+"""Backoffs that keep polling: deferred retries, infrastructure errors; fatal errors stop run()."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
+
+import pytest
 
 from choreo.choreography.service import Retry, Saga, Service
-from choreo.errors import TransientError
+from choreo.errors import ConfigurationError, TransientError
 from choreo.model.envelope import Header, headers_to_dict
 from choreo.runtime import EventInfo, Middleware, Outcome, Publisher, Worker, WorkerConfig
 from choreo.store.outbox import OutboxRecord
-from choreo.transports.base import TopicPartition
+from choreo.transports.base import Record, TopicPartition
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 from .fixtures.events import OrderCompleted, OrderFailed, OrderPlaced, StockReserved
@@ -89,7 +93,7 @@ def test_a_long_backoff_pauses_one_partition_and_the_others_go_on() -> None:
     _drain(worker, BACKOFF / 3)
     assert calls[slow] == 1
     assert all(calls[o] == 1 for o in other)
-    assert worker._paused.keys() == {TopicPartition(ORDERS, slow_partition)}
+    assert worker._pauses.until.keys() == {TopicPartition(ORDERS, slow_partition)}
     assert (cids[slow], 1, Outcome.DEFERRED) in outcomes.seen
 
     _drain(worker, BACKOFF)
@@ -99,7 +103,7 @@ def test_a_long_backoff_pauses_one_partition_and_the_others_go_on() -> None:
     assert (cids[slow], 2, Outcome.HANDLED) in outcomes.seen
     assert len(bus.records("test.runtime.StockReserved")) == len(cids)
     assert sum(bus.committed("inventory").values()) == len(cids)
-    assert worker._paused == {}
+    assert worker._pauses.until == {}
 
 
 def test_short_backoffs_still_wait_in_line() -> None:
@@ -115,5 +119,76 @@ def test_short_backoffs_still_wait_in_line() -> None:
     assert worker.run_once(0.0) == 1
     assert time.monotonic() - started >= BACKOFF
     assert calls["o0"] == 2
-    assert worker._paused == {}
+    assert worker._pauses.until == {}
     worker.close()
+
+
+class _FailingCommitOnce(Middleware):
+    """Raises a retriable error before the first commit."""
+
+    def __init__(self) -> None:
+        self.failed_at: float | None = None
+
+    def before_commit(self, worker: Worker, offsets: dict[TopicPartition, int]) -> None:
+        if self.failed_at is None:
+            self.failed_at = time.monotonic()
+            raise ConnectionError("store unreachable")
+
+
+def test_a_retriable_error_backs_off_polling_with_partitions_paused() -> None:
+    """run() rewinds, keeps polling (getting nothing: paused) for error_backoff, then resumes."""
+    transport = MemoryTransport(MemoryBus())
+    serde = JsonSerde(ALL_EVENTS)
+    shop = build_shop()
+    Publisher(shop.orders, transport, serde).start(shop.saga, OrderPlaced("o0", "book", 1, 1))
+    calls: Counter[str] = Counter()
+    failing = _FailingCommitOnce()
+    config = WorkerConfig(poll_timeout=0.01, error_backoff=0.3)
+    worker = Worker(_service(calls, "none"), transport, serde, config=config, middleware=[failing])
+    worker.start()
+    consumer = worker._consumer
+    assert consumer is not None
+    polls: list[tuple[float, int]] = []
+    real_poll = consumer.poll
+
+    def counting_poll(max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        records = real_poll(max_records, timeout)
+        polls.append((time.monotonic(), len(records)))
+        return records
+
+    consumer.poll = counting_poll  # type: ignore[method-assign]
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not transport.bus.records("test.runtime.StockReserved") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handled_at = time.monotonic()
+    worker.stop()
+    runner.join(10)
+    assert failing.failed_at is not None
+    assert handled_at - failing.failed_at >= 0.3
+    assert calls["o0"] == 2  # handled, rolled back by the failed commit, handled again
+    after = [(at, n) for at, n in polls if at > failing.failed_at]
+    first = next(i for i, (_, n) in enumerate(after) if n)  # the batch, polled again
+    assert first >= 2  # it kept polling (and got nothing: paused) during the backoff
+    assert after[first][0] - failing.failed_at >= 0.3
+    assert len(transport.bus.records("test.runtime.StockReserved")) == 1
+
+
+def test_a_configuration_error_ends_run_with_a_fatal_error() -> None:
+    """An exactly-once worker on a transport without transactions stops and says why."""
+    transport = MemoryTransport(MemoryBus())
+
+    class _Plain(MemoryTransport):
+        def producer(self, *, transactional_id: str | None = None) -> Any:
+            return transport.producer()
+
+    serde = JsonSerde(ALL_EVENTS)
+    worker = Worker(
+        _service(Counter(), "none"),
+        _Plain(transport.bus),
+        serde,
+        config=WorkerConfig(poll_timeout=0.0, exactly_once=True),
+    )
+    with pytest.raises(ConfigurationError, match="has no transactions"):
+        worker.run()

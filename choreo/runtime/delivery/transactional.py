@@ -75,7 +75,9 @@ class Transactional(DeliveryBase):
         """Create the producer; publish outbox leftovers of an earlier at-least-once run."""
         super().open(link)
         self._producer = self._new_producer()
-        leftovers = link.inbox.pending(link.origin)
+        # rows an at-least-once run of this store left unsent; on a shared store other
+        # replicas' rows are in flight and theirs to publish
+        leftovers = [] if link.inbox.shared else link.inbox.pending(link.origin)
         if leftovers:
             link.log.warning("publishing %d outbox record(s) left over", len(leftovers))
             self._transaction(leftovers, {})
