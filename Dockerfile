@@ -10,11 +10,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so editing the code does not re-download them.
+# Dependencies first (with the `metrics` extra: `--metrics-port`), so editing the code does
+# not re-download them.
 COPY pyproject.toml README.md ./
 COPY choreo/_version.py choreo/_version.py
 RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
-print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
+print('\n'.join(d['project']['dependencies'] + d['project']['optional-dependencies']['metrics']))" \
+    > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
 COPY choreo choreo

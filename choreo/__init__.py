@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from choreo.choreography.checks import Problem, check
     from choreo.choreography.graph import Choreography
     from choreo.runtime import MemoryInbox, Publisher, SqliteInbox, Worker, WorkerConfig
+    from choreo.store import MemoryStore, SqliteStore, Store, open_store
+    from choreo.store.postgres import PostgresStore
     from choreo.testing import SagaTestKit
-    from choreo.tracker import SagaQuery, SagaStatus, SagaTrace, Tracker
+    from choreo.tracker import SagaQuery, SagaState, SagaStatus, SagaTrace, Tracker
     from choreo.transports import KafkaConfig, MemoryBus, open_transport
 
 # The rest of the public API loads on first use, so ``import choreo`` stays light.
@@ -41,19 +43,25 @@ _LAZY = {
     "KafkaConfig": "choreo.transports",
     "MemoryBus": "choreo.transports",
     "MemoryInbox": "choreo.runtime",
+    "MemoryStore": "choreo.store",
+    "PostgresStore": "choreo.store.postgres",  # needs the optional psycopg packages
     "Problem": "choreo.choreography.checks",
     "Publisher": "choreo.runtime",
     "SagaQuery": "choreo.tracker",
+    "SagaState": "choreo.tracker",
     "SagaStatus": "choreo.tracker",
     "SagaTestKit": "choreo.testing",
     "SagaTrace": "choreo.tracker",
     "SingleObjectCodec": "choreo.avro.codec",
     "SqliteInbox": "choreo.runtime",
+    "SqliteStore": "choreo.store",
+    "Store": "choreo.store",
     "Tracker": "choreo.tracker",
     "Worker": "choreo.runtime",
     "WorkerConfig": "choreo.runtime",
     "check": "choreo.choreography.checks",
     "load_directory": "choreo.avro",
+    "open_store": "choreo.store",
     "open_transport": "choreo.transports",
 }
 
@@ -84,12 +92,15 @@ __all__ = [
     "KafkaConfig",
     "MemoryBus",
     "MemoryInbox",
+    "MemoryStore",
+    "PostgresStore",
     "Problem",
     "Publisher",
     "Retry",
     "Role",
     "Saga",
     "SagaQuery",
+    "SagaState",
     "SagaStatus",
     "SagaTestKit",
     "SagaTimedOut",
@@ -98,7 +109,9 @@ __all__ = [
     "Service",
     "SingleObjectCodec",
     "SqliteInbox",
+    "SqliteStore",
     "StepKind",
+    "Store",
     "Tracker",
     "TransientError",
     "Worker",
@@ -107,5 +120,6 @@ __all__ = [
     "check",
     "event_type_of",
     "load_directory",
+    "open_store",
     "open_transport",
 ]

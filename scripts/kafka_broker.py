@@ -9,8 +9,12 @@ Stdlib only. Used three ways:
   calls free.
 * ``python scripts/kafka_broker.py run [--port 9092 --controller-port 9093]`` runs a broker
   in the foreground, prints its bootstrap address and stops it on Ctrl-C.
+* ``python scripts/kafka_broker.py cluster`` runs a three-node cluster (one KRaft quorum,
+  replication factor 3, ``min.insync.replicas=2``; see ``scripts/kafka_cluster.py``).
 * ``KafkaBroker`` (a context manager) from Python: tests (``tests/conftest.py``) and
-  benchmarks import this file as a module.
+  benchmarks import this file as a module. :meth:`KafkaBroker.kill` SIGKILLs the JVM and
+  keeps its data dir and ports; :meth:`KafkaBroker.restart` starts it again on them, as a
+  machine that crashed and came back would (crash tests, the chaos suite).
 * ``python scripts/kafka_broker.py run --secure`` (or ``KafkaBroker(secure=True)``) adds a
   SASL_SSL listener: SCRAM-SHA-256/512 and PLAIN users (SCRAM credentials written at
   format time with ``kafka-storage format --add-scram``), TLS with a CA, a broker
@@ -527,13 +531,10 @@ class KafkaBroker:
         tries = 3 if auto_ports else 1
         started = time.monotonic()
         for attempt in range(1, tries + 1):
-            self._choose_ports()
-            self.workdir = Path(tempfile.mkdtemp(prefix="choreo-kafka-"))
             try:
-                self._check_ports_free()
-                self._format(java, jars)
-                self._launch(java, jars)
-                self._wait_ready(started)
+                self.prepare(java, jars)
+                self.launch(java, jars)
+                self.wait_ready(started)
             except BrokerError as error:
                 logs = _tail(self.console_file, 200) + _tail(self.log_file, 200)
                 port_lost = "already in use" in f"{error}{logs}"
@@ -549,6 +550,50 @@ class KafkaBroker:
         self.startup_seconds = time.monotonic() - started
         logger.info("kafka broker at %s started in %.1f s", self.bootstrap, self.startup_seconds)
         return self
+
+    def prepare(self, java: str, jars: Path) -> None:
+        """Choose the ports, make a fresh work dir and format its KRaft log dir (no JVM yet)."""
+        self._choose_ports()
+        self.workdir = Path(tempfile.mkdtemp(prefix="choreo-kafka-"))
+        self._check_ports_free()
+        self._format(java, jars)
+
+    def kill(self) -> None:
+        """SIGKILL the JVM, as a crash would, and keep its data dir and ports for :meth:`restart`.
+
+        Nothing is flushed or closed: whatever the broker had not written to its log
+        segments is lost, exactly as in a power cut of the process.
+        """
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            raise BrokerError("the broker is not running")
+        process.kill()
+        process.wait()
+        logger.info("kafka broker pid %d killed (SIGKILL)", process.pid)
+
+    def restart(self, timeout: float | None = None) -> float:
+        """Start the JVM again on the same data dir and ports; return the seconds it took.
+
+        Call it from a thread that outlives the broker (see :func:`_pdeathsig_preexec`).
+        Raises :class:`BrokerError` when the broker still runs, was never started, or does
+        not serve within ``timeout`` (default ``startup_timeout``) seconds.
+        """
+        if self.is_running():
+            raise BrokerError("the broker is still running: kill() or stop() it first")
+        if self.workdir is None or not (self.workdir / "server.properties").is_file():
+            raise BrokerError("the broker was never started: there is no data dir to restart on")
+        started = time.monotonic()
+        jars = fetch_jars(self.jars)
+        java = java_executable()
+        self.launch(java, jars)
+        saved, self.startup_timeout = self.startup_timeout, timeout or self.startup_timeout
+        try:
+            self.wait_ready(started)
+        finally:
+            self.startup_timeout = saved
+        seconds = time.monotonic() - started
+        logger.info("kafka broker at %s restarted in %.1f s", self.bootstrap, seconds)
+        return seconds
 
     def stop(self) -> None:
         """Stop the JVM by its PID (SIGTERM, SIGKILL after 20 s) and remove the temp dir.
@@ -618,13 +663,7 @@ class KafkaBroker:
     def _format(self, java: str, jars: Path) -> None:
         """Write server.properties and format the KRaft log dir with StorageTool."""
         assert self.workdir is not None
-        data_dir = self.workdir / "data"
-        template = string.Template(SERVER_TEMPLATE.read_text())
-        config = template.substitute(
-            broker_port=self.port,
-            controller_port=self.controller_port,
-            data_dir=str(data_dir),
-        )
+        config = self.server_properties()
         scram: list[str] = []
         if self.secure:
             self.tls = TlsFiles(self.workdir / "tls").make()
@@ -648,7 +687,7 @@ class KafkaBroker:
                 for name, password in self.users.items():
                     scram += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         (self.workdir / "server.properties").write_text(config)
-        self.cluster_id = random_cluster_id()
+        self.cluster_id = self.cluster_id or random_cluster_id()
         command = [
             java,
             *self._log_opts(),
@@ -669,6 +708,16 @@ class KafkaBroker:
                 f"{result.stdout}{result.stderr}"
             )
 
+    def server_properties(self) -> str:
+        """Return the text of this broker's ``server.properties`` (a single combined node)."""
+        assert self.workdir is not None
+        template = string.Template(SERVER_TEMPLATE.read_text())
+        return template.substitute(
+            broker_port=self.port,
+            controller_port=self.controller_port,
+            data_dir=str(self.workdir / "data"),
+        )
+
     def _log_opts(self) -> list[str]:
         """Return the JVM options that send log4j2 output to ``broker.log`` at WARN."""
         return [
@@ -676,7 +725,7 @@ class KafkaBroker:
             f"-Dchoreo.kafka.log={self.log_file}",
         ]
 
-    def _launch(self, java: str, jars: Path) -> None:
+    def launch(self, java: str, jars: Path) -> None:
         """Start ``kafka.Kafka`` in its own session, its console going to ``console.log``."""
         assert self.workdir is not None
         command = [
@@ -688,7 +737,7 @@ class KafkaBroker:
             "kafka.Kafka",
             str(self.workdir / "server.properties"),
         ]
-        with self.console_file.open("wb") as console:
+        with self.console_file.open("ab") as console:
             self.process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -702,7 +751,7 @@ class KafkaBroker:
             _LIVE.add(self)
         logger.info("kafka broker pid %d starting in %s", self.process.pid, self.workdir)
 
-    def _wait_ready(self, started: float) -> None:
+    def wait_ready(self, started: float) -> None:
         """Wait for the TCP port, then for a metadata answer; raise BrokerError on timeout."""
         deadline = started + self.startup_timeout
         port_open = False
@@ -787,6 +836,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         broker.stop()
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    """Run a three-node cluster in the foreground (``scripts/kafka_cluster.py``)."""
+    sys.modules.setdefault("kafka_broker", sys.modules[__name__])
+    sys.path.insert(0, str(SCRIPTS_DIR))
+    import kafka_cluster
+
+    status: int = kafka_cluster.run_foreground(args.jars, args.timeout)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``fetch`` or ``run`` command line and return its exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -816,6 +875,13 @@ def main(argv: list[str] | None = None) -> int:
         help="add a SASL_SSL listener (SCRAM/PLAIN users, TLS certificates made with openssl)",
     )
     run.set_defaults(func=_cmd_run)
+    cluster = sub.add_parser(
+        "cluster",
+        help="run a three-node KRaft cluster (replication 3, min.insync.replicas=2) in the "
+        "foreground",
+    )
+    cluster.add_argument("--timeout", type=float, default=90.0, help="start-up timeout, seconds")
+    cluster.set_defaults(func=_cmd_cluster)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:

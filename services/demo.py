@@ -39,7 +39,10 @@ from choreo.model.events import event_type_of
 from choreo.tracker.model import SagaStatus
 
 if TYPE_CHECKING:
-    from choreo.runtime import Publisher, SqliteInbox, Worker
+    from choreo.choreography.service import Service
+    from choreo.orchestration import Orchestrator, OrchestratorRunner
+    from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
+    from choreo.runtime.worker import Serde
     from choreo.tracker.live import LiveTracker
     from choreo.tracker.timeouts import TimeoutService
     from choreo.tracker.tracker import Tracker
@@ -71,6 +74,11 @@ class DemoOptions:
     ``silent_rate`` is the share of shipments whose dispatch silently drops the event:
     those sagas end only through the tracker's timeout (``choreo.SagaTimedOut``) after
     ``deadline`` seconds, and compensate.
+
+    ``style`` is ``choreographed`` (the services react to each other's events) or
+    ``orchestrated``: an orchestrator (:mod:`services.orchestrated`) commands the same
+    services and times its steps out itself after ``deadline`` seconds; the notification
+    service still reacts by choreography.
     """
 
     orders: int = 300
@@ -83,6 +91,7 @@ class DemoOptions:
     timeout: float = 120.0
     deadline: float = 30.0
     silent_rate: float = 0.0
+    style: str = "choreographed"
     data_dir: Path | None = None
     schemas_dir: Path | None = None
     kafka_config: KafkaConfig | None = None
@@ -96,6 +105,8 @@ class DemoOptions:
             raise ConfigurationError("--bootstrap needs a Kafka transport, not memory")
         if self.transport != "memory" and not self.bootstrap:
             raise ConfigurationError(f"the {self.transport} transport needs --bootstrap")
+        if self.style not in ("choreographed", "orchestrated"):
+            raise ConfigurationError(f"unknown style {self.style!r}")
         if self.partitions < 1 or self.timeout <= 0 or self.deadline <= 0:
             raise ConfigurationError("partitions, timeout and deadline must be positive")
         if self.silent_rate > 0 and self.timeout <= self.deadline:
@@ -178,7 +189,7 @@ class Demo:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._workers: list[Worker] = []
+        self._workers: list[Worker | OrchestratorRunner] = []
         self._inboxes: dict[str, SqliteInbox] = {}
         self._publisher: Publisher | None = None
         self._live: LiveTracker | None = None
@@ -224,7 +235,7 @@ class Demo:
         from choreo.avro.loader import load_directory
         from choreo.avro.serde import EventSerde
         from choreo.choreography.graph import Choreography
-        from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
+        from choreo.runtime import Publisher, WorkerConfig
         from choreo.runtime.serdes import event_classes
         from choreo.tracker.fold import TIMEOUT_EVENT_TYPE
         from choreo.tracker.live import LiveTracker
@@ -232,7 +243,8 @@ class Demo:
         from choreo.tracker.tracker import Tracker
         from choreo.transports.factory import open_transport
         from services.config import ServiceConfig
-        from services.saga import OrderFulfillment
+        from services.orchestrated import create as create_orchestrator
+        from services.saga import OrderFulfillment, OrderFulfillmentOrchestrated
         from services.shop import build_shop
 
         options = self.options
@@ -244,8 +256,11 @@ class Demo:
             silent_rate=options.silent_rate,
         )
         self._shop = shop = build_shop(config)
+        orchestrated = options.style == "orchestrated"
+        orchestrator = create_orchestrator(deadline=options.deadline) if orchestrated else None
+        services = [*shop.services, *([orchestrator.service] if orchestrator else [])]
         codec = SingleObjectCodec(load_directory(find_schemas_dir(options.schemas_dir)))
-        serde = EventSerde(codec, event_classes(shop.services))
+        serde = EventSerde(codec, event_classes(services))
         if options.transport == "memory":
             self._transport = transport = open_transport("memory")
         else:
@@ -260,11 +275,13 @@ class Demo:
             topic_partitions=1 if options.transport == "memory" else options.partitions,
         )
         if prefix:
-            topics = {base.topic_naming(event_type_of(c)) for c in event_classes(shop.services)}
-            topics |= {base.deadletter_naming(s.name) for s in shop.services}
+            topics = {base.topic_naming(event_type_of(c)) for c in event_classes(services)}
+            topics |= {base.deadletter_naming(s.name) for s in services}
             transport.create_topics(sorted(topics), partitions=base.topic_partitions)
         self._tracker = tracker = Tracker(
-            choreography=Choreography.from_services(shop.services, [OrderFulfillment]),
+            choreography=Choreography.from_services(
+                services, [OrderFulfillmentOrchestrated if orchestrated else OrderFulfillment]
+            ),
             default_deadline_s=options.deadline,
             decode=codec.decode_any,
         )
@@ -277,26 +294,46 @@ class Demo:
             poll_timeout=0.2,
         )
         live.start()
-        self._timeouts = TimeoutService(
-            tracker,
-            transport,
-            codec.encode,
-            topic=prefix + TIMEOUT_EVENT_TYPE,
-            interval=0.5,
-        ).start()
-        for service in shop.services:
-            inbox = self._inboxes[service.name] = SqliteInbox(self.paths()[service.name])
-            worker_config = replace(base, group_id=f"{prefix}{service.name}")
-            worker = Worker(service, transport, serde, config=worker_config, inbox=inbox)
-            self._workers.append(worker)
-            thread = threading.Thread(
-                target=worker.run, args=(self._stop,), name=f"demo-{service.name}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
+        if not orchestrated:  # an orchestrator times its own steps out
+            self._timeouts = TimeoutService(
+                tracker,
+                transport,
+                codec.encode,
+                topic=prefix + TIMEOUT_EVENT_TYPE,
+                interval=0.5,
+            ).start()
+        for service in services:
+            self._start_worker(service, orchestrator, transport, serde, base)
         self._publisher = Publisher(
             shop.service("order"), transport, serde, inbox=self._inboxes["order"], config=base
         )
+
+    def _start_worker(
+        self,
+        service: Service,
+        orchestrator: Orchestrator | None,
+        transport: Transport,
+        serde: Serde,
+        base: WorkerConfig,
+    ) -> None:
+        """Start ``service``'s worker thread (an orchestrator's runner for the orchestrator)."""
+        from choreo.orchestration import OrchestratorRunner
+        from choreo.runtime import SqliteInbox, Worker
+
+        path = self.paths().get(service.name, self.data_dir / f"{service.name}.sqlite3")
+        inbox = self._inboxes[service.name] = SqliteInbox(path)
+        config = replace(base, group_id=f"{self.prefix}{service.name}")
+        worker: Worker | OrchestratorRunner
+        if orchestrator is not None and service is orchestrator.service:
+            worker = OrchestratorRunner(orchestrator, transport, serde, config=config, inbox=inbox)
+        else:
+            worker = Worker(service, transport, serde, config=config, inbox=inbox)
+        self._workers.append(worker)
+        thread = threading.Thread(
+            target=worker.run, args=(self._stop,), name=f"demo-{service.name}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
 
     def run(self, progress: Progress | None = None) -> DemoResult:
         """Place the orders, wait until every saga ended (or the timeout), and return the result."""
@@ -313,7 +350,12 @@ class Demo:
         orders = sample_orders(total, seed=options.seed)
         with self._publisher.batch():  # one flush for all the orders, not one per order
             for placed, request in enumerate(orders, start=1):
-                place_order(self._publisher, self._shop.orders, request)
+                place_order(
+                    self._publisher,
+                    self._shop.orders,
+                    request,
+                    orchestrated=options.style == "orchestrated",
+                )
                 if placed % 10 == 0 or placed == total:
                     report(placed, self._ended(), total)
         finished = self._wait(total, started + options.timeout, report)

@@ -15,7 +15,17 @@ from typing import ClassVar
 from choreo.model.events import Event
 
 __all__ = [
+    "CancelShipment",
+    "CancelShipmentSucceeded",
     "Channel",
+    "ChargePayment",
+    "ChargePaymentFailed",
+    "ChargePaymentSucceeded",
+    "CompleteOrder",
+    "CompleteOrderSucceeded",
+    "DispatchShipment",
+    "DispatchShipmentFailed",
+    "DispatchShipmentSucceeded",
     "InventoryReleased",
     "InventoryReservationFailed",
     "InventoryReserved",
@@ -24,9 +34,21 @@ __all__ = [
     "OrderCompleted",
     "OrderCreated",
     "OrderFailed",
+    "OrderSubmitted",
     "PaymentCharged",
     "PaymentDeclined",
     "PaymentRefunded",
+    "PrepareShipment",
+    "PrepareShipmentSucceeded",
+    "RefundPayment",
+    "RefundPaymentSucceeded",
+    "RejectOrder",
+    "RejectOrderSucceeded",
+    "ReleaseInventory",
+    "ReleaseInventorySucceeded",
+    "ReserveInventory",
+    "ReserveInventoryFailed",
+    "ReserveInventorySucceeded",
     "ShipmentCancelled",
     "ShipmentCreated",
     "ShipmentDispatchFailed",
@@ -98,6 +120,65 @@ class InventoryReserved(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseInventory(Event):
+    """Command: put the order's reserved stock back (undoes ReserveInventory)."""
+
+    __avro_name__: ClassVar[str] = "shop.inventory.ReleaseInventory"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseInventorySucceeded(Event):
+    """Reply: the order holds no reserved stock any more."""
+
+    __avro_name__: ClassVar[str] = "shop.inventory.ReleaseInventorySucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReserveInventory(Event):
+    """Command: reserve stock for the order's lines."""
+
+    __avro_name__: ClassVar[str] = "shop.inventory.ReserveInventory"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    items: Sequence[LineItem]
+    """The ordered lines."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReserveInventoryFailed(Event):
+    """Reply: the stock could not be reserved; the saga compensates."""
+
+    __avro_name__: ClassVar[str] = "shop.inventory.ReserveInventoryFailed"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    reason: str
+    """Why the stock could not be reserved."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReserveInventorySucceeded(Event):
+    """Reply: the stock was reserved."""
+
+    __avro_name__: ClassVar[str] = "shop.inventory.ReserveInventorySucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    reservation_id: str
+    """Identifier of the reservation."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotificationSent(Event):
     """The customer was notified about the order."""
 
@@ -111,6 +192,26 @@ class NotificationSent(Event):
 
     kind: str
     """What the notification was about, e.g. order_completed or order_failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteOrder(Event):
+    """Command: record the order as completed (retriable, after the pivot)."""
+
+    __avro_name__: ClassVar[str] = "shop.orders.CompleteOrder"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteOrderSucceeded(Event):
+    """Reply: the order is recorded as completed."""
+
+    __avro_name__: ClassVar[str] = "shop.orders.CompleteOrderSucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +268,100 @@ class OrderFailed(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OrderSubmitted(Event):
+    """An order was submitted for orchestrated fulfilment: opens the OrderFulfillmentOrchestrated
+    saga.
+    """
+
+    __avro_name__: ClassVar[str] = "shop.orders.OrderSubmitted"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    customer_id: str
+    """Who placed the order."""
+
+    items: Sequence[LineItem]
+    """The ordered lines."""
+
+    total_cents: int
+    """Order total in cents."""
+
+    currency: str
+    """ISO 4217 currency code."""
+
+    created_at: int
+    """When the order was placed, in milliseconds since the epoch (UTC). [timestamp-millis: int
+    milliseconds since the epoch, UTC]
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectOrder(Event):
+    """Command: record the order as failed (undoes the saga's start)."""
+
+    __avro_name__: ClassVar[str] = "shop.orders.RejectOrder"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    reason: str
+    """Why the saga failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectOrderSucceeded(Event):
+    """Reply: the order is recorded as failed."""
+
+    __avro_name__: ClassVar[str] = "shop.orders.RejectOrderSucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargePayment(Event):
+    """Command: charge the order's total."""
+
+    __avro_name__: ClassVar[str] = "shop.payments.ChargePayment"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    amount_cents: int
+    """The amount to charge, in cents."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargePaymentFailed(Event):
+    """Reply: the charge was declined; the saga compensates."""
+
+    __avro_name__: ClassVar[str] = "shop.payments.ChargePaymentFailed"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    reason: str
+    """Why the charge was declined."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargePaymentSucceeded(Event):
+    """Reply: the order's total was charged."""
+
+    __avro_name__: ClassVar[str] = "shop.payments.ChargePaymentSucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    payment_id: str
+    """Identifier of the charge."""
+
+    amount_cents: int
+    """The amount charged, in cents."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PaymentCharged(Event):
     """The customer was charged for the order."""
 
@@ -203,6 +398,105 @@ class PaymentRefunded(Event):
 
     order_id: str
     """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundPayment(Event):
+    """Command: refund the order's charge (undoes ChargePayment)."""
+
+    __avro_name__: ClassVar[str] = "shop.payments.RefundPayment"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefundPaymentSucceeded(Event):
+    """Reply: the order holds no charge any more."""
+
+    __avro_name__: ClassVar[str] = "shop.payments.RefundPaymentSucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelShipment(Event):
+    """Command: cancel the order's prepared shipment (undoes PrepareShipment)."""
+
+    __avro_name__: ClassVar[str] = "shop.shipping.CancelShipment"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelShipmentSucceeded(Event):
+    """Reply: the order has no shipment waiting any more."""
+
+    __avro_name__: ClassVar[str] = "shop.shipping.CancelShipmentSucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchShipment(Event):
+    """Command: hand the parcel to the carrier (the pivot)."""
+
+    __avro_name__: ClassVar[str] = "shop.shipping.DispatchShipment"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchShipmentFailed(Event):
+    """Reply: the parcel could not be dispatched; the saga compensates."""
+
+    __avro_name__: ClassVar[str] = "shop.shipping.DispatchShipmentFailed"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    reason: str
+    """Why the dispatch failed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchShipmentSucceeded(Event):
+    """Reply: the parcel left; nothing can be undone now."""
+
+    __avro_name__: ClassVar[str] = "shop.shipping.DispatchShipmentSucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    tracking_number: str
+    """The carrier's tracking number."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareShipment(Event):
+    """Command: prepare the order's shipment."""
+
+    __avro_name__: ClassVar[str] = "shop.shipping.PrepareShipment"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareShipmentSucceeded(Event):
+    """Reply: the shipment is prepared."""
+
+    __avro_name__: ClassVar[str] = "shop.shipping.PrepareShipmentSucceeded"
+
+    order_id: str
+    """The order this saga is about (also the saga's correlation id)."""
+
+    shipment_id: str
+    """Identifier of the shipment."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

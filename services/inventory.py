@@ -275,7 +275,48 @@ def create(config: ServiceConfig | None = None, *, stock: Stock | None = None) -
             return None  # the chain went on already, or nothing of ours to undo
         return ev.InventoryReleased(order_id=order_id)
 
+    _command_handlers(inventory, store, config)
     return inventory
+
+
+def _command_handlers(inventory: Service, store: Stock, config: ServiceConfig) -> None:
+    """Register the orchestrated saga's command handlers: the same business functions."""
+
+    @inventory.step(
+        on=ev.ReserveInventory,
+        emits=ev.ReserveInventorySucceeded,
+        fails_with=ev.ReserveInventoryFailed,
+    )
+    def reserve_command(
+        event: ev.ReserveInventory, ctx: Context
+    ) -> ev.ReserveInventorySucceeded | ev.ReserveInventoryFailed | None:
+        """Reserve the ordered articles on the orchestrator's command (as ``reserve``)."""
+        if config.intercept("inventory.reserve", event.order_id):
+            ctx.log.info("injected silence: the command is dropped")
+            return None
+        with store.transaction(ctx.db) as conn:
+            outcome = store.reserve(
+                conn,
+                event.order_id,
+                [(item.sku, item.quantity) for item in event.items],
+                ctx.envelope.event_id,
+            )
+        if outcome.reserved:
+            return ev.ReserveInventorySucceeded(
+                order_id=event.order_id, reservation_id=outcome.reservation_id
+            )
+        return ev.ReserveInventoryFailed(
+            order_id=event.order_id, reason=outcome.reason or outcome.status
+        )
+
+    @inventory.compensation(
+        undoes=reserve_command, on=ev.ReleaseInventory, emits=ev.ReleaseInventorySucceeded
+    )
+    def release_command(event: ev.ReleaseInventory, ctx: Context) -> ev.ReleaseInventorySucceeded:
+        """Put the order's reserved stock back; replies also when there was nothing to undo."""
+        with store.transaction(ctx.db) as conn:
+            store.release(conn, event.order_id, ctx.envelope.event_id)
+        return ev.ReleaseInventorySucceeded(order_id=event.order_id)
 
 
 service = create()

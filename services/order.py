@@ -18,10 +18,23 @@ from choreo.store import execute
 from services import events as ev
 from services.catalog import OrderRequest
 from services.config import ServiceConfig
-from services.saga import OrderFulfillment, TimedOut, order_id_of, timed_out_after
+from services.saga import (
+    OrderFulfillment,
+    OrderFulfillmentOrchestrated,
+    TimedOut,
+    order_id_of,
+    timed_out_after,
+)
 from services.store import Store, Undo, now_ms
 
-__all__ = ["Orders", "create", "order_created", "place_order", "service"]
+__all__ = [
+    "Orders",
+    "create",
+    "order_created",
+    "order_submitted",
+    "place_order",
+    "service",
+]
 
 
 class Orders(Store):
@@ -117,18 +130,41 @@ def order_created(request: OrderRequest) -> ev.OrderCreated:
     )
 
 
-def place_order(starter: Publisher, orders: Orders, request: OrderRequest) -> str:
+def order_submitted(request: OrderRequest) -> ev.OrderSubmitted:
+    """Return the ``OrderSubmitted`` event opening the orchestrated saga for ``request``."""
+    created = order_created(request)
+    return ev.OrderSubmitted(
+        order_id=created.order_id,
+        customer_id=created.customer_id,
+        items=created.items,
+        total_cents=created.total_cents,
+        currency=created.currency,
+        created_at=created.created_at,
+    )
+
+
+def place_order(
+    starter: Publisher, orders: Orders, request: OrderRequest, *, orchestrated: bool = False
+) -> str:
     """Store ``request`` as a pending order and start its saga in one local transaction.
 
     ``starter`` is a :class:`~choreo.runtime.Publisher` of the order service; with a
     :class:`~choreo.runtime.SqliteInbox` the order row and the start event commit together.
-    Returns the saga's correlation id (the order id).
+    ``orchestrated`` opens the orchestrated saga (``OrderSubmitted``) instead of the
+    choreographed one (``OrderCreated``). Returns the saga's correlation id (the order id).
     """
 
     def store_order(db: Any) -> None:
         with orders.transaction(db) as conn:
             orders.place(conn, request)
 
+    if orchestrated:
+        return starter.start(
+            OrderFulfillmentOrchestrated,
+            order_submitted(request),
+            correlation_id=request.order_id,
+            db_work=store_order,
+        )
     return starter.start(
         OrderFulfillment,
         order_created(request),
@@ -185,7 +221,35 @@ def create(config: ServiceConfig | None = None, *, orders: Orders | None = None)
             return ev.OrderFailed(order_id=order_id, reason=_reason(event))
         return None  # ended already, or completed: nothing to undo
 
+    _command_handlers(order, store, config)
     return order
+
+
+def _command_handlers(order: Service, store: Orders, config: ServiceConfig) -> None:
+    """Register the orchestrated saga's command handlers: the same business functions."""
+
+    order.starts(OrderFulfillmentOrchestrated)
+
+    @order.retriable(on=ev.CompleteOrder, emits=ev.CompleteOrderSucceeded)
+    def complete_command(event: ev.CompleteOrder, ctx: Context) -> ev.CompleteOrderSucceeded | None:
+        """Record the order as completed on the orchestrator's command (as ``complete``)."""
+        if config.intercept("order.complete", event.order_id):
+            ctx.log.info("injected silence: the command is dropped")
+            return None
+        with store.transaction(ctx.db) as conn:
+            status = store.complete(conn, event.order_id, ctx.envelope.event_id)
+        if status == "failed":
+            ctx.log.error("the parcel left but the order had failed already")
+        return ev.CompleteOrderSucceeded(order_id=event.order_id)
+
+    @order.compensation(
+        undoes=OrderFulfillmentOrchestrated, on=ev.RejectOrder, emits=ev.RejectOrderSucceeded
+    )
+    def reject_command(event: ev.RejectOrder, ctx: Context) -> ev.RejectOrderSucceeded:
+        """Record the order as failed (undoes the saga's start); replies in every case."""
+        with store.transaction(ctx.db) as conn:
+            store.reject(conn, event.order_id, event.reason, ctx.envelope.event_id)
+        return ev.RejectOrderSucceeded(order_id=event.order_id)
 
 
 service = create()

@@ -193,7 +193,44 @@ def create(config: ServiceConfig | None = None, *, ledger: Ledger | None = None)
             return None  # the chain went on already, or nothing of ours to undo
         return ev.PaymentRefunded(order_id=order_id)
 
+    _command_handlers(payment, store, config)
     return payment
+
+
+def _command_handlers(payment: Service, store: Ledger, config: ServiceConfig) -> None:
+    """Register the orchestrated saga's command handlers: the same business functions."""
+
+    @payment.step(
+        on=ev.ChargePayment, emits=ev.ChargePaymentSucceeded, fails_with=ev.ChargePaymentFailed
+    )
+    def charge_command(
+        event: ev.ChargePayment, ctx: Context
+    ) -> ev.ChargePaymentSucceeded | ev.ChargePaymentFailed | None:
+        """Charge the amount on the orchestrator's command (as ``charge``)."""
+        if config.intercept("payment.charge", event.order_id):
+            ctx.log.info("injected silence: the command is dropped")
+            return None
+        decline = "card declined by issuer" if config.declines(event.order_id) else None
+        with store.transaction(ctx.db) as conn:
+            outcome = store.charge(
+                conn, event.order_id, event.amount_cents, ctx.envelope.event_id, decline=decline
+            )
+        if outcome.charged:
+            return ev.ChargePaymentSucceeded(
+                order_id=event.order_id,
+                payment_id=outcome.payment_id,
+                amount_cents=outcome.amount_cents,
+            )
+        return ev.ChargePaymentFailed(order_id=event.order_id, reason=outcome.reason or "declined")
+
+    @payment.compensation(
+        undoes=charge_command, on=ev.RefundPayment, emits=ev.RefundPaymentSucceeded
+    )
+    def refund_command(event: ev.RefundPayment, ctx: Context) -> ev.RefundPaymentSucceeded:
+        """Refund the order's charge; replies also when there was nothing to undo."""
+        with store.transaction(ctx.db) as conn:
+            store.refund(conn, event.order_id, ctx.envelope.event_id)
+        return ev.RefundPaymentSucceeded(order_id=event.order_id)
 
 
 service = create()

@@ -48,6 +48,13 @@ logger = logging.getLogger(__name__)
     help="The example's schema directory (default: found like choreo demo does).",
 )
 @click.option("--topic-prefix", default="", help="Prefix of every topic name.")
+@click.option(
+    "--style",
+    type=click.Choice(["choreographed", "orchestrated"]),
+    default="choreographed",
+    show_default=True,
+    help="Open choreographed sagas (OrderCreated) or orchestrated ones (OrderSubmitted).",
+)
 def main(
     *,
     count: int,
@@ -58,6 +65,7 @@ def main(
     inbox: Path | None,
     schemas_dir: Path | None,
     topic_prefix: str,
+    style: str,
 ) -> None:
     """Place COUNT sample orders and exit once every start event is acknowledged."""
     from choreo.runtime import Publisher, WorkerConfig
@@ -85,7 +93,7 @@ def main(
     try:
         with publisher.batch():  # one flush for all the orders, not one per order
             for request in sample_orders(count, seed=seed):
-                place_order(publisher, orders, request)
+                place_order(publisher, orders, request, orchestrated=style == "orchestrated")
     finally:
         publisher.close()
         store.close()

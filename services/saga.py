@@ -36,11 +36,12 @@ from typing import Final
 
 from choreo import Saga
 from choreo import SagaTimedOut as TimedOut
-from services.events import OrderCompleted, OrderCreated, OrderFailed
+from services.events import OrderCompleted, OrderCreated, OrderFailed, OrderSubmitted
 
 __all__ = [
     "AWAITED_AFTER",
     "OrderFulfillment",
+    "OrderFulfillmentOrchestrated",
     "TimedOut",
     "order_id_of",
     "timed_out_after",
@@ -56,6 +57,19 @@ OrderFulfillment = Saga(
 
 No deadline is declared: how long a saga may wait for its next event is the tracker's
 setting (``choreo ui --deadline``, ``choreo demo --deadline``; 30 s by default).
+"""
+
+
+OrderFulfillmentOrchestrated = Saga(
+    "OrderFulfillmentOrchestrated",
+    start=OrderSubmitted,
+    completed=[OrderCompleted],
+    failed=[OrderFailed],
+)
+"""The same order fulfilment run by an orchestrator (:mod:`services.orchestrated`).
+
+It ends with the same ``OrderCompleted``/``OrderFailed`` events, so the notification service
+reacts to it by choreography, unchanged.
 """
 
 

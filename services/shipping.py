@@ -185,7 +185,58 @@ def create(config: ServiceConfig | None = None, *, shipments: Shipments | None =
             return None  # the chain went on already, or nothing of ours to undo
         return ev.ShipmentCancelled(order_id=order_id)
 
+    _command_handlers(shipping, store, config)
     return shipping
+
+
+def _command_handlers(shipping: Service, store: Shipments, config: ServiceConfig) -> None:
+    """Register the orchestrated saga's command handlers: the same business functions."""
+
+    @shipping.step(on=ev.PrepareShipment, emits=ev.PrepareShipmentSucceeded)
+    def prepare_command(
+        event: ev.PrepareShipment, ctx: Context
+    ) -> ev.PrepareShipmentSucceeded | None:
+        """Prepare the order's shipment on the orchestrator's command (as ``create_shipment``)."""
+        if config.intercept("shipping.create_shipment", event.order_id):
+            ctx.log.info("injected silence: the command is dropped")
+            return None
+        with store.transaction(ctx.db) as conn:
+            shipment = store.create(conn, event.order_id, ctx.envelope.event_id)
+        return ev.PrepareShipmentSucceeded(
+            order_id=event.order_id, shipment_id=shipment.shipment_id
+        )
+
+    @shipping.compensation(
+        undoes=prepare_command, on=ev.CancelShipment, emits=ev.CancelShipmentSucceeded
+    )
+    def cancel_command(event: ev.CancelShipment, ctx: Context) -> ev.CancelShipmentSucceeded:
+        """Cancel the prepared shipment; replies also when there was nothing to undo."""
+        with store.transaction(ctx.db) as conn:
+            store.cancel(conn, event.order_id, ctx.envelope.event_id)
+        return ev.CancelShipmentSucceeded(order_id=event.order_id)
+
+    @shipping.pivot(
+        on=ev.DispatchShipment,
+        emits=ev.DispatchShipmentSucceeded,
+        fails_with=ev.DispatchShipmentFailed,
+    )
+    def dispatch_command(
+        event: ev.DispatchShipment, ctx: Context
+    ) -> ev.DispatchShipmentSucceeded | ev.DispatchShipmentFailed | None:
+        """Hand the parcel to the carrier on the orchestrator's command (as ``dispatch``)."""
+        if config.intercept("shipping.dispatch", event.order_id):
+            ctx.log.info("injected silence: the command is dropped")
+            return None
+        failure = "carrier rejected the parcel" if config.dispatch_fails(event.order_id) else None
+        with store.transaction(ctx.db) as conn:
+            shipment = store.dispatch(conn, event.order_id, ctx.envelope.event_id, failure=failure)
+        if shipment.status == "dispatched":
+            return ev.DispatchShipmentSucceeded(
+                order_id=event.order_id, tracking_number=shipment.tracking_number or ""
+            )
+        return ev.DispatchShipmentFailed(
+            order_id=event.order_id, reason=shipment.reason or "dispatch failed"
+        )
 
 
 service = create()

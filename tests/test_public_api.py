@@ -17,6 +17,7 @@ EXPECTED = {
     "SagaTimedOut", "SagaTrace", "SchemaError", "Service", "SingleObjectCodec",
     "SqliteInbox", "StepKind", "Tracker", "TransientError", "Worker", "WorkerConfig",
     "__version__", "check", "event_type_of", "load_directory", "open_transport",
+    "Store", "MemoryStore", "SqliteStore", "PostgresStore", "open_store", "SagaState",
 }  # fmt: skip
 
 

@@ -21,6 +21,8 @@ import choreo.model.context
 import choreo.model.envelope
 import choreo.model.events
 import choreo.runtime
+import choreo.store
+import choreo.store.postgres
 import choreo.tracker
 import choreo.transports
 
@@ -60,9 +62,15 @@ def exported_names_are_the_modules_classes() -> None:
     assert_type(choreo.Publisher, type[choreo.runtime.Publisher])
     assert_type(choreo.Tracker, type[choreo.tracker.Tracker])
     assert_type(choreo.SagaStatus, type[choreo.tracker.SagaStatus])
+    assert_type(choreo.SagaState, type[choreo.tracker.SagaState])
     assert_type(choreo.SagaTrace, type[choreo.tracker.SagaTrace])
     assert_type(choreo.SagaQuery, type[choreo.tracker.SagaQuery])
     assert_type(choreo.MemoryBus, type[choreo.transports.MemoryBus])
+    assert_type(choreo.open_store("memory:"), choreo.store.Store)
+    assert_type(choreo.SqliteStore, type[choreo.store.SqliteStore])
+    assert_type(choreo.PostgresStore, type[choreo.store.postgres.PostgresStore])
+    assert_type(choreo.MemoryStore, type[choreo.store.MemoryStore])
+    assert_type(choreo.SqliteInbox, type[choreo.store.SqliteStore])  # the older name
     assert_type(choreo.KafkaConfig, type[choreo.transports.KafkaConfig])
 
 
@@ -117,5 +125,9 @@ def running_and_tracking_return_what_they_say(
     assert_type(tracker.get("cid"), choreo.SagaTrace | None)
     assert_type(tracker.find(choreo.SagaQuery()), list[choreo.SagaTrace])
     assert_type(tracker.counts(), dict[choreo.SagaStatus, int])
+    trace = tracker.get("cid")
+    if trace is not None:
+        assert_type(trace.state, choreo.SagaState)
+        assert_type(trace.status, choreo.SagaStatus)
     bus = choreo.MemoryBus()
     assert_type(choreo.open_transport("memory", bus=bus), choreo.transports.Transport)

@@ -176,7 +176,7 @@ def read_blocks(
     inflate = _inflater(stream, meta, bounds.max_inflated_bytes)
     while not stream.at_end():
         count, size = stream.long("block count"), stream.long("block size")
-        if not 0 < count <= bounds.max_block_objects or not 0 <= size <= bounds.max_block_bytes:
+        if not 0 <= count <= bounds.max_block_objects or not 0 <= size <= bounds.max_block_bytes:
             raise stream.fail(f"block claims {count} objects in {size} bytes, out of bounds")
         stored = stream.exactly(size, "block")
         if stream.exactly(_SYNC_SIZE, "block sync marker") != sync:

@@ -32,8 +32,13 @@ Problems reported by :func:`check`, one code each (all errors unless noted):
 ``step-after-pivot``        a compensatable step after the pivot (it could never undo the
                             pivot; steps after the pivot must be retriable)
 ``saga-not-joined``         a handler emits a saga's completed/failed event but its service
-                            does not join that saga, so the runtime cannot mark it terminal
+                            does not join that saga (nor another saga ending with the same
+                            event), so the runtime cannot mark it terminal
 =========================== ================================================================
+
+A service may check itself too: when it has a ``choreography_problems(choreography)``
+method (an orchestrator's service does, see :mod:`choreo.orchestration.check`), its
+problems are reported with the others.
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ class ProblemCode(enum.StrEnum):
     MULTIPLE_PIVOTS = "multiple-pivots"
     STEP_AFTER_PIVOT = "step-after-pivot"
     SAGA_NOT_JOINED = "saga-not-joined"
+    STEP_NOT_COMPENSATED = "orchestrated-step-not-compensated"
+    COMMAND_WITHOUT_PARTICIPANT = "command-without-participant"
+    REPLY_NOT_HANDLED = "reply-not-handled"
+    REPLY_NEVER_SENT = "reply-never-sent"
+    PARTICIPANT_KIND = "participant-kind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +262,8 @@ def _dead_ends(ch: Choreography) -> Iterator[Problem]:
             event_type = event_type_of(cls)
             if ch.consumers(event_type) or ch.is_terminal(event_type) or event_type in starts:
                 continue
+            if event_type in BUILTIN_EVENTS:  # choreo's own (timeouts): consuming is optional
+                continue
             yield _problem(
                 ProblemCode.DEAD_END_EVENT,
                 spec,
@@ -388,8 +400,13 @@ def _unjoined_sagas(ch: Choreography) -> Iterator[Problem]:
         service = ch.service(spec.service)
         joined = {s.name for s in service.sagas} if service is not None else set()
         for event_type in spec.emitted_types:
+            joined_roles = {
+                s.terminal_role(event_type) for s in ch.sagas if s.name in joined
+            }  # an event two sagas end with: joining one of them is enough
             for saga in ch.sagas:
                 role = saga.terminal_role(event_type)
+                if role in joined_roles:
+                    continue
                 if role in (Role.COMPLETED, Role.FAILED) and saga.name not in joined:
                     yield _problem(
                         ProblemCode.SAGA_NOT_JOINED,
@@ -412,6 +429,14 @@ def _missing_schemas(ch: Choreography, has_schema: Callable[[str], bool]) -> Ite
         yield _problem(ProblemCode.MISSING_SCHEMA, first, text, event=event_type)
 
 
+def _declared_elsewhere(ch: Choreography) -> Iterator[Problem]:
+    """Yield the problems services check themselves (an orchestrator checks its saga)."""
+    for service in ch.services:
+        own = getattr(service, "choreography_problems", None)
+        if callable(own):
+            yield from own(ch)
+
+
 _RULES: tuple[Callable[[Choreography], Iterable[Problem]], ...] = (
     _missing_compensations,
     _uncompensated_starts,
@@ -422,4 +447,5 @@ _RULES: tuple[Callable[[Choreography], Iterable[Problem]], ...] = (
     _saga_paths,
     _pivots,
     _unjoined_sagas,
+    _declared_elsewhere,
 )

@@ -38,6 +38,8 @@ _ROLE_FILL: dict[Role, tuple[str, str]] = {
     Role.COMPLETED: ("#d4f7d4", "#2da44e"),
     Role.FAILED: ("#ffd7d5", "#cf222e"),
     Role.NOTICE: ("#eaeef2", "#8c959f"),
+    Role.COMMAND: ("#e6e0ff", "#8250df"),
+    Role.COMPENSATE: ("#ffe4f0", "#bf3989"),
 }
 _UNKNOWN_FILL = ("#ffffff", "#57606a")
 
@@ -54,6 +56,7 @@ _KIND_SUFFIX: dict[StepKind, str] = {
     StepKind.RETRIABLE: " (retriable)",
     StepKind.COMPENSATION: " (compensation)",
     StepKind.LISTENER: " (listener)",
+    StepKind.ORCHESTRATION: " (orchestrator)",
 }
 
 
@@ -132,6 +135,7 @@ _MERMAID_SHAPES: dict[str, tuple[str, str]] = {
     "retriable": ("(", ")"),
     "compensation": ("[", "]"),
     "listener": ("[/", "/]"),
+    "orchestration": ("[[", "]]"),
     "sagastart": ("((", "))"),
 }
 _MERMAID_EVENT_SHAPE = ("([", "])")
@@ -190,6 +194,7 @@ def _mermaid_classes(layout: _Layout) -> list[str]:
         "retriable": "fill:#ffffff,stroke:#2da44e",
         "compensation": "fill:#ffffff,stroke:#cf222e,stroke-dasharray:5 5",
         "listener": "fill:#ffffff,stroke:#8c959f",
+        "orchestration": "fill:#f3efff,stroke:#8250df,stroke-width:2px",
     }
     for role in (Role.COMPLETED, Role.FAILED):
         defs[f"role_{role.value}"] += ",stroke-width:3px"
@@ -209,6 +214,7 @@ _DOT_SHAPES: dict[str, str] = {
     "retriable": 'shape=box, style="rounded,filled", fillcolor="#ffffff", color="#2da44e"',
     "compensation": 'shape=box, style="dashed,filled", fillcolor="#ffffff", color="#cf222e"',
     "listener": 'shape=parallelogram, style="filled", fillcolor="#ffffff", color="#8c959f"',
+    "orchestration": 'shape=box3d, style="filled", fillcolor="#f3efff", color="#8250df"',
     "sagastart": 'shape=circle, style="filled", fillcolor="#cfe8ff", color="#1f6feb"',
 }
 

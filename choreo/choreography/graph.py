@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 SAGA_TIMED_OUT: Final = "choreo.SagaTimedOut"
 """The event type the tracker emits when a saga is stuck; compensations may consume it."""
 
-BUILTIN_EVENTS: Final = frozenset({SAGA_TIMED_OUT})
+BUILTIN_EVENTS: Final = frozenset(
+    {SAGA_TIMED_OUT, "choreo.DeadlinePassed", "choreo.SagaCompensationFailed"}
+)
 """Event types choreo itself emits: consuming them needs no producer among the services."""
 
 BUILTIN_NAMESPACE: Final = "choreo."
@@ -101,8 +103,19 @@ class Edge:
     lane: Lane
 
 
-_FORWARD_KINDS = frozenset({StepKind.COMPENSATABLE, StepKind.PIVOT, StepKind.RETRIABLE})
-_IMPLIED_ROLE_ORDER = (Role.FAILURE, Role.COMPENSATION, Role.STEP, Role.NOTICE)
+_FORWARD_KINDS = frozenset(
+    {StepKind.COMPENSATABLE, StepKind.PIVOT, StepKind.RETRIABLE, StepKind.ORCHESTRATION}
+)
+_IMPLIED_ROLE_ORDER = (
+    Role.FAILURE,
+    Role.COMPENSATION,
+    Role.COMPENSATE,
+    Role.COMMAND,
+    Role.STEP,
+    Role.FAILED,
+    Role.COMPLETED,
+    Role.NOTICE,
+)
 
 
 def _handler_node(spec: HandlerSpec) -> Node:
@@ -368,7 +381,12 @@ class Choreography:
                 return declared
         if event_type == SAGA_TIMED_OUT:
             return Role.FAILURE
-        implied = {spec.role_of(event_type) for spec in self.producers(event_type)}
+        if event_type == "choreo.DeadlinePassed":  # an orchestrator's deadline notice
+            return Role.NOTICE
+        implied = {
+            self._service_by_name[spec.service].role_of(spec, event_type, saga_name)
+            for spec in self.producers(event_type)
+        }
         return next((role for role in _IMPLIED_ROLE_ORDER if role in implied), None)
 
     def roles(self, saga_name: str | None = None) -> dict[str, Role]:

@@ -60,6 +60,8 @@ class StepKind(enum.StrEnum):
     RETRIABLE = "retriable"
     COMPENSATION = "compensation"
     LISTENER = "listener"
+    ORCHESTRATION = "orchestration"
+    """A handler of an orchestrator: it consumes replies and sends commands."""
 
     @property
     def is_forward(self) -> bool:
@@ -305,6 +307,14 @@ class Service:
             if role in (Role.COMPLETED, Role.FAILED):
                 return role
         return spec.role_of(event_type)
+
+    def step_header(self, spec: HandlerSpec, role: Role, event_type: str) -> str:
+        """Return the step header of an ``event_type`` event of ``role`` emitted by ``spec``.
+
+        By default the handler decides (:meth:`HandlerSpec.step_header`); an orchestrator
+        names the orchestrated step its commands belong to.
+        """
+        return spec.step_header(role)
 
     def step(
         self,

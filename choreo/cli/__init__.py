@@ -101,7 +101,10 @@ def main(log_level: str) -> None:
     """choreo: choreographed sagas over Apache Kafka."""
     from rich.logging import RichHandler
 
+    from choreo.safety.redact import install_log_redaction
     from choreo.safety.terminal import console
+
+    install_log_redaction()  # choreo's and both Kafka clients' log lines never show a secret
 
     logging.basicConfig(
         level=log_level.upper(),

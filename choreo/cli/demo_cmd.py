@@ -116,6 +116,13 @@ def _summary(console: Console, result: DemoResult) -> None:
     show_default=True,
     help="Seconds a saga may wait for its next event before it times out.",
 )
+@click.option(
+    "--style",
+    type=click.Choice(["choreographed", "orchestrated"]),
+    default="choreographed",
+    show_default=True,
+    help="Run the saga by choreography, or with an orchestrator commanding the same services.",
+)
 @click.option("--no-ui", is_flag=True, help="Print the summary and exit (0 when all is well).")
 @click.option(
     "--port",
@@ -158,6 +165,7 @@ def demo(
     dispatch_failure_rate: float,
     silent_rate: float,
     deadline: float,
+    style: str,
     no_ui: bool,
     port: int,
     bootstrap: str | None,
@@ -188,6 +196,7 @@ def demo(
             timeout=timeout,
             deadline=deadline,
             silent_rate=silent_rate,
+            style=style,
             data_dir=data_dir,
             schemas_dir=schemas_dir,
             kafka_config=client_config(bootstrap) if bootstrap else None,
@@ -202,8 +211,9 @@ def demo(
         except ChoreoError as exc:
             raise click.ClickException(str(exc)) from exc
     where = f"Kafka at {bootstrap} ({transport_kind})" if bootstrap else "the in-memory bus"
+    who = "5 services" if style == "choreographed" else "an orchestrator and 5 services"
     console.print(
-        f"choreo demo: 5 services on {where}, {orders} orders "
+        f"choreo demo ({style}): {who} on {where}, {orders} orders "
         f"({decline_rate:.0%} declined, {dispatch_failure_rate:.0%} failed dispatches, seed {seed})"
     )
     with Demo(options) as run:

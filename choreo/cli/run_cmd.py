@@ -1,6 +1,9 @@
 """``choreo run MODULE:SERVICE``: run one service's worker until SIGTERM or SIGINT.
 
-The service object is imported from ``MODULE`` (the current directory is importable, as
+An orchestrator (:class:`~choreo.orchestration.Orchestrator`, or its ``service``) runs
+with :class:`~choreo.orchestration.OrchestratorRunner`: it first rebuilds its sagas from
+the log, and a thread publishes its deadline notices. The service object is imported
+from ``MODULE`` (the current directory is importable, as
 with ``python -m``); the serde is built from the event classes the service declares and
 the schemas in ``--schemas``; the store (inbox, outbox and the service's own tables) is
 ``--store`` / ``$CHOREO_STORE``: ``postgresql://…`` for several replicas sharing one state,
@@ -23,12 +26,24 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from choreo.choreography.service import Service
 from choreo.cli._common import config_option, import_from_cwd, open_kafka
+from choreo.cli._observability import (
+    log_format_option,
+    metrics_port_option,
+    stall_after_option,
+    tracing_option,
+    use_log_format,
+    worker_observability,
+)
 from choreo.errors import ChoreoError
+
+if TYPE_CHECKING:
+    from choreo.orchestration import OrchestratorRunner
 
 __all__ = ["load_service", "run"]
 
@@ -55,6 +70,9 @@ def load_service(target: str) -> Service:
             found = getattr(found, part)
         except AttributeError:
             raise click.BadParameter(f"{module_name} has no attribute {attribute}") from None
+    as_service = getattr(found, "service", None)  # an Orchestrator runs as its service
+    if not isinstance(found, Service) and isinstance(as_service, Service):
+        found = as_service
     if not isinstance(found, Service):
         raise click.BadParameter(f"{target} is a {type(found).__name__}, not a choreo Service")
     return found
@@ -117,6 +135,10 @@ def load_service(target: str) -> Service:
     default="",
     help="Prefix of every topic the service reads and writes (e.g. 'staging.').",
 )
+@metrics_port_option("Prometheus metrics (/metrics) and the /healthz and /readyz probes")
+@stall_after_option()
+@tracing_option()
+@log_format_option()
 def run(
     *,
     target: str,
@@ -130,6 +152,10 @@ def run(
     exactly_once: bool,
     concurrency: int,
     topic_prefix: str,
+    metrics_address: tuple[str, int] | None = None,
+    stall_after: float = 60.0,
+    tracing: bool | None = None,
+    log_format: str = "text",
 ) -> None:
     """Run the worker of MODULE:SERVICE until SIGTERM or SIGINT."""
     from choreo.runtime import Worker, WorkerConfig, deadletter_topic
@@ -138,6 +164,7 @@ def run(
     from choreo.transports.factory import open_transport
 
     service = load_service(target)
+    use_log_format(log_format, service=service.name)
     if kind == "memory":
         logger.warning("the memory transport is in-process: use it only for a smoke run")
     try:
@@ -159,7 +186,26 @@ def run(
             inbox = SqliteStore(inbox_path or Path(f"{service.name}.inbox.db"))
     except ChoreoError as exc:
         raise click.ClickException(str(exc)) from exc
-    worker = Worker(service, transport, serde, config=config, inbox=inbox)
+    observed = worker_observability(
+        metrics_address=metrics_address, stall_after=stall_after, tracing=tracing
+    )
+    orchestrator = getattr(service, "orchestrator", None)
+    worker: Worker | OrchestratorRunner
+    if orchestrator is None:
+        worker = Worker(
+            service, transport, serde, config=config, inbox=inbox, middleware=observed.middleware()
+        )
+    else:  # an orchestrator: rebuild its sagas from the log, watch its deadlines
+        from choreo.orchestration import OrchestratorRunner
+
+        worker = OrchestratorRunner(
+            orchestrator,
+            transport,
+            serde,
+            config=config,
+            inbox=inbox,
+            middleware=observed.middleware(),
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -188,4 +234,5 @@ def run(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         inbox.close()
+        observed.close()
     logger.info("[%s] stopped", service.name)

@@ -39,6 +39,7 @@ from choreo.cli._common import (
     open_kafka,
     registry_option,
 )
+from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
 from choreo.errors import ChoreoError
 from choreo.safety.text import printable
 from choreo.tracker.model import SagaStatus
@@ -478,6 +479,7 @@ def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> No
     show_default=True,
     help="Seconds between redraws.",
 )
+@metrics_port_option("the saga metrics (sagas per status, stuck sagas, durations)")
 @_errors
 def watch(
     *,
@@ -487,6 +489,7 @@ def watch(
     once: bool,
     duration: float | None,
     refresh: float,
+    metrics_address: tuple[str, int] | None,
 ) -> None:
     """Show live saga counts and the newest sagas, updating in place (Ctrl-C to stop).
 
@@ -495,6 +498,10 @@ def watch(
     from rich.live import Live
 
     tracker = options.build()
+    if metrics_address is not None:
+        click.get_current_context().call_on_close(
+            serve_tracker_metrics(tracker, metrics_address).stop
+        )
     console = _console()
     if source.file is not None or once:
         _load(source, tracker, options.now_text)

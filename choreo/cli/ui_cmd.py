@@ -24,6 +24,7 @@ from choreo.cli._common import (
     registry_option,
     wait_for_interrupt,
 )
+from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
 from choreo.errors import ChoreoError
 
 __all__ = ["build_tracker", "check_host", "ui"]
@@ -121,6 +122,7 @@ def build_tracker(
     metavar="NAME",
     help="Another host name the page may be reached by (repeatable; with --allow-remote).",
 )
+@metrics_port_option("the saga metrics (sagas per status, stuck sagas, durations)")
 def ui(
     *,
     bootstrap: str | None,
@@ -135,6 +137,7 @@ def ui(
     open_browser: bool,
     allow_remote: bool,
     allowed_hosts: tuple[str, ...],
+    metrics_address: tuple[str, int] | None = None,
 ) -> None:
     """Serve the saga-trace web viewer (read-only) until Ctrl-C."""
     if bootstrap is None and file_ is None:
@@ -153,6 +156,10 @@ def ui(
         )
     except (ChoreoError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if metrics_address is not None:
+        click.get_current_context().call_on_close(
+            serve_tracker_metrics(tracker, metrics_address).stop
+        )
 
     live: Any = None
     kafka: Any = None

@@ -13,19 +13,27 @@ __all__ = ["Context", "EventLogger"]
 
 
 class EventLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger that stamps every line with service, event type and correlation id."""
+    """A logger that stamps every line with service, event type and correlation id.
+
+    Its ``extra`` fields (service, event type, correlation id and, when known, event id
+    and saga) are passed on every record for structured formatters.
+    """
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
-        """Prefix the message with the event's ids and pass them as ``extra`` fields."""
+        """Prefix the message with the event's ids and pass them as ``extra`` fields.
+
+        The prefix itself is passed as ``event_prefix``, so a structured formatter
+        (:class:`~choreo.observability.logs.JsonFormatter`) can drop it from the message.
+        """
         extra = dict(self.extra or {})
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
-        return (
+        prefix = (
             f"[{extra.get('service')} {extra.get('event_type')} "
-            f"cid={extra.get('correlation_id')}] {msg}",
-            kwargs,
+            f"cid={extra.get('correlation_id')}] "
         )
+        kwargs["extra"] = {**extra, "event_prefix": prefix, **kwargs.get("extra", {})}
+        return f"{prefix}{msg}", kwargs
 
 
 class Context:
@@ -59,6 +67,8 @@ class Context:
                 "service": service,
                 "event_type": envelope.event_type,
                 "correlation_id": envelope.correlation_id,
+                "event_id": envelope.event_id,
+                "saga": envelope.saga,
             },
         )
         self._emitted: list[Event] = []

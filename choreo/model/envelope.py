@@ -80,6 +80,10 @@ class Role(enum.StrEnum):
     NOTICE = "notice"
     """Informs (e.g. a notification was sent) without moving the saga; any time, even after
     a terminal event. Emitted by listeners."""
+    COMMAND = "command"
+    """An orchestrator asks a participant to run a forward step (orchestrated sagas)."""
+    COMPENSATE = "compensate"
+    """An orchestrator asks a participant to undo a completed step; compensation begins."""
 
 
 def new_event_id() -> str:

@@ -74,6 +74,8 @@ class HandlerContext(Context):
                     "service": self.service,
                     "event_type": envelope.event_type,
                     "correlation_id": envelope.correlation_id,
+                    "event_id": envelope.event_id,
+                    "saga": envelope.saga,
                 },
             )
         return log

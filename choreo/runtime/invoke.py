@@ -7,6 +7,10 @@ An :class:`Invoker` runs the handler of one decoded event until it has an outcom
 - any other exception: the same record is retried after an exponential backoff (which
   blocks its partition and keeps per-key order), until the step's retry budget is spent;
   then its dead letter (:mod:`choreo.runtime.deadletter`);
+- a database error that dooms the batch's transaction (SQLSTATE class 40: a deadlock or
+  a serialization failure) is raised at once: retrying in a savepoint would keep the
+  locks the batch already holds and meet the same deadlock again, so the whole batch is
+  rolled back (releasing them) and polled again, never dead-lettered;
 - the worker stopped during a backoff: None, the record stays unhandled and is
   redelivered later;
 - a backoff longer than ``max_inline_backoff``: None too, but the retry is *deferred*:
@@ -54,6 +58,16 @@ _MAX_DEFERRED = 10_000  # attempt counts of deferred retries kept at most
 
 Item = tuple[Record, Fields]
 """A polled record and its checked envelope (see :func:`~choreo.runtime.routing.scan_headers`)."""
+
+
+def rolls_back_transaction(error: BaseException) -> bool:
+    """Return True when ``error`` is a database's "transaction rollback" (SQLSTATE class 40).
+
+    Deadlocks (40P01) and serialization failures (40001) are resolved by rolling back
+    and redoing the whole transaction; psycopg exposes the code as ``sqlstate``.
+    """
+    sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("40")
 
 
 def event_info(route: Route, item: Item) -> EventInfo:
@@ -145,6 +159,8 @@ class Invoker:
                     return _ended(info, Outcome.FAILED, failure, records)
             except Exception as exc:
                 settle(ctx, keep=False)
+                if rolls_back_transaction(exc):
+                    raise
                 error = exc
             else:
                 settle(ctx, keep=True)

@@ -49,6 +49,14 @@ class LoggingMiddleware(Middleware):
             delay,
             type(error).__name__,
             error,
+            extra={
+                "service": worker.service.name,
+                "event_type": event.event_type,
+                "correlation_id": event.correlation_id,
+                "event_id": event.event_id,
+                "saga": _text(dict(event.record.headers).get(Header.SAGA, b"-")),
+                "step": event.step_id,
+            },
         )
 
     def on_dead_letter(
@@ -64,6 +72,13 @@ class LoggingMiddleware(Middleware):
         event_type = _text(headers.get(Header.EVENT_TYPE, b"-"))
         cid = _text(headers.get(Header.CORRELATION_ID, b"-"))
         where = f"{_text(record.topic)}[{record.partition}]@{record.offset}"
+        extra = {  # for structured log formatters (JSON lines)
+            "service": worker.service.name,
+            "event_type": event_type,
+            "correlation_id": cid,
+            "event_id": _text(headers.get(Header.EVENT_ID, b"-")),
+            "saga": _text(headers.get(Header.SAGA, b"-")),
+        }
         if attempts:
             compensation = reason is DeadLetterReason.COMPENSATION_EXHAUSTED
             self.logger.error(
@@ -78,6 +93,7 @@ class LoggingMiddleware(Middleware):
                 type(error).__name__,
                 error,
                 exc_info=None if isinstance(error, TransientError) else error,
+                extra=extra,
             )
             return
         self.logger.error(
@@ -89,6 +105,7 @@ class LoggingMiddleware(Middleware):
             worker.deadletter_topic,
             reason.value,
             error,
+            extra=extra,
         )
 
     def on_assign(self, worker: Worker, partitions: list[TopicPartition]) -> None:

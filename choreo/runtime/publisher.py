@@ -42,7 +42,7 @@ from choreo.errors import ConfigurationError, TransportError
 from choreo.model.envelope import Envelope
 from choreo.model.events import Event, event_type_of
 from choreo.runtime.config import WorkerConfig
-from choreo.runtime.tracing import new_traceparent
+from choreo.runtime.tracing import ambient_traceparent, new_traceparent
 from choreo.runtime.worker import Serde
 from choreo.store import Inbox, MemoryInbox
 from choreo.store.outbox import OutboxRecord
@@ -217,7 +217,9 @@ class Publisher:
             service=self.service.name,
             correlation_id=correlation_id,
             step=self.service.start_step_id(saga),
-            traceparent=new_traceparent() if self.config.tracing else None,
+            traceparent=(ambient_traceparent() or new_traceparent())
+            if self.config.tracing
+            else None,
         )
         return OutboxRecord(
             envelope.event_id,

@@ -329,7 +329,7 @@ class Route:
             )
         event_type = event_type_of(cls)
         role = self.service.role_of(self.spec, event_type, saga)
-        step = self.spec.step_header(role)
+        step = self.service.step_header(self.spec, role, event_type)
         found = self.plans[key] = EmitPlan(
             event_type=event_type,
             topic=self.naming(event_type),

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["all_valid", "child_traceparent", "is_valid", "new_traceparent", "parse_traceparent"]
+__all__ = [
+    "all_valid",
+    "ambient_traceparent",
+    "child_traceparent",
+    "is_valid",
+    "new_traceparent",
+    "parse_traceparent",
+]
 
 _PATTERN: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _VALID_00: Final = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
@@ -44,6 +52,23 @@ def new_traceparent(*, sampled: bool = True) -> str:
     trace_id = os.urandom(16).hex()
     span_id = os.urandom(8).hex()
     return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
+
+
+def ambient_traceparent() -> str | None:
+    """Return the traceparent of the current OpenTelemetry span, or None when there is none.
+
+    A saga started inside a traced operation (an HTTP request, a job) joins its trace:
+    :class:`~choreo.runtime.publisher.Publisher` uses this before opening a new trace.
+    OpenTelemetry is never imported here: without it (or without a current span) the
+    answer is None at the cost of one dictionary lookup.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags) & 1:02x}"
 
 
 def child_traceparent(parent: str, span_seed: str) -> str:

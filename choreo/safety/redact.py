@@ -82,18 +82,22 @@ _MARKERS: Final = ("password", "secret", "token", "credential", "passphrase", "j
 _MIN_SECRET_CHARS: Final = 4
 """Shorter registered values are not searched for (they would mask ordinary words)."""
 
-_NAME: Final = (
-    r"[A-Za-z0-9_.\-]*(?:password|secret|token|credential|passphrase|jaas|user[._]info"
-    r"|key[._]pem|ssl[._]key|oauthbearer[._]config)[A-Za-z0-9_.\-]*"
-)
-# name=value or name: value, optionally quoted name and value (dict reprs, properties, logs)
-_PAIR: Final = re.compile(
-    r"""(?P<name>['"]?""" + _NAME + r"""['"]?)(?P<sep>\s*[=:]\s*)"""
-    r"""(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,;)}\]]+)""",
+_SECRET_NAME: Final = re.compile(
+    r"password|secret|token|credential|passphrase|jaas|user[._]info"
+    r"|key[._]pem|ssl[._]key|oauthbearer[._]config",
     re.IGNORECASE,
 )
-_URL_USERINFO: Final = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@"
+"""What makes a setting's name in text secret (anywhere in the name)."""
+# name= or name: (the name optionally quoted, as in dict reprs, properties, logs). A name is
+# a whole run of name characters (the look-behind, the possessive ++), so text is scanned
+# in linear time whatever it holds; whether the name is secret is decided in Python.
+_PAIR_NAME: Final = re.compile(
+    r"""(?<![A-Za-z0-9_.\-])(['"]?)([A-Za-z0-9_.\-]++)(['"]?)(\s*+[=:]\s*+)"""
+)
+_VALUE: Final = re.compile(r"""'(?:[^'\\]|\\.)*+'|"(?:[^"\\]|\\.)*+"|[^\s,;)}\]]++""")
+_URL_USERINFO: Final = re.compile(  # a scheme starts a run (the look-behind): linear time
+    r"(?<![A-Za-z0-9+.\-])(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*+://)"
+    r"(?P<user>[^:/@\s]*+):(?P<password>[^@/\s]++)@"
 )
 
 
@@ -165,10 +169,20 @@ def redact_url(text: str) -> str:
     return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
 
 
-def _mask_pair(match: re.Match[str]) -> str:
-    value = match.group("value")
-    quote = value[0] if value[:1] in ("'", '"') else ""
-    return f"{match.group('name')}{match.group('sep')}{quote}{MASK}{quote}"
+def _mask_pairs(text: str) -> str:
+    """Return ``text`` with the value after every secret ``name=``/``name:`` masked."""
+    parts: list[str] = []
+    done = 0
+    for match in _PAIR_NAME.finditer(text):
+        if match.start() < done or not _SECRET_NAME.search(match.group(2)):
+            continue
+        value = _VALUE.match(text, match.end())
+        if value is None:
+            continue
+        quote = value.group()[0] if value.group()[:1] in ("'", '"') else ""
+        parts += [text[done : match.end()], quote, MASK, quote]
+        done = value.end()
+    return "".join(parts) + text[done:] if parts else text
 
 
 def redact_text(text: str) -> str:
@@ -178,7 +192,7 @@ def redact_text(text: str) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
-    text = _PAIR.sub(_mask_pair, text)
+    text = _mask_pairs(text)
     return redact_url(text)
 
 

@@ -150,6 +150,10 @@ class Store(Protocol):
         """Return ``origin``'s unsent records in the order they were stored."""
         ...
 
+    def outbox_size(self, origin: str) -> int:
+        """Return how many of ``origin``'s records are unsent (of every replica): the backlog."""
+        ...
+
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
         """Publish about ``limit`` of ``origin``'s unsent records that this store did not write.
 

@@ -108,6 +108,11 @@ class MemoryStore:
         with self._lock:
             return list(self._outbox.get(origin, {}).values())
 
+    def outbox_size(self, origin: str) -> int:
+        """Return how many of ``origin``'s records are unsent."""
+        with self._lock:
+            return len(self._outbox.get(origin, {}))
+
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
         """Return 0: every record of a memory store was written by its own process."""
         return 0

@@ -68,28 +68,38 @@ def pack_records(records: Sequence[OutboxRecord]) -> bytes:
     """
     parts: list[bytes] = []
     lengths: list[int] = []
-    add_part, add_length = parts.append, lengths.append
+    add_parts, add_lengths = parts.extend, lengths.extend
+    names = _NAMES
     for record_id, topic, key, value, headers in records:
         ident, name = record_id.encode(), topic.encode()
-        add_length(len(ident))
-        add_length(len(name))
-        add_length(-1 if key is None else len(key))
-        add_length(-1 if value is None else len(value))
-        add_length(len(headers))
-        add_part(ident)
-        add_part(name)
+        add_lengths(
+            (
+                len(ident),
+                len(name),
+                -1 if key is None else len(key),
+                -1 if value is None else len(value),
+                len(headers),
+            )
+        )
+        add_parts((ident, name))
         if key is not None:
-            add_part(key)
+            parts.append(key)
         if value is not None:
-            add_part(value)
+            parts.append(value)
         for header, data in headers:
-            encoded = header.encode()
-            add_length(len(encoded))
-            add_length(len(data))
-            add_part(encoded)
-            add_part(data)
+            encoded = names.get(header)
+            if encoded is None:
+                encoded = header.encode()
+                if len(names) < _MAX_NAMES:
+                    names[header] = encoded
+            add_lengths((len(encoded), len(data)))
+            add_parts((encoded, data))
     head = struct.pack(f">II{len(lengths)}i", len(records), len(lengths), *lengths)
     return head + b"".join(parts)
+
+
+_NAMES: dict[str, bytes] = {}  # header names repeat on every record: encoded once
+_MAX_NAMES = 1024
 
 
 def unpack_records(blob: bytes) -> list[OutboxRecord]:

@@ -243,6 +243,14 @@ class SqliteStore:
             records.append(OutboxRecord(record_id, topic, key, value, unpack_headers(headers)))
         return records
 
+    def outbox_size(self, origin: str) -> int:
+        """Return how many of ``origin``'s records are unsent."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM choreo_outbox WHERE origin = ?", (origin,)
+            ).fetchone()
+        return int(row[0])
+
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
         """Publish ``origin``'s records written by another store object (an earlier run).
 

@@ -26,6 +26,7 @@ __all__ = ["STORE_ENV", "open_store"]
 STORE_ENV = "CHOREO_STORE"
 """The environment variable that selects a worker's store when ``--store`` is not given."""
 
+
 def _sqlite_path(url: str) -> tuple[Path, str]:
     """Return the file path and durability of a ``sqlite:`` URL or plain path."""
     if not url.startswith("sqlite:"):

@@ -127,11 +127,26 @@ class StoreContract:
         assert [r.id for r in pending] == ["id-1", "id-2", "id-3"]
         assert pending[0] == _record(1)._replace(headers=pending[0].headers)
         assert list(pending[0].headers) == [("h", b"1")]
+        assert store.outbox_size("o") == 3
         store.begin()
         store.mark_sent(["id-1", "id-3"])
         store.commit()
         assert [r.id for r in store.pending("o")] == ["id-2"]
+        assert store.outbox_size("o") == 1
         assert [r.id for r in store.pending("elsewhere")] == ["id-9"]
+
+    def test_outbox_size_counts_an_origin_s_unsent_records(self, store: Store) -> None:
+        """outbox_size is the number of pending records of that origin (the backlog gauge)."""
+        assert store.outbox_size("o") == 0
+        _commit(store, records=[_record(1), _record(2), _record(3)])
+        store.begin()
+        store.enqueue("elsewhere", [_record(9)])
+        store.commit()
+        assert store.outbox_size("o") == len(store.pending("o")) == 3
+        store.begin()
+        store.mark_sent(["id-2"])
+        store.commit()
+        assert (store.outbox_size("o"), store.outbox_size("elsewhere")) == (2, 1)
 
     def test_prune_forgets_old_ids_only(self, store: Store) -> None:
         """prune removes a consumer's ids handled before the cut-off."""
@@ -283,3 +298,4 @@ class StoreContract:
         assert [r.id for r in sink.published] == ["id-1", "id-2", "id-3"]
         assert sink.published[0].key == b"c1"
         assert live.pending("o") == []
+        assert live.outbox_size("o") == 0

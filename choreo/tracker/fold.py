@@ -5,9 +5,12 @@ deduplicated by event id and put in causal order (:func:`causal_order`), then a 
 machine and the saga-guarantee checks run over that order. Reading partitions in any
 interleaving, or reading an event twice, therefore gives the same trace.
 
-States, from the role headers alone: ``start`` -> Started, ``step`` ->
-Pending, ``failure``/``compensation`` -> Compensating, ``completed`` -> Completed,
-``failed`` -> Failed. The first terminal event decides a terminal state; notices never
+States, from the role headers alone: ``start`` -> Started, ``step`` or
+``command`` -> Pending, ``failure``/``compensate``/``compensation`` -> Compensating,
+``completed`` -> Completed, ``failed`` -> Failed. Orchestrated sagas add the
+orchestrator's requests: a ``command`` asks a participant to run a step (whose reply is
+the ``step`` or ``failure`` event), a ``compensate`` asks it to undo one (reply:
+``compensation``). The first terminal event decides a terminal state; notices never
 change anything. Without a choreography Failed is taken from the terminal event as it
 is; with one, a Failed saga with a completed compensatable step that was never
 compensated is a ``compensation-missing`` violation.
@@ -17,8 +20,8 @@ use causality, not clocks, wherever the log says how events relate:
 
 - ``compensation-without-step``: a compensation names (``step`` header) a step never
   seen as a forward step (start or step event);
-- ``step-after-compensation``: a forward step caused, directly or through other events,
-  by a failure or a compensation;
+- ``step-after-compensation``: a forward step or command caused, directly or through
+  other events, by a failure, a compensate command or a compensation;
 - ``completed-after-failure``: a completed event ordered after a failure event;
 - ``compensation-order``: compensation C(a) causally precedes C(b) although step a
   causally precedes step b (steps must be undone in reverse order; compensations of
@@ -29,7 +32,13 @@ use causality, not clocks, wherever the log says how events relate:
 - ``compensation-missing``: see above (only with a choreography).
 
 An event whose cause is not among the saga's events is not a violation: the cause may
-be on a partition that was not read. A forward step (or failure) ordered after a timeout
+be on a partition that was not read. After a timeout, a compensation of a step never seen
+to complete is not a violation either: the step's outcome was unknown, so it is undone in
+case it ran. A failed terminal event of type ``choreo.SagaCompensationFailed`` (an
+orchestrator gave up compensating) marks the saga *compensation failed* and is not a
+``compensation-missing`` violation.
+
+A forward step (or failure) ordered after a timeout
 failure (``choreo.SagaTimedOut``) without descending from it is marked ``late=True``:
 it is shown as late, and is not by itself a violation.
 """
@@ -46,6 +55,7 @@ from choreo.tracker.graphfacts import GraphFacts
 from choreo.tracker.model import SagaState, SagaTrace, TraceEvent, Violation
 
 __all__ = [
+    "COMPENSATION_FAILED_EVENT_TYPE",
     "DEFAULT_DEADLINE_MS",
     "TIMEOUT_EVENT_TYPE",
     "Code",
@@ -58,6 +68,9 @@ __all__ = [
 TIMEOUT_EVENT_TYPE: Final = "choreo.SagaTimedOut"
 """The event type of the tracker's timeout failure (role ``failure``)."""
 
+COMPENSATION_FAILED_EVENT_TYPE: Final = "choreo.SagaCompensationFailed"
+"""The event type of an orchestrator's terminal *compensation failed* event (role ``failed``)."""
+
 DEFAULT_DEADLINE_MS: Final = 30_000
 
 _START, _STEP, _FAILURE, _COMPENSATION, _COMPLETED, _FAILED, _NOTICE = (
@@ -69,6 +82,7 @@ _START, _STEP, _FAILURE, _COMPENSATION, _COMPLETED, _FAILED, _NOTICE = (
     Role.FAILED,
     Role.NOTICE,
 )
+_COMMAND, _COMPENSATE = Role.COMMAND, Role.COMPENSATE
 _S_STARTED, _S_PENDING, _S_COMPENSATING, _S_COMPLETED, _S_FAILED = (
     SagaState.STARTED,
     SagaState.PENDING,
@@ -77,7 +91,7 @@ _S_STARTED, _S_PENDING, _S_COMPENSATING, _S_COMPLETED, _S_FAILED = (
     SagaState.FAILED,
 )
 _TERMINAL: Final = frozenset((Role.COMPLETED, Role.FAILED))
-_UNDOING: Final = frozenset((Role.FAILURE, Role.COMPENSATION))
+_UNDOING: Final = frozenset((Role.FAILURE, Role.COMPENSATION, Role.COMPENSATE))
 _FORWARD: Final = frozenset((Role.START, Role.STEP))
 _MAY_BE_LATE: Final = frozenset((Role.START, Role.STEP, Role.FAILURE))
 # TraceEvent is a named tuple: positions are faster to read than names in the hot loops
@@ -208,11 +222,13 @@ class _Walk:
         "compensations",
         "failure_seen",
         "forward_of",
+        "gave_up",
         "last_active",
         "late_ids",
         "latest_ms",
         "state",
         "terminal",
+        "timed_out_any",
         "timeout_ids",
         "violations",
     )
@@ -229,6 +245,8 @@ class _Walk:
         self.late_ids: list[int] = []  # positions in the order of events marked late
         self.last_active: TraceEvent | None = None
         self.latest_ms = -1
+        self.timed_out_any = False  # the saga holds a timeout (anywhere in the order)
+        self.gave_up = False  # an orchestrator ended the saga as compensation failed
 
     def settle(self, event: TraceEvent) -> None:
         """Record a failure, compensation, completed or failed event (not the state change)."""
@@ -242,7 +260,7 @@ class _Walk:
             self.compensations.append(event)
             if step:
                 self.compensated.add(step)
-                if step not in self.forward_of:
+                if step not in self.forward_of and not self.timed_out_any:
                     self.violations.append(
                         Violation(
                             Code.COMPENSATION_WITHOUT_STEP,
@@ -261,8 +279,13 @@ class _Walk:
                         event.event_id,
                     )
                 )
-        elif step and step in self.forward_of:  # failed: its step ends with the saga
-            self.compensated.add(step)
+        elif role is _COMPENSATE:
+            return
+        else:  # failed: its step ends with the saga
+            if event.event_type == COMPENSATION_FAILED_EVENT_TYPE:
+                self.gave_up = True
+            if step and step in self.forward_of:
+                self.compensated.add(step)
 
     def after_end(
         self, index: int, event: TraceEvent, terminal: TraceEvent | None, *, timed: bool
@@ -333,6 +356,10 @@ def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
     """
     walk = _Walk(_forward_steps(order))
     violations, timeout_ids = walk.violations, walk.timeout_ids
+    # after a timeout a step's outcome is unknown: undoing it is legitimate (see the docs)
+    walk.timed_out_any = any(
+        e.role is _FAILURE and e.event_type == TIMEOUT_EVENT_TYPE for e in order
+    )
     undone_after: dict[str, bool] = {}  # event id -> descends from a failure/compensation
     after_timeout: dict[str, bool] = {}  # event id -> descends from a timeout failure
     state = _S_STARTED
@@ -356,7 +383,7 @@ def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
             latest_ms = produced
         if timeout_ids or terminal is not None:
             walk.after_end(index, event, terminal, timed=timed)
-        if role is _STEP or role is _START:
+        if role is _STEP or role is _START or role is _COMMAND:
             if undone:
                 violations.append(
                     Violation(
@@ -366,11 +393,11 @@ def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
                         event.event_id,
                     )
                 )
-            if role is _STEP and state is _S_STARTED and terminal is None:
+            if role is not _START and state is _S_STARTED and terminal is None:
                 state = _S_PENDING
             continue
-        # failure, compensation, completed, failed
-        undoing_seen = undoing_seen or role is _FAILURE or role is _COMPENSATION
+        # failure, compensate, compensation, completed, failed
+        undoing_seen = undoing_seen or role in _UNDOING
         walk.settle(event)
         if terminal is None:
             if role is _COMPLETED:
@@ -387,7 +414,7 @@ def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
 def _missing_compensation(walk: _Walk, facts: GraphFacts) -> Violation | None:
     """Return the violation of a failed saga whose compensatable steps were not all undone."""
     terminal = walk.terminal
-    if walk.state is not _S_FAILED or terminal is None:
+    if walk.state is not _S_FAILED or terminal is None or walk.gave_up:
         return None
     missing = [
         step
@@ -460,7 +487,7 @@ def fold(
         events=order,
         violations=violations,
         stuck=now_ms is not None and deadline_ms is not None and now_ms > deadline_ms,
-        compensation_failed=compensation_failed,
+        compensation_failed=compensation_failed or walk.gave_up,
         timed_out=bool(walk.timeout_ids),
         deadline_ms=deadline_ms,
     )

@@ -34,6 +34,8 @@ class GraphFacts:
     saga_deadline_ms: Mapping[str, int] = field(default_factory=dict)
     next_types: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     reacting_steps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    orchestrated: frozenset[str] = frozenset()
+    """Names of the sagas an orchestrator runs: it times their steps out itself."""
 
     def expected_after(self, event_type: str) -> tuple[str, ...]:
         """Return the event types the steps reacting to ``event_type`` may emit."""
@@ -60,6 +62,11 @@ def facts_from(choreography: Choreography | Iterable[Service]) -> GraphFacts:
     for saga in sagas:
         if saga.deadline is not None:
             saga_deadline.setdefault(saga.name, int(saga.deadline * 1000))
+    orchestrated = {
+        service.orchestrator.saga.name
+        for service in services
+        if hasattr(service, "orchestrator")  # an orchestrator's service
+    }
     steps = _StepFacts()
     for service in services:
         for spec in service.handlers:
@@ -71,6 +78,7 @@ def facts_from(choreography: Choreography | Iterable[Service]) -> GraphFacts:
         saga_deadline_ms=saga_deadline,
         next_types={k: tuple(dict.fromkeys(v)) for k, v in steps.next_types.items()},
         reacting_steps={k: tuple(v) for k, v in steps.reacting.items()},
+        orchestrated=frozenset(orchestrated),
     )
 
 

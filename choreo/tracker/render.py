@@ -54,6 +54,8 @@ ROLE_STYLE: Final = {
     Role.COMPLETED: "bold green",
     Role.FAILED: "bold magenta",
     Role.NOTICE: "dim",
+    Role.COMMAND: "magenta",
+    Role.COMPENSATE: "yellow",
 }
 
 

@@ -11,10 +11,11 @@ fold.
 Each pass reads only what the tracker's saga index lists as overdue and still moving
 forward, so its cost does not grow with the number of stuck or finished sagas.
 
-Only sagas still moving forward (Started or Pending) time out; a saga stuck while
-compensating is left to a human (it shows as Stuck). Each saga times out at most once:
-the service remembers what it sent, and a saga whose log already holds a timeout is
-skipped, so a restarted service does not send it again.
+Only sagas still moving forward (Started or Pending) time out, and never a saga an
+orchestrator runs (the choreography says which): the orchestrator times its own steps
+out; a saga stuck while compensating is left to a human (it shows as Stuck). Each saga
+times out at most once: the service remembers what it sent, and a saga whose log already
+holds a timeout is skipped, so a restarted service does not send it again.
 """
 
 from __future__ import annotations
@@ -91,12 +92,15 @@ class TimeoutService:
         candidates = tracker.timeout_candidates(now)
         self._forget_settled(set(candidates))
         due: list[SagaTrace] = []
+        facts = tracker.facts
+        orchestrated = facts.orchestrated if facts is not None else frozenset()
         for cid in candidates:
             if cid in self._sent:
                 continue
             trace = tracker.get(cid)
             if (
                 trace is not None
+                and trace.saga not in orchestrated
                 and trace.state in _FORWARD_STATES
                 and not trace.timed_out
                 and trace.deadline_ms is not None

@@ -238,6 +238,8 @@ class Tracker:
         self.max_payloads = max_payloads
         self.check_payloads = check_payloads
         self.stats = TrackerStats()
+        self.on_finished: Callable[[SagaTrace], None] | None = None
+        """Called (under the tracker's lock, keep it short) with each saga that just ended."""
         self.symbols = Symbols()
         self.version = 0
         self._cond = threading.Condition(threading.RLock())
@@ -661,8 +663,12 @@ class Tracker:
                 if event.role in _TERMINAL_ROLES:
                     ended = event.produced_at_ms
                     break
+        if ended is not None and entry.ended_at_ms is None and self.on_finished is not None:
+            self.on_finished(trace)
         entry.ended_at_ms = ended
         entry.event_count = len(events)
+        if trace.compensation_failed:  # also told by the events (an orchestrator gave up)
+            entry.compensation_failed = True
         if trace.violations:
             new = SagaStatus.VIOLATED
         elif trace.compensation_failed:

@@ -466,6 +466,28 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         if self._instance_id is not None:
             remove_static_member(self._config, self._group_id, self._instance_id)
 
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
+        """Return the end offset of each partition, asked of the broker (one request each).
+
+        Used for consumer lag (:mod:`choreo.observability.metrics`); a partition whose
+        end cannot be had within ``timeout`` seconds is left out.
+        """
+        client = self._client()
+        ends: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            try:
+                _, high = client.get_watermark_offsets(
+                    ck.TopicPartition(tp.topic, tp.partition), timeout=timeout, cached=False
+                )
+            except ck.KafkaException as exc:
+                logger.debug("no watermarks of %s: %s", tp, _describe(exc))
+                continue
+            if high >= 0:
+                ends[tp] = high
+        return ends
+
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""
         try:

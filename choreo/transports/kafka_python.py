@@ -446,6 +446,23 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
         if self._instance_id is not None:
             remove_static_member(self._config, self._group_id, self._instance_id)
 
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
+        """Return the end offset of each partition, asked of the broker in one request.
+
+        Used for consumer lag (:mod:`choreo.observability.metrics`); on a broker error or
+        after ``timeout`` seconds nothing is returned.
+        """
+        client = self._client()
+        wanted = [kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            ends = client.end_offsets(wanted, timeout_ms=int(timeout * 1000))
+        except (kerr.KafkaError, AssertionError, ValueError) as exc:
+            logger.debug("no end offsets: %s", exc)
+            return {}
+        return {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
+
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""
         try:

@@ -179,6 +179,7 @@ def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
 
     settings = to_kafka_python(config.common_settings())
     settings["request_timeout_ms"] = int(timeout * 1000)
+    settings.setdefault("reconnect_backoff_max_ms", 1000)  # retry (and see why) often
     seen = _Seen()
     kafka_logger = logging.getLogger("kafka")
     kafka_logger.addHandler(seen)
@@ -201,7 +202,7 @@ def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
     if isinstance(error, kerr.KafkaConfigurationError):
         raise ConfigurationError(f"invalid client settings: {error}")
     protocol = (config.security_protocol or "").upper()
-    if error is not None and seen.disconnects and protocol.startswith("SASL"):
+    if (error is not None or not outcome) and seen.disconnects and protocol.startswith("SASL"):
         # the broker answers a failed login by closing the connection, sometimes before
         # kafka-python has read the failure: say what that most likely means
         raise TransportError(_explain(

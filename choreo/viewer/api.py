@@ -316,6 +316,7 @@ _LANE_OF_ROLE: Final[Mapping[Role, str]] = {
     Role.FAILURE: "failure",
     Role.FAILED: "failure",
     Role.COMPENSATION: "compensation",
+    Role.COMPENSATE: "compensation",
     Role.NOTICE: "notice",
 }
 

@@ -172,3 +172,9 @@ def test_the_tracker_reader_names_choreo_export(tmp_path: Path) -> None:
     path.write_bytes(header(RECURSIVE) + block(1, b"\x02" * 1000 + b"\x00"))
     with pytest.raises(DecodeError, match="choreo export"):
         list(read_container_file(path))
+
+
+def test_empty_blocks_are_read_as_empty() -> None:
+    """A block of zero objects (legal, if unusual) reads as nothing, then reading goes on."""
+    data = header(EXPORT_SCHEMA) + block(0, b"") + block(1, exported_record(4))
+    assert [d["offset"] for d in read_all(data)] == [4]

@@ -51,7 +51,7 @@ def _broker_module() -> Any:
 def secure_broker() -> Iterator[Any]:
     """Start a broker with a SASL_SSL listener for this module; stop it after."""
     kafka_broker = _broker_module()
-    broker = kafka_broker.KafkaBroker(secure=True)
+    broker = kafka_broker.KafkaBroker(secure=True, startup_timeout=180.0)
     try:
         broker.start()
     except kafka_broker.BrokerError as error:

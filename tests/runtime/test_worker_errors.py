@@ -262,3 +262,35 @@ def test_retry_log_lines_name_the_event_and_skip_tracebacks_of_transient_errors(
     assert all(f"[odd {ORDER_TOPIC} cid={cid}]" in line for line in lines if "attempt" in line)
     (final,) = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
     assert not final.exc_info
+
+
+class _DeadlockError(Exception):
+    """An error shaped like psycopg's DeadlockDetected: SQLSTATE 40P01."""
+
+    sqlstate = "40P01"
+
+
+def test_a_deadlocked_handler_rolls_back_its_batch_instead_of_retrying_in_place(
+    bus: MemoryBus, transport: MemoryTransport
+) -> None:
+    """SQLSTATE class 40 ends the batch (rolled back, polled again), never a dead letter."""
+    calls: list[int] = []
+
+    def reserve(event: OrderPlaced, ctx: Any) -> StockReserved:
+        calls.append(ctx.attempt)
+        if len(calls) == 1:
+            raise _DeadlockError("deadlock detected")
+        return StockReserved(event.order_id, "book", 1)
+
+    service, _ = _one_step_service(reserve, emits=StockReserved)
+    serde = JsonSerde(ALL_EVENTS)
+    worker = Worker(service, transport, serde, config=FAST)
+    shop = build_shop()
+    Publisher(shop.orders, transport, serde).start(shop.saga, OrderPlaced("o", "book", 1, 1))
+    with pytest.raises(_DeadlockError):
+        worker.run_once()
+    assert calls == [1]  # no retry inside the doomed transaction
+    run_until_idle([worker])
+    assert calls == [1, 1]  # the whole batch came again, as a first attempt
+    assert _dead_letters(bus, "odd") == []
+    assert len(bus.records("test.runtime.StockReserved")) == 1

@@ -40,6 +40,8 @@ def test_every_service_is_built_commanded_and_waits_for_kafka(compose: dict[str,
         if name in ("kafka", "postgres"):
             assert "healthcheck" in spec
             continue
+        if name in ("prometheus", "grafana"):  # tests/observability/test_deploy_config.py
+            continue
         assert isinstance(spec["command"], list) and spec["command"], name
         assert spec["depends_on"]["kafka"] == {"condition": "service_healthy"}, name
 
@@ -65,7 +67,10 @@ def test_service_containers_run_their_service_on_the_internal_listener(
         assert params["inbox_path"] is None and params["store_url"] is None  # from the env
         assert _store_of(compose, name) == f"postgres:5432/shop?schema={name}"
         assert spec["depends_on"]["postgres"] == {"condition": "service_healthy"}
-        assert spec["healthcheck"]["test"] == ["CMD", "python", "-m", "services.healthcheck", name]
+        # healthy = ready: migrated store, group joined, poll loop running (the /readyz probe)
+        assert spec["healthcheck"]["test"][:3] == ["CMD", "python", "-c"]
+        assert "http://127.0.0.1:9100/readyz" in spec["healthcheck"]["test"][3]
+        assert spec["command"][spec["command"].index("--metrics-port") + 1] == "9100"
         assert spec["environment"]["SHOP_DECLINE_RATE"] == "0.2"
 
 
@@ -95,7 +100,7 @@ def test_postgres_is_the_shared_store_of_every_service(compose: dict[str, Any]) 
     assert spec["image"].startswith("postgres:")
     assert "pg_isready" in " ".join(spec["healthcheck"]["test"])
     assert spec["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
-    assert set(compose["volumes"]) == {"postgres-data"}
+    assert set(compose["volumes"]) == {"postgres-data", "prometheus-data"}
     for name in SHOP:
         assert "volumes" not in compose["services"][name], name
 

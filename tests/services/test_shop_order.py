@@ -146,9 +146,14 @@ def test_declarations_and_sample_orders() -> None:
     """order starts the saga, complete is retriable, reject undoes the start; samples repeat."""
     service = create(ServiceConfig())
     specs = {s.name: s for s in service.handlers}
-    assert [s.name for s in service.started_sagas] == ["OrderFulfillment"]
+    assert [s.name for s in service.started_sagas] == [
+        "OrderFulfillment",
+        "OrderFulfillmentOrchestrated",
+    ]
     assert specs["complete"].kind is StepKind.RETRIABLE
     assert specs["reject"].undoes == "order.start"
+    assert specs["complete_command"].kind is StepKind.RETRIABLE  # the orchestrated saga's
+    assert specs["reject_command"].undoes == "order.start"
     assert sample_orders(20, seed=3) == sample_orders(20, seed=3)
     assert sample_orders(20, seed=3) != sample_orders(20, seed=4)
     assert len({o.order_id for o in sample_orders(500, seed=1)}) == 500

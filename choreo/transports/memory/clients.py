@@ -350,6 +350,21 @@ class MemoryConsumer(ConsumerBase[MemoryBus]):
         self._check_open()
         return list(self._owned)
 
+    def high_watermarks(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Return the end offset (next offset to be written) of each known partition.
+
+        Used for consumer lag (:mod:`choreo.observability.metrics`); unknown partitions
+        are left out.
+        """
+        self._check_open()
+        ends: dict[TopicPartition, int] = {}
+        with self._bus._cond:
+            for tp in partitions:
+                topic = self._bus._topics.get(tp.topic)
+                if topic is not None and 0 <= tp.partition < len(topic.partitions):
+                    ends[tp] = len(topic.partitions[tp.partition])
+        return ends
+
     def _close_client(self) -> None:
         """Leave the group (on_revoke runs first, its partitions go to the others); no commit."""
         try:

@@ -13,7 +13,7 @@
   const STATUSES = ['Started', 'Pending', 'Compensating', 'Completed', 'Failed',
     'Stuck', 'CompensationFailed', 'Violated'];
   const STATUS_LABEL = { CompensationFailed: 'Compensation failed' };
-  const ROLES = ['start', 'step', 'failure', 'compensation', 'completed', 'failed', 'notice'];
+  const ROLES = ['start', 'step', 'command', 'failure', 'compensate', 'compensation', 'completed', 'failed', 'notice'];
 
   const $ = (id) => document.getElementById(id);
 
@@ -425,6 +425,7 @@
       case 'failure': return svg('path', { class: 'm', d: `M${x},${y - r - 2} L${x + r + 2},${y + r} L${x - r - 2},${y + r} Z` });
       case 'compensation': return svg('path', { class: 'm', d: `M${x},${y - r - 3} L${x + r + 3},${y} L${x},${y + r + 3} L${x - r - 3},${y} Z` });
       case 'notice': return svg('circle', { class: 'm', cx: x, cy: y, r: r - 2 });
+      case 'command': case 'compensate': return svg('rect', { class: 'm', x: x - r + 2, y: y - r + 2, width: 2 * r - 4, height: 2 * r - 4 });
       default: return svg('circle', { class: 'm', cx: x, cy: y, r });
     }
   }

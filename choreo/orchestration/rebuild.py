@@ -1,0 +1,100 @@
+"""Rebuild an orchestrator's sagas from Kafka: no saga database, the log is the state.
+
+At start the orchestrator reads, from the beginning, every topic of its saga: the start
+event's, its commands' and compensation commands', the replies', its timeouts', its
+deadline notices' and its terminal events' topics. Each record of its saga (saga header)
+is folded into its run (:meth:`~choreo.orchestration.engine.Engine.observe`); the fold
+is order-independent, so partitions read in any interleaving give the same runs.
+
+What this guarantees: every command the previous incarnation published is known before
+the worker handles anything, so nothing published is decided again; an event the previous
+incarnation handled but whose outputs never reached Kafka is redelivered by the worker
+(its offset was not committed) and its missing outputs are sent then.
+
+Cost and limits: the read is proportional to what the topics retain; it stops when no
+record arrived for ``idle_timeout`` seconds (or after ``max_seconds``, with a warning: a
+busy log then leaves the newest records to the worker, which folds them as it goes).
+Topic retention must outlive the longest saga.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from choreo.errors import ChoreoError
+from choreo.model.events import Event, event_type_of
+from choreo.model.topics import TopicNaming
+from choreo.runtime.routing import read_envelope
+from choreo.tracker.live import read_topics
+from choreo.transports.base import Transport
+
+if TYPE_CHECKING:
+    from choreo.orchestration.declaration import Orchestrator
+    from choreo.runtime.worker import Serde
+
+__all__ = ["rebuild", "saga_topics"]
+
+logger = logging.getLogger(__name__)
+
+
+def saga_topics(orch: Orchestrator, naming: TopicNaming) -> list[str]:
+    """Return every topic an orchestrator reads or writes for its saga."""
+    types = {event_type_of(orch.saga.start)}
+    for spec in orch.service.handlers:
+        types.update(spec.consumed_types)
+        types.update(spec.emitted_types)
+    return sorted({naming(t) for t in types})
+
+
+def rebuild(
+    orch: Orchestrator,
+    transport: Transport,
+    serde: Serde,
+    *,
+    topic_naming: TopicNaming,
+    idle_timeout: float = 1.0,
+    max_seconds: float = 300.0,
+) -> int:
+    """Fold every record of ``orch``'s saga held by its topics; return how many were folded."""
+    engine = orch.engine
+    saga = orch.saga.name
+    started = time.monotonic()
+    folded = 0
+    for record in read_topics(
+        transport, saga_topics(orch, topic_naming), idle_timeout=idle_timeout
+    ):
+        try:
+            envelope = read_envelope(dict(record.headers))
+        except ChoreoError:
+            continue
+        if envelope.saga != saga:
+            continue
+        event: Event | None
+        try:
+            event = serde.decode(envelope.event_type, record.value or b"")
+        except Exception:  # an event this orchestrator cannot decode only counts by id
+            event = None
+        with engine.lock:
+            engine.observe(engine.run_for(envelope.correlation_id), envelope, event)
+        folded += 1
+        if time.monotonic() - started > max_seconds:
+            logger.warning(
+                "%s: rebuild stopped after %.0f s; the worker folds the rest",
+                orch.name,
+                max_seconds,
+            )
+            break
+    with engine.lock:
+        for cid, run in list(engine.runs.items()):
+            if run.terminal:
+                engine.finish(cid)
+    logger.info(
+        "%s: rebuilt %d saga(s) from %d record(s) in %.1f s",
+        orch.name,
+        len(engine.runs),
+        folded,
+        time.monotonic() - started,
+    )
+    return folded

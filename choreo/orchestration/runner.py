@@ -1,0 +1,127 @@
+"""Run an orchestrator: rebuild its sagas from the log, then its worker and deadline watcher.
+
+The orchestrator is an ordinary service run by an ordinary
+:class:`~choreo.runtime.Worker` (inbox, outbox, retries, dead letters, exactly-once when
+configured); :class:`OrchestratorRunner` adds what an orchestrator needs around it:
+
+1. :meth:`start`: start the worker (topics, producer, consumer), then fold every record
+   of the saga's topics into the engine (:func:`~choreo.orchestration.rebuild.rebuild`);
+2. run the worker's loop, with a :class:`~choreo.orchestration.deadlines.DeadlineWatcher`
+   thread publishing deadline notices.
+
+What survives what: a SIGKILL or a moved orchestrator loses only memory; the restarted
+runner rebuilds every saga in flight from the log, the worker redelivers what was not
+committed, and commands already published are never decided again. With the memory
+store, a crash in the middle of publishing one event's outputs (say two commands of a
+parallel group) can leave part of them unsent until that step's deadline passes; a
+durable store (SQLite, PostgreSQL) or ``exactly_once`` makes a handler's sends atomic.
+Run one replica per orchestrator: its sagas' state lives in the process (rebuilt from
+Kafka), not in the store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from choreo.model.envelope import now_ms
+from choreo.orchestration.deadlines import DeadlineWatcher
+from choreo.orchestration.declaration import Orchestrator
+from choreo.orchestration.rebuild import rebuild
+from choreo.runtime.config import WorkerConfig
+from choreo.runtime.middleware import Middleware
+from choreo.runtime.worker import Serde, Worker
+from choreo.store import Store
+from choreo.transports.base import Transport
+
+__all__ = ["OrchestratorRunner"]
+
+
+class OrchestratorRunner:
+    """Runs one :class:`~choreo.orchestration.Orchestrator` (see the module docs).
+
+    ``clock_ms`` is the time the engine stamps on commands and the watcher compares
+    deadlines with (a virtual clock in tests); ``watch_interval`` how often the watcher
+    looks; ``rebuild=False`` skips the read of the log (a fresh bus in tests).
+    """
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        transport: Transport,
+        serde: Serde,
+        *,
+        config: WorkerConfig | None = None,
+        inbox: Store | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+        watch_interval: float = 0.5,
+        rebuild: bool = True,
+        rebuild_idle: float = 1.0,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.transport = transport
+        self.serde = serde
+        self.worker = Worker(
+            orchestrator.service,
+            transport,
+            serde,
+            config=config,
+            inbox=inbox,
+            middleware=middleware,
+        )
+        orchestrator.engine.clock_ms = clock_ms
+        self.watcher = DeadlineWatcher(
+            orchestrator,
+            transport,
+            serde,
+            topic_naming=self.worker.config.topic_naming,
+            clock_ms=clock_ms,
+            interval=watch_interval,
+        )
+        self._rebuild = rebuild
+        self._rebuild_idle = rebuild_idle
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"OrchestratorRunner({self.orchestrator.name!r})"
+
+    def start(self) -> None:
+        """Start the worker and rebuild the sagas from the log (once)."""
+        if self._started:
+            return
+        self.worker.start()
+        if self._rebuild:
+            rebuild(
+                self.orchestrator,
+                self.transport,
+                self.serde,
+                topic_naming=self.worker.config.topic_naming,
+                idle_timeout=self._rebuild_idle,
+            )
+        self._started = True
+
+    def run_once(self, timeout: float | None = None) -> int:
+        """Handle one batch, then publish the deadline notices due; return the records handled."""
+        self.start()
+        handled = self.worker.run_once(timeout)
+        self.watcher.check()
+        return handled
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Rebuild, then handle batches until ``stop_event`` (or :meth:`stop`) is set; close."""
+        try:
+            self.start()
+            self.watcher.start()
+            self.worker.run(stop_event)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand."""
+        self.worker.stop()
+
+    def close(self) -> None:
+        """Stop the watcher and close the worker."""
+        self.watcher.stop()
+        self.worker.close()

@@ -1,0 +1,294 @@
+"""Run one scenario from an empty database to its figures.
+
+A fresh topic prefix (6 partitions per topic) and a fresh database per scenario; the five
+services with ``replicas`` replicas each; the placer on its thread; the scenario's fault on
+the main thread; then: wait until every saga ended (or the settle timeout), stop the fleet
+with SIGTERM, read the whole log back, read the databases, run ``choreo verify``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.loader import load_directory
+from choreo.choreography.graph import Choreography
+from choreo.runtime.serdes import event_classes
+from choreo.tracker import SagaStatus, Tracker
+from choreo.tracker.live import LiveTracker
+from choreo.transports.factory import open_transport
+from services.catalog import DEFAULT_STOCK, LIMITED_SKU
+from services.config import ServiceConfig
+from services.saga import OrderFulfillment
+from services.shop import build_shop
+
+from . import state as shop_state
+from .checks import evaluate
+from .faults import delete_topics
+from .fleet import SERVICES, Fleet, FleetSpec, service_store_url
+from .logcheck import read_log, run_verify
+from .placer import Placer
+from .scenarios import Scenario
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = REPO / "schemas"
+PARTITIONS = 6
+STALL_S = 75.0
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|Traceback)\b")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How every scenario of a run is played."""
+
+    orders: int
+    replicas: int
+    workdir: Path
+    seed: int
+    settle_timeout: float
+    store_url: Callable[[str], str] | None
+    """Makes a fresh database for a scenario (None: one SQLite file per replica)."""
+
+
+def chaos_config(seed: int, orders: int) -> ServiceConfig:
+    """Return the services' configuration: declines, failed dispatches and scarce stock."""
+    stock = {**DEFAULT_STOCK, "sku-grinder": max(10, orders // 4), LIMITED_SKU: 5}
+    return ServiceConfig(seed=seed, decline_rate=0.2, dispatch_failure_rate=0.05, stock=stock)
+
+
+class ScenarioRun:
+    """One scenario: the context its fault runs in, and the checks after it."""
+
+    def __init__(self, scenario: Scenario, options: Options, kafka: Any, run_id: str) -> None:
+        self.scenario = scenario
+        self.options = options
+        self.kafka = kafka
+        self.prefix = f"chaos-{run_id}-{scenario.name}."
+        self.workdir = options.workdir / scenario.name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.rng = random.Random(f"{options.seed}-{scenario.name}")
+        self.config = chaos_config(options.seed, options.orders)
+        self.shop = build_shop(self.config)
+        self.timeline: list[dict[str, object]] = []
+        self.started = time.monotonic()
+        self.db_url = options.store_url(scenario.name) if options.store_url else None
+        self.source: shop_state.Source = (
+            shop_state.PostgresDatabase(self.db_url)
+            if self.db_url
+            else shop_state.SqliteFiles(self.workdir)
+        )
+        env = {
+            **self.config.to_env(),
+            "COLUMNS": "300",  # one log record per line
+            # a replica that died for good (or is paused) leaves the group after 10 s, not 45
+            "CHOREO_KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "10000",
+        }
+        self.fleet = Fleet(
+            FleetSpec(
+                bootstrap=lambda: str(kafka.bootstrap),
+                schemas=SCHEMAS,
+                workdir=self.workdir,
+                prefix=self.prefix,
+                env=env,
+                store_url=self.db_url,
+                exactly_once=scenario.exactly_once,
+                cwd=REPO,
+            )
+        )
+        self.placer = Placer(
+            total=options.orders,
+            chunks=5,
+            gap=1.0,
+            seed=self.rng.randint(1, 10**6),
+            bootstrap=lambda: str(kafka.bootstrap),
+            store_args=self._placer_store_args,
+            prefix=self.prefix,
+            schemas=SCHEMAS,
+            workdir=self.workdir,
+            env=env,
+            cwd=REPO,
+        )
+        self.tracker = self._new_tracker()
+        self.live: LiveTracker | None = None
+
+    # --- the scenario's context -------------------------------------------------------
+
+    def note(self, text: str, **figures: object) -> None:
+        """Record what the scenario did, and when."""
+        self.timeline.append({"at_s": self.fleet.elapsed(), "what": text, **figures})
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` while restarting replicas that crashed."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.fleet.supervise()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.25, left))
+
+    def ended(self) -> int:
+        """Return how many sagas ended (Completed or Failed) so far, per the live tracker."""
+        counts = self.tracker.counts()
+        return counts[SagaStatus.COMPLETED] + counts[SagaStatus.FAILED]
+
+    def wait_progress(self, share: float, timeout: float = 180.0) -> float:
+        """Wait until ``share`` of the orders ended (or ``timeout``); return the share reached."""
+        deadline = time.monotonic() + timeout
+        target = share * self.options.orders
+        while self.ended() < target and time.monotonic() < deadline:
+            self.sleep(0.25)
+        return self.ended() / max(1, self.options.orders)
+
+    def event_topics(self) -> list[tuple[str, str]]:
+        """Return (topic, event type) of every event of the shop."""
+        names = [cls.__avro_name__ for cls in event_classes(self.shop.services)]
+        return [(f"{self.prefix}{name}", name) for name in names]
+
+    # --- the run ----------------------------------------------------------------------
+
+    def _placer_store_args(self) -> list[str]:
+        if self.db_url:
+            return ["--store", service_store_url(self.db_url, "order")]
+        return ["--inbox", str(self.workdir / "order-0.sqlite3")]
+
+    def _new_tracker(self) -> Tracker:
+        return Tracker(
+            choreography=Choreography.from_services(self.shop.services, [OrderFulfillment]),
+            default_deadline_s=3_600.0,
+            decode=SingleObjectCodec(load_directory(SCHEMAS)).decode_any,
+            keep_finished=1_000_000,
+        )
+
+    def _create_topics(self, transport: Any) -> None:
+        topics = [topic for topic, _ in self.event_topics()]
+        topics += [f"{self.prefix}choreo.deadletter.{s}" for s in SERVICES]
+        transport.create_topics(sorted(topics), partitions=PARTITIONS)
+
+    def run(self) -> dict[str, Any]:
+        """Play the scenario and return its figures, timeline and durations."""
+        transport: Any = open_transport("confluent", bootstrap=self.kafka.bootstrap)
+        durations: dict[str, float] = {}
+        try:
+            self._create_topics(transport)
+            self.live = LiveTracker(
+                self.tracker,
+                transport,
+                topics_pattern=f"^{re.escape(self.prefix)}.*",
+                from_beginning=True,
+                poll_timeout=0.2,
+            ).start()
+            for service in SERVICES:
+                for _ in range(self.options.replicas):
+                    self.fleet.add(service)
+            self.placer.start()
+            self.scenario.act(self)
+            durations["fault_s"] = time.monotonic() - self.started
+            while not self.placer.done.is_set():
+                self.sleep(0.5)
+            self._settle()
+            durations["settle_s"] = time.monotonic() - self.started - durations["fault_s"]
+        finally:
+            self.fleet.stop()
+            if self.live is not None:
+                self.live.stop()
+            close = getattr(transport, "close", None)
+            if callable(close):
+                close()
+        checking = time.monotonic()
+        result = self._check()
+        durations["checks_s"] = time.monotonic() - checking
+        delete_topics(self.kafka.bootstrap, self.prefix)  # keeps the broker light
+        durations["placing_s"] = self.placer.seconds
+        durations["total_s"] = time.monotonic() - self.started
+        result["durations"] = {k: round(v, 1) for k, v in durations.items()}
+        return result
+
+    def _settle(self) -> None:
+        """Wait until every placed order ended and was notified.
+
+        Gives up after the settle timeout, or once no saga ended for ``STALL_S`` seconds
+        (longer than a consumer session timeout, after which a dead member's partitions
+        have moved): what has not ended then is reported as not terminal.
+        """
+        placed = self.placer.count()
+        deadline = time.monotonic() + self.options.settle_timeout
+        last_count, last_change = self.ended(), time.monotonic()
+        while self.ended() < placed and time.monotonic() < deadline:
+            self.sleep(0.5)
+            if self.ended() != last_count:
+                last_count, last_change = self.ended(), time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                self.note("no saga ended for a while: settling stops", ended=last_count)
+                break
+        quiet = time.monotonic() + 15.0
+        while shop_state.notified(self.source) < self.ended() and time.monotonic() < quiet:
+            self.sleep(0.5)
+        self.sleep(1.0)
+
+    def _check(self) -> dict[str, Any]:
+        placed = list(self.placer.placed)
+        facts = read_log(self.kafka.bootstrap, self.prefix, self._new_tracker(), placed)
+        figures = evaluate(placed, facts.sagas, shop_state.load(self.source))
+        verify = run_verify(self.kafka.bootstrap, self.prefix, SCHEMAS, REPO)
+        eos = self.scenario.exactly_once
+        details = dict(figures.details)
+        if facts.duplicate_examples:
+            details["duplicate_records"] = facts.duplicate_examples
+        if verify.findings:
+            details["verify"] = [verify.tail]
+        return {
+            "name": self.scenario.name,
+            "exactly_once": eos,
+            "orders": figures.orders,
+            "replicas": self.options.replicas,
+            "lost": figures.lost,
+            "duplicate_side_effects": figures.duplicate_side_effects,
+            "oversold": figures.oversold,
+            "not_terminal": figures.not_terminal,
+            "verify_findings": verify.findings,
+            "tracker_mismatches": figures.tracker_mismatches,
+            "duplicate_records": facts.duplicate_records if eos else 0,
+            "redelivered_records": 0 if eos else facts.duplicate_records,
+            "completed": figures.completed,
+            "failed": figures.failed,
+            "stock_drift": figures.stock_drift,
+            "dead_letters": facts.dead_letters,
+            "unexpected_exits": len(self.fleet.exits),
+            "placer_retries": self.placer.retries,
+            "timeline": self.timeline,
+            "exits": [
+                {"replica": e.replica, "code": e.code, "at_s": e.at_s, "tail": e.tail[-600:]}
+                for e in self.fleet.exits[:10]
+            ],
+            "log_errors": self._log_errors(),
+            "details": details,
+        }
+
+    def _log_errors(self, limit: int = 15) -> list[str]:
+        """Return the first error records of the replicas' logs, one line each (for the report)."""
+        found: list[str] = []
+        for path in self.fleet.logs():
+            lines = path.read_text(errors="replace").splitlines()
+            for number, line in enumerate(lines):
+                if not _ERROR_LINE.search(line):
+                    continue
+                record = [line.strip()]
+                for follow in lines[number + 1 : number + 8]:
+                    if not follow.startswith(" ") or _ERROR_LINE.search(follow):
+                        break
+                    record.append(follow.strip())
+                found.append(f"{path.name}: {' '.join(record)[:400]}")
+                if len(found) >= limit:
+                    return found
+        return found
+
+    def close(self) -> None:
+        """Close the shop's own store connections."""
+        self.shop.close()

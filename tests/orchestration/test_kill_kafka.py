@@ -1,0 +1,140 @@
+"""SIGKILL the orchestrator process mid-saga on a real broker: every saga still ends, once.
+
+The example's orchestrator runs as its own ``choreo run`` process; the five services run as
+theirs (as in the e2e test). Mid-way through 300 orders the orchestrator is SIGKILLed and
+restarted: it rebuilds every saga from the topics and goes on. Then every saga must be
+Completed or Failed with no violation, the services' own state must show that nothing ran
+twice (one charge, one stock movement each way, one shipment per order: the audit), and
+the log must hold exactly one command per step and saga (nothing decided twice).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e.shop_cluster import ShopCluster, console_script
+
+from choreo.choreography.graph import Choreography
+from choreo.model.envelope import Role
+from choreo.runtime.serdes import event_classes
+from choreo.tracker import SagaStatus, Tracker
+from services import orchestrated
+from services.catalog import sample_orders
+from services.config import ServiceConfig
+from services.order import place_order
+from services.saga import OrderFulfillmentOrchestrated
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+ORDERS = 300
+TIMEOUT_S = 150.0
+
+
+class OrchestratedCluster(ShopCluster):
+    """The shop's five service processes plus the orchestrator's, on one broker."""
+
+    def __init__(self, bootstrap: str, workdir: Path, config: ServiceConfig) -> None:
+        super().__init__(bootstrap, workdir, config)
+        self.orchestrator = orchestrated.create()
+        services = [*self.shop.services, self.orchestrator.service]
+        self.serde = type(self.serde)(self.codec, event_classes(services))
+        self.tracker = Tracker(
+            choreography=Choreography.from_services(services, [OrderFulfillmentOrchestrated]),
+            default_deadline_s=120.0,
+            decode=self.codec.decode_any,
+        )
+        self.starts["orchestrator"] = 0
+
+    def command(self, service: str) -> list[str]:
+        """Return the ``choreo run`` command line of ``service`` (or of the orchestrator)."""
+        if service != "orchestrator":
+            return super().command(service)
+        line = super().command("order")
+        line[2] = "services.orchestrated:service"
+        line[line.index("--inbox") + 1] = str(self.workdir / "orchestrator.sqlite3")
+        line[line.index("--group") + 1] = f"{self.prefix}orchestrator"
+        line[line.index("--instance-id") + 1] = "orchestrator-0"
+        return [line[0], "--log-level", "INFO", *line[1:]]
+
+    def start(self) -> None:
+        """Create the orchestration's topics too, then start everything and the orchestrator."""
+        services = [*self.shop.services, self.orchestrator.service]
+        topics = {self.topic(c.__avro_name__) for c in event_classes(services)}
+        self.transport.create_topics(sorted(topics), partitions=3)
+        super().start()
+        self.start_service("orchestrator")
+
+    def place_orchestrated(self, count: int, *, seed: int) -> None:
+        """Place ``count`` orders, each opening the orchestrated saga."""
+        assert self.publisher is not None
+        with self.publisher.batch():
+            for request in sample_orders(count, seed=seed):
+                place_order(self.publisher, self.shop.orders, request, orchestrated=True)
+
+
+@pytest.fixture
+def cluster(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OrchestratedCluster]:
+    """Yield an orchestrated shop (20% declined, 5% failed dispatches); closed afterwards."""
+    monkeypatch.setenv("SHOP_STEP_DEADLINE", "120")  # no timeout: only the kill is tested
+    assert console_script()
+    made = OrchestratedCluster(
+        kafka_bootstrap,
+        tmp_path,
+        ServiceConfig(seed=31, decline_rate=0.2, dispatch_failure_rate=0.05),
+    )
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def test_the_orchestrator_killed_mid_saga_resumes_every_saga_and_repeats_nothing(
+    cluster: OrchestratedCluster,
+) -> None:
+    """SIGKILL after a quarter of the sagas ended, restart: all end, each step ran once."""
+    cluster.start()
+    cluster.place_orchestrated(ORDERS, seed=31)
+    deadline = time.monotonic() + TIMEOUT_S
+    while cluster.ended() < ORDERS // 4:
+        cluster.check_alive()
+        assert time.monotonic() < deadline, cluster.log_text()
+        time.sleep(0.05)
+    in_flight = ORDERS - cluster.ended()
+    cluster.kill("orchestrator")
+    assert in_flight > 0
+    time.sleep(1.0)
+    cluster.start_service("orchestrator")
+    cluster.wait_until_ended(ORDERS, TIMEOUT_S)
+    assert cluster.starts["orchestrator"] == 2
+    restarted = (cluster.workdir / "orchestrator.2.log").read_text(errors="replace")
+    assert "rebuilt" in restarted, restarted[-2000:]
+
+    counts = cluster.tracker.counts()
+    assert counts[SagaStatus.COMPLETED] + counts[SagaStatus.FAILED] == ORDERS, counts
+    for status in (SagaStatus.VIOLATED, SagaStatus.STUCK, SagaStatus.COMPENSATION_FAILED):
+        assert counts[status] == 0, counts
+    report = cluster.audit()
+    assert report.ok, report.problems
+    assert report.statuses == {
+        "completed": counts[SagaStatus.COMPLETED],
+        "failed": counts[SagaStatus.FAILED],
+    }
+    assert report.facts["notifications"] == ORDERS
+    assert report.facts["dispatched"] == counts[SagaStatus.COMPLETED]
+    repeated = []
+    for request in sample_orders(ORDERS, seed=31):
+        trace = cluster.tracker.get(request.order_id)
+        assert trace is not None
+        sent = Counter(
+            e.event_type for e in trace.events if e.role in (Role.COMMAND, Role.COMPENSATE)
+        )
+        repeated.extend(f"{trace.correlation_id} {t} x{n}" for t, n in sent.items() if n > 1)
+    assert repeated == [], repeated[:10]
+    verified = cluster.verify()
+    assert verified.returncode == 0, verified.stdout + verified.stderr
