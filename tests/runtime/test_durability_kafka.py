@@ -21,6 +21,7 @@ from choreo.choreography.service import Retry, Saga, Service
 from choreo.errors import TransientError
 from choreo.model.envelope import Header, headers_to_dict
 from choreo.runtime import Middleware, Publisher, Worker, WorkerConfig
+from choreo.store import MemoryStore
 from choreo.transports.base import Record, TopicPartition, Transport
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
@@ -363,11 +364,20 @@ def test_a_joining_replica_takes_over_without_handling_anything_twice(
     first_rebalances = _Rebalances()
     config = _config(prefix, max_poll_records=20, topic_partitions=4)
     first = _Running(
-        Worker(service, transport, avro_serde(), config=config, middleware=[first_rebalances])
+        Worker(
+            service,
+            transport,
+            avro_serde(),
+            config=config,
+            middleware=[first_rebalances],
+            inbox=MemoryStore(allow_replicas=True),
+        )
     )
     _wait(lambda: sum(calls.values()) >= 40, "the first replica's progress")
     other = _transport("confluent", kafka_bootstrap, **settings)
-    second = _Running(Worker(service, other, avro_serde(), config=config))
+    second = _Running(
+        Worker(service, other, avro_serde(), config=config, inbox=MemoryStore(allow_replicas=True))
+    )
     try:
         _wait(lambda: len(calls) == count, "every order handled", timeout=120)
         during = list(first_rebalances.revoked)
