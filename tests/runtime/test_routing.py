@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from choreo.errors import EnvelopeError, HandlerError
@@ -169,6 +169,7 @@ TRACES = st.one_of(
 )
 
 
+@settings(deadline=None)  # builds a worker per example: slow on a loaded machine, not wrong
 @given(
     parent=st.one_of(UUID_TEXT, TEXT),
     trace=TRACES,
