@@ -203,17 +203,6 @@ PENDING_CYCLES: list[list[str]] = [
     ],
     # transports: the memory bus creates its clients, which name the bus
     ["choreo.transports.memory.bus", "choreo.transports.memory.clients"],
-    # store: open_store (url) opens a PostgresStore, which takes redact_url from url
-    ["choreo.store.postgres", "choreo.store.url"],
-    # orchestration: the Orchestrator declaration builds its engine, state, checks and
-    # wiring, which all name the Orchestrator
-    [
-        "choreo.orchestration.check",
-        "choreo.orchestration.declaration",
-        "choreo.orchestration.engine",
-        "choreo.orchestration.state",
-        "choreo.orchestration.wiring",
-    ],
 ]
 
 

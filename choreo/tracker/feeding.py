@@ -148,11 +148,9 @@ class SagaFeeding(RecordScreening):
         this read are found in the small, cache-warm ``dirty`` map before the large ones.
         """
         offsets = self._offsets
-        shape_of = self._shapes.get
         resume = self._resume
-        keep_payloads = self.decode is not None and self.max_payloads > 0
-        check_payloads = self.decode is not None and self.check_payloads
-        make = tuple.__new__  # TraceEvent(...) without the keyword handling
+        keep_payloads, check_payloads = self._payload_modes()
+        read_event = self._read_event
         taken = added = duplicates = 0
         for taken, record in enumerate(records, 1):  # noqa: B007 - taken is the count
             topic, partition, offset = record.topic, record.partition, record.offset
@@ -161,58 +159,18 @@ class SagaFeeding(RecordScreening):
             # the next offset to read; a re-delivered older record moves it back, which
             # only makes a restart read (and deduplicate) a little more
             offsets[(topic, partition)] = offset + 1
-            raw_headers = record.headers
-            headers = dict(raw_headers)
-            cid_raw = headers.get(_CID)
-            if (
-                cid_raw is None
-                or len(headers) != len(raw_headers)
-                or None in headers.values()
-                or _DLQ_REASON in headers
-                or _NEEDS_HUMAN in headers
-            ) and self._set_aside(record, headers, dirty):
+            read = read_event(record, dirty)
+            if read is None:
                 continue
-            try:
-                shape = (
-                    headers[_TYPE],
-                    headers[_ROLE],
-                    headers.get(_SERVICE, b""),
-                    headers.get(_STEP),
-                    headers.get(_SAGA, b""),
-                    topic,
-                )
-                event_type, role, service, step, saga, topic = shape_of(shape) or self._learn(shape)
-                eid_raw, cause_raw, at = headers[_EID], headers.get(_CAUSE), int(headers[_AT])
-                if _out_of_bounds(eid_raw, cid_raw, cause_raw, at):
-                    raise ValueError("an empty or too long id, or a time beyond 64 bits")
-                eid = eid_raw.decode()
-                cid = cast("bytes", cid_raw).decode()  # not None: _set_aside took those
-                event = make(
-                    TraceEvent,
-                    (
-                        eid,
-                        event_type,
-                        role,
-                        service,
-                        at,
-                        None if cause_raw is None else cause_raw.decode(),
-                        step,
-                        topic,
-                        partition,
-                        offset,
-                        False,
-                    ),
-                )
-            except _BROKEN:
-                self._unreadable(record, headers)
-                continue
+            cid, event, saga = read
             if (check_payloads or record.value is None) and self._bad_payload(
-                event_type, record.value
+                event.event_type, record.value
             ):
                 continue
             entry = dirty.get(cid)
             if entry is None or entry.packed_away:
                 entry = self._entry_of(cid)
+            eid = event.event_id
             known = entry.events.setdefault(eid, event)
             if known is event:
                 added += 1
@@ -223,12 +181,75 @@ class SagaFeeding(RecordScreening):
                 entry.events[eid] = event
             entry.trace = None  # stale until re-folded
             dirty[cid] = entry
-            entry.ended = entry.ended or role in _TERMINAL_ROLES
+            entry.ended = entry.ended or event.role in _TERMINAL_ROLES
             if saga is not entry.saga:
                 self._name_saga(entry, saga)
             if keep_payloads:
                 self._keep_payload(cid, eid, record.value)
         return taken, added, duplicates
+
+    def _payload_modes(self) -> tuple[bool, bool]:
+        """Return whether payloads are kept (for :meth:`payload`) and whether they are checked."""
+        decodes = self.decode is not None
+        return decodes and self.max_payloads > 0, decodes and self.check_payloads
+
+    def _read_event(
+        self, record: Record, dirty: dict[str, Entry]
+    ) -> tuple[str, TraceEvent, str] | None:
+        """Return a record's correlation id, event and saga type; None when it is no event.
+
+        A record that is not a plain event (no choreo headers, a dead letter, repeated or
+        null choreo headers) is set aside, an unreadable one counted; both give None.
+        One dict of the headers, one cache look-up for the low-cardinality values, one
+        TraceEvent built with ``tuple.__new__`` (no keyword handling).
+        """
+        raw_headers = record.headers
+        headers = dict(raw_headers)
+        cid_raw = headers.get(_CID)
+        if (
+            cid_raw is None
+            or len(headers) != len(raw_headers)
+            or None in headers.values()
+            or _DLQ_REASON in headers
+            or _NEEDS_HUMAN in headers
+        ) and self._set_aside(record, headers, dirty):
+            return None
+        try:
+            shape = (
+                headers[_TYPE],
+                headers[_ROLE],
+                headers.get(_SERVICE, b""),
+                headers.get(_STEP),
+                headers.get(_SAGA, b""),
+                record.topic,
+            )
+            event_type, role, service, step, saga, topic = (
+                self._shapes.get(shape) or self._learn(shape)
+            )
+            eid_raw, cause_raw, at = headers[_EID], headers.get(_CAUSE), int(headers[_AT])
+            if _out_of_bounds(eid_raw, cid_raw, cause_raw, at):
+                raise ValueError("an empty or too long id, or a time beyond 64 bits")
+            cid = cast("bytes", cid_raw).decode()  # not None: _set_aside took those
+            event = tuple.__new__(
+                TraceEvent,
+                (
+                    eid_raw.decode(),
+                    event_type,
+                    role,
+                    service,
+                    at,
+                    None if cause_raw is None else cause_raw.decode(),
+                    step,
+                    topic,
+                    record.partition,
+                    record.offset,
+                    False,
+                ),
+            )
+        except _BROKEN:
+            self._unreadable(record, headers)
+            return None
+        return cid, event, saga
 
     def _refold_ready(self, ready: list[Entry]) -> None:
         """Re-fold the sagas whose events changed; pack a finished one about to be evicted."""
