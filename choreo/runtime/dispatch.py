@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from choreo.errors import EnvelopeError, UnknownEventError
 from choreo.model.envelope import HEADER_PREFIX, Header
@@ -43,9 +43,6 @@ from choreo.runtime.tracing import all_valid
 from choreo.store import Inbox
 from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record
-
-if TYPE_CHECKING:
-    from choreo.runtime.worker import Worker
 
 __all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
 
@@ -83,7 +80,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        worker: Worker,
+        worker: object,
         group_id: str,
         routes: Mapping[str, Route],
         decode: Callable[[str, bytes], Event],
