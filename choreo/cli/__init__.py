@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("choreo.cli.tracker_cmd", "trace"),
     "watch": ("choreo.cli.tracker_cmd", "watch"),
     "verify": ("choreo.cli.tracker_cmd", "verify"),
-    "export": ("choreo.cli.tracker_cmd", "export"),
-    "import": ("choreo.cli.tracker_cmd", "import_"),
+    "export": ("choreo.cli.export_cmd", "export"),
+    "import": ("choreo.cli.export_cmd", "import_"),
     "ui": ("choreo.cli.ui_cmd", "ui"),
     "demo": ("choreo.cli.demo_cmd", "demo"),
 }

@@ -140,8 +140,14 @@ class Engine:
         reply = self._replies.get(event_type)
         if reply is not None and envelope.service != self.orch.name:
             return self._observe_reply(run, reply, eid, event)
-        if envelope.service != self.orch.name:
-            return False
+        if envelope.service == self.orch.name:
+            self._observe_own(run, envelope, event)
+        return False
+
+    def _observe_own(self, run: SagaRun, envelope: Envelope, event: Event | None) -> None:
+        """Fold one of the orchestrator's own events: a command, a timeout, a deadline, an end."""
+        event_type = envelope.event_type
+        eid = envelope.event_id
         command = self._commands.get(event_type)
         if command is not None:
             state = run.step(command[0])
@@ -162,7 +168,6 @@ class Engine:
             run.terminal[eid] = event_type
             run.completed = run.completed or envelope.role is Role.COMPLETED
             run.gave_up = run.gave_up or event_type == SAGA_COMPENSATION_FAILED
-        return False
 
     def _observe_reply(
         self, run: SagaRun, reply: tuple[str, str], eid: str, event: Event | None

@@ -259,8 +259,11 @@ def _compensations(orch: SagaPlan, run: SagaRun) -> list[Action]:
             actions.append(Action(ActionKind.COMPENSATE, name))
         if not parallel:
             return actions
-    if actions or any(
-        not run.step("" if s is None else s.name).undone for s in undo_order(orch, run)
-    ):
+    if actions or not _all_undone(orch, run):
         return actions
     return [Action(ActionKind.FAILED)]
+
+
+def _all_undone(orch: SagaPlan, run: SagaRun) -> bool:
+    """Return whether every step to undo (the start included) is undone."""
+    return all(run.step("" if s is None else s.name).undone for s in undo_order(orch, run))

@@ -18,8 +18,7 @@ from choreo.model.topics import (
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter, DeadLetterReason
 from choreo.runtime.delivery import AtLeastOnce, Delivery, Transactional
-from choreo.runtime.logging_middleware import LoggingMiddleware
-from choreo.runtime.middleware import EventInfo, Middleware, Outcome
+from choreo.runtime.middleware import EventInfo, LoggingMiddleware, Middleware, Outcome
 from choreo.runtime.publisher import Publisher, SagaStarter
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import derived_event_id

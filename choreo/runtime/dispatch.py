@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from choreo.errors import EnvelopeError, UnknownEventError
 from choreo.model.envelope import HEADER_PREFIX, Header
@@ -43,9 +43,6 @@ from choreo.runtime.tracing import all_valid
 from choreo.store import Inbox
 from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record
-
-if TYPE_CHECKING:
-    from choreo.runtime.worker import Worker
 
 __all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
 
@@ -83,7 +80,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        worker: Worker,
+        worker: object,
         group_id: str,
         routes: Mapping[str, Route],
         decode: Callable[[str, bytes], Event],
@@ -191,14 +188,13 @@ class Dispatcher:
         """
         routes = self.routes
         decode = self.decode
-        emitter = self.emitter
-        emit_one = emitter.emit_one
+        call_inline = self._call_inline
         invoker = self.invoker
         hooked = self.hooks.dispatch
         retrying = invoker.attempts  # event ids of deferred retries
         out_ids = output.ids
         out_records = output.records
-        db = inbox if inbox is not None and inbox.connection is not None else None
+        db = _connected(inbox)
         done = 0
         for record, key, scan in zip(records, keys, scanned, strict=True):
             done += 1
@@ -223,17 +219,7 @@ class Dispatcher:
                 except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
                     self._undecodable(record, key, exc, seen, output)
                     continue
-                try:
-                    result = route.func(event)
-                    if isinstance(result, Event):
-                        out_records.append(emit_one(route, fields, result))
-                    elif result is not None:
-                        out_records.extend(
-                            emitter.emit(route, fields, as_events(route.step_id, [], result))
-                        )
-                    emitted = _NOTHING
-                except Exception as exc:
-                    emitted = invoker.after_failure(route, (record, fields), event, exc, info=None)
+                emitted = call_inline(route, record, fields, event, out_records)
             if emitted is None:
                 output.abandoned = True
                 done -= 1
@@ -242,6 +228,31 @@ class Dispatcher:
             out_ids.append(key)
             out_records.extend(emitted)
         output.next_offsets.update({(r.topic, r.partition): r.offset + 1 for r in records[:done]})
+
+    def _call_inline(
+        self,
+        route: Route,
+        record: Record,
+        fields: Fields,
+        event: Event,
+        out_records: list[OutboxRecord],
+    ) -> list[OutboxRecord] | None:
+        """Call a handler that takes no context; append what it emits to ``out_records``.
+
+        Returns ``_NOTHING`` when it succeeded, else what the invoker makes of the
+        failure (None: the worker stopped during a retry's backoff).
+        """
+        try:
+            result = route.func(event)
+            if isinstance(result, Event):
+                out_records.append(self.emitter.emit_one(route, fields, result))
+            elif result is not None:
+                out_records.extend(
+                    self.emitter.emit(route, fields, as_events(route.step_id, [], result))
+                )
+            return _NOTHING
+        except Exception as exc:
+            return self.invoker.after_failure(route, (record, fields), event, exc, info=None)
 
     def _dispatch_one(
         self,
@@ -385,3 +396,8 @@ def inbox_key(record: Record) -> str:
         except EnvelopeError:
             pass
     return dead_letter_id(record)
+
+
+def _connected(inbox: Inbox | None) -> Inbox | None:
+    """Return the inbox whose connection handlers get as ``ctx.db``, or None (no database)."""
+    return inbox if inbox is not None and inbox.connection is not None else None

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from choreo.choreography.service import StepKind
 from choreo.errors import BusinessFailure
@@ -45,9 +45,6 @@ from choreo.runtime.routing import Fields, Route
 from choreo.store import Inbox
 from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record
-
-if TYPE_CHECKING:
-    from choreo.runtime.worker import Worker
 
 __all__ = ["Invoker", "event_info"]
 
@@ -95,7 +92,7 @@ class Invoker:
     def __init__(
         self,
         *,
-        worker: Worker,
+        worker: object,
         service: str,
         emitter: Emitter,
         deadletter_topic: str,

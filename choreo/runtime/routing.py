@@ -149,7 +149,7 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
                 return None
         else:
             return None
-        if role not in _ROLES or not produced_at.isdigit() or not event_id or not event_type:
+        if role not in _ROLES or not produced_at.isdigit() or b"" in (event_id, event_type):
             return None
         fields = (
             event_type.decode(),

@@ -181,18 +181,9 @@ class TransportContract(ContractBase):
         records = self.drain(consumer, 30)
         assert len(records) == 30
         for record in records:
-            seq = int(dict(record.headers)["choreo-seq"])
-            assert record.topic == topic
-            assert record.value == f"v{seq}".encode()
-            assert record.key == keys[seq % 5]
-            assert record.headers == (("choreo-seq", str(seq).encode()), ("choreo-key", record.key))
-            assert record.timestamp_ms > 0
+            _assert_round_tripped(record, topic, keys)
         for key in keys:
-            mine = [r for r in records if r.key == key]
-            seqs = [int(dict(r.headers)["choreo-seq"]) for r in mine]
-            assert seqs == sorted(seqs) and len(seqs) == 6
-            assert len({r.partition for r in mine}) == 1
-            assert [r.offset for r in mine] == sorted(r.offset for r in mine)
+            _assert_in_publish_order([r for r in records if r.key == key])
 
     def test_same_key_lands_in_kafkas_murmur2_partition(self, clients: Clients) -> None:
         """Each key lands in the partition Kafka's default (murmur2) partitioner picks."""
@@ -581,3 +572,21 @@ class TransactionContract(ContractBase):
         reader = clients.consumer(unique("g"))
         reader.subscribe([topic])
         assert [r.value for r in self.drain(reader, 1)] == [b"live"]
+
+
+def _assert_round_tripped(record: Record, topic: str, keys: list[bytes]) -> None:
+    """Assert a record of the keyed round trip came back as published (see its test)."""
+    seq = int(dict(record.headers)["choreo-seq"])
+    assert record.topic == topic
+    assert record.value == f"v{seq}".encode()
+    assert record.key == keys[seq % 5]
+    assert record.headers == (("choreo-seq", str(seq).encode()), ("choreo-key", record.key))
+    assert record.timestamp_ms > 0
+
+
+def _assert_in_publish_order(mine: list[Record]) -> None:
+    """Assert one key's records are its six, in publish order, from one partition."""
+    seqs = [int(dict(r.headers)["choreo-seq"]) for r in mine]
+    assert seqs == sorted(seqs) and len(seqs) == 6
+    assert len({r.partition for r in mine}) == 1
+    assert [r.offset for r in mine] == sorted(r.offset for r in mine)

@@ -348,6 +348,21 @@ def _descent(
     )
 
 
+def _timed_out_any(order: list[TraceEvent]) -> bool:
+    """Return whether any event is a timeout failure (the tracker's own)."""
+    return any(e.role is _FAILURE and e.event_type == TIMEOUT_EVENT_TYPE for e in order)
+
+
+def _ending(event: TraceEvent) -> tuple[TraceEvent | None, SagaState]:
+    """Return the terminal event and the state after a first failure, compensation or end."""
+    role = event.role
+    if role is _COMPLETED:
+        return event, _S_COMPLETED
+    if role is _FAILED:
+        return event, _S_FAILED
+    return None, _S_COMPENSATING
+
+
 def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
     """Run the state machine and the per-event checks over the events in causal order.
 
@@ -357,9 +372,7 @@ def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
     walk = _Walk(_forward_steps(order))
     violations, timeout_ids = walk.violations, walk.timeout_ids
     # after a timeout a step's outcome is unknown: undoing it is legitimate (see the docs)
-    walk.timed_out_any = any(
-        e.role is _FAILURE and e.event_type == TIMEOUT_EVENT_TYPE for e in order
-    )
+    walk.timed_out_any = _timed_out_any(order)
     undone_after: dict[str, bool] = {}  # event id -> descends from a failure/compensation
     after_timeout: dict[str, bool] = {}  # event id -> descends from a timeout failure
     state = _S_STARTED
@@ -397,15 +410,10 @@ def _walk(order: list[TraceEvent], by_id: Mapping[str, TraceEvent]) -> _Walk:
                 state = _S_PENDING
             continue
         # failure, compensate, compensation, completed, failed
-        undoing_seen = undoing_seen or role in _UNDOING
+        undoing_seen |= role in _UNDOING
         walk.settle(event)
         if terminal is None:
-            if role is _COMPLETED:
-                terminal, state = event, _S_COMPLETED
-            elif role is _FAILED:
-                terminal, state = event, _S_FAILED
-            else:
-                state = _S_COMPENSATING
+            terminal, state = _ending(event)
     walk.state, walk.terminal = state, terminal
     walk.last_active, walk.latest_ms = last_active, latest_ms
     return walk

@@ -176,6 +176,17 @@ def trace_tree(
     ``expecting`` names the event types that may come next (from the choreography).
     """
     tree = Tree(_trace_header(trace))
+    _add_events(tree, trace, payload)
+    return Group(tree, *_trace_footer(trace, expecting))
+
+
+def _add_events(
+    tree: Tree,
+    trace: SagaTrace,
+    payload: Callable[[TraceEvent], dict[str, Any] | None] | None,
+) -> None:
+    """Add a node per event (its payload, violations and dead letters under it) to ``tree``;
+    dead letters of events the saga does not hold come last."""
     known = {event.event_id: event for event in trace.events}
     by_event: dict[str | None, list[Text]] = {}
     for violation in trace.violations:
@@ -201,7 +212,12 @@ def trace_tree(
             tree.add(data(f"{note.event_type or '?'} {note.event_id}", "red")).add(
                 _dead_letter_text(note)
             )
-    parts: list[RenderableType] = [tree]
+
+
+def _trace_footer(trace: SagaTrace, expecting: Iterable[str]) -> list[RenderableType]:
+    """Return the lines under a saga's tree: the next deadline, a failed compensation,
+    the violations."""
+    parts: list[RenderableType] = []
     if trace.deadline_ms is not None:
         waiting = ", ".join(expecting)
         due = f"next event{' (' + waiting + ')' if waiting else ''} due by "
@@ -211,7 +227,7 @@ def trace_tree(
     if trace.violations:
         parts.append(Text(f"{len(trace.violations)} violation(s):", style="bold red"))
         parts.extend(data(f"  [{v.code}] {v.message}", "red") for v in trace.violations)
-    return Group(*parts)
+    return parts
 
 
 def records_text(stats: Any, *, read: int | None = None) -> Text:

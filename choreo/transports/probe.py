@@ -175,7 +175,6 @@ def _kafka_python_connect(settings: dict[str, object], outcome: list[BaseExcepti
 
 
 def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
-    import kafka.errors as kerr
 
     settings = to_kafka_python(config.common_settings())
     settings["request_timeout_ms"] = int(timeout * 1000)
@@ -196,6 +195,15 @@ def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
     finally:
         kafka_logger.removeHandler(seen)
         kafka_logger.propagate = propagate
+    _raise_kafka_python_failure(config, seen, outcome, timeout)
+
+
+def _raise_kafka_python_failure(
+    config: KafkaConfig, seen: _Seen, outcome: list[BaseException | None], timeout: float
+) -> None:
+    """Raise what the kafka-python probe's ``outcome`` and log lines say went wrong, if any."""
+    import kafka.errors as kerr
+
     error = outcome[0] if outcome else None
     if seen.refused.is_set() or (error is not None and seen.failures):
         raise TransportError(_explain(seen.failures[0], config))

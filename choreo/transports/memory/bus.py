@@ -13,19 +13,35 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from time import time_ns as _time_ns
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from choreo.errors import ConfigurationError, TransactionError, TransportError
 from choreo.transports.assignors import ASSIGNORS, Assignor, assign
 from choreo.transports.base import Headers, Record, TopicPartition, make_record
 from choreo.transports.partitioner import partition_for
 
-if TYPE_CHECKING:
-    from choreo.transports.memory.clients import MemoryConsumer
-
-__all__ = ["MemoryBus"]
+__all__ = ["GroupMember", "MemoryBus"]
 
 logger = logging.getLogger("choreo.transports.memory")
+
+class GroupMember(Protocol):
+    """What the bus needs of a group's member (a ``MemoryConsumer``, which names the bus)."""
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group it belongs to."""
+
+    @property
+    def member_id(self) -> str:
+        """Its id within the group."""
+
+    @property
+    def owns_partitions(self) -> bool:
+        """Whether it holds partitions a rebalance must take back first."""
+
+    def matches(self, topic: str) -> bool:
+        """Return whether it subscribes to ``topic``."""
+
 
 _LEGAL_TOPIC: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _KEY_CACHE_LIMIT: Final = 65_536
@@ -139,7 +155,7 @@ class _Group:
     def __init__(self, group_id: str) -> None:
         self.group_id = group_id
         self.committed: dict[TopicPartition, int] = {}
-        self.members: dict[str, MemoryConsumer] = {}
+        self.members: dict[str, GroupMember] = {}
         self.generation = 0
         self.assignment: dict[str, list[TopicPartition]] = {}
         # Members that still hold partitions of an older generation; the new
@@ -307,14 +323,14 @@ class MemoryBus:
             group = self._groups[group_id] = _Group(group_id)
         return group
 
-    def _join(self, consumer: MemoryConsumer) -> None:
+    def _join(self, consumer: GroupMember) -> None:
         """Add ``consumer`` to its group (or update its subscription) and rebalance."""
         with self._cond:
             group = self._group_locked(consumer.group_id)
             group.members[consumer.member_id] = consumer
             self._rebalance_locked(group)
 
-    def _leave(self, consumer: MemoryConsumer) -> None:
+    def _leave(self, consumer: GroupMember) -> None:
         """Remove ``consumer`` from its group and rebalance the members left."""
         with self._cond:
             group = self._groups.get(consumer.group_id)
