@@ -8,7 +8,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cli_reference import MARKER, render  # noqa: E402
+from cli_reference import MARKER, render
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:

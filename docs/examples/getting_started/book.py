@@ -18,6 +18,7 @@ from choreo.runtime import serde_for
 SCHEMAS = Path(__file__).parent / "schemas"
 
 
+# --8<-- [start:main]
 def main(booking_id: str, guest: str, card: str) -> None:
     """Publish ``BookingRequested`` as the start of a RoomBooking saga and wait for the ack."""
     transport = open_transport("confluent", bootstrap=os.environ["CHOREO_KAFKA_BOOTSTRAP"])
@@ -30,6 +31,7 @@ def main(booking_id: str, guest: str, card: str) -> None:
     finally:
         publisher.close()
     print(f"booking {booking_id} requested")
+# --8<-- [end:main]
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from events import (
 
 from choreo import Context, Saga, Service
 
+# --8<-- [start:saga]
 room_booking = Saga(
     "RoomBooking",
     start=BookingRequested,
@@ -33,6 +34,7 @@ booking = Service("booking", sagas=[room_booking])
 booking.starts(room_booking)
 
 rooms = Service("rooms", sagas=[room_booking])
+# --8<-- [end:saga]
 
 # The rooms service's state: which room holds which booking. Kept in memory to keep the
 # first saga short; a real service keeps it in its store through ctx.db.
@@ -40,6 +42,7 @@ FREE_ROOMS = [101, 102]
 HELD: dict[str, int] = {}
 
 
+# --8<-- [start:handlers]
 @rooms.step(on=BookingRequested, emits=RoomHeld, fails_with=NoRoomAvailable)
 def hold(event: BookingRequested, ctx: Context) -> RoomHeld | NoRoomAvailable:
     """Hold a free room for the booking, or say that none is free."""
@@ -76,3 +79,4 @@ def reject(event: NoRoomAvailable | RoomReleased) -> BookingRejected:
     """End the saga as failed once every completed step was undone."""
     reason = event.reason if isinstance(event, NoRoomAvailable) else "payment refused"
     return BookingRejected(booking_id=event.booking_id, reason=reason)
+# --8<-- [end:handlers]
