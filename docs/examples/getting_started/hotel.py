@@ -8,6 +8,7 @@ room (a compensatable step) and releases it again when the payment is refused.
     booking.charge ─PaymentRefused─▶ rooms.release ─RoomReleased─▶ booking.reject
 """
 
+# --8<-- [start:saga]
 from __future__ import annotations
 
 from events import (
@@ -22,7 +23,6 @@ from events import (
 
 from choreo import Context, Saga, Service
 
-# --8<-- [start:saga]
 room_booking = Saga(
     "RoomBooking",
     start=BookingRequested,
