@@ -71,7 +71,7 @@ def python_blocks(page: Path) -> list[Block]:
     ]
 
 
-PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p)]
+PAGES_WITH_CODE = [p for p in PAGES if any(b.skip_reason is None for b in python_blocks(p))]
 
 
 def test_block_extraction_sees_skips_and_lines() -> None:
@@ -106,8 +106,6 @@ def test_python_examples_of_page_run(page: Path) -> None:
         for b in python_blocks(page)
         if b.skip_reason is None
     ]
-    if not runnable:
-        pytest.skip(f"{page.name}: every python block is skipped with a reason")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(cwd), str(REPO), *filter(None, [env.get("PYTHONPATH")])]
