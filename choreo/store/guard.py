@@ -70,10 +70,11 @@ def refuse_unshared_store(
 ) -> None:
     """Raise ConfigurationError if ``store`` is not shared and ``group_id`` has other members.
 
-    Does nothing for a shared store, or when the group cannot be described (a warning is
-    logged then).
+    Does nothing for a shared store, a store that explicitly allows replicas (a test's
+    ``MemoryStore(allow_replicas=True)``), or when the group cannot be described (a
+    warning is logged then).
     """
-    if store.shared:
+    if store.shared or getattr(store, "allow_replicas", False):
         return
     try:
         members = group_members(transport, group_id)

@@ -34,7 +34,14 @@ class MemoryStore:
     dialect = "memory"
     paramstyle = "qmark"
 
-    def __init__(self) -> None:
+    def __init__(self, *, allow_replicas: bool = False) -> None:
+        """Create an empty store.
+
+        ``allow_replicas=True`` lets a worker on it join a group with other live members
+        (each with its own memory store: nothing is shared, so only tests that study the
+        hand-over of partitions between replicas should ask for it).
+        """
+        self.allow_replicas = allow_replicas
         self._lock = threading.RLock()
         self._handled: dict[str, dict[str, int]] = {}
         self._outbox: dict[str, dict[str, OutboxRecord]] = {}  # origin -> id -> record

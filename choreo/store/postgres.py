@@ -292,9 +292,11 @@ class PostgresStore:
     def outbox_size(self, origin: str) -> int:
         """Return how many of ``origin``'s records are unsent (of every replica)."""
         with self._pool.connection() as conn:
-            row = conn.execute(  # a row holds a batch; ``sent`` lists its acknowledged ids
-                "SELECT COALESCE(SUM(cardinality(ids) - cardinality(sent)), 0)"
-                " FROM choreo_outbox WHERE origin = %s",
+            # a row holds a batch; ``sent`` may also list ids of other rows (an acknowledgement
+            # of ids this store did not write is recorded on every row they overlap)
+            row = conn.execute(
+                "SELECT COALESCE(SUM((SELECT COUNT(*) FROM unnest(ids) AS i"
+                " WHERE NOT i = ANY(sent))), 0) FROM choreo_outbox WHERE origin = %s",
                 (origin,),
             ).fetchone()
         return int(row[0]) if row is not None else 0

@@ -70,6 +70,10 @@ _RAISED_CONSUMER_ERRORS: Final = frozenset(
         ck.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         ck.KafkaError._AUTHENTICATION,
         ck.KafkaError.SASL_AUTHENTICATION_FAILED,
+        # librdkafka reports a fatal consumer error (e.g. a static member fenced by another
+        # with the same group.instance.id) as an event whose code is _FATAL but whose
+        # fatal() is False: the consumer is dead, so it must not be logged and ignored.
+        ck.KafkaError._FATAL,
     }
 )
 

@@ -109,9 +109,15 @@ def group_members(bootstrap: str, group: str) -> list[str]:
 
 
 def delete_topics(bootstrap: str, prefix: str) -> int:
-    """Delete every topic named ``prefix*`` (a finished scenario's); return how many."""
+    """Delete every topic named ``prefix*`` (a finished scenario's); return how many.
+
+    Also drops the cached admin client of :func:`group_members` for ``bootstrap``: a
+    finished scenario's broker may be stopped next, and a cached client would keep
+    reconnecting to it.
+    """
     from confluent_kafka.admin import AdminClient
 
+    _ADMINS.pop(bootstrap, None)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
     if not topics:

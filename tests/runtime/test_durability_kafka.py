@@ -21,6 +21,7 @@ from choreo.choreography.service import Retry, Saga, Service
 from choreo.errors import TransientError
 from choreo.model.envelope import Header, headers_to_dict
 from choreo.runtime import Middleware, Publisher, Worker, WorkerConfig
+from choreo.store.postgres import PostgresStore
 from choreo.transports.base import Record, TopicPartition, Transport
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
@@ -351,10 +352,11 @@ def _counting_inventory() -> tuple[Service, Counter[str]]:
 
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_a_joining_replica_takes_over_without_handling_anything_twice(
-    kafka_bootstrap: str, strategy: str
+    kafka_bootstrap: str, postgres_url: str, strategy: str
 ) -> None:
-    """A second replica joins mid-stream: every order handled exactly once (separate inboxes)."""
+    """A second replica joins mid-stream (shared PostgreSQL store): every order handled once."""
     prefix = _prefix()
+    stores = [PostgresStore(postgres_url, schema=prefix[:-1]) for _ in range(2)]
     count = 400
     settings = {"partition.assignment.strategy": strategy}
     transport = _transport("confluent", kafka_bootstrap, **settings)
@@ -363,17 +365,26 @@ def test_a_joining_replica_takes_over_without_handling_anything_twice(
     first_rebalances = _Rebalances()
     config = _config(prefix, max_poll_records=20, topic_partitions=4)
     first = _Running(
-        Worker(service, transport, avro_serde(), config=config, middleware=[first_rebalances])
+        Worker(
+            service,
+            transport,
+            avro_serde(),
+            config=config,
+            inbox=stores[0],
+            middleware=[first_rebalances],
+        )
     )
     _wait(lambda: sum(calls.values()) >= 40, "the first replica's progress")
     other = _transport("confluent", kafka_bootstrap, **settings)
-    second = _Running(Worker(service, other, avro_serde(), config=config))
+    second = _Running(Worker(service, other, avro_serde(), config=config, inbox=stores[1]))
     try:
         _wait(lambda: len(calls) == count, "every order handled", timeout=120)
         during = list(first_rebalances.revoked)
     finally:
         second.stop()
         first.stop()
+        for store in stores:
+            store.close()
     assert first.error is None and second.error is None
     assert max(calls.values()) == 1
     out = _read_all(kafka_bootstrap, f"{prefix}{RESERVED}", count)
@@ -387,7 +398,7 @@ def test_a_joining_replica_takes_over_without_handling_anything_twice(
 
 @pytest.mark.parametrize("leave", [True, False])
 def test_a_static_replica_that_stops_cleanly_hands_over_at_once(
-    kafka_bootstrap: str, leave: bool
+    kafka_bootstrap: str, postgres_url: str, leave: bool
 ) -> None:
     """With a 45 s session, the other replica owns every partition seconds after a clean stop.
 
@@ -400,6 +411,7 @@ def test_a_static_replica_that_stops_cleanly_hands_over_at_once(
     _publish_orders(transport, prefix, 4, partitions=4)
     service, _ = _counting_inventory()
     watchers = [_Rebalances(), _Rebalances()]
+    stores = [PostgresStore(postgres_url, schema=prefix[:-1]) for _ in range(2)]
     running = [
         _Running(
             Worker(
@@ -412,6 +424,7 @@ def test_a_static_replica_that_stops_cleanly_hands_over_at_once(
                     topic_partitions=4,
                     leave_group_on_close=leave,
                 ),
+                inbox=stores[n],
                 middleware=[watchers[n]],
             )
         )
@@ -432,6 +445,8 @@ def test_a_static_replica_that_stops_cleanly_hands_over_at_once(
             took = 0.0
     finally:
         running[1].stop()
+        for store in stores:
+            store.close()
     assert took < 15.0
 
 
