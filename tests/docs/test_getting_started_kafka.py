@@ -162,3 +162,55 @@ def test_getting_started_runs_on_kafka(project: Path, env: dict[str, str]) -> No
     verify = _choreo(["verify", "--topics", r"^hotel\."], project, env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "no violation" in verify.stdout
+
+
+@pytest.mark.usefixtures("workers")
+def test_getting_started_viewer_shows_the_sagas(project: Path, env: dict[str, str]) -> None:
+    booking_id = f"b-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [sys.executable, "book.py", booking_id, "Cy", "4242"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    port = _free_port()
+    ui_env = {k: v for k, v in env.items() if k != "CHOREO_KAFKA_CONSUMER_AUTO_OFFSET_RESET"}
+    ui = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "choreo",
+            "ui",
+            "--schemas",
+            "schemas/",
+            "--port",
+            str(port),
+            "--topics",
+            r"^hotel\.",
+        ],
+        cwd=project,
+        env=ui_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        end, body = time.monotonic() + 120, ""
+        while time.monotonic() < end and f'"{booking_id}"' not in body:
+            time.sleep(1)
+            try:
+                url = f"http://127.0.0.1:{port}/api/sagas"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = response.read().decode()
+            except (urllib.error.URLError, OSError):
+                continue
+        assert f'"correlation_id":"{booking_id}"' in body.replace(" ", ""), body[:500]
+    finally:
+        ui.send_signal(signal.SIGINT)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            ui.kill()
