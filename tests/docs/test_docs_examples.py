@@ -173,3 +173,14 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     assert (tmp_path / "getting-started" / "index.html").is_file()
     cli = (tmp_path / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     assert "choreo schemas codegen" in cli
+
+
+def test_api_reference_covers_every_public_name() -> None:
+    import choreo
+
+    api = (DOCS / "reference" / "api.md").read_text(encoding="utf-8")
+    rendered = set(re.findall(r"^::: [\w.]+\.(\w+)$", api, re.MULTILINE))
+    named = set(re.findall(r"`(\w+)`", api))
+    public = {name for name in choreo.__all__ if not name.startswith("_")}
+    assert public - rendered - named == set()
+    assert rendered <= public | {"WorkerConfig", "KafkaConfig"}
