@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 step() { printf '\n==> %s\n' "$*"; }
 
 step "installing choreo with its dev extras"
-"$PYTHON" -m pip install -q -e ".[dev]"
+"$PYTHON" -m pip install -q -e ".[dev]"   # dev includes the docs extra (mkdocs)
 
 step "checking for Debian packages the tests need (chromium, graphviz)"
 # Each tool the tests drive is a real program: the browser tests run Debian's chromium and
