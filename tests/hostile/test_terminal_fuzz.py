@@ -137,7 +137,7 @@ def test_commands_survive_hostile_records(tmp_path: Path, records: list) -> None
             ["sagas", "--file", str(path)],
             ["verify", "--file", str(path)],
             ["watch", "--once", "--file", str(path)],
-            ["trace", cid[:50] or "x", "--file", str(path)],
+            ["trace", "--file", str(path), "--", cid[:50] or "x"],  # an id may start with "-"
         ):
             result = runner.invoke(main, args, env=env)
             assert result.exit_code in (0, 1), (args, result.output, result.exception)
