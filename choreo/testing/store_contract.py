@@ -23,9 +23,10 @@ succeeded). choreo runs it against :class:`~choreo.store.memory.MemoryStore`,
         def open_same(self, tmp_path) -> StoreFactory:
             return lambda: MyStore(tmp_path / "db")  # every call: one more object, same data
 
-A store without durability (``durable = False``) or without a database
-(``connection is None``) skips the tests that need them. This module imports pytest, which
-:mod:`choreo.testing` itself does not.
+A durable store (``durable = True``: its rows outlive the object and the process)
+subclasses :class:`DurableStoreContract` instead, which adds the reopen, migration-failure
+and relay tests; the contract fails a durable store tested as a non-durable one. This
+module imports pytest, which :mod:`choreo.testing` itself does not.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class StoreContract:
         assert isinstance(store, Store)
         assert store.paramstyle in ("qmark", "numeric", "named", "format", "pyformat")
         assert store.durable or not store.shared  # replicas cannot share what a crash loses
+        assert not store.durable or isinstance(self, DurableStoreContract), (
+            "a durable store runs DurableStoreContract"
+        )
 
     def test_committed_ids_are_seen_per_consumer(self, store: Store) -> None:
         """Ids recorded for one consumer are seen by it and not by another."""
@@ -180,37 +184,6 @@ class StoreContract:
         thread.join(5)
         assert store.seen("g", ["first", "second"]) == {"first", "second"}
 
-    def test_durable_rows_survive_a_reopen_and_savepoints_undo_handler_writes(
-        self, open_same: StoreFactory
-    ) -> None:
-        """A reopened store sees committed ids, outbox and tables; undone savepoints are gone."""
-        store = open_same()
-        if not store.durable:
-            pytest.skip("this store is not durable: nothing outlives its object")
-        store.migrate("service:test", [Migration(1, "stock", "CREATE TABLE stock (sku TEXT)")])
-        store.begin()
-        store.savepoint()
-        execute(store.connection, "INSERT INTO stock VALUES (?)", ("lost",))
-        store.rollback_to_savepoint()
-        store.savepoint()
-        execute(store.connection, "INSERT INTO stock VALUES (?)", ("kept",))
-        store.release_savepoint()
-        store.seen("g", ["a"])
-        store.add("g", ["a"], 1)
-        store.enqueue("o", [_record(1)])
-        store.commit()
-        store.close()
-
-        again = open_same()
-        assert again.seen("g", ["a"]) == {"a"}
-        assert [r.id for r in again.pending("o")] == ["id-1"]
-        again.begin()
-        rows = execute(again.connection, "SELECT sku FROM stock").fetchall()
-        again.mark_sent(["id-1"])
-        again.commit()
-        assert [tuple(row) for row in rows] == [("kept",)]
-        assert again.pending("o") == []
-
     def test_migrations_apply_once_in_order_per_component(self, open_same: StoreFactory) -> None:
         """New migrations run once, in version order; a second store (replica) applies none."""
         store = open_same()
@@ -253,11 +226,54 @@ class StoreContract:
             ("service:y", 1),
         ]
 
+    def test_repeated_migration_versions_are_refused(self, store: Store) -> None:
+        """Two migrations with one version are a configuration error."""
+        with pytest.raises(ConfigurationError, match="repeated"):
+            store.migrate(
+                "service:r", [Migration(1, "a", "SELECT 1"), Migration(1, "b", "SELECT 2")]
+            )
+
+
+class DurableStoreContract(StoreContract):
+    """What a durable store does besides: rows outlive the store object and the process.
+
+    Subclass it instead of :class:`StoreContract` for a store with ``durable = True``
+    (SQLite, PostgreSQL): a reopen sees committed rows, migrations create real tables, and
+    the relay publishes rows another (dead) writer left behind.
+    """
+
+    def test_durable_rows_survive_a_reopen_and_savepoints_undo_handler_writes(
+        self, open_same: StoreFactory
+    ) -> None:
+        """A reopened store sees committed ids, outbox and tables; undone savepoints are gone."""
+        store = open_same()
+        store.migrate("service:test", [Migration(1, "stock", "CREATE TABLE stock (sku TEXT)")])
+        store.begin()
+        store.savepoint()
+        execute(store.connection, "INSERT INTO stock VALUES (?)", ("lost",))
+        store.rollback_to_savepoint()
+        store.savepoint()
+        execute(store.connection, "INSERT INTO stock VALUES (?)", ("kept",))
+        store.release_savepoint()
+        store.seen("g", ["a"])
+        store.add("g", ["a"], 1)
+        store.enqueue("o", [_record(1)])
+        store.commit()
+        store.close()
+
+        again = open_same()
+        assert again.seen("g", ["a"]) == {"a"}
+        assert [r.id for r in again.pending("o")] == ["id-1"]
+        again.begin()
+        rows = execute(again.connection, "SELECT sku FROM stock").fetchall()
+        again.mark_sent(["id-1"])
+        again.commit()
+        assert [tuple(row) for row in rows] == [("kept",)]
+        assert again.pending("o") == []
+
     def test_a_failing_migration_applies_nothing(self, open_same: StoreFactory) -> None:
         """A migration that fails leaves no version recorded and no partial change."""
         store = open_same()
-        if not store.durable:
-            pytest.skip("this store is not durable: it has no tables")
         broken = [
             Migration(1, "ok", "CREATE TABLE v (a INTEGER)"),
             Migration(2, "broken", "THIS IS NOT SQL"),
@@ -266,20 +282,11 @@ class StoreContract:
             store.migrate("service:z", broken)
         assert store.migrate("service:z", broken[:1]) == [1]
 
-    def test_repeated_migration_versions_are_refused(self, store: Store) -> None:
-        """Two migrations with one version are a configuration error."""
-        with pytest.raises(ConfigurationError, match="repeated"):
-            store.migrate(
-                "service:r", [Migration(1, "a", "SELECT 1"), Migration(1, "b", "SELECT 2")]
-            )
-
     def test_relay_takes_another_writers_rows_only_after_publish_succeeds(
         self, open_same: StoreFactory
     ) -> None:
         """Another store relays a dead writer's rows in order; a failed publish keeps them."""
         dead = open_same()
-        if not dead.durable:
-            pytest.skip("this store is not durable: its rows die with its process")
         _commit(dead, records=[_record(1, key=b"c1"), _record(2, key=b"c2"), _record(3, key=b"c1")])
         live = open_same()
         sink = _Sink()

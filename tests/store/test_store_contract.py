@@ -15,7 +15,7 @@ import pytest
 from choreo.errors import ConfigurationError
 from choreo.store import MemoryStore, SqliteStore, Store, open_store
 from choreo.store.postgres import PostgresStore
-from choreo.testing.store_contract import StoreContract, StoreFactory
+from choreo.testing.store_contract import DurableStoreContract, StoreContract, StoreFactory
 
 
 class TestMemoryStore(StoreContract):
@@ -28,7 +28,7 @@ class TestMemoryStore(StoreContract):
         return lambda: shared
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(DurableStoreContract):
     """The SQLite store honours the whole contract."""
 
     @pytest.fixture
@@ -46,7 +46,7 @@ class TestSqliteStore(StoreContract):
             store.close()
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(DurableStoreContract):
     """The PostgreSQL store honours the whole contract, on a real server."""
 
     @pytest.fixture
