@@ -26,6 +26,10 @@ Example::
     @inventory.compensation(undoes=reserve, on=[PaymentDeclined, PaymentRefunded],
                             emits=InventoryReleased)
     def release(event: PaymentDeclined | PaymentRefunded) -> InventoryReleased: ...
+
+Why one module of over 500 lines: it is the declaration API a user reads (``Service``,
+``Saga``, the decorators and their validation), and splitting the decorators from the
+classes they register on would make a reader hold two files for one concept.
 """
 
 from __future__ import annotations

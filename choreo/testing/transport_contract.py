@@ -30,6 +30,9 @@ your ``conftest.py`` (before the test module imports it). Tests create fresh top
 group names (``contract-...``), so runs can share a broker; every wait is a loop bounded
 by ``patience``: fast when things work, a clear failure when they do not. This module
 imports pytest, which :mod:`choreo.testing` itself does not.
+
+Why one module of over 500 lines: it is one test per behaviour of the transport
+contract, in the order the contract states them; a third-party author imports one class.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ orchestrator gave up compensating) marks the saga *compensation failed* and is n
 A forward step (or failure) ordered after a timeout
 failure (``choreo.SagaTimedOut``) without descending from it is marked ``late=True``:
 it is shown as late, and is not by itself a violation.
+
+Why one module of over 500 lines: the fold is one pass over a saga's events with one
+state; its small helpers each name one rule of the saga guarantee, and spreading them
+over modules would hide the order in which the rules apply.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ created with an ``instance_id`` is a static member (``group.instance.id``): libr
 does not send LeaveGroup when it closes, so its replacement gets the same partitions.
 
 Every confluent-kafka exception is translated into :mod:`choreo.errors` here.
+
+Why one module of over 500 lines: it holds one producer and one consumer class for one
+client library, the only place that imports confluent-kafka; the behaviour both share
+with the other transports is in :mod:`choreo.transports.shared`.
 """
 
 from __future__ import annotations

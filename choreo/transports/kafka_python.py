@@ -19,6 +19,10 @@ such as ``commit`` is refused. This transport therefore runs ``on_assign`` and
 so the callbacks may commit and seek like on the other transports. The thread that
 called ``poll`` (or ``close``) is blocked meanwhile, so callbacks never run
 concurrently with it.
+
+Why one module of over 500 lines: it holds one producer and one consumer class for one
+client library, the only place that imports kafka-python; the behaviour both share with
+the other transports is in :mod:`choreo.transports.shared`.
 """
 
 from __future__ import annotations
