@@ -1,0 +1,53 @@
+"""The /proc CPU meter the benchmarks use for processes they do not run in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.proc_cpu import CpuMeter, process_cpu_seconds  # noqa: E402
+
+
+def test_a_busy_child_is_charged_its_cpu_time() -> None:
+    """A child that spins for ~0.3 s of CPU shows at least 0.2 s on the meter."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time,sys\nt=time.process_time()\n"
+            "while time.process_time()-t<0.3: pass\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        meter = CpuMeter(child.pid)
+        meter.start()
+        deadline = 50
+        while process_cpu_seconds(child.pid) < 0.3 and deadline:
+            deadline -= 1
+            subprocess.run(["sleep", "0.1"], check=True)
+        assert meter.stop() >= 0.2
+    finally:
+        child.communicate(b"")
+
+
+def test_a_gone_process_raises_process_lookup_error() -> None:
+    """Reading a process that has exited is an error, not a zero."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(ProcessLookupError):
+        process_cpu_seconds(child.pid)
+
+
+def test_stop_before_start_is_refused() -> None:
+    """``stop()`` without ``start()`` says so instead of returning garbage."""
+    with pytest.raises(RuntimeError):
+        CpuMeter(os.getpid()).stop()
