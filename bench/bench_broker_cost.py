@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peers import choreography as ch
 from bench.proc_cpu import CpuMeter
+from bench.saga_service import RequestStats, read_request_stats
 from bench.sagaload import (
     SERVICES,
     BrokerOption,
@@ -74,6 +75,12 @@ VARIANTS: Final[dict[str, Variant]] = {
     "commit-1s": {"worker": {"commit_interval": 1.0}},
     "layout-namespace": {"layout": "namespace"},
     "layout-saga": {"layout": "saga"},
+    "commit-1s+lz4": {"worker": {"commit_interval": 1.0}, "producer": {"compression.type": "lz4"}},
+    "commit-1s+zstd": {"worker": {"commit_interval": 1.0},
+                       "producer": {"compression.type": "zstd"}},
+    "commit-1s+zstd+namespace": {"worker": {"commit_interval": 1.0},
+                                 "producer": {"compression.type": "zstd"},
+                                 "layout": "namespace"},
 }
 """Each variant: changes to choreo's defaults (producer/consumer settings, WorkerConfig
 fields, topic layout)."""
@@ -90,6 +97,10 @@ def _service_args(bootstrap: str, service: str, prefix: str, variant: Variant,
     ]
 
 
+def _diff(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {api: n - before.get(api, 0) for api, n in after.items() if n - before.get(api, 0)}
+
+
 def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
              sagas: int, rate: float, partitions: int, workdir: Path) -> dict[str, Any]:
     """Run the saga once under ``variant``; return its measurements."""
@@ -104,7 +115,8 @@ def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
         for service in SERVICES:
             services.start(service, _service_args(bootstrap, service, layout.prefix, variant,
                                                   partitions),
-                           state_file=workdir / f"{layout.prefix}{service}.json")
+                           state_file=workdir / f"{layout.prefix}{service}.json",
+                           stats_file=workdir / f"{layout.prefix}{service}.stats.json")
         injector = Injector(bootstrap, layout.topic(ch.ORDER_CREATED))
         warm = [f"w{tag}-{i}" for i in range(WARMUP)]
         for order_id, payload, headers in injector.prepare(warm):
@@ -118,6 +130,7 @@ def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
         meters = {"broker": CpuMeter(broker_pid)}
         meters.update({s: CpuMeter(pid) for s, pid in services.pids().items()})
         starts: dict[str, float] = {}
+        requests_before = read_request_stats(services.stats_files)
         for meter in meters.values():
             meter.start()
         begin = time.monotonic()
@@ -130,6 +143,8 @@ def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
         ended = collector.wait_for(ids, 300)
         wall = time.monotonic() - begin
         cpu = {who: meter.stop() for who, meter in meters.items()}
+        time.sleep(3 * RequestStats.INTERVAL_MS / 1000)  # the last reports of the phase
+        requests = _diff(read_request_stats(services.stats_files), requests_before)
     finally:
         services.stop()
         collector.stop()
@@ -152,6 +167,8 @@ def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
         "broker_ms_per_saga": round(cpu["broker"] * 1000 / sagas, 4),
         "service_ms_per_saga": round(service_cpu * 1000 / sagas, 4),
         "service_ms_per_saga_each": {s: round(cpu[s] * 1000 / sagas, 4) for s in SERVICES},
+        "requests_per_saga": {api: round(n / sagas, 3) for api, n in sorted(requests.items())},
+        "requests_per_saga_total": round(sum(requests.values()) / sagas, 3),
         "p50_ms": round(percentile(lat, 50), 2),
         "p95_ms": round(percentile(lat, 95), 2),
         "p99_ms": round(percentile(lat, 99), 2),
@@ -172,7 +189,8 @@ def idle_broker_cpu(pid: int, seconds: float = 5.0) -> float:
     return meter.stop() / seconds
 
 
-METRICS: Final = ("broker_ms_per_saga", "service_ms_per_saga", "p50_ms", "p99_ms")
+METRICS: Final = ("broker_ms_per_saga", "service_ms_per_saga", "p50_ms", "p99_ms",
+                  "requests_per_saga_total")
 
 
 def summarize(rows: list[dict[str, Any]], baseline: str = "baseline") -> list[dict[str, Any]]:
@@ -199,18 +217,19 @@ def table(summary: list[dict[str, Any]]) -> str:
     """Return the summary as a Markdown table."""
     lines = [
         "| variant | broker ms/saga (min-max) | x base | service ms/saga | x base "
-        "| p50 ms | p99 ms (min-max) | p99 x base | ok |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| p50 ms | p99 ms (min-max) | p99 x base | requests/saga | ok |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for e in summary:
-        b, s, p50, p99 = (e[m] for m in METRICS)
+        b, s, p50, p99, req = (e[m] for m in METRICS)
         r = e.get("ratio", {})
         lines.append(
             f"| {e['variant']} | {b['median']:.3f} ({b['min']:.3f}-{b['max']:.3f}) "
             f"| {r.get('broker_ms_per_saga', float('nan')):.2f} | {s['median']:.3f} "
             f"| {r.get('service_ms_per_saga', float('nan')):.2f} | {p50['median']:.1f} "
             f"| {p99['median']:.1f} ({p99['min']:.1f}-{p99['max']:.1f}) "
-            f"| {r.get('p99_ms', float('nan')):.2f} | {'yes' if e['all_ok'] else 'NO'} |"
+            f"| {r.get('p99_ms', float('nan')):.2f} | {req['median']:.1f} "
+            f"| {'yes' if e['all_ok'] else 'NO'} |"
         )
     return "\n".join(lines)
 

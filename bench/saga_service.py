@@ -40,6 +40,52 @@ def _inbox(spec: str) -> Inbox:
     raise SystemExit(f"--store: memory or sqlite:PATH, not {spec!r}")
 
 
+class RequestStats:
+    """Keeps librdkafka's request counts per API of this process's clients in a JSON file.
+
+    librdkafka reports, every ``statistics.interval.ms``, how many requests of each kind
+    (Produce, Fetch, OffsetCommit, ...) each client sent to each broker since it started;
+    the file holds the latest totals per client type, rewritten atomically.
+    """
+
+    INTERVAL_MS = 200
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.totals: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def settings(self) -> dict[str, Any]:
+        """Return the client settings that make librdkafka report to this object."""
+        return {"statistics.interval.ms": self.INTERVAL_MS, "stats_cb": self.on_stats}
+
+    def on_stats(self, text: str) -> None:
+        """Record one statistics report."""
+        report = json.loads(text)
+        counts: dict[str, int] = {}
+        for broker in report.get("brokers", {}).values():
+            for api, count in broker.get("req", {}).items():
+                if count:
+                    counts[api] = counts.get(api, 0) + count
+        with self._lock:
+            self.totals[f"{report.get('type')}-{report.get('name')}"] = counts
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.totals))
+            tmp.replace(self.path)
+
+
+def read_request_stats(paths: list[Path]) -> dict[str, int]:
+    """Return the request counts per API summed over the files of several services."""
+    total: dict[str, int] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        for counts in json.loads(path.read_text()).values():
+            for api, count in counts.items():
+                total[api] = total.get(api, 0) + count
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the service until SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default="{}")
     parser.add_argument("--store", default="memory")
     parser.add_argument("--states-out", type=Path, default=None)
+    parser.add_argument("--stats-out", type=Path, default=None,
+                        help="keep librdkafka's request counts per API in this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"{args.service}: %(message)s")
 
@@ -61,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     states: dict[str, dict[str, str]] = {}
     services = {s.name: s for s in build_services(states)}
     service = services[args.service]
-    config = KafkaConfig(
-        bootstrap_servers=args.bootstrap,
-        producer=json.loads(args.producer),
-        consumer=json.loads(args.consumer),
-    )
+    producer: dict[str, Any] = json.loads(args.producer)
+    consumer: dict[str, Any] = json.loads(args.consumer)
+    if args.stats_out is not None:
+        stats = RequestStats(args.stats_out)
+        producer.update(stats.settings())
+        consumer.update(stats.settings())
+    config = KafkaConfig(bootstrap_servers=args.bootstrap, producer=producer, consumer=consumer)
     worker_fields: dict[str, Any] = json.loads(args.worker)
     worker = Worker(
         service,

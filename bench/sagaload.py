@@ -131,11 +131,15 @@ class Services:
     def __init__(self) -> None:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.state_files: dict[str, Path] = {}
+        self.stats_files: list[Path] = []
 
     def start(self, name: str, args: Sequence[str], *, module: str = "bench.saga_service",
-              state_file: Path | None = None) -> None:
+              state_file: Path | None = None, stats_file: Path | None = None) -> None:
         """Start one service process with ``args``."""
         extra = ["--states-out", str(state_file)] if state_file is not None else []
+        if stats_file is not None:
+            extra += ["--stats-out", str(stats_file)]
+            self.stats_files.append(stats_file)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", module, *args, *extra], cwd=ROOT, env=env
