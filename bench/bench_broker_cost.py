@@ -234,68 +234,101 @@ def table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _run_phase(broker: BrokerOption, names: list[str], *, sagas: int, rate: float,
+               repeat: int, partitions: int, workdir: Path) -> list[dict[str, Any]]:
+    """Run ``names`` interleaved ``repeat`` times (rotated); return the rows."""
+    rows: list[dict[str, Any]] = []
+    for index in range(1, repeat + 1):
+        shift = (index - 1) % len(names)  # rotate: no variant always runs first
+        for name in names[shift:] + names[:shift]:
+            row = run_once(broker.bootstrap, broker.pid, name, VARIANTS[name], sagas=sagas,
+                           rate=rate, partitions=partitions, workdir=workdir)
+            row["repeat"] = index
+            rows.append(row)
+            print(json.dumps({k: row[k] for k in (
+                "variant", "rate", "repeat", "broker_ms_per_saga", "service_ms_per_saga",
+                "p50_ms", "p99_ms", "requests_per_saga_total", "sagas_per_s", "ok")}), flush=True)
+    return rows
+
+
+def _names(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the variants and write the results."""
+    """Run the variants (open loop, then the throughput phase) and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sagas", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=300.0, help="sagas/s (0: all at once)")
+    parser.add_argument("--sagas", type=int, default=1500)
+    parser.add_argument("--rate", type=float, default=100.0, help="sagas/s of the open-loop phase")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma-separated variant names")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="variants of the open loop")
+    parser.add_argument("--throughput", default="baseline,chosen",
+                        help="variants also run with every saga started at once ('' for none)")
+    parser.add_argument("--throughput-sagas", type=int, default=3000)
     parser.add_argument("--bootstrap", default=None, help="an existing broker (needs --broker-pid)")
     parser.add_argument("--broker-pid", type=int, default=None)
-    parser.add_argument("--warmup-sagas", type=int, default=3000,
+    parser.add_argument("--warmup-sagas", type=int, default=2000,
                         help="an unrecorded baseline run first (the broker JVM's JIT warm-up)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    names, burst = _names(parser, args.only), _names(parser, args.throughput)
     broker = BrokerOption(args.bootstrap, args.broker_pid)
-    bootstrap, pid = broker.bootstrap, broker.pid
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rows: list[dict[str, Any]] = []
+    burst_rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            idle = idle_broker_cpu(pid)
+            idle = idle_broker_cpu(broker.pid)
             if args.warmup_sagas:
-                run_once(bootstrap, pid, "warm-up", VARIANTS["baseline"], sagas=args.warmup_sagas,
-                         rate=args.rate, partitions=args.partitions, workdir=Path(tmp))
-            for repeat in range(1, args.repeat + 1):
-                shift = (repeat - 1) % len(names)  # rotate: no variant always runs first
-                for name in names[shift:] + names[:shift]:
-                    row = run_once(bootstrap, pid, name, VARIANTS[name], sagas=args.sagas,
-                                   rate=args.rate, partitions=args.partitions, workdir=Path(tmp))
-                    row["repeat"] = repeat
-                    rows.append(row)
-                    print(json.dumps({k: row[k] for k in (
-                        "variant", "repeat", "broker_ms_per_saga", "service_ms_per_saga",
-                        "p50_ms", "p99_ms", "sagas_per_s", "ok")}), flush=True)
+                run_once(broker.bootstrap, broker.pid, "warm-up", VARIANTS["baseline"],
+                         sagas=args.warmup_sagas, rate=args.rate, partitions=args.partitions,
+                         workdir=Path(tmp))
+            rows = _run_phase(broker, names, sagas=args.sagas, rate=args.rate,
+                              repeat=args.repeat, partitions=args.partitions, workdir=Path(tmp))
+            if burst:
+                burst_rows = _run_phase(broker, burst, sagas=args.throughput_sagas, rate=0,
+                                        repeat=args.repeat, partitions=args.partitions,
+                                        workdir=Path(tmp))
     finally:
         broker.stop()
-    summary = summarize(rows)
+    summary, burst_summary = summarize(rows), summarize(burst_rows) if burst_rows else []
     result = {
         "benchmark": "broker_cost",
         "started": started,
         "machine": {**machine(), "kafka": broker.kafka_version},
         "process_per_service": True,
-        "sagas": args.sagas,
-        "rate": args.rate,
         "partitions": args.partitions,
         "repeat": args.repeat,
         "broker_idle_cpu_ms_per_s": round(idle * 1000, 2),
-        "variants": {n: dict(VARIANTS[n]) for n in names},
-        "summary": summary,
-        "runs": rows,
+        "open_loop": {"sagas": args.sagas, "rate": args.rate, "summary": summary},
+        "throughput": {"sagas": args.throughput_sagas, "summary": burst_summary},
+        "variants": {n: dict(VARIANTS[n]) for n in dict.fromkeys([*names, *burst])},
+        "defaults": _defaults(),
+        "runs": rows + burst_rows,
     }
-    print(table(summary))
+    print(f"open loop, {args.rate:g} sagas/s:\n{table(summary)}")
+    if burst_summary:
+        print(f"throughput ({args.throughput_sagas} sagas at once):\n{table(burst_summary)}")
     if not args.no_write:
         out = args.out or RESULTS / f"broker-cost-{started.replace('-', '').replace(':', '')}.json"
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {out}")
-    return 0 if all(r["ok"] for r in rows) else 1
+    return 0 if all(r["ok"] for r in rows + burst_rows) else 1
+
+
+def _defaults() -> dict[str, Any]:
+    """Return choreo's client and worker defaults of the code under test (the baseline)."""
+    from choreo.runtime import WorkerConfig
+    from choreo.transports.config import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
+
+    return {"producer": dict(PRODUCER_DEFAULTS), "consumer": dict(CONSUMER_DEFAULTS),
+            "commit_interval": WorkerConfig().commit_interval}
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ class WorkerConfig:
     from_beginning: bool = True
     flush_timeout: float = 30.0
     transaction_timeout: float = 30.0
-    commit_interval: float = 0.0
+    commit_interval: float = 1.0
     error_backoff: float = 1.0
     max_inline_backoff: float = 1.0
     leave_group_on_close: bool = True

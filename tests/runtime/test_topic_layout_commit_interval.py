@@ -146,9 +146,9 @@ def _inventory_worker(shop: Shop, transport: MemoryTransport, serde: Any,
 def test_commit_interval_zero_commits_after_every_batch(
     shop: Shop, bus: MemoryBus, transport: MemoryTransport, serde: Any
 ) -> None:
-    """The default commits each batch's offsets as soon as it is delivered."""
+    """commit_interval=0 commits each batch's offsets as soon as it is delivered."""
     _publish_orders(shop, transport, serde, 3)
-    worker = _inventory_worker(shop, transport, serde)
+    worker = _inventory_worker(shop, transport, serde, commit_interval=0.0)
     for expected in (1, 2, 3):
         assert worker.run_once() == 1
         assert _committed(bus, "inventory") == expected
