@@ -1,28 +1,38 @@
 """Broker CPU per saga under variants of choreo's client defaults and topic layout.
 
-    python bench/bench_broker_cost.py                       # own broker, every variant, 3 repeats
-    python bench/bench_broker_cost.py --sagas 300 --repeat 1 --only baseline,commit-1s --no-write
-    python bench/bench_broker_cost.py --rate 0              # throughput mode (all sagas at once)
+    python bench/bench_broker_cost.py                 # own broker, every variant, 3 repeats
+    python bench/bench_broker_cost.py --sagas 300 --repeat 1 --only before,defaults \
+        --throughput '' --no-write
 
 The order saga of the peers benchmark (four choreo services on confluent-kafka, each
 its own process, :mod:`bench.saga_service`) on a real single-node Kafka broker with 6
 partitions per topic. Every run gets fresh topics and consumer groups; a warm-up of 40
-sagas must end before the clock starts; then ``--sagas`` start events are produced at a
-fixed ``--rate`` per second (open loop; ``0``: all at once) and the run ends when every
-saga's terminal event has been consumed. Measured over that timed phase:
+sagas must end before the clock starts. Two phases, one broker:
+
+- **open loop** (every variant): ``--sagas`` start events produced at a fixed ``--rate``
+  per second, so latency is a saga's own and not queueing behind the others;
+- **throughput** (``--throughput`` variants): ``--throughput-sagas`` start events at once,
+  as the peers benchmark measures (latency then includes queueing).
+
+Measured over the timed phase (first start event to the last terminal event consumed):
 
 - **broker CPU per saga**: the broker JVM's user + system CPU (``/proc/<pid>/stat``,
-  :mod:`bench.proc_cpu`) / sagas — everything the broker did meanwhile, the harness's
-  own injector and collector included (the same in every variant);
+  :mod:`bench.proc_cpu`) / sagas: everything the broker did meanwhile, the harness's own
+  injector and collector included (the same in every variant);
 - **service CPU per saga**: the four service processes' CPU / sagas;
+- **requests per saga**: the requests the services' clients sent, per API (Produce,
+  Fetch, OffsetCommit, Heartbeat...), from librdkafka's statistics (reported every
+  200 ms, so the counts are approximate by a fraction of a second's worth);
 - **latency** p50/p99: terminal event consumed - start event produced.
 
-A variant is choreo's defaults with a few settings changed (``VARIANTS``); variants are
-interleaved (repeat 1 of every variant, then repeat 2, ...) and summarised as
-min/median/max over the repeats, with ratios of the medians against ``baseline`` (the
-defaults of the code under test). Each run also checks correctness: every saga ended
-once, with the terminal event its id decides, and every service's final state counts
-are the expected ones.
+A variant is a set of overrides of the library's defaults (``VARIANTS``): ``before`` pins
+the defaults this benchmark started from, one-setting variants change one thing on top
+of it, ``defaults`` is the library as it is now. Variants are interleaved (repeat 1 of
+every variant, then repeat 2 rotated by one, ...) after an unrecorded warm-up run (the
+broker JVM's JIT), and summarised as min/median/max over the repeats with ratios of the
+medians against ``before``. Each run also checks correctness: every saga ended once, with
+the terminal event its id decides, and every service's final state counts are the
+expected ones.
 """
 
 from __future__ import annotations
@@ -62,29 +72,41 @@ RESULTS: Final = Path(__file__).resolve().parent / "results"
 WARMUP: Final = 40
 
 Variant = Mapping[str, Any]
-VARIANTS: Final[dict[str, Variant]] = {
-    "baseline": {},
-    "linger-0": {"producer": {"linger.ms": 0}},
-    "linger-50": {"producer": {"linger.ms": 50}},
-    "batch-16k": {"producer": {"batch.size": 16384}},
-    "fetch-min-16k-wait-10": {"consumer": {"fetch.min.bytes": 16384, "fetch.wait.max.ms": 10}},
-    "fetch-wait-100": {"consumer": {"fetch.wait.max.ms": 100}},
-    "lz4": {"producer": {"compression.type": "lz4"}},
-    "zstd": {"producer": {"compression.type": "zstd"}},
-    "commit-100ms": {"worker": {"commit_interval": 0.1}},
-    "commit-1s": {"worker": {"commit_interval": 1.0}},
-    "layout-namespace": {"layout": "namespace"},
-    "layout-saga": {"layout": "saga"},
-    "commit-1s+lz4": {"worker": {"commit_interval": 1.0}, "producer": {"compression.type": "lz4"}},
-    "commit-1s+zstd": {"worker": {"commit_interval": 1.0},
-                       "producer": {"compression.type": "zstd"}},
-    "commit-1s+zstd+namespace": {"worker": {"commit_interval": 1.0},
-                                 "producer": {"compression.type": "zstd"},
-                                 "layout": "namespace"},
-}
-"""Each variant: changes to choreo's defaults (producer/consumer settings, WorkerConfig
-fields, topic layout)."""
 
+
+def _on(base: Variant, **changes: Any) -> dict[str, Any]:
+    """Return ``base`` with ``changes`` merged in (client and worker settings per key)."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+BEFORE: Final[Variant] = {"worker": {"commit_interval": 0.0}}
+"""choreo's defaults before this benchmark (offsets committed after every batch)."""
+
+VARIANTS: Final[dict[str, Variant]] = {
+    "before": BEFORE,
+    "defaults": {},
+    "linger-0": _on(BEFORE, producer={"linger.ms": 0}),
+    "linger-50": _on(BEFORE, producer={"linger.ms": 50}),
+    "batch-16k": _on(BEFORE, producer={"batch.size": 16384}),
+    "fetch-min-16k-wait-10": _on(BEFORE, consumer={"fetch.min.bytes": 16384,
+                                                   "fetch.wait.max.ms": 10}),
+    "lz4": _on(BEFORE, producer={"compression.type": "lz4"}),
+    "zstd": _on(BEFORE, producer={"compression.type": "zstd"}),
+    "commit-100ms": _on(BEFORE, worker={"commit_interval": 0.1}),
+    "layout-namespace": _on(BEFORE, layout="namespace"),
+    "layout-saga": _on(BEFORE, layout="saga"),
+    "defaults+namespace": {"layout": "namespace"},
+}
+"""Each variant: overrides of the library's defaults (producer/consumer settings,
+WorkerConfig fields, topic layout). ``before`` pins the defaults this benchmark started
+from; the single-setting variants change one thing on top of it; ``defaults`` is the
+library's defaults as they are now (the code under test)."""
 
 def _service_args(bootstrap: str, service: str, prefix: str, variant: Variant,
                   partitions: int) -> list[str]:
@@ -193,7 +215,7 @@ METRICS: Final = ("broker_ms_per_saga", "service_ms_per_saga", "p50_ms", "p99_ms
                   "requests_per_saga_total")
 
 
-def summarize(rows: list[dict[str, Any]], baseline: str = "baseline") -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]], baseline: str = "before") -> list[dict[str, Any]]:
     """Return per variant the spread of each metric and the ratio of medians to ``baseline``."""
     names = list(dict.fromkeys(r["variant"] for r in rows))
     spreads = {
@@ -262,18 +284,18 @@ def _names(parser: argparse.ArgumentParser, text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the variants (open loop, then the throughput phase) and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sagas", type=int, default=1500)
+    parser.add_argument("--sagas", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0, help="sagas/s of the open-loop phase")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default=",".join(VARIANTS), help="variants of the open loop")
-    parser.add_argument("--throughput", default="baseline,chosen",
+    parser.add_argument("--throughput", default="before,defaults",
                         help="variants also run with every saga started at once ('' for none)")
     parser.add_argument("--throughput-sagas", type=int, default=3000)
     parser.add_argument("--bootstrap", default=None, help="an existing broker (needs --broker-pid)")
     parser.add_argument("--broker-pid", type=int, default=None)
     parser.add_argument("--warmup-sagas", type=int, default=2000,
-                        help="an unrecorded baseline run first (the broker JVM's JIT warm-up)")
+                        help="an unrecorded run first (the broker JVM's JIT warm-up)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -286,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             idle = idle_broker_cpu(broker.pid)
             if args.warmup_sagas:
-                run_once(broker.bootstrap, broker.pid, "warm-up", VARIANTS["baseline"],
+                run_once(broker.bootstrap, broker.pid, "warm-up", VARIANTS["before"],
                          sagas=args.warmup_sagas, rate=args.rate, partitions=args.partitions,
                          workdir=Path(tmp))
             rows = _run_phase(broker, names, sagas=args.sagas, rate=args.rate,
@@ -323,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _defaults() -> dict[str, Any]:
-    """Return choreo's client and worker defaults of the code under test (the baseline)."""
+    """Return choreo's client and worker defaults of the code under test."""
     from choreo.runtime import WorkerConfig
     from choreo.transports.config import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 
