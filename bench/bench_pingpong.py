@@ -177,13 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         broker.stop()
     summary = summarize(rows)
-    import faststream
+    from importlib.metadata import version
 
     result = {
         "benchmark": "pingpong",
         "started": started,
         "machine": {**machine(), "kafka": broker.kafka_version,
-                    "faststream": faststream.__version__},
+                    "faststream": version("faststream")},
         "process_per_service": True,
         "hops": args.hops,
         "partitions": args.partitions,
