@@ -34,7 +34,16 @@ Problems reported by :func:`check`, one code each (all errors unless noted):
 ``saga-not-joined``         a handler emits a saga's completed/failed event but its service
                             does not join that saga (nor another saga ending with the same
                             event), so the runtime cannot mark it terminal
+``compensation-chain-       the chain of compensations a failure event triggers never undoes
+incomplete``                a step that completed before the failure (or the saga's start)
+``compensation-chain-order`` the chain a failure event triggers undoes the completed steps
+                            out of reverse order (a step before a later one, or both at once)
 =========================== ================================================================
+
+The two chain problems come from :func:`choreo.choreography.chains.compensation_chains`,
+which derives, for every failure event, the compensations it triggers level by level; the
+problem's :attr:`Problem.chain` holds that chain as text, and its message says what the
+chain should have undone, in which order.
 
 A service may check itself too: when it has a ``choreography_problems(choreography)``
 method (an orchestrator's service does, see :mod:`choreo.orchestration.check`), its
@@ -48,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from choreo.avro.lookup import has_schema_predicate
+from choreo.choreography.chains import CompensationChain, compensation_chains
 from choreo.choreography.graph import BUILTIN_EVENTS, BUILTIN_NAMESPACE, Choreography
 from choreo.choreography.service import HandlerSpec, Saga, StepKind
 from choreo.errors import ChoreographyError
@@ -89,6 +99,8 @@ class ProblemCode(enum.StrEnum):
     REPLY_NOT_HANDLED = "reply-not-handled"
     REPLY_NEVER_SENT = "reply-never-sent"
     PARTICIPANT_KIND = "participant-kind"
+    CHAIN_INCOMPLETE = "compensation-chain-incomplete"
+    CHAIN_ORDER = "compensation-chain-order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +108,8 @@ class Problem:
     """One inconsistency found by :func:`check`; ``message`` starts with ``service.handler``.
 
     ``service``, ``handler`` and ``event`` say where it is, when that is known (a
-    saga-level problem has no handler).
+    saga-level problem has no handler); ``chain`` is the compensation chain a failure
+    event triggers, as text, for the chain problems (empty otherwise).
     """
 
     code: ProblemCode
@@ -105,6 +118,7 @@ class Problem:
     handler: str | None = None
     event: str | None = None
     severity: Severity = Severity.ERROR
+    chain: str = ""
 
     def __str__(self) -> str:
         return f"{self.severity.value} {self.code.value}: {self.message}"
@@ -429,6 +443,55 @@ def _missing_schemas(ch: Choreography, has_schema: Callable[[str], bool]) -> Ite
         yield _problem(ProblemCode.MISSING_SCHEMA, first, text, event=event_type)
 
 
+def _step_names(steps: Iterable[str], starts: frozenset[str]) -> str:
+    """Return step ids as text, a saga start named as such."""
+    return ", ".join(f"the saga's start ({s})" if s in starts else s for s in steps)
+
+
+def _chain_problem(chain: CompensationChain, code: ProblemCode, text: str) -> Problem:
+    spec = chain.failing
+    return Problem(
+        code,
+        f"{spec.step_id}: {text}; the chain it triggers is {chain.describe()}",
+        service=spec.service,
+        handler=spec.name,
+        event=chain.failure,
+        chain=chain.describe(),
+    )
+
+
+def _compensation_chains(ch: Choreography) -> Iterator[Problem]:
+    """A failure's compensations undo every completed step, the last completed first."""
+    for chain in compensation_chains(ch):
+        starts = frozenset(s for s in chain.completed if ch.is_start_step(s))
+        expected = " then ".join(
+            f"the saga's start ({s})" if s in starts else s for s in chain.expected
+        )
+        if chain.missed:
+            yield _chain_problem(
+                chain,
+                ProblemCode.CHAIN_INCOMPLETE,
+                f"on failure event {chain.failure} of saga {chain.saga} no compensation "
+                f"undoes {_step_names(chain.missed, starts)}, completed before "
+                f"{chain.failing.step_id} failed (expected to undo {expected}); make a "
+                "compensation of the chain react to the event before it",
+            )
+        wrong = chain.out_of_order
+        if wrong:
+            pairs = "; ".join(
+                f"{_step_names([first], starts)} is undone at step {chain.level_of(first)}"
+                f" of the chain, not after {second} (step {chain.level_of(second)})"
+                for first, second in wrong
+            )
+            yield _chain_problem(
+                chain,
+                ProblemCode.CHAIN_ORDER,
+                f"on failure event {chain.failure} of saga {chain.saga} the completed steps "
+                f"are not undone in reverse order (expected {expected}): {pairs}; make each "
+                "compensation react to the event of the one that must come before it",
+            )
+
+
 def _declared_elsewhere(ch: Choreography) -> Iterator[Problem]:
     """Yield the problems services check themselves (an orchestrator checks its saga)."""
     for service in ch.services:
@@ -447,5 +510,6 @@ _RULES: tuple[Callable[[Choreography], Iterable[Problem]], ...] = (
     _saga_paths,
     _pivots,
     _unjoined_sagas,
+    _compensation_chains,
     _declared_elsewhere,
 )
