@@ -45,18 +45,33 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 Command = Callable[..., Any]
 
-_RELATIVE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)$")
-_UNIT_MS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_RELATIVE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)(?:\s*ago)?$")
+_UNIT_MS: Final = {
+    "ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000,
+    "w": 604_800_000,
+}
+_MAX_TIME_CHARS: Final = 64
+_MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def parse_time(text: str, *, now_ms: int) -> int:
     """Return epoch ms for ``text``: epoch ms digits, ISO 8601 (naive = UTC), or ``15m`` ago.
 
-    Relative units: ms, s, m/min, h, d. Raises ``click.BadParameter`` otherwise.
+    Relative units: ms, s, m/min, h, d, w (``2h`` and ``2h ago`` are the same); an ISO
+    date alone is its midnight UTC. Raises ``click.BadParameter`` otherwise, or for a time
+    outside years 1-9999.
     """
     text = text.strip()
+    if len(text) > _MAX_TIME_CHARS:
+        raise click.BadParameter(f"a time has at most {_MAX_TIME_CHARS} characters")
     if text.isdigit():
-        return int(text)
+        value = int(text)
+        if value > _MAX_EPOCH_MS:
+            raise click.BadParameter(
+                f"{text} ms is after the year 9999: give epoch milliseconds, ISO 8601"
+                " (2026-12-03T10:00Z) or a duration ago like 15m"
+            )
+        return value
     relative = _RELATIVE.match(text)
     if relative:
         return now_ms - int(float(relative.group(1)) * _UNIT_MS[relative.group(2)])
@@ -64,7 +79,9 @@ def parse_time(text: str, *, now_ms: int) -> int:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise click.BadParameter(
-            f"{text!r} is not a time: use epoch ms, ISO 8601 or a duration ago like 15m"
+            f"{text!r} is not a time: give a duration ago (30s, 15m, 2h, 7d), an ISO 8601"
+            " time (2026-12-03T10:00:00Z, 2026-12-03 10:00; no zone means UTC) or epoch"
+            " milliseconds"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
@@ -214,13 +231,17 @@ class Source:
         ctx = click.get_current_context()
         embedded = ctx.obj.get("transport") if isinstance(ctx.obj, dict) else None
         if file_ is not None and bootstrap is not None:
-            raise click.UsageError("give --file or --bootstrap, not both")
+            raise click.UsageError(
+                "give --file or --bootstrap, not both: --file reads an exported file,"
+                " --bootstrap a cluster"
+            )
         if file_ is None and bootstrap is None and embedded is None:
             bootstrap = configured_bootstrap()
             if bootstrap is None:
                 raise click.UsageError(
-                    "give --file PATH, or --bootstrap HOST:PORT (or bootstrap.servers in the"
-                    " --config file)"
+                    "no saga source: give --file PATH (a file written by `choreo export`), or"
+                    " a cluster with --bootstrap HOST:PORT, $CHOREO_KAFKA_BOOTSTRAP or"
+                    " bootstrap.servers in the --config file"
                 )
         self.file = file_
         self.bootstrap = bootstrap
@@ -334,10 +355,12 @@ class Source:
             close_transport(self._transport)
 
 
-def _load(source: Source, tracker: Any, now_text: str | None) -> int:
-    """Feed every record of ``source`` to ``tracker``, judge deadlines; return 'now'."""
+def _load(source: Source, tracker: Any, now_text: str | None, keys: Any = None) -> int:
+    """Feed every record of ``source`` to ``tracker`` (and to the business-key index
+    ``keys`` when given), judge deadlines; return 'now'."""
+    records = source.records()
     try:
-        tracker.feed_many(source.records())
+        tracker.feed_many(records if keys is None else keys.tee(records))
     finally:
         source.close()
     now = source.now_ms(now_text)

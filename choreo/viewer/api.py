@@ -37,6 +37,7 @@ __all__ = [
     "BadQueryError",
     "TraceApi",
     "TrackerReader",
+    "json_default",
     "parse_status",
     "to_json",
 ]
@@ -114,7 +115,7 @@ class BadQueryError(ValueError):
     """A query parameter is invalid; the message names it and says why."""
 
 
-def _json_default(value: object) -> object:
+def json_default(value: object) -> object:
     """Return a JSON-ready stand-in for a payload value json cannot encode itself."""
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$bytes_base64": base64.b64encode(bytes(value)).decode("ascii")}
@@ -137,7 +138,7 @@ def to_json(value: object) -> bytes:
     parser accepts the result. Values json cannot encode (bytes, datetimes, decimals,
     UUIDs, sets) are converted, never dropped.
     """
-    return dumps(value, default=_json_default).encode("ascii")
+    return dumps(value, default=json_default).encode("ascii")
 
 
 def _normal(name: str) -> str:
