@@ -9,6 +9,14 @@ The viewer depends on the read side of the tracker only (:class:`TrackerReader`,
 protocol), so it serves any object that answers those questions: the in-process
 :class:`~choreo.tracker.tracker.Tracker`, or one fed by a
 :class:`~choreo.tracker.live.LiveTracker`.
+
+Search (the ``q`` parameter of ``/api/sagas``): without a business-key index it finds
+correlation ids containing the text. With one (a :class:`~choreo.tracker.keys.KeyIndex`
+fed the same records, as ``choreo ui`` sets up), ``FIELD=VALUE`` finds the sagas with an
+event whose payload field or header FIELD holds VALUE (``order_id=123``), and any other
+text finds the correlation ids containing it *and* the sagas holding it as a value in any
+field or header (``alice@example.com``). At most :data:`MAX_KEY_MATCHES` sagas found by
+key are listed (``key_matches_cut`` says when more matched).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, Final, Protocol
 from choreo._version import __version__
 from choreo.model.envelope import Role
 from choreo.safety.jsonsafe import dumps
+from choreo.tracker.keys import KeyIndex, KeyQuery, parse_where
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
 from choreo.tracker.tracker import TrackerStats
@@ -49,7 +58,9 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 """The largest page the API serves: the page never renders more rows than this."""
 MAX_QUERY_CHARS: Final = 200
-"""The longest correlation-id search accepted."""
+"""The longest search accepted (a correlation id, a value or FIELD=VALUE)."""
+MAX_KEY_MATCHES: Final = 5_000
+"""The most sagas a business-key search lists (the newest ones are kept)."""
 GRAPH_SAMPLE_SAGAS: Final = 2_000
 """How many of the newest sagas the observed graph is drawn from."""
 
@@ -386,12 +397,23 @@ def observed_graph(traces: list[SagaTrace]) -> dict[str, Any]:
     }
 
 
-class TraceApi:
-    """Answers the viewer's API questions about one tracker; safe to call from many threads."""
+def _newest_first(trace: SagaTrace) -> tuple[int, str]:
+    """Return the key that lists sagas as the tracker does: by start time, then id."""
+    started = trace.started_at_ms
+    return (-1 if started is None else started, trace.correlation_id)
 
-    def __init__(self, tracker: TrackerReader) -> None:
-        """Serve views of ``tracker``."""
+
+class TraceApi:
+    """Answers the viewer's API questions about one tracker; safe to call from many threads.
+
+    ``keys``, an index fed the same records as the tracker, adds search by business key
+    (see the module docstring).
+    """
+
+    def __init__(self, tracker: TrackerReader, keys: KeyIndex | None = None) -> None:
+        """Serve views of ``tracker`` (searching business keys in ``keys`` when given)."""
         self.tracker = tracker
+        self.keys = keys
         self._graph_lock = threading.Lock()
         self._graph: tuple[int, dict[str, Any]] | None = None
 
@@ -412,8 +434,9 @@ class TraceApi:
         """Return a page of sagas, newest first, filtered by ``status``, ``saga`` and ``q``.
 
         ``total`` is the number of matching sagas when the tracker can say it cheaply
-        (every filter but a search), else None; ``has_more`` is always exact.
-        Raises :class:`BadQueryError` for an invalid parameter.
+        (every filter but a search), else None; ``has_more`` is always exact. A search
+        by business key (see the module docstring) adds ``matched_fields`` to each row
+        found by key. Raises :class:`BadQueryError` for an invalid parameter.
         """
         status_text = query.get("status", "").strip()
         search = query.get("q", "").strip() or None
@@ -427,6 +450,8 @@ class TraceApi:
         limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         offset = _int_param(query, "offset", 0, 0, 10**9)
         version = self.tracker.version
+        if search is not None and self.keys is not None:
+            return self._key_search(wanted, search, limit, offset, version)
         page = self.tracker.find(wanted, limit=limit + 1, offset=offset)
         return {
             "version": version,
@@ -435,6 +460,53 @@ class TraceApi:
             "offset": offset,
             "has_more": len(page) > limit,
             "total": self.tracker.count(wanted),
+        }
+
+    def _key_search(
+        self, wanted: SagaQuery, search: str, limit: int, offset: int, version: int
+    ) -> dict[str, Any]:
+        """Return a page of the sagas found by business key (and by correlation id for text).
+
+        Both lists are newest first; the page is cut from their merge, so paging is exact.
+        """
+        assert self.keys is not None
+        if "=" in search:
+            try:
+                key_query = KeyQuery(where=(parse_where(search),))
+            except ValueError as exc:
+                raise BadQueryError(f"q: {exc}") from None
+            by_id: list[SagaTrace] = []
+        else:
+            key_query = KeyQuery.of(find=search)
+            by_id = self.tracker.find(wanted, limit=offset + limit + 1)
+        found = sorted(self.keys.matching(key_query), reverse=True)
+        looked_at = MAX_KEY_MATCHES * 4  # the sagas fetched to sort them by start time
+        by_key = [
+            trace
+            for trace in (self.tracker.get(cid) for cid in found[:looked_at])
+            if trace is not None and wanted.admits(trace.status, trace.saga, trace.stuck)
+        ]
+        by_key.sort(key=_newest_first, reverse=True)
+        cut = len(by_key) > MAX_KEY_MATCHES or len(found) > looked_at
+        key_ids = {trace.correlation_id for trace in by_key[:MAX_KEY_MATCHES]}
+        merged = {trace.correlation_id: trace for trace in [*by_id, *by_key[:MAX_KEY_MATCHES]]}
+        ordered = sorted(merged.values(), key=_newest_first, reverse=True)
+        page = ordered[offset : offset + limit + 1]
+        items = []
+        for trace in page[:limit]:
+            row = saga_row(trace)
+            if trace.correlation_id in key_ids:
+                row["matched_fields"] = self.keys.fields_of(trace.correlation_id, key_query)
+            items.append(row)
+        return {
+            "version": version,
+            "items": items,
+            "limit": limit,
+            "offset": offset,
+            "has_more": len(page) > limit,
+            "total": None,
+            "key_search": True,
+            "key_matches_cut": cut,
         }
 
     def saga(self, correlation_id: str) -> dict[str, Any] | None:

@@ -68,7 +68,8 @@ def test_exactly_one_source_is_required(exported: Path) -> None:
     """Neither or both of --bootstrap and --file is a usage error."""
     neither = CliRunner().invoke(main, ["ui"])
     assert neither.exit_code == 2
-    assert "exactly one of --bootstrap" in neither.output
+    assert "give exactly one source" in neither.output
+    assert "CHOREO_KAFKA_BOOTSTRAP" in neither.output
     both = CliRunner().invoke(main, ["ui", "--file", str(exported), "--bootstrap", "h:1"])
     assert both.exit_code == 2
 

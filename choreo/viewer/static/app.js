@@ -305,7 +305,10 @@
     const rows = page.items.map((saga) => {
       const href = sagaHash(saga.correlation_id);
       return h('tr', { dataset: { cid: saga.correlation_id }, on: { click: (e) => { if (e.target.tagName !== 'A') location.hash = href; } } },
-        h('td', { class: 'cid' }, h('a', { href }, saga.correlation_id)),
+        h('td', { class: 'cid' }, h('a', { href }, saga.correlation_id),
+          saga.matched_fields && saga.matched_fields.length
+            ? h('div', { class: 'matched muted' }, `matched ${saga.matched_fields.slice(0, 5).map((f) => truncate(f, 60)).join(', ')}`)
+            : null),
         h('td', null, saga.saga),
         h('td', null, badge(saga.status), saga.violations ? h('span', { class: 'warn', title: 'guarantee violations' }, `⚠ ${saga.violations}`) : null),
         h('td', { class: 'when' }, fmtTime(saga.started_at_ms)),
