@@ -106,7 +106,7 @@ def test_bounds_on_values_fields_lists_and_depth() -> None:
     assert keys.matching(KeyQuery.of(find="x" * MAX_VALUE_CHARS)) == set()
     assert keys.matching(KeyQuery.of(find="deep-value")) == set()
     assert len(keys.fields_of("s2", KeyQuery.of(find="1"))) <= 1
-    found = sum(bool(keys.matching(KeyQuery.of(["f%03d=%d" % (i, i)]))) for i in range(len(many)))
+    found = sum(bool(keys.matching(KeyQuery.of([f"f{i:03d}={i}"]))) for i in range(len(many)))
     assert found == MAX_FIELDS
     assert keys.matching(KeyQuery.of(["sku=k0"])) == {"s3"}
     assert keys.matching(KeyQuery.of([f"sku=k{MAX_LIST_ITEMS}"])) == set()
@@ -144,7 +144,7 @@ def test_tee_passes_records_through_unchanged() -> None:
 @pytest.mark.parametrize("text", ["order_id", "=123", "x" * 101 + "=1", "a=" + "v" * 201])
 def test_malformed_conditions_say_what_to_write(text: str) -> None:
     """A condition without '=', without a field, or too long is refused with the fix."""
-    with pytest.raises(ValueError, match="FIELD=VALUE|at most"):
+    with pytest.raises(ValueError, match=r"FIELD=VALUE|at most"):
         parse_where(text)
 
 

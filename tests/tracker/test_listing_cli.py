@@ -200,15 +200,16 @@ def keyed_file(tmp_path: Path) -> tuple[Path, Path, list[SagaLog]]:
     logs = uuid_logs(4)
     records = []
     for i, log in enumerate(logs):
-        for record in to_records(log.envelopes):
-            headers = dict(record.headers)
-            if headers[Header.EVENT_TYPE] == b"trk.OrderCreated":
+        for original in to_records(log.envelopes):
+            record = original
+            if dict(record.headers)[Header.EVENT_TYPE] == b"trk.OrderCreated":
                 email = "Alice@Example.com" if i % 2 == 0 else "bob@example.com"
                 body = codec.encode(
                     "trk.OrderCreated", {"order_id": f"A-{i}", "customer": {"email": email}}
                 )
                 tenant = b"acme\x1b[31m" if i == 3 else b"acme"
-                record = replace(record, value=body, headers=(*record.headers, ("x-tenant", tenant)))
+                headers = (*record.headers, ("x-tenant", tenant))
+                record = replace(record, value=body, headers=headers)
             records.append(record)
     path = tmp_path / "keyed.avro"
     write_container_file(path, records)
