@@ -198,6 +198,14 @@ def tracker_options(func: Command) -> Command:
     return _with_options(_grouped(func, "options", TrackerOptions, params), options)
 
 
+def _topics_error(exc: re.error) -> str:
+    """Return what is wrong with a --topics expression and what one looks like."""
+    return (
+        f"invalid --topics expression: {exc}; give a Python regular expression such as"
+        " '^shop\\.' (topics starting with 'shop.') or 'orders|payments'"
+    )
+
+
 def _errors(func: F) -> F:
     """Turn choreo's errors into clean click errors (exit 2 for usage, 1 otherwise)."""
 
@@ -208,7 +216,7 @@ def _errors(func: F) -> F:
         except ChoreoError as exc:
             raise click.ClickException(str(exc)) from exc
         except re.error as exc:
-            raise click.BadParameter(f"invalid --topics expression: {exc}") from exc
+            raise click.BadParameter(_topics_error(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -227,7 +235,9 @@ class Source:
         transport_kind: str,
         topics: str | None,
         idle: float,
+        files: bool = True,
     ) -> None:
+        """Say where records come from; ``files`` False for a command without ``--file``."""
         ctx = click.get_current_context()
         embedded = ctx.obj.get("transport") if isinstance(ctx.obj, dict) else None
         if file_ is not None and bootstrap is not None:
@@ -238,10 +248,15 @@ class Source:
         if file_ is None and bootstrap is None and embedded is None:
             bootstrap = configured_bootstrap()
             if bootstrap is None:
+                cluster = (
+                    "--bootstrap HOST:PORT, $CHOREO_KAFKA_BOOTSTRAP or bootstrap.servers in the"
+                    " --config file"
+                )
                 raise click.UsageError(
-                    "no saga source: give --file PATH (a file written by `choreo export`), or"
-                    " a cluster with --bootstrap HOST:PORT, $CHOREO_KAFKA_BOOTSTRAP or"
-                    " bootstrap.servers in the --config file"
+                    f"no saga source: give --file PATH (a file written by `choreo export`), or"
+                    f" a cluster with {cluster}"
+                    if files
+                    else f"no Kafka cluster: give {cluster}"
                 )
         self.file = file_
         self.bootstrap = bootstrap
@@ -251,7 +266,7 @@ class Source:
         try:
             self.pattern = re.compile(topics) if topics else None
         except re.error as exc:
-            raise click.BadParameter(f"invalid --topics expression: {exc}") from exc
+            raise click.BadParameter(_topics_error(exc)) from exc
         self.idle = idle
         self._embedded = embedded
         self._transport: Any = None

@@ -87,14 +87,20 @@ def _load_function(spec: str) -> Callable[[str], str]:
 
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
-        _fail(f"--topic-naming {spec!r}: expected MODULE:FUNCTION")
+        _fail(f"--topic-naming {spec!r}: expected MODULE:FUNCTION, e.g. myapp.topics:topic_of")
     import_from_cwd()
     try:
         function = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
-        _fail(f"--topic-naming {spec!r}: {exc}")
+        _fail(
+            f"--topic-naming {spec!r}: {exc}; give MODULE:FUNCTION importable from the current"
+            " directory, e.g. myapp.topics:topic_of"
+        )
     if not callable(function):
-        _fail(f"--topic-naming {spec!r} is not a function")
+        _fail(
+            f"--topic-naming {spec!r} is not a function: name a function taking an event type"
+            " and returning its topic"
+        )
     return cast("Callable[[str], str]", function)
 
 
@@ -106,7 +112,10 @@ def _load_schemas(schemas_dir: Path | None) -> object | None:
     try:
         return resolve_schemas(schemas_dir)
     except ChoreoError as exc:
-        _fail(f"cannot load schemas from {schemas_dir}: {exc}")
+        _fail(
+            f"cannot load schemas from {schemas_dir}: {exc} (fix the file named, or point"
+            " --schemas at the directory of your .avsc files; choreo schemas lint DIR says more)"
+        )
 
 
 def _write(text: str, output: Path | None) -> None:
