@@ -476,3 +476,57 @@ def test_parallel_steps_may_be_undone_in_either_order() -> None:
     assert chain.level_of("left.step_a") == 1 and chain.level_of("right.step_b") == 1
     assert chain.out_of_order == () and chain.missed == ()
     assert not {p.code for p in check(ch)} & {ProblemCode.CHAIN_ORDER, ProblemCode.CHAIN_INCOMPLETE}
+
+
+def test_failure_ended_by_a_step_without_compensations_misses_the_completed_steps() -> None:
+    """A failure a forward step turns straight into the failed event undoes nothing."""
+    from choreo.choreography.service import Saga
+
+    @dataclass(frozen=True)
+    class Go(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Go"
+
+    @dataclass(frozen=True)
+    class Held(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Held"
+
+    @dataclass(frozen=True)
+    class Bad(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Bad"
+
+    @dataclass(frozen=True)
+    class Freed(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Freed"
+
+    @dataclass(frozen=True)
+    class Done(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Done"
+
+    @dataclass(frozen=True)
+    class Failed(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Failed"
+
+    saga = Saga("Shortcut", start=Go, completed=Done, failed=Failed)
+    svc = Service("svc", sagas=[saga])
+    end = Service("end", sagas=[saga])
+
+    @svc.step(on=Go, emits=Held)
+    def hold(event: Go) -> Held:
+        return Held()
+
+    @svc.pivot(on=Held, emits=Done, fails_with=Bad)
+    def finish(event: Held) -> Done:
+        return Done()
+
+    @svc.compensation(undoes=hold, on=Freed, emits=Failed)
+    def free(event: Freed) -> Failed:
+        return Failed()
+
+    @end.retriable(on=Bad, emits=Failed)
+    def give_up(event: Bad) -> Failed:
+        return Failed()
+
+    problems = check(Choreography.from_services([svc, end]))
+    problem = only(problems, ProblemCode.CHAIN_INCOMPLETE)
+    assert "no compensation undoes svc.hold" in problem.message
+    assert problem.chain == "test.shortcut.Bad -> (no compensation reacts to it)"

@@ -23,8 +23,10 @@ Not derived: a failure after the saga's pivot (nothing before the pivot can be u
 ``step-after-pivot`` and ``retriable-before-pivot`` cover that), a failure an orchestrator
 handles (the orchestrator commands its compensations in reverse order itself, see
 :mod:`choreo.orchestration.check`), and a failure no compensation consumes
-(``unhandled-failure``). A compensatable step with no compensation at all is left out of
-the steps a chain must undo (``missing-compensation`` reports it).
+(``unhandled-failure``); a failure that only a forward step consumes (one that ends the
+saga itself) has an empty chain, which misses every completed step. A compensatable step
+with no compensation at all is left out of the steps a chain must undo
+(``missing-compensation`` reports it).
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ class CompensationChain:
 
         Compensations at one level are joined with `` | `` (they run in any order).
         """
+        if not self.links:
+            return f"{self.failure} -> (no compensation reacts to it)"
         parts = [self.failure]
         level = 0
         for link in self.links:
@@ -144,11 +148,10 @@ def _chain(
     failure: str,
 ) -> CompensationChain | None:
     """Return the chain ``failure`` triggers, or None when it is not derived (see module)."""
-    if any(c.kind is StepKind.ORCHESTRATION for c in ch.consumers(failure)):
+    consumers = [c for c in ch.consumers(failure) if c.kind is not StepKind.LISTENER]
+    if not consumers or any(c.kind is StepKind.ORCHESTRATION for c in consumers):
         return None
     links = tuple(_walk(ch, failure))
-    if not links:
-        return None
     done = [
         spec
         for spec in path
