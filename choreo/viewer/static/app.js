@@ -321,7 +321,8 @@
     const first = page.offset + 1;
     const last = page.offset + page.items.length;
     const of = page.total === null ? '' : ` of ${page.total.toLocaleString('en-US')}`;
-    $('page-info').textContent = page.items.length ? `${first.toLocaleString('en-US')}–${last.toLocaleString('en-US')}${of}` : '';
+    const cut = page.key_matches_cut ? ' (more sagas hold this key: narrow the search)' : '';
+    $('page-info').textContent = page.items.length ? `${first.toLocaleString('en-US')}–${last.toLocaleString('en-US')}${of}${cut}` : '';
     $('prev').disabled = page.offset === 0;
     $('next').disabled = !page.has_more;
     if (!state.firstRowsMarked && page.items.length) {
