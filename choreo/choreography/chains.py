@@ -31,7 +31,7 @@ with no compensation at all is left out of the steps a chain must undo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from choreo.choreography.graph import Choreography
@@ -102,6 +102,36 @@ class CompensationChain:
         """Return the completed steps in the order they must be undone (last completed first)."""
         return tuple(reversed(self.completed))
 
+    def findings(self, is_start: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """Return what is wrong with the chain: ``("incomplete" | "order", explanation)``.
+
+        ``is_start`` says which step ids are a saga's start (named as such in the text).
+        """
+        starts = frozenset(step for step in self.completed if is_start(step))
+        expected = " then ".join(_names(self.expected, starts))
+        found: list[tuple[str, str]] = []
+        if self.missed:
+            found.append((
+                "incomplete",
+                f"on failure event {self.failure} of saga {self.saga} no compensation undoes"
+                f" {', '.join(_names(self.missed, starts))}, completed before"
+                f" {self.failing.step_id} failed (expected to undo {expected}); make a"
+                " compensation of the chain react to the event before it",
+            ))
+        if self.out_of_order:
+            pairs = "; ".join(
+                f"{_names([first], starts)[0]} is undone at step {self.level_of(first)} of the"
+                f" chain, not after {second} (step {self.level_of(second)})"
+                for first, second in self.out_of_order
+            )
+            found.append((
+                "order",
+                f"on failure event {self.failure} of saga {self.saga} the completed steps are"
+                f" not undone in reverse order (expected {expected}): {pairs}; make each"
+                " compensation react to the event of the one that must come before it",
+            ))
+        return found
+
     def describe(self) -> str:
         """Return the chain as text: ``F -> a.undo (undoes a.step) -> E -> ...``.
 
@@ -121,6 +151,11 @@ class CompensationChain:
                 if emitted:
                     parts.append(" | ".join(emitted))
         return " -> ".join(parts)
+
+
+def _names(steps: Iterable[str], starts: frozenset[str]) -> list[str]:
+    """Return step ids as text, a saga's start named as such."""
+    return [f"the saga's start ({step})" if step in starts else step for step in steps]
 
 
 def compensation_chains(ch: Choreography) -> list[CompensationChain]:

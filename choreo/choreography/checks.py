@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from choreo.avro.lookup import has_schema_predicate
-from choreo.choreography.chains import CompensationChain, compensation_chains
+from choreo.choreography.chains import compensation_chains
 from choreo.choreography.graph import BUILTIN_EVENTS, BUILTIN_NAMESPACE, Choreography
 from choreo.choreography.service import HandlerSpec, Saga, StepKind
 from choreo.errors import ChoreographyError
@@ -443,52 +443,19 @@ def _missing_schemas(ch: Choreography, has_schema: Callable[[str], bool]) -> Ite
         yield _problem(ProblemCode.MISSING_SCHEMA, first, text, event=event_type)
 
 
-def _step_names(steps: Iterable[str], starts: frozenset[str]) -> str:
-    """Return step ids as text, a saga start named as such."""
-    return ", ".join(f"the saga's start ({s})" if s in starts else s for s in steps)
-
-
-def _chain_problem(chain: CompensationChain, code: ProblemCode, text: str) -> Problem:
-    spec = chain.failing
-    return Problem(
-        code,
-        f"{spec.step_id}: {text}; the chain it triggers is {chain.describe()}",
-        service=spec.service,
-        handler=spec.name,
-        event=chain.failure,
-        chain=chain.describe(),
-    )
-
-
 def _compensation_chains(ch: Choreography) -> Iterator[Problem]:
     """A failure's compensations undo every completed step, the last completed first."""
+    codes = {"incomplete": ProblemCode.CHAIN_INCOMPLETE, "order": ProblemCode.CHAIN_ORDER}
     for chain in compensation_chains(ch):
-        starts = frozenset(s for s in chain.completed if ch.is_start_step(s))
-        expected = " then ".join(
-            f"the saga's start ({s})" if s in starts else s for s in chain.expected
-        )
-        if chain.missed:
-            yield _chain_problem(
-                chain,
-                ProblemCode.CHAIN_INCOMPLETE,
-                f"on failure event {chain.failure} of saga {chain.saga} no compensation "
-                f"undoes {_step_names(chain.missed, starts)}, completed before "
-                f"{chain.failing.step_id} failed (expected to undo {expected}); make a "
-                "compensation of the chain react to the event before it",
-            )
-        wrong = chain.out_of_order
-        if wrong:
-            pairs = "; ".join(
-                f"{_step_names([first], starts)} is undone at step {chain.level_of(first)}"
-                f" of the chain, not after {second} (step {chain.level_of(second)})"
-                for first, second in wrong
-            )
-            yield _chain_problem(
-                chain,
-                ProblemCode.CHAIN_ORDER,
-                f"on failure event {chain.failure} of saga {chain.saga} the completed steps "
-                f"are not undone in reverse order (expected {expected}): {pairs}; make each "
-                "compensation react to the event of the one that must come before it",
+        spec = chain.failing
+        for kind, text in chain.findings(ch.is_start_step):
+            yield Problem(
+                codes[kind],
+                f"{spec.step_id}: {text}; the chain it triggers is {chain.describe()}",
+                service=spec.service,
+                handler=spec.name,
+                event=chain.failure,
+                chain=chain.describe(),
             )
 
 

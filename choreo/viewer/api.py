@@ -15,8 +15,7 @@ correlation ids containing the text. With one (a :class:`~choreo.tracker.keys.Ke
 fed the same records, as ``choreo ui`` sets up), ``FIELD=VALUE`` finds the sagas with an
 event whose payload field or header FIELD holds VALUE (``order_id=123``), and any other
 text finds the correlation ids containing it *and* the sagas holding it as a value in any
-field or header (``alice@example.com``). At most :data:`MAX_KEY_MATCHES` sagas found by
-key are listed (``key_matches_cut`` says when more matched).
+field or header (``alice@example.com``); see :mod:`choreo.viewer.search`.
 """
 
 from __future__ import annotations
@@ -34,11 +33,12 @@ from typing import Any, Final, Protocol
 from choreo._version import __version__
 from choreo.model.envelope import Role
 from choreo.safety.jsonsafe import dumps
-from choreo.tracker.keys import KeyIndex, KeyQuery, parse_where
+from choreo.tracker.keys import KeyIndex
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
 from choreo.tracker.tracker import TrackerStats
 from choreo.viewer.graph_view import declared_graph
+from choreo.viewer.search import key_search
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -59,8 +59,6 @@ MAX_LIMIT: Final = 500
 """The largest page the API serves: the page never renders more rows than this."""
 MAX_QUERY_CHARS: Final = 200
 """The longest search accepted (a correlation id, a value or FIELD=VALUE)."""
-MAX_KEY_MATCHES: Final = 5_000
-"""The most sagas a business-key search lists (the newest ones are kept)."""
 GRAPH_SAMPLE_SAGAS: Final = 2_000
 """How many of the newest sagas the observed graph is drawn from."""
 
@@ -397,12 +395,6 @@ def observed_graph(traces: list[SagaTrace]) -> dict[str, Any]:
     }
 
 
-def _newest_first(trace: SagaTrace) -> tuple[int, str]:
-    """Return the key that lists sagas as the tracker does: by start time, then id."""
-    started = trace.started_at_ms
-    return (-1 if started is None else started, trace.correlation_id)
-
-
 class TraceApi:
     """Answers the viewer's API questions about one tracker; safe to call from many threads.
 
@@ -451,7 +443,14 @@ class TraceApi:
         offset = _int_param(query, "offset", 0, 0, 10**9)
         version = self.tracker.version
         if search is not None and self.keys is not None:
-            return self._key_search(wanted, search, limit, offset, version)
+            try:
+                found = key_search(
+                    self.tracker, self.keys, wanted, search, limit=limit, offset=offset,
+                    row=saga_row,
+                )
+            except ValueError as exc:
+                raise BadQueryError(f"q: {exc}") from None
+            return {"version": version, **found}
         page = self.tracker.find(wanted, limit=limit + 1, offset=offset)
         return {
             "version": version,
@@ -460,53 +459,6 @@ class TraceApi:
             "offset": offset,
             "has_more": len(page) > limit,
             "total": self.tracker.count(wanted),
-        }
-
-    def _key_search(
-        self, wanted: SagaQuery, search: str, limit: int, offset: int, version: int
-    ) -> dict[str, Any]:
-        """Return a page of the sagas found by business key (and by correlation id for text).
-
-        Both lists are newest first; the page is cut from their merge, so paging is exact.
-        """
-        assert self.keys is not None
-        if "=" in search:
-            try:
-                key_query = KeyQuery(where=(parse_where(search),))
-            except ValueError as exc:
-                raise BadQueryError(f"q: {exc}") from None
-            by_id: list[SagaTrace] = []
-        else:
-            key_query = KeyQuery.of(find=search)
-            by_id = self.tracker.find(wanted, limit=offset + limit + 1)
-        found = sorted(self.keys.matching(key_query), reverse=True)
-        looked_at = MAX_KEY_MATCHES * 4  # the sagas fetched to sort them by start time
-        by_key = [
-            trace
-            for trace in (self.tracker.get(cid) for cid in found[:looked_at])
-            if trace is not None and wanted.admits(trace.status, trace.saga, trace.stuck)
-        ]
-        by_key.sort(key=_newest_first, reverse=True)
-        cut = len(by_key) > MAX_KEY_MATCHES or len(found) > looked_at
-        key_ids = {trace.correlation_id for trace in by_key[:MAX_KEY_MATCHES]}
-        merged = {trace.correlation_id: trace for trace in [*by_id, *by_key[:MAX_KEY_MATCHES]]}
-        ordered = sorted(merged.values(), key=_newest_first, reverse=True)
-        page = ordered[offset : offset + limit + 1]
-        items = []
-        for trace in page[:limit]:
-            row = saga_row(trace)
-            if trace.correlation_id in key_ids:
-                row["matched_fields"] = self.keys.fields_of(trace.correlation_id, key_query)
-            items.append(row)
-        return {
-            "version": version,
-            "items": items,
-            "limit": limit,
-            "offset": offset,
-            "has_more": len(page) > limit,
-            "total": None,
-            "key_search": True,
-            "key_matches_cut": cut,
         }
 
     def saga(self, correlation_id: str) -> dict[str, Any] | None:
