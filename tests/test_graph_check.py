@@ -383,11 +383,11 @@ def test_chain_that_misses_a_completed_step_is_an_error() -> None:
     problems = problems_of("broken_chain_incomplete")
     problem = only(problems, ProblemCode.CHAIN_INCOMPLETE)
     assert codes(problems) == {"compensation-chain-incomplete"}
-    assert problem.event == "test.chain_incomplete.ShipFailed"
+    assert problem.event == "test.chain_order.ShipFailed"
     assert "no compensation undoes shop.reserve, completed before shop.ship failed" in (
         problem.message
     )
-    assert problem.chain.startswith("test.chain_incomplete.ShipFailed -> shop.refund")
+    assert problem.chain.startswith("test.chain_order.ShipFailed -> shop.refund")
 
 
 def test_chains_of_the_valid_example_undo_in_reverse_order() -> None:

@@ -161,18 +161,18 @@ def test_check_a_standalone_file_with_an_attribute(
 ) -> None:
     """``./module.py`` and ``./module.py:attribute`` work from any directory."""
     name = f"standalone_{uuid.uuid4().hex[:8]}"
-    source = (FIXTURE_DIR / "broken_chain_incomplete.py").read_text(encoding="utf-8")
+    source = (FIXTURE_DIR / "broken_chain_order.py").read_text(encoding="utf-8")
     (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     whole = run("check", f"./{name}.py")
     assert whole.exit_code == 1, whole.output
-    assert "compensation-chain-incomplete" in whole.stdout
+    assert "compensation-chain-order" in whole.stdout
     one = run("check", "--json", f"./{name}.py:shop")
     assert one.exit_code == 1
     [problem] = json.loads(one.stdout)
-    assert problem["code"] == "compensation-chain-incomplete"
-    assert problem["chain"].startswith("test.chain_incomplete.ShipFailed -> shop.refund")
+    assert problem["code"] == "compensation-chain-order"
+    assert problem["chain"].startswith("test.chain_order.ShipFailed -> shop.release")
     sys.modules.pop(name, None)
 
 
