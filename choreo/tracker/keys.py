@@ -24,8 +24,11 @@ nesting, :data:`MAX_LIST_ITEMS` items per list; a value longer than
 :data:`MAX_VALUE_CHARS`, a name longer than :data:`MAX_NAME_CHARS` or a value that is not
 valid UTF-8 is not indexed. At most ``max_sagas`` sagas are indexed; past that the saga
 whose records were seen least recently is forgotten first (:attr:`KeyIndex.forgotten`
-counts them, so an answer can say it may be incomplete). With ``only_values`` only those
-values are kept (a one-shot query over a whole log holds its answer, not the log).
+counts them, so an answer can say it may be incomplete). A saga whose events hold a dozen
+distinct keys costs about 5 KB, so the default of 10 000 sagas is about 50 MB; indexing
+decodes every payload once more (tens of thousands of records per second per core). With
+``only_values`` only those values are kept (a one-shot query over a whole log holds its
+answer, not the log).
 
 Thread-safe: one thread may :meth:`~KeyIndex.observe` while others ask.
 """
@@ -38,6 +41,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Final
 
 from choreo.model.envelope import HEADER_PREFIX, Header
@@ -66,7 +70,7 @@ MAX_NAME_CHARS: Final = 100
 """The longest field path or header name indexed (and searched for)."""
 MAX_CONDITIONS: Final = 8
 """The most ``field=value`` conditions one query may hold."""
-DEFAULT_MAX_SAGAS: Final = 20_000
+DEFAULT_MAX_SAGAS: Final = 10_000
 """Sagas indexed by default; the least recently seen is forgotten first."""
 
 _SKIPPED_HEADERS: Final = frozenset({Header.TRACEPARENT, "tracestate"})
@@ -132,36 +136,50 @@ class KeyQuery:
         return bool(self.where or self.find)
 
 
+_MAX_CHILDREN: Final = MAX_FIELDS * 2
+"""The most fields of one record (a mapping) looked at."""
+_SCALARS: Final = frozenset({str, bool, int, float})
+
+
 def _scalar(value: object) -> str | None:
     """Return a payload value as indexed text, or None for what is not a scalar."""
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str:
+        text = normal(value)  # type: ignore[arg-type]
+    elif kind is bool:
         return "true" if value else "false"
-    if isinstance(value, str):
-        text = normal(value)
-    elif isinstance(value, int | float):
+    elif kind is int or kind is float:
         text = str(value)
     else:
         return None
     return text if text and len(text) <= MAX_VALUE_CHARS else None
 
 
-def _flatten(value: object, path: str, depth: int) -> Iterator[tuple[str, str]]:
-    """Yield ``(path, text)`` for the scalars of a decoded payload (bounded, see module)."""
-    if isinstance(value, Mapping):
-        if depth >= MAX_DEPTH:
-            return
-        for name, item in value.items():
-            if isinstance(name, str):
-                yield from _flatten(item, f"{path}.{name}" if path else name, depth + 1)
-    elif isinstance(value, list | tuple):
-        if depth >= MAX_DEPTH:
-            return
-        for item in value[:MAX_LIST_ITEMS]:
-            yield from _flatten(item, path, depth + 1)
-    else:
-        text = _scalar(value)
-        if text is not None and path and len(path) <= MAX_NAME_CHARS:
-            yield path.casefold(), text
+def _flatten(value: object, limit: int) -> list[tuple[str, str]]:
+    """Return ``(path, text)`` of at most ``limit`` scalars of a decoded payload, outer
+    fields first (bounded, see the module)."""
+    found: list[tuple[str, str]] = []
+    queue: list[tuple[object, str, int]] = [(value, "", 0)]
+    at = 0
+    while at < len(queue) and len(found) < limit:
+        item, path, depth = queue[at]
+        at += 1
+        kind = type(item)
+        if kind in _SCALARS:
+            text = _scalar(item) if path and len(path) <= MAX_NAME_CHARS else None
+            if text is not None:
+                found.append((path.casefold(), text))
+        elif depth >= MAX_DEPTH:
+            continue
+        elif kind is dict or isinstance(item, Mapping):
+            queue.extend(
+                (child, f"{path}.{name}" if path else name, depth + 1)
+                for name, child in islice(item.items(), _MAX_CHILDREN)  # type: ignore[attr-defined]
+                if type(name) is str
+            )
+        elif kind is list or kind is tuple:
+            queue.extend((child, path, depth + 1) for child in item[:MAX_LIST_ITEMS])  # type: ignore[index]
+    return found
 
 
 def _field_matches(path: str, field: str) -> bool:
@@ -192,7 +210,8 @@ class KeyIndex:
         self.forgotten = 0
         """How many sagas were forgotten to stay within ``max_sagas``."""
         self._lock = threading.Lock()
-        self._by_value: dict[str, dict[str, set[str]]] = {}
+        self._by_value: dict[str, dict[str, str | set[str]]] = {}
+        """value -> field path -> the correlation id holding it (a set when several do)"""
         self._by_saga: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -233,10 +252,8 @@ class KeyIndex:
             if key is not None:
                 keys.add(key)
         if self.decode is not None and record.value is not None:
-            for path, text in _flatten(self._decoded(record.value), "", 0):
-                if len(keys) >= MAX_FIELDS:
-                    break
-                keys.add((text, path))
+            room = MAX_FIELDS - len(keys)
+            keys.update((text, path) for path, text in _flatten(self._decoded(record.value), room))
         if self.only_values is not None:
             keys = {key for key in keys if key[0] in self.only_values}
         return cid, keys
@@ -260,9 +277,19 @@ class KeyIndex:
             known = self._by_saga[cid] = set()
         else:
             self._by_saga.move_to_end(cid)
+        by_value = self._by_value
         for value, path in keys - known:
-            fields = self._by_value.setdefault(value, {})
-            fields.setdefault(sys.intern(path), set()).add(cid)
+            fields = by_value.get(value)
+            if fields is None:
+                by_value[value] = {sys.intern(path): cid}  # one saga: its id, not a set
+                continue
+            cids = fields.get(path)
+            if cids is None:
+                fields[sys.intern(path)] = cid
+            elif isinstance(cids, str):
+                fields[path] = {cids, cid}
+            else:
+                cids.add(cid)
         known |= keys
         while len(self._by_saga) > self.max_sagas:
             self._forget(*self._by_saga.popitem(last=False))
@@ -274,10 +301,12 @@ class KeyIndex:
             if fields is None:
                 continue
             cids = fields.get(path)
-            if cids is not None:
+            if cids == cid:
+                del fields[path]
+            elif isinstance(cids, set):
                 cids.discard(cid)
-                if not cids:
-                    del fields[path]
+                if len(cids) == 1:
+                    fields[path] = next(iter(cids))
             if not fields:
                 del self._by_value[value]
 
@@ -286,7 +315,10 @@ class KeyIndex:
         found: set[str] = set()
         for path, cids in fields.items():
             if field is None or _field_matches(path, field):
-                found |= cids
+                if isinstance(cids, str):
+                    found.add(cids)
+                else:
+                    found |= cids
         return found
 
     def matching(self, query: KeyQuery) -> set[str]:

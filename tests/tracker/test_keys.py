@@ -154,3 +154,17 @@ def test_too_many_conditions_are_refused() -> None:
         KeyQuery.of([f"f{i}=v" for i in range(9)])
     assert not KeyQuery.of()
     assert KeyQuery.of(find="  ").find is None
+
+
+def test_a_value_shared_by_sagas_survives_forgetting_some_of_them() -> None:
+    """Sagas sharing a value: forgetting the oldest leaves the others found by it."""
+    keys = index(
+        *(record(f"s{i}", {"tenant": "acme", "n": str(i)}) for i in range(4)), max_sagas=2
+    )
+    assert keys.matching(KeyQuery.of(["tenant=acme"])) == {"s2", "s3"}
+    keys.observe([record("s4", {"tenant": "other"})])
+    assert keys.matching(KeyQuery.of(["tenant=acme"])) == {"s3"}
+    keys.observe([record("s5", {"tenant": "other"})])
+    assert keys.matching(KeyQuery.of(["tenant=acme"])) == set()
+    assert keys.matching(KeyQuery.of(find="other")) == {"s4", "s5"}
+    assert keys.forgotten == 4
