@@ -18,7 +18,6 @@ newest record's timestamp (the moment of the export) unless ``--now`` says other
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import re
@@ -26,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -45,47 +44,18 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 Command = Callable[..., Any]
 
-_RELATIVE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)(?:\s*ago)?$")
-_UNIT_MS: Final = {
-    "ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000,
-    "w": 604_800_000,
-}
-_MAX_TIME_CHARS: Final = 64
-_MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-
-
 def parse_time(text: str, *, now_ms: int) -> int:
     """Return epoch ms for ``text``: epoch ms digits, ISO 8601 (naive = UTC), or ``15m`` ago.
 
-    Relative units: ms, s, m/min, h, d, w (``2h`` and ``2h ago`` are the same); an ISO
-    date alone is its midnight UTC. Raises ``click.BadParameter`` otherwise, or for a time
-    outside years 1-9999.
+    See :func:`choreo.safety.timestamps.parse_moment`; raises ``click.BadParameter``
+    naming the accepted forms.
     """
-    text = text.strip()
-    if len(text) > _MAX_TIME_CHARS:
-        raise click.BadParameter(f"a time has at most {_MAX_TIME_CHARS} characters")
-    if text.isdigit():
-        value = int(text)
-        if value > _MAX_EPOCH_MS:
-            raise click.BadParameter(
-                f"{text} ms is after the year 9999: give epoch milliseconds, ISO 8601"
-                " (2026-12-03T10:00Z) or a duration ago like 15m"
-            )
-        return value
-    relative = _RELATIVE.match(text)
-    if relative:
-        return now_ms - int(float(relative.group(1)) * _UNIT_MS[relative.group(2)])
+    from choreo.safety.timestamps import parse_moment
+
     try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not a time: give a duration ago (30s, 15m, 2h, 7d), an ISO 8601"
-            " time (2026-12-03T10:00:00Z, 2026-12-03 10:00; no zone means UTC) or epoch"
-            " milliseconds"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
+        return parse_moment(text, now_ms=now_ms)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 # --- common options --------------------------------------------------------------------

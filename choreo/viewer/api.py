@@ -25,6 +25,7 @@ import datetime as dt
 import decimal
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from typing import Any, Final, Protocol
 from choreo._version import __version__
 from choreo.model.envelope import Role
 from choreo.safety.jsonsafe import dumps
+from choreo.safety.timestamps import parse_moment
 from choreo.tracker.keys import KeyIndex
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
@@ -182,6 +184,17 @@ def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high
     if not low <= value <= high:
         raise BadQueryError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _time_param(query: Mapping[str, str], name: str) -> int | None:
+    """Return the time query parameter ``name`` as epoch ms (durations count back from now)."""
+    raw = query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_moment(raw, now_ms=int(time.time() * 1000))
+    except ValueError as exc:
+        raise BadQueryError(f"{name}: {exc}") from None
 
 
 def _short_type(event_type: str) -> str:
@@ -423,7 +436,8 @@ class TraceApi:
         }
 
     def sagas(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """Return a page of sagas, newest first, filtered by ``status``, ``saga`` and ``q``.
+        """Return a page of sagas, newest first, filtered by ``status``, ``saga``, ``q`` and
+        start time (``since``, ``until``: epoch ms, ISO 8601, or a duration ago like ``1h``).
 
         ``total`` is the number of matching sagas when the tracker can say it cheaply
         (every filter but a search), else None; ``has_more`` is always exact. A search
@@ -437,6 +451,8 @@ class TraceApi:
         wanted = SagaQuery(
             status=parse_status(status_text) if status_text else None,
             saga=query.get("saga", "").strip() or None,
+            since_ms=_time_param(query, "since"),
+            until_ms=_time_param(query, "until"),
             search=search,
         )
         limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)

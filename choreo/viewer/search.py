@@ -47,6 +47,16 @@ def _newest_first(trace: SagaTrace) -> tuple[int, str]:
     return (-1 if started is None else started, trace.correlation_id)
 
 
+def _admitted(trace: SagaTrace, wanted: SagaQuery) -> bool:
+    """Return True when ``trace`` passes every filter of ``wanted`` but its id search."""
+    if not wanted.admits(trace.status, trace.saga, trace.stuck):
+        return False
+    started = -1 if trace.started_at_ms is None else trace.started_at_ms
+    return (wanted.since_ms is None or started >= wanted.since_ms) and (
+        wanted.until_ms is None or started <= wanted.until_ms
+    )
+
+
 def _query_of(search: str) -> KeyQuery:
     """Return the key query of a search box's text; ``ValueError`` for a bad FIELD=VALUE."""
     if "=" in search:
@@ -76,7 +86,7 @@ def key_search(
     by_key = [
         trace
         for trace in (tracker.get(cid) for cid in found[:_LOOKED_AT])
-        if trace is not None and wanted.admits(trace.status, trace.saga, trace.stuck)
+        if trace is not None and _admitted(trace, wanted)
     ]
     by_key.sort(key=_newest_first, reverse=True)
     cut = len(by_key) > MAX_KEY_MATCHES or len(found) > _LOOKED_AT

@@ -204,3 +204,25 @@ def test_search_by_business_key_in_the_page(watched: Watched) -> None:
         page.wait_for_selector("#saga-rows td.empty")
         assert watched.dialogs == []
         assert watched.problems == []
+
+
+def test_started_filter_keeps_recent_sagas(
+    watched: Watched, tracker: Tracker, server: ViewerServer, sample: Sample
+) -> None:
+    """'Last hour' lists only the sagas started within the hour; the choice is in the URL."""
+    import time
+
+    recent = SagaWriter("ord-recent-0001", start_ms=int(time.time() * 1000) - 60_000)
+    recent.emit("shop.orders.OrderCreated", Role.START, "order", step="order.place")
+    tracker.feed_many(recent.records)
+    page = watched.page
+    page.goto(server.url)
+    wait_rows(page, [recent.correlation_id, sample.refund, sample.pending, sample.compensated,
+                     sample.completed])
+    page.select_option("#f-since", "1h")
+    wait_rows(page, [recent.correlation_id])
+    assert "since=1h" in page.evaluate("location.hash")
+    page.select_option("#f-since", "")
+    wait_rows(page, [recent.correlation_id, sample.refund, sample.pending, sample.compensated,
+                     sample.completed])
+    assert watched.problems == []

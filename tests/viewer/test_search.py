@@ -130,3 +130,14 @@ def test_key_search_over_http_escapes_what_it_returns() -> None:
     answer = json.loads(raw)
     assert [row["correlation_id"] for row in answer["items"]] == list(reversed(ids))
     assert answer["items"][0]["matched_fields"] == ["customer.note"]
+
+
+def test_time_window_applies_to_lists_and_key_searches(keyed: tuple[TraceApi, list[str]]) -> None:
+    """since/until (epoch ms, ISO 8601) bound the start time, with or without a key search."""
+    api, ids = keyed
+    window = {"since": "1700000002000", "until": "2023-11-14T22:13:24Z"}
+    assert ids_of(api.sagas(window)) == [ids[4], ids[3], ids[2]]
+    assert ids_of(api.sagas({**window, "q": "x-tenant=acme"})) == [ids[4], ids[3], ids[2]]
+    assert ids_of(api.sagas({"since": "1h"})) == []  # the sample sagas started in 2023
+    with pytest.raises(BadQueryError, match="duration ago"):
+        api.sagas({"since": "last tuesday"})

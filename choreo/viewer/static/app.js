@@ -134,7 +134,7 @@
   const state = {
     view: 'list',
     cid: null,
-    filters: { status: '', saga: '', q: '', offset: 0 },
+    filters: { status: '', saga: '', since: '', q: '', offset: 0 },
     selectedEventId: null,
     sagaTypes: [],
     firstRowsMarked: false,
@@ -156,6 +156,7 @@
       filters: {
         status: params.get('status') || '',
         saga: params.get('saga') || '',
+        since: params.get('since') || '',
         q: params.get('q') || '',
         offset: Math.max(0, parseInt(params.get('offset') || '0', 10) || 0),
       },
@@ -167,6 +168,7 @@
     const f = state.filters;
     if (f.status) params.set('status', f.status);
     if (f.saga) params.set('saga', f.saga);
+    if (f.since) params.set('since', f.since);
     if (f.q) params.set('q', f.q);
     if (f.offset) params.set('offset', String(f.offset));
     const qs = params.toString();
@@ -258,6 +260,7 @@
     const params = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(f.offset) });
     if (f.status) params.set('status', f.status);
     if (f.saga) params.set('saga', f.saga);
+    if (f.since) params.set('since', f.since);
     if (f.q) params.set('q', f.q);
     const [summary, page] = await Promise.all([getJSON('/api/summary'), getJSON(`/api/sagas?${params}`)]);
     if (!fresh(seq, key)) return;
@@ -335,6 +338,7 @@
   function syncFilterInputs() {
     $('f-status').value = state.filters.status;
     $('f-saga').value = state.filters.saga;
+    $('f-since').value = state.filters.since;
     if (document.activeElement !== $('f-q')) $('f-q').value = state.filters.q;
   }
 
@@ -715,6 +719,7 @@
     fill(status, h('option', { value: '' }, 'All states'), STATUSES.map((s) => h('option', { value: s }, statusLabel(s))));
     status.addEventListener('change', () => setFilters({ status: status.value, offset: 0 }));
     $('f-saga').addEventListener('change', () => setFilters({ saga: $('f-saga').value, offset: 0 }));
+    $('f-since').addEventListener('change', () => setFilters({ since: $('f-since').value, offset: 0 }));
     let debounce = 0;
     const search = $('f-q');
     search.addEventListener('input', () => {
