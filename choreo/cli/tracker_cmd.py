@@ -89,6 +89,9 @@ def sagas(
     """
     from choreo.tracker.render import counts_table, records_text, sagas_table
 
+    for text in (since, until, options.now_text):  # refuse a bad time before reading
+        if text:
+            parse_time(text, now_ms=int(time.time() * 1000))
     tracker = options.build()
     query = key_query(where, find)
     keys = key_index(query, tracker, has_schemas=options.schemas_dir is not None)
