@@ -12,6 +12,7 @@ incoming one (pinned by a test), built from the route's precomputed plans.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -109,10 +110,23 @@ def as_events(step_id: str, queued: list[Event], result: object) -> list[Event]:
     """Return ``queued`` plus a handler's sequence result, or raise TypeError if it is not one."""
     if isinstance(result, (list, tuple)):
         return [*queued, *result]
+    if inspect.isawaitable(result):
+        _close(result)
+        raise TypeError(
+            f"handler {step_id} returned an awaitable without being declared async: "
+            "declare it with async def (the worker then awaits it), or return the events"
+        )
     raise TypeError(
         f"handler {step_id} returned {type(result).__qualname__}; "
         "return an Event, a list of Events or None"
     )
+
+
+def _close(awaitable: object) -> None:
+    """Close a coroutine nobody will await (no "never awaited" warning)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
 
 
 def failure_event(route: Route, failure: BusinessFailure) -> Event:
