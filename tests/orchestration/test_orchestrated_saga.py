@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from orch_kit import MakeKit, track
 from orch_participants import Script, submitted
@@ -164,6 +166,7 @@ def _late_reply(
     envelope = sent.envelope.caused(
         event_type, role=Role.STEP, service=step.split(".", maxsplit=1)[0], step=step
     )
+    envelope = replace(envelope, produced_at_ms=kit.clock_ms())  # the kit's time is virtual
     kit.publish_raw(
         event_type, kit.serde.encode(reply), key=cid.encode(), headers=envelope.to_headers()
     )
