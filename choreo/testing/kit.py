@@ -212,6 +212,16 @@ class SagaTestKit(KitReading):
             if not starters:
                 raise ConfigurationError(f"no service of the kit starts saga {saga.name}")
             service = starters[0]
+        publisher = self.publisher(service)
+        return publisher.start(saga, event, correlation_id=correlation_id, db_work=db_work)
+
+    def publisher(self, service: Service) -> Publisher:
+        """Return the kit's :class:`~choreo.Publisher` for ``service`` (one per service).
+
+        It publishes through the kit, on the service's store and the virtual clock: hand
+        it to code of yours that starts sagas with a publisher. A publisher built by
+        hand on ``kit.transport`` would stamp its events with the wall clock instead.
+        """
         publisher = self._publishers.get(service.name)
         if publisher is None:
             publisher = self._publishers[service.name] = Publisher(
@@ -221,7 +231,7 @@ class SagaTestKit(KitReading):
                 config=self.config,
                 inbox=self.stores.prepare(service),
             )
-        return publisher.start(saga, event, correlation_id=correlation_id, db_work=db_work)
+        return publisher
 
     def when(
         self,
