@@ -25,7 +25,7 @@ from typing import Any
 
 from choreo.errors import ConfigurationError
 
-__all__ = ["EventLoops", "awaiting"]
+__all__ = ["EventLoops", "awaiting", "refuse_running_loop"]
 
 
 class EventLoops:
@@ -84,6 +84,16 @@ _NESTED = (
     "drive the worker (or the test kit) from a thread, e.g. "
     "await asyncio.to_thread(worker.run_once)"
 )
+
+
+def refuse_running_loop() -> None:
+    """Raise ConfigurationError when this thread runs an event loop (async handlers can't run).
+
+    The worker calls it before each batch of a service with async handlers, so the
+    mistake stops the worker instead of dead-lettering every event as a handler failure.
+    """
+    if _running_loop() is not None:
+        raise ConfigurationError(_NESTED)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

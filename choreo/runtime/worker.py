@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from choreo.choreography.service import Service
 from choreo.errors import ConfigurationError, FatalError, TransactionError, TransportError
 from choreo.model.context import EventLogger
-from choreo.runtime.aio import EventLoops
+from choreo.runtime.aio import EventLoops, refuse_running_loop
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
@@ -107,6 +107,7 @@ class Worker:
         self.hooks = Hooks(default_middleware() if middleware is None else middleware)
         self.emitter = Emitter(serde.encode, tracing=config.tracing)
         self._loops = EventLoops()  # where async handlers are awaited
+        self._awaits = any(spec.is_async for spec in service.handlers)
         self.dispatcher = Dispatcher(
             worker=self,
             group_id=self.group_id,
@@ -305,6 +306,8 @@ class Worker:
         ``config.poll_timeout``. Raises on infrastructure errors after rewinding.
         """
         self.start()
+        if self._awaits:
+            refuse_running_loop()
         self.delivery.tick()
         assert self._consumer is not None
         timeout = self.config.poll_timeout if timeout is None else timeout
