@@ -40,24 +40,17 @@ class EventLoops:
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run ``awaitable`` to completion on this thread's loop and return its result."""
         loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if self._closed or _running_loop() is not None:
+            _discard(awaitable)
+            raise ConfigurationError(_CLOSED if self._closed else _NESTED)
         if loop is None:
-            loop = self._new_loop(awaitable)
-        elif _running_loop() is not None:
-            _discard(awaitable)
-            raise ConfigurationError(_NESTED)
+            with self._lock:
+                if self._closed:  # closed meanwhile by another thread
+                    _discard(awaitable)
+                    raise ConfigurationError(_CLOSED)
+                loop = self._local.loop = asyncio.new_event_loop()
+                self._loops.append(loop)
         return loop.run_until_complete(awaitable)
-
-    def _new_loop(self, awaitable: Awaitable[Any]) -> asyncio.AbstractEventLoop:
-        if _running_loop() is not None:
-            _discard(awaitable)
-            raise ConfigurationError(_NESTED)
-        with self._lock:
-            if self._closed:
-                _discard(awaitable)
-                raise ConfigurationError("the worker is closed; its event loops are gone")
-            loop = self._local.loop = asyncio.new_event_loop()
-            self._loops.append(loop)
-        return loop
 
     def close(self) -> None:
         """Close every loop (after cancelling what handlers left running on it)."""
@@ -79,6 +72,7 @@ class EventLoops:
             loop.close()
 
 
+_CLOSED = "the worker is closed; its event loops are gone"
 _NESTED = (
     "an async handler cannot be awaited here: this thread already runs an event loop; "
     "drive the worker (or the test kit) from a thread, e.g. "
