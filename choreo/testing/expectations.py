@@ -116,15 +116,15 @@ class KitReading:
                 lines = "\n".join(f"  {t}" for t in wanted)
                 self._fail(correlation_id, f"expected the events\n{lines}\nsaw")
         wanted_status = None if status is None else str(status)
+        if trace.violations and wanted_status != SagaStatus.VIOLATED.value:
+            found = "\n".join(f"  [{v.code}] {v.message}" for v in trace.violations)
+            self._fail(correlation_id, f"breaks the saga guarantee:\n{found}\nits events")
         if wanted_status is not None and trace.status.value != wanted_status:
             self._fail(
                 correlation_id,
                 f"expected status {wanted_status}, the tracker says "
                 f"{trace.status.value}; its events",
             )
-        if trace.violations and wanted_status != SagaStatus.VIOLATED.value:
-            found = "\n".join(f"  [{v.code}] {v.message}" for v in trace.violations)
-            self._fail(correlation_id, f"breaks the saga guarantee:\n{found}\nits events")
         return trace
 
     def assert_completed(self, correlation_id: str) -> SagaEvent:
