@@ -39,15 +39,15 @@ class EventLoops:
 
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run ``awaitable`` to completion on this thread's loop and return its result."""
-        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        if self._closed or _running_loop() is not None:
+        if _running_loop() is not None:
             _discard(awaitable)
-            raise ConfigurationError(_CLOSED if self._closed else _NESTED)
-        if loop is None:
-            with self._lock:
-                if self._closed:  # closed meanwhile by another thread
-                    _discard(awaitable)
-                    raise ConfigurationError(_CLOSED)
+            raise ConfigurationError(_NESTED)
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        with self._lock:
+            if self._closed:
+                _discard(awaitable)
+                raise ConfigurationError(_CLOSED)
+            if loop is None:
                 loop = self._local.loop = asyncio.new_event_loop()
                 self._loops.append(loop)
         return loop.run_until_complete(awaitable)
