@@ -25,7 +25,7 @@ from typing import Any
 
 from choreo.errors import ConfigurationError
 
-__all__ = ["EventLoops", "awaiting", "refuse_running_loop"]
+__all__ = ["EventLoops", "awaiting", "close_unawaited", "refuse_running_loop"]
 
 
 class EventLoops:
@@ -40,12 +40,12 @@ class EventLoops:
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run ``awaitable`` to completion on this thread's loop and return its result."""
         if _running_loop() is not None:
-            _discard(awaitable)
+            close_unawaited(awaitable)
             raise ConfigurationError(_NESTED)
         loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
         with self._lock:
             if self._closed:
-                _discard(awaitable)
+                close_unawaited(awaitable)
                 raise ConfigurationError(_CLOSED)
             if loop is None:
                 loop = self._local.loop = asyncio.new_event_loop()
@@ -97,7 +97,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _discard(awaitable: Awaitable[Any]) -> None:
+def close_unawaited(awaitable: object) -> None:
     """Close a coroutine that will never run (no "never awaited" warning)."""
     close = getattr(awaitable, "close", None)
     if callable(close):

@@ -21,6 +21,7 @@ from typing import Any
 from choreo.errors import BusinessFailure, HandlerError
 from choreo.model.envelope import Header
 from choreo.model.events import Event
+from choreo.runtime.aio import close_unawaited
 from choreo.runtime.routing import _NAMESPACE_SHA1, _VARIANT, Fields, Route
 from choreo.runtime.tracing import is_valid
 from choreo.store.outbox import OutboxRecord
@@ -111,7 +112,7 @@ def as_events(step_id: str, queued: list[Event], result: object) -> list[Event]:
     if isinstance(result, (list, tuple)):
         return [*queued, *result]
     if inspect.isawaitable(result):
-        _close(result)
+        close_unawaited(result)
         raise TypeError(
             f"handler {step_id} returned an awaitable without being declared async: "
             "declare it with async def (the worker then awaits it), or return the events"
@@ -120,13 +121,6 @@ def as_events(step_id: str, queued: list[Event], result: object) -> list[Event]:
         f"handler {step_id} returned {type(result).__qualname__}; "
         "return an Event, a list of Events or None"
     )
-
-
-def _close(awaitable: object) -> None:
-    """Close a coroutine nobody will await (no "never awaited" warning)."""
-    close = getattr(awaitable, "close", None)
-    if callable(close):
-        close()
 
 
 def failure_event(route: Route, failure: BusinessFailure) -> Event:

@@ -224,3 +224,22 @@ def _serde() -> Any:
     from .fixtures.serdes import avro_serde
 
     return avro_serde()
+
+
+def test_a_plain_handler_returning_a_coroutine_says_to_declare_it_async() -> None:
+    """A wrapper hiding an async handler is not awaited: its dead letter says what to do."""
+    shop = build_async_shop()
+    audit = Service("audit", sagas=[shop.saga])
+
+    async def really(event: OrderCompleted) -> None:
+        return None
+
+    @audit.listener(on=OrderCompleted)
+    def hidden(event: OrderCompleted) -> Any:
+        return really(event)
+
+    with SagaTestKit([*shop.services, audit], serde=_serde()) as kit:
+        cid = kit.when(shop.saga, OrderPlaced("o-1", "book", 1, 0), correlation_id="o-1")
+        (letter,) = kit.dead_letters(cid)
+        assert "returned an awaitable without being declared async" in letter.message
+        assert "async def" in letter.message
