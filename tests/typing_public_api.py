@@ -9,8 +9,9 @@ below are never called: ``assert_type`` only speaks to the type checker.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import ClassVar, assert_type
+from typing import Any, ClassVar, assert_type
 
 import choreo
 import choreo.avro.serde
@@ -131,3 +132,26 @@ def running_and_tracking_return_what_they_say(
         assert_type(trace.status, choreo.SagaStatus)
     bus = choreo.MemoryBus()
     assert_type(choreo.open_transport("memory", bus=bus), choreo.transports.Transport)
+
+
+def testing_with_the_kit_returns_what_it_says(kit: choreo.SagaTestKit) -> None:
+    """given/when/expect, virtual time and the tracker's view keep their types."""
+    inventory = choreo.Service("inventory")
+    saga = choreo.Saga("Typing", start=Ordered, completed=Reserved, failed=Reserved)
+
+    @inventory.step(on=Ordered, emits=Reserved)
+    async def reserve(event: Ordered, ctx: choreo.Context) -> Reserved:
+        return Reserved(order_id=event.order_id)
+
+    decorated: Callable[[Ordered, choreo.Context], Coroutine[Any, Any, Reserved]] = reserve
+    del decorated  # the decorator returned the coroutine function itself
+    kit.given(inventory, "INSERT INTO stock VALUES (?)", ("book",))
+    cid = kit.when(saga, Ordered(order_id="o"))
+    assert_type(cid, str)
+    assert_type(kit.expect(cid, [Ordered, Reserved], status="Completed"), choreo.SagaTrace)
+    assert_type(kit.advance(30), int)
+    assert_type(kit.query(inventory, "SELECT 1"), list[tuple[Any, ...]])
+    assert_type(kit.tracker(), choreo.Tracker)
+    assert_type(kit.trace(cid).status, choreo.SagaStatus)
+    assert_type(kit.verify().ok, bool)
+    assert_type(kit.publisher(inventory), choreo.Publisher)
