@@ -6,7 +6,8 @@ stores, workers, publishers, a live tracker); :meth:`App.in_memory` and
 See :mod:`choreo.app.app` for the stores' defaults and what survives.
 """
 
-from choreo.app.app import BOOTSTRAP_ENV, App, StoreFactory
+from choreo.app.app import BOOTSTRAP_ENV, App
+from choreo.app.parts import StoreFactory
 from choreo.app.running import AppRun
 
 __all__ = ["BOOTSTRAP_ENV", "App", "AppRun", "StoreFactory"]

@@ -33,12 +33,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from choreo.app.parts import StoreFactory, Target, Wiring, member_of
 from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError
 from choreo.runtime.config import WorkerConfig
@@ -46,7 +46,6 @@ from choreo.runtime.config import WorkerConfig
 if TYPE_CHECKING:
     from choreo.app.running import AppRun
     from choreo.orchestration import Orchestrator
-    from choreo.store.base import Store
     from choreo.transports.config import KafkaConfig
     from choreo.transports.memory import MemoryBus
 
@@ -55,45 +54,7 @@ __all__ = ["BOOTSTRAP_ENV", "App", "StoreFactory"]
 BOOTSTRAP_ENV = "CHOREO_KAFKA_BOOTSTRAP"
 """The environment variable :meth:`App.on_kafka` reads when no bootstrap is given."""
 
-StoreFactory = Callable[[str], "Store"]
-"""Returns the store of the service it is given the name of."""
-
 KAFKA_CLIENTS = ("confluent", "kafka-python")
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One service of the application, and its orchestrator when it is one."""
-
-    service: Service
-    orchestrator: Orchestrator | None = None
-
-    @property
-    def runs_worker(self) -> bool:
-        """True when the service consumes events (so it needs a worker)."""
-        return self.orchestrator is not None or bool(self.service.consumed_types)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where an :class:`AppRun` runs: the kind of transport and how to reach it."""
-
-    kind: str
-    bootstrap: str | None = None
-    kafka: KafkaConfig | None = None
-    bus: MemoryBus | None = None
-    partitions: int = 1
-
-
-def _member(item: Service | Orchestrator) -> Member:
-    """Return the member for a Service, an orchestrator's service or an Orchestrator."""
-    orchestrator = getattr(item, "orchestrator", None)
-    service = getattr(item, "service", None)
-    if not isinstance(item, Service) and isinstance(service, Service):  # an Orchestrator
-        return Member(service, getattr(service, "orchestrator", None))
-    if isinstance(item, Service):
-        return Member(item, orchestrator)
-    raise ConfigurationError(f"{item!r} is not a choreo Service or Orchestrator")
 
 
 class App:
@@ -126,10 +87,10 @@ class App:
         deadline: float | None = None,
         timeouts: bool = False,
     ) -> None:
-        self.members = [_member(item) for item in services]
-        if not self.members:
+        members = tuple(member_of(item) for item in services)
+        if not members:
             raise ConfigurationError("an App needs at least one service")
-        names = [m.service.name for m in self.members]
+        names = [m.service.name for m in members]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"two services of the App share a name: {sorted(names)}")
         if (schemas is None) == (registry is None):
@@ -140,24 +101,28 @@ class App:
             raise ConfigurationError("timeouts need the tracker: leave track=True")
         if deadline is not None and deadline <= 0:
             raise ConfigurationError("the deadline must be a positive number of seconds")
-        self.schemas = Path(schemas) if schemas is not None else None
-        self.registry = registry
-        self.store = store
-        self.config = config if config is not None else WorkerConfig()
-        self.topic_prefix = topic_prefix
-        self.sagas = list(sagas)
-        self.track = track
-        self.deadline = deadline
-        self.timeouts = timeouts
+        self.wiring = Wiring(
+            members=members,
+            schemas=Path(schemas) if schemas is not None else None,
+            registry=registry,
+            store=store,
+            config=config if config is not None else WorkerConfig(),
+            topic_prefix=topic_prefix,
+            sagas=tuple(sagas),
+            track=track,
+            deadline=deadline,
+            timeouts=timeouts,
+        )
 
     def __repr__(self) -> str:
-        names = ", ".join(m.service.name for m in self.members)
-        return f"App([{names}], schemas={str(self.schemas)!r}, topic_prefix={self.topic_prefix!r})"
+        wiring = self.wiring
+        names = ", ".join(m.service.name for m in wiring.members)
+        return f"App([{names}], schemas={str(wiring.schemas)!r}, prefix={wiring.topic_prefix!r})"
 
     @property
     def services(self) -> list[Service]:
         """Return the application's services, in the order given."""
-        return [m.service for m in self.members]
+        return self.wiring.services
 
     def in_memory(
         self, *, bus: MemoryBus | None = None, data_dir: str | Path | None = None
@@ -242,7 +207,7 @@ class App:
         """Build and start an :class:`AppRun` (closing what it built when starting fails)."""
         from choreo.app.running import AppRun
 
-        running = AppRun(self, target, data_dir, temp_dir=temp and data_dir is None)
+        running = AppRun(self.wiring, target, data_dir, temp_dir=temp and data_dir is None)
         try:
             running.launch()
         except BaseException:

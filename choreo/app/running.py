@@ -29,7 +29,7 @@ from choreo.runtime.config import WorkerConfig
 from choreo.runtime.serdes import event_classes
 
 if TYPE_CHECKING:
-    from choreo.app.app import App, Member, Target
+    from choreo.app.parts import Member, Target, Wiring
     from choreo.avro.codec import SingleObjectCodec
     from choreo.avro.serde import EventSerde
     from choreo.orchestration import OrchestratorRunner
@@ -57,7 +57,9 @@ class AppRun:
     SQLite stores are).
     """
 
-    def __init__(self, app: App, target: Target, data_dir: Path | None, *, temp_dir: bool) -> None:
+    def __init__(
+        self, app: Wiring, target: Target, data_dir: Path | None, *, temp_dir: bool
+    ) -> None:
         self.app = app
         self.target = target
         self.run_id = uuid.uuid4().hex[:8]

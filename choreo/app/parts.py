@@ -1,0 +1,82 @@
+"""What an :class:`~choreo.app.App` is made of: its members, its settings, where it runs.
+
+Shared by :mod:`choreo.app.app` (which validates and builds them) and
+:mod:`choreo.app.running` (which starts them), so neither imports the other's module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from choreo.choreography.service import Saga, Service
+from choreo.errors import ConfigurationError
+from choreo.runtime.config import WorkerConfig
+
+if TYPE_CHECKING:
+    from choreo.orchestration import Orchestrator
+    from choreo.store.base import Store
+    from choreo.transports.config import KafkaConfig
+    from choreo.transports.memory import MemoryBus
+
+__all__ = ["Member", "StoreFactory", "Target", "Wiring", "member_of"]
+
+StoreFactory = Callable[[str], "Store"]
+"""Returns the store of the service it is given the name of."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One service of the application, and its orchestrator when it is one."""
+
+    service: Service
+    orchestrator: Orchestrator | None = None
+
+    @property
+    def runs_worker(self) -> bool:
+        """True when the service consumes events (so it needs a worker)."""
+        return self.orchestrator is not None or bool(self.service.consumed_types)
+
+
+def member_of(item: Service | Orchestrator) -> Member:
+    """Return the member for a Service, an orchestrator's service or an Orchestrator."""
+    service = getattr(item, "service", None)
+    if not isinstance(item, Service) and isinstance(service, Service):  # an Orchestrator
+        return Member(service, getattr(service, "orchestrator", None))
+    if isinstance(item, Service):
+        return Member(item, getattr(item, "orchestrator", None))
+    raise ConfigurationError(f"{item!r} is not a choreo Service or Orchestrator")
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """The settings of an :class:`~choreo.app.App` (see its docstring), validated."""
+
+    members: tuple[Member, ...]
+    schemas: Path | None
+    registry: Any
+    store: str | StoreFactory | None
+    config: WorkerConfig
+    topic_prefix: str = ""
+    sagas: tuple[Saga, ...] = field(default=())
+    track: bool = True
+    deadline: float | None = None
+    timeouts: bool = False
+
+    @property
+    def services(self) -> list[Service]:
+        """Return the services, in the order given."""
+        return [m.service for m in self.members]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an :class:`~choreo.app.AppRun` runs: the kind of transport and how to reach it."""
+
+    kind: str
+    bootstrap: str | None = None
+    kafka: KafkaConfig | None = None
+    bus: MemoryBus | None = None
+    partitions: int = 1
