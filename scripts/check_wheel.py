@@ -36,7 +36,8 @@ for extra in ("kafka", "crc32c", "yaml"):
 for stray in ("services", "schemas"):
     assert importlib.util.find_spec(stray) is None, f"the wheel installed a top-level {stray!r}"
 import choreo
-missing = [name for name in choreo.__all__ if name != "PostgresStore" and getattr(choreo, name) is None]
+skip = {"PostgresStore"}  # needs the postgres extra; resolved lazily, on use
+missing = [n for n in choreo.__all__ if n not in skip and getattr(choreo, n) is None]
 assert not missing, missing
 from choreo import App, ConfigurationError, open_transport
 import choreo.transports.confluent  # the default transport needs no extra
@@ -60,12 +61,21 @@ print("imports: ok (no extras; each missing one named)")
 """
 
 
-def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """Run a command, print it, and raise SystemExit with its output when it fails."""
-    print("$", " ".join(args), flush=True)
-    result = subprocess.run(args, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    shown = " ".join(a if "\n" not in a else "<script>" for a in args)
+    print("$", shown, flush=True)
+    result = subprocess.run(
+        args, capture_output=True, text=True, check=False, cwd=cwd, env=env, timeout=timeout
+    )
     if result.returncode != 0:
-        raise SystemExit(f"FAILED ({result.returncode}): {' '.join(args)}\n{result.stdout}\n{result.stderr}")
+        raise SystemExit(f"FAILED ({result.returncode}): {shown}\n{result.stdout}\n{result.stderr}")
     return result
 
 
