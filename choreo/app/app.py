@@ -145,6 +145,7 @@ class App:
         kafka: KafkaConfig | None = None,
         partitions: int = 1,
         data_dir: str | Path | None = None,
+        workers: bool = True,
     ) -> AppRun:
         """Start every service's worker in this process against a Kafka cluster; return the run.
 
@@ -153,6 +154,8 @@ class App:
         both are given). ``client`` is ``confluent`` or ``kafka-python`` (the
         ``choreo[kafka-python]`` extra). Topics that do not exist are created with
         ``partitions`` partitions. The default stores are ``<data_dir or .>/<service>.inbox.db``.
+        ``workers=False`` starts no worker: the run only starts sagas (and tracks them),
+        e.g. from a web endpoint while the services run elsewhere (``choreo run``).
         """
         if client not in KAFKA_CLIENTS:
             raise ConfigurationError(
@@ -166,7 +169,9 @@ class App:
                 "on_kafka needs the bootstrap servers: App.on_kafka('host:9092'), "
                 f"or set ${BOOTSTRAP_ENV}=host:9092"
             )
-        target = Target(client, bootstrap=bootstrap, kafka=kafka, partitions=partitions)
+        target = Target(
+            client, bootstrap=bootstrap, kafka=kafka, partitions=partitions, workers=workers
+        )
         return self._start(target, Path(data_dir) if data_dir is not None else Path(), temp=False)
 
     def run(

@@ -80,3 +80,4 @@ class Target:
     kafka: KafkaConfig | None = None
     bus: MemoryBus | None = None
     partitions: int = 1
+    workers: bool = True

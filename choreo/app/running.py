@@ -128,7 +128,7 @@ class AppRun:
         for member in app.members:
             self.stores[member.service.name] = self._open_store(member.service.name)
         for member in app.members:
-            if member.runs_worker:
+            if member.runs_worker and self.target.workers:
                 self._start_worker(member)
 
     def _open_transport(self) -> Transport:
@@ -216,6 +216,7 @@ class AppRun:
         if isinstance(store, str):
             return open_store(store.replace("{service}", name))
         assert self.data_dir is not None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         suffix = ".sqlite3" if self.target.kind == "memory" else ".inbox.db"
         return SqliteStore(self.data_dir / f"{name}{suffix}")
 

@@ -76,3 +76,21 @@ def test_run_serves_until_stopped(kafka_bootstrap: str, tmp_path: Path, hotel: M
         thread.join(60)
     assert not thread.is_alive()
     assert failures == []
+
+
+def test_a_run_without_workers_starts_sagas_the_services_elsewhere_handle(
+    kafka_bootstrap: str, tmp_path: Path, hotel: ModuleType, events: ModuleType
+) -> None:
+    prefix = f"app-{uuid.uuid4().hex[:8]}."
+    services = App([hotel.booking, hotel.rooms], schemas=SCHEMAS, topic_prefix=prefix)
+    starter = App([hotel.booking, hotel.rooms], schemas=SCHEMAS, topic_prefix=prefix, track=False)
+    with (
+        services.on_kafka(kafka_bootstrap, data_dir=tmp_path / "services") as served,
+        starter.on_kafka(kafka_bootstrap, workers=False, data_dir=tmp_path / "web") as web,
+    ):
+        assert web.workers == {}
+        cid = web.start(
+            hotel.room_booking,
+            events.BookingRequested(booking_id="k-3", guest="Cy", nights=1, card="4242"),
+        )
+        assert served.wait(cid, timeout=60).state is SagaState.COMPLETED

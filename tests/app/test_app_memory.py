@@ -164,3 +164,28 @@ def test_a_saga_nobody_starts_names_the_fix(hotel: ModuleType, events: ModuleTyp
             running.start(hotel.room_booking, _request(events, "b-8", "4242"))
         with pytest.raises(ConfigurationError, match="no service named"):
             running.publisher("billing")
+
+
+def test_getting_started_local_script_runs_both_sagas() -> None:
+    import os
+    import subprocess
+    import sys
+
+    project = SCHEMAS.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(project), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "local.py"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "b-1: Completed: BookingRequested -> RoomHeld -> BookingConfirmed",
+        "b-2: Failed: BookingRequested -> RoomHeld -> PaymentRefused -> RoomReleased -> "
+        "BookingRejected",
+    ]
