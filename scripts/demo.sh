@@ -13,7 +13,5 @@ if ! "$PYTHON" -c "import choreo" >/dev/null 2>&1; then
         "$PYTHON" -m pip install -q -e .
 fi
 
-if command -v choreo >/dev/null 2>&1; then
-    exec choreo demo "$@"
-fi
+# through $PYTHON, not the first `choreo` on PATH: the demo runs with the choreo just checked
 exec "$PYTHON" -m choreo demo "$@"
