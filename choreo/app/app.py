@@ -106,7 +106,7 @@ class App:
             schemas=Path(schemas) if schemas is not None else None,
             registry=registry,
             store=store,
-            config=config if config is not None else WorkerConfig(),
+            config=config,
             topic_prefix=topic_prefix,
             sagas=tuple(sagas),
             track=track,

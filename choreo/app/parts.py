@@ -58,7 +58,8 @@ class Wiring:
     schemas: Path | None
     registry: Any
     store: str | StoreFactory | None
-    config: WorkerConfig
+    config: WorkerConfig | None
+    """None: the default WorkerConfig (polling every 0.2 s on the in-memory bus)."""
     topic_prefix: str = ""
     sagas: tuple[Saga, ...] = field(default=())
     track: bool = True

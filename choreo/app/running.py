@@ -68,7 +68,7 @@ class AppRun:
         self.transport: Transport | None = None
         self.codec: SingleObjectCodec | None = None
         self.serde: EventSerde | None = None
-        self.config = app.config
+        self.config = app.config or WorkerConfig()
         self.stores: dict[str, Store] = {}
         self.workers: dict[str, Worker | OrchestratorRunner] = {}
         self.tracker: Tracker | None = None
@@ -143,6 +143,9 @@ class AppRun:
     def _base_config(self) -> WorkerConfig:
         """Return the app's worker config with its topic prefix and partitions applied."""
         config, prefix = self.app.config, self.app.topic_prefix
+        if config is None:  # in memory, a short poll makes stopping quick and costs nothing
+            memory = self.target.kind == "memory"
+            config = WorkerConfig(poll_timeout=0.2) if memory else WorkerConfig()
         if self.target.kind != "memory":
             config = replace(config, topic_partitions=self.target.partitions)
         if not prefix:
