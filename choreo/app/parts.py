@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from choreo.transports.config import KafkaConfig
     from choreo.transports.memory import MemoryBus
 
-__all__ = ["Member", "StoreFactory", "Target", "Wiring", "member_of"]
+__all__ = ["Member", "StoreFactory", "Target", "Wiring", "find_starter", "member_of"]
 
 StoreFactory = Callable[[str], "Store"]
 """Returns the store of the service it is given the name of."""
@@ -82,3 +82,31 @@ class Target:
     bus: MemoryBus | None = None
     partitions: int = 1
     workers: bool = True
+
+
+def find_starter(
+    services: list[Service], service: Service | str | None, saga: Saga | None
+) -> Service:
+    """Return the service of ``services`` named by ``service``, or the one starting ``saga``.
+
+    Without ``saga`` either: the only service that starts any saga. Raises
+    ConfigurationError saying how to name one when there is none, or more than one.
+    """
+    if service is not None:
+        name = service if isinstance(service, str) else service.name
+        for candidate in services:
+            if candidate.name == name:
+                return candidate
+        raise ConfigurationError(f"the App has no service named {name!r}")
+    starters = [
+        s
+        for s in services
+        if s.started_sagas and (saga is None or saga.name in {x.name for x in s.started_sagas})
+    ]
+    if len(starters) != 1:
+        what = f"saga {saga.name}" if saga is not None else "a saga"
+        raise ConfigurationError(
+            f"{len(starters)} services of the App start {what}: declare it with "
+            "service.starts(saga), or pass service="
+        )
+    return starters[0]

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from choreo.app.parts import find_starter
 from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError, FatalError
 from choreo.model.events import Event, event_type_of
@@ -176,38 +177,17 @@ class AppRun:
 
     def _start_tracker(self) -> None:
         """Start the live tracker over the app's topics (and the timeouts, when asked)."""
-        from choreo.choreography.graph import Choreography
-        from choreo.tracker.fold import TIMEOUT_EVENT_TYPE
-        from choreo.tracker.live import LiveTracker
-        from choreo.tracker.timeouts import TimeoutService
-        from choreo.tracker.tracker import Tracker
+        from choreo.app.tracking import start_tracking
 
-        app, codec, transport = self.app, self.codec, self.transport
-        assert codec is not None and transport is not None
-        options: dict[str, Any] = {}
-        if app.deadline is not None:
-            options["default_deadline_s"] = app.deadline
-        self.tracker = tracker = Tracker(
-            choreography=Choreography.from_services(app.services, app.sagas or None),
-            decode=codec.decode_any,
-            **options,
-        )
-        self._live = LiveTracker(
-            tracker,
-            transport,
+        assert self.codec is not None and self.transport is not None
+        self.tracker, self._live, self._timeouts = start_tracking(
+            self.app,
+            self.transport,
+            self.codec,
+            self.config,
             topics=self._topics(),
-            from_beginning=True,
-            group_id=f"{app.topic_prefix}choreo-app-tracker-{self.run_id}",
-            poll_timeout=0.2,
-        ).start()
-        if app.timeouts:
-            self._timeouts = TimeoutService(
-                tracker,
-                transport,
-                codec.encode,
-                topic=self.config.topic_naming(TIMEOUT_EVENT_TYPE),
-                interval=0.5,
-            ).start()
+            group_id=f"{self.app.topic_prefix}choreo-app-tracker-{self.run_id}",
+        )
 
     def _open_store(self, name: str) -> Store:
         """Return service ``name``'s store as the app's ``store`` option says."""
@@ -274,7 +254,7 @@ class AppRun:
         """
         from choreo.runtime import Publisher
 
-        found = self._starter(service, saga)
+        found = find_starter(self.app.services, service, saga)
         with self._lock:
             publisher = self._publishers.get(found.name)
             if publisher is None:
@@ -287,28 +267,6 @@ class AppRun:
                     config=self.config,
                 )
         return publisher
-
-    def _starter(self, service: Service | str | None, saga: Saga | None) -> Service:
-        """Return the app's service named by ``service``, or the one starting ``saga``."""
-        services = self.app.services
-        if service is not None:
-            name = service if isinstance(service, str) else service.name
-            for candidate in services:
-                if candidate.name == name:
-                    return candidate
-            raise ConfigurationError(f"the App has no service named {name!r}")
-        starters = [
-            s
-            for s in services
-            if s.started_sagas and (saga is None or saga.name in {x.name for x in s.started_sagas})
-        ]
-        if len(starters) != 1:
-            what = f"saga {saga.name}" if saga is not None else "a saga"
-            raise ConfigurationError(
-                f"{len(starters)} services of the App start {what}: declare it with "
-                "service.starts(saga), or pass service="
-            )
-        return starters[0]
 
     def start(
         self,
