@@ -56,6 +56,15 @@ _CLAIM = (
     " SELECT %s, e, %s FROM (SELECT DISTINCT unnest(%b::text[]) AS e) AS ids ORDER BY e"
     " ON CONFLICT DO NOTHING RETURNING event_id"
 )
+# the same with the ids sent as one string the server splits, returning only the ids NOT
+# claimed (already handled, usually none) instead of a row per claimed id
+_CLAIM_JOINED = (
+    "WITH ids AS (SELECT DISTINCT unnest(string_to_array(%s, %s)) AS e),"
+    " claimed AS (INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
+    " SELECT %s, e, %s FROM ids ORDER BY e ON CONFLICT DO NOTHING RETURNING event_id)"
+    " SELECT e FROM ids WHERE e NOT IN (SELECT event_id FROM claimed)"
+)
+_SEPARATOR: Final = "\x1f"  # the ASCII unit separator: never in an id choreo derives
 _ADD = (
     "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
     " SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING"
@@ -265,10 +274,16 @@ class PostgresStore:
                     (consumer, ids),
                 ).fetchall()
             return {row[0] for row in rows}
-        rows = self._conn.execute(_CLAIM, (consumer, now_ms(), ids), binary=True).fetchall()
-        claimed = {row[0] for row in rows}
-        self._claimed.append((consumer, claimed))
-        return set(ids) - claimed
+        joined = _SEPARATOR.join(ids)
+        if _SEPARATOR in joined or "" in ids:  # an id string_to_array would split or drop
+            rows = self._conn.execute(_CLAIM, (consumer, now_ms(), ids), binary=True).fetchall()
+            claimed = {row[0] for row in rows}
+            self._claimed.append((consumer, claimed))
+            return set(ids) - claimed
+        params = (joined, _SEPARATOR, consumer, now_ms())
+        handled = {row[0] for row in self._conn.execute(_CLAIM_JOINED, params).fetchall()}
+        self._claimed.append((consumer, set(ids) - handled))
+        return handled
 
     def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
         """Record ``event_ids`` as handled by ``consumer`` (written at commit)."""
