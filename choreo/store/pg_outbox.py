@@ -149,11 +149,11 @@ class BatchOutbox:
         unknown: list[str] = []
         acks: dict[int, list[str]] = {}
         for id_ in dict.fromkeys(sent):
-            seq = row_of.get(id_)
-            if seq is None:
+            owner = row_of.get(id_)
+            if owner is None:
                 unknown.append(id_)
             else:
-                acks.setdefault(seq, []).append(id_)
+                acks.setdefault(owner, []).append(id_)
         done = []
         part: dict[int, list[str]] = {}
         for seq, ids in acks.items():
