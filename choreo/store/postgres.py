@@ -23,7 +23,7 @@ from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
-from choreo.store.pg_outbox import OUTBOX_TABLE, BatchOutbox
+from choreo.store.pg_outbox import OUTBOX_TABLE, BatchOutbox, compress_outbox
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -48,6 +48,7 @@ POSTGRES_MIGRATIONS: Final = (
             *OUTBOX_TABLE,
         ],
     ),
+    Migration(2, "outbox batches compressed with lz4 (where the server has it)", compress_outbox),
 )
 """choreo's own tables on PostgreSQL, versioned in ``choreo_schema_version``."""
 
@@ -63,6 +64,14 @@ _CLAIM_JOINED = (
     " claimed AS (INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
     " SELECT %s, e, %s FROM ids ORDER BY e ON CONFLICT DO NOTHING RETURNING event_id)"
     " SELECT e FROM ids WHERE e NOT IN (SELECT event_id FROM claimed)"
+)
+# the common case, no id handled yet: a plain INSERT (about a third cheaper on the server
+# than ON CONFLICT's speculative insertion) in a savepoint; a unique violation rolls the
+# savepoint back and the batch is claimed again with _CLAIM_JOINED
+_CLAIM_NEW = (
+    "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
+    " SELECT %s, e, %s FROM (SELECT DISTINCT unnest(string_to_array(%s, %s)) AS e) AS ids"
+    " ORDER BY e"
 )
 _SEPARATOR: Final = "\x1f"  # the ASCII unit separator: never in an id choreo derives
 _ADD = (
@@ -274,16 +283,29 @@ class PostgresStore:
                     (consumer, ids),
                 ).fetchall()
             return {row[0] for row in rows}
-        joined = _SEPARATOR.join(ids)
-        if _SEPARATOR in joined or "" in ids:  # an id string_to_array would split or drop
-            rows = self._conn.execute(_CLAIM, (consumer, now_ms(), ids), binary=True).fetchall()
-            claimed = {row[0] for row in rows}
-            self._claimed.append((consumer, claimed))
-            return set(ids) - claimed
-        params = (joined, _SEPARATOR, consumer, now_ms())
-        handled = {row[0] for row in self._conn.execute(_CLAIM_JOINED, params).fetchall()}
+        handled = self._claim(consumer, ids)
         self._claimed.append((consumer, set(ids) - handled))
         return handled
+
+    def _claim(self, consumer: str, ids: list[str]) -> set[str]:
+        """Insert the inbox rows of ``ids`` not handled yet; return the handled ones."""
+        conn = self._conn
+        joined = _SEPARATOR.join(ids)
+        if _SEPARATOR in joined or "" in ids:  # an id string_to_array would split or drop
+            rows = conn.execute(_CLAIM, (consumer, now_ms(), ids), binary=True).fetchall()
+            return set(ids) - {row[0] for row in rows}
+        at = now_ms()
+        try:
+            with conn.pipeline():  # one round trip
+                conn.execute("SAVEPOINT choreo_claim")
+                conn.execute(_CLAIM_NEW, (consumer, at, joined, _SEPARATOR))
+                conn.execute("RELEASE SAVEPOINT choreo_claim")
+            return set()
+        except self._psycopg.errors.UniqueViolation:  # some were handled: claim the rest
+            conn.execute("ROLLBACK TO SAVEPOINT choreo_claim")
+            conn.execute("RELEASE SAVEPOINT choreo_claim")
+        params = (joined, _SEPARATOR, consumer, at)
+        return {row[0] for row in conn.execute(_CLAIM_JOINED, params).fetchall()}
 
     def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
         """Record ``event_ids`` as handled by ``consumer`` (written at commit)."""
