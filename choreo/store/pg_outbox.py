@@ -42,9 +42,7 @@ OUTBOX_TABLE: Final = (
 )
 """choreo's outbox table on PostgreSQL (part of the first migration)."""
 
-_HAS_LZ4 = (
-    "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
-)
+_HAS_LZ4 = "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
 
 
 def compress_outbox(conn: Any, dialect: str) -> None:
@@ -62,6 +60,7 @@ def compress_outbox(conn: Any, dialect: str) -> None:
             f"ALTER TABLE choreo_outbox ALTER COLUMN {column} SET STORAGE EXTENDED,"
             f" ALTER COLUMN {column} SET COMPRESSION lz4"
         )
+
 
 _INSERT = (
     "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, keys, records)"
@@ -228,7 +227,8 @@ def _insert(
     """Return the INSERT of one batch row (query and parameters, sent in binary)."""
     joined = _SEPARATOR.join(ids)
     blob = pack_records(records)
-    if _SEPARATOR in joined or "" in ids:  # an id string_to_array would split or drop
+    if joined.count(_SEPARATOR) >= len(ids) or "" in ids:  # an id that would not survive
+        # string_to_array (it holds the separator, or is empty): send the lists themselves
         keys = [r[2] or b"" for r in records]
         return _INSERT, (origin, owner, created_ms, ids, keys, blob)
     keys_hex = ",".join(["x" + (r[2] or b"").hex() for r in records])

@@ -291,7 +291,8 @@ class PostgresStore:
         """Insert the inbox rows of ``ids`` not handled yet; return the handled ones."""
         conn = self._conn
         joined = _SEPARATOR.join(ids)
-        if _SEPARATOR in joined or "" in ids:  # an id string_to_array would split or drop
+        if joined.count(_SEPARATOR) >= len(ids) or "" in ids:  # an id that would not survive
+            # string_to_array (it holds the separator, or is empty): send the list itself
             rows = conn.execute(_CLAIM, (consumer, now_ms(), ids), binary=True).fetchall()
             return set(ids) - {row[0] for row in rows}
         at = now_ms()
