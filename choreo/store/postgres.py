@@ -150,6 +150,7 @@ class PostgresStore:
             ) from None
         self._conn: Any = None
         self._tx_thread: int | None = None  # the thread whose transaction is open
+        self._release_pending = False  # a kept handler savepoint is still open
         self._claimed: list[tuple[str, set[str]]] = []
         self._added: list[tuple[str, Sequence[str], int]] = []
         self._staged_outbox: list[tuple[str, Sequence[OutboxRecord]]] = []
@@ -223,6 +224,7 @@ class PostgresStore:
     def _reset_staged(self) -> None:
         """Forget what the transaction staged (at its end)."""
         self._tx_thread = None
+        self._release_pending = False
         self._claimed, self._added, self._staged_outbox, self._staged_sent = [], [], [], []
 
     def _discard_connection_if_broken(self) -> None:
@@ -251,17 +253,25 @@ class PostgresStore:
         return self._outbox.write(conn, self._staged_outbox, self._staged_sent, now_ms())
 
     def savepoint(self) -> None:
-        """Open the savepoint of one handler attempt."""
-        self._conn.execute("SAVEPOINT choreo_handler")
+        """Open the savepoint of one handler attempt (releasing the previous one, if kept)."""
+        if self._release_pending:  # the previous attempt's release rides on this round trip
+            self._release_pending = False
+            self._conn.execute("RELEASE SAVEPOINT choreo_handler; SAVEPOINT choreo_handler")
+        else:
+            self._conn.execute("SAVEPOINT choreo_handler")
 
     def release_savepoint(self) -> None:
-        """Keep the handler attempt's writes."""
-        self._conn.execute("RELEASE SAVEPOINT choreo_handler")
+        """Keep the handler attempt's writes.
+
+        The RELEASE is sent with the next savepoint, or not at all: COMMIT keeps every
+        open savepoint's writes and ROLLBACK undoes them, so a kept attempt costs no round
+        trip of its own (a handler using ``ctx.db`` costs its own statements plus one).
+        """
+        self._release_pending = True
 
     def rollback_to_savepoint(self) -> None:
         """Undo the handler attempt's writes."""
-        self._conn.execute("ROLLBACK TO SAVEPOINT choreo_handler")
-        self._conn.execute("RELEASE SAVEPOINT choreo_handler")
+        self._conn.execute("ROLLBACK TO SAVEPOINT choreo_handler; RELEASE SAVEPOINT choreo_handler")
 
     # --- inbox and outbox --------------------------------------------------------------
 
