@@ -2,10 +2,12 @@
 
 A batch's records are stored as ONE row (:func:`~choreo.store.outbox.pack_records`), with
 their ids and keys in arrays beside them, so choreo's outbox work costs one row insert and
-one row delete per batch whatever its size. The writer remembers which of its rows hold
-which ids, and deletes a row once every record in it was acknowledged; a row acknowledged
-in part (rare: the worker acknowledges whole batches) lists the sent ids in ``sent``, and
-those records are skipped when the row is read again.
+one row delete per batch whatever its size (the columns are lz4-compressed where the
+server has lz4, see :func:`compress_outbox`). The writer remembers which of its rows hold
+which ids, and deletes a row once every record in it was acknowledged (acknowledgements
+of whole rows in the order written, the worker's case, are matched row by row); a row
+acknowledged in part lists the sent ids in ``sent``, and those records are skipped when
+the row is read again.
 
 A relay claims other writers' rows with ``FOR UPDATE SKIP LOCKED`` in ``seq`` order, so
 the relays of several replicas share the rows; a claimed row that shares a key
