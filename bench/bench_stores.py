@@ -191,11 +191,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--only", help="comma-separated cells to run (memory / none, the baseline, always runs)"
+    )
     args = parser.parse_args()
+    only = None if args.only is None else {c.strip() for c in args.only.split(",")}
     stops: list[Callable[[], None]] = []
     try:
         url = _postgres_url(stops)
-        report = measure(args.events, args.repeat, url)
+        report = measure(args.events, args.repeat, url, only)
     finally:
         for stop in reversed(stops):
             stop()
@@ -228,7 +232,7 @@ def _clock_summary(rates: dict[str, list[float]], rate_key: str, micros_key: str
     }
 
 
-def measure(count: int, repeat: int, url: str) -> dict[str, Any]:
+def measure(count: int, repeat: int, url: str, only: set[str] | None = None) -> dict[str, Any]:
     """Return the report of ``repeat`` rounds over ``count`` events per cell."""
     from choreo.store.postgres import PostgresStore
 
@@ -240,6 +244,8 @@ def measure(count: int, repeat: int, url: str) -> dict[str, Any]:
         "sqlite-full / update": lambda tmp: SqliteStore(tmp / "update.db"),
         "postgresql / update": lambda _: PostgresStore(url, schema=f"b_{uuid.uuid4().hex[:10]}"),
     }
+    if only is not None:
+        cells = {n: f for n, f in cells.items() if n in only or n == "memory / none"}
     seconds: dict[str, list[float]] = {name: [] for name in cells}
     cpu: dict[str, list[float]] = {name: [] for name in cells}
     for _ in range(repeat):
@@ -257,6 +263,7 @@ def measure(count: int, repeat: int, url: str) -> dict[str, Any]:
                     store.close()
     timed = count - 500
     wall_rates = {name: [timed / v for v in values] for name, values in seconds.items()}
+    rates = wall_rates
     cpu_rates = {name: [timed / v for v in values] for name, values in cpu.items()}
     wall = _clock_summary(wall_rates, "events_per_second", "microseconds_per_event")
     on_cpu = _clock_summary(cpu_rates, "events_per_cpu_second", "cpu_microseconds_per_event")
@@ -273,8 +280,8 @@ def measure(count: int, repeat: int, url: str) -> dict[str, Any]:
         "wall": wall,
         "cpu": on_cpu,
         "target": {f"{target} vs memory / none": 0.5},
-        "met_wall": wall["ratio_vs_memory"][target]["median"] >= 0.5,
-        "met_cpu": on_cpu["ratio_vs_memory"][target]["median"] >= 0.5,
+        "met_wall": target in rates and wall["ratio_vs_memory"][target]["median"] >= 0.5,
+        "met_cpu": target in rates and on_cpu["ratio_vs_memory"][target]["median"] >= 0.5,
         "load_average_1m": round(os.getloadavg()[0], 1),
         "clock": "wall (perf_counter) and cpu (this process + local PostgreSQL server)",
         "python": sys.version.split()[0],
