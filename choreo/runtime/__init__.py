@@ -13,7 +13,9 @@ from choreo.model.topics import (
     DeadLetterNaming,
     TopicNaming,
     deadletter_topic,
+    shared_topic,
     topic_for,
+    topic_per_namespace,
 )
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.deadletter import DeadLetter, DeadLetterReason
@@ -55,5 +57,7 @@ __all__ = [
     "derived_event_id",
     "event_classes",
     "serde_for",
+    "shared_topic",
     "topic_for",
+    "topic_per_namespace",
 ]

@@ -36,7 +36,9 @@ def test_runtime_exports_exactly_its_public_api() -> None:
         "derived_event_id",
         "event_classes",
         "serde_for",
+        "shared_topic",
         "topic_for",
+        "topic_per_namespace",
     ]
     for name in choreo.runtime.__all__:
         assert getattr(choreo.runtime, name) is not None

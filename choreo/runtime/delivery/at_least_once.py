@@ -13,12 +13,17 @@ deleted in the next batch's store transaction). Hence, with a durable store:
   cleanup) but always under the same event id, so the next inbox drops the copy;
 - a broker outage makes flushes fail: the offsets are held back and the outbox is
   published again before the next poll;
-- a rebalance commits what the revoked partitions have pending before they move.
+- a rebalance commits what the revoked partitions have pending before they move;
+- with ``WorkerConfig.commit_interval`` > 0, offsets are committed at most that often
+  (when due, on revocation and at close): a crash redelivers what was handled since the
+  last commit, and the inbox drops it.
 
 With a memory inbox, a crash loses what the outbox held.
 """
 
 from __future__ import annotations
+
+import time
 
 from choreo.errors import ChoreoError, TransportError
 from choreo.runtime.config import WorkerConfig
@@ -42,7 +47,8 @@ class AtLeastOnce(DeliveryBase):
         self._producer: Producer | None = None
         self._pending: list[OutboxRecord] = []  # stored in the outbox, not yet acknowledged
         self._sent: list[str] = []  # acknowledged, deleted in the next store transaction
-        self._uncommitted: Offsets = {}  # held back by a failed flush
+        self._uncommitted: Offsets = {}  # held back by a failed flush or commit_interval
+        self._last_commit = float("-inf")  # time.monotonic() of the last offset commit
 
     @property
     def producer(self) -> Producer:
@@ -68,9 +74,13 @@ class AtLeastOnce(DeliveryBase):
             self._send({}, {})
 
     def tick(self) -> None:
-        """Publish what a failed flush left pending and commit the offsets it held back."""
-        if self._pending or self._uncommitted:
+        """Publish what a failed flush left pending; commit held-back offsets when due."""
+        if self._pending or (self._uncommitted and self._commit_due()):
             self._send({}, {})
+
+    def _commit_due(self) -> bool:
+        """Return whether ``commit_interval`` has passed since the last offset commit."""
+        return time.monotonic() - self._last_commit >= self.config.commit_interval
 
     def idle(self) -> None:
         """Delete acknowledged records from the outbox when no batch will do it."""
@@ -96,8 +106,12 @@ class AtLeastOnce(DeliveryBase):
         self._pending.extend(batch.records)
         self._send(batch.offsets, batch.first)
 
-    def _send(self, offsets: Offsets, first: Offsets) -> None:
-        """Publish every pending record, flush once, then commit ``offsets``."""
+    def _send(self, offsets: Offsets, first: Offsets, *, force: bool = False) -> None:
+        """Publish every pending record, flush once, then commit ``offsets``.
+
+        With a ``commit_interval``, offsets are held back until it passed since the last
+        commit (``force``: commit now).
+        """
         producer = self.producer
         pending = self._pending
         if pending:
@@ -114,8 +128,13 @@ class AtLeastOnce(DeliveryBase):
         if self._uncommitted:
             offsets = {**self._uncommitted, **offsets}
             self._uncommitted = {}
-        if offsets:
+        if not offsets:
+            return
+        if force or self._commit_due():
+            self._last_commit = time.monotonic()
             self._commit(offsets)
+        else:
+            self._uncommitted = offsets
 
     def _commit(self, offsets: Offsets) -> None:
         """Commit consumer offsets; a failure is logged (the records come back, deduplicated)."""
@@ -161,7 +180,7 @@ class AtLeastOnce(DeliveryBase):
         if self._link is not None:
             try:
                 if self._pending or self._uncommitted:
-                    self._send({}, {})
+                    self._send({}, {}, force=True)
                 if self._sent:
                     self._forget_sent()
             except Exception as exc:
