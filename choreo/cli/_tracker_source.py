@@ -120,8 +120,14 @@ def source_options(func: Command) -> Command:
             show_default=True,
             help="With a cluster: stop reading after this many seconds without new records.",
         ),
+        click.option(
+            "--summaries",
+            metavar="TOPIC",
+            help="With a cluster: read the saga summaries `choreo tracker run` instances "
+            "materialize to TOPIC instead of folding the event topics.",
+        ),
     ]
-    params = ("file_", "bootstrap", "transport_kind", "topics", "idle")
+    params = ("file_", "bootstrap", "transport_kind", "topics", "idle", "summaries")
     return _with_options(_grouped(func, "source", Source, params), options)
 
 
@@ -210,6 +216,7 @@ class Source:
         transport_kind: str,
         topics: str | None,
         idle: float,
+        summaries: str | None = None,
     ) -> None:
         ctx = click.get_current_context()
         embedded = ctx.obj.get("transport") if isinstance(ctx.obj, dict) else None
@@ -232,6 +239,10 @@ class Source:
         except re.error as exc:
             raise click.BadParameter(f"invalid --topics expression: {exc}") from exc
         self.idle = idle
+        if summaries is not None and file_ is not None:
+            raise click.UsageError("--summaries reads a cluster's summary topic, not a --file")
+        self.summaries = summaries
+        """The summary topic to read instead of the event topics (None: fold the events)."""
         self._embedded = embedded
         self._transport: Any = None
         self.newest_ms = -1
@@ -299,7 +310,7 @@ class Source:
             return
         from choreo.tracker.live import read_topics
 
-        topics = self.topics()
+        topics = [self.summaries] if self.summaries is not None else self.topics()
         progress = Progress(
             SpinnerColumn(),
             TextColumn("reading {task.fields[topics]} topics: {task.completed} records"),
@@ -337,7 +348,10 @@ class Source:
 def _load(source: Source, tracker: Any, now_text: str | None) -> int:
     """Feed every record of ``source`` to ``tracker``, judge deadlines; return 'now'."""
     try:
-        tracker.feed_many(source.records())
+        if source.summaries is not None:
+            tracker.load_summaries(source.records())
+        else:
+            tracker.feed_many(source.records())
     finally:
         source.close()
     now = source.now_ms(now_text)

@@ -78,6 +78,12 @@ def build_tracker(
     help="Topics to follow with --bootstrap (a regular expression).",
 )
 @click.option(
+    "--summaries",
+    metavar="TOPIC",
+    help="With --bootstrap: show the saga summaries `choreo tracker run` instances "
+    "materialize to TOPIC instead of folding the topics.",
+)
+@click.option(
     "--file",
     "file_",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -128,6 +134,7 @@ def ui(
     bootstrap: str | None,
     transport_kind: str,
     topics: str,
+    summaries: str | None,
     file_: Path | None,
     host: str,
     port: int,
@@ -147,6 +154,8 @@ def ui(
             "give exactly one of --bootstrap HOST:PORT (or a --config file with"
             " bootstrap.servers) or --file PATH"
         )
+    if summaries is not None and file_ is not None:
+        raise click.UsageError("--summaries follows a cluster's summary topic, not a --file")
     check_host(host, allow_remote=allow_remote)
     from choreo.viewer.web import ViewerServer
 
@@ -171,7 +180,10 @@ def ui(
                 kafka = open_kafka(transport_kind, bootstrap)
             except ChoreoError as exc:
                 raise click.ClickException(str(exc)) from exc
-            live = LiveTracker(tracker, kafka, topics_pattern=topics, from_beginning=True)
+            live = LiveTracker(
+                tracker, kafka, topics_pattern=topics, from_beginning=True,
+                topics=[summaries] if summaries else None, materialized=summaries is not None,
+            )
             live.start()
         try:
             server = ViewerServer(tracker, host=host, port=port, allowed_hosts=allowed_hosts)

@@ -79,7 +79,9 @@ def partition_count(transport: Transport, topic: str) -> int | None:
         import confluent_kafka as ck
 
         try:
-            metadata = transport._admin_client().list_topics(topic, timeout=_TIMEOUT_S)
+            # every topic's metadata: asking for one by name would create it on a broker
+            # with auto.create.topics.enable (with the default partition count)
+            metadata = transport._admin_client().list_topics(timeout=_TIMEOUT_S)
         except ck.KafkaException as exc:
             raise TransportError(f"cannot read the metadata of {topic!r}: {exc}") from exc
         found = metadata.topics.get(topic)
