@@ -144,6 +144,13 @@ def pack_standalone(events: Sequence[TraceEvent]) -> bytes:
     has more than 65,535 distinct texts.
     """
     local = Symbols()
+    index = local._index
+    texts = local.texts
+    for event in events:  # number the texts first: pack_events then never misses one
+        for text in (event.event_type, event.service, event.topic, event.step):
+            if text is not None and text not in index:
+                index[text] = len(texts)
+                texts.append(text)
     packed = pack_events(events, local)
     if len(local) > 0xFFFF:
         raise ValueError("a standalone blob holds at most 65535 symbols")
