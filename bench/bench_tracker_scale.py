@@ -170,7 +170,10 @@ def committed_total(bootstrap: str, group: str, partitions: int) -> int:
         tps = [
             ck.TopicPartition(f"{PREFIX}.{name}", p) for name in types for p in range(partitions)
         ]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30))
+        try:
+            return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30))
+        except ck.KafkaException:  # the group coordinator is still loading: ask again later
+            return 0
     finally:
         consumer.close()
 
@@ -194,8 +197,8 @@ def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
     started = time.perf_counter()
     procs = [
         _choreo(f"tracker-{instances}-{n}", "tracker", "run", "--bootstrap", bootstrap,
-                "--group", group, "--summary-topic", topic, "--topics", f"^{PREFIX}\\.", "--partitions",
-                str(partitions), "--instance-id", f"i{n}", "--deadline", "3600")
+                "--group", group, "--summary-topic", topic, "--topics", f"^{PREFIX}\\.",
+                "--partitions", str(partitions), "--instance-id", f"i{n}", "--deadline", "3600")
         for n in range(instances)
     ]
     done = 0
@@ -239,7 +242,7 @@ def viewer(bootstrap: str, topic: str, sagas: int, timeout: float) -> dict[str, 
     url = f"http://127.0.0.1:{port}/api/sagas?limit=50"
     try:
         while time.perf_counter() - started < timeout:
-            time.sleep(0.05)
+            time.sleep(0.25)  # the page itself refreshes at most every 0.25 s
             try:
                 with urllib.request.urlopen(url, timeout=10) as response:
                     page = json.loads(response.read())
