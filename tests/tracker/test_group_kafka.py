@@ -4,6 +4,7 @@ equal a single-process fold, across rebalances, and the CLI and viewer read them
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -106,7 +107,10 @@ class Cluster:
         raise AssertionError(f"the group did not catch up with {self.produced} records")
 
     def materialized(self) -> Tracker:
-        reader = _tracker()
+        return self.materialized_with(_tracker)
+
+    def materialized_with(self, new: Callable[[], Tracker]) -> Tracker:
+        reader = new()
         reader.load_summaries(read_topics(self.transport, [self.summary_topic], idle_timeout=2.0))
         return reader
 
@@ -244,3 +248,78 @@ def test_cli_and_viewer_read_the_materialized_view(
             ]
     finally:
         live.stop()
+
+
+def _committed(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Return the sum of ``group``'s committed offsets on ``topics`` (read from the broker)."""
+    import confluent_kafka as ck
+
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        wanted = [ck.TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        try:
+            return sum(max(tp.offset, 0) for tp in consumer.committed(wanted, timeout=10))
+        except ck.KafkaException:  # the coordinator is not ready yet
+            return 0
+    finally:
+        consumer.close()
+
+
+def test_sigkill_of_an_instance_loses_nothing(
+    cluster: Cluster, kafka_bootstrap: str, tmp_path: Any
+) -> None:
+    """An instance process SIGKILLed while events arrive: its open transaction is aborted,
+    and the instance that takes its partitions leaves the summaries equal to a single fold.
+
+    About 15 s: the group must wait out the dead member's session (6 s, the broker's least).
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from choreo.transports.config import KafkaConfig
+
+    now_ms = int(time.time() * 1000)  # the subprocess judges deadlines by the wall clock
+    logs = [SagaLog(start_ms=now_ms) for _ in range(60)]
+    for index, log in enumerate(logs):
+        log.completed() if index % 2 else log.start()
+    cluster.produce([env for log in logs for env in log.envelopes])
+    props = tmp_path / "client.properties"
+    props.write_text("session.timeout.ms=6000\nheartbeat.interval.ms=500\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "choreo", "tracker", "run", "--bootstrap", kafka_bootstrap,
+         "--config", str(props), "--group", "g", "--summary-topic", cluster.summary_topic,
+         "--topics", "^" + re.escape(cluster.prefix) + r"\.", "--commit-interval", "0.2",
+         "--deadline", "3600", "--instance-id", "doomed"],
+        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _committed(kafka_bootstrap, "g", cluster.topics) < cluster.produced:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the instance process did not catch up"
+            time.sleep(0.2)
+        more = _finish([log for log in logs if len(log.envelopes) == 1])
+        cluster.produce(more)
+        time.sleep(0.3)  # let it fold some of them, maybe mid-transaction
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap,
+                         consumer={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    heir = TrackerGroupMember(
+        open_transport("confluent", config=config), group_id="g",
+        summary_topic=cluster.summary_topic, topics=cluster.topics, instance_id="heir",
+        new_tracker=lambda: Tracker(default_deadline_s=3600), commit_interval=0.3,
+        poll_timeout=0.1,
+    ).start()
+    try:
+        cluster.wait_done([heir])
+        view = cluster.materialized_with(lambda: Tracker(default_deadline_s=3600))
+        single = Tracker(default_deadline_s=3600)
+        single.feed_many(read_topics(cluster.transport, cluster.topics, idle_timeout=2.0))
+        assert snapshot(view) == snapshot(single)
+        assert all(t.state.value == "Completed" for t in view.find(limit=10**6))
+    finally:
+        _stop(heir)
