@@ -111,12 +111,12 @@ class Cluster:
 
     def materialized_with(self, new: Callable[[], Tracker]) -> Tracker:
         reader = new()
-        reader.load_summaries(read_topics(self.transport, [self.summary_topic], idle_timeout=2.0))
+        reader.load_summaries(read_topics(self.transport, [self.summary_topic], idle_timeout=1.0))
         return reader
 
     def single_fold(self) -> Tracker:
         single = _tracker()
-        single.feed_many(read_topics(self.transport, self.topics, idle_timeout=2.0))
+        single.feed_many(read_topics(self.transport, self.topics, idle_timeout=1.0))
         return single
 
 
@@ -147,7 +147,10 @@ def _stop(*members: TrackerGroupMember) -> None:
 
 def test_two_instances_materialize_what_one_process_folds(cluster: Cluster) -> None:
     """Two members of one group, each folding its partitions, publish exactly the summaries
-    a single process folding the whole log computes; the CLI lists them."""
+    a single process folding the whole log computes.
+
+    About 12 s: a broker round of group joins, a rebalance and two reads to idle.
+    """
     finished, running = _sagas(60)
     cluster.produce([env for log in finished + running for env in log.envelopes])
     first, second = cluster.member("g", "a").start(), cluster.member("g", "b").start()
@@ -155,11 +158,12 @@ def test_two_instances_materialize_what_one_process_folds(cluster: Cluster) -> N
         cluster.wait_done([first, second])
         assert first.trackers and second.trackers  # both own partitions
         assert not set(first.trackers) & set(second.trackers)
-        expected = snapshot(cluster.single_fold())
+        single = cluster.single_fold()
+        expected = snapshot(single)
         view = cluster.materialized()
         assert snapshot(view) == expected
         assert len(expected) == len(finished) + len(running)
-        assert view.counts() == cluster.single_fold().counts()
+        assert view.counts() == single.counts()
         assert view.stats.events == cluster.produced  # the partitions' counters, summed
     finally:
         _stop(first, second)
@@ -168,7 +172,10 @@ def test_two_instances_materialize_what_one_process_folds(cluster: Cluster) -> N
 def test_rebalance_mid_run_keeps_summaries_equal(cluster: Cluster) -> None:
     """A member added mid-run, then the first one removed: the partitions' new owners
     resume from the materialized state plus the log after its checkpoint, and the running
-    sagas they inherit complete correctly."""
+    sagas they inherit complete correctly.
+
+    About 12 s: three rebalances (a join, a leave) with a summary load each.
+    """
     finished, running = _sagas(40)
     cluster.produce([env for log in finished[:20] + running for env in log.envelopes])
     first = cluster.member("g", "a").start()
@@ -318,7 +325,7 @@ def test_sigkill_of_an_instance_loses_nothing(
         cluster.wait_done([heir])
         view = cluster.materialized_with(lambda: Tracker(default_deadline_s=3600))
         single = Tracker(default_deadline_s=3600)
-        single.feed_many(read_topics(cluster.transport, cluster.topics, idle_timeout=2.0))
+        single.feed_many(read_topics(cluster.transport, cluster.topics, idle_timeout=1.0))
         assert snapshot(view) == snapshot(single)
         assert all(t.state.value == "Completed" for t in view.find(limit=10**6))
     finally:
