@@ -78,6 +78,11 @@ _STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
 _MARKER_HEADERS: Final = ((KIND_HEADER, MARKER),)
 _PLACEMENT_CHECKS: Final = 8
 """Records per event partition whose key is checked against the summary topic's layout."""
+FETCH_BYTES: Final = 64 * 1024
+"""The members' ``max.partition.fetch.bytes`` (unless configured): a saga's events are on
+one topic per event type, so the finer the partitions interleave in a poll, the closer
+together its events arrive; it is then folded, and its summary written, about once
+instead of once per event (the client's 1 MiB default spreads them over ~100k records)."""
 
 
 class TrackerGroupMember:
@@ -104,7 +109,7 @@ class TrackerGroupMember:
         partitions: int | None = None,
         commit_interval: float = 2.0,
         deadline_interval: float = 1.0,
-        batch_size: int = 5_000,
+        batch_size: int = 20_000,
         poll_timeout: float = 0.5,
         load_timeout: float = 300.0,
     ) -> None:
@@ -196,7 +201,9 @@ class TrackerGroupMember:
             producer.close()
             raise ConfigurationError("a tracker group needs a transport with transactions")
         self._producer = producer
-        consumer = with_range_assignor(self.transport).consumer(self.group_id)
+        consumer = with_range_assignor(self.transport, fetch_bytes=FETCH_BYTES).consumer(
+            self.group_id
+        )
         self._consumer = consumer
         subscription = self.topics or [self.topics_pattern]
         try:

@@ -91,24 +91,29 @@ def partition_count(transport: Transport, topic: str) -> int | None:
     return None
 
 
-def with_range_assignor(transport: Transport) -> Transport:
+def with_range_assignor(transport: Transport, *, fetch_bytes: int | None = None) -> Transport:
     """Return a transport like ``transport`` whose consumers use the ``range`` assignor.
 
-    The memory transport assigns with ``range`` by default and is returned as it is.
+    ``fetch_bytes``, when given, is the consumers' ``max.partition.fetch.bytes`` unless
+    the configuration sets one: a smaller fetch per partition interleaves the partitions
+    (topics) more finely in what a poll returns. The memory transport assigns with
+    ``range`` by default and is returned as it is.
     """
     from choreo.transports.confluent import ConfluentTransport
 
     if isinstance(transport, ConfluentTransport):
-        return ConfluentTransport(_ranged(transport.config))
+        return ConfluentTransport(_ranged(transport.config, fetch_bytes))
     try:
         from choreo.transports.kafka_python import KafkaPythonTransport
     except ImportError:  # kafka-python is optional
         return transport
     if isinstance(transport, KafkaPythonTransport):
-        return KafkaPythonTransport(_ranged(transport.config))
+        return KafkaPythonTransport(_ranged(transport.config, fetch_bytes))
     return transport
 
 
-def _ranged(config: KafkaConfig) -> KafkaConfig:
-    """Return ``config`` with the ``range`` assignor for its consumers."""
-    return replace(config, consumer={**config.consumer, "partition.assignment.strategy": "range"})
+def _ranged(config: KafkaConfig, fetch_bytes: int | None) -> KafkaConfig:
+    """Return ``config`` with the ``range`` assignor (and a fetch size) for its consumers."""
+    fetch = {} if fetch_bytes is None else {"max.partition.fetch.bytes": fetch_bytes}
+    consumer = {**fetch, **config.consumer, "partition.assignment.strategy": "range"}
+    return replace(config, consumer=consumer)
