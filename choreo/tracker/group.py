@@ -12,7 +12,7 @@ as the event topics, keyed by correlation id: a saga's summary lands in the part
 number of its events) together with its consumer offsets, in ONE Kafka transaction.
 The CLI (``--summaries``) and the viewer read that topic instead of folding the log.
 
-Guarantees (each proved by ``tests/tracker/test_group_kafka.py``):
+Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker):
 
 - **Rebalance**: a partition's new owner loads that partition's summaries (reading the
   summary partition up to a marker it writes itself, so it has read everything committed
@@ -25,9 +25,11 @@ Guarantees (each proved by ``tests/tracker/test_group_kafka.py``):
   (``read_committed``) never see its summaries; the next owner re-reads the events after
   the last commit. Work since the last commit is repeated, never lost or counted twice.
 - **A zombie** (an instance that lost its partitions without noticing): its commit
-  carries its old group generation and is refused (KIP-447), so it aborts.
-- **A broker restart**: commits fail and are retried at the next interval; nothing
-  committed is lost (the topic's replication decides what survives a lost broker).
+  carries its old group generation, which Kafka refuses (KIP-447), so it aborts. This
+  rests on the broker's transaction protocol and is not tested here.
+- **A broker restart**: a commit that fails is retried at the next interval (a fatal
+  error stops the instance); nothing committed is lost, and the topic's replication
+  decides what survives a lost broker. Not tested here either.
 
 A rebalance costs each member a reload of the summaries of the partitions it gets (the
 eager ``range`` protocol revokes every partition first): about as long as reading that
