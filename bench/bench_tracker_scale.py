@@ -14,7 +14,8 @@ On a real broker started for the run (``scripts/kafka_broker.py``), in one run:
 3. **the viewer** over that summary topic (``choreo ui --summaries``, its own process):
    time to the first row of ``/api/sagas``, time until it lists every saga, its peak RSS;
 4. **two instances** (``--group G2``, a second summary topic, started together): the
-   same rebuild split over two processes; events/s of the pair, each one's CPU and RSS.
+   same rebuild split over two processes; events/s of the pair, each one's CPU and RSS,
+   and the viewer again over their summary topic.
 
 The baseline is the single instance of the same run (ratio two/one), and
 ``bench/results/tracker.json`` holds the in-process fold of an exported file. The
@@ -286,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(view), flush=True)
         two = rebuild(bootstrap, 2, log["events"], args.partitions, args.timeout)
         print(json.dumps(two), flush=True)
+        two["viewer_over_summaries"] = viewer(
+            bootstrap, two["summary_topic"], args.sagas, args.timeout
+        )
+        print(json.dumps(two["viewer_over_summaries"]), flush=True)
         kafka_version = kafka.version
     result = {
         "benchmark": "tracker group: rebuild every saga's summary from the event topics",
