@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("choreo.cli.export_cmd", "export"),
     "import": ("choreo.cli.export_cmd", "import_"),
     "ui": ("choreo.cli.ui_cmd", "ui"),
+    "tracker": ("choreo.cli.tracker_run_cmd", "tracker"),
     "demo": ("choreo.cli.demo_cmd", "demo"),
 }
 
@@ -47,6 +48,7 @@ HELP: dict[str, str] = {
     "export": "Export saga topics to an Avro object container file.",
     "import": "Import an Avro object container file into topics.",
     "ui": "Serve the saga-trace web viewer on 127.0.0.1.",
+    "tracker": "Run tracker instances in a group that materialize saga summaries.",
     "demo": "Run the order-fulfilment demo saga with the trace viewer.",
 }
 

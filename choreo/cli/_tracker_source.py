@@ -107,8 +107,14 @@ def source_options(func: Command) -> Command:
             show_default=True,
             help="With a cluster: stop reading after this many seconds without new records.",
         ),
+        click.option(
+            "--summaries",
+            metavar="TOPIC",
+            help="With a cluster: read the saga summaries `choreo tracker run` instances "
+            "materialize to TOPIC instead of folding the event topics.",
+        ),
     ]
-    params = ("file_", "bootstrap", "transport_kind", "topics", "idle")
+    params = ("file_", "bootstrap", "transport_kind", "topics", "idle", "summaries")
     return _with_options(_grouped(func, "source", Source, params), options)
 
 
@@ -206,6 +212,7 @@ class Source:
         topics: str | None,
         idle: float,
         files: bool = True,
+        summaries: str | None = None,
     ) -> None:
         """Say where records come from; ``files`` False for a command without ``--file``."""
         ctx = click.get_current_context()
@@ -238,6 +245,10 @@ class Source:
         except re.error as exc:
             raise click.BadParameter(_topics_error(exc)) from exc
         self.idle = idle
+        if summaries is not None and file_ is not None:
+            raise click.UsageError("--summaries reads a cluster's summary topic, not a --file")
+        self.summaries = summaries
+        """The summary topic to read instead of the event topics (None: fold the events)."""
         self._embedded = embedded
         self._transport: Any = None
         self.newest_ms = -1
@@ -305,7 +316,7 @@ class Source:
             return
         from choreo.tracker.live import read_topics
 
-        topics = self.topics()
+        topics = [self.summaries] if self.summaries is not None else self.topics()
         progress = Progress(
             SpinnerColumn(),
             TextColumn("reading {task.fields[topics]} topics: {task.completed} records"),
@@ -345,7 +356,10 @@ def _load(source: Source, tracker: Any, now_text: str | None, keys: Any = None) 
     ``keys`` when given), judge deadlines; return 'now'."""
     records = source.records()
     try:
-        tracker.feed_many(records if keys is None else keys.tee(records))
+        if source.summaries is not None:  # summaries carry no payloads: no business keys
+            tracker.load_summaries(records)
+        else:
+            tracker.feed_many(records if keys is None else keys.tee(records))
     finally:
         source.close()
     now = source.now_ms(now_text)

@@ -247,7 +247,9 @@ def watch(
     if topics:
         pattern = topics if topics.startswith("^") else f"^.*({topics})"
     live_tracker = LiveTracker(
-        tracker, source.transport, topics_pattern=pattern, poll_timeout=min(refresh, 0.5)
+        tracker, source.transport, topics_pattern=pattern, poll_timeout=min(refresh, 0.5),
+        topics=[source.summaries] if source.summaries else None,
+        materialized=source.summaries is not None,
     )
     started = time.monotonic()
     live_tracker.start()

@@ -100,6 +100,12 @@ def build_sources(
     help="Topics to follow with --bootstrap (a regular expression).",
 )
 @click.option(
+    "--summaries",
+    metavar="TOPIC",
+    help="With --bootstrap: show the saga summaries `choreo tracker run` instances "
+    "materialize to TOPIC instead of folding the topics.",
+)
+@click.option(
     "--file",
     "file_",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -161,6 +167,7 @@ def ui(
     bootstrap: str | None,
     transport_kind: str,
     topics: str,
+    summaries: str | None,
     file_: Path | None,
     host: str,
     port: int,
@@ -182,6 +189,8 @@ def ui(
             " cluster with --bootstrap HOST:PORT, $CHOREO_KAFKA_BOOTSTRAP or bootstrap.servers"
             " in the --config file"
         )
+    if summaries is not None and file_ is not None:
+        raise click.UsageError("--summaries follows a cluster's summary topic, not a --file")
     check_host(host, allow_remote=allow_remote)
     from choreo.viewer.web import ViewerServer
 
@@ -215,7 +224,9 @@ def ui(
                 kafka,
                 topics_pattern=topics,
                 from_beginning=True,
-                on_batch=keys.observe if keys is not None else None,
+                on_batch=keys.observe if keys is not None and summaries is None else None,
+                topics=[summaries] if summaries else None,
+                materialized=summaries is not None,
             )
             live.start()
         try:

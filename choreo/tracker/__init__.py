@@ -5,11 +5,15 @@ states and the saga-guarantee checks) and answers :class:`SagaQuery` pages from 
 index (:mod:`.index`); :class:`LiveTracker` feeds it from a transport;
 :class:`TimeoutService` turns overdue sagas into ``choreo.SagaTimedOut`` failures;
 :func:`read_container_file` / :func:`write_container_file` read and write exported logs;
-:func:`verify_records` checks a whole log.
+:func:`verify_records` checks a whole log. :class:`TrackerGroupMember` is one tracker
+instance of a group that materializes saga summaries to a compacted topic
+(:mod:`choreo.tracker.group`), which any tracker can load
+(:meth:`Tracker.load_summaries`) instead of folding the log.
 """
 
 from choreo.tracker.fold import TIMEOUT_EVENT_TYPE, Code, causal_order, fold
 from choreo.tracker.graphfacts import GraphFacts, facts_from
+from choreo.tracker.group import TrackerGroupMember
 from choreo.tracker.live import LiveTracker, read_topics
 from choreo.tracker.model import SagaState, SagaStatus, SagaTrace, TraceEvent, Violation
 from choreo.tracker.query import SagaQuery
@@ -33,6 +37,7 @@ __all__ = [
     "TimeoutService",
     "TraceEvent",
     "Tracker",
+    "TrackerGroupMember",
     "TrackerStats",
     "VerifyReport",
     "Violation",

@@ -11,6 +11,14 @@ about 70 bytes. While the symbol table has fewer than 65,535 entries symbols tak
 
 Unpacking gives back exactly the events that were packed, so a compacted saga can be
 folded again when a late event arrives, and shown in full by ``choreo trace``.
+
+A *standalone* blob (:func:`pack_standalone`, marker ``0xF4``) carries its own symbol
+table before the packed events, so it can be unpacked by a process that never saw the
+packing tracker's table: the saga summaries that tracker instances materialize to a
+topic (:mod:`choreo.tracker.summaries`) carry their events this way. Such bytes come from
+a topic anyone may write to, so :func:`unpack_events` bounds every count and length
+they claim and raises :class:`ValueError` (or :class:`IndexError`, :class:`struct.error`)
+on anything it did not write.
 """
 
 from __future__ import annotations
@@ -23,13 +31,17 @@ from typing import Final
 from choreo.model.envelope import Role
 from choreo.tracker.model import TraceEvent
 
-__all__ = ["Symbols", "pack_events", "unpack_events"]
+__all__ = ["MAX_SYMBOL_BYTES", "Symbols", "pack_events", "pack_standalone", "unpack_events"]
 
 _ROLES: Final = tuple(Role)
 _ROLE_INDEX: Final = {role: index for index, role in enumerate(_ROLES)}
 
 _NARROW: Final = 0xF2
 _WIDE: Final = 0xF3
+_STANDALONE: Final = 0xF4
+MAX_SYMBOL_BYTES: Final = 1024
+"""The longest symbol text a standalone blob may carry (a choreo header's bound)."""
+_COUNT: Final = struct.Struct("<H")
 # cause (index, or one of the two markers), id length, type, service, step and topic
 # symbols, role, partition, offset, produced-at
 _ROWS: Final = {
@@ -124,13 +136,69 @@ def pack_events(events: Sequence[TraceEvent], symbols: Symbols) -> bytes:
     return b"".join(out)
 
 
+def pack_standalone(events: Sequence[TraceEvent]) -> bytes:
+    """Return ``events`` packed with their own symbol table (see the module docstring).
+
+    Raises :class:`struct.error` when a number does not fit its field, and
+    :class:`ValueError` when a text is longer than :data:`MAX_SYMBOL_BYTES` or the saga
+    has more than 65,535 distinct texts.
+    """
+    local = Symbols()
+    index = local._index
+    texts = local.texts
+    for event in events:  # number the texts first: pack_events then never misses one
+        for text in (event.event_type, event.service, event.topic, event.step):
+            if text is not None and text not in index:
+                index[text] = len(texts)
+                texts.append(text)
+    packed = pack_events(events, local)
+    if len(local) > 0xFFFF:
+        raise ValueError("a standalone blob holds at most 65535 symbols")
+    out = [bytes((_STANDALONE,)), _COUNT.pack(len(local))]
+    for text in local.texts:
+        raw = text.encode("utf-8")
+        if len(raw) > MAX_SYMBOL_BYTES:
+            raise ValueError(f"a symbol longer than {MAX_SYMBOL_BYTES} bytes")
+        out.append(_COUNT.pack(len(raw)))
+        out.append(raw)
+    out.append(packed)
+    return b"".join(out)
+
+
+def _standalone_symbols(data: bytes) -> tuple[Symbols, int]:
+    """Return the symbol table at the start of a standalone blob and where its events begin."""
+    (count,) = _COUNT.unpack_from(data, 1)
+    at = 1 + _COUNT.size
+    texts: list[str] = []
+    for _ in range(count):
+        (length,) = _COUNT.unpack_from(data, at)
+        at += _COUNT.size
+        if length > MAX_SYMBOL_BYTES or at + length > len(data):
+            raise ValueError("a standalone symbol is too long or cut short")
+        texts.append(data[at : at + length].decode("utf-8"))
+        at += length
+    table = Symbols()
+    table.texts = texts  # duplicates allowed: only the numbers matter for unpacking
+    return table, at
+
+
 def unpack_events(data: bytes, symbols: Symbols) -> list[TraceEvent]:
     """Return the events packed by :func:`pack_events` with the same symbol table.
 
-    Raises :class:`ValueError` for bytes this version did not pack.
+    A standalone blob (:func:`pack_standalone`) is unpacked with its own table and
+    ``symbols`` is not used. Raises :class:`ValueError` for bytes this version did not
+    pack (or :class:`IndexError`, :class:`struct.error` for a blob cut short or
+    naming a symbol, role or cause that does not exist).
     """
     if not data:
         return []
+    if data[0] == _STANDALONE:
+        symbols, at = _standalone_symbols(data)
+        data = data[at:]
+        if not data:
+            return []
+        if data[0] == _STANDALONE:
+            raise ValueError("a standalone blob inside a standalone blob")
     form = data[0]
     row = _ROWS.get(form)
     if row is None:
@@ -149,6 +217,8 @@ def unpack_events(data: bytes, symbols: Symbols) -> list[TraceEvent]:
             unpack_row(data, at)
         )
         at += size
+        if id_length > MAX_SYMBOL_BYTES or at + id_length > end:
+            raise ValueError("an event id too long or cut short")
         event_id = data[at : at + id_length].decode("utf-8")
         at += id_length
         if ref == _NO_CAUSE:
@@ -156,6 +226,8 @@ def unpack_events(data: bytes, symbols: Symbols) -> list[TraceEvent]:
         elif ref == _CAUSE_TEXT:
             (length,) = _LEN.unpack_from(data, at)
             at += _LEN.size
+            if length > MAX_SYMBOL_BYTES or at + length > end:
+                raise ValueError("a cause id too long or cut short")
             cause = data[at : at + length].decode("utf-8")
             at += length
         else:

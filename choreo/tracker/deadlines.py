@@ -59,7 +59,7 @@ class DeadlineChecks(SagaKeeping):
         packed = self._packed[cid] = restamp(packed, new, flags | FLAG_STUCK)
         self._counts[old] -= 1
         self._counts[new] += 1
-        if self.store is not None:
+        if self._tracking:
             self._unsaved.add(cid)
         return self._trace_of(cid, packed)
 
@@ -78,7 +78,7 @@ class DeadlineChecks(SagaKeeping):
             entry.status = SagaStatus.STUCK if old in _PLAIN else old
             self._counts[old] -= 1
             self._counts[entry.status] += 1
-            if self.store is not None:
+            if self._tracking:
                 self._unsaved.add(entry.cid)
         return self._trace_of(entry.cid, entry)
 

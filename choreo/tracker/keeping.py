@@ -86,6 +86,8 @@ class SagaKeeping:
     _open: OrderedDict[str, None]
     _finished: OrderedDict[str, None]
     _unsaved: set[str]
+    _tracking: bool
+    """True when changed sagas are noted in ``_unsaved`` (a checkpoint, or materializing)."""
     _counts: dict[SagaStatus, int]
     _types: dict[str, int]
     _offsets: dict[tuple[str, int], int]
@@ -179,7 +181,7 @@ class SagaKeeping:
             counts = self._counts
             counts[old] -= 1
             counts[new] += 1
-        if self.store is not None:
+        if self._tracking:
             self._unsaved.add(entry.cid)
 
     def _settle(self, entry: Entry) -> None:

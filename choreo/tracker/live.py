@@ -34,6 +34,9 @@ class LiveTracker:
     ``topics`` (names) take precedence over ``topics_pattern`` (a regular expression
     starting with ``^``); ``from_beginning`` says where partitions without a checkpoint
     start. ``on_batch(records)`` is called after each fed batch (e.g. to refresh a view).
+    With ``materialized`` the topics are summary topics that tracker instances write
+    (:mod:`choreo.tracker.group`): their records are loaded as summaries
+    (:meth:`~choreo.tracker.tracker.Tracker.load_summaries`), not folded as events.
     """
 
     def __init__(
@@ -50,8 +53,10 @@ class LiveTracker:
         deadline_interval: float = 1.0,
         checkpoint_interval: float = 5.0,
         on_batch: Callable[[list[Record]], None] | None = None,
+        materialized: bool = False,
     ) -> None:
         self.tracker = tracker
+        self.materialized = materialized
         self.transport = transport
         self.subscription = list(topics) if topics else [topics_pattern]
         self.from_beginning = from_beginning
@@ -116,10 +121,11 @@ class LiveTracker:
         next_checkpoint += self.checkpoint_interval
         try:
             consumer.subscribe(self.subscription, on_assign=self._on_assign)
+            load = tracker.load_summaries if self.materialized else tracker.feed_many
             while not self._stop.is_set():
                 records = consumer.poll(self.batch_size, self.poll_timeout)
                 if records:
-                    tracker.feed_many(records)
+                    load(records)
                     if self.on_batch is not None:
                         self.on_batch(records)
                 now = time.monotonic()

@@ -42,6 +42,7 @@ from choreo.tracker.fold import DEFAULT_DEADLINE_MS
 from choreo.tracker.graphfacts import GraphFacts, facts_from
 from choreo.tracker.index import SagaIndex
 from choreo.tracker.keeping import logger
+from choreo.tracker.materializing import Materializing
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace
 from choreo.tracker.query import SagaQuery
 from choreo.tracker.stats import TrackerStats
@@ -52,7 +53,7 @@ __all__ = ["Tracker", "TrackerStats"]
 
 _ALL: Final = SagaQuery()
 
-class Tracker(SagaFeeding, DeadlineChecks, Checkpointing):
+class Tracker(SagaFeeding, DeadlineChecks, Checkpointing, Materializing):
     """Folds records into saga traces by correlation id and answers questions about them.
 
     ``choreography`` (a :class:`choreo.Choreography` or its services) adds per-step
@@ -111,6 +112,8 @@ class Tracker(SagaFeeding, DeadlineChecks, Checkpointing):
         self._open: OrderedDict[str, None] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._unsaved: set[str] = set()
+        self._tracking = checkpoint is not None
+        self._stats_of = {}
         self._counts: dict[SagaStatus, int] = dict.fromkeys(SagaStatus, 0)
         self._types: dict[str, int] = {}
         self._offsets: dict[tuple[str, int], int] = {}

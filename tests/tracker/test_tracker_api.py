@@ -11,7 +11,8 @@ def test_public_names() -> None:
         [
             "TIMEOUT_EVENT_TYPE", "CheckpointStore", "Code", "Finding", "GraphFacts",
             "LiveTracker", "SagaQuery", "SagaState", "SagaStatus", "SagaTrace", "TimeoutService",
-            "TraceEvent", "Tracker", "TrackerStats", "VerifyReport", "Violation",
+            "TraceEvent", "Tracker", "TrackerGroupMember", "TrackerStats", "VerifyReport",
+            "Violation",
             "causal_order", "facts_from", "fold", "read_container_file", "read_topics",
             "verify_records", "verify_tracker", "write_container_file",
         ]

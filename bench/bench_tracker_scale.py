@@ -1,0 +1,327 @@
+"""Benchmark the tracker group: rebuild a million sagas' summaries with one and two instances.
+
+On a real broker started for the run (``scripts/kafka_broker.py``), in one run:
+
+1. **produce** about six events per saga (default 1,000,000 sagas: about 6,300,000
+   events, the order-fulfilment mix of ``bench_tracker.py``: completed, declined, out of
+   stock, still running, with notices) to one topic per event type, keyed by
+   correlation id, from records encoded up front (header templates with the ids filled
+   in), with the raw confluent-kafka producer;
+2. **one instance**: ``choreo tracker run --group G1`` as its own process rebuilds every
+   saga's summary into a new summary topic; done when the group's committed offsets
+   cover every event. Reported: events/s (wall, from the process's start), CPU
+   seconds, peak RSS (``VmHWM``);
+3. **the viewer** over that summary topic (``choreo ui --summaries``, its own process):
+   time to the first row of ``/api/sagas``, time until it lists every saga, its peak RSS;
+4. **two instances** (``--group G2``, a second summary topic, started together): the
+   same rebuild split over two processes; events/s of the pair, each one's CPU and RSS,
+   and the viewer again over their summary topic.
+
+The baseline is the single instance of the same run (ratio two/one), and
+``bench/results/tracker.json`` holds the in-process fold of an exported file. The
+machine is shared (2 cores, the broker included): wall rates move with the other
+tenants, CPU seconds much less.
+
+    python bench/bench_tracker_scale.py                    # 1,000,000 sagas, writes JSON
+    python bench/bench_tracker_scale.py --sagas 20000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka as ck
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tracker import PATHS, SAGA
+from proc_cpu import process_cpu_seconds
+
+from choreo.model.envelope import Envelope
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "tracker_scale.json"
+PREFIX = "scale"
+
+
+# --- the broker and the log -----------------------------------------------------------------
+
+
+@contextmanager
+def broker() -> Iterator[Any]:
+    """Yield a fresh single-node broker started by scripts/kafka_broker.py."""
+    path = ROOT / "scripts" / "kafka_broker.py"
+    spec = importlib.util.spec_from_file_location("kafka_broker", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kafka_broker"] = module
+    spec.loader.exec_module(module)
+    with module.KafkaBroker(port=0) as started:
+        started.version = module.KAFKA_VERSION
+        yield started
+
+
+def _fill(
+    template: list[tuple[str, bytes]], cid: bytes, eid: bytes, cause: bytes | None, at: int
+) -> list[tuple[str, bytes]]:
+    """Return a step's headers with the ids and the time filled in (no cause: none)."""
+    slots = {b"C": cid, b"E": eid, b"P": cause, b"1": str(at).encode()}
+    headers = []
+    for name, value in template:
+        filled = slots.get(value, value)
+        if filled is not None:
+            headers.append((name, filled))
+    return headers
+
+
+def _producer(bootstrap: str, partitions: int) -> tuple[ck.Producer, dict[str, str]]:
+    """Create the event topics; return a raw producer and the topic of each event type."""
+    admin = ck.admin.AdminClient({"bootstrap.servers": bootstrap})
+    types = sorted({step[0] for _, path in PATHS for step in path})
+    topics = {name: f"{PREFIX}.{name}" for name in types}
+    futures = admin.create_topics(
+        [ck.admin.NewTopic(t, num_partitions=partitions, replication_factor=1)
+         for t in topics.values()]
+    )
+    for future in futures.values():
+        future.result()
+    producer = ck.Producer({
+        "bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 50,
+        "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 2_000_000, "acks": 1,
+    })
+    return producer, topics
+
+
+def produce(bootstrap: str, sagas: int, partitions: int, seed: int = 11) -> dict[str, Any]:
+    """Produce ``sagas`` sagas' events; return counts and the produce rate."""
+    rng = random.Random(seed)
+    producer, topics = _producer(bootstrap, partitions)
+    # header templates per step: every value but the ids and the time encoded once
+    templates = {
+        step: list(Envelope(
+            event_type=step[0], event_id="E", correlation_id="C", saga=SAGA, role=step[1],
+            service=step[2], produced_at_ms=1, causation_id="P", step=step[3],
+        ).to_headers())
+        for _, path in PATHS for step in path
+    }
+    weights = [weight for weight, _ in PATHS]
+    paths = [path for _, path in PATHS]
+    payload = bytes(64)
+    clock = int(time.time() * 1000) - sagas * 3
+    events = 0
+    started = time.perf_counter()
+    for number in range(sagas):
+        path = rng.choices(paths, weights)[0]
+        key = f"{number:08x}-{rng.getrandbits(32):08x}-4000-8000-{rng.getrandbits(48):012x}"
+        cid = key.encode()
+        cause: bytes | None = None
+        at = clock + number * 3
+        for index, step in enumerate(path):
+            eid = cid + b":" + str(index).encode()
+            headers = _fill(templates[step], cid, eid, cause, at)
+            while True:
+                try:
+                    producer.produce(topics[step[0]], payload, cid, headers=headers)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            cause = eid
+            at += rng.randint(2, 400)
+            events += 1
+        if number % 10_000 == 0:
+            producer.poll(0)
+    producer.flush()
+    seconds = time.perf_counter() - started
+    return {"sagas": sagas, "events": events, "topics": len(topics), "partitions": partitions,
+            "produce_s": round(seconds, 1), "produce_events_per_s": round(events / seconds)}
+
+
+# --- measuring processes ------------------------------------------------------------------------
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Return a process's peak resident set size (VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def committed_total(bootstrap: str, group: str, partitions: int) -> int:
+    """Return the sum of the group's committed offsets over the event topics."""
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                            "enable.auto.commit": False})
+    try:
+        types = sorted({step[0] for _, path in PATHS for step in path})
+        tps = [
+            ck.TopicPartition(f"{PREFIX}.{name}", p) for name in types for p in range(partitions)
+        ]
+        try:
+            return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=30))
+        except ck.KafkaException:  # the group coordinator is still loading: ask again later
+            return 0
+    finally:
+        consumer.close()
+
+
+LOGS = HERE / ".cache"
+
+
+def _choreo(name: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``python -m choreo ARGS`` (its stderr to bench/.cache/<name>.log)."""
+    LOGS.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (LOGS / f"{name}.log").open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "choreo", *args], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
+            timeout: float) -> dict[str, Any]:
+    """Run ``instances`` tracker processes in a new group until they committed every event."""
+    group, topic = f"bench-{instances}", f"_bench-summaries-{instances}"
+    started = time.perf_counter()
+    procs = [
+        _choreo(f"tracker-{instances}-{n}", "tracker", "run", "--bootstrap", bootstrap,
+                "--group", group, "--summary-topic", topic, "--topics", f"^{PREFIX}\\.",
+                "--partitions", str(partitions), "--instance-id", f"i{n}", "--deadline", "3600")
+        for n in range(instances)
+    ]
+    done = 0
+    try:
+        while time.perf_counter() - started < timeout:
+            time.sleep(1.0)
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a tracker exited ({proc.returncode}): see {LOGS}")
+            done = committed_total(bootstrap, group, partitions)
+            if done >= events:
+                break
+        seconds = time.perf_counter() - started
+        cpu = [process_cpu_seconds(p.pid) for p in procs]
+        rss = [peak_rss_mib(p.pid) for p in procs]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if done < events:
+        raise RuntimeError(f"{instances} instance(s) committed {done} of {events} in {timeout} s")
+    return {
+        "instances": instances, "summary_topic": topic, "seconds": round(seconds, 1),
+        "events_per_s": round(events / seconds), "cpu_seconds": [round(c, 1) for c in cpu],
+        "cpu_us_per_event": round(sum(cpu) / events * 1e6, 1), "peak_rss_mib": rss,
+    }
+
+
+def viewer(bootstrap: str, topic: str, sagas: int, timeout: float) -> dict[str, Any]:
+    """Start the viewer over a summary topic; time its first row and its full list."""
+    port = 18765 + random.randint(0, 1000)
+    started = time.perf_counter()
+    proc = _choreo(
+        "viewer", "ui", "--bootstrap", bootstrap, "--summaries", topic, "--port", str(port)
+    )
+    first = full = None
+    url = f"http://127.0.0.1:{port}/api/sagas?limit=50"
+    try:
+        while time.perf_counter() - started < timeout:
+            time.sleep(0.25)  # the page itself refreshes at most every 0.25 s
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    page = json.loads(response.read())
+            except OSError:
+                continue
+            if first is None and page["items"]:
+                first = time.perf_counter() - started
+            if page["total"] == sagas:
+                full = time.perf_counter() - started
+                break
+        rss = peak_rss_mib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "first_row_s": None if first is None else round(first, 2),
+        "all_sagas_listed_s": None if full is None else round(full, 1),
+        "peak_rss_mib": rss,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print (and by default write) the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sagas", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per rebuild, seconds")
+    parser.add_argument("--no-write", action="store_true", help="do not write results JSON")
+    args = parser.parse_args(argv)
+    with broker() as kafka:
+        bootstrap = kafka.bootstrap
+        print(f"broker {bootstrap}; producing {args.sagas:,} sagas ...", flush=True)
+        log = produce(bootstrap, args.sagas, args.partitions)
+        print(json.dumps(log), flush=True)
+        one = rebuild(bootstrap, 1, log["events"], args.partitions, args.timeout)
+        print(json.dumps(one), flush=True)
+        view = viewer(bootstrap, one["summary_topic"], args.sagas, args.timeout)
+        print(json.dumps(view), flush=True)
+        two = rebuild(bootstrap, 2, log["events"], args.partitions, args.timeout)
+        print(json.dumps(two), flush=True)
+        two["viewer_over_summaries"] = viewer(
+            bootstrap, two["summary_topic"], args.sagas, args.timeout
+        )
+        print(json.dumps(two["viewer_over_summaries"]), flush=True)
+        kafka_version = kafka.version
+    result = {
+        "benchmark": "tracker group: rebuild every saga's summary from the event topics",
+        "log": log,
+        "one_instance": one,
+        "viewer_over_summaries": view,
+        "two_instances": two,
+        "baseline": "one_instance (same run)",
+        "ratio_two_to_one_events_per_s": round(two["events_per_s"] / one["events_per_s"], 2),
+        "notes": (
+            "Each instance is a `choreo tracker run` process (confluent transport); a rebuild "
+            "is done when the group's committed offsets cover every event (summaries and "
+            "offsets commit in one transaction), timed from the processes' start (Python "
+            "start-up and the summary-topic load included). The viewer is `choreo ui "
+            "--summaries` started after the one-instance rebuild: first_row_s is the time "
+            "from its start to the first row of /api/sagas. The broker runs on the same "
+            "shared 2-core machine; peak RSS is VmHWM."
+        ),
+        "machine": {
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "kafka": kafka_version,
+            "confluent_kafka": ck.version()[0], "librdkafka": ck.libversion()[0],
+        },
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

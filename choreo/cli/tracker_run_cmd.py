@@ -1,0 +1,148 @@
+"""``choreo tracker run``: one tracker instance of a group that materializes saga summaries.
+
+Start as many as you like with the same ``--group``: each folds the sagas of the
+partitions the group gives it and writes their summaries to the summary topic (see
+:mod:`choreo.tracker.group`), which ``choreo sagas|trace|watch|verify --summaries TOPIC``
+and ``choreo ui --summaries TOPIC`` read.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from choreo.cli._common import (
+    close_transport,
+    configured_bootstrap,
+    kafka_options,
+    new_tracker,
+    open_kafka,
+    registry_option,
+)
+from choreo.errors import ChoreoError
+from choreo.tracker.summaries import DEFAULT_SUMMARY_TOPIC
+
+__all__ = ["run", "tracker"]
+
+logger = logging.getLogger(__name__)
+
+
+@click.group("tracker")
+def tracker() -> None:
+    """Run tracker instances that materialize saga summaries for the CLI and the viewer."""
+
+
+@tracker.command("run")
+@kafka_options("Kafka bootstrap servers.")
+@registry_option()
+@click.option("--group", "group_id", required=True, help="The tracker group (a consumer group).")
+@click.option(
+    "--summary-topic",
+    default=DEFAULT_SUMMARY_TOPIC,
+    show_default=True,
+    help="The compacted topic the summaries are written to (created when missing).",
+)
+@click.option(
+    "--topics",
+    metavar="REGEX",
+    default="^[^_].*",
+    show_default=True,
+    help="The event topics to fold (a regular expression; the summary topic never is).",
+)
+@click.option("--instance-id", help="This instance's name (default: host name and process id).")
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help="Partitions of the summary topic when it is created (default: the event topics').",
+)
+@click.option(
+    "--schemas",
+    "schemas_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory of .avsc schemas: payloads that do not decode are counted as unreadable.",
+)
+@click.option("--graph", metavar="MODULE", help="Module (or module:attribute) declaring the "
+              "services: per-step deadlines and compensatable steps.")
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0.001),
+    default=30.0,
+    show_default=True,
+    help="Seconds a saga may wait for its next event when none is declared.",
+)
+@click.option(
+    "--commit-interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between commits of summaries and offsets (one transaction each).",
+)
+def run(
+    *,
+    bootstrap: str | None,
+    transport_kind: str,
+    group_id: str,
+    summary_topic: str,
+    topics: str,
+    instance_id: str | None,
+    partitions: int | None,
+    schemas_dir: Path | None,
+    graph: str | None,
+    deadline: float,
+    commit_interval: float,
+) -> None:
+    """Fold this instance's share of the sagas and materialize them until Ctrl-C or SIGTERM."""
+    from choreo.tracker.group import TrackerGroupMember
+    from choreo.tracker.tracker import Tracker
+
+    bootstrap = bootstrap or configured_bootstrap()
+    if bootstrap is None:
+        raise click.UsageError("give --bootstrap HOST:PORT (or bootstrap.servers in --config)")
+    try:
+        new_tracker(schemas_dir=schemas_dir, choreography=graph, deadline_s=deadline)
+        kafka = open_kafka(transport_kind, bootstrap)
+    except (ChoreoError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def make() -> Tracker:
+        made: Tracker = new_tracker(
+            schemas_dir=schemas_dir, choreography=graph, deadline_s=deadline
+        )
+        return made
+
+    member = TrackerGroupMember(
+        kafka,
+        group_id=group_id,
+        summary_topic=summary_topic,
+        topics_pattern=topics if topics.startswith("^") else f"^.*({topics})",
+        instance_id=instance_id,
+        new_tracker=make,
+        partitions=partitions,
+        commit_interval=commit_interval,
+    )
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    member.start()
+    click.echo(f"tracker instance {member.instance_id} of group {group_id} -> {summary_topic}"
+               "  (Ctrl-C to stop)")
+    try:
+        while member.running and not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        member.stop()
+        close_transport(kafka)
+    if member.error is not None:
+        raise click.ClickException(f"the tracker instance stopped: {member.error}")
+    click.echo("stopped")

@@ -1,0 +1,453 @@
+"""Tracker instances in one consumer group, materializing saga summaries to a compacted topic.
+
+Every choreo event is keyed by its correlation id, so all events of a saga are in the
+same partition *number* of every topic (Kafka's default partitioner, topics of equal
+partition counts). A :class:`TrackerGroupMember` joins a consumer group whose members
+use the ``range`` assignor, which gives each member the same partition numbers of every
+topic: the member owns the sagas of its partition numbers. It folds them with one
+:class:`~choreo.tracker.tracker.Tracker` per partition number and, every
+``commit_interval`` seconds, writes the summary of every saga that changed
+(:mod:`choreo.tracker.summaries`) to the **summary topic** (compacted, as many partitions
+as the event topics, keyed by correlation id: a saga's summary lands in the partition
+number of its events) together with its consumer offsets, in ONE Kafka transaction.
+The CLI (``--summaries``) and the viewer read that topic instead of folding the log.
+
+Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker):
+
+- **Rebalance**: a partition's new owner loads that partition's summaries (reading the
+  summary partition up to a marker it writes itself, so it has read everything committed
+  before it) and reads the event partitions from the group's committed offsets. The
+  summaries and the offsets were committed atomically, so it resumes exactly where the
+  last commit left; instances added or removed mid-run leave the summaries equal to a
+  single-process fold of the same log (stuck marks aside: they depend on when the
+  deadline was checked).
+- **SIGKILL or a lost machine**: the open transaction is aborted, so readers
+  (``read_committed``) never see its summaries; the next owner re-reads the events after
+  the last commit. Work since the last commit is repeated, never lost or counted twice.
+- **A zombie** (an instance that lost its partitions without noticing): its commit
+  carries its old group generation, which Kafka refuses (KIP-447), so it aborts. This
+  rests on the broker's transaction protocol and is not tested here.
+- **A broker restart**: a commit that fails is retried at the next interval (a fatal
+  error stops the instance); nothing committed is lost, and the topic's replication
+  decides what survives a lost broker. Not tested here either.
+
+A rebalance costs each member a reload of the summaries of the partitions it gets (the
+eager ``range`` protocol revokes every partition first): about as long as reading that
+many records. Dead-letter notes stay in the memory of the instance that read them (as
+in a single tracker's checkpoint); the counters of each partition are materialized too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from choreo.errors import ChoreoError, ConfigurationError, TransportError
+from choreo.tracker.summaries import (
+    DEFAULT_SUMMARY_TOPIC,
+    KIND_HEADER,
+    MARKER,
+    SAGA,
+    STATS,
+    control_key,
+    kind_of,
+)
+from choreo.tracker.tracker import Tracker
+from choreo.transports.admin import create_compacted_topic, partition_count, with_range_assignor
+from choreo.transports.base import (
+    Consumer,
+    Record,
+    TopicPartition,
+    TransactionalProducer,
+    Transport,
+    supports_transactions,
+)
+from choreo.transports.partitioner import partition_for
+
+__all__ = ["TrackerGroupMember"]
+
+logger = logging.getLogger(__name__)
+
+_SAGA_HEADERS: Final = ((KIND_HEADER, SAGA),)
+_STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
+_MARKER_HEADERS: Final = ((KIND_HEADER, MARKER),)
+_PLACEMENT_CHECKS: Final = 8
+"""Records per event partition whose key is checked against the summary topic's layout."""
+FETCH_BYTES: Final = 64 * 1024
+"""The members' ``max.partition.fetch.bytes`` (unless configured): a saga's events are on
+one topic per event type, so the finer the partitions interleave in a poll, the closer
+together its events arrive; it is then folded, and its summary written, about once
+instead of once per event (the client's 1 MiB default spreads them over ~100k records)."""
+
+
+class TrackerGroupMember:
+    """One tracker instance of a group: folds its partitions, materializes their summaries.
+
+    ``topics`` (names) take precedence over ``topics_pattern`` (a regular expression
+    starting with ``^``; the summary topic is never folded even when it matches).
+    ``new_tracker`` makes the tracker of each owned partition number (the choreography,
+    deadlines and clock go there). ``partitions`` is the summary topic's partition
+    count when it has to be created (default: the most partitions of the event topics).
+    Call :meth:`run` on a thread of your own, or :meth:`start` for a daemon thread.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        group_id: str,
+        summary_topic: str = DEFAULT_SUMMARY_TOPIC,
+        topics: Sequence[str] | None = None,
+        topics_pattern: str = "^[^_].*",
+        instance_id: str | None = None,
+        new_tracker: Callable[[], Tracker] = Tracker,
+        partitions: int | None = None,
+        commit_interval: float = 2.0,
+        deadline_interval: float = 1.0,
+        batch_size: int = 20_000,
+        poll_timeout: float = 0.5,
+        load_timeout: float = 300.0,
+    ) -> None:
+        if not group_id.strip():
+            raise ConfigurationError("a tracker group needs a non-empty group id")
+        self.transport = transport
+        self.group_id = group_id
+        self.summary_topic = summary_topic
+        self.topics = [t for t in topics or () if t != summary_topic]
+        self.topics_pattern = topics_pattern
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.new_tracker = new_tracker
+        self.requested_partitions = partitions
+        self.commit_interval = commit_interval
+        self.deadline_interval = deadline_interval
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.load_timeout = load_timeout
+        self.partitions = 0
+        """The summary topic's partition count (known once running)."""
+        self.trackers: dict[int, Tracker] = {}
+        """The tracker of each owned partition number."""
+        self.committed: dict[TopicPartition, int] = {}
+        """The offsets of the last commit (each the next offset to read)."""
+        self.commits = 0
+        self.loads = 0
+        """How many times this member loaded partitions (once per rebalance that gave some)."""
+        self.error: BaseException | None = None
+        """The exception that ended :meth:`run`, if one did."""
+        self._stop = threading.Event()
+        self._assigned_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        self._producer: TransactionalProducer | None = None
+        self._assigned: set[TopicPartition] = set()
+        self._pending: set[int] = set()
+        self._checked: dict[TopicPartition, int] = {}
+        self._problem: ChoreoError | None = None
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> TrackerGroupMember:
+        """Run the member on a daemon thread; return self."""
+        if self._thread is not None:
+            raise RuntimeError("this member was already started")
+        self._thread = threading.Thread(target=self._run_logged, name="choreo-tracker-member",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the member to commit, leave the group and stop; wait for it (when started)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while the member's thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def progress(self) -> dict[TopicPartition, int]:
+        """Return the committed offsets of the partitions this member owns now."""
+        assigned = set(self._assigned)
+        return {tp: offset for tp, offset in self.committed.items() if tp in assigned}
+
+    def wait_assigned(self, timeout: float = 30.0) -> bool:
+        """Block until the member owns partitions and has loaded them; False on timeout."""
+        return self._assigned_event.wait(timeout)
+
+    def _run_logged(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:
+            self.error = exc
+            logger.exception("tracker member %s stopped", self.instance_id)
+
+    def run(self) -> None:
+        """Fold and materialize until :meth:`stop`; commit and leave the group at the end.
+
+        Raises :class:`~choreo.errors.ConfigurationError` when the event topics are not
+        partitioned like the summary topic, and the transport's errors when it fails.
+        """
+        self.partitions = self._prepare_summary_topic()
+        producer = self.transport.producer(
+            transactional_id=f"choreo-tracker.{self.group_id}.{self.instance_id}"
+        )
+        if not supports_transactions(producer) or not isinstance(producer, TransactionalProducer):
+            producer.close()
+            raise ConfigurationError("a tracker group needs a transport with transactions")
+        self._producer = producer
+        consumer = with_range_assignor(self.transport, fetch_bytes=FETCH_BYTES).consumer(
+            self.group_id
+        )
+        self._consumer = consumer
+        subscription = self.topics or [self.topics_pattern]
+        try:
+            consumer.subscribe(subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self._loop(consumer)
+            self._commit()
+        finally:
+            try:
+                consumer.close(leave_group=True)
+            finally:
+                producer.close()
+
+    def _loop(self, consumer: Consumer) -> None:
+        next_deadlines = next_commit = time.monotonic()
+        next_commit += self.commit_interval
+        while not self._stop.is_set():
+            records = consumer.poll(self.batch_size, self.poll_timeout)
+            if self._problem is not None:
+                raise self._problem
+            if self._pending:
+                self._load(consumer)
+            if records:
+                self._feed(records)
+            now = time.monotonic()
+            if now >= next_deadlines:
+                for tracker in self.trackers.values():
+                    tracker.check_deadlines()
+                next_deadlines = now + self.deadline_interval
+            if now >= next_commit:
+                self._commit_or_retry()
+                next_commit = now + self.commit_interval
+
+    def _commit_or_retry(self) -> None:
+        """Commit; a transport error that is not fatal is retried at the next interval."""
+        try:
+            self._commit()
+        except TransportError as exc:
+            if exc.fatal:
+                raise
+            logger.warning("tracker commit failed, retried in %.1f s: %s",
+                           self.commit_interval, exc)
+
+    def _prepare_summary_topic(self) -> int:
+        """Create the summary topic when missing; return its partition count."""
+        count = partition_count(self.transport, self.summary_topic)
+        if count is not None:
+            return count
+        wanted = self.requested_partitions or self._event_partitions() or 1
+        create_compacted_topic(self.transport, self.summary_topic, partitions=wanted)
+        logger.info("created the summary topic %s (%d partitions, compacted)",
+                    self.summary_topic, wanted)
+        return partition_count(self.transport, self.summary_topic) or wanted
+
+    def _event_partitions(self) -> int:
+        """Return the most partitions among the event topics that exist now (0 for none)."""
+        names = self.topics
+        if not names:
+            pattern = re.compile(self.topics_pattern)
+            names = [t for t in self.transport.list_topics()
+                     if pattern.search(t) and t != self.summary_topic]
+        counts = [partition_count(self.transport, name) or 0 for name in names]
+        return max(counts, default=0)
+
+    # --- rebalances ----------------------------------------------------------------
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        """Note the new partitions; their summaries are loaded by the loop, outside the callback."""
+        events = [tp for tp in partitions if tp.topic != self.summary_topic]
+        self._assigned = set(events)
+        numbers = {tp.partition for tp in events}
+        outside = sorted(n for n in numbers if n >= self.partitions)
+        if outside:
+            self._problem = ConfigurationError(
+                f"event partitions {outside} have no summary partition: the summary topic "
+                f"{self.summary_topic!r} has {self.partitions}; give every event topic and "
+                "the summary topic the same partition count"
+            )
+        self._pending = numbers - set(self.trackers)
+        if not self._pending:
+            self._assigned_event.set()
+        logger.info("tracker member %s got partitions %s", self.instance_id, sorted(numbers))
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Commit what the revoked partitions hold, then forget them (their next owner loads)."""
+        numbers = {tp.partition for tp in partitions if tp.topic != self.summary_topic}
+        try:
+            self._commit()
+        except ChoreoError as exc:
+            logger.warning("commit at revocation failed (the next owner re-reads): %s", exc)
+        self._assigned -= set(partitions)
+        kept = {tp.partition for tp in self._assigned}
+        for number in numbers - kept:
+            self.trackers.pop(number, None)
+        self._pending -= numbers - kept
+        self._assigned_event.clear()
+
+    def _load(self, consumer: Consumer) -> None:
+        """Load the summaries of the pending partition numbers (see the module docstring)."""
+        wanted = sorted(self._pending)
+        self._pending = set()
+        started = time.monotonic()
+        fresh = {number: self._fresh_tracker() for number in wanted}
+        loaded = self._read_summaries(fresh)
+        self.trackers.update(fresh)
+        self.loads += 1
+        self._assigned_event.set()
+        logger.info(
+            "tracker member %s loaded %d saga summaries of partitions %s in %.1f s",
+            self.instance_id, loaded, wanted, time.monotonic() - started,
+        )
+
+    def _fresh_tracker(self) -> Tracker:
+        tracker = self.new_tracker()
+        tracker.track_changes()
+        return tracker
+
+    def _read_summaries(self, fresh: dict[int, Tracker]) -> int:
+        """Read the summary partitions of ``fresh`` up to a marker of ours; return the sagas."""
+        producer = self._producer
+        assert producer is not None
+        nonce = uuid.uuid4().hex.encode()
+        producer.begin_transaction()
+        for number in fresh:
+            producer.publish(self.summary_topic, nonce,
+                             key=control_key(MARKER, number, self.partitions),
+                             headers=_MARKER_HEADERS)
+        producer.commit_transaction()
+        loader = self.transport.consumer(f"{self.group_id}.load.{uuid.uuid4().hex[:12]}")
+        remaining = set(fresh)
+        loaded = 0
+        paused = False
+        deadline = time.monotonic() + self.load_timeout
+        try:
+            loader.subscribe([self.summary_topic])
+            while remaining:
+                records = loader.poll(self.batch_size, 0.5)
+                if not paused and loader.assignment():
+                    others = [tp for tp in loader.assignment() if tp.partition not in fresh]
+                    if others:
+                        loader.pause(others)
+                    paused = True
+                loaded += self._apply_loaded(records, fresh, remaining, nonce)
+                if time.monotonic() > deadline:
+                    raise TransportError(
+                        f"the summary partitions {sorted(remaining)} were not read within "
+                        f"{self.load_timeout:.0f} s (an open transaction of a dead instance "
+                        "holds them until it times out)", retriable=True,
+                    )
+        finally:
+            loader.close(leave_group=True)
+        return loaded
+
+    @staticmethod
+    def _apply_loaded(
+        records: list[Record], fresh: dict[int, Tracker], remaining: set[int], nonce: bytes
+    ) -> int:
+        by_number: dict[int, list[Record]] = {}
+        for record in records:
+            if record.partition not in remaining:
+                continue
+            if kind_of(record) == MARKER:
+                if record.value == nonce:
+                    remaining.discard(record.partition)
+                continue
+            by_number.setdefault(record.partition, []).append(record)
+        return sum(fresh[number].load_summaries(batch) for number, batch in by_number.items())
+
+    # --- folding and committing -------------------------------------------------------
+
+    def _feed(self, records: list[Record]) -> None:
+        by_number: dict[int, list[Record]] = {}
+        summary_topic = self.summary_topic
+        for record in records:
+            if record.topic == summary_topic:
+                continue
+            by_number.setdefault(record.partition, []).append(record)
+        for number, batch in by_number.items():
+            tracker = self.trackers.get(number)
+            if tracker is None:  # revoked while polling: its next owner reads it
+                continue
+            self._check_placement(batch)
+            tracker.feed_many(batch)
+
+    def _check_placement(self, batch: list[Record]) -> None:
+        """Check the first records of each partition land where their summaries will."""
+        checked = self._checked
+        for record in batch:
+            tp = TopicPartition(record.topic, record.partition)
+            done = checked.get(tp, 0)
+            if done >= _PLACEMENT_CHECKS:
+                continue
+            checked[tp] = done + 1
+            key = record.key
+            if key and partition_for(key, self.partitions) != record.partition:
+                raise ConfigurationError(
+                    f"topic {record.topic!r} is not partitioned like the summary topic "
+                    f"{self.summary_topic!r} ({self.partitions} partitions): give every "
+                    "event topic the summary topic's partition count"
+                )
+
+    def _commit(self) -> None:
+        """Write the changed summaries, the stats and the offsets in one transaction."""
+        producer, consumer = self._producer, self._consumer
+        if producer is None or consumer is None or not self.trackers:
+            return
+        taken = {number: tracker.take_summaries() for number, tracker in self.trackers.items()}
+        offsets: dict[TopicPartition, int] = {}
+        for tracker in self.trackers.values():
+            offsets.update(
+                (tp, offset) for tp, offset in tracker.offsets().items() if tp in self._assigned
+            )
+        moved = {tp: o for tp, o in offsets.items() if self.committed.get(tp) != o}
+        if not moved and not any(records for _, records in taken.values()):
+            return
+        try:
+            producer.begin_transaction()
+            for number, (_, records) in taken.items():
+                for key, value in records:
+                    producer.publish(self.summary_topic, value, key=key, headers=_SAGA_HEADERS)
+                if not records and not any(tp.partition == number for tp in moved):
+                    continue
+                producer.publish(
+                    self.summary_topic,
+                    self.trackers[number].stats_record(),
+                    key=control_key(STATS, number, self.partitions),
+                    headers=_STATS_HEADERS,
+                )
+            producer.send_offsets_to_transaction(offsets, consumer)
+            producer.commit_transaction()
+        except ChoreoError:
+            self._abort()
+            for number, (cids, _) in taken.items():
+                self.trackers[number].retake(cids)
+            raise
+        self.committed.update(offsets)
+        self.commits += 1
+
+    def _abort(self) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            producer.abort_transaction()
+        except ChoreoError as exc:
+            logger.debug("abort after a failed commit failed too: %s", exc)

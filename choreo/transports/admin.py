@@ -1,0 +1,119 @@
+"""Topic administration beyond the :class:`~choreo.transports.base.Transport` protocol.
+
+What the tracker group (:mod:`choreo.tracker.group`) needs and the protocol does not
+offer: creating a *compacted* topic, a topic's partition count, and a transport whose
+consumers use Kafka's ``range`` assignor (which gives every member the same partition
+numbers of every topic when the topics have equal partition counts, so the partitions
+of one correlation id stay together). Each function knows the three shipped transports;
+another transport gets the closest thing the protocol allows (a plain topic, no count,
+the transport unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Final
+
+from choreo.errors import TransportError
+from choreo.transports.base import Transport
+from choreo.transports.config import KafkaConfig
+
+__all__ = ["COMPACTED", "create_compacted_topic", "partition_count", "with_range_assignor"]
+
+logger = logging.getLogger(__name__)
+
+COMPACTED: Final = {"cleanup.policy": "compact"}
+"""The topic configuration of a compacted topic (the latest record per key is kept)."""
+_TIMEOUT_S: Final = 30.0
+
+
+def create_compacted_topic(transport: Transport, topic: str, *, partitions: int) -> None:
+    """Create ``topic`` as a compacted topic of ``partitions`` unless it exists.
+
+    The memory transport has no compaction (it keeps every record); another transport
+    gets a plain topic, and a warning says so.
+    """
+    from choreo.transports.confluent import ConfluentTransport
+    from choreo.transports.memory import MemoryTransport
+
+    if isinstance(transport, ConfluentTransport):
+        _create_confluent(transport, topic, partitions)
+        return
+    if not isinstance(transport, MemoryTransport):
+        logger.warning(
+            "transport %s cannot set topic configs: %s is created without compaction; "
+            "set cleanup.policy=compact on it yourself", transport.name, topic,
+        )
+    transport.create_topics([topic], partitions=partitions)
+
+
+def _create_confluent(transport: object, topic: str, partitions: int) -> None:
+    import confluent_kafka as ck
+    from confluent_kafka.cimpl import NewTopic
+
+    from choreo.transports.confluent import ConfluentTransport
+
+    assert isinstance(transport, ConfluentTransport)
+    admin = transport._admin_client()
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=COMPACTED)
+    future = admin.create_topics([new], operation_timeout=_TIMEOUT_S)[topic]
+    try:
+        future.result(timeout=_TIMEOUT_S)
+    except ck.KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if getattr(error, "code", lambda: None)() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
+            return
+        raise TransportError(f"cannot create topic {topic!r}: {exc}") from exc
+    transport._wait_for_metadata([topic])
+
+
+def partition_count(transport: Transport, topic: str) -> int | None:
+    """Return how many partitions ``topic`` has; None when it does not exist or is unknown."""
+    from choreo.transports.confluent import ConfluentTransport
+    from choreo.transports.memory import MemoryTransport
+
+    if isinstance(transport, MemoryTransport):
+        return transport.bus.partitions(topic) or None
+    if isinstance(transport, ConfluentTransport):
+        import confluent_kafka as ck
+
+        try:
+            # every topic's metadata: asking for one by name would create it on a broker
+            # with auto.create.topics.enable (with the default partition count)
+            metadata = transport._admin_client().list_topics(timeout=_TIMEOUT_S)
+        except ck.KafkaException as exc:
+            raise TransportError(f"cannot read the metadata of {topic!r}: {exc}") from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return None
+        return len(found.partitions)
+    return None
+
+
+def with_range_assignor(transport: Transport, *, fetch_bytes: int | None = None) -> Transport:
+    """Return a transport like ``transport`` whose consumers use the ``range`` assignor.
+
+    ``fetch_bytes``, when given, is the consumers' ``max.partition.fetch.bytes`` unless
+    the configuration sets one: a smaller fetch per partition interleaves the partitions
+    (topics) more finely in what a poll returns. The memory transport assigns with
+    ``range`` by default and is returned as it is.
+    """
+    from choreo.transports.confluent import ConfluentTransport
+
+    if isinstance(transport, ConfluentTransport):
+        return ConfluentTransport(_ranged(transport.config, fetch_bytes))
+    try:
+        from choreo.transports.kafka_python import KafkaPythonTransport
+    except ImportError:  # kafka-python is optional
+        return transport
+    if isinstance(transport, KafkaPythonTransport):
+        return KafkaPythonTransport(_ranged(transport.config, fetch_bytes))
+    return transport
+
+
+def _ranged(config: KafkaConfig, fetch_bytes: int | None) -> KafkaConfig:
+    """Return ``config`` with the ``range`` assignor (and a fetch size) for its consumers."""
+    fetch = {} if fetch_bytes is None else {"max.partition.fetch.bytes": fetch_bytes}
+    consumer = {**fetch, **config.consumer, "partition.assignment.strategy": "range"}
+    return replace(config, consumer=consumer)
