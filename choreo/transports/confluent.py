@@ -24,6 +24,7 @@ with the other transports is in :mod:`choreo.transports.shared`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -56,6 +57,8 @@ _PRODUCER_EXTRAS: Final[Mapping[str, object]] = {
     "partitioner": "murmur2_random",
     "delivery.report.only.error": True,
 }
+_TXN_CALL_GRACE: Final = 5.0
+"""Seconds a transactional call may outlive its own timeout before it counts as hung."""
 _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
@@ -235,12 +238,51 @@ class ConfluentProducer(ProducerBase):
         if not isinstance(consumer, ConfluentConsumer):
             raise TransactionError("offsets need a consumer of the confluent transport")
         client = consumer._client()
+        what = "send_offsets_to_transaction"
         self._transaction_call(
-            lambda: self._producer.send_offsets_to_transaction(
-                _to_offsets(offsets), client.consumer_group_metadata(), timeout
+            lambda: self._bounded(
+                lambda: self._producer.send_offsets_to_transaction(
+                    _to_offsets(offsets), client.consumer_group_metadata(), timeout
+                ),
+                what,
+                timeout + _TXN_CALL_GRACE,
             ),
-            "send_offsets_to_transaction",
+            what,
         )
+
+    def _bounded(self, call: Callable[[], object], what: str, limit: float) -> None:
+        """Run ``call`` on a helper thread; fail fatally when it outlives ``limit`` seconds.
+
+        librdkafka's ``send_offsets_to_transaction`` may block past its own timeout while
+        the group coordinator is unreachable (librdkafka issue 5456, seen after a broker
+        restart). A worker stuck there would hold its store transaction, and the business
+        rows it locked, for good: a fatal error ends it instead (its supervisor restarts
+        it, and the new producer with the same transactional id aborts the transaction).
+        """
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        helper = threading.Thread(target=run, name=f"choreo-{what}", daemon=True)
+        helper.start()
+        helper.join(limit)
+        if helper.is_alive():
+            self._failed_fatally = True
+            raise TransactionError(
+                f"{what} did not return within {limit:.0f} s although given a timeout "
+                "(librdkafka ignores it while the group coordinator is unreachable): the "
+                "producer is abandoned",
+                fatal=True,
+            )
+        error = outcome[0]
+        if error is not None:
+            raise error
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
         """Commit the current transaction (flushing its records first)."""
