@@ -19,7 +19,9 @@ Guarantee (read_committed consumers downstream):
 - a rebalance needs nothing: offsets only ever move with their outputs;
 - a fenced producer (another live process with the same transactional id: give each
   replica its own ``instance_id``) or a fatal client error stops the worker with a
-  :class:`~choreo.errors.FatalError` instead of fighting the other process.
+  :class:`~choreo.errors.FatalError` instead of fighting the other process; so does a
+  transactional call that hangs past its timeout (the confluent transport bounds it), so
+  a worker never holds its store transaction, and the rows its handlers locked, for good.
 
 Outbox rows an at-least-once run left unsent (this replica's earlier run, or a replica
 that died) are published before new work on a store only this process writes: in one
