@@ -57,6 +57,8 @@ _PRODUCER_EXTRAS: Final[Mapping[str, object]] = {
     "partitioner": "murmur2_random",
     "delivery.report.only.error": True,
 }
+_ABANDONED: list[ck.Producer] = []
+"""Transactional clients replaced after a broker outage (kept: see ``_renew_client``)."""
 _TXN_CALL_GRACE: Final = 5.0
 """Seconds a transactional call may outlive its own timeout before it counts as hung."""
 _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
@@ -154,11 +156,40 @@ class ConfluentProducer(ProducerBase):
         settings["on_delivery"] = self._on_delivery
         self._since_poll = 0
         self._failed_fatally = False
+        self._renew = False  # all brokers were unreachable: renew before the next transaction
+        if transactional_id is not None:
+            settings["error_cb"] = self._on_client_error
+        self._settings = settings
         self._producer = _create(ck.Producer, settings, "producer")
         if transactional_id is not None:
             self._transaction_call(
                 self._producer.init_transactions, "init_transactions", _ADMIN_TIMEOUT
             )
+
+    def _on_client_error(self, err: ck.KafkaError) -> None:
+        """Note that every broker was unreachable (a transactional producer's error_cb)."""
+        if err.code() == ck.KafkaError._ALL_BROKERS_DOWN:
+            self._renew = True
+
+    def _renew_client(self) -> None:
+        """Replace the librdkafka producer by a new one with the same transactional id.
+
+        After every broker was unreachable (a restart), librdkafka's transactional
+        producer can keep a dead group coordinator and hang in
+        ``send_offsets_to_transaction``; a new instance looks the coordinators up afresh
+        and fences the old one. The old instance is idle (no transaction is open) and is
+        only purged, never destroyed: its destruction could wait on the same dead lookup.
+        """
+        old = self._producer
+        logger.warning(
+            "renewing transactional producer %s after a broker outage", self._transactional_id
+        )
+        self._producer = _create(ck.Producer, self._settings, "producer")
+        _ABANDONED.append(old)
+        old.purge()
+        self._transaction_call(
+            self._producer.init_transactions, "init_transactions", _ADMIN_TIMEOUT
+        )
 
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
@@ -228,6 +259,9 @@ class ConfluentProducer(ProducerBase):
     def begin_transaction(self) -> None:
         """Begin a transaction."""
         self._check_transactional()
+        if self._renew:
+            self._renew = False
+            self._renew_client()
         self._transaction_call(self._producer.begin_transaction, "begin_transaction")
 
     def send_offsets_to_transaction(
