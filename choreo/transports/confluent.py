@@ -259,6 +259,7 @@ class ConfluentProducer(ProducerBase):
     def begin_transaction(self) -> None:
         """Begin a transaction."""
         self._check_transactional()
+        self._producer.poll(0)  # serve error callbacks queued while idle (a broker outage)
         if self._renew:
             self._renew = False
             self._renew_client()
