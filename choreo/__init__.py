@@ -24,6 +24,7 @@ from choreo.model.envelope import Envelope, Header, Role
 from choreo.model.events import Event, SagaTimedOut, event_type_of
 
 if TYPE_CHECKING:
+    from choreo.app import App, AppRun
     from choreo.avro import load_directory
     from choreo.avro.codec import SingleObjectCodec
     from choreo.avro.serde import EventSerde
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 # The rest of the public API loads on first use, so ``import choreo`` stays light.
 _LAZY = {
+    "App": "choreo.app",
+    "AppRun": "choreo.app",
     "Choreography": "choreo.choreography.graph",
     "EventSerde": "choreo.avro.serde",
     "KafkaConfig": "choreo.transports",
@@ -77,6 +80,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "App",
+    "AppRun",
     "BusinessFailure",
     "ChoreoError",
     "Choreography",

@@ -7,13 +7,12 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 PYTHON="${PYTHON:-python3}"
 
-if ! "$PYTHON" -c "import choreo" >/dev/null 2>&1; then
+# -I: is choreo (and the CLI's dependencies) installed, not merely importable from here?
+if ! "$PYTHON" -I -c "import choreo.cli" >/dev/null 2>&1; then
     echo "installing choreo ..." >&2
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
         "$PYTHON" -m pip install -q -e .
 fi
 
-if command -v choreo >/dev/null 2>&1; then
-    exec choreo demo "$@"
-fi
+# through $PYTHON, not the first `choreo` on PATH: the demo runs with the choreo just checked
 exec "$PYTHON" -m choreo demo "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command of the README and of CI (.ci/run): on a fresh Debian machine with
 # Python 3.11+, Java 17+ and Maven it installs everything (PostgreSQL too, as root), then
-# runs the gates: ruff, mypy (strict for choreo/), and pytest (which starts its own Kafka
+# runs the gates: ruff, mypy (strict for choreo/), the wheel as a user installs it
+# (scripts/check_wheel.py: a fresh virtual environment, no extras, `choreo demo` in an
+# empty directory), and pytest (which starts its own Kafka
 # broker and PostgreSQL server through tests/conftest.py unless CHOREO_KAFKA_BOOTSTRAP and
 # CHOREO_POSTGRES_URL name them). Any failure exits non-zero,
 # and so does a pytest run that collected no tests.
@@ -17,14 +19,17 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing choreo with its dev extras"
 "$PYTHON" -m pip install -q -e ".[dev]"   # dev includes the docs extra (mkdocs)
 
-step "checking for Debian packages the tests need (chromium, graphviz)"
-# Each tool the tests drive is a real program: the browser tests run Debian's chromium and
-# the drawing tests Graphviz's `dot`. A fresh machine gets them here, so no test skips.
+step "checking for Debian packages the tests need (chromium, graphviz, python3-venv)"
+# Each tool the tests drive is a real program: the browser tests run Debian's chromium,
+# the drawing tests Graphviz's `dot`, and the wheel check a fresh virtual environment
+# (Debian ships venv's pip apart, as python3-venv). A fresh machine gets them here, so
+# no test skips.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+"$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "chromium: $(command -v chromium); dot: $(command -v dot)"
+    echo "chromium: $(command -v chromium); dot: $(command -v dot); venv: ok"
 elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${missing[*]}"
     if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
@@ -59,6 +64,9 @@ step "ruff check ."
 
 step "mypy"
 "$PYTHON" -m mypy
+
+step "the wheel, installed in a fresh virtual environment (scripts/check_wheel.py)"
+"$PYTHON" scripts/check_wheel.py
 
 step "pytest"
 status=0

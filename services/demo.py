@@ -1,11 +1,11 @@
 """The order-fulfilment demo: the five example services, a live tracker and a few hundred orders.
 
-:class:`Demo` runs everything in one process: one :class:`~choreo.runtime.Worker` thread
-per service (each with its own :class:`~choreo.runtime.SqliteInbox` file, which also
-holds the service's own tables), a :class:`~choreo.tracker.Tracker` fed live from the bus,
-and a :class:`~choreo.runtime.Publisher` that places sample orders. On the memory transport
-all of it shares one :class:`~choreo.transports.memory.MemoryBus`; on Kafka every topic
-and group name gets a per-run prefix (``demo-<id>.``), so runs never see each other.
+:class:`Demo` runs the shop as one :class:`choreo.App`, in this process: a worker thread
+per service (each on its own SQLite file, which also holds the service's own tables), a
+live :class:`~choreo.tracker.Tracker` and the thread that fails overdue sagas, and the
+order service's :class:`~choreo.runtime.Publisher` placing sample orders. On the memory
+transport everything shares one in-memory bus; on Kafka every topic and group name gets a
+per-run prefix (``demo-<id>.``), so runs never see each other.
 
 When every saga has ended (or ``timeout`` passed) :meth:`Demo.run` returns a
 :class:`DemoResult`: the tracker's count per saga status and an audit of the services'
@@ -13,40 +13,31 @@ own state (:func:`services.audit.audit`). ``choreo demo`` (:mod:`choreo.cli.demo
 shows it and serves the trace viewer.
 
 It lives with the example services it runs, not in the library: :mod:`choreo` never
-imports the example application except for this ``choreo demo`` command. It needs the
-``services`` package importable (``pip install -e .`` from a checkout) and the
-``schemas/`` directory beside it.
+imports the example application except for this ``choreo demo`` command, which finds it
+in a checkout or in the copy the wheel carries (:mod:`choreo.cli.example`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from choreo.errors import ConfigurationError
-from choreo.model.events import event_type_of
+from choreo.errors import ConfigurationError, FatalError
 from choreo.tracker.model import SagaStatus
 
 if TYPE_CHECKING:
-    from choreo.choreography.service import Service
-    from choreo.orchestration import Orchestrator, OrchestratorRunner
-    from choreo.runtime import Publisher, SqliteInbox, Worker, WorkerConfig
-    from choreo.runtime.worker import Serde
-    from choreo.tracker.live import LiveTracker
-    from choreo.tracker.timeouts import TimeoutService
+    from choreo.app import AppRun
+    from choreo.runtime import Publisher
     from choreo.tracker.tracker import Tracker
-    from choreo.transports.base import Transport
     from choreo.transports.config import KafkaConfig
     from services.audit import AuditReport
     from services.shop import Shop
@@ -187,14 +178,8 @@ class Demo:
             else options.data_dir
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._workers: list[Worker | OrchestratorRunner] = []
-        self._inboxes: dict[str, SqliteInbox] = {}
+        self._app: AppRun | None = None
         self._publisher: Publisher | None = None
-        self._live: LiveTracker | None = None
-        self._timeouts: TimeoutService | None = None
-        self._transport: Transport | None = None
         self._shop: Shop | None = None
         self._tracker: Tracker | None = None
         self._started = False
@@ -227,21 +212,13 @@ class Demo:
     # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Build the shop, the transport and the tracker; start one worker thread per service."""
+        """Build the shop and start it as a :class:`choreo.App` (workers, tracker, timeouts)."""
         if self._started:
             return
         self._started = True
-        from choreo.avro.codec import SingleObjectCodec
-        from choreo.avro.loader import load_directory
-        from choreo.avro.serde import EventSerde
-        from choreo.choreography.graph import Choreography
-        from choreo.runtime import Publisher, WorkerConfig
-        from choreo.runtime.serdes import event_classes
-        from choreo.tracker.fold import TIMEOUT_EVENT_TYPE
-        from choreo.tracker.live import LiveTracker
-        from choreo.tracker.timeouts import TimeoutService
-        from choreo.tracker.tracker import Tracker
-        from choreo.transports.factory import open_transport
+        from choreo.app import App
+        from choreo.runtime import WorkerConfig
+        from choreo.store import SqliteStore
         from services.config import ServiceConfig
         from services.orchestrated import create as create_orchestrator
         from services.saga import OrderFulfillment, OrderFulfillmentOrchestrated
@@ -258,82 +235,29 @@ class Demo:
         self._shop = shop = build_shop(config)
         orchestrated = options.style == "orchestrated"
         orchestrator = create_orchestrator(deadline=options.deadline) if orchestrated else None
-        services = [*shop.services, *([orchestrator.service] if orchestrator else [])]
-        codec = SingleObjectCodec(load_directory(find_schemas_dir(options.schemas_dir)))
-        serde = EventSerde(codec, event_classes(services))
+        paths = self.paths()
+        app = App(
+            [*shop.services, *([orchestrator] if orchestrator else [])],
+            schemas=find_schemas_dir(options.schemas_dir),
+            store=lambda name: SqliteStore(paths.get(name, self.data_dir / f"{name}.sqlite3")),
+            config=WorkerConfig(poll_timeout=0.2),
+            topic_prefix=self.prefix,
+            sagas=[OrderFulfillmentOrchestrated if orchestrated else OrderFulfillment],
+            deadline=options.deadline,
+            timeouts=not orchestrated,  # an orchestrator times its own steps out
+        )
         if options.transport == "memory":
-            self._transport = transport = open_transport("memory")
+            self._app = running = app.in_memory(data_dir=self.data_dir)
         else:
-            self._transport = transport = open_transport(
-                options.transport, bootstrap=options.bootstrap, config=options.kafka_config
+            self._app = running = app.on_kafka(
+                options.bootstrap,
+                client=options.transport,
+                kafka=options.kafka_config,
+                partitions=options.partitions,
+                data_dir=self.data_dir,
             )
-        prefix = self.prefix
-        base = WorkerConfig(
-            poll_timeout=0.2,
-            topic_naming=lambda event_type: prefix + event_type,
-            deadletter_naming=lambda service: f"{prefix}choreo.deadletter.{service}",
-            topic_partitions=1 if options.transport == "memory" else options.partitions,
-        )
-        if prefix:
-            topics = {base.topic_naming(event_type_of(c)) for c in event_classes(services)}
-            topics |= {base.deadletter_naming(s.name) for s in services}
-            transport.create_topics(sorted(topics), partitions=base.topic_partitions)
-        self._tracker = tracker = Tracker(
-            choreography=Choreography.from_services(
-                services, [OrderFulfillmentOrchestrated if orchestrated else OrderFulfillment]
-            ),
-            default_deadline_s=options.deadline,
-            decode=codec.decode_any,
-        )
-        self._live = live = LiveTracker(
-            tracker,
-            transport,
-            topics_pattern=f"^{re.escape(prefix)}.*" if prefix else "^.*",
-            from_beginning=True,
-            group_id=f"{prefix}choreo-demo-tracker-{self.run_id}",
-            poll_timeout=0.2,
-        )
-        live.start()
-        if not orchestrated:  # an orchestrator times its own steps out
-            self._timeouts = TimeoutService(
-                tracker,
-                transport,
-                codec.encode,
-                topic=prefix + TIMEOUT_EVENT_TYPE,
-                interval=0.5,
-            ).start()
-        for service in services:
-            self._start_worker(service, orchestrator, transport, serde, base)
-        self._publisher = Publisher(
-            shop.service("order"), transport, serde, inbox=self._inboxes["order"], config=base
-        )
-
-    def _start_worker(
-        self,
-        service: Service,
-        orchestrator: Orchestrator | None,
-        transport: Transport,
-        serde: Serde,
-        base: WorkerConfig,
-    ) -> None:
-        """Start ``service``'s worker thread (an orchestrator's runner for the orchestrator)."""
-        from choreo.orchestration import OrchestratorRunner
-        from choreo.runtime import SqliteInbox, Worker
-
-        path = self.paths().get(service.name, self.data_dir / f"{service.name}.sqlite3")
-        inbox = self._inboxes[service.name] = SqliteInbox(path)
-        config = replace(base, group_id=f"{self.prefix}{service.name}")
-        worker: Worker | OrchestratorRunner
-        if orchestrator is not None and service is orchestrator.service:
-            worker = OrchestratorRunner(orchestrator, transport, serde, config=config, inbox=inbox)
-        else:
-            worker = Worker(service, transport, serde, config=config, inbox=inbox)
-        self._workers.append(worker)
-        thread = threading.Thread(
-            target=worker.run, args=(self._stop,), name=f"demo-{service.name}", daemon=True
-        )
-        self._threads.append(thread)
-        thread.start()
+        self._tracker = running.tracker
+        self._publisher = running.publisher("order")
 
     def run(self, progress: Progress | None = None) -> DemoResult:
         """Place the orders, wait until every saga ended (or the timeout), and return the result."""
@@ -386,44 +310,33 @@ class Demo:
 
     def _wait(self, total: int, deadline: float, report: Progress) -> bool:
         """Wait until ``total`` sagas ended; return False at ``deadline`` or on a dead worker."""
-        tracker = self.tracker
-        version = -1
-        while time.monotonic() < deadline:
-            ended = self._ended()
-            report(total, ended, total)
-            if ended >= total:
-                return True
-            if any(not thread.is_alive() for thread in self._threads):
-                logger.error("a worker thread ended early; giving up")
-                return False
-            version = tracker.wait_for_change(version, 0.2)
-        return False
+        assert self._app is not None
+
+        def ended() -> bool:
+            count = self._ended()
+            report(total, count, total)
+            return count >= total
+
+        try:
+            return self._app.wait_until(ended, timeout=max(0.0, deadline - time.monotonic()))
+        except FatalError:
+            logger.exception("a worker ended early; giving up")
+            return False
 
     def stop_workers(self) -> None:
         """Stop the timeouts, the workers and the live tracker; the tracker keeps what it read."""
-        if self._timeouts is not None:
-            self._timeouts.stop()
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30.0)
-        if self._live is not None:
-            self._live.stop()
+        if self._app is not None:
+            self._app.stop()
 
     def close(self) -> None:
         """Stop everything, close the stores and remove a temporary data directory."""
         if self._closed:
             return
         self._closed = True
-        self.stop_workers()
-        if self._publisher is not None:
-            self._publisher.close()
-        for inbox in self._inboxes.values():
-            inbox.close()
+        if self._app is not None:
+            self._app.close()
         if self._shop is not None:
             self._shop.close()
-        close = getattr(self._transport, "close", None)
-        if callable(close):
-            close()
         if self._temp_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

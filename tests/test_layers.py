@@ -21,6 +21,7 @@ LAYERS: dict[str, str] = {
     # module prefix -> layer (the longest matching prefix wins)
     "choreo.errors": "base",
     "choreo._version": "base",
+    "choreo._extras": "base",
     "choreo.safety": "base",
     "choreo.model": "model",
     "choreo.avro": "avro",

@@ -18,6 +18,7 @@ EXPECTED = {
     "SqliteInbox", "StepKind", "Tracker", "TransientError", "Worker", "WorkerConfig",
     "__version__", "check", "event_type_of", "load_directory", "open_transport",
     "Store", "MemoryStore", "SqliteStore", "PostgresStore", "open_store", "SagaState",
+    "App", "AppRun",
 }  # fmt: skip
 
 

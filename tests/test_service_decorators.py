@@ -472,15 +472,16 @@ def test_two_argument_handlers_get_the_context() -> None:
     assert ctx.take_emitted() == [Noted()]
 
 
-def test_var_positional_handlers_get_the_context() -> None:
-    """A handler taking ``*args`` is given the context too."""
+def test_var_positional_handlers_are_refused() -> None:
+    """A handler taking ``*args`` does not say whether it wants the context: refused."""
     shop = Service("shop")
 
-    @shop.listener(on=Placed)
     def anything(*args: object) -> None:
         return None
 
-    assert shop.handlers[0].takes_context is True
+    with pytest.raises(ConfigurationError, match=r"anything: it takes \*args.*ctx: Context"):
+        shop.listener(on=Placed)(anything)
+    assert shop.handlers == ()
 
 
 # --- Retry -------------------------------------------------------------------------------

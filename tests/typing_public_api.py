@@ -9,10 +9,12 @@ below are never called: ``assert_type`` only speaks to the type checker.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import ClassVar, assert_type
+from typing import Any, ClassVar, assert_type
 
 import choreo
+import choreo.app
 import choreo.avro.serde
 import choreo.choreography.checks
 import choreo.choreography.graph
@@ -72,6 +74,8 @@ def exported_names_are_the_modules_classes() -> None:
     assert_type(choreo.MemoryStore, type[choreo.store.MemoryStore])
     assert_type(choreo.SqliteInbox, type[choreo.store.SqliteStore])  # the older name
     assert_type(choreo.KafkaConfig, type[choreo.transports.KafkaConfig])
+    assert_type(choreo.App, type[choreo.app.App])
+    assert_type(choreo.AppRun, type[choreo.app.AppRun])
 
 
 def errors_form_one_hierarchy() -> None:
@@ -131,3 +135,41 @@ def running_and_tracking_return_what_they_say(
         assert_type(trace.status, choreo.SagaStatus)
     bus = choreo.MemoryBus()
     assert_type(choreo.open_transport("memory", bus=bus), choreo.transports.Transport)
+
+
+def testing_with_the_kit_returns_what_it_says(kit: choreo.SagaTestKit) -> None:
+    """given/when/expect, virtual time and the tracker's view keep their types."""
+    inventory = choreo.Service("inventory")
+    saga = choreo.Saga("Typing", start=Ordered, completed=Reserved, failed=Reserved)
+
+    @inventory.step(on=Ordered, emits=Reserved)
+    async def reserve(event: Ordered, ctx: choreo.Context) -> Reserved:
+        return Reserved(order_id=event.order_id)
+
+    decorated: Callable[[Ordered, choreo.Context], Coroutine[Any, Any, Reserved]] = reserve
+    del decorated  # the decorator returned the coroutine function itself
+    kit.given(inventory, "INSERT INTO stock VALUES (?)", ("book",))
+    cid = kit.when(saga, Ordered(order_id="o"))
+    assert_type(cid, str)
+    assert_type(kit.expect(cid, [Ordered, Reserved], status="Completed"), choreo.SagaTrace)
+    assert_type(kit.advance(30), int)
+    assert_type(kit.query(inventory, "SELECT 1"), list[tuple[Any, ...]])
+    assert_type(kit.tracker(), choreo.Tracker)
+    assert_type(kit.trace(cid).status, choreo.SagaStatus)
+    assert_type(kit.verify().ok, bool)
+    assert_type(kit.publisher(inventory), choreo.Publisher)
+
+
+def the_app_wires_and_runs_in_one_line(service: choreo.Service) -> None:
+    """``App`` takes services and schemas; its runs start sagas and return the tracker's view."""
+    saga = choreo.Saga("Typing", start=Ordered, completed=Reserved, failed=Reserved)
+    app = choreo.App([service], schemas="schemas/", store="sqlite:///{service}.db")
+    with app.in_memory() as running:
+        assert_type(running, choreo.AppRun)
+        assert_type(running.start(saga, Ordered(order_id="o")), str)
+        assert_type(running.wait("cid", timeout=5.0), choreo.SagaTrace)
+        assert_type(running.publisher(service), choreo.Publisher)
+        assert_type(running.tracker, choreo.Tracker | None)
+        assert_type(running.stores, dict[str, choreo.Store])
+    assert_type(app.on_kafka("127.0.0.1:9092"), choreo.AppRun)
+    assert_type(app.run("127.0.0.1:9092", stop=None), None)

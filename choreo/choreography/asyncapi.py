@@ -19,12 +19,12 @@ The document describes the choreography as Kafka sees it:
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
+from choreo._extras import require
 from choreo.avro.lookup import avro_schema_of, resolve_schemas
 from choreo.choreography.graph import Choreography
 from choreo.choreography.service import HandlerSpec
@@ -288,9 +288,6 @@ def dump_asyncapi(document: Mapping[str, Any], fmt: str = "yaml") -> str:
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if fmt != "yaml":
         raise ConfigurationError(f"unknown AsyncAPI format {fmt!r}; use 'yaml' or 'json'")
-    try:
-        yaml = importlib.import_module("yaml")
-    except ImportError as exc:  # pragma: no cover - PyYAML is a dependency
-        raise ConfigurationError("YAML output needs PyYAML (pip install pyyaml)") from exc
+    yaml = require("yaml", "yaml", "AsyncAPI as YAML (or --format json)")
     text: str = yaml.safe_dump(dict(document), sort_keys=False, allow_unicode=True, width=100)
     return text

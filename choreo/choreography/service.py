@@ -2,7 +2,10 @@
 
 A :class:`Service` is a plain object; its decorators register a handler and return the
 function unchanged, so a handler stays a plain function that a unit test can call.
-A handler takes the incoming event (and optionally a :class:`~choreo.model.context.Context`) and
+A handler takes the incoming event and, when it asks for it, the
+:class:`~choreo.model.context.Context`: a second parameter named ``ctx`` (or ``context``) or
+annotated ``Context`` (see :mod:`choreo.choreography.signature`; a signature that does not
+say clearly is refused when declared). It may be ``async def`` (the worker awaits it). It
 returns the events it emits: one event, a sequence of events, or ``None``. Emitted events
 inherit the correlation id, saga and trace context of the incoming event; the runtime sets
 the causation id. Nothing here touches Kafka: tuning belongs to the transport's
@@ -34,12 +37,13 @@ classes they register on would make a reader hold two files for one concept.
 
 from __future__ import annotations
 
+import asyncio
 import enum
-import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from choreo.choreography.signature import read_handler
 from choreo.errors import ConfigurationError
 from choreo.model.envelope import Role
 from choreo.model.events import Event, event_type_of
@@ -159,6 +163,7 @@ class HandlerSpec:
     deadline: float | None = None
     retry: Retry | None = None
     takes_context: bool = True
+    is_async: bool = False
 
     @property
     def step_id(self) -> str:
@@ -207,9 +212,13 @@ class HandlerSpec:
         """Call the handler and return the events it emitted, as a list.
 
         Events emitted through ``ctx.emit`` are the context's business; this only
-        normalises the return value (``None``, one event, or a sequence of events).
+        normalises the return value (``None``, one event, or a sequence of events). An
+        ``async def`` handler is run to completion on a new event loop (the worker keeps
+        one loop per thread instead: :mod:`choreo.runtime.aio`).
         """
         result = self.func(event, ctx) if self.takes_context else self.func(event)
+        if self.is_async:
+            result = asyncio.run(result)
         if result is None:
             return []
         if isinstance(result, Event):
@@ -466,6 +475,7 @@ class Service:
             if name in self._handlers:
                 raise ConfigurationError(f"service {self.name}: two handlers named {name}")
             undone = None if undoes is None else self._undone_step_id(undoes, where)
+            shape = read_handler(func, where)
             spec = HandlerSpec(
                 service=self.name,
                 name=name,
@@ -477,7 +487,8 @@ class Service:
                 undoes=undone,
                 deadline=deadline,
                 retry=retry,
-                takes_context=_takes_context(func, where),
+                takes_context=shape.takes_context,
+                is_async=shape.is_async,
             )
             for event_type in spec.consumed_types:
                 other = self._by_event.get(event_type)
@@ -512,21 +523,3 @@ def _as_types(value: object, what: str) -> tuple[type[Event], ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ConfigurationError(f"{what}: {value!r} is not an Event class or a list of them")
     return tuple(_check_event_class(item, what) for item in value)
-
-
-def _takes_context(func: Callable[..., Any], where: str) -> bool:
-    """Return True when ``func`` accepts a second positional argument (the context)."""
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return True
-    positional = [
-        p
-        for p in params
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return True
-    if not positional:
-        raise ConfigurationError(f"{where}: a handler must take the event as first argument")
-    return len(positional) >= 2

@@ -158,7 +158,7 @@ def _summary(console: Console, result: DemoResult) -> None:
     "--schemas",
     "schemas_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The example's schema directory (default: schemas/ of the checkout).",
+    help="The example's schema directory (default: the example's own schemas/).",
 )
 def demo(
     *,
@@ -182,13 +182,14 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
+    from choreo.app.example import import_demo
     from choreo.safety.terminal import console as safe_console
-    from services.demo import Demo, DemoOptions
 
     console = safe_console()
     try:
+        example = import_demo()  # the checkout's services/, or the wheel's copy
         bootstrap = bootstrap or configured_bootstrap()
-        options = DemoOptions(
+        options = example.DemoOptions(
             orders=orders,
             seed=seed,
             decline_rate=decline_rate,
@@ -219,7 +220,7 @@ def demo(
         f"choreo demo ({style}): {who} on {where}, {orders} orders "
         f"({decline_rate:.0%} declined, {dispatch_failure_rate:.0%} failed dispatches, seed {seed})"
     )
-    with Demo(options) as run:
+    with example.Demo(options) as run:
         try:
             run.start()
             columns = (

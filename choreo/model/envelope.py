@@ -133,8 +133,9 @@ class Envelope:
         correlation_id: str | None = None,
         step: str | None = None,
         traceparent: str | None = None,
+        produced_at_ms: int | None = None,
     ) -> Envelope:
-        """Return the envelope of an event that opens a new saga."""
+        """Return the envelope of an event that opens a new saga (produced now by default)."""
         event_id = new_event_id()
         return cls(
             event_type=event_type,
@@ -143,7 +144,7 @@ class Envelope:
             saga=saga,
             role=Role.START,
             service=service,
-            produced_at_ms=now_ms(),
+            produced_at_ms=now_ms() if produced_at_ms is None else produced_at_ms,
             causation_id=None,
             step=step,
             traceparent=traceparent,

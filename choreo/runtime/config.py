@@ -7,10 +7,12 @@ Kafka client tuning (acks, idempotence, isolation level) is the transport's job 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from choreo.choreography.service import Retry
 from choreo.errors import ConfigurationError
+from choreo.model.envelope import now_ms
 from choreo.model.topics import DeadLetterNaming, TopicNaming, deadletter_topic, topic_for
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 
@@ -57,6 +59,9 @@ class WorkerConfig:
     - ``error_backoff``: seconds :meth:`Worker.run` backs off after a retriable
       infrastructure error, polling with its partitions paused (the group never
       rebalances because of it).
+    - ``clock_ms``: the time source, in epoch milliseconds, stamped on emitted and start
+      events as their produced-at time (which the tracker's deadlines count from) and on
+      inbox rows (default: the wall clock; the test kit's virtual clock replaces it).
     - ``max_inline_backoff``: a handler retry whose backoff is at most this many seconds
       waits in line (its batch waits); a longer one is deferred: the record's partition
       is rewound to it and paused until the backoff is over while the worker keeps
@@ -98,6 +103,7 @@ class WorkerConfig:
     relay_interval: float = 1.0
     relay_min_age: float | None = None
     relay_batch: int = 500
+    clock_ms: Callable[[], int] = field(default=now_ms, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_poll_records < 1:

@@ -12,6 +12,7 @@ incoming one (pinned by a test), built from the route's precomputed plans.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -20,6 +21,7 @@ from typing import Any
 from choreo.errors import BusinessFailure, HandlerError
 from choreo.model.envelope import Header
 from choreo.model.events import Event
+from choreo.runtime.aio import close_unawaited
 from choreo.runtime.routing import _NAMESPACE_SHA1, _VARIANT, Fields, Route
 from choreo.runtime.tracing import is_valid
 from choreo.store.outbox import OutboxRecord
@@ -109,6 +111,12 @@ def as_events(step_id: str, queued: list[Event], result: object) -> list[Event]:
     """Return ``queued`` plus a handler's sequence result, or raise TypeError if it is not one."""
     if isinstance(result, (list, tuple)):
         return [*queued, *result]
+    if inspect.isawaitable(result):
+        close_unawaited(result)
+        raise TypeError(
+            f"handler {step_id} returned an awaitable without being declared async: "
+            "declare it with async def (the worker then awaits it), or return the events"
+        )
     raise TypeError(
         f"handler {step_id} returned {type(result).__qualname__}; "
         "return an Event, a list of Events or None"

@@ -220,6 +220,7 @@ class Publisher:
             traceparent=(ambient_traceparent() or new_traceparent())
             if self.config.tracing
             else None,
+            produced_at_ms=self.config.clock_ms(),
         )
         return OutboxRecord(
             envelope.event_id,

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from choreo.choreography.service import HandlerSpec, Retry, Service
-from choreo.errors import EnvelopeError, HandlerError
+from choreo.errors import ConfigurationError, EnvelopeError, HandlerError
 from choreo.model.envelope import Envelope, Header, Role
 from choreo.model.events import Event, event_type_of
 from choreo.model.topics import TopicNaming
+from choreo.runtime.aio import EventLoops, awaiting
 from choreo.runtime.retry import retry_for
 
 __all__ = [
@@ -293,10 +294,17 @@ class Route:
         *,
         naming: TopicNaming,
         retry: Retry,
+        loops: EventLoops | None = None,
     ) -> None:
         self.service = service
         self.spec = spec
         self.func = spec.func
+        if spec.is_async:  # the worker awaits it on its thread's event loop
+            if loops is None:
+                raise ConfigurationError(
+                    f"handler {spec.step_id} is async: its route needs the worker's EventLoops"
+                )
+            self.func = awaiting(spec.func, loops)
         self.takes_context = spec.takes_context
         self.step_id = spec.step_id
         self.event_type = event_type
@@ -344,9 +352,17 @@ class Route:
 
 
 def build_routes(
-    service: Service, *, naming: TopicNaming, default: Retry, compensation: Retry
+    service: Service,
+    *,
+    naming: TopicNaming,
+    default: Retry,
+    compensation: Retry,
+    loops: EventLoops | None = None,
 ) -> dict[str, Route]:
-    """Return the route of every event type ``service`` consumes."""
+    """Return the route of every event type ``service`` consumes.
+
+    ``loops`` runs the ``async def`` handlers (required when the service has any).
+    """
     routes: dict[str, Route] = {}
     for event_type in service.consumed_types:
         spec = service.handler_for(event_type)
@@ -358,5 +374,6 @@ def build_routes(
             event_type,
             naming=naming,
             retry=retry_for(spec, default, compensation),
+            loops=loops,
         )
     return routes

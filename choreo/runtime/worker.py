@@ -27,6 +27,10 @@ writes are made by the loop thread after the pool finishes, in the same single
 transaction. A handler that writes its own tables through ``ctx.db`` needs
 ``concurrency=1``.
 
+``async def`` handlers are awaited in their turn, on one event loop per thread kept for
+the worker's lifetime (:mod:`choreo.runtime.aio`): order, retries and the batch's
+transaction are those of a plain handler.
+
 Rebalances: the worker commits each batch before it polls again, and a revocation is
 reported inside ``poll``, so no batch is ever in flight when partitions are revoked; the
 revocation callback only lets the delivery strategy settle what is pending for the
@@ -44,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from choreo.choreography.service import Service
 from choreo.errors import ConfigurationError, FatalError, TransactionError, TransportError
 from choreo.model.context import EventLogger
-from choreo.model.envelope import now_ms
+from choreo.runtime.aio import EventLoops, refuse_running_loop
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
@@ -105,6 +109,8 @@ class Worker:
         )
         self.hooks = Hooks(default_middleware() if middleware is None else middleware)
         self.emitter = Emitter(serde.encode, tracing=config.tracing)
+        self._loops = EventLoops()  # where async handlers are awaited
+        self._awaits = any(spec.is_async for spec in service.handlers)
         self.dispatcher = Dispatcher(
             worker=self,
             group_id=self.group_id,
@@ -113,6 +119,7 @@ class Worker:
                 naming=config.topic_naming,
                 default=config.retry,
                 compensation=config.compensation_retry,
+                loops=self._loops,
             ),
             decode=serde.decode,
             emitter=self.emitter,
@@ -296,6 +303,7 @@ class Worker:
                     self._log.warning("closing %s failed: %s", type(self._consumer).__name__, exc)
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
+            self._loops.close()
             if self._owns_inbox:
                 self.inbox.close()
             self._log.info("worker closed")
@@ -309,6 +317,8 @@ class Worker:
         ``config.poll_timeout``. Raises on infrastructure errors after rewinding.
         """
         self.start()
+        if self._awaits:
+            refuse_running_loop()
         self.delivery.tick()
         assert self._consumer is not None
         timeout = self.config.poll_timeout if timeout is None else timeout
@@ -327,7 +337,7 @@ class Worker:
     def _handle_batch(self, records: list[Record]) -> int:
         """Handle one polled batch in one store transaction, then let delivery commit it."""
         inbox = self.inbox
-        now = now_ms()
+        now = self.config.clock_ms()
         self.emitter.start_batch(now)
         first = first_offsets(records)
         inbox.begin()
@@ -370,7 +380,7 @@ class Worker:
         if now - self._last_prune < self.config.prune_interval:
             return
         self._last_prune = now
-        removed = self.inbox.prune(self.group_id, now_ms() - int(retention * 1000))
+        removed = self.inbox.prune(self.group_id, self.config.clock_ms() - int(retention * 1000))
         if removed:
             self._log.info("pruned %d inbox row(s) older than %.0f s", removed, retention)
 

@@ -2,12 +2,15 @@
 
 :class:`RecordingTransport` wraps any transport; its producers forward to the inner
 ones and append each record to one list when its delivery is confirmed (a flush, or the
-commit of its transaction). The producer of a transactional id is transactional only if
-the inner transport's is (:func:`~choreo.transports.base.supports_transactions`).
+commit of its transaction), numbered in that order (the record's ``offset`` in the log,
+see :class:`~choreo.testing.records.PublishedRecord`). The producer of a transactional
+id is transactional only if the inner transport's is
+(:func:`~choreo.transports.base.supports_transactions`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 
 from choreo.testing.records import PublishedRecord
@@ -21,23 +24,44 @@ from choreo.transports.base import (
     supports_transactions,
 )
 
-__all__ = ["RecordingTransport"]
+__all__ = ["RecordLog", "RecordingTransport"]
+
+
+Pending = tuple[str, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]
+"""A record published but not yet confirmed: topic, key, value, headers."""
+
+
+class RecordLog:
+    """The list published records are appended to, each numbered by its position."""
+
+    def __init__(self, records: list[PublishedRecord]) -> None:
+        self.records = records
+        self._lock = threading.Lock()
+
+    def extend(self, pending: list[Pending]) -> None:
+        """Append confirmed records, numbering them in order (thread-safe)."""
+        with self._lock:
+            start = len(self.records)
+            self.records.extend(
+                PublishedRecord(topic, 0, start + index, key, value, headers)
+                for index, (topic, key, value, headers) in enumerate(pending)
+            )
 
 
 class _RecordingProducer:
     """A producer that records what it publishes once delivery is confirmed."""
 
-    def __init__(self, inner: Producer, sink: list[PublishedRecord]) -> None:
+    def __init__(self, inner: Producer, sink: RecordLog) -> None:
         self._inner = inner
         self._sink = sink
-        self._queued: list[PublishedRecord] = []
+        self._queued: list[Pending] = []
 
     def publish(
         self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = ()
     ) -> None:
         """Publish through the wrapped producer and remember the record."""
         self._inner.publish(topic, value, key=key, headers=headers)
-        self._queued.append(PublishedRecord(topic, key, value, tuple(headers)))
+        self._queued.append((topic, key, value, tuple(headers)))
 
     def flush(self, timeout: float | None = None) -> None:
         """Flush; the records published since the last flush count as published."""
@@ -55,7 +79,7 @@ class _RecordingProducer:
 class _RecordingTransactionalProducer(_RecordingProducer):
     """A recording producer whose records count as published when their transaction commits."""
 
-    def __init__(self, inner: TransactionalProducer, sink: list[PublishedRecord]) -> None:
+    def __init__(self, inner: TransactionalProducer, sink: RecordLog) -> None:
         super().__init__(inner, sink)
         self._transactional = inner
 
@@ -92,12 +116,12 @@ class _RecordingTransactionalProducer(_RecordingProducer):
 
 
 class RecordingTransport:
-    """A transport whose producers record every published record into one list."""
+    """A transport whose producers record every published record into one list, numbered."""
 
     def __init__(self, inner: Transport, sink: list[PublishedRecord]) -> None:
         self.inner = inner
         self.name = inner.name
-        self._sink = sink
+        self._sink = RecordLog(sink)
 
     def producer(self, *, transactional_id: str | None = None) -> Producer:
         """Return a recording producer around the inner transport's."""

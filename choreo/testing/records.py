@@ -6,18 +6,20 @@ from dataclasses import dataclass, field
 
 from choreo.model.envelope import Envelope, Role, headers_to_dict
 from choreo.model.events import Event
+from choreo.transports.base import Record
 
 __all__ = ["PublishedRecord", "SagaEvent"]
 
 
 @dataclass(frozen=True, slots=True)
-class PublishedRecord:
-    """A record as it was published (and acknowledged): topic, key, value, headers."""
+class PublishedRecord(Record):
+    """A record as it was published (and acknowledged): a :class:`~choreo.transports.base.Record`.
 
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    Its ``partition`` is 0 and its ``offset`` its position in the kit's log of published
+    records (publication order, from 0), not the broker's: the kit sees records as its
+    producers publish them. Being a ``Record``, it can be fed to a
+    :class:`~choreo.tracker.Tracker` or :func:`~choreo.tracker.verify_records` as is.
+    """
 
     @property
     def header_map(self) -> dict[str, bytes]:

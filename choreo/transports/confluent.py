@@ -42,7 +42,6 @@ from choreo.errors import (
 )
 from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
 from choreo.transports.config import KafkaConfig
-from choreo.transports.membership import remove_static_member
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
@@ -548,8 +547,18 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
 
     def _leave_group(self) -> None:
         """Remove this static member from its group, so the others take its partitions now."""
-        if self._instance_id is not None:
-            remove_static_member(self._config, self._group_id, self._instance_id)
+        if self._instance_id is None:
+            return
+        try:  # the admin call that does it comes from kafka-python
+            from choreo.transports.membership import remove_static_member
+        except ImportError:
+            logger.warning(
+                "static member %s keeps its partitions until its session times out: removing "
+                "it at once needs kafka-python (pip install 'choreo[kafka-python]')",
+                self._instance_id,
+            )
+            return
+        remove_static_member(self._config, self._group_id, self._instance_id)
 
     def high_watermarks(
         self, partitions: Sequence[TopicPartition], timeout: float = 2.0

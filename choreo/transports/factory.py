@@ -50,6 +50,9 @@ def open_transport(
         from choreo.transports.confluent import ConfluentTransport
 
         return ConfluentTransport(kafka_config)
+    from choreo._extras import require
+
+    require("kafka", "kafka-python", "the kafka-python transport")
     from choreo.transports.kafka_python import KafkaPythonTransport
 
     return KafkaPythonTransport(kafka_config)

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Final
 
+from choreo._extras import require
 from choreo.errors import ConfigurationError, TransportError
 from choreo.transports.config import KafkaConfig, to_kafka_python
 
@@ -175,6 +176,7 @@ def _kafka_python_connect(settings: dict[str, object], outcome: list[BaseExcepti
 
 
 def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
+    require("kafka", "kafka-python", "the kafka-python transport")
 
     settings = to_kafka_python(config.common_settings())
     settings["request_timeout_ms"] = int(timeout * 1000)

@@ -139,7 +139,7 @@ def test_getting_started_example_project_passes_its_tests() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "3 passed" in result.stdout
 
 
 def test_getting_started_events_are_generated_from_its_schemas() -> None:

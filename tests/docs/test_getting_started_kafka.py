@@ -1,4 +1,4 @@
-"""Getting started, steps 7 and 8, on a real Kafka broker: the commands the page shows work.
+"""Getting started, steps 8 and 9, on a real Kafka broker: the commands the page shows work.
 
 The example project (docs/examples/getting_started) is copied to a temporary directory;
 its two services run as ``choreo run`` processes, ``book.py`` starts a paid and a refused

@@ -136,7 +136,7 @@ class ShopRun:
     def __init__(self, shop: Shop, kit: SagaTestKit) -> None:
         self.shop = shop
         self.kit = kit
-        self.publisher = Publisher(shop.service("order"), kit.transport, kit.serde)
+        self.publisher = kit.publisher(shop.service("order"))  # on the kit's virtual clock
 
     def place(self, count: int, seed: int = 1) -> list[str]:
         """Place ``count`` sample orders; return their ids (the correlation ids)."""

@@ -15,23 +15,23 @@ from orch_participants import SCHEMAS_DIR, Script, build
 
 from choreo.orchestration import Orchestrator
 from choreo.orchestration.declaration import CompensationPolicy
-from choreo.orchestration.testing import OrchestrationTestKit
+from choreo.testing import SagaTestKit
 from services import orchestrated
 
 
 @pytest.fixture
 def make_kit() -> Iterator[MakeKit]:
     """Return a factory of (kit, orchestrator, script); every kit made is closed afterwards."""
-    made: list[OrchestrationTestKit] = []
+    made: list[SagaTestKit] = []
 
     def make(
         script: Script | None = None, *, attempts: int = 3
-    ) -> tuple[OrchestrationTestKit, Orchestrator, Script]:
+    ) -> tuple[SagaTestKit, Orchestrator, Script]:
         script = script or Script()
         orch = orchestrated.create(
             deadline=DEADLINE, compensation=CompensationPolicy(attempts=attempts)
         )
-        kit = OrchestrationTestKit([orch, *build(script)], schemas_dir=SCHEMAS_DIR)
+        kit = SagaTestKit([orch, *build(script)], schemas_dir=SCHEMAS_DIR)
         made.append(kit)
         return kit, orch, script
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from orch_kit import MakeKit, track
 from orch_participants import Script, submitted
@@ -9,13 +11,13 @@ from orch_participants import Script, submitted
 from choreo.model.envelope import Role
 from choreo.model.events import Event, SagaTimedOut, event_type_of
 from choreo.orchestration import Phase, SagaCompensationFailed
-from choreo.orchestration.testing import OrchestrationTestKit
+from choreo.testing import SagaTestKit
 from choreo.tracker.model import SagaStatus
 from services import events as ev
 from services.saga import OrderFulfillmentOrchestrated
 
 
-def _start(kit: OrchestrationTestKit, order_id: str = "o-1") -> str:
+def _start(kit: SagaTestKit, order_id: str = "o-1") -> str:
     order = kit.workers["order"].service
     return kit.when(
         OrderFulfillmentOrchestrated, submitted(order_id), correlation_id=order_id, service=order
@@ -156,7 +158,7 @@ def test_a_step_that_misses_its_deadline_times_out_and_is_compensated(make_kit: 
 
 
 def _late_reply(
-    kit: OrchestrationTestKit, cid: str, command: type[Event], reply: Event, step: str
+    kit: SagaTestKit, cid: str, command: type[Event], reply: Event, step: str
 ) -> None:
     """Publish ``reply`` as the participant would have, caused by the saga's ``command``."""
     sent = kit.assert_emitted(cid, command)[0]
@@ -164,6 +166,7 @@ def _late_reply(
     envelope = sent.envelope.caused(
         event_type, role=Role.STEP, service=step.split(".", maxsplit=1)[0], step=step
     )
+    envelope = replace(envelope, produced_at_ms=kit.clock_ms())  # the kit's time is virtual
     kit.publish_raw(
         event_type, kit.serde.encode(reply), key=cid.encode(), headers=envelope.to_headers()
     )
@@ -255,7 +258,7 @@ def test_parallel_compensations_are_sent_at_once_and_the_start_last() -> None:
     orch = orchestrated.create(
         deadline=5.0, compensation=CompensationPolicy(order=CompensationOrder.PARALLEL)
     )
-    with OrchestrationTestKit([orch, *build(script)], schemas_dir=SCHEMAS_DIR) as kit:
+    with SagaTestKit([orch, *build(script)], schemas_dir=SCHEMAS_DIR) as kit:
         cid = _start(kit)
         events = kit.events(cid)
         compensate = [i for i, e in enumerate(events) if e.role is Role.COMPENSATE]

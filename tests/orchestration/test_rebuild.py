@@ -8,14 +8,14 @@ from orch_participants import Script, submitted
 from choreo.model.envelope import Role
 from choreo.orchestration import Outcome, Phase
 from choreo.orchestration.rebuild import rebuild
-from choreo.orchestration.testing import OrchestrationTestKit
 from choreo.runtime.routing import read_envelope
+from choreo.testing import SagaTestKit
 from services import events as ev
 from services import orchestrated
 from services.saga import OrderFulfillmentOrchestrated
 
 
-def _start(kit: OrchestrationTestKit, order_id: str) -> str:
+def _start(kit: SagaTestKit, order_id: str) -> str:
     order = kit.workers["order"].service
     return kit.when(
         OrderFulfillmentOrchestrated, submitted(order_id), correlation_id=order_id, service=order

@@ -10,8 +10,10 @@ import pytest
 
 from choreo.choreography.checks import check
 from choreo.choreography.graph import Choreography
+from choreo.choreography.service import Service
 from choreo.model.envelope import now_ms
 from choreo.runtime import Publisher
+from choreo.store import MemoryStore
 from choreo.testing import SagaTestKit
 from choreo.tracker import SagaStatus, TimeoutService, Tracker
 from choreo.transports.base import Record
@@ -61,6 +63,14 @@ OUT_OF_STOCK = [
 ]
 
 
+def memory_store(service: Service) -> MemoryStore:
+    """Return a memory store: no ctx.db, so each service keeps its state in its own file.
+
+    The audit reads those files, and a fresh kit (its inboxes lost) finds the state there.
+    """
+    return MemoryStore()
+
+
 class Run:
     """A shop on a SagaTestKit, its stores in files so that the audit can read them."""
 
@@ -99,7 +109,7 @@ def run(tmp_path: Path) -> Iterator[Run]:
     """Yield the shop (20% declines, 10% failed dispatches) on a SagaTestKit."""
     config = ServiceConfig(seed=11, decline_rate=0.2, dispatch_failure_rate=0.1, data_dir=tmp_path)
     shop = build_shop(config)
-    with SagaTestKit(shop.services, schemas_dir=REPO / "schemas") as kit:
+    with SagaTestKit(shop.services, schemas_dir=REPO / "schemas", stores=memory_store) as kit:
         current = Run(shop, kit)
         yield current
         current.publisher.close()
@@ -162,7 +172,7 @@ def test_handling_every_event_again_changes_nothing(run: Run) -> None:
     run.place(40, seed=13)
     run.kit.run_until_idle()
     before = audit(run.paths())
-    with SagaTestKit(run.shop.services, schemas_dir=REPO / "schemas") as fresh:
+    with SagaTestKit(run.shop.services, schemas_dir=REPO / "schemas", stores=memory_store) as fresh:
         for record in list(run.kit.published):
             fresh.publish_raw(record.topic, record.value, key=record.key, headers=record.headers)
         handled = fresh.run_until_idle()
@@ -209,7 +219,7 @@ def test_a_timeout_compensates_in_reverse_order(
     """A silent step leaves the saga hanging; the tracker's timeout undoes exactly what was done."""
     config = ServiceConfig(silent_step=silent_step, silent_rate=1.0, data_dir=tmp_path)
     shop = build_shop(config)
-    with SagaTestKit(shop.services, schemas_dir=REPO / "schemas") as kit:
+    with SagaTestKit(shop.services, schemas_dir=REPO / "schemas", stores=memory_store) as kit:
         run = Run(shop, kit)
         (order_id,) = run.place(1, seed=14)
         kit.run_until_idle()
@@ -237,7 +247,7 @@ def test_a_timeout_past_the_pivot_compensates_nothing(tmp_path: Path) -> None:
     """A saga stuck after the dispatch (the pivot) is not undone: it waits for a human."""
     config = ServiceConfig(silent_step="order.complete", silent_rate=1.0, data_dir=tmp_path)
     shop = build_shop(config)
-    with SagaTestKit(shop.services, schemas_dir=REPO / "schemas") as kit:
+    with SagaTestKit(shop.services, schemas_dir=REPO / "schemas", stores=memory_store) as kit:
         run = Run(shop, kit)
         (order_id,) = run.place(1, seed=15)
         kit.run_until_idle()

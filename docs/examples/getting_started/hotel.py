@@ -22,6 +22,7 @@ from events import (
 )
 
 from choreo import Context, Saga, Service
+from choreo.store import Migration
 
 room_booking = Saga(
     "RoomBooking",
@@ -33,35 +34,39 @@ room_booking = Saga(
 booking = Service("booking", sagas=[room_booking])
 booking.starts(room_booking)
 
-rooms = Service("rooms", sagas=[room_booking])
+# The rooms service keeps its state in its own table, in the same database as choreo's
+# inbox: its worker creates it at start (and the test kit too, in memory).
+ROOMS = Migration(
+    1,
+    "the hotel's rooms and the booking holding each",
+    [
+        "CREATE TABLE rooms (room INTEGER PRIMARY KEY, booking_id TEXT UNIQUE)",
+        "INSERT INTO rooms (room) VALUES (101), (102)",
+    ],
+)
+rooms = Service("rooms", sagas=[room_booking], migrations=[ROOMS])
 # --8<-- [end:saga]
-
-# The rooms service's state: which room holds which booking. Kept in memory to keep the
-# first saga short; a real service keeps it in its store through ctx.db.
-FREE_ROOMS = [101, 102]
-HELD: dict[str, int] = {}
 
 
 # --8<-- [start:handlers]
 @rooms.step(on=BookingRequested, emits=RoomHeld, fails_with=NoRoomAvailable)
 def hold(event: BookingRequested, ctx: Context) -> RoomHeld | NoRoomAvailable:
     """Hold a free room for the booking, or say that none is free."""
-    if event.booking_id in HELD:  # a redelivery: hold the same room again
-        return RoomHeld(booking_id=event.booking_id, room=HELD[event.booking_id], card=event.card)
-    if not FREE_ROOMS:
+    free = ctx.db.execute("SELECT min(room) FROM rooms WHERE booking_id IS NULL").fetchone()[0]
+    if free is None:
         return NoRoomAvailable(booking_id=event.booking_id, reason="the hotel is full")
-    room = HELD[event.booking_id] = FREE_ROOMS.pop(0)
-    ctx.log.info("room %d held for %s", room, event.booking_id)
-    return RoomHeld(booking_id=event.booking_id, room=room, card=event.card)
+    ctx.db.execute("UPDATE rooms SET booking_id = ? WHERE room = ?", (event.booking_id, free))
+    ctx.log.info("room %d held for %s", free, event.booking_id)
+    return RoomHeld(booking_id=event.booking_id, room=free, card=event.card)
 
 
 @rooms.compensation(undoes=hold, on=PaymentRefused, emits=RoomReleased)
-def release(event: PaymentRefused) -> RoomReleased:
+def release(event: PaymentRefused, ctx: Context) -> RoomReleased:
     """Free the room held for the booking (the compensation of ``hold``)."""
-    room = HELD.pop(event.booking_id, 0)
-    if room:
-        FREE_ROOMS.append(room)
-    return RoomReleased(booking_id=event.booking_id, room=room)
+    row = ctx.db.execute("SELECT room FROM rooms WHERE booking_id = ?", (event.booking_id,))
+    held = row.fetchone()
+    ctx.db.execute("UPDATE rooms SET booking_id = NULL WHERE booking_id = ?", (event.booking_id,))
+    return RoomReleased(booking_id=event.booking_id, room=held[0] if held else 0)
 
 
 @booking.pivot(on=RoomHeld, emits=BookingConfirmed, fails_with=PaymentRefused)
