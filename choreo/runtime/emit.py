@@ -22,7 +22,7 @@ from choreo.errors import BusinessFailure, HandlerError
 from choreo.model.envelope import Header
 from choreo.model.events import Event
 from choreo.runtime.aio import close_unawaited
-from choreo.runtime.routing import _NAMESPACE_SHA1, _VARIANT, Fields, Route
+from choreo.runtime.routing import _NAMESPACE_SHA1, _SUFFIXES, _VARIANT, Fields, Route
 from choreo.runtime.tracing import is_valid
 from choreo.store.outbox import OutboxRecord
 
@@ -70,31 +70,44 @@ class Emitter:
         _, _, saga, trace, parent_id, cid, saga_pair = fields
         cls = event.__class__
         plan = route.plans.get((cls, saga)) or route.plan(cls, saga)
-        suffixes = route.id_suffixes
-        suffix = suffixes[index] if index < len(suffixes) else route.id_suffix(index)
         digest = _NAMESPACE_SHA1.copy()  # uuid5 of "<parent id>/<step>/<index>"
-        digest.update(parent_id + suffix)
-        h = digest.hexdigest()
-        variant = _VARIANT[h[16]]
-        event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
-        headers: tuple[tuple[str, bytes], ...] = (
-            plan.type_header,
-            (_ID, event_id.encode()),
-            cid,
-            saga_pair,
-            plan.role_header,
-            plan.service_header,
-            self.produced_at,
-            (_CAUSE, parent_id),
-            plan.step_header,
+        digest.update(
+            parent_id + (route.id_suffixes[index] if index < _SUFFIXES else route.id_suffix(index))
         )
-        if trace is not None and self.tracing:
-            if self.traces_valid or is_valid(trace):
-                text = trace.decode()
-                child = f"{text[:36]}{variant}{h[17:32]}{text[52:]}"
+        h = digest.hexdigest()
+        event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+        id_bytes = event_id.encode()
+        if trace is None or not self.tracing:
+            headers: tuple[tuple[str, bytes], ...] = (
+                plan.type_header,
+                (_ID, id_bytes),
+                cid,
+                saga_pair,
+                plan.role_header,
+                plan.service_header,
+                self.produced_at,
+                (_CAUSE, parent_id),
+                plan.step_header,
+            )
+        else:
+            # the child's span id is the id's last 16 hex digits: bytes 19-22 and 24-35
+            span = id_bytes[19:23] + id_bytes[24:36]
+            if self.traces_valid or is_valid(trace):  # ASCII: bytes and characters agree
+                child = trace[:36] + span + trace[52:]
             else:  # an invalid parent starts a new trace (W3C Trace Context)
-                child = f"00-{os.urandom(16).hex()}-{variant}{h[17:32]}-01"
-            headers += ((_TRACE, child.encode()),)
+                child = b"00-%s-%s-01" % (os.urandom(16).hex().encode(), span)
+            headers = (
+                plan.type_header,
+                (_ID, id_bytes),
+                cid,
+                saga_pair,
+                plan.role_header,
+                plan.service_header,
+                self.produced_at,
+                (_CAUSE, parent_id),
+                plan.step_header,
+                (_TRACE, child),
+            )
         return _new_record((event_id, plan.topic, cid[1], self.encode(event), headers))
 
     def emit(self, route: Route, fields: Fields, events: Sequence[Any]) -> list[OutboxRecord]:

@@ -10,8 +10,11 @@ dead letter) plus the id it is stored under. :func:`pack_headers` and
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from typing import NamedTuple
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from typing import Final, NamedTuple
 
 from choreo.errors import DecodeError
 
@@ -61,49 +64,154 @@ MAX_RECORDS = 1_000_000
 
 
 def pack_records(records: Sequence[OutboxRecord]) -> bytes:
-    """Return ``records`` as one blob: a count, then lengths, then every field's bytes.
+    """Return ``records`` as one blob that :func:`unpack_records` reads back exactly.
 
-    Per record the lengths are id, topic, key and value (-1 for None) and the number of
-    headers, then each header's name and value lengths.
+    The layout is columnar so that packing a batch is a handful of C-level joins rather
+    than a Python loop per header: a magic, the record and header counts, then 32-bit
+    little-endian lengths (every record's id, topic, key and value length, -1 for a None
+    key or value, and header count; every header's name and value length), then the ids,
+    topics, keys, values, header names and header values, each column concatenated.
     """
-    parts: list[bytes] = []
-    lengths: list[int] = []
-    add_parts, add_lengths = parts.extend, lengths.extend
-    names = _NAMES
-    for record_id, topic, key, value, headers in records:
-        ident, name = record_id.encode(), topic.encode()
-        add_lengths(
-            (
-                len(ident),
-                len(name),
-                -1 if key is None else len(key),
-                -1 if value is None else len(value),
-                len(headers),
-            )
+    count = len(records)
+    if not count:
+        return _MAGIC + _HEAD.pack(0, 0)
+    ids, topics, keys, values, headers = zip(*records, strict=True)
+    flat = list(chain.from_iterable(headers))
+    names, datas = zip(*flat, strict=True) if flat else ((), ())
+    id_blob, id_lengths = _utf8_column(ids)
+    topic_blob, topic_lengths = _utf8_column(topics)
+    name_blob, name_lengths = _utf8_column(names)
+    lengths = array(
+        "i",
+        [
+            *id_lengths,
+            *topic_lengths,
+            *[-1 if key is None else len(key) for key in keys],
+            *[-1 if value is None else len(value) for value in values],
+            *map(len, headers),
+            *name_lengths,
+            *map(len, datas),
+        ],
+    )
+    if _BIG_ENDIAN:
+        lengths.byteswap()
+    return b"".join(
+        (
+            _MAGIC,
+            _HEAD.pack(count, len(flat)),
+            lengths.tobytes(),
+            id_blob,
+            topic_blob,
+            b"".join([key for key in keys if key is not None]),
+            b"".join([value for value in values if value is not None]),
+            name_blob,
+            b"".join(datas),
         )
-        add_parts((ident, name))
-        if key is not None:
-            parts.append(key)
-        if value is not None:
-            parts.append(value)
-        for header, data in headers:
-            encoded = names.get(header)
-            if encoded is None:
-                encoded = header.encode()
-                if len(names) < _MAX_NAMES:
-                    names[header] = encoded
-            add_lengths((len(encoded), len(data)))
-            add_parts((encoded, data))
-    head = struct.pack(f">II{len(lengths)}i", len(records), len(lengths), *lengths)
-    return head + b"".join(parts)
+    )
 
 
-_NAMES: dict[str, bytes] = {}  # header names repeat on every record: encoded once
-_MAX_NAMES = 1024
+def _utf8_column(texts: Sequence[str]) -> tuple[bytes, Iterable[int]]:
+    """Return ``texts`` encoded and concatenated, and each one's length in bytes."""
+    joined = "".join(texts)
+    if joined.isascii():  # the common case: one character, one byte
+        return joined.encode(), map(len, texts)
+    encoded = [text.encode() for text in texts]
+    return b"".join(encoded), map(len, encoded)
+
+
+_MAGIC: Final = b"\xffCB2"  # never the start of the first layout (its count is < 2**24)
+_HEAD: Final = struct.Struct("<II")
+_BIG_ENDIAN: Final = sys.byteorder == "big"
 
 
 def unpack_records(blob: bytes) -> list[OutboxRecord]:
-    """Return the records packed by :func:`pack_records`; raise DecodeError if it is broken."""
+    """Return the records packed by :func:`pack_records`; raise DecodeError if it is broken.
+
+    Also reads the row-by-row layout earlier versions wrote (rows a previous version left in
+    an outbox are published after an upgrade).
+    """
+    if blob[:4] == _MAGIC:
+        return _unpack_columns(blob)
+    return _unpack_rows(blob)
+
+
+def _unpack_columns(blob: bytes) -> list[OutboxRecord]:
+    """Return the records of a blob in :func:`pack_records`'s columnar layout."""
+    try:
+        count, total = _HEAD.unpack_from(blob, 4)
+        start = 4 + _HEAD.size
+        if count > MAX_RECORDS or 5 * count + 2 * total > (len(blob) - start) // 4:
+            raise DecodeError(f"packed records claim {count} records", raw=blob[:64])
+        lengths = array("i")
+        end = start + 4 * (5 * count + 2 * total)
+        lengths.frombytes(blob[start:end])
+        if _BIG_ENDIAN:
+            lengths.byteswap()
+        cut = _Cutter(blob, end)
+        ids = cut.texts(lengths[0:count])
+        topics = cut.texts(lengths[count : 2 * count])
+        keys = cut.optional(lengths[2 * count : 3 * count])
+        values = cut.optional(lengths[3 * count : 4 * count])
+        header_counts = lengths[4 * count : 5 * count]
+        if min(header_counts, default=0) < 0 or sum(header_counts) != total:
+            raise DecodeError("packed records have wrong header counts", raw=blob[:64])
+        names = cut.texts(lengths[5 * count : 5 * count + total])
+        datas = cut.parts(lengths[5 * count + total :])
+        if cut.position != len(blob):
+            raise DecodeError("packed records have a wrong length", raw=blob[:64])
+        pairs = list(zip(names, datas, strict=True))
+        records: list[OutboxRecord] = []
+        at = 0
+        for record_id, topic, key, value, header_count in zip(
+            ids, topics, keys, values, header_counts, strict=True
+        ):
+            records.append(
+                OutboxRecord(record_id, topic, key, value, pairs[at : at + header_count])
+            )
+            at += header_count
+        return records
+    except (struct.error, UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(f"packed records are broken: {exc}", raw=blob[:64]) from exc
+
+
+class _Cutter:
+    """Cuts consecutive parts of given lengths out of a blob, checking its bounds."""
+
+    def __init__(self, blob: bytes, position: int) -> None:
+        self.blob = blob
+        self.position = position
+
+    def parts(self, lengths: Sequence[int]) -> list[bytes]:
+        """Return the next parts, one per length (each at least 0)."""
+        if min(lengths, default=0) < 0:
+            raise DecodeError("packed records have a negative length", raw=self.blob[:64])
+        return [part or b"" for part in self.optional(lengths)]
+
+    def optional(self, lengths: Sequence[int]) -> list[bytes | None]:
+        """Return the next parts, None for a length of -1."""
+        blob, position = self.blob, self.position
+        out: list[bytes | None] = []
+        for length in lengths:
+            if length < 0:
+                if length != -1:
+                    raise DecodeError("packed records have a negative length", raw=blob[:64])
+                out.append(None)
+                continue
+            end = position + length
+            if end > len(blob):
+                raise DecodeError("packed records end early", raw=blob[:64])
+            out.append(blob[position:end])
+            position = end
+        self.position = position
+        return out
+
+    def texts(self, lengths: Sequence[int]) -> list[str]:
+        """Return the next parts decoded as UTF-8."""
+        return [part.decode() for part in self.parts(lengths)]
+
+
+def _unpack_rows(blob: bytes) -> list[OutboxRecord]:
+    """Return the records of a blob in the earlier row-by-row layout."""
     try:
         count, total = struct.unpack_from(">II", blob, 0)
         if count > MAX_RECORDS or total > len(blob) // 4:

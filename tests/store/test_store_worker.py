@@ -20,7 +20,7 @@ from choreo.errors import ConfigurationError
 from choreo.runtime import Worker, WorkerConfig
 from choreo.store import OutboxRecord, SqliteStore
 from choreo.store.guard import group_members
-from choreo.store.postgres import PostgresStore
+from choreo.store.postgres import POSTGRES_MIGRATIONS, PostgresStore
 from choreo.transports.base import Record
 from choreo.transports.factory import open_transport
 from tests.runtime.fixtures.serdes import avro_serde
@@ -198,7 +198,7 @@ def test_choreo_run_takes_its_store_from_the_environment_and_hides_the_password(
     ).fetchone()
     check.commit()
     check.close()
-    assert row == (1,)
+    assert row == (POSTGRES_MIGRATIONS[-1].version,)  # every choreo migration applied
 
 
 def test_the_compose_healthcheck_waits_for_the_services_migrations(
