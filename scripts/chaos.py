@@ -111,6 +111,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario(s) {unknown}; choose among {list(SCENARIOS)}")
     if args.orders < 1 or args.replicas < 1:
         parser.error("--orders and --replicas must be at least 1")
+    if args.store == "sqlite" and args.replicas > 1:
+        # each replica would hold its own stock and inbox: the figures would count the
+        # split state (e.g. stock "below zero" over two files), not the services' faults
+        parser.error("a SQLite store cannot be shared: use --replicas 1 or --store postgresql")
     return args
 
 
@@ -155,6 +159,8 @@ def play(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Run every chosen scenario and return the report."""
     started = time.monotonic()
     use_pg = args.store == "postgresql" or (args.store == "auto" and shared_store_supported())
+    if not use_pg and args.replicas > 1:
+        raise SystemExit("no shared store available: a SQLite run needs --replicas 1")
     postgres = Postgres() if use_pg else None
     run_id = uuid.uuid4().hex[:6]
     results: list[dict[str, Any]] = []

@@ -1,7 +1,10 @@
 """Check the shop's own state after a run: did every saga really do, or really undo, its work?
 
-:func:`audit` reads the five services' SQLite files (read only; a service's tables live in
-the file its worker's inbox uses) and checks, per order and overall:
+:func:`audit` reads the five services' own tables where their workers keep them: in each
+service's store (read only). A service's store is named as ``choreo run --store`` names
+it: a SQLite file (a path or ``sqlite:///path``: one replica) or a PostgreSQL URL with
+the service's schema (``postgresql://…?schema=inventory``), which every replica of the
+service shares, so one URL covers N replicas. It checks, per order and overall:
 
 - a **completed** order has its stock reserved, one charge and no refund, a dispatched
   shipment;
@@ -27,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AuditReport", "audit"]
+from choreo.store import execute
+from choreo.store.url import split_schema, sqlite_file
+
+__all__ = ["AuditReport", "StoreLocation", "audit"]
+
+StoreLocation = str | Path
+"""Where a service's store is: a SQLite path or URL, or a ``postgresql://`` URL."""
 
 _MAX_PROBLEMS = 50
 
@@ -56,35 +65,56 @@ class AuditReport:
             self.problems.append(text)
 
 
+def _is_postgres(location: StoreLocation) -> bool:
+    return str(location).startswith(("postgresql:", "postgres:"))
+
+
 @contextmanager
-def _reader(path: str | Path) -> Iterator[sqlite3.Connection]:
-    """Yield a connection that only reads ``path`` (a missing file reads as empty)."""
-    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=30.0)
+def _reader(location: StoreLocation) -> Iterator[Any | None]:
+    """Yield a read-only connection to a service's store, or None when it does not exist."""
+    if _is_postgres(location):
+        import psycopg
+
+        url, schema = split_schema(str(location))
+        with psycopg.connect(url, autocommit=True, connect_timeout=30) as conn:
+            conn.execute("SET default_transaction_read_only = on")
+            if schema is not None:
+                conn.execute("SELECT set_config('search_path', %s, false)", (schema,))
+            yield conn
+        return
+    path = sqlite_file(str(location)) if isinstance(location, str) else location
+    if not path.exists():
+        yield None
+        return
+    reader = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=30.0)
     try:
-        yield conn
+        yield reader
     finally:
-        conn.close()
+        reader.close()
 
 
-def _rows(conn: sqlite3.Connection, table: str, sql: str) -> list[tuple[Any, ...]]:
-    """Return the rows of ``sql`` or none when ``table`` was never created."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-    ).fetchone()
-    return list(conn.execute(sql).fetchall()) if exists else []
+def _has_table(conn: Any, table: str) -> bool:
+    """Return whether ``table`` exists (in the schema a PostgreSQL connection searches)."""
+    if isinstance(conn, sqlite3.Connection):
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return conn.execute(sql, (table,)).fetchone() is not None
+    return execute(conn, "SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0] is True
 
 
-def _read(paths: Mapping[str, str | Path], service: str, table: str, sql: str) -> list[Any]:
-    path = paths.get(service)
-    if path is None or not Path(path).exists():
+def _read(stores: Mapping[str, StoreLocation], service: str, table: str, sql: str) -> list[Any]:
+    """Return the rows of ``sql`` in ``service``'s store, none when ``table`` is not there."""
+    location = stores.get(service)
+    if location is None:
         return []
-    with _reader(path) as conn:
-        return _rows(conn, table, sql)
+    with _reader(location) as conn:
+        if conn is None or not _has_table(conn, table):
+            return []
+        return [tuple(row) for row in execute(conn, sql).fetchall()]
 
 
 @dataclass(slots=True)
 class _State:
-    """The rows :func:`audit` reads from the five services' files."""
+    """The rows :func:`audit` reads from the five services' stores."""
 
     orders: dict[str, str]
     reservations: dict[str, str]
@@ -96,38 +126,40 @@ class _State:
     notified: list[Any]
 
 
-def _load(paths: Mapping[str, str | Path]) -> _State:
-    """Read what the audit needs from each service's SQLite file."""
+def _load(stores: Mapping[str, StoreLocation]) -> _State:
+    """Read what the audit needs from each service's store."""
     return _State(
-        orders=dict(_read(paths, "order", "orders", "SELECT order_id, status FROM orders")),
+        orders=dict(_read(stores, "order", "orders", "SELECT order_id, status FROM orders")),
         reservations=dict(
             _read(
-                paths,
+                stores,
                 "inventory",
                 "inventory_reservations",
                 "SELECT order_id, status FROM inventory_reservations",
             )
         ),
-        payments=dict(_read(paths, "payment", "payments", "SELECT order_id, status FROM payments")),
+        payments=dict(
+            _read(stores, "payment", "payments", "SELECT order_id, status FROM payments")
+        ),
         shipments=dict(
-            _read(paths, "shipping", "shipments", "SELECT order_id, status FROM shipments")
+            _read(stores, "shipping", "shipments", "SELECT order_id, status FROM shipments")
         ),
         ledger=_read(
-            paths,
+            stores,
             "payment",
             "payment_ledger",
             "SELECT order_id, kind, COUNT(*), SUM(amount_cents) FROM payment_ledger"
             " GROUP BY order_id, kind",
         ),
         movements=_read(
-            paths,
+            stores,
             "inventory",
             "inventory_movements",
             "SELECT order_id, sku, delta > 0, COUNT(*) FROM inventory_movements"
             " GROUP BY order_id, sku, delta > 0",
         ),
         stock=_read(
-            paths,
+            stores,
             "inventory",
             "inventory_stock",
             "SELECT s.sku, s.initial, s.available, COALESCE(SUM(m.delta), 0)"
@@ -135,7 +167,7 @@ def _load(paths: Mapping[str, str | Path]) -> _State:
             " GROUP BY s.sku",
         ),
         notified=_read(
-            paths,
+            stores,
             "notification",
             "notifications",
             "SELECT order_id, kind, COUNT(*) FROM notifications GROUP BY order_id, kind",
@@ -201,9 +233,12 @@ def _check_notifications(state: _State, report: AuditReport) -> None:
     report.facts["notifications"] = sum(count for _, _, count in state.notified)
 
 
-def audit(paths: Mapping[str, str | Path], *, expect_notifications: bool = True) -> AuditReport:
-    """Check the invariants above over the services' SQLite files, keyed by service name."""
-    state = _load(paths)
+def audit(stores: Mapping[str, StoreLocation], *, expect_notifications: bool = True) -> AuditReport:
+    """Check the invariants above over the services' stores, keyed by service name.
+
+    A service without a store (or whose store or tables do not exist yet) reads as empty.
+    """
+    state = _load(stores)
     report = AuditReport()
     report.statuses.update(state.orders.values())
     net = _check_once(state, report)

@@ -11,6 +11,9 @@ the schemas in ``--schemas``; the store (inbox, outbox and the service's own tab
 SIGINT the worker finishes the batch in hand, publishes and commits it, and closes.
 ``--instance-id`` (a stable id per replica, e.g. the pod name) makes a restart after a
 crash immediate: the worker rejoins its group as the same static member.
+``--relay-interval``, ``--relay-min-age`` and ``--relay-batch`` (or
+``$CHOREO_RELAY_INTERVAL``, ``$CHOREO_RELAY_MIN_AGE``, ``$CHOREO_RELAY_BATCH``) tune the
+outbox relay of a shared store (``WorkerConfig.relay_*``).
 
 After start-up everything loaded so far (modules, schemas, compiled codecs) is moved out
 of the garbage collector's view with :func:`gc.freeze`, so the worker's per-batch
@@ -144,6 +147,31 @@ def load_service(target: str) -> Service:
     default="",
     help="Prefix of every topic the service reads and writes (e.g. 'staging.').",
 )
+@click.option(
+    "--relay-interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    envvar="CHOREO_RELAY_INTERVAL",
+    help="Seconds between the outbox relay's rounds on a shared store ($CHOREO_RELAY_INTERVAL).",
+)
+@click.option(
+    "--relay-min-age",
+    type=click.FloatRange(min=0.0),
+    envvar="CHOREO_RELAY_MIN_AGE",
+    help=(
+        "Seconds an outbox row must be old before the relay takes it from another writer "
+        "($CHOREO_RELAY_MIN_AGE) [default: 5 on a shared store]."
+    ),
+)
+@click.option(
+    "--relay-batch",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    envvar="CHOREO_RELAY_BATCH",
+    help="Records the outbox relay claims per round ($CHOREO_RELAY_BATCH).",
+)
 @metrics_port_option("Prometheus metrics (/metrics) and the /healthz and /readyz probes")
 @stall_after_option()
 @tracing_option()
@@ -161,6 +189,9 @@ def run(
     exactly_once: bool,
     concurrency: int,
     topic_prefix: str,
+    relay_interval: float = 1.0,
+    relay_min_age: float | None = None,
+    relay_batch: int = 500,
     metrics_address: tuple[str, int] | None = None,
     stall_after: float = 60.0,
     tracing: bool | None = None,
@@ -186,6 +217,9 @@ def run(
             concurrency=concurrency,
             topic_naming=lambda event_type: f"{topic_prefix}{event_type}",
             deadletter_naming=lambda name: f"{topic_prefix}{deadletter_topic(name)}",
+            relay_interval=relay_interval,
+            relay_min_age=relay_min_age,
+            relay_batch=relay_batch,
         )
         if store_url and inbox_path:
             raise click.UsageError(

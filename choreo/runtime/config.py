@@ -1,4 +1,4 @@
-"""Worker settings: batch size, group, retries, dead letters, exactly-once, concurrency.
+"""Worker settings: batch size, group, retries, dead letters, exactly-once, concurrency, relay.
 
 Kafka client tuning (acks, idempotence, isolation level) is the transport's job (see
 :mod:`choreo.transports.config`); these are the runtime's own knobs.
@@ -76,6 +76,16 @@ class WorkerConfig:
       waits in line (its batch waits); a longer one is deferred: the record's partition
       is rewound to it and paused until the backoff is over while the worker keeps
       polling, so a long backoff never exceeds ``max.poll.interval.ms``.
+    - ``relay_interval`` / ``relay_min_age`` / ``relay_batch``: the outbox relay of a
+      shared store (:class:`~choreo.store.relay.OutboxRelay`, run by every worker on
+      one, in both delivery modes) looks for rows no live writer will publish every
+      ``relay_interval`` seconds, takes only rows at least ``relay_min_age`` seconds old
+      (None: 5 s on a shared store, where the writer may be a live replica about to
+      publish them itself) and claims about ``relay_batch`` records per round. Its
+      flushes wait ``flush_timeout``. A shorter interval and age publish a dead
+      replica's rows sooner at the cost of more outbox queries; an age shorter than a
+      batch's publish time makes live replicas' rows go out twice (same event ids, so
+      inboxes drop the copies).
     """
 
     group_id: str | None = None
@@ -101,6 +111,9 @@ class WorkerConfig:
     error_backoff: float = 1.0
     max_inline_backoff: float = 1.0
     leave_group_on_close: bool = True
+    relay_interval: float = 1.0
+    relay_min_age: float | None = None
+    relay_batch: int = 500
     clock_ms: Callable[[], int] = field(default=now_ms, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +135,12 @@ class WorkerConfig:
             raise ConfigurationError("WorkerConfig backoffs must be >= 0")
         if self.instance_id is not None and not self.instance_id:
             raise ConfigurationError("WorkerConfig.instance_id must not be empty (or None)")
+        if not self.relay_interval > 0 or self.relay_batch < 1:
+            raise ConfigurationError(
+                "WorkerConfig.relay_interval must be positive and relay_batch at least 1"
+            )
+        if self.relay_min_age is not None and not self.relay_min_age >= 0:
+            raise ConfigurationError("WorkerConfig.relay_min_age must be >= 0 (or None)")
 
     def group_for(self, service: str) -> str:
         """Return the consumer group id of ``service``'s worker."""

@@ -13,9 +13,12 @@ transaction of its :class:`~choreo.store.base.Store`:
    publish, flush, commit offsets) or, with ``WorkerConfig(exactly_once=True)``,
    transactional (outputs and offsets in one Kafka transaction).
 
-A crash anywhere loses nothing: unsent records are replayed at start-up, records whose
-offsets were not committed are redelivered and dropped by the inbox, and a record
-published twice keeps its event id so the next inbox drops the copy.
+A crash anywhere loses nothing: unsent outbox records are replayed at start-up on a store
+only this process writes, and on a shared store the outbox relay of any live replica
+claims and publishes them (in either delivery mode; :class:`~choreo.store.relay.OutboxRelay`,
+tuned by ``WorkerConfig.relay_*``); records whose offsets were not committed are
+redelivered and dropped by the inbox, and a record published twice keeps its event id so
+the next inbox drops the copy.
 
 Concurrency: with ``WorkerConfig(concurrency=N)`` and N > 1, the partitions of a batch
 are handled in a pool of N threads (records of one partition stay in order on one
@@ -194,8 +197,16 @@ class Worker:
             ", exactly-once" if config.exactly_once else "",
         )
         self.delivery.open(DeliveryLink(consumer, self.inbox, self.origin, self._rewind, self._log))
-        if self.inbox.shared and not config.exactly_once:  # dead replicas' rows: the relay's
-            self._relay = OutboxRelay(self.inbox, self.transport, self.origin)
+        if self.inbox.shared:  # rows no live writer will publish (both delivery modes)
+            self._relay = OutboxRelay(
+                self.inbox,
+                self.transport,
+                self.origin,
+                interval=config.relay_interval,
+                min_age=config.relay_min_age,
+                limit=config.relay_batch,
+                flush_timeout=config.flush_timeout,
+            )
             self._relay.start()
 
     def stop(self) -> None:

@@ -10,6 +10,12 @@ LOCKED``, so the relays of all replicas share the work), publishes them with its
 producer, waits for the broker's acknowledgement (flush) and only then lets the store
 delete them. Records of one key (correlation id) go out in the order they were stored.
 
+The worker runs one on a shared store in both delivery modes (in exactly-once mode no new
+rows are written, but an at-least-once run may have left some), with the settings of
+``WorkerConfig.relay_interval``, ``relay_min_age`` and ``relay_batch`` (``choreo run
+--relay-*``, ``$CHOREO_RELAY_*``). On a store only one process writes, the delivery
+strategy replays the leftovers at start instead.
+
 Guarantee: every committed outbox row is published at least once while any replica of
 its service runs; a row is deleted only after the broker acknowledged it; a row is never
 published before its transaction committed (the relay reads committed rows only).

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from choreo.store.base import Store
     from choreo.store.sqlite import Durability
 
-__all__ = ["STORE_ENV", "open_store"]
+__all__ = ["STORE_ENV", "open_store", "split_schema", "sqlite_file"]
 
 STORE_ENV = "CHOREO_STORE"
 """The environment variable that selects a worker's store when ``--store`` is not given."""
@@ -41,6 +41,24 @@ def _sqlite_path(url: str) -> tuple[Path, str]:
     return Path(path), durability
 
 
+def split_schema(url: str) -> tuple[str, str | None]:
+    """Return a ``postgresql://`` URL without its ``schema`` query parameter, and that schema.
+
+    libpq does not know ``schema``: it is choreo's way to put a service's tables in a
+    schema of their own (None when the URL names none).
+    """
+    parts = urlsplit(url)
+    params = parse_qs(parts.query, keep_blank_values=True)
+    schema = params.pop("schema", [None])[-1]
+    query = urlencode([(k, v) for k, vs in params.items() for v in vs])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), schema
+
+
+def sqlite_file(url: str) -> Path:
+    """Return the file a ``sqlite:`` URL (or a plain path) names."""
+    return _sqlite_path(url)[0]
+
+
 def open_store(url: str) -> Store:
     """Return the store ``url`` names (see the module docs); raise ConfigurationError if bad.
 
@@ -53,11 +71,7 @@ def open_store(url: str) -> Store:
     if scheme in ("postgresql", "postgres"):
         from choreo.store.postgres import PostgresStore
 
-        parts = urlsplit(url)
-        params = parse_qs(parts.query, keep_blank_values=True)
-        schema = params.pop("schema", [None])[-1]
-        query = urlencode([(k, v) for k, vs in params.items() for v in vs])
-        bare = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        bare, schema = split_schema(url)
         return PostgresStore(bare, schema=schema)
     if scheme == "memory":
         from choreo.store.memory import MemoryStore

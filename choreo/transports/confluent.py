@@ -24,6 +24,7 @@ with the other transports is in :mod:`choreo.transports.shared`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
@@ -55,6 +56,10 @@ _PRODUCER_EXTRAS: Final[Mapping[str, object]] = {
     "partitioner": "murmur2_random",
     "delivery.report.only.error": True,
 }
+_ABANDONED: list[ck.Producer] = []
+"""Transactional clients replaced after a broker outage (kept: see ``_renew_client``)."""
+_TXN_CALL_GRACE: Final = 5.0
+"""Seconds a transactional call may outlive its own timeout before it counts as hung."""
 _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
@@ -150,11 +155,40 @@ class ConfluentProducer(ProducerBase):
         settings["on_delivery"] = self._on_delivery
         self._since_poll = 0
         self._failed_fatally = False
+        self._renew = False  # all brokers were unreachable: renew before the next transaction
+        if transactional_id is not None:
+            settings["error_cb"] = self._on_client_error
+        self._settings = settings
         self._producer = _create(ck.Producer, settings, "producer")
         if transactional_id is not None:
             self._transaction_call(
                 self._producer.init_transactions, "init_transactions", _ADMIN_TIMEOUT
             )
+
+    def _on_client_error(self, err: ck.KafkaError) -> None:
+        """Note that every broker was unreachable (a transactional producer's error_cb)."""
+        if err.code() == ck.KafkaError._ALL_BROKERS_DOWN:
+            self._renew = True
+
+    def _renew_client(self) -> None:
+        """Replace the librdkafka producer by a new one with the same transactional id.
+
+        After every broker was unreachable (a restart), librdkafka's transactional
+        producer can keep a dead group coordinator and hang in
+        ``send_offsets_to_transaction``; a new instance looks the coordinators up afresh
+        and fences the old one. The old instance is idle (no transaction is open) and is
+        only purged, never destroyed: its destruction could wait on the same dead lookup.
+        """
+        old = self._producer
+        logger.warning(
+            "renewing transactional producer %s after a broker outage", self._transactional_id
+        )
+        self._producer = _create(ck.Producer, self._settings, "producer")
+        _ABANDONED.append(old)
+        old.purge()
+        self._transaction_call(
+            self._producer.init_transactions, "init_transactions", _ADMIN_TIMEOUT
+        )
 
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
@@ -224,6 +258,10 @@ class ConfluentProducer(ProducerBase):
     def begin_transaction(self) -> None:
         """Begin a transaction."""
         self._check_transactional()
+        self._producer.poll(0)  # serve error callbacks queued while idle (a broker outage)
+        if self._renew:
+            self._renew = False
+            self._renew_client()
         self._transaction_call(self._producer.begin_transaction, "begin_transaction")
 
     def send_offsets_to_transaction(
@@ -234,12 +272,51 @@ class ConfluentProducer(ProducerBase):
         if not isinstance(consumer, ConfluentConsumer):
             raise TransactionError("offsets need a consumer of the confluent transport")
         client = consumer._client()
+        what = "send_offsets_to_transaction"
         self._transaction_call(
-            lambda: self._producer.send_offsets_to_transaction(
-                _to_offsets(offsets), client.consumer_group_metadata(), timeout
+            lambda: self._bounded(
+                lambda: self._producer.send_offsets_to_transaction(
+                    _to_offsets(offsets), client.consumer_group_metadata(), timeout
+                ),
+                what,
+                timeout + _TXN_CALL_GRACE,
             ),
-            "send_offsets_to_transaction",
+            what,
         )
+
+    def _bounded(self, call: Callable[[], object], what: str, limit: float) -> None:
+        """Run ``call`` on a helper thread; fail fatally when it outlives ``limit`` seconds.
+
+        librdkafka's ``send_offsets_to_transaction`` may block past its own timeout while
+        the group coordinator is unreachable (librdkafka issue 5456, seen after a broker
+        restart). A worker stuck there would hold its store transaction, and the business
+        rows it locked, for good: a fatal error ends it instead (its supervisor restarts
+        it, and the new producer with the same transactional id aborts the transaction).
+        """
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        helper = threading.Thread(target=run, name=f"choreo-{what}", daemon=True)
+        helper.start()
+        helper.join(limit)
+        if helper.is_alive():
+            self._failed_fatally = True
+            raise TransactionError(
+                f"{what} did not return within {limit:.0f} s although given a timeout "
+                "(librdkafka ignores it while the group coordinator is unreachable): the "
+                "producer is abandoned",
+                fatal=True,
+            )
+        error = outcome[0]
+        if error is not None:
+            raise error
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
         """Commit the current transaction (flushing its records first)."""

@@ -10,7 +10,13 @@
     notification row.
 ``oversold``
     articles whose stock went below zero at any point (initial stock plus the movements in
-    the order they were made) or whose available stock is negative.
+    the order they were made) or whose available stock is negative. "The order they were
+    made" is the movement rows' id order: a movement's id is drawn while the article's
+    row lock is held (the conditional ``UPDATE`` just before it), so ids order one
+    article's movements as the database serialized them. Its ``at_ms`` is the handler's
+    clock reading before it queued for that lock: ordering by it replayed a reservation
+    that had waited behind a release as if it came first, and reported a sell-out that
+    never happened (``oversold: 1`` under heavy load).
 ``tracker_mismatches``
     orders whose saga state in the tracker differs from the services' rows: a completed
     saga without its reservation, charge and dispatched shipment; a failed one that left
@@ -90,12 +96,12 @@ def count_oversold(state: ShopState, figures: Figures) -> None:
     for sku, start, now in state.stock:
         initial[sku] = int(start)
         available[sku].append(int(now))
-    moves: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-    for _order, sku, delta, at_ms, row_id in state.movements:
-        moves[sku].append((int(at_ms), int(row_id), int(delta)))
+    moves: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for _order, sku, delta, _at_ms, row_id in state.movements:
+        moves[sku].append((int(row_id), int(delta)))  # id order: the lock order (see above)
     for sku, start in sorted(initial.items()):
         level, lowest = start, start
-        for _at, _id, delta in sorted(moves[sku]):
+        for _id, delta in sorted(moves[sku]):
             level += delta
             lowest = min(lowest, level)
         if lowest < 0 or min(available[sku]) < 0:

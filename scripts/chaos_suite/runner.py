@@ -239,8 +239,10 @@ class ScenarioRun:
         verify = run_verify(self.kafka.bootstrap, self.prefix, SCHEMAS, REPO)
         eos = self.scenario.exactly_once
         details = dict(figures.details)
-        if facts.duplicate_examples:
-            details["duplicate_records"] = facts.duplicate_examples
+        if facts.duplicate_examples:  # at-least-once: redeliveries, expected and no figure
+            details["duplicate_records" if eos else "redelivered_records"] = (
+                facts.duplicate_examples
+            )
         if verify.findings:
             details["verify"] = [verify.tail]
         return {

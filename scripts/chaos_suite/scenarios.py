@@ -183,11 +183,17 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("sigterm-drain", sigterm_drain, summary=sigterm_drain.__doc__ or ""),
         Scenario("eos-zombie", zombie, exactly_once=True, summary=zombie.__doc__ or ""),
         Scenario(
+            "eos-broker-restart",
+            broker_restart,
+            exactly_once=True,
+            summary="Exactly-once: " + (broker_restart.__doc__ or ""),
+        ),
+        Scenario(
             "cluster-leader", cluster_leader, cluster=True, summary=cluster_leader.__doc__ or ""
         ),
     )
 }
 """Every scenario by name, in the order a full run plays them."""
 
-FULL_ONLY = ("cluster-leader",)
+FULL_ONLY = ("eos-broker-restart", "cluster-leader")
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP, signal.SIGCONT)

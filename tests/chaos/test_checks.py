@@ -75,6 +75,22 @@ def test_stock_below_zero_at_any_moment_is_oversold() -> None:
     assert evaluate(["a", "b"], SAGAS, state).oversold == 1
 
 
+def test_movements_replay_in_lock_order_not_in_handler_clock_order() -> None:
+    """A reservation that queued behind a release is replayed after it: no false oversell.
+
+    Order b takes the last 2 units and releases them; order a's handler read its clock
+    (``at_ms`` 5) before it queued for the article's row lock, and took the units only
+    after b's release (row id 3). Replaying by ``at_ms`` would show -2.
+    """
+    state = clean_state()
+    state.movements = [("b", "sku", -2, 1, 1), ("b", "sku", 2, 8, 2), ("a", "sku", -2, 5, 3)]
+    state.stock = [("sku", 2, 0)]
+    figures = evaluate(["a", "b"], SAGAS, state)
+    assert (figures.oversold, figures.stock_drift) == (0, 0)
+    state.movements[1:] = [("a", "sku", -2, 5, 2), ("b", "sku", 2, 8, 3)]  # a before b: oversold
+    assert evaluate(["a", "b"], SAGAS, state).oversold == 1
+
+
 def test_a_refund_event_without_a_refund_row_is_a_mismatch() -> None:
     """A compensation that found nothing to undo is a finding, not a success."""
     sagas = dict(SAGAS)

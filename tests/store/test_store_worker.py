@@ -83,14 +83,14 @@ def test_rows_of_a_dead_replica_are_published_by_a_live_one_never_before_commit(
         build_shop().inventory,
         transport,
         avro_serde(),
-        config=WorkerConfig(group_id=group),
+        config=WorkerConfig(group_id=group, relay_min_age=1.0, relay_interval=0.2),
         inbox=live_store,
     )
     thread, stop = _run_in_thread(worker)
     try:
         relayed = _read_all(kafka_bootstrap, topic, want=6)
         assert [r.value for r in relayed] == [b"v%d" % i for i in range(6)]  # in stored order
-        time.sleep(7)  # past the relay's minimum age: the open transaction's rows stay unseen
+        time.sleep(2.5)  # past the relay's minimum age: the open transaction's rows stay unseen
         assert len(_read_all(kafka_bootstrap, topic, want=7, timeout=3)) == 6
         writer.commit()
         after = _read_all(kafka_bootstrap, topic, want=9)

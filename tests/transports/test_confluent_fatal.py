@@ -1,12 +1,17 @@
-"""A fatal consumer error from librdkafka is raised, never logged and ignored."""
+"""Fatal librdkafka errors are raised, never logged and ignored; hung calls count as fatal."""
 
 from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
 
 import confluent_kafka as ck
 import pytest
 
-from choreo.errors import TransportError
-from choreo.transports.confluent import ConfluentConsumer
+from choreo.errors import TransactionError, TransportError
+from choreo.transports.config import KafkaConfig
+from choreo.transports.confluent import ConfluentConsumer, ConfluentProducer
 
 
 def test_a_fenced_static_member_is_raised_not_logged() -> None:
@@ -26,3 +31,34 @@ def test_a_fenced_static_member_is_raised_not_logged() -> None:
 def test_end_of_partition_is_not_an_error() -> None:
     """The end of a partition is skipped silently."""
     ConfluentConsumer._on_error(ck.KafkaError(ck.KafkaError._PARTITION_EOF))
+
+
+def test_a_transactional_call_that_outlives_its_timeout_is_fatal() -> None:
+    """A librdkafka call hung past its timeout ends the producer fatally, without hanging close.
+
+    librdkafka's send_offsets_to_transaction can ignore its timeout while the group
+    coordinator is unreachable; the call is bounded by a helper thread. Here the hung call
+    is a real blocking wait (nothing of Kafka is replaced: the producer is real and never
+    connects). A call that returns in time hands its error back unchanged.
+    """
+    producer = ConfluentProducer(KafkaConfig(bootstrap_servers="127.0.0.1:9"))
+    release = threading.Event()
+    try:
+        with pytest.raises(TransactionError, match="did not return within") as hung:
+            producer._bounded(lambda: release.wait(30), "send_offsets_to_transaction", 0.2)
+        assert hung.value.fatal
+        failure = ck.KafkaException(ck.KafkaError(ck.KafkaError._TIMED_OUT, "slow"))
+        with pytest.raises(ck.KafkaException):
+            producer._bounded(_raiser(failure), "send_offsets_to_transaction", 5.0)
+    finally:
+        release.set()
+        started = time.monotonic()
+        producer.close()  # failed fatally: purged, not flushed
+        assert time.monotonic() - started < 5.0
+
+
+def _raiser(error: BaseException) -> Callable[[], None]:
+    def call() -> None:
+        raise error
+
+    return call

@@ -19,7 +19,18 @@ Guarantee (read_committed consumers downstream):
 - a rebalance needs nothing: offsets only ever move with their outputs;
 - a fenced producer (another live process with the same transactional id: give each
   replica its own ``instance_id``) or a fatal client error stops the worker with a
-  :class:`~choreo.errors.FatalError` instead of fighting the other process.
+  :class:`~choreo.errors.FatalError` instead of fighting the other process; so does a
+  transactional call that hangs past its timeout (the confluent transport bounds it), so
+  a worker never holds its store transaction, and the rows its handlers locked, for good.
+
+Outbox rows an at-least-once run left unsent (this replica's earlier run, or a replica
+that died) are published before new work on a store only this process writes: in one
+Kafka transaction, then deleted. On a shared store they are the outbox relay's
+(:class:`~choreo.store.relay.OutboxRelay`, which the worker runs in this mode too): each
+row is claimed by exactly one replica (``FOR UPDATE SKIP LOCKED``), published, and
+deleted once acknowledged, so N replicas starting together publish it once, not N times.
+Those rows were at-least-once output: a writer that published a row and died before
+deleting it leaves a copy in the log (same event id, dropped by every inbox).
 
 What it does not cover: the store transaction commits after the Kafka one, so a crash in
 between (the time of one local COMMIT) loses that batch's inbox rows and ``ctx.db``
@@ -72,11 +83,13 @@ class Transactional(DeliveryBase):
         return producer
 
     def open(self, link: DeliveryLink) -> None:
-        """Create the producer; publish outbox leftovers of an earlier at-least-once run."""
+        """Create the producer; publish outbox leftovers of an earlier at-least-once run.
+
+        Only on a store this process alone writes: on a shared store every replica would
+        publish every replica's rows; the worker's outbox relay claims them instead.
+        """
         super().open(link)
         self._producer = self._new_producer()
-        # rows an at-least-once run of this store left unsent; on a shared store other
-        # replicas' rows are in flight and theirs to publish
         leftovers = [] if link.inbox.shared else link.inbox.pending(link.origin)
         if leftovers:
             link.log.warning("publishing %d outbox record(s) left over", len(leftovers))
