@@ -1,75 +1,82 @@
-"""Run one implementation of the saga once, in this process, and measure it.
+"""Run one implementation of the saga once, each service in its own process, and measure it.
 
-``python -m bench.peers.harness --impl raw --sagas 1000 --partitions 1 --bootstrap HOST:PORT
---out result.json`` is what :mod:`bench.run_peers` starts in a fresh subprocess per run, so
-the process CPU time and peak memory belong to one implementation alone.
+``python -m bench.peers.harness --impl ceiling --sagas 1000 --partitions 6 --replicas 1
+--bootstrap HOST:PORT --broker-pid PID --recreate-topics --out result.json`` is what
+:mod:`bench.run_peers` starts in a fresh subprocess per run.
 
 How a run goes, the same for every implementation on Kafka:
 
-1. the implementation starts its four services (one consumer each) in this process;
-2. a **collector** (a plain confluent-kafka consumer in its own thread, part of the harness)
-   subscribes to ``OrderCompleted`` and ``OrderFailed`` and notes when each saga's terminal
-   event arrives, and which one it is;
-3. a warm-up of a few sagas goes through every service (consumer groups joined, code paths
-   warmed) and must finish before timing starts;
-4. the **injector** (a plain confluent-kafka producer, part of the harness) publishes all N
-   ``OrderCreated`` start events as fast as it can, the start time of each saga taken just
-   before its ``produce``; the records (Avro single-object payload, choreo envelope headers)
-   are encoded before the clock starts, so every implementation gets the same bytes;
-5. the run ends when the collector has seen N terminal events or the time budget is spent.
+1. the topics of the saga are recreated empty with the run's partition count;
+2. every service starts in a process of its own (:mod:`bench.peers.service`; with
+   ``--replicas N`` N processes per service, in one consumer group), as it would be
+   deployed; the run waits until each prints ``ready`` and every consumer group is
+   stable with all its members (:func:`bench.peers.topics.wait_for_groups`);
+3. the harness's **collector** (a plain confluent-kafka consumer in a thread of this
+   process) notes when each saga's terminal event arrives, and which one it is;
+4. a warm-up of a few sagas must go through every service before timing starts;
+5. the harness's **injector** (a plain confluent-kafka producer in this process)
+   publishes all N start events as fast as it can, each saga's start time taken just
+   before its ``produce``; the records (Avro single-object payload by choreo's codec,
+   choreo envelope headers) are encoded before the clock starts;
+6. the run ends when the collector has seen N terminal events or the budget is spent;
+   then every service process is told to stop (its stdin is closed) and reports its state
+   dict, which is checked against the states the order ids decide.
 
-Throughput is N / (last terminal event - first start). Latency is per saga, start to
-terminal event, so in this throughput mode it includes the time a saga queues behind the
-ones injected before it. CPU is this process's CPU time (``time.process_time``: every
-thread, the Kafka clients' native threads included, the harness's injector and collector
-included; not the broker's) over the timed phase; memory is the process's peak RSS.
+Throughput is N / (last terminal event - first start); latency is per saga, start to
+terminal event (in this throughput mode it includes queueing behind earlier sagas). CPU is
+read from /proc over the timed phase (:mod:`bench.proc_cpu`): the **service** CPU is the
+sum over the service processes (the headline figure), the **harness** CPU (injector and
+collector) is this process's, the **broker** CPU the Kafka JVM's (``--broker-pid``) and the
+**PostgreSQL** CPU the server's processes (``--postgres-pid``). The machine's busy cores
+over the timed phase (everything on it, other users included) are recorded too.
 
-DBOS needs no Kafka: its workflows are started by ``submit`` and report their own end
-(``RunContext.observe``) when the workflow's last step has returned.
+DBOS needs no Kafka and is one application process (it orchestrates the steps as function
+calls): it runs in this process, its workflows are started by ``submit`` and report their
+end (``RunContext.observe``) when the workflow's last step has returned; its service CPU
+is this process's CPU, the starts included.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import importlib
 import json
 import logging
-import os
 import resource
-import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.peers import choreography as ch
+from bench.peers.shape import SagaShape, expected_state_counts, merge_states
+from bench.proc_cpu import CpuMeter, machine_cpu_seconds
 
 logger = logging.getLogger("bench.peers.harness")
 
 IMPLEMENTATIONS: Final[Mapping[str, tuple[str, str]]] = {
+    "ceiling": ("bench.peers.raw_confluent", "create_ceiling"),
     "raw": ("bench.peers.raw_confluent", "create"),
     "choreo-confluent": ("bench.peers.choreo_impl", "create_confluent"),
-    "choreo-confluent-short-poll": ("bench.peers.choreo_impl", "create_confluent_short_poll"),
     "choreo-kafka-python": ("bench.peers.choreo_impl", "create_kafka_python"),
+    "choreo-postgres": ("bench.peers.choreo_impl", "create_postgres"),
+    "choreo-orchestrated": ("bench.peers.orchestrated_impl", "create"),
     "faststream": ("bench.peers.faststream_impl", "create"),
-    "dbos": ("bench.peers.dbos_impl", "create"),
+    "dbos-postgres": ("bench.peers.dbos_impl", "create_postgres"),
+    "dbos-sqlite": ("bench.peers.dbos_impl", "create_sqlite"),
 }
 """Implementation name -> (module, factory); the order is the order of a run."""
 
-KAFKA_FREE: Final = frozenset({"dbos"})
-SERVICES: Final = tuple(ch.SUBSCRIPTIONS)
-DEADLETTER_TOPICS: Final = tuple(f"choreo.deadletter.{s}" for s in SERVICES)
+KAFKA_FREE: Final = frozenset({"dbos-postgres", "dbos-sqlite"})
+NEEDS_POSTGRES: Final = frozenset({"choreo-postgres", "dbos-postgres"})
 WARMUP_TIMEOUT_S: Final = 120.0
 COLLECTOR_BATCH: Final = 1000
 
@@ -79,7 +86,7 @@ COLLECTOR_BATCH: Final = 1000
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """What to run: implementation, load, broker, budget."""
+    """What to run: implementation, load, broker, database, budget, replicas."""
 
     impl: str
     sagas: int
@@ -88,20 +95,31 @@ class RunSpec:
     budget_s: float = 300.0
     warmup: int = 40
     topic_prefix: str = ""
-    profile: str | None = None
-    profile_idle: bool = False
+    replicas: int = 1
+    postgres_url: str | None = None
+    broker_pid: int | None = None
+    postgres_pid: int | None = None
+    recreate_topics: bool = False
+    run_tag: str | None = None
+    replica: int = 0
 
 
 class RunContext:
-    """What an implementation is given: Kafka settings, topic and group names, the codec."""
+    """What an implementation is given: Kafka settings, topic and group names, the database."""
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
         self.bootstrap = spec.bootstrap
         self.partitions = spec.partitions
-        self.run_tag = uuid.uuid4().hex[:8]
-        self.codec = ch.AvroCodec()
+        self.postgres_url = spec.postgres_url
+        self.replica = spec.replica
+        self.run_tag = spec.run_tag or uuid.uuid4().hex[:8]
         self.observe: Callable[[str, str], None] = _no_observer
+
+    @cached_property
+    def codec(self) -> ch.AvroCodec:
+        """Return the fastavro single-object codec (raw, FastStream)."""
+        return ch.AvroCodec()
 
     def topic(self, event_type: str) -> str:
         """Return the topic of ``event_type``: its full name (prefixed only in tests)."""
@@ -112,8 +130,12 @@ class RunContext:
         return f"{self.spec.topic_prefix}choreo.deadletter.{service}"
 
     def group(self, service: str) -> str:
-        """Return a consumer group id for ``service`` that is new in every run."""
+        """Return the consumer group id of ``service``, new in every run, shared by replicas."""
         return f"peers-{self.spec.impl}-{self.run_tag}-{service}"
+
+    def schema(self, service: str) -> str:
+        """Return a PostgreSQL schema name for ``service``'s tables, new in every run."""
+        return f"peers_{self.run_tag}_{service}".replace("-", "_").lower()
 
     @staticmethod
     def producer_settings() -> dict[str, Any]:
@@ -152,13 +174,14 @@ def _no_observer(order_id: str, outcome: str) -> None:
 
 
 class Implementation(Protocol):
-    """One peer: starts the four services, stops them, reports their state."""
+    """One peer: starts one of its services (or, without Kafka, all), stops, reports state."""
 
     name: str
     uses_kafka: bool
+    shape: SagaShape
 
-    def start(self, ctx: RunContext) -> None:
-        """Start the services (returns once they run; warm-up proves they consume)."""
+    def start(self, ctx: RunContext, service: str | None = None) -> None:
+        """Start ``service`` in this process (None: every service; Kafka-free peers)."""
         ...
 
     def submit(self, order_id: str, datum: dict[str, Any]) -> None:
@@ -280,23 +303,27 @@ def _raise_lasting(err: KafkaError) -> None:
 class Injector:
     """Publishes start events with a plain confluent-kafka producer (the harness's own)."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-        self.topic = ctx.topic(ch.ORDER_CREATED)
+    def __init__(self, ctx: RunContext, shape: SagaShape) -> None:
+        from choreo.avro.codec import SingleObjectCodec
+        from choreo.avro.loader import load_directory
+
+        self.shape = shape
+        self.codec = SingleObjectCodec(load_directory(ch.REPO_ROOT / "schemas"))
+        self.topic = ctx.topic(shape.start_event)
         self.producer = Producer(ctx.confluent_producer())
 
     def prepare(self, order_ids: list[str], first_index: int = 0) -> list[tuple[str, bytes, Any]]:
         """Return (order id, payload, headers) of each start event, encoded ahead of time."""
-        codec = self.ctx.codec
+        shape, encode = self.shape, self.codec.encode
         now = _now_ms()
         prepared = []
         for index, order_id in enumerate(order_ids, start=first_index):
-            payload = codec.encode(ch.ORDER_CREATED, ch.order_created(order_id, index, now))
+            payload = encode(shape.start_event, shape.start_datum(order_id, index, now))
             headers = [
-                (ch.H_TYPE, ch.ORDER_CREATED.encode()),
+                (ch.H_TYPE, shape.start_event.encode()),
                 (ch.H_ID, str(uuid.uuid4()).encode()),
                 (ch.H_CID, order_id.encode()),
-                (ch.H_SAGA, ch.SAGA.encode()),
+                (ch.H_SAGA, shape.saga.encode()),
                 (ch.H_ROLE, b"start"),
                 (ch.H_SERVICE, b"order"),
                 (ch.H_AT, str(now).encode()),
@@ -324,96 +351,6 @@ class Injector:
             raise RuntimeError(f"{remaining} start events not delivered")
 
 
-# --- topics --------------------------------------------------------------------------------
-
-
-def saga_topics(prefix: str = "") -> list[str]:
-    """Return every topic a run uses: one per event type, plus choreo's dead-letter topics."""
-    return [prefix + t for t in (*ch.EVENT_TYPES, *DEADLETTER_TOPICS)]
-
-
-def recreate_topics(
-    bootstrap: str, topics: list[str], partitions: int, timeout: float = 90.0
-) -> None:
-    """Delete ``topics`` if they exist and create them empty with ``partitions`` partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + timeout
-    _delete_and_wait(admin, topics, deadline)
-    missing = list(topics)
-    while missing:
-        missing = _create(admin, missing, partitions)
-        if missing:  # their deletion was still being finished: delete and try again
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot recreate {missing}")
-            time.sleep(0.5)
-            _delete_and_wait(admin, missing, deadline)
-    _wait_for_leaders(admin, topics, partitions, deadline)
-
-
-def _delete_and_wait(admin: AdminClient, topics: list[str], deadline: float) -> None:
-    """Delete those of ``topics`` that exist and wait until the metadata no longer lists them."""
-    existing = set(admin.list_topics(timeout=30).topics)
-    doomed = [t for t in topics if t in existing]
-    if doomed:
-        for topic, future in admin.delete_topics(doomed, operation_timeout=30).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise RuntimeError(f"cannot delete {topic}: {exc}") from exc
-    while doomed:
-        existing = set(admin.list_topics(timeout=30).topics)
-        doomed = [t for t in doomed if t in existing]
-        if doomed and time.monotonic() > deadline:
-            raise RuntimeError(f"topics still exist after deletion: {doomed}")
-        if doomed:
-            time.sleep(0.2)
-
-
-def _create(admin: AdminClient, topics: list[str], partitions: int) -> list[str]:
-    """Create ``topics``; return those that still existed (a deletion not yet finished)."""
-    futures = admin.create_topics(
-        [NewTopic(t, partitions, 1) for t in topics], operation_timeout=30
-    )
-    again = []
-    for topic, future in futures.items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"cannot create {topic}: {exc}") from exc
-            again.append(topic)
-    return again
-
-
-def _wait_for_leaders(
-    admin: AdminClient, topics: list[str], partitions: int, deadline: float
-) -> None:
-    """Wait until every partition of ``topics`` has a leader."""
-    while True:
-        metadata = admin.list_topics(timeout=30).topics
-        ready = all(
-            t in metadata
-            and metadata[t].error is None
-            and len(metadata[t].partitions) == partitions
-            and all(p.leader >= 0 for p in metadata[t].partitions.values())
-            for t in topics
-        )
-        if ready:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("topics have no leaders yet")
-        time.sleep(0.2)
-
-
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    """Delete ``topics`` (best effort; used by the tests to clean up)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
-        with contextlib.suppress(KafkaException):
-            future.result()
-
-
 # --- one run ---------------------------------------------------------------------------------
 
 
@@ -433,130 +370,202 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-class PySpy:
-    """Samples this process with py-spy (every thread, raw collapsed stacks) while active."""
+class Meters:
+    """CPU meters of the processes around the services: broker, PostgreSQL, this process."""
 
-    def __init__(self, out: str, *, idle: bool = False, rate: int = 250) -> None:
-        self.out = out
-        self.idle = idle
-        self.rate = rate
-        self.process: subprocess.Popen[bytes] | None = None
+    def __init__(self, spec: RunSpec) -> None:
+        self.broker = CpuMeter(spec.broker_pid) if spec.broker_pid else None
+        self.postgres = CpuMeter(spec.postgres_pid, tree=True) if spec.postgres_pid else None
+        self.figures: dict[str, float | None] = {}
 
-    def __enter__(self) -> PySpy:
-        exe = shutil.which("py-spy")
-        if exe is None:
-            raise RuntimeError("py-spy is not installed (pip install py-spy)")
-        self.process = subprocess.Popen(
-            [
-                exe,
-                "record",
-                "--pid",
-                str(os.getpid()),
-                "--rate",
-                str(self.rate),
-                "--format",
-                "raw",
-                "--nonblocking",
-                "--threads",
-                *(["--idle"] if self.idle else []),
-                "-o",
-                self.out,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)  # let it attach
-        return self
+    def start(self) -> None:
+        """Read every counter now."""
+        for meter in (self.broker, self.postgres):
+            if meter is not None:
+                meter.start()
+        self._own, self._machine = time.process_time(), machine_cpu_seconds()
 
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self) -> None:
+        """Note the CPU seconds each spent since :meth:`start`."""
+        self.figures = {
+            "harness": time.process_time() - self._own,
+            "machine": machine_cpu_seconds() - self._machine,
+            "broker": self.broker.stop() if self.broker is not None else None,
+            "postgres": self.postgres.stop() if self.postgres is not None else None,
+        }
+
+
+def fleet_args(spec: RunSpec, run_tag: str) -> list[str]:
+    """Return the arguments every service process of ``spec`` gets."""
+    args = [
+        "--impl", spec.impl, "--run-tag", run_tag, "--bootstrap", spec.bootstrap,
+        "--partitions", str(spec.partitions), "--topic-prefix", spec.topic_prefix,
+    ]  # fmt: skip
+    if spec.postgres_url:
+        args += ["--postgres-url", spec.postgres_url]
+    return args
 
 
 def run(spec: RunSpec) -> dict[str, Any]:
-    """Run ``spec`` in this process and return its measurements (see the module docs)."""
-    ctx = RunContext(spec)
+    """Run ``spec`` and return its measurements (see the module docs)."""
+    from bench.peers.procs import Fleet
+    from bench.peers.topics import recreate_topics, wait_for_groups
+
     impl = load(spec.impl)
+    shape = impl.shape
+    ctx = RunContext(spec)
+    result: dict[str, Any] = {
+        "impl": spec.impl,
+        "sagas": spec.sagas,
+        "partitions": spec.partitions,
+        "replicas": spec.replicas,
+    }
     tracker = Tracker()
-    collector: Collector | None = None
-    injector: Injector | None = None
-    if impl.uses_kafka:
-        collector = Collector(ctx, tracker)
-        collector.start()
-        injector = Injector(ctx)
-    else:
-        ctx.observe = tracker.end
+    meters = Meters(spec)
+    if not impl.uses_kafka:
+        return _run_in_process(spec, impl, ctx, tracker, meters, result)
+    if spec.recreate_topics:
+        topics = [ctx.topic(t) for t in shape.event_types]
+        recreate_topics(spec.bootstrap, topics, spec.partitions)
+    collector = Collector(ctx, tracker)
+    collector.start()
+    injector = Injector(ctx, shape)
+    members = [
+        (s, r) for s in shape.services for r in range(1 if s in shape.single else spec.replicas)
+    ]
     started = time.monotonic()
-    impl.start(ctx)
-    result: dict[str, Any] = {"impl": spec.impl, "sagas": spec.sagas, "partitions": spec.partitions}
+    fleet = Fleet(fleet_args(spec, ctx.run_tag), members)
+    order_ids: list[str] = []
+    reports: list[dict[str, Any]] = []
+
+    def failed() -> BaseException | None:
+        fleet.check_alive()
+        return collector.error
+
+    try:
+        fleet.wait_ready()
+        groups = {ctx.group(s): sum(1 for m, _ in members if m == s) for s in shape.services}
+        result["group_join_s"] = round(wait_for_groups(spec.bootstrap, groups), 2)
+        order_ids = _timed(spec, shape, tracker, injector, failed, started, meters, result, fleet)
+    finally:
+        reports = fleet.stop()
+        fleet.kill()
+        collector.stop()
+        if collector.error is not None:
+            result["collector_error"] = repr(collector.error)
+    errors = [f"{r.get('service')}-{r.get('replica')}: {r['error']}" for r in reports if r.get("error")]
+    if errors:
+        result["service_errors"] = errors
+    states = merge_states([r.get("states", {}) for r in reports])
+    result["state_check"] = _check_states(shape, states, order_ids)
+    by_service: dict[str, float] = {}
+    for member in fleet.members:
+        by_service[member.service] = by_service.get(member.service, 0.0) + (member.cpu_s or 0.0)
+    ended = max(1, result.get("ended", 0))
+    result["service_cpu_ms_per_saga_by_service"] = {
+        s: round(cpu * 1000.0 / ended, 4) for s, cpu in by_service.items()
+    }
+    result["service_cpu_s"] = round(sum(by_service.values()), 3)
+    result["cpu_ms_per_saga"] = round(sum(by_service.values()) * 1000.0 / ended, 4)
+    result["processes"] = len(fleet.members)
+    result["peak_rss_mb"] = round(sum(m.peak_rss_mb or 0.0 for m in fleet.members), 1)
+    result["harness_peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return result
+
+
+def _timed(
+    spec: RunSpec,
+    shape: SagaShape,
+    tracker: Tracker,
+    injector: Injector,
+    failed: Callable[[], BaseException | None],
+    started: float,
+    meters: Meters,
+    result: dict[str, Any],
+    fleet: Any,
+) -> list[str]:
+    """Warm up, then inject the timed sagas and wait for their ends, metering everything."""
+    warm_ids = [f"warmup-{i:04d}" for i in range(spec.warmup)]
+    tracker.expect(warm_ids)
+    injector.publish(injector.prepare(warm_ids, 0), tracker.starts)
+    if not _wait(tracker, failed, time.monotonic() + WARMUP_TIMEOUT_S):
+        raise RuntimeError(
+            f"warm-up: {len(tracker.ends)}/{len(warm_ids)} sagas ended in {WARMUP_TIMEOUT_S} s"
+        )
+    result["startup_s"] = round(time.monotonic() - started, 2)
+    order_ids = [f"order-{i:06d}" for i in range(spec.sagas)]
+    prepared = injector.prepare(order_ids, spec.warmup)
+    tracker.expect(order_ids)
+    gc.collect()
+    fleet.start_meters()
+    meters.start()
+    wall0 = time.monotonic()
+    injector.publish(prepared, tracker.starts)
+    injected = time.monotonic() - wall0
+    finished = _wait(tracker, failed, wall0 + spec.budget_s)
+    meters.stop()
+    fleet.stop_meters()
+    wall = time.monotonic() - wall0
+    result.update(_measure(shape, tracker, order_ids, finished, meters.figures, wall))
+    result["injection_s"] = round(injected, 3)
+    return order_ids
+
+
+def _run_in_process(
+    spec: RunSpec,
+    impl: Implementation,
+    ctx: RunContext,
+    tracker: Tracker,
+    meters: Meters,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """Run a Kafka-free implementation (DBOS) in this process: one application process."""
+    ctx.observe = tracker.end
+    shape = impl.shape
+    started = time.monotonic()
+    impl.start(ctx, None)
     order_ids: list[str] = []
     try:
         warm_ids = [f"warmup-{i:04d}" for i in range(spec.warmup)]
-        _drive(impl, injector, tracker, warm_ids, first_index=0)
-        if not _wait(tracker, impl, collector, time.monotonic() + WARMUP_TIMEOUT_S):
-            raise RuntimeError(
-                f"warm-up: {len(tracker.ends)}/{len(warm_ids)} sagas ended in {WARMUP_TIMEOUT_S} s"
-            )
+        tracker.expect(warm_ids)
+        for index, order_id in enumerate(warm_ids):
+            tracker.starts[order_id] = time.monotonic()
+            impl.submit(order_id, shape.start_datum(order_id, index, _now_ms()))
+        if not _wait(tracker, impl.failure, time.monotonic() + WARMUP_TIMEOUT_S):
+            raise RuntimeError(f"warm-up: {len(tracker.ends)}/{len(warm_ids)} sagas ended")
         result["startup_s"] = round(time.monotonic() - started, 2)
         order_ids = [f"order-{i:06d}" for i in range(spec.sagas)]
-        prepared = injector.prepare(order_ids, spec.warmup) if injector is not None else None
-        datums = (
-            None
-            if injector is not None
-            else [ch.order_created(o, i, _now_ms()) for i, o in enumerate(order_ids)]
-        )
+        datums = [shape.start_datum(o, i, _now_ms()) for i, o in enumerate(order_ids)]
         tracker.expect(order_ids)
         gc.collect()
-        profiler = (
-            PySpy(spec.profile, idle=spec.profile_idle)
-            if spec.profile
-            else contextlib.nullcontext()
-        )
-        with profiler:
-            cpu0, wall0 = time.process_time(), time.monotonic()
-            if injector is not None and prepared is not None:
-                injector.publish(prepared, tracker.starts)
-            else:
-                assert datums is not None
-                deadline = wall0 + spec.budget_s
-                for order_id, datum in zip(order_ids, datums, strict=True):
-                    now = time.monotonic()
-                    if now > deadline:
-                        break
-                    tracker.starts[order_id] = now
-                    impl.submit(order_id, datum)
-            injected = time.monotonic() - wall0
-            finished = _wait(tracker, impl, collector, wall0 + spec.budget_s)
-            cpu1, wall1 = time.process_time(), time.monotonic()
-        result.update(
-            _measure(
-                spec,
-                tracker=tracker,
-                order_ids=order_ids,
-                finished=finished,
-                cpu_s=cpu1 - cpu0,
-                wall_s=wall1 - wall0,
-            )
-        )
-        result["injection_s"] = round(injected, 3)
+        meters.start()
+        wall0 = time.monotonic()
+        deadline = wall0 + spec.budget_s
+        for order_id, datum in zip(order_ids, datums, strict=True):
+            now = time.monotonic()
+            if now > deadline:
+                break
+            tracker.starts[order_id] = now
+            impl.submit(order_id, datum)
+        finished = _wait(tracker, impl.failure, deadline)
+        meters.stop()
+        wall = time.monotonic() - wall0
+        figures = dict(meters.figures)
+        service_cpu = figures.pop("harness") or 0.0
+        result.update(_measure(shape, tracker, order_ids, finished, figures, wall))
+        ended = max(1, result["ended"])
+        result["service_cpu_s"] = round(service_cpu, 3)
+        result["cpu_ms_per_saga"] = round(service_cpu * 1000.0 / ended, 4)
+        result["processes"] = 1
     finally:
         impl.stop()
-        if collector is not None:
-            collector.stop()
-            if collector.error is not None:
-                result["collector_error"] = repr(collector.error)
-    result["state_check"] = _check_states(impl, order_ids)
+    result["state_check"] = _check_states(shape, impl.states(), order_ids)
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return result
 
 
 def _wait(
-    tracker: Tracker, impl: Implementation, collector: Collector | None, until: float
+    tracker: Tracker, failed: Callable[[], BaseException | None], until: float
 ) -> bool:
     """Wait for the expected sagas until ``until``; raise as soon as a service has failed."""
     while True:
@@ -565,35 +574,21 @@ def _wait(
             return tracker.wait(0)
         if tracker.wait(min(left, 0.5)):
             return True
-        error = impl.failure() or (collector.error if collector is not None else None)
+        error = failed()
         if error is not None:
-            raise RuntimeError(f"{impl.name} failed: {error!r}") from error
+            raise RuntimeError(f"a service failed: {error!r}") from error
 
 
-def _drive(
-    impl: Implementation,
-    injector: Injector | None,
-    tracker: Tracker,
-    order_ids: list[str],
-    first_index: int,
-) -> None:
-    """Start ``order_ids`` (untimed; the warm-up)."""
-    tracker.expect(order_ids)
-    if injector is not None:
-        injector.publish(injector.prepare(order_ids, first_index), tracker.starts)
-        return
-    for index, order_id in enumerate(order_ids, start=first_index):
-        tracker.starts[order_id] = time.monotonic()
-        impl.submit(order_id, ch.order_created(order_id, index, _now_ms()))
+def _per_saga(seconds: float | None, ended: int) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0 / max(1, ended), 4)
 
 
 def _measure(
-    spec: RunSpec,
-    *,
+    shape: SagaShape,
     tracker: Tracker,
     order_ids: list[str],
     finished: bool,
-    cpu_s: float,
+    cpu: Mapping[str, float | None],
     wall_s: float,
 ) -> dict[str, Any]:
     """Return throughput, latency percentiles, CPU and correctness of the timed sagas."""
@@ -609,14 +604,15 @@ def _measure(
     for order_id in ended:
         path = ch.expected_outcome(order_id)
         paths[path] = paths.get(path, 0) + 1
-        events += ch.EVENTS_PER_PATH[path]
+        events += shape.events_of(order_id)
         if ends[order_id][1] != ("completed" if path == "completed" else "failed"):
             wrong += 1
+    n = len(ended)
     return {
         "status": "ok" if finished and not wrong else ("timed out" if not finished else "wrong"),
-        "ended": len(ended),
+        "ended": n,
         "duration_s": round(span, 3),
-        "sagas_per_s": round(len(ended) / span, 1),
+        "sagas_per_s": round(n / span, 1),
         "events_per_s": round(events / span, 1),
         "latency_ms": {
             "p50": round(percentile(latencies, 50), 2),
@@ -624,8 +620,10 @@ def _measure(
             "p99": round(percentile(latencies, 99), 2),
             "max": round(latencies[-1], 2) if latencies else None,
         },
-        "cpu_s": round(cpu_s, 3),
-        "cpu_ms_per_saga": round(cpu_s * 1000.0 / max(1, len(ended)), 3),
+        "harness_cpu_ms_per_saga": _per_saga(cpu.get("harness"), n),
+        "broker_cpu_ms_per_saga": _per_saga(cpu.get("broker"), n),
+        "postgres_cpu_ms_per_saga": _per_saga(cpu.get("postgres"), n),
+        "machine_busy_cores": round((cpu.get("machine") or 0.0) / max(wall_s, 1e-9), 2),
         "timed_wall_s": round(wall_s, 3),
         "paths": paths,
         "wrong_outcomes": wrong,
@@ -633,17 +631,20 @@ def _measure(
     }
 
 
-def _check_states(impl: Implementation, order_ids: list[str]) -> str:
-    """Return "ok" when every service's state matches the expected paths, else a diff."""
-    try:
-        states = impl.states()
-    except Exception as exc:  # a broken implementation must still report its timing
-        return f"unavailable: {exc!r}"
+def _check_states(
+    shape: SagaShape, states: Mapping[str, Mapping[str, str]], order_ids: list[str]
+) -> str:
+    """Return "ok" when every service's state matches the expected ends, else a diff."""
     wanted = set(order_ids)
-    timed = {s: {o: v for o, v in per.items() if o in wanted} for s, per in states.items()}
-    got = ch.count_states(timed)
-    expected = ch.expected_state_counts(order_ids)
-    got = {s: c for s, c in got.items() if c}
+    got: dict[str, dict[str, int]] = {}
+    for service, per_order in states.items():
+        counts: dict[str, int] = {}
+        for order_id, state in per_order.items():
+            if order_id in wanted:
+                counts[state] = counts.get(state, 0) + 1
+        if counts:
+            got[service] = counts
+    expected = expected_state_counts(shape, order_ids)
     return "ok" if got == expected else f"expected {expected}, got {got}"
 
 
@@ -656,15 +657,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impl", required=True, choices=sorted(IMPLEMENTATIONS))
     parser.add_argument("--sagas", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--replicas", type=int, default=1, help="processes per service")
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
+    parser.add_argument("--broker-pid", type=int, default=None, help="meter this JVM's CPU")
+    parser.add_argument("--postgres-url", default=None)
+    parser.add_argument("--postgres-pid", type=int, default=None, help="meter this server")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds for the timed phase")
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--topic-prefix", default="", help="tests only: isolate topic names")
     parser.add_argument("--recreate-topics", action="store_true", help="recreate topics first")
-    parser.add_argument("--profile", default=None, help="write py-spy raw stacks here")
-    parser.add_argument(
-        "--profile-idle", action="store_true", help="sample waiting threads too (wall time)"
-    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -676,11 +677,12 @@ def main(argv: list[str] | None = None) -> int:
         budget_s=args.budget,
         warmup=args.warmup,
         topic_prefix=args.topic_prefix,
-        profile=args.profile,
-        profile_idle=args.profile_idle,
+        replicas=args.replicas,
+        postgres_url=args.postgres_url,
+        broker_pid=args.broker_pid,
+        postgres_pid=args.postgres_pid,
+        recreate_topics=args.recreate_topics,
     )
-    if args.recreate_topics and args.impl not in KAFKA_FREE:
-        recreate_topics(args.bootstrap, saga_topics(args.topic_prefix), args.partitions)
     result = run(spec)
     text = json.dumps(result, indent=2)
     if args.out:
