@@ -195,7 +195,7 @@ class ChoreoImplementation:
             return MemoryInbox()
         if not ctx.postgres_url:
             raise RuntimeError(f"{self.name} needs a PostgreSQL URL (--postgres-url)")
-        from choreo.store import PostgresStore
+        from choreo.store.postgres import PostgresStore
 
         store = PostgresStore(ctx.postgres_url, schema=ctx.schema(service))
         self._stores.append(store)

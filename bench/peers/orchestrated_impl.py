@@ -57,7 +57,9 @@ def build_participants(states: dict[str, dict[str, str]]) -> list[Service]:
     orders = states.setdefault("order", {})
 
     @inventory.step(
-        on=ev.ReserveInventory, emits=ev.ReserveInventorySucceeded, fails_with=ev.ReserveInventoryFailed
+        on=ev.ReserveInventory,
+        emits=ev.ReserveInventorySucceeded,
+        fails_with=ev.ReserveInventoryFailed,
     )
     def reserve(event: ev.ReserveInventory) -> Event:
         order_id = event.order_id
@@ -95,7 +97,9 @@ def build_participants(states: dict[str, dict[str, str]]) -> list[Service]:
     @shipping.step(on=ev.PrepareShipment, emits=ev.PrepareShipmentSucceeded)
     def prepare(event: ev.PrepareShipment) -> ev.PrepareShipmentSucceeded:
         parcels[event.order_id] = "created"
-        return ev.PrepareShipmentSucceeded(order_id=event.order_id, shipment_id="s-" + event.order_id)
+        return ev.PrepareShipmentSucceeded(
+            order_id=event.order_id, shipment_id="s-" + event.order_id
+        )
 
     @shipping.pivot(
         on=ev.DispatchShipment,
@@ -140,8 +144,8 @@ def _event_types() -> tuple[str, ...]:
         for spec in service.handlers:
             for cls in (*spec.consumes, *spec.emits, *spec.fails_with):
                 found[event_type_of(cls)] = None
-    for service in SERVICES:
-        found[f"choreo.deadletter.{service}"] = None
+    for name in SERVICES:
+        found[f"choreo.deadletter.{name}"] = None
     return tuple(found)
 
 
@@ -213,7 +217,9 @@ class OrchestratedImplementation:
         """Start ``service`` (None: the orchestrator and every participant), a thread each."""
         orchestrator = create_orchestrator(deadline=DEADLINE_S)
         participants = build_participants(self._states)
-        serde = serde_for([orchestrator.service, *participants], schemas_dir=ch.REPO_ROOT / "schemas")
+        serde = serde_for(
+            [orchestrator.service, *participants], schemas_dir=ch.REPO_ROOT / "schemas"
+        )
         config = KafkaConfig(bootstrap_servers=ctx.bootstrap, producer=ctx.producer_settings())
         names = [service] if service else list(SERVICES)
         for name in names:
@@ -234,7 +240,9 @@ class OrchestratedImplementation:
                 target: Any = runner.run
             else:
                 declared = next(p for p in participants if p.name == name)
-                target = Worker(declared, transport, serde, config=settings, inbox=MemoryInbox()).run
+                target = Worker(
+                    declared, transport, serde, config=settings, inbox=MemoryInbox()
+                ).run
             self._threads.append(
                 threading.Thread(target=self._run, args=(target, serde), name=name, daemon=True)
             )

@@ -1,8 +1,9 @@
 """The service processes of one run: start them, meter their CPU, stop them, read their states.
 
 Each service (and each replica of it) is a ``python -m bench.peers.service`` process
-(:mod:`bench.peers.service`) started directly, without a shell, so its pid is the Python
-process whose CPU time :mod:`bench.proc_cpu` reads from /proc. A :class:`Fleet` starts
+(:mod:`bench.peers.service`) started directly, without a shell. Each reports its own CPU
+time (``time.process_time``, every thread, in nanoseconds) when asked on its stdin, at the
+start and the end of the timed phase. A :class:`Fleet` starts
 them all at once, waits until each printed ``ready``, and at the end closes their stdin
 (the signal to stop), waits for them, and collects what each wrote: its state dict and
 the error that stopped it.
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.proc_cpu import CpuMeter, peak_rss_mb
+from bench.proc_cpu import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0
@@ -38,7 +39,9 @@ class ServiceProcess:
     state_out: Path
     stderr: IO[str]
     ready: threading.Event = field(default_factory=threading.Event)
-    meter: CpuMeter | None = None
+    answered: threading.Event = field(default_factory=threading.Event)
+    cpu_reading: float | None = None
+    cpu_start: float | None = None
     cpu_s: float | None = None
     peak_rss_mb: float | None = None
     report: dict[str, Any] = field(default_factory=dict)
@@ -47,8 +50,25 @@ class ServiceProcess:
         """Set :attr:`ready` when the process says so (a thread per process)."""
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            if line.strip() == "ready":
+            words = line.split()
+            if words == ["ready"]:
                 self.ready.set()
+            elif len(words) == 2 and words[0] == "cpu":
+                self.cpu_reading = float(words[1])
+                self.answered.set()
+
+    def ask_cpu(self) -> None:
+        """Ask the process for its CPU seconds so far (the answer comes on stdout)."""
+        self.answered.clear()
+        assert self.process.stdin is not None
+        self.process.stdin.write("cpu\n")
+        self.process.stdin.flush()
+
+    def cpu_seconds(self, timeout: float = 10.0) -> float:
+        """Return the CPU seconds the process reported after :meth:`ask_cpu`."""
+        if not self.answered.wait(timeout) or self.cpu_reading is None:
+            raise RuntimeError(f"{self.service}-{self.replica} did not report its CPU time")
+        return self.cpu_reading
 
     def stderr_tail(self, lines: int = 12) -> list[str]:
         """Return the last lines the process wrote to stderr."""
@@ -92,7 +112,9 @@ class Fleet:
             while not member.ready.wait(0.2):
                 self.check_alive()
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{member.service}-{member.replica} not ready in {timeout} s")
+                    raise RuntimeError(
+                        f"{member.service}-{member.replica} not ready in {timeout} s"
+                    )
 
     def check_alive(self) -> None:
         """Raise with the process's error when a service process has ended."""
@@ -106,17 +128,19 @@ class Fleet:
                 )
 
     def start_meters(self) -> None:
-        """Start metering the CPU time of every process."""
+        """Start metering the CPU time of every process (each reports its own)."""
         for member in self.members:
-            member.meter = CpuMeter(member.process.pid)
-            member.meter.start()
+            member.ask_cpu()
+        for member in self.members:
+            member.cpu_start = member.cpu_seconds()
 
     def stop_meters(self) -> None:
         """Note every process's CPU seconds since :meth:`start_meters` and its peak RSS."""
         for member in self.members:
-            if member.meter is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    member.cpu_s = member.meter.stop()
+            member.ask_cpu()
+        for member in self.members:
+            if member.cpu_start is not None:
+                member.cpu_s = member.cpu_seconds() - member.cpu_start
             member.peak_rss_mb = peak_rss_mb(member.process.pid)
 
     def stop(self) -> list[dict[str, Any]]:

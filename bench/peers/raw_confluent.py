@@ -32,7 +32,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -47,7 +47,7 @@ _VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 Decode = Callable[[bytes], tuple[str, dict[str, Any]]]
 Encode = Callable[[str, dict[str, Any]], bytes]
-Headers = Callable[[str, str, bytes, bytes, bytes], list[tuple[str, bytes]]]
+Headers = Callable[[str, str, bytes, bytes, bytes], Any]
 """(consumed type, emitted type, key, parent id, produced-at) -> the output's headers."""
 
 
@@ -196,7 +196,7 @@ class LoopService(threading.Thread):
                 out_type, out = step(state, datum)
                 key: Any = msg.key()
                 parent: Any = b""
-                record_headers: Sequence[tuple[str, bytes]] = msg.headers() or ()
+                record_headers: Any = msg.headers() or ()
                 for name, value in record_headers:
                     if name == h_id:
                         parent = value

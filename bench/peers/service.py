@@ -3,11 +3,12 @@
 ``python -m bench.peers.service --impl choreo-confluent --service inventory --run-tag T
 --bootstrap HOST:PORT --state-out state.json`` is what the harness starts, once per service
 and replica (:mod:`bench.peers.procs`). The process starts the service, prints ``ready``
-on stdout, and runs until its stdin is closed (or SIGTERM); then it stops the service
-after the batch in hand, writes the service's state dict (order id -> state) and the
-error that stopped it, if any, to ``--state-out`` as JSON, and exits (1 after an error).
-A service that fails while running also writes its error and exits at once, so the
-harness sees it die instead of waiting for sagas that never end.
+on stdout, answers each ``cpu`` line on its stdin with ``cpu <CPU seconds so far>`` (the
+harness meters the timed phase with it), and runs until its stdin is closed (or SIGTERM);
+then it stops the service after the batch in hand, writes the service's state dict (order
+id -> state) and the error that stopped it, if any, to ``--state-out`` as JSON, and exits
+(1 after an error). A service that fails while running also writes its error and exits at
+once, so the harness sees it die instead of waiting for sagas that never end.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +27,21 @@ from bench.peers.harness import RunContext, RunSpec, load
 
 
 def _watch_stdin(stop: threading.Event) -> None:
-    """Set ``stop`` once stdin is closed (the harness's way of saying: stop now)."""
+    """Answer ``cpu`` lines with this process's CPU seconds; set ``stop`` once stdin closes.
+
+    ``time.process_time`` counts every thread in nanoseconds; /proc counts 10 ms ticks,
+    too coarse for a service that spends 50 ms on a run.
+    """
     try:
-        while sys.stdin.buffer.read(4096):
-            pass
+        for line in sys.stdin:
+            if line.strip() == "cpu":
+                print(f"cpu {time.process_time():.9f}", flush=True)
     finally:
         stop.set()
 
 
 def serve(spec: RunSpec, service: str, state_out: Path) -> int:
-    """Run ``service`` of ``spec.impl`` until told to stop; write its state; return the exit code."""
+    """Run ``service`` of ``spec.impl`` until told to stop; write its state; return an exit code."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=_watch_stdin, args=(stop,), name="stdin", daemon=True).start()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
 
 
 def recreate_topics(
@@ -98,9 +97,15 @@ def delete_topics(bootstrap: str, topics: list[str]) -> None:
             future.result()
 
 
-def wait_for_groups(bootstrap: str, members: Mapping[str, int], timeout: float = 90.0) -> float:
+def wait_for_groups(
+    bootstrap: str,
+    members: Mapping[str, int],
+    check: Callable[[], object] = lambda: None,
+    timeout: float = 90.0,
+) -> float:
     """Wait until each group in ``members`` is stable with that many members; return seconds.
 
+    ``check`` is called between two looks (it raises when a member's process died).
     Raises RuntimeError after ``timeout`` seconds, naming the groups that are not.
     """
     from confluent_kafka import ConsumerGroupState
@@ -108,16 +113,23 @@ def wait_for_groups(bootstrap: str, members: Mapping[str, int], timeout: float =
     admin = AdminClient({"bootstrap.servers": bootstrap})
     started = time.monotonic()
     waiting = dict(members)
+    seen: dict[str, str] = {}
     while waiting:
         futures = admin.describe_consumer_groups(list(waiting), request_timeout=10)
         for group, future in futures.items():
             with contextlib.suppress(KafkaException):
                 found = future.result()
-                if found.state == ConsumerGroupState.STABLE and len(found.members) == waiting[group]:
+                seen[group] = f"{found.state.name} with {len(found.members)} member(s)"
+                if (
+                    found.state == ConsumerGroupState.STABLE
+                    and len(found.members) == waiting[group]
+                ):
                     del waiting[group]
         if not waiting:
             break
+        check()
         if time.monotonic() - started > timeout:
-            raise RuntimeError(f"consumer groups not stable in {timeout:.0f} s: {sorted(waiting)}")
+            states = {g: seen.get(g, "?") for g in sorted(waiting)}
+            raise RuntimeError(f"consumer groups not stable in {timeout:.0f} s: {states}")
         time.sleep(0.2)
     return time.monotonic() - started

@@ -1,6 +1,6 @@
 """Smoke runs of every peer implementation of the benchmark saga (correctness, no timing).
 
-Each implementation runs 20 sagas through ``python -m bench.peers.harness`` in a
+Each implementation runs 20 sagas through ``python -m bench.peers.runner`` in a
 subprocess, exactly as ``bench/run_peers.py`` runs it (every service in a process of its
 own), on topics with a unique prefix (the benchmark itself uses the bare event names on a
 broker of its own); the PostgreSQL peers use the session's PostgreSQL server.
@@ -47,7 +47,7 @@ def run_harness(
     """Run one implementation with the harness in a subprocess and return its result."""
     out = tmp_path / f"{impl}.json"
     command = [
-        sys.executable, "-m", "bench.peers.harness",
+        sys.executable, "-m", "bench.peers.runner",
         "--impl", impl, "--sagas", str(SAGAS), "--partitions", "2",
         "--bootstrap", bootstrap, "--topic-prefix", prefix, "--recreate-topics",
         "--warmup", "3", "--budget", "120", "--out", str(out),
