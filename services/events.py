@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from choreo.model.events import Event
+from choreo import Event
 
 __all__ = [
     "CancelShipment",

@@ -335,7 +335,7 @@ class _Writer:
             head.append("from typing import ClassVar")
         if len(head) > 9:
             head.append("")
-        head += ["from choreo.model.events import Event", "", "__all__ = ["]
+        head += ["from choreo import Event", "", "__all__ = ["]
         head += [f"    {literal(n)}," for n in sorted(names)]
         head.append("]")
         return head

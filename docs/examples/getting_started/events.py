@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from choreo.model.events import Event
+from choreo import Event
 
 __all__ = [
     "BookingConfirmed",
