@@ -241,6 +241,7 @@ def _line(result: dict[str, Any]) -> str:
         f"{head}  {result['sagas_per_s']:>8.1f} sagas/s  p99 {result['latency_ms']['p99']:>8.1f} ms"
         f"  cpu ms/saga: services {ms('cpu_ms_per_saga')} broker {ms('broker_cpu_ms_per_saga')}"
         f" pg {ms('postgres_cpu_ms_per_saga')} harness {ms('harness_cpu_ms_per_saga')}"
+        f"  idle {result.get('idle_service_cpu_ms_per_s')} ms/s"
         f"  busy {result.get('machine_busy_cores')}  {result['status']}"
         f" state {str(result.get('state_check', '?'))[:60]}"
     )
@@ -316,6 +317,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per timed run")
     parser.add_argument("--warmup", type=int, default=40, help="untimed sagas before each run")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--render", type=Path, default=None, help="redo the README from a JSON")
     args = parser.parse_args(argv)
     unknown = [i for i in (*args.only, *args.scale_only) if i not in IMPLEMENTATIONS]
@@ -381,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(results))
     print("\n".join(targets(results)))
     if scale_p:
-        print("\n".join(scale_lines(results, scale_p)))
+        print("\n".join(scale_lines(results, scale_p, os.cpu_count())))
     print(f"wall time: {report['wall_s']} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
         name = "peers-" + started_at.replace(":", "").replace("-", "") + ".json"

@@ -68,6 +68,9 @@ from bench.peers.shape import SagaShape, expected_state_counts, merge_states
 from bench.peers.topics import recreate_topics, wait_for_groups
 from bench.proc_cpu import CpuMeter, machine_cpu_seconds
 
+IDLE_S = 1.0
+"""Seconds the idle services are metered after the warm-up, before the timed phase."""
+
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
@@ -214,6 +217,11 @@ def _timed(
     prepared = injector.prepare(order_ids, spec.warmup)
     tracker.expect(order_ids)
     gc.collect()
+    fleet.start_meters()  # first, what the idle services cost: polling, heartbeats, timers
+    time.sleep(IDLE_S)
+    fleet.stop_meters()
+    idle = sum(m.cpu_s or 0.0 for m in fleet.members)
+    result["idle_service_cpu_ms_per_s"] = round(idle * 1000.0 / IDLE_S, 2)
     fleet.start_meters()
     meters.start()
     wall0 = time.monotonic()
