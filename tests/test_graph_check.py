@@ -355,3 +355,178 @@ def test_a_service_with_no_saga_has_no_saga_problem() -> None:
 
     problems = check(Choreography.from_services([audit]))
     assert [(p.code.value, p.handler) for p in problems] == [("never-emitted", "note")]
+
+
+def test_chain_in_the_wrong_order_is_an_error_explained_with_the_chain() -> None:
+    """A failure whose compensations undo the first step before the second is reported."""
+    problems = problems_of("broken_chain_order")
+    problem = only(problems, ProblemCode.CHAIN_ORDER)
+    assert codes(problems) == {"compensation-chain-order"}
+    assert (problem.service, problem.handler, problem.severity) == ("shop", "ship", Severity.ERROR)
+    assert problem.event == "test.chain_order.ShipFailed"
+    assert problem.chain == (
+        "test.chain_order.ShipFailed -> shop.release (undoes shop.reserve) -> "
+        "test.chain_order.Released -> shop.refund (undoes shop.charge) -> "
+        "test.chain_order.Refunded -> shop.reject (undoes shop.start) -> test.chain_order.Failed"
+    )
+    assert "expected shop.charge then shop.reserve then the saga's start (shop.start)" in (
+        problem.message
+    )
+    assert "shop.reserve is undone at step 1 of the chain, not after shop.charge (step 2)" in (
+        problem.message
+    )
+    assert problem.chain in problem.message
+
+
+def test_chain_that_misses_a_completed_step_is_an_error() -> None:
+    """A failure whose compensations never undo a completed step names that step."""
+    problems = problems_of("broken_chain_incomplete")
+    problem = only(problems, ProblemCode.CHAIN_INCOMPLETE)
+    assert codes(problems) == {"compensation-chain-incomplete"}
+    assert problem.event == "test.chain_order.ShipFailed"
+    assert "no compensation undoes shop.reserve, completed before shop.ship failed" in (
+        problem.message
+    )
+    assert problem.chain.startswith("test.chain_order.ShipFailed -> shop.refund")
+
+
+def test_chains_of_the_valid_example_undo_in_reverse_order() -> None:
+    """Every failure of the valid example triggers a chain undoing what completed, last first."""
+    from choreo.choreography.chains import compensation_chains
+
+    ch = discover(FIXTURES + "valid_order").choreography()
+    chains = {chain.failure: chain for chain in compensation_chains(ch)}
+    assert set(chains) == {
+        "test.shop.InventoryReservationFailed",
+        "test.shop.PaymentDeclined",
+        "test.shop.ShipmentDispatchFailed",
+    }
+    dispatch = chains["test.shop.ShipmentDispatchFailed"]
+    assert dispatch.expected == ("shipping.create", "payment.charge", "inventory.reserve",
+                                 "order.start")
+    assert [dispatch.level_of(step) for step in dispatch.expected] == [1, 2, 3, 4]
+    assert dispatch.missed == () and dispatch.out_of_order == ()
+    assert chains["test.shop.InventoryReservationFailed"].completed == ("order.start",)
+
+
+def test_parallel_steps_may_be_undone_in_either_order() -> None:
+    """Two steps on parallel branches have no order between them; undoing both at once is fine."""
+    from choreo.choreography.chains import compensation_chains
+    from choreo.choreography.service import Saga
+
+    @dataclass(frozen=True)
+    class Go(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.Go"
+
+    @dataclass(frozen=True)
+    class A(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.A"
+
+    @dataclass(frozen=True)
+    class B(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.B"
+
+    @dataclass(frozen=True)
+    class Bad(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.Bad"
+
+    @dataclass(frozen=True)
+    class UndoneA(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.UndoneA"
+
+    @dataclass(frozen=True)
+    class UndoneB(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.UndoneB"
+
+    @dataclass(frozen=True)
+    class Done(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.Done"
+
+    @dataclass(frozen=True)
+    class Failed(Event):
+        __avro_name__: ClassVar[str] = "test.parallel.Failed"
+
+    saga = Saga("Parallel", start=Go, completed=Done, failed=Failed)
+    left, right, end = (Service(name, sagas=[saga]) for name in ("left", "right", "end"))
+
+    @left.step(on=Go, emits=A)
+    def step_a(event: Go) -> A:
+        return A()
+
+    @right.step(on=Go, emits=B)
+    def step_b(event: Go) -> B:
+        return B()
+
+    @end.pivot(on=[A, B], emits=Done, fails_with=Bad)
+    def finish(event: A | B) -> Done:
+        return Done()
+
+    @left.compensation(undoes=step_a, on=Bad, emits=UndoneA)
+    def undo_a(event: Bad) -> UndoneA:
+        return UndoneA()
+
+    @right.compensation(undoes=step_b, on=Bad, emits=UndoneB)
+    def undo_b(event: Bad) -> UndoneB:
+        return UndoneB()
+
+    ch = Choreography.from_services([left, right, end])
+    [chain] = compensation_chains(ch)
+    assert chain.completed == ("left.step_a", "right.step_b")
+    assert chain.before == ()  # neither branch comes before the other
+    assert chain.level_of("left.step_a") == 1 and chain.level_of("right.step_b") == 1
+    assert chain.out_of_order == () and chain.missed == ()
+    assert not {p.code for p in check(ch)} & {ProblemCode.CHAIN_ORDER, ProblemCode.CHAIN_INCOMPLETE}
+
+
+def test_failure_ended_by_a_step_without_compensations_misses_the_completed_steps() -> None:
+    """A failure a forward step turns straight into the failed event undoes nothing."""
+    from choreo.choreography.service import Saga
+
+    @dataclass(frozen=True)
+    class Go(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Go"
+
+    @dataclass(frozen=True)
+    class Held(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Held"
+
+    @dataclass(frozen=True)
+    class Bad(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Bad"
+
+    @dataclass(frozen=True)
+    class Freed(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Freed"
+
+    @dataclass(frozen=True)
+    class Done(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Done"
+
+    @dataclass(frozen=True)
+    class Failed(Event):
+        __avro_name__: ClassVar[str] = "test.shortcut.Failed"
+
+    saga = Saga("Shortcut", start=Go, completed=Done, failed=Failed)
+    svc = Service("svc", sagas=[saga])
+    end = Service("end", sagas=[saga])
+
+    @svc.step(on=Go, emits=Held)
+    def hold(event: Go) -> Held:
+        return Held()
+
+    @svc.pivot(on=Held, emits=Done, fails_with=Bad)
+    def finish(event: Held) -> Done:
+        return Done()
+
+    @svc.compensation(undoes=hold, on=Freed, emits=Failed)
+    def free(event: Freed) -> Failed:
+        return Failed()
+
+    @end.retriable(on=Bad, emits=Failed)
+    def give_up(event: Bad) -> Failed:
+        return Failed()
+
+    problems = check(Choreography.from_services([svc, end]))
+    problem = only(problems, ProblemCode.CHAIN_INCOMPLETE)
+    assert "no compensation undoes svc.hold" in problem.message
+    assert problem.chain == "test.shortcut.Bad -> (no compensation reacts to it)"

@@ -140,6 +140,96 @@ def test_check_imports_from_the_current_directory(
     sys.modules.pop(name, None)
 
 
+FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "choreographies"
+
+
+def test_check_a_file_path_in_a_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module given as a file path inside a package is imported under its dotted name."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    path = FIXTURE_DIR / "broken_chain_order.py"
+    result = run("check", str(path))
+    assert result.exit_code == 1, result.output
+    assert "compensation-chain-order" in result.stdout
+    assert "choreographies.broken_chain_order" in sys.modules  # fixtures/ has no __init__
+    package = run("check", str(FIXTURE_DIR / "valid_order") + "/")
+    assert package.exit_code == 0, package.output
+    assert package.stdout == "ok: 5 services, 10 handlers, 14 events\n"
+
+
+def test_check_a_standalone_file_with_an_attribute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``./module.py`` and ``./module.py:attribute`` work from any directory."""
+    name = f"standalone_{uuid.uuid4().hex[:8]}"
+    source = (FIXTURE_DIR / "broken_chain_order.py").read_text(encoding="utf-8")
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    whole = run("check", f"./{name}.py")
+    assert whole.exit_code == 1, whole.output
+    assert "compensation-chain-order" in whole.stdout
+    one = run("check", "--json", f"./{name}.py:shop")
+    assert one.exit_code == 1
+    [problem] = json.loads(one.stdout)
+    assert problem["code"] == "compensation-chain-order"
+    assert problem["chain"].startswith("test.chain_order.ShipFailed -> shop.release")
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x = (\n", "SyntaxError"),
+        ("raise RuntimeError('boom at import')\n", "RuntimeError: boom at import"),
+        ("import no_such_module_anywhere_xyz\n", "cannot import"),
+        ("VALUE = 1\n", "no Service or Saga found"),
+    ],
+)
+def test_check_a_file_that_cannot_load_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, expected: str
+) -> None:
+    """A file that does not import (or holds nothing) is "could not load": exit 2, no traceback."""
+    name = f"unloadable_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    result = run("check", str(tmp_path / f"{name}.py"))
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+    sys.modules.pop(name, None)
+
+
+def test_check_a_missing_path_exits_2_saying_what_to_give(tmp_path: Path) -> None:
+    """A path that does not exist, or a directory that is no package, is a load error."""
+    missing = run("check", str(tmp_path / "nope.py"))
+    assert missing.exit_code == 2
+    assert "no Python file or package at" in missing.stderr
+    assert "give an existing .py file" in missing.stderr
+    plain = run("check", str(tmp_path) + "/")
+    assert plain.exit_code == 2
+    assert "directory without __init__.py" in plain.stderr
+
+
+def test_check_explains_problems_as_paragraphs_at_80_columns() -> None:
+    """At 80 columns each problem is a heading line and its message, never a cut table."""
+    result = CliRunner().invoke(
+        main, ["check", "fixtures.choreographies.broken_chain_order"], env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert "error compensation-chain-order" in lines
+    assert all(len(line) <= 80 for line in lines)
+    text = " ".join(line.strip() for line in lines)
+    assert "shop.release (undoes shop.reserve) -> test.chain_order.Released" in text
+
+
+def test_check_the_example_services_passes() -> None:
+    """The example shop (choreographed and orchestrated sagas together) passes the check."""
+    result = run("check", "services")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: ")
+
+
 def test_graph_mermaid_to_stdout() -> None:
     """``choreo graph`` prints a Mermaid flowchart by default."""
     result = run("graph", VALID)

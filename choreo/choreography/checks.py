@@ -34,7 +34,16 @@ Problems reported by :func:`check`, one code each (all errors unless noted):
 ``saga-not-joined``         a handler emits a saga's completed/failed event but its service
                             does not join that saga (nor another saga ending with the same
                             event), so the runtime cannot mark it terminal
+``compensation-chain-       the chain of compensations a failure event triggers never undoes
+incomplete``                a step that completed before the failure (or the saga's start)
+``compensation-chain-order`` the chain a failure event triggers undoes the completed steps
+                            out of reverse order (a step before a later one, or both at once)
 =========================== ================================================================
+
+The two chain problems come from :func:`choreo.choreography.chains.compensation_chains`,
+which derives, for every failure event, the compensations it triggers level by level; the
+problem's :attr:`Problem.chain` holds that chain as text, and its message says what the
+chain should have undone, in which order.
 
 A service may check itself too: when it has a ``choreography_problems(choreography)``
 method (an orchestrator's service does, see :mod:`choreo.orchestration.check`), its
@@ -48,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from choreo.avro.lookup import has_schema_predicate
+from choreo.choreography.chains import compensation_chains
 from choreo.choreography.graph import BUILTIN_EVENTS, BUILTIN_NAMESPACE, Choreography
 from choreo.choreography.service import HandlerSpec, Saga, StepKind
 from choreo.errors import ChoreographyError
@@ -89,6 +99,8 @@ class ProblemCode(enum.StrEnum):
     REPLY_NOT_HANDLED = "reply-not-handled"
     REPLY_NEVER_SENT = "reply-never-sent"
     PARTICIPANT_KIND = "participant-kind"
+    CHAIN_INCOMPLETE = "compensation-chain-incomplete"
+    CHAIN_ORDER = "compensation-chain-order"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +108,8 @@ class Problem:
     """One inconsistency found by :func:`check`; ``message`` starts with ``service.handler``.
 
     ``service``, ``handler`` and ``event`` say where it is, when that is known (a
-    saga-level problem has no handler).
+    saga-level problem has no handler); ``chain`` is the compensation chain a failure
+    event triggers, as text, for the chain problems (empty otherwise).
     """
 
     code: ProblemCode
@@ -105,6 +118,7 @@ class Problem:
     handler: str | None = None
     event: str | None = None
     severity: Severity = Severity.ERROR
+    chain: str = ""
 
     def __str__(self) -> str:
         return f"{self.severity.value} {self.code.value}: {self.message}"
@@ -429,6 +443,22 @@ def _missing_schemas(ch: Choreography, has_schema: Callable[[str], bool]) -> Ite
         yield _problem(ProblemCode.MISSING_SCHEMA, first, text, event=event_type)
 
 
+def _compensation_chains(ch: Choreography) -> Iterator[Problem]:
+    """A failure's compensations undo every completed step, the last completed first."""
+    codes = {"incomplete": ProblemCode.CHAIN_INCOMPLETE, "order": ProblemCode.CHAIN_ORDER}
+    for chain in compensation_chains(ch):
+        spec = chain.failing
+        for kind, text in chain.findings(ch.is_start_step):
+            yield Problem(
+                codes[kind],
+                f"{spec.step_id}: {text}; the chain it triggers is {chain.describe()}",
+                service=spec.service,
+                handler=spec.name,
+                event=chain.failure,
+                chain=chain.describe(),
+            )
+
+
 def _declared_elsewhere(ch: Choreography) -> Iterator[Problem]:
     """Yield the problems services check themselves (an orchestrator checks its saga)."""
     for service in ch.services:
@@ -447,5 +477,6 @@ _RULES: tuple[Callable[[Choreography], Iterable[Problem]], ...] = (
     _saga_paths,
     _pivots,
     _unjoined_sagas,
+    _compensation_chains,
     _declared_elsewhere,
 )

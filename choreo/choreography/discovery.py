@@ -7,25 +7,35 @@ A *target* names where to look:
 - ``pkg``: the same for the package and, recursively, every module in it (a
   ``__main__`` module is never imported);
 - ``pkg.module:attribute``: one attribute, which may be a Service, a Saga, a
-  :class:`~choreo.choreography.graph.Choreography`, or a list/tuple of Services and Sagas.
+  :class:`~choreo.choreography.graph.Choreography`, or a list/tuple of Services and Sagas;
+- a file or directory path in place of the module (``./services/order.py``,
+  ``services/``, ``app.py:saga``): a ``.py`` file or a package directory. It is imported
+  under its dotted name: the directories above it that hold an ``__init__.py`` are its
+  packages, and the first one that does not is put on ``sys.path``, so the file's own
+  absolute and relative imports work as they do when it is imported by name.
 
 Importing runs the modules' top-level code, as any import does; nothing else is called.
+A module that cannot be imported (missing, a syntax error, an exception in its top-level
+code) raises :class:`~choreo.errors.ConfigurationError` naming the module and the cause.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from choreo.choreography.graph import Choreography
 from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError
 
-__all__ = ["Discovered", "discover", "load_choreography"]
+__all__ = ["Discovered", "discover", "is_path", "load_choreography", "module_for_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +98,65 @@ def load_choreography(target: str) -> Choreography:
     return discover(target).choreography()
 
 
+def is_path(name: str) -> bool:
+    """Return True when a target's module part is a file or directory path, not a name."""
+    separators = [os.sep, *([os.altsep] if os.altsep else [])]
+    return name.endswith(".py") or any(sep in name for sep in separators) or name in (".", "..")
+
+
+def module_for_path(name: str) -> str:
+    """Return the dotted module name of the ``.py`` file or package directory ``name``.
+
+    The first directory above it without an ``__init__.py`` is put first on ``sys.path``
+    (see the module docstring). Raises :class:`~choreo.errors.ConfigurationError` when the
+    path is not an existing ``.py`` file or package directory.
+    """
+    path = Path(name).resolve()
+    if path.is_dir():
+        if not (path / "__init__.py").is_file():
+            raise ConfigurationError(
+                f"{name} is a directory without __init__.py: give a package directory, a .py "
+                "file, or a module name (pkg.module)"
+            )
+        parts: list[str] = []
+        top = path
+    elif path.is_file() and path.suffix == ".py":
+        parts = [] if path.stem == "__init__" else [path.stem]
+        top = path.parent
+    else:
+        raise ConfigurationError(
+            f"no Python file or package at {name}: give an existing .py file, a package "
+            "directory, or a module name (pkg.module) importable from the current directory"
+        )
+    while (top / "__init__.py").is_file():
+        parts.insert(0, top.name)
+        top = top.parent
+    if not parts or not all(part.isidentifier() for part in parts):
+        raise ConfigurationError(
+            f"{name} cannot be imported as a module: {'.'.join(parts) or path.name!r} is not "
+            "a dotted Python name (rename the file or directory)"
+        )
+    if str(top) not in sys.path:
+        sys.path.insert(0, str(top))
+    return ".".join(parts)
+
+
 def _import(module_name: str) -> ModuleType:
+    if is_path(module_name):
+        module_name = module_for_path(module_name)
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name}: {exc}") from exc
+        raise ConfigurationError(
+            f"cannot import {module_name}: {exc} (run choreo from the project's root, so "
+            "that its packages import, or give the module as a file path: ./path/to/module.py)"
+        ) from exc
+    except Exception as exc:  # the module's own top-level code failed: any exception
+        logger.debug("importing %s failed", module_name, exc_info=True)
+        raise ConfigurationError(
+            f"importing {module_name} failed: {type(exc).__name__}: {exc}; fix the module so "
+            "that it imports (choreo --log-level DEBUG ... shows the traceback)"
+        ) from exc
 
 
 def _walk(module: ModuleType) -> Iterable[ModuleType]:

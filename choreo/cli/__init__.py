@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 HELP: dict[str, str] = {
     "schemas": "Load, lint, check the evolution of, and generate classes from Avro schemas.",
-    "check": "Check a choreography's declarations; exit 1 naming each problem.",
+    "check": "Check a choreography (compensation chains too); exit 1 on problems, 2 if unloadable.",
     "graph": "Draw a choreography as Mermaid or Graphviz DOT.",
     "asyncapi": "Export an AsyncAPI 3 document of a choreography's channels and messages.",
     "run": "Run one service's worker (MODULE:SERVICE) against a transport.",

@@ -116,7 +116,10 @@ def serve_tracker_metrics(tracker: Any, address: tuple[str, int]) -> Observabili
     try:
         server = ObservabilityServer(host=host, port=port, registry=registry).start()
     except OSError as exc:
-        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+        raise click.ClickException(
+            f"cannot serve metrics on {host}:{port}: {exc}; give a free port with"
+            " --metrics-port (or stop what listens there)"
+        ) from exc
     logger.info("saga metrics on %s/metrics", server.url)
     return server
 
@@ -227,6 +230,9 @@ def worker_observability(
             host=host, port=port, registry=registry, health=setup.health
         ).start()
     except OSError as exc:
-        raise click.ClickException(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+        raise click.ClickException(
+            f"cannot serve metrics on {host}:{port}: {exc}; give a free port with"
+            " --metrics-port (or stop what listens there)"
+        ) from exc
     logger.info("metrics and probes on %s (/metrics, /healthz, /readyz)", setup.server.url)
     return setup

@@ -18,7 +18,6 @@ newest record's timestamp (the moment of the export) unless ``--now`` says other
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import re
@@ -26,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -45,30 +44,18 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 Command = Callable[..., Any]
 
-_RELATIVE: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)$")
-_UNIT_MS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
 def parse_time(text: str, *, now_ms: int) -> int:
     """Return epoch ms for ``text``: epoch ms digits, ISO 8601 (naive = UTC), or ``15m`` ago.
 
-    Relative units: ms, s, m/min, h, d. Raises ``click.BadParameter`` otherwise.
+    See :func:`choreo.safety.timestamps.parse_moment`; raises ``click.BadParameter``
+    naming the accepted forms.
     """
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    relative = _RELATIVE.match(text)
-    if relative:
-        return now_ms - int(float(relative.group(1)) * _UNIT_MS[relative.group(2)])
+    from choreo.safety.timestamps import parse_moment
+
     try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not a time: use epoch ms, ISO 8601 or a duration ago like 15m"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
+        return parse_moment(text, now_ms=now_ms)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 # --- common options --------------------------------------------------------------------
@@ -181,6 +168,14 @@ def tracker_options(func: Command) -> Command:
     return _with_options(_grouped(func, "options", TrackerOptions, params), options)
 
 
+def _topics_error(exc: re.error) -> str:
+    """Return what is wrong with a --topics expression and what one looks like."""
+    return (
+        f"invalid --topics expression: {exc}; give a Python regular expression such as"
+        " '^shop\\.' (topics starting with 'shop.') or 'orders|payments'"
+    )
+
+
 def _errors(func: F) -> F:
     """Turn choreo's errors into clean click errors (exit 2 for usage, 1 otherwise)."""
 
@@ -191,7 +186,7 @@ def _errors(func: F) -> F:
         except ChoreoError as exc:
             raise click.ClickException(str(exc)) from exc
         except re.error as exc:
-            raise click.BadParameter(f"invalid --topics expression: {exc}") from exc
+            raise click.BadParameter(_topics_error(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -210,17 +205,28 @@ class Source:
         transport_kind: str,
         topics: str | None,
         idle: float,
+        files: bool = True,
     ) -> None:
+        """Say where records come from; ``files`` False for a command without ``--file``."""
         ctx = click.get_current_context()
         embedded = ctx.obj.get("transport") if isinstance(ctx.obj, dict) else None
         if file_ is not None and bootstrap is not None:
-            raise click.UsageError("give --file or --bootstrap, not both")
+            raise click.UsageError(
+                "give --file or --bootstrap, not both: --file reads an exported file,"
+                " --bootstrap a cluster"
+            )
         if file_ is None and bootstrap is None and embedded is None:
             bootstrap = configured_bootstrap()
             if bootstrap is None:
+                cluster = (
+                    "--bootstrap HOST:PORT, $CHOREO_KAFKA_BOOTSTRAP or bootstrap.servers in the"
+                    " --config file"
+                )
                 raise click.UsageError(
-                    "give --file PATH, or --bootstrap HOST:PORT (or bootstrap.servers in the"
-                    " --config file)"
+                    f"no saga source: give --file PATH (a file written by `choreo export`), or"
+                    f" a cluster with {cluster}"
+                    if files
+                    else f"no Kafka cluster: give {cluster}"
                 )
         self.file = file_
         self.bootstrap = bootstrap
@@ -230,7 +236,7 @@ class Source:
         try:
             self.pattern = re.compile(topics) if topics else None
         except re.error as exc:
-            raise click.BadParameter(f"invalid --topics expression: {exc}") from exc
+            raise click.BadParameter(_topics_error(exc)) from exc
         self.idle = idle
         self._embedded = embedded
         self._transport: Any = None
@@ -334,10 +340,12 @@ class Source:
             close_transport(self._transport)
 
 
-def _load(source: Source, tracker: Any, now_text: str | None) -> int:
-    """Feed every record of ``source`` to ``tracker``, judge deadlines; return 'now'."""
+def _load(source: Source, tracker: Any, now_text: str | None, keys: Any = None) -> int:
+    """Feed every record of ``source`` to ``tracker`` (and to the business-key index
+    ``keys`` when given), judge deadlines; return 'now'."""
+    records = source.records()
     try:
-        tracker.feed_many(source.records())
+        tracker.feed_many(records if keys is None else keys.tee(records))
     finally:
         source.close()
     now = source.now_ms(now_text)

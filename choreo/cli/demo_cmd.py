@@ -57,7 +57,10 @@ def _serve(tracker: Any, port: int) -> Any:
             continue
         server.start()
         return server
-    raise click.ClickException(f"no free port from {port} to {port + _PORT_ATTEMPTS - 1}: {last}")
+    raise click.ClickException(
+        f"no free port from {port} to {port + _PORT_ATTEMPTS - 1}: {last}; give another with"
+        " --port (0 picks any free port)"
+    )
 
 
 def _summary(console: Console, result: DemoResult) -> None:

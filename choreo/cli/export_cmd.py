@@ -47,7 +47,12 @@ def export(
     from choreo.tracker.sources import write_container_file
 
     source = Source(
-        file_=None, bootstrap=bootstrap, transport_kind=transport_kind, topics=topics, idle=idle
+        file_=None,
+        bootstrap=bootstrap,
+        transport_kind=transport_kind,
+        topics=topics,
+        idle=idle,
+        files=False,
     )
     try:
         names = source.topics()
@@ -85,7 +90,12 @@ def import_(
     from choreo.tracker.sources import read_container_file
 
     source = Source(
-        file_=None, bootstrap=bootstrap, transport_kind=transport_kind, topics=topics, idle=1.0
+        file_=None,
+        bootstrap=bootstrap,
+        transport_kind=transport_kind,
+        topics=topics,
+        idle=1.0,
+        files=False,
     )
     partitions: dict[str, int] = {}
     for record in read_container_file(file_):

@@ -1,10 +1,15 @@
 """``choreo check``, ``choreo graph`` and ``choreo asyncapi``: read a choreography's declarations.
 
 Each command takes a TARGET: a module (``services.order``), a package (``services``,
-searched recursively) or ``module:attribute`` (a Service, Saga, Choreography or a list of
-them). The current directory is put on ``sys.path`` first, so a project's own modules
-import without installing them. Exit codes: 0 ok, 1 problems found (``check``), 2 the
-target or the schemas could not be loaded.
+searched recursively), ``module:attribute`` (a Service, Saga, Choreography or a list of
+them), or a file or package path in place of the module (``./services/order.py``,
+``services/``; see :mod:`choreo.choreography.discovery`). The current directory is put on
+``sys.path`` first, so a project's own modules import without installing them.
+
+Exit codes: 0 ok (``check``: no error, and no warning with ``--strict``), 1 problems found
+(``check`` only), 2 the target or the schemas could not be loaded (a missing module or
+file, a syntax error or an exception in the module's top-level code, an invalid schema),
+or the command line is wrong.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _EXIT_PROBLEMS = 1
 _EXIT_LOAD_ERROR = 2
+_NARROW = 100
+"""Below this many terminal columns problems are listed as paragraphs, not a table."""
+_MAX_MESSAGE_CHARS = 4_000
 
 _target_argument = click.argument("target")
 _schemas_option = click.option(
@@ -79,14 +87,20 @@ def _load_function(spec: str) -> Callable[[str], str]:
 
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
-        _fail(f"--topic-naming {spec!r}: expected MODULE:FUNCTION")
+        _fail(f"--topic-naming {spec!r}: expected MODULE:FUNCTION, e.g. myapp.topics:topic_of")
     import_from_cwd()
     try:
         function = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
-        _fail(f"--topic-naming {spec!r}: {exc}")
+        _fail(
+            f"--topic-naming {spec!r}: {exc}; give MODULE:FUNCTION importable from the current"
+            " directory, e.g. myapp.topics:topic_of"
+        )
     if not callable(function):
-        _fail(f"--topic-naming {spec!r} is not a function")
+        _fail(
+            f"--topic-naming {spec!r} is not a function: name a function taking an event type"
+            " and returning its topic"
+        )
     return cast("Callable[[str], str]", function)
 
 
@@ -98,7 +112,10 @@ def _load_schemas(schemas_dir: Path | None) -> object | None:
     try:
         return resolve_schemas(schemas_dir)
     except ChoreoError as exc:
-        _fail(f"cannot load schemas from {schemas_dir}: {exc}")
+        _fail(
+            f"cannot load schemas from {schemas_dir}: {exc} (fix the file named, or point"
+            " --schemas at the directory of your .avsc files; choreo schemas lint DIR says more)"
+        )
 
 
 def _write(text: str, output: Path | None) -> None:
@@ -121,14 +138,26 @@ def _problem_dict(problem: Problem) -> dict[str, str | None]:
         "service": problem.service,
         "handler": problem.handler,
         "event": problem.event,
+        "chain": problem.chain or None,
     }
 
 
-def _print_table(problems: list[Problem]) -> None:
+def _print_problems(problems: list[Problem]) -> None:
+    """Print ``problems`` as a table, or as paragraphs in a terminal under 100 columns."""
+    from rich.padding import Padding
     from rich.table import Table
+    from rich.text import Text
 
     from choreo.safety.terminal import console, data
 
+    out = console()
+    if out.width < _NARROW:
+        out.print(Text("choreography problems", style="bold"))
+        for problem in problems:
+            style = "red" if problem.severity is Severity.ERROR else "yellow"
+            out.print(Text(f"{problem.severity.value} {problem.code.value}", style=style))
+            out.print(Padding(data(problem.message, max_chars=_MAX_MESSAGE_CHARS), (0, 0, 0, 2)))
+        return
     table = Table(title="choreography problems", title_justify="left")
     table.add_column("level", no_wrap=True)
     table.add_column("code", no_wrap=True)
@@ -136,9 +165,22 @@ def _print_table(problems: list[Problem]) -> None:
     for problem in problems:
         style = "red" if problem.severity is Severity.ERROR else "yellow"
         table.add_row(
-            problem.severity.value, problem.code.value, data(problem.message), style=style
+            problem.severity.value,
+            problem.code.value,
+            data(problem.message, max_chars=_MAX_MESSAGE_CHARS),
+            style=style,
         )
-    console().print(table)
+    out.print(table)
+
+
+def _checked(choreography: Choreography, schemas: object | None) -> list[Problem]:
+    """Return the choreography's problems; a check that cannot run ends with exit 2."""
+    from choreo.choreography.checks import check as check_choreography
+
+    try:
+        return check_choreography(choreography, schemas)
+    except ChoreoError as exc:
+        _fail(f"cannot check the choreography: {exc}")
 
 
 @click.command("check")
@@ -146,13 +188,20 @@ def _print_table(problems: list[Problem]) -> None:
 @_schemas_option
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 @_format_option("table", "json", help_text="Print problems as a table or as JSON.")
-def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None:
-    """Check TARGET's choreography; exit 1 naming each problem, 0 with a summary if none."""
-    from choreo.choreography.checks import check as check_choreography
+@click.option("--json", "as_json", is_flag=True, help="Print problems as JSON (--format json).")
+def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str, as_json: bool) -> None:
+    """Check TARGET's choreography: exit 0 if consistent, 1 naming each problem, 2 if it
+    cannot be loaded.
 
+    TARGET is a module (pkg.module), a package, module:attribute, or a path to a .py file
+    or a package directory. For every failure event the chain of compensations it
+    triggers is derived and must undo the steps completed before it, the last first.
+    """
+    if as_json:
+        fmt = "json"
     choreography = _load(target)
     schemas = _load_schemas(schemas_dir)
-    problems = check_choreography(choreography, schemas)
+    problems = _checked(choreography, schemas)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     failed = bool(errors) or (strict and bool(problems))
     if fmt == "json":
@@ -160,7 +209,7 @@ def check(target: str, schemas_dir: Path | None, strict: bool, fmt: str) -> None
 
         click.echo(dumps([_problem_dict(p) for p in problems], indent=2, html_safe=False))
     elif problems:
-        _print_table(problems)
+        _print_problems(problems)
     if not failed and fmt == "table":
         warnings = len(problems) - len(errors)
         click.echo(

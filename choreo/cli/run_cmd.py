@@ -58,23 +58,32 @@ def load_service(target: str) -> Service:
     """
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
-        raise click.BadParameter("use MODULE:SERVICE, e.g. services.inventory:inventory")
+        raise click.BadParameter("use MODULE:SERVICE, e.g. services.inventory:service")
     import_from_cwd()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name}: {exc}") from exc
+        raise click.BadParameter(
+            f"cannot import {module_name}: {exc} (run choreo from the project's root, where"
+            f" {module_name.split('.')[0]} can be imported, or add its directory to PYTHONPATH)"
+        ) from exc
     found: object = module
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
-            raise click.BadParameter(f"{module_name} has no attribute {attribute}") from None
+            raise click.BadParameter(
+                f"{module_name} has no attribute {attribute}: name the Service object defined"
+                f" there, e.g. {module_name}:<service variable>"
+            ) from None
     as_service = getattr(found, "service", None)  # an Orchestrator runs as its service
     if not isinstance(found, Service) and isinstance(as_service, Service):
         found = as_service
     if not isinstance(found, Service):
-        raise click.BadParameter(f"{target} is a {type(found).__name__}, not a choreo Service")
+        raise click.BadParameter(
+            f"{target} is a {type(found).__name__}, not a choreo Service: name a"
+            " choreo.Service (or an Orchestrator) object"
+        )
     return found
 
 
@@ -179,7 +188,9 @@ def run(
             deadletter_naming=lambda name: f"{topic_prefix}{deadletter_topic(name)}",
         )
         if store_url and inbox_path:
-            raise click.UsageError("give --store or --inbox, not both")
+            raise click.UsageError(
+                "give --store or --inbox, not both (--inbox PATH is --store sqlite:///PATH)"
+            )
         if store_url:
             inbox = open_store(store_url)
         else:

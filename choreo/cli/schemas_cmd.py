@@ -148,10 +148,17 @@ def codegen(schema_dir: Path, output: Path | None, check_only: bool) -> None:
     source = generate_module(registry, source_label=label)
     if check_only:
         if output is None:
-            _fail("--check needs -o FILE")
+            _fail(
+                "--check needs -o FILE, the generated module to compare: e.g."
+                " choreo schemas codegen schemas/ -o myapp/events.py --check"
+            )
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current != source:
-            click.echo(f"{output} is out of date; run choreo schemas codegen", err=True)
+            click.echo(
+                f"{output} is out of date; regenerate it: choreo schemas codegen {label} -o"
+                f" {output}",
+                err=True,
+            )
             sys.exit(_EXIT_PROBLEMS)
         click.echo(f"{output} is up to date")
         return
@@ -166,7 +173,8 @@ def codegen(schema_dir: Path, output: Path | None, check_only: bool) -> None:
 @_dir_argument
 @click.argument("name", required=False)
 @click.option("--version", "version", type=int, default=None, help="Version (default: latest).")
-def show(schema_dir: Path, name: str | None, version: int | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON (for scripts).")
+def show(schema_dir: Path, name: str | None, version: int | None, as_json: bool) -> None:
     """List the schemas in SCHEMA_DIR, or show one (self-contained JSON and fingerprint)."""
     import json
 
@@ -182,6 +190,20 @@ def show(schema_dir: Path, name: str | None, version: int | None) -> None:
     except SchemaError as exc:
         _fail(str(exc))
     console = safe_console()
+    if name is None and as_json:
+        from choreo.safety.jsonsafe import dumps
+
+        listing = [
+            {
+                "name": item.full_name,
+                "version": item.version,
+                "fingerprint": item.fingerprint_hex,
+                "file": _relative(item.source),
+            }
+            for item in registry
+        ]
+        click.echo(dumps(listing, indent=2, html_safe=False))
+        return
     if name is None:
         table = Table(title=data(f"schemas in {schema_dir}"))
         table.add_column("schema", no_wrap=True)
@@ -198,7 +220,7 @@ def show(schema_dir: Path, name: str | None, version: int | None) -> None:
     try:
         item = registry.get(name, version)
     except UnknownEventError as exc:
-        _fail(str(exc))
+        _fail(f"{exc} (choreo schemas show {schema_dir} lists the schemas and versions)")
     click.echo(f"{item.full_name} v{item.version}  ({item.source})")
     click.echo(f"fingerprint (CRC-64-AVRO, little-endian): {item.fingerprint_hex}")
     click.echo(f"canonical form: {item.canonical_form}")

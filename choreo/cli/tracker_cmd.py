@@ -13,6 +13,15 @@ from typing import Any
 
 import click
 
+from choreo.cli._listing import (
+    echo_json,
+    json_option,
+    key_index,
+    key_options,
+    key_query,
+    sagas_document,
+    verify_document,
+)
 from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
 from choreo.cli._tracker_source import (
     Source,
@@ -33,6 +42,12 @@ __all__ = ["export", "import_", "parse_time", "sagas", "trace", "verify", "watch
 # --- commands --------------------------------------------------------------------------
 
 
+_TIME_HELP = (
+    "TIME is a duration ago (30s, 15m, 2h, 7d), an ISO 8601 time (2026-12-03T10:00Z;"
+    " no zone means UTC) or epoch milliseconds."
+)
+
+
 @click.command("sagas")
 @source_options
 @tracker_options
@@ -41,14 +56,16 @@ __all__ = ["export", "import_", "parse_time", "sagas", "trace", "verify", "watch
     "--state",
     "status_name",
     type=click.Choice([s.value for s in SagaStatus], case_sensitive=False),
-    help="Only sagas with this status (--state is the older name).",
+    help="Only sagas with this status, any case (--state is the older name).",
 )
 @click.option("--saga", "saga_type", metavar="TYPE", help="Only sagas of this type (name).")
-@click.option("--since", metavar="TIME", help="Only sagas started at or after TIME.")
+@click.option("--since", metavar="TIME", help=f"Only sagas started at or after TIME. {_TIME_HELP}")
 @click.option("--until", metavar="TIME", help="Only sagas started at or before TIME.")
 @click.option("--stuck", is_flag=True, help="Only stuck sagas.")
 @click.option("--search", metavar="TEXT", help="Only correlation ids containing TEXT.")
+@key_options
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
+@json_option()
 @_errors
 def sagas(
     *,
@@ -60,33 +77,55 @@ def sagas(
     until: str | None,
     stuck: bool,
     search: str | None,
+    where: tuple[str, ...],
+    find: str | None,
     limit: int,
+    as_json: bool,
 ) -> None:
-    """List sagas (newest first) with their statuses, and how many have each status."""
+    """List sagas (newest first) with their statuses, and how many have each status.
+
+    Filter by status (--status failed), start time (--since 1h, --until 2026-12-03T10:00Z),
+    correlation id (--search) and business key (--where order_id=123, --find VALUE).
+    """
     from choreo.tracker.render import counts_table, records_text, sagas_table
 
+    for text in (since, until, options.now_text):  # refuse a bad time before reading
+        if text:
+            parse_time(text, now_ms=int(time.time() * 1000))
     tracker = options.build()
-    now = _load(source, tracker, options.now_text)
+    query = key_query(where, find)
+    keys = key_index(query, tracker, has_schemas=options.schemas_dir is not None)
+    now = _load(source, tracker, options.now_text, keys)
     status = None
     if status_name is not None:
         status = next(s for s in SagaStatus if s.value.lower() == status_name.lower())
-    since_ms = parse_time(since, now_ms=now) if since else None
-    until_ms = parse_time(until, now_ms=now) if until else None
     filters = {
         "status": status,
         "saga": saga_type,
-        "since_ms": since_ms,
-        "until_ms": until_ms,
+        "since_ms": parse_time(since, now_ms=now) if since else None,
+        "until_ms": parse_time(until, now_ms=now) if until else None,
         "stuck_only": stuck,
         "search": search,
     }
     matching = tracker.sagas(**filters, limit=tracker.total())
-    console = _console()
+    if keys is not None:
+        wanted = keys.matching(query)
+        matching = [trace for trace in matching if trace.correlation_id in wanted]
     shown = matching[:limit]
-    console.print(sagas_table(shown, title=f"{len(matching)} saga(s), newest first"))
+    if as_json:
+        echo_json(
+            sagas_document(
+                shown, matching=len(matching), tracker=tracker, read=source.count, keys=keys,
+                query=query,
+            )
+        )
+        return
+    console = _console()
+    width = console.width
+    console.print(sagas_table(shown, title=f"{len(matching)} saga(s), newest first", width=width))
     if len(matching) > len(shown):
         console.print(f"... {len(matching) - len(shown)} more (raise --limit)")
-    console.print(counts_table(tracker.counts(), title="All sagas by status"))
+    console.print(counts_table(tracker.counts(), title="All sagas by status", width=width))
     console.print(
         f"{tracker.total()} sagas, {tracker.stats.events} events from {source.count} records"
     )
@@ -97,8 +136,9 @@ def sagas(
 @click.argument("correlation_id")
 @source_options
 @tracker_options
+@json_option()
 @_errors
-def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> None:
+def trace(*, correlation_id: str, source: Source, options: TrackerOptions, as_json: bool) -> None:
     """Show one saga's timeline (CORRELATION_ID, or a unique part of it) as a tree."""
     from choreo.tracker.render import trace_tree
 
@@ -130,6 +170,16 @@ def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> No
     active = [e for e in found.events if e.role.value != "notice"]
     if tracker.facts is not None and active and not found.state.is_terminal:
         expecting = tracker.facts.expected_after(active[-1].event_type)
+    if as_json:
+        from choreo.viewer.api import saga_detail
+
+        document = saga_detail(found)
+        document["expecting"] = list(expecting)
+        if payload is not None:
+            for event, view in zip(found.events, document["events"], strict=True):
+                view["payload"] = payload(event)
+        echo_json(document)
+        return
     _console().print(trace_tree(found, payload=payload, expecting=expecting))
 
 
@@ -144,6 +194,7 @@ def trace(*, correlation_id: str, source: Source, options: TrackerOptions) -> No
     help="How many of the newest sagas to show.",
 )
 @click.option("--once", is_flag=True, help="Show one frame (after reading what is there) and exit.")
+@json_option()
 @click.option("--duration", type=click.FloatRange(min=0), help="Exit after this many seconds.")
 @click.option(
     "--refresh",
@@ -163,10 +214,12 @@ def watch(
     duration: float | None,
     refresh: float,
     metrics_address: tuple[str, int] | None,
+    as_json: bool,
 ) -> None:
     """Show live saga counts and the newest sagas, updating in place (Ctrl-C to stop).
 
     With a cluster it follows the topics; with --file it shows the file's final state.
+    With --json it reads what is there and prints one snapshot (as --once does).
     """
     from rich.live import Live
 
@@ -176,9 +229,16 @@ def watch(
             serve_tracker_metrics(tracker, metrics_address).stop
         )
     console = _console()
-    if source.file is not None or once:
+    if source.file is not None or once or as_json:
         _load(source, tracker, options.now_text)
-        console.print(_watch_view(tracker, latest))
+        if as_json:
+            newest = tracker.sagas(limit=latest)
+            echo_json(
+                sagas_document(newest, matching=tracker.total(), tracker=tracker,
+                               read=source.count)
+            )
+            return
+        console.print(_watch_view(tracker, latest, console.width))
         return
     from choreo.tracker.live import LiveTracker
 
@@ -192,16 +252,17 @@ def watch(
     started = time.monotonic()
     live_tracker.start()
     try:
-        with Live(_watch_view(tracker, latest), console=console, auto_refresh=False) as live:
+        with Live(_watch_view(tracker, latest, console.width), console=console,
+                  auto_refresh=False) as live:
             version = -1
             while duration is None or time.monotonic() - started < duration:
                 current = tracker.wait_for_change(version, refresh)
                 if current != version:
                     version = current
-                    live.update(_watch_view(tracker, latest), refresh=True)
+                    live.update(_watch_view(tracker, latest, console.width), refresh=True)
                 if live_tracker.error is not None:
                     raise click.ClickException(f"reading stopped: {live_tracker.error}")
-            live.update(_watch_view(tracker, latest), refresh=True)
+            live.update(_watch_view(tracker, latest, console.width), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -209,15 +270,15 @@ def watch(
         source.close()
 
 
-def _watch_view(tracker: Any, latest: int) -> Any:
-    """Return the watch screen: counts by status and the newest sagas."""
+def _watch_view(tracker: Any, latest: int, width: int) -> Any:
+    """Return the watch screen: counts by status and the newest sagas, ``width`` wide."""
     from rich.console import Group
 
     from choreo.tracker.render import counts_table, records_text, sagas_table
 
     return Group(
-        counts_table(tracker.counts(), title=f"{tracker.total()} sagas"),
-        sagas_table(tracker.sagas(limit=latest), title=f"newest {latest}"),
+        counts_table(tracker.counts(), title=f"{tracker.total()} sagas", width=width),
+        sagas_table(tracker.sagas(limit=latest), title=f"newest {latest}", width=width),
         records_text(tracker.stats),
     )
 
@@ -225,8 +286,9 @@ def _watch_view(tracker: Any, latest: int) -> Any:
 @click.command("verify")
 @source_options
 @tracker_options
+@json_option()
 @_errors
-def verify(*, source: Source, options: TrackerOptions) -> None:
+def verify(*, source: Source, options: TrackerOptions, as_json: bool) -> None:
     """Check the saga guarantee over the whole log; exit 1 explaining each violation."""
     from choreo.tracker.render import findings_table, records_text
     from choreo.tracker.verify import verify_tracker
@@ -234,6 +296,11 @@ def verify(*, source: Source, options: TrackerOptions) -> None:
     tracker = options.build()
     _load(source, tracker, options.now_text)
     report = verify_tracker(tracker)
+    if as_json:
+        echo_json(verify_document(report, tracker, read=source.count))
+        if not report.ok:
+            sys.exit(1)
+        return
     console = _console()
     if report.compensation_failed:
         needing = ", ".join(printable(cid, 80) for cid in report.compensation_failed[:10])
@@ -247,6 +314,6 @@ def verify(*, source: Source, options: TrackerOptions) -> None:
     if report.ok:
         console.print(report.summary())
         return
-    console.print(findings_table(report.findings))
+    console.print(findings_table(report.findings, width=console.width))
     console.print(report.summary())
     sys.exit(1)

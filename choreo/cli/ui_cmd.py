@@ -26,8 +26,9 @@ from choreo.cli._common import (
 )
 from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
 from choreo.errors import ChoreoError
+from choreo.tracker.keys import DEFAULT_MAX_SAGAS, KeyIndex
 
-__all__ = ["build_tracker", "check_host", "ui"]
+__all__ = ["build_sources", "build_tracker", "check_host", "ui"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,34 @@ def build_tracker(
     deadline_s: float = 30.0,
 ) -> Any:
     """Return a Tracker that decodes payloads and knows the declared graph, fed from ``file``."""
+    tracker, _ = build_sources(
+        file=file, schemas_dir=schemas_dir, choreography=choreography, deadline_s=deadline_s
+    )
+    return tracker
+
+
+def build_sources(
+    *,
+    file: Path | None = None,
+    schemas_dir: Path | None = None,
+    choreography: str | None = None,
+    deadline_s: float = 30.0,
+    key_index_sagas: int = 0,
+) -> tuple[Any, KeyIndex | None]:
+    """Return the viewer's tracker (as :func:`build_tracker`) and its business-key index.
+
+    With ``key_index_sagas`` > 0 the index (of at most that many sagas) decodes payloads
+    as the tracker does and is fed the same records; otherwise it is None.
+    """
     tracker = new_tracker(schemas_dir=schemas_dir, choreography=choreography, deadline_s=deadline_s)
+    keys = KeyIndex(decode=tracker.decode, max_sagas=key_index_sagas) if key_index_sagas else None
     if file is not None:
         from choreo.tracker.sources import read_container_file
 
-        count = tracker.feed_many(read_container_file(file))
+        records = read_container_file(file)
+        count = tracker.feed_many(records if keys is None else keys.tee(records))
         logger.info("read %d records from %s", count, file)
-    return tracker
+    return tracker, keys
 
 
 @click.command("ui")
@@ -122,6 +144,17 @@ def build_tracker(
     metavar="NAME",
     help="Another host name the page may be reached by (repeatable; with --allow-remote).",
 )
+@click.option(
+    "--key-index-sagas",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_SAGAS,
+    show_default=True,
+    help=(
+        "How many sagas the search box can find by business key (order_id=123,"
+        " alice@example.com; the least recently active are forgotten first); 0 searches"
+        " correlation ids only. Payload fields need --schemas."
+    ),
+)
 @metrics_port_option("the saga metrics (sagas per status, stuck sagas, durations)")
 def ui(
     *,
@@ -137,6 +170,7 @@ def ui(
     open_browser: bool,
     allow_remote: bool,
     allowed_hosts: tuple[str, ...],
+    key_index_sagas: int = DEFAULT_MAX_SAGAS,
     metrics_address: tuple[str, int] | None = None,
 ) -> None:
     """Serve the saga-trace web viewer (read-only) until Ctrl-C."""
@@ -144,15 +178,20 @@ def ui(
         bootstrap = configured_bootstrap()
     if (bootstrap is None) == (file_ is None):
         raise click.UsageError(
-            "give exactly one of --bootstrap HOST:PORT (or a --config file with"
-            " bootstrap.servers) or --file PATH"
+            "give exactly one source: --file PATH (a file written by `choreo export`), or a"
+            " cluster with --bootstrap HOST:PORT, $CHOREO_KAFKA_BOOTSTRAP or bootstrap.servers"
+            " in the --config file"
         )
     check_host(host, allow_remote=allow_remote)
     from choreo.viewer.web import ViewerServer
 
     try:
-        tracker = build_tracker(
-            file=file_, schemas_dir=schemas_dir, choreography=choreography, deadline_s=deadline
+        tracker, keys = build_sources(
+            file=file_,
+            schemas_dir=schemas_dir,
+            choreography=choreography,
+            deadline_s=deadline,
+            key_index_sagas=key_index_sagas,
         )
     except (ChoreoError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -171,10 +210,18 @@ def ui(
                 kafka = open_kafka(transport_kind, bootstrap)
             except ChoreoError as exc:
                 raise click.ClickException(str(exc)) from exc
-            live = LiveTracker(tracker, kafka, topics_pattern=topics, from_beginning=True)
+            live = LiveTracker(
+                tracker,
+                kafka,
+                topics_pattern=topics,
+                from_beginning=True,
+                on_batch=keys.observe if keys is not None else None,
+            )
             live.start()
         try:
-            server = ViewerServer(tracker, host=host, port=port, allowed_hosts=allowed_hosts)
+            server = ViewerServer(
+                tracker, host=host, port=port, allowed_hosts=allowed_hosts, keys=keys
+            )
         except OSError as exc:
             raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from exc
         server.start()

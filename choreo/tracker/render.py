@@ -1,6 +1,10 @@
 """Rich renderables of the tracker's answers: saga tables, counts, one saga's timeline.
 
-Used by the ``choreo sagas``, ``trace``, ``watch`` and ``verify`` commands. Times are
+Used by the ``choreo sagas``, ``trace``, ``watch`` and ``verify`` commands. Given the
+terminal's ``width``, the tables fit it: a saga table keeps the correlation id (folded
+onto more lines when it is longer than the room left, never cut) and the status, and adds
+the other columns in order of use (start, duration, saga, last event, events) while they
+fit; the counts and the violations fold into narrower layouts. Times are
 shown in UTC with millisecond precision (a time outside years 1-9999 as ``invalid
 time``); durations in the largest sensible unit. Every string from data (ids, types,
 saga and service names, topics, payload fields, violation messages) goes through
@@ -10,15 +14,19 @@ escaped, never markup.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import io
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from rich import box
 from rich.console import Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from choreo.model.envelope import Role
+from choreo.safety.terminal import console as safe_console
 from choreo.safety.terminal import data
 from choreo.safety.timestamps import format_ms
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
@@ -89,38 +97,107 @@ def status_text(status: SagaStatus) -> Text:
     return Text(status.value, style=STATUS_STYLE.get(status, ""))
 
 
-def counts_table(counts: Mapping[SagaStatus, int], *, title: str | None = None) -> Table:
-    """Return a one-row table of how many sagas have each status, and the total."""
+def _fits(table: Table, width: int | None) -> bool:
+    """Return True when ``table`` needs no more than ``width`` columns (always without one)."""
+    if width is None:
+        return True
+    measuring = safe_console(file=io.StringIO(), width=max(width, 1) * 4)
+    return Measurement.get(measuring, measuring.options, table).maximum <= width
+
+
+def counts_table(
+    counts: Mapping[SagaStatus, int], *, title: str | None = None, width: int | None = None
+) -> Table:
+    """Return how many sagas have each status and the total, fitting ``width`` columns.
+
+    One row with every status when it fits; else one row of the statuses some saga has;
+    else one line per status that some saga has.
+    """
+    total = str(sum(counts.values()))
+    for statuses in (list(SagaStatus), [s for s in SagaStatus if counts.get(s, 0)]):
+        table = Table(title=title, show_edge=False, pad_edge=False)
+        for status in statuses:
+            table.add_column(status_text(status), justify="right", no_wrap=True)
+        table.add_column("Total", justify="right", style="bold", no_wrap=True)
+        table.add_row(*(str(counts.get(s, 0)) for s in statuses), total)
+        if _fits(table, width):
+            return table
     table = Table(title=title, show_edge=False, pad_edge=False)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Sagas", justify="right", no_wrap=True)
     for status in SagaStatus:
-        table.add_column(status_text(status), justify="right")
-    table.add_column("Total", justify="right", style="bold")
-    table.add_row(*(str(counts.get(s, 0)) for s in SagaStatus), str(sum(counts.values())))
+        if counts.get(status, 0):
+            table.add_row(status_text(status), str(counts[status]))
+    table.add_row(Text("Total", style="bold"), total)
     return table
 
 
-def sagas_table(traces: Iterable[SagaTrace], *, title: str | None = None) -> Table:
-    """Return a table with one row per saga: id, saga, status, start, duration, last event."""
-    table = Table(title=title, show_lines=False)
-    table.add_column("Correlation id", no_wrap=True, overflow="fold")
-    table.add_column("Saga")
-    table.add_column("Status")
-    table.add_column("Started (UTC)", no_wrap=True)
-    table.add_column("Duration", justify="right")
-    table.add_column("Events", justify="right")
-    table.add_column("Last event", overflow="fold")
-    for trace in traces:
-        last = trace.events[-1].event_type if trace.events else "-"
-        table.add_row(
-            data(trace.correlation_id),
-            data(trace.saga or "?"),
-            status_text(trace.status),
-            format_time(trace.started_at_ms),
-            format_duration(trace.duration_ms),
-            str(len(trace.events)),
-            data(last),
-        )
+_SAGA_COLUMNS: Final = ("id", "saga", "status", "started", "duration", "events", "last")
+"""The saga table's columns, in the order they are shown."""
+_OPTIONAL: Final = ("started", "duration", "saga", "last", "events")
+"""The columns beside id and status, most useful first: added while they fit."""
+
+
+def _saga_cells(trace: SagaTrace) -> dict[str, RenderableType]:
+    last = trace.events[-1].event_type if trace.events else "-"
+    return {
+        "id": data(trace.correlation_id),
+        "saga": data(trace.saga or "?"),
+        "status": status_text(trace.status),
+        "started": format_time(trace.started_at_ms),
+        "duration": format_duration(trace.duration_ms),
+        "events": str(len(trace.events)),
+        "last": data(last),
+    }
+
+
+def _saga_table(
+    rows: Sequence[dict[str, RenderableType]], shown: Sequence[str], title: str | None
+) -> Table:
+    compact = len(shown) < len(_SAGA_COLUMNS)
+    table = Table(
+        title=title,
+        show_lines=False,
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        pad_edge=not compact,
+        show_edge=not compact,
+    )
+    headers = {
+        "id": ("Correlation id", {"overflow": "fold"}),
+        "saga": ("Saga", {"no_wrap": True}),
+        "status": ("Status", {"no_wrap": True}),
+        "started": ("Started (UTC)", {"no_wrap": True}),
+        "duration": ("Duration", {"justify": "right", "no_wrap": True}),
+        "events": ("Events", {"justify": "right", "no_wrap": True}),
+        "last": ("Last event", {"no_wrap": True}),
+    }
+    for name in _SAGA_COLUMNS:
+        if name in shown:
+            header, options = headers[name]
+            table.add_column(header, **options)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(row[name] for name in _SAGA_COLUMNS if name in shown))
     return table
+
+
+def sagas_table(
+    traces: Iterable[SagaTrace], *, title: str | None = None, width: int | None = None
+) -> Table:
+    """Return one row per saga: id, saga, status, start, duration, events, last event.
+
+    With ``width`` (the terminal's columns) only the columns that fit are kept: the
+    correlation id and the status always (a long id folds onto more lines), then start,
+    duration, saga, last event and event count while the table stays within ``width``.
+    """
+    rows = [_saga_cells(trace) for trace in traces]
+    full = _saga_table(rows, _SAGA_COLUMNS, title)
+    if _fits(full, width):
+        return full
+    shown = ["id", "status"]
+    for name in _OPTIONAL:
+        if _fits(_saga_table(rows, [*shown, name], title), width):
+            shown.append(name)
+    return _saga_table(rows, shown, title)
 
 
 def _event_label(
@@ -264,18 +341,35 @@ def _dead_letter_text(note: DeadLetterNote) -> Text:
     return text
 
 
-def findings_table(findings: Iterable[Finding]) -> Table:
-    """Return a table of violations: saga, correlation id, code, explanation."""
+def findings_table(findings: Iterable[Finding], *, width: int | None = None) -> Table:
+    """Return a table of violations: saga, correlation id, code, explanation.
+
+    When that does not fit ``width`` columns, two columns: the correlation id (with the
+    saga under it) and the code followed by the explanation, both folded.
+    """
+    found = list(findings)
     table = Table(title="Saga-guarantee violations", show_lines=True)
     table.add_column("Saga")
     table.add_column("Correlation id", no_wrap=True, overflow="fold")
     table.add_column("Code", style="bold red", no_wrap=True)
     table.add_column("What happened", overflow="fold")
-    for finding in findings:
+    for finding in found:
         table.add_row(
             data(finding.saga or "?"),
             data(finding.correlation_id),
             data(finding.violation.code),
             data(finding.violation.message),
         )
-    return table
+    if _fits(table, width) or width is None:
+        return table
+    narrow = Table(title="Saga-guarantee violations", show_lines=True, box=box.SIMPLE_HEAD)
+    narrow.add_column("Correlation id (saga)", overflow="fold", ratio=2)
+    narrow.add_column("What happened", overflow="fold", ratio=3)
+    for finding in found:
+        who = data(finding.correlation_id)
+        who.append("\n")
+        who.append_text(data(f"({finding.saga or '?'})", "dim"))
+        what = data(finding.violation.code, "bold red")
+        what.append_text(data(f": {finding.violation.message}"))
+        narrow.add_row(who, what)
+    return narrow

@@ -114,8 +114,8 @@ class KafkaConfig:
         """
         if not self.bootstrap_servers or not self.bootstrap_servers.strip():
             raise ConfigurationError(
-                "KafkaConfig needs bootstrap_servers: give --bootstrap HOST:PORT[,...] "
-                "or bootstrap.servers in the client properties"
+                "KafkaConfig needs bootstrap_servers: give --bootstrap HOST:PORT[,...], "
+                "$CHOREO_KAFKA_BOOTSTRAP or bootstrap.servers in the client properties"
             )
         install_log_redaction()
         register_settings({f.name: getattr(self, f.name) for f in fields(self)})

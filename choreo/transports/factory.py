@@ -59,7 +59,12 @@ def _kafka_config(kind: str, bootstrap: str | None, config: KafkaConfig | None) 
     """Return the Kafka configuration for ``kind`` from a config and/or a bootstrap address."""
     if config is None:
         if not bootstrap:
-            raise ConfigurationError(f"the {kind} transport needs bootstrap servers (host:port)")
+            raise ConfigurationError(
+                f"the {kind} transport needs bootstrap servers (host:port): pass"
+                " bootstrap='host:port' or a KafkaConfig; on the command line give --bootstrap"
+                " HOST:PORT, set $CHOREO_KAFKA_BOOTSTRAP, or put bootstrap.servers in the"
+                " --config file"
+            )
         return KafkaConfig(bootstrap_servers=bootstrap)
     if bootstrap:
         return replace(config, bootstrap_servers=bootstrap)

@@ -9,6 +9,13 @@ The viewer depends on the read side of the tracker only (:class:`TrackerReader`,
 protocol), so it serves any object that answers those questions: the in-process
 :class:`~choreo.tracker.tracker.Tracker`, or one fed by a
 :class:`~choreo.tracker.live.LiveTracker`.
+
+Search (the ``q`` parameter of ``/api/sagas``): without a business-key index it finds
+correlation ids containing the text. With one (a :class:`~choreo.tracker.keys.KeyIndex`
+fed the same records, as ``choreo ui`` sets up), ``FIELD=VALUE`` finds the sagas with an
+event whose payload field or header FIELD holds VALUE (``order_id=123``), and any other
+text finds the correlation ids containing it *and* the sagas holding it as a value in any
+field or header (``alice@example.com``); see :mod:`choreo.viewer.search`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import datetime as dt
 import decimal
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -26,10 +34,13 @@ from typing import Any, Final, Protocol
 from choreo._version import __version__
 from choreo.model.envelope import Role
 from choreo.safety.jsonsafe import dumps
+from choreo.safety.timestamps import parse_moment
+from choreo.tracker.keys import KeyIndex
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
 from choreo.tracker.tracker import TrackerStats
 from choreo.viewer.graph_view import declared_graph
+from choreo.viewer.search import key_search
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -37,6 +48,7 @@ __all__ = [
     "BadQueryError",
     "TraceApi",
     "TrackerReader",
+    "json_default",
     "parse_status",
     "to_json",
 ]
@@ -48,7 +60,7 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 """The largest page the API serves: the page never renders more rows than this."""
 MAX_QUERY_CHARS: Final = 200
-"""The longest correlation-id search accepted."""
+"""The longest search accepted (a correlation id, a value or FIELD=VALUE)."""
 GRAPH_SAMPLE_SAGAS: Final = 2_000
 """How many of the newest sagas the observed graph is drawn from."""
 
@@ -114,7 +126,7 @@ class BadQueryError(ValueError):
     """A query parameter is invalid; the message names it and says why."""
 
 
-def _json_default(value: object) -> object:
+def json_default(value: object) -> object:
     """Return a JSON-ready stand-in for a payload value json cannot encode itself."""
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$bytes_base64": base64.b64encode(bytes(value)).decode("ascii")}
@@ -137,7 +149,7 @@ def to_json(value: object) -> bytes:
     parser accepts the result. Values json cannot encode (bytes, datetimes, decimals,
     UUIDs, sets) are converted, never dropped.
     """
-    return dumps(value, default=_json_default).encode("ascii")
+    return dumps(value, default=json_default).encode("ascii")
 
 
 def _normal(name: str) -> str:
@@ -172,6 +184,17 @@ def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high
     if not low <= value <= high:
         raise BadQueryError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _time_param(query: Mapping[str, str], name: str) -> int | None:
+    """Return the time query parameter ``name`` as epoch ms (durations count back from now)."""
+    raw = query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_moment(raw, now_ms=int(time.time() * 1000))
+    except ValueError as exc:
+        raise BadQueryError(f"{name}: {exc}") from None
 
 
 def _short_type(event_type: str) -> str:
@@ -386,11 +409,16 @@ def observed_graph(traces: list[SagaTrace]) -> dict[str, Any]:
 
 
 class TraceApi:
-    """Answers the viewer's API questions about one tracker; safe to call from many threads."""
+    """Answers the viewer's API questions about one tracker; safe to call from many threads.
 
-    def __init__(self, tracker: TrackerReader) -> None:
-        """Serve views of ``tracker``."""
+    ``keys``, an index fed the same records as the tracker, adds search by business key
+    (see the module docstring).
+    """
+
+    def __init__(self, tracker: TrackerReader, keys: KeyIndex | None = None) -> None:
+        """Serve views of ``tracker`` (searching business keys in ``keys`` when given)."""
         self.tracker = tracker
+        self.keys = keys
         self._graph_lock = threading.Lock()
         self._graph: tuple[int, dict[str, Any]] | None = None
 
@@ -408,11 +436,13 @@ class TraceApi:
         }
 
     def sagas(self, query: Mapping[str, str]) -> dict[str, Any]:
-        """Return a page of sagas, newest first, filtered by ``status``, ``saga`` and ``q``.
+        """Return a page of sagas, newest first, filtered by ``status``, ``saga``, ``q`` and
+        start time (``since``, ``until``: epoch ms, ISO 8601, or a duration ago like ``1h``).
 
         ``total`` is the number of matching sagas when the tracker can say it cheaply
-        (every filter but a search), else None; ``has_more`` is always exact.
-        Raises :class:`BadQueryError` for an invalid parameter.
+        (every filter but a search), else None; ``has_more`` is always exact. A search
+        by business key (see the module docstring) adds ``matched_fields`` to each row
+        found by key. Raises :class:`BadQueryError` for an invalid parameter.
         """
         status_text = query.get("status", "").strip()
         search = query.get("q", "").strip() or None
@@ -421,11 +451,22 @@ class TraceApi:
         wanted = SagaQuery(
             status=parse_status(status_text) if status_text else None,
             saga=query.get("saga", "").strip() or None,
+            since_ms=_time_param(query, "since"),
+            until_ms=_time_param(query, "until"),
             search=search,
         )
         limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         offset = _int_param(query, "offset", 0, 0, 10**9)
         version = self.tracker.version
+        if search is not None and self.keys is not None:
+            try:
+                found = key_search(
+                    self.tracker, self.keys, wanted, search, limit=limit, offset=offset,
+                    row=saga_row,
+                )
+            except ValueError as exc:
+                raise BadQueryError(f"q: {exc}") from None
+            return {"version": version, **found}
         page = self.tracker.find(wanted, limit=limit + 1, offset=offset)
         return {
             "version": version,

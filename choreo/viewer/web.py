@@ -34,6 +34,7 @@ import logging
 import threading
 from collections.abc import Iterable
 
+from choreo.tracker.keys import KeyIndex
 from choreo.viewer.api import TraceApi, TrackerReader
 from choreo.viewer.handler import (
     STATIC_FILES,
@@ -87,7 +88,9 @@ class ViewerServer:
     then known); :meth:`start` serves from a background daemon thread and :meth:`stop`
     closes the socket and ends the event streams. Usable as a context manager.
     ``allowed_hosts`` adds host names (without port) accepted in the ``Host`` header,
-    e.g. the machine's DNS name when serving remotely.
+    e.g. the machine's DNS name when serving remotely. ``keys``, a
+    :class:`~choreo.tracker.keys.KeyIndex` fed the same records as ``tracker``, lets the
+    search box find sagas by business key (``order_id=123``, ``alice@example.com``).
     """
 
     def __init__(
@@ -98,13 +101,16 @@ class ViewerServer:
         port: int = 0,
         allowed_hosts: Iterable[str] = (),
         limits: Limits | None = None,
+        keys: KeyIndex | None = None,
     ) -> None:
         """Bind ``host:port`` to serve ``tracker``; nothing is served before :meth:`start`.
 
         ``limits`` bounds connections, streams and waits (see :class:`Limits`).
         """
         self.tracker = tracker
-        self._server = _Server((host, port), TraceApi(tracker), allowed_hosts, limits or Limits())
+        self._server = _Server(
+            (host, port), TraceApi(tracker, keys), allowed_hosts, limits or Limits()
+        )
         self._thread: threading.Thread | None = None
 
     @property

@@ -84,8 +84,10 @@ def test_tables_and_trees_render_any_data_as_text(
         findings = [Finding(trace.correlation_id, trace.saga, v) for v in trace.violations]
         for renderable in (
             sagas_table([trace]),
+            sagas_table([trace], width=80),
             trace_tree(trace, payload=lambda _event: payload, expecting=[trace.saga]),
             findings_table(findings),
+            findings_table(findings, width=80),
         ):
             output = render(renderable)
             assert _UNSAFE_OUTPUT.search(output) is None, output

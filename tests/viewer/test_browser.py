@@ -168,3 +168,61 @@ def test_graph_is_drawn_from_the_observed_events(
     assert page.locator("#graph path.g-edge.lane-compensation").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "viewer-graph.png"), full_page=True)
     assert watched.problems == []
+
+
+def test_search_by_business_key_in_the_page(watched: Watched) -> None:
+    """The search box finds sagas by field=value and by a value in any field, shows which
+    field matched, and shows a hostile value as text."""
+    import json
+
+    from choreo.tracker.keys import KeyIndex
+
+    from .samples import new_tracker
+    from .test_search import keyed_sagas
+
+    tracker = new_tracker()
+    keys = KeyIndex(decode=json.loads)
+    ids = keyed_sagas(tracker, keys)
+    with ViewerServer(tracker, keys=keys) as viewer:
+        page = watched.page
+        page.goto(viewer.url)
+        wait_rows(page, list(reversed(ids)))
+        page.fill("#f-q", "order_id=A-3")
+        wait_rows(page, [ids[3]])
+        assert page.inner_text(f'#saga-rows tr[data-cid="{ids[3]}"] .matched') == (
+            "matched order_id"
+        )
+        page.fill("#f-q", "alice@EXAMPLE.com")
+        wait_rows(page, [ids[4], ids[2], ids[0]])
+        assert "customer.email" in page.inner_text(f'#saga-rows tr[data-cid="{ids[0]}"] .matched')
+        page.fill("#f-q", f"note={XSS}")
+        wait_rows(page, list(reversed(ids)))
+        assert page.locator("#saga-rows script").count() == 0
+        page.select_option("#f-status", "Failed")
+        wait_rows(page, [ids[3]])
+        page.fill("#f-q", "order_id=nothing-like-this")
+        page.wait_for_selector("#saga-rows td.empty")
+        assert watched.dialogs == []
+        assert watched.problems == []
+
+
+def test_started_filter_keeps_recent_sagas(
+    watched: Watched, tracker: Tracker, server: ViewerServer, sample: Sample
+) -> None:
+    """'Last hour' lists only the sagas started within the hour; the choice is in the URL."""
+    import time
+
+    recent = SagaWriter("ord-recent-0001", start_ms=int(time.time() * 1000) - 60_000)
+    recent.emit("shop.orders.OrderCreated", Role.START, "order", step="order.place")
+    tracker.feed_many(recent.records)
+    page = watched.page
+    page.goto(server.url)
+    wait_rows(page, [recent.correlation_id, sample.refund, sample.pending, sample.compensated,
+                     sample.completed])
+    page.select_option("#f-since", "1h")
+    wait_rows(page, [recent.correlation_id])
+    assert "since=1h" in page.evaluate("location.hash")
+    page.select_option("#f-since", "")
+    wait_rows(page, [recent.correlation_id, sample.refund, sample.pending, sample.compensated,
+                     sample.completed])
+    assert watched.problems == []

@@ -68,7 +68,8 @@ def test_exactly_one_source_is_required(exported: Path) -> None:
     """Neither or both of --bootstrap and --file is a usage error."""
     neither = CliRunner().invoke(main, ["ui"])
     assert neither.exit_code == 2
-    assert "exactly one of --bootstrap" in neither.output
+    assert "give exactly one source" in neither.output
+    assert "CHOREO_KAFKA_BOOTSTRAP" in neither.output
     both = CliRunner().invoke(main, ["ui", "--file", str(exported), "--bootstrap", "h:1"])
     assert both.exit_code == 2
 
@@ -156,3 +157,31 @@ def test_schemas_let_the_viewer_show_avro_payloads(tmp_path: Path) -> None:
             raw = response.read()
     assert b"<b>" not in raw
     assert json.loads(raw)["payload"] == {"text": "<b>hi</b>"}
+
+
+def test_ui_sources_index_business_keys_of_the_file(tmp_path: Path) -> None:
+    """build_sources feeds the file to the tracker and to a key index the viewer searches."""
+    from choreo.cli.ui_cmd import build_sources
+
+    schemas = tmp_path / "schemas"
+    (schemas / "t").mkdir(parents=True)
+    (schemas / "t" / "Note.v1.avsc").write_text(json.dumps(NOTE_SCHEMA), encoding="utf-8")
+    codec = SingleObjectCodec(load_directory(schemas))
+    records = []
+    for i in range(3):
+        writer = SagaWriter(f"note-{i}", start_ms=1_700_000_000_000 + i)
+        writer.emit("t.Note", Role.START, "notes")
+        body = codec.encode("t.Note", {"text": f"Ticket-{i}"})
+        records.append(replace(writer.records[-1], value=body))
+    path = tmp_path / "notes.avro"
+    write_container_file(path, records)
+    tracker, keys = build_sources(file=path, schemas_dir=schemas, key_index_sagas=10)
+    assert keys is not None and len(keys) == 3
+    with ViewerServer(tracker, keys=keys) as viewer:
+        url = f"{viewer.url}api/sagas?q=text%3Dticket-1"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.loads(response.read())
+    assert [row["correlation_id"] for row in answer["items"]] == ["note-1"]
+    assert answer["items"][0]["matched_fields"] == ["text"]
+    _, none = build_sources(file=path, schemas_dir=schemas)
+    assert none is None

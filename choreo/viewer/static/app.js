@@ -134,7 +134,7 @@
   const state = {
     view: 'list',
     cid: null,
-    filters: { status: '', saga: '', q: '', offset: 0 },
+    filters: { status: '', saga: '', since: '', q: '', offset: 0 },
     selectedEventId: null,
     sagaTypes: [],
     firstRowsMarked: false,
@@ -156,6 +156,7 @@
       filters: {
         status: params.get('status') || '',
         saga: params.get('saga') || '',
+        since: params.get('since') || '',
         q: params.get('q') || '',
         offset: Math.max(0, parseInt(params.get('offset') || '0', 10) || 0),
       },
@@ -167,6 +168,7 @@
     const f = state.filters;
     if (f.status) params.set('status', f.status);
     if (f.saga) params.set('saga', f.saga);
+    if (f.since) params.set('since', f.since);
     if (f.q) params.set('q', f.q);
     if (f.offset) params.set('offset', String(f.offset));
     const qs = params.toString();
@@ -258,6 +260,7 @@
     const params = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(f.offset) });
     if (f.status) params.set('status', f.status);
     if (f.saga) params.set('saga', f.saga);
+    if (f.since) params.set('since', f.since);
     if (f.q) params.set('q', f.q);
     const [summary, page] = await Promise.all([getJSON('/api/summary'), getJSON(`/api/sagas?${params}`)]);
     if (!fresh(seq, key)) return;
@@ -305,7 +308,10 @@
     const rows = page.items.map((saga) => {
       const href = sagaHash(saga.correlation_id);
       return h('tr', { dataset: { cid: saga.correlation_id }, on: { click: (e) => { if (e.target.tagName !== 'A') location.hash = href; } } },
-        h('td', { class: 'cid' }, h('a', { href }, saga.correlation_id)),
+        h('td', { class: 'cid' }, h('a', { href }, saga.correlation_id),
+          saga.matched_fields && saga.matched_fields.length
+            ? h('div', { class: 'matched muted' }, `matched ${saga.matched_fields.slice(0, 5).map((f) => truncate(f, 60)).join(', ')}`)
+            : null),
         h('td', null, saga.saga),
         h('td', null, badge(saga.status), saga.violations ? h('span', { class: 'warn', title: 'guarantee violations' }, `⚠ ${saga.violations}`) : null),
         h('td', { class: 'when' }, fmtTime(saga.started_at_ms)),
@@ -318,7 +324,8 @@
     const first = page.offset + 1;
     const last = page.offset + page.items.length;
     const of = page.total === null ? '' : ` of ${page.total.toLocaleString('en-US')}`;
-    $('page-info').textContent = page.items.length ? `${first.toLocaleString('en-US')}–${last.toLocaleString('en-US')}${of}` : '';
+    const cut = page.key_matches_cut ? ' (more sagas hold this key: narrow the search)' : '';
+    $('page-info').textContent = page.items.length ? `${first.toLocaleString('en-US')}–${last.toLocaleString('en-US')}${of}${cut}` : '';
     $('prev').disabled = page.offset === 0;
     $('next').disabled = !page.has_more;
     if (!state.firstRowsMarked && page.items.length) {
@@ -331,6 +338,7 @@
   function syncFilterInputs() {
     $('f-status').value = state.filters.status;
     $('f-saga').value = state.filters.saga;
+    $('f-since').value = state.filters.since;
     if (document.activeElement !== $('f-q')) $('f-q').value = state.filters.q;
   }
 
@@ -711,6 +719,7 @@
     fill(status, h('option', { value: '' }, 'All states'), STATUSES.map((s) => h('option', { value: s }, statusLabel(s))));
     status.addEventListener('change', () => setFilters({ status: status.value, offset: 0 }));
     $('f-saga').addEventListener('change', () => setFilters({ saga: $('f-saga').value, offset: 0 }));
+    $('f-since').addEventListener('change', () => setFilters({ since: $('f-since').value, offset: 0 }));
     let debounce = 0;
     const search = $('f-q');
     search.addEventListener('input', () => {
