@@ -254,6 +254,16 @@ class ChoreoImplementation:
         """Return each service's state dict."""
         return self._states
 
+    def cleanup(self, ctx: RunContext) -> None:
+        """Drop the run's PostgreSQL schemas (once every service process has stopped)."""
+        if self.store_kind != "postgres" or not ctx.postgres_url:
+            return
+        import psycopg
+
+        with psycopg.connect(ctx.postgres_url, autocommit=True) as conn:
+            for service in self.shape.services:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{ctx.schema(service)}" CASCADE')
+
     def failure(self) -> BaseException | None:
         """Return the first error that ended a worker, or None."""
         return self._errors[0] if self._errors else None

@@ -170,6 +170,9 @@ def run(spec: RunSpec) -> dict[str, Any]:
         collector.stop()
         if collector.error is not None:
             result["collector_error"] = repr(collector.error)
+    cleanup = getattr(impl, "cleanup", None)
+    if callable(cleanup):
+        cleanup(ctx)
     errors = [
         f"{r.get('service')}-{r.get('replica')}: {r['error']}" for r in reports if r.get("error")
     ]
