@@ -9,14 +9,16 @@ failure event, compensations declare what they undo, ``dispatch`` is the pivot a
 ``complete`` is retriable.
 
 Each service runs in a :class:`~choreo.runtime.Worker` (one consumer and one producer) in a
-thread of its own, with choreo's default :class:`~choreo.runtime.WorkerConfig` apart from
-the group id and topic names, and a :class:`~choreo.runtime.MemoryInbox` (no durable
-store: the raw loop has none either). Payloads go through choreo's own codec
-(:class:`~choreo.avro.codec.SingleObjectCodec` over ``schemas/``) and
+process of its own, with choreo's default :class:`~choreo.runtime.WorkerConfig` apart from
+the group id and topic names. ``choreo-confluent`` and ``choreo-kafka-python`` use a
+:class:`~choreo.runtime.MemoryInbox` (no durable store: the raw loop has none either);
+``choreo-postgres`` uses the :class:`~choreo.store.PostgresStore` (inbox and outbox rows
+committed in PostgreSQL per batch; the handlers run no SQL, their state is the same dict),
+one schema per service on the run's PostgreSQL server. Payloads go through choreo's own
+codec (:class:`~choreo.avro.codec.SingleObjectCodec` over ``schemas/``) and
 :class:`~choreo.avro.serde.EventSerde`. The transport is confluent-kafka or kafka-python,
 configured with the same producer settings as every peer (``acks=all``, idempotence,
-``linger.ms=5``). ``choreo-confluent-short-poll`` differs only by
-``WorkerConfig(poll_timeout=0.01)``, to measure what the default 1 s timeout costs.
+``linger.ms=5``).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from typing import Any
 
 from bench.peers import choreography as ch
 from bench.peers.harness import RunContext
+from bench.peers.shape import CHOREOGRAPHED, SagaShape
 from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.loader import load_directory
 from choreo.avro.serde import EventSerde
 from choreo.choreography.service import Saga, Service
 from choreo.model.events import Event
 from choreo.runtime import MemoryInbox, Worker, WorkerConfig
+from choreo.store import Store
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 from services.events import (
@@ -157,37 +161,71 @@ def build_serde() -> EventSerde:
 
 
 class ChoreoImplementation:
-    """The four services, each a choreo Worker in a thread, on one transport kind."""
+    """The services, each a choreo Worker (one per process when deployed), on one transport.
+
+    ``store="postgres"`` gives each service a :class:`~choreo.store.PostgresStore` on the
+    run's PostgreSQL server (a schema per service and run) instead of the memory inbox.
+    """
 
     uses_kafka = True
+    shape: SagaShape = CHOREOGRAPHED
 
-    def __init__(self, transport: str, *, name: str | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        transport: str,
+        *,
+        name: str | None = None,
+        store: str = "memory",
+        **overrides: Any,
+    ) -> None:
         self.name = name or f"choreo-{transport}"
         self.overrides = overrides
         self.transport_kind = transport
+        self.store_kind = store
         self._states: dict[str, dict[str, str]] = {}
         self._stop = threading.Event()
         self._workers: list[Worker] = []
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
+        self._stores: list[Store] = []
 
-    def start(self, ctx: RunContext) -> None:
-        """Build the services and start one Worker thread each."""
+    def _store(self, ctx: RunContext, service: str) -> Store:
+        """Return the store of ``service``: a memory inbox, or PostgreSQL."""
+        if self.store_kind == "memory":
+            return MemoryInbox()
+        if not ctx.postgres_url:
+            raise RuntimeError(f"{self.name} needs a PostgreSQL URL (--postgres-url)")
+        from choreo.store.postgres import PostgresStore
+
+        store = PostgresStore(ctx.postgres_url, schema=ctx.schema(service))
+        self._stores.append(store)
+        return store
+
+    def start(self, ctx: RunContext, service: str | None = None) -> None:
+        """Build the services and start a Worker thread for ``service`` (None: every one)."""
         serde = build_serde()
         config = KafkaConfig(bootstrap_servers=ctx.bootstrap, producer=ctx.producer_settings())
-        for service in build_services(self._states):
+        for declared in build_services(self._states):
+            if service is not None and declared.name != service:
+                continue
             transport = open_transport(self.transport_kind, config=config)
             worker_config = WorkerConfig(
-                group_id=ctx.group(service.name),
+                group_id=ctx.group(declared.name),
                 topic_naming=ctx.topic,
                 deadletter_naming=ctx.deadletter_topic,
                 create_topics=False,
                 topic_partitions=ctx.partitions,
                 **self.overrides,
             )
-            worker = Worker(service, transport, serde, config=worker_config, inbox=MemoryInbox())
+            worker = Worker(
+                declared,
+                transport,
+                serde,
+                config=worker_config,
+                inbox=self._store(ctx, declared.name),
+            )
             thread = threading.Thread(
-                target=self._run, args=(worker,), name=f"choreo-{service.name}", daemon=True
+                target=self._run, args=(worker,), name=f"choreo-{declared.name}", daemon=True
             )
             self._workers.append(worker)
             self._threads.append(thread)
@@ -209,10 +247,22 @@ class ChoreoImplementation:
         self._stop.set()
         for thread in self._threads:
             thread.join(60)
+        for store in self._stores:
+            store.close()
 
     def states(self) -> dict[str, dict[str, str]]:
         """Return each service's state dict."""
         return self._states
+
+    def cleanup(self, ctx: RunContext) -> None:
+        """Drop the run's PostgreSQL schemas (once every service process has stopped)."""
+        if self.store_kind != "postgres" or not ctx.postgres_url:
+            return
+        import psycopg
+
+        with psycopg.connect(ctx.postgres_url, autocommit=True) as conn:
+            for service in self.shape.services:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{ctx.schema(service)}" CASCADE')
 
     def failure(self) -> BaseException | None:
         """Return the first error that ended a worker, or None."""
@@ -224,13 +274,9 @@ def create_confluent() -> ChoreoImplementation:
     return ChoreoImplementation("confluent")
 
 
-def create_confluent_short_poll() -> ChoreoImplementation:
-    """Return choreo on confluent-kafka with ``WorkerConfig(poll_timeout=0.01)``.
-
-    Not a recommendation: a measurement of what choreo's default ``poll_timeout`` (1 s)
-    costs on the confluent transport, whose ``poll`` waits for a full batch or the timeout.
-    """
-    return ChoreoImplementation("confluent", name="choreo-confluent-short-poll", poll_timeout=0.01)
+def create_postgres() -> ChoreoImplementation:
+    """Return choreo on confluent-kafka with the PostgreSQL store (durable, shareable)."""
+    return ChoreoImplementation("confluent", name="choreo-postgres", store="postgres")
 
 
 def create_kafka_python() -> ChoreoImplementation:

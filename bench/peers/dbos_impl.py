@@ -1,4 +1,8 @@
-"""DBOS Transact on SQLite: the saga as one durable workflow with steps and compensations.
+"""DBOS Transact: the saga as one durable workflow with steps and compensations.
+
+Two system databases: ``dbos-postgres`` keeps it in a database of its own (created by
+DBOS, dropped after the run) on the run's PostgreSQL server, the same server
+``choreo-postgres`` uses; ``dbos-sqlite`` in a SQLite file.
 
 No Kafka: DBOS orchestrates rather than choreographs. A workflow per order calls the
 same dict-updating steps as the raw loop (:mod:`bench.peers.choreography`), each a
@@ -10,7 +14,7 @@ runs the compensations in reverse order, exactly the events' path in the choreog
     payment declined:    release -> reject
     dispatch failed:     cancel -> refund -> release -> reject
 
-The system database is SQLite (``system_database_url="sqlite:///<tmp>/dbos.sqlite"``, see
+With SQLite, the system database is (``system_database_url="sqlite:///<tmp>/dbos.sqlite"``, see
 ``DBOSConfig`` in the installed package), in a fresh temporary directory per run. The file
 is switched to WAL journaling before DBOS opens it (DBOS leaves SQLite's default rollback
 journal; WAL doubled its throughput here, 29 -> 57 sagas/s at 1,000 sagas, and is what
@@ -31,11 +35,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dbos import DBOS, DBOSConfig
 
 from bench.peers import choreography as ch
 from bench.peers.harness import RunContext
+from bench.peers.shape import CHOREOGRAPHED, SagaShape
 
 MAX_THREADS = 8
 
@@ -128,25 +134,38 @@ def _end(result: Result) -> str:
 
 
 class DbosImplementation:
-    """DBOS launched in this process with a SQLite system database in a temp directory."""
+    """DBOS launched in this process, its system database on PostgreSQL or SQLite."""
 
-    name = "dbos"
     uses_kafka = False
+    shape: SagaShape = CHOREOGRAPHED
 
-    def __init__(self) -> None:
+    def __init__(self, database: str) -> None:
+        self.name = f"dbos-{database}"
+        self.database = database
         self._dir: Path | None = None
+        self._drop: tuple[str, str] | None = None  # (server URL, database) to drop at stop
 
-    def start(self, ctx: RunContext) -> None:
-        """Configure DBOS on SQLite and launch it."""
+    def _system_database_url(self, ctx: RunContext) -> str:
+        """Return the system database URL: a new database on the server, or a SQLite file."""
+        if self.database == "postgres":
+            if not ctx.postgres_url:
+                raise RuntimeError("dbos-postgres needs a PostgreSQL URL (--postgres-url)")
+            name = f"peers_dbos_{ctx.run_tag}"
+            self._drop = (ctx.postgres_url, name)
+            return urlunsplit(urlsplit(ctx.postgres_url)._replace(path=f"/{name}"))
         self._dir = Path(tempfile.mkdtemp(prefix="peers-dbos-"))
+        with sqlite3.connect(self._dir / "dbos.sqlite") as conn:
+            conn.execute("PRAGMA journal_mode=WAL")  # persistent; DBOS keeps its defaults else
+        return f"sqlite:///{self._dir / 'dbos.sqlite'}"
+
+    def start(self, ctx: RunContext, service: str | None = None) -> None:
+        """Configure DBOS and launch it (every step in this one process)."""
         _observer[:] = [ctx.observe]
         for per in STATES.values():
             per.clear()
-        with sqlite3.connect(self._dir / "dbos.sqlite") as conn:
-            conn.execute("PRAGMA journal_mode=WAL")  # persistent; DBOS keeps its defaults else
         config: DBOSConfig = {
             "name": "peers-bench",
-            "system_database_url": f"sqlite:///{self._dir / 'dbos.sqlite'}",
+            "system_database_url": self._system_database_url(ctx),
             "max_executor_threads": MAX_THREADS,
             "log_level": "WARNING",
         }
@@ -163,6 +182,12 @@ class DbosImplementation:
         DBOS.destroy(workflow_completion_timeout_sec=10)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+        if self._drop is not None:
+            import psycopg
+
+            url, name = self._drop
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def states(self) -> dict[str, dict[str, str]]:
         """Return each service's state dict."""
@@ -173,6 +198,11 @@ class DbosImplementation:
         return None
 
 
-def create() -> DbosImplementation:
-    """Return the DBOS Transact (SQLite) implementation."""
-    return DbosImplementation()
+def create_postgres() -> DbosImplementation:
+    """Return DBOS Transact with its system database on PostgreSQL."""
+    return DbosImplementation("postgres")
+
+
+def create_sqlite() -> DbosImplementation:
+    """Return DBOS Transact with its system database in SQLite (WAL)."""
+    return DbosImplementation("sqlite")

@@ -17,7 +17,8 @@ Settings, chosen to give FastStream its fastest reasonable configuration:
   acknowledgement (awaiting each one costs a broker round trip per event);
 - ``logger=None``: no per-message access log (choreo logs nothing per event either).
 
-The broker runs in its own asyncio event loop in one thread of this process.
+Each service is a process of its own with its own broker object, whose asyncio event loop
+runs in one thread.
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ from faststream.message import StreamMessage
 
 from bench.peers import choreography as ch
 from bench.peers.harness import RunContext
+from bench.peers.shape import CHOREOGRAPHED, SagaShape
 
 START_TIMEOUT_S = 60.0
 
 
 class FastStreamImplementation:
-    """Four FastStream subscribers on one broker object, in an event loop thread."""
+    """FastStream subscribers (one per service) on a broker object, in an event loop thread."""
 
     name = "faststream"
     uses_kafka = True
+    shape: SagaShape = CHOREOGRAPHED
 
     def __init__(self) -> None:
         self._states: dict[str, dict[str, str]] = {}
@@ -50,9 +53,11 @@ class FastStreamImplementation:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self._services: list[str] = []
 
-    def start(self, ctx: RunContext) -> None:
-        """Start the broker's event loop thread and wait until the subscribers run."""
+    def start(self, ctx: RunContext, service: str | None = None) -> None:
+        """Start the event loop thread for ``service`` (None: every one); wait until it runs."""
+        self._services = [service] if service else list(ch.SUBSCRIPTIONS)
         self._thread = threading.Thread(
             target=self._run, args=(ctx,), name="faststream", daemon=True
         )
@@ -79,7 +84,7 @@ class FastStreamImplementation:
             linger_ms=5,
             logger=None,
         )
-        for service in ch.SUBSCRIPTIONS:
+        for service in self._services:
             self._subscribe(broker, ctx, service)
         await broker.start()
         self._started.set()

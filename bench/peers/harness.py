@@ -1,75 +1,46 @@
-"""Run one implementation of the saga once, in this process, and measure it.
+"""What every run of the peers benchmark shares: spec, context, implementations, observers.
 
-``python -m bench.peers.harness --impl raw --sagas 1000 --partitions 1 --bootstrap HOST:PORT
---out result.json`` is what :mod:`bench.run_peers` starts in a fresh subprocess per run, so
-the process CPU time and peak memory belong to one implementation alone.
-
-How a run goes, the same for every implementation on Kafka:
-
-1. the implementation starts its four services (one consumer each) in this process;
-2. a **collector** (a plain confluent-kafka consumer in its own thread, part of the harness)
-   subscribes to ``OrderCompleted`` and ``OrderFailed`` and notes when each saga's terminal
-   event arrives, and which one it is;
-3. a warm-up of a few sagas goes through every service (consumer groups joined, code paths
-   warmed) and must finish before timing starts;
-4. the **injector** (a plain confluent-kafka producer, part of the harness) publishes all N
-   ``OrderCreated`` start events as fast as it can, the start time of each saga taken just
-   before its ``produce``; the records (Avro single-object payload, choreo envelope headers)
-   are encoded before the clock starts, so every implementation gets the same bytes;
-5. the run ends when the collector has seen N terminal events or the time budget is spent.
-
-Throughput is N / (last terminal event - first start). Latency is per saga, start to
-terminal event, so in this throughput mode it includes the time a saga queues behind the
-ones injected before it. CPU is this process's CPU time (``time.process_time``: every
-thread, the Kafka clients' native threads included, the harness's injector and collector
-included; not the broker's) over the timed phase; memory is the process's peak RSS.
-
-DBOS needs no Kafka: its workflows are started by ``submit`` and report their own end
-(``RunContext.observe``) when the workflow's last step has returned.
+:class:`RunSpec` says what to run, :class:`RunContext` is what an implementation is given
+(Kafka settings, topic and group names, the PostgreSQL URL), :data:`IMPLEMENTATIONS` names
+every peer, and the harness's own Kafka clients observe a run from outside the services:
+the :class:`Injector` publishes start events, the :class:`Collector` consumes terminal
+events into a :class:`Tracker`. :mod:`bench.peers.runner` runs one measurement with them.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import gc
 import importlib
-import json
 import logging
-import os
-import resource
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
 from typing import Any, Final, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bench.peers import choreography as ch
+from bench.peers.shape import SagaShape
 
 logger = logging.getLogger("bench.peers.harness")
 
 IMPLEMENTATIONS: Final[Mapping[str, tuple[str, str]]] = {
+    "ceiling": ("bench.peers.raw_confluent", "create_ceiling"),
     "raw": ("bench.peers.raw_confluent", "create"),
     "choreo-confluent": ("bench.peers.choreo_impl", "create_confluent"),
-    "choreo-confluent-short-poll": ("bench.peers.choreo_impl", "create_confluent_short_poll"),
     "choreo-kafka-python": ("bench.peers.choreo_impl", "create_kafka_python"),
+    "choreo-postgres": ("bench.peers.choreo_impl", "create_postgres"),
+    "choreo-orchestrated": ("bench.peers.orchestrated_impl", "create"),
     "faststream": ("bench.peers.faststream_impl", "create"),
-    "dbos": ("bench.peers.dbos_impl", "create"),
+    "dbos-postgres": ("bench.peers.dbos_impl", "create_postgres"),
+    "dbos-sqlite": ("bench.peers.dbos_impl", "create_sqlite"),
 }
 """Implementation name -> (module, factory); the order is the order of a run."""
 
-KAFKA_FREE: Final = frozenset({"dbos"})
-SERVICES: Final = tuple(ch.SUBSCRIPTIONS)
-DEADLETTER_TOPICS: Final = tuple(f"choreo.deadletter.{s}" for s in SERVICES)
+KAFKA_FREE: Final = frozenset({"dbos-postgres", "dbos-sqlite"})
+NEEDS_POSTGRES: Final = frozenset({"choreo-postgres", "dbos-postgres"})
 WARMUP_TIMEOUT_S: Final = 120.0
 COLLECTOR_BATCH: Final = 1000
 
@@ -79,7 +50,7 @@ COLLECTOR_BATCH: Final = 1000
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """What to run: implementation, load, broker, budget."""
+    """What to run: implementation, load, broker, database, budget, replicas."""
 
     impl: str
     sagas: int
@@ -88,20 +59,31 @@ class RunSpec:
     budget_s: float = 300.0
     warmup: int = 40
     topic_prefix: str = ""
-    profile: str | None = None
-    profile_idle: bool = False
+    replicas: int = 1
+    postgres_url: str | None = None
+    broker_pid: int | None = None
+    postgres_pid: int | None = None
+    recreate_topics: bool = False
+    run_tag: str | None = None
+    replica: int = 0
 
 
 class RunContext:
-    """What an implementation is given: Kafka settings, topic and group names, the codec."""
+    """What an implementation is given: Kafka settings, topic and group names, the database."""
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
         self.bootstrap = spec.bootstrap
         self.partitions = spec.partitions
-        self.run_tag = uuid.uuid4().hex[:8]
-        self.codec = ch.AvroCodec()
+        self.postgres_url = spec.postgres_url
+        self.replica = spec.replica
+        self.run_tag = spec.run_tag or uuid.uuid4().hex[:8]
         self.observe: Callable[[str, str], None] = _no_observer
+
+    @cached_property
+    def codec(self) -> ch.AvroCodec:
+        """Return the fastavro single-object codec (raw, FastStream)."""
+        return ch.AvroCodec()
 
     def topic(self, event_type: str) -> str:
         """Return the topic of ``event_type``: its full name (prefixed only in tests)."""
@@ -112,8 +94,12 @@ class RunContext:
         return f"{self.spec.topic_prefix}choreo.deadletter.{service}"
 
     def group(self, service: str) -> str:
-        """Return a consumer group id for ``service`` that is new in every run."""
+        """Return the consumer group id of ``service``, new in every run, shared by replicas."""
         return f"peers-{self.spec.impl}-{self.run_tag}-{service}"
+
+    def schema(self, service: str) -> str:
+        """Return a PostgreSQL schema name for ``service``'s tables, new in every run."""
+        return f"peers_{self.run_tag}_{service}".replace("-", "_").lower()
 
     @staticmethod
     def producer_settings() -> dict[str, Any]:
@@ -152,13 +138,14 @@ def _no_observer(order_id: str, outcome: str) -> None:
 
 
 class Implementation(Protocol):
-    """One peer: starts the four services, stops them, reports their state."""
+    """One peer: starts one of its services (or, without Kafka, all), stops, reports state."""
 
     name: str
     uses_kafka: bool
+    shape: SagaShape
 
-    def start(self, ctx: RunContext) -> None:
-        """Start the services (returns once they run; warm-up proves they consume)."""
+    def start(self, ctx: RunContext, service: str | None = None) -> None:
+        """Start ``service`` in this process (None: every service; Kafka-free peers)."""
         ...
 
     def submit(self, order_id: str, datum: dict[str, Any]) -> None:
@@ -280,23 +267,27 @@ def _raise_lasting(err: KafkaError) -> None:
 class Injector:
     """Publishes start events with a plain confluent-kafka producer (the harness's own)."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-        self.topic = ctx.topic(ch.ORDER_CREATED)
+    def __init__(self, ctx: RunContext, shape: SagaShape) -> None:
+        from choreo.avro.codec import SingleObjectCodec
+        from choreo.avro.loader import load_directory
+
+        self.shape = shape
+        self.codec = SingleObjectCodec(load_directory(ch.REPO_ROOT / "schemas"))
+        self.topic = ctx.topic(shape.start_event)
         self.producer = Producer(ctx.confluent_producer())
 
     def prepare(self, order_ids: list[str], first_index: int = 0) -> list[tuple[str, bytes, Any]]:
         """Return (order id, payload, headers) of each start event, encoded ahead of time."""
-        codec = self.ctx.codec
-        now = _now_ms()
+        shape, encode = self.shape, self.codec.encode
+        now = now_ms()
         prepared = []
         for index, order_id in enumerate(order_ids, start=first_index):
-            payload = codec.encode(ch.ORDER_CREATED, ch.order_created(order_id, index, now))
+            payload = encode(shape.start_event, shape.start_datum(order_id, index, now))
             headers = [
-                (ch.H_TYPE, ch.ORDER_CREATED.encode()),
+                (ch.H_TYPE, shape.start_event.encode()),
                 (ch.H_ID, str(uuid.uuid4()).encode()),
                 (ch.H_CID, order_id.encode()),
-                (ch.H_SAGA, ch.SAGA.encode()),
+                (ch.H_SAGA, shape.saga.encode()),
                 (ch.H_ROLE, b"start"),
                 (ch.H_SERVICE, b"order"),
                 (ch.H_AT, str(now).encode()),
@@ -324,96 +315,6 @@ class Injector:
             raise RuntimeError(f"{remaining} start events not delivered")
 
 
-# --- topics --------------------------------------------------------------------------------
-
-
-def saga_topics(prefix: str = "") -> list[str]:
-    """Return every topic a run uses: one per event type, plus choreo's dead-letter topics."""
-    return [prefix + t for t in (*ch.EVENT_TYPES, *DEADLETTER_TOPICS)]
-
-
-def recreate_topics(
-    bootstrap: str, topics: list[str], partitions: int, timeout: float = 90.0
-) -> None:
-    """Delete ``topics`` if they exist and create them empty with ``partitions`` partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + timeout
-    _delete_and_wait(admin, topics, deadline)
-    missing = list(topics)
-    while missing:
-        missing = _create(admin, missing, partitions)
-        if missing:  # their deletion was still being finished: delete and try again
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot recreate {missing}")
-            time.sleep(0.5)
-            _delete_and_wait(admin, missing, deadline)
-    _wait_for_leaders(admin, topics, partitions, deadline)
-
-
-def _delete_and_wait(admin: AdminClient, topics: list[str], deadline: float) -> None:
-    """Delete those of ``topics`` that exist and wait until the metadata no longer lists them."""
-    existing = set(admin.list_topics(timeout=30).topics)
-    doomed = [t for t in topics if t in existing]
-    if doomed:
-        for topic, future in admin.delete_topics(doomed, operation_timeout=30).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    raise RuntimeError(f"cannot delete {topic}: {exc}") from exc
-    while doomed:
-        existing = set(admin.list_topics(timeout=30).topics)
-        doomed = [t for t in doomed if t in existing]
-        if doomed and time.monotonic() > deadline:
-            raise RuntimeError(f"topics still exist after deletion: {doomed}")
-        if doomed:
-            time.sleep(0.2)
-
-
-def _create(admin: AdminClient, topics: list[str], partitions: int) -> list[str]:
-    """Create ``topics``; return those that still existed (a deletion not yet finished)."""
-    futures = admin.create_topics(
-        [NewTopic(t, partitions, 1) for t in topics], operation_timeout=30
-    )
-    again = []
-    for topic, future in futures.items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"cannot create {topic}: {exc}") from exc
-            again.append(topic)
-    return again
-
-
-def _wait_for_leaders(
-    admin: AdminClient, topics: list[str], partitions: int, deadline: float
-) -> None:
-    """Wait until every partition of ``topics`` has a leader."""
-    while True:
-        metadata = admin.list_topics(timeout=30).topics
-        ready = all(
-            t in metadata
-            and metadata[t].error is None
-            and len(metadata[t].partitions) == partitions
-            and all(p.leader >= 0 for p in metadata[t].partitions.values())
-            for t in topics
-        )
-        if ready:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("topics have no leaders yet")
-        time.sleep(0.2)
-
-
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    """Delete ``topics`` (best effort; used by the tests to clean up)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
-        with contextlib.suppress(KafkaException):
-            future.result()
-
-
 # --- one run ---------------------------------------------------------------------------------
 
 
@@ -425,270 +326,5 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-class PySpy:
-    """Samples this process with py-spy (every thread, raw collapsed stacks) while active."""
-
-    def __init__(self, out: str, *, idle: bool = False, rate: int = 250) -> None:
-        self.out = out
-        self.idle = idle
-        self.rate = rate
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> PySpy:
-        exe = shutil.which("py-spy")
-        if exe is None:
-            raise RuntimeError("py-spy is not installed (pip install py-spy)")
-        self.process = subprocess.Popen(
-            [
-                exe,
-                "record",
-                "--pid",
-                str(os.getpid()),
-                "--rate",
-                str(self.rate),
-                "--format",
-                "raw",
-                "--nonblocking",
-                "--threads",
-                *(["--idle"] if self.idle else []),
-                "-o",
-                self.out,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)  # let it attach
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def run(spec: RunSpec) -> dict[str, Any]:
-    """Run ``spec`` in this process and return its measurements (see the module docs)."""
-    ctx = RunContext(spec)
-    impl = load(spec.impl)
-    tracker = Tracker()
-    collector: Collector | None = None
-    injector: Injector | None = None
-    if impl.uses_kafka:
-        collector = Collector(ctx, tracker)
-        collector.start()
-        injector = Injector(ctx)
-    else:
-        ctx.observe = tracker.end
-    started = time.monotonic()
-    impl.start(ctx)
-    result: dict[str, Any] = {"impl": spec.impl, "sagas": spec.sagas, "partitions": spec.partitions}
-    order_ids: list[str] = []
-    try:
-        warm_ids = [f"warmup-{i:04d}" for i in range(spec.warmup)]
-        _drive(impl, injector, tracker, warm_ids, first_index=0)
-        if not _wait(tracker, impl, collector, time.monotonic() + WARMUP_TIMEOUT_S):
-            raise RuntimeError(
-                f"warm-up: {len(tracker.ends)}/{len(warm_ids)} sagas ended in {WARMUP_TIMEOUT_S} s"
-            )
-        result["startup_s"] = round(time.monotonic() - started, 2)
-        order_ids = [f"order-{i:06d}" for i in range(spec.sagas)]
-        prepared = injector.prepare(order_ids, spec.warmup) if injector is not None else None
-        datums = (
-            None
-            if injector is not None
-            else [ch.order_created(o, i, _now_ms()) for i, o in enumerate(order_ids)]
-        )
-        tracker.expect(order_ids)
-        gc.collect()
-        profiler = (
-            PySpy(spec.profile, idle=spec.profile_idle)
-            if spec.profile
-            else contextlib.nullcontext()
-        )
-        with profiler:
-            cpu0, wall0 = time.process_time(), time.monotonic()
-            if injector is not None and prepared is not None:
-                injector.publish(prepared, tracker.starts)
-            else:
-                assert datums is not None
-                deadline = wall0 + spec.budget_s
-                for order_id, datum in zip(order_ids, datums, strict=True):
-                    now = time.monotonic()
-                    if now > deadline:
-                        break
-                    tracker.starts[order_id] = now
-                    impl.submit(order_id, datum)
-            injected = time.monotonic() - wall0
-            finished = _wait(tracker, impl, collector, wall0 + spec.budget_s)
-            cpu1, wall1 = time.process_time(), time.monotonic()
-        result.update(
-            _measure(
-                spec,
-                tracker=tracker,
-                order_ids=order_ids,
-                finished=finished,
-                cpu_s=cpu1 - cpu0,
-                wall_s=wall1 - wall0,
-            )
-        )
-        result["injection_s"] = round(injected, 3)
-    finally:
-        impl.stop()
-        if collector is not None:
-            collector.stop()
-            if collector.error is not None:
-                result["collector_error"] = repr(collector.error)
-    result["state_check"] = _check_states(impl, order_ids)
-    result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-    return result
-
-
-def _wait(
-    tracker: Tracker, impl: Implementation, collector: Collector | None, until: float
-) -> bool:
-    """Wait for the expected sagas until ``until``; raise as soon as a service has failed."""
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            return tracker.wait(0)
-        if tracker.wait(min(left, 0.5)):
-            return True
-        error = impl.failure() or (collector.error if collector is not None else None)
-        if error is not None:
-            raise RuntimeError(f"{impl.name} failed: {error!r}") from error
-
-
-def _drive(
-    impl: Implementation,
-    injector: Injector | None,
-    tracker: Tracker,
-    order_ids: list[str],
-    first_index: int,
-) -> None:
-    """Start ``order_ids`` (untimed; the warm-up)."""
-    tracker.expect(order_ids)
-    if injector is not None:
-        injector.publish(injector.prepare(order_ids, first_index), tracker.starts)
-        return
-    for index, order_id in enumerate(order_ids, start=first_index):
-        tracker.starts[order_id] = time.monotonic()
-        impl.submit(order_id, ch.order_created(order_id, index, _now_ms()))
-
-
-def _measure(
-    spec: RunSpec,
-    *,
-    tracker: Tracker,
-    order_ids: list[str],
-    finished: bool,
-    cpu_s: float,
-    wall_s: float,
-) -> dict[str, Any]:
-    """Return throughput, latency percentiles, CPU and correctness of the timed sagas."""
-    starts, ends = tracker.starts, tracker.ends
-    ended = [o for o in order_ids if o in ends]
-    latencies = sorted((ends[o][0] - starts[o]) * 1000.0 for o in ended)
-    first = min(starts[o] for o in order_ids if o in starts)
-    last = max((ends[o][0] for o in ended), default=first)
-    span = max(last - first, 1e-9)
-    wrong = 0
-    events = 0
-    paths: dict[str, int] = {}
-    for order_id in ended:
-        path = ch.expected_outcome(order_id)
-        paths[path] = paths.get(path, 0) + 1
-        events += ch.EVENTS_PER_PATH[path]
-        if ends[order_id][1] != ("completed" if path == "completed" else "failed"):
-            wrong += 1
-    return {
-        "status": "ok" if finished and not wrong else ("timed out" if not finished else "wrong"),
-        "ended": len(ended),
-        "duration_s": round(span, 3),
-        "sagas_per_s": round(len(ended) / span, 1),
-        "events_per_s": round(events / span, 1),
-        "latency_ms": {
-            "p50": round(percentile(latencies, 50), 2),
-            "p95": round(percentile(latencies, 95), 2),
-            "p99": round(percentile(latencies, 99), 2),
-            "max": round(latencies[-1], 2) if latencies else None,
-        },
-        "cpu_s": round(cpu_s, 3),
-        "cpu_ms_per_saga": round(cpu_s * 1000.0 / max(1, len(ended)), 3),
-        "timed_wall_s": round(wall_s, 3),
-        "paths": paths,
-        "wrong_outcomes": wrong,
-        "duplicate_terminal_events": tracker.duplicates,
-    }
-
-
-def _check_states(impl: Implementation, order_ids: list[str]) -> str:
-    """Return "ok" when every service's state matches the expected paths, else a diff."""
-    try:
-        states = impl.states()
-    except Exception as exc:  # a broken implementation must still report its timing
-        return f"unavailable: {exc!r}"
-    wanted = set(order_ids)
-    timed = {s: {o: v for o, v in per.items() if o in wanted} for s, per in states.items()}
-    got = ch.count_states(timed)
-    expected = ch.expected_state_counts(order_ids)
-    got = {s: c for s, c in got.items() if c}
-    return "ok" if got == expected else f"expected {expected}, got {got}"
-
-
-# --- command line ----------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one measurement and write its JSON to ``--out`` (or stdout)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--impl", required=True, choices=sorted(IMPLEMENTATIONS))
-    parser.add_argument("--sagas", type=int, default=1000)
-    parser.add_argument("--partitions", type=int, default=1)
-    parser.add_argument("--bootstrap", default="127.0.0.1:19092")
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds for the timed phase")
-    parser.add_argument("--warmup", type=int, default=40)
-    parser.add_argument("--topic-prefix", default="", help="tests only: isolate topic names")
-    parser.add_argument("--recreate-topics", action="store_true", help="recreate topics first")
-    parser.add_argument("--profile", default=None, help="write py-spy raw stacks here")
-    parser.add_argument(
-        "--profile-idle", action="store_true", help="sample waiting threads too (wall time)"
-    )
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    spec = RunSpec(
-        impl=args.impl,
-        sagas=args.sagas,
-        partitions=args.partitions,
-        bootstrap=args.bootstrap,
-        budget_s=args.budget,
-        warmup=args.warmup,
-        topic_prefix=args.topic_prefix,
-        profile=args.profile,
-        profile_idle=args.profile_idle,
-    )
-    if args.recreate_topics and args.impl not in KAFKA_FREE:
-        recreate_topics(args.bootstrap, saga_topics(args.topic_prefix), args.partitions)
-    result = run(spec)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
-    return 0 if result.get("status") == "ok" and result.get("state_check") == "ok" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,45 +1,151 @@
-"""The ceiling: the saga's four services as hand-written confluent-kafka loops.
+"""The baselines: the saga's services as hand-written confluent-kafka loops (raw, ceiling).
 
-Each service is one thread with one consumer and one producer:
+Each service is one process (:mod:`bench.peers.service`) running one loop with one
+consumer and one producer:
 
 - wait for the first record with ``poll``, then take what else is there with
   ``consume(num_messages=..., timeout=0)`` (``consume`` with a timeout waits for a *full*
   batch, which would add up to the timeout to every hop at low load);
-- per record: look the writer schema up by the single-object fingerprint, fastavro
-  ``schemaless_reader``, the step (a dict update, :mod:`bench.peers.choreography`),
-  ``schemaless_writer``, ``produce`` keyed by the correlation id with four headers (event
-  type, a new event id, correlation id, causation id);
+- per record: decode the single-object payload, the step (a dict update,
+  :mod:`bench.peers.choreography`), encode the output, ``produce`` it keyed by the
+  correlation id with its headers;
 - per batch: ``flush`` (every output acknowledged, ``acks=all``, idempotent producer), then
-  a synchronous ``commit`` of the batch's offsets: at-least-once, like choreo's worker.
+  a synchronous ``commit`` of the batch's offsets: at-least-once, choreo's default
+  delivery (publish, flush once, commit offsets).
 
-No envelope validation, deduplication, retries, dead letters or outbox: the floor any
-framework's cost is measured against.
+Two flavours, measured side by side:
+
+- ``raw``: fastavro ``schemaless_reader``/``schemaless_writer``, four headers (type, a
+  ``uuid4`` event id, correlation id, causation id);
+- ``ceiling``: what choreo itself must do at least, hand-written: choreo's compiled codec
+  (:class:`~choreo.avro.codec.SingleObjectCodec`, dicts in and out), choreo's derived event
+  ids (uuid5 of ``<parent id>/<step>/<index>``, computed as choreo's worker inlines it) and
+  the same nine envelope headers choreo writes, so the broker gets the same bytes.
+
+Neither validates envelopes, deduplicates, retries, dead-letters or keeps an outbox: the
+floor a framework's cost is measured against.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from bench.peers import choreography as ch
 from bench.peers.harness import RunContext
+from bench.peers.shape import CHOREOGRAPHED, SagaShape
 
 BATCH = 500
+_EVENT_ID_NAMESPACE: Final = uuid.UUID("6f0c4d1e-8a51-5b3c-9d2e-2f6f3c0a7b14")  # choreo's
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+Decode = Callable[[bytes], tuple[str, dict[str, Any]]]
+Encode = Callable[[str, dict[str, Any]], bytes]
+Headers = Callable[[str, str, bytes, bytes, bytes], Any]
+"""(consumed type, emitted type, key, parent id, produced-at) -> the output's headers."""
 
 
-class RawService(threading.Thread):
+def raw_headers() -> Headers:
+    """Return raw's header builder: type, a uuid4 id, correlation id, causation id."""
+    new_id = uuid.uuid4
+    h_type, h_id, h_cid, h_cause = ch.H_TYPE, ch.H_ID, ch.H_CID, ch.H_CAUSE
+    type_bytes = {t: t.encode() for t in ch.EVENT_TYPES}
+
+    def build(consumed: str, out_type: str, key: bytes, parent: bytes, at: bytes) -> Any:
+        return [
+            (h_type, type_bytes[out_type]),
+            (h_id, str(new_id()).encode()),
+            (h_cid, key),
+            (h_cause, parent),
+        ]
+
+    return build
+
+
+_COMPENSATIONS: Final = {"release": "reserve", "refund": "charge", "cancel": "create_shipment"}
+_FAILURES: Final = {ch.RESERVATION_FAILED, ch.PAYMENT_DECLINED, ch.DISPATCH_FAILED}
+
+
+def _role_and_step(service: str, step: str, out_type: str) -> tuple[bytes, bytes]:
+    """Return the role and step headers choreo writes for ``out_type`` emitted by ``step``."""
+    if out_type == ch.ORDER_COMPLETED:
+        role = "completed"
+    elif out_type == ch.ORDER_FAILED:
+        role = "failed"
+    elif out_type in _FAILURES:
+        role = "failure"
+    elif step in _COMPENSATIONS:
+        role = "compensation"
+    else:
+        role = "step"
+    named = _COMPENSATIONS.get(step, step) if role == "compensation" else step
+    return role.encode(), f"{service}.{named}".encode()
+
+
+def ceiling_headers() -> Headers:
+    """Return the ceiling's header builder: choreo's nine headers and derived event ids."""
+    namespace = hashlib.sha1(_EVENT_ID_NAMESPACE.bytes, usedforsecurity=False)
+    variant = _VARIANT
+    fixed: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for consumed, (service, step) in ch.HANDLERS.items():
+        for out_type in ch.EVENT_TYPES:
+            role, step_header = _role_and_step(service, step.__name__, out_type)
+            suffix = f"/{service}.{step.__name__}/0".encode()
+            fixed[(consumed, out_type)] = (
+                (ch.H_TYPE, out_type.encode()),
+                (ch.H_SAGA, ch.SAGA.encode()),
+                (ch.H_ROLE, role),
+                (ch.H_SERVICE, service.encode()),
+                (ch.H_STEP, step_header),
+                suffix,
+            )
+    h_id, h_cid, h_at, h_cause = ch.H_ID, ch.H_CID, ch.H_AT, ch.H_CAUSE
+
+    def build(consumed: str, out_type: str, key: bytes, parent: bytes, at: bytes) -> Any:
+        type_h, saga_h, role_h, service_h, step_h, suffix = fixed[(consumed, out_type)]
+        digest = namespace.copy()  # uuid5 of "<parent id>/<step>/<index>", as choreo's worker
+        digest.update(parent + suffix)
+        h = digest.hexdigest()
+        event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:32]}"
+        return [
+            type_h,
+            (h_id, event_id.encode()),
+            (h_cid, key),
+            saga_h,
+            role_h,
+            service_h,
+            (h_at, at),
+            (h_cause, parent),
+            step_h,
+        ]
+
+    return build
+
+
+class LoopService(threading.Thread):
     """One service: its consumer loop in a thread of its own."""
 
-    def __init__(self, ctx: RunContext, name: str, stop: threading.Event) -> None:
-        super().__init__(name=f"raw-{name}", daemon=True)
+    def __init__(
+        self,
+        ctx: RunContext,
+        name: str,
+        stop: threading.Event,
+        codec: tuple[Decode, Encode],
+        headers: Headers,
+    ) -> None:
+        super().__init__(name=f"loop-{name}", daemon=True)
         self.service = name
         self.stop_event = stop
         self.state: dict[str, str] = {}
-        self.codec = ctx.codec
-        self.routes = {ctx.topic(t): ch.HANDLERS[t][1] for t in ch.SUBSCRIPTIONS[name]}
+        self.decode, self.encode = codec
+        self.headers = headers
+        self.routes = {ctx.topic(t): (t, ch.HANDLERS[t][1]) for t in ch.SUBSCRIPTIONS[name]}
         self.out_topics = {t: ctx.topic(t) for t in ch.EVENT_TYPES}
         self.consumer = Consumer(ctx.confluent_consumer(ctx.group(name)))
         self.producer = Producer({**ctx.confluent_producer(), "error_cb": self._on_error})
@@ -65,10 +171,8 @@ class RawService(threading.Thread):
         consumer.subscribe(list(self.routes))
         produce, flush, commit = producer.produce, producer.flush, consumer.commit
         routes, out_topics, state = self.routes, self.out_topics, self.state
-        encode, decode = self.codec.encode, self.codec.decode
-        new_id = uuid.uuid4
-        h_type, h_id, h_cid, h_cause = ch.H_TYPE, ch.H_ID, ch.H_CID, ch.H_CAUSE
-        type_bytes = {t: t.encode() for t in ch.EVENT_TYPES}
+        encode, decode, headers_for = self.encode, self.decode, self.headers
+        h_id = ch.H_ID
         stop = self.stop_event
         while not stop.is_set():
             messages = consumer.consume(BATCH, 0)
@@ -77,6 +181,7 @@ class RawService(threading.Thread):
                 if first is None:
                     continue
                 messages = [first, *consumer.consume(BATCH - 1, 0)]
+            at = str(time.time_ns() // 1_000_000).encode()
             offsets: dict[tuple[str, int], int] = {}
             # A message without error has a topic, partition, offset; ours have key and value.
             for msg in messages:
@@ -86,12 +191,13 @@ class RawService(threading.Thread):
                         raise KafkaException(error)
                     continue
                 topic: str = msg.topic()  # type: ignore[assignment]
+                consumed, step = routes[topic]
                 _, datum = decode(msg.value())  # type: ignore[arg-type]
-                out_type, out = routes[topic](state, datum)
-                key = msg.key()
+                out_type, out = step(state, datum)
+                key: Any = msg.key()
                 parent: Any = b""
-                headers: Any = msg.headers() or ()
-                for name, value in headers:
+                record_headers: Any = msg.headers() or ()
+                for name, value in record_headers:
                     if name == h_id:
                         parent = value
                         break
@@ -99,12 +205,7 @@ class RawService(threading.Thread):
                     out_topics[out_type],
                     encode(out_type, out),
                     key,
-                    headers=[
-                        (h_type, type_bytes[out_type]),
-                        (h_id, str(new_id()).encode()),
-                        (h_cid, key),
-                        (h_cause, parent),
-                    ],
+                    headers=headers_for(consumed, out_type, key, parent, at),
                 )
                 offsets[(topic, msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
             if flush(30):
@@ -115,21 +216,34 @@ class RawService(threading.Thread):
             )
 
 
-class RawImplementation:
-    """Four hand-written services, one thread each."""
+class LoopImplementation:
+    """Hand-written services, one loop thread each (one per process when deployed)."""
 
-    name = "raw"
     uses_kafka = True
+    shape: SagaShape = CHOREOGRAPHED
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._stop = threading.Event()
-        self._services: list[RawService] = []
+        self._services: list[LoopService] = []
 
-    def start(self, ctx: RunContext) -> None:
-        """Start one thread per service."""
-        self._services = [RawService(ctx, name, self._stop) for name in ch.SUBSCRIPTIONS]
-        for service in self._services:
-            service.start()
+    def _codec(self, ctx: RunContext) -> tuple[Decode, Encode]:
+        if self.name == "raw":
+            return ctx.codec.decode, ctx.codec.encode
+        from choreo.avro.codec import SingleObjectCodec
+        from choreo.avro.loader import load_directory
+
+        codec = SingleObjectCodec(load_directory(ch.REPO_ROOT / "schemas"))
+        return codec.decode_any, codec.encode
+
+    def start(self, ctx: RunContext, service: str | None = None) -> None:
+        """Start one loop thread for ``service`` (None: for every service)."""
+        codec = self._codec(ctx)
+        headers = raw_headers() if self.name == "raw" else ceiling_headers()
+        names = [service] if service else list(ch.SUBSCRIPTIONS)
+        self._services = [LoopService(ctx, n, self._stop, codec, headers) for n in names]
+        for loop in self._services:
+            loop.start()
 
     def submit(self, order_id: str, datum: dict[str, Any]) -> None:
         """Not used: start events come from the harness's injector."""
@@ -138,11 +252,11 @@ class RawImplementation:
     def stop(self) -> None:
         """Stop every loop after its batch in hand and wait for it."""
         self._stop.set()
-        for service in self._services:
-            service.join(30)
+        for loop in self._services:
+            loop.join(30)
         errors = [s.error for s in self._services if s.error is not None]
         if errors:
-            raise RuntimeError(f"raw service failed: {errors[0]!r}") from errors[0]
+            raise RuntimeError(f"{self.name} service failed: {errors[0]!r}") from errors[0]
 
     def states(self) -> dict[str, dict[str, str]]:
         """Return each service's state dict."""
@@ -153,6 +267,11 @@ class RawImplementation:
         return next((s.error for s in self._services if s.error is not None), None)
 
 
-def create() -> RawImplementation:
-    """Return the raw confluent-kafka implementation."""
-    return RawImplementation()
+def create() -> LoopImplementation:
+    """Return the raw confluent-kafka implementation (fastavro, uuid4 ids, four headers)."""
+    return LoopImplementation("raw")
+
+
+def create_ceiling() -> LoopImplementation:
+    """Return the ceiling (choreo's codec, derived ids and headers, hand-written loop)."""
+    return LoopImplementation("ceiling")

@@ -1,8 +1,9 @@
 """Smoke runs of every peer implementation of the benchmark saga (correctness, no timing).
 
-Each implementation runs 20 sagas through ``python -m bench.peers.harness`` in a
-subprocess, exactly as ``bench/run_peers.py`` runs it, on topics with a unique prefix (the
-benchmark itself uses the bare event names on a broker of its own).
+Each implementation runs 20 sagas through ``python -m bench.peers.runner`` in a
+subprocess, exactly as ``bench/run_peers.py`` runs it (every service in a process of its
+own), on topics with a unique prefix (the benchmark itself uses the bare event names on a
+broker of its own); the PostgreSQL peers use the session's PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.peers import choreography as ch  # noqa: E402
-from bench.peers.harness import IMPLEMENTATIONS, delete_topics, saga_topics  # noqa: E402
+from bench.peers.harness import IMPLEMENTATIONS, KAFKA_FREE, NEEDS_POSTGRES  # noqa: E402
+from bench.peers.shape import CHOREOGRAPHED  # noqa: E402
+from bench.peers.topics import delete_topics  # noqa: E402
 
 SAGAS = 20
 
@@ -30,19 +33,25 @@ SAGAS = 20
 @pytest.fixture(scope="module")
 def topic_prefix(kafka_bootstrap: str) -> Iterator[str]:
     """Yield a topic prefix unique to this module; delete its topics afterwards."""
+    from bench.peers.orchestrated_impl import SHAPE as ORCHESTRATED
+
     prefix = f"peers-smoke-{uuid.uuid4().hex[:10]}."
     yield prefix
-    delete_topics(kafka_bootstrap, saga_topics(prefix))
+    types = {*CHOREOGRAPHED.event_types, *ORCHESTRATED.event_types}
+    delete_topics(kafka_bootstrap, [prefix + t for t in sorted(types)])
 
 
-def run_harness(impl: str, bootstrap: str, prefix: str, tmp_path: Path) -> dict[str, Any]:
+def run_harness(
+    impl: str, bootstrap: str, prefix: str, tmp_path: Path, postgres_url: str | None = None
+) -> dict[str, Any]:
     """Run one implementation with the harness in a subprocess and return its result."""
     out = tmp_path / f"{impl}.json"
     command = [
-        sys.executable, "-m", "bench.peers.harness",
+        sys.executable, "-m", "bench.peers.runner",
         "--impl", impl, "--sagas", str(SAGAS), "--partitions", "2",
         "--bootstrap", bootstrap, "--topic-prefix", prefix, "--recreate-topics",
         "--warmup", "3", "--budget", "120", "--out", str(out),
+        *(["--postgres-url", postgres_url] if postgres_url else []),
     ]  # fmt: skip
     done = subprocess.run(
         command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
@@ -85,10 +94,20 @@ def test_fastavro_helpers_write_what_choreo_writes() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
 def test_implementation_runs_every_saga_to_its_expected_end(
-    impl: str, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+    impl: str,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """Every saga ends once, with the terminal event and service states its id decides."""
-    result = run_harness(impl, kafka_bootstrap, topic_prefix, tmp_path)
+    """Every saga ends once, with the terminal event and service states its id decides.
+
+    About 5-10 s per implementation (over the ~10 s rule for some): four or five service
+    processes start, import their client libraries and join their consumer groups (the
+    broker delays a new group's first join by 3 s) before the 20 sagas run.
+    """
+    url = request.getfixturevalue("postgres_url") if impl in NEEDS_POSTGRES else None
+    result = run_harness(impl, kafka_bootstrap, topic_prefix, tmp_path, url)
     order_ids = [f"order-{i:06d}" for i in range(SAGAS)]
     expected_paths: dict[str, int] = {}
     for order_id in order_ids:
@@ -101,3 +120,10 @@ def test_implementation_runs_every_saga_to_its_expected_end(
     assert result["duplicate_terminal_events"] == 0
     assert result["state_check"] == "ok"
     assert result["sagas_per_s"] > 0 and result["latency_ms"]["p50"] > 0
+    assert result["cpu_ms_per_saga"] > 0
+    if impl in KAFKA_FREE:
+        assert result["processes"] == 1
+    else:  # one process per service, metered apart from the harness
+        assert result["processes"] >= 4
+        assert result["harness_cpu_ms_per_saga"] > 0
+        assert set(result["service_cpu_ms_per_saga_by_service"]) >= set(CHOREOGRAPHED.services)
