@@ -56,7 +56,10 @@ _TIME_HELP = (
     "--state",
     "status_name",
     type=click.Choice([s.value for s in SagaStatus], case_sensitive=False),
-    help="Only sagas with this status, any case (--state is the older name).",
+    metavar="STATUS",
+    help="Only sagas with this status (any case): "
+    + ", ".join(s.value for s in SagaStatus)
+    + ". --state is the older name.",
 )
 @click.option("--saga", "saga_type", metavar="TYPE", help="Only sagas of this type (name).")
 @click.option("--since", metavar="TIME", help=f"Only sagas started at or after TIME. {_TIME_HELP}")
@@ -64,7 +67,13 @@ _TIME_HELP = (
 @click.option("--stuck", is_flag=True, help="Only stuck sagas.")
 @click.option("--search", metavar="TEXT", help="Only correlation ids containing TEXT.")
 @key_options
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Show at most this many sagas.",
+)
 @json_option()
 @_errors
 def sagas(
