@@ -39,7 +39,7 @@ from choreo.tracker.keys import KeyIndex
 from choreo.tracker.model import DeadLetterNote, SagaStatus, SagaTrace, TraceEvent
 from choreo.tracker.query import SagaQuery
 from choreo.tracker.tracker import TrackerStats
-from choreo.viewer.graph_view import declared_graph
+from choreo.viewer.graph_view import declared_graph, observed_graph, short_type
 from choreo.viewer.search import key_search
 
 __all__ = [
@@ -197,11 +197,6 @@ def _time_param(query: Mapping[str, str], name: str) -> int | None:
         raise BadQueryError(f"{name}: {exc}") from None
 
 
-def _short_type(event_type: str) -> str:
-    """Return the last dotted part of an event type (``shop.orders.Placed`` -> ``Placed``)."""
-    return event_type.rsplit(".", 1)[-1]
-
-
 def records_view(stats: TrackerStats) -> dict[str, Any]:
     """Return how the records read were accounted for, unreadable ones per reason."""
     counters: dict[str, Any] = {
@@ -273,7 +268,7 @@ def _event_view(
         "index": index,
         "event_id": event.event_id,
         "event_type": event.event_type,
-        "label": _short_type(event.event_type),
+        "label": short_type(event.event_type),
         "role": event.role.value,
         "service": event.service,
         "lane": lane,
@@ -335,79 +330,6 @@ def saga_detail(trace: SagaTrace) -> dict[str, Any]:
     return detail
 
 
-_LANE_OF_ROLE: Final[Mapping[Role, str]] = {
-    Role.FAILURE: "failure",
-    Role.FAILED: "failure",
-    Role.COMPENSATION: "compensation",
-    Role.COMPENSATE: "compensation",
-    Role.NOTICE: "notice",
-}
-
-
-def observed_graph(traces: list[SagaTrace]) -> dict[str, Any]:
-    """Return the choreography observed in ``traces``, shaped like the declared graph.
-
-    Nodes are event types (with their most frequent role) and *reactions*: a service
-    reacting to one event type (``handler`` nodes), or a service opening a saga
-    (``start`` nodes, for events without a cause). Edges run event -> reaction
-    (``consumes``, from the causation id) and reaction -> event (``emits``), each in the
-    lane of the emitted event's role; counts say how often each edge was seen. This reads
-    like the declared graph and, unlike a service-level graph, has no cycles for a saga.
-    """
-    edges: Counter[tuple[str, str, str, str]] = Counter()
-    roles: dict[str, Counter[str]] = {}
-    reactions: dict[str, dict[str, Any]] = {}
-    for trace in traces:
-        type_by_id = {event.event_id: event.event_type for event in trace.events}
-        for event in trace.events:
-            roles.setdefault(event.event_type, Counter())[event.role.value] += 1
-            cause_type = type_by_id.get(event.causation_id or "")
-            if cause_type is None:
-                reaction_id = f"start:{event.service}"
-                if reaction_id not in reactions:
-                    reactions[reaction_id] = {
-                        "id": reaction_id,
-                        "kind": "start",
-                        "label": event.service,
-                        "detail": "starts" if event.role is Role.START else "emits",
-                        "title": f"{event.service}: events with no observed cause",
-                    }
-            else:
-                reaction_id = f"handler:{event.service}<-{cause_type}"
-                if reaction_id not in reactions:
-                    reactions[reaction_id] = {
-                        "id": reaction_id,
-                        "kind": "handler",
-                        "label": event.service,
-                        "detail": f"on {_short_type(cause_type)}",
-                        "title": f"{event.service}, reacting to {cause_type}",
-                    }
-            lane = _LANE_OF_ROLE.get(event.role, "forward")
-            if cause_type is not None:
-                edges[(f"event:{cause_type}", reaction_id, "consumes", lane)] += 1
-            edges[(reaction_id, f"event:{event.event_type}", "emits", lane)] += 1
-    nodes: list[dict[str, Any]] = [reactions[key] for key in sorted(reactions)]
-    nodes.extend(
-        {
-            "id": f"event:{event_type}",
-            "kind": "event",
-            "label": _short_type(event_type),
-            "title": event_type,
-            "role": counter.most_common(1)[0][0],
-        }
-        for event_type, counter in sorted(roles.items())
-    )
-    return {
-        "source": "observed",
-        "sagas_sampled": len(traces),
-        "nodes": nodes,
-        "edges": [
-            {"from": source, "to": target, "kind": kind, "lane": lane, "count": count}
-            for (source, target, kind, lane), count in sorted(edges.items())
-        ],
-    }
-
-
 class TraceApi:
     """Answers the viewer's API questions about one tracker; safe to call from many threads.
 
@@ -461,7 +383,12 @@ class TraceApi:
         if search is not None and self.keys is not None:
             try:
                 found = key_search(
-                    self.tracker, self.keys, wanted, search, limit=limit, offset=offset,
+                    self.tracker,
+                    self.keys,
+                    wanted,
+                    search,
+                    limit=limit,
+                    offset=offset,
                     row=saga_row,
                 )
             except ValueError as exc:

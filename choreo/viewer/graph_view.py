@@ -1,4 +1,4 @@
-"""The declared choreography as the viewer's JSON graph of nodes and edges.
+"""The viewer's JSON graphs of nodes and edges: the declared choreography and the observed one.
 
 The page draws whatever ``{"nodes": [...], "edges": [...]}`` it is given; this module
 turns a :class:`~choreo.choreography.graph.Choreography` into that shape. Node kinds: ``event``
@@ -6,17 +6,23 @@ turns a :class:`~choreo.choreography.graph.Choreography` into that shape. Node k
 saga). Edge kinds and lanes are the graph's own (``consumes``, ``emits``,
 ``fails_with``, ``starts``, ``undoes``; ``forward``, ``failure``, ``compensation``,
 ``notice``). Handler and start nodes are labelled with their service, and the handler's
-name as a detail line.
+name as a detail line. :func:`observed_graph` draws the same shape from what sampled
+sagas actually did (reactions seen through causation ids), for logs whose code the viewer
+cannot import.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Final
 
 from choreo.choreography.graph import Choreography, Node, NodeKind
+from choreo.model.envelope import Role
+from choreo.tracker.model import SagaTrace
 
-__all__ = ["declared_graph"]
+__all__ = ["declared_graph", "observed_graph", "short_type"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,4 +76,82 @@ def declared_graph(choreography: object | None) -> dict[str, Any] | None:
         "sagas": [saga.name for saga in choreography.sagas],
         "nodes": nodes,
         "edges": edges,
+    }
+
+
+def short_type(event_type: str) -> str:
+    """Return the last dotted part of an event type (``shop.orders.Placed`` -> ``Placed``)."""
+    return event_type.rsplit(".", 1)[-1]
+
+
+_LANE_OF_ROLE: Final[Mapping[Role, str]] = {
+    Role.FAILURE: "failure",
+    Role.FAILED: "failure",
+    Role.COMPENSATION: "compensation",
+    Role.COMPENSATE: "compensation",
+    Role.NOTICE: "notice",
+}
+
+
+def observed_graph(traces: list[SagaTrace]) -> dict[str, Any]:
+    """Return the choreography observed in ``traces``, shaped like the declared graph.
+
+    Nodes are event types (with their most frequent role) and *reactions*: a service
+    reacting to one event type (``handler`` nodes), or a service opening a saga
+    (``start`` nodes, for events without a cause). Edges run event -> reaction
+    (``consumes``, from the causation id) and reaction -> event (``emits``), each in the
+    lane of the emitted event's role; counts say how often each edge was seen. This reads
+    like the declared graph and, unlike a service-level graph, has no cycles for a saga.
+    """
+    edges: Counter[tuple[str, str, str, str]] = Counter()
+    roles: dict[str, Counter[str]] = {}
+    reactions: dict[str, dict[str, Any]] = {}
+    for trace in traces:
+        type_by_id = {event.event_id: event.event_type for event in trace.events}
+        for event in trace.events:
+            roles.setdefault(event.event_type, Counter())[event.role.value] += 1
+            cause_type = type_by_id.get(event.causation_id or "")
+            if cause_type is None:
+                reaction_id = f"start:{event.service}"
+                if reaction_id not in reactions:
+                    reactions[reaction_id] = {
+                        "id": reaction_id,
+                        "kind": "start",
+                        "label": event.service,
+                        "detail": "starts" if event.role is Role.START else "emits",
+                        "title": f"{event.service}: events with no observed cause",
+                    }
+            else:
+                reaction_id = f"handler:{event.service}<-{cause_type}"
+                if reaction_id not in reactions:
+                    reactions[reaction_id] = {
+                        "id": reaction_id,
+                        "kind": "handler",
+                        "label": event.service,
+                        "detail": f"on {short_type(cause_type)}",
+                        "title": f"{event.service}, reacting to {cause_type}",
+                    }
+            lane = _LANE_OF_ROLE.get(event.role, "forward")
+            if cause_type is not None:
+                edges[(f"event:{cause_type}", reaction_id, "consumes", lane)] += 1
+            edges[(reaction_id, f"event:{event.event_type}", "emits", lane)] += 1
+    nodes: list[dict[str, Any]] = [reactions[key] for key in sorted(reactions)]
+    nodes.extend(
+        {
+            "id": f"event:{event_type}",
+            "kind": "event",
+            "label": short_type(event_type),
+            "title": event_type,
+            "role": counter.most_common(1)[0][0],
+        }
+        for event_type, counter in sorted(roles.items())
+    )
+    return {
+        "source": "observed",
+        "sagas_sampled": len(traces),
+        "nodes": nodes,
+        "edges": [
+            {"from": source, "to": target, "kind": kind, "lane": lane, "count": count}
+            for (source, target, kind, lane), count in sorted(edges.items())
+        ],
     }
