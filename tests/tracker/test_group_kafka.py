@@ -155,8 +155,13 @@ def test_two_instances_materialize_what_one_process_folds(cluster: Cluster) -> N
     cluster.produce([env for log in finished + running for env in log.envelopes])
     first, second = cluster.member("g", "a").start(), cluster.member("g", "b").start()
     try:
-        cluster.wait_done([first, second])
+        # Under load the second member may join after the first folded everything: wait
+        # for the group to split the partitions, so both fold or inherit a share.
+        deadline = time.monotonic() + 60
+        while not (first.trackers and second.trackers) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert first.trackers and second.trackers  # both own partitions
+        cluster.wait_done([first, second])
         assert not set(first.trackers) & set(second.trackers)
         single = cluster.single_fold()
         expected = snapshot(single)
