@@ -112,8 +112,14 @@ def test_the_orchestrator_killed_mid_saga_resumes_every_saga_and_repeats_nothing
     cluster.start_service("orchestrator")
     cluster.wait_until_ended(ORDERS, TIMEOUT_S)
     assert cluster.starts["orchestrator"] == 2
-    restarted = (cluster.workdir / "orchestrator.2.log").read_text(errors="replace")
-    assert "rebuilt" in restarted, restarted[-2000:]
+    # The sagas can all end before the restarted process has logged its rebuild (the
+    # first one may finish the in-flight sagas between the count and the kill): poll.
+    log = cluster.workdir / "orchestrator.2.log"
+    deadline = time.monotonic() + TIMEOUT_S
+    while "rebuilt" not in (restarted := log.read_text(errors="replace")):
+        cluster.check_alive()
+        assert time.monotonic() < deadline, restarted[-2000:]
+        time.sleep(0.1)
 
     counts = cluster.tracker.counts()
     assert counts[SagaStatus.COMPLETED] + counts[SagaStatus.FAILED] == ORDERS, counts
