@@ -126,6 +126,12 @@ class ServerProcess:
         self.workdir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
+    def in_workdir(self, name: str) -> Path:
+        """Return the path of ``name`` in :attr:`workdir`; raise :attr:`error` before a start."""
+        if self.workdir is None:
+            raise self.error(f"the {self.kind} is not started")
+        return self.workdir / name
+
     def start(self) -> Self:
         """Start the server and return once it serves (a subclass implements it)."""
         raise NotImplementedError

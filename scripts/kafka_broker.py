@@ -445,16 +445,12 @@ class KafkaBroker(ServerProcess):
     @property
     def log_file(self) -> Path:
         """Return the path of the broker's log4j2 log (WARN and above)."""
-        if self.workdir is None:
-            raise BrokerError("the broker is not started")
-        return self.workdir / "broker.log"
+        return self.in_workdir("broker.log")
 
     @property
     def console_file(self) -> Path:
         """Return the path where the JVM's stdout and stderr go."""
-        if self.workdir is None:
-            raise BrokerError("the broker is not started")
-        return self.workdir / "console.log"
+        return self.in_workdir("console.log")
 
     def start(self) -> Self:
         """Format a fresh log dir, start the JVM and return once the broker serves metadata.

@@ -169,16 +169,12 @@ class PostgresServer(ServerProcess):
     @property
     def data_dir(self) -> Path:
         """Return the cluster's data directory."""
-        if self.workdir is None:
-            raise PostgresError("the server is not started")
-        return self.workdir / "data"
+        return self.in_workdir("data")
 
     @property
     def log_file(self) -> Path:
         """Return the path of the server's log."""
-        if self.workdir is None:
-            raise PostgresError("the server is not started")
-        return self.workdir / "postgres.log"
+        return self.in_workdir("postgres.log")
 
     def logs(self, lines: int = 40) -> str:
         """Return the tail of the server's log, for error messages."""
