@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 import confluent_kafka as ck
@@ -38,6 +39,7 @@ from choreo.errors import (
     ConfigurationError,
     DeliveryError,
     TransactionError,
+    TransportClosedError,
     TransportError,
 )
 from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
@@ -64,6 +66,7 @@ _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
 }
+_VALUE_OF: Final = itemgetter(1)  # a header's value (C-level, for the per-record check)
 _QUEUE_FULL_WAIT: Final = 0.05  # seconds to serve callbacks when the local queue is full
 _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
@@ -194,6 +197,32 @@ class ConfluentProducer(ProducerBase):
         """Count a failed delivery (only failures are reported)."""
         if err is not None:
             self._record_failure(str(msg.topic()), f"{err.name()}: {err.str()}", err.retriable())
+
+    def publish(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> None:
+        """Queue one record; a record the client rejects is reported by the next flush.
+
+        The common case (the local queue has room) is one client call; a full queue or a
+        rejected record takes :meth:`_produce`, which waits for room or counts the failure.
+        """
+        if self._closed:
+            raise TransportClosedError("producer is closed")
+        hdrs: Any = (headers if isinstance(headers, list) else list(headers)) if headers else None
+        try:
+            self._producer.produce(topic, value, key, headers=hdrs)
+        except (BufferError, ck.KafkaException):  # nothing was queued: the slow path decides
+            self._produce(topic, value, key, headers)
+            return
+        self._since_poll += 1
+        if self._since_poll >= _POLL_EVERY:
+            self._since_poll = 0
+            self._producer.poll(0)
 
     def _produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
@@ -451,6 +480,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         records: list[Record] = []
         append = records.append
         new = make_record
+        value_of = _VALUE_OF
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -460,7 +490,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             headers: tuple[tuple[str, bytes], ...] = ()
             if raw:
                 headers = tuple(raw)  # type: ignore[arg-type]  # consumed headers are a list
-                if any(v is None for _, v in headers):
+                if None in map(value_of, headers):  # a header without value: b"" instead
                     headers = tuple((k, v if v is not None else b"") for k, v in headers)
             # A message without error always has a topic, partition and offset.
             append(
