@@ -209,16 +209,17 @@ class ConfluentProducer(ProducerBase):
         """Queue one record; a record the client rejects is reported by the next flush.
 
         The common case (the local queue has room) is one client call; a full queue or a
-        rejected record takes :meth:`_produce`, which waits for room or counts the failure.
+        rejected record goes to :meth:`_queue_slowly`, which waits for room or counts it.
         """
         if self._closed:
             raise TransportClosedError("producer is closed")
         hdrs: Any = (headers if isinstance(headers, list) else list(headers)) if headers else None
         try:
             self._producer.produce(topic, value, key, headers=hdrs)
-        except (BufferError, ck.KafkaException):  # nothing was queued: the slow path decides
-            self._produce(topic, value, key, headers)
-            return
+        except (BufferError, ck.KafkaException):  # nothing was queued
+            if not self._queue_slowly(topic, value, key, hdrs):
+                return
+        # Serve delivery reports now and then, not per record (flush serves the rest).
         self._since_poll += 1
         if self._since_poll >= _POLL_EVERY:
             self._since_poll = 0
@@ -227,14 +228,24 @@ class ConfluentProducer(ProducerBase):
     def _produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> None:
-        """Queue one record, serving delivery reports while the local queue is full."""
+        """Queue one record (the base class's hook; :meth:`publish` does the work)."""
+        self.publish(topic, value, key=key, headers=headers)
+
+    def _queue_slowly(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any
+    ) -> bool:
+        """Queue a record the client refused at first; return False when it was rejected.
+
+        A full local queue is waited out serving delivery reports (up to
+        ``_QUEUE_FULL_LIMIT``); a rejected record is counted for the next flush, a fatal
+        or out-of-transaction error raised.
+        """
         producer = self._producer
-        hdrs: Any = (headers if isinstance(headers, list) else list(headers)) if headers else None
         waited = 0.0
         while True:
             try:
-                producer.produce(topic, value, key, headers=hdrs)
-                break
+                producer.produce(topic, value, key, headers=headers)
+                return True
             except BufferError:
                 # The local queue is full: serve delivery reports until room frees up.
                 if waited >= _QUEUE_FULL_LIMIT:
@@ -252,12 +263,7 @@ class ConfluentProducer(ProducerBase):
                 if err is not None and err.fatal():
                     raise _transport_error(exc, "producer failed fatally") from exc
                 self._record_failure(topic, _describe(exc), bool(err and err.retriable()))
-                return
-        # Serve delivery reports now and then, not per record (flush serves the rest).
-        self._since_poll += 1
-        if self._since_poll >= _POLL_EVERY:
-            self._since_poll = 0
-            producer.poll(0)
+                return False
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for queued records; raise DeliveryError naming failures since the last flush."""
