@@ -39,6 +39,7 @@ __all__ = [
     "avro_field_name",
     "converters",
     "event_type_of",
+    "field_readers",
     "from_avro",
     "positional_builder",
     "to_avro",
@@ -121,6 +122,31 @@ def converters(cls: type[E]) -> tuple[Callable[[E], dict[str, Any]], Callable[[A
     """Return the compiled (to_avro, from_avro) functions of a dataclass, compiling once."""
     compiled = _compile(cls)
     return compiled.to_avro, compiled.from_avro
+
+
+def field_readers(cls: type[Any]) -> dict[str, tuple[str, Callable[[Any], Any] | None]]:
+    """Return, by Avro field name, the attribute of ``cls`` holding it and its converter.
+
+    The converter turns the attribute's value into the Avro datum's, as :func:`to_avro`
+    does for that field (None: the value is used as is). Lets an encoder read an event's
+    attributes directly instead of the dict :func:`to_avro` would build.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{getattr(cls, '__qualname__', cls)!r} is not a dataclass")
+    builder = _Builder()
+    hints = typing.get_type_hints(cls)
+    readers: dict[str, tuple[str, Callable[[Any], Any] | None]] = {}
+    for field in dataclasses.fields(cls):
+        if not (field.init or field.name in hints):
+            continue
+        expr = builder.to_expr(hints.get(field.name, Any), "v", 1)
+        convert = None
+        if expr != "v":
+            code = compile(f"def convert(v):\n    return {expr}\n", "<choreo field>", "exec")
+            exec(code, builder.namespace)  # noqa: S102 - built from templates, as in build()
+            convert = builder.namespace.pop("convert")
+        readers[avro_field_name(field)] = (field.name, convert)
+    return readers
 
 
 _TO: dict[type, Callable[[Any], dict[str, Any]]] = {}
@@ -353,9 +379,7 @@ class _Builder:
             return f"list({v})" if inner == x else f"[{inner} for {x} in {v}]"
         return f"tuple({v})" if inner == x else f"tuple([{inner} for {x} in {v}])"
 
-    def union_from_expr(
-        self, args: tuple[Any, ...], v: str, depth: int, *, prebuilt: bool
-    ) -> str:
+    def union_from_expr(self, args: tuple[Any, ...], v: str, depth: int, *, prebuilt: bool) -> str:
         """Return the from-Avro expression of a union: ``X | None``, or by the datum's shape."""
         members = [a for a in args if a is not type(None)]
         if len(members) == 1:

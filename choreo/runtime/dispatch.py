@@ -72,9 +72,12 @@ class BatchOutput:
 class Dispatcher:
     """Hands each record of a batch to its handler and collects the output (see module docs).
 
-    ``invoker`` runs a handler to its outcome (retries, failures, dead letters); ``hooks``
-    are the worker's middleware (the per-event ones are called with ``worker``);
-    ``executor`` (optional) handles partitions in parallel.
+    ``decode`` is the serde's decoder; ``decoder_for`` (optional, e.g.
+    :meth:`~choreo.avro.serde.EventSerde.decoder_for`) returns the function decoding one
+    event type exactly as ``decode`` does, asked once per type. ``invoker`` runs a handler
+    to its outcome (retries, failures, dead letters); ``hooks`` are the worker's middleware
+    (the per-event ones are called with ``worker``); ``executor`` (optional) handles
+    partitions in parallel.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Dispatcher:
         routes: Mapping[str, Route],
         decode: Callable[[str, bytes], Event],
         emitter: Emitter,
+        decoder_for: Callable[[str], Callable[[bytes], Event]] | None = None,
         invoker: Invoker,
         inbox: Inbox,
         hooks: Hooks,
@@ -94,6 +98,8 @@ class Dispatcher:
         self.group_id = group_id
         self.routes = routes
         self.decode = decode
+        self.decoder_for = decoder_for
+        self.readers: dict[str, Callable[[bytes], Event]] = {}
         self.emitter = emitter
         self.invoker = invoker
         self.inbox = inbox
@@ -187,7 +193,7 @@ class Dispatcher:
         at once) stays in this loop and :meth:`Emitter.emit_one`.
         """
         routes = self.routes
-        decode = self.decode
+        readers = self.readers
         call_inline = self._call_inline
         invoker = self.invoker
         hooked = self.hooks.dispatch
@@ -215,7 +221,8 @@ class Dispatcher:
                     continue
             else:  # a handler without context and no dispatch hooks: inlined
                 try:
-                    event = decode(fields[0], record.value or b"")
+                    read = readers.get(fields[0]) or self._reader(fields[0])
+                    event = read(record.value or b"")
                 except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
                     self._undecodable(record, key, exc, seen, output)
                     continue
@@ -228,6 +235,16 @@ class Dispatcher:
             out_ids.append(key)
             out_records.extend(emitted)
         output.next_offsets.update({(r.topic, r.partition): r.offset + 1 for r in records[:done]})
+
+    def _reader(self, event_type: str) -> Callable[[bytes], Event]:
+        """Return (and remember) the function decoding payloads of ``event_type``."""
+        decoder_for, decode = self.decoder_for, self.decode
+        if decoder_for is None:
+            read: Callable[[bytes], Event] = lambda data: decode(event_type, data)  # noqa: E731
+        else:
+            read = decoder_for(event_type)
+        self.readers[event_type] = read
+        return read
 
     def _call_inline(
         self,
