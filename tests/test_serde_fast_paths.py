@@ -8,6 +8,7 @@ general path: the same bytes, the same values, the same errors with the same mes
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import uuid
@@ -26,7 +27,7 @@ from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.confluent import ConfluentCodec
 from choreo.avro.serde import EventSerde
 from choreo.errors import DecodeError, EncodeError, UnknownEventError
-from choreo.model.events import Event, SagaTimedOut, field_readers, to_avro
+from choreo.model.events import Event, SagaTimedOut, _shell_of, field_readers, to_avro
 from services import events as shop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,3 +310,36 @@ def test_decoder_for_an_unknown_type_is_an_error() -> None:
     """As decode: UnknownEventError names the type."""
     with pytest.raises(UnknownEventError, match="nope"):
         SERDES[0].decoder_for("nope")
+
+
+def test_decoded_events_are_frozen_instances_of_their_class() -> None:
+    """Decoding fills a mutable shell and then gives it the class: the result is the class's."""
+    serde = SERDES[0]
+    event = _shapes(maybe=Inner(x=3), colors=(Color.BLUE,), note="n")
+    decoded = serde.decoder_for("t.fast.Shapes")(serde.encode(event))
+    assert type(decoded) is Shapes and type(decoded.maybe) is Inner
+    assert decoded == event and hash(decoded.maybe) == hash(Inner(x=3))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.class_ = "changed"  # type: ignore[misc]
+
+
+def test_no_shell_for_a_class_whose_base_hooks_subclassing() -> None:
+    """A base with __init_subclass__ would see the shell: such classes keep the slot setters."""
+    seen: list[type] = []
+
+    class Registering(Event):
+        __slots__ = ()
+
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            super().__init_subclass__(**kwargs)
+            seen.append(cls)
+
+    @dataclass(frozen=True, slots=True)
+    class Hooked(Registering):
+        x: int
+
+    before = list(seen)
+    assert _shell_of(Hooked, list(dataclasses.fields(Hooked))) is None
+    assert seen == before
+    shell = _shell_of(Inner, list(dataclasses.fields(Inner)))
+    assert shell is not None and not dataclasses.is_dataclass(shell)

@@ -199,6 +199,38 @@ def _slot_setters(
     return setters
 
 
+def _shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any] | None:
+    """Return a mutable class with ``cls``'s layout, or None when that is not safe.
+
+    A decoder fills an instance of it with plain slot stores and then sets its class to
+    ``cls`` (CPython allows that between classes of identical layout): the instance
+    ``cls``'s ``__init__`` would build, at under half the cost of the frozen dataclass's
+    slot setters. Only for a class whose bases run no hook when subclassed, whose fields
+    are all its own slots, and when a probe instance comes out right.
+    """
+    slots = cls.__dict__.get("__slots__")
+    names = [f.name for f in fields]
+    if type(cls) is not type or len(cls.__bases__) != 1 or not isinstance(slots, tuple):
+        return None
+    if any("__init_subclass__" in k.__dict__ for k in cls.__mro__[1:-1]):
+        return None
+    if set(names) - set(slots) or any(n.startswith("__") for n in slots):
+        return None
+    try:
+        shell = type(f"{cls.__name__}Shell", cls.__bases__, {"__slots__": slots})
+        probe, values = object.__new__(shell), [object() for _ in names]
+        for name, value in zip(names, values, strict=True):
+            setattr(probe, name, value)
+        probe.__class__ = cls
+    except (TypeError, AttributeError, dataclasses.FrozenInstanceError):
+        return None
+    if type(probe) is not cls or any(
+        getattr(probe, n) is not v for n, v in zip(names, values, strict=True)
+    ):
+        return None  # pragma: no cover - CPython let the class change but lost a value
+    return shell
+
+
 def _compile(cls: type[Any]) -> _Compiled:
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"{getattr(cls, '__qualname__', cls)!r} is not a dataclass")
@@ -451,9 +483,14 @@ class _Builder:
             values.append(self.from_expr(hints.get(field.name, Any), f"a{index}", 1, prebuilt=True))
         cls_name = self.name(cls, "C")
         setters = _slot_setters(cls, fields)
+        shell = None if setters is None else _shell_of(cls, fields)
         if setters is None:
             args = ", ".join(f"{f.name}={v}" for f, v in zip(fields, values, strict=True))
             body = f"    return {cls_name}({args})\n"
+        elif shell is not None:  # plain slot stores on a shell, then the class (see _shell_of)
+            lines = [f"    o = _new({self.name(shell, 'H')})"]
+            lines += [f"    o.{f.name} = {v}" for f, v in zip(fields, values, strict=True)]
+            body = "\n".join([*lines, f"    o.__class__ = {cls_name}", "    return o"]) + "\n"
         else:
             lines = [f"    o = _new({cls_name})"]
             for value, setter in zip(values, setters, strict=True):

@@ -194,7 +194,7 @@ class Dispatcher:
         """
         routes = self.routes
         readers = self.readers
-        call_inline = self._call_inline
+        emit_one = self.emitter.emit_one
         invoker = self.invoker
         hooked = self.hooks.dispatch
         retrying = invoker.attempts  # event ids of deferred retries
@@ -226,7 +226,18 @@ class Dispatcher:
                 except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
                     self._undecodable(record, key, exc, seen, output)
                     continue
-                emitted = call_inline(route, record, fields, event, out_records)
+                try:  # the handler and its emitted records, inlined (no call per record)
+                    result = route.func(event)
+                    if isinstance(result, Event):
+                        out_records.append(emit_one(route, fields, result))
+                    elif result is not None:
+                        emitted = self.emitter.emit(
+                            route, fields, as_events(route.step_id, [], result)
+                        )
+                        out_records.extend(emitted)
+                    emitted = _NOTHING
+                except Exception as exc:
+                    emitted = invoker.after_failure(route, (record, fields), event, exc, info=None)
             if emitted is None:
                 output.abandoned = True
                 done -= 1
@@ -245,31 +256,6 @@ class Dispatcher:
             read = decoder_for(event_type)
         self.readers[event_type] = read
         return read
-
-    def _call_inline(
-        self,
-        route: Route,
-        record: Record,
-        fields: Fields,
-        event: Event,
-        out_records: list[OutboxRecord],
-    ) -> list[OutboxRecord] | None:
-        """Call a handler that takes no context; append what it emits to ``out_records``.
-
-        Returns ``_NOTHING`` when it succeeded, else what the invoker makes of the
-        failure (None: the worker stopped during a retry's backoff).
-        """
-        try:
-            result = route.func(event)
-            if isinstance(result, Event):
-                out_records.append(self.emitter.emit_one(route, fields, result))
-            elif result is not None:
-                out_records.extend(
-                    self.emitter.emit(route, fields, as_events(route.step_id, [], result))
-                )
-            return _NOTHING
-        except Exception as exc:
-            return self.invoker.after_failure(route, (record, fields), event, exc, info=None)
 
     def _dispatch_one(
         self,
