@@ -218,7 +218,8 @@ def _shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any]
         return None
     try:
         shell = type(f"{cls.__name__}Shell", cls.__bases__, {"__slots__": slots})
-        probe, values = object.__new__(shell), [object() for _ in names]
+        probe: Any = object.__new__(shell)
+        values = [object() for _ in names]
         for name, value in zip(names, values, strict=True):
             setattr(probe, name, value)
         probe.__class__ = cls
