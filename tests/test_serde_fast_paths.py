@@ -343,3 +343,20 @@ def test_no_shell_for_a_class_whose_base_hooks_subclassing() -> None:
     assert seen == before
     shell = _shell_of(Inner, list(dataclasses.fields(Inner)))
     assert shell is not None and not dataclasses.is_dataclass(shell)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=SHAPES_VALUES, data=st.data())
+def test_decoder_for_equals_decode_on_mangled_payloads(event: Shapes, data: st.DataObject) -> None:
+    """Cut, extended or overwritten payloads: the same value or the same error as decode."""
+    serde = SERDES[0]
+    good = bytearray(serde.encode(event))
+    at = data.draw(st.integers(min_value=0, max_value=len(good)))
+    patch = data.draw(st.binary(max_size=6))
+    mangled = bytes(data.draw(st.sampled_from([good[:at], good[:at] + patch, good + patch])))
+    if len(patch) and at < len(good):
+        mangled = bytes(good[:at] + patch + good[at + len(patch) :])
+    read = serde.decoder_for("t.fast.Shapes")
+    fast = _outcome(lambda: read(mangled))
+    general = _outcome(lambda: serde.decode("t.fast.Shapes", mangled))
+    assert repr(fast) == repr(general)  # repr: a mangled double may decode to NaN
