@@ -47,7 +47,6 @@ from choreo.avro.compiler import (
     compile_decoder,
     compile_encoder,
     compile_object_encoder,
-    compile_reader,
     explain_encode_problem,
 )
 from choreo.avro.loader import SchemaRegistry, SchemaVersion
@@ -263,26 +262,23 @@ class _AvroCodec:
         lookup of their decoder; every other payload goes through :meth:`decode`. Same
         checks, same errors.
         """
+        slow = self.decode
         header = self._header_of(reader_name)
-
-        def slow(data: bytes) -> Any:
-            return self.decode(data, reader_name, builders)
-
         if header is None:
-            return slow
-        try:
-            return compile_reader(
-                self.registry.get(reader_name).model,
-                header=header,
-                max_size=self.max_size,
-                slow=slow,
-                errors=_DECODE_ERRORS,
-                on_error=_decode_error,
-                limits=self._limits,
-                builders=builders,
-            )
-        except SchemaError:  # the schema is over the limits: decode says so per payload
-            return slow
+            return lambda data: slow(data, reader_name, builders)
+        schema = self.registry.get(reader_name)
+        decoder = self._decoder_for(schema, schema, builders)
+        start, limit = self.header_size, self.max_size
+
+        def read(data: bytes) -> Any:
+            if data.__class__ is bytes and data.startswith(header) and len(data) <= limit:
+                try:
+                    return decoder(data, start)
+                except _DECODE_ERRORS as exc:
+                    raise _decode_error(exc, data) from exc
+            return slow(data, reader_name, builders)
+
+        return read
 
     def _header_of(self, name: str) -> bytes | None:
         """Return the header of payloads written with ``name``'s latest schema (None: unknown)."""

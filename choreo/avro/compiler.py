@@ -68,7 +68,6 @@ __all__ = [
     "compile_decoder",
     "compile_encoder",
     "compile_object_encoder",
-    "compile_reader",
     "explain_encode_problem",
     "min_encoded_size",
 ]
@@ -248,51 +247,6 @@ def compile_decoder(
         src.emit(1, f"return {result}")
     decoder: Decoder = src.build("decode", "b, p")
     return decoder
-
-
-def compile_reader(
-    schema: Schema | Any,
-    *,
-    header: bytes,
-    max_size: int,
-    slow: Callable[[Any], Any],
-    errors: tuple[type[BaseException], ...],
-    on_error: Callable[[Exception, bytes], Exception],
-    limits: DecodeLimits | None = None,
-    builders: RecordBuilders | None = None,
-) -> Callable[[Any], Any]:
-    """Return a function decoding whole payloads written with ``schema`` behind ``header``.
-
-    The decoder :func:`compile_decoder` generates for ``schema`` read as written, with the
-    payload checks in front: anything but ``bytes`` of at most ``max_size`` starting with
-    ``header`` goes to ``slow(payload)`` instead; an exception in ``errors`` raised while
-    decoding is replaced by ``on_error(exception, payload)``. One call per payload
-    instead of a check function calling the decoder. Raises
-    :class:`~choreo.errors.SchemaError` as :func:`compile_decoder` does.
-    """
-    bounds = limits or DecodeLimits()
-    model = as_schema(schema)
-    check_limits(model, bounds.compile, "writer")
-    src = Source(bounds.compile)
-    gen = DecoderGen(model, src, bounds.max_zero_size_items, builders.by_name if builders else {})
-    result = gen.value(model.root, (model.root, model), 2, "")
-    src.emit(2, "if p != end:")
-    src.emit(3, "raise _InvalidBodyError('trailing bytes after the body')")
-    body, src.lines = src.lines, []
-    src.namespace.update(_H=header, _slow=slow, _ERRORS=errors, _on_error=on_error)
-    src.emit(1, f"if b.__class__ is not bytes or len(b) > {int(max_size)} or not b.startswith(_H):")
-    src.emit(2, "return _slow(b)")
-    src.emit(1, f"p = {len(header)}")
-    src.emit(1, "end = len(b)")
-    if gen.uses_budget:
-        src.emit(1, f"zb = {bounds.max_zero_size_items}")
-    src.emit(1, "try:")
-    src.lines += body
-    src.emit(1, "except _ERRORS as exc:")
-    src.emit(2, "raise _on_error(exc, b) from exc")
-    src.emit(1, f"return {result}")
-    reader: Callable[[Any], Any] = src.build("read", "b")
-    return reader
 
 
 def explain_encode_problem(schema: Schema | Any, datum: Any) -> str:

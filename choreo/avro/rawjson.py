@@ -95,3 +95,5 @@ def _local_children(
     if isinstance(kind, dict | list):
         return [(kind, namespace)]
     return []
+
+
