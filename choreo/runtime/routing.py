@@ -126,6 +126,7 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
             ) = headers
             if (n0, n1, n2, n3, n4, n5, n6, n7, n8, n9) != _FULL:
                 return None
+            cause.decode()
         elif count == 9:
             (
                 (n0, event_type),
@@ -141,9 +142,10 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
             if (n0, n1, n2, n3, n4, n5, n6) != _HEAD:
                 return None
             if n7 == _CAUSE and n8 == _STEP:  # a caused event without traceparent
-                cause, trace = seventh, None
+                seventh.decode()
+                trace = None
             elif n7 == _STEP and n8 == _TRACE:  # a start event with traceparent
-                cause, step, trace = b"", seventh, step
+                step, trace = seventh, step
             else:
                 return None
         else:
@@ -159,20 +161,9 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
             headers[2],
             headers[3],
         )
-        if not (  # valid UTF-8: ASCII bytes are; anything else is decoded to find out
-            cid.__class__ is bytes
-            and service.__class__ is bytes
-            and step.__class__ is bytes
-            and cause.__class__ is bytes
-            and cid.isascii()
-            and service.isascii()
-            and step.isascii()
-            and cause.isascii()
-        ):
-            cid.decode()
-            service.decode()
-            step.decode()
-            cause.decode()
+        cid.decode()
+        service.decode()
+        step.decode()
         if trace is not None and not trace.isascii():
             trace.decode()
     except (ValueError, TypeError, AttributeError):
