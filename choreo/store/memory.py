@@ -63,7 +63,7 @@ class MemoryStore:
         """Apply the staged writes and release the lock."""
         try:  # dict-level updates: no Python loop per id on the worker's hot path
             for consumer, ids, at in self._staged_handled:
-                self._handled.setdefault(consumer, {}).update(dict.fromkeys(ids, at))
+                self._handled.setdefault(consumer, {}).update(zip(ids, repeat(at)))
             for sent in self._staged_sent:
                 for box in self._outbox.values():  # one per origin: a store has a few
                     deque(map(box.pop, sent, repeat(None)), maxlen=0)
