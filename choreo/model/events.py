@@ -206,7 +206,9 @@ def _shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any]
     ``cls`` (CPython allows that between classes of identical layout): the instance
     ``cls``'s ``__init__`` would build, at under half the cost of the frozen dataclass's
     slot setters. Only for a class whose bases run no hook when subclassed, whose fields
-    are all its own slots, and when a probe instance comes out right.
+    are all its own slots, and when a probe instance comes out right. The shell subclasses
+    ``cls``'s base (the layouts must share it), so it is listed by that base's
+    ``__subclasses__()``, named ``<class>Shell``; it is never an event class itself.
     """
     slots = cls.__dict__.get("__slots__")
     names = [f.name for f in fields]
