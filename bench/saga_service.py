@@ -3,7 +3,7 @@
     python -m bench.saga_service --bootstrap HOST:PORT --service inventory \\
         --prefix bc1234. --layout event-type --partitions 6 \\
         [--producer JSON] [--consumer JSON] [--worker JSON] [--store memory|sqlite:PATH] \\
-        [--states-out FILE]
+        [--states-out FILE] [--memprofile DIR [--memprofile-baseline SECONDS]]
 
 The services are those of the peers benchmark (:mod:`bench.peers.choreo_impl`: choreo's
 decorators, generated events, choreo's codec); the Kafka client settings are choreo's
@@ -11,6 +11,12 @@ defaults (:mod:`choreo.transports.config`) with the ``--producer``/``--consumer`
 overrides on top, and the worker's the default :class:`~choreo.runtime.WorkerConfig`
 with the ``--worker`` fields on top. SIGTERM finishes the batch in hand and exits; the
 service's state counts (per final state) are then written to ``--states-out``.
+
+``--memprofile DIR`` (or the environment variable ``CHOREO_BENCH_MEMPROFILE=DIR``) runs
+the service under :class:`bench.memprobe.MemProbe`: tracemalloc with 25 frames, a memory
+sample every 30 s (RSS, traced and untraced bytes, malloc and SQLite counters, object
+counts, the length of the worker's containers), a snapshot after
+``--memprofile-baseline`` seconds and one at SIGTERM, before the worker closes.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
+from bench.memprobe import MemProbe
 from bench.peers import choreography as ch
 from bench.peers.choreo_impl import build_serde, build_services
 from bench.sagaload import Layout
@@ -102,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--states-out", type=Path, default=None)
     parser.add_argument("--stats-out", type=Path, default=None,
                         help="keep librdkafka's request counts per API in this file")
+    parser.add_argument("--memprofile", type=Path,
+                        default=os.environ.get("CHOREO_BENCH_MEMPROFILE") or None,
+                        help="trace memory (bench.memprobe) into this directory")
+    parser.add_argument("--memprofile-baseline", type=float, default=120.0,
+                        help="seconds after start of the baseline snapshot")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"{args.service}: %(message)s")
 
@@ -132,8 +145,19 @@ def main(argv: list[str] | None = None) -> int:
         inbox=_inbox(args.store),
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    probe = None
+    if args.memprofile is not None:
+        probe = MemProbe(args.memprofile, args.service, baseline_s=args.memprofile_baseline,
+                         roots={"worker": worker, "states": states})
+        probe.start()
+
+    def on_signal(*_: object) -> None:
+        if probe is not None and not stop.is_set():
+            probe.finish()  # in the loop's thread, between two steps: the worker still open
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     worker.run(stop)
     if args.states_out is not None:
         counts = ch.count_states({args.service: states.get(args.service, {})})
