@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="profile the services' memory into this directory")
     parser.add_argument("--memprofile-baseline", type=float, default=120.0,
                         help="seconds into the steady phase of the baseline snapshot")
+    parser.add_argument("--memprofile-frames", type=int, default=25,
+                        help="frames tracemalloc keeps per allocation in the services")
     args = parser.parse_args(argv)
     broker = BrokerOption(args.bootstrap, args.broker_pid)
     bootstrap = broker.bootstrap
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 profile = [] if args.memprofile is None else [
                     "--memprofile", str(args.memprofile),
                     # the services start about 10 s before the steady phase
-                    "--memprofile-baseline", str(args.memprofile_baseline + 10)]
+                    "--memprofile-baseline", str(args.memprofile_baseline + 10),
+                    "--memprofile-frames", str(args.memprofile_frames)]
                 services.start(service, [
                     "--bootstrap", bootstrap, "--service", service, "--prefix", layout.prefix,
                     "--partitions", str(args.partitions), "--store", store,

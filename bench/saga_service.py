@@ -17,10 +17,11 @@ that a long run's RSS measures choreo rather than a dict of every order ever see
 100 bytes per order: 5 MB per service in a ten-minute soak).
 
 ``--memprofile DIR`` (or the environment variable ``CHOREO_BENCH_MEMPROFILE=DIR``) runs
-the service under :class:`bench.memprobe.MemProbe`: tracemalloc with 25 frames, a memory
-sample every 30 s (RSS, traced and untraced bytes, malloc and SQLite counters, object
-counts, the length of the worker's containers), a snapshot after
-``--memprofile-baseline`` seconds and one at SIGTERM, before the worker closes.
+the service under :class:`bench.memprobe.MemProbe`: tracemalloc keeping
+``--memprofile-frames`` frames (25), a memory sample every 30 s (RSS, traced and untraced
+bytes, malloc and SQLite counters, object counts, the length of the worker's
+containers), a snapshot after ``--memprofile-baseline`` seconds and one at SIGTERM,
+before the worker closes.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="trace memory (bench.memprobe) into this directory")
     parser.add_argument("--memprofile-baseline", type=float, default=120.0,
                         help="seconds after start of the baseline snapshot")
+    parser.add_argument("--memprofile-frames", type=int, default=25,
+                        help="frames tracemalloc keeps per allocation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format=f"{args.service}: %(message)s")
 
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = None
     if args.memprofile is not None:
         probe = MemProbe(args.memprofile, args.service, baseline_s=args.memprofile_baseline,
+                         frames=args.memprofile_frames,
                          roots={"worker": worker, "states": states})
         probe.start()
 
