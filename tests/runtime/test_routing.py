@@ -133,6 +133,21 @@ def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> 
         release.plan(OrderPlaced, "Fulfilment")
 
 
+def test_emit_plans_cached_per_route_stay_bounded_whatever_saga_names_records_carry() -> None:
+    """Saga names come from the records: a stream of new ones does not grow the cache."""
+    shop = build_shop(retry=None)
+    routes = build_routes(
+        shop.inventory, naming=topic_for, default=DEFAULT_RETRY, compensation=COMPENSATION_RETRY
+    )
+    reserve = routes["test.runtime.OrderPlaced"]
+    first = reserve.plan(StockReserved, "Fulfilment")
+    for index in range(2000):
+        plan = reserve.plan(StockReserved, f"saga-{index}")
+        assert (plan.role, plan.topic) == (Role.STEP, "test.runtime.StockReserved")
+    assert len(reserve.plans) == 256
+    assert reserve.plan(StockReserved, "Fulfilment") is first  # the early ones stay cached
+
+
 def test_child_traceparent_keeps_the_trace_and_takes_the_span_from_the_event_id() -> None:
     """A child shares its parent's trace id and flags; an invalid parent starts a new trace."""
     parent = new_traceparent()
