@@ -16,7 +16,9 @@ latency (terminal event consumed - start event produced).
 Verdict: **no leak** when no service's RSS grew by more than ``--leak-mb`` between the
 end of the first window and the end of the last one; **no drift** when the last
 window's p99 is at most ``--drift`` times the first window's. Every saga must also end
-once with the terminal event its id decides.
+once with the terminal event its id decides. The results also give each service's RSS
+slope over the second half of the run (MB/min) and the machine's load average at every
+sample (the machine is shared).
 
 ``--memprofile DIR`` runs each service under :class:`bench.memprobe.MemProbe`
 (tracemalloc, 25 frames; a baseline snapshot after ``--memprofile-baseline`` seconds of
@@ -208,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = sampler.samples
     first, last = samples[1] if len(samples) > 2 else samples[0], samples[-2]
     growth = {s: round(last["rss_mb"][s] - first["rss_mb"][s], 1) for s in SERVICES}
+    half = [x for x in samples[:-1] if x["t_s"] >= last["t_s"] / 2]  # the second half
+    slope = {s: round((half[-1]["rss_mb"][s] - half[0]["rss_mb"][s]) * 60
+                      / max(half[-1]["t_s"] - half[0]["t_s"], 1e-9), 3)
+             for s in SERVICES} if len(half) > 1 else {}
     drift = lat[-1]["p99_ms"] / lat[0]["p99_ms"] if lat else float("nan")
     cpu = {who: round((samples[-1]["cpu_s"][who] - samples[0]["cpu_s"][who]) * 1000 / len(ids), 4)
            for who in samples[0]["cpu_s"]}
@@ -223,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(wall, 1),
         "cpu_ms_per_saga": cpu,
         "rss_growth_mb_first_to_last_window": growth,
+        "rss_mb_per_min_second_half": slope,
         "p99_last_over_first": round(drift, 3),
         "no_leak": all(g <= args.leak_mb for g in growth.values()),
         "no_drift": drift <= args.drift,
