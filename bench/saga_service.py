@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--states-out", type=Path, default=None)
     parser.add_argument("--stats-out", type=Path, default=None,
                         help="keep librdkafka's request counts per API in this file")
-    parser.add_argument("--keep-states", type=int, default=10_000,
+    parser.add_argument("--keep-states", type=int, default=1000,
                         help="orders whose state is kept without --states-out")
     parser.add_argument("--memprofile", type=Path,
                         default=os.environ.get("CHOREO_BENCH_MEMPROFILE") or None,
