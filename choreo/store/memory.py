@@ -31,10 +31,11 @@ class MemoryStore:
 
     Memory: the inbox remembers, per consumer, the ids handled within the worker's
     ``inbox_retention`` and at most the latest ``max_ids`` of them (it keeps between
-    ``max_ids`` and 1.25 x ``max_ids`` and drops the oldest beyond: about 125 bytes an
-    id with uuid-sized ids, 12-16 MB per consumer at the default 100,000). A duplicate is dropped as long as
-    its id is among those: redeliveries come from offsets not yet committed (about a
-    second of records) and outbox replays (none: a restarted process has an empty store).
+    ``max_ids`` and 1.25 x ``max_ids`` and drops the oldest beyond: about 125 bytes per
+    uuid-sized id, 12-16 MB per consumer at the default 100,000). A duplicate is dropped
+    as long as its id is among those: redeliveries come from offsets not yet committed
+    (about a second of records) and outbox replays (none: a restarted process has an
+    empty store).
     """
 
     durable = False
