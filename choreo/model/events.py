@@ -39,6 +39,7 @@ __all__ = [
     "avro_field_name",
     "converters",
     "event_type_of",
+    "field_readers",
     "from_avro",
     "positional_builder",
     "to_avro",
@@ -123,6 +124,31 @@ def converters(cls: type[E]) -> tuple[Callable[[E], dict[str, Any]], Callable[[A
     return compiled.to_avro, compiled.from_avro
 
 
+def field_readers(cls: type[Any]) -> dict[str, tuple[str, Callable[[Any], Any] | None]]:
+    """Return, by Avro field name, the attribute of ``cls`` holding it and its converter.
+
+    The converter turns the attribute's value into the Avro datum's, as :func:`to_avro`
+    does for that field (None: the value is used as is). Lets an encoder read an event's
+    attributes directly instead of the dict :func:`to_avro` would build.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{getattr(cls, '__qualname__', cls)!r} is not a dataclass")
+    builder = _Builder()
+    hints = typing.get_type_hints(cls)
+    readers: dict[str, tuple[str, Callable[[Any], Any] | None]] = {}
+    for field in dataclasses.fields(cls):
+        if not (field.init or field.name in hints):
+            continue
+        expr = builder.to_expr(hints.get(field.name, Any), "v", 1)
+        convert = None
+        if expr != "v":
+            code = compile(f"def convert(v):\n    return {expr}\n", "<choreo field>", "exec")
+            exec(code, builder.namespace)  # noqa: S102 - built from templates, as in build()
+            convert = builder.namespace.pop("convert")
+        readers[avro_field_name(field)] = (field.name, convert)
+    return readers
+
+
 _TO: dict[type, Callable[[Any], dict[str, Any]]] = {}
 _FROM: dict[type, Callable[[Any], Any]] = {}
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -171,6 +197,41 @@ def _slot_setters(
             return None
         setters.append(descriptor.__set__)
     return setters
+
+
+def _shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any] | None:
+    """Return a mutable class with ``cls``'s layout, or None when that is not safe.
+
+    A decoder fills an instance of it with plain slot stores and then sets its class to
+    ``cls`` (CPython allows that between classes of identical layout): the instance
+    ``cls``'s ``__init__`` would build, at under half the cost of the frozen dataclass's
+    slot setters. Only for a class whose bases run no hook when subclassed, whose fields
+    are all its own slots, and when a probe instance comes out right. The shell subclasses
+    ``cls``'s base (the layouts must share it), so it is listed by that base's
+    ``__subclasses__()``, named ``<class>Shell``; it is never an event class itself.
+    """
+    slots = cls.__dict__.get("__slots__")
+    names = [f.name for f in fields]
+    if type(cls) is not type or len(cls.__bases__) != 1 or not isinstance(slots, tuple):
+        return None
+    if any("__init_subclass__" in k.__dict__ for k in cls.__mro__[1:-1]):
+        return None
+    if set(names) - set(slots) or any(n.startswith("__") for n in slots):
+        return None
+    try:
+        shell = type(f"{cls.__name__}Shell", cls.__bases__, {"__slots__": slots})
+        probe: Any = object.__new__(shell)
+        values = [object() for _ in names]
+        for name, value in zip(names, values, strict=True):
+            setattr(probe, name, value)
+        probe.__class__ = cls
+    except (TypeError, AttributeError, dataclasses.FrozenInstanceError):
+        return None
+    if type(probe) is not cls or any(
+        getattr(probe, n) is not v for n, v in zip(names, values, strict=True)
+    ):
+        return None  # pragma: no cover - CPython let the class change but lost a value
+    return shell
 
 
 def _compile(cls: type[Any]) -> _Compiled:
@@ -353,9 +414,7 @@ class _Builder:
             return f"list({v})" if inner == x else f"[{inner} for {x} in {v}]"
         return f"tuple({v})" if inner == x else f"tuple([{inner} for {x} in {v}])"
 
-    def union_from_expr(
-        self, args: tuple[Any, ...], v: str, depth: int, *, prebuilt: bool
-    ) -> str:
+    def union_from_expr(self, args: tuple[Any, ...], v: str, depth: int, *, prebuilt: bool) -> str:
         """Return the from-Avro expression of a union: ``X | None``, or by the datum's shape."""
         members = [a for a in args if a is not type(None)]
         if len(members) == 1:
@@ -427,9 +486,14 @@ class _Builder:
             values.append(self.from_expr(hints.get(field.name, Any), f"a{index}", 1, prebuilt=True))
         cls_name = self.name(cls, "C")
         setters = _slot_setters(cls, fields)
+        shell = None if setters is None else _shell_of(cls, fields)
         if setters is None:
             args = ", ".join(f"{f.name}={v}" for f, v in zip(fields, values, strict=True))
             body = f"    return {cls_name}({args})\n"
+        elif shell is not None:  # plain slot stores on a shell, then the class (see _shell_of)
+            lines = [f"    o = _new({self.name(shell, 'H')})"]
+            lines += [f"    o.{f.name} = {v}" for f, v in zip(fields, values, strict=True)]
+            body = "\n".join([*lines, f"    o.__class__ = {cls_name}", "    return o"]) + "\n"
         else:
             lines = [f"    o = _new({cls_name})"]
             for value, setter in zip(values, setters, strict=True):

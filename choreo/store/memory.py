@@ -77,7 +77,7 @@ class MemoryStore:
         try:  # dict-level updates: no Python loop per id on the worker's hot path
             for consumer, ids, at in self._staged_handled:
                 handled = self._handled.setdefault(consumer, {})
-                handled.update(dict.fromkeys(ids, at))
+                handled.update(zip(ids, repeat(at)))
                 if len(handled) > self._trim_above:  # keep the latest max_ids (in order)
                     excess = len(handled) - self.max_ids
                     self._handled[consumer] = dict(islice(handled.items(), excess, None))

@@ -230,6 +230,7 @@ def test_the_workers_encoding_equals_the_reference_derivations(
         route.func = lambda event: events[0]
         route.takes_context = False
         worker.dispatcher.decode = _Decoding(worker.serde).decode
+        worker.dispatcher.decoder_for = None  # decode every type with the stub above
         built = worker.dispatcher.dispatch([record]).records
     else:
         built = worker.emitter.emit(route, fields, events)
@@ -330,6 +331,10 @@ def test_scan_headers_reads_what_check_envelope_reads(
         (b"", 1),  # empty event id
         (b"", 0),  # empty event type
         (b"\xff", 8),  # traceparent not UTF-8
+        (b"\xff", 2),  # correlation id not UTF-8
+        (b"x.\xc3", 7),  # step not UTF-8 (a cut two-byte character)
+        ("x", 5),  # a str, not bytes: never taken as valid
+        ("x.start", 7),
     ],
 )
 def test_scan_headers_leaves_doubtful_envelopes_to_check_envelope(
@@ -342,6 +347,23 @@ def test_scan_headers_leaves_doubtful_envelopes_to_check_envelope(
     headers = envelope.to_headers()
     assert scan_headers(headers) is not None
     headers[position] = (headers[position][0], change)
+    assert scan_headers(headers) is None
+
+
+@pytest.mark.parametrize("change", [b"\xff", b"\xe2\x82", "cause as str"])
+@pytest.mark.parametrize("traced", [True, False])
+def test_scan_headers_leaves_a_doubtful_causation_id_to_check_envelope(
+    change: bytes | str, traced: bool
+) -> None:
+    """A caused event's causation id must be UTF-8 bytes too, with or without traceparent."""
+    start = Envelope.start("a.B", saga="S", service="x", step="x.start", traceparent=None)
+    caused = start.caused("a.C", role=Role.STEP, service="y", step="y.step")
+    headers = caused.to_headers()
+    if traced:
+        headers.append((Header.TRACEPARENT, new_traceparent().encode()))
+    assert scan_headers(headers) is not None
+    position = [name for name, _ in headers].index(Header.CAUSATION_ID)
+    headers[position] = (Header.CAUSATION_ID, change)  # type: ignore[assignment]
     assert scan_headers(headers) is None
 
 
