@@ -27,7 +27,8 @@ from choreo.avro.codec import SingleObjectCodec
 from choreo.avro.confluent import ConfluentCodec
 from choreo.avro.serde import EventSerde
 from choreo.errors import DecodeError, EncodeError, UnknownEventError
-from choreo.model.events import Event, SagaTimedOut, _shell_of, field_readers, to_avro
+from choreo.model.events import Event, SagaTimedOut, field_readers, to_avro
+from choreo.model.slots import shell_of
 from services import events as shop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -339,9 +340,9 @@ def test_no_shell_for_a_class_whose_base_hooks_subclassing() -> None:
         x: int
 
     before = list(seen)
-    assert _shell_of(Hooked, list(dataclasses.fields(Hooked))) is None
+    assert shell_of(Hooked, list(dataclasses.fields(Hooked))) is None
     assert seen == before
-    shell = _shell_of(Inner, list(dataclasses.fields(Inner)))
+    shell = shell_of(Inner, list(dataclasses.fields(Inner)))
     assert shell is not None and not dataclasses.is_dataclass(shell)
 
 

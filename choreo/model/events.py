@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
+from choreo.model.slots import shell_of, slot_setters
+
 __all__ = [
     "Event",
     "SagaTimedOut",
@@ -173,67 +175,6 @@ class _Compiled:
         self.from_avro = frm
 
 
-def _slot_setters(
-    cls: type[Any], fields: list[dataclasses.Field[Any]]
-) -> list[Callable[[Any, Any], None]] | None:
-    """Return the slot setters of ``fields`` when building without ``__init__`` is safe.
-
-    That is a slotted dataclass with a generated ``__init__`` taking every field and no
-    ``__post_init__``: its ``__init__`` only assigns (through ``object.__setattr__`` when
-    frozen, which costs about twice a direct slot store).
-    """
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.init or hasattr(cls, "__post_init__"):
-        return None
-    if not all(f.init for f in fields) or "__slots__" not in cls.__dict__:
-        return None
-    setters = []
-    for field in fields:
-        for klass in cls.__mro__:
-            descriptor = klass.__dict__.get(field.name)
-            if descriptor is not None:
-                break
-        if descriptor is None or type(descriptor).__name__ != "member_descriptor":
-            return None
-        setters.append(descriptor.__set__)
-    return setters
-
-
-def _shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any] | None:
-    """Return a mutable class with ``cls``'s layout, or None when that is not safe.
-
-    A decoder fills an instance of it with plain slot stores and then sets its class to
-    ``cls`` (CPython allows that between classes of identical layout): the instance
-    ``cls``'s ``__init__`` would build, at under half the cost of the frozen dataclass's
-    slot setters. Only for a class whose bases run no hook when subclassed, whose fields
-    are all its own slots, and when a probe instance comes out right. The shell subclasses
-    ``cls``'s base (the layouts must share it), so it is listed by that base's
-    ``__subclasses__()``, named ``<class>Shell``; it is never an event class itself.
-    """
-    slots = cls.__dict__.get("__slots__")
-    names = [f.name for f in fields]
-    if type(cls) is not type or len(cls.__bases__) != 1 or not isinstance(slots, tuple):
-        return None
-    if any("__init_subclass__" in k.__dict__ for k in cls.__mro__[1:-1]):
-        return None
-    if set(names) - set(slots) or any(n.startswith("__") for n in slots):
-        return None
-    try:
-        shell = type(f"{cls.__name__}Shell", cls.__bases__, {"__slots__": slots})
-        probe: Any = object.__new__(shell)
-        values = [object() for _ in names]
-        for name, value in zip(names, values, strict=True):
-            setattr(probe, name, value)
-        probe.__class__ = cls
-    except (TypeError, AttributeError, dataclasses.FrozenInstanceError):
-        return None
-    if type(probe) is not cls or any(
-        getattr(probe, n) is not v for n, v in zip(names, values, strict=True)
-    ):
-        return None  # pragma: no cover - CPython let the class change but lost a value
-    return shell
-
-
 def _compile(cls: type[Any]) -> _Compiled:
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"{getattr(cls, '__qualname__', cls)!r} is not a dataclass")
@@ -318,7 +259,7 @@ class _Builder:
                 value = f"({value} if {avro!r} in d else {factory}())"
             from_args.append(f"{field.name}={value}")
         cls_name = self.name(cls, "C")
-        setters = _slot_setters(cls, fields)
+        setters = slot_setters(cls, fields)
         if setters is None:
             from_body = f"    return {cls_name}({', '.join(from_args)})\n"
         else:  # frozen slotted dataclass without __post_init__: skip the slow frozen __init__
@@ -485,12 +426,12 @@ class _Builder:
             index = position[avro_field_name(field)]
             values.append(self.from_expr(hints.get(field.name, Any), f"a{index}", 1, prebuilt=True))
         cls_name = self.name(cls, "C")
-        setters = _slot_setters(cls, fields)
-        shell = None if setters is None else _shell_of(cls, fields)
+        setters = slot_setters(cls, fields)
+        shell = None if setters is None else shell_of(cls, fields)
         if setters is None:
             args = ", ".join(f"{f.name}={v}" for f, v in zip(fields, values, strict=True))
             body = f"    return {cls_name}({args})\n"
-        elif shell is not None:  # plain slot stores on a shell, then the class (see _shell_of)
+        elif shell is not None:  # plain slot stores on a shell, then the class (see shell_of)
             lines = [f"    o = _new({self.name(shell, 'H')})"]
             lines += [f"    o.{f.name} = {v}" for f, v in zip(fields, values, strict=True)]
             body = "\n".join([*lines, f"    o.__class__ = {cls_name}", "    return o"]) + "\n"
