@@ -25,6 +25,8 @@ from choreo.cli._common import (
     registry_option,
 )
 from choreo.errors import ChoreoError
+from choreo.tracker.group import GROUP_KEEP_FINISHED
+from choreo.tracker.pacing import DEFAULT_WINDOW_MS
 from choreo.tracker.summaries import DEFAULT_SUMMARY_TOPIC
 
 __all__ = ["run", "tracker"]
@@ -82,6 +84,22 @@ def tracker() -> None:
     show_default=True,
     help="Seconds between commits of summaries and offsets (one transaction each).",
 )
+@click.option(
+    "--align-window",
+    "align_window_ms",
+    type=click.IntRange(min=0),
+    default=DEFAULT_WINDOW_MS,
+    show_default=True,
+    help="Milliseconds (record time) a partition may read ahead of the slowest one before "
+    "it is paused, so a saga's events on different topics are read together (0: off).",
+)
+@click.option(
+    "--keep-finished",
+    type=click.IntRange(min=0),
+    default=GROUP_KEEP_FINISHED,
+    show_default=True,
+    help="Finished sagas kept unpacked per partition (a late event for one is cheap).",
+)
 def run(
     *,
     bootstrap: str | None,
@@ -95,6 +113,8 @@ def run(
     graph: str | None,
     deadline: float,
     commit_interval: float,
+    align_window_ms: int,
+    keep_finished: int,
 ) -> None:
     """Fold this instance's share of the sagas and materialize them until Ctrl-C or SIGTERM."""
     from choreo.tracker.group import TrackerGroupMember
@@ -111,7 +131,8 @@ def run(
 
     def make() -> Tracker:
         made: Tracker = new_tracker(
-            schemas_dir=schemas_dir, choreography=graph, deadline_s=deadline
+            schemas_dir=schemas_dir, choreography=graph, deadline_s=deadline,
+            keep_finished=keep_finished,
         )
         return made
 
@@ -124,6 +145,7 @@ def run(
         new_tracker=make,
         partitions=partitions,
         commit_interval=commit_interval,
+        align_window_ms=align_window_ms,
     )
     stop = threading.Event()
 

@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from choreo.errors import ChoreoError, ConfigurationError, TransportError
+from choreo.tracker.pacing import DEFAULT_WINDOW_MS, TimeAlignment
 from choreo.tracker.summaries import (
     DEFAULT_SUMMARY_TOPIC,
     KIND_HEADER,
@@ -71,13 +72,15 @@ from choreo.transports.base import (
 )
 from choreo.transports.partitioner import partition_for
 
-__all__ = ["TrackerGroupMember"]
+__all__ = ["GROUP_KEEP_FINISHED", "TrackerGroupMember"]
 
 logger = logging.getLogger(__name__)
 
 _SAGA_HEADERS: Final = ((KIND_HEADER, SAGA),)
 _STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
 _MARKER_HEADERS: Final = ((KIND_HEADER, MARKER),)
+GROUP_KEEP_FINISHED: Final = 1_000
+"""``choreo tracker run``'s ``keep_finished`` per partition (finished sagas kept unpacked)."""
 _PLACEMENT_CHECKS: Final = 8
 """Records per event partition whose key is checked against the summary topic's layout."""
 FETCH_BYTES: Final = 64 * 1024
@@ -114,6 +117,7 @@ class TrackerGroupMember:
         batch_size: int = 20_000,
         poll_timeout: float = 0.5,
         load_timeout: float = 300.0,
+        align_window_ms: int = DEFAULT_WINDOW_MS,
     ) -> None:
         if not group_id.strip():
             raise ConfigurationError("a tracker group needs a non-empty group id")
@@ -150,6 +154,8 @@ class TrackerGroupMember:
         self._pending: set[int] = set()
         self._checked: dict[TopicPartition, int] = {}
         self._problem: ChoreoError | None = None
+        self.alignment = TimeAlignment(align_window_ms)
+        """Which event partitions are paused to read in record-time order (see pacing)."""
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -229,6 +235,8 @@ class TrackerGroupMember:
                 self._load(consumer)
             if records:
                 self._feed(records)
+            if self.alignment.enabled:
+                self._align(consumer, records)
             now = time.monotonic()
             if now >= next_deadlines:
                 for tracker in self.trackers.values():
@@ -238,10 +246,23 @@ class TrackerGroupMember:
                 self._commit_or_retry()
                 next_commit = now + self.commit_interval
 
+    def _align(self, consumer: Consumer, records: list[Record]) -> None:
+        """Pause the partitions that ran ahead in record time, resume those caught up with."""
+        alignment = self.alignment
+        alignment.observe(records)
+        pause, resume = alignment.decide()
+        assigned = self._assigned
+        pause = [tp for tp in pause if tp in assigned]
+        resume = [tp for tp in resume if tp in assigned]
+        if pause:
+            consumer.pause(pause)
+        if resume:
+            consumer.resume(resume)
+
     def _commit_or_retry(self) -> None:
         """Commit; a transport error that is not fatal is retried at the next interval."""
         try:
-            self._commit()
+            self._commit(settle=True)
         except TransportError as exc:
             if exc.fatal:
                 raise
@@ -275,6 +296,7 @@ class TrackerGroupMember:
         """Note the new partitions; their summaries are loaded by the loop, outside the callback."""
         events = [tp for tp in partitions if tp.topic != self.summary_topic]
         self._assigned = set(events)
+        self.alignment.reset(events)
         numbers = {tp.partition for tp in events}
         outside = sorted(n for n in numbers if n >= self.partitions)
         if outside:
@@ -296,6 +318,7 @@ class TrackerGroupMember:
         except ChoreoError as exc:
             logger.warning("commit at revocation failed (the next owner re-reads): %s", exc)
         self._assigned -= set(partitions)
+        self.alignment.reset(partitions)
         kept = {tp.partition for tp in self._assigned}
         for number in numbers - kept:
             self.trackers.pop(number, None)
@@ -406,16 +429,32 @@ class TrackerGroupMember:
                     "event topic the summary topic's partition count"
                 )
 
-    def _commit(self) -> None:
-        """Write the changed summaries, the stats and the offsets in one transaction."""
+    def _commit(self, *, settle: bool = False) -> None:
+        """Write the changed summaries, the stats and the offsets in one transaction.
+
+        With ``settle`` (the periodic commits) a running saga that changed is written at
+        the next commit but one (:meth:`~choreo.tracker.materializing.Materializing.take_settled`),
+        and the offsets stop below its events until it is; at a revocation or a stop
+        every change is written.
+        """
         producer, consumer = self._producer, self._consumer
         if producer is None or consumer is None or not self.trackers:
             return
-        taken = {number: tracker.take_summaries() for number, tracker in self.trackers.items()}
+        held: dict[TopicPartition, int] = {}
+        taken: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]] = {}
+        for number, tracker in self.trackers.items():
+            if settle:
+                cids, records, lowest = tracker.take_settled(self.committed)
+                taken[number] = (cids, records)
+                held.update(lowest)
+            else:
+                taken[number] = tracker.take_summaries()
         offsets: dict[TopicPartition, int] = {}
         for tracker in self.trackers.values():
             offsets.update(
-                (tp, offset) for tp, offset in tracker.offsets().items() if tp in self._assigned
+                (tp, min(offset, held.get(tp, offset)))
+                for tp, offset in tracker.offsets().items()
+                if tp in self._assigned
             )
         moved = {tp: o for tp, o in offsets.items() if self.committed.get(tp) != o}
         if not moved and not any(records for _, records in taken.values()):

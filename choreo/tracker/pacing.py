@@ -1,0 +1,139 @@
+"""Reading many partitions in record-time order: which to pause, which to resume.
+
+A tracker instance reads one topic per event type. Its consumer fetches every partition
+at about the same *byte* rate, so the partitions of rare event types (a decline, a
+failure) run far ahead of the common ones in time: a saga's events then arrive spread
+over a long stretch of the read, many sagas are open at once, and the tracker's bounds
+pack and unpack them again and again. :class:`TimeAlignment` keeps the partitions
+together: a partition whose last record's timestamp is more than ``window_ms`` past the
+*frontier* (the oldest last timestamp among the partitions still being read) is paused,
+and resumed once the frontier has come within ``window_ms`` of it.
+
+Pure logic, no client calls: the caller reports what it read (:meth:`observe`) and
+applies what :meth:`decide` returns with its consumer's ``pause``/``resume``. Rules that
+keep it from ever stalling the read:
+
+- a partition that has returned nothing for ``idle_s`` (caught up with its log, or
+  empty) does not hold the frontier back; nor does one that has returned nothing yet,
+  or whose records carry no timestamp;
+- the partition that defines the frontier is never paused (it is not past itself);
+- when no partition defines a frontier (all idle, at the end of the log) every paused
+  one is resumed; so are partitions that are revoked or reassigned (:meth:`reset`).
+
+Pausing changes only the order records are read in: the tracker's fold does not depend
+on it, and offsets are committed as before (a paused partition's position stays where
+its last record was read).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from choreo.transports.base import Record, TopicPartition
+
+__all__ = ["DEFAULT_IDLE_S", "DEFAULT_WINDOW_MS", "TimeAlignment"]
+
+DEFAULT_WINDOW_MS: Final = 1_000
+"""How far (record time) a partition may run ahead of the slowest one before it is paused."""
+DEFAULT_IDLE_S: Final = 1.0
+"""How long a partition may return nothing before it stops holding the others back."""
+
+
+class TimeAlignment:
+    """Decides which partitions to pause so records are read about in timestamp order.
+
+    ``window_ms`` is how far a partition's last record time may run ahead of the
+    frontier (0 turns alignment off: nothing is ever paused); ``idle_s`` how long a
+    partition that returns nothing still counts as being read; ``clock`` returns
+    monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        window_ms: int = DEFAULT_WINDOW_MS,
+        *,
+        idle_s: float = DEFAULT_IDLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window_ms < 0 or idle_s <= 0:
+            raise ValueError("window_ms must be >= 0 and idle_s > 0")
+        self.window_ms = window_ms
+        self.idle_s = idle_s
+        self.clock = clock
+        self.last_ms: dict[TopicPartition, int] = {}
+        """The newest record timestamp read from each partition."""
+        self.seen: dict[TopicPartition, float] = {}
+        """When each partition last returned a record (or was resumed)."""
+        self.paused: set[TopicPartition] = set()
+        """The partitions paused by :meth:`decide` and not resumed since."""
+        self.pauses = 0
+        """How many times a partition was paused (for logs and tests)."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when alignment is on (a positive window)."""
+        return self.window_ms > 0
+
+    def observe(self, records: Iterable[Record]) -> None:
+        """Note the timestamps of records just read (a timestamp below 0 means none)."""
+        if not self.window_ms:
+            return
+        newest: dict[tuple[str, int], int] = {}
+        get = newest.get
+        for record in records:
+            tp = (record.topic, record.partition)
+            at = record.timestamp_ms
+            if at > get(tp, -1):
+                newest[tp] = at
+            elif tp not in newest:
+                newest[tp] = -1
+        now = self.clock()
+        last, seen = self.last_ms, self.seen
+        for (topic, partition), at in newest.items():
+            tp = TopicPartition(topic, partition)
+            seen[tp] = now
+            if at > last.get(tp, -1):
+                last[tp] = at
+
+    def frontier(self) -> int | None:
+        """Return the oldest last timestamp among partitions being read, or None for none."""
+        now = self.clock()
+        idle_s, seen, paused = self.idle_s, self.seen, self.paused
+        times = [
+            at for tp, at in self.last_ms.items()
+            if tp not in paused and now - seen.get(tp, now) < idle_s
+        ]
+        return min(times, default=None)
+
+    def decide(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        """Return the partitions to pause and those to resume now (and note them as such)."""
+        if not self.window_ms:
+            return [], []
+        front = self.frontier()
+        if front is None:
+            resume = sorted(self.paused)
+            self._resumed(resume)
+            return [], resume
+        limit = front + self.window_ms
+        last, paused = self.last_ms, self.paused
+        pause = sorted(tp for tp, at in last.items() if at > limit and tp not in paused)
+        resume = sorted(tp for tp in paused if last.get(tp, -1) <= limit)
+        self._resumed(resume)
+        paused.update(pause)
+        self.pauses += len(pause)
+        return pause, resume
+
+    def _resumed(self, partitions: list[TopicPartition]) -> None:
+        now = self.clock()
+        for tp in partitions:
+            self.paused.discard(tp)
+            self.seen[tp] = now  # give it idle_s to return something before it counts as idle
+
+    def reset(self, partitions: Iterable[TopicPartition]) -> None:
+        """Forget partitions (revoked, or newly assigned: a new assignment starts unpaused)."""
+        for tp in partitions:
+            self.last_ms.pop(tp, None)
+            self.seen.pop(tp, None)
+            self.paused.discard(tp)

@@ -1,0 +1,114 @@
+"""Record-time alignment of a tracker instance's partitions: which run ahead are paused,
+and nothing is ever left paused for good (idle partitions, the end of the log)."""
+
+from __future__ import annotations
+
+import pytest
+
+from choreo.tracker.pacing import TimeAlignment
+from choreo.transports.base import Record, TopicPartition
+
+COMMON = TopicPartition("shop.OrderCreated", 0)
+RARE = TopicPartition("shop.PaymentDeclined", 0)
+OTHER = TopicPartition("shop.OrderShipped", 0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _records(tp: TopicPartition, *times: int) -> list[Record]:
+    return [Record(tp.topic, tp.partition, n, b"k", b"v", (), at) for n, at in enumerate(times)]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_a_partition_ahead_by_more_than_the_window_is_paused_then_resumed(clock: Clock) -> None:
+    """The rare type's partition jumped 5 s ahead: it waits until the common one is within
+    the window of it, then is resumed."""
+    align = TimeAlignment(1_000, idle_s=1.0, clock=clock)
+    align.observe(_records(COMMON, 1_000, 1_100) + _records(RARE, 1_050, 6_000))
+    assert align.decide() == ([RARE], [])
+    assert align.paused == {RARE}
+    clock.now += 0.1
+    align.observe(_records(COMMON, 3_000))
+    assert align.decide() == ([], [])  # 6 000 is still more than 1 s past 3 000
+    clock.now += 0.1
+    align.observe(_records(COMMON, 5_000))
+    assert align.decide() == ([], [RARE])
+    assert not align.paused
+    assert align.pauses == 1
+
+
+def test_the_slowest_partition_is_never_paused(clock: Clock) -> None:
+    align = TimeAlignment(500, clock=clock)
+    align.observe(_records(COMMON, 10) + _records(RARE, 20_000) + _records(OTHER, 40_000))
+    pause, resume = align.decide()
+    assert set(pause) == {RARE, OTHER}
+    assert COMMON not in pause and resume == []
+    assert align.frontier() == 10
+
+
+def test_an_idle_partition_stops_holding_the_others_back(clock: Clock) -> None:
+    """The common partition reached the end of its log (returns nothing): after idle_s the
+    rare one is resumed, so the read never stalls on a partition that has nothing more."""
+    align = TimeAlignment(1_000, idle_s=1.0, clock=clock)
+    align.observe(_records(COMMON, 1_000) + _records(RARE, 9_000))
+    assert align.decide() == ([RARE], [])
+    clock.now += 0.5
+    align.observe([])
+    assert align.decide() == ([], [])  # not idle for long enough yet
+    clock.now += 0.6
+    assert align.frontier() is None  # COMMON idle, RARE paused: nothing is being read
+    assert align.decide() == ([], [RARE])
+    # resumed, RARE gets idle_s to return something before it counts as idle itself
+    assert align.frontier() == 9_000
+
+
+def test_end_of_log_resumes_everything(clock: Clock) -> None:
+    align = TimeAlignment(100, idle_s=0.5, clock=clock)
+    align.observe(_records(COMMON, 0) + _records(RARE, 1_000) + _records(OTHER, 2_000))
+    assert set(align.decide()[0]) == {RARE, OTHER}
+    clock.now += 1.0
+    pause, resume = align.decide()
+    assert pause == [] and set(resume) == {RARE, OTHER}
+    assert not align.paused
+
+
+def test_partitions_without_timestamps_or_records_do_not_count(clock: Clock) -> None:
+    """A partition whose records carry no timestamp (-1), or that returned nothing yet,
+    neither defines the frontier nor is paused."""
+    align = TimeAlignment(100, clock=clock)
+    align.observe(_records(OTHER, -1, -1) + _records(COMMON, 5_000))
+    assert align.frontier() == 5_000
+    assert align.decide() == ([], [])
+
+
+def test_a_revoked_partition_is_forgotten(clock: Clock) -> None:
+    align = TimeAlignment(100, clock=clock)
+    align.observe(_records(COMMON, 0) + _records(RARE, 1_000))
+    assert align.decide() == ([RARE], [])
+    align.reset([RARE])
+    assert not align.paused and RARE not in align.last_ms
+    assert align.decide() == ([], [])
+
+
+def test_a_zero_window_turns_alignment_off(clock: Clock) -> None:
+    align = TimeAlignment(0, clock=clock)
+    align.observe(_records(COMMON, 0) + _records(RARE, 10**9))
+    assert not align.enabled
+    assert align.decide() == ([], [])
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="window_ms"):
+        TimeAlignment(-1)
+    with pytest.raises(ValueError, match="idle_s"):
+        TimeAlignment(100, idle_s=0)
