@@ -90,6 +90,13 @@ together its events arrive; it is then folded, and its summary written, about on
 instead of once per event (the client's 1 MiB default spreads them over ~100k records)."""
 
 
+PREFETCH_KBYTES: Final = 4096
+"""What the members' confluent consumers fetch ahead (``queued.max.messages.kbytes``,
+unless configured) while partitions are aligned: a paused partition's fetched records are
+dropped and fetched again on resume, so the less is fetched ahead, the less is wasted
+(librdkafka's default, 64 MiB, is a whole rebuild's worth of some topics)."""
+
+
 class TrackerGroupMember:
     """One tracker instance of a group: folds its partitions, materializes their summaries.
 
@@ -209,9 +216,11 @@ class TrackerGroupMember:
             producer.close()
             raise ConfigurationError("a tracker group needs a transport with transactions")
         self._producer = producer
-        consumer = with_range_assignor(self.transport, fetch_bytes=FETCH_BYTES).consumer(
-            self.group_id
+        ranged = with_range_assignor(
+            self.transport, fetch_bytes=FETCH_BYTES,
+            prefetch_kbytes=PREFETCH_KBYTES if self.alignment.enabled else None,
         )
+        consumer = ranged.consumer(self.group_id)
         self._consumer = consumer
         subscription = self.topics or [self.topics_pattern]
         try:

@@ -1,0 +1,115 @@
+"""A tracker instance reads a skewed log in record-time order on a real broker.
+
+The log is what makes a rebuild slow without alignment: a dense topic (one record per
+millisecond) beside a sparse one (one per 20 ms) over the same 30 seconds. The client
+fetches both at about the same byte rate, so unaligned the sparse topic is read to its
+end while the dense one is a few seconds in; aligned, no sparse record is read much
+further ahead than the window plus one fetch of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import confluent_kafka as ck
+import pytest
+
+from choreo.tracker import Tracker
+from choreo.tracker.group import TrackerGroupMember
+from choreo.transports.base import Record
+from choreo.transports.factory import open_transport
+
+pytestmark = pytest.mark.kafka
+
+T0 = 1_700_000_000_000
+DENSE = 30_000  # one per ms: 30 s of record time, about 5 MB
+SPARSE = 1_500  # one per 20 ms over the same 30 s, about 250 kB
+WINDOW_MS = 1_000
+
+
+class Recording(Tracker):
+    """A real tracker that also notes the topic and record time of what it is fed, in order."""
+
+    def __init__(self, seen: list[tuple[str, int]]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def feed_many(self, records: Iterable[Record]) -> int:
+        batch = list(records)
+        self.seen.extend((record.topic, record.timestamp_ms) for record in batch)
+        return super().feed_many(batch)
+
+
+def _produce(bootstrap: str, dense: str, sparse: str) -> None:
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
+                            "batch.size": 1_000_000})
+    value = bytes(150)
+    for n in range(DENSE):
+        producer.produce(dense, value, b"k", timestamp=T0 + n)
+        if n % 20 == 0:
+            producer.produce(sparse, value, b"k", timestamp=T0 + n)
+        if n % 5_000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def _ahead(seen: list[tuple[str, int]], sparse: str, by_ms: int) -> float:
+    """Return the share of sparse records read more than ``by_ms`` ahead of the dense topic."""
+    dense_at = T0
+    ahead = count = 0
+    for topic, at in seen:
+        if topic == sparse:
+            count += 1
+            ahead += at - dense_at > by_ms
+        else:
+            dense_at = max(dense_at, at)
+    return ahead / max(count, 1)
+
+
+def _recording(seen: list[tuple[str, int]]) -> Callable[[], Tracker]:
+    return lambda: Recording(seen)
+
+
+def test_partitions_ahead_in_record_time_wait_for_the_others(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """Two members of two groups read the same skewed log at the same time, one aligned
+    and one not: the aligned one reads few sparse records more than a few seconds ahead
+    of the dense topic (those fetched before its first pause), the other most of them;
+    both read every record once.
+    (About 10 s: the log must be larger than what the client fetches ahead.)"""
+    transport = open_transport("confluent", bootstrap=kafka_bootstrap)
+    prefix = unique_name("pace")
+    dense, sparse = f"{prefix}.dense", f"{prefix}.sparse"
+    transport.create_topics([dense, sparse], partitions=1)
+    _produce(kafka_bootstrap, dense, sparse)
+    seen: dict[int, list[tuple[str, int]]] = {0: [], WINDOW_MS: []}
+    members = [
+        TrackerGroupMember(
+            transport, group_id=f"{prefix}-{window}", summary_topic=f"{prefix}-sum-{window}",
+            topics=[dense, sparse], instance_id=f"w{window}",
+            new_tracker=_recording(seen[window]),
+            align_window_ms=window, commit_interval=0.5, poll_timeout=0.1, batch_size=2_000,
+        ).start()
+        for window in seen
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while any(len(s) < DENSE + SPARSE for s in seen.values()):
+            for member in members:
+                assert member.error is None, member.error
+            assert time.monotonic() < deadline, {w: len(s) for w, s in seen.items()}
+            time.sleep(0.1)
+    finally:
+        for member in members:
+            member.stop()
+    aligned, unaligned = (_ahead(seen[w], sparse, 3 * WINDOW_MS) for w in (WINDOW_MS, 0))
+    assert members[1].alignment.pauses > 0
+    print(f"sparse records read > 3 s ahead: aligned {aligned:.0%}, unaligned {unaligned:.0%}")
+    assert aligned < 0.3, (aligned, unaligned)
+    assert unaligned > 0.6, (aligned, unaligned)
+    for window, records in seen.items():
+        assert sorted(at for topic, at in records if topic == dense) == [
+            T0 + n for n in range(DENSE)
+        ], window
