@@ -79,8 +79,12 @@ logger = logging.getLogger(__name__)
 _SAGA_HEADERS: Final = ((KIND_HEADER, SAGA),)
 _STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
 _MARKER_HEADERS: Final = ((KIND_HEADER, MARKER),)
-GROUP_KEEP_FINISHED: Final = 1_000
+GROUP_KEEP_FINISHED: Final = 20_000
 """``choreo tracker run``'s ``keep_finished`` per partition (finished sagas kept unpacked)."""
+_BEHIND_S: Final = 60.0
+"""While polls come back full (the member is catching up with its log), deadlines are
+checked this rarely: a saga whose next event is in the part not read yet is not stuck,
+and each check re-files every saga that changed since the last one."""
 _PLACEMENT_CHECKS: Final = 8
 """Records per event partition whose key is checked against the summary topic's layout."""
 FETCH_BYTES: Final = 64 * 1024
@@ -234,7 +238,7 @@ class TrackerGroupMember:
                 producer.close()
 
     def _loop(self, consumer: Consumer) -> None:
-        next_deadlines = next_commit = time.monotonic()
+        next_deadlines = next_commit = last_deadlines = time.monotonic()
         next_commit += self.commit_interval
         while not self._stop.is_set():
             records = consumer.poll(self.batch_size, self.poll_timeout)
@@ -247,10 +251,12 @@ class TrackerGroupMember:
             if self.alignment.enabled:
                 self._align(consumer, records)
             now = time.monotonic()
-            if now >= next_deadlines:
+            behind = len(records) >= self.batch_size
+            if now >= next_deadlines and (not behind or now >= last_deadlines + _BEHIND_S):
                 for tracker in self.trackers.values():
                     tracker.check_deadlines()
                 next_deadlines = now + self.deadline_interval
+                last_deadlines = now
             if now >= next_commit:
                 self._commit_or_retry()
                 next_commit = now + self.commit_interval
