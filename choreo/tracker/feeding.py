@@ -84,26 +84,33 @@ class SagaFeeding(RecordScreening):
                 return entry.trace if entry.trace is not None else self._trace_of(entry.cid, entry)
             return None
 
-    def feed_many(self, records: Iterable[Record]) -> int:
+    def feed_many(self, records: Iterable[Record], *, settle: bool = True) -> int:
         """Fold many records (re-folding each changed saga once per chunk); return how many.
 
         Records are drawn from ``records`` in chunks under the tracker's lock, which is
         released between chunks so readers are not starved; a live source should pass
         each polled batch rather than a generator that blocks. Between chunks a running
         saga's summary may lag (its trace, from :meth:`get`, never does); when this
-        returns every saga is up to date.
+        returns every saga is up to date, unless ``settle`` is False: then the running
+        sagas that changed wait (re-folded once however many calls feed them) until
+        :meth:`settle` or a call that settles. Sagas that ended are re-folded either way.
         """
         count = 0
         iterator = iter(records)
-        dirty: dict[str, Entry] = {}
+        dirty = self._waiting
         while True:
             taken = self._feed_chunk(islice(iterator, _CHUNK), dirty, final=False)[0]
             if not taken:
                 break
             count += taken
-        if dirty:
+        if settle and dirty:
             self._feed_chunk((), dirty, final=True)
         return count
+
+    def settle(self) -> None:
+        """Re-fold the running sagas left waiting by ``feed_many(..., settle=False)``."""
+        if self._waiting:
+            self._feed_chunk((), self._waiting, final=True)
 
     def _feed_chunk(
         self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool

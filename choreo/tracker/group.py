@@ -254,6 +254,7 @@ class TrackerGroupMember:
             behind = len(records) >= self.batch_size
             if now >= next_deadlines and (not behind or now >= last_deadlines + _BEHIND_S):
                 for tracker in self.trackers.values():
+                    tracker.settle()
                     tracker.check_deadlines()
                 next_deadlines = now + self.deadline_interval
                 last_deadlines = now
@@ -277,7 +278,7 @@ class TrackerGroupMember:
     def _commit_or_retry(self) -> None:
         """Commit; a transport error that is not fatal is retried at the next interval."""
         try:
-            self._commit(settle=True)
+            self._commit(defer=True)
         except TransportError as exc:
             if exc.fatal:
                 raise
@@ -425,7 +426,7 @@ class TrackerGroupMember:
             if tracker is None:  # revoked while polling: its next owner reads it
                 continue
             self._check_placement(batch)
-            tracker.feed_many(batch)
+            tracker.feed_many(batch, settle=False)  # running sagas: re-folded at the commit
 
     def _check_placement(self, batch: list[Record]) -> None:
         """Check the first records of each partition land where their summaries will."""
@@ -444,10 +445,10 @@ class TrackerGroupMember:
                     "event topic the summary topic's partition count"
                 )
 
-    def _commit(self, *, settle: bool = False) -> None:
+    def _commit(self, *, defer: bool = False) -> None:
         """Write the changed summaries, the stats and the offsets in one transaction.
 
-        With ``settle`` (the periodic commits) a running saga that changed is written at
+        With ``defer`` (the periodic commits) a running saga that changed is written at
         the next commit but one (:meth:`~choreo.tracker.materializing.Materializing.take_settled`),
         and the offsets stop below its events until it is; at a revocation or a stop
         every change is written.
@@ -458,7 +459,8 @@ class TrackerGroupMember:
         held: dict[TopicPartition, int] = {}
         taken: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]] = {}
         for number, tracker in self.trackers.items():
-            if settle:
+            tracker.settle()
+            if defer:
                 cids, records, lowest = tracker.take_settled(self.committed)
                 taken[number] = (cids, records)
                 held.update(lowest)

@@ -112,6 +112,7 @@ class Tracker(SagaFeeding, DeadlineChecks, Checkpointing, Materializing):
         self._open: OrderedDict[str, None] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._unsaved: set[str] = set()
+        self._waiting: dict[str, Entry] = {}
         self._tracking = checkpoint is not None
         self._stats_of = {}
         self._deferred = set()

@@ -242,3 +242,22 @@ def test_retaken_sagas_are_not_held_back_twice() -> None:
     cids, records, held = tracker.take_settled({})
     assert cids == [] and records == [] and held  # held once again, as a fresh change
     assert tracker.take_settled({})[0] == [log.cid]
+
+
+def test_running_sagas_fed_without_settling_are_folded_once_at_settle() -> None:
+    """feed_many(settle=False) leaves a running saga's summary for settle() (its trace is
+    right all along); a saga that ended is folded at once."""
+    tracker = Tracker()
+    running, ended = SagaLog(), SagaLog().completed()
+    start = running.start()
+    tracker.feed_many(to_records(running.envelopes + ended.envelopes), settle=False)
+    assert tracker.counts()[SagaStatus.COMPLETED] == 1
+    running.emit(start, "trk.InventoryReserved", Role.STEP, "inventory", "inv")
+    tracker.feed_many(to_records(running.envelopes[1:]), settle=False)
+    trace = tracker.get(running.cid)
+    assert trace is not None and len(trace.events) == 2
+    assert tracker.counts()[SagaStatus.PENDING] == 0  # its summary waits for settle
+    tracker.settle()
+    assert tracker.counts()[SagaStatus.PENDING] == 1
+    assert tracker.counts()[SagaStatus.STARTED] == 0
+    assert tracker.sagas(status=SagaStatus.PENDING)[0].correlation_id == running.cid
