@@ -91,15 +91,17 @@ class SagaFeeding(RecordScreening):
         released between chunks so readers are not starved; a live source should pass
         each polled batch rather than a generator that blocks. Between chunks a running
         saga's summary may lag (its trace, from :meth:`get`, never does); when this
-        returns every saga is up to date, unless ``settle`` is False: then the running
-        sagas that changed wait (re-folded once however many calls feed them) until
-        :meth:`settle` or a call that settles. Sagas that ended are re-folded either way.
+        returns every saga is up to date, unless ``settle`` is False: then the sagas that
+        changed wait (each re-folded once however many calls feed it) until
+        :meth:`settle` or a call that settles; the caller bounds how many wait by
+        settling regularly.
         """
         count = 0
         iterator = iter(records)
         dirty = self._waiting
         while True:
-            taken = self._feed_chunk(islice(iterator, _CHUNK), dirty, final=False)[0]
+            chunk = islice(iterator, _CHUNK)
+            taken = self._feed_chunk(chunk, dirty, final=False, ended=settle)[0]
             if not taken:
                 break
             count += taken
@@ -113,13 +115,15 @@ class SagaFeeding(RecordScreening):
             self._feed_chunk((), self._waiting, final=True)
 
     def _feed_chunk(
-        self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool
+        self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool,
+        ended: bool = True,
     ) -> tuple[int, list[Entry]]:
         """Add records' events to their sagas (collected in ``dirty``), then re-fold them.
 
         With ``final`` every saga in ``dirty`` is re-folded (and ``dirty`` emptied);
-        otherwise only those with a terminal event, so they can be compacted, and the
-        running ones wait for a later chunk (each saga is folded about once per read).
+        otherwise only those with a terminal event (unless ``ended`` is False), so they
+        can be compacted, and the running ones wait for a later chunk (each saga is
+        folded about once per read).
         Returns how many records were taken and the sagas re-folded.
         """
         with self._cond:
@@ -131,6 +135,8 @@ class SagaFeeding(RecordScreening):
             if final:
                 ready = list(dirty.values())
                 dirty.clear()
+            elif not ended:
+                ready = []
             else:
                 ready = [entry for entry in dirty.values() if entry.ended]
                 for entry in ready:

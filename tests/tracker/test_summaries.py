@@ -244,14 +244,16 @@ def test_retaken_sagas_are_not_held_back_twice() -> None:
     assert tracker.take_settled({})[0] == [log.cid]
 
 
-def test_running_sagas_fed_without_settling_are_folded_once_at_settle() -> None:
-    """feed_many(settle=False) leaves a running saga's summary for settle() (its trace is
-    right all along); a saga that ended is folded at once."""
+def test_sagas_fed_without_settling_are_folded_once_at_settle() -> None:
+    """feed_many(settle=False) leaves the summaries of the sagas it fed for settle() (their
+    traces are right all along), however many calls fed them."""
     tracker = Tracker()
     running, ended = SagaLog(), SagaLog().completed()
     start = running.start()
     tracker.feed_many(to_records(running.envelopes + ended.envelopes), settle=False)
-    assert tracker.counts()[SagaStatus.COMPLETED] == 1
+    assert tracker.counts()[SagaStatus.COMPLETED] == 0
+    done = tracker.get(ended.cid)
+    assert done is not None and done.state is SagaState.COMPLETED
     running.emit(start, "trk.InventoryReserved", Role.STEP, "inventory", "inv")
     tracker.feed_many(to_records(running.envelopes[1:]), settle=False)
     trace = tracker.get(running.cid)
@@ -259,5 +261,6 @@ def test_running_sagas_fed_without_settling_are_folded_once_at_settle() -> None:
     assert tracker.counts()[SagaStatus.PENDING] == 0  # its summary waits for settle
     tracker.settle()
     assert tracker.counts()[SagaStatus.PENDING] == 1
+    assert tracker.counts()[SagaStatus.COMPLETED] == 1
     assert tracker.counts()[SagaStatus.STARTED] == 0
     assert tracker.sagas(status=SagaStatus.PENDING)[0].correlation_id == running.cid
