@@ -50,7 +50,12 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from choreo.errors import ChoreoError, ConfigurationError, TransportError
-from choreo.tracker.pacing import DEFAULT_WINDOW_MS, TimeAlignment
+from choreo.tracker.pacing import (
+    CATCH_UP_CHECK_S,
+    DEFAULT_WINDOW_MS,
+    TimeAlignment,
+    catching_up,
+)
 from choreo.tracker.summaries import (
     DEFAULT_SUMMARY_TOPIC,
     KIND_HEADER,
@@ -81,12 +86,6 @@ _STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
 _MARKER_HEADERS: Final = ((KIND_HEADER, MARKER),)
 GROUP_KEEP_FINISHED: Final = 20_000
 """``choreo tracker run``'s ``keep_finished`` per partition (finished sagas kept unpacked)."""
-_BEHIND_S: Final = 60.0
-"""While the member is catching up with its log (a poll came back full, or its last
-record is more than :data:`_BEHIND_MS` old), deadlines are checked this rarely: a saga
-whose next event is in the part not read yet is not stuck, and each check re-files every
-saga that changed since the last one."""
-_BEHIND_MS: Final = 10_000
 _PLACEMENT_CHECKS: Final = 8
 """Records per event partition whose key is checked against the summary topic's layout."""
 FETCH_BYTES: Final = 64 * 1024
@@ -253,11 +252,8 @@ class TrackerGroupMember:
             if self.alignment.enabled:
                 self._align(consumer, records)
             now = time.monotonic()
-            last_ms = records[-1].timestamp_ms if records else -1
-            behind = len(records) >= self.batch_size or (
-                last_ms >= 0 and time.time() * 1000 - last_ms > _BEHIND_MS
-            )
-            if now >= next_deadlines and (not behind or now >= last_deadlines + _BEHIND_S):
+            behind = catching_up(records, self.batch_size)
+            if now >= next_deadlines and (not behind or now >= last_deadlines + CATCH_UP_CHECK_S):
                 for tracker in self.trackers.values():
                     tracker.settle()
                     tracker.check_deadlines()

@@ -28,17 +28,37 @@ its last record was read).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from choreo.transports.base import Record, TopicPartition
 
-__all__ = ["DEFAULT_IDLE_S", "DEFAULT_WINDOW_MS", "TimeAlignment"]
+__all__ = ["BEHIND_MS", "CATCH_UP_CHECK_S", "DEFAULT_IDLE_S", "DEFAULT_WINDOW_MS",
+           "TimeAlignment", "catching_up"]
 
 DEFAULT_WINDOW_MS: Final = 1_000
 """How far (record time) a partition may run ahead of the slowest one before it is paused."""
 DEFAULT_IDLE_S: Final = 1.0
 """How long a partition may return nothing before it stops holding the others back."""
+
+
+BEHIND_MS: Final = 10_000
+"""A reader whose last record is older than this is catching up with its log."""
+CATCH_UP_CHECK_S: Final = 60.0
+"""How often a reader that is catching up checks deadlines: a saga whose next event is
+in the part not read yet is not stuck, and each check re-files every saga that changed
+since the last one (the whole saga index, while a log is being rebuilt)."""
+
+
+def catching_up(records: Sequence[Record], batch_size: int) -> bool:
+    """Return True when a poll says its reader is behind: a full batch, or an old last record.
+
+    A record without a timestamp (below 0) says nothing.
+    """
+    if len(records) >= batch_size:
+        return True
+    last_ms = records[-1].timestamp_ms if records else -1
+    return last_ms >= 0 and time.time() * 1000 - last_ms > BEHIND_MS
 
 
 class TimeAlignment:

@@ -3,9 +3,11 @@ and nothing is ever left paused for good (idle partitions, the end of the log)."
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from choreo.tracker.pacing import TimeAlignment
+from choreo.tracker.pacing import BEHIND_MS, TimeAlignment, catching_up
 from choreo.transports.base import Record, TopicPartition
 
 COMMON = TopicPartition("shop.OrderCreated", 0)
@@ -112,3 +114,12 @@ def test_bad_settings_are_refused() -> None:
         TimeAlignment(-1)
     with pytest.raises(ValueError, match="idle_s"):
         TimeAlignment(100, idle_s=0)
+
+
+def test_a_full_poll_or_an_old_record_means_catching_up() -> None:
+    now_ms = int(time.time() * 1000)
+    assert catching_up(_records(COMMON, now_ms, now_ms), batch_size=2)
+    assert not catching_up(_records(COMMON, now_ms), batch_size=2)
+    assert catching_up(_records(COMMON, now_ms - BEHIND_MS - 5_000), batch_size=100)
+    assert not catching_up(_records(COMMON, -1), batch_size=100)  # no timestamp: no signal
+    assert not catching_up([], batch_size=100)
