@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -212,7 +213,8 @@ def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
     group, topic = f"bench-{instances}", f"_bench-summaries-{instances}"
     started = time.perf_counter()
     procs = [
-        _choreo(f"tracker-{instances}-{n}", "tracker", "run", "--bootstrap", bootstrap,
+        _choreo(f"tracker-{instances}-{n}", "--log-level", "INFO", "tracker", "run",
+                "--bootstrap", bootstrap,
                 "--group", group, "--summary-topic", topic, "--topics", f"^{PREFIX}\\.",
                 "--partitions", str(partitions), "--instance-id", f"i{n}", "--deadline", "3600",
                 *extra)
@@ -243,8 +245,11 @@ def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    written = sum(_summaries_written(LOGS / f"tracker-{instances}-{n}.log")
+                  for n in range(instances))
     result: dict[str, Any] = {
-        "instances": instances, "summary_topic": topic, "seconds": round(seconds, 1),
+        "instances": instances, "summary_topic": topic,
+        "summary_records_written": written, "seconds": round(seconds, 1),
         "committed_events": done, "events_per_s": round(done / seconds),
         "cpu_seconds": [round(c, 1) for c in cpu],
         "cpu_us_per_event": round(sum(cpu) / max(done, 1) * 1e6, 1), "peak_rss_mib": rss,
@@ -254,6 +259,13 @@ def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
         result["status"] = (f"capped: {done:,} of {events:,} events committed "
                             f"({done / events:.0%}) in {cap_s:.0f} s")
     return result
+
+
+def _summaries_written(log: Path) -> int:
+    """Return the saga summaries an instance says it wrote (its last line at a stop)."""
+    text = re.sub(r"\s+", " ", log.read_text(errors="replace"))  # the handler wraps lines
+    found = re.findall(r"(\d+) saga summaries written", text)
+    return int(found[-1]) if found else 0
 
 
 def viewer(bootstrap: str, topic: str, sagas: int, cap_s: float) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def pack_standalone(events: Sequence[TraceEvent]) -> bytes:
         add(row(ref, len(raw_id), type_n, service_n, step_n, topic_n, role_index[role],
                 partition, offset, produced))
         add(raw_id)
-        if ref == _CAUSE_TEXT:
+        if ref == _CAUSE_TEXT and cause is not None:
             raw_cause = cause.encode("utf-8")
             add(_LEN.pack(len(raw_cause)))
             add(raw_cause)

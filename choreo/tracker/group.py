@@ -153,6 +153,8 @@ class TrackerGroupMember:
         self.committed: dict[TopicPartition, int] = {}
         """The offsets of the last commit (each the next offset to read)."""
         self.commits = 0
+        self.written = 0
+        """Saga summary records written (a saga is written again when it changes later)."""
         self.loads = 0
         """How many times this member loaded partitions (once per rebalance that gave some)."""
         self.error: BaseException | None = None
@@ -232,6 +234,11 @@ class TrackerGroupMember:
             consumer.subscribe(subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
             self._loop(consumer)
             self._commit()
+            logger.info(
+                "tracker member %s stops: %d commits, %d saga summaries written, "
+                "%d partition pauses", self.instance_id, self.commits, self.written,
+                self.alignment.pauses,
+            )
         finally:
             try:
                 consumer.close(leave_group=True)
@@ -499,6 +506,7 @@ class TrackerGroupMember:
             raise
         self.committed.update(offsets)
         self.commits += 1
+        self.written += sum(len(records) for _, records in taken.values())
 
     def _abort(self) -> None:
         producer = self._producer
