@@ -400,9 +400,14 @@ def main(argv: list[str] | None = None) -> int:
             "librdkafka": ck.libversion()[0],
         },
     }
+    budget = Budget(args.phase_cap, args.total_cap)  # the broker's start-up counts too
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # an outer timeout: stop the processes, keep what ran
+
+    signal.signal(signal.SIGTERM, on_term)
     with broker() as kafka:
         result["machine"]["kafka"] = kafka.version
-        budget = Budget(args.phase_cap, args.total_cap)
         print(f"broker {kafka.bootstrap}; producing {args.sagas:,} sagas ...", flush=True)
         try:
             _phases(kafka.bootstrap, args, budget, result, out)
