@@ -35,10 +35,10 @@ class Recording(Tracker):
         super().__init__()
         self.seen = seen
 
-    def feed_many(self, records: Iterable[Record]) -> int:
+    def feed_many(self, records: Iterable[Record], *, settle: bool = True) -> int:
         batch = list(records)
         self.seen.extend((record.topic, record.timestamp_ms) for record in batch)
-        return super().feed_many(batch)
+        return super().feed_many(batch, settle=settle)
 
 
 def _produce(bootstrap: str, dense: str, sparse: str) -> None:
