@@ -6,11 +6,26 @@ partition counts). A :class:`TrackerGroupMember` joins a consumer group whose me
 use the ``range`` assignor, which gives each member the same partition numbers of every
 topic: the member owns the sagas of its partition numbers. It folds them with one
 :class:`~choreo.tracker.tracker.Tracker` per partition number and, every
-``commit_interval`` seconds, writes the summary of every saga that changed
+``commit_interval`` seconds, writes the summaries of the sagas that changed
 (:mod:`choreo.tracker.summaries`) to the **summary topic** (compacted, as many partitions
 as the event topics, keyed by correlation id: a saga's summary lands in the partition
 number of its events) together with its consumer offsets, in ONE Kafka transaction.
 The CLI (``--summaries``) and the viewer read that topic instead of folding the log.
+
+How the work is kept to about one fold and one summary per saga:
+
+- **Record-time order.** The event topics are one per event type and the client fetches
+  every partition at about the same byte rate, so rare types would be read far ahead of
+  common ones. The member pauses the partitions whose records run more than
+  ``align_window_ms`` ahead of the slowest one (:class:`~choreo.tracker.pacing.TimeAlignment`),
+  so a saga's events are read close together.
+- **Folded at the commit.** Records are fed with ``settle=False``; each saga fed since
+  the last commit is folded once, at the commit.
+- **Written when settled.** A saga that ended is written at the next commit; a running
+  one at the commit after the one that saw it change (sooner if it ends), and the
+  committed offsets stay below its unwritten events until then
+  (:meth:`~choreo.tracker.materializing.Materializing.take_settled`). At a revocation
+  and at a stop every change is written.
 
 Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker):
 
@@ -23,7 +38,10 @@ Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real
   deadline was checked).
 - **SIGKILL or a lost machine**: the open transaction is aborted, so readers
   (``read_committed``) never see its summaries; the next owner re-reads the events after
-  the last commit. Work since the last commit is repeated, never lost or counted twice.
+  the last commit (including those of running sagas held back from it). Work since the
+  last commit is repeated, never lost, and the summaries come out the same (events are
+  deduplicated by id); the counters (``records``, ``events``) may count the re-read
+  events of the held-back sagas a second time.
 - **A zombie** (an instance that lost its partitions without noticing): its commit
   carries its old group generation, which Kafka refuses (KIP-447), so it aborts. This
   rests on the broker's transaction protocol and is not tested here.
