@@ -1,10 +1,10 @@
 """A tracker instance reads a skewed log in record-time order on a real broker.
 
-The log is what makes a rebuild slow without alignment: a dense topic (one record per
-millisecond) beside a sparse one (one per 20 ms) over the same 30 seconds. The client
-fetches both at about the same byte rate, so unaligned the sparse topic is read to its
-end while the dense one is a few seconds in; aligned, no sparse record is read much
-further ahead than the window plus one fetch of it.
+The log is what makes a rebuild slow without alignment: a dense topic (one small record
+per millisecond) beside a sparse one (one four-times-larger record per 20 ms) over the
+same 30 seconds. The client fetches both at about the same byte rate, so unaligned the
+sparse topic is read about four times faster in record time than the dense one; aligned,
+only what the client fetched before the first pause runs ahead.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ import pytest
 from choreo.tracker import Tracker
 from choreo.tracker.group import TrackerGroupMember
 from choreo.transports.base import Record
+from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 
 pytestmark = pytest.mark.kafka
 
 T0 = 1_700_000_000_000
 DENSE = 30_000  # one per ms: 30 s of record time, about 5 MB
-SPARSE = 1_500  # one per 20 ms over the same 30 s, about 250 kB
+SPARSE = 1_500  # one per 20 ms over the same 30 s, about 1.5 MB
 WINDOW_MS = 1_000
+PREFETCH_KB = 512  # what the client fetches ahead (it is never paused)
 
 
 class Recording(Tracker):
@@ -44,11 +46,11 @@ class Recording(Tracker):
 def _produce(bootstrap: str, dense: str, sparse: str) -> None:
     producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
                             "batch.size": 1_000_000})
-    value = bytes(150)
+    small, large = bytes(150), bytes(1_000)
     for n in range(DENSE):
-        producer.produce(dense, value, b"k", timestamp=T0 + n)
+        producer.produce(dense, small, b"k", timestamp=T0 + n)
         if n % 20 == 0:
-            producer.produce(sparse, value, b"k", timestamp=T0 + n)
+            producer.produce(sparse, large, b"k", timestamp=T0 + n)
         if n % 5_000 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0
@@ -78,8 +80,10 @@ def test_partitions_ahead_in_record_time_wait_for_the_others(
     and one not: the aligned one reads few sparse records more than a few seconds ahead
     of the dense topic (those fetched before its first pause), the other most of them;
     both read every record once.
-    (About 10 s: the log must be larger than what the client fetches ahead.)"""
-    transport = open_transport("confluent", bootstrap=kafka_bootstrap)
+    (About 10 s: the log must be many times what the client fetches ahead.)"""
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap,
+                         consumer={"queued.max.messages.kbytes": PREFETCH_KB})
+    transport = open_transport("confluent", config=config)
     prefix = unique_name("pace")
     dense, sparse = f"{prefix}.dense", f"{prefix}.sparse"
     transport.create_topics([dense, sparse], partitions=1)
@@ -90,7 +94,7 @@ def test_partitions_ahead_in_record_time_wait_for_the_others(
             transport, group_id=f"{prefix}-{window}", summary_topic=f"{prefix}-sum-{window}",
             topics=[dense, sparse], instance_id=f"w{window}",
             new_tracker=_recording(seen[window]),
-            align_window_ms=window, commit_interval=0.5, poll_timeout=0.1, batch_size=2_000,
+            align_window_ms=window, commit_interval=0.5, poll_timeout=0.1, batch_size=500,
         ).start()
         for window in seen
     ]
