@@ -63,7 +63,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -77,12 +76,11 @@ from choreo.tracker.pacing import (
 from choreo.tracker.summaries import (
     DEFAULT_SUMMARY_TOPIC,
     KIND_HEADER,
-    MARKER,
     SAGA,
     STATS,
     control_key,
-    kind_of,
 )
+from choreo.tracker.summaryload import read_summary_partitions
 from choreo.tracker.tracker import Tracker
 from choreo.transports.admin import create_compacted_topic, partition_count, with_range_assignor
 from choreo.transports.base import (
@@ -101,7 +99,6 @@ logger = logging.getLogger(__name__)
 
 _SAGA_HEADERS: Final = ((KIND_HEADER, SAGA),)
 _STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
-_MARKER_HEADERS: Final = ((KIND_HEADER, MARKER),)
 GROUP_KEEP_FINISHED: Final = 20_000
 """``choreo tracker run``'s ``keep_finished`` per partition (finished sagas kept unpacked)."""
 _PLACEMENT_CHECKS: Final = 8
@@ -391,52 +388,11 @@ class TrackerGroupMember:
         """Read the summary partitions of ``fresh`` up to a marker of ours; return the sagas."""
         producer = self._producer
         assert producer is not None
-        nonce = uuid.uuid4().hex.encode()
-        producer.begin_transaction()
-        for number in fresh:
-            producer.publish(self.summary_topic, nonce,
-                             key=control_key(MARKER, number, self.partitions),
-                             headers=_MARKER_HEADERS)
-        producer.commit_transaction()
-        loader = self.transport.consumer(f"{self.group_id}.load.{uuid.uuid4().hex[:12]}")
-        remaining = set(fresh)
-        loaded = 0
-        paused = False
-        deadline = time.monotonic() + self.load_timeout
-        try:
-            loader.subscribe([self.summary_topic])
-            while remaining:
-                records = loader.poll(self.batch_size, 0.5)
-                if not paused and loader.assignment():
-                    others = [tp for tp in loader.assignment() if tp.partition not in fresh]
-                    if others:
-                        loader.pause(others)
-                    paused = True
-                loaded += self._apply_loaded(records, fresh, remaining, nonce)
-                if time.monotonic() > deadline:
-                    raise TransportError(
-                        f"the summary partitions {sorted(remaining)} were not read within "
-                        f"{self.load_timeout:.0f} s (an open transaction of a dead instance "
-                        "holds them until it times out)", retriable=True,
-                    )
-        finally:
-            loader.close(leave_group=True)
-        return loaded
-
-    @staticmethod
-    def _apply_loaded(
-        records: list[Record], fresh: dict[int, Tracker], remaining: set[int], nonce: bytes
-    ) -> int:
-        by_number: dict[int, list[Record]] = {}
-        for record in records:
-            if record.partition not in remaining:
-                continue
-            if kind_of(record) == MARKER:
-                if record.value == nonce:
-                    remaining.discard(record.partition)
-                continue
-            by_number.setdefault(record.partition, []).append(record)
-        return sum(fresh[number].load_summaries(batch) for number, batch in by_number.items())
+        return read_summary_partitions(
+            self.transport, producer, topic=self.summary_topic, group_id=self.group_id,
+            partitions=self.partitions, fresh=fresh, batch_size=self.batch_size,
+            timeout=self.load_timeout,
+        )
 
     # --- folding and committing -------------------------------------------------------
 
