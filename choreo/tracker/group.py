@@ -269,10 +269,11 @@ class TrackerGroupMember:
                 raise self._problem
             if self._pending:
                 self._load(consumer)
-            if records:
-                self._feed(records)
+            ready = records
             if self.alignment.enabled:
-                self._align(consumer, records)
+                ready = self._align(consumer, records)
+            if ready:
+                self._feed(ready)
             now = time.monotonic()
             behind = catching_up(records, self.batch_size)
             if now >= next_deadlines and (not behind or now >= last_deadlines + CATCH_UP_CHECK_S):
@@ -285,10 +286,10 @@ class TrackerGroupMember:
                 self._commit_or_retry()
                 next_commit = now + self.commit_interval
 
-    def _align(self, consumer: Consumer, records: list[Record]) -> None:
-        """Pause the partitions that ran ahead in record time, resume those caught up with."""
+    def _align(self, consumer: Consumer, records: list[Record]) -> list[Record]:
+        """Return the records to fold now; pause the partitions that ran ahead, resume others."""
         alignment = self.alignment
-        alignment.observe(records)
+        ready = alignment.release(records)
         pause, resume = alignment.decide()
         assigned = self._assigned
         pause = [tp for tp in pause if tp in assigned]
@@ -297,6 +298,7 @@ class TrackerGroupMember:
             consumer.pause(pause)
         if resume:
             consumer.resume(resume)
+        return ready
 
     def _commit_or_retry(self) -> None:
         """Commit; a transport error that is not fatal is retried at the next interval."""

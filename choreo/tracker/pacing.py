@@ -9,25 +9,28 @@ together: a partition whose last record's timestamp is more than ``window_ms`` p
 *frontier* (the oldest last timestamp among the partitions still being read) is paused,
 and resumed once the frontier has come within ``window_ms`` of it.
 
-Pure logic, no client calls: the caller reports what it read (:meth:`observe`) and
-applies what :meth:`decide` returns with its consumer's ``pause``/``resume``. Rules that
-keep it from ever stalling the read:
+Pure logic, no client calls: the caller passes what it polled through :meth:`release`
+(which returns what to fold now and holds back records too far past the frontier: a
+client fetches ahead, so one poll may span a minute of one partition) and applies what
+:meth:`decide` returns with its consumer's ``pause``/``resume``. Rules that keep it from
+ever stalling the read:
 
-- a partition that has returned nothing for ``idle_s`` (caught up with its log, or
-  empty) does not hold the frontier back; nor does one that has returned nothing yet,
-  or whose records carry no timestamp;
+- a partition that has returned nothing for ``idle_s`` while not paused (caught up with
+  its log, or empty) does not hold the frontier back; nor does one that has returned
+  nothing yet, or whose records carry no timestamp (those are never held either);
 - the partition that defines the frontier is never paused (it is not past itself);
 - when no partition defines a frontier (all idle, at the end of the log) every paused
-  one is resumed; so are partitions that are revoked or reassigned (:meth:`reset`).
+  one is resumed and every held record released; a revoked partition is forgotten
+  (:meth:`reset`), its held records dropped (never folded, so never committed).
 
-Pausing changes only the order records are read in: the tracker's fold does not depend
-on it, and offsets are committed as before (a paused partition's position stays where
-its last record was read).
+Pausing and holding change only the order records are folded in: the tracker's fold does
+not depend on it, and the committed offsets follow what was folded.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
@@ -90,6 +93,7 @@ class TimeAlignment:
         """The partitions paused by :meth:`decide` and not resumed since."""
         self.pauses = 0
         """How many times a partition was paused (for logs and tests)."""
+        self._held: dict[tuple[str, int], deque[Record]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -118,14 +122,60 @@ class TimeAlignment:
                 last[tp] = at
 
     def frontier(self) -> int | None:
-        """Return the oldest last timestamp among partitions being read, or None for none."""
+        """Return the oldest last timestamp among partitions not idle, or None for none.
+
+        A paused partition is never idle (it returns nothing because it is paused).
+        """
         now = self.clock()
         idle_s, seen, paused = self.idle_s, self.seen, self.paused
         times = [
             at for tp, at in self.last_ms.items()
-            if tp not in paused and now - seen.get(tp, now) < idle_s
+            if tp in paused or now - seen.get(tp, now) < idle_s
         ]
         return min(times, default=None)
+
+    def release(self, records: Sequence[Record]) -> list[Record]:
+        """Note ``records`` (see :meth:`observe`); return those to fold now, hold the rest.
+
+        A record more than the window past the frontier waits (with every later record
+        of its partition, so each partition's order is kept) until the frontier comes
+        close; with no frontier (every partition idle) everything held is returned. A
+        client fetches ahead of what is polled, so a single poll can span a minute of one
+        partition: pausing stops the next fetch, holding orders what was fetched.
+        """
+        if not self.window_ms:
+            return list(records)
+        self.observe(records)
+        held = self._held
+        front = self.frontier()
+        if front is None:
+            ready = [record for queue in held.values() for record in queue]
+            held.clear()
+            ready.extend(records)
+            return ready
+        limit = front + self.window_ms
+        ready = []
+        for key in list(held):
+            waiting = held[key]
+            while waiting and waiting[0].timestamp_ms <= limit:
+                ready.append(waiting.popleft())
+            if not waiting:
+                del held[key]
+        for record in records:
+            key = (record.topic, record.partition)
+            queue = held.get(key)
+            if queue is None:
+                if record.timestamp_ms <= limit:
+                    ready.append(record)
+                    continue
+                queue = held[key] = deque()
+            queue.append(record)
+        return ready
+
+    @property
+    def held(self) -> int:
+        """How many records are held back."""
+        return sum(len(queue) for queue in self._held.values())
 
     def decide(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
         """Return the partitions to pause and those to resume now (and note them as such)."""
@@ -152,8 +202,13 @@ class TimeAlignment:
             self.seen[tp] = now  # give it idle_s to return something before it counts as idle
 
     def reset(self, partitions: Iterable[TopicPartition]) -> None:
-        """Forget partitions (revoked, or newly assigned: a new assignment starts unpaused)."""
+        """Forget partitions (revoked, or newly assigned: a new assignment starts unpaused).
+
+        Their held records are dropped: they were never folded, so the committed offsets
+        are below them and the partition's next reader reads them again.
+        """
         for tp in partitions:
+            self._held.pop((tp.topic, tp.partition), None)
             self.last_ms.pop(tp, None)
             self.seen.pop(tp, None)
             self.paused.discard(tp)

@@ -68,10 +68,11 @@ def test_an_idle_partition_stops_holding_the_others_back(clock: Clock) -> None:
     align.observe([])
     assert align.decide() == ([], [])  # not idle for long enough yet
     clock.now += 0.6
-    assert align.frontier() is None  # COMMON idle, RARE paused: nothing is being read
-    assert align.decide() == ([], [RARE])
-    # resumed, RARE gets idle_s to return something before it counts as idle itself
+    # COMMON idle; RARE, paused, is not idle: it is the frontier now, so it is resumed
     assert align.frontier() == 9_000
+    assert align.decide() == ([], [RARE])
+    clock.now += 1.1
+    assert align.frontier() is None  # RARE returned nothing since it was resumed
 
 
 def test_end_of_log_resumes_everything(clock: Clock) -> None:
@@ -79,9 +80,53 @@ def test_end_of_log_resumes_everything(clock: Clock) -> None:
     align.observe(_records(COMMON, 0) + _records(RARE, 1_000) + _records(OTHER, 2_000))
     assert set(align.decide()[0]) == {RARE, OTHER}
     clock.now += 1.0
-    pause, resume = align.decide()
-    assert pause == [] and set(resume) == {RARE, OTHER}
+    assert align.decide() == ([], [RARE])  # the oldest paused one goes first
+    clock.now += 1.0
+    assert align.decide() == ([], [OTHER])
     assert not align.paused
+
+
+def test_a_paused_partition_behind_the_others_is_resumed(clock: Clock) -> None:
+    """A partition paused while ahead is resumed when the others overtake it, and it is
+    then the frontier (paused partitions count, or a run-away one could hide them)."""
+    align = TimeAlignment(1_000, clock=clock)
+    align.observe(_records(COMMON, 0) + _records(RARE, 5_000))
+    assert align.decide() == ([RARE], [])
+    align.observe(_records(COMMON, 60_000))  # one poll of a minute of COMMON
+    assert align.frontier() == 5_000
+    assert align.decide() == ([COMMON], [RARE])
+
+
+def test_records_too_far_ahead_are_held_in_partition_order(clock: Clock) -> None:
+    """A poll that spans a minute of one partition is folded only up to the window past
+    the frontier; the rest is released, in each partition's order, as the others come."""
+    align = TimeAlignment(1_000, clock=clock)
+    first = align.release(_records(COMMON, 0, 500) + _records(RARE, 900, 30_000, 1_200))
+    assert [r.timestamp_ms for r in first] == [0, 500, 900]  # 1 200 waits behind 30 000
+    assert align.held == 2
+    second = align.release(_records(COMMON, 29_500))
+    assert [(r.topic, r.timestamp_ms) for r in second] == [
+        (RARE.topic, 30_000), (RARE.topic, 1_200), (COMMON.topic, 29_500)
+    ]
+    assert align.held == 0
+
+
+def test_everything_held_is_released_when_all_is_idle(clock: Clock) -> None:
+    align = TimeAlignment(1_000, idle_s=0.5, clock=clock)
+    assert align.release(_records(COMMON, 0) + _records(RARE, 50_000)) == _records(COMMON, 0)
+    clock.now += 1.0  # both returned nothing since: the end of the log
+    released = align.release([])
+    assert [r.timestamp_ms for r in released] == [50_000]
+    assert align.held == 0
+
+
+def test_a_revoked_partitions_held_records_are_dropped(clock: Clock) -> None:
+    align = TimeAlignment(1_000, clock=clock)
+    align.release(_records(COMMON, 0) + _records(RARE, 50_000))
+    assert align.held == 1
+    align.reset([RARE])
+    assert align.held == 0
+    assert align.release([]) == []
 
 
 def test_partitions_without_timestamps_or_records_do_not_count(clock: Clock) -> None:
