@@ -231,13 +231,7 @@ class TrackerGroupMember:
         partitioned like the summary topic, and the transport's errors when it fails.
         """
         self.partitions = self._prepare_summary_topic()
-        producer = self.transport.producer(
-            transactional_id=f"choreo-tracker.{self.group_id}.{self.instance_id}"
-        )
-        if not supports_transactions(producer) or not isinstance(producer, TransactionalProducer):
-            producer.close()
-            raise ConfigurationError("a tracker group needs a transport with transactions")
-        self._producer = producer
+        self._producer = self._new_producer()
         ranged = with_range_assignor(
             self.transport, fetch_bytes=FETCH_BYTES,
             prefetch_kbytes=PREFETCH_KBYTES if self.alignment.enabled else None,
@@ -258,7 +252,7 @@ class TrackerGroupMember:
             try:
                 consumer.close(leave_group=True)
             finally:
-                producer.close()
+                self._producer.close()
 
     def _loop(self, consumer: Consumer) -> None:
         next_deadlines = next_commit = last_deadlines = time.monotonic()
@@ -351,13 +345,30 @@ class TrackerGroupMember:
             self._assigned_event.set()
         logger.info("tracker member %s got partitions %s", self.instance_id, sorted(numbers))
 
+    def _new_producer(self) -> TransactionalProducer:
+        """Return this member's transactional producer (a new one fences any older one)."""
+        producer = self.transport.producer(
+            transactional_id=f"choreo-tracker.{self.group_id}.{self.instance_id}"
+        )
+        if not supports_transactions(producer) or not isinstance(producer, TransactionalProducer):
+            producer.close()
+            raise ConfigurationError("a tracker group needs a transport with transactions")
+        return producer
+
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Commit what the revoked partitions hold, then forget them (their next owner loads)."""
+        """Commit what the revoked partitions hold, then forget them (their next owner loads).
+
+        A commit that fails leaves the next owner to re-read from the last commit; one that
+        failed fatally (a call the client never returned from) also replaces the producer,
+        so the member goes on with a working one.
+        """
         numbers = {tp.partition for tp in partitions if tp.topic != self.summary_topic}
         try:
             self._commit()
         except ChoreoError as exc:
             logger.warning("commit at revocation failed (the next owner re-reads): %s", exc)
+            if isinstance(exc, TransportError) and exc.fatal:
+                self._renew_producer()
         self._assigned -= set(partitions)
         self.alignment.reset(partitions)
         kept = {tp.partition for tp in self._assigned}
@@ -483,6 +494,16 @@ class TrackerGroupMember:
         self.committed.update(offsets)
         self.commits += 1
         self.written += sum(len(records) for _, records in taken.values())
+
+    def _renew_producer(self) -> None:
+        """Replace a producer that failed fatally (its open transaction is aborted)."""
+        old = self._producer
+        self._producer = self._new_producer()
+        if old is not None:
+            try:
+                old.close()
+            except ChoreoError as exc:
+                logger.debug("closing the failed producer failed too: %s", exc)
 
     def _abort(self) -> None:
         producer = self._producer
