@@ -39,7 +39,7 @@ from choreo.transports.base import Record, TopicPartition
 __all__ = ["BEHIND_MS", "CATCH_UP_CHECK_S", "DEFAULT_IDLE_S", "DEFAULT_WINDOW_MS",
            "TimeAlignment", "catching_up"]
 
-DEFAULT_WINDOW_MS: Final = 1_000
+DEFAULT_WINDOW_MS: Final = 100
 """How far (record time) a partition may run ahead of the slowest one before it is paused."""
 DEFAULT_IDLE_S: Final = 1.0
 """How long a partition may return nothing before it stops holding the others back."""
