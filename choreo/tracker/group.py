@@ -99,7 +99,7 @@ logger = logging.getLogger(__name__)
 
 _SAGA_HEADERS: Final = ((KIND_HEADER, SAGA),)
 _STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
-GROUP_KEEP_FINISHED: Final = 20_000
+GROUP_KEEP_FINISHED: Final = 10_000
 """``choreo tracker run``'s ``keep_finished`` per partition (finished sagas kept unpacked)."""
 _PLACEMENT_CHECKS: Final = 8
 """Records per event partition whose key is checked against the summary topic's layout."""
