@@ -37,12 +37,14 @@ from typing import Final
 from choreo.transports.base import Record, TopicPartition
 
 __all__ = ["BEHIND_MS", "CATCH_UP_CHECK_S", "DEFAULT_IDLE_S", "DEFAULT_WINDOW_MS",
-           "TimeAlignment", "catching_up"]
+           "IDLE_POLLS", "TimeAlignment", "catching_up"]
 
 DEFAULT_WINDOW_MS: Final = 100
 """How far (record time) a partition may run ahead of the slowest one before it is paused."""
 DEFAULT_IDLE_S: Final = 1.0
 """How long a partition may return nothing before it stops holding the others back."""
+IDLE_POLLS: Final = 3
+"""How many polls with records of others a partition must miss as well to count as idle."""
 
 
 BEHIND_MS: Final = 10_000
@@ -94,6 +96,9 @@ class TimeAlignment:
         self.pauses = 0
         """How many times a partition was paused (for logs and tests)."""
         self._held: dict[tuple[str, int], deque[Record]] = {}
+        self._polls = 0
+        self._seen_poll: dict[TopicPartition, int] = {}
+        self._last_records = clock()
 
     @property
     def enabled(self) -> bool:
@@ -114,23 +119,33 @@ class TimeAlignment:
             elif tp not in newest:
                 newest[tp] = -1
         now = self.clock()
-        last, seen = self.last_ms, self.seen
+        if newest:
+            self._polls += 1
+            self._last_records = now
+        last, seen, seen_poll, polls = self.last_ms, self.seen, self._seen_poll, self._polls
         for (topic, partition), at in newest.items():
             tp = TopicPartition(topic, partition)
             seen[tp] = now
+            seen_poll[tp] = polls
             if at > last.get(tp, -1):
                 last[tp] = at
 
     def frontier(self) -> int | None:
         """Return the oldest last timestamp among partitions not idle, or None for none.
 
-        A paused partition is never idle (it returns nothing because it is paused).
+        A partition is idle when it returned nothing for ``idle_s`` and, unless no poll
+        returned anything for that long, for :data:`IDLE_POLLS` polls that returned
+        records of others (a reader slowed down by its machine does not make a partition
+        look idle); a paused partition never is.
         """
-        now = self.clock()
-        idle_s, seen, paused = self.idle_s, self.seen, self.paused
+        now, polls = self.clock(), self._polls
+        idle_s, seen, seen_poll, paused = self.idle_s, self.seen, self._seen_poll, self.paused
+        quiet = now - self._last_records >= idle_s  # no poll returned anything for idle_s
         times = [
             at for tp, at in self.last_ms.items()
-            if tp in paused or now - seen.get(tp, now) < idle_s
+            if tp in paused
+            or now - seen.get(tp, now) < idle_s
+            or (not quiet and polls - seen_poll.get(tp, polls) < IDLE_POLLS)
         ]
         return min(times, default=None)
 
@@ -200,6 +215,7 @@ class TimeAlignment:
         for tp in partitions:
             self.paused.discard(tp)
             self.seen[tp] = now  # give it idle_s to return something before it counts as idle
+            self._seen_poll[tp] = self._polls
 
     def reset(self, partitions: Iterable[TopicPartition]) -> None:
         """Forget partitions (revoked, or newly assigned: a new assignment starts unpaused).
@@ -211,4 +227,5 @@ class TimeAlignment:
             self._held.pop((tp.topic, tp.partition), None)
             self.last_ms.pop(tp, None)
             self.seen.pop(tp, None)
+            self._seen_poll.pop(tp, None)
             self.paused.discard(tp)

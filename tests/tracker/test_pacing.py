@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from choreo.tracker.pacing import BEHIND_MS, TimeAlignment, catching_up
+from choreo.tracker.pacing import BEHIND_MS, IDLE_POLLS, TimeAlignment, catching_up
 from choreo.transports.base import Record, TopicPartition
 
 COMMON = TopicPartition("shop.OrderCreated", 0)
@@ -168,3 +168,17 @@ def test_a_full_poll_or_an_old_record_means_catching_up() -> None:
     assert catching_up(_records(COMMON, now_ms - BEHIND_MS - 5_000), batch_size=100)
     assert not catching_up(_records(COMMON, -1), batch_size=100)  # no timestamp: no signal
     assert not catching_up([], batch_size=100)
+
+
+def test_a_slow_reader_does_not_make_a_partition_look_idle(clock: Clock) -> None:
+    """Seconds between polls (a loaded machine) are not idleness: a partition must also
+    miss IDLE_POLLS polls that returned records of others."""
+    align = TimeAlignment(1_000, idle_s=1.0, clock=clock)
+    align.observe(_records(COMMON, 1_000) + _records(RARE, 1_500))
+    for n in range(1, IDLE_POLLS):
+        clock.now += 2.0
+        align.observe(_records(RARE, 1_500 + n))
+        assert align.frontier() == 1_000, n  # COMMON still counts
+    clock.now += 2.0
+    align.observe(_records(RARE, 1_500 + IDLE_POLLS))
+    assert align.frontier() == 1_500 + IDLE_POLLS  # it missed IDLE_POLLS polls: idle
