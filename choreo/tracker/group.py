@@ -370,12 +370,23 @@ class TrackerGroupMember:
             if isinstance(exc, TransportError) and exc.fatal:
                 self._renew_producer()
         self._assigned -= set(partitions)
+        self._unpause(partitions)
         self.alignment.reset(partitions)
         kept = {tp.partition for tp in self._assigned}
         for number in numbers - kept:
             self.trackers.pop(number, None)
         self._pending -= numbers - kept
         self._assigned_event.clear()
+
+    def _unpause(self, partitions: list[TopicPartition]) -> None:
+        """Resume the revoked partitions alignment paused: librdkafka keeps a partition's
+        pause across a reassignment, and a partition assigned again must be read."""
+        paused = [tp for tp in partitions if tp in self.alignment.paused]
+        if paused and self._consumer is not None:
+            try:
+                self._consumer.resume(paused)
+            except ChoreoError as exc:
+                logger.warning("cannot resume %d revoked partitions: %s", len(paused), exc)
 
     def _load(self, consumer: Consumer) -> None:
         """Load the summaries of the pending partition numbers (see the module docstring)."""
