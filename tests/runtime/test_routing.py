@@ -17,6 +17,7 @@ from choreo.model.topics import deadletter_topic, topic_for
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
     EVENT_ID_NAMESPACE,
+    Route,
     build_routes,
     check_envelope,
     derived_event_id,
@@ -112,12 +113,17 @@ def test_broken_envelopes_are_rejected_with_the_header_named(
         read_envelope(headers)
 
 
-def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> None:
-    """A compensation's events carry the undone step; an undeclared class is a HandlerError."""
+def _inventory_routes() -> dict[str, Route]:
+    """Return the routes of the test shop's inventory service."""
     shop = build_shop(retry=None)
-    routes = build_routes(
+    return build_routes(
         shop.inventory, naming=topic_for, default=DEFAULT_RETRY, compensation=COMPENSATION_RETRY
     )
+
+
+def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> None:
+    """A compensation's events carry the undone step; an undeclared class is a HandlerError."""
+    routes = _inventory_routes()
     release = routes["test.runtime.PaymentDeclined"]
     plan = release.plan(StockReleased, "Fulfilment")
     assert (plan.role, plan.step, plan.topic) == (
@@ -131,6 +137,18 @@ def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> 
     assert reserve.plan(StockUnavailable, "Fulfilment").role is Role.FAILURE
     with pytest.raises(HandlerError, match="does not declare"):
         release.plan(OrderPlaced, "Fulfilment")
+
+
+def test_emit_plans_cached_per_route_stay_bounded_whatever_saga_names_records_carry() -> None:
+    """Saga names come from the records: a stream of new ones does not grow the cache."""
+    routes = _inventory_routes()
+    reserve = routes["test.runtime.OrderPlaced"]
+    first = reserve.plan(StockReserved, "Fulfilment")
+    for index in range(2000):
+        plan = reserve.plan(StockReserved, f"saga-{index}")
+        assert (plan.role, plan.topic) == (Role.STEP, "test.runtime.StockReserved")
+    assert len(reserve.plans) == 256
+    assert reserve.plan(StockReserved, "Fulfilment") is first  # the early ones stay cached
 
 
 def test_child_traceparent_keeps_the_trace_and_takes_the_span_from_the_event_id() -> None:
