@@ -24,6 +24,10 @@ tenants, CPU seconds much less.
 
     python bench/bench_tracker_scale.py                    # 1,000,000 sagas, writes JSON
     python bench/bench_tracker_scale.py --sagas 20000 --no-write
+    python bench/bench_tracker_scale.py --total-cap 1200   # stop after 20 min, keep what ran
+
+Every phase has a hard cap (``--phase-cap``, and ``--total-cap`` for the whole run): a
+phase cut by it records how far it got, and the JSON is rewritten after every phase.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -107,8 +112,10 @@ def _producer(bootstrap: str, partitions: int) -> tuple[ck.Producer, dict[str, s
     return producer, topics
 
 
-def produce(bootstrap: str, sagas: int, partitions: int, seed: int = 11) -> dict[str, Any]:
-    """Produce ``sagas`` sagas' events; return counts and the produce rate."""
+def produce(
+    bootstrap: str, sagas: int, partitions: int, cap_s: float, seed: int = 11
+) -> dict[str, Any]:
+    """Produce ``sagas`` sagas' events (fewer when ``cap_s`` runs out); return counts and rate."""
     rng = random.Random(seed)
     producer, topics = _producer(bootstrap, partitions)
     # header templates per step: every value but the ids and the time encoded once
@@ -125,7 +132,11 @@ def produce(bootstrap: str, sagas: int, partitions: int, seed: int = 11) -> dict
     clock = int(time.time() * 1000) - sagas * 3
     events = 0
     started = time.perf_counter()
+    produced = sagas
     for number in range(sagas):
+        if number % 10_000 == 0 and time.perf_counter() - started > cap_s:
+            produced = number
+            break
         path = rng.choices(paths, weights)[0]
         key = f"{number:08x}-{rng.getrandbits(32):08x}-4000-8000-{rng.getrandbits(48):012x}"
         cid = key.encode()
@@ -147,8 +158,9 @@ def produce(bootstrap: str, sagas: int, partitions: int, seed: int = 11) -> dict
             producer.poll(0)
     producer.flush()
     seconds = time.perf_counter() - started
-    return {"sagas": sagas, "events": events, "topics": len(topics), "partitions": partitions,
-            "produce_s": round(seconds, 1), "produce_events_per_s": round(events / seconds)}
+    return {"sagas": produced, "events": events, "topics": len(topics), "partitions": partitions,
+            "produce_s": round(seconds, 1), "produce_events_per_s": round(events / seconds),
+            **({} if produced == sagas else {"status": f"capped at {cap_s:.0f} s"})}
 
 
 # --- measuring processes ------------------------------------------------------------------------
@@ -192,24 +204,34 @@ def _choreo(name: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
-            timeout: float) -> dict[str, Any]:
-    """Run ``instances`` tracker processes in a new group until they committed every event."""
+            cap_s: float, *, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run ``instances`` tracker processes in a new group until they committed every event.
+
+    Stops at ``cap_s`` seconds whatever is done; the result then says how far it got
+    (``status``) and its rates are those of the events committed so far.
+    """
     group, topic = f"bench-{instances}", f"_bench-summaries-{instances}"
     started = time.perf_counter()
     procs = [
-        _choreo(f"tracker-{instances}-{n}", "tracker", "run", "--bootstrap", bootstrap,
+        _choreo(f"tracker-{instances}-{n}", "--log-level", "INFO", "tracker", "run",
+                "--bootstrap", bootstrap,
                 "--group", group, "--summary-topic", topic, "--topics", f"^{PREFIX}\\.",
-                "--partitions", str(partitions), "--instance-id", f"i{n}", "--deadline", "3600")
+                "--partitions", str(partitions), "--instance-id", f"i{n}", "--deadline", "3600",
+                *extra)
         for n in range(instances)
     ]
     done = 0
+    progress: list[tuple[float, int]] = []
     try:
-        while time.perf_counter() - started < timeout:
+        while time.perf_counter() - started < cap_s:
             time.sleep(1.0)
             for proc in procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a tracker exited ({proc.returncode}): see {LOGS}")
             done = committed_total(bootstrap, group, partitions)
+            at = time.perf_counter() - started
+            if not progress or at - progress[-1][0] >= 10 or done >= events:
+                progress.append((round(at, 1), done))
             if done >= events:
                 break
         seconds = time.perf_counter() - started
@@ -223,16 +245,30 @@ def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    if done < events:
-        raise RuntimeError(f"{instances} instance(s) committed {done} of {events} in {timeout} s")
-    return {
-        "instances": instances, "summary_topic": topic, "seconds": round(seconds, 1),
-        "events_per_s": round(events / seconds), "cpu_seconds": [round(c, 1) for c in cpu],
-        "cpu_us_per_event": round(sum(cpu) / events * 1e6, 1), "peak_rss_mib": rss,
+    written = sum(_summaries_written(LOGS / f"tracker-{instances}-{n}.log")
+                  for n in range(instances))
+    result: dict[str, Any] = {
+        "instances": instances, "summary_topic": topic,
+        "summary_records_written": written, "seconds": round(seconds, 1),
+        "committed_events": done, "events_per_s": round(done / seconds),
+        "cpu_seconds": [round(c, 1) for c in cpu],
+        "cpu_us_per_event": round(sum(cpu) / max(done, 1) * 1e6, 1), "peak_rss_mib": rss,
+        "progress_s_events": progress,
     }
+    if done < events:
+        result["status"] = (f"capped: {done:,} of {events:,} events committed "
+                            f"({done / events:.0%}) in {cap_s:.0f} s")
+    return result
 
 
-def viewer(bootstrap: str, topic: str, sagas: int, timeout: float) -> dict[str, Any]:
+def _summaries_written(log: Path) -> int:
+    """Return the saga summaries an instance says it wrote (its last line at a stop)."""
+    text = re.sub(r"\s+", " ", log.read_text(errors="replace"))  # the handler wraps lines
+    found = re.findall(r"(\d+) saga summaries written", text)
+    return int(found[-1]) if found else 0
+
+
+def viewer(bootstrap: str, topic: str, sagas: int, cap_s: float) -> dict[str, Any]:
     """Start the viewer over a summary topic; time its first row and its full list."""
     port = 18765 + random.randint(0, 1000)
     started = time.perf_counter()
@@ -240,9 +276,10 @@ def viewer(bootstrap: str, topic: str, sagas: int, timeout: float) -> dict[str, 
         "viewer", "ui", "--bootstrap", bootstrap, "--summaries", topic, "--port", str(port)
     )
     first = full = None
+    listed = 0
     url = f"http://127.0.0.1:{port}/api/sagas?limit=50"
     try:
-        while time.perf_counter() - started < timeout:
+        while time.perf_counter() - started < cap_s:
             time.sleep(0.25)  # the page itself refreshes at most every 0.25 s
             try:
                 with urllib.request.urlopen(url, timeout=10) as response:
@@ -251,7 +288,8 @@ def viewer(bootstrap: str, topic: str, sagas: int, timeout: float) -> dict[str, 
                 continue
             if first is None and page["items"]:
                 first = time.perf_counter() - started
-            if page["total"] == sagas:
+            listed = page["total"]
+            if listed >= sagas:
                 full = time.perf_counter() - started
                 break
         rss = peak_rss_mib(proc.pid)
@@ -261,11 +299,67 @@ def viewer(bootstrap: str, topic: str, sagas: int, timeout: float) -> dict[str, 
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {
+    result: dict[str, Any] = {
         "first_row_s": None if first is None else round(first, 2),
         "all_sagas_listed_s": None if full is None else round(full, 1),
-        "peak_rss_mib": rss,
+        "listed": listed, "peak_rss_mib": rss,
     }
+    if full is None:
+        result["status"] = f"capped: {listed:,} of {sagas:,} sagas listed in {cap_s:.0f} s"
+    return result
+
+
+class Budget:
+    """The run's hard time caps: each phase gets at most ``phase_s``, all together ``total_s``."""
+
+    def __init__(self, phase_s: float, total_s: float) -> None:
+        self.phase_s = phase_s
+        self.ends = time.perf_counter() + total_s
+
+    def cap(self) -> float:
+        """Return the cap of the next phase (0 when the total is used up)."""
+        return max(0.0, min(self.phase_s, self.ends - time.perf_counter()))
+
+
+def _record(result: dict[str, Any], path: Path | None) -> None:
+    """Write the results so far (after every phase: a run cut short keeps them)."""
+    text = json.dumps(result, indent=2)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+
+def _phases(bootstrap: str, args: argparse.Namespace, budget: Budget, result: dict[str, Any],
+            out: Path | None) -> None:
+    """Run the phases in order, recording each; a phase with no time left is skipped."""
+    log = produce(bootstrap, args.sagas, args.partitions, budget.cap())
+    result["log"] = log
+    print(json.dumps(log), flush=True)
+    _record(result, out)
+    runs = [("one_instance", 1)] + ([("two_instances", 2)] if args.instances >= 2 else [])
+    for name, instances in runs:
+        if budget.cap() < 5:
+            result.setdefault("skipped", []).append(f"{name}: the total cap was used up")
+            continue
+        run = rebuild(bootstrap, instances, log["events"], args.partitions, budget.cap(),
+                      extra=tuple(args.tracker_args.split()))
+        result[name] = run
+        print(json.dumps(run), flush=True)
+        _record(result, out)
+        if budget.cap() < 5:
+            result.setdefault("skipped", []).append(f"{name} viewer: the total cap was used up")
+            continue
+        expected = log["sagas"] if "status" not in run else 10**12
+        run["viewer_over_summaries"] = viewer(
+            bootstrap, run["summary_topic"], expected, budget.cap()
+        )
+        print(json.dumps(run["viewer_over_summaries"]), flush=True)
+        _record(result, out)
+    one, two = result.get("one_instance"), result.get("two_instances")
+    if one and two and one["events_per_s"]:
+        result["ratio_two_to_one_events_per_s"] = round(
+            two["events_per_s"] / one["events_per_s"], 2
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,53 +367,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sagas", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=1800.0, help="per rebuild, seconds")
+    parser.add_argument("--instances", type=int, choices=(1, 2), default=2,
+                        help="1: only the one-instance rebuild (and its viewer)")
+    parser.add_argument("--phase-cap", type=float, default=900.0,
+                        help="hard cap of each phase (produce, rebuild, viewer), seconds")
+    parser.add_argument("--total-cap", type=float, default=1800.0,
+                        help="hard cap of the whole run after the broker started, seconds")
+    parser.add_argument("--tracker-args", default="",
+                        help="more options for `choreo tracker run` (e.g. '--align-window 0')")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument("--no-write", action="store_true", help="do not write results JSON")
     args = parser.parse_args(argv)
-    with broker() as kafka:
-        bootstrap = kafka.bootstrap
-        print(f"broker {bootstrap}; producing {args.sagas:,} sagas ...", flush=True)
-        log = produce(bootstrap, args.sagas, args.partitions)
-        print(json.dumps(log), flush=True)
-        one = rebuild(bootstrap, 1, log["events"], args.partitions, args.timeout)
-        print(json.dumps(one), flush=True)
-        view = viewer(bootstrap, one["summary_topic"], args.sagas, args.timeout)
-        print(json.dumps(view), flush=True)
-        two = rebuild(bootstrap, 2, log["events"], args.partitions, args.timeout)
-        print(json.dumps(two), flush=True)
-        two["viewer_over_summaries"] = viewer(
-            bootstrap, two["summary_topic"], args.sagas, args.timeout
-        )
-        print(json.dumps(two["viewer_over_summaries"]), flush=True)
-        kafka_version = kafka.version
-    result = {
+    out = None if args.no_write else args.out
+    result: dict[str, Any] = {
         "benchmark": "tracker group: rebuild every saga's summary from the event topics",
-        "log": log,
-        "one_instance": one,
-        "viewer_over_summaries": view,
-        "two_instances": two,
         "baseline": "one_instance (same run)",
-        "ratio_two_to_one_events_per_s": round(two["events_per_s"] / one["events_per_s"], 2),
+        "caps_s": {"phase": args.phase_cap, "total": args.total_cap},
+        "tracker_args": args.tracker_args,
         "notes": (
             "Each instance is a `choreo tracker run` process (confluent transport); a rebuild "
             "is done when the group's committed offsets cover every event (summaries and "
             "offsets commit in one transaction), timed from the processes' start (Python "
             "start-up and the summary-topic load included). The viewer is `choreo ui "
-            "--summaries` started after the one-instance rebuild: first_row_s is the time "
-            "from its start to the first row of /api/sagas. The broker runs on the same "
-            "shared 2-core machine; peak RSS is VmHWM."
+            "--summaries` started after each rebuild: first_row_s is the time from its start "
+            "to the first row of /api/sagas, all_sagas_listed_s until it counts every saga. "
+            "The broker runs on the same shared 2-core machine; peak RSS is VmHWM. A phase "
+            "cut by its cap says so in its status and reports the rates of what it did."
         ),
         "machine": {
             "python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "kafka": kafka_version,
-            "confluent_kafka": ck.version()[0], "librdkafka": ck.libversion()[0],
+            "cpus": os.cpu_count(), "confluent_kafka": ck.version()[0],
+            "librdkafka": ck.libversion()[0],
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+    budget = Budget(args.phase_cap, args.total_cap)  # the broker's start-up counts too
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # an outer timeout: stop the processes, keep what ran
+
+    signal.signal(signal.SIGTERM, on_term)
+    with broker() as kafka:
+        result["machine"]["kafka"] = kafka.version
+        print(f"broker {kafka.bootstrap}; producing {args.sagas:,} sagas ...", flush=True)
+        try:
+            _phases(kafka.bootstrap, args, budget, result, out)
+        finally:
+            result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+            _record(result, out)
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -30,21 +30,23 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from choreo.avro.compiler import (
     DEFAULT_MAX_ZERO_SIZE_ITEMS,
+    ENCODE_ERRORS,
     CompileLimits,
-    DatumMismatchError,
     DecodeLimits,
     Decoder,
     Encoder,
     InvalidBodyError,
+    ObjectField,
     RecordBuilders,
     ResolutionError,
     compile_decoder,
     compile_encoder,
+    compile_object_encoder,
     explain_encode_problem,
 )
 from choreo.avro.loader import SchemaRegistry, SchemaVersion
@@ -65,16 +67,7 @@ DEFAULT_MAX_SIZE = 1 << 20
 """Default cap on an encoded payload, in bytes (1 MiB, Kafka's default record size)."""
 
 _HEADER = 10
-_ENCODE_ERRORS = (
-    DatumMismatchError,
-    TypeError,
-    ValueError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    IndexError,
-    struct.error,
-)
+_ENCODE_ERRORS = ENCODE_ERRORS
 _DECODE_ERRORS = (
     InvalidBodyError,
     IndexError,
@@ -182,6 +175,45 @@ class _AvroCodec:
             )
         return bytes(out)
 
+    def object_encoder(
+        self,
+        name: str,
+        fields: Mapping[str, ObjectField],
+        to_datum: Callable[[Any], Mapping[str, Any]],
+    ) -> Callable[[Any], bytes] | None:
+        """Return a function equal to ``encode(name, to_datum(obj))`` that skips the datum.
+
+        ``fields`` says which attribute of the object holds each field of schema ``name``
+        (latest version) and how its value converts (see
+        :func:`~choreo.avro.compiler.compile_object_encoder`); ``to_datum`` is only called
+        to explain a value that does not fit, so errors read as ``encode``'s. Returns None
+        when the schema cannot be written that way (``encode`` then must be used).
+        """
+        try:
+            prefix, _, schema = self._latest[name]
+        except KeyError:
+            prefix, _, schema = self._prepare_encoder(name, None)
+        limit = self.max_size
+
+        def fail(obj: Any, exc: Exception) -> Exception:
+            return encode_error(schema, to_datum(obj), exc)
+
+        def too_big(size: int) -> Exception:
+            return EncodeError(f"{name}: encoded size {size} exceeds the limit of {limit} bytes")
+
+        try:
+            return compile_object_encoder(
+                schema.model,
+                fields,
+                prefix=prefix,
+                max_size=limit,
+                fail=fail,
+                too_big=too_big,
+                limits=self._limits.compile,
+            )
+        except SchemaError:
+            return None
+
     def _prepare_encoder(self, name: str, version: int | None) -> EncoderEntry:
         """Return (and remember) the header, encoder and schema of ``name`` at ``version``."""
         raise NotImplementedError
@@ -220,6 +252,37 @@ class _AvroCodec:
             return decoder(data, header)
         except _DECODE_ERRORS as exc:
             raise _decode_error(exc, data) from exc
+
+    def reader_for(
+        self, reader_name: str, builders: RecordBuilders | None = None
+    ) -> Callable[[bytes], Any]:
+        """Return a function equal to ``decode(data, reader_name, builders)``.
+
+        Payloads written with the reader's own (latest) schema, the common case, skip the
+        lookup of their decoder; every other payload goes through :meth:`decode`. Same
+        checks, same errors.
+        """
+        slow = self.decode
+        header = self._header_of(reader_name)
+        if header is None:
+            return lambda data: slow(data, reader_name, builders)
+        schema = self.registry.get(reader_name)
+        decoder = self._decoder_for(schema, schema, builders)
+        start, limit = self.header_size, self.max_size
+
+        def read(data: bytes) -> Any:
+            if data.__class__ is bytes and data.startswith(header) and len(data) <= limit:
+                try:
+                    return decoder(data, start)
+                except _DECODE_ERRORS as exc:
+                    raise _decode_error(exc, data) from exc
+            return slow(data, reader_name, builders)
+
+        return read
+
+    def _header_of(self, name: str) -> bytes | None:
+        """Return the header of payloads written with ``name``'s latest schema (None: unknown)."""
+        return None
 
     def decode_any(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return the writer schema's full name and the datum as written (no reader schema)."""
@@ -317,6 +380,9 @@ class SingleObjectCodec(_AvroCodec):
         entry = (SINGLE_OBJECT_MARKER + schema.fingerprint_bytes, self._encoder_for(schema), schema)
         self._remember_encoder(name, version, entry)
         return entry
+
+    def _header_of(self, name: str) -> bytes:
+        return SINGLE_OBJECT_MARKER + self.registry.get(name).fingerprint_bytes
 
     def _writer(self, data: bytes) -> SchemaVersion:
         if len(data) < _HEADER:

@@ -29,6 +29,8 @@ their symbol strings, bytes and fixed ``bytes``; logical types are not converted
 
 from __future__ import annotations
 
+import keyword
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,14 +45,16 @@ from choreo.avro.codesource import (
     check_limits,
     min_encoded_size,
 )
+from choreo.avro.defaults import default_value
 from choreo.avro.gen_decoder import DecoderGen
 from choreo.avro.gen_encoder import EncoderGen
 from choreo.avro.gen_encoder import explain_encode_problem as _explain
-from choreo.avro.model import Schema
+from choreo.avro.model import Record, Schema
 from choreo.avro.parse import as_schema
 
 __all__ = [
     "DEFAULT_MAX_ZERO_SIZE_ITEMS",
+    "ENCODE_ERRORS",
     "CompileLimitError",
     "CompileLimits",
     "DatumMismatchError",
@@ -58,10 +62,12 @@ __all__ = [
     "Decoder",
     "Encoder",
     "InvalidBodyError",
+    "ObjectField",
     "RecordBuilders",
     "ResolutionError",
     "compile_decoder",
     "compile_encoder",
+    "compile_object_encoder",
     "explain_encode_problem",
     "min_encoded_size",
 ]
@@ -71,6 +77,18 @@ Encoder = Callable[[Any, bytearray], None]
 
 Decoder = Callable[[bytes, int], Any]
 """Decodes the Avro binary body starting at an offset; the body must end the buffer."""
+
+ENCODE_ERRORS: tuple[type[Exception], ...] = (
+    DatumMismatchError,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    IndexError,
+    struct.error,
+)
+"""What a compiled encoder raises on a datum that does not fit its schema."""
 
 DEFAULT_MAX_ZERO_SIZE_ITEMS = 1 << 20
 """Default cap on items of zero-byte types (``null``, empty records) in one payload."""
@@ -121,6 +139,70 @@ def compile_encoder(schema: Schema | Any, limits: CompileLimits | None = None) -
     return encoder
 
 
+ObjectField = tuple[str, "Callable[[Any], Any] | None"]
+"""Where an object holds a record field: the attribute, and the function converting its
+value to the Avro datum's (None: the value as is)."""
+
+
+def compile_object_encoder(
+    schema: Schema | Any,
+    fields: Mapping[str, ObjectField],
+    *,
+    prefix: bytes,
+    max_size: int,
+    fail: Callable[[Any, Exception], Exception],
+    too_big: Callable[[int], Exception],
+    limits: CompileLimits | None = None,
+) -> Callable[[Any], bytes] | None:
+    """Return a function encoding an object's attributes as ``prefix`` + a record's body.
+
+    The same validating code :func:`compile_encoder` generates for the record's fields,
+    but each field is read from the object's attribute named in ``fields`` (by Avro field
+    name; a field the object lacks is written with its default) instead of from a dict,
+    so no intermediate datum is built. On a value that does not fit, the function raises
+    ``fail(obj, error)``; when the result is longer than ``max_size``, ``too_big(size)``.
+    Returns None when the root is not a record, a field without default has no
+    attribute, or an attribute is not an identifier; raises
+    :class:`~choreo.errors.SchemaError` as :func:`compile_encoder` does.
+    """
+    model = as_schema(schema)
+    bounds = limits or CompileLimits()
+    check_limits(model, bounds, "writer")
+    root = model.resolve(model.root)
+    if not isinstance(root, Record):
+        return None
+    src = Source(bounds)
+    src.namespace.update(_P=prefix, _fail=fail, _too_big=too_big, _ENCODE_ERRORS=ENCODE_ERRORS)
+    src.emit(1, "out = bytearray(_P)")
+    src.emit(1, "ap = out.append")
+    src.emit(1, "try:")
+    gen = EncoderGen(model, src)
+    for field in root.fields:
+        f = src.var("f")
+        spec = fields.get(field.name)
+        if spec is None:
+            if not field.has_default:
+                return None
+            value = default_value(model, field.type, field.default)
+            src.emit(2, f"{f} = {src.const(value, 'D')}")
+        else:
+            attr, convert = spec
+            if not attr.isidentifier() or keyword.iskeyword(attr):
+                return None
+            read = f"datum.{attr}"
+            if convert is not None:
+                read = f"{src.const(convert, 'C')}({read})"
+            src.emit(2, f"{f} = {read}")
+        gen.visit(field.type, (f, 2))
+    src.emit(1, "except _ENCODE_ERRORS as exc:")
+    src.emit(2, "raise _fail(datum, exc) from exc")
+    src.emit(1, f"if len(out) > {int(max_size)}:")
+    src.emit(2, "raise _too_big(len(out))")
+    src.emit(1, "return bytes(out)")
+    encoder: Callable[[Any], bytes] = src.build("encode", "datum")
+    return encoder
+
+
 def compile_decoder(
     writer: Schema | Any,
     reader: Schema | Any | None = None,
@@ -153,9 +235,7 @@ def compile_decoder(
         check_limits(rmodel, bounds.compile, "reader")
     src = Source(bounds.compile)
     src.emit(1, "end = len(b)")
-    gen = DecoderGen(
-        wmodel, src, bounds.max_zero_size_items, builders.by_name if builders else {}
-    )
+    gen = DecoderGen(wmodel, src, bounds.max_zero_size_items, builders.by_name if builders else {})
     result = gen.value(wmodel.root, (rmodel.root, rmodel), 1, "")
     if gen.uses_budget:
         src.lines.insert(1, f"    zb = {bounds.max_zero_size_items}")

@@ -87,8 +87,13 @@ class DecoderGen(Visitor[_Arg, str]):
         e = self.src.emit
         e(indent, "x = b[p]")
         e(indent, "p += 1")
-        e(indent, "if x > 127:")
-        e(indent + 1, "x, p = _tail(b, p, x)")
+        e(indent, "if x > 127:")  # two bytes inline (values below 2**13), longer ones in _tail
+        e(indent + 1, "y = b[p]")
+        e(indent + 1, "if y < 128:")
+        e(indent + 2, "x = (x & 127) | (y << 7)")
+        e(indent + 2, "p += 1")
+        e(indent + 1, "else:")
+        e(indent + 2, "x, p = _tail(b, p, x)")
         if zigzag:
             e(indent, f"{target} = (x >> 1) ^ -(x & 1)")
         elif target != "x":

@@ -1,7 +1,10 @@
 """Typed events to bytes and back: the event classes on top of a :class:`~choreo.avro.codec.Codec`.
 
-The runtime calls exactly :meth:`EventSerde.encode` and :meth:`EventSerde.decode`; the
-tracker, which may not have the services' classes, calls :meth:`EventSerde.decode_dict`.
+The runtime calls :meth:`EventSerde.encode` and :meth:`EventSerde.decode`, or the
+per-class and per-type functions that do the same (:meth:`EventSerde.encoder_for`, which
+writes an event's attributes without building the datum dict, and
+:meth:`EventSerde.decoder_for`); the tracker, which may not have the services' classes,
+calls :meth:`EventSerde.decode_dict`.
 Each class is checked against its schema once, when the serde is built
 (:func:`choreo.avro.classes.check_event_class`), so a mismatch fails at start-up rather than on
 the first event. The reader schema of ``decode`` is the latest version of the class's
@@ -19,7 +22,7 @@ from choreo.avro.classes import check_event_class, record_builders
 from choreo.avro.codec import Codec
 from choreo.avro.compiler import RecordBuilders
 from choreo.errors import SchemaError, UnknownEventError
-from choreo.model.events import Event, converters, event_type_of
+from choreo.model.events import Event, converters, event_type_of, field_readers
 
 __all__ = ["EventSerde"]
 
@@ -39,6 +42,7 @@ class EventSerde:
         self.codec = codec
         self._encoders: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {}
         self._decoders: dict[str, tuple[type[Event], RecordBuilders]] = {}
+        self._fast: dict[type, Callable[[Any], bytes]] = {}
         for cls in classes:
             self.register(cls)
 
@@ -56,15 +60,38 @@ class EventSerde:
         builders = RecordBuilders(record_builders(cls, registry.get(name).schema))
         self._encoders[cls] = (name, to)
         self._decoders[name] = (cls, builders)
+        self._fast.pop(cls, None)
 
     def encode(self, event: Event) -> bytes:
         """Return the encoded bytes of ``event`` (its class's schema, latest version)."""
-        entry = self._encoders.get(event.__class__)
-        if entry is None:
-            self.register(event.__class__)
-            entry = self._encoders[event.__class__]
-        name, to_avro = entry
-        return self.codec.encode(name, to_avro(event))
+        encoder = self._fast.get(event.__class__)
+        if encoder is None:
+            encoder = self.encoder_for(event.__class__)
+        return encoder(event)
+
+    def encoder_for(self, cls: type[Event]) -> Callable[[Event], bytes]:
+        """Return the function :meth:`encode` calls for events of ``cls`` (registering it).
+
+        When the codec can (:meth:`~choreo.avro.codec.SingleObjectCodec.object_encoder`),
+        it writes the event's attributes directly; otherwise it encodes the datum
+        :func:`~choreo.model.events.to_avro` builds. Same bytes, same errors.
+        """
+        encoder = self._fast.get(cls)
+        if encoder is not None:
+            return encoder
+        if cls not in self._encoders:
+            self.register(cls)
+        name, to_avro = self._encoders[cls]
+        codec = self.codec
+        direct = getattr(codec, "object_encoder", None)
+        encoder = None if direct is None else direct(name, field_readers(cls), to_avro)
+        if encoder is None:
+
+            def encoder(event: Event) -> bytes:
+                return codec.encode(name, to_avro(event))
+
+        self._fast[cls] = encoder
+        return encoder
 
     def decode(self, event_type: str, data: bytes) -> Event:
         """Return the event of ``event_type`` in ``data``, read with its class's schema.
@@ -77,6 +104,23 @@ class EventSerde:
             raise UnknownEventError(f"no event class registered for {event_type!r}")
         event: Event = self.codec.decode(data, event_type, entry[1])
         return event
+
+    def decoder_for(self, event_type: str) -> Callable[[bytes], Event]:
+        """Return a function equal to ``decode(event_type, data)`` (faster when it can be).
+
+        Raises :class:`~choreo.errors.UnknownEventError` when no class is registered for
+        ``event_type``.
+        """
+        entry = self._decoders.get(event_type)
+        if entry is None:
+            raise UnknownEventError(f"no event class registered for {event_type!r}")
+        builders = entry[1]
+        codec = self.codec
+        reader_for = getattr(codec, "reader_for", None)
+        if reader_for is not None:
+            read: Callable[[bytes], Event] = reader_for(event_type, builders)
+            return read
+        return lambda data: codec.decode(data, event_type, builders)
 
     def decode_dict(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Return the writer schema's full name and the datum as written (no classes needed)."""

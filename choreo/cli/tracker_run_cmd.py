@@ -4,10 +4,16 @@ Start as many as you like with the same ``--group``: each folds the sagas of the
 partitions the group gives it and writes their summaries to the summary topic (see
 :mod:`choreo.tracker.group`), which ``choreo sagas|trace|watch|verify --summaries TOPIC``
 and ``choreo ui --summaries TOPIC`` read.
+
+The process keeps many long-lived objects (the sagas kept in full), so the garbage
+collector's full collections are made rare (:data:`GC_THRESHOLDS`): they walk every one
+of them and cost a third of a rebuild's time at the default thresholds. Young
+collections still run, and the tracker's objects are freed by reference counting.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -26,11 +32,16 @@ from choreo.cli._common import (
     wait_for_interrupt,
 )
 from choreo.errors import ChoreoError
+from choreo.tracker.group import GROUP_KEEP_FINISHED
+from choreo.tracker.pacing import DEFAULT_WINDOW_MS
 from choreo.tracker.summaries import DEFAULT_SUMMARY_TOPIC
 
-__all__ = ["run", "tracker"]
+__all__ = ["GC_THRESHOLDS", "run", "tracker"]
 
 logger = logging.getLogger(__name__)
+
+GC_THRESHOLDS = (10_000, 10, 1_000)
+"""The collector's thresholds in a tracker instance (full collections ~100x rarer)."""
 
 
 @click.group("tracker")
@@ -76,6 +87,22 @@ def tracker() -> None:
     show_default=True,
     help="Seconds between commits of summaries and offsets (one transaction each).",
 )
+@click.option(
+    "--align-window",
+    "align_window_ms",
+    type=click.IntRange(min=0),
+    default=DEFAULT_WINDOW_MS,
+    show_default=True,
+    help="Milliseconds (record time) a partition may read ahead of the slowest one before "
+    "it is paused, so a saga's events on different topics are read together (0: off).",
+)
+@click.option(
+    "--keep-finished",
+    type=click.IntRange(min=0),
+    default=GROUP_KEEP_FINISHED,
+    show_default=True,
+    help="Finished sagas kept unpacked per partition (a late event for one is cheap).",
+)
 def run(
     *,
     bootstrap: str | None,
@@ -89,6 +116,8 @@ def run(
     graph: str | None,
     deadline: float,
     commit_interval: float,
+    align_window_ms: int,
+    keep_finished: int,
 ) -> None:
     """Fold this instance's share of the sagas and materialize them until Ctrl-C or SIGTERM."""
     from choreo.tracker.group import TrackerGroupMember
@@ -105,7 +134,8 @@ def run(
 
     def make() -> Tracker:
         made: Tracker = new_tracker(
-            schemas_dir=schemas_dir, choreography=graph, deadline_s=deadline
+            schemas_dir=schemas_dir, choreography=graph, deadline_s=deadline,
+            keep_finished=keep_finished,
         )
         return made
 
@@ -118,7 +148,12 @@ def run(
         new_tracker=make,
         partitions=partitions,
         commit_interval=commit_interval,
+        align_window_ms=align_window_ms,
     )
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     member.start()
     click.echo(f"tracker instance {member.instance_id} of group {group_id} -> {summary_topic}"
                "  (Ctrl-C to stop)")
@@ -127,6 +162,8 @@ def run(
     finally:
         member.stop()
         close_transport(kafka)
+        gc.set_threshold(*thresholds)  # as it was (when run inside another program)
+        gc.unfreeze()
     if member.error is not None:
         raise click.ClickException(f"the tracker instance stopped: {member.error}")
     click.echo("stopped")

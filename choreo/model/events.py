@@ -33,12 +33,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
+from choreo.model.slots import shell_of, slot_setters
+
 __all__ = [
     "Event",
     "SagaTimedOut",
     "avro_field_name",
     "converters",
     "event_type_of",
+    "field_readers",
     "from_avro",
     "positional_builder",
     "to_avro",
@@ -123,6 +126,31 @@ def converters(cls: type[E]) -> tuple[Callable[[E], dict[str, Any]], Callable[[A
     return compiled.to_avro, compiled.from_avro
 
 
+def field_readers(cls: type[Any]) -> dict[str, tuple[str, Callable[[Any], Any] | None]]:
+    """Return, by Avro field name, the attribute of ``cls`` holding it and its converter.
+
+    The converter turns the attribute's value into the Avro datum's, as :func:`to_avro`
+    does for that field (None: the value is used as is). Lets an encoder read an event's
+    attributes directly instead of the dict :func:`to_avro` would build.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{getattr(cls, '__qualname__', cls)!r} is not a dataclass")
+    builder = _Builder()
+    hints = typing.get_type_hints(cls)
+    readers: dict[str, tuple[str, Callable[[Any], Any] | None]] = {}
+    for field in dataclasses.fields(cls):
+        if not (field.init or field.name in hints):
+            continue
+        expr = builder.to_expr(hints.get(field.name, Any), "v", 1)
+        convert = None
+        if expr != "v":
+            code = compile(f"def convert(v):\n    return {expr}\n", "<choreo field>", "exec")
+            exec(code, builder.namespace)  # noqa: S102 - built from templates, as in build()
+            convert = builder.namespace.pop("convert")
+        readers[avro_field_name(field)] = (field.name, convert)
+    return readers
+
+
 _TO: dict[type, Callable[[Any], dict[str, Any]]] = {}
 _FROM: dict[type, Callable[[Any], Any]] = {}
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -145,32 +173,6 @@ class _Compiled:
     def __init__(self, to: Callable[[Any], dict[str, Any]], frm: Callable[[Any], Any]) -> None:
         self.to_avro = to
         self.from_avro = frm
-
-
-def _slot_setters(
-    cls: type[Any], fields: list[dataclasses.Field[Any]]
-) -> list[Callable[[Any, Any], None]] | None:
-    """Return the slot setters of ``fields`` when building without ``__init__`` is safe.
-
-    That is a slotted dataclass with a generated ``__init__`` taking every field and no
-    ``__post_init__``: its ``__init__`` only assigns (through ``object.__setattr__`` when
-    frozen, which costs about twice a direct slot store).
-    """
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.init or hasattr(cls, "__post_init__"):
-        return None
-    if not all(f.init for f in fields) or "__slots__" not in cls.__dict__:
-        return None
-    setters = []
-    for field in fields:
-        for klass in cls.__mro__:
-            descriptor = klass.__dict__.get(field.name)
-            if descriptor is not None:
-                break
-        if descriptor is None or type(descriptor).__name__ != "member_descriptor":
-            return None
-        setters.append(descriptor.__set__)
-    return setters
 
 
 def _compile(cls: type[Any]) -> _Compiled:
@@ -257,7 +259,7 @@ class _Builder:
                 value = f"({value} if {avro!r} in d else {factory}())"
             from_args.append(f"{field.name}={value}")
         cls_name = self.name(cls, "C")
-        setters = _slot_setters(cls, fields)
+        setters = slot_setters(cls, fields)
         if setters is None:
             from_body = f"    return {cls_name}({', '.join(from_args)})\n"
         else:  # frozen slotted dataclass without __post_init__: skip the slow frozen __init__
@@ -353,9 +355,7 @@ class _Builder:
             return f"list({v})" if inner == x else f"[{inner} for {x} in {v}]"
         return f"tuple({v})" if inner == x else f"tuple([{inner} for {x} in {v}])"
 
-    def union_from_expr(
-        self, args: tuple[Any, ...], v: str, depth: int, *, prebuilt: bool
-    ) -> str:
+    def union_from_expr(self, args: tuple[Any, ...], v: str, depth: int, *, prebuilt: bool) -> str:
         """Return the from-Avro expression of a union: ``X | None``, or by the datum's shape."""
         members = [a for a in args if a is not type(None)]
         if len(members) == 1:
@@ -426,10 +426,15 @@ class _Builder:
             index = position[avro_field_name(field)]
             values.append(self.from_expr(hints.get(field.name, Any), f"a{index}", 1, prebuilt=True))
         cls_name = self.name(cls, "C")
-        setters = _slot_setters(cls, fields)
+        setters = slot_setters(cls, fields)
+        shell = None if setters is None else shell_of(cls, fields)
         if setters is None:
             args = ", ".join(f"{f.name}={v}" for f, v in zip(fields, values, strict=True))
             body = f"    return {cls_name}({args})\n"
+        elif shell is not None:  # plain slot stores on a shell, then the class (see shell_of)
+            lines = [f"    o = _new({self.name(shell, 'H')})"]
+            lines += [f"    o.{f.name} = {v}" for f, v in zip(fields, values, strict=True)]
+            body = "\n".join([*lines, f"    o.__class__ = {cls_name}", "    return o"]) + "\n"
         else:
             lines = [f"    o = _new({cls_name})"]
             for value, setter in zip(values, setters, strict=True):

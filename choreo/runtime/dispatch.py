@@ -72,9 +72,12 @@ class BatchOutput:
 class Dispatcher:
     """Hands each record of a batch to its handler and collects the output (see module docs).
 
-    ``invoker`` runs a handler to its outcome (retries, failures, dead letters); ``hooks``
-    are the worker's middleware (the per-event ones are called with ``worker``);
-    ``executor`` (optional) handles partitions in parallel.
+    ``decode`` is the serde's decoder; ``decoder_for`` (optional, e.g.
+    :meth:`~choreo.avro.serde.EventSerde.decoder_for`) returns the function decoding one
+    event type exactly as ``decode`` does, asked once per type. ``invoker`` runs a handler
+    to its outcome (retries, failures, dead letters); ``hooks`` are the worker's middleware
+    (the per-event ones are called with ``worker``); ``executor`` (optional) handles
+    partitions in parallel.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Dispatcher:
         routes: Mapping[str, Route],
         decode: Callable[[str, bytes], Event],
         emitter: Emitter,
+        decoder_for: Callable[[str], Callable[[bytes], Event]] | None = None,
         invoker: Invoker,
         inbox: Inbox,
         hooks: Hooks,
@@ -94,6 +98,8 @@ class Dispatcher:
         self.group_id = group_id
         self.routes = routes
         self.decode = decode
+        self.decoder_for = decoder_for
+        self.readers: dict[str, Callable[[bytes], Event]] = {}
         self.emitter = emitter
         self.invoker = invoker
         self.inbox = inbox
@@ -187,8 +193,8 @@ class Dispatcher:
         at once) stays in this loop and :meth:`Emitter.emit_one`.
         """
         routes = self.routes
-        decode = self.decode
-        call_inline = self._call_inline
+        readers = self.readers
+        emit_one = self.emitter.emit_one
         invoker = self.invoker
         hooked = self.hooks.dispatch
         retrying = invoker.attempts  # event ids of deferred retries
@@ -215,11 +221,23 @@ class Dispatcher:
                     continue
             else:  # a handler without context and no dispatch hooks: inlined
                 try:
-                    event = decode(fields[0], record.value or b"")
+                    read = readers.get(fields[0]) or self._reader(fields[0])
+                    event = read(record.value or b"")
                 except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
                     self._undecodable(record, key, exc, seen, output)
                     continue
-                emitted = call_inline(route, record, fields, event, out_records)
+                try:  # the handler and its emitted records, inlined (no call per record)
+                    result = route.func(event)
+                    if isinstance(result, Event):
+                        out_records.append(emit_one(route, fields, result))
+                    elif result is not None:
+                        emitted = self.emitter.emit(
+                            route, fields, as_events(route.step_id, [], result)
+                        )
+                        out_records.extend(emitted)
+                    emitted = _NOTHING
+                except Exception as exc:
+                    emitted = invoker.after_failure(route, (record, fields), event, exc, info=None)
             if emitted is None:
                 output.abandoned = True
                 done -= 1
@@ -229,30 +247,15 @@ class Dispatcher:
             out_records.extend(emitted)
         output.next_offsets.update({(r.topic, r.partition): r.offset + 1 for r in records[:done]})
 
-    def _call_inline(
-        self,
-        route: Route,
-        record: Record,
-        fields: Fields,
-        event: Event,
-        out_records: list[OutboxRecord],
-    ) -> list[OutboxRecord] | None:
-        """Call a handler that takes no context; append what it emits to ``out_records``.
-
-        Returns ``_NOTHING`` when it succeeded, else what the invoker makes of the
-        failure (None: the worker stopped during a retry's backoff).
-        """
-        try:
-            result = route.func(event)
-            if isinstance(result, Event):
-                out_records.append(self.emitter.emit_one(route, fields, result))
-            elif result is not None:
-                out_records.extend(
-                    self.emitter.emit(route, fields, as_events(route.step_id, [], result))
-                )
-            return _NOTHING
-        except Exception as exc:
-            return self.invoker.after_failure(route, (record, fields), event, exc, info=None)
+    def _reader(self, event_type: str) -> Callable[[bytes], Event]:
+        """Return (and remember) the function decoding payloads of ``event_type``."""
+        decoder_for, decode = self.decoder_for, self.decode
+        if decoder_for is None:
+            read: Callable[[bytes], Event] = lambda data: decode(event_type, data)  # noqa: E731
+        else:
+            read = decoder_for(event_type)
+        self.readers[event_type] = read
+        return read
 
     def _dispatch_one(
         self,

@@ -39,16 +39,26 @@ _new_record: Callable[[tuple[Any, ...]], OutboxRecord] = partial(tuple.__new__, 
 class Emitter:
     """Encodes emitted events into outbox records with ids and headers derived from the cause.
 
-    ``encode`` is the serde's encoder; ``tracing`` says whether a ``traceparent`` is
-    propagated. The worker sets :attr:`produced_at` once per batch (:meth:`start_batch`);
-    the dispatcher sets :attr:`traces_valid` when it checked every traceparent of the batch
-    at once.
+    ``encode`` is the serde's encoder; ``encoder_for`` (optional, e.g.
+    :meth:`~choreo.avro.serde.EventSerde.encoder_for`) returns the function that encodes
+    one class exactly as ``encode`` does, called once per class. ``tracing`` says whether
+    a ``traceparent`` is propagated. The worker sets :attr:`produced_at` once per batch
+    (:meth:`start_batch`); the dispatcher sets :attr:`traces_valid` when it checked every
+    traceparent of the batch at once.
     """
 
-    __slots__ = ("encode", "produced_at", "traces_valid", "tracing")
+    __slots__ = ("encode", "encoder_for", "encoders", "produced_at", "traces_valid", "tracing")
 
-    def __init__(self, encode: Callable[[Event], bytes], *, tracing: bool) -> None:
+    def __init__(
+        self,
+        encode: Callable[[Event], bytes],
+        *,
+        tracing: bool,
+        encoder_for: Callable[[type[Event]], Callable[[Event], bytes]] | None = None,
+    ) -> None:
         self.encode = encode
+        self.encoder_for = encoder_for
+        self.encoders: dict[type, Callable[[Event], bytes]] = {}
         self.tracing = tracing
         self.produced_at: tuple[str, bytes] = (_AT, b"0")
         self.traces_valid = False
@@ -108,7 +118,14 @@ class Emitter:
                 plan.step_header,
                 (_TRACE, child),
             )
-        return _new_record((event_id, plan.topic, cid[1], self.encode(event), headers))
+        encode = self.encoders.get(cls) or self._encoder(cls)
+        return _new_record((event_id, plan.topic, cid[1], encode(event), headers))
+
+    def _encoder(self, cls: type[Event]) -> Callable[[Event], bytes]:
+        """Return (and remember) the function encoding events of ``cls``."""
+        encode = self.encode if self.encoder_for is None else self.encoder_for(cls)
+        self.encoders[cls] = encode
+        return encode
 
     def emit(self, route: Route, fields: Fields, events: Sequence[Any]) -> list[OutboxRecord]:
         """Return the outbox records of a handler's emitted events (see :meth:`emit_one`).

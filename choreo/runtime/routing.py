@@ -48,6 +48,7 @@ _NAMESPACE_SHA1: Final = hashlib.sha1(EVENT_ID_NAMESPACE.bytes, usedforsecurity=
 _VARIANT: Final[Mapping[str, str]] = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _ROLES: Final[Mapping[bytes, Role]] = {role.value.encode(): role for role in Role}
 _SUFFIXES: Final = 4  # id suffixes "/<step>/<index>" precomputed per route
+_MAX_PLANS: Final = 256  # emit plans cached per route (saga names come from the records)
 
 _ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT, _CAUSE, _STEP, _TRACE = (
     Header.EVENT_TYPE,
@@ -323,6 +324,8 @@ class Route:
     def plan(self, cls: type[Event], saga: str) -> EmitPlan:
         """Return (and cache) the plan of an event of ``cls`` emitted in saga ``saga``.
 
+        At most ``_MAX_PLANS`` plans are cached: ``saga`` is the incoming record's saga
+        header, so records naming ever new sagas must not grow the cache per record.
         Raises :class:`~choreo.errors.HandlerError` when the handler did not declare ``cls``.
         """
         key = (cls, saga)
@@ -338,7 +341,7 @@ class Route:
         event_type = event_type_of(cls)
         role = self.service.role_of(self.spec, event_type, saga)
         step = self.service.step_header(self.spec, role, event_type)
-        found = self.plans[key] = EmitPlan(
+        found = EmitPlan(
             event_type=event_type,
             topic=self.naming(event_type),
             role=role,
@@ -348,6 +351,8 @@ class Route:
             service_header=(_SERVICE, self.service.name.encode()),
             step_header=(_STEP, step.encode()),
         )
+        if len(self.plans) < _MAX_PLANS:
+            self.plans[key] = found
         return found
 
 

@@ -108,7 +108,9 @@ class Worker:
             delivery if delivery is not None else delivery_for(transport, config, service.name)
         )
         self.hooks = Hooks(default_middleware() if middleware is None else middleware)
-        self.emitter = Emitter(serde.encode, tracing=config.tracing)
+        self.emitter = Emitter(
+            serde.encode, tracing=config.tracing, encoder_for=getattr(serde, "encoder_for", None)
+        )
         self._loops = EventLoops()  # where async handlers are awaited
         self._awaits = any(spec.is_async for spec in service.handlers)
         self.dispatcher = Dispatcher(
@@ -122,6 +124,7 @@ class Worker:
                 loops=self._loops,
             ),
             decode=serde.decode,
+            decoder_for=getattr(serde, "decoder_for", None),
             emitter=self.emitter,
             invoker=Invoker(
                 worker=self,
@@ -409,4 +412,3 @@ class Worker:
         if self._closing:
             return
         self.delivery.revoke(partitions)
-

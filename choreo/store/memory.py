@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Collection, Sequence
-from itertools import repeat
+from itertools import islice, repeat
 from operator import itemgetter
 from typing import Final
 
+from choreo.errors import ConfigurationError
 from choreo.store.base import Migration, Publish
 from choreo.store.migrations import check_migrations
 from choreo.store.outbox import OutboxRecord
@@ -27,6 +28,14 @@ class MemoryStore:
     be shared by replicas and has no database, so handlers get ``ctx.db = None`` and
     migrations are not applied. Writes are staged and applied at :meth:`commit`, so
     :meth:`rollback` undoes them.
+
+    Memory: the inbox remembers, per consumer, the ids handled within the worker's
+    ``inbox_retention`` and at most the latest ``max_ids`` of them (it keeps between
+    ``max_ids`` and 1.25 x ``max_ids`` and drops the oldest beyond: about 125 bytes per
+    uuid-sized id, 12-16 MB per consumer at the default 100,000). A duplicate is dropped
+    as long as its id is among those: redeliveries come from offsets not yet committed
+    (about a second of records) and outbox replays (none: a restarted process has an
+    empty store).
     """
 
     durable = False
@@ -34,14 +43,18 @@ class MemoryStore:
     dialect = "memory"
     paramstyle = "qmark"
 
-    def __init__(self, *, allow_replicas: bool = False) -> None:
-        """Create an empty store.
+    def __init__(self, *, allow_replicas: bool = False, max_ids: int = 100_000) -> None:
+        """Create an empty store whose inbox remembers at least ``max_ids`` ids per consumer.
 
         ``allow_replicas=True`` lets a worker on it join a group with other live members
         (each with its own memory store: nothing is shared, so only tests that study the
         hand-over of partitions between replicas should ask for it).
         """
+        if max_ids < 1:
+            raise ConfigurationError("MemoryStore max_ids must be at least 1")
         self.allow_replicas = allow_replicas
+        self.max_ids = max_ids
+        self._trim_above = max_ids + max_ids // 4  # trimmed in bulk: amortised O(1) an id
         self._lock = threading.RLock()
         self._handled: dict[str, dict[str, int]] = {}
         self._outbox: dict[str, dict[str, OutboxRecord]] = {}  # origin -> id -> record
@@ -63,7 +76,11 @@ class MemoryStore:
         """Apply the staged writes and release the lock."""
         try:  # dict-level updates: no Python loop per id on the worker's hot path
             for consumer, ids, at in self._staged_handled:
-                self._handled.setdefault(consumer, {}).update(dict.fromkeys(ids, at))
+                handled = self._handled.setdefault(consumer, {})
+                handled.update(zip(ids, repeat(at)))
+                if len(handled) > self._trim_above:  # keep the latest max_ids (in order)
+                    excess = len(handled) - self.max_ids
+                    self._handled[consumer] = dict(islice(handled.items(), excess, None))
             for sent in self._staged_sent:
                 for box in self._outbox.values():  # one per origin: a store has a few
                     deque(map(box.pop, sent, repeat(None)), maxlen=0)

@@ -27,7 +27,7 @@ __all__ = ["SQLITE_MIGRATIONS", "Durability", "SqliteStore"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK: Final = 900  # stays under SQLite's oldest limit on bound parameters (999)
+_CHUNK: Final = 512  # stays under SQLite's oldest limit on bound parameters (999)
 
 Durability = Literal["full", "normal", "off"]
 
@@ -159,18 +159,26 @@ class SqliteStore:
         self._conn.execute("RELEASE choreo_handler")
 
     def seen(self, consumer: str, event_ids: Collection[str]) -> set[str]:
-        """Return the ids among ``event_ids`` that ``consumer`` has already handled."""
+        """Return the ids among ``event_ids`` that ``consumer`` has already handled.
+
+        The ids are looked up in chunks whose ``IN`` lists have a power-of-two length (the
+        last id repeated to fill one), so the connection prepares at most ten distinct
+        statements: one per batch size would fill sqlite3's statement cache with up to
+        128 of them, about 10 MB of SQLite memory at 500-record batches.
+        """
         ids = list(event_ids)
         found: set[str] = set()
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            sql = self._seen_sql.get(len(chunk))
+            size = 1 << (len(chunk) - 1).bit_length()
+            sql = self._seen_sql.get(size)
             if sql is None:
-                marks = ",".join("?" * len(chunk))
-                sql = self._seen_sql[len(chunk)] = (
+                marks = ",".join("?" * size)
+                sql = self._seen_sql[size] = (
                     "SELECT event_id FROM choreo_inbox WHERE consumer = ? "  # noqa: S608
                     f"AND event_id IN ({marks})"
                 )
+            chunk += chunk[-1:] * (size - len(chunk))
             found.update(row[0] for row in self._conn.execute(sql, (consumer, *chunk)))
         return found
 

@@ -143,19 +143,55 @@ def pack_standalone(events: Sequence[TraceEvent]) -> bytes:
     :class:`ValueError` when a text is longer than :data:`MAX_SYMBOL_BYTES` or the saga
     has more than 65,535 distinct texts.
     """
-    local = Symbols()
-    index = local._index
-    texts = local.texts
-    for event in events:  # number the texts first: pack_events then never misses one
-        for text in (event.event_type, event.service, event.topic, event.step):
-            if text is not None and text not in index:
-                index[text] = len(texts)
+    if 8 * len(events) >= _NO_STEP[_NARROW]:  # a huge saga: the general packer decides
+        local = Symbols()
+        for event in events:
+            for text in (event.event_type, event.service, event.topic, event.step):
+                if text is not None:
+                    local.number(text)
+        return _standalone(local.texts, pack_events(events, local))
+    # the texts are numbered as met (type, service, topic, step of each event in turn),
+    # so the table has at most 4 per event and the narrow form always fits
+    numbers: dict[str, int] = {}
+    texts: list[str] = []
+    rows = [bytes((_NARROW,))]
+    add = rows.append
+    row = _ROWS[_NARROW].pack
+    position: dict[str, int] = {}
+    role_index = _ROLE_INDEX
+    for index, (event_id, event_type, role, service, produced, cause, step, topic, partition,
+                offset, _late) in enumerate(events):
+        numbered = []
+        for text in (event_type, service, topic, step):
+            if text is None:
+                numbered.append(_NO_STEP[_NARROW])
+                continue
+            number = numbers.get(text)
+            if number is None:
+                number = numbers[text] = len(texts)
                 texts.append(text)
-    packed = pack_events(events, local)
-    if len(local) > 0xFFFF:
+            numbered.append(number)
+        raw_id = event_id.encode("utf-8")
+        ref = _NO_CAUSE if cause is None else position.get(cause, _CAUSE_TEXT)
+        type_n, service_n, topic_n, step_n = numbered
+        add(row(ref, len(raw_id), type_n, service_n, step_n, topic_n, role_index[role],
+                partition, offset, produced))
+        add(raw_id)
+        if ref == _CAUSE_TEXT and cause is not None:
+            raw_cause = cause.encode("utf-8")
+            add(_LEN.pack(len(raw_cause)))
+            add(raw_cause)
+        if index < _CAUSE_TEXT:
+            position.setdefault(event_id, index)
+    return _standalone(texts, b"".join(rows))
+
+
+def _standalone(texts: list[str], packed: bytes) -> bytes:
+    """Return a standalone blob: the symbol table ``texts``, then the ``packed`` events."""
+    if len(texts) > 0xFFFF:
         raise ValueError("a standalone blob holds at most 65535 symbols")
-    out = [bytes((_STANDALONE,)), _COUNT.pack(len(local))]
-    for text in local.texts:
+    out = [bytes((_STANDALONE,)), _COUNT.pack(len(texts))]
+    for text in texts:
         raw = text.encode("utf-8")
         if len(raw) > MAX_SYMBOL_BYTES:
             raise ValueError(f"a symbol longer than {MAX_SYMBOL_BYTES} bytes")

@@ -84,35 +84,46 @@ class SagaFeeding(RecordScreening):
                 return entry.trace if entry.trace is not None else self._trace_of(entry.cid, entry)
             return None
 
-    def feed_many(self, records: Iterable[Record]) -> int:
+    def feed_many(self, records: Iterable[Record], *, settle: bool = True) -> int:
         """Fold many records (re-folding each changed saga once per chunk); return how many.
 
         Records are drawn from ``records`` in chunks under the tracker's lock, which is
         released between chunks so readers are not starved; a live source should pass
         each polled batch rather than a generator that blocks. Between chunks a running
         saga's summary may lag (its trace, from :meth:`get`, never does); when this
-        returns every saga is up to date.
+        returns every saga is up to date, unless ``settle`` is False: then the sagas that
+        changed wait (each re-folded once however many calls feed it) until
+        :meth:`settle` or a call that settles; the caller bounds how many wait by
+        settling regularly.
         """
         count = 0
         iterator = iter(records)
-        dirty: dict[str, Entry] = {}
+        dirty = self._waiting
         while True:
-            taken = self._feed_chunk(islice(iterator, _CHUNK), dirty, final=False)[0]
+            chunk = islice(iterator, _CHUNK)
+            taken = self._feed_chunk(chunk, dirty, final=False, ended=settle)[0]
             if not taken:
                 break
             count += taken
-        if dirty:
+        if settle and dirty:
             self._feed_chunk((), dirty, final=True)
         return count
 
+    def settle(self) -> None:
+        """Re-fold the running sagas left waiting by ``feed_many(..., settle=False)``."""
+        if self._waiting:
+            self._feed_chunk((), self._waiting, final=True)
+
     def _feed_chunk(
-        self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool
+        self, records: Iterable[Record], dirty: dict[str, Entry], *, final: bool,
+        ended: bool = True,
     ) -> tuple[int, list[Entry]]:
         """Add records' events to their sagas (collected in ``dirty``), then re-fold them.
 
         With ``final`` every saga in ``dirty`` is re-folded (and ``dirty`` emptied);
-        otherwise only those with a terminal event, so they can be compacted, and the
-        running ones wait for a later chunk (each saga is folded about once per read).
+        otherwise only those with a terminal event (unless ``ended`` is False), so they
+        can be compacted, and the running ones wait for a later chunk (each saga is
+        folded about once per read).
         Returns how many records were taken and the sagas re-folded.
         """
         with self._cond:
@@ -124,6 +135,8 @@ class SagaFeeding(RecordScreening):
             if final:
                 ready = list(dirty.values())
                 dirty.clear()
+            elif not ended:
+                ready = []
             else:
                 ready = [entry for entry in dirty.values() if entry.ended]
                 for entry in ready:

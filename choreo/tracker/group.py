@@ -6,11 +6,26 @@ partition counts). A :class:`TrackerGroupMember` joins a consumer group whose me
 use the ``range`` assignor, which gives each member the same partition numbers of every
 topic: the member owns the sagas of its partition numbers. It folds them with one
 :class:`~choreo.tracker.tracker.Tracker` per partition number and, every
-``commit_interval`` seconds, writes the summary of every saga that changed
+``commit_interval`` seconds, writes the summaries of the sagas that changed
 (:mod:`choreo.tracker.summaries`) to the **summary topic** (compacted, as many partitions
 as the event topics, keyed by correlation id: a saga's summary lands in the partition
 number of its events) together with its consumer offsets, in ONE Kafka transaction.
 The CLI (``--summaries``) and the viewer read that topic instead of folding the log.
+
+How the work is kept to about one fold and one summary per saga:
+
+- **Record-time order.** The event topics are one per event type and the client fetches
+  every partition at about the same byte rate, so rare types would be read far ahead of
+  common ones. The member pauses the partitions whose records run more than
+  ``align_window_ms`` ahead of the slowest one (:class:`~choreo.tracker.pacing.TimeAlignment`),
+  so a saga's events are read close together.
+- **Folded at the commit.** Records are fed with ``settle=False``; each saga fed since
+  the last commit is folded once, at the commit.
+- **Written when settled.** A saga that ended is written at the next commit; a running
+  one at the commit after the one that saw it change (sooner if it ends), and the
+  committed offsets stay below its unwritten events until then
+  (:meth:`~choreo.tracker.materializing.Materializing.take_settled`). At a revocation
+  and at a stop every change is written.
 
 Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker):
 
@@ -23,7 +38,10 @@ Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real
   deadline was checked).
 - **SIGKILL or a lost machine**: the open transaction is aborted, so readers
   (``read_committed``) never see its summaries; the next owner re-reads the events after
-  the last commit. Work since the last commit is repeated, never lost or counted twice.
+  the last commit (including those of running sagas held back from it). Work since the
+  last commit is repeated, never lost, and the summaries come out the same (events are
+  deduplicated by id); the counters (``records``, ``events``) may count the re-read
+  events of the held-back sagas a second time.
 - **A zombie** (an instance that lost its partitions without noticing): its commit
   carries its old group generation, which Kafka refuses (KIP-447), so it aborts. This
   rests on the broker's transaction protocol and is not tested here.
@@ -35,6 +53,11 @@ A rebalance costs each member a reload of the summaries of the partitions it get
 eager ``range`` protocol revokes every partition first): about as long as reading that
 many records. Dead-letter notes stay in the memory of the instance that read them (as
 in a single tracker's checkpoint); the counters of each partition are materialized too.
+
+Why one module of over 500 lines: a member's consumer callbacks, its alignment calls and
+its transactional commit share one state (what was fed, held back and written since the
+last commit) that must change together; loading summaries (:mod:`~choreo.tracker.summaryload`)
+and pacing (:mod:`~choreo.tracker.pacing`) already live apart.
 """
 
 from __future__ import annotations
@@ -45,20 +68,24 @@ import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Final
 
 from choreo.errors import ChoreoError, ConfigurationError, TransportError
+from choreo.tracker.pacing import (
+    CATCH_UP_CHECK_S,
+    DEFAULT_WINDOW_MS,
+    TimeAlignment,
+    catching_up,
+)
 from choreo.tracker.summaries import (
     DEFAULT_SUMMARY_TOPIC,
     KIND_HEADER,
-    MARKER,
     SAGA,
     STATS,
     control_key,
-    kind_of,
 )
+from choreo.tracker.summaryload import read_summary_partitions
 from choreo.tracker.tracker import Tracker
 from choreo.transports.admin import create_compacted_topic, partition_count, with_range_assignor
 from choreo.transports.base import (
@@ -71,13 +98,14 @@ from choreo.transports.base import (
 )
 from choreo.transports.partitioner import partition_for
 
-__all__ = ["TrackerGroupMember"]
+__all__ = ["GROUP_KEEP_FINISHED", "TrackerGroupMember"]
 
 logger = logging.getLogger(__name__)
 
 _SAGA_HEADERS: Final = ((KIND_HEADER, SAGA),)
 _STATS_HEADERS: Final = ((KIND_HEADER, STATS),)
-_MARKER_HEADERS: Final = ((KIND_HEADER, MARKER),)
+GROUP_KEEP_FINISHED: Final = 10_000
+"""``choreo tracker run``'s ``keep_finished`` per partition (finished sagas kept unpacked)."""
 _PLACEMENT_CHECKS: Final = 8
 """Records per event partition whose key is checked against the summary topic's layout."""
 FETCH_BYTES: Final = 64 * 1024
@@ -85,6 +113,13 @@ FETCH_BYTES: Final = 64 * 1024
 one topic per event type, so the finer the partitions interleave in a poll, the closer
 together its events arrive; it is then folded, and its summary written, about once
 instead of once per event (the client's 1 MiB default spreads them over ~100k records)."""
+
+
+PREFETCH_KBYTES: Final = 4096
+"""What the members' confluent consumers fetch ahead (``queued.max.messages.kbytes``,
+unless configured) while partitions are aligned: a paused partition's fetched records are
+dropped and fetched again on resume, so the less is fetched ahead, the less is wasted
+(librdkafka's default, 64 MiB, is a whole rebuild's worth of some topics)."""
 
 
 class TrackerGroupMember:
@@ -114,6 +149,7 @@ class TrackerGroupMember:
         batch_size: int = 20_000,
         poll_timeout: float = 0.5,
         load_timeout: float = 300.0,
+        align_window_ms: int = DEFAULT_WINDOW_MS,
     ) -> None:
         if not group_id.strip():
             raise ConfigurationError("a tracker group needs a non-empty group id")
@@ -137,6 +173,8 @@ class TrackerGroupMember:
         self.committed: dict[TopicPartition, int] = {}
         """The offsets of the last commit (each the next offset to read)."""
         self.commits = 0
+        self.written = 0
+        """Saga summary records written (a saga is written again when it changes later)."""
         self.loads = 0
         """How many times this member loaded partitions (once per rebalance that gave some)."""
         self.error: BaseException | None = None
@@ -150,6 +188,8 @@ class TrackerGroupMember:
         self._pending: set[int] = set()
         self._checked: dict[TopicPartition, int] = {}
         self._problem: ChoreoError | None = None
+        self.alignment = TimeAlignment(align_window_ms)
+        """Which event partitions are paused to read in record-time order (see pacing)."""
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -196,30 +236,31 @@ class TrackerGroupMember:
         partitioned like the summary topic, and the transport's errors when it fails.
         """
         self.partitions = self._prepare_summary_topic()
-        producer = self.transport.producer(
-            transactional_id=f"choreo-tracker.{self.group_id}.{self.instance_id}"
+        self._producer = self._new_producer()
+        ranged = with_range_assignor(
+            self.transport, fetch_bytes=FETCH_BYTES,
+            prefetch_kbytes=PREFETCH_KBYTES if self.alignment.enabled else None,
         )
-        if not supports_transactions(producer) or not isinstance(producer, TransactionalProducer):
-            producer.close()
-            raise ConfigurationError("a tracker group needs a transport with transactions")
-        self._producer = producer
-        consumer = with_range_assignor(self.transport, fetch_bytes=FETCH_BYTES).consumer(
-            self.group_id
-        )
+        consumer = ranged.consumer(self.group_id)
         self._consumer = consumer
         subscription = self.topics or [self.topics_pattern]
         try:
             consumer.subscribe(subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
             self._loop(consumer)
             self._commit()
+            logger.info(
+                "tracker member %s stops: %d commits, %d saga summaries written, "
+                "%d partition pauses", self.instance_id, self.commits, self.written,
+                self.alignment.pauses,
+            )
         finally:
             try:
                 consumer.close(leave_group=True)
             finally:
-                producer.close()
+                self._producer.close()
 
     def _loop(self, consumer: Consumer) -> None:
-        next_deadlines = next_commit = time.monotonic()
+        next_deadlines = next_commit = last_deadlines = time.monotonic()
         next_commit += self.commit_interval
         while not self._stop.is_set():
             records = consumer.poll(self.batch_size, self.poll_timeout)
@@ -227,21 +268,41 @@ class TrackerGroupMember:
                 raise self._problem
             if self._pending:
                 self._load(consumer)
-            if records:
-                self._feed(records)
+            ready = records
+            if self.alignment.enabled:
+                ready = self._align(consumer, records)
+            if ready:
+                self._feed(ready)
             now = time.monotonic()
-            if now >= next_deadlines:
+            behind = catching_up(records, self.batch_size)
+            if now >= next_deadlines and (not behind or now >= last_deadlines + CATCH_UP_CHECK_S):
                 for tracker in self.trackers.values():
+                    tracker.settle()
                     tracker.check_deadlines()
                 next_deadlines = now + self.deadline_interval
+                last_deadlines = now
             if now >= next_commit:
                 self._commit_or_retry()
                 next_commit = now + self.commit_interval
 
+    def _align(self, consumer: Consumer, records: list[Record]) -> list[Record]:
+        """Return the records to fold now; pause the partitions that ran ahead, resume others."""
+        alignment = self.alignment
+        ready = alignment.release(records)
+        pause, resume = alignment.decide()
+        assigned = self._assigned
+        pause = [tp for tp in pause if tp in assigned]
+        resume = [tp for tp in resume if tp in assigned]
+        if pause:
+            consumer.pause(pause)
+        if resume:
+            consumer.resume(resume)
+        return ready
+
     def _commit_or_retry(self) -> None:
         """Commit; a transport error that is not fatal is retried at the next interval."""
         try:
-            self._commit()
+            self._commit(defer=True)
         except TransportError as exc:
             if exc.fatal:
                 raise
@@ -275,6 +336,7 @@ class TrackerGroupMember:
         """Note the new partitions; their summaries are loaded by the loop, outside the callback."""
         events = [tp for tp in partitions if tp.topic != self.summary_topic]
         self._assigned = set(events)
+        self.alignment.reset(events)
         numbers = {tp.partition for tp in events}
         outside = sorted(n for n in numbers if n >= self.partitions)
         if outside:
@@ -288,19 +350,48 @@ class TrackerGroupMember:
             self._assigned_event.set()
         logger.info("tracker member %s got partitions %s", self.instance_id, sorted(numbers))
 
+    def _new_producer(self) -> TransactionalProducer:
+        """Return this member's transactional producer (a new one fences any older one)."""
+        producer = self.transport.producer(
+            transactional_id=f"choreo-tracker.{self.group_id}.{self.instance_id}"
+        )
+        if not supports_transactions(producer) or not isinstance(producer, TransactionalProducer):
+            producer.close()
+            raise ConfigurationError("a tracker group needs a transport with transactions")
+        return producer
+
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Commit what the revoked partitions hold, then forget them (their next owner loads)."""
+        """Commit what the revoked partitions hold, then forget them (their next owner loads).
+
+        A commit that fails leaves the next owner to re-read from the last commit; one that
+        failed fatally (a call the client never returned from) also replaces the producer,
+        so the member goes on with a working one.
+        """
         numbers = {tp.partition for tp in partitions if tp.topic != self.summary_topic}
         try:
             self._commit()
         except ChoreoError as exc:
             logger.warning("commit at revocation failed (the next owner re-reads): %s", exc)
+            if isinstance(exc, TransportError) and exc.fatal:
+                self._renew_producer()
         self._assigned -= set(partitions)
+        self._unpause(partitions)
+        self.alignment.reset(partitions)
         kept = {tp.partition for tp in self._assigned}
         for number in numbers - kept:
             self.trackers.pop(number, None)
         self._pending -= numbers - kept
         self._assigned_event.clear()
+
+    def _unpause(self, partitions: list[TopicPartition]) -> None:
+        """Resume the revoked partitions alignment paused: librdkafka keeps a partition's
+        pause across a reassignment, and a partition assigned again must be read."""
+        paused = [tp for tp in partitions if tp in self.alignment.paused]
+        if paused and self._consumer is not None:
+            try:
+                self._consumer.resume(paused)
+            except ChoreoError as exc:
+                logger.warning("cannot resume %d revoked partitions: %s", len(paused), exc)
 
     def _load(self, consumer: Consumer) -> None:
         """Load the summaries of the pending partition numbers (see the module docstring)."""
@@ -326,52 +417,11 @@ class TrackerGroupMember:
         """Read the summary partitions of ``fresh`` up to a marker of ours; return the sagas."""
         producer = self._producer
         assert producer is not None
-        nonce = uuid.uuid4().hex.encode()
-        producer.begin_transaction()
-        for number in fresh:
-            producer.publish(self.summary_topic, nonce,
-                             key=control_key(MARKER, number, self.partitions),
-                             headers=_MARKER_HEADERS)
-        producer.commit_transaction()
-        loader = self.transport.consumer(f"{self.group_id}.load.{uuid.uuid4().hex[:12]}")
-        remaining = set(fresh)
-        loaded = 0
-        paused = False
-        deadline = time.monotonic() + self.load_timeout
-        try:
-            loader.subscribe([self.summary_topic])
-            while remaining:
-                records = loader.poll(self.batch_size, 0.5)
-                if not paused and loader.assignment():
-                    others = [tp for tp in loader.assignment() if tp.partition not in fresh]
-                    if others:
-                        loader.pause(others)
-                    paused = True
-                loaded += self._apply_loaded(records, fresh, remaining, nonce)
-                if time.monotonic() > deadline:
-                    raise TransportError(
-                        f"the summary partitions {sorted(remaining)} were not read within "
-                        f"{self.load_timeout:.0f} s (an open transaction of a dead instance "
-                        "holds them until it times out)", retriable=True,
-                    )
-        finally:
-            loader.close(leave_group=True)
-        return loaded
-
-    @staticmethod
-    def _apply_loaded(
-        records: list[Record], fresh: dict[int, Tracker], remaining: set[int], nonce: bytes
-    ) -> int:
-        by_number: dict[int, list[Record]] = {}
-        for record in records:
-            if record.partition not in remaining:
-                continue
-            if kind_of(record) == MARKER:
-                if record.value == nonce:
-                    remaining.discard(record.partition)
-                continue
-            by_number.setdefault(record.partition, []).append(record)
-        return sum(fresh[number].load_summaries(batch) for number, batch in by_number.items())
+        return read_summary_partitions(
+            self.transport, producer, topic=self.summary_topic, group_id=self.group_id,
+            partitions=self.partitions, fresh=fresh, batch_size=self.batch_size,
+            timeout=self.load_timeout,
+        )
 
     # --- folding and committing -------------------------------------------------------
 
@@ -387,7 +437,7 @@ class TrackerGroupMember:
             if tracker is None:  # revoked while polling: its next owner reads it
                 continue
             self._check_placement(batch)
-            tracker.feed_many(batch)
+            tracker.feed_many(batch, settle=False)  # running sagas: re-folded at the commit
 
     def _check_placement(self, batch: list[Record]) -> None:
         """Check the first records of each partition land where their summaries will."""
@@ -406,16 +456,33 @@ class TrackerGroupMember:
                     "event topic the summary topic's partition count"
                 )
 
-    def _commit(self) -> None:
-        """Write the changed summaries, the stats and the offsets in one transaction."""
+    def _commit(self, *, defer: bool = False) -> None:
+        """Write the changed summaries, the stats and the offsets in one transaction.
+
+        With ``defer`` (the periodic commits) a running saga that changed is written at
+        the next commit but one (:meth:`~choreo.tracker.materializing.Materializing.take_settled`),
+        and the offsets stop below its events until it is; at a revocation or a stop
+        every change is written.
+        """
         producer, consumer = self._producer, self._consumer
         if producer is None or consumer is None or not self.trackers:
             return
-        taken = {number: tracker.take_summaries() for number, tracker in self.trackers.items()}
+        held: dict[TopicPartition, int] = {}
+        taken: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]] = {}
+        for number, tracker in self.trackers.items():
+            tracker.settle()
+            if defer:
+                cids, records, lowest = tracker.take_settled(self.committed)
+                taken[number] = (cids, records)
+                held.update(lowest)
+            else:
+                taken[number] = tracker.take_summaries()
         offsets: dict[TopicPartition, int] = {}
         for tracker in self.trackers.values():
             offsets.update(
-                (tp, offset) for tp, offset in tracker.offsets().items() if tp in self._assigned
+                (tp, min(offset, held.get(tp, offset)))
+                for tp, offset in tracker.offsets().items()
+                if tp in self._assigned
             )
         moved = {tp: o for tp, o in offsets.items() if self.committed.get(tp) != o}
         if not moved and not any(records for _, records in taken.values()):
@@ -442,6 +509,17 @@ class TrackerGroupMember:
             raise
         self.committed.update(offsets)
         self.commits += 1
+        self.written += sum(len(records) for _, records in taken.values())
+
+    def _renew_producer(self) -> None:
+        """Replace a producer that failed fatally (its open transaction is aborted)."""
+        old = self._producer
+        self._producer = self._new_producer()
+        if old is not None:
+            try:
+                old.close()
+            except ChoreoError as exc:
+                logger.debug("closing the failed producer failed too: %s", exc)
 
     def _abort(self) -> None:
         producer = self._producer

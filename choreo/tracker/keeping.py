@@ -86,6 +86,8 @@ class SagaKeeping:
     _open: OrderedDict[str, None]
     _finished: OrderedDict[str, None]
     _unsaved: set[str]
+    _waiting: dict[str, Entry]
+    """Running sagas fed but not re-folded yet (``feed_many(settle=False)``)."""
     _tracking: bool
     """True when changed sagas are noted in ``_unsaved`` (a checkpoint, or materializing)."""
     _counts: dict[SagaStatus, int]

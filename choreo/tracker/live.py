@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 
 from choreo.errors import ChoreoError
+from choreo.tracker.pacing import CATCH_UP_CHECK_S, catching_up
 from choreo.tracker.tracker import Tracker
 from choreo.transports.base import Consumer, Record, TopicPartition, Transport
 
@@ -37,6 +38,8 @@ class LiveTracker:
     With ``materialized`` the topics are summary topics that tracker instances write
     (:mod:`choreo.tracker.group`): their records are loaded as summaries
     (:meth:`~choreo.tracker.tracker.Tracker.load_summaries`), not folded as events.
+    While it is catching up with its log (:func:`~choreo.tracker.pacing.catching_up`)
+    deadlines are checked once a minute instead of every ``deadline_interval``.
     """
 
     def __init__(
@@ -117,7 +120,7 @@ class LiveTracker:
         tracker = self.tracker
         consumer = self.transport.consumer(self.group_id, from_beginning=self.from_beginning)
         self._consumer = consumer
-        next_deadlines = next_checkpoint = time.monotonic()
+        next_deadlines = next_checkpoint = last_deadlines = time.monotonic()
         next_checkpoint += self.checkpoint_interval
         try:
             consumer.subscribe(self.subscription, on_assign=self._on_assign)
@@ -129,9 +132,12 @@ class LiveTracker:
                     if self.on_batch is not None:
                         self.on_batch(records)
                 now = time.monotonic()
-                if now >= next_deadlines:
+                behind = catching_up(records, self.batch_size)
+                if now >= next_deadlines and (
+                    not behind or now >= last_deadlines + CATCH_UP_CHECK_S
+                ):
                     tracker.check_deadlines()
-                    next_deadlines = now + self.deadline_interval
+                    next_deadlines, last_deadlines = now + self.deadline_interval, now
                 if now >= next_checkpoint:
                     tracker.checkpoint()
                     next_checkpoint = now + self.checkpoint_interval

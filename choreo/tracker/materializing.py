@@ -12,9 +12,16 @@ event folds into it as into any packed saga, and ``get`` unpacks and folds it on
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from choreo.tracker.entries import Summary, pack_saga, packed_events, summary_of
+from choreo.tracker.entries import (
+    TERMINAL_STATES,
+    Entry,
+    Summary,
+    pack_saga,
+    packed_events,
+    summary_of,
+)
 from choreo.tracker.keeping import SagaKeeping, logger
 from choreo.tracker.model import SagaStatus, TraceEvent
 from choreo.tracker.summaries import (
@@ -27,7 +34,7 @@ from choreo.tracker.summaries import (
     encode_stats,
     kind_of,
 )
-from choreo.transports.base import Record
+from choreo.transports.base import Record, TopicPartition
 
 __all__ = ["Materializing"]
 
@@ -37,6 +44,8 @@ class Materializing(SagaKeeping):
 
     _stats_of: dict[tuple[str, int], dict[str, int]]
     """The counters of each stats record loaded, by where it was read."""
+    _deferred: set[str]
+    """The running sagas :meth:`take_settled` held back at its last call."""
 
     def track_changes(self) -> None:
         """Note every saga that changes from now on, for :meth:`take_summaries`."""
@@ -117,21 +126,53 @@ class Materializing(SagaKeeping):
         with self._cond:
             cids = list(self._unsaved)
             self._unsaved.clear()
-            records: list[tuple[bytes, bytes]] = []
-            for cid in cids:
-                found = self._summary_and_events(cid)
-                if found is None:
-                    continue
-                try:
-                    records.append(encode_saga(cid, *found))
-                except (struct.error, ValueError) as exc:
-                    logger.warning("saga %s cannot be materialized: %s", cid, exc)
-            return cids, records
+            self._deferred.clear()
+            return cids, self._encode(cids)
+
+    def take_settled(
+        self, floor: Mapping[TopicPartition, int]
+    ) -> tuple[list[str], list[tuple[bytes, bytes]], dict[TopicPartition, int]]:
+        """Like :meth:`take_summaries`, but a running saga is written once per two calls.
+
+        A changed saga is taken when it has ended, is packed, or was already held back
+        at the previous call; any other running saga is held back once, so a saga whose
+        events straddle a commit is usually written once, when it ends. Returns the ids
+        and records taken and, per topic-partition, the lowest offset of an event of a
+        held-back saga at or above ``floor`` (the offsets already committed): the caller
+        must not commit past it, so a restart re-reads what the summaries do not hold.
+        """
+        with self._cond:
+            full, deferred = self._full, self._deferred
+            taken: list[str] = []
+            held: list[Entry] = []
+            for cid in self._unsaved:
+                entry = full.get(cid)
+                if entry is None or entry.state in TERMINAL_STATES or cid in deferred:
+                    taken.append(cid)
+                else:
+                    held.append(entry)
+            self._unsaved.difference_update(taken)
+            deferred.clear()
+            deferred.update(entry.cid for entry in held)
+            return taken, self._encode(taken), _lowest_offsets(held, floor)
+
+    def _encode(self, cids: list[str]) -> list[tuple[bytes, bytes]]:
+        records: list[tuple[bytes, bytes]] = []
+        for cid in cids:
+            found = self._summary_and_events(cid)
+            if found is None:
+                continue
+            try:
+                records.append(encode_saga(cid, *found))
+            except (struct.error, ValueError) as exc:
+                logger.warning("saga %s cannot be materialized: %s", cid, exc)
+        return records
 
     def retake(self, cids: Iterable[str]) -> None:
         """Note sagas as changed again (their summaries were not written)."""
         with self._cond:
             self._unsaved.update(cids)
+            self._deferred.difference_update(cids)
 
     def stats_record(self) -> bytes:
         """Return the value of this tracker's stats record (its counters)."""
@@ -147,3 +188,17 @@ class Materializing(SagaKeeping):
         if packed is None:
             return None
         return summary_of(packed, self.symbols), self._unpacked(cid, packed_events(packed))
+
+
+def _lowest_offsets(
+    entries: list[Entry], floor: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Return per topic-partition the lowest offset >= ``floor`` of the entries' events."""
+    lowest: dict[TopicPartition, int] = {}
+    for entry in entries:
+        for event in entry.events.values():
+            tp = TopicPartition(event.topic, event.partition)
+            offset = event.offset
+            if offset >= floor.get(tp, 0) and offset < lowest.get(tp, offset + 1):
+                lowest[tp] = offset
+    return lowest

@@ -112,8 +112,10 @@ class Tracker(SagaFeeding, DeadlineChecks, Checkpointing, Materializing):
         self._open: OrderedDict[str, None] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._unsaved: set[str] = set()
+        self._waiting: dict[str, Entry] = {}
         self._tracking = checkpoint is not None
         self._stats_of = {}
+        self._deferred = set()
         self._counts: dict[SagaStatus, int] = dict.fromkeys(SagaStatus, 0)
         self._types: dict[str, int] = {}
         self._offsets: dict[tuple[str, int], int] = {}

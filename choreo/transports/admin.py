@@ -91,18 +91,26 @@ def partition_count(transport: Transport, topic: str) -> int | None:
     return None
 
 
-def with_range_assignor(transport: Transport, *, fetch_bytes: int | None = None) -> Transport:
+def with_range_assignor(
+    transport: Transport, *, fetch_bytes: int | None = None, prefetch_kbytes: int | None = None
+) -> Transport:
     """Return a transport like ``transport`` whose consumers use the ``range`` assignor.
 
     ``fetch_bytes``, when given, is the consumers' ``max.partition.fetch.bytes`` unless
     the configuration sets one: a smaller fetch per partition interleaves the partitions
-    (topics) more finely in what a poll returns. The memory transport assigns with
-    ``range`` by default and is returned as it is.
+    (topics) more finely in what a poll returns. ``prefetch_kbytes``, when given, bounds
+    what the confluent client fetches ahead of the application
+    (``queued.max.messages.kbytes``, unless configured), so pausing a partition stops it
+    soon. The memory transport assigns with ``range`` by default and is returned as it is.
     """
     from choreo.transports.confluent import ConfluentTransport
 
     if isinstance(transport, ConfluentTransport):
-        return ConfluentTransport(_ranged(transport.config, fetch_bytes))
+        config = _ranged(transport.config, fetch_bytes)
+        if prefetch_kbytes is not None:
+            queued = {"queued.max.messages.kbytes": prefetch_kbytes}
+            config = replace(config, consumer={**queued, **config.consumer})
+        return ConfluentTransport(config)
     try:
         from choreo.transports.kafka_python import KafkaPythonTransport
     except ImportError:  # kafka-python is optional

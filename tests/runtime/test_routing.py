@@ -17,6 +17,7 @@ from choreo.model.topics import deadletter_topic, topic_for
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
 from choreo.runtime.routing import (
     EVENT_ID_NAMESPACE,
+    Route,
     build_routes,
     check_envelope,
     derived_event_id,
@@ -112,12 +113,17 @@ def test_broken_envelopes_are_rejected_with_the_header_named(
         read_envelope(headers)
 
 
-def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> None:
-    """A compensation's events carry the undone step; an undeclared class is a HandlerError."""
+def _inventory_routes() -> dict[str, Route]:
+    """Return the routes of the test shop's inventory service."""
     shop = build_shop(retry=None)
-    routes = build_routes(
+    return build_routes(
         shop.inventory, naming=topic_for, default=DEFAULT_RETRY, compensation=COMPENSATION_RETRY
     )
+
+
+def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> None:
+    """A compensation's events carry the undone step; an undeclared class is a HandlerError."""
+    routes = _inventory_routes()
     release = routes["test.runtime.PaymentDeclined"]
     plan = release.plan(StockReleased, "Fulfilment")
     assert (plan.role, plan.step, plan.topic) == (
@@ -131,6 +137,18 @@ def test_compensation_plans_name_the_undone_step_and_undeclared_types_fail() -> 
     assert reserve.plan(StockUnavailable, "Fulfilment").role is Role.FAILURE
     with pytest.raises(HandlerError, match="does not declare"):
         release.plan(OrderPlaced, "Fulfilment")
+
+
+def test_emit_plans_cached_per_route_stay_bounded_whatever_saga_names_records_carry() -> None:
+    """Saga names come from the records: a stream of new ones does not grow the cache."""
+    routes = _inventory_routes()
+    reserve = routes["test.runtime.OrderPlaced"]
+    first = reserve.plan(StockReserved, "Fulfilment")
+    for index in range(2000):
+        plan = reserve.plan(StockReserved, f"saga-{index}")
+        assert (plan.role, plan.topic) == (Role.STEP, "test.runtime.StockReserved")
+    assert len(reserve.plans) == 256
+    assert reserve.plan(StockReserved, "Fulfilment") is first  # the early ones stay cached
 
 
 def test_child_traceparent_keeps_the_trace_and_takes_the_span_from_the_event_id() -> None:
@@ -212,6 +230,7 @@ def test_the_workers_encoding_equals_the_reference_derivations(
         route.func = lambda event: events[0]
         route.takes_context = False
         worker.dispatcher.decode = _Decoding(worker.serde).decode
+        worker.dispatcher.decoder_for = None  # decode every type with the stub above
         built = worker.dispatcher.dispatch([record]).records
     else:
         built = worker.emitter.emit(route, fields, events)
@@ -312,6 +331,10 @@ def test_scan_headers_reads_what_check_envelope_reads(
         (b"", 1),  # empty event id
         (b"", 0),  # empty event type
         (b"\xff", 8),  # traceparent not UTF-8
+        (b"\xff", 2),  # correlation id not UTF-8
+        (b"x.\xc3", 7),  # step not UTF-8 (a cut two-byte character)
+        ("x", 5),  # a str, not bytes: never taken as valid
+        ("x.start", 7),
     ],
 )
 def test_scan_headers_leaves_doubtful_envelopes_to_check_envelope(
@@ -324,6 +347,23 @@ def test_scan_headers_leaves_doubtful_envelopes_to_check_envelope(
     headers = envelope.to_headers()
     assert scan_headers(headers) is not None
     headers[position] = (headers[position][0], change)
+    assert scan_headers(headers) is None
+
+
+@pytest.mark.parametrize("change", [b"\xff", b"\xe2\x82", "cause as str"])
+@pytest.mark.parametrize("traced", [True, False])
+def test_scan_headers_leaves_a_doubtful_causation_id_to_check_envelope(
+    change: bytes | str, traced: bool
+) -> None:
+    """A caused event's causation id must be UTF-8 bytes too, with or without traceparent."""
+    start = Envelope.start("a.B", saga="S", service="x", step="x.start", traceparent=None)
+    caused = start.caused("a.C", role=Role.STEP, service="y", step="y.step")
+    headers = caused.to_headers()
+    if traced:
+        headers.append((Header.TRACEPARENT, new_traceparent().encode()))
+    assert scan_headers(headers) is not None
+    position = [name for name, _ in headers].index(Header.CAUSATION_ID)
+    headers[position] = (Header.CAUSATION_ID, change)  # type: ignore[assignment]
     assert scan_headers(headers) is None
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from choreo.model.envelope import Role
-from choreo.tracker.compact import Symbols, pack_events, unpack_events
+from choreo.tracker.compact import Symbols, pack_events, pack_standalone, unpack_events
 from choreo.tracker.model import TraceEvent
 
 ids = st.one_of(
@@ -56,6 +56,28 @@ def test_pack_unpack_roundtrip(events: list[TraceEvent]) -> None:
     """Unpacking gives back exactly the packed events."""
     symbols = Symbols()
     assert unpack_events(pack_events(events, symbols), symbols) == events
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=histories())
+def test_standalone_fast_path_packs_what_the_general_packer_does(
+    events: list[TraceEvent],
+) -> None:
+    """pack_standalone's one-pass packer writes the bytes of a table numbered as met plus
+    pack_events (the general form, which huge sagas still use), and they unpack back."""
+    local = Symbols()
+    for event in events:
+        for text in (event.event_type, event.service, event.topic, event.step):
+            if text is not None:
+                local.number(text)
+    packed = pack_events(events, local)
+    table = b"".join(
+        len(raw).to_bytes(2, "little") + raw for raw in (t.encode() for t in local.texts)
+    )
+    expected = bytes((0xF4,)) + len(local).to_bytes(2, "little") + table + packed
+    blob = pack_standalone(events)
+    assert blob == expected
+    assert unpack_events(blob, Symbols()) == events
 
 
 def test_a_chain_packs_small() -> None:

@@ -189,6 +189,7 @@ def test_rebalance_mid_run_keeps_summaries_equal(cluster: Cluster) -> None:
         cluster.wait_done([first])
         assert set(first.trackers) == set(range(PARTITIONS))
         second = cluster.member("g", "b").start()
+        assert second.wait_assigned(60)  # the group has split the partitions
         cluster.produce([env for log in finished[20:] for env in log.envelopes])
         cluster.wait_done([first, second])
         assert second.trackers and len(first.trackers) < PARTITIONS

@@ -23,7 +23,7 @@ from choreo.tracker.summaries import (
     encode_saga,
     encode_stats,
 )
-from choreo.transports.base import Record
+from choreo.transports.base import Record, TopicPartition
 from choreo.transports.partitioner import partition_for
 
 
@@ -178,3 +178,89 @@ def test_control_keys_land_in_their_partition(partitions: int) -> None:
             assert partition_for(key, partitions) == number
             with pytest.raises(UnicodeDecodeError):
                 key.decode("utf-8")
+
+
+def _decoded(records: list[tuple[bytes, bytes]]) -> dict[str, Summary]:
+    return {cid: summary for cid, summary, _ in (decode_saga(k, v) for k, v in records)}
+
+
+def test_a_running_saga_is_written_once_it_ends_or_at_the_next_call() -> None:
+    """take_settled holds a running saga back once (returning the offsets its events are
+    at), writes an ended one at once, and never holds a saga back twice in a row."""
+    tracker = Tracker()
+    tracker.track_changes()
+    log, idle = SagaLog(), SagaLog()
+    start = log.start()
+    idle.start()
+    first = to_records(log.envelopes + idle.envelopes)
+    tracker.feed_many(first)
+    cids, records, held = tracker.take_settled({})
+    assert cids == [] and records == []
+    assert held == {TopicPartition("trk.OrderCreated", 0): first[0].offset}
+    reserved = log.emit(start, "trk.InventoryReserved", Role.STEP, "inventory", "inv")
+    log.emit(reserved, "trk.OrderCompleted", Role.COMPLETED, "order")
+    tracker.feed_many(to_records(log.envelopes[1:]))
+    cids, records, held = tracker.take_settled({})
+    # the saga that ended is written once, finished; the idle one after one hold-back
+    assert sorted(cids) == sorted([log.cid, idle.cid])
+    summaries = _decoded(records)
+    assert summaries[log.cid].state is SagaState.COMPLETED
+    assert summaries[idle.cid].state is SagaState.STARTED
+    assert held == {}
+    assert tracker.take_settled({}) == ([], [], {})
+
+
+def test_held_back_offsets_start_at_the_committed_floor() -> None:
+    """Events below the offsets already committed are in the summary topic: only the
+    held saga's newer events bound the next commit."""
+    tracker = Tracker()
+    tracker.track_changes()
+    log = SagaLog()
+    start = log.start()
+    created = to_records(log.envelopes)
+    tracker.feed_many(created)
+    tracker.take_summaries()  # written (a revocation's commit, say)
+    log.emit(start, "trk.InventoryReserved", Role.STEP, "inventory", "inv")
+    reserved = to_records(log.envelopes[1:])
+    tracker.feed_many(reserved)
+    floor = {TopicPartition("trk.OrderCreated", 0): created[0].offset + 1}
+    _, records, held = tracker.take_settled(floor)
+    assert records == []
+    assert held == {TopicPartition("trk.InventoryReserved", 0): reserved[0].offset}
+
+
+def test_retaken_sagas_are_not_held_back_twice() -> None:
+    tracker = Tracker()
+    tracker.track_changes()
+    log = SagaLog()
+    log.start()
+    tracker.feed_many(to_records(log.envelopes))
+    assert tracker.take_settled({})[0] == []
+    cids, _, _ = tracker.take_settled({})
+    assert cids == [log.cid]
+    tracker.retake(cids)  # the commit failed
+    cids, records, held = tracker.take_settled({})
+    assert cids == [] and records == [] and held  # held once again, as a fresh change
+    assert tracker.take_settled({})[0] == [log.cid]
+
+
+def test_sagas_fed_without_settling_are_folded_once_at_settle() -> None:
+    """feed_many(settle=False) leaves the summaries of the sagas it fed for settle() (their
+    traces are right all along), however many calls fed them."""
+    tracker = Tracker()
+    running, ended = SagaLog(), SagaLog().completed()
+    start = running.start()
+    tracker.feed_many(to_records(running.envelopes + ended.envelopes), settle=False)
+    assert tracker.counts()[SagaStatus.COMPLETED] == 0
+    done = tracker.get(ended.cid)
+    assert done is not None and done.state is SagaState.COMPLETED
+    running.emit(start, "trk.InventoryReserved", Role.STEP, "inventory", "inv")
+    tracker.feed_many(to_records(running.envelopes[1:]), settle=False)
+    trace = tracker.get(running.cid)
+    assert trace is not None and len(trace.events) == 2
+    assert tracker.counts()[SagaStatus.PENDING] == 0  # its summary waits for settle
+    tracker.settle()
+    assert tracker.counts()[SagaStatus.PENDING] == 1
+    assert tracker.counts()[SagaStatus.COMPLETED] == 1
+    assert tracker.counts()[SagaStatus.STARTED] == 0
+    assert tracker.sagas(status=SagaStatus.PENDING)[0].correlation_id == running.cid
