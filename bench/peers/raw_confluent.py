@@ -10,8 +10,10 @@ consumer and one producer:
   :mod:`bench.peers.choreography`), encode the output, ``produce`` it keyed by the
   correlation id with its headers;
 - per batch: ``flush`` (every output acknowledged, ``acks=all``, idempotent producer), then
-  a synchronous ``commit`` of the batch's offsets: at-least-once, choreo's default
-  delivery (publish, flush once, commit offsets).
+  the batch's offsets are held and committed synchronously at most every
+  :data:`COMMIT_INTERVAL` seconds (choreo's default ``WorkerConfig.commit_interval``), when
+  partitions are revoked, and at stop: at-least-once with choreo's default delivery
+  (publish, flush once, commit offsets no more often than choreo does).
 
 Two flavours, measured side by side:
 
@@ -40,8 +42,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from bench.peers import choreography as ch
 from bench.peers.harness import RunContext
 from bench.peers.shape import CHOREOGRAPHED, SagaShape
+from choreo.runtime.config import WorkerConfig
 
 BATCH = 500
+COMMIT_INTERVAL: Final = WorkerConfig().commit_interval
+"""Seconds between two offset commits: choreo's default, so both commit equally often."""
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("6f0c4d1e-8a51-5b3c-9d2e-2f6f3c0a7b14")  # choreo's
 _VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
@@ -168,13 +173,26 @@ class LoopService(threading.Thread):
 
     def _loop(self) -> None:
         consumer, producer = self.consumer, self.producer
-        consumer.subscribe(list(self.routes))
-        produce, flush, commit = producer.produce, producer.flush, consumer.commit
+        held: dict[tuple[str, int], int] = {}  # handled and flushed, not committed yet
+        commit = consumer.commit
+
+        def commit_held(*_: object) -> None:
+            if held:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in held.items()]
+                commit(offsets=offsets, asynchronous=False)
+                held.clear()
+
+        consumer.subscribe(list(self.routes), on_revoke=commit_held)
+        produce, flush = producer.produce, producer.flush
         routes, out_topics, state = self.routes, self.out_topics, self.state
         encode, decode, headers_for = self.encode, self.decode, self.headers
         h_id = ch.H_ID
         stop = self.stop_event
+        last_commit = float("-inf")
         while not stop.is_set():
+            if held and time.monotonic() - last_commit >= COMMIT_INTERVAL:
+                last_commit = time.monotonic()
+                commit_held()
             messages = consumer.consume(BATCH, 0)
             if not messages:
                 first = consumer.poll(0.1)
@@ -182,7 +200,7 @@ class LoopService(threading.Thread):
                     continue
                 messages = [first, *consumer.consume(BATCH - 1, 0)]
             at = str(time.time_ns() // 1_000_000).encode()
-            offsets: dict[tuple[str, int], int] = {}
+            offsets = held
             # A message without error has a topic, partition, offset; ours have key and value.
             for msg in messages:
                 error = msg.error()
@@ -210,10 +228,7 @@ class LoopService(threading.Thread):
                 offsets[(topic, msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
             if flush(30):
                 raise RuntimeError(f"{self.service}: records not acknowledged in 30 s")
-            commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                asynchronous=False,
-            )
+        commit_held()
 
 
 class LoopImplementation:

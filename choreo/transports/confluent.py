@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 import confluent_kafka as ck
@@ -38,6 +39,7 @@ from choreo.errors import (
     ConfigurationError,
     DeliveryError,
     TransactionError,
+    TransportClosedError,
     TransportError,
 )
 from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
@@ -64,6 +66,7 @@ _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
 }
+_VALUE_OF: Final = itemgetter(1)  # a header's value (C-level, for the per-record check)
 _QUEUE_FULL_WAIT: Final = 0.05  # seconds to serve callbacks when the local queue is full
 _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
@@ -195,17 +198,54 @@ class ConfluentProducer(ProducerBase):
         if err is not None:
             self._record_failure(str(msg.topic()), f"{err.name()}: {err.str()}", err.retriable())
 
+    def publish(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = (),
+    ) -> None:
+        """Queue one record; a record the client rejects is reported by the next flush.
+
+        The common case (the local queue has room) is one client call; a full queue or a
+        rejected record goes to :meth:`_queue_slowly`, which waits for room or counts it.
+        """
+        if self._closed:
+            raise TransportClosedError("producer is closed")
+        hdrs: Any = (headers if isinstance(headers, list) else list(headers)) if headers else None
+        try:
+            self._producer.produce(topic, value, key, headers=hdrs)
+        except (BufferError, ck.KafkaException):  # nothing was queued
+            if not self._queue_slowly(topic, value, key, hdrs):
+                return
+        # Serve delivery reports now and then, not per record (flush serves the rest).
+        self._since_poll += 1
+        if self._since_poll >= _POLL_EVERY:
+            self._since_poll = 0
+            self._producer.poll(0)
+
     def _produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> None:
-        """Queue one record, serving delivery reports while the local queue is full."""
+        """Queue one record (the base class's hook; :meth:`publish` does the work)."""
+        self.publish(topic, value, key=key, headers=headers)
+
+    def _queue_slowly(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any
+    ) -> bool:
+        """Queue a record the client refused at first; return False when it was rejected.
+
+        A full local queue is waited out serving delivery reports (up to
+        ``_QUEUE_FULL_LIMIT``); a rejected record is counted for the next flush, a fatal
+        or out-of-transaction error raised.
+        """
         producer = self._producer
-        hdrs: Any = (headers if isinstance(headers, list) else list(headers)) if headers else None
         waited = 0.0
         while True:
             try:
-                producer.produce(topic, value, key, headers=hdrs)
-                break
+                producer.produce(topic, value, key, headers=headers)
+                return True
             except BufferError:
                 # The local queue is full: serve delivery reports until room frees up.
                 if waited >= _QUEUE_FULL_LIMIT:
@@ -223,12 +263,7 @@ class ConfluentProducer(ProducerBase):
                 if err is not None and err.fatal():
                     raise _transport_error(exc, "producer failed fatally") from exc
                 self._record_failure(topic, _describe(exc), bool(err and err.retriable()))
-                return
-        # Serve delivery reports now and then, not per record (flush serves the rest).
-        self._since_poll += 1
-        if self._since_poll >= _POLL_EVERY:
-            self._since_poll = 0
-            producer.poll(0)
+                return False
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for queued records; raise DeliveryError naming failures since the last flush."""
@@ -451,6 +486,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         records: list[Record] = []
         append = records.append
         new = make_record
+        value_of = _VALUE_OF
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -460,7 +496,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             headers: tuple[tuple[str, bytes], ...] = ()
             if raw:
                 headers = tuple(raw)  # type: ignore[arg-type]  # consumed headers are a list
-                if any(v is None for _, v in headers):
+                if None in map(value_of, headers):  # a header without value: b"" instead
                     headers = tuple((k, v if v is not None else b"") for k, v in headers)
             # A message without error always has a topic, partition and offset.
             append(
