@@ -32,29 +32,32 @@ Nothing is ever killed by name.
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
-import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import string
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import ClassVar, Self
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+if str(SCRIPTS_DIR) not in sys.path:  # imported by path from tests and benchmarks
+    sys.path.append(str(SCRIPTS_DIR))
+
+from _server_process import (  # noqa: E402 - found through the path set just above
+    ServerProcess,
+    free_port,
+    run_foreground,
+    tail,
+)
 
 __all__ = [
     "KAFKA_VERSION",
@@ -70,7 +73,6 @@ __all__ = [
 logger = logging.getLogger("choreo.kafka_broker")
 
 KAFKA_VERSION = "4.4.0"
-SCRIPTS_DIR = Path(__file__).resolve().parent
 KAFKA_DIR = SCRIPTS_DIR / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 SERVER_TEMPLATE = KAFKA_DIR / "server.properties"
@@ -79,11 +81,8 @@ MARKER = ".choreo-complete"
 # The jar whose presence proves the download is the Kafka we asked for.
 KAFKA_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"
 JVM_OPTS = ("-Xmx1g", "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
-STOP_GRACE_SECONDS = 20.0
 DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
-
-_PR_SET_PDEATHSIG = 1
 
 SECURE_USERS = ("alice", "bob")
 """The SASL users of a secure broker (SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN); each gets a
@@ -262,14 +261,6 @@ def _download(target: Path, *, quiet: bool) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def random_cluster_id() -> str:
     """Return a new KRaft cluster id, in the format of ``StorageTool random-uuid``.
 
@@ -294,42 +285,6 @@ def java_executable() -> str:
             "no 'java' on PATH (Kafka needs Java 17+): apt-get install openjdk-17-jre-headless"
         )
     return found
-
-
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """Return a ``preexec_fn`` that makes the child die with its parent (Linux), or None.
-
-    The kernel ties PR_SET_PDEATHSIG to the *thread* that forked, so start brokers from a
-    thread that lives as long as the broker should (the main thread, in pytest).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc_name = ctypes.util.find_library("c") or "libc.so.6"
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-    except OSError:
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        # Runs in the child between fork and exec. If the parent (strictly: the thread
-        # that forked) dies, the kernel sends SIGKILL to the JVM.
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    """Return the last ``lines`` lines of ``path``, or a note that it is missing or empty."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"({path} does not exist)"
-    if not text.strip():
-        return f"({path} is empty)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 # --------------------------------------------------------------------------- readiness
@@ -430,30 +385,18 @@ def _port_in_use(port: int) -> bool:
 
 # --------------------------------------------------------------------------- broker
 
-_LIVE: set[KafkaBroker] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-def _stop_all_at_exit() -> None:
-    """Stop every broker this process started and has not stopped (registered with atexit)."""
-    with _LIVE_LOCK:
-        brokers = list(_LIVE)
-    for broker in brokers:
-        with contextlib.suppress(Exception):
-            broker.stop()
-
-
-atexit.register(_stop_all_at_exit)
-
-
-class KafkaBroker:
+class KafkaBroker(ServerProcess):
     """A single-node KRaft Kafka broker in a temporary directory, started and stopped by PID.
 
     ``port=0`` (the default) picks free ports for the broker and the controller;
     ``controller_port=None`` means ``port + 1`` for a fixed port, a free one for port 0.
     After :meth:`start` returns, :attr:`bootstrap` serves metadata requests and
     :attr:`startup_seconds` is the wall time of format + JVM start + readiness.
+    :meth:`stop` sends SIGTERM, SIGKILL after 20 s, and removes the dir.
     """
+
+    kind: ClassVar[str] = "kafka broker"
+    error: ClassVar[type[Exception]] = BrokerError
 
     def __init__(
         self,
@@ -466,6 +409,7 @@ class KafkaBroker:
         secure: bool = False,
         users: dict[str, str] | None = None,
     ) -> None:
+        super().__init__(keep_dir=keep_dir)
         self.secure = secure
         self.users = (
             {name: secrets.token_urlsafe(12) for name in SECURE_USERS} if users is None else users
@@ -477,13 +421,10 @@ class KafkaBroker:
         self.requested_controller_port = controller_port
         self.jars = jars
         self.startup_timeout = startup_timeout
-        self.keep_dir = keep_dir
         self.port = 0
         self.controller_port = 0
         self.cluster_id = ""
         self.startup_seconds: float | None = None
-        self.workdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
 
     # -- public API
 
@@ -504,16 +445,12 @@ class KafkaBroker:
     @property
     def log_file(self) -> Path:
         """Return the path of the broker's log4j2 log (WARN and above)."""
-        if self.workdir is None:
-            raise BrokerError("the broker is not started")
-        return self.workdir / "broker.log"
+        return self.in_workdir("broker.log")
 
     @property
     def console_file(self) -> Path:
         """Return the path where the JVM's stdout and stderr go."""
-        if self.workdir is None:
-            raise BrokerError("the broker is not started")
-        return self.workdir / "console.log"
+        return self.in_workdir("console.log")
 
     def start(self) -> Self:
         """Format a fresh log dir, start the JVM and return once the broker serves metadata.
@@ -527,26 +464,14 @@ class KafkaBroker:
             raise BrokerError("the broker is already started")
         jars = fetch_jars(self.jars)
         java = java_executable()
-        auto_ports = self.requested_port == 0
-        tries = 3 if auto_ports else 1
         started = time.monotonic()
-        for attempt in range(1, tries + 1):
-            try:
-                self.prepare(java, jars)
-                self.launch(java, jars)
-                self.wait_ready(started)
-            except BrokerError as error:
-                logs = _tail(self.console_file, 200) + _tail(self.log_file, 200)
-                port_lost = "already in use" in f"{error}{logs}"
-                self.stop()
-                if not (port_lost and attempt < tries):
-                    raise
-                logger.warning("broker ports were taken (%s); retrying with new ports", error)
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            break
+
+        def attempt() -> None:
+            self.prepare(java, jars)
+            self.launch(java, jars)
+            self.wait_ready(started)
+
+        self.retry_lost_port(attempt, tries=3 if self.requested_port == 0 else 1)
         self.startup_seconds = time.monotonic() - started
         logger.info("kafka broker at %s started in %.1f s", self.bootstrap, self.startup_seconds)
         return self
@@ -574,7 +499,7 @@ class KafkaBroker:
     def restart(self, timeout: float | None = None) -> float:
         """Start the JVM again on the same data dir and ports; return the seconds it took.
 
-        Call it from a thread that outlives the broker (see :func:`_pdeathsig_preexec`).
+        Call it from a thread that outlives the broker (see :func:`_server_process.child_preexec`).
         Raises :class:`BrokerError` when the broker still runs, was never started, or does
         not serve within ``timeout`` (default ``startup_timeout``) seconds.
         """
@@ -594,47 +519,6 @@ class KafkaBroker:
         seconds = time.monotonic() - started
         logger.info("kafka broker at %s restarted in %.1f s", self.bootstrap, seconds)
         return seconds
-
-    def stop(self) -> None:
-        """Stop the JVM by its PID (SIGTERM, SIGKILL after 20 s) and remove the temp dir.
-
-        Idempotent; safe to call after a failed start.
-        """
-        process, self.process = self.process, None
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                logger.warning("kafka broker pid %d ignored SIGTERM; sending SIGKILL", process.pid)
-                process.kill()
-                process.wait()
-        if self.workdir is not None and not self.keep_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def is_running(self) -> bool:
-        """Return whether the broker's JVM is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """Return the JVM's process id while it runs, else None."""
-        return self.process.pid if self.is_running() and self.process is not None else None
-
-    def __enter__(self) -> Self:
-        """Start the broker (see :meth:`start`)."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the broker (see :meth:`stop`)."""
-        self.stop()
 
     # -- steps
 
@@ -737,19 +621,7 @@ class KafkaBroker:
             "kafka.Kafka",
             str(self.workdir / "server.properties"),
         ]
-        with self.console_file.open("ab") as console:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509 - only calls prctl
-            )
-        with _LIVE_LOCK:
-            _LIVE.add(self)
-        logger.info("kafka broker pid %d starting in %s", self.process.pid, self.workdir)
+        self.spawn(command, self.console_file, append=True)
 
     def wait_ready(self, started: float) -> None:
         """Wait for the TCP port, then for a metadata answer; raise BrokerError on timeout."""
@@ -759,7 +631,7 @@ class KafkaBroker:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 raise BrokerError(
-                    f"kafka broker exited with code {code} during start-up" + self._logs()
+                    f"kafka broker exited with code {code} during start-up" + self.logs()
                 )
             if not port_open:
                 port_open = _tcp_open("127.0.0.1", self.port)
@@ -769,14 +641,14 @@ class KafkaBroker:
         stage = "a metadata answer" if port_open else f"TCP port {self.port}"
         raise BrokerError(
             f"kafka broker did not serve within {self.startup_timeout:.0f} s (waiting for {stage})"
-            + self._logs()
+            + self.logs()
         )
 
-    def _logs(self) -> str:
+    def logs(self, lines: int = 40) -> str:
         """Return the tails of the console and log4j logs, for error messages."""
         return (
-            f"\n--- {self.console_file} (tail) ---\n{_tail(self.console_file)}"
-            f"\n--- {self.log_file} (tail) ---\n{_tail(self.log_file)}"
+            f"\n--- {self.console_file} (tail) ---\n{tail(self.console_file, lines)}"
+            f"\n--- {self.log_file} (tail) ---\n{tail(self.log_file, lines)}"
         )
 
 
@@ -793,11 +665,6 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """Run a broker in the foreground until Ctrl-C or SIGTERM."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     broker = KafkaBroker(
         port=args.port,
         controller_port=args.controller_port,
@@ -806,34 +673,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         keep_dir=args.keep_dir,
         secure=args.secure,
     )
-    try:
-        broker.start()
-        print(
+
+    def ready() -> list[str]:
+        lines = [
             f"kafka {KAFKA_VERSION} broker ready: bootstrap {broker.bootstrap} "
             f"(controller 127.0.0.1:{broker.controller_port}, pid {broker.pid}, "
-            f"started in {broker.startup_seconds:.1f} s, dir {broker.workdir})",
-            flush=True,
-        )
+            f"started in {broker.startup_seconds:.1f} s, dir {broker.workdir})"
+        ]
         if broker.tls is not None:
-            print(
+            lines.append(
                 f"SASL_SSL on {broker.secure_bootstrap}: users {', '.join(broker.users)}"
                 f" (SCRAM-SHA-256/512, PLAIN); CA {broker.tls.ca}, client certificate"
-                f" {broker.tls.client_cert}, key {broker.tls.client_key}",
-                flush=True,
+                f" {broker.tls.client_cert}, key {broker.tls.client_key}"
             )
-        print("Ctrl-C stops it.", flush=True)
-        while broker.is_running():
-            time.sleep(0.5)
-        print(f"kafka broker exited by itself; log tail:{broker._logs()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("stopping kafka broker ...", flush=True)
-        return 0
-    except BrokerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        broker.stop()
+        return lines
+
+    return run_foreground(broker, ready)
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, Self
+from typing import ClassVar, Self
 
 __all__ = ["ClusterNode", "KafkaCluster"]
 
@@ -82,6 +82,9 @@ class KafkaCluster:
     three. Nodes are killed (SIGKILL) and restarted on their own data dir and ports, so a
     restarted node rejoins the cluster and catches up from the leaders.
     """
+
+    kind: ClassVar[str] = "kafka cluster"
+    error: ClassVar[type[Exception]] = kb.BrokerError
 
     def __init__(
         self, size: int = 3, *, jars: Path | None = None, startup_timeout: float = 90.0
@@ -152,6 +155,14 @@ class KafkaCluster:
             with contextlib.suppress(Exception):
                 node.stop()
 
+    def is_running(self) -> bool:
+        """Return whether any node is alive."""
+        return any(node.is_running() for node in self.nodes)
+
+    def logs(self, lines: int = 40) -> str:
+        """Return the tails of every node's logs, for error messages."""
+        return "".join(f"\n=== node {n.node_id}{n.logs(lines)}" for n in self.nodes if n.workdir)
+
     def leaders(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
         """Return the leader node id of every partition of ``topics`` (-1: no leader now)."""
         from confluent_kafka.admin import AdminClient
@@ -221,27 +232,14 @@ class KafkaCluster:
 
 def run_foreground(jars: Path | None, timeout: float) -> int:
     """Run a cluster until Ctrl-C or SIGTERM (``kafka_broker.py cluster``); return the status."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     cluster = KafkaCluster(jars=jars, startup_timeout=timeout)
-    try:
-        cluster.start()
+
+    def ready() -> list[str]:
         pids = ", ".join(f"node {n.node_id} pid {n.pid}" for n in cluster.nodes)
-        print(
+        return [
             f"kafka {kb.KAFKA_VERSION} cluster ready: bootstrap {cluster.bootstrap} ({pids}, "
-            f"started in {cluster.startup_seconds:.1f} s)",
-            flush=True,
-        )
-        print("Ctrl-C stops it.", flush=True)
-        while any(node.is_running() for node in cluster.nodes):
-            time.sleep(0.5)
-        print("every kafka node exited by itself", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("stopping kafka cluster ...", flush=True)
-        return 0
-    finally:
-        cluster.stop()
+            f"started in {cluster.startup_seconds:.1f} s)"
+        ]
+
+    status: int = kb.run_foreground(cluster, ready)
+    return status

@@ -26,25 +26,30 @@ real one.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import ClassVar, Self
+
+SCRIPTS_DIR = Path(__file__).resolve().parent
+if str(SCRIPTS_DIR) not in sys.path:  # imported by path from tests and benchmarks
+    sys.path.append(str(SCRIPTS_DIR))
+
+from _server_process import (  # noqa: E402 - found through the path set just above
+    ServerProcess,
+    child_preexec,
+    free_port,
+    run_foreground,
+    tail,
+)
 
 __all__ = ["PostgresError", "PostgresServer", "find_binaries", "free_port", "main"]
 
@@ -53,9 +58,7 @@ logger = logging.getLogger("choreo.postgres_server")
 PG_ROOT = Path("/usr/lib/postgresql")
 USER = "postgres"
 DATABASE = "choreo"
-STOP_GRACE_SECONDS = 20.0
 DEFAULT_PORT = 5432
-_PR_SET_PDEATHSIG = 1
 
 
 class PostgresError(RuntimeError):
@@ -113,14 +116,6 @@ def find_binaries(*, install: bool = True) -> Path:
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _server_user() -> pwd.struct_passwd | None:
     """Return the unprivileged account to run the server as when we are root, else None."""
     if os.geteuid() != 0:
@@ -131,67 +126,21 @@ def _server_user() -> pwd.struct_passwd | None:
     raise PostgresError("running as root and neither 'postgres' nor 'nobody' exists")
 
 
-def _preexec(
-    account: pwd.struct_passwd | None, *, die_with_parent: bool
-) -> Callable[[], None] | None:
-    """Return a ``preexec_fn`` that drops to ``account`` and ties the child to its parent."""
-    libc: Any = None
-    if die_with_parent and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if account is None and libc is None:
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        # Runs in the child between fork and exec: drop root first, then ask for
-        # PDEATHSIG (a change of credentials clears it, so it must come after).
-        if account is not None:
-            os.setgroups([])
-            os.setgid(account.pw_gid)
-            os.setuid(account.pw_uid)
-        if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(1)
-
-    return preexec
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    """Return the last ``lines`` lines of ``path``, or a note that it is missing or empty."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"({path} does not exist)"
-    return "\n".join(text.splitlines()[-lines:]) if text.strip() else f"({path} is empty)"
-
-
 # --------------------------------------------------------------------------- server
 
-_LIVE: set[PostgresServer] = set()
-_LIVE_LOCK = threading.Lock()
 
-
-def _stop_all_at_exit() -> None:
-    """Stop every server this process started and has not stopped (registered with atexit)."""
-    with _LIVE_LOCK:
-        servers = list(_LIVE)
-    for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-atexit.register(_stop_all_at_exit)
-
-
-class PostgresServer:
+class PostgresServer(ServerProcess):
     """A throwaway PostgreSQL cluster in a temporary directory, started and stopped by PID.
 
     ``port=0`` (the default) picks a free port. After :meth:`start` returns, :attr:`url`
     (``postgresql://postgres@127.0.0.1:PORT/choreo``) accepts connections and
-    :attr:`startup_seconds` is the wall time of initdb + start + readiness.
+    :attr:`startup_seconds` is the wall time of initdb + start + readiness. :meth:`stop`
+    sends SIGINT (PostgreSQL's fast shutdown), SIGKILL after 20 s, and removes the dir.
     """
+
+    kind: ClassVar[str] = "postgres"
+    stop_signal: ClassVar[signal.Signals] = signal.SIGINT  # PostgreSQL's "fast" shutdown
+    error: ClassVar[type[Exception]] = PostgresError
 
     def __init__(
         self,
@@ -201,14 +150,12 @@ class PostgresServer:
         keep_dir: bool = False,
         install: bool = True,
     ) -> None:
+        super().__init__(keep_dir=keep_dir)
         self.requested_port = port
         self.startup_timeout = startup_timeout
-        self.keep_dir = keep_dir
         self.install = install
         self.port = 0
         self.startup_seconds: float | None = None
-        self.workdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
 
     # -- public API
 
@@ -222,16 +169,16 @@ class PostgresServer:
     @property
     def data_dir(self) -> Path:
         """Return the cluster's data directory."""
-        if self.workdir is None:
-            raise PostgresError("the server is not started")
-        return self.workdir / "data"
+        return self.in_workdir("data")
 
     @property
     def log_file(self) -> Path:
         """Return the path of the server's log."""
-        if self.workdir is None:
-            raise PostgresError("the server is not started")
-        return self.workdir / "postgres.log"
+        return self.in_workdir("postgres.log")
+
+    def logs(self, lines: int = 40) -> str:
+        """Return the tail of the server's log, for error messages."""
+        return tail(self.log_file, lines)
 
     def start(self) -> Self:
         """Run initdb into a fresh directory, start the postmaster, wait until it serves.
@@ -245,72 +192,21 @@ class PostgresServer:
         bin_dir = find_binaries(install=self.install)
         account = _server_user()
         started = time.monotonic()
-        tries = 3 if self.requested_port == 0 else 1
-        for attempt in range(1, tries + 1):
+
+        def attempt() -> None:
             self.port = self.requested_port or free_port()
             self.workdir = Path(tempfile.mkdtemp(prefix="choreo-pg-"))
-            try:
-                if account is not None:
-                    os.chown(self.workdir, account.pw_uid, account.pw_gid)
-                self._initdb(bin_dir, account)
-                self._launch(bin_dir, account)
-                self._wait_ready(bin_dir, started)
-                self._create_database(bin_dir, account)
-            except PostgresError as error:
-                port_lost = "already in use" in _tail(self.log_file, 50)
-                self.stop()
-                if not (port_lost and attempt < tries):
-                    raise
-                logger.warning("postgres port was taken (%s); retrying on another", error)
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            break
+            if account is not None:
+                os.chown(self.workdir, account.pw_uid, account.pw_gid)
+            self._initdb(bin_dir, account)
+            self._launch(bin_dir, account)
+            self._wait_ready(bin_dir, started)
+            self._create_database(bin_dir, account)
+
+        self.retry_lost_port(attempt, tries=3 if self.requested_port == 0 else 1)
         self.startup_seconds = time.monotonic() - started
         logger.info("postgres at 127.0.0.1:%d started in %.1f s", self.port, self.startup_seconds)
         return self
-
-    def stop(self) -> None:
-        """Stop the postmaster by its PID (fast shutdown, SIGKILL after 20 s); remove the dir.
-
-        Idempotent; safe to call after a failed start.
-        """
-        process, self.process = self.process, None
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
-            try:
-                process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                logger.warning("postgres pid %d ignored SIGINT; sending SIGKILL", process.pid)
-                process.kill()
-                process.wait()
-        if self.workdir is not None and not self.keep_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def is_running(self) -> bool:
-        """Return whether the postmaster is alive."""
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """Return the postmaster's process id while it runs, else None."""
-        return self.process.pid if self.is_running() and self.process is not None else None
-
-    def __enter__(self) -> Self:
-        """Start the server (see :meth:`start`)."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the server (see :meth:`stop`)."""
-        self.stop()
 
     # -- steps
 
@@ -323,7 +219,7 @@ class PostgresServer:
             check=False,
             timeout=120,
             cwd=self.workdir,
-            preexec_fn=_preexec(account, die_with_parent=False),
+            preexec_fn=child_preexec(account, die_with_parent=False),
         )
         if result.returncode != 0:
             raise PostgresError(
@@ -363,21 +259,12 @@ class PostgresServer:
             "-c",
             "max_connections=200",
         ]
-        with self.log_file.open("wb") as log:
-            if account is not None:
-                os.chown(self.log_file, account.pw_uid, account.pw_gid)
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,
-                preexec_fn=_preexec(account, die_with_parent=True),  # noqa: PLW1509
-            )
-        with _LIVE_LOCK:
-            _LIVE.add(self)
-        logger.info("postgres pid %d starting in %s", self.process.pid, self.workdir)
+        self.spawn(
+            command,
+            self.log_file,
+            preexec=child_preexec(account, die_with_parent=True),
+            owner=account,
+        )
 
     def _wait_ready(self, bin_dir: Path, started: float) -> None:
         """Poll ``pg_isready`` until the server accepts connections; raise on timeout."""
@@ -387,14 +274,14 @@ class PostgresServer:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 raise PostgresError(
-                    f"postgres exited with code {code} during start-up:\n{_tail(self.log_file)}"
+                    f"postgres exited with code {code} during start-up:\n{self.logs()}"
                 )
             if subprocess.run(probe, check=False, timeout=10).returncode == 0:
                 return
             time.sleep(0.1)
         raise PostgresError(
             f"postgres did not accept connections within {self.startup_timeout:.0f} s:\n"
-            + _tail(self.log_file)
+            + self.logs()
         )
 
     def _create_database(self, bin_dir: Path, account: pwd.struct_passwd | None) -> None:
@@ -419,32 +306,14 @@ class PostgresServer:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """Run a server in the foreground until Ctrl-C or SIGTERM."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     server = PostgresServer(port=args.port, startup_timeout=args.timeout, keep_dir=args.keep_dir)
-    try:
-        server.start()
-        print(
+    return run_foreground(
+        server,
+        lambda: [
             f"postgres ready: {server.url} (pid {server.pid}, "
-            f"started in {server.startup_seconds:.1f} s, dir {server.workdir})",
-            flush=True,
-        )
-        print("Ctrl-C stops it.", flush=True)
-        while server.is_running():
-            time.sleep(0.5)
-        print(f"postgres exited by itself; log tail:\n{_tail(server.log_file)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("stopping postgres ...", flush=True)
-        return 0
-    except PostgresError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        server.stop()
+            f"started in {server.startup_seconds:.1f} s, dir {server.workdir})"
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

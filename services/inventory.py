@@ -223,6 +223,27 @@ class Stock(Store):
         )
 
 
+def _reserve(
+    store: Stock,
+    config: ServiceConfig,
+    event: ev.OrderCreated | ev.ReserveInventory,
+    ctx: Context,
+    *,
+    dropped: str,
+) -> Reservation | None:
+    """Reserve the event's articles in the batch's transaction; None when silence is injected."""
+    if config.intercept("inventory.reserve", event.order_id):
+        ctx.log.info("injected silence: %s is dropped", dropped)
+        return None
+    with store.transaction(ctx.db) as conn:
+        return store.reserve(
+            conn,
+            event.order_id,
+            [(item.sku, item.quantity) for item in event.items],
+            ctx.envelope.event_id,
+        )
+
+
 def create(config: ServiceConfig | None = None, *, stock: Stock | None = None) -> Service:
     """Return the inventory service, its handlers bound to ``stock`` and ``config``."""
     config = config or ServiceConfig.from_env()
@@ -236,16 +257,9 @@ def create(config: ServiceConfig | None = None, *, stock: Stock | None = None) -
         event: ev.OrderCreated, ctx: Context
     ) -> ev.InventoryReserved | ev.InventoryReservationFailed | None:
         """Reserve the ordered articles; fail the step when any is out of stock."""
-        if config.intercept("inventory.reserve", event.order_id):
-            ctx.log.info("injected silence: the order is dropped")
+        outcome = _reserve(store, config, event, ctx, dropped="the order")
+        if outcome is None:
             return None
-        with store.transaction(ctx.db) as conn:
-            outcome = store.reserve(
-                conn,
-                event.order_id,
-                [(item.sku, item.quantity) for item in event.items],
-                ctx.envelope.event_id,
-            )
         if outcome.reserved:
             return ev.InventoryReserved(
                 order_id=event.order_id,
@@ -291,16 +305,9 @@ def _command_handlers(inventory: Service, store: Stock, config: ServiceConfig) -
         event: ev.ReserveInventory, ctx: Context
     ) -> ev.ReserveInventorySucceeded | ev.ReserveInventoryFailed | None:
         """Reserve the ordered articles on the orchestrator's command (as ``reserve``)."""
-        if config.intercept("inventory.reserve", event.order_id):
-            ctx.log.info("injected silence: the command is dropped")
+        outcome = _reserve(store, config, event, ctx, dropped="the command")
+        if outcome is None:
             return None
-        with store.transaction(ctx.db) as conn:
-            outcome = store.reserve(
-                conn,
-                event.order_id,
-                [(item.sku, item.quantity) for item in event.items],
-                ctx.envelope.event_id,
-            )
         if outcome.reserved:
             return ev.ReserveInventorySucceeded(
                 order_id=event.order_id, reservation_id=outcome.reservation_id

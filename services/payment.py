@@ -145,6 +145,24 @@ class Ledger(Store):
         return int(row[0])
 
 
+def _charge(
+    store: Ledger,
+    config: ServiceConfig,
+    order_id: str,
+    amount_cents: int,
+    ctx: Context,
+    *,
+    dropped: str,
+) -> Payment | None:
+    """Charge (or decline) the order in the batch's transaction; None when silence is injected."""
+    if config.intercept("payment.charge", order_id):
+        ctx.log.info("injected silence: %s is dropped", dropped)
+        return None
+    decline = "card declined by issuer" if config.declines(order_id) else None
+    with store.transaction(ctx.db) as conn:
+        return store.charge(conn, order_id, amount_cents, ctx.envelope.event_id, decline=decline)
+
+
 def create(config: ServiceConfig | None = None, *, ledger: Ledger | None = None) -> Service:
     """Return the payment service, its handlers bound to ``ledger`` and ``config``."""
     config = config or ServiceConfig.from_env()
@@ -156,18 +174,11 @@ def create(config: ServiceConfig | None = None, *, ledger: Ledger | None = None)
         event: ev.InventoryReserved, ctx: Context
     ) -> ev.PaymentCharged | ev.PaymentDeclined | None:
         """Charge the order's total; decline it when the (injected) card issuer says no."""
-        if config.intercept("payment.charge", event.order_id):
-            ctx.log.info("injected silence: the charge is dropped")
+        outcome = _charge(
+            store, config, event.order_id, order_total(event.items), ctx, dropped="the charge"
+        )
+        if outcome is None:
             return None
-        decline = "card declined by issuer" if config.declines(event.order_id) else None
-        with store.transaction(ctx.db) as conn:
-            outcome = store.charge(
-                conn,
-                event.order_id,
-                order_total(event.items),
-                ctx.envelope.event_id,
-                decline=decline,
-            )
         if outcome.charged:
             return ev.PaymentCharged(
                 order_id=event.order_id,
@@ -207,14 +218,11 @@ def _command_handlers(payment: Service, store: Ledger, config: ServiceConfig) ->
         event: ev.ChargePayment, ctx: Context
     ) -> ev.ChargePaymentSucceeded | ev.ChargePaymentFailed | None:
         """Charge the amount on the orchestrator's command (as ``charge``)."""
-        if config.intercept("payment.charge", event.order_id):
-            ctx.log.info("injected silence: the command is dropped")
+        outcome = _charge(
+            store, config, event.order_id, event.amount_cents, ctx, dropped="the command"
+        )
+        if outcome is None:
             return None
-        decline = "card declined by issuer" if config.declines(event.order_id) else None
-        with store.transaction(ctx.db) as conn:
-            outcome = store.charge(
-                conn, event.order_id, event.amount_cents, ctx.envelope.event_id, decline=decline
-            )
         if outcome.charged:
             return ev.ChargePaymentSucceeded(
                 order_id=event.order_id,

@@ -129,6 +129,18 @@ class Shipments(Store):
         return Undo.DONE if row[1] == cause else Undo.ALREADY
 
 
+def _dispatch(
+    store: Shipments, config: ServiceConfig, order_id: str, ctx: Context, *, dropped: str
+) -> Shipment | None:
+    """Dispatch (or fail to) in the batch's transaction; None when silence is injected."""
+    if config.intercept("shipping.dispatch", order_id):
+        ctx.log.info("injected silence: %s is dropped", dropped)
+        return None
+    failure = "carrier rejected the parcel" if config.dispatch_fails(order_id) else None
+    with store.transaction(ctx.db) as conn:
+        return store.dispatch(conn, order_id, ctx.envelope.event_id, failure=failure)
+
+
 def create(config: ServiceConfig | None = None, *, shipments: Shipments | None = None) -> Service:
     """Return the shipping service, its handlers bound to ``shipments`` and ``config``."""
     config = config or ServiceConfig.from_env()
@@ -152,12 +164,9 @@ def create(config: ServiceConfig | None = None, *, shipments: Shipments | None =
         event: ev.ShipmentCreated, ctx: Context
     ) -> ev.ShipmentDispatched | ev.ShipmentDispatchFailed | None:
         """Hand the parcel to the carrier: the point of no return (or a dispatch failure)."""
-        if config.intercept("shipping.dispatch", event.order_id):
-            ctx.log.info("injected silence: the shipment is not dispatched")
+        shipment = _dispatch(store, config, event.order_id, ctx, dropped="the shipment")
+        if shipment is None:
             return None
-        failure = "carrier rejected the parcel" if config.dispatch_fails(event.order_id) else None
-        with store.transaction(ctx.db) as conn:
-            shipment = store.dispatch(conn, event.order_id, ctx.envelope.event_id, failure=failure)
         if shipment.status == "dispatched":
             return ev.ShipmentDispatched(
                 order_id=event.order_id, tracking_number=shipment.tracking_number or ""
@@ -224,12 +233,9 @@ def _command_handlers(shipping: Service, store: Shipments, config: ServiceConfig
         event: ev.DispatchShipment, ctx: Context
     ) -> ev.DispatchShipmentSucceeded | ev.DispatchShipmentFailed | None:
         """Hand the parcel to the carrier on the orchestrator's command (as ``dispatch``)."""
-        if config.intercept("shipping.dispatch", event.order_id):
-            ctx.log.info("injected silence: the command is dropped")
+        shipment = _dispatch(store, config, event.order_id, ctx, dropped="the command")
+        if shipment is None:
             return None
-        failure = "carrier rejected the parcel" if config.dispatch_fails(event.order_id) else None
-        with store.transaction(ctx.db) as conn:
-            shipment = store.dispatch(conn, event.order_id, ctx.envelope.event_id, failure=failure)
         if shipment.status == "dispatched":
             return ev.DispatchShipmentSucceeded(
                 order_id=event.order_id, tracking_number=shipment.tracking_number or ""

@@ -42,6 +42,7 @@ if os.environ.get("CI"):
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BROKER_SCRIPT = REPO_ROOT / "scripts" / "kafka_broker.py"
 POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "postgres_server.py"
+SERVER_PROCESS_SCRIPT = REPO_ROOT / "scripts" / "_server_process.py"
 _BROKER_NOTE = pytest.StashKey[str]()
 _POSTGRES_NOTE = pytest.StashKey[str]()
 
@@ -70,6 +71,11 @@ def load_postgres_server_module() -> ModuleType:
     return _load_script("postgres_server", POSTGRES_SCRIPT)
 
 
+def load_server_process_module() -> ModuleType:
+    """Import ``scripts/_server_process.py`` (what both server scripts share), once."""
+    return _load_script("_server_process", SERVER_PROCESS_SCRIPT)
+
+
 def _docker_engine_answers() -> bool:
     """Return whether a Docker engine answers a ping within a couple of seconds."""
     try:
@@ -91,15 +97,9 @@ def _no_broker(reason: str, what: str = "Kafka broker") -> None:
     pytest.skip(f"no {what}: {reason}")
 
 
-def _from_testcontainers(stack: list[Callable[[], Any]]) -> tuple[str, str]:
-    """Start testcontainers' KRaft Kafka; return (bootstrap, note) and push its stop."""
-    try:
-        from testcontainers.community.kafka import KafkaContainer
-    except ImportError:
-        from testcontainers.kafka import KafkaContainer
-
+def _start_container(container: Any, stack: list[Callable[[], Any]]) -> str:
+    """Start a testcontainers container, push its stop on ``stack``; return the note."""
     started = time.monotonic()
-    container = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
     try:
         container.start()
     except Exception:
@@ -107,8 +107,19 @@ def _from_testcontainers(stack: list[Callable[[], Any]]) -> tuple[str, str]:
             container.stop()
         raise
     stack.append(container.stop)
-    seconds = time.monotonic() - started
-    return container.get_bootstrap_server(), f"started in {seconds:.1f} s (testcontainers)"
+    return f"started in {time.monotonic() - started:.1f} s (testcontainers)"
+
+
+def _from_testcontainers(stack: list[Callable[[], Any]]) -> tuple[str, str]:
+    """Start testcontainers' KRaft Kafka; return (bootstrap, note) and push its stop."""
+    try:
+        from testcontainers.community.kafka import KafkaContainer
+    except ImportError:
+        from testcontainers.kafka import KafkaContainer
+
+    container = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+    note = _start_container(container, stack)
+    return container.get_bootstrap_server(), note
 
 
 def _from_script(stack: list[Callable[[], Any]]) -> tuple[str, str]:
@@ -121,56 +132,77 @@ def _from_script(stack: list[Callable[[], Any]]) -> tuple[str, str]:
     return str(broker.bootstrap), note
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Yield the ``host:port`` of a real Kafka broker that lives for the whole session."""
-    configured = os.environ.get("CHOREO_KAFKA_BOOTSTRAP")
+def _session_server(
+    request: pytest.FixtureRequest,
+    *,
+    env: str,
+    what: str,
+    note_key: pytest.StashKey[str],
+    from_testcontainers: Callable[[list[Callable[[], Any]]], tuple[str, str]],
+    from_script: Callable[[list[Callable[[], Any]]], tuple[str, str]],
+    script: str,
+    show_configured: bool,
+) -> Iterator[str]:
+    """Yield the address of a real server: ``$env``, else testcontainers, else our script.
+
+    Notes where it came from under ``note_key`` (the terminal summary prints it; a
+    configured address only with ``show_configured``: a database URL may hold a password),
+    stops whatever it started when the session ends, and skips (fails under CI) when none
+    starts.
+    """
+    configured = os.environ.get(env)
     if configured:
-        request.config.stash[_BROKER_NOTE] = f"{configured} (CHOREO_KAFKA_BOOTSTRAP)"
+        request.config.stash[note_key] = f"{configured} ({env})" if show_configured else env
         yield configured
         return
-
     stops: list[Callable[[], Any]] = []
     errors: list[str] = []
-    bootstrap = ""
+    address = ""
     note = ""
     try:
         if _docker_engine_answers():
             try:
-                bootstrap, note = _from_testcontainers(stops)
+                address, note = from_testcontainers(stops)
             except Exception as error:
                 errors.append(f"testcontainers: {error}")
         else:
             errors.append("testcontainers: no Docker engine answers")
-        if not bootstrap:
+        if not address:
             try:
-                bootstrap, note = _from_script(stops)
+                address, note = from_script(stops)
             except Exception as error:
-                errors.append(f"scripts/kafka_broker.py: {error}")
-        if not bootstrap:
-            _no_broker("; ".join(errors))
-        request.config.stash[_BROKER_NOTE] = note
-        yield bootstrap
+                errors.append(f"{script}: {error}")
+        if not address:
+            _no_broker("; ".join(errors), what)
+        request.config.stash[note_key] = note
+        yield address
     finally:
         for stop in reversed(stops):
             stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Yield the ``host:port`` of a real Kafka broker that lives for the whole session."""
+    yield from _session_server(
+        request,
+        env="CHOREO_KAFKA_BOOTSTRAP",
+        what="Kafka broker",
+        note_key=_BROKER_NOTE,
+        from_testcontainers=_from_testcontainers,
+        from_script=_from_script,
+        script="scripts/kafka_broker.py",
+        show_configured=True,
+    )
 
 
 def _postgres_from_testcontainers(stack: list[Callable[[], Any]]) -> tuple[str, str]:
     """Start testcontainers' PostgreSQL; return (url, note) and push its stop."""
     from testcontainers.postgres import PostgresContainer
 
-    started = time.monotonic()
     container = PostgresContainer("postgres:16-alpine", driver=None)
-    try:
-        container.start()
-    except Exception:
-        with contextlib.suppress(Exception):
-            container.stop()
-        raise
-    stack.append(container.stop)
-    seconds = time.monotonic() - started
-    return str(container.get_connection_url()), f"started in {seconds:.1f} s (testcontainers)"
+    note = _start_container(container, stack)
+    return str(container.get_connection_url()), note
 
 
 def _postgres_from_script(stack: list[Callable[[], Any]]) -> tuple[str, str]:
@@ -189,34 +221,16 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
     Tests share the server: each uses its own names (``unique_name``) or its own schema.
     """
-    configured = os.environ.get("CHOREO_POSTGRES_URL")
-    if configured:
-        request.config.stash[_POSTGRES_NOTE] = "CHOREO_POSTGRES_URL"
-        yield configured
-        return
-    stops: list[Callable[[], Any]] = []
-    errors: list[str] = []
-    url = ""
-    try:
-        if _docker_engine_answers():
-            try:
-                url, note = _postgres_from_testcontainers(stops)
-            except Exception as error:
-                errors.append(f"testcontainers: {error}")
-        else:
-            errors.append("testcontainers: no Docker engine answers")
-        if not url:
-            try:
-                url, note = _postgres_from_script(stops)
-            except Exception as error:
-                errors.append(f"scripts/postgres_server.py: {error}")
-        if not url:
-            _no_broker("; ".join(errors), "PostgreSQL server")
-        request.config.stash[_POSTGRES_NOTE] = note
-        yield url
-    finally:
-        for stop in reversed(stops):
-            stop()
+    yield from _session_server(
+        request,
+        env="CHOREO_POSTGRES_URL",
+        what="PostgreSQL server",
+        note_key=_POSTGRES_NOTE,
+        from_testcontainers=_postgres_from_testcontainers,
+        from_script=_postgres_from_script,
+        script="scripts/postgres_server.py",
+        show_configured=False,
+    )
 
 
 @pytest.fixture

@@ -209,6 +209,14 @@ def test_cli_lint_reports_and_exits_one(tmp_path: Path) -> None:
     runner = CliRunner()
     clean = runner.invoke(schemas, ["lint", str(REPO / "schemas")])
     assert clean.exit_code == 0 and "no lint issues" in clean.output
+    # the count is of the directory's own files, not of choreo's built-in schemas
+    own = len(list((REPO / "schemas").rglob("*.avsc")))
+    assert clean.output.startswith(f"{own} schema files in {REPO / 'schemas'}, no lint issues")
+    write(tmp_path / "one", "Solo.v1.avsc",
+          {"type": "record", "name": "Solo", "namespace": "t", "doc": "d", "fields": []})
+    single = runner.invoke(schemas, ["lint", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    assert single.output.startswith("1 schema file in "), single.output
     write(tmp_path, "Bare.v1.avsc", {"type": "record", "name": "Bare", "fields": []})
     dirty = runner.invoke(schemas, ["lint", str(tmp_path)])
     assert dirty.exit_code == 1 and "[namespace]" in dirty.output

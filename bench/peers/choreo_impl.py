@@ -24,6 +24,7 @@ configured with the same producer settings as every peer (``acks=all``, idempote
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from bench.peers import choreography as ch
@@ -160,7 +161,67 @@ def build_serde() -> EventSerde:
     return EventSerde(codec, EVENT_CLASSES)
 
 
-class ChoreoImplementation:
+def worker_config(ctx: RunContext, service: str, **overrides: Any) -> WorkerConfig:
+    """Return choreo's default WorkerConfig for ``service`` in this run (its group and topics)."""
+    return WorkerConfig(
+        group_id=ctx.group(service),
+        topic_naming=ctx.topic,
+        deadletter_naming=ctx.deadletter_topic,
+        create_topics=False,
+        topic_partitions=ctx.partitions,
+        **overrides,
+    )
+
+
+def kafka_config(ctx: RunContext) -> KafkaConfig:
+    """Return the transport's client configuration: the run's broker, every peer's producer."""
+    return KafkaConfig(bootstrap_servers=ctx.bootstrap, producer=ctx.producer_settings())
+
+
+class WorkerThreads:
+    """Runs loops (a Worker's or an OrchestratorRunner's ``run(stop)``), a thread each.
+
+    :meth:`stop` sets the shared stop event and joins the threads; :meth:`failure` is the
+    first exception a loop ended with.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    def add(self, name: str, loop: Callable[[threading.Event], object]) -> None:
+        """Prepare a thread named ``name`` that runs ``loop(stop)`` (see :meth:`start_all`)."""
+        thread = threading.Thread(target=self._run, args=(loop,), name=name, daemon=True)
+        self._threads.append(thread)
+
+    def start_all(self) -> None:
+        """Start every thread :meth:`add` prepared."""
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, loop: Callable[[threading.Event], object]) -> None:
+        try:
+            loop(self._stop)
+        except BaseException as exc:
+            self._errors.append(exc)
+
+    def submit(self, order_id: str, datum: dict[str, Any]) -> None:
+        """Not used: start events come from the harness's injector."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop every loop after its batch in hand and wait for it to close."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def failure(self) -> BaseException | None:
+        """Return the first error that ended a loop, or None."""
+        return self._errors[0] if self._errors else None
+
+
+class ChoreoImplementation(WorkerThreads):
     """The services, each a choreo Worker (one per process when deployed), on one transport.
 
     ``store="postgres"`` gives each service a :class:`~choreo.store.PostgresStore` on the
@@ -182,11 +243,9 @@ class ChoreoImplementation:
         self.overrides = overrides
         self.transport_kind = transport
         self.store_kind = store
+        super().__init__()
         self._states: dict[str, dict[str, str]] = {}
-        self._stop = threading.Event()
         self._workers: list[Worker] = []
-        self._threads: list[threading.Thread] = []
-        self._errors: list[BaseException] = []
         self._stores: list[Store] = []
 
     def _store(self, ctx: RunContext, service: str) -> Store:
@@ -204,49 +263,25 @@ class ChoreoImplementation:
     def start(self, ctx: RunContext, service: str | None = None) -> None:
         """Build the services and start a Worker thread for ``service`` (None: every one)."""
         serde = build_serde()
-        config = KafkaConfig(bootstrap_servers=ctx.bootstrap, producer=ctx.producer_settings())
+        config = kafka_config(ctx)
         for declared in build_services(self._states):
             if service is not None and declared.name != service:
                 continue
             transport = open_transport(self.transport_kind, config=config)
-            worker_config = WorkerConfig(
-                group_id=ctx.group(declared.name),
-                topic_naming=ctx.topic,
-                deadletter_naming=ctx.deadletter_topic,
-                create_topics=False,
-                topic_partitions=ctx.partitions,
-                **self.overrides,
-            )
             worker = Worker(
                 declared,
                 transport,
                 serde,
-                config=worker_config,
+                config=worker_config(ctx, declared.name, **self.overrides),
                 inbox=self._store(ctx, declared.name),
             )
-            thread = threading.Thread(
-                target=self._run, args=(worker,), name=f"choreo-{declared.name}", daemon=True
-            )
             self._workers.append(worker)
-            self._threads.append(thread)
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, worker: Worker) -> None:
-        try:
-            worker.run(self._stop)
-        except BaseException as exc:
-            self._errors.append(exc)
-
-    def submit(self, order_id: str, datum: dict[str, Any]) -> None:
-        """Not used: start events come from the harness's injector."""
-        raise NotImplementedError
+            self.add(f"choreo-{declared.name}", worker.run)
+        self.start_all()
 
     def stop(self) -> None:
-        """Stop every worker after its batch in hand and wait for it to close."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
+        """Stop every worker after its batch in hand, wait for it to close, close the stores."""
+        super().stop()
         for store in self._stores:
             store.close()
 
@@ -263,10 +298,6 @@ class ChoreoImplementation:
         with psycopg.connect(ctx.postgres_url, autocommit=True) as conn:
             for service in self.shape.services:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{ctx.schema(service)}" CASCADE')
-
-    def failure(self) -> BaseException | None:
-        """Return the first error that ended a worker, or None."""
-        return self._errors[0] if self._errors else None
 
 
 def create_confluent() -> ChoreoImplementation:

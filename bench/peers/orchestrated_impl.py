@@ -22,18 +22,17 @@ number of records per saga differ from the choreography's (:data:`SHAPE`).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
 from bench.peers import choreography as ch
+from bench.peers.choreo_impl import WorkerThreads, kafka_config, worker_config
 from bench.peers.harness import RunContext
 from bench.peers.shape import SagaShape
 from choreo.choreography.service import Service
 from choreo.model.events import Event, event_type_of
-from choreo.runtime import MemoryInbox, Worker, WorkerConfig
-from choreo.runtime.serdes import Serde, serde_for
-from choreo.transports.config import KafkaConfig
+from choreo.runtime import MemoryInbox, Worker
+from choreo.runtime.serdes import serde_for
 from choreo.transports.factory import open_transport
 from services import events as ev
 from services.orchestrated import create as create_orchestrator
@@ -200,7 +199,7 @@ SHAPE: Final = SagaShape(
 )
 
 
-class OrchestratedImplementation:
+class OrchestratedImplementation(WorkerThreads):
     """The orchestrator or one participant, a choreo Worker in a thread (one per process)."""
 
     name = "choreo-orchestrated"
@@ -208,10 +207,8 @@ class OrchestratedImplementation:
     shape: SagaShape = SHAPE
 
     def __init__(self) -> None:
+        super().__init__()
         self._states: dict[str, dict[str, str]] = {}
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._errors: list[BaseException] = []
 
     def start(self, ctx: RunContext, service: str | None = None) -> None:
         """Start ``service`` (None: the orchestrator and every participant), a thread each."""
@@ -220,16 +217,10 @@ class OrchestratedImplementation:
         serde = serde_for(
             [orchestrator.service, *participants], schemas_dir=ch.REPO_ROOT / "schemas"
         )
-        config = KafkaConfig(bootstrap_servers=ctx.bootstrap, producer=ctx.producer_settings())
+        config = kafka_config(ctx)
         names = [service] if service else list(SERVICES)
         for name in names:
-            settings = WorkerConfig(
-                group_id=ctx.group(name),
-                topic_naming=ctx.topic,
-                deadletter_naming=ctx.deadletter_topic,
-                create_topics=False,
-                topic_partitions=ctx.partitions,
-            )
+            settings = worker_config(ctx, name)
             transport = open_transport("confluent", config=config)
             if name == "orchestrator":
                 from choreo.orchestration import OrchestratorRunner
@@ -243,35 +234,12 @@ class OrchestratedImplementation:
                 target = Worker(
                     declared, transport, serde, config=settings, inbox=MemoryInbox()
                 ).run
-            self._threads.append(
-                threading.Thread(target=self._run, args=(target, serde), name=name, daemon=True)
-            )
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self, target: Any, serde: Serde) -> None:
-        try:
-            target(self._stop)
-        except BaseException as exc:
-            self._errors.append(exc)
-
-    def submit(self, order_id: str, datum: dict[str, Any]) -> None:
-        """Not used: start events come from the harness's injector."""
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        """Stop every worker after its batch in hand and wait for it to close."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
+            self.add(name, target)
+        self.start_all()
 
     def states(self) -> dict[str, dict[str, str]]:
         """Return each participant's state dict."""
         return {s: per for s, per in self._states.items() if per}
-
-    def failure(self) -> BaseException | None:
-        """Return the first error that ended a worker, or None."""
-        return self._errors[0] if self._errors else None
 
 
 def create() -> OrchestratedImplementation:

@@ -28,12 +28,15 @@ __all__ = [
     "close_transport",
     "config_option",
     "configured_bootstrap",
+    "deadline_option",
+    "graph_option",
     "import_from_cwd",
     "kafka_options",
     "new_tracker",
     "open_kafka",
     "registry_decoder",
     "registry_option",
+    "schemas_option",
     "wait_for_interrupt",
 ]
 
@@ -176,6 +179,42 @@ def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
     return decorate
 
 
+def schemas_option(help_text: str, *, required: bool = False) -> Callable[[F], F]:
+    """Return the ``--schemas DIR`` option (an existing directory of ``.avsc`` files).
+
+    The command receives ``schemas_dir: Path | None`` (a Path when ``required``).
+    """
+    return click.option(
+        "--schemas",
+        "schemas_dir",
+        required=required,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
+def graph_option(help_text: str) -> Callable[[F], F]:
+    """Return the ``--graph MODULE`` option naming the module that declares the services.
+
+    The command receives ``graph: str | None`` (``module`` or ``module:attribute``).
+    """
+    return click.option("--graph", metavar="MODULE", help=help_text)
+
+
+def deadline_option(help_text: str, *, minimum: float = 0.001) -> Callable[[F], F]:
+    """Return the ``--deadline SECONDS`` option (default 30 s): how long a saga may wait.
+
+    The command receives ``deadline: float``.
+    """
+    return click.option(
+        "--deadline",
+        type=click.FloatRange(min=minimum),
+        default=30.0,
+        show_default=True,
+        help=help_text,
+    )
+
+
 def open_kafka(transport_kind: str, bootstrap: str | None) -> Transport:
     """Return the ``transport_kind`` transport for the cluster of ``--bootstrap``/``--config``.
 
@@ -242,8 +281,14 @@ def new_tracker(
     )
 
 
-def wait_for_interrupt() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+def wait_for_interrupt(
+    running: Callable[[], bool] = lambda: True, *, poll_seconds: float = 1.0
+) -> None:
+    """Block until Ctrl-C or SIGTERM, or until ``running()`` turns false.
+
+    ``running`` is asked every ``poll_seconds``. SIGTERM's previous handler is restored
+    on return.
+    """
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -251,7 +296,7 @@ def wait_for_interrupt() -> None:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        while not stop.wait(1.0):
+        while running() and not stop.wait(poll_seconds):
             pass
     except KeyboardInterrupt:
         pass

@@ -32,10 +32,13 @@ import click
 from choreo.cli._common import (
     close_transport,
     configured_bootstrap,
+    deadline_option,
+    graph_option,
     kafka_options,
     new_tracker,
     open_kafka,
     registry_option,
+    schemas_option,
 )
 from choreo.errors import ChoreoError
 
@@ -144,24 +147,9 @@ def tracker_options(func: Command) -> Command:
     ``--schemas``, ``--graph``, ``--deadline`` and ``--now``.
     """
     options = [
-        click.option(
-            "--schemas",
-            "schemas_dir",
-            type=click.Path(exists=True, file_okay=False, path_type=Path),
-            help="Directory of .avsc schemas, to decode payloads.",
-        ),
-        click.option(
-            "--graph",
-            metavar="MODULE",
-            help="Module (or module:attribute) declaring the services: the choreography.",
-        ),
-        click.option(
-            "--deadline",
-            type=click.FloatRange(min=0.001),
-            default=30.0,
-            show_default=True,
-            help="Seconds a saga may wait for its next event when none is declared.",
-        ),
+        schemas_option("Directory of .avsc schemas, to decode payloads."),
+        graph_option("Module (or module:attribute) declaring the services: the choreography."),
+        deadline_option("Seconds a saga may wait for its next event when none is declared."),
         click.option(
             "--now",
             "now_text",

@@ -21,7 +21,9 @@ import click
 from choreo.cli._common import (
     client_config,
     configured_bootstrap,
+    deadline_option,
     kafka_options,
+    schemas_option,
     wait_for_interrupt,
 )
 from choreo.errors import ChoreoError
@@ -112,13 +114,7 @@ def _summary(console: Console, result: DemoResult) -> None:
     0.0,
     "Share of dispatches silently dropped: those sagas time out and compensate.",
 )
-@click.option(
-    "--deadline",
-    type=click.FloatRange(min=0.1),
-    default=30.0,
-    show_default=True,
-    help="Seconds a saga may wait for its next event before it times out.",
-)
+@deadline_option("Seconds a saga may wait for its next event before it times out.", minimum=0.1)
 @click.option(
     "--style",
     type=click.Choice(["choreographed", "orchestrated"]),
@@ -154,12 +150,7 @@ def _summary(console: Console, result: DemoResult) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the services' SQLite files here (default: a temporary directory).",
 )
-@click.option(
-    "--schemas",
-    "schemas_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The example's schema directory (default: the example's own schemas/).",
-)
+@schemas_option("The example's schema directory (default: the example's own schemas/).")
 def demo(
     *,
     orders: int,

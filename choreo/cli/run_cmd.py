@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import click
 
 from choreo.choreography.service import Service
-from choreo.cli._common import config_option, import_from_cwd, open_kafka
+from choreo.cli._common import config_option, import_from_cwd, open_kafka, schemas_option
 from choreo.cli._observability import (
     log_format_option,
     metrics_port_option,
@@ -106,13 +106,7 @@ def load_service(target: str) -> Service:
     help="Kafka bootstrap servers HOST:PORT (or $CHOREO_KAFKA_BOOTSTRAP).",
 )
 @config_option()
-@click.option(
-    "--schemas",
-    "schemas_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of the .avsc schemas of the service's events.",
-)
+@schemas_option("Directory of the .avsc schemas of the service's events.", required=True)
 @click.option(
     "--store",
     "store_url",

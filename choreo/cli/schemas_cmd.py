@@ -99,6 +99,11 @@ def check(schema_dir: Path, mode: str) -> None:
         sys.exit(_EXIT_PROBLEMS)
 
 
+def _count(number: int, noun: str) -> str:
+    """Return ``number`` and ``noun``, plural unless the number is 1 (``7 schema files``)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 @schemas.command()
 @_dir_argument
 @click.option("--max-depth", type=int, default=None, help="Nesting limit (default 8).")
@@ -108,8 +113,9 @@ def lint(schema_dir: Path, max_depth: int | None) -> None:
     from choreo.avro.loader import BUILTIN_DIR, load_files
 
     files = sorted(schema_dir.rglob("*.avsc"))
+    builtin = sorted(BUILTIN_DIR.rglob("*.avsc"))  # loaded too: schemas may refer to them
     try:
-        loaded = load_files([*sorted(BUILTIN_DIR.rglob("*.avsc")), *files], lint=False)
+        loaded = load_files([*builtin, *files], lint=False)
     except SchemaError as exc:
         _fail(str(exc))
     issues = lint_files(loaded, max_depth=max_depth)
@@ -117,7 +123,10 @@ def lint(schema_dir: Path, max_depth: int | None) -> None:
         click.echo(str(issue))
     if issues:
         sys.exit(_EXIT_PROBLEMS)
-    click.echo(f"{len(loaded)} schema files, no lint issues")
+    click.echo(
+        f"{_count(len(files), 'schema file')} in {schema_dir}, no lint issues "
+        f"(with choreo's {len(builtin)} built-in schemas they may use)"
+    )
 
 
 @schemas.command()

@@ -9,20 +9,21 @@ and ``choreo ui --summaries TOPIC`` read.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from choreo.cli._common import (
     close_transport,
     configured_bootstrap,
+    deadline_option,
+    graph_option,
     kafka_options,
     new_tracker,
     open_kafka,
     registry_option,
+    schemas_option,
+    wait_for_interrupt,
 )
 from choreo.errors import ChoreoError
 from choreo.tracker.summaries import DEFAULT_SUMMARY_TOPIC
@@ -60,21 +61,14 @@ def tracker() -> None:
     type=click.IntRange(min=1),
     help="Partitions of the summary topic when it is created (default: the event topics').",
 )
-@click.option(
-    "--schemas",
-    "schemas_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of .avsc schemas: payloads that do not decode are counted as unreadable.",
+@schemas_option(
+    "Directory of .avsc schemas: payloads that do not decode are counted as unreadable."
 )
-@click.option("--graph", metavar="MODULE", help="Module (or module:attribute) declaring the "
-              "services: per-step deadlines and compensatable steps.")
-@click.option(
-    "--deadline",
-    type=click.FloatRange(min=0.001),
-    default=30.0,
-    show_default=True,
-    help="Seconds a saga may wait for its next event when none is declared.",
+@graph_option(
+    "Module (or module:attribute) declaring the services: per-step deadlines and "
+    "compensatable steps."
 )
+@deadline_option("Seconds a saga may wait for its next event when none is declared.")
 @click.option(
     "--commit-interval",
     type=click.FloatRange(min=0.05),
@@ -125,22 +119,12 @@ def run(
         partitions=partitions,
         commit_interval=commit_interval,
     )
-    stop = threading.Event()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
     member.start()
     click.echo(f"tracker instance {member.instance_id} of group {group_id} -> {summary_topic}"
                "  (Ctrl-C to stop)")
     try:
-        while member.running and not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        wait_for_interrupt(lambda: bool(member.running), poll_seconds=0.5)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         member.stop()
         close_transport(kafka)
     if member.error is not None:

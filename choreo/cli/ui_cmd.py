@@ -18,10 +18,12 @@ import click
 from choreo.cli._common import (
     close_transport,
     configured_bootstrap,
+    deadline_option,
     kafka_options,
     new_tracker,
     open_kafka,
     registry_option,
+    schemas_option,
     wait_for_interrupt,
 )
 from choreo.cli._observability import metrics_port_option, serve_tracker_metrics
@@ -119,24 +121,13 @@ def build_sources(
     show_default=True,
     help="Port to serve on (0 picks a free one).",
 )
-@click.option(
-    "--schemas",
-    "schemas_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory of .avsc schemas, to show decoded payloads.",
-)
+@schemas_option("Directory of .avsc schemas, to show decoded payloads.")
 @click.option(
     "--choreography",
     metavar="TARGET",
     help="Module or module:attribute declaring the services, to draw the declared graph.",
 )
-@click.option(
-    "--deadline",
-    type=click.FloatRange(min=0.001),
-    default=30.0,
-    show_default=True,
-    help="Seconds a saga may wait for its next event before it is called stuck.",
-)
+@deadline_option("Seconds a saga may wait for its next event before it is called stuck.")
 @click.option("--open/--no-open", "open_browser", default=False, help="Open the page in a browser.")
 @click.option(
     "--allow-remote",

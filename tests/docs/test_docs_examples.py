@@ -123,6 +123,29 @@ def test_python_examples_of_page_run(page: Path) -> None:
     assert result.returncode == 0, f"{page.name}:\n{result.stdout}\n{result.stderr}"
 
 
+INCLUDE = re.compile(r'^--8<--\s+"([^":]+)(?::[^"]*)?"', re.MULTILINE)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_every_include_has_a_link_to_its_file_for_github_readers(page: Path) -> None:
+    """GitHub shows a ``--8<--`` include as the bare line: the text just above links the file."""
+    text = page.read_text(encoding="utf-8")
+    for block in blocks_of(text):
+        included = INCLUDE.match(block.code.lstrip())
+        if included is None:
+            continue
+        target = (REPO / included.group(1)).resolve()
+        assert target.is_file(), f"{page.name}:{block.line}: {target} does not exist"
+        lines = text.splitlines()[: block.line - 2]
+        before = "\n".join(lines[-3:])
+        linked = {(page.parent / href).resolve() for href in LINK.findall(before)}
+        assert target in linked, (
+            f"{page.name}:{block.line}: the include of {included.group(1)} has no link to "
+            "that file in the lines above it (GitHub does not render includes)"
+        )
+
+
 def test_getting_started_example_project_passes_its_tests() -> None:
     project = DOCS / "examples" / "getting_started"
     env = dict(os.environ)

@@ -27,13 +27,13 @@ from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 
 from .fixtures.events import OrderCompleted, OrderFailed, OrderPlaced, StockReserved
+from .fixtures.run_process import RunProcess, inventory_on_kafka
 from .fixtures.serdes import avro_serde
-from .fixtures.shop import SCHEMAS_DIR, build_shop
+from .fixtures.shop import build_shop
 
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-APP = "tests.runtime.fixtures.cli_app"
 ORDERS = "test.runtime.OrderPlaced"
 RESERVED = "test.runtime.StockReserved"
 FAST = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 300, "fetch.wait.max.ms": 50}
@@ -143,55 +143,13 @@ def _wait(condition: Any, what: str, timeout: float = 60.0) -> float:
 # --- a fenced producer ends the process ---------------------------------------------------
 
 
-class _Cli:
-    """A ``choreo run`` subprocess with its output."""
-
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "COLUMNS": "250", "PYTHONUNBUFFERED": "1"}
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "choreo", "--log-level", "INFO", "run", *args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
 def test_a_fenced_exactly_once_worker_exits_non_zero_saying_why(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """A second producer with the worker's transactional id fences it: exit 1 with the reason."""
     prefix = _prefix()
-    cli = _Cli(
-        f"{APP}:inventory",
-        "--transport",
-        "confluent",
-        "--bootstrap",
-        kafka_bootstrap,
-        "--schemas",
-        str(SCHEMAS_DIR),
-        "--inbox",
-        str(tmp_path / "inventory.db"),
-        "--group",
-        f"{prefix}inventory",
-        "--topic-prefix",
-        prefix,
-        "--instance-id",
-        "inventory-0",
-        "--exactly-once",
+    cli = RunProcess(
+        *inventory_on_kafka(kafka_bootstrap, tmp_path / "inventory.db", prefix), "--exactly-once"
     )
     transport = _transport("confluent", kafka_bootstrap)
     try:

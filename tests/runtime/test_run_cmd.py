@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,10 +17,10 @@ from choreo.runtime import Publisher, WorkerConfig
 from choreo.transports.factory import open_transport
 
 from .fixtures.events import OrderPlaced
+from .fixtures.run_process import RunProcess, inventory_on_kafka
 from .fixtures.serdes import avro_serde
 from .fixtures.shop import SCHEMAS_DIR, build_shop
 
-REPO = Path(__file__).resolve().parents[2]
 APP = "tests.runtime.fixtures.cli_app"
 
 
@@ -45,49 +40,9 @@ def test_bad_targets_are_refused_with_a_reason(target: str, message: str) -> Non
     assert message in result.output
 
 
-class _Process:
-    """A ``choreo run`` subprocess whose output is collected on a thread."""
-
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "COLUMNS": "250", "PYTHONUNBUFFERED": "1"}
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "choreo", "--log-level", "INFO", "run", *args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not seen; output:\n{self.output}")
-            time.sleep(0.05)
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        self.popen.send_signal(signal.SIGTERM)
-        code = self.popen.wait(timeout)
-        self._reader.join(5)
-        return code
-
-
 def test_sigterm_stops_the_worker_gracefully_on_the_memory_transport(tmp_path: Path) -> None:
     """The smoke run starts, subscribes, and exits 0 after SIGTERM, closing the worker."""
-    process = _Process(
+    process = RunProcess(
         f"{APP}:inventory",
         "--transport",
         "memory",
@@ -113,7 +68,7 @@ def test_the_cli_worker_handles_events_from_kafka(kafka_bootstrap: str, tmp_path
     inbox = tmp_path / "inventory.db"
     with sqlite3.connect(inbox) as db:  # the service's own table, as its migrations would
         db.execute("CREATE TABLE reservations (order_id TEXT PRIMARY KEY, qty INT)")
-    process = _Process(
+    process = RunProcess(
         f"{APP}:inventory",
         "--transport",
         "confluent",
@@ -167,33 +122,17 @@ def test_a_worker_killed_with_sigkill_rejoins_at_once_with_its_instance_id(
     before that.
     """
     prefix = f"cli{uuid.uuid4().hex[:10]}."
-    args = (
-        f"{APP}:inventory",
-        "--transport",
-        "confluent",
-        "--bootstrap",
-        kafka_bootstrap,
-        "--schemas",
-        str(SCHEMAS_DIR),
-        "--inbox",
-        str(tmp_path / "inventory.db"),
-        "--group",
-        f"{prefix}inventory",
-        "--topic-prefix",
-        prefix,
-        "--instance-id",
-        "inventory-0",
-    )
+    args = inventory_on_kafka(kafka_bootstrap, tmp_path / "inventory.db", prefix)
     with sqlite3.connect(tmp_path / "inventory.db") as db:
         db.execute("CREATE TABLE reservations (order_id TEXT PRIMARY KEY, qty INT)")
-    first = _Process(*args)
+    first = RunProcess(*args)
     try:
         first.wait_for(f"assigned {prefix}")
     finally:
         first.popen.kill()
         first.popen.wait(30)
     killed = time.monotonic()
-    second = _Process(*args)
+    second = RunProcess(*args)
     transport = open_transport("confluent", bootstrap=kafka_bootstrap)
     try:
         second.wait_for(f"assigned {prefix}", timeout=SESSION_TIMEOUT_S - 15)
