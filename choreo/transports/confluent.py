@@ -365,8 +365,16 @@ class ConfluentProducer(ProducerBase):
         self._release()
 
     def _release(self) -> None:
-        """Close the librdkafka client, abandoning it when that outlives ``_CLOSE_LIMIT``."""
-        if not run_bounded(self._producer.close, "producer-close", _CLOSE_LIMIT):
+        """Close the librdkafka client, abandoning it when that outlives ``_CLOSE_LIMIT``.
+
+        The close of a fenced client raises its fatal error again: that is logged, not raised.
+        """
+        try:
+            closed = run_bounded(self._producer.close, "producer-close", _CLOSE_LIMIT)
+        except (ck.KafkaException, RuntimeError) as exc:
+            logger.debug("closing the producer: %s", _describe(exc))
+            return
+        if not closed:
             logger.warning(
                 "producer close did not return within %.0f s (a broker unreachable): the "
                 "client is abandoned",
