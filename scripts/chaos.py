@@ -99,6 +99,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="postgresql: one shared database per scenario; sqlite: one file per replica",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument(
+        "--service-log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="WARNING",
+        help="the services' log level (DEBUG with CHOREO_KAFKA_PRODUCER_DEBUG=eos,... "
+        "shows librdkafka's debug lines in the kept logs)",
+    )
     args = parser.parse_args(argv)
     if args.full:
         args.names = list(SCENARIOS)
@@ -181,6 +188,7 @@ def play(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 seed=args.seed,
                 settle_timeout=args.settle_timeout,
                 store_url=postgres.new_database if postgres else None,
+                log_level=args.service_log_level,
             )
             results.append(play_one(scenario, options, kafka, run_id))
             if "error" in results[-1]:  # the broker may be the casualty: start afresh

@@ -24,7 +24,6 @@ with the other transports is in :mod:`choreo.transports.shared`.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
@@ -43,6 +42,7 @@ from choreo.errors import (
     TransportError,
 )
 from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
+from choreo.transports.bounded import BoundedCaller, run_bounded
 from choreo.transports.config import KafkaConfig
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
@@ -58,10 +58,10 @@ _PRODUCER_EXTRAS: Final[Mapping[str, object]] = {
     "partitioner": "murmur2_random",
     "delivery.report.only.error": True,
 }
-_ABANDONED: list[ck.Producer] = []
-"""Transactional clients replaced after a broker outage (kept: see ``_renew_client``)."""
 _TXN_CALL_GRACE: Final = 5.0
 """Seconds a transactional call may outlive its own timeout before it counts as hung."""
+_CLOSE_LIMIT: Final = 10.0
+"""Seconds a client's close may take before the client is abandoned (see bounded.py)."""
 _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
@@ -162,11 +162,18 @@ class ConfluentProducer(ProducerBase):
         if transactional_id is not None:
             settings["error_cb"] = self._on_client_error
         self._settings = settings
+        self._caller = BoundedCaller(f"txn-{transactional_id or 'producer'}")
         self._producer = _create(ck.Producer, settings, "producer")
         if transactional_id is not None:
-            self._transaction_call(
-                self._producer.init_transactions, "init_transactions", _ADMIN_TIMEOUT
-            )
+            self._init_transactions()
+
+    def _init_transactions(self) -> None:
+        """Register the transactional id (fencing older instances, aborting their transaction)."""
+        self._transaction_call(
+            lambda: self._producer.init_transactions(_ADMIN_TIMEOUT),
+            "init_transactions",
+            _ADMIN_TIMEOUT,
+        )
 
     def _on_client_error(self, err: ck.KafkaError) -> None:
         """Note that every broker was unreachable (a transactional producer's error_cb)."""
@@ -179,19 +186,18 @@ class ConfluentProducer(ProducerBase):
         After every broker was unreachable (a restart), librdkafka's transactional
         producer can keep a dead group coordinator and hang in
         ``send_offsets_to_transaction``; a new instance looks the coordinators up afresh
-        and fences the old one. The old instance is idle (no transaction is open) and is
-        only purged, never destroyed: its destruction could wait on the same dead lookup.
+        and fences the old one. The old instance is idle (no transaction is open): it is
+        purged and closed on a thread of its own, never waited for (its destruction can
+        wait on the same dead lookup).
         """
         old = self._producer
         logger.warning(
             "renewing transactional producer %s after a broker outage", self._transactional_id
         )
         self._producer = _create(ck.Producer, self._settings, "producer")
-        _ABANDONED.append(old)
         old.purge()
-        self._transaction_call(
-            self._producer.init_transactions, "init_transactions", _ADMIN_TIMEOUT
-        )
+        run_bounded(old.close, "producer-close", 0)
+        self._init_transactions()
 
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
@@ -277,14 +283,22 @@ class ConfluentProducer(ProducerBase):
 
     # --- transactions ----------------------------------------------------------------
 
-    def _transaction_call(self, call: Callable[..., object], what: str, *args: object) -> None:
+    def _transaction_call(
+        self, call: Callable[[], object], what: str, timeout: float | None = None
+    ) -> None:
         """Run one transactional call, translating errors with their flags.
 
-        A fatal error (fenced) marks the producer failed: :meth:`close` then releases it
-        without flushing (a flush of a fenced producer only fails its records).
+        With a ``timeout`` (the one the call itself was given) the call is bounded: one
+        that outlives it by ``_TXN_CALL_GRACE`` seconds fails fatally (see
+        :meth:`_bounded`). A fatal error (fenced, hung) marks the producer failed:
+        :meth:`close` then releases it without flushing (a flush of a fenced producer only
+        fails its records).
         """
         try:
-            call(*args)
+            if timeout is None:
+                call()
+            else:
+                self._bounded(call, what, timeout + _TXN_CALL_GRACE)
         except ck.KafkaException as exc:
             error = _transaction_error(exc, f"{what} failed")
             self._failed_fatally = self._failed_fatally or error.fatal
@@ -306,75 +320,74 @@ class ConfluentProducer(ProducerBase):
         self._check_transactional()
         if not isinstance(consumer, ConfluentConsumer):
             raise TransactionError("offsets need a consumer of the confluent transport")
-        client = consumer._client()
-        what = "send_offsets_to_transaction"
+        metadata = consumer._client().consumer_group_metadata()
         self._transaction_call(
-            lambda: self._bounded(
-                lambda: self._producer.send_offsets_to_transaction(
-                    _to_offsets(offsets), client.consumer_group_metadata(), timeout
-                ),
-                what,
-                timeout + _TXN_CALL_GRACE,
+            lambda: self._producer.send_offsets_to_transaction(
+                _to_offsets(offsets), metadata, timeout
             ),
-            what,
+            "send_offsets_to_transaction",
+            timeout,
         )
 
     def _bounded(self, call: Callable[[], object], what: str, limit: float) -> None:
-        """Run ``call`` on a helper thread; fail fatally when it outlives ``limit`` seconds.
+        """Run ``call`` on the producer's call thread; fail fatally past ``limit`` seconds.
 
-        librdkafka's ``send_offsets_to_transaction`` may block past its own timeout while
-        the group coordinator is unreachable (librdkafka issue 5456, seen after a broker
-        restart). A worker stuck there would hold its store transaction, and the business
-        rows it locked, for good: a fatal error ends it instead (its supervisor restarts
-        it, and the new producer with the same transactional id aborts the transaction).
+        librdkafka's transactional calls may block past their own timeouts while a
+        coordinator is unreachable (``send_offsets_to_transaction`` after a broker
+        restart, librdkafka issue 5456). A worker stuck there would hold its store
+        transaction, the business rows it locked and its partitions, for good: a fatal
+        error ends it instead (its supervisor restarts it, and the new producer with the
+        same transactional id fences this one and aborts its transaction).
         """
-        outcome: list[BaseException | None] = []
-
-        def run() -> None:
-            try:
-                call()
-            except BaseException as exc:  # handed to the caller's thread below
-                outcome.append(exc)
-            else:
-                outcome.append(None)
-
-        helper = threading.Thread(target=run, name=f"choreo-{what}", daemon=True)
-        helper.start()
-        helper.join(limit)
-        if helper.is_alive():
+        if not self._caller.call(call, what, limit):
             self._failed_fatally = True
             raise TransactionError(
                 f"{what} did not return within {limit:.0f} s although given a timeout "
-                "(librdkafka ignores it while the group coordinator is unreachable): the "
-                "producer is abandoned",
+                f"(librdkafka ignores it while a coordinator is unreachable; hung in "
+                f"{self._caller.hung}): the producer is abandoned",
                 fatal=True,
             )
-        error = outcome[0]
-        if error is not None:
-            raise error
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
         """Commit the current transaction (flushing its records first)."""
         self._check_transactional()
-        self._transaction_call(self._producer.commit_transaction, "commit_transaction", timeout)
+        self._transaction_call(
+            lambda: self._producer.commit_transaction(timeout), "commit_transaction", timeout
+        )
 
     def abort_transaction(self, timeout: float = 30.0) -> None:
         """Abort the current transaction; its records' delivery failures are forgotten."""
         self._check_transactional()
         try:
-            self._transaction_call(self._producer.abort_transaction, "abort_transaction", timeout)
+            self._transaction_call(
+                lambda: self._producer.abort_transaction(timeout), "abort_transaction", timeout
+            )
         finally:
-            self._producer.poll(0)
+            if self._caller.hung is None:
+                self._producer.poll(0)
             self._reset_failures()
 
     def close(self) -> None:
-        """Flush what is queued (best effort, bounded) and release the client."""
+        """Flush what is queued (best effort, bounded) and release the client (bounded).
+
+        A producer with a call still hung is left alone (destroying a client another
+        thread is inside of is unsafe; that thread keeps it referenced); one that failed
+        fatally is purged, not flushed; a close that outlives ``_CLOSE_LIMIT`` is
+        abandoned with a warning, so a worker that must stop always does.
+        """
         if self._closed:
             return
         self._closed = True
+        self._caller.stop()
+        if self._caller.hung is not None:
+            logger.warning(
+                "abandoning a producer hung in %s: its queued records are lost", self._caller.hung
+            )
+            return
         if self._failed_fatally:
             logger.warning("closing a producer that failed fatally: its queued records are lost")
             self._producer.purge()
+            self._release()
             return
         remaining = self._producer.flush(_CLOSE_FLUSH_TIMEOUT)
         if remaining or self._failures:
@@ -384,7 +397,24 @@ class ConfluentProducer(ProducerBase):
                 self._failures,
                 self._first_failure or "-",
             )
-        self._producer.close()
+        self._release()
+
+    def _release(self) -> None:
+        """Close the librdkafka client, abandoning it when that outlives ``_CLOSE_LIMIT``.
+
+        The close of a fenced client raises its fatal error again: that is logged, not raised.
+        """
+        try:
+            closed = run_bounded(self._producer.close, "producer-close", _CLOSE_LIMIT)
+        except (ck.KafkaException, RuntimeError) as exc:
+            logger.debug("closing the producer: %s", _describe(exc))
+            return
+        if not closed:
+            logger.warning(
+                "producer close did not return within %.0f s (a broker unreachable): the "
+                "client is abandoned",
+                _CLOSE_LIMIT,
+            )
 
 
 class ConfluentConsumer(ConsumerBase[ck.Consumer]):
@@ -594,7 +624,17 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
                 self._instance_id,
             )
             return
-        remove_static_member(self._config, self._group_id, self._instance_id)
+        config, group, instance = self._config, self._group_id, self._instance_id
+        if not run_bounded(
+            lambda: remove_static_member(config, group, instance), "leave-group", _CLOSE_LIMIT
+        ):
+            logger.warning(
+                "static member %s not removed from group %s within %.0f s: its partitions "
+                "move after the session timeout",
+                instance,
+                group,
+                _CLOSE_LIMIT,
+            )
 
     def high_watermarks(
         self, partitions: Sequence[TopicPartition], timeout: float = 2.0
@@ -619,11 +659,23 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         return ends
 
     def _close_client(self) -> None:
-        """Close the client (a dynamic member leaves the group), logging any error."""
+        """Close the client (a dynamic member leaves the group), logging any error.
+
+        Bounded: librdkafka's close can wait for good on a coordinator it cannot reach
+        (after a broker restart); past ``_CLOSE_LIMIT`` the client is abandoned, so a
+        worker that must stop (a fatal error) exits and its supervisor restarts it.
+        """
         try:
-            self._consumer.close()
+            closed = run_bounded(self._consumer.close, "consumer-close", _CLOSE_LIMIT)
         except (ck.KafkaException, RuntimeError) as exc:
             logger.warning("error while closing consumer: %s", _describe(exc))
+            return
+        if not closed:
+            logger.warning(
+                "consumer close did not return within %.0f s (its group coordinator "
+                "unreachable): the client is abandoned",
+                _CLOSE_LIMIT,
+            )
 
 
 class ConfluentTransport:

@@ -105,6 +105,8 @@ class FleetSpec:
     store_url: str | None = None
     exactly_once: bool = False
     extra_args: tuple[str, ...] = ()
+    log_level: str = "WARNING"
+    """The replicas' ``choreo --log-level`` (DEBUG also shows librdkafka's ``debug`` lines)."""
     cwd: Path = field(default_factory=Path.cwd)
 
 
@@ -125,6 +127,8 @@ class Fleet:
         spec = self.spec
         command = [
             console_script(),
+            "--log-level",
+            spec.log_level,
             "run",
             f"services.{replica.service}:service",
             "--transport",

@@ -30,6 +30,7 @@ from services.shop import build_shop
 
 from . import state as shop_state
 from .checks import evaluate
+from .diagnose import stall_facts
 from .faults import delete_topics
 from .fleet import SERVICES, Fleet, FleetSpec, service_store_url
 from .logcheck import read_log, run_verify
@@ -54,6 +55,8 @@ class Options:
     settle_timeout: float
     store_url: Callable[[str], str] | None
     """Makes a fresh database for a scenario (None: one SQLite file per replica)."""
+    log_level: str = "WARNING"
+    """The services' log level (``--service-log-level``)."""
 
 
 def chaos_config(seed: int, orders: int) -> ServiceConfig:
@@ -99,6 +102,7 @@ class ScenarioRun:
                 store_url=self.db_url,
                 exactly_once=scenario.exactly_once,
                 cwd=REPO,
+                log_level=options.log_level,
             )
         )
         self.placer = Placer(
@@ -226,11 +230,21 @@ class ScenarioRun:
                 last_count, last_change = self.ended(), time.monotonic()
             elif time.monotonic() - last_change > STALL_S:
                 self.note("no saga ended for a while: settling stops", ended=last_count)
+                self._diagnose_stall()
                 break
         quiet = time.monotonic() + 15.0
         while shop_state.notified(self.source) < self.ended() and time.monotonic() < quiet:
             self.sleep(0.5)
         self.sleep(1.0)
+
+    def _diagnose_stall(self) -> None:
+        """Note each group's members and the partitions it is behind on (see diagnose.py)."""
+        groups = [f"{self.prefix}{service}" for service in SERVICES]
+        try:
+            facts = stall_facts(str(self.kafka.bootstrap), groups)
+        except Exception as error:  # a diagnosis never fails the run
+            facts = {"error": str(error)[:300]}
+        self.note("stall: committed/last stable/high watermark offsets", groups=facts)
 
     def _check(self) -> dict[str, Any]:
         placed = list(self.placer.placed)

@@ -39,22 +39,28 @@ def test_a_transactional_call_that_outlives_its_timeout_is_fatal() -> None:
     librdkafka's send_offsets_to_transaction can ignore its timeout while the group
     coordinator is unreachable; the call is bounded by a helper thread. Here the hung call
     is a real blocking wait (nothing of Kafka is replaced: the producer is real and never
-    connects). A call that returns in time hands its error back unchanged.
+    connects). A call that returns in time hands its error back unchanged; after a hung
+    call every later one fails at once (its thread is still stuck), and close abandons
+    the client instead of waiting for it.
     """
     producer = ConfluentProducer(KafkaConfig(bootstrap_servers="127.0.0.1:9"))
     release = threading.Event()
     try:
-        with pytest.raises(TransactionError, match="did not return within") as hung:
-            producer._bounded(lambda: release.wait(30), "send_offsets_to_transaction", 0.2)
-        assert hung.value.fatal
         failure = ck.KafkaException(ck.KafkaError(ck.KafkaError._TIMED_OUT, "slow"))
         with pytest.raises(ck.KafkaException):
             producer._bounded(_raiser(failure), "send_offsets_to_transaction", 5.0)
+        with pytest.raises(TransactionError, match="did not return within") as hung:
+            producer._bounded(lambda: release.wait(30), "send_offsets_to_transaction", 0.2)
+        assert hung.value.fatal
+        started = time.monotonic()
+        with pytest.raises(TransactionError, match="hung in send_offsets_to_transaction"):
+            producer._bounded(lambda: None, "commit_transaction", 5.0)
+        assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        producer.close()  # hung: abandoned, neither flushed nor destroyed
+        assert time.monotonic() - started < 1.0
     finally:
         release.set()
-        started = time.monotonic()
-        producer.close()  # failed fatally: purged, not flushed
-        assert time.monotonic() - started < 5.0
 
 
 def _raiser(error: BaseException) -> Callable[[], None]:
