@@ -222,6 +222,7 @@ def main() -> None:
     parser.add_argument(
         "--only", help="comma-separated cells to run (memory / none, the baseline, always runs)"
     )
+    parser.add_argument("--baseline-ref", help="also run the PostgreSQL store of this git ref")
     args = parser.parse_args()
     only = None if args.only is None else {c.strip() for c in args.only.split(",")}
     stops: list[Callable[[], None]] = []
