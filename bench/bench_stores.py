@@ -31,6 +31,11 @@ ratio is taken against memory / none of the same round before it is summarised:
 
     python bench/bench_stores.py                  # writes bench/results/stores.json
     python bench/bench_stores.py --events 5000 --repeat 1 --no-write
+    python bench/bench_stores.py --baseline-ref main   # + "postgresql@main / none": before/after
+
+``--baseline-ref REF`` adds a cell running the PostgreSQL store of git revision ``REF``
+(its ``choreo/store/postgres.py`` and ``pg_outbox.py``, loaded from ``git show``) beside
+this one's, in the same rounds on the same server: a before/after of one run.
 """
 
 from __future__ import annotations
@@ -42,9 +47,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 import zlib
 from collections.abc import Callable
@@ -185,6 +192,27 @@ def _postgres_url(stack: list[Callable[[], None]]) -> str:
     return str(server.url)
 
 
+def baseline_store(ref: str) -> Callable[..., Store]:
+    """Return the ``PostgresStore`` class of git revision ``ref`` (its two store modules)."""
+    modules: dict[str, types.ModuleType] = {}
+    for name in ("pg_outbox", "postgres"):
+        source = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{ref}:choreo/store/{name}.py"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        source = source.replace(
+            "from choreo.store.pg_outbox import", "from _baseline_pg_outbox import"
+        )
+        module = types.ModuleType(f"_baseline_{name}")
+        sys.modules[module.__name__] = module
+        exec(compile(source, f"{ref}:choreo/store/{name}.py", "exec"), module.__dict__)
+        modules[name] = module
+    store: Callable[..., Store] = modules["postgres"].PostgresStore
+    return store
+
+
 def main() -> None:
     """Run every cell in ``--repeat`` interleaved rounds; print and record the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -194,12 +222,13 @@ def main() -> None:
     parser.add_argument(
         "--only", help="comma-separated cells to run (memory / none, the baseline, always runs)"
     )
+    parser.add_argument("--baseline-ref", help="also run the PostgreSQL store of this git ref")
     args = parser.parse_args()
     only = None if args.only is None else {c.strip() for c in args.only.split(",")}
     stops: list[Callable[[], None]] = []
     try:
         url = _postgres_url(stops)
-        report = measure(args.events, args.repeat, url, only)
+        report = measure(args.events, args.repeat, url, only, args.baseline_ref)
     finally:
         for stop in reversed(stops):
             stop()
@@ -232,7 +261,9 @@ def _clock_summary(rates: dict[str, list[float]], rate_key: str, micros_key: str
     }
 
 
-def measure(count: int, repeat: int, url: str, only: set[str] | None = None) -> dict[str, Any]:
+def measure(
+    count: int, repeat: int, url: str, only: set[str] | None = None, ref: str | None = None
+) -> dict[str, Any]:
     """Return the report of ``repeat`` rounds over ``count`` events per cell."""
     from choreo.store.postgres import PostgresStore
 
@@ -244,8 +275,14 @@ def measure(count: int, repeat: int, url: str, only: set[str] | None = None) -> 
         "sqlite-full / update": lambda tmp: SqliteStore(tmp / "update.db"),
         "postgresql / update": lambda _: PostgresStore(url, schema=f"b_{uuid.uuid4().hex[:10]}"),
     }
+    if ref is not None:
+        before = baseline_store(ref)
+        cells[f"postgresql@{ref} / none"] = lambda _: before(
+            url, schema=f"b_{uuid.uuid4().hex[:10]}"
+        )
     if only is not None:
-        cells = {n: f for n, f in cells.items() if n in only or n == "memory / none"}
+        keep = {"memory / none", f"postgresql@{ref} / none"}
+        cells = {n: f for n, f in cells.items() if n in only or n in keep}
     seconds: dict[str, list[float]] = {name: [] for name in cells}
     cpu: dict[str, list[float]] = {name: [] for name in cells}
     for _ in range(repeat):

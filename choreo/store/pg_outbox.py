@@ -1,7 +1,7 @@
 """The PostgreSQL store's outbox: one row per committed batch, claimed by relays in order.
 
 A batch's records are stored as ONE row (:func:`~choreo.store.outbox.pack_records`), with
-their ids and keys in arrays beside them, so choreo's outbox work costs one row insert and
+their ids in an array beside them, so choreo's outbox work costs one row insert and
 one row delete per batch whatever its size (the columns are lz4-compressed where the
 server has lz4, see :func:`compress_outbox`). The writer remembers which of its rows hold
 which ids, and deletes a row once every record in it was acknowledged (acknowledgements
@@ -12,7 +12,10 @@ the row is read again.
 A relay claims other writers' rows with ``FOR UPDATE SKIP LOCKED`` in ``seq`` order, so
 the relays of several replicas share the rows; a claimed row that shares a key
 (correlation id) with an older row it could not claim waits for the next round, so one
-key's records go out in the order they were stored.
+key's records go out in the order they were stored. The relay reads a row's keys from its
+blob: the ``keys`` column (filled by versions before schema version 3) is no longer
+written, because building that array cost the server about as much per record as the
+blob itself (see :data:`KEYS_FROM_BLOB`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Final
 from choreo.store.base import Publish
 from choreo.store.outbox import OutboxRecord, pack_records, unpack_records
 
-__all__ = ["OUTBOX_TABLE", "BatchOutbox", "compress_outbox"]
+__all__ = ["KEYS_FROM_BLOB", "OUTBOX_TABLE", "BatchOutbox", "compress_outbox"]
 
 OUTBOX_TABLE: Final = (
     """CREATE TABLE IF NOT EXISTS choreo_outbox (
@@ -64,17 +67,22 @@ def compress_outbox(conn: Any, dialect: str) -> None:
         )
 
 
-_INSERT = (
-    "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, keys, records)"
-    " VALUES (%s, %s, %s, %b, %b, %b) RETURNING seq"
+KEYS_FROM_BLOB: Final = (
+    # rows of earlier versions keep their keys; new rows leave the column empty and the
+    # relay reads the keys from the blob (which always held them)
+    "ALTER TABLE choreo_outbox ALTER COLUMN keys SET DEFAULT '{}'",
 )
-# the same with the ids and keys sent as one text each (split by the server): psycopg
-# dumps a list parameter element by element in Python, a string in one copy
+"""Schema version 3: the outbox's ``keys`` column is no longer written."""
+
+_INSERT = (
+    "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, records)"
+    " VALUES (%s, %s, %s, %b, %b) RETURNING seq"
+)
+# the same with the ids sent as one text (split by the server): psycopg dumps a list
+# parameter element by element in Python, a string in one copy
 _INSERT_JOINED = (
-    "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, keys, records)"
-    " VALUES (%s, %s, %s, string_to_array(%s, %s),"
-    " ARRAY(SELECT decode(substr(k, 2), 'hex') FROM unnest(string_to_array(%s, ','))"
-    " WITH ORDINALITY AS t(k, n) ORDER BY n), %b) RETURNING seq"
+    "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, records)"
+    " VALUES (%s, %s, %s, string_to_array(%s, %s), %b) RETURNING seq"
 )
 _SEPARATOR: Final = "\x1f"  # the ASCII unit separator: never in an id choreo derives
 _DELETE = "DELETE FROM choreo_outbox WHERE seq = ANY(%s)"
@@ -89,12 +97,12 @@ _SENT_UNKNOWN = (
 )
 _DELETE_DONE = "DELETE FROM choreo_outbox WHERE ids && %s::text[] AND ids <@ sent"
 _CLAIM = (
-    "SELECT seq, keys, records, sent FROM choreo_outbox"
+    "SELECT seq, records, sent FROM choreo_outbox"
     " WHERE origin = %s AND owner <> %s AND created_ms <= %s"
     " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 _OLDER = (
-    "SELECT seq, keys FROM choreo_outbox WHERE origin = %s AND seq < %s"
+    "SELECT seq, records FROM choreo_outbox WHERE origin = %s AND seq < %s"
     " AND NOT (seq = ANY(%s)) ORDER BY seq"
 )
 _ROWS_PER_CLAIM: Final = 20
@@ -207,15 +215,16 @@ class BatchOutbox:
         blocked: set[bytes] = set()
         taken: list[int] = []
         records: list[OutboxRecord] = []
-        for seq, keys, blob, sent in rows:
+        for seq, blob, sent in rows:
             while others and others[0][0] < seq:  # rows older than this one, held elsewhere
-                blocked.update(bytes(key) for key in others.pop(0)[1])
-            row_keys = {bytes(key) for key in keys} - {b""}
+                blocked |= _keys(unpack_records(bytes(others.pop(0)[1])))
+            row = unpack_records(bytes(blob))
+            row_keys = _keys(row)
             if row_keys & blocked:  # an older row of one of its keys is held elsewhere
                 blocked |= row_keys
                 continue
             taken.append(seq)
-            records.extend(_unsent(blob, sent))
+            records.extend(_unsent(row, sent))
         if not taken:
             return 0
         publish(records)
@@ -230,16 +239,19 @@ def _insert(
     joined = _SEPARATOR.join(ids)
     blob = pack_records(records)
     if joined.count(_SEPARATOR) >= len(ids) or "" in ids:  # an id that would not survive
-        # string_to_array (it holds the separator, or is empty): send the lists themselves
-        keys = [r[2] or b"" for r in records]
-        return _INSERT, (origin, owner, created_ms, ids, keys, blob)
-    keys_hex = ",".join(["x" + (r[2] or b"").hex() for r in records])
-    return _INSERT_JOINED, (origin, owner, created_ms, joined, _SEPARATOR, keys_hex, blob)
+        # string_to_array (it holds the separator, or is empty): send the list itself
+        return _INSERT, (origin, owner, created_ms, ids, blob)
+    return _INSERT_JOINED, (origin, owner, created_ms, joined, _SEPARATOR, blob)
+
+
+def _keys(records: Sequence[OutboxRecord]) -> set[bytes]:
+    """Return the keys of ``records`` (a record without a key orders with nothing)."""
+    return {record[2] for record in records if record[2]}
 
 
 def _unsent(blob: Any, sent: Sequence[str]) -> list[OutboxRecord]:
-    """Return the records of a row's blob whose ids are not in its ``sent`` list."""
-    records = unpack_records(bytes(blob))
+    """Return the records of a row (its blob, or the blob unpacked) not in its ``sent`` list."""
+    records = blob if isinstance(blob, list) else unpack_records(bytes(blob))
     if not sent:
         return records
     done = set(sent)

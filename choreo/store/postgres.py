@@ -27,7 +27,7 @@ from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
-from choreo.store.pg_outbox import OUTBOX_TABLE, BatchOutbox, compress_outbox
+from choreo.store.pg_outbox import KEYS_FROM_BLOB, OUTBOX_TABLE, BatchOutbox, compress_outbox
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -53,6 +53,7 @@ POSTGRES_MIGRATIONS: Final = (
         ],
     ),
     Migration(2, "outbox batches compressed with lz4 (where the server has it)", compress_outbox),
+    Migration(3, "outbox keys read from the batch blob, not written to a column", KEYS_FROM_BLOB),
 )
 """choreo's own tables on PostgreSQL, versioned in ``choreo_schema_version``."""
 

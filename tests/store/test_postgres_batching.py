@@ -1,20 +1,23 @@
 """How the PostgreSQL store batches its own work, on a real server.
 
 A batch's inbox claim is a plain INSERT in a savepoint, replaced by ``ON CONFLICT DO
-NOTHING`` when some ids were handled already; ids and keys travel as one string unless
-an id holds the separator (or is empty); acknowledgements of whole rows delete them.
+NOTHING`` when some ids were handled already; ids travel as one string unless an id
+holds the separator (or is empty); acknowledgements of whole rows delete them; the relay
+reads a row's keys from its blob, rows of schema version 2 included.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import psycopg
 import pytest
 
-from choreo.store.outbox import OutboxRecord
-from choreo.store.postgres import PostgresStore
+from choreo.store.base import CHOREO_COMPONENT
+from choreo.store.migrations import apply_migrations
+from choreo.store.outbox import OutboxRecord, pack_records
+from choreo.store.postgres import POSTGRES_MIGRATIONS, PostgresStore
 
 
 @pytest.fixture
@@ -84,3 +87,64 @@ def test_outbox_batches_are_lz4_compressed(store: PostgresStore, postgres_url: s
             (f"{store.schema}.choreo_outbox",),
         ).fetchall()
     assert sorted(rows) == [("ids", "l"), ("keys", "l"), ("records", "l")]
+
+
+def _publisher(out: list[OutboxRecord]) -> Callable[[Sequence[OutboxRecord]], None]:
+    return out.extend
+
+
+def test_the_relay_orders_by_the_keys_in_the_blob(store: PostgresStore, postgres_url: str) -> None:
+    """A row whose key has an older row held by another relay waits; other keys go out."""
+    for batch in ([("1", b"a")], [("2", b"a"), ("3", b"b")], [("4", b"c")]):
+        store.begin()
+        store.enqueue("o", [_record(i, key) for i, key in batch])
+        store.commit()
+    other = PostgresStore(postgres_url, schema=store.schema)  # another replica's relay
+    try:
+        with psycopg.connect(postgres_url, options=f"-c search_path={store.schema}") as holder:
+            holder.execute("SELECT 1 FROM choreo_outbox ORDER BY seq LIMIT 1 FOR UPDATE")
+            published: list[OutboxRecord] = []
+            other.relay("o", min_age_ms=0, limit=100, publish=_publisher(published))
+            # row 2 shares key a with the held row 1 (and blocks key b with it); row 3 is free
+            assert [r.id for r in published] == ["4"]
+            keys = holder.execute("SELECT keys FROM choreo_outbox ORDER BY seq").fetchall()
+            assert keys == [([],), ([],)]  # the keys column is no longer written
+        published.clear()
+        other.relay("o", min_age_ms=0, limit=100, publish=_publisher(published))
+        assert [r.id for r in published] == ["1", "2", "3"]
+    finally:
+        other.close()
+
+
+def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: str) -> None:
+    """An outbox row written with its keys column (versions 1-2) is relayed after migration 3."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    options = f"-c search_path={schema}"
+    with psycopg.connect(postgres_url, options=options) as conn:
+        apply_migrations(conn, "postgresql", CHOREO_COMPONENT, POSTGRES_MIGRATIONS[:2], 1)
+        old = [_record("old-1", b"k"), _record("old-2", None)]
+        conn.execute(  # the INSERT of version 2, keys column filled
+            "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, keys, records)"
+            " VALUES ('o', 'gone', 1, %s, %s, %s)",
+            (["old-1", "old-2"], [b"k", b""], pack_records(old)),
+        )
+    upgraded = PostgresStore(postgres_url, schema=schema)
+    try:
+        with psycopg.connect(postgres_url, options=options) as conn:
+            versions = conn.execute(
+                "SELECT version FROM choreo_schema_version WHERE component = 'choreo'"
+                " ORDER BY version"
+            ).fetchall()
+        assert versions == [(1,), (2,), (3,)]
+        upgraded.begin()
+        upgraded.enqueue("o", [_record("new-1", b"k")])
+        upgraded.commit()
+        assert [r.id for r in upgraded.pending("o")] == ["old-1", "old-2", "new-1"]
+        published: list[OutboxRecord] = []
+        upgraded.relay("o", min_age_ms=0, limit=100, publish=_publisher(published))
+        assert published == old  # the other writer's row; this store's own row stays
+        assert [r.id for r in upgraded.pending("o")] == ["new-1"]
+    finally:
+        upgraded.close()
