@@ -141,7 +141,9 @@ def test_the_run_command_serves_until_sigterm_and_cleans_up() -> None:
     workdir = Path(first.removeprefix("ready in ").strip())
     assert workdir.is_dir()
     run.send_signal(signal.SIGTERM)
-    out, _ = run.communicate(timeout=30)
+    # The stop may escalate to SIGKILL after its 20 s grace (seen once in a full CI run:
+    # the sleeper outlived SIGTERM); the run command must still stop and clean up.
+    out, _ = run.communicate(timeout=20 + 40)
     assert run.returncode == 0
     assert "stopping sleeper" in out
     assert not workdir.exists()
