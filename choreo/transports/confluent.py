@@ -559,7 +559,9 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             headers: tuple[tuple[str, bytes], ...] = ()
             if raw:
                 headers = tuple(raw)  # type: ignore[arg-type]  # consumed headers are a list
-                if None in map(value_of, headers):  # a header without value: b"" instead
+                # a header without value gets b"" instead (all() is the cheap test: only a
+                # falsy value, b"" or None, needs the exact one)
+                if not all(map(value_of, headers)) and None in map(value_of, headers):
                     headers = tuple((k, v if v is not None else b"") for k, v in headers)
             # A message without error always has a topic, partition and offset.
             append(
