@@ -7,9 +7,12 @@ consumer and one producer:
   ``consume(num_messages=..., timeout=0)`` (``consume`` with a timeout waits for a *full*
   batch, which would add up to the timeout to every hop at low load);
 - per record: decode the single-object payload, the step (a dict update,
-  :mod:`bench.peers.choreography`), encode the output, ``produce`` it keyed by the
-  correlation id with its headers;
-- per batch: ``flush`` (every output acknowledged, ``acks=all``, idempotent producer), then
+  :mod:`bench.peers.choreography`), encode the output with its headers;
+- per batch: ``produce`` the outputs one after the other, keyed by the correlation id (as
+  choreo's worker publishes a batch's output once the batch is handled: producing each
+  output inside the batch's loop lets ``linger.ms`` expire mid-batch and costs the client
+  and the broker up to twice the ProduceRequests, see ``ceiling-interleaved``), ``flush``
+  (every output acknowledged, ``acks=all``, idempotent producer), then
   the batch's offsets are held and committed synchronously at most every
   :data:`COMMIT_INTERVAL` seconds (choreo's default ``WorkerConfig.commit_interval``), when
   partitions are revoked, and at stop: at-least-once with choreo's default delivery
