@@ -32,6 +32,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from choreo.choreography.service import Service
 from choreo.cli._common import config_option, import_from_cwd, open_kafka, schemas_option
@@ -44,11 +45,12 @@ from choreo.cli._observability import (
     worker_observability,
 )
 from choreo.errors import ChoreoError
+from choreo.safety.redact import redact_text
 
 if TYPE_CHECKING:
     from choreo.orchestration import OrchestratorRunner
 
-__all__ = ["load_service", "run"]
+__all__ = ["load_service", "run", "warn_if_password_on_command_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,23 @@ def load_service(target: str) -> Service:
             " choreo.Service (or an Orchestrator) object"
         )
     return found
+
+
+def warn_if_password_on_command_line(store_url: str) -> None:
+    """Log a warning when ``--store`` was given on the command line with a password in it.
+
+    Every user of the machine can read a process's arguments (``ps``, ``/proc``); the
+    environment (``$CHOREO_STORE``), ``$PGPASSWORD`` and ``~/.pgpass`` are private to it.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None or redact_text(store_url) == store_url:
+        return
+    if context.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
+        logger.warning(
+            "the --store URL holds a password, which any user of this machine can read in "
+            "the process list (ps): give the URL in $CHOREO_STORE, or the password in "
+            "$PGPASSWORD or ~/.pgpass, instead"
+        )
 
 
 @click.command("run")
@@ -142,6 +161,20 @@ def load_service(target: str) -> Service:
     help="Prefix of every topic the service reads and writes (e.g. 'staging.').",
 )
 @click.option(
+    "--partitions",
+    "topic_partitions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="CHOREO_TOPIC_PARTITIONS",
+    help=(
+        "Partitions of each topic the worker creates because it is missing (existing topics "
+        "are left as they are; $CHOREO_TOPIC_PARTITIONS). Replicas share a topic's "
+        "partitions: give at least as many as replicas. Replication is the cluster's "
+        "default.replication.factor."
+    ),
+)
+@click.option(
     "--relay-interval",
     type=click.FloatRange(min=0.01),
     default=1.0,
@@ -183,6 +216,7 @@ def run(
     exactly_once: bool,
     concurrency: int,
     topic_prefix: str,
+    topic_partitions: int = 1,
     relay_interval: float = 1.0,
     relay_min_age: float | None = None,
     relay_batch: int = 500,
@@ -211,6 +245,7 @@ def run(
             concurrency=concurrency,
             topic_naming=lambda event_type: f"{topic_prefix}{event_type}",
             deadletter_naming=lambda name: f"{topic_prefix}{deadletter_topic(name)}",
+            topic_partitions=topic_partitions,
             relay_interval=relay_interval,
             relay_min_age=relay_min_age,
             relay_batch=relay_batch,
@@ -220,6 +255,7 @@ def run(
                 "give --store or --inbox, not both (--inbox PATH is --store sqlite:///PATH)"
             )
         if store_url:
+            warn_if_password_on_command_line(store_url)
             inbox = open_store(store_url)
         else:
             inbox = SqliteStore(inbox_path or Path(f"{service.name}.inbox.db"))
