@@ -66,7 +66,7 @@ def check_url(url: str) -> None:
 
 
 def register_url_password(url: str) -> None:
-    """Register the password of ``url`` (decoded and as written) so redaction removes it anywhere."""
+    """Register the password of ``url`` (decoded and as written) for redaction everywhere."""
     rest = _authority(url)
     if rest is None or "@" not in rest:
         return
