@@ -145,7 +145,7 @@ class PostgresStore:
         kwargs: dict[str, Any] = {"autocommit": False}
         self._check_connection(url, schema, timeout)
         if schema is not None:
-            kwargs["options"] = f"-c search_path={schema}"
+            kwargs["options"] = f'-c search_path="{schema}"'  # quoted: "order" is a keyword
         self._pool = ConnectionPool(
             url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, timeout=timeout
         )
@@ -171,8 +171,8 @@ class PostgresStore:
         """Connect once, failing fast with libpq's reason, and create ``schema`` unless it exists.
 
         The pool would retry a refused login or an unreachable server for ``timeout``
-        seconds and then only say it timed out. The schema's name was checked to be an
-        identifier.
+        seconds and then only say it timed out. The schema's name was checked to be a
+        lower-case identifier; it is quoted, so a keyword (``order``) is a name too.
         """
         try:
             conn = self._psycopg.connect(url, autocommit=True, connect_timeout=int(timeout))
@@ -181,7 +181,7 @@ class PostgresStore:
         try:
             with conn:
                 if schema is not None:
-                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         except self._psycopg.Error as exc:
             raise ConfigurationError(
                 connection_failure(exc, self.url, what=f"create schema {schema} on")
