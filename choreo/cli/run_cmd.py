@@ -11,6 +11,10 @@ the schemas in ``--schemas``; the store (inbox, outbox and the service's own tab
 SIGINT the worker finishes the batch in hand, publishes and commits it, and closes.
 ``--instance-id`` (a stable id per replica, e.g. the pod name) makes a restart after a
 crash immediate: the worker rejoins its group as the same static member.
+``--partitions`` (``$CHOREO_TOPIC_PARTITIONS``) sizes the topics the worker creates, so
+that several replicas share them. A ``--store`` URL given on the command line with a
+password draws a warning: ``ps`` shows it to every user (use ``$CHOREO_STORE``,
+``$PGPASSWORD`` or ``~/.pgpass``).
 ``--relay-interval``, ``--relay-min-age`` and ``--relay-batch`` (or
 ``$CHOREO_RELAY_INTERVAL``, ``$CHOREO_RELAY_MIN_AGE``, ``$CHOREO_RELAY_BATCH``) tune the
 outbox relay of a shared store (``WorkerConfig.relay_*``).
