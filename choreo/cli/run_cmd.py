@@ -136,8 +136,9 @@ def warn_if_password_on_command_line(store_url: str) -> None:
     envvar="CHOREO_STORE",
     help=(
         "The service's store (inbox, outbox, own tables): postgresql://user:pw@host/db "
-        "(any number of replicas), sqlite:///path.db (one replica) or $CHOREO_STORE "
-        "[default: sqlite ./<service>.inbox.db]."
+        "(any number of replicas; ps shows arguments, so keep a password in $CHOREO_STORE, "
+        "$PGPASSWORD or ~/.pgpass), sqlite:///relative.db or sqlite:////absolute.db (one "
+        "replica) or $CHOREO_STORE [default: sqlite ./<service>.inbox.db]."
     ),
 )
 @click.option(
