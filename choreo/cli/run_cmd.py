@@ -113,6 +113,16 @@ def warn_if_password_on_command_line(store_url: str) -> None:
         )
 
 
+def _with_hint(message: str, instance_id: str | None, group: str) -> str:
+    """Return ``message`` with what to do when another process took this instance id."""
+    if instance_id and "same group.instance.id" in message:
+        return (
+            f"{message}\nAnother live process runs with --instance-id {instance_id!r} in group "
+            f"{group!r}: give every replica its own --instance-id (or $CHOREO_INSTANCE_ID)."
+        )
+    return message
+
+
 @click.command("run")
 @click.argument("target", metavar="MODULE:SERVICE")
 @click.option(
@@ -309,7 +319,8 @@ def run(
     try:
         worker.run(stop)
     except ChoreoError as exc:
-        raise click.ClickException(str(exc)) from exc
+        message = _with_hint(str(exc), instance_id, group_id or service.name)
+        raise click.ClickException(message) from exc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -111,3 +111,42 @@ def test_a_store_password_on_the_command_line_is_warned_about_never_shown(
     assert not [r for r in caplog.records if "--store" in r.getMessage()]
     everything = on_argv.output + from_env.output + first_logs + caplog.text
     assert SECRET not in everything
+
+
+@pytest.mark.kafka
+def test_a_second_process_with_the_same_instance_id_ends_the_first_saying_what_to_do(
+    kafka_bootstrap: str,
+) -> None:
+    """The fenced replica exits 1 naming the instance id, the group and the fix."""
+    prefix = f"dup{uuid.uuid4().hex[:8]}."
+    args = (
+        f"{APP}:inventory",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--schemas",
+        str(SCHEMAS_DIR),
+        "--store",
+        "memory:",
+        "--group",
+        f"{prefix}inventory",
+        "--topic-prefix",
+        prefix,
+        "--instance-id",
+        "inventory-7",
+    )
+    first = RunProcess(*args)
+    second: RunProcess | None = None
+    try:
+        first.wait_for("worker started")
+        second = RunProcess(*args)
+        code = first.popen.wait(60)
+        first.reader.join(5)
+    finally:
+        if first.popen.poll() is None:
+            first.terminate()
+        if second is not None:
+            second.terminate()
+    assert code == 1, first.output
+    assert "same group.instance.id" in first.output
+    assert "Another live process runs with --instance-id 'inventory-7' in group" in first.output
+    assert f"'{prefix}inventory'" in first.output
