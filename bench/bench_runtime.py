@@ -40,6 +40,9 @@ collections.
     python bench/bench_runtime.py               # writes bench/results/runtime.json
     python bench/bench_runtime.py --events 20000 --no-write
     python bench/bench_runtime.py --profile     # cProfile of the memory-inbox run
+    python bench/bench_runtime.py --baseline-ref main --events 50000 --repeat 6
+        # A/B: main's choreo against this checkout, alternating rounds, each in a fresh
+        # interpreter; writes bench/results/runtime-ab.json
 
 For a sampling profile without cProfile's per-call overhead, run the memory-inbox loop
 under ``py-spy record -r 2000 -f raw``.
@@ -52,9 +55,11 @@ import cProfile
 import gc
 import io
 import json
+import os
 import platform
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +82,7 @@ from choreo.store import Inbox, MemoryInbox
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 RESULTS = Path(__file__).parent / "results" / "runtime.json"
+AB_RESULTS = Path(__file__).parent / "results" / "runtime-ab.json"
 
 ITEM_PLACED = {
     "type": "record",
@@ -400,64 +406,68 @@ def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    """Run the benchmark and print (and by default record) the figures."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
-
-    count = args.events
-    results: dict[str, list[float]] = {
-        "raw": [],
-        "serde": [],
-        "hop": [],
-        "memory": [],
-        "no_publish": [],
-        "gc_off": [],
-        "sqlite": [],
-    }
-    for _ in range(args.repeat):
-        gc.unfreeze()
-        bus = MemoryBus()
-        fill(bus, count)
-        results["raw"].append(run_raw(bus))
-        results["serde"].append(run_serde(bus))
-        results["hop"].append(run_hop(bus))
+def one_round(count: int, configs: tuple[str, ...], *, profile: bool = False) -> dict[str, float]:
+    """Run ``configs`` once each on ``count`` fresh events; return their CPU seconds."""
+    seconds: dict[str, float] = {}
+    gc.unfreeze()
+    bus = MemoryBus()
+    fill(bus, count)
+    shared = {
+        "raw": lambda: run_raw(bus),
+        "serde": lambda: run_serde(bus),
+        "hop": lambda: run_hop(bus),
         # The worker's first batch (500 records) is a warm-up outside the timing.
-        results["memory"].append(run_worker(bus, MemoryInbox(), profile=args.profile))
-        results["no_publish"].append(run_worker(bus, MemoryInbox(), publish=False))
-        gc.unfreeze()
-        bus = MemoryBus()
-        fill(bus, count)
-        results["gc_off"].append(run_worker(bus, MemoryInbox(), collect=False))
-        gc.unfreeze()
-        bus = MemoryBus()
-        fill(bus, count)
-        with tempfile.TemporaryDirectory() as tmp:
-            inbox = SqliteInbox(Path(tmp) / "inbox.db")
-            results["sqlite"].append(run_worker(bus, inbox))
-            inbox.close()
-        if args.profile:
-            break
-    timed = {
-        "raw": count,
-        "serde": count,
-        "hop": count,
-        "memory": count - 500,
-        "no_publish": count - 500,
-        "gc_off": count - 500,
-        "sqlite": count - 500,
+        "memory": lambda: run_worker(bus, MemoryInbox(), profile=profile),
+        "no_publish": lambda: run_worker(bus, MemoryInbox(), publish=False),
     }
-    rates = {k: [timed[k] / t for t in v] for k, v in results.items()}
+    for name in configs:
+        if name in shared:
+            seconds[name] = shared[name]()
+    for name in configs:
+        if name in shared:
+            continue
+        gc.unfreeze()
+        fresh = MemoryBus()
+        fill(fresh, count)
+        if name == "gc_off":
+            seconds[name] = run_worker(fresh, MemoryInbox(), collect=False)
+        elif name == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                inbox = SqliteInbox(Path(tmp) / "inbox.db")
+                seconds[name] = run_worker(fresh, inbox)
+                inbox.close()
+    return seconds
 
-    def ratio(name: str, base: str) -> dict[str, Any]:
-        return spread([r / b for r, b in zip(rates[name], rates[base], strict=True)])
 
-    vs_raw = ratio("memory", "raw")
-    report = {
+CONFIGS = ("raw", "serde", "hop", "memory", "no_publish", "gc_off", "sqlite")
+AB_CONFIGS = ("raw", "hop", "memory")
+WORKER_CONFIGS = frozenset({"memory", "no_publish", "gc_off", "sqlite"})
+
+
+def rates_of(count: int, results: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Return events/s from CPU seconds (the worker's warm-up batch is not timed)."""
+    return {
+        name: [(count - 500 if name in WORKER_CONFIGS else count) / t for t in times]
+        for name, times in results.items()
+    }
+
+
+def ratio(rates: dict[str, list[float]], name: str, base: str) -> dict[str, Any]:
+    """Return the spread of ``name``'s rate over ``base``'s, each taken within one round."""
+    return spread([r / b for r, b in zip(rates[name], rates[base], strict=True)])
+
+
+def measure(count: int, repeat: int, *, profile: bool = False) -> dict[str, Any]:
+    """Run every configuration interleaved in ``repeat`` rounds; return the report."""
+    results: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    for _ in range(repeat):
+        for name, seconds in one_round(count, CONFIGS, profile=profile).items():
+            results[name].append(seconds)
+        if profile:
+            break
+    rates = rates_of(count, results)
+    vs_raw = ratio(rates, "memory", "raw")
+    return {
         "benchmark": "runtime",
         "events": count,
         "repeats": len(results["raw"]),
@@ -469,8 +479,8 @@ def main() -> None:
         "events_per_second": {k: spread(v, 0) for k, v in rates.items()},
         "microseconds_per_event": {k: spread([1e6 / r for r in v], 2) for k, v in rates.items()},
         "runtime_memory_vs_raw": vs_raw,
-        "runtime_memory_vs_hop": ratio("memory", "hop"),
-        "runtime_sqlite_vs_raw": ratio("sqlite", "raw"),
+        "runtime_memory_vs_hop": ratio(rates, "memory", "hop"),
+        "runtime_sqlite_vs_raw": ratio(rates, "sqlite", "raw"),
         "targets": {"events_per_second": 50_000, "vs_raw": 0.5},
         "met": statistics.median(rates["memory"]) >= 50_000 and vs_raw["median"] >= 0.5,
         "clock": "process CPU time (time.process_time), input frozen out of the GC",
@@ -482,14 +492,133 @@ def main() -> None:
             "parts timed alone on one hot 500-record batch (the full runs add cold-memory "
             "and collection costs)"
         ),
+        **versions(),
+    }
+
+
+def versions() -> dict[str, str]:
+    """Return the interpreter, machine and fastavro versions of this run."""
+    return {
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "fastavro": fastavro.__version__,
     }
+
+
+def export_ref(ref: str, into: Path) -> str:
+    """Write the ``choreo`` package of git revision ``ref`` under ``into``; return its hash."""
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", commit, "choreo"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return commit
+
+
+def child_round(package_root: Path, count: int) -> dict[str, float]:
+    """Run one A/B round in a fresh interpreter importing choreo from ``package_root``."""
+    env = {**os.environ, "PYTHONPATH": str(package_root)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--round", "--events", str(count)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    seconds: dict[str, float] = json.loads(out)
+    return seconds
+
+
+def measure_ab(count: int, repeat: int, ref: str) -> dict[str, Any]:
+    """Run this code and revision ``ref`` alternately, ``repeat`` rounds each; return the report.
+
+    Each round runs raw, hop and the memory-inbox worker in its own interpreter (this
+    checkout's choreo, or ``ref``'s exported to a temporary directory), so each side's
+    ratios are taken against the raw loop of its own process; the side that goes first
+    alternates between rounds.
+    """
+    here = Path(__file__).resolve().parent.parent
+    sides: dict[str, dict[str, list[float]]] = {
+        "before": {name: [] for name in AB_CONFIGS},
+        "after": {name: [] for name in AB_CONFIGS},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        commit = export_ref(ref, Path(tmp))
+        roots = {"before": Path(tmp), "after": here}
+        for index in range(repeat):
+            order = ("before", "after") if index % 2 == 0 else ("after", "before")
+            for side in order:
+                for name, seconds in child_round(roots[side], count).items():
+                    sides[side][name].append(seconds)
+    report: dict[str, Any] = {
+        "benchmark": "runtime A/B: revision before against this checkout (after)",
+        "events": count,
+        "rounds_per_side": repeat,
+        "before": {"ref": ref, "commit": commit},
+        "method": (
+            "each round runs raw, hop and the memory-inbox worker in a fresh interpreter "
+            "importing one side's choreo; sides alternate (which goes first alternates "
+            "too); a ratio against raw or hop is taken within one process, the after / "
+            "before ratio within one round"
+        ),
+        "clock": "process CPU time (time.process_time), input frozen out of the GC",
+    }
+    rates = {side: rates_of(count, results) for side, results in sides.items()}
+    for side in ("before", "after"):
+        report[side] = {
+            **report.get(side, {}),
+            "microseconds_per_event": {
+                k: spread([1e6 / r for r in v], 2) for k, v in rates[side].items()
+            },
+            "runtime_memory_vs_raw": ratio(rates[side], "memory", "raw"),
+            "runtime_memory_vs_hop": ratio(rates[side], "memory", "hop"),
+        }
+    report["after_vs_before_memory_speed"] = spread(
+        [a / b for a, b in zip(rates["after"]["memory"], rates["before"]["memory"], strict=True)]
+    )
+    report["rounds_after_memory_vs_raw_below_0_5"] = sum(
+        1 for v in report["after"]["runtime_memory_vs_raw"]["runs"] if v < 0.5
+    )
+    report.update(versions())
+    return report
+
+
+def main() -> None:
+    """Run the benchmark and print (and by default record) the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--baseline-ref",
+        help="A/B: run this git revision's choreo and this checkout alternately "
+        "(--repeat rounds each); writes results/runtime-ab.json",
+    )
+    parser.add_argument("--round", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.round:  # one A/B round in this interpreter (see measure_ab)
+        print(json.dumps(one_round(args.events, AB_CONFIGS)))
+        return
+    if args.baseline_ref:
+        report = measure_ab(args.events, args.repeat, args.baseline_ref)
+        target = AB_RESULTS
+    else:
+        report = measure(args.events, args.repeat, profile=args.profile)
+        target = RESULTS
     print(json.dumps(report, indent=2))
     if not args.no_write and not args.profile:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -200,9 +200,7 @@ class _HintCheck(Visitor[Any, "str | None"]):
     and ``seen`` holds the (class, record) pairs already checked, so recursive types end.
     """
 
-    def __init__(
-        self, schema: Schema, problems: list[str], seen: set[tuple[type, str]]
-    ) -> None:
+    def __init__(self, schema: Schema, problems: list[str], seen: set[tuple[type, str]]) -> None:
         super().__init__(schema)
         self.problems = problems
         self.seen = seen

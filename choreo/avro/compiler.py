@@ -49,7 +49,8 @@ from choreo.avro.defaults import default_value
 from choreo.avro.gen_decoder import DecoderGen
 from choreo.avro.gen_encoder import EncoderGen
 from choreo.avro.gen_encoder import explain_encode_problem as _explain
-from choreo.avro.model import Record, Schema
+from choreo.avro.gen_flat_encoder import emit_flat_fields, is_flat
+from choreo.avro.model import Field, Record, Schema
 from choreo.avro.parse import as_schema
 
 __all__ = [
@@ -173,32 +174,38 @@ def compile_object_encoder(
         return None
     src = Source(bounds)
     src.namespace.update(_P=prefix, _fail=fail, _too_big=too_big, _ENCODE_ERRORS=ENCODE_ERRORS)
-    src.emit(1, "out = bytearray(_P)")
-    src.emit(1, "ap = out.append")
-    src.emit(1, "try:")
-    gen = EncoderGen(model, src)
+    reads: list[tuple[Field, str]] = []
     for field in root.fields:
-        f = src.var("f")
         spec = fields.get(field.name)
         if spec is None:
             if not field.has_default:
                 return None
             value = default_value(model, field.type, field.default)
-            src.emit(2, f"{f} = {src.const(value, 'D')}")
-        else:
-            attr, convert = spec
-            if not attr.isidentifier() or keyword.iskeyword(attr):
-                return None
-            read = f"datum.{attr}"
-            if convert is not None:
-                read = f"{src.const(convert, 'C')}({read})"
+            reads.append((field, src.const(value, "D")))
+            continue
+        attr, convert = spec
+        if not attr.isidentifier() or keyword.iskeyword(attr):
+            return None
+        read = f"datum.{attr}"
+        reads.append((field, read if convert is None else f"{src.const(convert, 'C')}({read})"))
+    flat = is_flat(model, root.fields)
+    if not flat:
+        src.emit(1, "out = bytearray(_P)")
+        src.emit(1, "ap = out.append")
+    src.emit(1, "try:")
+    if flat:  # bytes joined once (see choreo.avro.gen_flat_encoder)
+        emit_flat_fields(src, model, reads)
+    else:
+        gen = EncoderGen(model, src)
+        for field, read in reads:
+            f = src.var("f")
             src.emit(2, f"{f} = {read}")
-        gen.visit(field.type, (f, 2))
+            gen.visit(field.type, (f, 2))
     src.emit(1, "except _ENCODE_ERRORS as exc:")
     src.emit(2, "raise _fail(datum, exc) from exc")
     src.emit(1, f"if len(out) > {int(max_size)}:")
     src.emit(2, "raise _too_big(len(out))")
-    src.emit(1, "return bytes(out)")
+    src.emit(1, "return out" if flat else "return bytes(out)")
     encoder: Callable[[Any], bytes] = src.build("encode", "datum")
     return encoder
 

@@ -137,10 +137,7 @@ class _Value(Visitor[Any, Any]):
         return {key: self.visit(node.values, item) for key, item in arg.items()}
 
     def record(self, node: Record, arg: Any) -> Any:
-        return {
-            f.name: self.visit(f.type, arg.get(f.name, f.default))
-            for f in node.fields
-        }
+        return {f.name: self.visit(f.type, arg.get(f.name, f.default)) for f in node.fields}
 
 
 def default_value(schema: Schema, node: Any, default: Any) -> Any:

@@ -95,5 +95,3 @@ def _local_children(
     if isinstance(kind, dict | list):
         return [(kind, namespace)]
     return []
-
-

@@ -33,6 +33,7 @@ _AT = Header.PRODUCED_AT
 _CAUSE = Header.CAUSATION_ID
 _TRACE = Header.TRACEPARENT
 
+_join = b"".join
 _new_record: Callable[[tuple[Any, ...]], OutboxRecord] = partial(tuple.__new__, OutboxRecord)
 
 
@@ -101,10 +102,10 @@ class Emitter:
             )
         else:
             # the child's span id is the id's last 16 hex digits: bytes 19-22 and 24-35
-            span = id_bytes[19:23] + id_bytes[24:36]
             if self.traces_valid or is_valid(trace):  # ASCII: bytes and characters agree
-                child = trace[:36] + span + trace[52:]
+                child = _join((trace[:36], id_bytes[19:23], id_bytes[24:36], trace[52:]))
             else:  # an invalid parent starts a new trace (W3C Trace Context)
+                span = id_bytes[19:23] + id_bytes[24:36]
                 child = b"00-%s-%s-01" % (os.urandom(16).hex().encode(), span)
             headers = (
                 plan.type_header,
