@@ -77,7 +77,7 @@ def test_member_joining_mid_fold_causes_no_hung_commit(
     """
     caplog.set_level(logging.WARNING, logger="choreo")
     first = cluster.member("g", "a")
-    first.commit_interval = 5.0  # what it folds before the join is committed at the revocation
+    first.commit_interval = 1.0  # what it folds before the join is committed at the revocation
     first.start()
     second: TrackerGroupMember | None = None
     try:
@@ -88,6 +88,7 @@ def test_member_joining_mid_fold_causes_no_hung_commit(
             assert _folded(first)  # folding: the join comes mid-fold
             second = cluster.member("g", "b").start()
             assert second.wait_assigned(60)
+            first.commit_interval = 0.3  # from its next commit on, as fast as the second's
             time.sleep(1.0)  # both fold what is still being written
         cluster.wait_done([first, second])
         assert first.revocation_commits >= 1  # the callback committed folded work
