@@ -27,7 +27,8 @@ How the work is kept to about one fold and one summary per saga:
   (:meth:`~choreo.tracker.materializing.Materializing.take_settled`). At a revocation
   and at a stop every change is written.
 
-Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker):
+Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker,
+``test_group_rebalance_kafka.py`` the commit at a revocation while a member joins):
 
 - **Rebalance**: a partition's new owner loads that partition's summaries (reading the
   summary partition up to a marker it writes itself, so it has read everything committed
