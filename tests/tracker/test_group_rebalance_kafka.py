@@ -76,7 +76,8 @@ def test_member_joining_mid_fold_causes_no_hung_commit(
     About 10 s: a rebalance with two summary loads, and a fold of ~2,000 sagas.
     """
     caplog.set_level(logging.WARNING, logger="choreo")
-    first = cluster.member("g", "a")
+    group = f"{cluster.prefix}-g"  # its own group: another test's killed member may linger in "g"
+    first = cluster.member(group, "a")
     first.commit_interval = 1.0  # what it folds before the join is committed at the revocation
     first.start()
     second: TrackerGroupMember | None = None
@@ -86,7 +87,7 @@ def test_member_joining_mid_fold_causes_no_hung_commit(
             while not _folded(first) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert _folded(first)  # folding: the join comes mid-fold
-            second = cluster.member("g", "b").start()
+            second = cluster.member(group, "b").start()
             assert second.wait_assigned(60)
             first.commit_interval = 0.3  # from its next commit on, as fast as the second's
             time.sleep(1.0)  # both fold what is still being written
@@ -177,7 +178,8 @@ def test_pacing_pauses_the_partitions_ahead_and_resumes_them_after_a_rebalance(
 
     def member(name: str) -> TrackerGroupMember:
         return TrackerGroupMember(
-            transport, group_id="g", summary_topic=f"{prefix}-summaries", topics=[slow, ahead],
+            transport, group_id=f"{prefix}-g", summary_topic=f"{prefix}-summaries",
+            topics=[slow, ahead],
             instance_id=name, new_tracker=Recording, commit_interval=0.3, poll_timeout=0.1,
         )
 
@@ -209,6 +211,8 @@ def test_pacing_pauses_the_partitions_ahead_and_resumes_them_after_a_rebalance(
         while len(_fed(ahead)) < len(ahead_logs) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(_fed(ahead)) == len(ahead_logs)
+        while (first.alignment.paused or second.alignment.paused) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the last resume may follow the last record by a poll
         assert not first.alignment.paused and not second.alignment.paused
     finally:
         stop.set()
