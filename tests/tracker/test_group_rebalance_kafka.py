@@ -161,7 +161,7 @@ def test_pacing_pauses_the_partitions_ahead_and_resumes_them_after_a_rebalance(
     resumed (every record folded) once the others fall idle: a partition paused before a
     rebalance and assigned again is read.
 
-    About 10 s: a rebalance, and a second of idleness before the resume.
+    About 5 s: a rebalance, and a second of idleness before the resume.
     """
     Recording.fed = []
     prefix = unique_name("pace")
