@@ -245,8 +245,8 @@ def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    written = sum(_summaries_written(LOGS / f"tracker-{instances}-{n}.log")
-                  for n in range(instances))
+    logs = [LOGS / f"tracker-{instances}-{n}.log" for n in range(instances)]
+    written = sum(_summaries_written(log) for log in logs)
     result: dict[str, Any] = {
         "instances": instances, "summary_topic": topic,
         "summary_records_written": written, "seconds": round(seconds, 1),
@@ -254,6 +254,10 @@ def rebuild(bootstrap: str, instances: int, events: int, partitions: int,
         "cpu_seconds": [round(c, 1) for c in cpu],
         "cpu_us_per_event": round(sum(cpu) / max(done, 1) * 1e6, 1), "peak_rss_mib": rss,
         "progress_s_events": progress,
+        # a stall at a rebalance shows here: a commit at a revocation that failed or hung
+        "failed_revocation_commits": sum(_count(log, "commit at revocation failed")
+                                         for log in logs),
+        "producer_replacements": sum(_count(log, "replaced its producer") for log in logs),
     }
     if done < events:
         result["status"] = (f"capped: {done:,} of {events:,} events committed "
@@ -266,6 +270,11 @@ def _summaries_written(log: Path) -> int:
     text = re.sub(r"\s+", " ", log.read_text(errors="replace"))  # the handler wraps lines
     found = re.findall(r"(\d+) saga summaries written", text)
     return int(found[-1]) if found else 0
+
+
+def _count(log: Path, phrase: str) -> int:
+    """Return how many times an instance's log says ``phrase``."""
+    return re.sub(r"\s+", " ", log.read_text(errors="replace")).count(phrase)
 
 
 def viewer(bootstrap: str, topic: str, sagas: int, cap_s: float) -> dict[str, Any]:

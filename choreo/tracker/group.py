@@ -27,7 +27,8 @@ How the work is kept to about one fold and one summary per saga:
   (:meth:`~choreo.tracker.materializing.Materializing.take_settled`). At a revocation
   and at a stop every change is written.
 
-Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker):
+Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker,
+``test_group_rebalance_kafka.py`` the commit at a revocation while a member joins):
 
 - **Rebalance**: a partition's new owner loads that partition's summaries (reading the
   summary partition up to a marker it writes itself, so it has read everything committed
@@ -51,7 +52,18 @@ Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real
 
 A rebalance costs each member a reload of the summaries of the partitions it gets (the
 eager ``range`` protocol revokes every partition first): about as long as reading that
-many records. Dead-letter notes stay in the memory of the instance that read them (as
+many records. At a revocation the member commits what it folded (summaries, stats and
+offsets, still one transaction) while the whole group waits for it; librdkafka never
+times out the group-coordinator request of ``send_offsets_to_transaction``
+(confluentinc/librdkafka issues 5456 and 5511), so a coordinator error met there can
+leave the call waiting for good (seen once: a 35 s stall when a second instance joined a
+1,000,000-saga rebuild). That commit's offsets are therefore bounded by
+:data:`REVOKE_OFFSETS_TIMEOUT`: past it the transaction is abandoned (never visible:
+nothing of it is committed), the next owner re-reads from the last commit, and the
+member replaces its producer after the callback, so the rebalance waits seconds at most
+instead of the transport's 35 s bound plus a producer registration.
+
+Dead-letter notes stay in the memory of the instance that read them (as
 in a single tracker's checkpoint); the counters of each partition are materialized too.
 
 Why one module of over 500 lines: a member's consumer callbacks, its alignment calls and
@@ -115,6 +127,15 @@ together its events arrive; it is then folded, and its summary written, about on
 instead of once per event (the client's 1 MiB default spreads them over ~100k records)."""
 
 
+REVOKE_OFFSETS_TIMEOUT: Final = 5.0
+"""Seconds the offsets of the commit at a revocation may take (``send_offsets_to_transaction``;
+the rest of the group waits for it). A healthy broker answers in milliseconds, but
+librdkafka's coordinator requests are never timed out (issues 5456 and 5511 of
+confluentinc/librdkafka): one that met a coordinator error can wait for good, and the
+transport then abandons the producer only after this plus its grace. The commit is then
+aborted and the next owner re-reads from the last commit."""
+
+
 PREFETCH_KBYTES: Final = 4096
 """What the members' confluent consumers fetch ahead (``queued.max.messages.kbytes``,
 unless configured) while partitions are aligned: a paused partition's fetched records are
@@ -173,6 +194,10 @@ class TrackerGroupMember:
         self.committed: dict[TopicPartition, int] = {}
         """The offsets of the last commit (each the next offset to read)."""
         self.commits = 0
+        self.revocation_commits = 0
+        """Commits made at a revocation that wrote summaries or offsets."""
+        self.renewals = 0
+        """How many times the producer was replaced after it failed fatally (a hung call)."""
         self.written = 0
         """Saga summary records written (a saga is written again when it changes later)."""
         self.loads = 0
@@ -188,6 +213,7 @@ class TrackerGroupMember:
         self._pending: set[int] = set()
         self._checked: dict[TopicPartition, int] = {}
         self._problem: ChoreoError | None = None
+        self._renew = False  # the producer failed fatally: replace it before its next use
         self.alignment = TimeAlignment(align_window_ms)
         """Which event partitions are paused to read in record-time order (see pacing)."""
 
@@ -247,6 +273,7 @@ class TrackerGroupMember:
         try:
             consumer.subscribe(subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
             self._loop(consumer)
+            self._renew_if_failed()
             self._commit()
             logger.info(
                 "tracker member %s stops: %d commits, %d saga summaries written, "
@@ -266,6 +293,7 @@ class TrackerGroupMember:
             records = consumer.poll(self.batch_size, self.poll_timeout)
             if self._problem is not None:
                 raise self._problem
+            self._renew_if_failed()
             if self._pending:
                 self._load(consumer)
             ready = records
@@ -363,17 +391,21 @@ class TrackerGroupMember:
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Commit what the revoked partitions hold, then forget them (their next owner loads).
 
-        A commit that fails leaves the next owner to re-read from the last commit; one that
-        failed fatally (a call the client never returned from) also replaces the producer,
-        so the member goes on with a working one.
+        The rest of the group waits for this callback (the eager protocol), so the commit's
+        offsets get :data:`REVOKE_OFFSETS_TIMEOUT`. A commit that fails leaves the next
+        owner to re-read from the last commit (the summaries and the offsets were not
+        written, or were written together: one transaction); one that failed fatally (a call
+        the client never returned from) has its producer replaced by the loop, outside the
+        callback, so the rebalance does not also wait for the new producer's registration.
         """
         numbers = {tp.partition for tp in partitions if tp.topic != self.summary_topic}
         try:
-            self._commit()
+            if self._commit(offsets_timeout=REVOKE_OFFSETS_TIMEOUT):
+                self.revocation_commits += 1
         except ChoreoError as exc:
             logger.warning("commit at revocation failed (the next owner re-reads): %s", exc)
             if isinstance(exc, TransportError) and exc.fatal:
-                self._renew_producer()
+                self._renew = True
         self._assigned -= set(partitions)
         self._unpause(partitions)
         self.alignment.reset(partitions)
@@ -456,17 +488,18 @@ class TrackerGroupMember:
                     "event topic the summary topic's partition count"
                 )
 
-    def _commit(self, *, defer: bool = False) -> None:
+    def _commit(self, *, defer: bool = False, offsets_timeout: float = 30.0) -> bool:
         """Write the changed summaries, the stats and the offsets in one transaction.
 
         With ``defer`` (the periodic commits) a running saga that changed is written at
         the next commit but one (:meth:`~choreo.tracker.materializing.Materializing.take_settled`),
         and the offsets stop below its events until it is; at a revocation or a stop
-        every change is written.
+        every change is written. ``offsets_timeout`` bounds ``send_offsets_to_transaction``.
+        Returns False when there was nothing to commit.
         """
         producer, consumer = self._producer, self._consumer
         if producer is None or consumer is None or not self.trackers:
-            return
+            return False
         held: dict[TopicPartition, int] = {}
         taken: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]] = {}
         for number, tracker in self.trackers.items():
@@ -486,7 +519,7 @@ class TrackerGroupMember:
             )
         moved = {tp: o for tp, o in offsets.items() if self.committed.get(tp) != o}
         if not moved and not any(records for _, records in taken.values()):
-            return
+            return False
         try:
             producer.begin_transaction()
             for number, (_, records) in taken.items():
@@ -500,7 +533,7 @@ class TrackerGroupMember:
                     key=control_key(STATS, number, self.partitions),
                     headers=_STATS_HEADERS,
                 )
-            producer.send_offsets_to_transaction(offsets, consumer)
+            producer.send_offsets_to_transaction(offsets, consumer, offsets_timeout)
             producer.commit_transaction()
         except ChoreoError:
             self._abort()
@@ -510,11 +543,21 @@ class TrackerGroupMember:
         self.committed.update(offsets)
         self.commits += 1
         self.written += sum(len(records) for _, records in taken.values())
+        return True
+
+    def _renew_if_failed(self) -> None:
+        """Replace the producer when a commit at a revocation found it failed fatally."""
+        if self._renew:
+            self._renew = False
+            self._renew_producer()
 
     def _renew_producer(self) -> None:
         """Replace a producer that failed fatally (its open transaction is aborted)."""
         old = self._producer
         self._producer = self._new_producer()
+        self.renewals += 1
+        logger.warning("tracker member %s replaced its producer (a transactional call hung)",
+                       self.instance_id)
         if old is not None:
             try:
                 old.close()
