@@ -62,6 +62,8 @@ _TXN_CALL_GRACE: Final = 5.0
 """Seconds a transactional call may outlive its own timeout before it counts as hung."""
 _CLOSE_LIMIT: Final = 10.0
 """Seconds a client's close may take before the client is abandoned (see bounded.py)."""
+_FENCE_LIMIT: Final = 10.0
+"""Seconds the abort of an abandoned producer's open transaction may take (best effort)."""
 _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
@@ -383,6 +385,7 @@ class ConfluentProducer(ProducerBase):
             logger.warning(
                 "abandoning a producer hung in %s: its queued records are lost", self._caller.hung
             )
+            self._abort_by_fencing()
             return
         if self._failed_fatally:
             logger.warning("closing a producer that failed fatally: its queued records are lost")
@@ -398,6 +401,45 @@ class ConfluentProducer(ProducerBase):
                 self._first_failure or "-",
             )
         self._release()
+
+    def _abort_by_fencing(self) -> None:
+        """Abort the transaction a hung client left open: a new client fences it (bounded).
+
+        A client hung in a transactional call cannot end its own transaction, and an open
+        transaction holds back the last stable offset of every partition it wrote to: every
+        ``read_committed`` reader of those partitions waits until it ends. A new client with
+        the same transactional id registering itself (InitProducerId) makes the coordinator
+        bump the producer epoch and abort the open transaction at once, instead of when a
+        replacement process starts or when ``transaction.timeout.ms`` expires. Best effort,
+        at most ``_FENCE_LIMIT`` seconds; the new client is closed (or abandoned) after.
+        """
+        if self._transactional_id is None:
+            return
+        settings = {k: v for k, v in self._settings.items() if k not in ("on_delivery", "error_cb")}
+        started = time.monotonic()
+        try:
+            fresh = _create(ck.Producer, settings, "producer")
+            done = run_bounded(
+                lambda: fresh.init_transactions(_FENCE_LIMIT), "producer-fence", _FENCE_LIMIT
+            )
+        except (ck.KafkaException, ConfigurationError) as exc:
+            logger.warning("could not abort the hung producer's transaction: %s", exc)
+            return
+        if done:
+            logger.warning(
+                "aborted the transaction the hung producer left open (fenced it in %.1f s)",
+                time.monotonic() - started,
+            )
+            try:
+                run_bounded(fresh.close, "producer-close", _CLOSE_LIMIT)
+            except (ck.KafkaException, RuntimeError) as exc:
+                logger.debug("closing the fencing producer: %s", _describe(exc))
+        else:
+            logger.warning(
+                "could not abort the hung producer's transaction within %.0f s: the broker "
+                "aborts it when a replacement starts or after transaction.timeout.ms",
+                _FENCE_LIMIT,
+            )
 
     def _release(self) -> None:
         """Close the librdkafka client, abandoning it when that outlives ``_CLOSE_LIMIT``.

@@ -121,8 +121,13 @@ class Transactional(DeliveryBase):
             raise
 
     def _transaction(self, records: list[OutboxRecord], offsets: Offsets) -> None:
-        """Publish ``records`` and commit ``offsets`` in one transaction; recover on failure."""
-        producer = self.producer
+        """Publish ``records`` and commit ``offsets`` in one transaction; recover on failure.
+
+        A producer whose re-creation failed (the broker still down) is created again first.
+        """
+        if self._producer is None:
+            self._producer = self._new_producer()
+        producer = self._producer
         timeout = self.config.transaction_timeout
         try:
             producer.begin_transaction()
