@@ -373,7 +373,8 @@ class ConfluentProducer(ProducerBase):
         """Flush what is queued (best effort, bounded) and release the client (bounded).
 
         A producer with a call still hung is left alone (destroying a client another
-        thread is inside of is unsafe; that thread keeps it referenced); one that failed
+        thread is inside of is unsafe; that thread keeps it referenced) once the
+        transaction it left open is aborted (:meth:`_abort_by_fencing`); one that failed
         fatally is purged, not flushed; a close that outlives ``_CLOSE_LIMIT`` is
         abandoned with a warning, so a worker that must stop always does.
         """
@@ -515,13 +516,23 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             client.assign(partitions)
 
     def _revoked(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
-        """Run the user's on_revoke for a non-empty revocation, then unassign."""
+        """Run the user's on_revoke for a non-empty revocation, then resume and unassign.
+
+        A pause ends with the assignment, as with the other clients: librdkafka would keep
+        it, and a partition assigned again later (a worker's backoff spanning a rebalance,
+        e.g. after a broker restart) would stay paused for good, its records never read.
+        """
         revoked = [TopicPartition(p.topic, p.partition) for p in partitions]
         self._revoked_in_poll.update(revoked)
         try:
             if revoked and self._on_revoke is not None:
                 self._on_revoke(revoked)
         finally:
+            if partitions:
+                try:
+                    client.resume(partitions)
+                except ck.KafkaException as exc:
+                    logger.debug("resuming revoked partitions: %s", _describe(exc))
             if self._cooperative:
                 client.incremental_unassign(partitions)
             else:
