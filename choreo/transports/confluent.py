@@ -62,8 +62,6 @@ _TXN_CALL_GRACE: Final = 5.0
 """Seconds a transactional call may outlive its own timeout before it counts as hung."""
 _CLOSE_LIMIT: Final = 10.0
 """Seconds a client's close may take before the client is abandoned (see bounded.py)."""
-_FENCE_LIMIT: Final = 10.0
-"""Seconds the abort of an abandoned producer's open transaction may take (best effort)."""
 _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
@@ -74,6 +72,9 @@ _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
 _CLOSE_FLUSH_TIMEOUT: Final = 10.0
 _ADMIN_TIMEOUT: Final = 30.0
+_FENCE_LIMIT: Final = _ADMIN_TIMEOUT
+"""Seconds the abort of an abandoned producer's open transaction may take (best effort):
+as long as a replacement's own registration, so a broker still restarting is waited for."""
 # Errors that will not go away by trying again (fatal for a worker).
 _RAISED_CONSUMER_ERRORS: Final = frozenset(
     {

@@ -25,7 +25,7 @@ Guarantee (read_committed consumers downstream):
 - a transaction left open never holds ``read_committed`` readers long (an open transaction
   holds back the last stable offset of every partition it wrote to): a worker that exits
   after a hung call first aborts it (the confluent producer fences itself with a new
-  client, within 10 s); a replica that died mid-transaction has it aborted when its
+  client, within 30 s); a replica that died mid-transaction has it aborted when its
   replacement (same instance id, so same transactional id) starts, or, if none does, by
   the broker after ``transaction.timeout.ms`` (30 s by choreo's default) plus the
   broker's abort check interval (10 s). Through a broker restart the same holds once the
