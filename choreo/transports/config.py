@@ -19,8 +19,10 @@ Transactional producer (:data:`TRANSACTIONAL_DEFAULTS`, with a transactional id)
     (``transaction.abort.timed.out.transaction.cleanup.interval.ms``, 10 s), so
     ``read_committed`` readers of the partitions it wrote to wait at most about 40 s.
     A transaction of choreo's lasts one batch's publish and commit; one still open
-    after 30 s (a broker outage longer than that) is aborted and its producer fenced:
-    the worker exits for its supervisor to restart it.
+    after 30 s (a broker outage longer than that) is aborted by the broker, while the
+    worker's own transactional calls give up after the same 30 s and recreate the
+    producer (a producer the broker fenced first fails fatally: its worker exits for
+    its supervisor to restart it). librdkafka lowers ``message.timeout.ms`` to match.
 Consumer (:data:`CONSUMER_DEFAULTS`)
     ``enable.auto.commit=false`` (the runtime commits what it has handled),
     ``isolation.level=read_committed`` (aborted transactions stay invisible), and
