@@ -421,27 +421,28 @@ class ConfluentProducer(ProducerBase):
         started = time.monotonic()
         try:
             fresh = _create(ck.Producer, settings, "producer")
+        except ConfigurationError as exc:
+            logger.warning("could not abort the hung producer's transaction: %s", exc)
+            return
+        try:
             done = run_bounded(
                 lambda: fresh.init_transactions(_FENCE_LIMIT), "producer-fence", _FENCE_LIMIT
             )
-        except (ck.KafkaException, ConfigurationError) as exc:
-            logger.warning("could not abort the hung producer's transaction: %s", exc)
-            return
+        except ck.KafkaException as exc:
+            logger.warning("could not abort the hung producer's transaction: %s", _describe(exc))
+            done = False
         if done:
             logger.warning(
                 "aborted the transaction the hung producer left open (fenced it in %.1f s)",
                 time.monotonic() - started,
             )
-            try:
-                run_bounded(fresh.close, "producer-close", _CLOSE_LIMIT)
-            except (ck.KafkaException, RuntimeError) as exc:
-                logger.debug("closing the fencing producer: %s", _describe(exc))
         else:
             logger.warning(
-                "could not abort the hung producer's transaction within %.0f s: the broker "
-                "aborts it when a replacement starts or after transaction.timeout.ms",
-                _FENCE_LIMIT,
+                "the broker aborts the hung producer's transaction when a replacement starts "
+                "or after transaction.timeout.ms"
             )
+        # Closed on a thread of its own, never waited for: its destruction could block.
+        run_bounded(fresh.close, "producer-close", 0)
 
     def _release(self) -> None:
         """Close the librdkafka client, abandoning it when that outlives ``_CLOSE_LIMIT``.
@@ -519,7 +520,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
     def _revoked(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
         """Run the user's on_revoke for a non-empty revocation, then resume and unassign.
 
-        A pause ends with the assignment, as with the other clients: librdkafka would keep
+        A pause ends with the assignment (the transports' contract): librdkafka would keep
         it, and a partition assigned again later (a worker's backoff spanning a rebalance,
         e.g. after a broker restart) would stay paused for good, its records never read.
         """
