@@ -34,8 +34,9 @@ ratio is taken against memory / none of the same round before it is summarised:
     python bench/bench_stores.py --baseline-ref main   # + "postgresql@main / none": before/after
 
 ``--baseline-ref REF`` adds a cell running the PostgreSQL store of git revision ``REF``
-(its ``choreo/store/postgres.py`` and ``pg_outbox.py``, loaded from ``git show``) beside
-this one's, in the same rounds on the same server: a before/after of one run.
+(its ``choreo/store/postgres.py``, ``pg_outbox.py`` and ``outbox.py``, loaded from
+``git show``) beside this one's, in the same rounds on the same server: a before/after
+of one run.
 """
 
 from __future__ import annotations
@@ -193,18 +194,19 @@ def _postgres_url(stack: list[Callable[[], None]]) -> str:
 
 
 def baseline_store(ref: str) -> Callable[..., Store]:
-    """Return the ``PostgresStore`` class of git revision ``ref`` (its two store modules)."""
+    """Return the ``PostgresStore`` class of git revision ``ref`` (its three store modules)."""
     modules: dict[str, types.ModuleType] = {}
-    for name in ("pg_outbox", "postgres"):
+    for name in ("outbox", "pg_outbox", "postgres"):
         source = subprocess.run(
             ["git", "-C", str(REPO), "show", f"{ref}:choreo/store/{name}.py"],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
-        source = source.replace(
-            "from choreo.store.pg_outbox import", "from _baseline_pg_outbox import"
-        )
+        for module_name in ("outbox", "pg_outbox"):  # the ref's modules, not this tree's
+            source = source.replace(
+                f"from choreo.store.{module_name} import", f"from _baseline_{module_name} import"
+            )
         module = types.ModuleType(f"_baseline_{name}")
         sys.modules[module.__name__] = module
         exec(compile(source, f"{ref}:choreo/store/{name}.py", "exec"), module.__dict__)

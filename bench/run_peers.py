@@ -50,7 +50,8 @@ from bench.peers.report import add_ratios, combine, scale_lines, table, targets,
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
 GRACE_S = 240.0
-DEFAULT_IMPLS = tuple(i for i in IMPLEMENTATIONS if i != "dbos-sqlite")
+DIAGNOSTIC_IMPLS = frozenset({"dbos-sqlite", "ceiling-interleaved"})
+DEFAULT_IMPLS = tuple(i for i in IMPLEMENTATIONS if i not in DIAGNOSTIC_IMPLS)
 DEFAULT_SCALE = ("ceiling", "choreo-postgres")
 """choreo on a memory store refuses a second replica (its state cannot be shared): it
 scales on the PostgreSQL store."""
@@ -190,6 +191,8 @@ def run_one(impl: str, env: dict[str, Any], **cell: Any) -> dict[str, Any]:
         ]  # fmt: skip
         if env.get("broker_pid"):
             command += ["--broker-pid", str(env["broker_pid"])]
+        if env.get("client_stats"):
+            command.append("--client-stats")
         if impl in NEEDS_POSTGRES:
             command += ["--postgres-url", env["postgres_url"]]
             if env.get("postgres_pid"):
@@ -237,14 +240,19 @@ def _line(result: dict[str, Any]) -> str:
         value = result.get(key)
         return "-" if value is None else f"{value:.3f}"
 
-    return (
+    line = (
         f"{head}  {result['sagas_per_s']:>8.1f} sagas/s  p99 {result['latency_ms']['p99']:>8.1f} ms"
-        f"  cpu ms/saga: services {ms('cpu_ms_per_saga')} broker {ms('broker_cpu_ms_per_saga')}"
+        f"  cpu ms/saga: services {ms('cpu_ms_per_saga')} (python {ms('python_cpu_ms_per_saga')}"
+        f" rdkafka {ms('rdkafka_cpu_ms_per_saga')}) broker {ms('broker_cpu_ms_per_saga')}"
         f" pg {ms('postgres_cpu_ms_per_saga')} harness {ms('harness_cpu_ms_per_saga')}"
         f"  idle {result.get('idle_service_cpu_ms_per_s')} ms/s"
         f"  busy {result.get('machine_busy_cores')}  {result['status']}"
         f" state {str(result.get('state_check', '?'))[:60]}"
     )
+    client = result.get("client_per_saga")
+    if client:
+        line += "\n    per saga: " + ", ".join(f"{k} {v}" for k, v in client.items())
+    return line
 
 
 def _matrix(args: argparse.Namespace, env: dict[str, Any]) -> list[dict[str, Any]]:
@@ -316,6 +324,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--postgres-pid", type=int, default=None, help="CHOREO_POSTGRES_URL's")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per timed run")
     parser.add_argument("--warmup", type=int, default=40, help="untimed sagas before each run")
+    parser.add_argument(
+        "--client-stats",
+        action="store_true",
+        help="diagnostic: librdkafka statistics of every service client (requests, batches)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--render", type=Path, default=None, help="redo the README from a JSON")
@@ -350,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             "postgres_pid": pg_pid,
             "budget": args.budget,
             "warmup": args.warmup,
+            "client_stats": args.client_stats,
         }
         results = _matrix(args, env)
     add_ratios(results)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.peers import choreography as ch
+from bench.peers import clientstats
 from bench.peers.harness import RunContext
 from bench.peers.shape import CHOREOGRAPHED, SagaShape
 from choreo.avro.codec import SingleObjectCodec
@@ -36,7 +37,9 @@ from choreo.avro.serde import EventSerde
 from choreo.choreography.service import Saga, Service
 from choreo.model.events import Event
 from choreo.runtime import MemoryInbox, Worker, WorkerConfig
+from choreo.runtime.middleware import Middleware, default_middleware
 from choreo.store import Store
+from choreo.transports.base import Record
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 from services.events import (
@@ -173,9 +176,31 @@ def worker_config(ctx: RunContext, service: str, **overrides: Any) -> WorkerConf
     )
 
 
-def kafka_config(ctx: RunContext) -> KafkaConfig:
-    """Return the transport's client configuration: the run's broker, every peer's producer."""
-    return KafkaConfig(bootstrap_servers=ctx.bootstrap, producer=ctx.producer_settings())
+def kafka_config(ctx: RunContext, *, stats: bool = True) -> KafkaConfig:
+    """Return the transport's client configuration: the run's broker, every peer's producer.
+
+    ``stats``: librdkafka statistics when ``--client-stats`` asked for them (confluent only).
+    """
+    return KafkaConfig(
+        bootstrap_servers=ctx.bootstrap,
+        producer=ctx.producer_settings(),
+        common=clientstats.settings() if stats else {},
+    )
+
+
+class _BatchCounter(Middleware):
+    """Counts the worker's polled batches for ``--client-stats`` (one flush each)."""
+
+    def after_poll(self, worker: Worker, records: list[Record]) -> None:
+        """Count a non-empty batch."""
+        clientstats.count_batch(len(records))
+
+
+def middleware() -> list[Middleware] | None:
+    """Return the worker's middleware: choreo's default, plus a batch counter when asked."""
+    if clientstats.recorder() is None:
+        return None
+    return [*default_middleware(), _BatchCounter()]
 
 
 class WorkerThreads:
@@ -263,7 +288,7 @@ class ChoreoImplementation(WorkerThreads):
     def start(self, ctx: RunContext, service: str | None = None) -> None:
         """Build the services and start a Worker thread for ``service`` (None: every one)."""
         serde = build_serde()
-        config = kafka_config(ctx)
+        config = kafka_config(ctx, stats=self.transport_kind == "confluent")
         for declared in build_services(self._states):
             if service is not None and declared.name != service:
                 continue
@@ -274,6 +299,7 @@ class ChoreoImplementation(WorkerThreads):
                 serde,
                 config=worker_config(ctx, declared.name, **self.overrides),
                 inbox=self._store(ctx, declared.name),
+                middleware=middleware(),
             )
             self._workers.append(worker)
             self.add(f"choreo-{declared.name}", worker.run)

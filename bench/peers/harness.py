@@ -22,12 +22,14 @@ from typing import Any, Final, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from bench.peers import choreography as ch
+from bench.peers import clientstats
 from bench.peers.shape import SagaShape
 
 logger = logging.getLogger("bench.peers.harness")
 
 IMPLEMENTATIONS: Final[Mapping[str, tuple[str, str]]] = {
     "ceiling": ("bench.peers.raw_confluent", "create_ceiling"),
+    "ceiling-interleaved": ("bench.peers.raw_confluent", "create_ceiling_interleaved"),
     "raw": ("bench.peers.raw_confluent", "create"),
     "choreo-confluent": ("bench.peers.choreo_impl", "create_confluent"),
     "choreo-kafka-python": ("bench.peers.choreo_impl", "create_kafka_python"),
@@ -64,6 +66,7 @@ class RunSpec:
     broker_pid: int | None = None
     postgres_pid: int | None = None
     recreate_topics: bool = False
+    client_stats: bool = False
     run_tag: str | None = None
     replica: int = 0
 
@@ -118,6 +121,7 @@ class RunContext:
             **self.producer_settings(),
             "partitioner": "murmur2_random",
             "delivery.report.only.error": True,
+            **clientstats.settings(),
         }
 
     def confluent_consumer(self, group: str) -> dict[str, Any]:
@@ -130,6 +134,7 @@ class RunContext:
             "enable.auto.offset.store": False,
             "enable.partition.eof": False,
             "isolation.level": "read_committed",
+            **clientstats.settings(),
         }
 
 

@@ -2,8 +2,8 @@
 
 Each service (and each replica of it) is a ``python -m bench.peers.service`` process
 (:mod:`bench.peers.service`) started directly, without a shell. Each reports its own CPU
-time (``time.process_time``, every thread, in nanoseconds) when asked on its stdin, at the
-start and the end of the timed phase. A :class:`Fleet` starts
+time (``time.process_time``, every thread, in nanoseconds, and its librdkafka threads'
+share) when asked on its stdin, at the start and the end of the timed phase. A :class:`Fleet` starts
 them all at once, waits until each printed ``ready``, and at the end closes their stdin
 (the signal to stop), waits for them, and collects what each wrote: its state dict and
 the error that stopped it.
@@ -41,8 +41,11 @@ class ServiceProcess:
     ready: threading.Event = field(default_factory=threading.Event)
     answered: threading.Event = field(default_factory=threading.Event)
     cpu_reading: float | None = None
+    rdk_reading: float | None = None
     cpu_start: float | None = None
+    rdk_start: float | None = None
     cpu_s: float | None = None
+    rdk_cpu_s: float | None = None
     peak_rss_mb: float | None = None
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -53,8 +56,8 @@ class ServiceProcess:
             words = line.split()
             if words == ["ready"]:
                 self.ready.set()
-            elif len(words) == 2 and words[0] == "cpu":
-                self.cpu_reading = float(words[1])
+            elif len(words) == 3 and words[0] == "cpu":
+                self.cpu_reading, self.rdk_reading = float(words[1]), float(words[2])
                 self.answered.set()
 
     def ask_cpu(self) -> None:
@@ -133,6 +136,7 @@ class Fleet:
             member.ask_cpu()
         for member in self.members:
             member.cpu_start = member.cpu_seconds()
+            member.rdk_start = member.rdk_reading
 
     def stop_meters(self) -> None:
         """Note every process's CPU seconds since :meth:`start_meters` and its peak RSS."""
@@ -141,6 +145,8 @@ class Fleet:
         for member in self.members:
             if member.cpu_start is not None:
                 member.cpu_s = member.cpu_seconds() - member.cpu_start
+            if member.rdk_start is not None and member.rdk_reading is not None:
+                member.rdk_cpu_s = member.rdk_reading - member.rdk_start
             member.peak_rss_mb = peak_rss_mb(member.process.pid)
 
     def stop(self) -> list[dict[str, Any]]:

@@ -7,9 +7,12 @@ consumer and one producer:
   ``consume(num_messages=..., timeout=0)`` (``consume`` with a timeout waits for a *full*
   batch, which would add up to the timeout to every hop at low load);
 - per record: decode the single-object payload, the step (a dict update,
-  :mod:`bench.peers.choreography`), encode the output, ``produce`` it keyed by the
-  correlation id with its headers;
-- per batch: ``flush`` (every output acknowledged, ``acks=all``, idempotent producer), then
+  :mod:`bench.peers.choreography`), encode the output with its headers;
+- per batch: ``produce`` the outputs one after the other, keyed by the correlation id (as
+  choreo's worker publishes a batch's output once the batch is handled: producing each
+  output inside the batch's loop lets ``linger.ms`` expire mid-batch and costs the client
+  and the broker up to twice the ProduceRequests, see ``ceiling-interleaved``), ``flush``
+  (every output acknowledged, ``acks=all``, idempotent producer), then
   the batch's offsets are held and committed synchronously at most every
   :data:`COMMIT_INTERVAL` seconds (choreo's default ``WorkerConfig.commit_interval``), when
   partitions are revoked, and at stop: at-least-once with choreo's default delivery
@@ -40,6 +43,7 @@ from typing import Any, Final
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from bench.peers import choreography as ch
+from bench.peers import clientstats
 from bench.peers.harness import RunContext
 from bench.peers.shape import CHOREOGRAPHED, SagaShape
 from choreo.runtime.config import WorkerConfig
@@ -143,9 +147,12 @@ class LoopService(threading.Thread):
         stop: threading.Event,
         codec: tuple[Decode, Encode],
         headers: Headers,
+        *,
+        burst: bool = True,
     ) -> None:
         super().__init__(name=f"loop-{name}", daemon=True)
         self.service = name
+        self.burst = burst
         self.stop_event = stop
         self.state: dict[str, str] = {}
         self.decode, self.encode = codec
@@ -188,6 +195,11 @@ class LoopService(threading.Thread):
         encode, decode, headers_for = self.encode, self.decode, self.headers
         h_id = ch.H_ID
         stop = self.stop_event
+        count_batch = clientstats.count_batch  # --client-stats only
+        outputs: list[tuple[str, bytes, Any, Any]] = []  # a batch's output, produced at its end
+        emit: Callable[[tuple[str, bytes, Any, Any]], object] = outputs.append
+        if not self.burst:  # the diagnostic: each output produced as soon as it is built
+            emit = lambda o: produce(o[0], o[1], o[2], headers=o[3])  # noqa: E731
         last_commit = float("-inf")
         while not stop.is_set():
             if held and time.monotonic() - last_commit >= COMMIT_INTERVAL:
@@ -199,6 +211,7 @@ class LoopService(threading.Thread):
                 if first is None:
                     continue
                 messages = [first, *consumer.consume(BATCH - 1, 0)]
+            count_batch(len(messages))
             at = str(time.time_ns() // 1_000_000).encode()
             offsets = held
             # A message without error has a topic, partition, offset; ours have key and value.
@@ -219,13 +232,17 @@ class LoopService(threading.Thread):
                     if name == h_id:
                         parent = value
                         break
-                produce(
+                output = (
                     out_topics[out_type],
                     encode(out_type, out),
                     key,
-                    headers=headers_for(consumed, out_type, key, parent, at),
+                    headers_for(consumed, out_type, key, parent, at),
                 )
+                emit(output)
                 offsets[(topic, msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
+            for out_topic, value, out_key, out_headers in outputs:
+                produce(out_topic, value, out_key, headers=out_headers)
+            outputs.clear()
             if flush(30):
                 raise RuntimeError(f"{self.service}: records not acknowledged in 30 s")
         commit_held()
@@ -237,14 +254,15 @@ class LoopImplementation:
     uses_kafka = True
     shape: SagaShape = CHOREOGRAPHED
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, burst: bool = True) -> None:
         self.name = name
+        self.burst = burst
         self._stop = threading.Event()
         self._services: list[LoopService] = []
 
     def _codec(self, ctx: RunContext) -> tuple[Decode, Encode]:
         if self.name == "raw":
-            return ctx.codec.decode, ctx.codec.encode
+            return ctx.codec.decode, ctx.codec.encode  # the ceiling's flavours: choreo's codec
         from choreo.avro.codec import SingleObjectCodec
         from choreo.avro.loader import load_directory
 
@@ -256,7 +274,9 @@ class LoopImplementation:
         codec = self._codec(ctx)
         headers = raw_headers() if self.name == "raw" else ceiling_headers()
         names = [service] if service else list(ch.SUBSCRIPTIONS)
-        self._services = [LoopService(ctx, n, self._stop, codec, headers) for n in names]
+        self._services = [
+            LoopService(ctx, n, self._stop, codec, headers, burst=self.burst) for n in names
+        ]
         for loop in self._services:
             loop.start()
 
@@ -290,3 +310,8 @@ def create() -> LoopImplementation:
 def create_ceiling() -> LoopImplementation:
     """Return the ceiling (choreo's codec, derived ids and headers, hand-written loop)."""
     return LoopImplementation("ceiling")
+
+
+def create_ceiling_interleaved() -> LoopImplementation:
+    """Return the ceiling producing each output as soon as it is built (a diagnostic)."""
+    return LoopImplementation("ceiling-interleaved", burst=False)

@@ -18,6 +18,8 @@ from typing import Any
 SPREAD_KEYS = (
     "sagas_per_s",
     "cpu_ms_per_saga",
+    "python_cpu_ms_per_saga",
+    "rdkafka_cpu_ms_per_saga",
     "broker_cpu_ms_per_saga",
     "postgres_cpu_ms_per_saga",
     "harness_cpu_ms_per_saga",
@@ -154,6 +156,18 @@ def total_cpu(row: Row) -> float:
                                             "postgres_cpu_ms_per_saga"))  # fmt: skip
 
 
+def _thread_split(me: Row, base: Row) -> str:
+    """Return ``me``'s Python-thread and librdkafka-thread CPU per saga against ``base``'s."""
+    parts = []
+    for key, label in (("python_cpu_ms_per_saga", "Python threads"),
+                       ("rdkafka_cpu_ms_per_saga", "librdkafka threads")):  # fmt: skip
+        mine, theirs = me.get(key), base.get(key)
+        value = ratio(mine, theirs)
+        if value is not None and mine is not None and theirs is not None:
+            parts.append(f"{label} {mine:.3f} vs {theirs:.3f} ms = {value:.2f}x")
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
 def targets(rows: list[Row]) -> list[str]:
     """Return one line per cell and target of issue 17: met or missed, with the figure."""
     lines = []
@@ -170,7 +184,7 @@ def targets(rows: list[Row]) -> list[str]:
             paired = _paired(me, ceiling, "cpu_ms_per_saga")
             if paired and me.get("repeats", 1) > 1:
                 check += f" (repeat by repeat {paired['min']:.2f}-{paired['max']:.2f}x)"
-            checks.append(check)
+            checks.append(check + _thread_split(me, ceiling))
         if me and fast:
             value = ratio(me["cpu_ms_per_saga"], fast["cpu_ms_per_saga"])
             checks.append(_check("choreo CPU/saga <= 0.2x FastStream", value, 0.2, higher=False))

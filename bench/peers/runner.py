@@ -109,6 +109,8 @@ def fleet_args(spec: RunSpec, run_tag: str) -> list[str]:
     ]  # fmt: skip
     if spec.postgres_url:
         args += ["--postgres-url", spec.postgres_url]
+    if spec.client_stats:
+        args.append("--client-stats")
     return args
 
 
@@ -189,10 +191,43 @@ def run(spec: RunSpec) -> dict[str, Any]:
     }
     result["service_cpu_s"] = round(sum(by_service.values()), 3)
     result["cpu_ms_per_saga"] = round(sum(by_service.values()) * 1000.0 / ended, 4)
+    _thread_split(result, fleet, reports, ended)
     result["processes"] = len(fleet.members)
     result["peak_rss_mb"] = round(sum(m.peak_rss_mb or 0.0 for m in fleet.members), 1)
     result["harness_peak_rss_mb"] = round(_peak_rss_mb(), 1)
     return result
+
+
+def _thread_split(
+    result: dict[str, Any], fleet: Fleet, reports: list[dict[str, Any]], ended: int
+) -> None:
+    """Add the services' CPU split by thread kind and, if collected, their client counts."""
+    rdk = [m.rdk_cpu_s for m in fleet.members]
+    if all(r is not None for r in rdk):
+        rdk_s = sum(r or 0.0 for r in rdk)
+        total_s = sum(m.cpu_s or 0.0 for m in fleet.members)
+        result["rdkafka_cpu_ms_per_saga"] = round(rdk_s * 1000.0 / ended, 4)
+        result["python_cpu_ms_per_saga"] = round((total_s - rdk_s) * 1000.0 / ended, 4)
+    threads = {
+        f"{r.get('service')}-{r.get('replica')}": r["thread_cpu_ms"]
+        for r in reports
+        if r.get("thread_cpu_ms")
+    }
+    if threads:
+        result["thread_cpu_ms"] = threads
+    counts: dict[str, int] = {}
+    for report in reports:
+        for key, value in (report.get("client_stats") or {}).items():
+            counts[key] = counts.get(key, 0) + value
+    if counts:
+        per_saga = {k: round(v / ended, 3) for k, v in sorted(counts.items())}
+        batches = counts.get("batches", 0)
+        per_saga["records_per_batch"] = round(counts.get("batch_records", 0) / max(batches, 1), 2)
+        requests = counts.get("producer_Produce", 0)
+        per_saga["records_per_produce_request"] = round(
+            counts.get("producer_txmsgs", 0) / max(requests, 1), 2
+        )
+        result["client_per_saga"] = per_saga
 
 
 def _timed(
@@ -413,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic-prefix", default="", help="tests only: isolate topic names")
     parser.add_argument("--recreate-topics", action="store_true", help="recreate topics first")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--client-stats", action="store_true", help="librdkafka statistics (diagnostic)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     spec = RunSpec(
@@ -428,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         broker_pid=args.broker_pid,
         postgres_pid=args.postgres_pid,
         recreate_topics=args.recreate_topics,
+        client_stats=args.client_stats,
     )
     result = run(spec)
     text = json.dumps(result, indent=2)

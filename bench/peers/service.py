@@ -3,8 +3,9 @@
 ``python -m bench.peers.service --impl choreo-confluent --service inventory --run-tag T
 --bootstrap HOST:PORT --state-out state.json`` is what the harness starts, once per service
 and replica (:mod:`bench.peers.procs`). The process starts the service, prints ``ready``
-on stdout, answers each ``cpu`` line on its stdin with ``cpu <CPU seconds so far>`` (the
-harness meters the timed phase with it), and runs until its stdin is closed (or SIGTERM);
+on stdout, answers each ``cpu`` line on its stdin with ``cpu <CPU seconds so far> <of which
+librdkafka threads>`` (the harness meters the timed phase with it;
+:mod:`bench.peers.clientstats`), and runs until its stdin is closed (or SIGTERM);
 then it stops the service after the batch in hand, writes the service's state dict (order
 id -> state) and the error that stopped it, if any, to ``--state-out`` as JSON, and exits
 (1 after an error). A service that fails while running also writes its error and exits at
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.peers import clientstats
 from bench.peers.harness import RunContext, RunSpec, load
 
 
@@ -30,12 +32,17 @@ def _watch_stdin(stop: threading.Event) -> None:
     """Answer ``cpu`` lines with this process's CPU seconds; set ``stop`` once stdin closes.
 
     ``time.process_time`` counts every thread in nanoseconds; /proc counts 10 ms ticks,
-    too coarse for a service that spends 50 ms on a run.
+    too coarse for a service that spends 50 ms on a run. The librdkafka threads' share
+    comes from their schedstat, also in nanoseconds.
     """
+    recorder = clientstats.recorder()
     try:
         for line in sys.stdin:
             if line.strip() == "cpu":
-                print(f"cpu {time.process_time():.9f}", flush=True)
+                if recorder is not None:
+                    recorder.mark()
+                total, rdk = time.process_time(), clientstats.thread_cpu()
+                print(f"cpu {total:.9f} {rdk:.9f}", flush=True)
     finally:
         stop.set()
 
@@ -67,6 +74,10 @@ def serve(spec: RunSpec, service: str, state_out: Path) -> int:
         except Exception as exc:
             report["error"] = report["error"] or f"states: {exc!r}"
             report["states"] = {}
+        stats = clientstats.recorder()
+        if stats is not None:
+            report["client_stats"] = stats.phase()
+            report["thread_cpu_ms"] = stats.threads()
         state_out.write_text(json.dumps(report))
     return 1 if report["error"] else 0
 
@@ -83,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topic-prefix", default="")
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--state-out", type=Path, required=True)
+    parser.add_argument("--client-stats", action="store_true", help="librdkafka statistics")
     args = parser.parse_args(argv)
+    if args.client_stats:
+        clientstats.enable()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     spec = RunSpec(
         impl=args.impl,

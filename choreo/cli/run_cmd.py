@@ -11,6 +11,10 @@ the schemas in ``--schemas``; the store (inbox, outbox and the service's own tab
 SIGINT the worker finishes the batch in hand, publishes and commits it, and closes.
 ``--instance-id`` (a stable id per replica, e.g. the pod name) makes a restart after a
 crash immediate: the worker rejoins its group as the same static member.
+``--partitions`` (``$CHOREO_TOPIC_PARTITIONS``) sizes the topics the worker creates, so
+that several replicas share them. A ``--store`` URL given on the command line with a
+password draws a warning: ``ps`` shows it to every user (use ``$CHOREO_STORE``,
+``$PGPASSWORD`` or ``~/.pgpass``).
 ``--relay-interval``, ``--relay-min-age`` and ``--relay-batch`` (or
 ``$CHOREO_RELAY_INTERVAL``, ``$CHOREO_RELAY_MIN_AGE``, ``$CHOREO_RELAY_BATCH``) tune the
 outbox relay of a shared store (``WorkerConfig.relay_*``).
@@ -32,6 +36,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from choreo.choreography.service import Service
 from choreo.cli._common import config_option, import_from_cwd, open_kafka, schemas_option
@@ -44,11 +49,12 @@ from choreo.cli._observability import (
     worker_observability,
 )
 from choreo.errors import ChoreoError
+from choreo.safety.redact import redact_text
 
 if TYPE_CHECKING:
     from choreo.orchestration import OrchestratorRunner
 
-__all__ = ["load_service", "run"]
+__all__ = ["load_service", "run", "warn_if_password_on_command_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +96,33 @@ def load_service(target: str) -> Service:
     return found
 
 
+def warn_if_password_on_command_line(store_url: str) -> None:
+    """Log a warning when ``--store`` was given on the command line with a password in it.
+
+    Every user of the machine can read a process's arguments (``ps``, ``/proc``); the
+    environment (``$CHOREO_STORE``), ``$PGPASSWORD`` and ``~/.pgpass`` are private to it.
+    """
+    context = click.get_current_context(silent=True)
+    if context is None or redact_text(store_url) == store_url:
+        return
+    if context.get_parameter_source("store_url") is ParameterSource.COMMANDLINE:
+        logger.warning(
+            "the --store URL holds a password, which any user of this machine can read in "
+            "the process list (ps): give the URL in $CHOREO_STORE, or the password in "
+            "$PGPASSWORD or ~/.pgpass, instead"
+        )
+
+
+def _with_hint(message: str, instance_id: str | None, group: str) -> str:
+    """Return ``message`` with what to do when another process took this instance id."""
+    if instance_id and "same group.instance.id" in message:
+        return (
+            f"{message}\nAnother live process runs with --instance-id {instance_id!r} in group "
+            f"{group!r}: give every replica its own --instance-id (or $CHOREO_INSTANCE_ID)."
+        )
+    return message
+
+
 @click.command("run")
 @click.argument("target", metavar="MODULE:SERVICE")
 @click.option(
@@ -113,8 +146,9 @@ def load_service(target: str) -> Service:
     envvar="CHOREO_STORE",
     help=(
         "The service's store (inbox, outbox, own tables): postgresql://user:pw@host/db "
-        "(any number of replicas), sqlite:///path.db (one replica) or $CHOREO_STORE "
-        "[default: sqlite ./<service>.inbox.db]."
+        "(any number of replicas; ps shows arguments, so keep a password in $CHOREO_STORE, "
+        "$PGPASSWORD or ~/.pgpass), sqlite:///relative.db or sqlite:////absolute.db (one "
+        "replica) or $CHOREO_STORE [default: sqlite ./<service>.inbox.db]."
     ),
 )
 @click.option(
@@ -140,6 +174,20 @@ def load_service(target: str) -> Service:
     "--topic-prefix",
     default="",
     help="Prefix of every topic the service reads and writes (e.g. 'staging.').",
+)
+@click.option(
+    "--partitions",
+    "topic_partitions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="CHOREO_TOPIC_PARTITIONS",
+    help=(
+        "Partitions of each topic the worker creates because it is missing (existing topics "
+        "are left as they are; $CHOREO_TOPIC_PARTITIONS). Replicas share a topic's "
+        "partitions: give at least as many as replicas. Replication is the cluster's "
+        "default.replication.factor."
+    ),
 )
 @click.option(
     "--relay-interval",
@@ -183,6 +231,7 @@ def run(
     exactly_once: bool,
     concurrency: int,
     topic_prefix: str,
+    topic_partitions: int = 1,
     relay_interval: float = 1.0,
     relay_min_age: float | None = None,
     relay_batch: int = 500,
@@ -211,6 +260,7 @@ def run(
             concurrency=concurrency,
             topic_naming=lambda event_type: f"{topic_prefix}{event_type}",
             deadletter_naming=lambda name: f"{topic_prefix}{deadletter_topic(name)}",
+            topic_partitions=topic_partitions,
             relay_interval=relay_interval,
             relay_min_age=relay_min_age,
             relay_batch=relay_batch,
@@ -220,6 +270,7 @@ def run(
                 "give --store or --inbox, not both (--inbox PATH is --store sqlite:///PATH)"
             )
         if store_url:
+            warn_if_password_on_command_line(store_url)
             inbox = open_store(store_url)
         else:
             inbox = SqliteStore(inbox_path or Path(f"{service.name}.inbox.db"))
@@ -268,7 +319,8 @@ def run(
     try:
         worker.run(stop)
     except ChoreoError as exc:
-        raise click.ClickException(str(exc)) from exc
+        message = _with_hint(str(exc), instance_id, group_id or service.name)
+        raise click.ClickException(message) from exc
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

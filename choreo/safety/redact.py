@@ -14,8 +14,9 @@ Three things hide them:
   after any ``secret-name=``/``'secret_name': `` in text, and the password of any URL
   (``https://user:pass@host``);
 - :class:`RedactingFilter`, installed by :func:`install_log_redaction` on choreo's,
-  kafka-python's and confluent-kafka's loggers (and on any logger created later under
-  those names), rewrites each log record, traceback included, with :func:`redact_text`.
+  kafka-python's, confluent-kafka's and psycopg's loggers (and on any logger created
+  later under those names), rewrites each log record, traceback included, with
+  :func:`redact_text`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = [
 MASK: Final = "***"
 """What a secret value is replaced by."""
 
-REDACTED_LOGGERS: Final = ("choreo", "kafka", "confluent_kafka")
+REDACTED_LOGGERS: Final = ("choreo", "kafka", "confluent_kafka", "psycopg")
 """The loggers (and their descendants) whose records are redacted."""
 
 SECRET_SETTINGS: Final = frozenset(

@@ -76,8 +76,13 @@ def pack_records(records: Sequence[OutboxRecord]) -> bytes:
     if not count:
         return _MAGIC + _HEAD.pack(0, 0)
     ids, topics, keys, values, headers = zip(*records, strict=True)
-    flat = list(chain.from_iterable(headers))
-    names, datas = zip(*flat, strict=True) if flat else ((), ())
+    # name, value, name, value, ...: slicing splits it in C (``zip(*pairs)`` would build
+    # an iterator per header, the costliest step of the whole packing)
+    pairs = list(chain.from_iterable(headers))
+    if pairs and set(map(len, pairs)) != {2}:
+        raise ValueError("a record header is not a (name, value) pair")
+    flat = list(chain.from_iterable(pairs))
+    names, datas = flat[0::2], flat[1::2]
     id_blob, id_lengths = _utf8_column(ids)
     topic_blob, topic_lengths = _utf8_column(topics)
     name_blob, name_lengths = _utf8_column(names)
@@ -98,7 +103,7 @@ def pack_records(records: Sequence[OutboxRecord]) -> bytes:
     return b"".join(
         (
             _MAGIC,
-            _HEAD.pack(count, len(flat)),
+            _HEAD.pack(count, len(names)),
             lengths.tobytes(),
             id_blob,
             topic_blob,

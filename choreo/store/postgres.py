@@ -27,6 +27,7 @@ from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
+from choreo.store.pg_connect import check_url, connection_failure, register_url_password
 from choreo.store.pg_outbox import KEYS_FROM_BLOB, OUTBOX_TABLE, BatchOutbox, compress_outbox
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
@@ -133,6 +134,8 @@ class PostgresStore:
             ) from exc
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigurationError(f"schema {schema!r} is not a lower-case SQL identifier")
+        check_url(url)
+        register_url_password(url)
         self._psycopg = psycopg
         self.url = redact_text(url)
         self.schema = schema
@@ -140,9 +143,9 @@ class PostgresStore:
         self._outbox = BatchOutbox(self.owner)
         self._lock = threading.RLock()
         kwargs: dict[str, Any] = {"autocommit": False}
+        self._check_connection(url, schema, timeout)
         if schema is not None:
-            self._create_schema(url, schema, timeout)
-            kwargs["options"] = f"-c search_path={schema}"
+            kwargs["options"] = f'-c search_path="{schema}"'  # quoted: "order" is a keyword
         self._pool = ConnectionPool(
             url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, timeout=timeout
         )
@@ -150,9 +153,7 @@ class PostgresStore:
             self._pool.open(wait=True, timeout=timeout)
         except Exception as exc:
             self._pool.close()
-            raise ConfigurationError(
-                f"cannot connect to PostgreSQL at {self.url}: {type(exc).__name__}"
-            ) from None
+            raise ConfigurationError(connection_failure(exc, self.url)) from None
         self._conn: Any = None
         self._tx_thread: int | None = None  # the thread whose transaction is open
         self._release_pending = False  # a kept handler savepoint is still open
@@ -166,14 +167,24 @@ class PostgresStore:
         schema = f", schema={self.schema!r}" if self.schema else ""
         return f"PostgresStore({self.url!r}{schema})"
 
-    def _create_schema(self, url: str, schema: str, timeout: float) -> None:
-        """Create ``schema`` unless it exists (its name was checked to be an identifier)."""
+    def _check_connection(self, url: str, schema: str | None, timeout: float) -> None:
+        """Connect once, failing fast with libpq's reason, and create ``schema`` unless it exists.
+
+        The pool would retry a refused login or an unreachable server for ``timeout``
+        seconds and then only say it timed out. The schema's name was checked to be a
+        lower-case identifier; it is quoted, so a keyword (``order``) is a name too.
+        """
         try:
-            with self._psycopg.connect(url, autocommit=True, connect_timeout=int(timeout)) as conn:
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn = self._psycopg.connect(url, autocommit=True, connect_timeout=int(timeout))
+        except self._psycopg.Error as exc:
+            raise ConfigurationError(connection_failure(exc, self.url)) from None
+        try:
+            with conn:
+                if schema is not None:
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         except self._psycopg.Error as exc:
             raise ConfigurationError(
-                f"cannot create schema {schema} at {self.url}: {type(exc).__name__}"
+                connection_failure(exc, self.url, what=f"create schema {schema} on")
             ) from None
 
     # --- the batch transaction ---------------------------------------------------------

@@ -69,6 +69,27 @@ SQLITE_MIGRATIONS: Final = (
 _SYNCHRONOUS: Final = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
 
+def _connect(path: str, timeout: float) -> sqlite3.Connection:
+    """Open the database file ``path``, or raise ConfigurationError saying why it cannot be.
+
+    A ``sqlite:///x/y.db`` URL names the relative path ``x/y.db``; an absolute path needs
+    four slashes (``sqlite:////x/y.db``), and a missing directory is the usual cause.
+    """
+    try:
+        return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        where = Path(path).resolve(strict=False)
+        reason = (
+            f"its directory {str(where.parent)!r} does not exist"
+            if not where.parent.is_dir()
+            else str(exc)
+        )
+        raise ConfigurationError(
+            f"cannot open the SQLite store {str(where)!r}: {reason} (sqlite:///x.db is a path "
+            "relative to the working directory, sqlite:////abs/x.db an absolute one)"
+        ) from None
+
+
 class SqliteStore:
     """A durable :class:`~choreo.store.base.Store` in one SQLite file (WAL journal).
 
@@ -103,9 +124,7 @@ class SqliteStore:
         self.durability = durability
         self.owner = uuid.uuid4().hex
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        self._conn = _connect(self.path, timeout)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[durability]}")
         self.migrate(CHOREO_COMPONENT, SQLITE_MIGRATIONS)

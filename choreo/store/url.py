@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from choreo.store.sqlite import Durability
 
 __all__ = ["STORE_ENV", "open_store", "split_schema", "sqlite_file"]
+
+_CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port)\s*=")
 
 STORE_ENV = "CHOREO_STORE"
 """The environment variable that selects a worker's store when ``--store`` is not given."""
@@ -77,6 +80,11 @@ def open_store(url: str) -> Store:
         from choreo.store.memory import MemoryStore
 
         return MemoryStore()
+    if scheme == "" and _CONNINFO.search(url):
+        raise ConfigurationError(
+            f"the store {redact_text(url)!r} looks like a libpq conninfo string, not a file "
+            "path: give a postgresql://user@host:5432/db URL"
+        )
     if scheme in ("sqlite", "") or len(scheme) == 1:  # a plain path (or a Windows drive)
         from choreo.store.sqlite import SqliteStore
 

@@ -55,6 +55,7 @@ from choreo.transports.base import (
     supports_transactions,
 )
 from choreo.transports.partitioner import partition_for
+from choreo.transports.shared import publish_records
 
 __all__ = ["Clients", "ContractBase", "TransactionContract", "TransportContract", "unique"]
 
@@ -446,6 +447,28 @@ class TransportContract(ContractBase):
         producer.publish("not a legal topic!", b"v", key=b"k")
         with pytest.raises(DeliveryError, match="not a legal topic!"):
             producer.flush(self.patience)
+
+    def test_publish_records_queues_a_batch_as_publish_would_each(self, clients: Clients) -> None:
+        """A batch queued in one call arrives in order with its headers; failures at flush."""
+        topic = self.topic(clients.transport)
+        producer = clients.producer()
+        batch = [
+            (f"id-{n}", topic, b"k", OVERSIZED if n == 2 else f"v{n}".encode(),
+             (("choreo-seq", str(n).encode()),))
+            for n in range(5)
+        ]  # fmt: skip
+        publish_records(producer, batch)
+        with pytest.raises(DeliveryError, match=r"^1 record\(s\) not delivered"):
+            producer.flush(self.patience)
+        consumer = clients.consumer(unique("g"))
+        consumer.subscribe([topic])
+        records = self.drain(consumer, 4)
+        assert [r.value for r in records] == [b"v0", b"v1", b"v3", b"v4"]
+        expected = [(("choreo-seq", seq),) for seq in (b"0", b"1", b"3", b"4")]
+        assert [r.headers for r in records] == expected
+        producer.close()
+        with pytest.raises(TransportClosedError):
+            publish_records(producer, batch[:1])
 
     # --- lifecycle and administration ------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import Final, NamedTuple, Protocol, runtime_checkable
 __all__ = [
     "Consumer",
     "Headers",
+    "Outgoing",
     "Producer",
     "RebalanceCallback",
     "Record",
@@ -41,6 +42,10 @@ __all__ = [
 
 Headers = Sequence[tuple[str, bytes]]
 """Record headers as (name, value) pairs; values are bytes (choreo writes UTF-8)."""
+
+Outgoing = tuple[str, str, bytes | None, bytes | None, Headers]
+"""A record to publish as ``(id, topic, key, value, headers)``; the id is the caller's own
+(an outbox record's) and is not sent."""
 
 
 class TopicPartition(NamedTuple):

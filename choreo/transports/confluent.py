@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Final, TypeVar
 
@@ -41,7 +41,14 @@ from choreo.errors import (
     TransportClosedError,
     TransportError,
 )
-from choreo.transports.base import Consumer, Headers, Record, TopicPartition, make_record
+from choreo.transports.base import (
+    Consumer,
+    Headers,
+    Outgoing,
+    Record,
+    TopicPartition,
+    make_record,
+)
 from choreo.transports.bounded import BoundedCaller, run_bounded
 from choreo.transports.config import KafkaConfig
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
@@ -239,6 +246,32 @@ class ConfluentProducer(ProducerBase):
     ) -> None:
         """Queue one record (the base class's hook; :meth:`publish` does the work)."""
         self.publish(topic, value, key=key, headers=headers)
+
+    def publish_many(self, records: Iterable[Outgoing]) -> None:
+        """Queue every record in order, exactly as :meth:`publish` would, in one loop.
+
+        A batch's output costs one client call per record and no Python call around it;
+        delivery reports are served once after the loop (a full queue is served as it
+        fills, by :meth:`_queue_slowly`).
+        """
+        if self._closed:
+            raise TransportClosedError("producer is closed")
+        produce = self._producer.produce
+        queued = 0
+        for _, topic, key, value, headers in records:
+            hdrs: Any = (
+                (headers if headers.__class__ is list else list(headers)) if headers else None
+            )
+            try:
+                produce(topic, value, key, headers=hdrs)
+            except (BufferError, ck.KafkaException):  # nothing was queued
+                if not self._queue_slowly(topic, value, key, hdrs):
+                    continue
+            queued += 1
+        self._since_poll += queued
+        if self._since_poll >= _POLL_EVERY:
+            self._since_poll = 0
+            self._producer.poll(0)
 
     def _queue_slowly(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Any
@@ -581,7 +614,9 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             headers: tuple[tuple[str, bytes], ...] = ()
             if raw:
                 headers = tuple(raw)  # type: ignore[arg-type]  # consumed headers are a list
-                if None in map(value_of, headers):  # a header without value: b"" instead
+                # a header without value gets b"" instead (all() is the cheap test: only a
+                # falsy value, b"" or None, needs the exact one)
+                if not all(map(value_of, headers)) and None in map(value_of, headers):
                     headers = tuple((k, v if v is not None else b"") for k, v in headers)
             # A message without error always has a topic, partition and offset.
             append(

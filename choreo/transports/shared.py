@@ -12,15 +12,35 @@ client: each transport supplies the client calls (``_produce``, ``_subscribe``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 from choreo.errors import ConfigurationError, DeliveryError, TransactionError, TransportClosedError
-from choreo.transports.base import Headers, RebalanceCallback
+from choreo.transports.base import Headers, Outgoing, Producer, RebalanceCallback
 
-__all__ = ["ConsumerBase", "ProducerBase", "check_instance_id", "require_group_id"]
+__all__ = [
+    "ConsumerBase",
+    "ProducerBase",
+    "check_instance_id",
+    "publish_records",
+    "require_group_id",
+]
 
 ClientT = TypeVar("ClientT")
+
+
+def publish_records(producer: Producer, records: Iterable[Outgoing]) -> None:
+    """Queue ``records`` in order on ``producer``: as :meth:`Producer.publish` would each.
+
+    choreo's own producers take the batch in one call (:meth:`ProducerBase.publish_many`);
+    any other :class:`~choreo.transports.base.Producer` gets one ``publish`` per record.
+    """
+    if isinstance(producer, ProducerBase):
+        producer.publish_many(records)
+        return
+    publish = producer.publish
+    for _, topic, key, value, headers in records:
+        publish(topic, value, key=key, headers=headers)
 
 
 def require_group_id(group_id: str) -> None:
@@ -73,6 +93,12 @@ class ProducerBase:
     ) -> None:
         """Queue one record on the client (the producer is open)."""
         raise NotImplementedError
+
+    def publish_many(self, records: Iterable[Outgoing]) -> None:
+        """Queue every record in order, as :meth:`publish` each (a transport may do it faster)."""
+        publish = self.publish
+        for _, topic, key, value, headers in records:
+            publish(topic, value, key=key, headers=headers)
 
     def _check_open(self) -> None:
         """Raise TransportClosedError after ``close``."""

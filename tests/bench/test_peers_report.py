@@ -75,3 +75,17 @@ def test_repeats_give_spreads_and_ratios_against_the_same_cell() -> None:
     lines = targets(rows)
     assert "choreo service CPU/saga <= 1.1x ceiling: 1.00x ✅" in lines[0]
     assert "choreo CPU/saga <= 0.2x FastStream: 0.10x ✅" in lines[0]
+
+
+def test_target_line_gives_the_python_and_librdkafka_thread_split() -> None:
+    """The ceiling target names both thread kinds' CPU per saga and their ratios."""
+    ceiling = {**_run("ceiling", 100, 0.3), "python_cpu_ms_per_saga": 0.2}
+    ceiling["rdkafka_cpu_ms_per_saga"] = 0.1
+    choreo = {**_run("choreo-confluent", 100, 0.3), "python_cpu_ms_per_saga": 0.25}
+    choreo["rdkafka_cpu_ms_per_saga"] = 0.05
+    rows = [combine([ceiling]), combine([choreo])]
+    add_ratios(rows)
+    assert rows[1]["python_cpu_ms_per_saga"] == 0.25
+    line = targets(rows)[0]
+    assert "Python threads 0.250 vs 0.200 ms = 1.25x" in line
+    assert "librdkafka threads 0.050 vs 0.100 ms = 0.50x" in line

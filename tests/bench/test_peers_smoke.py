@@ -28,6 +28,8 @@ from bench.peers.shape import CHOREOGRAPHED  # noqa: E402
 from bench.peers.topics import delete_topics  # noqa: E402
 
 SAGAS = 20
+CLIENT_STATS = frozenset({"ceiling-interleaved", "choreo-confluent"})
+"""Run with librdkafka statistics (the diagnostic), so both ways of counting are exercised."""
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,7 @@ def run_harness(
         "--bootstrap", bootstrap, "--topic-prefix", prefix, "--recreate-topics",
         "--warmup", "3", "--budget", "120", "--out", str(out),
         *(["--postgres-url", postgres_url] if postgres_url else []),
+        *(["--client-stats"] if impl in CLIENT_STATS else []),
     ]  # fmt: skip
     done = subprocess.run(
         command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
@@ -127,3 +130,11 @@ def test_implementation_runs_every_saga_to_its_expected_end(
         assert result["processes"] >= 4
         assert result["harness_cpu_ms_per_saga"] > 0
         assert set(result["service_cpu_ms_per_saga_by_service"]) >= set(CHOREOGRAPHED.services)
+        rdkafka, python = result["rdkafka_cpu_ms_per_saga"], result["python_cpu_ms_per_saga"]
+        assert rdkafka >= 0 and python > 0
+        assert abs(rdkafka + python - result["cpu_ms_per_saga"]) < 0.01
+    if impl in CLIENT_STATS:  # requests, records and batches of the services' clients
+        client = result["client_per_saga"]
+        assert client["producer_Produce"] > 0 and client["consumer_Fetch"] > 0
+        assert client["producer_txmsgs"] > 0 and client["batch_records"] > 0
+        assert client["batches"] > 0

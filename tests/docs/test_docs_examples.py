@@ -207,4 +207,4 @@ def test_api_reference_covers_every_public_name() -> None:
     public = {name for name in choreo.__all__ if not name.startswith("_")}
     assert public - rendered - named == set()
     # Beyond choreo.__all__, the reference documents a few classes users reach by module.
-    assert rendered <= public | {"WorkerConfig", "KafkaConfig", "TrackerGroupMember"}
+    assert rendered <= public | {"WorkerConfig", "KafkaConfig", "TrackerGroupMember", "Migration"}

@@ -129,3 +129,69 @@ def test_dockerfile_installs_the_package_with_services_and_schemas() -> None:
         assert line in text
     assert "pip install ." in text
     assert "WORKDIR /app" in text
+
+
+def _choreo_workers(compose: dict[str, Any]) -> list[str]:
+    """Return the containers that run ``choreo run`` (the shop and the orchestrator)."""
+    return [
+        name
+        for name, spec in compose["services"].items()
+        if spec.get("command", [])[:1] == ["choreo"] and "run" in spec["command"]
+    ]
+
+
+def test_every_worker_creates_topics_a_scaled_out_service_can_share(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsed under its container's environment, every ``choreo run`` gets its store and
+    more than one partition per topic (`--scale payment=2` gives the second replica work),
+    the same count as the topics the broker creates itself."""
+    from choreo.cli.run_cmd import load_service, run
+
+    workers = _choreo_workers(compose)
+    assert set(workers) == {*SHOP, "orchestrator"}
+    broker_default = int(compose["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"])
+    assert broker_default > 1
+    for name in workers:
+        spec = compose["services"][name]
+        with monkeypatch.context() as env:
+            for key, value in spec["environment"].items():
+                env.setenv(key, str(value))
+            params = _parse(run, spec["command"][spec["command"].index("run") + 1 :])
+        assert load_service(params["target"]).name, name
+        assert params["topic_partitions"] == broker_default, name
+        assert params["store_url"] == spec["environment"]["CHOREO_STORE"], name
+
+
+def test_every_store_url_logs_in_as_the_postgres_service_and_its_schema_opens(
+    compose: dict[str, Any], postgres_url: str
+) -> None:
+    """User, password, host, port and database of every CHOREO_STORE are the postgres
+    container's; each schema name is one PostgreSQL accepts (``order`` is a keyword)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from choreo.store import open_store
+
+    database = compose["services"]["postgres"]["environment"]
+    schemas = set()
+    for name, spec in compose["services"].items():
+        url = spec.get("environment", {}).get("CHOREO_STORE")
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        assert parts.scheme == "postgresql", name
+        assert (parts.username, parts.password) == (
+            database["POSTGRES_USER"],
+            database["POSTGRES_PASSWORD"],
+        ), name
+        assert (parts.hostname, parts.port, parts.path) == (
+            "postgres",
+            5432,
+            f"/{database['POSTGRES_DB']}",
+        ), name
+        schemas.update(parse_qs(parts.query)["schema"])
+    assert schemas >= set(SHOP)
+    for schema in sorted(schemas):
+        separator = "&" if "?" in postgres_url else "?"
+        store = open_store(f"{postgres_url}{separator}schema={schema}")
+        store.close()

@@ -73,3 +73,19 @@ def test_trailing_bytes_and_huge_counts_are_decode_errors() -> None:
         unpack_records(blob + b"x")
     with pytest.raises(DecodeError):
         unpack_records(blob[:4] + struct.pack("<II", 10**9, 0) + blob[12:])
+
+
+def test_a_header_that_is_not_a_pair_is_refused() -> None:
+    """A header of one or three parts raises instead of shifting every later name and value."""
+    odd: list[tuple[str, bytes]] = [("a", b"1"), ("b", b"2", b"3")]  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="pair"):
+        pack_records([OutboxRecord("i", "t", None, None, odd)])
+
+
+def test_the_layout_is_unchanged() -> None:
+    """A packed batch has the bytes earlier versions wrote (rows stay readable both ways)."""
+    blob = pack_records(_records()[:1])
+    assert blob[:4] == b"\xffCB2"
+    assert struct.unpack_from("<II", blob, 4) == (1, 2)
+    names_and_values = b"choreo-typetraceparentshop.ItemReserved00-ab-cd-01"
+    assert blob.endswith(names_and_values)

@@ -30,6 +30,7 @@ from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery.base import Batch, DeliveryBase, DeliveryLink, Offsets
 from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Producer, TopicPartition, Transport
+from choreo.transports.shared import publish_records
 
 __all__ = ["AtLeastOnce"]
 
@@ -115,10 +116,8 @@ class AtLeastOnce(DeliveryBase):
         producer = self.producer
         pending = self._pending
         if pending:
-            publish = producer.publish
             try:
-                for _, topic, key, value, headers in pending:
-                    publish(topic, value, key=key, headers=headers)
+                publish_records(producer, pending)
                 producer.flush(self.config.flush_timeout)
             except TransportError:
                 self._uncommitted.update(offsets)

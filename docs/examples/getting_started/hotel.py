@@ -22,7 +22,7 @@ from events import (
 )
 
 from choreo import Context, Saga, Service
-from choreo.store import Migration
+from choreo.store import Migration, execute
 
 room_booking = Saga(
     "RoomBooking",
@@ -52,10 +52,17 @@ rooms = Service("rooms", sagas=[room_booking], migrations=[ROOMS])
 @rooms.step(on=BookingRequested, emits=RoomHeld, fails_with=NoRoomAvailable)
 def hold(event: BookingRequested, ctx: Context) -> RoomHeld | NoRoomAvailable:
     """Hold a free room for the booking, or say that none is free."""
-    free = ctx.db.execute("SELECT min(room) FROM rooms WHERE booking_id IS NULL").fetchone()[0]
+    free = execute(ctx.db, "SELECT min(room) FROM rooms WHERE booking_id IS NULL").fetchone()[0]
     if free is None:
         return NoRoomAvailable(booking_id=event.booking_id, reason="the hotel is full")
-    ctx.db.execute("UPDATE rooms SET booking_id = ? WHERE room = ?", (event.booking_id, free))
+    # Take the room only if it is still free: another replica may just have taken it.
+    taken = execute(
+        ctx.db,
+        "UPDATE rooms SET booking_id = ? WHERE room = ? AND booking_id IS NULL",
+        (event.booking_id, free),
+    )
+    if taken.rowcount != 1:
+        raise RuntimeError(f"room {free} was taken meanwhile")  # retried: picks another
     ctx.log.info("room %d held for %s", free, event.booking_id)
     return RoomHeld(booking_id=event.booking_id, room=free, card=event.card)
 
@@ -63,9 +70,9 @@ def hold(event: BookingRequested, ctx: Context) -> RoomHeld | NoRoomAvailable:
 @rooms.compensation(undoes=hold, on=PaymentRefused, emits=RoomReleased)
 def release(event: PaymentRefused, ctx: Context) -> RoomReleased:
     """Free the room held for the booking (the compensation of ``hold``)."""
-    row = ctx.db.execute("SELECT room FROM rooms WHERE booking_id = ?", (event.booking_id,))
+    row = execute(ctx.db, "SELECT room FROM rooms WHERE booking_id = ?", (event.booking_id,))
     held = row.fetchone()
-    ctx.db.execute("UPDATE rooms SET booking_id = NULL WHERE booking_id = ?", (event.booking_id,))
+    execute(ctx.db, "UPDATE rooms SET booking_id = NULL WHERE booking_id = ?", (event.booking_id,))
     return RoomReleased(booking_id=event.booking_id, room=held[0] if held else 0)
 
 
