@@ -98,7 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="postgresql: one shared database per scenario; sqlite: one file per replica",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work dir (the services' and brokers' logs)"
+    )
     parser.add_argument(
         "--service-log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -173,12 +175,13 @@ def play(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     infra_s = postgres.start() if postgres else 0.0
     kafka: Kafka | None = None
+    logs = workdir if args.keep else None  # the brokers' logs go with the services'
     try:
         for name in args.names:
             scenario = SCENARIOS[name]
             if kafka is None or kafka.cluster_mode != scenario.cluster:
                 if kafka is not None:
-                    kafka.stop()
+                    kafka.stop(logs)
                 kafka = Kafka(cluster=scenario.cluster)
                 infra_s += kafka.start()
             options = Options(
@@ -192,11 +195,11 @@ def play(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             results.append(play_one(scenario, options, kafka, run_id))
             if "error" in results[-1]:  # the broker may be the casualty: start afresh
-                kafka.stop()
+                kafka.stop(logs)
                 kafka = None
     finally:
         if kafka is not None:
-            kafka.stop()
+            kafka.stop(logs)
         if postgres is not None:
             postgres.stop()
     meta = {

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from choreo.errors import TransportError
 from choreo.model.context import EventLogger
 from choreo.transports.base import Consumer, Record, TopicPartition
 
@@ -85,7 +86,9 @@ class Pauses:
         """Wait ``seconds`` (or until ``stop``) polling with every partition paused; resume.
 
         Records of partitions assigned meanwhile are given back (``rewind``) and paused
-        too; partitions paused for deferred retries stay paused afterwards.
+        too; partitions paused for deferred retries stay paused afterwards. A fatal
+        consumer error (e.g. a static member fenced) is raised: the client reports it
+        once, and a worker that waited it out would stay alive owning nothing.
         """
         deadline = time.monotonic() + seconds
         try:
@@ -98,6 +101,8 @@ class Pauses:
             try:
                 records = consumer.poll(max_records, min(left, max(poll_timeout, 0.1)))
             except Exception as exc:
+                if isinstance(exc, TransportError) and exc.fatal:
+                    raise
                 self._log.debug("poll during the backoff failed: %s", exc)
                 stop.wait(min(left, 1.0))
                 continue

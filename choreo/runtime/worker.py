@@ -244,17 +244,25 @@ class Worker:
                 try:
                     self.run_once(self.config.poll_timeout)
                 except Exception as exc:
-                    reason = self._fatal_reason(exc)
-                    if reason is not None:
-                        self._log.error("worker stopping: %s", reason)
-                        raise FatalError(f"worker {self.service.name} stopped: {reason}") from exc
+                    self._stop_if_fatal(exc)
                     self._log.exception(
                         "worker error; backing off %.1f s (polling, partitions paused)",
                         self.config.error_backoff,
                     )
-                    self._back_off()
+                    try:
+                        self._back_off()
+                    except TransportError as during:  # e.g. the consumer fenced meanwhile
+                        self._stop_if_fatal(during)
+                        raise
         finally:
             self.close()
+
+    def _stop_if_fatal(self, exc: Exception) -> None:
+        """Raise :class:`~choreo.errors.FatalError` saying why when ``exc`` ends the worker."""
+        reason = self._fatal_reason(exc)
+        if reason is not None:
+            self._log.error("worker stopping: %s", reason)
+            raise FatalError(f"worker {self.service.name} stopped: {reason}") from exc
 
     def _fatal_reason(self, exc: Exception) -> str | None:
         """Return why ``exc`` ends the worker, or None when retrying may help."""

@@ -12,6 +12,17 @@ Producer (:data:`PRODUCER_DEFAULTS`)
     ``max.in.flight.requests.per.connection=5``: no duplicates or reordering on
     retry, every in-sync replica acknowledges, small batches without per-record
     latency.
+Transactional producer (:data:`TRANSACTIONAL_DEFAULTS`, with a transactional id)
+    ``transaction.timeout.ms=30000`` instead of the clients' 60 s: a transaction whose
+    producer died (and that no replacement with the same transactional id fences) is
+    aborted by the broker within this timeout plus its abort check interval
+    (``transaction.abort.timed.out.transaction.cleanup.interval.ms``, 10 s), so
+    ``read_committed`` readers of the partitions it wrote to wait at most about 40 s.
+    A transaction of choreo's lasts one batch's publish and commit; one still open
+    after 30 s (a broker outage longer than that) is aborted by the broker, while the
+    worker's own transactional calls give up after the same 30 s and recreate the
+    producer (a producer the broker fenced first fails fatally: its worker exits for
+    its supervisor to restart it). librdkafka lowers ``message.timeout.ms`` to match.
 Consumer (:data:`CONSUMER_DEFAULTS`)
     ``enable.auto.commit=false`` (the runtime commits what it has handled),
     ``isolation.level=read_committed`` (aborted transactions stay invisible), and
@@ -35,6 +46,7 @@ from choreo.safety.redact import install_log_redaction, redact_settings, registe
 __all__ = [
     "CONSUMER_DEFAULTS",
     "PRODUCER_DEFAULTS",
+    "TRANSACTIONAL_DEFAULTS",
     "KafkaConfig",
     "to_kafka_python",
 ]
@@ -50,6 +62,11 @@ PRODUCER_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
     }
 )
 """Producer settings choreo applies before any override (librdkafka names)."""
+
+TRANSACTIONAL_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
+    {"transaction.timeout.ms": 30_000}
+)
+"""Settings of a transactional producer choreo applies before any override."""
 
 CONSUMER_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
     {
@@ -145,6 +162,8 @@ class KafkaConfig:
     def producer_settings(self, transactional_id: str | None = None) -> Settings:
         """Return producer settings: safe defaults, then overrides, then the transactional id."""
         settings: Settings = dict(PRODUCER_DEFAULTS)
+        if transactional_id is not None:
+            settings.update(TRANSACTIONAL_DEFAULTS)
         settings.update(self.common_settings())
         settings.update(self.producer)
         if transactional_id is not None:

@@ -79,6 +79,9 @@ _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
 _CLOSE_FLUSH_TIMEOUT: Final = 10.0
 _ADMIN_TIMEOUT: Final = 30.0
+_FENCE_LIMIT: Final = _ADMIN_TIMEOUT
+"""Seconds the abort of an abandoned producer's open transaction may take (best effort):
+as long as a replacement's own registration, so a broker still restarting is waited for."""
 # Errors that will not go away by trying again (fatal for a worker).
 _RAISED_CONSUMER_ERRORS: Final = frozenset(
     {
@@ -404,7 +407,8 @@ class ConfluentProducer(ProducerBase):
         """Flush what is queued (best effort, bounded) and release the client (bounded).
 
         A producer with a call still hung is left alone (destroying a client another
-        thread is inside of is unsafe; that thread keeps it referenced); one that failed
+        thread is inside of is unsafe; that thread keeps it referenced) once the
+        transaction it left open is aborted (:meth:`_abort_by_fencing`); one that failed
         fatally is purged, not flushed; a close that outlives ``_CLOSE_LIMIT`` is
         abandoned with a warning, so a worker that must stop always does.
         """
@@ -416,6 +420,7 @@ class ConfluentProducer(ProducerBase):
             logger.warning(
                 "abandoning a producer hung in %s: its queued records are lost", self._caller.hung
             )
+            self._abort_by_fencing()
             return
         if self._failed_fatally:
             logger.warning("closing a producer that failed fatally: its queued records are lost")
@@ -431,6 +436,46 @@ class ConfluentProducer(ProducerBase):
                 self._first_failure or "-",
             )
         self._release()
+
+    def _abort_by_fencing(self) -> None:
+        """Abort the transaction a hung client left open: a new client fences it (bounded).
+
+        A client hung in a transactional call cannot end its own transaction, and an open
+        transaction holds back the last stable offset of every partition it wrote to: every
+        ``read_committed`` reader of those partitions waits until it ends. A new client with
+        the same transactional id registering itself (InitProducerId) makes the coordinator
+        bump the producer epoch and abort the open transaction at once, instead of when a
+        replacement process starts or when ``transaction.timeout.ms`` expires. Best effort,
+        at most ``_FENCE_LIMIT`` seconds; the new client is closed (or abandoned) after.
+        """
+        if self._transactional_id is None:
+            return
+        settings = {k: v for k, v in self._settings.items() if k not in ("on_delivery", "error_cb")}
+        started = time.monotonic()
+        try:
+            fresh = _create(ck.Producer, settings, "producer")
+        except ConfigurationError as exc:
+            logger.warning("could not abort the hung producer's transaction: %s", exc)
+            return
+        try:
+            done = run_bounded(
+                lambda: fresh.init_transactions(_FENCE_LIMIT), "producer-fence", _FENCE_LIMIT
+            )
+        except ck.KafkaException as exc:
+            logger.warning("could not abort the hung producer's transaction: %s", _describe(exc))
+            done = False
+        if done:
+            logger.warning(
+                "aborted the transaction the hung producer left open (fenced it in %.1f s)",
+                time.monotonic() - started,
+            )
+        else:
+            logger.warning(
+                "the broker aborts the hung producer's transaction when a replacement starts "
+                "or after transaction.timeout.ms"
+            )
+        # Closed on a thread of its own, never waited for: its destruction could block.
+        run_bounded(fresh.close, "producer-close", 0)
 
     def _release(self) -> None:
         """Close the librdkafka client, abandoning it when that outlives ``_CLOSE_LIMIT``.
@@ -506,13 +551,23 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             client.assign(partitions)
 
     def _revoked(self, client: ck.Consumer, partitions: list[ck.TopicPartition]) -> None:
-        """Run the user's on_revoke for a non-empty revocation, then unassign."""
+        """Run the user's on_revoke for a non-empty revocation, then resume and unassign.
+
+        A pause ends with the assignment (the transports' contract): librdkafka would keep
+        it, and a partition assigned again later (a worker's backoff spanning a rebalance,
+        e.g. after a broker restart) would stay paused for good, its records never read.
+        """
         revoked = [TopicPartition(p.topic, p.partition) for p in partitions]
         self._revoked_in_poll.update(revoked)
         try:
             if revoked and self._on_revoke is not None:
                 self._on_revoke(revoked)
         finally:
+            if partitions:
+                try:
+                    client.resume(partitions)
+                except ck.KafkaException as exc:
+                    logger.debug("resuming revoked partitions: %s", _describe(exc))
             if self._cooperative:
                 client.incremental_unassign(partitions)
             else:

@@ -264,10 +264,20 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]  # untype
         self._owner = owner
 
     async def on_partitions_revoked(self, revoked: set[kafka.TopicPartition]) -> None:
-        """Run the user's on_revoke for a non-empty revocation."""
+        """Run the user's on_revoke for a non-empty revocation, then end its pauses.
+
+        A pause ends with the assignment: kafka-python would keep it, and a partition
+        assigned again later would stay paused for good (see the confluent transport).
+        """
         callback = self._owner._on_revoke
         if revoked and callback is not None:
             await self._owner._run_callback(callback, _to_choreo(revoked))
+        if revoked:
+            client = self._owner._consumer
+            try:
+                client.resume(*revoked)
+            except (kerr.KafkaError, KeyError, ValueError, TypeError) as exc:
+                logger.debug("resuming revoked partitions: %s", exc)
 
     async def on_partitions_assigned(self, assigned: set[kafka.TopicPartition]) -> None:
         """Run the user's on_assign with the new assignment (possibly empty)."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -58,8 +60,14 @@ class Kafka:
         """Return the bootstrap servers (every node of a cluster)."""
         return str(self.cluster.bootstrap if self.cluster is not None else self.broker.bootstrap)
 
-    def stop(self) -> None:
-        """Stop every JVM and remove the data dirs."""
+    def stop(self, keep_logs_in: Path | None = None) -> None:
+        """Stop every JVM and remove the data dirs (copying the brokers' logs first, if asked)."""
+        if keep_logs_in is not None:
+            nodes = [self.broker] if self.broker is not None else []
+            nodes += list(self.cluster.nodes) if self.cluster is not None else []
+            for n, node in enumerate(nodes):
+                if node.log_file.is_file():
+                    shutil.copy(node.log_file, keep_logs_in / f"broker-{n}-{time.time():.0f}.log")
         for part in (self.broker, self.cluster):
             if part is not None:
                 part.stop()

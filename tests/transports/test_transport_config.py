@@ -115,3 +115,13 @@ def test_empty_instance_id_is_a_configuration_error() -> None:
     for transport in (ConfluentTransport(config), KafkaPythonTransport(config)):
         with pytest.raises(ConfigurationError, match="instance id"):
             transport.consumer("g", instance_id=" ")
+
+
+def test_a_transactional_producer_gets_a_30_s_transaction_timeout_unless_overridden() -> None:
+    """Only a transactional producer gets choreo's transaction timeout; an override wins."""
+    config = KafkaConfig(bootstrap_servers="b:9092")
+    assert config.producer_settings("tx-1")["transaction.timeout.ms"] == 30_000
+    assert "transaction.timeout.ms" not in config.producer_settings()
+    tuned = KafkaConfig(bootstrap_servers="b:9092", producer={"transaction.timeout.ms": 45_000})
+    assert tuned.producer_settings("tx-1")["transaction.timeout.ms"] == 45_000
+    assert to_kafka_python(config.producer_settings("tx-1"))["transaction_timeout_ms"] == 30_000

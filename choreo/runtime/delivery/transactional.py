@@ -21,7 +21,15 @@ Guarantee (read_committed consumers downstream):
   replica its own ``instance_id``) or a fatal client error stops the worker with a
   :class:`~choreo.errors.FatalError` instead of fighting the other process; so does a
   transactional call that hangs past its timeout (the confluent transport bounds it), so
-  a worker never holds its store transaction, and the rows its handlers locked, for good.
+  a worker never holds its store transaction, and the rows its handlers locked, for good;
+- a transaction left open never holds ``read_committed`` readers long (an open transaction
+  holds back the last stable offset of every partition it wrote to): a worker that exits
+  after a hung call first aborts it (the confluent producer fences itself with a new
+  client, within 30 s); a replica that died mid-transaction has it aborted when its
+  replacement (same instance id, so same transactional id) starts, or, if none does, by
+  the broker after ``transaction.timeout.ms`` (30 s by choreo's default) plus the
+  broker's abort check interval (10 s). Through a broker restart the same holds once the
+  broker serves again.
 
 Outbox rows an at-least-once run left unsent (this replica's earlier run, or a replica
 that died) are published before new work on a store only this process writes: in one
@@ -121,8 +129,13 @@ class Transactional(DeliveryBase):
             raise
 
     def _transaction(self, records: list[OutboxRecord], offsets: Offsets) -> None:
-        """Publish ``records`` and commit ``offsets`` in one transaction; recover on failure."""
-        producer = self.producer
+        """Publish ``records`` and commit ``offsets`` in one transaction; recover on failure.
+
+        A producer whose re-creation failed (the broker still down) is created again first.
+        """
+        if self._producer is None:
+            self._producer = self._new_producer()
+        producer = self._producer
         timeout = self.config.transaction_timeout
         try:
             producer.begin_transaction()
