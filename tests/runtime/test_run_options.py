@@ -35,9 +35,9 @@ def _partitions(bootstrap: str, prefix: str) -> dict[str, int]:
     }
 
 
-def _start_and_stop(bootstrap: str, prefix: str, *extra: str) -> str:
-    """Run the test app's inventory until its worker started, SIGTERM it; return its output."""
-    process = RunProcess(
+def _inventory_args(bootstrap: str, prefix: str, *extra: str) -> tuple[str, ...]:
+    """Return ``choreo run`` arguments for the test app's inventory on ``prefix``'s topics."""
+    return (
         f"{APP}:inventory",
         "--bootstrap",
         bootstrap,
@@ -51,6 +51,11 @@ def _start_and_stop(bootstrap: str, prefix: str, *extra: str) -> str:
         prefix,
         *extra,
     )
+
+
+def _start_and_stop(bootstrap: str, prefix: str, *extra: str) -> str:
+    """Run the test app's inventory until its worker started, SIGTERM it; return its output."""
+    process = RunProcess(*_inventory_args(bootstrap, prefix, *extra))
     try:
         process.wait_for("worker started")
     finally:
@@ -119,21 +124,7 @@ def test_a_second_process_with_the_same_instance_id_ends_the_first_saying_what_t
 ) -> None:
     """The fenced replica exits 1 naming the instance id, the group and the fix."""
     prefix = f"dup{uuid.uuid4().hex[:8]}."
-    args = (
-        f"{APP}:inventory",
-        "--bootstrap",
-        kafka_bootstrap,
-        "--schemas",
-        str(SCHEMAS_DIR),
-        "--store",
-        "memory:",
-        "--group",
-        f"{prefix}inventory",
-        "--topic-prefix",
-        prefix,
-        "--instance-id",
-        "inventory-7",
-    )
+    args = _inventory_args(kafka_bootstrap, prefix, "--instance-id", "inventory-7")
     first = RunProcess(*args)
     second: RunProcess | None = None
     try:
