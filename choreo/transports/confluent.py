@@ -158,6 +158,26 @@ def _transaction_error(exc: BaseException, what: str) -> TransactionError:
     )
 
 
+def _close_bounded(close: Callable[[], Any], client: str, peer: str, error_level: int) -> None:
+    """Run a client's ``close`` for at most ``_CLOSE_LIMIT`` s, then abandon it (logged).
+
+    An error the close raises (a fenced client raises its fatal error again) is logged at
+    ``error_level``, never raised; ``peer`` names what an unreturned close waits for.
+    """
+    try:
+        closed = run_bounded(close, f"{client}-close", _CLOSE_LIMIT)
+    except (ck.KafkaException, RuntimeError) as exc:
+        logger.log(error_level, "error while closing the %s: %s", client, _describe(exc))
+        return
+    if not closed:
+        logger.warning(
+            "%s close did not return within %.0f s (%s unreachable): the client is abandoned",
+            client,
+            _CLOSE_LIMIT,
+            peer,
+        )
+
+
 class ConfluentProducer(ProducerBase):
     """A confluent-kafka producer; see the module docstring for its guarantees."""
 
@@ -482,17 +502,7 @@ class ConfluentProducer(ProducerBase):
 
         The close of a fenced client raises its fatal error again: that is logged, not raised.
         """
-        try:
-            closed = run_bounded(self._producer.close, "producer-close", _CLOSE_LIMIT)
-        except (ck.KafkaException, RuntimeError) as exc:
-            logger.debug("closing the producer: %s", _describe(exc))
-            return
-        if not closed:
-            logger.warning(
-                "producer close did not return within %.0f s (a broker unreachable): the "
-                "client is abandoned",
-                _CLOSE_LIMIT,
-            )
+        _close_bounded(self._producer.close, "producer", "a broker", logging.DEBUG)
 
 
 class ConfluentConsumer(ConsumerBase[ck.Consumer]):
@@ -755,17 +765,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         (after a broker restart); past ``_CLOSE_LIMIT`` the client is abandoned, so a
         worker that must stop (a fatal error) exits and its supervisor restarts it.
         """
-        try:
-            closed = run_bounded(self._consumer.close, "consumer-close", _CLOSE_LIMIT)
-        except (ck.KafkaException, RuntimeError) as exc:
-            logger.warning("error while closing consumer: %s", _describe(exc))
-            return
-        if not closed:
-            logger.warning(
-                "consumer close did not return within %.0f s (its group coordinator "
-                "unreachable): the client is abandoned",
-                _CLOSE_LIMIT,
-            )
+        _close_bounded(self._consumer.close, "consumer", "its group coordinator", logging.WARNING)
 
 
 class ConfluentTransport:
