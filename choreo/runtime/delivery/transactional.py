@@ -81,7 +81,7 @@ class Transactional(DeliveryBase):
         self.transactional_id = config.transactional_id_for(service)
         self._producer: TransactionalProducer | None = None
         self._settle = False  # partitions were assigned: settle the transactional id at tick
-        self._last_offsets: Offsets = {}  # the offsets of the last committed transaction
+        self._last_offsets: Offsets = {}  # offsets of the last transaction, if it committed
 
     @property
     def producer(self) -> TransactionalProducer:
@@ -147,10 +147,13 @@ class Transactional(DeliveryBase):
           that restarted can load its transaction state before it knows the partitions
           the markers go to, and it then skips them ("Couldn't find leader endpoint ...
           likely deleted already" in its log). The transaction never ends on its own: the
-          group's offsets stay pending and its partitions unstable for good. Its offsets
-          were this replica's last committed ones, so committing them once more, with a
-          producer of the same id, writes the missing marker to the group's offsets
-          partition: the pending offsets become the committed ones they were meant to be.
+          group's offsets stay pending and its partitions unstable for good. Only the last
+          transaction that reached its commit before the outage can be in that state; when
+          its commit returned (so the coordinator decided to commit it), committing its
+          offsets once more, with a producer of the same id, writes the missing marker to
+          the group's offsets partition: the pending offsets become the committed ones they
+          were meant to be. After a failed last transaction (its outcome unknown) nothing
+          is re-committed.
 
         A failure is logged and left to the next batch, which creates the producer again;
         a fatal one stops the worker.
@@ -214,10 +217,12 @@ class Transactional(DeliveryBase):
                 producer.send_offsets_to_transaction(offsets, self.link.consumer, timeout)
             producer.commit_transaction(timeout)
         except TransportError as exc:
+            # Its outcome is unknown (the coordinator may have committed it): re-committing
+            # older offsets after an outage could commit this one's pending ones too.
+            self._last_offsets = {}
             self._recover(exc)
             raise
-        if offsets:
-            self._last_offsets = dict(offsets)
+        self._last_offsets = dict(offsets)
 
     def _recover(self, exc: TransportError) -> None:
         """Abort an abortable transaction, recreate the producer otherwise; never when fenced."""
