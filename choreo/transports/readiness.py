@@ -9,8 +9,9 @@ can lose records without any error (KAFKA-15591): an idempotent producer has up 
 requests in flight per connection; when the first one fails in that window and a later
 one arrives just after the partition came online, the broker, which holds no state for
 that producer on the partition, accepts the later one whatever its first sequence
-number. The first request's records are then below the sequence the broker expects: they
-are never appended, and the client reports them delivered (librdkafka) or times them out.
+number. The first request's records are then below the sequence the broker expects and
+are never appended; in the run that lost them, librdkafka's flush returned without an
+error, so the outbox deleted them as acknowledged.
 
 :func:`wait_until_online` (confluent-kafka) and :func:`wait_until_online_kafka_python`
 close the window for the topics choreo creates: they return once every partition's leader
@@ -153,11 +154,11 @@ def _online_kp(admin: Any, topics: Collection[str], timeout: float) -> set[str]:
         name, partitions = topic.get("name"), topic.get("partitions") or ()
         if name not in topics or topic.get("error_code") or not partitions:
             continue
-        if any(p.get("error_code") or p.get("leader", -1) < 0 for p in partitions):
+        if any(p.get("error_code") or p.get("leader_id", -1) < 0 for p in partitions):
             continue
         candidates.add(name)
         for p in partitions:
-            specs[TopicPartition(name, p["partition"])] = OffsetSpec.LATEST
+            specs[TopicPartition(name, p["partition_index"])] = OffsetSpec.LATEST
     if not specs:
         return set()
     try:

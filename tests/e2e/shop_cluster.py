@@ -222,7 +222,7 @@ class ShopCluster:
             time.sleep(0.2)
 
     def diagnosis(self) -> str:
-        """Return where the started sagas the tracker never saw are (lost or not read)."""
+        """Return a report on the sagas not ended: never seen ones lost or not read, and where."""
         return diagnose_missing(
             self.tracker,
             self.transport,
