@@ -268,7 +268,7 @@ def _keys_for(partitions: int) -> list[bytes]:
     return [keys[p] for p in range(partitions)]
 
 
-def produce_probe(bootstrap: str, broker_pid: int, workdir: Path, *, flushes: int = 300,
+def produce_probe(bootstrap: str, broker_pid: int, workdir: Path, *, flushes: int = 2000,
                   partitions: int = 6, idle_cpu_per_s: float = 0.0) -> list[dict[str, Any]]:
     """Return per transport and flush shape the Produce requests and broker CPU per flush.
 
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-pid", type=int, default=None)
     parser.add_argument("--warmup-sagas", type=int, default=2000,
                         help="an unrecorded run first (the broker JVM's JIT warm-up)")
-    parser.add_argument("--probe-flushes", type=int, default=300,
+    parser.add_argument("--probe-flushes", type=int, default=2000,
                         help="flushes per shape of the produce probe (0: no probe)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-write", action="store_true")
