@@ -59,20 +59,27 @@ def _reserving_service() -> tuple[Service, Counter[str]]:
 
 
 def _leave_transaction_open(bootstrap: str, transactional_id: str, worker: Worker) -> Any:
-    """Open a transaction of ``transactional_id`` holding the group's offset of ORDERS[0]."""
+    """Open a transaction of ``transactional_id`` holding the group's offset of ORDERS[0].
+
+    The offsets go with the metadata of a consumer of the group that is no member (no
+    instance id, no generation), as a producer of an older client would send them: the
+    broker takes them whether or not the worker's static consumer joined meanwhile.
+    """
     config = KafkaConfig(
         bootstrap_servers=bootstrap,
         client_id="choreo-open-transaction",
         producer={"transaction.timeout.ms": 900_000},  # the broker would wait 15 min
     )
-    consumer = worker._consumer
-    assert consumer is not None, "the worker is started"
+    outsider = _transport("confluent", bootstrap).consumer(worker.group_id)
     zombie = ConfluentProducer(config, transactional_id=transactional_id)
-    zombie.begin_transaction()
-    zombie.publish(worker.config.topic_naming(RESERVED), b"never committed", key=b"z")
-    zombie.send_offsets_to_transaction(
-        {TopicPartition(worker.config.topic_naming(ORDERS), 0): 1}, consumer, 30.0
-    )
+    try:
+        zombie.begin_transaction()
+        zombie.publish(worker.config.topic_naming(RESERVED), b"never committed", key=b"z")
+        zombie.send_offsets_to_transaction(
+            {TopicPartition(worker.config.topic_naming(ORDERS), 0): 1}, outsider, 30.0
+        )
+    finally:
+        outsider.close()
     return zombie
 
 
