@@ -88,7 +88,10 @@ def test_an_assignment_aborts_what_the_workers_transactional_id_left_open(
 ) -> None:
     """The worker's producer is missing (its re-creation failed) and its id holds a transaction
     with the group's offsets: once assigned, the worker registers the id again (aborting the
-    transaction) and handles every order long before the transaction's own timeout."""
+    transaction) and handles every order long before the transaction's own timeout.
+
+    About 15 s on a real broker: a static member's first join, a transactional id
+    registered three times and the coordinator's abort."""
     prefix = _prefix()
     transport = _transport("confluent", kafka_bootstrap)
     transport.create_topics([f"{prefix}{ORDERS}", f"{prefix}{RESERVED}"], partitions=1)
