@@ -242,7 +242,14 @@ class DecoderGen(Visitor[_Arg, str]):
         args = [self.field_value(r, rschema, i, values, where) for i in range(len(r.fields))]
         t = self.src.var("t")
         builder = self.builders.get(r.name)
-        if builder is not None:
+        inline = getattr(builder, "__choreo_slots__", None)
+        if inline is not None:  # the builder's own slot stores, without the call
+            shell, cls, stores = inline
+            self.src.emit(indent, f"{t} = _new({self.src.const(shell, 'H')})")
+            for attribute, position in stores:
+                self.src.emit(indent, f"{t}.{attribute} = {args[position]}")
+            self.src.emit(indent, f"{t}.__class__ = {self.src.const(cls, 'C')}")
+        elif builder is not None:
             self.src.emit(indent, f"{t} = {self.src.const(builder, 'B')}({', '.join(args)})")
         else:
             items = ", ".join(f"{f.name!r}: {a}" for f, a in zip(r.fields, args, strict=True))

@@ -12,6 +12,7 @@ type, so the caller's error handling (and message) is unchanged.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from choreo.avro.codesource import INT_RANGE, LONG_RANGE, Source, zigzag_bytes
@@ -27,8 +28,14 @@ _LENGTHS = tuple(zigzag_bytes(n) for n in range(_SMALL))  # varint of a length n
 _INTS = tuple(zigzag_bytes(n) for n in range(-_SMALL, _SMALL))  # zig-zag varint of n
 
 
+_ONE_BYTE = tuple(bytes((n,)) for n in range(128))
+_pack_two = struct.Struct("<H").pack
+
+
 def varint_bytes(value: int) -> bytes:
     """Return the Avro varint of the already zig-zagged, non-negative ``value``."""
+    if value < 16384:  # one or two bytes: the common lengths and amounts, without a loop
+        return _ONE_BYTE[value] if value < 128 else _pack_two(value & 127 | 128 | value >> 7 << 8)
     out = bytearray()
     while value > 127:
         out.append((value & 127) | 128)

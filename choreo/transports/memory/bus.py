@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from time import time_ns as _time_ns
 from typing import Final, Protocol
 
@@ -93,15 +94,24 @@ class _Topic:
 
     def records(self, partition: int, start: int = 0, stop: int | None = None) -> list[Record]:
         """Return the records of ``partition`` from offset ``start`` to ``stop`` (excluded)."""
-        name = self.name
-        log = self.partitions[partition]
-        stop = len(log) if stop is None else stop
-        return [
-            _new_record(name, partition, offset, key, value, headers, stamp)
-            for offset, (key, value, headers, stamp) in zip(
-                range(start, stop), log[start:stop], strict=True
+        stored = self.partitions[partition][start:stop]
+        count = len(stored)
+        if not count:
+            return []
+        # transposed once, then built by map: no Python-level loop per record
+        keys, values, headers, stamps = zip(*stored, strict=True)
+        return list(
+            map(
+                _new_record,
+                repeat(self.name, count),
+                repeat(partition, count),
+                range(start, start + count),
+                keys,
+                values,
+                headers,
+                stamps,
             )
-        ]
+        )
 
     def published(self) -> list[Record]:
         """Return the topic's records in publication order."""
@@ -127,19 +137,25 @@ class _Topic:
         return cached
 
     def append(
-        self, key: bytes | None, value: bytes | None, headers: tuple[tuple[str, bytes], ...]
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[tuple[str, bytes], ...],
+        stamp: int | None = None,
     ) -> None:
-        """Append one record to the partition its key maps to."""
+        """Append one record to the partition its key maps to (timestamped now by default)."""
+        if stamp is None:
+            stamp = _now_ms()
         log = self.single
         if log is not None:
-            log.append((key, value, headers, _now_ms()))
+            log.append((key, value, headers, stamp))
             return
         partition = self.key_partitions.get(key) if key is not None else None
         if partition is None:
             partition = self.partition_of(key)
         log = self.partitions[partition]
         self.order.append((partition, len(log)))
-        log.append((key, value, headers, _now_ms()))
+        log.append((key, value, headers, stamp))
 
 
 def _now_ms() -> int:
