@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from choreo.avro import LocalSchemaRegistry
@@ -184,6 +184,12 @@ def test_the_size_limit_applies_with_the_same_message() -> None:
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))
+@example(0)
+@example(127)
+@example(128)
+@example(16383)  # the last two-byte varint
+@example(16384)
+@example(2**64 - 1)
 def test_varint_bytes_is_the_avro_varint(value: int) -> None:
     """varint_bytes writes 7 bits per byte, low first, the high bit marking continuation."""
     data = varint_bytes(value)

@@ -220,7 +220,8 @@ class Dispatcher:
             fields = scan if scan is not None else self._read_fields(record, key, seen, output)
             if fields is None:
                 continue
-            route = routes.get(fields[0])
+            event_type = fields[0]
+            route = routes.get(event_type)
             if route is None:
                 self._not_ours((record, fields), seen, output)
                 continue
@@ -232,7 +233,7 @@ class Dispatcher:
                     continue
             else:  # a handler without context and no dispatch hooks: inlined
                 try:
-                    read = readers.get(fields[0]) or self._reader(fields[0])
+                    read = readers.get(event_type) or self._reader(event_type)
                     event = read(record.value or b"")
                 except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
                     self._undecodable(record, key, exc, seen, output)
