@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from choreo.avro import LocalSchemaRegistry, load_directory
 from choreo.avro.classes import record_builders
 from choreo.avro.codec import SingleObjectCodec
-from choreo.avro.compiler import RecordBuilders, compile_decoder
+from choreo.avro.compiler import CompileLimits, RecordBuilders, compile_decoder
 from choreo.avro.confluent import ConfluentCodec
 from choreo.avro.serde import EventSerde
 from choreo.errors import DecodeError, EncodeError, UnknownEventError
@@ -387,3 +387,19 @@ def test_a_plain_record_is_built_inline_and_a_converted_one_by_its_builder() -> 
     decoded = decoder(data, 10)
     assert decoded == event == serde.decode("t.fast.Shapes", data)
     assert type(decoded.maybe) is Inner and hash(decoded.maybe) == hash(Inner(x=-7))
+
+
+def test_reader_for_a_schema_over_the_compile_limits_fails_as_decode_does() -> None:
+    """A schema whose reader cannot be compiled still gets a reader: decode()'s errors."""
+    name = "choreo.SagaTimedOut"
+    datum = {"saga": "s", "correlation_id": "c", "step": "a.b", "deadline_ms": 1, "detected_at": 2}
+    codec = SingleObjectCodec(REGISTRY, compile_limits=CompileLimits(max_source_chars=200))
+    full = SingleObjectCodec(REGISTRY)
+    data = full.encode(name, datum)
+    with pytest.raises(DecodeError) as fast:
+        codec.reader_for(name)(data)
+    with pytest.raises(DecodeError) as general:
+        codec.decode(data, name)
+    assert str(fast.value) == str(general.value) and "max_source_chars" in str(fast.value)
+    assert full.reader_for(name)(bytearray(data)) == datum  # not bytes: through decode()
+    assert full.reader_for(name) is full.reader_for(name)  # compiled once per codec

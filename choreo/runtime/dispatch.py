@@ -220,8 +220,7 @@ class Dispatcher:
             fields = scan if scan is not None else self._read_fields(record, key, seen, output)
             if fields is None:
                 continue
-            event_type = fields[0]
-            route = routes.get(event_type)
+            route = routes.get(fields[0])
             if route is None:
                 self._not_ours((record, fields), seen, output)
                 continue
@@ -233,7 +232,7 @@ class Dispatcher:
                     continue
             else:  # a handler without context and no dispatch hooks: inlined
                 try:
-                    read = readers.get(event_type) or self._reader(event_type)
+                    read = readers.get(fields[0]) or self._reader(fields[0])
                     event = read(record.value or b"")
                 except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
                     self._undecodable(record, key, exc, seen, output)
