@@ -69,7 +69,9 @@ SERDES = _serdes()
 IDS = ["single-object", "confluent"]
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-EDGES = st.sampled_from([-(2**31), -65, -64, -63, -1, 0, 1, 63, 64, 65, 2**31 - 1])
+EDGES = st.sampled_from(
+    [-(2**31), -8193, -8192, -8191, -65, -64, -63, -1, 0, 1, 63, 64, 65, 8191, 8192, 2**31 - 1]
+)
 FLATS = st.builds(
     Flat,
     text=st.text(max_size=200) | st.sampled_from(["", "x" * 63, "x" * 64, "é" * 32, "€" * 22]),
@@ -137,6 +139,9 @@ BAD = [
     {"small": -(2**31) - 1},
     {"small": 1.0},
     {"small": 100.0},
+    {"small": 5000.0},  # where a two-byte varint would be written
+    {"big": 8000.5},
+    {"small": float("nan")},
     {"small": "1"},
     {"small": None},
     {"big": 2**63},
