@@ -66,6 +66,7 @@ _ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT, _CAUSE, _STEP, _TRACE = (
 
 _HEAD: Final = (_ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT)
 _FULL: Final = (*_HEAD, _CAUSE, _STEP, _TRACE)
+_START: Final = (*_HEAD, _STEP)
 
 Fields = tuple[str, str, str, bytes | None, bytes, tuple[str, bytes], tuple[str, bytes]]
 """A checked envelope as the worker's hot path uses it (see :func:`scan_headers`).
@@ -99,13 +100,13 @@ def _uuid5(name: bytes) -> tuple[str, str]:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{tail[:4]}-{h[20:32]}", tail
 
 
-def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says why
+def scan_headers(  # noqa: PLR0911, PLR0912 - a bail-out per check, a branch per layout
     headers: Sequence[tuple[str, bytes]],
 ) -> Fields | None:
     """Return the checked envelope of record ``headers`` in the order ``to_headers`` writes.
 
     The fast path of :func:`check_envelope` for the layouts choreo itself writes (a
-    caused event, or a start event, with or without traceparent): the tuple is unpacked
+    caused event, or a start event with a step, with or without traceparent): the tuple is unpacked
     in place instead of copied into a dict. Returns None for any other layout and for an
     envelope that does not pass the checks; :func:`check_envelope` on the dict of the
     headers then gives the precise error (or the fields of an unusual but valid layout).
@@ -149,6 +150,20 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
                 step, trace = seventh, step
             else:
                 return None
+        elif count == 8:  # a start event without traceparent (tracing off)
+            (
+                (n0, event_type),
+                (n1, event_id),
+                (n2, cid),
+                (n3, saga),
+                (n4, role),
+                (n5, service),
+                (n6, produced_at),
+                (n7, step),
+            ) = headers
+            if (n0, n1, n2, n3, n4, n5, n6, n7) != _START:
+                return None
+            trace = None
         else:
             return None
         if role not in _ROLES or not produced_at.isdigit() or b"" in (event_id, event_type):
