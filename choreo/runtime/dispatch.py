@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Final, cast
 
 from choreo.errors import EnvelopeError, UnknownEventError
@@ -51,7 +51,6 @@ __all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
 logger = logging.getLogger("choreo.runtime.worker")
 
 _ID = Header.EVENT_ID
-_HEADERS: Final = attrgetter("headers")
 _EVENT_ID: Final = itemgetter(1)  # of Fields
 _TRACE: Final = itemgetter(3)  # of Fields
 
@@ -118,7 +117,7 @@ class Dispatcher:
         event id) for one batched :meth:`Inbox.seen` query; the second handles one record
         at a time.
         """
-        scanned = list(map(scan_headers, map(_HEADERS, records)))
+        scanned = [scan_headers(record.headers) for record in records]
         emitter = self.emitter
         if None not in scanned:  # every envelope read by the fast path (C-level loops)
             read = cast("list[Fields]", scanned)

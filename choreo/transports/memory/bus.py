@@ -12,7 +12,6 @@ import logging
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from itertools import repeat
 from time import time_ns as _time_ns
 from typing import Final, Protocol
 
@@ -94,24 +93,15 @@ class _Topic:
 
     def records(self, partition: int, start: int = 0, stop: int | None = None) -> list[Record]:
         """Return the records of ``partition`` from offset ``start`` to ``stop`` (excluded)."""
-        stored = self.partitions[partition][start:stop]
-        count = len(stored)
-        if not count:
-            return []
-        # transposed once, then built by map: no Python-level loop per record
-        keys, values, headers, stamps = zip(*stored, strict=True)
-        return list(
-            map(
-                _new_record,
-                repeat(self.name, count),
-                repeat(partition, count),
-                range(start, start + count),
-                keys,
-                values,
-                headers,
-                stamps,
+        name = self.name
+        log = self.partitions[partition]
+        stop = len(log) if stop is None else stop
+        return [
+            _new_record(name, partition, offset, key, value, headers, stamp)
+            for offset, (key, value, headers, stamp) in zip(
+                range(start, stop), log[start:stop], strict=True
             )
-        )
+        ]
 
     def published(self) -> list[Record]:
         """Return the topic's records in publication order."""
