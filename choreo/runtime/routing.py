@@ -67,6 +67,7 @@ _ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT, _CAUSE, _STEP, _TRACE = (
 _HEAD: Final = (_ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT)
 _FULL: Final = (*_HEAD, _CAUSE, _STEP, _TRACE)
 _START: Final = (*_HEAD, _STEP)
+_isascii: Final = bytes.isascii
 
 Fields = tuple[str, str, str, bytes | None, bytes, tuple[str, bytes], tuple[str, bytes]]
 """A checked envelope as the worker's hot path uses it (see :func:`scan_headers`).
@@ -128,7 +129,8 @@ def scan_headers(  # noqa: PLR0911, PLR0912 - a bail-out per check, a branch per
             ) = headers
             if (n0, n1, n2, n3, n4, n5, n6, n7, n8, n9) != _FULL:
                 return None
-            cause.decode()
+            if not _isascii(cause):  # ASCII is UTF-8; only other bytes need the trial decode
+                cause.decode()
         elif count == 9:
             (
                 (n0, event_type),
@@ -144,7 +146,8 @@ def scan_headers(  # noqa: PLR0911, PLR0912 - a bail-out per check, a branch per
             if (n0, n1, n2, n3, n4, n5, n6) != _HEAD:
                 return None
             if n7 == _CAUSE and n8 == _STEP:  # a caused event without traceparent
-                seventh.decode()
+                if not _isascii(seventh):
+                    seventh.decode()
                 trace = None
             elif n7 == _STEP and n8 == _TRACE:  # a start event with traceparent
                 step, trace = seventh, step
@@ -177,10 +180,12 @@ def scan_headers(  # noqa: PLR0911, PLR0912 - a bail-out per check, a branch per
             headers[2],
             headers[3],
         )
-        cid.decode()
-        service.decode()
-        step.decode()
-        if trace is not None and not trace.isascii():
+        # bytes.isascii: no string built, and a value that is not bytes raises TypeError
+        if not (_isascii(cid) and _isascii(service) and _isascii(step)):
+            cid.decode()
+            service.decode()
+            step.decode()
+        if trace is not None and not _isascii(trace):
             trace.decode()
     except (ValueError, TypeError, AttributeError):
         return None
