@@ -169,7 +169,7 @@ def scan_headers(  # noqa: PLR0911, PLR0912 - a bail-out per check, a branch per
             trace = None
         else:
             return None
-        if role not in _ROLES or not produced_at.isdigit() or b"" in (event_id, event_type):
+        if role not in _ROLES or not produced_at.isdigit() or not event_id or not event_type:
             return None
         fields = (
             event_type.decode(),
