@@ -82,3 +82,25 @@ def test_nothing_is_committed_again_after_a_failed_transaction() -> None:
         delivery._transaction([], dict(delivery._last_offsets))
     assert delivery._last_offsets == {}
     worker.close()
+
+
+def test_a_partition_that_went_to_another_member_is_not_committed_again() -> None:
+    """Revoked and not in the next assignment: its offset leaves the re-commit for good.
+
+    Another member may have advanced that partition; re-committing this replica's older
+    offset would rewind the group. One revoked and assigned again by the same rebalance
+    (the eager protocol revokes everything, then assigns) stays a candidate.
+    """
+    _bus, worker, _shop = _worker_with_three_orders_handled()
+    delivery: Any = worker.delivery
+    owned = dict(delivery._last_offsets)
+    partitions = sorted(owned)
+    delivery.revoke(partitions)
+    delivery.assign(partitions)  # eager: the same partitions come straight back
+    assert delivery._last_offsets == owned
+    delivery.revoke(partitions)
+    delivery.assign([])  # they went to another member
+    assert delivery._last_offsets == {}
+    delivery.assign(partitions)  # and came back by a later rebalance
+    assert delivery._last_offsets == {}
+    worker.close()

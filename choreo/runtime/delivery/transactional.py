@@ -37,6 +37,8 @@ Guarantee (read_committed consumers downstream):
   skips partitions it does not know yet), which would leave the group's offsets pending,
   and the group unable to read those partitions, for good. The output partitions of such a
   transaction stay unstable until this replica next writes to them (see docs/operating.md).
+  Only partitions the replica owned without a break are re-committed: one that went to
+  another member and came back may have advanced there.
 
 Outbox rows an at-least-once run left unsent (this replica's earlier run, or a replica
 that died) are published before new work on a store only this process writes: in one
@@ -82,6 +84,7 @@ class Transactional(DeliveryBase):
         self._producer: TransactionalProducer | None = None
         self._settle = False  # partitions were assigned: settle the transactional id at tick
         self._last_offsets: Offsets = {}  # offsets of the last transaction, if it committed
+        self._revoked_offsets: Offsets = {}  # of those, revoked by the rebalance under way
 
     @property
     def producer(self) -> TransactionalProducer:
@@ -122,8 +125,26 @@ class Transactional(DeliveryBase):
             link.inbox.commit()
 
     def assign(self, partitions: list[TopicPartition]) -> None:
-        """Settle the transactional id at the next :meth:`tick` (not inside ``poll``)."""
+        """Settle the transactional id at the next :meth:`tick` (not inside ``poll``).
+
+        Only the offsets of partitions this replica owned without a break stay candidates
+        for the re-commit: those revoked by this rebalance come back only if this same
+        assignment holds them (the eager protocol revokes everything, then assigns). A
+        partition that went to another member may have advanced there; committing this
+        replica's older offset for it again would rewind its group.
+        """
+        owned = set(partitions)
+        self._last_offsets.update(
+            {tp: off for tp, off in self._revoked_offsets.items() if tp in owned}
+        )
+        self._revoked_offsets = {}
         self._settle = True
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Hold back the revoked partitions' last offsets until the assignment that follows."""
+        for tp in partitions:
+            if tp in self._last_offsets:
+                self._revoked_offsets[tp] = self._last_offsets.pop(tp)
 
     def tick(self) -> None:
         """After an assignment, register the transactional id again if an outage unsettled it."""
@@ -220,6 +241,7 @@ class Transactional(DeliveryBase):
             # Its outcome is unknown (the coordinator may have committed it): re-committing
             # older offsets after an outage could commit this one's pending ones too.
             self._last_offsets = {}
+            self._revoked_offsets = {}
             self._recover(exc)
             raise
         self._last_offsets = dict(offsets)
