@@ -444,7 +444,7 @@ class KafkaBroker(ServerProcess):
 
     @property
     def log_file(self) -> Path:
-        """Return the path of the broker's log4j2 log (WARN and above)."""
+        """Return the path of the broker's log4j2 log (WARN and up; txn coordinator INFO)."""
         return self.in_workdir("broker.log")
 
     @property

@@ -408,9 +408,11 @@ class Worker:
     # --- rebalance ---------------------------------------------------------------------
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        """Tell the middleware which partitions this worker now owns."""
+        """Tell the middleware and the delivery strategy which partitions this worker now owns."""
         for hook in self.hooks.on_assign:
             hook(self, partitions)
+        if not self._closing:
+            self.delivery.assign(partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         """Let delivery settle the revoked partitions; no batch is ever in flight here."""

@@ -33,6 +33,7 @@ __all__ = [
     "Producer",
     "RebalanceCallback",
     "Record",
+    "RenewableProducer",
     "TopicPartition",
     "TransactionalProducer",
     "Transport",
@@ -209,6 +210,25 @@ class TransactionalProducer(Producer, Protocol):
 
     def abort_transaction(self, timeout: float = 30.0) -> None:
         """Abort the current transaction: its records are never seen by read_committed."""
+        ...
+
+
+@runtime_checkable
+class RenewableProducer(Protocol):
+    """A transactional producer whose client can go stale in a broker outage (optional).
+
+    A client that lost every broker (a broker restart) may keep a coordinator that no
+    longer exists and hang in its next transactional call; a renewal replaces it by a new
+    client with the same transactional id, which registers the id again: the coordinator
+    aborts any transaction the id left open (and the consumer-group offsets it held
+    pending), so ``read_committed`` readers and the group's offset fetches stop waiting.
+    """
+
+    def renew_if_stale(self) -> bool:
+        """Replace the client if it lost every broker since it was created; return whether it did.
+
+        Raises :class:`~choreo.errors.TransactionError` when the new client cannot register.
+        """
         ...
 
 

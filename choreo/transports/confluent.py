@@ -189,29 +189,39 @@ class ConfluentProducer(ProducerBase):
         settings["on_delivery"] = self._on_delivery
         self._since_poll = 0
         self._failed_fatally = False
-        self._renew = False  # all brokers were unreachable: renew before the next transaction
+        self._renew: str | None = None  # why to renew the client before the next transaction
         if transactional_id is not None:
             settings["error_cb"] = self._on_client_error
         self._settings = settings
         self._caller = BoundedCaller(f"txn-{transactional_id or 'producer'}")
         self._producer = _create(ck.Producer, settings, "producer")
         if transactional_id is not None:
-            self._init_transactions()
+            seconds = self._init_transactions()
+            logger.info(
+                "transactional producer %s registered: init_transactions took %.1f s",
+                transactional_id,
+                seconds,
+            )
 
-    def _init_transactions(self) -> None:
-        """Register the transactional id (fencing older instances, aborting their transaction)."""
+    def _init_transactions(self) -> float:
+        """Register the transactional id (fencing older instances, aborting their transaction).
+
+        Returns the seconds it took.
+        """
+        started = time.monotonic()
         self._transaction_call(
             lambda: self._producer.init_transactions(_ADMIN_TIMEOUT),
             "init_transactions",
             _ADMIN_TIMEOUT,
         )
+        return time.monotonic() - started
 
     def _on_client_error(self, err: ck.KafkaError) -> None:
         """Note that every broker was unreachable (a transactional producer's error_cb)."""
         if err.code() == ck.KafkaError._ALL_BROKERS_DOWN:
-            self._renew = True
+            self._renew = f"{err.name()}: {err.str()}"
 
-    def _renew_client(self) -> None:
+    def _renew_client(self, reason: str) -> None:
         """Replace the librdkafka producer by a new one with the same transactional id.
 
         After every broker was unreachable (a restart), librdkafka's transactional
@@ -223,12 +233,19 @@ class ConfluentProducer(ProducerBase):
         """
         old = self._producer
         logger.warning(
-            "renewing transactional producer %s after a broker outage", self._transactional_id
+            "renewing transactional producer %s after a broker outage (%s)",
+            self._transactional_id,
+            reason,
         )
         self._producer = _create(ck.Producer, self._settings, "producer")
         old.purge()
         run_bounded(old.close, "producer-close", 0)
-        self._init_transactions()
+        seconds = self._init_transactions()
+        logger.info(
+            "transactional producer %s renewed: init_transactions took %.1f s",
+            self._transactional_id,
+            seconds,
+        )
 
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
@@ -362,13 +379,24 @@ class ConfluentProducer(ProducerBase):
             raise error from exc
 
     def begin_transaction(self) -> None:
-        """Begin a transaction."""
+        """Begin a transaction (renewing a client that lost every broker first)."""
         self._check_transactional()
-        self._producer.poll(0)  # serve error callbacks queued while idle (a broker outage)
-        if self._renew:
-            self._renew = False
-            self._renew_client()
+        self.renew_if_stale()
         self._transaction_call(self._producer.begin_transaction, "begin_transaction")
+
+    def renew_if_stale(self) -> bool:
+        """Replace the client if it lost every broker since it was created; return whether it did.
+
+        Serves the callbacks queued while the producer was idle first: an outage is only
+        known once its ``_ALL_BROKERS_DOWN`` error callback ran.
+        """
+        self._check_transactional()
+        self._producer.poll(0)
+        if self._renew is None:
+            return False
+        reason, self._renew = self._renew, None
+        self._renew_client(reason)
+        return True
 
     def send_offsets_to_transaction(
         self, offsets: Mapping[TopicPartition, int], consumer: Consumer, timeout: float = 30.0

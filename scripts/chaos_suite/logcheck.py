@@ -37,15 +37,30 @@ class LogFacts:
     duplicate_records: int = 0
     dead_letters: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
+    front_end_duplicates: int = 0
+    """Copies in the front end's topics (at-least-once by design: same event id, dropped)."""
+    front_end_examples: list[str] = field(default_factory=list)
 
 
 def read_log(
-    bootstrap: str, prefix: str, tracker: Tracker, ids: Iterable[str], idle: float = 3.0
+    bootstrap: str,
+    prefix: str,
+    tracker: Tracker,
+    ids: Iterable[str],
+    *,
+    idle: float = 3.0,
+    front_end: frozenset[str] = frozenset(),
 ) -> LogFacts:
-    """Read every topic named ``prefix*`` into ``tracker``; view the sagas of ``ids``."""
+    """Read every topic named ``prefix*`` into ``tracker``; view the sagas of ``ids``.
+
+    Duplicates in the ``front_end`` topics (what the order placer, a front end publishing
+    through the order service's outbox, writes: at-least-once, so a copy keeps its event
+    id and every inbox drops it) are counted apart from the services' duplicates.
+    """
     transport: Any = open_transport("confluent", bootstrap=bootstrap)
     facts = LogFacts()
     seen: Counter[str] = Counter()
+    front: Counter[str] = Counter()
     try:
         topics = [t for t in transport.list_topics() if t.startswith(prefix)]
         for record in read_topics(transport, topics, idle_timeout=idle):
@@ -57,9 +72,14 @@ def read_log(
             raw_id = headers.get(Header.EVENT_ID)
             if raw_id is not None:
                 event_id = raw_id.decode(errors="replace")
-                seen[event_id] += 1
-                if seen[event_id] == 2 and len(facts.duplicate_examples) < 10:
-                    facts.duplicate_examples.append(
+                counts, examples = (
+                    (front, facts.front_end_examples)
+                    if record.topic in front_end
+                    else (seen, facts.duplicate_examples)
+                )
+                counts[event_id] += 1
+                if counts[event_id] == 2 and len(examples) < 10:
+                    examples.append(
                         f"{record.topic}[{record.partition}]@{record.offset} id {event_id}"
                     )
             tracker.feed(record)
@@ -68,6 +88,7 @@ def read_log(
         if callable(close):
             close()
     facts.duplicate_records = sum(n - 1 for n in seen.values() if n > 1)
+    facts.front_end_duplicates = sum(n - 1 for n in front.values() if n > 1)
     for correlation_id in ids:
         trace = tracker.get(correlation_id)
         if trace is not None:

@@ -41,7 +41,31 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
 PARTITIONS = 6
 STALL_S = 75.0
+NOTIFY_NOTE_S = 15.0
+"""Notifications trailing the last saga by more than this get a timeline note."""
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL|Traceback)\b")
+
+
+def wait_for(
+    target: Callable[[], int],
+    count: Callable[[], int],
+    deadline: float,
+    sleep: Callable[[float], None],
+    stall_s: float = STALL_S,
+) -> bool:
+    """Wait until ``count() >= target()``; False at ``deadline`` (monotonic) or after
+    ``stall_s`` seconds in which ``count()`` did not change."""
+    last_count, last_change = count(), time.monotonic()
+    while last_count < target():
+        if time.monotonic() >= deadline:
+            return False
+        sleep(min(0.5, stall_s / 4))
+        now = count()
+        if now != last_count:
+            last_count, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +144,8 @@ class ScenarioRun:
         )
         self.tracker = self._new_tracker()
         self.live: LiveTracker | None = None
+        self.notify_s = 0.0
+        """Seconds the last notification trailed the last saga's end (see :meth:`_settle`)."""
 
     # --- the scenario's context -------------------------------------------------------
 
@@ -198,6 +224,7 @@ class ScenarioRun:
                 self.sleep(0.5)
             self._settle()
             durations["settle_s"] = time.monotonic() - self.started - durations["fault_s"]
+            durations["notify_s"] = self.notify_s
         finally:
             self.fleet.stop()
             if self.live is not None:
@@ -215,26 +242,38 @@ class ScenarioRun:
         return result
 
     def _settle(self) -> None:
-        """Wait until every placed order ended and was notified.
+        """Wait until every placed order ended, then until every ended saga was notified.
 
-        Gives up after the settle timeout, or once no saga ended for ``STALL_S`` seconds
-        (longer than a consumer session timeout, after which a dead member's partitions
-        have moved): what has not ended then is reported as not terminal.
+        One patience for both waits (:func:`wait_for`): until the count is reached, the
+        settle timeout, or ``STALL_S`` seconds without progress (longer than a consumer
+        session timeout, after which a dead member's partitions have moved). A notification
+        that arrives late but arrives is therefore no mismatch, as a saga that ends late is
+        not one; a notification service that stalls (nothing new for ``STALL_S``) or loses
+        one still leaves sagas "never notified". How long the notifications trailed the
+        last saga is recorded (``notify_s``; a timeline note when longer than
+        ``NOTIFY_NOTE_S``).
         """
         placed = self.placer.count()
         deadline = time.monotonic() + self.options.settle_timeout
-        last_count, last_change = self.ended(), time.monotonic()
-        while self.ended() < placed and time.monotonic() < deadline:
-            self.sleep(0.5)
-            if self.ended() != last_count:
-                last_count, last_change = self.ended(), time.monotonic()
-            elif time.monotonic() - last_change > STALL_S:
-                self.note("no saga ended for a while: settling stops", ended=last_count)
-                self._diagnose_stall()
-                break
-        quiet = time.monotonic() + 15.0
-        while shop_state.notified(self.source) < self.ended() and time.monotonic() < quiet:
-            self.sleep(0.5)
+        if not wait_for(lambda: placed, self.ended, deadline, self.sleep):
+            self.note("no saga ended for a while: settling stops", ended=self.ended())
+            self._diagnose_stall()
+        ended = time.monotonic()
+        reached = wait_for(
+            self.ended,
+            lambda: shop_state.notified(self.source),
+            ended + self.options.settle_timeout,
+            self.sleep,
+        )
+        self.notify_s = time.monotonic() - ended
+        if not reached:
+            self.note(
+                "notifications stopped short: settling stops",
+                notified=shop_state.notified(self.source),
+                ended=self.ended(),
+            )
+        elif self.notify_s > NOTIFY_NOTE_S:
+            self.note("late notifications all arrived", after_s=round(self.notify_s, 1))
         self.sleep(1.0)
 
     def _diagnose_stall(self) -> None:
@@ -248,7 +287,10 @@ class ScenarioRun:
 
     def _check(self) -> dict[str, Any]:
         placed = list(self.placer.placed)
-        facts = read_log(self.kafka.bootstrap, self.prefix, self._new_tracker(), placed)
+        front_end = frozenset({f"{self.prefix}{OrderFulfillment.start.__avro_name__}"})
+        facts = read_log(
+            self.kafka.bootstrap, self.prefix, self._new_tracker(), placed, front_end=front_end
+        )
         figures = evaluate(placed, facts.sagas, shop_state.load(self.source))
         verify = run_verify(self.kafka.bootstrap, self.prefix, SCHEMAS, REPO)
         eos = self.scenario.exactly_once
@@ -257,6 +299,8 @@ class ScenarioRun:
             details["duplicate_records" if eos else "redelivered_records"] = (
                 facts.duplicate_examples
             )
+        if facts.front_end_examples:  # the placer's start events: at-least-once in both modes
+            details["front_end_redelivered"] = facts.front_end_examples
         if verify.findings:
             details["verify"] = [verify.tail]
         return {
@@ -271,7 +315,8 @@ class ScenarioRun:
             "verify_findings": verify.findings,
             "tracker_mismatches": figures.tracker_mismatches,
             "duplicate_records": facts.duplicate_records if eos else 0,
-            "redelivered_records": 0 if eos else facts.duplicate_records,
+            "redelivered_records": (0 if eos else facts.duplicate_records)
+            + facts.front_end_duplicates,
             "completed": figures.completed,
             "failed": figures.failed,
             "stock_drift": figures.stock_drift,

@@ -70,7 +70,8 @@ class DeliveryLink:
 class Delivery(Protocol):
     """Gets each batch's output to Kafka and commits its offsets, with a stated guarantee.
 
-    The worker calls :meth:`open` once, then per poll :meth:`tick`, and per batch
+    The worker calls :meth:`open` once, then per poll :meth:`tick`, per assignment
+    :meth:`assign` and per revocation :meth:`revoke`, and per batch
     :meth:`stage` (store transaction open) and :meth:`deliver` (store transaction still
     open: the strategy commits it, or rolls it back and raises).
     """
@@ -97,6 +98,10 @@ class Delivery(Protocol):
         On failure the store transaction is rolled back (if it was not committed), the
         consumer is rewound where the batch must be read again, and the error is raised.
         """
+        ...
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Note that ``partitions`` were assigned (runs inside ``poll``: defer slow work)."""
         ...
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
@@ -132,6 +137,9 @@ class DeliveryBase:
 
     def stage(self) -> None:
         """Do nothing: no bookkeeping in the store transaction."""
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Do nothing: an assignment needs no preparation."""
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Do nothing: no batch is in flight while partitions are revoked."""

@@ -29,7 +29,16 @@ Guarantee (read_committed consumers downstream):
   replacement (same instance id, so same transactional id) starts, or, if none does, by
   the broker after ``transaction.timeout.ms`` (30 s by choreo's default) plus the
   broker's abort check interval (10 s). Through a broker restart the same holds once the
-  broker serves again.
+  broker serves again;
+- after a broker outage the worker registers its transactional id again as soon as it is
+  assigned partitions (not at its next batch, which cannot come while the group's offsets
+  are held pending), and commits its last transaction's offsets once more: a restarted
+  broker can complete a transaction without writing its markers (Kafka's coordinator
+  skips partitions it does not know yet), which would leave the group's offsets pending,
+  and the group unable to read those partitions, for good. The output partitions of such a
+  transaction stay unstable until this replica next writes to them (see docs/operating.md).
+  Only partitions the replica owned without a break are re-committed: one that went to
+  another member and came back may have advanced there.
 
 Outbox rows an at-least-once run left unsent (this replica's earlier run, or a replica
 that died) are published before new work on a store only this process writes: in one
@@ -54,6 +63,8 @@ from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery.base import Batch, DeliveryBase, DeliveryLink, Offsets
 from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import (
+    RenewableProducer,
+    TopicPartition,
     TransactionalProducer,
     Transport,
     supports_transactions,
@@ -71,6 +82,9 @@ class Transactional(DeliveryBase):
         self.service = service
         self.transactional_id = config.transactional_id_for(service)
         self._producer: TransactionalProducer | None = None
+        self._settle = False  # partitions were assigned: settle the transactional id at tick
+        self._last_offsets: Offsets = {}  # offsets of the last transaction, if it committed
+        self._revoked_offsets: Offsets = {}  # of those, revoked by the rebalance under way
 
     @property
     def producer(self) -> TransactionalProducer:
@@ -110,6 +124,84 @@ class Transactional(DeliveryBase):
                 raise
             link.inbox.commit()
 
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Settle the transactional id at the next :meth:`tick` (not inside ``poll``).
+
+        Only the offsets of partitions this replica owned without a break stay candidates
+        for the re-commit: those revoked by this rebalance come back only if this same
+        assignment holds them (the eager protocol revokes everything, then assigns). A
+        partition that went to another member may have advanced there; committing this
+        replica's older offset for it again would rewind its group.
+        """
+        owned = set(partitions)
+        self._last_offsets.update(
+            {tp: off for tp, off in self._revoked_offsets.items() if tp in owned}
+        )
+        self._revoked_offsets = {}
+        self._settle = True
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Hold back the revoked partitions' last offsets until the assignment that follows."""
+        for tp in partitions:
+            if tp in self._last_offsets:
+                self._revoked_offsets[tp] = self._last_offsets.pop(tp)
+
+    def tick(self) -> None:
+        """After an assignment, register the transactional id again if an outage unsettled it."""
+        if self._settle:
+            self._settle = False
+            self._settle_transactional_id()
+
+    def _settle_transactional_id(self) -> None:
+        """After an outage: register the id again, then commit the last offsets once more.
+
+        Done when partitions are assigned, before the consumer needs its group's committed
+        offsets (which it fetches with ``require_stable``: it waits while any transaction
+        holds offsets of the group pending). Two things can hold them after a broker
+        restart, and waiting for the next batch would wait for them (the batch cannot
+        come before the offsets do):
+
+        - a transaction this id left open: registering the id again (a producer created
+          again, or renewed after it lost every broker) aborts it at once instead of
+          after ``transaction.timeout.ms``;
+        - a transaction the coordinator completed without writing its markers: a broker
+          that restarted can load its transaction state before it knows the partitions
+          the markers go to, and it then skips them ("Couldn't find leader endpoint ...
+          likely deleted already" in its log). The transaction never ends on its own: the
+          group's offsets stay pending and its partitions unstable for good. Only the last
+          transaction that reached its commit before the outage can be in that state; when
+          its commit returned (so the coordinator decided to commit it), committing its
+          offsets once more, with a producer of the same id, writes the missing marker to
+          the group's offsets partition: the pending offsets become the committed ones they
+          were meant to be. After a failed last transaction (its outcome unknown) nothing
+          is re-committed.
+
+        A failure is logged and left to the next batch, which creates the producer again;
+        a fatal one stops the worker.
+        """
+        log = self.link.log
+        try:
+            if self._producer is None:
+                self._producer = self._new_producer()
+                log.info("transactional producer created again after an assignment")
+            elif not (
+                isinstance(self._producer, RenewableProducer) and self._producer.renew_if_stale()
+            ):
+                return
+            if self._last_offsets:
+                log.info(
+                    "committing the last transaction's offsets of %d partition(s) again, "
+                    "in case the restarted broker left its markers unwritten",
+                    len(self._last_offsets),
+                )
+                self._transaction([], self._last_offsets)
+        except TransportError as exc:
+            if exc.fatal:
+                self._close_producer()
+                raise
+            log.warning("could not register the transactional id again (next batch will): %s", exc)
+            self._close_producer()
+
     def deliver(self, batch: Batch) -> None:
         """Run the batch's Kafka transaction, then commit the store transaction."""
         try:
@@ -146,8 +238,13 @@ class Transactional(DeliveryBase):
                 producer.send_offsets_to_transaction(offsets, self.link.consumer, timeout)
             producer.commit_transaction(timeout)
         except TransportError as exc:
+            # Its outcome is unknown (the coordinator may have committed it): re-committing
+            # older offsets after an outage could commit this one's pending ones too.
+            self._last_offsets = {}
+            self._revoked_offsets = {}
             self._recover(exc)
             raise
+        self._last_offsets = dict(offsets)
 
     def _recover(self, exc: TransportError) -> None:
         """Abort an abortable transaction, recreate the producer otherwise; never when fenced."""
