@@ -176,9 +176,10 @@ class Worker:
                 partitions=config.topic_partitions,
             )
         self.inbox.migrate(service_component(self.service.name), self.service.migrations)
-        refuse_unshared_store(
-            self.inbox, self.transport, self.group_id, instance_id=config.instance_id
-        )
+        if not self.service.state_in_log:  # an orchestrator's state is the log
+            refuse_unshared_store(
+                self.inbox, self.transport, self.group_id, instance_id=config.instance_id
+            )
         consumer = self._consumer = self.transport.consumer(
             self.group_id, from_beginning=config.from_beginning, instance_id=config.instance_id
         )
