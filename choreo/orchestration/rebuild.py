@@ -21,17 +21,22 @@ the worker handles anything, so nothing published is decided again; an event the
 incarnation handled but whose outputs never reached Kafka is redelivered by the worker
 (its offset was not committed) and its missing outputs are sent then.
 
-Cost and limits: the read is proportional to what the topics retain; it stops when no
-record arrived for ``idle_timeout`` seconds (or after ``max_seconds``, with a warning: a
-busy log then leaves the newest records to the worker, which folds them as it goes).
-Topic retention must outlive the longest saga.
+Cost and limits: the read is proportional to what the topics retain. It stops once every
+partition was read up to the end offset it had when the read was assigned (every
+transport's consumer tells it, :func:`read_to_end`), so a slow fetch under load never cuts
+it short; a partition whose last offsets are transaction markers never "reaches" its end,
+so the read also stops when every partition delivered and no record came for
+``idle_timeout`` seconds (or after ``max_seconds``, with a warning: a busy log then leaves
+the newest records to the worker, which folds them as it goes). Topic retention must
+outlive the longest saga.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+import uuid
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from choreo.errors import ChoreoError
@@ -39,14 +44,13 @@ from choreo.model.events import Event, event_type_of
 from choreo.model.topics import TopicNaming
 from choreo.orchestration.state import SagaRun
 from choreo.runtime.routing import read_envelope
-from choreo.tracker.live import read_topics
-from choreo.transports.base import Transport
+from choreo.transports.base import Record, TopicPartition, Transport
 
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator
     from choreo.runtime.worker import Serde
 
-__all__ = ["rebuild", "saga_topics"]
+__all__ = ["read_to_end", "rebuild", "saga_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,65 @@ def saga_topics(orch: Orchestrator, naming: TopicNaming) -> list[str]:
         types.update(spec.consumed_types)
         types.update(spec.emitted_types)
     return sorted({naming(t) for t in types})
+
+
+def read_to_end(
+    transport: Transport,
+    topics: Sequence[str],
+    *,
+    idle_timeout: float = 1.0,
+    stall_timeout: float = 30.0,
+    batch_size: int = 1_000,
+) -> Iterator[Record]:
+    """Yield every record ``topics`` hold up to their end offsets at assignment, then stop.
+
+    Reads as a fresh consumer group from the beginning, commits nothing. Stops when each
+    assigned partition was read up to its end offset (asked once assigned); else, when
+    every non-empty partition delivered at least one record and none came for
+    ``idle_timeout`` seconds (the end is then a transaction marker); else after
+    ``stall_timeout`` seconds without a record (a warning: some partition never came).
+    """
+    if not topics:
+        return
+    consumer = transport.consumer(f"choreo-rebuild-{uuid.uuid4().hex[:12]}", from_beginning=True)
+    try:
+        consumer.subscribe(list(topics))
+        ends: dict[TopicPartition, int] | None = None
+        read: dict[TopicPartition, int] = {}
+        last = time.monotonic()
+        while True:
+            records = consumer.poll(batch_size, min(0.2, idle_timeout))
+            now = time.monotonic()
+            for record in records:
+                read[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            if records:
+                last = now
+                yield from records
+            if ends is None:
+                ends = _ends(consumer)
+            if ends is not None:
+                behind = {tp for tp, end in ends.items() if read.get(tp, 0) < end}
+                if not behind:
+                    return
+                if now - last >= idle_timeout and behind <= read.keys():
+                    return  # every partition delivered; the rest are transaction markers
+            if now - last >= stall_timeout:
+                logger.warning("rebuild read: nothing for %.0f s; stopping", stall_timeout)
+                return
+    finally:
+        consumer.close()
+
+
+def _ends(consumer: object) -> dict[TopicPartition, int] | None:
+    """Return the end offsets of ``consumer``'s assignment, None while it has none."""
+    assigned = consumer.assignment()  # type: ignore[attr-defined]
+    if not assigned:
+        return None
+    ends_of = getattr(consumer, "high_watermarks", None)
+    if ends_of is None:  # a consumer that cannot tell: the idle rule alone
+        return {tp: 1 << 62 for tp in assigned}
+    found: dict[TopicPartition, int] = ends_of(assigned)
+    return {tp: found.get(tp, 1 << 62) for tp in assigned}
 
 
 def rebuild(
@@ -84,7 +147,7 @@ def rebuild(
     folded = 0
     runs: dict[str, SagaRun] = {}
     homes: dict[str, int] = {}
-    for record in read_topics(
+    for record in read_to_end(
         transport, saga_topics(orch, topic_naming), idle_timeout=idle_timeout
     ):
         try:
