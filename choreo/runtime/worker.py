@@ -56,6 +56,7 @@ from choreo.runtime.emit import Emitter
 from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.pauses import Pauses, first_offsets
+from choreo.runtime.refusal import Refusals
 from choreo.runtime.routing import build_routes
 from choreo.runtime.serdes import Serde
 from choreo.store import Inbox, MemoryInbox, OutboxRelay, refuse_unshared_store, service_component
@@ -141,6 +142,16 @@ class Worker:
         self._log = EventLogger(
             logger, {"service": service.name, "event_type": "-", "correlation_id": "-"}
         )
+        self.refusals: Refusals | None = None
+        """Refuses late commands of sagas compensated here (:mod:`choreo.runtime.refusal`)."""
+        if Refusals.applies(service):
+            if config.concurrency > 1:
+                self._log.warning(
+                    "concurrency=%d: late commands are not refused", config.concurrency
+                )
+            else:
+                self.refusals = Refusals(self.inbox, self.group_id, config.clock_ms)
+                self.refusals.install(self.dispatcher.routes)
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
