@@ -69,23 +69,26 @@ def read_to_end(
     topics: Sequence[str],
     *,
     idle_timeout: float = 1.0,
-    stall_timeout: float = 30.0,
+    stall_timeout: float = 5.0,
     batch_size: int = 1_000,
 ) -> Iterator[Record]:
     """Yield every record ``topics`` hold up to their end offsets at assignment, then stop.
 
     Reads as a fresh consumer group from the beginning, commits nothing. Stops when each
-    assigned partition was read up to its end offset (asked once assigned); else, when
-    every non-empty partition delivered at least one record and none came for
-    ``idle_timeout`` seconds (the end is then a transaction marker); else after
-    ``stall_timeout`` seconds without a record (a warning: some partition never came).
+    assigned partition was read up to its end offset (asked once assigned, and asked
+    again for partitions the broker did not answer for); else, when every partition not
+    yet at its end delivered at least one record and none came for ``idle_timeout``
+    seconds (the end is then a transaction marker); else after ``stall_timeout`` seconds
+    without a record (a warning names the partitions not read to their end).
     """
     if not topics:
         return
     consumer = transport.consumer(f"choreo-rebuild-{uuid.uuid4().hex[:12]}", from_beginning=True)
+    ends_of = getattr(consumer, "high_watermarks", None)
     try:
         consumer.subscribe(list(topics))
-        ends: dict[TopicPartition, int] | None = None
+        ends: dict[TopicPartition, int] = {}
+        unknown: set[TopicPartition] | None = None  # None: not assigned yet
         read: dict[TopicPartition, int] = {}
         last = time.monotonic()
         while True:
@@ -96,31 +99,33 @@ def read_to_end(
             if records:
                 last = now
                 yield from records
-            if ends is None:
-                ends = _ends(consumer)
-            if ends is not None:
-                behind = {tp for tp, end in ends.items() if read.get(tp, 0) < end}
-                if not behind:
+            if unknown is None or unknown:
+                asked = set(consumer.assignment()) if unknown is None else unknown
+                if asked:
+                    found = ends_of(list(asked)) if ends_of is not None else {}
+                    ends.update(found)
+                    unknown = asked - found.keys()
+            if unknown is None:
+                if now - last >= stall_timeout:
+                    logger.warning("rebuild read: no partition assigned in %.0f s", stall_timeout)
                     return
-                if now - last >= idle_timeout and behind <= read.keys():
-                    return  # every partition delivered; the rest are transaction markers
-            if now - last >= stall_timeout:
-                logger.warning("rebuild read: nothing for %.0f s; stopping", stall_timeout)
+                continue
+            behind = {tp for tp, end in ends.items() if read.get(tp, 0) < end} | unknown
+            if not behind:
+                return
+            idle = now - last
+            if (idle >= idle_timeout and behind <= read.keys()) or idle >= stall_timeout:
+                if idle >= stall_timeout:
+                    logger.warning(
+                        "rebuild read: %d partition(s) not read to their end after %.0f s "
+                        "without a record (e.g. %s); stopping",
+                        len(behind),
+                        idle,
+                        ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in behind)[:3]),
+                    )
                 return
     finally:
         consumer.close()
-
-
-def _ends(consumer: object) -> dict[TopicPartition, int] | None:
-    """Return the end offsets of ``consumer``'s assignment, None while it has none."""
-    assigned = consumer.assignment()  # type: ignore[attr-defined]
-    if not assigned:
-        return None
-    ends_of = getattr(consumer, "high_watermarks", None)
-    if ends_of is None:  # a consumer that cannot tell: the idle rule alone
-        return {tp: 1 << 62 for tp in assigned}
-    found: dict[TopicPartition, int] = ends_of(assigned)
-    return {tp: found.get(tp, 1 << 62) for tp in assigned}
 
 
 def rebuild(
