@@ -2,8 +2,8 @@
 
 An orchestrator (:class:`~choreo.orchestration.Orchestrator`, or its ``service``) runs
 with :class:`~choreo.orchestration.OrchestratorRunner`: it rebuilds the sagas of each
-partition it is assigned from the log, and a thread publishes its deadline notices. The service object is imported
-from ``MODULE`` (the current directory is importable, as
+partition it is assigned from the log, and a thread publishes its deadline notices.
+The service object is imported from ``MODULE`` (the current directory is importable, as
 with ``python -m``); the serde is built from the event classes the service declares and
 the schemas in ``--schemas``; the store (inbox, outbox and the service's own tables) is
 ``--store`` / ``$CHOREO_STORE``: ``postgresql://…`` for several replicas sharing one state,

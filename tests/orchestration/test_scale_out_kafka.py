@@ -10,8 +10,8 @@ was handled twice (the audit counts charges, stock movements, shipments), the lo
 hold one command per step and saga (nothing decided twice), every saga's records must sit
 on one partition number, and ``choreo verify`` must pass.
 
-Slow by nature (about 30 s: six processes, two rebalances and a 6 s session timeout);
-``scripts/orchestration_scale.py`` runs the larger version.
+Slow by nature (about 30 s: eight processes, two rebalances and a 6 s session timeout),
+so it is marked ``slow``; 120 orders keep it there.
 """
 
 from __future__ import annotations
