@@ -188,7 +188,10 @@ class Engine:
             run = self.runs.get(envelope.correlation_id)
             if run is None:
                 if envelope.event_type != self._start or envelope.saga != self.orch.saga.name:
-                    ctx.log.info("no saga %s here; %s ignored", envelope.saga, envelope.event_type)
+                    ours = envelope.saga == self.orch.saga.name  # else another saga's event
+                    (ctx.log.warning if ours else ctx.log.debug)(
+                        "no run of saga %s here; %s ignored", envelope.saga, envelope.event_type
+                    )
                     return []
                 run = self._new_run(envelope.correlation_id)
             if self.observe(run, envelope, event):
