@@ -21,22 +21,19 @@ the worker handles anything, so nothing published is decided again; an event the
 incarnation handled but whose outputs never reached Kafka is redelivered by the worker
 (its offset was not committed) and its missing outputs are sent then.
 
-Cost and limits: the read is proportional to what the topics retain. It stops once every
-partition was read up to the end offset it had when the read was assigned (every
-transport's consumer tells it, :func:`read_to_end`), so a slow fetch under load never cuts
-it short; a partition whose last offsets are transaction markers never "reaches" its end,
-so the read also stops when every partition delivered and no record came for
-``idle_timeout`` seconds (or after ``max_seconds``, with a warning: a busy log then leaves
-the newest records to the worker, which folds them as it goes). Topic retention must
-outlive the longest saga.
+Cost and limits: the read is proportional to what the topics retain; it stops when no
+record arrived for ``idle_timeout`` seconds (or after ``max_seconds``, with a warning: a
+busy log then leaves the newest records to the worker, which folds them as it goes).
+Topic retention must outlive the longest saga. (Reading each partition up to its end
+offset would not depend on timing; the broker did not answer end-offset queries for
+freshly created partitions promptly enough to rely on them here.)
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from choreo.errors import ChoreoError
@@ -44,13 +41,14 @@ from choreo.model.events import Event, event_type_of
 from choreo.model.topics import TopicNaming
 from choreo.orchestration.state import SagaRun
 from choreo.runtime.routing import read_envelope
-from choreo.transports.base import Record, TopicPartition, Transport
+from choreo.tracker.live import read_topics
+from choreo.transports.base import Transport
 
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator
     from choreo.runtime.worker import Serde
 
-__all__ = ["read_to_end", "rebuild", "saga_topics"]
+__all__ = ["rebuild", "saga_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,70 +60,6 @@ def saga_topics(orch: Orchestrator, naming: TopicNaming) -> list[str]:
         types.update(spec.consumed_types)
         types.update(spec.emitted_types)
     return sorted({naming(t) for t in types})
-
-
-def read_to_end(
-    transport: Transport,
-    topics: Sequence[str],
-    *,
-    idle_timeout: float = 1.0,
-    stall_timeout: float = 5.0,
-    batch_size: int = 1_000,
-) -> Iterator[Record]:
-    """Yield every record ``topics`` hold up to their end offsets at assignment, then stop.
-
-    Reads as a fresh consumer group from the beginning, commits nothing. Stops when each
-    assigned partition was read up to its end offset (asked once assigned, and asked
-    again for partitions the broker did not answer for); else, when every partition not
-    yet at its end delivered at least one record and none came for ``idle_timeout``
-    seconds (the end is then a transaction marker); else after ``stall_timeout`` seconds
-    without a record (a warning names the partitions not read to their end).
-    """
-    if not topics:
-        return
-    consumer = transport.consumer(f"choreo-rebuild-{uuid.uuid4().hex[:12]}", from_beginning=True)
-    ends_of = getattr(consumer, "high_watermarks", None)
-    try:
-        consumer.subscribe(list(topics))
-        ends: dict[TopicPartition, int] = {}
-        unknown: set[TopicPartition] | None = None  # None: not assigned yet
-        read: dict[TopicPartition, int] = {}
-        last = time.monotonic()
-        while True:
-            records = consumer.poll(batch_size, min(0.2, idle_timeout))
-            now = time.monotonic()
-            for record in records:
-                read[TopicPartition(record.topic, record.partition)] = record.offset + 1
-            if records:
-                last = now
-                yield from records
-            if unknown is None or unknown:
-                asked = set(consumer.assignment()) if unknown is None else unknown
-                if asked:
-                    found = ends_of(list(asked)) if ends_of is not None else {}
-                    ends.update(found)
-                    unknown = asked - found.keys()
-            if unknown is None:
-                if now - last >= stall_timeout:
-                    logger.warning("rebuild read: no partition assigned in %.0f s", stall_timeout)
-                    return
-                continue
-            behind = {tp for tp, end in ends.items() if read.get(tp, 0) < end} | unknown
-            if not behind:
-                return
-            idle = now - last
-            if (idle >= idle_timeout and behind <= read.keys()) or idle >= stall_timeout:
-                if idle >= stall_timeout:
-                    logger.warning(
-                        "rebuild read: %d partition(s) not read to their end after %.0f s "
-                        "without a record (e.g. %s); stopping",
-                        len(behind),
-                        idle,
-                        ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in behind)[:3]),
-                    )
-                return
-    finally:
-        consumer.close()
 
 
 def rebuild(
@@ -152,7 +86,7 @@ def rebuild(
     folded = 0
     runs: dict[str, SagaRun] = {}
     homes: dict[str, int] = {}
-    for record in read_to_end(
+    for record in read_topics(
         transport, saga_topics(orch, topic_naming), idle_timeout=idle_timeout
     ):
         try:
