@@ -41,7 +41,7 @@ import asyncio
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from choreo.choreography.signature import read_handler
 from choreo.errors import ConfigurationError
@@ -244,6 +244,10 @@ class Service:
     :class:`choreo.store.Migration`) create and evolve the service's own tables; the
     worker applies the new ones to its store at start, once, however many replicas start.
     """
+
+    state_in_log: ClassVar[bool] = False
+    """True when the service's state is rebuilt from the log (an orchestrator): each
+    replica may then keep an unshared store of its own."""
 
     def __init__(
         self, name: str, *, sagas: Iterable[Saga] = (), migrations: Sequence[Any] = ()

@@ -1,9 +1,9 @@
 """``choreo run MODULE:SERVICE``: run one service's worker until SIGTERM or SIGINT.
 
 An orchestrator (:class:`~choreo.orchestration.Orchestrator`, or its ``service``) runs
-with :class:`~choreo.orchestration.OrchestratorRunner`: it first rebuilds its sagas from
-the log, and a thread publishes its deadline notices. The service object is imported
-from ``MODULE`` (the current directory is importable, as
+with :class:`~choreo.orchestration.OrchestratorRunner`: it rebuilds the sagas of each
+partition it is assigned from the log, and a thread publishes its deadline notices.
+The service object is imported from ``MODULE`` (the current directory is importable, as
 with ``python -m``); the serde is built from the event classes the service declares and
 the schemas in ``--schemas``; the store (inbox, outbox and the service's own tables) is
 ``--store`` / ``$CHOREO_STORE``: ``postgresql://…`` for several replicas sharing one state,

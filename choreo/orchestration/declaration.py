@@ -41,7 +41,7 @@ afterwards is an error.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from choreo.choreography.service import HandlerSpec, Saga, Service, StepKind
 from choreo.errors import ConfigurationError
@@ -290,6 +290,8 @@ class Orchestrator(SagaPlan):
 
 class OrchestratorService(Service):
     """An orchestrator as a service: names its commands' roles and step headers."""
+
+    state_in_log: ClassVar[bool] = True
 
     def __init__(self, orchestrator: Orchestrator) -> None:
         super().__init__(orchestrator.name, sagas=[orchestrator.saga])

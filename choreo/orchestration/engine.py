@@ -17,6 +17,16 @@ Guarantees:
 - **a late reply never resumes a saga.** A step whose timeout the orchestrator emitted is
   timed out whatever replies come after; they are recorded (``StepRun.late``) and logged.
 
+Ownership (N replicas): a saga lives in the partition its correlation id keys it to, and
+the replica the group assigns that partition owns it. The engine remembers each run's
+*home* (the partition number its records arrive on, :attr:`Engine.home`) and which
+partition numbers this replica owns (:meth:`Engine.own`, None until the first
+assignment: everything). :meth:`Engine.adopt` takes in the runs rebuilt for newly
+assigned partitions, :meth:`Engine.release` drops the runs of revoked ones, and
+:meth:`Engine.overdue` reports only owned runs, so the deadline watcher acts for owned
+sagas only (:mod:`choreo.orchestration.ownership` drives this from the worker's
+rebalance hooks).
+
 The engine is thread-safe: the worker thread handles events while the deadline watcher
 (:mod:`choreo.orchestration.deadlines`) reads the runs.
 """
@@ -72,9 +82,15 @@ class Engine:
         self.clock_ms = clock_ms
         self.max_finished = max_finished
         self.runs: dict[str, SagaRun] = {}
+        self.home: dict[str, int] = {}
+        """Correlation id -> the partition number its records arrive on (when known)."""
+        self.owned: frozenset[int] | None = None
+        """The partition numbers this replica owns; None: all (no assignment seen yet)."""
         self.lock = threading.RLock()
+        self._partition = threading.local()  # the partition of the record being handled
+        self._strays = 0
         self._allowed: dict[str, frozenset[str]] = {}
-        self._outputs: OrderedDict[str, list[Event]] = OrderedDict()
+        self._outputs: OrderedDict[str, tuple[str, list[Event]]] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._replies: dict[str, tuple[str, str]] = {}
         self._commands: dict[str, tuple[str, bool]] = {}
@@ -102,6 +118,63 @@ class Engine:
         table = self._undo_deadlines if compensating else self._deadlines
         return table.get(step, int(self.orch.deadline * 1000))
 
+    # --- ownership ---------------------------------------------------------------------
+
+    def handling(self, partition: int | None) -> None:
+        """Note the partition number of the record this thread handles next."""
+        self._partition.value = partition
+
+    def own(self, partitions: frozenset[int] | None) -> None:
+        """Set the partition numbers this replica owns (None: every one)."""
+        with self.lock:
+            self.owned = partitions
+
+    def owns(self, correlation_id: str) -> bool:
+        """Return whether this replica owns the saga (a run of unknown home counts as owned)."""
+        owned = self.owned
+        if owned is None:
+            return True
+        home = self.home.get(correlation_id)
+        return home is None or home in owned
+
+    def adopt(self, runs: Mapping[str, SagaRun], homes: Mapping[str, int]) -> None:
+        """Take in ``runs`` rebuilt from the log for newly owned partitions (``homes``)."""
+        with self.lock:
+            for cid, run in runs.items():
+                self.runs[cid] = run
+                self.home[cid] = homes[cid]
+                if run.terminal:
+                    self.finish(cid)
+
+    def release(self, partitions: frozenset[int]) -> int:
+        """Forget the runs whose home is one of ``partitions``; return how many."""
+        with self.lock:
+            gone = {cid for cid, home in self.home.items() if home in partitions}
+            for cid in gone:
+                self.runs.pop(cid, None)
+                self.home.pop(cid, None)
+                self._finished.pop(cid, None)
+            for eid in [eid for eid, (cid, _) in self._outputs.items() if cid in gone]:
+                del self._outputs[eid]
+            return len(gone)
+
+    def _note_home(self, correlation_id: str) -> None:
+        """Remember the partition of the record in hand as the saga's home (warn if it moved)."""
+        partition = getattr(self._partition, "value", None)
+        if partition is None:
+            return
+        home = self.home.setdefault(correlation_id, partition)
+        if home != partition and self._strays < 10:
+            self._strays += 1
+            logger.warning(
+                "%s: saga %s has records on partitions %d and %d: its topics are not "
+                "partitioned alike by correlation id, so replicas cannot own it alone",
+                self.orch.name,
+                correlation_id,
+                home,
+                partition,
+            )
+
     # --- handling ----------------------------------------------------------------------
 
     def handle(self, handler: str, event: Event, ctx: Any) -> list[Event]:
@@ -110,11 +183,15 @@ class Engine:
         with self.lock:
             known = self._outputs.get(envelope.event_id)
             if known is not None:
-                return list(known)
+                return list(known[1])
+            self._note_home(envelope.correlation_id)
             run = self.runs.get(envelope.correlation_id)
             if run is None:
                 if envelope.event_type != self._start or envelope.saga != self.orch.saga.name:
-                    ctx.log.info("no saga %s here; %s ignored", envelope.saga, envelope.event_type)
+                    ours = envelope.saga == self.orch.saga.name  # else another saga's event
+                    (ctx.log.warning if ours else ctx.log.debug)(
+                        "no run of saga %s here; %s ignored", envelope.saga, envelope.event_type
+                    )
                     return []
                 run = self._new_run(envelope.correlation_id)
             if self.observe(run, envelope, event):
@@ -123,7 +200,7 @@ class Engine:
                     envelope.event_type,
                 )
             outputs = self._settle(run, envelope.event_id, handler)
-            self._outputs[envelope.event_id] = outputs
+            self._outputs[envelope.event_id] = (run.correlation_id, outputs)
             if len(self._outputs) > _MAX_REMEMBERED:
                 self._outputs.popitem(last=False)
             if run.terminal:
@@ -204,6 +281,7 @@ class Engine:
         while len(self._finished) > self.max_finished:
             old, _ = self._finished.popitem(last=False)
             self.runs.pop(old, None)
+            self.home.pop(old, None)
 
     # --- deciding ----------------------------------------------------------------------
 
@@ -285,12 +363,13 @@ class Engine:
         """Return (run, step, compensating, attempt, command id, deadline ms) overdue at ``now``.
 
         A command is overdue when its reply did not come within its deadline and no
-        deadline notice for that attempt was folded in yet.
+        deadline notice for that attempt was folded in yet. Only sagas this replica owns
+        are reported (see :meth:`owns`).
         """
         found = []
         with self.lock:
             for run in self.runs.values():
-                if run.terminal or run.start is None:
+                if run.terminal or run.start is None or not self.owns(run.correlation_id):
                     continue
                 for name, state in run.steps.items():
                     if state.outcome is Outcome.SENT and state.attempt not in state.overdue:

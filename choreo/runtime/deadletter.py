@@ -49,6 +49,8 @@ class DeadLetterReason(enum.StrEnum):
     """The handler kept failing until its retry budget ran out."""
     COMPENSATION_EXHAUSTED = "compensation-exhausted"
     """A compensation kept failing until its budget ran out: a human is needed."""
+    REFUSED = "refused-after-compensation"
+    """A late command of a saga this service had compensated: never applied, nothing to do."""
 
 
 def dead_letter_id(record: Record) -> str:

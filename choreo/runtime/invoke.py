@@ -40,6 +40,7 @@ from choreo.runtime.deadletter import DeadLetterReason, dead_letter_record
 from choreo.runtime.emit import Emitter, as_events, failure_event
 from choreo.runtime.handler_context import new_context, settle
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
+from choreo.runtime.refusal import CommandRefusedError
 from choreo.runtime.retry import backoff_delay
 from choreo.runtime.routing import Fields, Route
 from choreo.store import Inbox
@@ -162,7 +163,7 @@ class Invoker:
             else:
                 settle(ctx, keep=True)
                 return emitted
-            if attempt >= route.retry.max_attempts:
+            if attempt >= route.retry.max_attempts or isinstance(error, CommandRefusedError):
                 return self._give_up(route, item, error, attempt, info)
             if not self._wait_to_retry(route, item, error, attempt, info):
                 return None
@@ -251,7 +252,9 @@ class Invoker:
     ) -> list[OutboxRecord]:
         """Return the dead letter of a record whose handler exhausted its retry budget."""
         reason = (
-            DeadLetterReason.COMPENSATION_EXHAUSTED
+            DeadLetterReason.REFUSED  # a late command: recorded, never retried
+            if isinstance(error, CommandRefusedError)
+            else DeadLetterReason.COMPENSATION_EXHAUSTED
             if route.spec.kind is StepKind.COMPENSATION
             else DeadLetterReason.RETRIES_EXHAUSTED
         )

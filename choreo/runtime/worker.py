@@ -56,6 +56,7 @@ from choreo.runtime.emit import Emitter
 from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.pauses import Pauses, first_offsets
+from choreo.runtime.refusal import Refusals
 from choreo.runtime.routing import build_routes
 from choreo.runtime.serdes import Serde
 from choreo.store import Inbox, MemoryInbox, OutboxRelay, refuse_unshared_store, service_component
@@ -141,6 +142,16 @@ class Worker:
         self._log = EventLogger(
             logger, {"service": service.name, "event_type": "-", "correlation_id": "-"}
         )
+        self.refusals: Refusals | None = None
+        """Refuses late commands of sagas compensated here (:mod:`choreo.runtime.refusal`)."""
+        if Refusals.applies(service):
+            if config.concurrency > 1:
+                self._log.warning(
+                    "concurrency=%d: late commands are not refused", config.concurrency
+                )
+            else:
+                self.refusals = Refusals(self.inbox, self.group_id, config.clock_ms)
+                self.refusals.install(self.dispatcher.routes)
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -176,9 +187,10 @@ class Worker:
                 partitions=config.topic_partitions,
             )
         self.inbox.migrate(service_component(self.service.name), self.service.migrations)
-        refuse_unshared_store(
-            self.inbox, self.transport, self.group_id, instance_id=config.instance_id
-        )
+        if not self.service.state_in_log:  # an orchestrator's state is the log
+            refuse_unshared_store(
+                self.inbox, self.transport, self.group_id, instance_id=config.instance_id
+            )
         consumer = self._consumer = self.transport.consumer(
             self.group_id, from_beginning=config.from_beginning, instance_id=config.instance_id
         )

@@ -16,64 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.shop_cluster import ShopCluster, console_script
+from e2e.shop_cluster import console_script
+from orch_cluster import OrchestratedCluster
 
-from choreo.choreography.graph import Choreography
 from choreo.model.envelope import Role
-from choreo.runtime.serdes import event_classes
-from choreo.tracker import SagaStatus, Tracker
-from services import orchestrated
+from choreo.tracker import SagaStatus
 from services.catalog import sample_orders
 from services.config import ServiceConfig
-from services.order import place_order
-from services.saga import OrderFulfillmentOrchestrated
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 ORDERS = 300
 TIMEOUT_S = 150.0
-
-
-class OrchestratedCluster(ShopCluster):
-    """The shop's five service processes plus the orchestrator's, on one broker."""
-
-    def __init__(self, bootstrap: str, workdir: Path, config: ServiceConfig) -> None:
-        super().__init__(bootstrap, workdir, config)
-        self.orchestrator = orchestrated.create()
-        services = [*self.shop.services, self.orchestrator.service]
-        self.serde = type(self.serde)(self.codec, event_classes(services))
-        self.tracker = Tracker(
-            choreography=Choreography.from_services(services, [OrderFulfillmentOrchestrated]),
-            default_deadline_s=120.0,
-            decode=self.codec.decode_any,
-        )
-        self.starts["orchestrator"] = 0
-
-    def command(self, service: str) -> list[str]:
-        """Return the ``choreo run`` command line of ``service`` (or of the orchestrator)."""
-        if service != "orchestrator":
-            return super().command(service)
-        line = super().command("order")
-        line[2] = "services.orchestrated:service"
-        line[line.index("--inbox") + 1] = str(self.workdir / "orchestrator.sqlite3")
-        line[line.index("--group") + 1] = f"{self.prefix}orchestrator"
-        line[line.index("--instance-id") + 1] = "orchestrator-0"
-        return [line[0], "--log-level", "INFO", *line[1:]]
-
-    def start(self) -> None:
-        """Create the orchestration's topics too, then start everything and the orchestrator."""
-        services = [*self.shop.services, self.orchestrator.service]
-        topics = {self.topic(c.__avro_name__) for c in event_classes(services)}
-        self.transport.create_topics(sorted(topics), partitions=3)
-        super().start()
-        self.start_service("orchestrator")
-
-    def place_orchestrated(self, count: int, *, seed: int) -> None:
-        """Place ``count`` orders, each opening the orchestrated saga."""
-        assert self.publisher is not None
-        with self.publisher.batch():
-            for request in sample_orders(count, seed=seed):
-                place_order(self.publisher, self.shop.orders, request, orchestrated=True)
 
 
 @pytest.fixture
