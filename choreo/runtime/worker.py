@@ -49,7 +49,7 @@ from choreo.choreography.service import Service
 from choreo.errors import ConfigurationError, FatalError, TransactionError, TransportError
 from choreo.model.context import EventLogger
 from choreo.runtime.aio import EventLoops, refuse_running_loop
-from choreo.runtime.config import WorkerConfig
+from choreo.runtime.config import WorkerConfig, topic_replication
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
 from choreo.runtime.emit import Emitter
@@ -174,6 +174,7 @@ class Worker:
             self.transport.create_topics(
                 sorted({*self.topics, *emitted, self.deadletter_topic}),
                 partitions=config.topic_partitions,
+                **topic_replication(config),
             )
         self.inbox.migrate(service_component(self.service.name), self.service.migrations)
         refuse_unshared_store(
@@ -261,7 +262,7 @@ class Worker:
         """Raise :class:`~choreo.errors.FatalError` saying why when ``exc`` ends the worker."""
         reason = self._fatal_reason(exc)
         if reason is not None:
-            self._log.error("worker stopping: %s", reason)
+            self._log.debug("worker stopping: %s", reason)  # the FatalError says it
             raise FatalError(f"worker {self.service.name} stopped: {reason}") from exc
 
     def _fatal_reason(self, exc: Exception) -> str | None:
@@ -276,7 +277,7 @@ class Worker:
                 f"producer fenced or failed fatally ({exc}); another live process may use "
                 f"transactional id {transactional_id!r}: give every replica its own instance_id"
             )
-        return f"fatal client error (authentication, authorization or fencing): {exc}"
+        return f"fatal client error: {exc}"
 
     def _back_off(self) -> None:
         """Wait ``config.error_backoff`` seconds polling with every partition paused."""
