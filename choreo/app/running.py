@@ -241,7 +241,11 @@ class AppRun:
         try:
             worker.run(self._stop)
         except BaseException as exc:
-            logger.exception("[%s] worker stopped", name)
+            if isinstance(exc, FatalError):  # it says why, in full: no traceback needed
+                logger.error("[%s] %s", name, exc)
+                logger.debug("[%s] the worker's traceback", name, exc_info=exc)
+            else:
+                logger.exception("[%s] worker stopped", name)
             with self._lock:
                 self._errors.append(exc)
 

@@ -53,6 +53,7 @@ from choreo.runtime.config import WorkerConfig, topic_replication
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
 from choreo.runtime.emit import Emitter
+from choreo.runtime.incidents import describe_failure
 from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.pauses import Pauses, first_offsets
@@ -147,6 +148,7 @@ class Worker:
         self._started = False
         self._closed = False
         self._closing = False
+        self._stay_in_group = False  # stopped on a fatal client error: do not leave
         self._last_prune = time.monotonic()
         self._relay: OutboxRelay | None = None
         self._pauses = Pauses(self._log)  # partitions of deferred retries
@@ -246,10 +248,7 @@ class Worker:
                     self.run_once(self.config.poll_timeout)
                 except Exception as exc:
                     self._stop_if_fatal(exc)
-                    self._log.exception(
-                        "worker error; backing off %.1f s (polling, partitions paused)",
-                        self.config.error_backoff,
-                    )
+                    self._log_failure(exc)
                     try:
                         self._back_off()
                     except TransportError as during:  # e.g. the consumer fenced meanwhile
@@ -258,10 +257,32 @@ class Worker:
         finally:
             self.close()
 
+    def _log_failure(self, exc: Exception) -> None:
+        """Log a retried failure: one WARNING line for a known one (traceback at DEBUG).
+
+        See :mod:`choreo.runtime.incidents`; anything else keeps its traceback at ERROR.
+        """
+        backoff = self.config.error_backoff
+        what = describe_failure(exc)
+        if what is None:
+            self._log.exception(
+                "worker error; backing off %.1f s (polling, partitions paused)", backoff
+            )
+            return
+        self._log.warning(
+            "%s: the batch was rolled back; retrying it in %.1f s (partitions paused, "
+            "nothing skipped)",
+            what,
+            backoff,
+        )
+        self._log.debug("the failure's traceback", exc_info=exc)
+
     def _stop_if_fatal(self, exc: Exception) -> None:
         """Raise :class:`~choreo.errors.FatalError` saying why when ``exc`` ends the worker."""
         reason = self._fatal_reason(exc)
         if reason is not None:
+            # a fenced member's instance id is another live process's now: never remove it
+            self._stay_in_group = isinstance(exc, TransportError)
             self._log.debug("worker stopping: %s", reason)  # the FatalError says it
             raise FatalError(f"worker {self.service.name} stopped: {reason}") from exc
 
@@ -310,7 +331,8 @@ class Worker:
             self._closed = True
             if self._consumer is not None:
                 try:
-                    self._consumer.close(leave_group=self.config.leave_group_on_close)
+                    leave = self.config.leave_group_on_close and not self._stay_in_group
+                    self._consumer.close(leave_group=leave)
                 except TransportError as exc:
                     self._log.warning("closing %s failed: %s", type(self._consumer).__name__, exc)
             if self._executor is not None:
