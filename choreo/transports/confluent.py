@@ -461,7 +461,12 @@ class ConfluentProducer(ProducerBase):
             self._abort_by_fencing()
             return
         if self._failed_fatally:
-            logger.warning("closing a producer that failed fatally: its queued records are lost")
+            queued = len(self._producer)
+            logger.log(
+                logging.WARNING if queued else logging.DEBUG,  # the fatal error is said anyway
+                "closing a producer that failed fatally: %d queued record(s) dropped",
+                queued,
+            )
             self._producer.purge()
             self._release()
             return
