@@ -27,7 +27,7 @@ def _raised_while(handling: BaseException, raised: BaseException) -> BaseExcepti
         try:
             raise handling
         except type(handling):
-            raise raised  # chained implicitly (__context__), as settle() raises it
+            raise raised from handling
     except type(raised) as exc:
         return exc
 
