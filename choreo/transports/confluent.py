@@ -461,9 +461,11 @@ class ConfluentProducer(ProducerBase):
             self._abort_by_fencing()
             return
         if self._failed_fatally:
+            # a transaction's records are never committed once it failed: nothing is lost
             queued = len(self._producer)
+            lost = queued and self._transactional_id is None
             logger.log(
-                logging.WARNING if queued else logging.DEBUG,  # the fatal error is said anyway
+                logging.WARNING if lost else logging.DEBUG,  # the fatal error is said anyway
                 "closing a producer that failed fatally: %d queued record(s) dropped",
                 queued,
             )

@@ -5,14 +5,15 @@ lines (``%6|1796332119.361|BGQUEUE|...``) straight to stderr, around choreo's ow
 messages. :data:`LIBRDKAFKA_LOG` is what every confluent-kafka client choreo creates gets
 as its ``logger``: each line becomes a record of the ``choreo.transports.librdkafka``
 logger (redacted like every choreo log line, shown at the CLI's ``--log-level``), with its
-facility, client name and text. Two facilities are logged at DEBUG because choreo says
-the same thing itself, once, in its own words:
+facility, client name and text. Some lines are logged at DEBUG because choreo says the
+same thing itself, once, in its own words:
 
-- ``FATAL``: a fatal client error (a fenced producer or static member, refused
-  authentication). choreo's transports raise it as a fatal
-  :class:`~choreo.errors.TransportError` and the worker stops with a message saying why.
-- ``BGQUEUE``: events a client still held when it was destroyed (e.g. a result nobody
-  waits for any more); nothing is lost that choreo relies on.
+- facility ``FATAL``, and any line saying the client was fenced (``TXNERR``,
+  ``ADDOFFSETS``, … of a producer fenced by a newer one with its transactional id): a
+  fatal client error, which choreo's transports raise as a fatal
+  :class:`~choreo.errors.TransportError`; the worker stops with a message saying why.
+- facility ``BGQUEUE``: events a client still held when it was destroyed (e.g. a result
+  nobody waits for any more); nothing is lost that choreo relies on.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class LibrdkafkaLog:
         self.target = target
 
     def log(self, level: int, msg: str, *args: Any) -> None:
-        """Log one librdkafka line on :attr:`target`, at DEBUG for a restated facility."""
-        if args and args[0] in _RESTATED:
+        """Log one librdkafka line on :attr:`target`, at DEBUG for a restated one."""
+        if args and (args[0] in _RESTATED or "fenced" in str(args[-1])):
             level = logging.DEBUG
         self.target.log(level, msg, *args)
 

@@ -89,21 +89,22 @@ def test_a_fatal_consumer_error_reads_its_reason_once() -> None:
 
 
 @pytest.mark.parametrize(
-    ("facility", "level", "expected"),
+    ("facility", "level", "text", "expected"),
     [
-        ("FATAL", logging.CRITICAL, logging.DEBUG),
-        ("BGQUEUE", logging.INFO, logging.DEBUG),
-        ("GETPID", logging.WARNING, logging.WARNING),
-        ("FAIL", logging.ERROR, logging.ERROR),
+        ("FATAL", logging.CRITICAL, "Fatal error: Broker: Static consumer", logging.DEBUG),
+        ("BGQUEUE", logging.INFO, "Purging 1 unserved events", logging.DEBUG),
+        ("TXNERR", logging.CRITICAL, "This instance has been fenced by a newer", logging.DEBUG),
+        ("TXNERR", logging.ERROR, "Failed to end transaction: timed out", logging.ERROR),
+        ("GETPID", logging.WARNING, "Not coordinator: retrying", logging.WARNING),
     ],
 )
 def test_librdkafka_lines_become_records_restated_ones_at_debug(
-    caplog: pytest.LogCaptureFixture, facility: str, level: int, expected: int
+    caplog: pytest.LogCaptureFixture, facility: str, level: int, text: str, expected: int
 ) -> None:
-    """What confluent-kafka hands the ``logger`` becomes one record; FATAL/BGQUEUE at DEBUG."""
+    """What confluent-kafka hands the ``logger`` is one record; what choreo restates, DEBUG."""
     caplog.set_level(logging.DEBUG, logger=LIBRDKAFKA_LOGGER.name)
-    LibrdkafkaLog().log(level, "%s [%s] %s", facility, "choreo#consumer-1", "the text")
+    LibrdkafkaLog().log(level, "%s [%s] %s", facility, "choreo#producer-1", text)
     [record] = caplog.records
     assert record.name == "choreo.transports.librdkafka"
     assert record.levelno == expected
-    assert record.getMessage() == f"{facility} [choreo#consumer-1] the text"
+    assert record.getMessage() == f"{facility} [choreo#producer-1] {text}"
