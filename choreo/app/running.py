@@ -26,7 +26,7 @@ from choreo.app.parts import find_starter
 from choreo.choreography.service import Saga, Service
 from choreo.errors import ConfigurationError, FatalError
 from choreo.model.events import Event, event_type_of
-from choreo.runtime.config import WorkerConfig
+from choreo.runtime.config import WorkerConfig, topic_replication
 from choreo.runtime.serdes import event_classes
 
 if TYPE_CHECKING:
@@ -173,7 +173,11 @@ class AppRun:
         """Create the app's topics up front, so the tracker can subscribe to them by name."""
         assert self.transport is not None
         if self.config.create_topics:
-            self.transport.create_topics(self._topics(), partitions=self.config.topic_partitions)
+            self.transport.create_topics(
+                self._topics(),
+                partitions=self.config.topic_partitions,
+                **topic_replication(self.config),
+            )
 
     def _start_tracker(self) -> None:
         """Start the live tracker over the app's topics (and the timeouts, when asked)."""
@@ -237,7 +241,11 @@ class AppRun:
         try:
             worker.run(self._stop)
         except BaseException as exc:
-            logger.exception("[%s] worker stopped", name)
+            if isinstance(exc, FatalError):  # it says why, in full: no traceback needed
+                logger.error("[%s] %s", name, exc)
+                logger.debug("[%s] the worker's traceback", name, exc_info=exc)
+            else:
+                logger.exception("[%s] worker stopped", name)
             with self._lock:
                 self._errors.append(exc)
 

@@ -12,7 +12,10 @@ SIGINT the worker finishes the batch in hand, publishes and commits it, and clos
 ``--instance-id`` (a stable id per replica, e.g. the pod name) makes a restart after a
 crash immediate: the worker rejoins its group as the same static member.
 ``--partitions`` (``$CHOREO_TOPIC_PARTITIONS``) sizes the topics the worker creates, so
-that several replicas share them. A ``--store`` URL given on the command line with a
+that several replicas share them; ``--replication-factor`` and ``--min-insync-replicas``
+(``$CHOREO_TOPIC_REPLICATION_FACTOR``, ``$CHOREO_TOPIC_MIN_INSYNC_REPLICAS``) set their
+replication (a cluster with fewer live brokers than asked for is an error, before any
+topic is created). A ``--store`` URL given on the command line with a
 password draws a warning: ``ps`` shows it to every user (use ``$CHOREO_STORE``,
 ``$PGPASSWORD`` or ``~/.pgpass``).
 ``--relay-interval``, ``--relay-min-age`` and ``--relay-batch`` (or
@@ -50,6 +53,7 @@ from choreo.cli._observability import (
 )
 from choreo.errors import ChoreoError
 from choreo.safety.redact import redact_text
+from choreo.transports.replication import MAX_REPLICATION_FACTOR
 
 if TYPE_CHECKING:
     from choreo.orchestration import OrchestratorRunner
@@ -185,8 +189,29 @@ def _with_hint(message: str, instance_id: str | None, group: str) -> str:
     help=(
         "Partitions of each topic the worker creates because it is missing (existing topics "
         "are left as they are; $CHOREO_TOPIC_PARTITIONS). Replicas share a topic's "
-        "partitions: give at least as many as replicas. Replication is the cluster's "
-        "default.replication.factor."
+        "partitions: give at least as many as replicas. Replication: --replication-factor."
+    ),
+)
+@click.option(
+    "--replication-factor",
+    "topic_replication_factor",
+    type=click.IntRange(min=1, max=MAX_REPLICATION_FACTOR),
+    envvar="CHOREO_TOPIC_REPLICATION_FACTOR",
+    help=(
+        "Replicas of each partition of the topics the worker creates "
+        "($CHOREO_TOPIC_REPLICATION_FACTOR); the cluster needs at least that many live "
+        "brokers. [default: the cluster's default.replication.factor]"
+    ),
+)
+@click.option(
+    "--min-insync-replicas",
+    "topic_min_insync_replicas",
+    type=click.IntRange(min=1, max=MAX_REPLICATION_FACTOR),
+    envvar="CHOREO_TOPIC_MIN_INSYNC_REPLICAS",
+    help=(
+        "min.insync.replicas of the topics the worker creates: replicas that must have a "
+        "record before it counts as written (at most the replication factor; "
+        "$CHOREO_TOPIC_MIN_INSYNC_REPLICAS). [default: the broker's]"
     ),
 )
 @click.option(
@@ -232,6 +257,8 @@ def run(
     concurrency: int,
     topic_prefix: str,
     topic_partitions: int = 1,
+    topic_replication_factor: int | None = None,
+    topic_min_insync_replicas: int | None = None,
     relay_interval: float = 1.0,
     relay_min_age: float | None = None,
     relay_batch: int = 500,
@@ -261,6 +288,8 @@ def run(
             topic_naming=lambda event_type: f"{topic_prefix}{event_type}",
             deadletter_naming=lambda name: f"{topic_prefix}{deadletter_topic(name)}",
             topic_partitions=topic_partitions,
+            topic_replication_factor=topic_replication_factor,
+            topic_min_insync_replicas=topic_min_insync_replicas,
             relay_interval=relay_interval,
             relay_min_age=relay_min_age,
             relay_batch=relay_batch,

@@ -15,8 +15,9 @@ from choreo.errors import ConfigurationError
 from choreo.model.envelope import now_ms
 from choreo.model.topics import DeadLetterNaming, TopicNaming, deadletter_topic, topic_for
 from choreo.runtime.retry import COMPENSATION_RETRY, DEFAULT_RETRY
+from choreo.transports.replication import check_replication
 
-__all__ = ["WorkerConfig"]
+__all__ = ["WorkerConfig", "topic_replication"]
 
 _WEEK = 7 * 24 * 3600.0
 
@@ -54,6 +55,11 @@ class WorkerConfig:
     - ``tracing``: propagate W3C ``traceparent`` to emitted events.
     - ``create_topics`` / ``topic_partitions``: create the topics the worker reads and
       writes at start-up (existing ones are left alone).
+    - ``topic_replication_factor`` / ``topic_min_insync_replicas``: the replication of
+      the topics it creates (None: the cluster's ``default.replication.factor`` and the
+      broker's ``min.insync.replicas``); a cluster with fewer live brokers than either
+      asks for stops the start with a :class:`~choreo.errors.ConfigurationError` (see
+      :mod:`choreo.transports.replication`).
     - ``from_beginning``: where a group without committed offsets starts.
     - ``flush_timeout`` / ``transaction_timeout``: seconds to wait for the broker.
     - ``commit_interval``: at-least-once delivery commits the consumer offsets of handled
@@ -104,6 +110,8 @@ class WorkerConfig:
     tracing: bool = True
     create_topics: bool = True
     topic_partitions: int = 1
+    topic_replication_factor: int | None = None
+    topic_min_insync_replicas: int | None = None
     from_beginning: bool = True
     flush_timeout: float = 30.0
     transaction_timeout: float = 30.0
@@ -125,6 +133,7 @@ class WorkerConfig:
             raise ConfigurationError("WorkerConfig.concurrency must be at least 1")
         if self.topic_partitions < 1:
             raise ConfigurationError("WorkerConfig.topic_partitions must be at least 1")
+        check_replication(self.topic_replication_factor, self.topic_min_insync_replicas)
         if self.inbox_retention is not None and self.inbox_retention <= 0:
             raise ConfigurationError("WorkerConfig.inbox_retention must be positive or None")
         if self.group_id is not None and not self.group_id:
@@ -157,3 +166,16 @@ class WorkerConfig:
             return self.transactional_id
         replica = self.instance_id or socket.gethostname() or "local"
         return f"choreo.{service}.{self.group_for(service)}.{replica}"
+
+
+def topic_replication(config: WorkerConfig) -> dict[str, int]:
+    """Return the replication keywords of ``Transport.create_topics`` that ``config`` sets.
+
+    Only the ones asked for, so a transport written before they existed still works
+    for a worker that leaves them at the cluster's defaults.
+    """
+    asked = {
+        "replication_factor": config.topic_replication_factor,
+        "min_insync_replicas": config.topic_min_insync_replicas,
+    }
+    return {name: value for name, value in asked.items() if value is not None}

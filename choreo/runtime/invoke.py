@@ -39,6 +39,7 @@ from choreo.model.events import Event
 from choreo.runtime.deadletter import DeadLetterReason, dead_letter_record
 from choreo.runtime.emit import Emitter, as_events, failure_event
 from choreo.runtime.handler_context import new_context, settle
+from choreo.runtime.incidents import rolls_back_transaction
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
 from choreo.runtime.refusal import CommandRefusedError
 from choreo.runtime.retry import backoff_delay
@@ -56,16 +57,6 @@ _MAX_DEFERRED = 10_000  # attempt counts of deferred retries kept at most
 
 Item = tuple[Record, Fields]
 """A polled record and its checked envelope (see :func:`~choreo.runtime.routing.scan_headers`)."""
-
-
-def rolls_back_transaction(error: BaseException) -> bool:
-    """Return True when ``error`` is a database's "transaction rollback" (SQLSTATE class 40).
-
-    Deadlocks (40P01) and serialization failures (40001) are resolved by rolling back
-    and redoing the whole transaction; psycopg exposes the code as ``sqlstate``.
-    """
-    sqlstate = getattr(error, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith("40")
 
 
 def event_info(route: Route, item: Item) -> EventInfo:

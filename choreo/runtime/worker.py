@@ -49,10 +49,11 @@ from choreo.choreography.service import Service
 from choreo.errors import ConfigurationError, FatalError, TransactionError, TransportError
 from choreo.model.context import EventLogger
 from choreo.runtime.aio import EventLoops, refuse_running_loop
-from choreo.runtime.config import WorkerConfig
+from choreo.runtime.config import WorkerConfig, topic_replication
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
 from choreo.runtime.emit import Emitter
+from choreo.runtime.incidents import describe_failure
 from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.pauses import Pauses, first_offsets
@@ -158,6 +159,7 @@ class Worker:
         self._started = False
         self._closed = False
         self._closing = False
+        self._stay_in_group = False  # stopped on a fatal client error: do not leave
         self._last_prune = time.monotonic()
         self._relay: OutboxRelay | None = None
         self._pauses = Pauses(self._log)  # partitions of deferred retries
@@ -185,6 +187,7 @@ class Worker:
             self.transport.create_topics(
                 sorted({*self.topics, *emitted, self.deadletter_topic}),
                 partitions=config.topic_partitions,
+                **topic_replication(config),
             )
         self.inbox.migrate(service_component(self.service.name), self.service.migrations)
         if not self.service.state_in_log:  # an orchestrator's state is the log
@@ -257,10 +260,7 @@ class Worker:
                     self.run_once(self.config.poll_timeout)
                 except Exception as exc:
                     self._stop_if_fatal(exc)
-                    self._log.exception(
-                        "worker error; backing off %.1f s (polling, partitions paused)",
-                        self.config.error_backoff,
-                    )
+                    self._log_failure(exc)
                     try:
                         self._back_off()
                     except TransportError as during:  # e.g. the consumer fenced meanwhile
@@ -269,11 +269,33 @@ class Worker:
         finally:
             self.close()
 
+    def _log_failure(self, exc: Exception) -> None:
+        """Log a retried failure: one WARNING line for a known one (traceback at DEBUG).
+
+        See :mod:`choreo.runtime.incidents`; anything else keeps its traceback at ERROR.
+        """
+        backoff = self.config.error_backoff
+        what = describe_failure(exc)
+        if what is None:
+            self._log.exception(
+                "worker error; backing off %.1f s (polling, partitions paused)", backoff
+            )
+            return
+        self._log.warning(
+            "%s: the batch was rolled back; retrying it in %.1f s (partitions paused, "
+            "nothing skipped)",
+            what,
+            backoff,
+        )
+        self._log.debug("the failure's traceback", exc_info=exc)
+
     def _stop_if_fatal(self, exc: Exception) -> None:
         """Raise :class:`~choreo.errors.FatalError` saying why when ``exc`` ends the worker."""
         reason = self._fatal_reason(exc)
         if reason is not None:
-            self._log.error("worker stopping: %s", reason)
+            # a fenced member's instance id is another live process's now: never remove it
+            self._stay_in_group = isinstance(exc, TransportError)
+            self._log.debug("worker stopping: %s", reason)  # the FatalError says it
             raise FatalError(f"worker {self.service.name} stopped: {reason}") from exc
 
     def _fatal_reason(self, exc: Exception) -> str | None:
@@ -288,7 +310,7 @@ class Worker:
                 f"producer fenced or failed fatally ({exc}); another live process may use "
                 f"transactional id {transactional_id!r}: give every replica its own instance_id"
             )
-        return f"fatal client error (authentication, authorization or fencing): {exc}"
+        return f"fatal client error: {exc}"
 
     def _back_off(self) -> None:
         """Wait ``config.error_backoff`` seconds polling with every partition paused."""
@@ -321,7 +343,8 @@ class Worker:
             self._closed = True
             if self._consumer is not None:
                 try:
-                    self._consumer.close(leave_group=self.config.leave_group_on_close)
+                    leave = self.config.leave_group_on_close and not self._stay_in_group
+                    self._consumer.close(leave_group=leave)
                 except TransportError as exc:
                     self._log.warning("closing %s failed: %s", type(self._consumer).__name__, exc)
             if self._executor is not None:

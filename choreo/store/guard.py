@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from choreo.errors import ConfigurationError
 from choreo.store.base import Store
+from choreo.transports.librdkafka_log import LIBRDKAFKA_LOG
 
 __all__ = ["GroupMember", "group_members", "refuse_unshared_store"]
 
@@ -48,9 +49,13 @@ def group_members(transport: Any, group_id: str) -> list[GroupMember] | None:
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(dict(settings()))
-    future = admin.describe_consumer_groups([group_id], request_timeout=_TIMEOUT)[group_id]
-    description = future.result(timeout=_TIMEOUT)
+    client_settings: dict[str, Any] = {**settings(), "logger": LIBRDKAFKA_LOG}
+    admin = AdminClient(client_settings)
+    try:
+        future = admin.describe_consumer_groups([group_id], request_timeout=_TIMEOUT)[group_id]
+        description = future.result(timeout=_TIMEOUT)
+    finally:
+        admin.poll(0)  # serve what the client still holds before it is destroyed
     if description.state in (ConsumerGroupState.DEAD, ConsumerGroupState.EMPTY):
         return []
     return [
@@ -63,6 +68,13 @@ def group_members(transport: Any, group_id: str) -> list[GroupMember] | None:
         )
         for m in description.members
     ]
+
+
+def _describe_failure(exc: Exception) -> str:
+    """Return why describing the group failed, in one line (a timeout has no message)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {_TIMEOUT:.0f} s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def refuse_unshared_store(
@@ -79,7 +91,12 @@ def refuse_unshared_store(
     try:
         members = group_members(transport, group_id)
     except Exception as exc:
-        logger.warning("cannot describe consumer group %s (%s): not checked", group_id, exc)
+        logger.warning(
+            "cannot describe consumer group %s (%s): not checked whether another replica "
+            "uses it",
+            group_id,
+            _describe_failure(exc),
+        )
         return
     if members is None:
         return

@@ -28,6 +28,7 @@ from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
 from choreo.store.pg_connect import check_url, connection_failure, register_url_password
+from choreo.store.pg_errors import quiet_lost_connection_warnings
 from choreo.store.pg_outbox import KEYS_FROM_BLOB, OUTBOX_TABLE, BatchOutbox, compress_outbox
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
@@ -136,6 +137,7 @@ class PostgresStore:
             raise ConfigurationError(f"schema {schema!r} is not a lower-case SQL identifier")
         check_url(url)
         register_url_password(url)
+        quiet_lost_connection_warnings()  # the worker says it once (choreo.store.pg_errors)
         self._psycopg = psycopg
         self.url = redact_text(url)
         self.schema = schema
@@ -147,7 +149,14 @@ class PostgresStore:
         if schema is not None:
             kwargs["options"] = f'-c search_path="{schema}"'  # quoted: "order" is a keyword
         self._pool = ConnectionPool(
-            url, min_size=min_size, max_size=max_size, kwargs=kwargs, open=False, timeout=timeout
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=kwargs,
+            open=False,
+            timeout=timeout,
+            # a connection the server ended while pooled is replaced, never handed out
+            check=ConnectionPool.check_connection,
         )
         try:
             self._pool.open(wait=True, timeout=timeout)

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from choreo.errors import ChoreoError
 from choreo.store.base import Store
 from choreo.store.outbox import OutboxRecord
+from choreo.store.pg_errors import first_line
 from choreo.transports.base import Producer, Transport
 
 __all__ = ["OutboxRelay"]
@@ -131,9 +132,10 @@ class OutboxRelay:
                 self.run_once()
             except Exception as exc:
                 logger.warning(
-                    "outbox relay of %s failed (retrying): %s: %s",
+                    "outbox relay of %s failed (%s): retrying in %.1f s",
                     self.origin,
-                    type(exc).__name__,
-                    exc,
+                    first_line(exc),
+                    self.interval,
                 )
+                logger.debug("the relay failure's traceback", exc_info=exc)
             self._stop.wait(self.interval)

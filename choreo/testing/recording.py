@@ -136,9 +136,21 @@ class RecordingTransport:
         """Return the inner transport's consumer."""
         return self.inner.consumer(group_id, from_beginning=from_beginning, instance_id=instance_id)
 
-    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
+    def create_topics(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: int = 1,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
+    ) -> None:
         """Create topics on the inner transport."""
-        self.inner.create_topics(topics, partitions=partitions)
+        self.inner.create_topics(
+            topics,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+        )
 
     def list_topics(self) -> list[str]:
         """List the inner transport's topics."""

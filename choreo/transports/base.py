@@ -316,8 +316,23 @@ class Transport(Protocol):
         """
         ...
 
-    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
-        """Create the topics that do not exist yet (existing ones are left as they are)."""
+    def create_topics(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: int = 1,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
+    ) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are).
+
+        ``replication_factor`` None is the cluster's default; ``min_insync_replicas``
+        becomes the topics' ``min.insync.replicas`` config (None: the broker's default).
+        A Kafka transport raises :class:`~choreo.errors.ConfigurationError` before
+        creating anything when the cluster has fewer live brokers than either asks for
+        (see :mod:`choreo.transports.replication`); the in-memory bus keeps one copy
+        whatever is asked.
+        """
         ...
 
     def list_topics(self) -> list[str]:

@@ -51,13 +51,14 @@ from choreo.transports.base import (
 )
 from choreo.transports.bounded import BoundedCaller, run_bounded
 from choreo.transports.config import KafkaConfig
+from choreo.transports.librdkafka_log import LIBRDKAFKA_LOG
 from choreo.transports.readiness import wait_until_online
+from choreo.transports.replication import check_brokers, check_replication, replication_configs
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
 
 logger = logging.getLogger(__name__)
-_LIBRDKAFKA_LOG: Final = logging.getLogger("choreo.transports.librdkafka")
 
 _ClientT = TypeVar("_ClientT")
 
@@ -113,6 +114,22 @@ def _describe(exc: BaseException) -> str:
     return f"{err.name()}: {err.str()}" if err is not None else str(exc)
 
 
+def _fatal_text(err: ck.KafkaError) -> str:
+    """Return a consumer error's text once: librdkafka states a fatal one's reason twice.
+
+    A static member fenced by another reads ``Fatal error: Broker: Static consumer fenced
+    by other consumer with same group.instance.id: Fatal consumer error: Broker: Static
+    consumer fenced by ...``; this returns the reason (``Broker: Static consumer ...``).
+    Any other error's text is returned as it is, with its name if it is not fatal.
+    """
+    text = str(err.str())
+    if err.code() != ck.KafkaError._FATAL:
+        return f"{err.name()}: {text}"
+    text = text.removeprefix("Fatal error: ")
+    reason, _, restated = text.partition(": Fatal consumer error: ")
+    return reason if restated in ("", reason) else text
+
+
 def _transport_error(exc: BaseException, what: str) -> TransportError:
     """Translate a confluent-kafka exception into a TransportError about ``what``.
 
@@ -132,9 +149,10 @@ def _create(
     """Create a client from ``settings``, translating rejected settings.
 
     librdkafka's own log lines go to the ``choreo.transports.librdkafka`` logger (through
-    choreo's redaction filter) instead of straight to stderr.
+    choreo's redaction filter) instead of straight to stderr
+    (:mod:`choreo.transports.librdkafka_log`).
     """
-    settings.setdefault("logger", _LIBRDKAFKA_LOG)
+    settings.setdefault("logger", LIBRDKAFKA_LOG)
     try:
         return factory(settings)
     except (ck.KafkaException, ValueError, TypeError) as exc:
@@ -472,7 +490,14 @@ class ConfluentProducer(ProducerBase):
             self._abort_by_fencing()
             return
         if self._failed_fatally:
-            logger.warning("closing a producer that failed fatally: its queued records are lost")
+            # a transaction's records are never committed once it failed: nothing is lost
+            queued = len(self._producer)
+            lost = queued and self._transactional_id is None
+            logger.log(
+                logging.WARNING if lost else logging.DEBUG,  # the fatal error is said anyway
+                "closing a producer that failed fatally: %d queued record(s) dropped",
+                queued,
+            )
             self._producer.purge()
             self._release()
             return
@@ -679,7 +704,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             return
         if err.fatal() or code in _RAISED_CONSUMER_ERRORS:
             raise TransportError(
-                f"consumer error {err.name()}: {err.str()}", retriable=False, fatal=True
+                f"consumer error: {_fatal_text(err)}", retriable=False, fatal=True
             )
         logger.warning("consumer error %s: %s", err.name(), err.str())
 
@@ -825,11 +850,30 @@ class ConfluentTransport:
             self._admin = _create(AdminClient, self.config.common_settings(), "admin")
         return self._admin
 
-    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
-        """Create the topics that do not exist yet (existing ones are left as they are)."""
+    def create_topics(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: int = 1,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
+    ) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are).
+
+        Replication as :meth:`Transport.create_topics <choreo.transports.base.Transport.
+        create_topics>` says: checked against the cluster's live brokers first.
+        """
         if not topics:
             return
-        new = [NewTopic(name, num_partitions=partitions, replication_factor=-1) for name in topics]
+        check_replication(replication_factor, min_insync_replicas)
+        if replication_factor is not None or min_insync_replicas is not None:
+            check_brokers(self._broker_count(), replication_factor, min_insync_replicas)
+        configs = replication_configs(min_insync_replicas)
+        factor = -1 if replication_factor is None else replication_factor
+        new = [
+            NewTopic(name, num_partitions=partitions, replication_factor=factor, config=configs)
+            for name in topics
+        ]
         futures = self._admin_client().create_topics(new, operation_timeout=_ADMIN_TIMEOUT)
         for name, future in futures.items():
             try:
@@ -838,8 +882,18 @@ class ConfluentTransport:
                 err = _error_of(exc)
                 if err is not None and err.code() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
+                if err is not None and err.code() == ck.KafkaError.INVALID_REPLICATION_FACTOR:
+                    raise ConfigurationError(f"cannot create topic {name!r}: {err.str()}") from None
                 raise _transport_error(exc, f"cannot create topic {name!r}") from exc
         self._wait_for_metadata(topics)
+
+    def _broker_count(self) -> int:
+        """Return how many brokers the cluster's metadata lists (the live ones)."""
+        try:
+            metadata = self._admin_client().list_topics(timeout=_ADMIN_TIMEOUT)
+        except ck.KafkaException as exc:
+            raise _transport_error(exc, "cannot read the cluster's brokers") from exc
+        return len(metadata.brokers)
 
     def _wait_for_metadata(self, topics: Sequence[str]) -> None:
         """Wait until every partition of ``topics`` is online on its leader (or 30 s passed).

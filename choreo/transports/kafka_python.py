@@ -60,6 +60,7 @@ from choreo.transports.base import (
 from choreo.transports.config import KafkaConfig, to_kafka_python
 from choreo.transports.membership import remove_static_member
 from choreo.transports.readiness import wait_until_online_kafka_python
+from choreo.transports.replication import check_brokers, check_replication, replication_configs
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
@@ -519,20 +520,47 @@ class KafkaPythonTransport:
         except kerr.KafkaError as exc:
             raise TransportError(f"cannot connect admin client: {exc}", retriable=True) from exc
 
-    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
-        """Create the topics that do not exist yet (existing ones are left as they are)."""
+    def create_topics(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: int = 1,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
+    ) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are).
+
+        Replication as :meth:`Transport.create_topics <choreo.transports.base.Transport.
+        create_topics>` says: checked against the cluster's live brokers first.
+        """
         if not topics:
             return
+        check_replication(replication_factor, min_insync_replicas)
         admin = self._admin()
         try:
+            if replication_factor is not None or min_insync_replicas is not None:
+                brokers = len(admin.describe_cluster().get("brokers", ()))
+                check_brokers(brokers, replication_factor, min_insync_replicas)
+            factor = -1 if replication_factor is None else replication_factor
+            configs = replication_configs(min_insync_replicas)
             request = {
-                name: {"num_partitions": partitions, "replication_factor": -1} for name in topics
+                name: {
+                    "num_partitions": partitions,
+                    "replication_factor": factor,
+                    **({"configs": configs} if configs else {}),
+                }
+                for name in topics
             }
             result = admin.create_topics(request, timeout_ms=_ADMIN_TIMEOUT_MS, raise_errors=False)
             for topic in result.get("topics", ()):
                 code = topic.get("error_code", 0)
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     error = kerr.for_code(code)
+                    if error is kerr.InvalidReplicationFactorError:
+                        raise ConfigurationError(
+                            f"cannot create topic {topic.get('name')!r}: "
+                            f"{topic.get('error_message') or error.__name__}"
+                        )
                     raise TransportError(
                         f"cannot create topic {topic.get('name')!r}: {error.__name__}"
                         f" {topic.get('error_message') or ''}".rstrip(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from choreo.model.envelope import Envelope, Header, headers_to_dict
 from choreo.runtime.worker import Worker
@@ -214,8 +215,10 @@ class ControlledTransport:
         self.consumers.append(consumer)
         return consumer
 
-    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
-        self.inner.create_topics(topics, partitions=partitions)
+    def create_topics(
+        self, topics: Sequence[str], *, partitions: int = 1, **replication: Any
+    ) -> None:
+        self.inner.create_topics(topics, partitions=partitions, **replication)
 
     def list_topics(self) -> list[str]:
         return self.inner.list_topics()

@@ -168,6 +168,9 @@ def test_a_fenced_exactly_once_worker_exits_non_zero_saying_why(
     assert f"transactional id {transactional_id!r}" in cli.output
     assert "give every replica its own instance_id" in cli.output
     assert "Error: worker inventory stopped" in cli.output
+    # said once: not also as librdkafka's FATAL line, a worker log line or a traceback
+    assert cli.output.count(repr(transactional_id)) == 1, cli.output
+    assert "CRITICAL" not in cli.output and "Traceback" not in cli.output, cli.output
     assert _read_all(kafka_bootstrap, f"{prefix}{RESERVED}", 0) == []
 
 

@@ -145,13 +145,18 @@ def test_every_worker_creates_topics_a_scaled_out_service_can_share(
 ) -> None:
     """Parsed under its container's environment, every ``choreo run`` gets its store and
     more than one partition per topic (`--scale payment=2` gives the second replica work),
-    the same count as the topics the broker creates itself."""
+    the same count as the topics the broker creates itself; and a replication the
+    compose file's one broker can hold, the same as the broker's defaults."""
     from choreo.cli.run_cmd import load_service, run
 
     workers = _choreo_workers(compose)
     assert set(workers) == {*SHOP, "orchestrator"}
     broker_default = int(compose["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"])
     assert broker_default > 1
+    kafka = compose["services"]["kafka"]["environment"]
+    brokers = len(kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(","))  # combined nodes
+    replication_default = int(kafka["KAFKA_DEFAULT_REPLICATION_FACTOR"])
+    in_sync_default = int(kafka["KAFKA_MIN_INSYNC_REPLICAS"])
     for name in workers:
         spec = compose["services"][name]
         with monkeypatch.context() as env:
@@ -160,6 +165,8 @@ def test_every_worker_creates_topics_a_scaled_out_service_can_share(
             params = _parse(run, spec["command"][spec["command"].index("run") + 1 :])
         assert load_service(params["target"]).name, name
         assert params["topic_partitions"] == broker_default, name
+        assert params["topic_replication_factor"] == brokers == replication_default, name
+        assert params["topic_min_insync_replicas"] == in_sync_default, name
         assert params["store_url"] == spec["environment"]["CHOREO_STORE"], name
 
 

@@ -27,6 +27,7 @@ from choreo.transports.memory.bus import (
     _Stored,
     _Topic,
 )
+from choreo.transports.replication import check_replication
 from choreo.transports.shared import (
     ConsumerBase,
     ProducerBase,
@@ -447,8 +448,20 @@ class MemoryTransport:
         consumer.instance_id = instance_id
         return consumer
 
-    def create_topics(self, topics: Sequence[str], *, partitions: int = 1) -> None:
-        """Create the topics that do not exist yet (existing ones are left as they are)."""
+    def create_topics(
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: int = 1,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
+    ) -> None:
+        """Create the topics that do not exist yet (existing ones are left as they are).
+
+        The bus lives in one process and keeps one copy of every record: the replication
+        settings are checked for range and otherwise have no effect.
+        """
+        check_replication(replication_factor, min_insync_replicas)
         self.bus.create_topics(topics, partitions=partitions)
 
     def list_topics(self) -> list[str]:
