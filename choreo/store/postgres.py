@@ -55,17 +55,6 @@ POSTGRES_MIGRATIONS: Final = (
     ),
     Migration(2, "outbox batches compressed with lz4 (where the server has it)", compress_outbox),
     Migration(3, "outbox keys read from the batch blob, not written to a column", KEYS_FROM_BLOB),
-    Migration(
-        4,
-        "inbox keyed by event id first",
-        # a claim inserts one inbox row per event into this B-tree, which is most of the
-        # server's work per event: with the consumer first (the same in every row) each
-        # comparison of the descent compared it before the event id, which sits after a
-        # variable-length column and is located anew at every comparison; the event id
-        # first decides almost every comparison in one step. Lookups give both columns.
-        "ALTER TABLE choreo_inbox DROP CONSTRAINT choreo_inbox_pkey,"
-        " ADD CONSTRAINT choreo_inbox_pkey PRIMARY KEY (event_id, consumer)",
-    ),
 )
 """choreo's own tables on PostgreSQL, versioned in ``choreo_schema_version``."""
 

@@ -3,8 +3,7 @@
 A batch's inbox claim is a plain INSERT in a savepoint, replaced by ``ON CONFLICT DO
 NOTHING`` when some ids were handled already; ids travel as one string unless an id
 holds the separator (or is empty); acknowledgements of whole rows delete them; the relay
-reads a row's keys from its blob, rows of schema version 2 included; the inbox is keyed by
-event id first (schema version 4), rows written before the upgrade included.
+reads a row's keys from its blob, rows of schema version 2 included.
 """
 
 from __future__ import annotations
@@ -138,7 +137,7 @@ def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: st
                 "SELECT version FROM choreo_schema_version WHERE component = 'choreo'"
                 " ORDER BY version"
             ).fetchall()
-        assert versions == [(1,), (2,), (3,), (4,)]
+        assert versions == [(1,), (2,), (3,)]
         upgraded.begin()
         upgraded.enqueue("o", [_record("new-1", b"k")])
         upgraded.commit()
@@ -147,43 +146,5 @@ def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: st
         upgraded.relay("o", min_age_ms=0, limit=100, publish=_publisher(published))
         assert published == old  # the other writer's row; this store's own row stays
         assert [r.id for r in upgraded.pending("o")] == ["new-1"]
-    finally:
-        upgraded.close()
-
-
-def _primary_key(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
-    """Return the columns of choreo_inbox's primary key, in key order."""
-    rows = conn.execute(
-        "SELECT a.attname FROM pg_index i"
-        " JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-        " WHERE i.indrelid = 'choreo_inbox'::regclass AND i.indisprimary ORDER BY k.n"
-    ).fetchall()
-    return [str(row[0]) for row in rows]
-
-
-def test_inbox_rows_of_schema_version_3_stay_handled_after_the_upgrade(postgres_url: str) -> None:
-    """Migration 4 re-keys the inbox by (event_id, consumer); handled ids stay handled."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    options = f"-c search_path={schema}"
-    with psycopg.connect(postgres_url, options=options) as conn:
-        apply_migrations(conn, "postgresql", CHOREO_COMPONENT, POSTGRES_MIGRATIONS[:3], 1)
-        assert _primary_key(conn) == ["consumer", "event_id"]
-        conn.execute(
-            "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
-            " VALUES ('g', 'a', 1), ('g', 'b', 1), ('h', 'a', 1)"
-        )
-    upgraded = PostgresStore(postgres_url, schema=schema)
-    try:
-        with psycopg.connect(postgres_url, options=options) as conn:
-            assert _primary_key(conn) == ["event_id", "consumer"]
-        assert upgraded.seen("g", ["a", "b", "c"]) == {"a", "b"}
-        assert upgraded.seen("h", ["a", "b"]) == {"a"}  # one id, two consumers: two rows
-        assert _claim(upgraded, ["b", "c", "a"], ["c"]) == {"a", "b"}
-        assert _claim(upgraded, ["d"], ["d"]) == set()
-        assert upgraded.seen("g", ["a", "b", "c", "d", "e"]) == {"a", "b", "c", "d"}
-        assert upgraded.seen("h", ["a", "b", "c", "d"]) == {"a"}
     finally:
         upgraded.close()
