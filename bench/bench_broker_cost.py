@@ -23,7 +23,16 @@ Measured over the timed phase (first start event to the last terminal event cons
 - **requests per saga**: the requests the services' clients sent, per API (Produce,
   Fetch, OffsetCommit, Heartbeat...), from librdkafka's statistics (reported every
   200 ms, so the counts are approximate by a fraction of a second's worth);
+- **records per request**: the records the services' producers sent per Produce request
+  and their consumers received per Fetch (librdkafka's ``txmsgs``/``rxmsgs``): what
+  batching achieved;
 - **latency** p50/p99: terminal event consumed - start event produced.
+
+Last, a **produce probe** (``--probe-flushes``): choreo's confluent and kafka-python
+producers publish and flush 1 record, 6 records to one partition and 6 records to 6
+partitions, many times each; per flush it records the Produce requests (librdkafka) and
+the broker's CPU: whether a worker's one flush per batch is one request or one per
+partition.
 
 A variant is a set of overrides of the library's defaults (``VARIANTS``): ``before`` pins
 the defaults this benchmark started from, one-setting variants change one thing on top
@@ -51,7 +60,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peers import choreography as ch
 from bench.proc_cpu import CpuMeter
-from bench.saga_service import RequestStats, read_request_stats
+from bench.saga_service import (
+    RECORDS_FETCHED,
+    RECORDS_PRODUCED,
+    RequestStats,
+    read_request_stats,
+)
 from bench.sagaload import (
     SERVICES,
     BrokerOption,
@@ -67,6 +81,9 @@ from bench.sagaload import (
     percentile,
     spread,
 )
+from choreo.transports.config import KafkaConfig
+from choreo.transports.factory import open_transport
+from choreo.transports.partitioner import partition_for
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 WARMUP: Final = 40
@@ -102,11 +119,26 @@ VARIANTS: Final[dict[str, Variant]] = {
     "layout-namespace": _on(BEFORE, layout="namespace"),
     "layout-saga": _on(BEFORE, layout="saga"),
     "defaults+namespace": {"layout": "namespace"},
+    # a steady rate: the broker holds each fetch until fetch.wait.max.ms (64 KiB never
+    # arrive at 100 sagas/s), so a fetch returns every N ms with what came meanwhile
+    "fetch-wait-10": {"consumer": {"fetch.min.bytes": 65536, "fetch.wait.max.ms": 10}},
+    "fetch-wait-20": {"consumer": {"fetch.min.bytes": 65536, "fetch.wait.max.ms": 20}},
+    "fetch-wait-50": {"consumer": {"fetch.min.bytes": 65536, "fetch.wait.max.ms": 50}},
+    # ... or until about two records are there (the adaptive variant: at a high rate the
+    # minimum is reached at once, at a low one the wait bounds the delay)
+    "fetch-2rec-wait-20": {"consumer": {"fetch.min.bytes": 1200, "fetch.wait.max.ms": 20}},
+    # kafka-python sends one Produce request per broker for all partitions of a flush,
+    # librdkafka one per partition
+    "kafka-python": {"transport": "kafka-python"},
+    "kafka-python+fetch-wait-50": {"transport": "kafka-python",
+                                   "consumer": {"fetch.min.bytes": 65536,
+                                                "fetch.wait.max.ms": 50}},
 }
 """Each variant: overrides of the library's defaults (producer/consumer settings,
 WorkerConfig fields, topic layout). ``before`` pins the defaults this benchmark started
 from; the single-setting variants change one thing on top of it; ``defaults`` is the
-library's defaults as they are now (the code under test)."""
+library's defaults as they are now (the code under test); ``transport`` picks the Kafka
+client of the services (confluent by default; kafka-python reports no request counts)."""
 
 def _service_args(bootstrap: str, service: str, prefix: str, variant: Variant,
                   partitions: int) -> list[str]:
@@ -116,11 +148,16 @@ def _service_args(bootstrap: str, service: str, prefix: str, variant: Variant,
         "--producer", json.dumps(variant.get("producer", {})),
         "--consumer", json.dumps(variant.get("consumer", {})),
         "--worker", json.dumps(variant.get("worker", {})),
+        "--transport", variant.get("transport", "confluent"),
     ]
 
 
 def _diff(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
     return {api: n - before.get(api, 0) for api, n in after.items() if n - before.get(api, 0)}
+
+
+def _per_request(records: int, requests: int) -> float | None:
+    return round(records / requests, 3) if records and requests else None
 
 
 def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
@@ -167,6 +204,8 @@ def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
         cpu = {who: meter.stop() for who, meter in meters.items()}
         time.sleep(3 * RequestStats.INTERVAL_MS / 1000)  # the last reports of the phase
         requests = _diff(read_request_stats(services.stats_files), requests_before)
+        produced = requests.pop(RECORDS_PRODUCED, 0)
+        fetched = requests.pop(RECORDS_FETCHED, 0)
     finally:
         services.stop()
         collector.stop()
@@ -191,6 +230,8 @@ def run_once(bootstrap: str, broker_pid: int, name: str, variant: Variant, *,
         "service_ms_per_saga_each": {s: round(cpu[s] * 1000 / sagas, 4) for s in SERVICES},
         "requests_per_saga": {api: round(n / sagas, 3) for api, n in sorted(requests.items())},
         "requests_per_saga_total": round(sum(requests.values()) / sagas, 3),
+        "records_per_produce": _per_request(produced, requests.get("Produce", 0)),
+        "records_per_fetch": _per_request(fetched, requests.get("Fetch", 0)),
         "p50_ms": round(percentile(lat, 50), 2),
         "p95_ms": round(percentile(lat, 95), 2),
         "p99_ms": round(percentile(lat, 99), 2),
@@ -211,6 +252,80 @@ def idle_broker_cpu(pid: int, seconds: float = 5.0) -> float:
     return meter.stop() / seconds
 
 
+PROBE_SHAPES: Final = (("1 record", 1, 1), ("6 records, 1 partition", 6, 1),
+                      ("6 records, 6 partitions", 6, 6))
+"""The produce probe's flushes: (label, records per flush, partitions they go to)."""
+
+
+def _keys_for(partitions: int) -> list[bytes]:
+    """Return one key per partition 0..partitions-1 under Kafka's default partitioner."""
+    keys: dict[int, bytes] = {}
+    index = 0
+    while len(keys) < partitions:
+        key = f"k{index}".encode()
+        keys.setdefault(partition_for(key, partitions), key)
+        index += 1
+    return [keys[p] for p in range(partitions)]
+
+
+def produce_probe(bootstrap: str, broker_pid: int, workdir: Path, *, flushes: int = 2000,
+                  partitions: int = 6, idle_cpu_per_s: float = 0.0) -> list[dict[str, Any]]:
+    """Return per transport and flush shape the Produce requests and broker CPU per flush.
+
+    Through choreo's producers (``publish`` then ``flush``, as a worker's batch): one
+    record per flush, 6 records to one partition, 6 records to 6 partitions. librdkafka
+    reports its requests; kafka-python does not (its broker CPU per flush still shows
+    whether the 6 partitions cost 6 requests). ``broker_ms_per_flush_above_idle``
+    subtracts what the idle broker spends meanwhile (``idle_cpu_per_s``, CPU s per s):
+    kafka-python's slower flushes would otherwise carry more idle CPU.
+    """
+    topic = f"bc-probe-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, [topic], partitions)
+    keys, value = _keys_for(partitions), b"x" * 400
+    rows: list[dict[str, Any]] = []
+    try:
+        for kind in ("confluent", "kafka-python"):
+            path = workdir / f"probe-{kind}.stats.json"
+            settings = RequestStats(path).settings() if kind == "confluent" else {}
+            producer = open_transport(
+                kind, config=KafkaConfig(bootstrap_servers=bootstrap, producer=settings)
+            ).producer()
+            try:
+                for _ in range(20):  # connection, producer id, JIT
+                    producer.publish(topic, value, key=keys[0])
+                    producer.flush(30)
+                for label, records, spread_over in PROBE_SHAPES:
+                    time.sleep(3 * RequestStats.INTERVAL_MS / 1000)
+                    producer.flush(1)  # serves the statistics callback
+                    before = read_request_stats([path])
+                    meter = CpuMeter(broker_pid)
+                    meter.start()
+                    begin = time.monotonic()
+                    for _ in range(flushes):
+                        for index in range(records):
+                            producer.publish(topic, value, key=keys[index % spread_over])
+                        producer.flush(30)
+                    wall, cpu = time.monotonic() - begin, meter.stop()
+                    time.sleep(3 * RequestStats.INTERVAL_MS / 1000)
+                    producer.flush(1)
+                    sent = _diff(read_request_stats([path]), before).get("Produce", 0)
+                    rows.append({
+                        "transport": kind, "shape": label, "records": records,
+                        "partitions": spread_over,
+                        "produce_requests_per_flush": round(sent / flushes, 2) if sent else None,
+                        "broker_ms_per_flush": round(cpu * 1000 / flushes, 3),
+                        "broker_ms_per_flush_above_idle": round(
+                            (cpu - idle_cpu_per_s * wall) * 1000 / flushes, 3),
+                        "flush_ms": round(wall * 1000 / flushes, 3),
+                    })
+                    print(json.dumps(rows[-1]), flush=True)
+            finally:
+                producer.close()
+    finally:
+        delete_topics(bootstrap, [topic])
+    return rows
+
+
 METRICS: Final = ("broker_ms_per_saga", "service_ms_per_saga", "p50_ms", "p99_ms",
                   "requests_per_saga_total")
 
@@ -227,6 +342,7 @@ def summarize(rows: list[dict[str, Any]], baseline: str = "before") -> list[dict
     for n in names:
         entry: dict[str, Any] = {"variant": n, **spreads[n]}
         entry["all_ok"] = all(r["ok"] for r in rows if r["variant"] == n)
+        entry["counts"] = _count_medians([r for r in rows if r["variant"] == n])
         if base is not None:
             entry["ratio"] = {
                 m: round(spreads[n][m]["median"] / base[m]["median"], 3) for m in METRICS
@@ -235,23 +351,51 @@ def summarize(rows: list[dict[str, Any]], baseline: str = "before") -> list[dict
     return summary
 
 
+def _count_medians(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Return the medians of Fetch and Produce requests per saga and of records per request.
+
+    None where the clients reported no counts (kafka-python).
+    """
+    def median(values: list[float]) -> float | None:
+        return round(percentile(sorted(values), 50), 3) if values else None
+
+    return {
+        "fetch_per_saga": median([r["requests_per_saga"]["Fetch"] for r in rows
+                                  if "Fetch" in r["requests_per_saga"]]),
+        "produce_per_saga": median([r["requests_per_saga"]["Produce"] for r in rows
+                                    if "Produce" in r["requests_per_saga"]]),
+        "records_per_fetch": median([r["records_per_fetch"] for r in rows
+                                     if r.get("records_per_fetch")]),
+        "records_per_produce": median([r["records_per_produce"] for r in rows
+                                       if r.get("records_per_produce")]),
+    }
+
+
+def _count(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def table(summary: list[dict[str, Any]]) -> str:
     """Return the summary as a Markdown table."""
     lines = [
         "| variant | broker ms/saga (min-max) | x base | service ms/saga | x base "
-        "| p50 ms | p99 ms (min-max) | p99 x base | requests/saga | ok |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| p50 ms | p99 ms (min-max) | p99 x base | requests/saga | Fetch/saga | Produce/saga "
+        "| records/Fetch | records/Produce | ok |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for e in summary:
         b, s, p50, p99, req = (e[m] for m in METRICS)
         r = e.get("ratio", {})
+        c = e.get("counts", {})
         lines.append(
             f"| {e['variant']} | {b['median']:.3f} ({b['min']:.3f}-{b['max']:.3f}) "
             f"| {r.get('broker_ms_per_saga', float('nan')):.2f} | {s['median']:.3f} "
             f"| {r.get('service_ms_per_saga', float('nan')):.2f} | {p50['median']:.1f} "
             f"| {p99['median']:.1f} ({p99['min']:.1f}-{p99['max']:.1f}) "
-            f"| {r.get('p99_ms', float('nan')):.2f} | {req['median']:.1f} "
-            f"| {'yes' if e['all_ok'] else 'NO'} |"
+            f"| {r.get('p99_ms', float('nan')):.2f} "
+            f"| {_count(req['median'] or None, 1)} | {_count(c.get('fetch_per_saga'))} "
+            f"| {_count(c.get('produce_per_saga'))} | {_count(c.get('records_per_fetch'))} "
+            f"| {_count(c.get('records_per_produce'))} | {'yes' if e['all_ok'] else 'NO'} |"
         )
     return "\n".join(lines)
 
@@ -296,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-pid", type=int, default=None)
     parser.add_argument("--warmup-sagas", type=int, default=2000,
                         help="an unrecorded run first (the broker JVM's JIT warm-up)")
+    parser.add_argument("--probe-flushes", type=int, default=2000,
+                        help="flushes per shape of the produce probe (0: no probe)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -304,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rows: list[dict[str, Any]] = []
     burst_rows: list[dict[str, Any]] = []
+    probe: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             idle = idle_broker_cpu(broker.pid)
@@ -317,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
                 burst_rows = _run_phase(broker, burst, sagas=args.throughput_sagas, rate=0,
                                         repeat=args.repeat, partitions=args.partitions,
                                         workdir=Path(tmp))
+            if args.probe_flushes:
+                probe = produce_probe(broker.bootstrap, broker.pid, Path(tmp),
+                                      flushes=args.probe_flushes, partitions=args.partitions,
+                                      idle_cpu_per_s=idle)
     finally:
         broker.stop()
     summary, burst_summary = summarize(rows), summarize(burst_rows) if burst_rows else []
@@ -330,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "broker_idle_cpu_ms_per_s": round(idle * 1000, 2),
         "open_loop": {"sagas": args.sagas, "rate": args.rate, "summary": summary},
         "throughput": {"sagas": args.throughput_sagas, "summary": burst_summary},
+        "produce_probe": probe,
         "variants": {n: dict(VARIANTS[n]) for n in dict.fromkeys([*names, *burst])},
         "defaults": _defaults(),
         "runs": rows + burst_rows,

@@ -1,8 +1,9 @@
-"""One service of the order saga as its own process: a choreo Worker on confluent-kafka.
+"""One service of the order saga as its own process: a choreo Worker (confluent-kafka by default).
 
     python -m bench.saga_service --bootstrap HOST:PORT --service inventory \\
         --prefix bc1234. --layout event-type --partitions 6 \\
         [--producer JSON] [--consumer JSON] [--worker JSON] [--store memory|sqlite:PATH] \\
+        [--transport confluent|kafka-python] \\
         [--states-out FILE] [--memprofile DIR [--memprofile-baseline SECONDS]]
 
 The services are those of the peers benchmark (:mod:`bench.peers.choreo_impl`: choreo's
@@ -54,6 +55,11 @@ def _inbox(spec: str) -> Inbox:
     raise SystemExit(f"--store: memory or sqlite:PATH, not {spec!r}")
 
 
+RECORDS_PRODUCED = "records.produced"
+RECORDS_FETCHED = "records.fetched"
+"""Keys of :class:`RequestStats` counts that are records, not requests."""
+
+
 class RequestStats:
     """Keeps librdkafka's request counts per API of this process's clients in a JSON file.
 
@@ -74,13 +80,23 @@ class RequestStats:
         return {"statistics.interval.ms": self.INTERVAL_MS, "stats_cb": self.on_stats}
 
     def on_stats(self, text: str) -> None:
-        """Record one statistics report."""
+        """Record one statistics report.
+
+        Besides the requests per API, a producer's report gives the records it sent
+        (``txmsgs``, kept as ``records.produced``) and a consumer's the records it
+        received (``rxmsgs``, as ``records.fetched``): records per request is what
+        batching achieved.
+        """
         report = json.loads(text)
         counts: dict[str, int] = {}
         for broker in report.get("brokers", {}).values():
             for api, count in broker.get("req", {}).items():
                 if count:
                     counts[api] = counts.get(api, 0) + count
+        if report.get("txmsgs"):
+            counts[RECORDS_PRODUCED] = int(report["txmsgs"])
+        if report.get("rxmsgs"):
+            counts[RECORDS_FETCHED] = int(report["rxmsgs"])
         with self._lock:
             self.totals[f"{report.get('type')}-{report.get('name')}"] = counts
             tmp = self.path.with_suffix(".tmp")
@@ -126,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consumer", default="{}")
     parser.add_argument("--worker", default="{}")
     parser.add_argument("--store", default="memory")
+    parser.add_argument("--transport", default="confluent", choices=("confluent", "kafka-python"),
+                        help="the Kafka client (kafka-python reports no request counts)")
     parser.add_argument("--states-out", type=Path, default=None)
     parser.add_argument("--stats-out", type=Path, default=None,
                         help="keep librdkafka's request counts per API in this file")
@@ -149,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     service = services[args.service]
     producer: dict[str, Any] = json.loads(args.producer)
     consumer: dict[str, Any] = json.loads(args.consumer)
-    if args.stats_out is not None:
+    if args.stats_out is not None and args.transport == "confluent":
         stats = RequestStats(args.stats_out)
         producer.update(stats.settings())
         consumer.update(stats.settings())
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_fields: dict[str, Any] = json.loads(args.worker)
     worker = Worker(
         service,
-        open_transport("confluent", config=config),
+        open_transport(args.transport, config=config),
         build_serde(),
         config=WorkerConfig(
             group_id=args.group or f"{args.prefix}{service.name}",

@@ -23,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from choreo.avro import LocalSchemaRegistry, load_directory
+from choreo.avro.classes import record_builders
 from choreo.avro.codec import SingleObjectCodec
+from choreo.avro.compiler import CompileLimits, RecordBuilders, compile_decoder
 from choreo.avro.confluent import ConfluentCodec
 from choreo.avro.serde import EventSerde
 from choreo.errors import DecodeError, EncodeError, UnknownEventError
@@ -361,3 +363,43 @@ def test_decoder_for_equals_decode_on_mangled_payloads(event: Shapes, data: st.D
     fast = _outcome(lambda: read(mangled))
     general = _outcome(lambda: serde.decode("t.fast.Shapes", mangled))
     assert repr(fast) == repr(general)  # repr: a mangled double may decode to NaN
+
+
+def test_a_plain_record_is_built_inline_and_a_converted_one_by_its_builder() -> None:
+    """A record whose values need no conversion gets its builder's slot stores inline.
+
+    ``Inner`` (an int) is built by the decoder itself, with no call of its builder;
+    ``Shapes`` (a datetime, an enum, a map) still calls its builder. Both decode to the
+    event the general path gives.
+    """
+    builders = record_builders(Shapes, SHAPES)
+    inner, outer = builders["t.fast.Inner"], builders["t.fast.Shapes"]
+    assert getattr(outer, "__choreo_slots__", None) is None
+    shell, cls, stores = inner.__choreo_slots__  # type: ignore[attr-defined]
+    assert cls is Inner and shell is not Inner and stores == (("x", 0),)
+    decoder = compile_decoder(SHAPES, builders=RecordBuilders(builders))
+    source: str = decoder.__choreo_source__  # type: ignore[attr-defined]
+    assert ".x = " in source and ".__class__ = " in source
+    assert source.count("_B") == 1  # the one builder call left is Shapes's
+    serde = SERDES[0]
+    event = _shapes(maybe=Inner(x=-7), colors=(Color.RED,), note=None)
+    data = serde.encode(event)
+    decoded = decoder(data, 10)
+    assert decoded == event == serde.decode("t.fast.Shapes", data)
+    assert type(decoded.maybe) is Inner and hash(decoded.maybe) == hash(Inner(x=-7))
+
+
+def test_reader_for_a_schema_over_the_compile_limits_fails_as_decode_does() -> None:
+    """A schema whose reader cannot be compiled still gets a reader: decode()'s errors."""
+    name = "choreo.SagaTimedOut"
+    datum = {"saga": "s", "correlation_id": "c", "step": "a.b", "deadline_ms": 1, "detected_at": 2}
+    codec = SingleObjectCodec(REGISTRY, compile_limits=CompileLimits(max_source_chars=200))
+    full = SingleObjectCodec(REGISTRY)
+    data = full.encode(name, datum)
+    with pytest.raises(DecodeError) as fast:
+        codec.reader_for(name)(data)
+    with pytest.raises(DecodeError) as general:
+        codec.decode(data, name)
+    assert str(fast.value) == str(general.value) and "max_source_chars" in str(fast.value)
+    assert full.reader_for(name)(bytearray(data)) == datum  # not bytes: through decode()
+    assert full.reader_for(name) is full.reader_for(name)  # compiled once per codec

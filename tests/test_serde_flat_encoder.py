@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from choreo.avro import LocalSchemaRegistry
@@ -69,7 +69,9 @@ SERDES = _serdes()
 IDS = ["single-object", "confluent"]
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-EDGES = st.sampled_from([-(2**31), -65, -64, -63, -1, 0, 1, 63, 64, 65, 2**31 - 1])
+EDGES = st.sampled_from(
+    [-(2**31), -8193, -8192, -8191, -65, -64, -63, -1, 0, 1, 63, 64, 65, 8191, 8192, 2**31 - 1]
+)
 FLATS = st.builds(
     Flat,
     text=st.text(max_size=200) | st.sampled_from(["", "x" * 63, "x" * 64, "é" * 32, "€" * 22]),
@@ -137,6 +139,9 @@ BAD = [
     {"small": -(2**31) - 1},
     {"small": 1.0},
     {"small": 100.0},
+    {"small": 5000.0},  # where a two-byte varint would be written
+    {"big": 8000.5},
+    {"small": float("nan")},
     {"small": "1"},
     {"small": None},
     {"big": 2**63},
@@ -184,6 +189,12 @@ def test_the_size_limit_applies_with_the_same_message() -> None:
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))
+@example(0)
+@example(127)
+@example(128)
+@example(16383)  # the last two-byte varint
+@example(16384)
+@example(2**64 - 1)
 def test_varint_bytes_is_the_avro_varint(value: int) -> None:
     """varint_bytes writes 7 bits per byte, low first, the high bit marking continuation."""
     data = varint_bytes(value)

@@ -47,6 +47,7 @@ from choreo.avro.compiler import (
     compile_decoder,
     compile_encoder,
     compile_object_encoder,
+    compile_reader,
     explain_encode_problem,
 )
 from choreo.avro.loader import SchemaRegistry, SchemaVersion
@@ -148,6 +149,7 @@ class _AvroCodec:
         self._decoders: dict[tuple[bytes, str, RecordBuilders | None], Decoder] = {}
         self._any: dict[bytes, tuple[str, Decoder]] = {}
         self._decoder_cache: dict[tuple[int, int, RecordBuilders | None], Decoder] = {}
+        self._readers: dict[tuple[int, RecordBuilders | None], Callable[[bytes], Any]] = {}
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -266,6 +268,32 @@ class _AvroCodec:
         header = self._header_of(reader_name)
         if header is None:
             return lambda data: slow(data, reader_name, builders)
+        schema = self.registry.get(reader_name)
+        key = (schema.fingerprint, builders)
+        found = self._readers.get(key)
+        if found is not None:
+            return found
+        try:  # the decoder and its entry checks in one function (no call per payload)
+            compiled = compile_reader(
+                schema.model,
+                header=header,
+                max_size=self.max_size,
+                slow=lambda data: slow(data, reader_name, builders),
+                errors=_DECODE_ERRORS,
+                on_error=_decode_error,
+                limits=self._limits,
+                builders=builders,
+            )
+        except SchemaError:  # rejected by the compile limits: decode() says so per payload
+            return self._checked_reader(reader_name, builders, header)
+        self._readers[key] = compiled
+        return compiled
+
+    def _checked_reader(
+        self, reader_name: str, builders: RecordBuilders | None, header: bytes
+    ) -> Callable[[bytes], Any]:
+        """Return ``reader_for``'s function as a call of the cached decoder behind the checks."""
+        slow = self.decode
         schema = self.registry.get(reader_name)
         decoder = self._decoder_for(schema, schema, builders)
         start, limit = self.header_size, self.max_size

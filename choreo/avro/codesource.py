@@ -140,6 +140,7 @@ class Source:
             "_pack_d": struct.Struct("<d").pack,
             "_deepcopy": copy.deepcopy,
             "_Mapping": Mapping,
+            "_new": object.__new__,
         }
         self._counter = 0
 

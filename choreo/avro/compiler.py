@@ -69,6 +69,7 @@ __all__ = [
     "compile_decoder",
     "compile_encoder",
     "compile_object_encoder",
+    "compile_reader",
     "explain_encode_problem",
     "min_encoded_size",
 ]
@@ -234,6 +235,56 @@ def compile_decoder(
     the buffer: the decoder returns ``(value, offset after it)``, for buffers holding
     several bodies in a row (as a container file's block does).
     """
+    src = _decoder_source(writer, reader, limits, builders, 1, stream=stream)
+    decoder: Decoder = src.build("decode", "b, p")
+    return decoder
+
+
+def compile_reader(
+    schema: Schema | Any,
+    *,
+    header: bytes,
+    max_size: int,
+    slow: Callable[[bytes], Any],
+    errors: tuple[type[BaseException], ...],
+    on_error: Callable[[Exception, bytes], Exception],
+    limits: DecodeLimits | None = None,
+    builders: RecordBuilders | None = None,
+) -> Callable[[bytes], Any]:
+    """Return ``read(data)``: the decoder of ``schema`` (read as written) behind its entry checks.
+
+    When ``data`` is ``bytes`` no longer than ``max_size`` that starts with ``header``,
+    the body after the header is decoded in the same function (no call of a separate
+    decoder) and any of ``errors`` it raises is re-raised as ``on_error(exc, data)``;
+    any other input is ``slow(data)``. Equal to calling :func:`compile_decoder`'s
+    decoder at ``len(header)`` behind those checks. Raises what :func:`compile_decoder`
+    raises.
+    """
+    src = _decoder_source(schema, None, limits, builders, 2, stream=False)
+    src.namespace.update(_HEADER=header, _slow=slow, _ERRORS=errors, _on_error=on_error)
+    src.lines[:0] = [
+        f"    if b.__class__ is not bytes or len(b) > {int(max_size)}"
+        " or not b.startswith(_HEADER):",
+        "        return _slow(b)",
+        "    try:",
+        f"        p = {len(header)}",
+    ]
+    src.emit(1, "except _ERRORS as exc:")
+    src.emit(2, "raise _on_error(exc, b) from exc")
+    reader: Callable[[bytes], Any] = src.build("read", "b")
+    return reader
+
+
+def _decoder_source(
+    writer: Schema | Any,
+    reader: Schema | Any | None,
+    limits: DecodeLimits | None,
+    builders: RecordBuilders | None,
+    indent: int,
+    *,
+    stream: bool,
+) -> Source:
+    """Return the checked source of a decoder's body (see :func:`compile_decoder`) at ``indent``."""
     bounds = limits or DecodeLimits()
     wmodel = as_schema(writer)
     check_limits(wmodel, bounds.compile, "writer")
@@ -241,19 +292,18 @@ def compile_decoder(
     if rmodel is not wmodel:
         check_limits(rmodel, bounds.compile, "reader")
     src = Source(bounds.compile)
-    src.emit(1, "end = len(b)")
+    src.emit(indent, "end = len(b)")
     gen = DecoderGen(wmodel, src, bounds.max_zero_size_items, builders.by_name if builders else {})
-    result = gen.value(wmodel.root, (rmodel.root, rmodel), 1, "")
+    result = gen.value(wmodel.root, (rmodel.root, rmodel), indent, "")
     if gen.uses_budget:
-        src.lines.insert(1, f"    zb = {bounds.max_zero_size_items}")
+        src.lines.insert(1, "    " * indent + f"zb = {bounds.max_zero_size_items}")
     if stream:
-        src.emit(1, f"return {result}, p")
+        src.emit(indent, f"return {result}, p")
     else:
-        src.emit(1, "if p != end:")
-        src.emit(2, "raise _InvalidBodyError('trailing bytes after the body')")
-        src.emit(1, f"return {result}")
-    decoder: Decoder = src.build("decode", "b, p")
-    return decoder
+        src.emit(indent, "if p != end:")
+        src.emit(indent + 1, "raise _InvalidBodyError('trailing bytes after the body')")
+        src.emit(indent, f"return {result}")
+    return src
 
 
 def explain_encode_problem(schema: Schema | Any, datum: Any) -> str:

@@ -9,6 +9,7 @@ dropped using the writer's own types, named types included. See
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -242,7 +243,15 @@ class DecoderGen(Visitor[_Arg, str]):
         args = [self.field_value(r, rschema, i, values, where) for i in range(len(r.fields))]
         t = self.src.var("t")
         builder = self.builders.get(r.name)
-        if builder is not None:
+        inline = getattr(builder, "__choreo_slots__", None)
+        if inline is not None and all(_is_name(a) for a, _ in inline[2]):
+            # the builder's own slot stores (attributes of a Python class), without the call
+            shell, cls, stores = inline
+            self.src.emit(indent, f"{t} = _new({self.src.const(shell, 'H')})")
+            for attribute, position in stores:
+                self.src.emit(indent, f"{t}.{attribute} = {args[position]}")
+            self.src.emit(indent, f"{t}.__class__ = {self.src.const(cls, 'C')}")
+        elif builder is not None:
             self.src.emit(indent, f"{t} = {self.src.const(builder, 'B')}({', '.join(args)})")
         else:
             items = ", ".join(f"{f.name!r}: {a}" for f, a in zip(r.fields, args, strict=True))
@@ -355,3 +364,10 @@ class DecoderGen(Visitor[_Arg, str]):
         e(indent, "else:")
         self.fail(indent + 1, "union index out of range")
         return t
+
+
+def _is_name(attribute: object) -> bool:
+    """Return whether ``attribute`` may be written as ``obj.<attribute>`` in generated code."""
+    if not isinstance(attribute, str):
+        return False
+    return attribute.isidentifier() and not keyword.iskeyword(attribute)

@@ -12,6 +12,7 @@ type, so the caller's error handling (and message) is unchanged.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from choreo.avro.codesource import INT_RANGE, LONG_RANGE, Source, zigzag_bytes
@@ -23,12 +24,19 @@ FLAT_KINDS = frozenset({"string", "int", "long", "boolean", "float", "double"})
 """The field types a flat record's fields may have."""
 
 _SMALL = 64  # lengths 0-63 and ints -64..63 have a one-byte varint, taken from a table
+_TWO = 8192  # ints -8192..8191 have a two-byte zig-zag varint
 _LENGTHS = tuple(zigzag_bytes(n) for n in range(_SMALL))  # varint of a length n (2n)
 _INTS = tuple(zigzag_bytes(n) for n in range(-_SMALL, _SMALL))  # zig-zag varint of n
 
 
+_ONE_BYTE = tuple(bytes((n,)) for n in range(128))
+_pack_two = struct.Struct("<H").pack
+
+
 def varint_bytes(value: int) -> bytes:
     """Return the Avro varint of the already zig-zagged, non-negative ``value``."""
+    if value < 16384:  # one or two bytes: the common lengths and amounts, without a loop
+        return _ONE_BYTE[value] if value < 128 else _pack_two(value & 127 | 128 | value >> 7 << 8)
     out = bytearray()
     while value > 127:
         out.append((value & 127) | 128)
@@ -51,7 +59,9 @@ def emit_flat_fields(src: Source, schema: Schema, reads: Sequence[tuple[Field, s
 
     ``reads`` pairs each field with the expression reading its value (in field order).
     """
-    src.namespace.update(_LEN=_LENGTHS, _INT=_INTS, _varint=varint_bytes, _join=b"".join)
+    src.namespace.update(
+        _LEN=_LENGTHS, _INT=_INTS, _varint=varint_bytes, _join=b"".join, _pack_two=_pack_two
+    )
     e = src.emit
     parts = ["_P"]
     for field, read in reads:
@@ -68,14 +78,17 @@ def emit_flat_fields(src: Source, schema: Schema, reads: Sequence[tuple[Field, s
             parts += (h, s)
             continue
         if kind in ("int", "long"):
+            # a small value needs no range check; any value fails where it did with it
             low, high = INT_RANGE if kind == "int" else LONG_RANGE
-            e(2, f"if not {low} <= {f} <= {high}:")
+            e(2, f"if {-_SMALL} <= {f} < {_SMALL}:")
+            e(3, f"{h} = _INT[{f} + {_SMALL}]")
+            e(2, f"elif {-_TWO} <= {f} < {_TWO}:")  # a two-byte varint, inline
+            e(3, f"{h} = ({f} << 1) ^ ({f} >> 63)")
+            e(3, f"{h} = _pack_two({h} & 127 | 128 | {h} >> 7 << 8)")
+            e(2, f"elif {low} <= {f} <= {high}:")
+            e(3, f"{h} = _varint(({f} << 1) ^ ({f} >> 63))")
+            e(2, "else:")
             e(3, f"raise _DatumMismatchError({src.const(f'{kind} out of range', 'M')}, {f})")
-            e(
-                2,
-                f"{h} = _INT[{f} + {_SMALL}] if {-_SMALL} <= {f} < {_SMALL} "
-                f"else _varint(({f} << 1) ^ ({f} >> 63))",
-            )
         elif kind == "boolean":
             e(2, f"if {f} is True:")
             e(3, f"{h} = b'\\x01'")

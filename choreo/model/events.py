@@ -444,6 +444,10 @@ class _Builder:
         code = compile(text, f"<choreo record builder {cls.__qualname__}>", "exec")
         exec(code, self.namespace)  # noqa: S102 - source built from field names and templates
         builder: Callable[..., Any] = self.namespace.pop("build")
+        plain = [f"a{position[avro_field_name(f)]}" for f in fields]
+        if shell is not None and values == plain:  # no conversion: a decoder may inline it
+            stores = tuple((f.name, position[avro_field_name(f)]) for f in fields)
+            builder.__choreo_slots__ = (shell, cls, stores)  # type: ignore[attr-defined]
         return builder
 
 
@@ -455,5 +459,10 @@ def positional_builder(cls: type[Any], field_names: Sequence[str]) -> Callable[.
     records must already be built into their classes (containers, enums and datetimes
     are still converted): :func:`choreo.avro.classes.record_builders` pairs each record
     of a schema with its class and builds one function per record this way.
+
+    When the function is plain slot stores on a same-layout shell (see
+    :func:`~choreo.model.slots.shell_of`) and no value needs a conversion, it carries
+    ``__choreo_slots__ = (shell, cls, ((attribute, position), ...))`` so that generated
+    decoders can make the same stores inline, without a call per record.
     """
     return _Builder().record_builder(cls, field_names)

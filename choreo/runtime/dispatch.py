@@ -29,7 +29,8 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Final
+from operator import itemgetter
+from typing import Final, cast
 
 from choreo.errors import EnvelopeError, UnknownEventError
 from choreo.model.envelope import HEADER_PREFIX, Header
@@ -38,6 +39,7 @@ from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
 from choreo.runtime.emit import Emitter, as_events
 from choreo.runtime.invoke import Invoker, Item, event_info
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
+from choreo.runtime.pauses import next_offsets
 from choreo.runtime.routing import Fields, Route, check_envelope, fields_from, scan_headers
 from choreo.runtime.tracing import all_valid
 from choreo.store import Inbox
@@ -49,6 +51,8 @@ __all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
 logger = logging.getLogger("choreo.runtime.worker")
 
 _ID = Header.EVENT_ID
+_EVENT_ID: Final = itemgetter(1)  # of Fields
+_TRACE: Final = itemgetter(3)  # of Fields
 
 _NOTHING: Final[list[OutboxRecord]] = []  # "handled, nothing more to add" (never mutated)
 _SKIPPED: Final[list[OutboxRecord]] = []  # "accounted for already" (never mutated)
@@ -114,16 +118,22 @@ class Dispatcher:
         at a time.
         """
         scanned = [scan_headers(record.headers) for record in records]
-        # traceparents checked for the whole batch at once; b"" (invalid) when a record
-        # takes the slow path, so that batch's traceparents are checked one by one
         emitter = self.emitter
-        emitter.traces_valid = emitter.tracing and all_valid(
-            [fields[3] if fields is not None else b"" for fields in scanned]
-        )
-        keys = [
-            fields[1] if fields is not None else inbox_key(record)
-            for record, fields in zip(records, scanned, strict=True)
-        ]
+        if None not in scanned:  # every envelope read by the fast path (C-level loops)
+            read = cast("list[Fields]", scanned)
+            keys: list[str] = list(map(_EVENT_ID, read))
+            traces = emitter.tracing and all_valid(list(map(_TRACE, read)))
+        else:
+            keys = [
+                fields[1] if fields is not None else inbox_key(record)
+                for record, fields in zip(records, scanned, strict=True)
+            ]
+            # b"" (invalid) for a record on the slow path: that batch's traceparents are
+            # then checked one by one
+            traces = emitter.tracing and all_valid(
+                [fields[3] if fields is not None else b"" for fields in scanned]
+            )
+        emitter.traces_valid = traces  # checked for the whole batch at once
         seen = self.inbox.seen(self.group_id, keys)
         if seen and logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] %d duplicate(s) dropped", self.group_id, len(seen))
@@ -245,7 +255,7 @@ class Dispatcher:
             seen.add(key)
             out_ids.append(key)
             out_records.extend(emitted)
-        output.next_offsets.update({(r.topic, r.partition): r.offset + 1 for r in records[:done]})
+        output.next_offsets.update(next_offsets(records[:done] if done < len(records) else records))
 
     def _reader(self, event_type: str) -> Callable[[bytes], Event]:
         """Return (and remember) the function decoding payloads of ``event_type``."""

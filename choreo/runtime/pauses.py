@@ -12,23 +12,47 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
+from typing import Final
 
 from choreo.errors import TransportError
 from choreo.model.context import EventLogger
 from choreo.transports.base import Consumer, Record, TopicPartition
 
-__all__ = ["Pauses", "first_offsets"]
+__all__ = ["Pauses", "first_offsets", "next_offsets"]
 
 Offsets = dict[TopicPartition, int]
 
 
+_PARTITION_OF: Final = attrgetter("topic", "partition")
+
+
+def _sole_partition(records: Sequence[Record]) -> tuple[str, int] | None:
+    """Return the (topic, partition) of ``records`` when there is exactly one, else None."""
+    partitions = list(map(_PARTITION_OF, records))  # C-level: the common batch is one
+    if partitions and partitions.count(partitions[0]) == len(partitions):
+        return partitions[0]
+    return None
+
+
 def first_offsets(records: list[Record]) -> Offsets:
     """Return the first offset of each partition in ``records``."""
+    sole = _sole_partition(records)
+    if sole is not None:
+        return {TopicPartition(*sole): records[0].offset}
     first: dict[tuple[str, int], int] = {}
     for record in records:
         first.setdefault((record.topic, record.partition), record.offset)
     return {TopicPartition(*tp): offset for tp, offset in first.items()}
+
+
+def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
+    """Return the offset after the last record of each (topic, partition) in ``records``."""
+    sole = _sole_partition(records)
+    if sole is not None:
+        return {sole: records[-1].offset + 1}
+    return {(r.topic, r.partition): r.offset + 1 for r in records}
 
 
 class Pauses:

@@ -66,6 +66,8 @@ _ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT, _CAUSE, _STEP, _TRACE = (
 
 _HEAD: Final = (_ET, _ID, _CID, _SAGA, _ROLE, _SERVICE, _AT)
 _FULL: Final = (*_HEAD, _CAUSE, _STEP, _TRACE)
+_START: Final = (*_HEAD, _STEP)
+_isascii: Final = bytes.isascii
 
 Fields = tuple[str, str, str, bytes | None, bytes, tuple[str, bytes], tuple[str, bytes]]
 """A checked envelope as the worker's hot path uses it (see :func:`scan_headers`).
@@ -99,13 +101,13 @@ def _uuid5(name: bytes) -> tuple[str, str]:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{tail[:4]}-{h[20:32]}", tail
 
 
-def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says why
+def scan_headers(  # noqa: PLR0911, PLR0912 - a bail-out per check, a branch per layout
     headers: Sequence[tuple[str, bytes]],
 ) -> Fields | None:
     """Return the checked envelope of record ``headers`` in the order ``to_headers`` writes.
 
     The fast path of :func:`check_envelope` for the layouts choreo itself writes (a
-    caused event, or a start event, with or without traceparent): the tuple is unpacked
+    caused event, or a start event with a step, with or without traceparent): the tuple is unpacked
     in place instead of copied into a dict. Returns None for any other layout and for an
     envelope that does not pass the checks; :func:`check_envelope` on the dict of the
     headers then gives the precise error (or the fields of an unusual but valid layout).
@@ -127,7 +129,8 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
             ) = headers
             if (n0, n1, n2, n3, n4, n5, n6, n7, n8, n9) != _FULL:
                 return None
-            cause.decode()
+            if not _isascii(cause):  # ASCII is UTF-8; only other bytes need the trial decode
+                cause.decode()
         elif count == 9:
             (
                 (n0, event_type),
@@ -143,15 +146,30 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
             if (n0, n1, n2, n3, n4, n5, n6) != _HEAD:
                 return None
             if n7 == _CAUSE and n8 == _STEP:  # a caused event without traceparent
-                seventh.decode()
+                if not _isascii(seventh):
+                    seventh.decode()
                 trace = None
             elif n7 == _STEP and n8 == _TRACE:  # a start event with traceparent
                 step, trace = seventh, step
             else:
                 return None
+        elif count == 8:  # a start event without traceparent (tracing off)
+            (
+                (n0, event_type),
+                (n1, event_id),
+                (n2, cid),
+                (n3, saga),
+                (n4, role),
+                (n5, service),
+                (n6, produced_at),
+                (n7, step),
+            ) = headers
+            if (n0, n1, n2, n3, n4, n5, n6, n7) != _START:
+                return None
+            trace = None
         else:
             return None
-        if role not in _ROLES or not produced_at.isdigit() or b"" in (event_id, event_type):
+        if role not in _ROLES or not produced_at.isdigit() or not event_id or not event_type:
             return None
         fields = (
             event_type.decode(),
@@ -162,10 +180,12 @@ def scan_headers(  # noqa: PLR0911 - one bail-out per check; check_envelope says
             headers[2],
             headers[3],
         )
-        cid.decode()
-        service.decode()
-        step.decode()
-        if trace is not None and not trace.isascii():
+        # bytes.isascii: no string built, and a value that is not bytes raises TypeError
+        if not (_isascii(cid) and _isascii(service) and _isascii(step)):
+            cid.decode()
+            service.decode()
+            step.decode()
+        if trace is not None and not _isascii(trace):
             trace.decode()
     except (ValueError, TypeError, AttributeError):
         return None

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, cast
 
 __all__ = [
     "all_valid",
@@ -102,7 +102,8 @@ def all_valid(traceparents: Iterable[bytes | None]) -> bool:
     lowercase hex with dashes exactly at 2, 35 and 52 (and nowhere else), version
     ``00``, and neither an all-zero trace id nor an all-zero span id.
     """
-    items = [item for item in traceparents if item is not None]
+    given = list(traceparents)
+    items = cast("list[bytes]", given if None not in given else [i for i in given if i is not None])
     count = len(items)
     if not count:
         return True

@@ -51,6 +51,7 @@ from choreo.transports.base import (
 )
 from choreo.transports.bounded import BoundedCaller, run_bounded
 from choreo.transports.config import KafkaConfig
+from choreo.transports.readiness import wait_until_online
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["ConfluentConsumer", "ConfluentProducer", "ConfluentTransport"]
@@ -813,13 +814,21 @@ class ConfluentTransport:
         self._wait_for_metadata(topics)
 
     def _wait_for_metadata(self, topics: Sequence[str]) -> None:
-        """Wait until new topics show up in cluster metadata (creation is asynchronous)."""
-        deadline = time.monotonic() + _ADMIN_TIMEOUT
-        missing = set(topics)
-        while missing and time.monotonic() < deadline:
-            missing -= set(self.list_topics())
-            if missing:
-                time.sleep(0.05)
+        """Wait until every partition of ``topics`` is online on its leader (or 30 s passed).
+
+        Creation is asynchronous, and producing to a partition its leader does not serve
+        yet can lose records without an error on brokers before Kafka 4.5 (see
+        :mod:`choreo.transports.readiness`); topics still not online after the wait are
+        named in a warning.
+        """
+        late = wait_until_online(self._admin_client(), topics, _ADMIN_TIMEOUT)
+        if late:
+            logger.warning(
+                "topic(s) %s not online on their leaders within %.0f s: records produced "
+                "to them now may be lost by a broker before Kafka 4.5 (KAFKA-15591)",
+                ", ".join(late[:10]) + (f" and {len(late) - 10} more" if len(late) > 10 else ""),
+                _ADMIN_TIMEOUT,
+            )
 
     def list_topics(self) -> list[str]:
         """Return the names of the topics that exist (internal ``__`` topics excluded)."""

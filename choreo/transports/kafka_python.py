@@ -59,6 +59,7 @@ from choreo.transports.base import (
 )
 from choreo.transports.config import KafkaConfig, to_kafka_python
 from choreo.transports.membership import remove_static_member
+from choreo.transports.readiness import wait_until_online_kafka_python
 from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_id
 
 __all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
@@ -538,6 +539,14 @@ class KafkaPythonTransport:
                         retriable=bool(getattr(error, "retriable", False)),
                     )
             admin.wait_for_topics(list(topics), timeout_ms=_ADMIN_TIMEOUT_MS)
+            # leaders in metadata are not enough: see choreo.transports.readiness
+            late = wait_until_online_kafka_python(admin, topics, _ADMIN_TIMEOUT_MS / 1000)
+            if late:
+                logger.warning(
+                    "topic(s) %s not online on their leaders within %.0f s: records produced "
+                    "to them now may be lost by a broker before Kafka 4.5 (KAFKA-15591)",
+                    ", ".join(late[:10]), _ADMIN_TIMEOUT_MS / 1000,
+                )
         except kerr.KafkaError as exc:
             raise TransportError(f"cannot create topics: {exc}", retriable=_retriable(exc)) from exc
         finally:

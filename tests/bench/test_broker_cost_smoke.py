@@ -40,6 +40,21 @@ def test_a_saga_run_on_a_wider_layout_with_a_commit_interval_is_correct(
     assert row["requests_per_saga"].get("Fetch", 0) > 0
 
 
+def test_the_produce_probe_counts_one_librdkafka_request_per_partition_of_a_flush(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """choreo's confluent producer sends one Produce request per partition of a flush
+    (librdkafka puts one partition in each request; the broker-cost findings rest on it),
+    and kafka-python's flushes are measured too (~3 s)."""
+    rows = bench_broker_cost.produce_probe(kafka_bootstrap, os.getpid(), tmp_path, flushes=20)
+    by_shape = {(r["transport"], r["shape"]): r for r in rows}
+    assert by_shape["confluent", "1 record"]["produce_requests_per_flush"] == 1.0
+    assert by_shape["confluent", "6 records, 1 partition"]["produce_requests_per_flush"] == 1.0
+    assert by_shape["confluent", "6 records, 6 partitions"]["produce_requests_per_flush"] == 6.0
+    kafka_python = [r for r in rows if r["transport"] == "kafka-python"]
+    assert len(kafka_python) == 3 and all(r["flush_ms"] > 0 for r in kafka_python)
+
+
 @pytest.mark.parametrize("impl", bench_pingpong.IMPLEMENTATIONS)
 def test_each_pingpong_implementation_answers_every_hop_once(
     impl: str, kafka_bootstrap: str

@@ -38,9 +38,12 @@ from services.order import place_order
 from services.saga import OrderFulfillment
 from services.shop import SERVICE_NAMES, build_shop
 
+from .shop_diagnosis import diagnose_missing
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
 TERMINAL = (SagaStatus.COMPLETED, SagaStatus.FAILED)
+PARTITIONS = 3
 
 
 def console_script() -> str:
@@ -80,6 +83,7 @@ class ShopCluster:
             decode=self.codec.decode_any,
         )
         self.live: LiveTracker | None = None
+        self.started: list[str] = []  # correlation ids of the sagas placed so far
         self.order_inbox: SqliteInbox | None = None
         self.publisher: Publisher | None = None
 
@@ -164,7 +168,7 @@ class ShopCluster:
             self.topic(t) for t in (c.__avro_name__ for c in event_classes(self.shop.services))
         }
         topics |= {f"{self.prefix}choreo.deadletter.{s}" for s in SERVICE_NAMES}
-        self.transport.create_topics(sorted(topics), partitions=3)
+        self.transport.create_topics(sorted(topics), partitions=PARTITIONS)
         self.live = LiveTracker(
             self.tracker,
             self.transport,
@@ -188,7 +192,7 @@ class ShopCluster:
         assert self.publisher is not None
         with self.publisher.batch():  # one flush for all the orders, not one per order
             for number, request in enumerate(sample_orders(count, seed=seed), start=1):
-                place_order(self.publisher, self.shop.orders, request)
+                self.started.append(place_order(self.publisher, self.shop.orders, request))
                 if on_each is not None:
                     on_each(number)
 
@@ -206,6 +210,8 @@ class ShopCluster:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"only {self.ended()} of {count} sagas ended: {self.tracker.counts()}\n"
+                    + self.diagnosis()
+                    + "\n"
                     + self.log_text()
                 )
             version = self.tracker.wait_for_change(version, 0.5)
@@ -214,6 +220,17 @@ class ShopCluster:
             if time.monotonic() > deadline:
                 raise AssertionError("notifications missing\n" + self.log_text())
             time.sleep(0.2)
+
+    def diagnosis(self) -> str:
+        """Return a report on the sagas not ended: never seen ones lost or not read, and where."""
+        return diagnose_missing(
+            self.tracker,
+            self.transport,
+            started=self.started,
+            prefix=self.prefix,
+            order_store=self.path("order"),
+            partitions=PARTITIONS,
+        )
 
     def payments(self) -> int:
         """Return how many orders the payment service has charged or declined so far."""

@@ -209,3 +209,76 @@ def test_a_failing_on_revoke_still_gives_the_partitions_up() -> None:
     a.poll(timeout=0)
     assert a.assignment() == [TopicPartition("t", 0)]
     assert b.assignment() == [TopicPartition("t", 1)]
+
+
+def _stored(bus: MemoryBus, topic: str) -> list[object]:
+    """Return ``topic``'s values in publication order, then each partition's records."""
+    return [[r.value for r in bus.records(topic)]] + [
+        (p, r.offset, r.key, r.value, r.headers)
+        for p in range(bus.partitions(topic))
+        for r in bus.records(topic, p)
+    ]
+
+
+def test_publish_many_stores_what_publish_would_each() -> None:
+    """A batch lands as one publish per record would: partitions, offsets, order, headers.
+
+    Records for several topics, with and without keys, on one- and three-partition
+    topics; an oversized record and one for an illegal topic name are counted for the
+    next flush (which raises naming the first), and the rest of the batch is stored.
+    """
+    batch = [
+        (f"id{n}", topic, key, f"v{n}".encode(), [("h", f"{n}".encode())])
+        for n, (topic, key) in enumerate(
+            [("one", b"a"), ("three", b"a"), ("three", None), ("three", b"b"), ("one", None)] * 3
+        )
+    ]
+    bad = [("big", "three", b"k", b"x" * 2_000, ()), ("bad", "no spaces!", None, b"v", ())]
+    outcomes = []
+    for many in (False, True):
+        bus = MemoryBus(max_message_bytes=1_000)
+        bus.create_topics(["one"], partitions=1)
+        bus.create_topics(["three"], partitions=3)
+        producer = MemoryTransport(bus).producer()
+        records = [*batch[:4], *bad, *batch[4:]]
+        if many:
+            producer.publish_many(records)
+        else:
+            for _, topic, key, value, headers in records:
+                producer.publish(topic, value, key=key, headers=headers)
+        with pytest.raises(DeliveryError) as failed:
+            producer.flush()
+        producer.flush()  # the failures were reported once
+        outcomes.append((_stored(bus, "one"), _stored(bus, "three"), str(failed.value)))
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[1][0]) + len(outcomes[1][1]) == 2 + len(batch)
+    assert "three: record of" in outcomes[1][2] and "2 record" in outcomes[1][2]
+
+
+def test_publish_many_stamps_the_batch_once_and_wakes_waiting_consumers() -> None:
+    """The batch's records share one timestamp; a consumer blocked in poll gets them."""
+    bus = MemoryBus()
+    transport = MemoryTransport(bus)
+    consumer = transport.consumer("g")
+    consumer.subscribe(["t"])
+    got: list[Record] = []
+    waiting = threading.Thread(target=lambda: got.extend(consumer.poll(10, 5.0)))
+    waiting.start()
+    transport.producer().publish_many([(str(n), "t", b"k", b"v", ()) for n in range(5)])
+    waiting.join(6.0)
+    assert not waiting.is_alive()
+    records = got + consumer.poll(10, 0.0)
+    assert [r.offset for r in records] == [0, 1, 2, 3, 4]
+    assert len({r.timestamp_ms for r in records}) == 1
+    consumer.close()
+
+
+def test_publish_many_in_a_transaction_is_held_back_until_commit() -> None:
+    """A transactional producer's batch is invisible until the transaction commits."""
+    bus = MemoryBus()
+    producer = MemoryTransport(bus).producer(transactional_id="tx")
+    producer.begin_transaction()
+    producer.publish_many([("a", "t", b"k", b"1", ()), ("b", "t", b"k", b"2", ())])
+    assert bus.records("t") == []
+    producer.commit_transaction()
+    assert [r.value for r in bus.records("t")] == [b"1", b"2"]

@@ -24,6 +24,8 @@ With a memory inbox, a crash loses what the outbox held.
 from __future__ import annotations
 
 import time
+from operator import itemgetter
+from typing import Final
 
 from choreo.errors import ChoreoError, TransportError
 from choreo.runtime.config import WorkerConfig
@@ -33,6 +35,8 @@ from choreo.transports.base import Producer, TopicPartition, Transport
 from choreo.transports.shared import publish_records
 
 __all__ = ["AtLeastOnce"]
+
+_EVENT_ID: Final = itemgetter(0)  # of an OutboxRecord
 
 
 class AtLeastOnce(DeliveryBase):
@@ -122,7 +126,7 @@ class AtLeastOnce(DeliveryBase):
             except TransportError:
                 self._uncommitted.update(offsets)
                 raise
-            self._sent.extend([r[0] for r in pending])
+            self._sent.extend(map(_EVENT_ID, pending))
             self._pending = []
         if self._uncommitted:
             offsets = {**self._uncommitted, **offsets}

@@ -127,19 +127,25 @@ class _Topic:
         return cached
 
     def append(
-        self, key: bytes | None, value: bytes | None, headers: tuple[tuple[str, bytes], ...]
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[tuple[str, bytes], ...],
+        stamp: int | None = None,
     ) -> None:
-        """Append one record to the partition its key maps to."""
+        """Append one record to the partition its key maps to (timestamped now by default)."""
+        if stamp is None:
+            stamp = _now_ms()
         log = self.single
         if log is not None:
-            log.append((key, value, headers, _now_ms()))
+            log.append((key, value, headers, stamp))
             return
         partition = self.key_partitions.get(key) if key is not None else None
         if partition is None:
             partition = self.partition_of(key)
         log = self.partitions[partition]
         self.order.append((partition, len(log)))
-        log.append((key, value, headers, _now_ms()))
+        log.append((key, value, headers, stamp))
 
 
 def _now_ms() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from time import time_ns as _time_ns
 
 from choreo.errors import (
@@ -19,7 +19,7 @@ from choreo.errors import (
     TransactionError,
     TransportError,
 )
-from choreo.transports.base import Consumer, Headers, Record, TopicPartition
+from choreo.transports.base import Consumer, Headers, Outgoing, Record, TopicPartition
 from choreo.transports.memory.bus import (
     HEADER_ALLOWANCE,
     NS_PER_MS,
@@ -90,6 +90,46 @@ class MemoryProducer(ProducerBase):
                     bus._cond.notify_all()
         except TransportError as exc:
             self._record_failure(topic, str(exc), False)
+
+    def publish_many(self, records: Iterable[Outgoing]) -> None:
+        """Append every record in order, exactly as :meth:`publish` would each.
+
+        Outside a transaction the batch takes the bus's lock once and one clock reading
+        (every record of the batch gets that timestamp); the records become visible
+        together when the call returns. A record :meth:`publish` would refuse (oversized,
+        illegal topic name) is counted for the next flush the same way, and the others
+        are appended.
+        """
+        if self._closed:
+            self._check_open()
+        if self._transactional_id is not None:
+            super().publish_many(records)
+            return
+        bus = self._bus
+        topics = bus._topics
+        limit = bus.max_message_bytes - HEADER_ALLOWANCE
+        last: str | None = None  # the topic of the previous record, and its log
+        target: _Topic | None = None
+        log: list[_Stored] | None = None
+        with bus._lock:
+            stamp = _time_ns() // NS_PER_MS
+            for _, topic, key, value, headers in records:
+                if headers.__class__ is not tuple:
+                    headers = tuple(headers)  # noqa: PLW2901 - frozen as publish does
+                try:
+                    if len(value or b"") + len(key or b"") > limit:
+                        bus.check_record(key, value, headers)
+                    if topic != last:
+                        target = topics.get(topic) or bus._topic_for_publish_locked(topic)
+                        last, log = topic, target.single
+                    if log is not None:  # the common one-partition case, inlined
+                        log.append((key, value, headers, stamp))
+                    else:
+                        target.append(key, value, headers, stamp)  # type: ignore[union-attr]
+                except TransportError as exc:
+                    self._record_failure(topic, str(exc), False)
+            if bus._waiting:  # wake the consumers waiting in poll
+                bus._cond.notify_all()
 
     def _publish_in_transaction(
         self,
