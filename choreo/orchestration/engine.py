@@ -225,6 +225,7 @@ class Engine:
         """Fold one of the orchestrator's own events: a command, a timeout, a deadline, an end."""
         event_type = envelope.event_type
         eid = envelope.event_id
+        run.emitted.add(eid)
         command = self._commands.get(event_type)
         if command is not None:
             state = run.step(command[0])
@@ -290,6 +291,7 @@ class Engine:
         allowed = self._allowed.get(handler, frozenset())
         step_id = self.orch.step_id(handler)
         outputs: list[Event] = []
+        known = frozenset(run.emitted)  # our events the log holds already
         for _ in range(4 * len(self.orch.steps) + 8):
             actions = decide(self.orch, run)
             if not actions:
@@ -301,6 +303,19 @@ class Engine:
                     logger.debug("%s: %s left for the deadline handler", handler, action)
                     continue
                 eid = derived_event_id(parent_id, step_id, len(outputs))
+                if eid in known:
+                    # This event was handled before (by a previous owner) and its output
+                    # at this position is in the log: the run, rebuilt with later records,
+                    # now asks for something else, which would reuse that id and be
+                    # dropped everywhere as a duplicate. Leave it to a later event.
+                    logger.info(
+                        "%s: %s of saga %s was handled before; %s left for a later event",
+                        handler,
+                        parent_id,
+                        run.correlation_id,
+                        action,
+                    )
+                    return outputs
                 self._sent(run, action, event, eid)
                 outputs.append(event)
                 progressed = True
@@ -343,6 +358,7 @@ class Engine:
         """Fold one of our own outputs into ``run`` as sent now."""
         at = self.clock_ms()
         kind = action.kind
+        run.emitted.add(eid)
         state = run.step(action.step)
         if kind in (ActionKind.COMMAND, ActionKind.RESEND):
             state.commands.setdefault(eid, at)

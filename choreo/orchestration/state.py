@@ -123,6 +123,8 @@ class SagaRun:
     steps: dict[str, StepRun] = field(default_factory=dict)
     terminal: dict[str, str] = field(default_factory=dict)
     """Id -> event type of the terminal events the orchestrator emitted."""
+    emitted: set[str] = field(default_factory=set)
+    """Ids of the orchestrator's own events of this saga (folded from the log or sent)."""
     gave_up: bool = False
     completed: bool = False
     failure: Event | None = None

@@ -8,7 +8,7 @@ from orch_participants import Script, submitted
 from choreo.model.envelope import Role
 from choreo.orchestration import Outcome, Phase
 from choreo.orchestration.rebuild import rebuild
-from choreo.runtime.routing import read_envelope
+from choreo.runtime.routing import derived_event_id, read_envelope
 from choreo.testing import SagaTestKit
 from services import events as ev
 from services import orchestrated
@@ -85,3 +85,39 @@ class _Ctx:
 
         self.envelope = envelope
         self.log = logging.getLogger("test")
+
+
+def test_a_reply_handled_before_a_kill_never_reuses_its_output_id(make_kit: MakeKit) -> None:
+    """A redelivered reply whose output is in the log does not give a new event that old id.
+
+    The failing scale-out run: the killed owner handled the next-to-last compensation reply
+    and published its command, but its offset was not committed; the new owner rebuilt the
+    run with the last compensation reply folded in, so handling the redelivered reply
+    decided the failed event, under the id of the command already published: every inbox
+    and the tracker dropped it as a duplicate and the saga stayed compensating.
+    """
+    kit, _, _ = make_kit(Script(fail={"dispatch"}))
+    cid = _start(kit, "o-kill")
+    sent = kit.events(cid)
+    ended = [s for s in sent if s.role is Role.FAILED]
+    assert len(ended) == 1
+    log_ids = {s.envelope.event_id for s in sent} - {ended[0].envelope.event_id}
+    undone = [s for s in sent if s.role is Role.COMPENSATION]
+    assert len(undone) >= 2
+    # the log as the new owner reads it: everything but the failed event
+    fresh = orchestrated.create(deadline=DEADLINE)
+    engine = fresh.engine
+    run = engine.run_for(cid)
+    for s in sent:
+        if s is not ended[0]:
+            engine.observe(run, read_envelope(s.record.header_map), s.event)
+    outputs: list[tuple[str, object]] = []
+    for s in undone[-2:]:  # both last replies redelivered, as after the kill
+        spec = fresh.service.handler_for(s.event_type)
+        assert spec is not None
+        envelope = read_envelope(s.record.header_map)
+        step_id = fresh.step_id(spec.name)
+        for index, event in enumerate(spec.invoke(s.event, _Ctx(envelope))):
+            outputs.append((derived_event_id(envelope.event_id, step_id, index), event))
+    assert [type(event) for _, event in outputs] == [type(ended[0].event)]
+    assert outputs[0][0] not in log_ids  # else dropped as a copy of an event it is not
