@@ -7,9 +7,11 @@ one consumer group), its topics and a tracker that knows the orchestrated saga.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from e2e.shop_cluster import ShopCluster
+from e2e.shop_cluster import ShopCluster, console_script
 
 from choreo.choreography.graph import Choreography
 from choreo.runtime.serdes import event_classes
@@ -75,3 +77,18 @@ class OrchestratedCluster(ShopCluster):
     def orchestrator_event_classes(self) -> list[type]:
         """Return the event classes of the orchestrated saga (start, commands, replies, ends)."""
         return list(event_classes([self.orchestrator.service]))
+
+
+@contextmanager
+def orchestrated_shop(bootstrap: str, workdir: Path, *, seed: int) -> Iterator[OrchestratedCluster]:
+    """Yield an orchestrated shop (20% declined, 5% failed dispatches); closed afterwards."""
+    assert console_script()
+    made = OrchestratedCluster(
+        bootstrap,
+        workdir,
+        ServiceConfig(seed=seed, decline_rate=0.2, dispatch_failure_rate=0.05),
+    )
+    try:
+        yield made
+    finally:
+        made.close()

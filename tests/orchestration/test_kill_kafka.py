@@ -16,13 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.shop_cluster import console_script
-from orch_cluster import OrchestratedCluster
+from orch_cluster import OrchestratedCluster, orchestrated_shop
 
 from choreo.model.envelope import Role
 from choreo.tracker import SagaStatus
 from services.catalog import sample_orders
-from services.config import ServiceConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -36,16 +34,8 @@ def cluster(
 ) -> Iterator[OrchestratedCluster]:
     """Yield an orchestrated shop (20% declined, 5% failed dispatches); closed afterwards."""
     monkeypatch.setenv("SHOP_STEP_DEADLINE", "120")  # no timeout: only the kill is tested
-    assert console_script()
-    made = OrchestratedCluster(
-        kafka_bootstrap,
-        tmp_path,
-        ServiceConfig(seed=31, decline_rate=0.2, dispatch_failure_rate=0.05),
-    )
-    try:
+    with orchestrated_shop(kafka_bootstrap, tmp_path, seed=31) as made:
         yield made
-    finally:
-        made.close()
 
 
 def test_the_orchestrator_killed_mid_saga_resumes_every_saga_and_repeats_nothing(

@@ -22,13 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e.shop_cluster import console_script
-from orch_cluster import OrchestratedCluster
+from orch_cluster import OrchestratedCluster, orchestrated_shop
 
 from choreo.model.envelope import Role
 from choreo.tracker import SagaStatus
 from services.catalog import sample_orders
-from services.config import ServiceConfig
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -43,16 +41,8 @@ def cluster(
     """Yield an orchestrated shop (20% declined, 5% failed dispatches); closed afterwards."""
     monkeypatch.setenv("SHOP_STEP_DEADLINE", "120")  # no timeout: only the moves are tested
     monkeypatch.setenv("CHOREO_KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "6000")
-    assert console_script()
-    made = OrchestratedCluster(
-        kafka_bootstrap,
-        tmp_path,
-        ServiceConfig(seed=47, decline_rate=0.2, dispatch_failure_rate=0.05),
-    )
-    try:
+    with orchestrated_shop(kafka_bootstrap, tmp_path, seed=47) as made:
         yield made
-    finally:
-        made.close()
 
 
 def _wait_for(cluster: OrchestratedCluster, what: str, check: object, timeout: float) -> None:
