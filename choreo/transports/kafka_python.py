@@ -49,6 +49,7 @@ from choreo.errors import (
     TransactionError,
     TransportError,
 )
+from choreo.transports import kafka_python_logs
 from choreo.transports.base import (
     Consumer,
     Headers,
@@ -66,6 +67,7 @@ from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_i
 __all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
 
 logger = logging.getLogger(__name__)
+kafka_python_logs.install()  # its close race is one DEBUG line, not an ERROR traceback
 
 _ClientT = TypeVar("_ClientT")
 
