@@ -35,28 +35,32 @@ CLOSE_RACE_MESSAGE: Final = (
 """What the demoted record says instead (``%s`` is kafka-python's name of the connection)."""
 
 _RECEIVE: Final = "_sock_recv"
+_RECEIVE_ERROR: Final = ": Error receiving network data"
 
 
 def is_close_race(record: logging.LogRecord) -> bool:
     """Return True when ``record`` is kafka-python's receive on a socket its close removed.
 
-    That is: an ``AttributeError`` about ``recv`` on ``None`` raised in the transport's
-    receive, logged about a transport that is closing.
+    That is: an ``AttributeError`` about ``recv`` raised in the transport's receive,
+    logged about a transport that says it is closed (kafka-python names it ``<... (closed)>``;
+    the text is used, as choreo's log redaction has already formatted the message).
     """
     if record.exc_info is None or record.exc_info[1] is None:
         return False
     error, tb = record.exc_info[1], record.exc_info[2]
-    if not isinstance(error, AttributeError) or "'recv'" not in str(error):
-        return False
-    if tb is None:
+    if not isinstance(error, AttributeError) or "'recv'" not in str(error) or tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
     if tb.tb_frame.f_code.co_name != _RECEIVE:
         return False
-    args = record.args if isinstance(record.args, tuple) else ()
-    closing = getattr(args[0], "is_closing", None) if args else None
-    return callable(closing) and closing() is True
+    return _closed_transport(record) is not None
+
+
+def _closed_transport(record: logging.LogRecord) -> str | None:
+    """Return kafka-python's name of the closed transport a receive error is about, or None."""
+    head, found, _ = record.getMessage().partition(_RECEIVE_ERROR)
+    return head if found and head.endswith(" (closed)>") else None
 
 
 class _CloseRaceFilter(logging.Filter):
@@ -66,8 +70,7 @@ class _CloseRaceFilter(logging.Filter):
         if record.levelno <= logging.DEBUG or not is_close_race(record):
             return True
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
-        record.msg = CLOSE_RACE_MESSAGE
-        record.args = record.args[:1] if isinstance(record.args, tuple) else ()
+        record.msg, record.args = CLOSE_RACE_MESSAGE, (_closed_transport(record),)
         record.exc_info = record.exc_text = record.stack_info = None
         # the logger let the ERROR through; the DEBUG line is shown only where it enables DEBUG
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)

@@ -100,3 +100,20 @@ def test_the_peer_closing_the_connection_is_still_reported(
     assert [r.getMessage() for r in _kafka_lines(caplog)] == [
         f"{client}: socket disconnected"
     ]
+
+
+def test_the_race_is_recognised_after_choreo_redacted_the_record(
+    transport: tuple[KafkaTCPTransport, socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CLI redacts kafka-python's records as they are made: still one DEBUG line."""
+    from choreo.safety.redact import install_log_redaction
+
+    install_log_redaction()  # as ``choreo`` and every Kafka config do
+    client, _ = transport
+    caplog.set_level(logging.DEBUG, logger=TRANSPORT_LOGGER)
+    client.close()
+    client._sock_recv()
+    assert _kafka_lines(caplog) == []
+    demoted = [r for r in caplog.records if r.msg == CLOSE_RACE_MESSAGE]
+    assert len(demoted) == 1 and demoted[0].exc_text is None
+    assert "(closed)>: connection closed by the client" in demoted[0].getMessage()
