@@ -59,6 +59,7 @@ from choreo.transports.base import (
     make_record,
 )
 from choreo.transports.config import KafkaConfig, to_kafka_python
+from choreo.transports.existing_topics import check_existing, read_kafka_python
 from choreo.transports.membership import remove_static_member
 from choreo.transports.readiness import wait_until_online_kafka_python
 from choreo.transports.replication import check_brokers, check_replication, replication_configs
@@ -554,8 +555,11 @@ class KafkaPythonTransport:
                 for name in topics
             }
             result = admin.create_topics(request, timeout_ms=_ADMIN_TIMEOUT_MS, raise_errors=False)
+            existing: list[str] = []
             for topic in result.get("topics", ()):
                 code = topic.get("error_code", 0)
+                if code == _TOPIC_ALREADY_EXISTS:
+                    existing.append(str(topic.get("name")))
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     error = kerr.for_code(code)
                     if error is kerr.InvalidReplicationFactorError:
@@ -577,6 +581,12 @@ class KafkaPythonTransport:
                     "to them now may be lost by a broker before Kafka 4.5 (KAFKA-15591)",
                     ", ".join(late[:10]), _ADMIN_TIMEOUT_MS / 1000,
                 )
+            check_existing(
+                lambda: read_kafka_python(admin, existing),
+                existing,
+                replication_factor,
+                min_insync_replicas,
+            )
         except kerr.KafkaError as exc:
             raise TransportError(f"cannot create topics: {exc}", retriable=_retriable(exc)) from exc
         finally:
