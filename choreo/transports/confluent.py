@@ -813,6 +813,19 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
                 ends[tp] = high
         return ends
 
+    def positions(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Return the position (next offset to read) of each partition the client has one for.
+
+        Used by catch-up reads (:mod:`choreo.transports.catchup`): a local call, no request.
+        """
+        wanted = [ck.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            found = self._client().position(wanted)
+        except ck.KafkaException as exc:
+            logger.debug("no positions: %s", _describe(exc))
+            return {}
+        return {TopicPartition(p.topic, p.partition): p.offset for p in found if p.offset >= 0}
+
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error.
 

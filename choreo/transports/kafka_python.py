@@ -482,6 +482,28 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
             return {}
         return {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
+    def positions(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
+        """Return the position (next offset to read) of each assigned partition of ``partitions``.
+
+        Used by catch-up reads (:mod:`choreo.transports.catchup`); a partition whose
+        position is not known within ``timeout`` seconds is left out.
+        """
+        client = self._client()
+        found: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            try:
+                position = client.position(
+                    kafka.TopicPartition(tp.topic, tp.partition), timeout_ms=int(timeout * 1000)
+                )
+            except (kerr.KafkaError, AssertionError, ValueError) as exc:
+                logger.debug("no position of %s: %s", tp, exc)
+                continue
+            if position is not None and position >= 0:
+                found[tp] = int(position)
+        return found
+
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""
         try:
