@@ -94,7 +94,7 @@ def test_choreo_run_says_which_existing_topic_is_short(
 ) -> None:
     """``choreo run`` with the variables set: its input topic existed with RF 1, one warning."""
     prefix = f"short{uuid.uuid4().hex[:8]}."
-    existing = f"{prefix}shop.inventory.ReserveInventory"
+    existing = f"{prefix}test.runtime.OrderPlaced"  # the test app's inventory reads it
     _short_topic(cluster.bootstrap, existing)
     monkeypatch.setenv("CHOREO_TOPIC_REPLICATION_FACTOR", "3")
     monkeypatch.setenv("CHOREO_TOPIC_MIN_INSYNC_REPLICAS", "2")
@@ -106,7 +106,10 @@ def test_choreo_run_says_which_existing_topic_is_short(
     assert code == 0, process.output
     lines = _shortfall_lines(process.output, existing)
     assert len(lines) == 1, process.output
-    assert "WARNING" in lines[0] and "kafka-reassign-partitions.sh" in lines[0]
+    assert "WARNING" in lines[0]
+    said = " ".join(process.output.split())  # the console wraps long lines
+    assert "replication factor 1 and min.insync.replicas 1, less than asked" in said
+    assert "kafka-reassign-partitions.sh" in said
     assert "Traceback" not in process.output
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     created = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
