@@ -179,6 +179,46 @@ def kafka_options(bootstrap_help: str) -> Callable[[F], F]:
     return decorate
 
 
+def replication_options(created: str) -> Callable[[F], F]:
+    """Return ``--replication-factor`` and ``--min-insync-replicas`` for the topics ``created``.
+
+    The same options and environment variables (``$CHOREO_TOPIC_REPLICATION_FACTOR``,
+    ``$CHOREO_TOPIC_MIN_INSYNC_REPLICAS``) wherever choreo creates topics, so one setting
+    covers a deployment. The command receives ``topic_replication_factor`` and
+    ``topic_min_insync_replicas`` (``int | None``: None is the cluster's default).
+    """
+    from choreo.transports.replication import MAX_REPLICATION_FACTOR
+
+    factor = click.option(
+        "--replication-factor",
+        "topic_replication_factor",
+        type=click.IntRange(min=1, max=MAX_REPLICATION_FACTOR),
+        envvar="CHOREO_TOPIC_REPLICATION_FACTOR",
+        help=(
+            f"Replicas of each partition of {created} "
+            "($CHOREO_TOPIC_REPLICATION_FACTOR); the cluster needs at least that many live "
+            "brokers, and an existing topic with fewer gets a warning. "
+            "[default: the cluster's default.replication.factor]"
+        ),
+    )
+    insync = click.option(
+        "--min-insync-replicas",
+        "topic_min_insync_replicas",
+        type=click.IntRange(min=1, max=MAX_REPLICATION_FACTOR),
+        envvar="CHOREO_TOPIC_MIN_INSYNC_REPLICAS",
+        help=(
+            f"min.insync.replicas of {created}: replicas that must have a "
+            "record before it counts as written (at most the replication factor; "
+            "$CHOREO_TOPIC_MIN_INSYNC_REPLICAS). [default: the broker's]"
+        ),
+    )
+
+    def decorate(func: F) -> F:
+        return factor(insync(func))
+
+    return decorate
+
+
 def schemas_option(help_text: str, *, required: bool = False) -> Callable[[F], F]:
     """Return the ``--schemas DIR`` option (an existing directory of ``.avsc`` files).
 

@@ -15,7 +15,8 @@ crash immediate: the worker rejoins its group as the same static member.
 that several replicas share them; ``--replication-factor`` and ``--min-insync-replicas``
 (``$CHOREO_TOPIC_REPLICATION_FACTOR``, ``$CHOREO_TOPIC_MIN_INSYNC_REPLICAS``) set their
 replication (a cluster with fewer live brokers than asked for is an error, before any
-topic is created). A ``--store`` URL given on the command line with a
+topic is created; an existing topic with less replication than asked is left as it is,
+with one warning each). A ``--store`` URL given on the command line with a
 password draws a warning: ``ps`` shows it to every user (use ``$CHOREO_STORE``,
 ``$PGPASSWORD`` or ``~/.pgpass``).
 ``--relay-interval``, ``--relay-min-age`` and ``--relay-batch`` (or
@@ -42,7 +43,13 @@ import click
 from click.core import ParameterSource
 
 from choreo.choreography.service import Service
-from choreo.cli._common import config_option, import_from_cwd, open_kafka, schemas_option
+from choreo.cli._common import (
+    config_option,
+    import_from_cwd,
+    open_kafka,
+    replication_options,
+    schemas_option,
+)
 from choreo.cli._observability import (
     log_format_option,
     metrics_port_option,
@@ -53,7 +60,6 @@ from choreo.cli._observability import (
 )
 from choreo.errors import ChoreoError
 from choreo.safety.redact import redact_text
-from choreo.transports.replication import MAX_REPLICATION_FACTOR
 
 if TYPE_CHECKING:
     from choreo.orchestration import OrchestratorRunner
@@ -192,28 +198,7 @@ def _with_hint(message: str, instance_id: str | None, group: str) -> str:
         "partitions: give at least as many as replicas. Replication: --replication-factor."
     ),
 )
-@click.option(
-    "--replication-factor",
-    "topic_replication_factor",
-    type=click.IntRange(min=1, max=MAX_REPLICATION_FACTOR),
-    envvar="CHOREO_TOPIC_REPLICATION_FACTOR",
-    help=(
-        "Replicas of each partition of the topics the worker creates "
-        "($CHOREO_TOPIC_REPLICATION_FACTOR); the cluster needs at least that many live "
-        "brokers. [default: the cluster's default.replication.factor]"
-    ),
-)
-@click.option(
-    "--min-insync-replicas",
-    "topic_min_insync_replicas",
-    type=click.IntRange(min=1, max=MAX_REPLICATION_FACTOR),
-    envvar="CHOREO_TOPIC_MIN_INSYNC_REPLICAS",
-    help=(
-        "min.insync.replicas of the topics the worker creates: replicas that must have a "
-        "record before it counts as written (at most the replication factor; "
-        "$CHOREO_TOPIC_MIN_INSYNC_REPLICAS). [default: the broker's]"
-    ),
-)
+@replication_options("the topics the worker creates")
 @click.option(
     "--relay-interval",
     type=click.FloatRange(min=0.01),

@@ -3,7 +3,10 @@
 Start as many as you like with the same ``--group``: each folds the sagas of the
 partitions the group gives it and writes their summaries to the summary topic (see
 :mod:`choreo.tracker.group`), which ``choreo sagas|trace|watch|verify --summaries TOPIC``
-and ``choreo ui --summaries TOPIC`` read.
+and ``choreo ui --summaries TOPIC`` read. The summary topic is created with the replication
+of the services' topics when asked for (``--replication-factor``,
+``--min-insync-replicas``, or ``$CHOREO_TOPIC_REPLICATION_FACTOR`` and
+``$CHOREO_TOPIC_MIN_INSYNC_REPLICAS``, as for ``choreo run``).
 
 The process keeps many long-lived objects (the sagas kept in full), so the garbage
 collector's full collections are made rare (:data:`GC_THRESHOLDS`): they walk every one
@@ -28,6 +31,7 @@ from choreo.cli._common import (
     new_tracker,
     open_kafka,
     registry_option,
+    replication_options,
     schemas_option,
     wait_for_interrupt,
 )
@@ -72,6 +76,7 @@ def tracker() -> None:
     type=click.IntRange(min=1),
     help="Partitions of the summary topic when it is created (default: the event topics').",
 )
+@replication_options("the summary topic when it is created (as for the services' topics)")
 @schemas_option(
     "Directory of .avsc schemas: payloads that do not decode are counted as unreadable."
 )
@@ -112,6 +117,8 @@ def run(
     topics: str,
     instance_id: str | None,
     partitions: int | None,
+    topic_replication_factor: int | None,
+    topic_min_insync_replicas: int | None,
     schemas_dir: Path | None,
     graph: str | None,
     deadline: float,
@@ -122,12 +129,14 @@ def run(
     """Fold this instance's share of the sagas and materialize them until Ctrl-C or SIGTERM."""
     from choreo.tracker.group import TrackerGroupMember
     from choreo.tracker.tracker import Tracker
+    from choreo.transports.replication import check_replication
 
     bootstrap = bootstrap or configured_bootstrap()
     if bootstrap is None:
         raise click.UsageError("give --bootstrap HOST:PORT (or bootstrap.servers in --config)")
     try:
         new_tracker(schemas_dir=schemas_dir, choreography=graph, deadline_s=deadline)
+        check_replication(topic_replication_factor, topic_min_insync_replicas)
         kafka = open_kafka(transport_kind, bootstrap)
     except (ChoreoError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -149,6 +158,8 @@ def run(
         partitions=partitions,
         commit_interval=commit_interval,
         align_window_ms=align_window_ms,
+        replication_factor=topic_replication_factor,
+        min_insync_replicas=topic_min_insync_replicas,
     )
     thresholds = gc.get_threshold()
     gc.collect()

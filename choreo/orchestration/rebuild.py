@@ -13,27 +13,33 @@ assigned (``partitions=``): a saga's home is the partition number its records ar
 in the orchestrator's input topics (its start, the replies, its deadline notices), which
 is the same number in every topic when they have as many partitions and every record is
 keyed by correlation id (choreo keys them so, with Kafka's murmur2 partitioner on every
-transport). The read still covers the whole topics: the Transport API reads by group,
-not by partition, so a rebuild's cost is the log's size, whatever the share kept.
+transport). So only those partition numbers are read, of every saga topic with the input
+topics' partition count; a saga topic with another count (created elsewhere) is read
+whole, and when the input topics disagree on their count (a layout the ownership already
+warns about) everything is read. A rebuild's cost is its share of the log.
 
 What this guarantees: every command the previous incarnation published is known before
 the worker handles anything, so nothing published is decided again; an event the previous
 incarnation handled but whose outputs never reached Kafka is redelivered by the worker
 (its offset was not committed) and its missing outputs are sent then.
 
-Cost and limits: the read is proportional to what the topics retain; it stops when no
-record arrived for ``idle_timeout`` seconds (or after ``max_seconds``, with a warning: a
-busy log then leaves the newest records to the worker, which folds them as it goes).
-Topic retention must outlive the longest saga. (Reading each partition up to its end
-offset would not depend on timing; the broker did not answer end-offset queries for
-freshly created partitions promptly enough to rely on them here.)
+When the read stops: the end of every partition read is asked of the broker when the
+read's consumer gets them (with ``read_committed``, the last stable offset where the
+client tells it), and the read stops once its position reached every end
+(:func:`~choreo.transports.catchup.read_to_ends`). A fetch that stalls, for however long,
+makes the rebuild wait for it instead of cutting it short; records written after the
+ends were taken are the worker's to handle. ``max_seconds`` bounds the whole read: past
+it the rebuild stops with a WARNING naming how many partitions were not read to their
+end, and the worker folds their newest records as it goes. A transport whose consumers
+cannot tell ends and positions is read until nothing arrived for ``idle_timeout``
+seconds. Topic retention must outlive the longest saga.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from choreo.errors import ChoreoError
@@ -41,8 +47,8 @@ from choreo.model.events import Event, event_type_of
 from choreo.model.topics import TopicNaming
 from choreo.orchestration.state import SagaRun
 from choreo.runtime.routing import read_envelope
-from choreo.tracker.live import read_topics
-from choreo.transports.base import Transport
+from choreo.transports.base import TopicPartition, Transport
+from choreo.transports.catchup import CatchUp, Select, read_to_ends
 
 if TYPE_CHECKING:
     from choreo.orchestration.declaration import Orchestrator
@@ -62,6 +68,27 @@ def saga_topics(orch: Orchestrator, naming: TopicNaming) -> list[str]:
     return sorted({naming(t) for t in types})
 
 
+def owned_share(inputs: Collection[str], partitions: Collection[int] | None) -> Select | None:
+    """Return the partitions a rebuild of the sagas of ``partitions`` must read (None: all).
+
+    Of each topic with the input topics' partition count, the numbers in ``partitions``;
+    every partition of the other topics; everything when the input topics' counts differ.
+    """
+    if partitions is None:
+        return None
+    numbers = frozenset(partitions)
+
+    def select(assigned: Sequence[TopicPartition]) -> set[TopicPartition]:
+        counts = Counter(tp.topic for tp in assigned)
+        shared = {counts[topic] for topic in inputs if topic in counts}
+        if len(shared) != 1:
+            return set(assigned)
+        (count,) = shared
+        return {tp for tp in assigned if counts[tp.topic] != count or tp.partition in numbers}
+
+    return select
+
+
 def rebuild(
     orch: Orchestrator,
     transport: Transport,
@@ -72,22 +99,29 @@ def rebuild(
     idle_timeout: float = 1.0,
     max_seconds: float = 300.0,
 ) -> int:
-    """Fold every record of ``orch``'s saga held by its topics; return how many were folded.
+    """Fold every record of ``orch``'s saga up to the topics' ends; return how many were folded.
 
     ``partitions`` (partition numbers) keeps only the sagas whose records arrive on those
-    partitions of the orchestrator's input topics (the ones a replica was just assigned);
-    None keeps every saga. The runs kept replace the engine's
-    (:meth:`~choreo.orchestration.engine.Engine.adopt`).
+    partitions of the orchestrator's input topics (the ones a replica was just assigned),
+    and reads only those partitions where that is safe (:func:`owned_share`); None keeps
+    every saga. The runs kept replace the engine's
+    (:meth:`~choreo.orchestration.engine.Engine.adopt`). ``max_seconds`` bounds the read;
+    ``idle_timeout`` only matters for a transport that cannot tell where partitions end.
     """
     engine = orch.engine
     saga = orch.saga.name
     inputs = {topic_naming(t) for t in orch.service.consumed_types}
-    started = time.monotonic()
     folded = 0
     runs: dict[str, SagaRun] = {}
     homes: dict[str, int] = {}
-    for record in read_topics(
-        transport, saga_topics(orch, topic_naming), idle_timeout=idle_timeout
+    report = CatchUp()
+    for record in read_to_ends(
+        transport,
+        saga_topics(orch, topic_naming),
+        select=owned_share(inputs, partitions),
+        max_seconds=max_seconds,
+        idle_timeout=idle_timeout,
+        report=report,
     ):
         try:
             envelope = read_envelope(dict(record.headers))
@@ -108,13 +142,14 @@ def rebuild(
         if record.topic in inputs:
             homes.setdefault(cid, record.partition)
         folded += 1
-        if time.monotonic() - started > max_seconds:
-            logger.warning(
-                "%s: rebuild stopped after %.0f s; the worker folds the rest",
-                orch.name,
-                max_seconds,
-            )
-            break
+    if report.timed_out:
+        logger.warning(
+            "%s: rebuild stopped after %.0f s with %d partition(s) not read to their end; "
+            "the worker folds the rest",
+            orch.name,
+            max_seconds,
+            len(report.behind),
+        )
     wanted = None if partitions is None else frozenset(partitions)
     kept = {
         cid: run
@@ -123,11 +158,14 @@ def rebuild(
     }
     engine.adopt(kept, homes)
     logger.info(
-        "%s: rebuilt %d saga(s) of %s from %d record(s) in %.1f s",
+        "%s: rebuilt %d saga(s) of %s from %d record(s) in %.1f s (%d partition(s) read to "
+        "their end, %d not needed)",
         orch.name,
         len(kept),
         "every partition" if wanted is None else f"partition(s) {sorted(wanted)}",
         folded,
-        time.monotonic() - started,
+        report.seconds,
+        len(report.ends),
+        len(report.skipped),
     )
     return folded

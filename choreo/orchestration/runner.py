@@ -51,6 +51,9 @@ class OrchestratorRunner:
     ``clock_ms`` is the time the engine stamps on commands and the watcher compares
     deadlines with (a virtual clock in tests); ``watch_interval`` how often the watcher
     looks; ``rebuild=False`` skips the read of the log (a fresh bus in tests);
+    ``rebuild_idle`` is the rebuild's stop after that many seconds without a record, used
+    only with a transport that cannot tell where partitions end (the shipped ones read
+    up to the ends, see :mod:`choreo.orchestration.rebuild`);
     ``middleware`` is the worker's (None: the default), to which the runner adds its
     :class:`~choreo.orchestration.ownership.Ownership`.
     """

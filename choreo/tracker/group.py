@@ -109,6 +109,7 @@ from choreo.transports.base import (
     supports_transactions,
 )
 from choreo.transports.partitioner import partition_for
+from choreo.transports.replication import check_replication
 
 __all__ = ["GROUP_KEEP_FINISHED", "TrackerGroupMember"]
 
@@ -150,7 +151,10 @@ class TrackerGroupMember:
     starting with ``^``; the summary topic is never folded even when it matches).
     ``new_tracker`` makes the tracker of each owned partition number (the choreography,
     deadlines and clock go there). ``partitions`` is the summary topic's partition
-    count when it has to be created (default: the most partitions of the event topics).
+    count when it has to be created (default: the most partitions of the event topics);
+    ``replication_factor`` and ``min_insync_replicas`` its replication, as for the
+    services' topics (None: the cluster's defaults; an existing summary topic with less
+    gets a warning, see :func:`~choreo.transports.admin.create_compacted_topic`).
     Call :meth:`run` on a thread of your own, or :meth:`start` for a daemon thread.
     """
 
@@ -171,9 +175,17 @@ class TrackerGroupMember:
         poll_timeout: float = 0.5,
         load_timeout: float = 300.0,
         align_window_ms: int = DEFAULT_WINDOW_MS,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
     ) -> None:
         if not group_id.strip():
             raise ConfigurationError("a tracker group needs a non-empty group id")
+        check_replication(replication_factor, min_insync_replicas)
+        self.replication = {
+            "replication_factor": replication_factor,
+            "min_insync_replicas": min_insync_replicas,
+        }
+        """The summary topic's replication when choreo creates it (None: the cluster's)."""
         self.transport = transport
         self.group_id = group_id
         self.summary_topic = summary_topic
@@ -341,9 +353,15 @@ class TrackerGroupMember:
         """Create the summary topic when missing; return its partition count."""
         count = partition_count(self.transport, self.summary_topic)
         if count is not None:
+            if any(v is not None for v in self.replication.values()):  # compared, warned if less
+                create_compacted_topic(
+                    self.transport, self.summary_topic, partitions=count, **self.replication
+                )
             return count
         wanted = self.requested_partitions or self._event_partitions() or 1
-        create_compacted_topic(self.transport, self.summary_topic, partitions=wanted)
+        create_compacted_topic(
+            self.transport, self.summary_topic, partitions=wanted, **self.replication
+        )
         logger.info("created the summary topic %s (%d partitions, compacted)",
                     self.summary_topic, wanted)
         return partition_count(self.transport, self.summary_topic) or wanted

@@ -1,12 +1,13 @@
 """Topic administration beyond the :class:`~choreo.transports.base.Transport` protocol.
 
 What the tracker group (:mod:`choreo.tracker.group`) needs and the protocol does not
-offer: creating a *compacted* topic, a topic's partition count, and a transport whose
-consumers use Kafka's ``range`` assignor (which gives every member the same partition
-numbers of every topic when the topics have equal partition counts, so the partitions
-of one correlation id stay together). Each function knows the three shipped transports;
-another transport gets the closest thing the protocol allows (a plain topic, no count,
-the transport unchanged).
+offer: creating a *compacted* topic (replicated as the services' topics are, when
+asked), a topic's partition count, and a transport whose consumers use Kafka's
+``range`` assignor (which gives every member the same partition numbers of every topic
+when the topics have equal partition counts, so the partitions of one correlation id
+stay together). Each function knows the three shipped transports; another transport
+gets the closest thing the protocol allows (a plain topic, no count, the transport
+unchanged).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import logging
 from dataclasses import replace
 from typing import Final
 
-from choreo.errors import TransportError
+from choreo.errors import ConfigurationError, TransportError
 from choreo.transports.base import Transport
 from choreo.transports.config import KafkaConfig
+from choreo.transports.replication import check_brokers, check_replication, replication_configs
 
 __all__ = ["COMPACTED", "create_compacted_topic", "partition_count", "with_range_assignor"]
 
@@ -28,42 +30,75 @@ COMPACTED: Final = {"cleanup.policy": "compact"}
 _TIMEOUT_S: Final = 30.0
 
 
-def create_compacted_topic(transport: Transport, topic: str, *, partitions: int) -> None:
+def create_compacted_topic(
+    transport: Transport,
+    topic: str,
+    *,
+    partitions: int,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
+) -> None:
     """Create ``topic`` as a compacted topic of ``partitions`` unless it exists.
 
-    The memory transport has no compaction (it keeps every record); another transport
-    gets a plain topic, and a warning says so.
+    Replication as for the services' topics (:meth:`Transport.create_topics
+    <choreo.transports.base.Transport.create_topics>`, :mod:`choreo.transports.replication`):
+    ``replication_factor`` None is the cluster's default, ``min_insync_replicas`` becomes
+    the topic's config; a cluster with fewer live brokers than either asks for is a
+    :class:`~choreo.errors.ConfigurationError` before anything is created, and a topic that
+    exists with less replication than asked is left as it is, with a warning. The memory
+    transport has no compaction (it keeps every record); another transport gets a plain
+    topic, and a warning says so.
     """
     from choreo.transports.confluent import ConfluentTransport
     from choreo.transports.memory import MemoryTransport
 
+    check_replication(replication_factor, min_insync_replicas)
     if isinstance(transport, ConfluentTransport):
-        _create_confluent(transport, topic, partitions)
+        _create_confluent(transport, topic, partitions, replication_factor, min_insync_replicas)
         return
     if not isinstance(transport, MemoryTransport):
         logger.warning(
             "transport %s cannot set topic configs: %s is created without compaction; "
             "set cleanup.policy=compact on it yourself", transport.name, topic,
         )
-    transport.create_topics([topic], partitions=partitions)
+    transport.create_topics(
+        [topic],
+        partitions=partitions,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+    )
 
 
-def _create_confluent(transport: object, topic: str, partitions: int) -> None:
+def _create_confluent(
+    transport: object,
+    topic: str,
+    partitions: int,
+    replication_factor: int | None,
+    min_insync_replicas: int | None,
+) -> None:
     import confluent_kafka as ck
     from confluent_kafka.cimpl import NewTopic
 
     from choreo.transports.confluent import ConfluentTransport
 
     assert isinstance(transport, ConfluentTransport)
+    if replication_factor is not None or min_insync_replicas is not None:
+        check_brokers(transport._broker_count(), replication_factor, min_insync_replicas)
     admin = transport._admin_client()
-    new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=COMPACTED)
+    factor = -1 if replication_factor is None else replication_factor
+    config = {**COMPACTED, **replication_configs(min_insync_replicas)}
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=factor, config=config)
     future = admin.create_topics([new], operation_timeout=_TIMEOUT_S)[topic]
     try:
         future.result(timeout=_TIMEOUT_S)
     except ck.KafkaException as exc:
         error = exc.args[0] if exc.args else None
-        if getattr(error, "code", lambda: None)() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
+        code = getattr(error, "code", lambda: None)()
+        if code == ck.KafkaError.TOPIC_ALREADY_EXISTS:
+            transport._check_existing([topic], replication_factor, min_insync_replicas)
             return
+        if code == ck.KafkaError.INVALID_REPLICATION_FACTOR:
+            raise ConfigurationError(f"cannot create topic {topic!r}: {exc}") from None
         raise TransportError(f"cannot create topic {topic!r}: {exc}") from exc
     transport._wait_for_metadata([topic])
 

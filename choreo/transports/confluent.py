@@ -51,6 +51,7 @@ from choreo.transports.base import (
 )
 from choreo.transports.bounded import BoundedCaller, run_bounded
 from choreo.transports.config import KafkaConfig
+from choreo.transports.existing_topics import check_existing, read_confluent
 from choreo.transports.librdkafka_log import LIBRDKAFKA_LOG
 from choreo.transports.readiness import wait_until_online
 from choreo.transports.replication import check_brokers, check_replication, replication_configs
@@ -812,6 +813,19 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
                 ends[tp] = high
         return ends
 
+    def positions(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Return the position (next offset to read) of each partition the client has one for.
+
+        Used by catch-up reads (:mod:`choreo.transports.catchup`): a local call, no request.
+        """
+        wanted = [ck.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            found = self._client().position(wanted)
+        except ck.KafkaException as exc:
+            logger.debug("no positions: %s", _describe(exc))
+            return {}
+        return {TopicPartition(p.topic, p.partition): p.offset for p in found if p.offset >= 0}
+
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error.
 
@@ -875,17 +889,32 @@ class ConfluentTransport:
             for name in topics
         ]
         futures = self._admin_client().create_topics(new, operation_timeout=_ADMIN_TIMEOUT)
+        existing: list[str] = []
         for name, future in futures.items():
             try:
                 future.result(timeout=_ADMIN_TIMEOUT)
             except ck.KafkaException as exc:
                 err = _error_of(exc)
                 if err is not None and err.code() == ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                    existing.append(name)
                     continue
                 if err is not None and err.code() == ck.KafkaError.INVALID_REPLICATION_FACTOR:
                     raise ConfigurationError(f"cannot create topic {name!r}: {err.str()}") from None
                 raise _transport_error(exc, f"cannot create topic {name!r}") from exc
         self._wait_for_metadata(topics)
+        self._check_existing(existing, replication_factor, min_insync_replicas)
+
+    def _check_existing(
+        self, topics: Sequence[str], replication_factor: int | None, min_insync: int | None
+    ) -> None:
+        """Warn about existing ``topics`` with less replication than asked (one line each)."""
+        admin = self._admin_client()
+        check_existing(
+            lambda: read_confluent(admin, topics, _ADMIN_TIMEOUT),
+            topics,
+            replication_factor,
+            min_insync,
+        )
 
     def _broker_count(self) -> int:
         """Return how many brokers the cluster's metadata lists (the live ones)."""

@@ -49,6 +49,7 @@ from choreo.errors import (
     TransactionError,
     TransportError,
 )
+from choreo.transports import kafka_python_logs
 from choreo.transports.base import (
     Consumer,
     Headers,
@@ -58,6 +59,7 @@ from choreo.transports.base import (
     make_record,
 )
 from choreo.transports.config import KafkaConfig, to_kafka_python
+from choreo.transports.existing_topics import check_existing, read_kafka_python
 from choreo.transports.membership import remove_static_member
 from choreo.transports.readiness import wait_until_online_kafka_python
 from choreo.transports.replication import check_brokers, check_replication, replication_configs
@@ -66,6 +68,7 @@ from choreo.transports.shared import ConsumerBase, ProducerBase, require_group_i
 __all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "KafkaPythonTransport"]
 
 logger = logging.getLogger(__name__)
+kafka_python_logs.install()  # its close race is one DEBUG line, not an ERROR traceback
 
 _ClientT = TypeVar("_ClientT")
 
@@ -479,6 +482,28 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
             return {}
         return {TopicPartition(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
+    def positions(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
+        """Return the position (next offset to read) of each assigned partition of ``partitions``.
+
+        Used by catch-up reads (:mod:`choreo.transports.catchup`); a partition whose
+        position is not known within ``timeout`` seconds is left out.
+        """
+        client = self._client()
+        found: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            try:
+                position = client.position(
+                    kafka.TopicPartition(tp.topic, tp.partition), timeout_ms=int(timeout * 1000)
+                )
+            except (kerr.KafkaError, AssertionError, ValueError) as exc:
+                logger.debug("no position of %s: %s", tp, exc)
+                continue
+            if position is not None and position >= 0:
+                found[tp] = int(position)
+        return found
+
     def _close_client(self) -> None:
         """Close the client (a dynamic member leaves the group), logging any error."""
         try:
@@ -552,8 +577,11 @@ class KafkaPythonTransport:
                 for name in topics
             }
             result = admin.create_topics(request, timeout_ms=_ADMIN_TIMEOUT_MS, raise_errors=False)
+            existing: list[str] = []
             for topic in result.get("topics", ()):
                 code = topic.get("error_code", 0)
+                if code == _TOPIC_ALREADY_EXISTS:
+                    existing.append(str(topic.get("name")))
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     error = kerr.for_code(code)
                     if error is kerr.InvalidReplicationFactorError:
@@ -575,6 +603,12 @@ class KafkaPythonTransport:
                     "to them now may be lost by a broker before Kafka 4.5 (KAFKA-15591)",
                     ", ".join(late[:10]), _ADMIN_TIMEOUT_MS / 1000,
                 )
+            check_existing(
+                lambda: read_kafka_python(admin, existing),
+                existing,
+                replication_factor,
+                min_insync_replicas,
+            )
         except kerr.KafkaError as exc:
             raise TransportError(f"cannot create topics: {exc}", retriable=_retriable(exc)) from exc
         finally:

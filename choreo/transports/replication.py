@@ -8,21 +8,43 @@ config when asked for, the broker's default otherwise. Both Kafka transports che
 request against the cluster before creating anything: a factor larger than the number of
 live brokers, or a ``min.insync.replicas`` that the factor (or the brokers) can never
 satisfy, is a :class:`~choreo.errors.ConfigurationError` saying so, never a half-created
-set of topics. Topics that exist are left as they are.
+set of topics.
+
+Topics that exist are left as they are: choreo never moves partitions or alters the
+configs of a topic it did not just create. When replication was asked for and a topic
+already exists with less (fewer replicas, a lower ``min.insync.replicas``, or too few
+replicas for the ``min.insync.replicas`` asked), one WARNING per such topic says what it
+has, what was asked and the two commands that fix it (:func:`warn_shortfalls`). A warning
+and not an error: the topic holds the service's records and keeps working as it is, a
+refusal would turn every restart of every replica into an outage until an operator has
+moved the partitions (which copies data and takes time), and the topic may be shared
+with services, or managed by tools, that choreo must not override.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 from choreo.errors import ConfigurationError
+from choreo.safety.text import printable
 
 __all__ = [
     "MAX_REPLICATION_FACTOR",
+    "ExistingReplication",
     "check_brokers",
     "check_replication",
     "replication_configs",
+    "shortfall",
+    "warn_shortfalls",
 ]
+
+logger = logging.getLogger(__name__)
+
+_MAX_TOPIC_CHARS: Final = 249
+"""Kafka's longest topic name; a name shown in a warning is cut there (and escaped)."""
 
 MAX_REPLICATION_FACTOR: Final = 32767
 """The largest replication factor Kafka's CreateTopics request can carry (an int16)."""
@@ -80,3 +102,77 @@ def replication_configs(min_insync_replicas: int | None) -> dict[str, str]:
     if min_insync_replicas is None:
         return {}
     return {"min.insync.replicas": str(min_insync_replicas)}
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingReplication:
+    """The replication an existing topic has, as read from the cluster.
+
+    ``replication_factor`` is the smallest replica count among its partitions;
+    ``min_insync_replicas`` its effective ``min.insync.replicas`` (its own or the broker's
+    default), None when it could not be read.
+    """
+
+    topic: str
+    replication_factor: int
+    min_insync_replicas: int | None
+
+
+def shortfall(
+    found: ExistingReplication, replication_factor: int | None, min_insync_replicas: int | None
+) -> str | None:
+    """Return the warning for an existing topic with less replication than asked; None if not.
+
+    Short means: fewer replicas than ``replication_factor``, fewer replicas than
+    ``min_insync_replicas`` (no write could succeed once that is set), or a lower
+    ``min.insync.replicas``. More than asked is never short.
+    """
+    needed = replication_factor if replication_factor is not None else min_insync_replicas
+    few_replicas = needed is not None and found.replication_factor < needed
+    low_insync = (
+        min_insync_replicas is not None
+        and found.min_insync_replicas is not None
+        and found.min_insync_replicas < min_insync_replicas
+    )
+    if not few_replicas and not low_insync:
+        return None
+    name = printable(found.topic, _MAX_TOPIC_CHARS)
+    has = f"replication factor {found.replication_factor}"
+    if found.min_insync_replicas is not None:
+        has += f" and min.insync.replicas {found.min_insync_replicas}"
+    asked = []
+    if replication_factor is not None:
+        asked.append(f"replication factor {replication_factor}")
+    if min_insync_replicas is not None:
+        asked.append(f"min.insync.replicas {min_insync_replicas}")
+    fixes = []
+    if few_replicas:
+        fixes.append(
+            f"raise its replication factor to {needed} with kafka-reassign-partitions.sh "
+            f"--execute (a reassignment listing {needed} brokers for each partition)"
+        )
+    if low_insync:
+        fixes.append(
+            f"set kafka-configs.sh --alter --entity-type topics --entity-name '{name}' "
+            f"--add-config min.insync.replicas={min_insync_replicas}"
+        )
+    return (
+        f"topic '{name}' already exists with {has}, less than asked "
+        f"({', '.join(asked)}); existing topics are left as they are: "
+        f"{', then '.join(fixes)}"
+    )
+
+
+def warn_shortfalls(
+    found: Iterable[ExistingReplication],
+    replication_factor: int | None,
+    min_insync_replicas: int | None,
+) -> int:
+    """Log one WARNING per topic of ``found`` with less replication than asked; return how many."""
+    warned = 0
+    for topic in found:
+        message = shortfall(topic, replication_factor, min_insync_replicas)
+        if message is not None:
+            logger.warning("%s", message)
+            warned += 1
+    return warned

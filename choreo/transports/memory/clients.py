@@ -406,6 +406,15 @@ class MemoryConsumer(ConsumerBase[MemoryBus]):
                     ends[tp] = len(topic.partitions[tp.partition])
         return ends
 
+    def positions(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Return the position (next offset to read) of each assigned partition of ``partitions``.
+
+        Used by catch-up reads (:mod:`choreo.transports.catchup`); others are left out.
+        """
+        self._check_open()
+        with self._bus._cond:
+            return {tp: self._positions[tp] for tp in partitions if tp in self._positions}
+
     def _close_client(self) -> None:
         """Leave the group (on_revoke runs first, its partitions go to the others); no commit."""
         try:
