@@ -386,6 +386,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.only += [i + BASE_SUFFIX for i in args.baseline_only]
     if args.no_scale:
         args.scale_replicas = []
+        args.scale_only = []  # no PostgreSQL server for scale rows that do not run
     return args
 
 

@@ -22,7 +22,8 @@ change to the per-event path. This tool takes the broker out to attribute that p
 ``--profile FILE`` also writes a cProfile of choreo's loops (``python -m pstats FILE``);
 ``--instructions`` counts instead, under valgrind's callgrind, the instructions per saga
 of each implementation: the difference between a run of 3 rounds and one of 1 round,
-divided by 2 x the sagas, so every set-up cost cancels out (``PYTHONHASHSEED=0``; a
+divided by 2 x the sagas, so every set-up cost cancels out (no full collections between
+rounds then; the loops' own garbage collections count) (``PYTHONHASHSEED=0``; a
 deterministic figure, unlike CPU time on a shared machine; a few minutes).
 
 What this does not measure: librdkafka's own threads, the client calls' time inside
@@ -46,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,20 +205,29 @@ def record_inputs(sagas: int) -> dict[str, list[Recorded]]:
     return dict(inputs)
 
 
-def _messages(records: list[Recorded], batch: int, first_offset: int = 0) -> list[list[ck.Message]]:
-    """Return ``records`` as consumed confluent-kafka messages, ``batch`` per list."""
-    messages = [
-        ck.Message(
-            topic=topic,
-            partition=0,
-            offset=first_offset + i,
-            key=key,
-            value=value,
-            headers=headers,
-            timestamp=(ck.TIMESTAMP_CREATE_TIME, 1),
+def _messages(records: list[Recorded], batch: int, partitions: int = 1) -> list[list[ck.Message]]:
+    """Return ``records`` as consumed confluent-kafka messages, ``batch`` per list.
+
+    With ``partitions`` > 1 each record goes to partition crc32(key) % partitions (offsets
+    counted per partition), so a batch holds records of several partitions, as at 6
+    partitions on a broker.
+    """
+    offsets = [0] * partitions
+    messages = []
+    for topic, key, value, headers in records:
+        partition = zlib.crc32(key) % partitions
+        messages.append(
+            ck.Message(
+                topic=topic,
+                partition=partition,
+                offset=offsets[partition],
+                key=key,
+                value=value,
+                headers=headers,
+                timestamp=(ck.TIMESTAMP_CREATE_TIME, 1),
+            )
         )
-        for i, (topic, key, value, headers) in enumerate(records)
-    ]
+        offsets[partition] += 1
     return [messages[i : i + batch] for i in range(0, len(messages), batch)]
 
 
@@ -307,15 +318,24 @@ def measure(  # noqa: PLR0917 - the load, its size and the run's shape
     rounds: int,
     only: list[str],
     profile: cProfile.Profile | None = None,
+    *,
+    partitions: int = 1,
+    collect: bool = True,
 ) -> dict[str, list[float]]:
-    """Return each implementation's CPU microseconds per saga, one figure per round."""
+    """Return each implementation's CPU microseconds per saga, one figure per round.
+
+    ``collect``: a full garbage collection before each implementation's round (outside
+    the measured loops); ``--instructions`` turns it off, since a full collection's
+    instructions would count in the difference between the runs.
+    """
     ctx = _context()
-    batches = {s: _messages(records, batch) for s, records in inputs.items()}
+    batches = {s: _messages(records, batch, partitions) for s, records in inputs.items()}
     per_saga: dict[str, list[float]] = {name: [] for name in only}
     with replay_clients():
         for round_ in range(rounds + 1):  # round 0 warms up (lazily compiled codecs)
             for name in only:
-                gc.collect()
+                if collect:
+                    gc.collect()
                 spent = 0.0
                 for service in ch.SUBSCRIPTIONS:
                     profiled = profile if round_ and name != "ceiling" else None
@@ -325,7 +345,7 @@ def measure(  # noqa: PLR0917 - the load, its size and the run's shape
     return per_saga
 
 
-def instructions(name: str, sagas: int, batch: int) -> float:
+def instructions(name: str, sagas: int, batch: int, partitions: int = 1) -> float:
     """Return callgrind's instructions per saga of ``name``'s loops (see the module docs)."""
     counts = []
     for rounds in (1, 3):
@@ -334,6 +354,7 @@ def instructions(name: str, sagas: int, batch: int) -> float:
                 "valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out",
                 sys.executable, "-m", "bench.peers.replay", "--only", name,
                 "--sagas", str(sagas), "--batch", str(batch), "--rounds", str(rounds),
+                "--partitions", str(partitions), "--no-collect",
             ]  # fmt: skip
             env = {**os.environ, "PYTHONHASHSEED": "0"}
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
@@ -350,13 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sagas", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100, help="records per consumed batch")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--partitions", type=int, default=1, help="records spread over these")
     parser.add_argument("--only", default=",".join(LOOPS), help="comma-separated")
     parser.add_argument("--profile", default=None, help="write a cProfile of choreo's loops")
     parser.add_argument("--instructions", action="store_true", help="count (callgrind)")
+    parser.add_argument(
+        "--no-collect", action="store_true", help="no full garbage collection between rounds"
+    )
     args = parser.parse_args(argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.instructions:
-        counted = {name: instructions(name, args.sagas, args.batch) for name in only}
+        counted = {
+            name: instructions(name, args.sagas, args.batch, args.partitions) for name in only
+        }
         for name, per_saga in counted.items():
             print(f"{name:<18} instructions/saga {per_saga:,.0f}")
         if "ceiling" in counted and len(counted) > 1:
@@ -366,9 +393,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     inputs = record_inputs(args.sagas)
     events = sum(len(r) for r in inputs.values())
-    print(f"{args.sagas} sagas, {events} consumed records, batches of {args.batch}")
+    print(
+        f"{args.sagas} sagas, {events} consumed records, batches of {args.batch}, "
+        f"{args.partitions} partition(s)"
+    )
     profile = cProfile.Profile() if args.profile else None
-    per_saga = measure(inputs, args.sagas, args.batch, args.rounds, only, profile)
+    per_saga = measure(
+        inputs,
+        args.sagas,
+        args.batch,
+        args.rounds,
+        only,
+        profile,
+        partitions=args.partitions,
+        collect=not args.no_collect,
+    )
     for name, values in per_saga.items():
         print(
             f"{name:<18} CPU us/saga median {statistics.median(values):7.1f} "
