@@ -16,6 +16,11 @@ service in a process of its own. DBOS needs no Kafka and runs in the first parti
 only. Then the horizontal-scale rows: ``--scale-only`` implementations with 2, 3, ...
 replicas per service on ``--scale-partitions`` partitions (1 replica is the main cell).
 
+``--baseline-tree DIR`` adds, for A/B runs of a change, the implementations named in
+``--baseline-only`` (default ``choreo-confluent``) as they are in another checkout ``DIR``
+(e.g. ``git worktree add /tmp/main main``): rows ``<name>@base``, whose runs start the
+harness and every service process from ``DIR``'s code, interleaved with this checkout's.
+
 Results go to ``bench/results/peers-<UTC time>.json`` (machine, versions, every run) and,
 as tables with spreads and ratios against ``ceiling`` and ``raw`` of the same run, into the
 "Peers" section of ``bench/README.md`` (``--render FILE`` redoes that from a JSON).
@@ -50,6 +55,8 @@ from bench.peers.report import add_ratios, combine, scale_lines, table, targets,
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "bench" / "README.md"
 GRACE_S = 240.0
+BASE_SUFFIX = "@base"
+"""Marks an implementation run from ``--baseline-tree`` (another checkout's code)."""
 DIAGNOSTIC_IMPLS = frozenset({"dbos-sqlite", "ceiling-interleaved"})
 DEFAULT_IMPLS = tuple(i for i in IMPLEMENTATIONS if i not in DIAGNOSTIC_IMPLS)
 DEFAULT_SCALE = ("ceiling", "choreo-postgres")
@@ -181,10 +188,14 @@ def _pg_version(url: str) -> str:
 def run_one(impl: str, env: dict[str, Any], **cell: Any) -> dict[str, Any]:
     """Run ``impl`` once in a harness subprocess (topics recreated) and return its result."""
     sagas, partitions, replicas = cell["sagas"], cell["partitions"], cell.get("replicas", 1)
+    tree, name, run_env = ROOT, impl, None
+    if impl.endswith(BASE_SUFFIX):  # the same implementation, another checkout's code
+        tree, name = Path(env["baseline_tree"]), impl.removesuffix(BASE_SUFFIX)
+        run_env = {**os.environ, "PYTHONPATH": str(tree)}
     with tempfile.TemporaryDirectory(prefix="peers-") as scratch:
         out = Path(scratch) / "result.json"
         command = [
-            sys.executable, "-m", "bench.peers.runner", "--impl", impl,
+            sys.executable, "-m", "bench.peers.runner", "--impl", name,
             "--sagas", str(sagas), "--partitions", str(partitions), "--replicas", str(replicas),
             "--bootstrap", env["bootstrap"], "--budget", str(env["budget"]),
             "--warmup", str(env["warmup"]), "--recreate-topics", "--out", str(out),
@@ -199,7 +210,12 @@ def run_one(impl: str, env: dict[str, Any], **cell: Any) -> dict[str, Any]:
                 command += ["--postgres-pid", str(env["postgres_pid"])]
         started = time.monotonic()
         process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            cwd=tree,
+            env=run_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             _, stderr = process.communicate(timeout=env["budget"] + GRACE_S)
@@ -210,6 +226,7 @@ def run_one(impl: str, env: dict[str, Any], **cell: Any) -> dict[str, Any]:
         if not out.exists():
             return _failed(impl, cell, f"crashed (exit {process.returncode})", stderr)
         result: dict[str, Any] = json.loads(out.read_text())
+        result["impl"] = impl
         result["process_wall_s"] = round(time.monotonic() - started, 1)
         if process.returncode != 0 and stderr.strip():
             result["stderr_tail"] = stderr.strip().splitlines()[-5:]
@@ -295,6 +312,22 @@ def render(path: Path) -> None:
     print(table(report["results"]))
 
 
+def _described_tree(tree: Path | None) -> str | None:
+    """Return the ``--baseline-tree`` with its commit, for the results JSON."""
+    if tree is None:
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "not a git checkout"
+    return f"{tree} ({commit})"
+
+
 def _names(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -329,6 +362,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="diagnostic: librdkafka statistics of every service client (requests, batches)",
     )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        default=None,
+        help="A/B: also run --baseline-only from this checkout (rows <name>@base)",
+    )
+    parser.add_argument("--baseline-only", type=_names, default=["choreo-confluent"])
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--render", type=Path, default=None, help="redo the README from a JSON")
@@ -337,8 +377,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown implementation(s): {', '.join(unknown)}")
     args.only = [i for i in IMPLEMENTATIONS if i in args.only]
+    if args.baseline_tree is not None:
+        if not (args.baseline_tree / "bench" / "peers" / "runner.py").is_file():
+            parser.error(f"--baseline-tree {args.baseline_tree}: no bench/peers/runner.py there")
+        bad = [i for i in args.baseline_only if i not in IMPLEMENTATIONS or i in KAFKA_FREE]
+        if bad:
+            parser.error(f"--baseline-only: not a Kafka implementation: {', '.join(bad)}")
+        args.only += [i + BASE_SUFFIX for i in args.baseline_only]
     if args.no_scale:
         args.scale_replicas = []
+        args.scale_only = []  # no PostgreSQL server for scale rows that do not run
     return args
 
 
@@ -364,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             "budget": args.budget,
             "warmup": args.warmup,
             "client_stats": args.client_stats,
+            "baseline_tree": str(args.baseline_tree) if args.baseline_tree else None,
         }
         results = _matrix(args, env)
     add_ratios(results)
@@ -390,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             "users included) / timed wall seconds",
             "memory": "sum of the service processes' peak RSS (VmHWM)",
             "load": "all start events injected up front as fast as possible (throughput mode)",
+            "baseline_tree": _described_tree(args.baseline_tree),
         },
         "results": results,
         "targets": targets(results),

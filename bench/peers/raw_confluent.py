@@ -77,7 +77,13 @@ def raw_headers() -> Headers:
     return build
 
 
-_COMPENSATIONS: Final = {"release": "reserve", "refund": "charge", "cancel": "create_shipment"}
+_COMPENSATIONS: Final = {
+    "release": "reserve",
+    "refund": "charge",
+    "cancel": "create_shipment",
+    "reject": "start",  # undoes the saga: choreo names its start
+}
+"""Each compensation and the step it undoes: choreo's step header names the undone step."""
 _FAILURES: Final = {ch.RESERVATION_FAILED, ch.PAYMENT_DECLINED, ch.DISPATCH_FAILED}
 
 
@@ -93,8 +99,7 @@ def _role_and_step(service: str, step: str, out_type: str) -> tuple[bytes, bytes
         role = "compensation"
     else:
         role = "step"
-    named = _COMPENSATIONS.get(step, step) if role == "compensation" else step
-    return role.encode(), f"{service}.{named}".encode()
+    return role.encode(), f"{service}.{_COMPENSATIONS.get(step, step)}".encode()
 
 
 def ceiling_headers() -> Headers:

@@ -185,6 +185,19 @@ def targets(rows: list[Row]) -> list[str]:
             if paired and me.get("repeats", 1) > 1:
                 check += f" (repeat by repeat {paired['min']:.2f}-{paired['max']:.2f}x)"
             checks.append(check + _thread_split(me, ceiling))
+        base = _find(rows, "choreo-confluent@base", sagas, partitions)
+        if me and base:
+            value = ratio(me["cpu_ms_per_saga"], base["cpu_ms_per_saga"])
+            paired = _paired(me, base, "cpu_ms_per_saga")
+            line = f"choreo service CPU/saga against the baseline tree's: {value}x"
+            if paired and me.get("repeats", 1) > 1:
+                line += f" (repeat by repeat {paired['min']:.2f}-{paired['max']:.2f}x)"
+            if ceiling:
+                line += (
+                    f", the baseline tree's against the ceiling "
+                    f"{ratio(base['cpu_ms_per_saga'], ceiling['cpu_ms_per_saga'])}x"
+                )
+            checks.append(line)
         if me and fast:
             value = ratio(me["cpu_ms_per_saga"], fast["cpu_ms_per_saga"])
             checks.append(_check("choreo CPU/saga <= 0.2x FastStream", value, 0.2, higher=False))

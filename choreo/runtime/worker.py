@@ -386,6 +386,8 @@ class Worker:
         now = self.config.clock_ms()
         self.emitter.start_batch(now)
         first = first_offsets(records)
+        if self.refusals is not None:
+            self.refusals.arm(records)  # guards only for a batch with commands
         inbox.begin()
         try:
             self.delivery.stage()

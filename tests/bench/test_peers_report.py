@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
@@ -27,7 +30,8 @@ def test_ceiling_derives_event_ids_as_choreo_does() -> None:
     assert headers[ch.H_CAUSE] == parent.encode()
     assert headers[ch.H_ROLE] == b"step"
     failed = dict(build(ch.INVENTORY_RELEASED, ch.ORDER_FAILED, b"order-1", b"x", b"1"))
-    assert failed[ch.H_ROLE] == b"failed" and failed[ch.H_STEP] == b"order.reject"
+    assert failed[ch.H_ROLE] == b"failed"
+    assert failed[ch.H_STEP] == b"order.start"  # reject undoes the saga: choreo names its start
     released = dict(build(ch.PAYMENT_DECLINED, ch.INVENTORY_RELEASED, b"o", b"x", b"1"))
     assert released[ch.H_ROLE] == b"compensation"
     assert released[ch.H_STEP] == b"inventory.reserve"  # a compensation names what it undid
@@ -89,3 +93,33 @@ def test_target_line_gives_the_python_and_librdkafka_thread_split() -> None:
     line = targets(rows)[0]
     assert "Python threads 0.250 vs 0.200 ms = 1.25x" in line
     assert "librdkafka threads 0.050 vs 0.100 ms = 0.50x" in line
+
+
+def test_a_baseline_checkouts_rows_are_compared_with_this_ones() -> None:
+    """Rows <impl>@base (run from --baseline-tree) get a line against this checkout's."""
+    ceiling = combine([_run("ceiling", 100, c) for c in (0.2, 0.2, 0.2)])
+    choreo = combine([_run("choreo-confluent", 100, c) for c in (0.22, 0.24, 0.3)])
+    base = combine([_run("choreo-confluent@base", 100, c) for c in (0.2, 0.3, 0.3)])
+    rows = [ceiling, choreo, base]
+    add_ratios(rows)
+    assert base["vs_ceiling"]["cpu_ms_per_saga"] == 1.5
+    line = targets(rows)[0]
+    assert "choreo service CPU/saga against the baseline tree's: 0.8x" in line
+    assert "(repeat by repeat 0.80-1.10x)" in line
+    assert "the baseline tree's against the ceiling 1.5x" in line
+
+
+def test_run_peers_adds_the_baseline_rows_of_another_checkout(tmp_path: Path) -> None:
+    """--baseline-tree DIR adds <impl>@base for each --baseline-only; DIR must be a checkout."""
+    spec = importlib.util.spec_from_file_location("run_peers", REPO_ROOT / "bench" / "run_peers.py")
+    assert spec is not None and spec.loader is not None
+    run_peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_peers)
+    args = run_peers.parse(
+        ["--only", "ceiling,choreo-confluent", "--baseline-tree", str(REPO_ROOT)]
+    )
+    assert args.only == ["ceiling", "choreo-confluent", "choreo-confluent@base"]
+    with pytest.raises(SystemExit):
+        run_peers.parse(["--baseline-tree", str(tmp_path)])  # no bench/peers/runner.py
+    with pytest.raises(SystemExit):
+        run_peers.parse(["--baseline-tree", str(REPO_ROOT), "--baseline-only", "dbos-postgres"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from orch_kit import MakeKit
@@ -23,6 +24,7 @@ from choreo.runtime.deadletter import DeadLetterReason
 from choreo.runtime.refusal import Refusals
 from choreo.store import SqliteStore
 from choreo.testing import SagaTestKit
+from choreo.transports.base import Record
 from services import events as ev
 from services.saga import OrderFulfillmentOrchestrated
 
@@ -114,3 +116,61 @@ def test_the_mark_is_in_the_store_and_survives_a_restart(tmp_path: Path) -> None
         assert not Refusals(reopened, "inventory", lambda: 2).compensated("o-1")
     finally:
         reopened.close()
+
+
+def _publish(kit: SagaTestKit, cid: str, command: ev.ChargePayment, role: Role) -> None:
+    """Publish ``command`` for saga ``cid`` with ``role`` (no run)."""
+    start = kit.events(cid)[0]
+    envelope = start.envelope.caused(
+        event_type_of(command), role=role, service="orchestrator", step="orchestrator.charge"
+    )
+    kit.publish_raw(
+        kit.config.topic_naming(envelope.event_type),
+        kit.serde.encode(command),
+        key=cid.encode(),
+        headers=envelope.to_headers(),
+    )
+
+
+def test_the_guards_are_armed_only_for_batches_with_commands(make_kit: MakeKit) -> None:
+    """A batch without commands runs the handlers themselves (the dispatcher's fast path);
+    a late command in a later batch is still refused."""
+    kit, orch, script = make_kit(Script(fail={"reserve"}))
+    cid = _start(kit, "o-armed")
+    assert kit.phase(orch, cid) is Phase.FAILED
+    payment = kit.workers["payment"]
+    refusals = payment.refusals
+    assert refusals is not None and refusals.compensated(cid)
+    route = payment.dispatcher.routes[event_type_of(ev.ChargePayment)]
+
+    # the same type with a choreographed role: a batch without commands, no guard
+    _publish(kit, cid, ev.ChargePayment(order_id=cid, amount_cents=1), Role.STEP)
+    kit.run_until_idle()
+    assert route.func is route.spec.func and not refusals.refused
+    charged = script.calls["charge"]
+
+    _publish(kit, cid, ev.ChargePayment(order_id=cid, amount_cents=2), Role.COMMAND)
+    kit.run_until_idle()
+    assert route.func is not route.spec.func and route.takes_context
+    assert refusals.refused == 1 and script.calls["charge"] == charged  # never applied
+
+
+def test_any_role_header_of_an_order_arms_the_guards(make_kit: MakeKit) -> None:
+    """A record carrying a command role in any of its role headers arms the guards; one
+    with list pairs (not hashable) arms them too."""
+    kit, _, _ = make_kit(Script())
+    refusals = kit.workers["payment"].refusals
+    assert refusals is not None
+    plain = (("choreo-role", b"step"), ("choreo-type", b"x"))
+    doubled = (("choreo-role", b"step"), ("choreo-role", b"command"))
+    compensate = (("choreo-role", b"compensate"),)
+    odd = (["choreo-role", b"step"],)
+
+    def record(headers: tuple[Any, ...]) -> Record:
+        return Record("t", 0, 0, None, b"", headers)
+
+    assert not refusals.arm([record(plain), record(plain)])
+    assert refusals.arm([record(plain), record(doubled)])
+    assert not refusals.arm([])
+    assert refusals.arm([record(compensate)])
+    assert refusals.arm([record(odd)])  # type: ignore[arg-type]
