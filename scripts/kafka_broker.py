@@ -81,6 +81,10 @@ MARKER = ".choreo-complete"
 # The jar whose presence proves the download is the Kafka we asked for.
 KAFKA_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"
 JVM_OPTS = ("-Xmx1g", "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+TOOL_JVM_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
+"""The JVM options of the one-shot StorageTool ``format`` run before every broker start: a
+short tool wants the quick compiler and the simplest collector (1.0-1.3 s instead of
+1.9-2.2 s per format on a loaded 2-core machine; the broker keeps ``JVM_OPTS``)."""
 DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 
@@ -574,6 +578,7 @@ class KafkaBroker(ServerProcess):
         self.cluster_id = self.cluster_id or random_cluster_id()
         command = [
             java,
+            *TOOL_JVM_OPTS,
             *self._log_opts(),
             "-cp",
             f"{jars}/*",

@@ -33,9 +33,15 @@ SCENARIOS = ["kill-random", "poison", "sigterm-drain"]
 
 
 @pytest.mark.timeout(900)
-def test_three_scenarios_with_two_replicas_leave_every_figure_at_zero() -> None:
-    """Random SIGKILLs, poison records and SIGTERM drains: nothing lost, nothing twice."""
+def test_three_scenarios_with_two_replicas_leave_every_figure_at_zero(postgres_url: str) -> None:
+    """Random SIGKILLs, poison records and SIGTERM drains: nothing lost, nothing twice.
+
+    The harness starts a broker of its own (its scenarios may kill brokers) and creates a
+    database per scenario on the session's PostgreSQL server (``$CHOREO_POSTGRES_URL``),
+    instead of starting another server.
+    """
     env = {k: v for k, v in os.environ.items() if k != "CHOREO_KAFKA_BOOTSTRAP"}
+    env["CHOREO_POSTGRES_URL"] = postgres_url
     result = subprocess.run(
         [
             sys.executable,

@@ -15,6 +15,7 @@ from choreo.choreography.service import Retry
 from choreo.model.envelope import Header, Role, headers_to_dict
 from choreo.runtime import (
     DeadLetterReason,
+    Middleware,
     Publisher,
     SqliteInbox,
     Worker,
@@ -22,7 +23,7 @@ from choreo.runtime import (
     deadletter_topic,
 )
 from choreo.testing import SagaTestKit
-from choreo.transports.base import Record, Transport
+from choreo.transports.base import Record, TopicPartition, Transport
 from choreo.transports.config import KafkaConfig
 from choreo.transports.factory import open_transport
 
@@ -105,6 +106,42 @@ def _read(transport: Transport, topic: str, count: int, timeout: float = 30.0) -
     return records
 
 
+REREAD_S = 3.0
+"""How long a new member of a group keeps polling once it owns its partitions."""
+
+
+class _Assigned(Middleware):
+    """Records the partitions assigned to the worker."""
+
+    def __init__(self) -> None:
+        self.partitions: list[TopicPartition] = []
+
+    def on_assign(self, worker: Worker, partitions: list[TopicPartition]) -> None:
+        self.partitions.extend(partitions)
+
+
+def _handled_once_assigned(worker: Worker, assigned: _Assigned) -> int:
+    """Run ``worker`` until it owns partitions, then ``REREAD_S`` longer; return what it handled.
+
+    A new member of a group starts at the group's committed offsets, so an event whose
+    offset was not committed is fetched by its first polls after the assignment: with
+    ``fetch.wait.max.ms=50`` that is well inside ``REREAD_S`` (a fixed 8 s from the start
+    before, most of it spent after the first fetch). The worker is closed.
+    """
+    handled = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not assigned.partitions:
+            assert time.monotonic() < deadline, "the new member was assigned nothing in 60 s"
+            handled += worker.run_once(0.2)
+        reread = time.monotonic() + REREAD_S
+        while time.monotonic() < reread:
+            handled += worker.run_once(0.2)
+    finally:
+        worker.close()
+    return handled
+
+
 def test_a_saga_completes_and_another_compensates_in_reverse_order(
     kafka: Transport, names: _Names, serde: Any
 ) -> None:
@@ -184,20 +221,15 @@ def test_exactly_once_round_trip(kafka: Transport, names: _Names, serde: Any) ->
         kit.close()
     reserved = _read(kafka, names.topic("test.runtime.StockReserved"), 1)
     assert len(reserved) == 1
+    assigned = _Assigned()
     again = Worker(
         shop.inventory,
         kafka,
         serde,
         config=names.config(exactly_once=True, group_id=f"{names.prefix}inventory"),
+        middleware=[assigned],
     )
-    try:
-        deadline = time.monotonic() + 8
-        handled = 0
-        while time.monotonic() < deadline:
-            handled += again.run_once(0.2)
-        assert handled == 0
-    finally:
-        again.close()
+    assert _handled_once_assigned(again, assigned) == 0
 
 
 def test_crash_after_publish_replays_the_outbox_without_duplicate_effects(
@@ -267,13 +299,7 @@ def test_graceful_stop_commits_what_was_handled(
     assert not thread.is_alive()
     assert shop.state.count("inventory.reserve") == 10
 
-    again = Worker(shop.inventory, transport, serde, config=config)
-    try:
-        deadline = time.monotonic() + 8
-        handled = 0
-        while time.monotonic() < deadline:
-            handled += again.run_once(0.2)
-        assert handled == 0
-    finally:
-        again.close()
+    assigned = _Assigned()
+    again = Worker(shop.inventory, transport, serde, config=config, middleware=[assigned])
+    assert _handled_once_assigned(again, assigned) == 0
     assert shop.state.count("inventory.reserve") == 10

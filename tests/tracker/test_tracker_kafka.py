@@ -17,6 +17,11 @@ from choreo.transports.factory import open_transport
 
 pytestmark = pytest.mark.kafka
 
+IDLE = "1"
+"""Seconds of quiet that end a read: counted from the assignment on, when every record of
+these tests is already in its topic, so it only has to outlast one fetch (it was 3 s, three
+times per test). A read cut short loses records, which the counts below would show."""
+
 
 def test_export_import_roundtrip(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
@@ -38,7 +43,7 @@ def test_export_import_roundtrip(
     out = tmp_path / "export.avro"
     pattern = "^" + re.escape(prefix) + r"\."
     result = runner.invoke(main, ["export", "-o", str(out), "--bootstrap", kafka_bootstrap,
-                                  "--topics", pattern, "--idle", "3"])
+                                  "--topics", pattern, "--idle", IDLE])
     assert result.exit_code == 0, result.output
     exported = list(read_container_file(out))
     assert len(exported) == 10
@@ -49,11 +54,11 @@ def test_export_import_roundtrip(
                                   "--topic-prefix", copy])
     assert result.exit_code == 0, result.output
     assert "imported 10 records into 8 topics" in result.output
-    copied = list(read_topics(transport, [copy + t for t in topics], idle_timeout=3.0))
+    copied = list(read_topics(transport, [copy + t for t in topics], idle_timeout=float(IDLE)))
     assert sorted((r.key, r.value, r.headers) for r in copied) == sorted(
         (r.key, r.value, r.headers) for r in exported
     )
     result = runner.invoke(main, ["verify", "--bootstrap", kafka_bootstrap, "--topics",
-                                  "^" + re.escape(copy), "--idle", "3"])
+                                  "^" + re.escape(copy), "--idle", IDLE])
     assert result.exit_code == 0, result.output
     assert "no violation in 2 sagas (10 events)" in result.output
