@@ -73,7 +73,11 @@ def _publish_orders(transport: Transport, prefix: str, count: int, partitions: i
 def _read_all(
     bootstrap: str, topic: str, expected: int, *, isolation: str = "read_committed"
 ) -> list[Record]:
-    """Read ``topic`` from the start in a fresh group until ``expected`` records or quiet."""
+    """Read ``topic`` from the start in a fresh group until ``expected`` records or quiet.
+
+    Quiet counts from the reader's assignment, not its start: a slow join must not end
+    the read before it read anything (``expected`` 0 asserts an empty topic).
+    """
     reader = _transport("confluent", bootstrap, **{"isolation.level": isolation}).consumer(
         f"reader-{uuid.uuid4().hex[:8]}"
     )
@@ -84,11 +88,13 @@ def _read_all(
     while time.monotonic() < deadline:
         got = reader.poll(500, 0.5)
         records.extend(got)
-        if got:
+        if got or not reader.assignment():
             quiet_since = time.monotonic()
         elif len(records) >= expected and time.monotonic() - quiet_since > 3:
             break
+    assigned = bool(reader.assignment())
     reader.close()
+    assert assigned, f"the reader of {topic} was never assigned its partitions"
     return records
 
 
