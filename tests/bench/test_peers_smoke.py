@@ -107,7 +107,7 @@ def test_implementation_runs_every_saga_to_its_expected_end(
 
     About 5-10 s per implementation (over the ~10 s rule for some): four or five service
     processes start, import their client libraries and join their consumer groups (the
-    broker delays a new group's first join by 3 s) before the 20 sagas run.
+    test broker adds no initial rebalance delay) before the 20 sagas run.
     """
     url = request.getfixturevalue("postgres_url") if impl in NEEDS_POSTGRES else None
     result = run_harness(impl, kafka_bootstrap, topic_prefix, tmp_path, url)
