@@ -16,8 +16,7 @@ import inspect
 import os
 import struct
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from choreo.errors import BusinessFailure, HandlerError
 from choreo.model.envelope import Header
@@ -41,7 +40,8 @@ _HEX_GROUPS: Final = struct.Struct("8s4sx3s1s3s12s8x").unpack
 _UUID_TEXT: Final = struct.Struct("8sx4sx1s3sx1s3sx12s").pack  # NUL where a dash goes
 _DASHES: Final = bytes.maketrans(b"\0", b"-")
 _VARIANT_BYTES: Final = {digit.encode(): v.encode() for digit, v in _VARIANT.items()}
-_new_record: Callable[[tuple[Any, ...]], OutboxRecord] = partial(tuple.__new__, OutboxRecord)
+# an OutboxRecord from a tuple of its fields, without NamedTuple's Python-level __new__
+_tuple_new = cast("Callable[[type[OutboxRecord], tuple[Any, ...]], OutboxRecord]", tuple.__new__)
 
 
 class Emitter:
@@ -132,7 +132,7 @@ class Emitter:
                 (_TRACE, child),
             )
         encode = self.encoders.get(cls) or self._encoder(cls)
-        return _new_record((event_id, plan.topic, cid[1], encode(event), headers))
+        return _tuple_new(OutboxRecord, (event_id, plan.topic, cid[1], encode(event), headers))
 
     def _encoder(self, cls: type[Event]) -> Callable[[Event], bytes]:
         """Return (and remember) the function encoding events of ``cls``."""
