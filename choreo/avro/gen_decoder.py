@@ -247,7 +247,11 @@ class DecoderGen(Visitor[_Arg, str]):
         if inline is not None and all(_is_name(a) for a, _ in inline[2]):
             # the builder's own slot stores (attributes of a Python class), without the call
             shell, cls, stores = inline
-            self.src.emit(indent, f"{t} = _new({self.src.const(shell, 'H')})")
+            name = self.src.const(shell, "H")
+            # calling a shell that only inherits object's __new__ and __init__ costs less
+            # than object.__new__(shell), which checks its argument first
+            plain = shell.__new__ is object.__new__ and shell.__init__ is object.__init__
+            self.src.emit(indent, f"{t} = {name}()" if plain else f"{t} = _new({name})")
             for attribute, position in stores:
                 self.src.emit(indent, f"{t}.{attribute} = {args[position]}")
             self.src.emit(indent, f"{t}.__class__ = {self.src.const(cls, 'C')}")
