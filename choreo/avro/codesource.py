@@ -124,6 +124,18 @@ def read_varint_tail(b: bytes, p: int, x: int) -> tuple[int, int]:
             raise InvalidBodyError("varint longer than 10 bytes")
 
 
+BEYOND_ANY_INPUT = 1 << 62
+"""A length no input has: what an odd (negative) one-byte length reads as."""
+
+ONE_BYTE_ZIGZAG = tuple((x >> 1) ^ -(x & 1) for x in range(128))
+"""The zig-zag decoded value of each one-byte varint (a tuple index instead of four
+generic integer operations in a generated decoder)."""
+
+ONE_BYTE_LENGTH = tuple(BEYOND_ANY_INPUT if x & 1 else x >> 1 for x in range(128))
+"""The byte length each one-byte varint gives; an odd one (a negative length) gives
+``BEYOND_ANY_INPUT``, so the decoder's one range check refuses it."""
+
+
 class Source:
     """Accumulates generated lines and the constants they refer to."""
 
@@ -141,6 +153,8 @@ class Source:
             "_deepcopy": copy.deepcopy,
             "_Mapping": Mapping,
             "_new": object.__new__,
+            "_ZIGZAG": ONE_BYTE_ZIGZAG,
+            "_HALF": ONE_BYTE_LENGTH,
         }
         self._counter = 0
 
@@ -210,4 +224,12 @@ def min_encoded_size(schema: Schema, node: Node | None = None) -> int:
     return MinSize(schema).visit(schema.root if node is None else node, None)
 
 
-__all__ += ["INT_RANGE", "LONG_RANGE", "MinSize", "read_varint_tail"]
+__all__ += [
+    "BEYOND_ANY_INPUT",
+    "INT_RANGE",
+    "LONG_RANGE",
+    "ONE_BYTE_LENGTH",
+    "ONE_BYTE_ZIGZAG",
+    "MinSize",
+    "read_varint_tail",
+]

@@ -13,7 +13,7 @@ import keyword
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from choreo.avro.codesource import INT_RANGE, MinSize, ResolutionError, Source
+from choreo.avro.codesource import BEYOND_ANY_INPUT, INT_RANGE, MinSize, ResolutionError, Source
 from choreo.avro.compat import names_match, resolve_branch
 from choreo.avro.defaults import default_value
 from choreo.avro.model import (
@@ -88,24 +88,41 @@ class DecoderGen(Visitor[_Arg, str]):
         e = self.src.emit
         e(indent, "x = b[p]")
         e(indent, "p += 1")
-        e(indent, "if x > 127:")  # two bytes inline (values below 2**13), longer ones in _tail
-        e(indent + 1, "y = b[p]")
-        e(indent + 1, "if y < 128:")
-        e(indent + 2, "x = (x & 127) | (y << 7)")
-        e(indent + 2, "p += 1")
-        e(indent + 1, "else:")
-        e(indent + 2, "x, p = _tail(b, p, x)")
-        if zigzag:
-            e(indent, f"{target} = (x >> 1) ^ -(x & 1)")
-        elif target != "x":
+        if zigzag:  # one byte: its value from a table
+            e(indent, "if x < 128:")
+            e(indent + 1, f"{target} = _ZIGZAG[x]")
+            e(indent, "else:")
+            self.varint_tail(indent + 1)
+            e(indent + 1, f"{target} = (x >> 1) ^ -(x & 1)")
+            return
+        e(indent, "if x > 127:")
+        self.varint_tail(indent + 1)
+        if target != "x":
             e(indent, f"{target} = x")
+
+    def varint_tail(self, indent: int) -> None:
+        """Emit code finishing a varint whose first byte ``x`` is over 127."""
+        e = self.src.emit
+        e(indent, "y = b[p]")  # two bytes inline (values below 2**13), longer ones in _tail
+        e(indent, "if y < 128:")
+        e(indent + 1, "x = (x & 127) | (y << 7)")
+        e(indent + 1, "p += 1")
+        e(indent, "else:")
+        e(indent + 1, "x, p = _tail(b, p, x)")
 
     def length(self, indent: int) -> str:
         """Emit code reading a byte length and checking it against the remaining input."""
+        e = self.src.emit
         q = self.src.var("q")
-        self.varint("x", indent, zigzag=False)
-        self.src.emit(indent, f"{q} = p + (x >> 1)")
-        self.src.emit(indent, f"if x & 1 or {q} > end:")  # odd zig-zag value: negative
+        e(indent, "x = b[p]")
+        e(indent, "p += 1")
+        e(indent, "if x < 128:")  # one byte: the length from a table (odd: beyond any end)
+        e(indent + 1, f"{q} = p + _HALF[x]")
+        e(indent, "else:")
+        self.varint_tail(indent + 1)
+        # odd zig-zag value: a negative length
+        e(indent + 1, f"{q} = p + ({BEYOND_ANY_INPUT} if x & 1 else x >> 1)")
+        e(indent, f"if {q} > end:")
         self.fail(indent + 1, "length out of range")
         return q
 
@@ -247,7 +264,11 @@ class DecoderGen(Visitor[_Arg, str]):
         if inline is not None and all(_is_name(a) for a, _ in inline[2]):
             # the builder's own slot stores (attributes of a Python class), without the call
             shell, cls, stores = inline
-            self.src.emit(indent, f"{t} = _new({self.src.const(shell, 'H')})")
+            name = self.src.const(shell, "H")
+            # calling a shell that only inherits object's __new__ and __init__ costs less
+            # than object.__new__(shell), which checks its argument first
+            plain = shell.__new__ is object.__new__ and shell.__init__ is object.__init__
+            self.src.emit(indent, f"{t} = {name}()" if plain else f"{t} = _new({name})")
             for attribute, position in stores:
                 self.src.emit(indent, f"{t}.{attribute} = {args[position]}")
             self.src.emit(indent, f"{t}.__class__ = {self.src.const(cls, 'C')}")

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, cast
 
-from choreo.model.slots import shell_of, slot_setters
+from choreo.model.slots import fast_frozen_init, shell_of, slot_setters
 
 __all__ = [
     "Event",
@@ -51,10 +51,29 @@ E = TypeVar("E", bound="Event")
 
 
 class Event:
-    """Base class of typed events; subclasses are dataclasses naming their Avro schema."""
+    """Base class of typed events; subclasses are dataclasses naming their Avro schema.
+
+    A subclass that is a frozen, slotted dataclass (``@dataclass(frozen=True,
+    slots=True)``) with the generated ``__init__`` gets an equal ``__init__`` that stores
+    its fields on a same-layout shell instead of calling ``object.__setattr__`` per field
+    (:func:`~choreo.model.slots.fast_frozen_init`): same parameters, same instance, same
+    errors, at about half the cost of building the event. Any other subclass keeps its
+    ``__init__``.
+    """
 
     __slots__ = ()
     __avro_name__: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a frozen, slotted dataclass subclass its shell-building ``__init__``."""
+        super().__init_subclass__(**kwargs)
+        # dataclass(slots=True) re-creates the class with its generated methods: that is
+        # when this sees them (the first, plain class has none and is left alone)
+        fast = fast_frozen_init(cls)
+        if fast is not None:
+            cls.__init__ = fast  # type: ignore[method-assign]
+
+    __init_subclass__.__choreo_shell_safe__ = True  # type: ignore[attr-defined]
 
 
 def event_type_of(event: Event | type[Event]) -> str:

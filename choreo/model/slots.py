@@ -2,8 +2,10 @@
 
 The compiled decoders of :mod:`choreo.model.events` build every decoded event; for a
 slotted, frozen dataclass whose ``__init__`` only assigns, storing the slots directly (or
-on a same-layout "shell" whose class is then set) costs under half as much. These two
-functions decide when that is safe and return what the decoder needs.
+on a same-layout "shell" whose class is then set) costs under half as much. These
+functions decide when that is safe and return what the decoder needs, and
+:func:`fast_frozen_init` gives such a class an ``__init__`` built the same way (what
+:class:`~choreo.model.events.Event` installs on its frozen, slotted subclasses).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["shell_of", "slot_setters"]
+__all__ = ["fast_frozen_init", "shell_of", "slot_setters"]
 
 
 def slot_setters(
@@ -41,6 +43,17 @@ def slot_setters(
     return setters
 
 
+def _runs_hook(klass: type[Any]) -> bool:
+    """Return whether subclassing ``klass`` runs a hook of its own (not a shell-safe one).
+
+    :class:`~choreo.model.events.Event`'s hook is marked ``__choreo_shell_safe__``: it
+    ignores classes that are no dataclass, as shells are.
+    """
+    hook = klass.__dict__.get("__init_subclass__")
+    function = getattr(hook, "__func__", hook)  # the class body's function, made a classmethod
+    return hook is not None and not getattr(function, "__choreo_shell_safe__", False)
+
+
 def shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any] | None:
     """Return a mutable class with ``cls``'s layout, or None when that is not safe.
 
@@ -56,7 +69,7 @@ def shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any] 
     names = [f.name for f in fields]
     if type(cls) is not type or len(cls.__bases__) != 1 or not isinstance(slots, tuple):
         return None
-    if any("__init_subclass__" in k.__dict__ for k in cls.__mro__[1:-1]):
+    if any(_runs_hook(k) for k in cls.__mro__[1:-1]):
         return None
     if set(names) - set(slots) or any(n.startswith("__") for n in slots):
         return None
@@ -74,3 +87,98 @@ def shell_of(cls: type[Any], fields: list[dataclasses.Field[Any]]) -> type[Any] 
     ):
         return None  # pragma: no cover - CPython let the class change but lost a value
     return shell
+
+
+def fast_frozen_init(cls: type[Any]) -> Callable[..., None] | None:
+    """Return an ``__init__`` for a frozen slotted dataclass equal to its generated one, or None.
+
+    A frozen dataclass's generated ``__init__`` stores each field through
+    ``object.__setattr__`` (its own ``__setattr__`` refuses): a slot wrapper call per field,
+    about half the cost of building a small event. The returned one takes the same
+    parameters (same names, defaults, keyword-only marker, qualified name, so the same
+    ``TypeError`` for a wrong call) and builds the same instance on a same-layout shell
+    (see :func:`shell_of`): the class is set to the shell, the fields are stored plainly,
+    the class is set back. An instance of any other class (a subclass that inherits
+    ``__init__``) goes to the generated one. None unless ``cls`` is a frozen, slotted
+    dataclass whose ``__init__`` is the generated one taking every field (no
+    ``__post_init__``, ``InitVar``, ``default_factory`` or ``init=False`` field), and unless
+    a probe instance built both ways comes out the same.
+    """
+    params = cls.__dict__.get("__dataclass_params__")
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    if params is None or not (params.frozen and params.init) or code is None:
+        return None
+    if "__dataclass_builtins_object__" not in code.co_freevars + code.co_names:
+        return None  # written by hand in the class body: the dataclass kept it
+    fields = list(dataclasses.fields(cls))
+    parameters = code.co_argcount + code.co_kwonlyargcount - 1  # without self
+    if hasattr(cls, "__post_init__") or parameters != len(fields):
+        return None  # InitVar pseudo-fields are parameters but not fields
+    if any(not f.init or f.default_factory is not dataclasses.MISSING for f in fields):
+        return None
+    shell = shell_of(cls, fields)
+    if shell is None:
+        return None
+    fast = _compile_init(cls, shell, fields, init)
+    return fast if _same_build(cls, fields, init, fast) else None
+
+
+def _compile_init(
+    cls: type[Any], shell: type[Any], fields: list[dataclasses.Field[Any]], init: Any
+) -> Callable[..., None]:
+    """Return the shell-building ``__init__`` of ``cls`` (see :func:`fast_frozen_init`)."""
+    namespace: dict[str, Any] = {"_cls": cls, "_shell": shell, "_init": init}
+    namespace["_set"] = object.__setattr__
+    params, passed, marked = ["self"], [], False
+    for index, field in enumerate(fields):
+        if field.kw_only and not marked:
+            params.append("*")
+            marked = True
+        param = field.name
+        if field.default is not dataclasses.MISSING:
+            namespace[f"_d{index}"] = field.default
+            param = f"{field.name}=_d{index}"
+        params.append(param)
+        passed.append(f"{field.name}={field.name}" if field.kw_only else field.name)
+    stores = [f"        self.{f.name} = {f.name}" for f in fields]
+    text = "\n".join(
+        [
+            f"def __init__({', '.join(params)}):",
+            "    if self.__class__ is _cls:",
+            "        _set(self, '__class__', _shell)",
+            *stores,
+            "        self.__class__ = _cls",
+            "    else:",
+            f"        _init(self, {', '.join(['', *passed])[2:]})",
+        ]
+    )
+    exec(compile(text, f"<choreo fast init {cls.__qualname__}>", "exec"), namespace)  # noqa: S102
+    fast: Callable[..., None] = namespace["__init__"]
+    fast.__qualname__ = init.__qualname__
+    fast.__module__ = init.__module__
+    fast.__doc__ = init.__doc__
+    fast.__annotations__ = dict(init.__annotations__)
+    fast.__wrapped__ = init  # type: ignore[attr-defined]
+    return fast
+
+
+def _same_build(
+    cls: type[Any], fields: list[dataclasses.Field[Any]], init: Any, fast: Callable[..., None]
+) -> bool:
+    """Return whether ``init`` and ``fast`` build the same instance from the same values."""
+    values = {f.name: object() for f in fields}
+    positional = [values[f.name] for f in fields if not f.kw_only]
+    keywords = {f.name: values[f.name] for f in fields if f.kw_only}
+    built = []
+    try:
+        for function in (init, fast):
+            instance = object.__new__(cls)
+            function(instance, *positional, **keywords)
+            built.append(instance)
+    except Exception:  # any surprise: keep the generated __init__
+        return False
+    return all(
+        type(one) is cls and all(getattr(one, f.name) is values[f.name] for f in fields)
+        for one in built
+    )

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import struct
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any
+from typing import Any, Final, cast
 
 from choreo.errors import BusinessFailure, HandlerError
 from choreo.model.envelope import Header
@@ -34,7 +34,14 @@ _CAUSE = Header.CAUSATION_ID
 _TRACE = Header.TRACEPARENT
 
 _join = b"".join
-_new_record: Callable[[tuple[Any, ...]], OutboxRecord] = partial(tuple.__new__, OutboxRecord)
+# a SHA-1's 40 hex digits -> the groups of a uuid5's text: 8, 4, (version) 3, variant
+# digit, 3, 12 (the last 8 digits are not part of it)
+_HEX_GROUPS: Final = struct.Struct("8s4sx3s1s3s12s8x").unpack
+_UUID_TEXT: Final = struct.Struct("8sx4sx1s3sx1s3sx12s").pack  # NUL where a dash goes
+_DASHES: Final = bytes.maketrans(b"\0", b"-")
+_VARIANT_BYTES: Final = {digit.encode(): v.encode() for digit, v in _VARIANT.items()}
+# an OutboxRecord from a tuple of its fields, without NamedTuple's Python-level __new__
+_tuple_new = cast("Callable[[type[OutboxRecord], tuple[Any, ...]], OutboxRecord]", tuple.__new__)
 
 
 class Emitter:
@@ -80,14 +87,19 @@ class Emitter:
         """
         _, _, saga, trace, parent_id, cid, saga_pair = fields
         cls = event.__class__
-        plan = route.plans.get((cls, saga)) or route.plan(cls, saga)
+        last_cls, last_saga, plan = route.last  # the plan of the previous event, mostly
+        if last_cls is not cls or last_saga != saga:
+            plan = route.plan(cls, saga)
         digest = _NAMESPACE_SHA1.copy()  # uuid5 of "<parent id>/<step>/<index>"
         digest.update(
             parent_id + (route.id_suffixes[index] if index < _SUFFIXES else route.id_suffix(index))
         )
-        h = digest.hexdigest()
-        event_id = f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-        id_bytes = event_id.encode()
+        # the hex digits cut by one struct call and put together with the version (5),
+        # the variant digit and NULs for the dashes by another: no slice per group
+        head, mid, low, variant, clock, node = _HEX_GROUPS(digest.hexdigest().encode())
+        variant = _VARIANT_BYTES[variant]
+        id_bytes = _UUID_TEXT(head, mid, b"5", low, variant, clock, node).translate(_DASHES)
+        event_id = id_bytes.decode()
         if trace is None or not self.tracing:
             headers: tuple[tuple[str, bytes], ...] = (
                 plan.type_header,
@@ -101,11 +113,11 @@ class Emitter:
                 plan.step_header,
             )
         else:
-            # the child's span id is the id's last 16 hex digits: bytes 19-22 and 24-35
+            # the child's span id is the id's last 16 hex digits: variant, clock and node
             if self.traces_valid or is_valid(trace):  # ASCII: bytes and characters agree
-                child = _join((trace[:36], id_bytes[19:23], id_bytes[24:36], trace[52:]))
+                child = _join((trace[:36], variant, clock, node, trace[52:]))
             else:  # an invalid parent starts a new trace (W3C Trace Context)
-                span = id_bytes[19:23] + id_bytes[24:36]
+                span = variant + clock + node
                 child = b"00-%s-%s-01" % (os.urandom(16).hex().encode(), span)
             headers = (
                 plan.type_header,
@@ -120,7 +132,7 @@ class Emitter:
                 (_TRACE, child),
             )
         encode = self.encoders.get(cls) or self._encoder(cls)
-        return _new_record((event_id, plan.topic, cid[1], encode(event), headers))
+        return _tuple_new(OutboxRecord, (event_id, plan.topic, cid[1], encode(event), headers))
 
     def _encoder(self, cls: type[Event]) -> Callable[[Event], bytes]:
         """Return (and remember) the function encoding events of ``cls``."""

@@ -25,15 +25,25 @@ __all__ = ["Pauses", "first_offsets", "next_offsets"]
 Offsets = dict[TopicPartition, int]
 
 
-_PARTITION_OF: Final = attrgetter("topic", "partition")
+_TOPIC: Final = attrgetter("topic")
+_PARTITION: Final = attrgetter("partition")
 
 
 def _sole_partition(records: Sequence[Record]) -> tuple[str, int] | None:
-    """Return the (topic, partition) of ``records`` when there is exactly one, else None."""
-    partitions = list(map(_PARTITION_OF, records))  # C-level: the common batch is one
-    if partitions and partitions.count(partitions[0]) == len(partitions):
-        return partitions[0]
-    return None
+    """Return the (topic, partition) of ``records`` when there is exactly one, else None.
+
+    C-level passes (the common batch is one partition): the partitions, then the topics,
+    each counted against the first record's, with no tuple per record.
+    """
+    if not records:
+        return None
+    topic, partition = records[0].topic, records[0].partition
+    count = len(records)
+    if list(map(_PARTITION, records)).count(partition) != count:
+        return None
+    if list(map(_TOPIC, records)).count(topic) != count:
+        return None
+    return topic, partition
 
 
 def first_offsets(records: list[Record]) -> Offsets:

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from choreo.choreography.service import HandlerSpec, Retry, Service
 from choreo.errors import ConfigurationError, EnvelopeError, HandlerError
@@ -297,6 +297,7 @@ class Route:
         "event_type",
         "func",
         "id_suffixes",
+        "last",
         "logger",
         "naming",
         "plans",
@@ -334,6 +335,10 @@ class Route:
         self.logger = logging.getLogger(f"choreo.handler.{service.name}")
         self.allowed: frozenset[type[Event]] = frozenset((*spec.emits, *spec.fails_with))
         self.plans: dict[tuple[type[Event], str], EmitPlan] = {}
+        # the last plan asked for, with its class and saga (one tuple: a thread sees all
+        # three of the same plan); the emitter checks it before building the dict's key
+        # (no class matches None, so the placeholder plan is never used)
+        self.last: tuple[type[Event] | None, str, EmitPlan] = (None, "", cast("EmitPlan", None))
         self.id_suffixes = [f"/{self.step_id}/{index}".encode() for index in range(_SUFFIXES)]
 
     def id_suffix(self, index: int) -> bytes:
@@ -346,11 +351,13 @@ class Route:
 
         At most ``_MAX_PLANS`` plans are cached: ``saga`` is the incoming record's saga
         header, so records naming ever new sagas must not grow the cache per record.
+        The plan returned is also kept as :attr:`last` (with ``cls`` and ``saga``).
         Raises :class:`~choreo.errors.HandlerError` when the handler did not declare ``cls``.
         """
         key = (cls, saga)
         found = self.plans.get(key)
         if found is not None:
+            self.last = (cls, saga, found)
             return found
         if cls not in self.allowed:
             declared = ", ".join(sorted(self.spec.emitted_types)) or "nothing"
@@ -373,6 +380,7 @@ class Route:
         )
         if len(self.plans) < _MAX_PLANS:
             self.plans[key] = found
+        self.last = (cls, saga, found)
         return found
 
 

@@ -151,6 +151,52 @@ def test_emit_plans_cached_per_route_stay_bounded_whatever_saga_names_records_ca
     assert reserve.plan(StockReserved, "Fulfilment") is first  # the early ones stay cached
 
 
+def test_emitted_records_follow_the_plan_of_each_class_and_saga_in_any_order() -> None:
+    """The emitter reuses the previous event's plan only for the same class and saga.
+
+    StockReserved ends saga A (completed) and is a step of saga B: its role header
+    follows the saga of each incoming record, whatever came just before.
+    """
+    from choreo.choreography.service import Saga, Service
+    from choreo.runtime.emit import Emitter
+
+    from .fixtures.serdes import avro_serde
+
+    ends = Saga("A", start=OrderPlaced, completed=StockReserved, failed=StockUnavailable)
+    goes_on = Saga("B", start=OrderPlaced, completed=StockReleased, failed=StockUnavailable)
+    inventory = Service("inventory", sagas=[ends, goes_on])
+
+    @inventory.step(on=OrderPlaced, emits=StockReserved, fails_with=StockUnavailable)
+    def reserve(event: OrderPlaced) -> StockReserved:  # pragma: no cover - never called
+        raise AssertionError
+
+    route = build_routes(
+        inventory, naming=topic_for, default=DEFAULT_RETRY, compensation=COMPENSATION_RETRY
+    )["test.runtime.OrderPlaced"]
+    emitter = Emitter(avro_serde().encode, tracing=False)
+    reserved, unavailable = StockReserved("o", "book", 1), StockUnavailable("o", "book")
+    order = [
+        (reserved, "A", Role.COMPLETED),
+        (reserved, "A", Role.COMPLETED),
+        (reserved, "B", Role.STEP),
+        (reserved, "A", Role.COMPLETED),
+        (unavailable, "A", Role.FAILED),
+        (reserved, "A", Role.COMPLETED),
+        (unavailable, "B", Role.FAILED),
+        (reserved, "B", Role.STEP),
+    ]
+    for index, (event, saga, role) in enumerate(order):
+        parent = str(uuid.uuid4())
+        incoming = Envelope("test.runtime.OrderPlaced", parent, "c", saga, Role.START, "s", 1)
+        record = emitter.emit_one(route, fields_from(dict(incoming.to_headers())), event)
+        headers = dict(record.headers)
+        assert headers[Header.ROLE] == role.value.encode(), index
+        assert headers[Header.EVENT_TYPE] == event.__avro_name__.encode(), index
+        assert headers[Header.SAGA] == saga.encode(), index
+        assert record.topic == event.__avro_name__
+        assert record.id == derived_event_id(parent, "inventory.reserve", 0)
+
+
 def test_child_traceparent_keeps_the_trace_and_takes_the_span_from_the_event_id() -> None:
     """A child shares its parent's trace id and flags; an invalid parent starts a new trace."""
     parent = new_traceparent()
