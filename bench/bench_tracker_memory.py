@@ -98,12 +98,24 @@ def rebuild(bootstrap: str, tree: Path, env: dict[str, str], name: str, *, event
     return row
 
 
+def _peak(row: dict[str, Any]) -> float:
+    """Return a run's peak RSS."""
+    return float(row["probe"]["peak_rss_mib"])
+
+
+def _rate(row: dict[str, Any]) -> float:
+    """Return a run's events/s."""
+    return float(row["events_per_s"])
+
+
 def spread(values: list[float]) -> dict[str, float]:
+    """Return the min, median and max of ``values``."""
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
             "max": round(max(values), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the variants over one log and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sagas", type=int, default=150_000)
     parser.add_argument("--partitions", type=int, default=4)
@@ -169,14 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             "events_per_s": spread([r["events_per_s"] for r in rows]),
         }
         if label != base:
-            for key, pick in (("peak_rss_ratio", lambda r: r["probe"]["peak_rss_mib"]),
-                              ("events_per_s_ratio", lambda r: r["events_per_s"])):
+            for key, figure in (("peak_rss_ratio", _peak), ("events_per_s_ratio", _rate)):
                 ratios = []
                 for row in rows:
                     twin = [b for b in result["runs"] if b["variant"] == base
                             and b["round"] == row["round"] and "probe" in b]
                     if twin:
-                        ratios.append(pick(row) / pick(twin[0]))
+                        ratios.append(figure(row) / figure(twin[0]))
                 if ratios:
                     entry[key] = spread(ratios)
         summary[label] = entry

@@ -56,6 +56,7 @@ MIB = 1024 * 1024
 
 
 def status_mib(key: str) -> float:
+    """Return one ``/proc/self/status`` figure (``VmRSS``, ``VmHWM``) in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return round(int(line.split()[1]) / 1024, 1)
@@ -63,6 +64,7 @@ def status_mib(key: str) -> float:
 
 
 def malloc_figures() -> dict[str, float]:
+    """Return glibc's heap in MiB (every arena): its size, in use, free, mmapped."""
     info = LIBC.mallinfo2()
     return {"heap_mib": round(info.arena / MIB, 1), "in_use_mib": round(info.uordblks / MIB, 1),
             "free_in_heap_mib": round(info.fordblks / MIB, 1),
@@ -133,6 +135,7 @@ def structures() -> dict[str, Any]:
 
 
 def traced() -> dict[str, Any]:
+    """Return tracemalloc's figures and its top lines (empty when not tracing)."""
     if not tracemalloc.is_tracing():
         return {}
     current, peak = tracemalloc.get_traced_memory()
@@ -145,6 +148,8 @@ def traced() -> dict[str, Any]:
 
 
 class Sampler(threading.Thread):
+    """Samples the RSS every second; writes the report once ``report`` is set."""
+
     def __init__(self, out: Path) -> None:
         super().__init__(daemon=True, name="probe")
         self.out = out
@@ -190,6 +195,7 @@ class Sampler(threading.Thread):
 
 
 def main() -> None:
+    """Run ``choreo tracker run`` with the arguments after ``--`` under the sampler."""
     argv = sys.argv[1:]
     out = Path(argv.pop(0))
     if argv and argv[0] == "--tracemalloc":
