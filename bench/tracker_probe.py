@@ -158,13 +158,21 @@ class Sampler(threading.Thread):
         self.member: Any = None
         self.begin = time.monotonic()
 
-    def _member(self) -> Any:
-        """Return the process's tracker group member once it exists (looked up until found)."""
-        if self.member is None and len(self.samples) % 3 == 0:
-            from choreo.tracker.group import TrackerGroupMember
+    def watch_members(self) -> None:
+        """Note the tracker group member once it is made (``gc.freeze`` hides it from
+        ``gc.get_objects``, so its constructor tells)."""
+        from choreo.tracker import group
 
-            found = [o for o in gc.get_objects() if isinstance(o, TrackerGroupMember)]
-            self.member = found[0] if found else None
+        made = group.TrackerGroupMember.__init__
+        sampler = self
+
+        def init(member: Any, *args: Any, **kwargs: Any) -> None:
+            made(member, *args, **kwargs)
+            sampler.member = member
+
+        setattr(group.TrackerGroupMember, "__init__", init)  # noqa: B010 - a diagnostic hook
+
+    def _member(self) -> Any:
         return self.member
 
     def run(self) -> None:
@@ -205,6 +213,7 @@ def main() -> None:
         argv.pop(0)
     sampler = Sampler(out)
     signal.signal(signal.SIGUSR1, lambda *_: sampler.report.set())
+    sampler.watch_members()
     sampler.start()
     from choreo.cli import main as choreo_main
 
