@@ -182,10 +182,13 @@ class Sampler(threading.Thread):
             member = self._member()
             held = waiting = full = 0
             if member is not None:  # read without locks: a diagnostic, off by a batch at most
-                held = member.alignment.held()
-                for tracker in list(member.trackers.values()):
-                    waiting += len(tracker._waiting)
-                    full += len(tracker._full)
+                try:
+                    held = member.alignment.held
+                    for tracker in list(member.trackers.values()):
+                        waiting += len(tracker._waiting)
+                        full += len(tracker._full)
+                except RuntimeError:  # a dict changed size while it was read: next second
+                    pass
             self.samples.append((round(time.monotonic() - self.begin, 1), status_mib("VmRSS"),
                                  traced_mib, held, waiting, full))
         gc.collect()
