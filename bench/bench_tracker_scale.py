@@ -5,8 +5,9 @@ On a real broker started for the run (``scripts/kafka_broker.py``), in one run:
 1. **produce** about six events per saga (default 1,000,000 sagas: about 6,300,000
    events, the order-fulfilment mix of ``bench_tracker.py``: completed, declined, out of
    stock, still running, with notices) to one topic per event type, keyed by
-   correlation id, from records encoded up front (header templates with the ids filled
-   in), with the raw confluent-kafka producer;
+   correlation id, every event id a canonical UUID as choreo's own are (until
+   2026-12-04 they were ``<cid>:<n>``), from records encoded up front (header templates
+   with the ids filled in), with the raw confluent-kafka producer;
 2. **one instance**: ``choreo tracker run --group G1`` as its own process rebuilds every
    saga's summary into a new summary topic; done when the group's committed offsets
    cover every event. Reported: events/s (wall, from the process's start), CPU
@@ -143,7 +144,8 @@ def produce(
         cause: bytes | None = None
         at = clock + number * 3
         for index, step in enumerate(path):
-            eid = cid + b":" + str(index).encode()
+            # a canonical UUID, as choreo's own event ids are (derived uuid5 text)
+            eid = f"{number:08x}-{index:04x}-5000-8000-{rng.getrandbits(48):012x}".encode()
             headers = _fill(templates[step], cid, eid, cause, at)
             while True:
                 try:

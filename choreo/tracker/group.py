@@ -27,8 +27,10 @@ How the work is kept to about one fold and one summary per saga:
   (:meth:`~choreo.tracker.materializing.Materializing.take_settled`). At a revocation
   and at a stop every change is written.
 
-Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real broker,
-``test_group_rebalance_kafka.py`` the commit at a revocation while a member joins):
+Guarantees, each proven on a real broker: ``tests/tracker/test_group_kafka.py`` the first
+two, ``test_group_zombie_kafka.py`` the zombie, ``test_group_broker_restart_kafka.py`` the
+broker restart, and ``test_group_rebalance_kafka.py`` the commit at a revocation while a
+member joins:
 
 - **Rebalance**: a partition's new owner loads that partition's summaries (reading the
   summary partition up to a marker it writes itself, so it has read everything committed
@@ -43,12 +45,18 @@ Guarantees (``tests/tracker/test_group_kafka.py`` proves the first two on a real
   last commit is repeated, never lost, and the summaries come out the same (events are
   deduplicated by id); the counters (``records``, ``events``) may count the re-read
   events of the held-back sagas a second time.
-- **A zombie** (an instance that lost its partitions without noticing): its commit
-  carries its old group generation, which Kafka refuses (KIP-447), so it aborts. This
-  rests on the broker's transaction protocol and is not tested here.
-- **A broker restart**: a commit that fails is retried at the next interval (a fatal
-  error stops the instance); nothing committed is lost, and the topic's replication
-  decides what survives a lost broker. Not tested here either.
+- **A zombie** (an instance that lost its partitions without noticing, e.g. stalled past
+  ``max.poll.interval.ms`` while its client kept heartbeating): its commit carries the
+  group membership it had (member id and generation), which the group coordinator
+  refuses (KIP-447; ``UNKNOWN_MEMBER_ID`` once the client has dropped its member id), so
+  the transaction aborts: none of its summaries and none of its offsets are visible,
+  and the summaries of the partitions' new owner stand (a commit refused as the
+  instance stops ends it with that error).
+- **A broker restart** (SIGKILLed and restarted on its data): a commit that fails is
+  retried at the next interval (a fatal error stops the instance); nothing committed
+  is lost, the instance reads on from its committed offsets, and the summaries equal a
+  fresh fold of the whole log. The topics' replication decides what survives a broker
+  lost for good.
 
 A rebalance costs each member a reload of the summaries of the partitions it gets (the
 eager ``range`` protocol revokes every partition first): about as long as reading that

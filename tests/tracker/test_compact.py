@@ -17,6 +17,10 @@ ids = st.one_of(
     st.uuids().map(lambda u: str(u).upper()),
     st.text(min_size=1, max_size=40),
     st.just("12345678-1234-1234-1234-12345678 abc"),
+    st.just("12345678-1234-1234-1234-123456789012"),  # a UUID without a letter
+    st.just("0000000g-0000-4000-8000-000000000000"),  # not hex
+    st.just("00000000-0000-4000-8000-0000000000\u00e9a"),  # not ASCII
+    st.just("00000000-0000-4000-8000-00000000 0a0"),  # what bytes.fromhex would skip
 )
 
 
@@ -51,11 +55,11 @@ def histories(draw: st.DrawFn) -> list[TraceEvent]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(events=histories())
-def test_pack_unpack_roundtrip(events: list[TraceEvent]) -> None:
-    """Unpacking gives back exactly the packed events."""
+@given(events=histories(), uuid_ids=st.booleans())
+def test_pack_unpack_roundtrip(events: list[TraceEvent], uuid_ids: bool) -> None:
+    """Unpacking gives back exactly the packed events, in the form written and the first one."""
     symbols = Symbols()
-    assert unpack_events(pack_events(events, symbols), symbols) == events
+    assert unpack_events(pack_events(events, symbols, uuid_ids=uuid_ids), symbols) == events
 
 
 @settings(max_examples=200, deadline=None)
@@ -70,7 +74,7 @@ def test_standalone_fast_path_packs_what_the_general_packer_does(
         for text in (event.event_type, event.service, event.topic, event.step):
             if text is not None:
                 local.number(text)
-    packed = pack_events(events, local)
+    packed = pack_events(events, local, uuid_ids=False)  # the form earlier versions read
     table = b"".join(
         len(raw).to_bytes(2, "little") + raw for raw in (t.encode() for t in local.texts)
     )
@@ -81,7 +85,8 @@ def test_standalone_fast_path_packs_what_the_general_packer_does(
 
 
 def test_a_chain_packs_small() -> None:
-    """A chain of UUID-identified events packs into under 80 bytes per event."""
+    """A chain of UUID-identified events packs into 49 bytes per event (its ids in 16 bytes),
+    against 71 in the first form."""
     symbols = Symbols()
     events = []
     previous = None
@@ -93,9 +98,12 @@ def test_a_chain_packs_small() -> None:
         )
         previous = event_id
     packed = pack_events(events, symbols)
-    assert len(packed) < 7 * 80
+    assert packed[0] == 0xF5 and len(packed) == 1 + 7 * 49
     assert unpack_events(packed, symbols) == events
     assert len(symbols) == 3
+    first = pack_events(events, symbols, uuid_ids=False)
+    assert first[0] == 0xF2 and len(first) == 1 + 7 * 71
+    assert unpack_events(first, symbols) == events
 
 
 def test_symbols_are_shared_and_numbered_in_order() -> None:
@@ -117,8 +125,11 @@ def test_a_large_symbol_table_packs_in_the_wide_form() -> None:
         TraceEvent("c", "s1", Role.NOTICE, "svc", 3, "elsewhere", "x", "t", 1, 2),
     ]
     packed = pack_events(events, symbols)
-    assert packed[0] == 0xF3
+    assert packed[0] == 0xF6
     assert unpack_events(packed, symbols) == events
+    first = pack_events(events, symbols, uuid_ids=False)
+    assert first[0] == 0xF3
+    assert unpack_events(first, symbols) == events
 
 
 def test_bytes_of_another_format_are_refused() -> None:
@@ -126,3 +137,20 @@ def test_bytes_of_another_format_are_refused() -> None:
     assert unpack_events(b"", Symbols()) == []
     with pytest.raises(ValueError, match="marker"):
         unpack_events(b"\x00\x01", Symbols())
+
+
+@pytest.mark.parametrize("ids", [
+    ["00000000-0000-4000-8000-000000000000-00000000", "0000-4000-8000-000000000000"],
+    ["00000000-0000-4000-8000-00000000000g", "00000000-0000-4000-8000-000000000001"],
+    ["00000000-0000-4000-8000-0000000000AB"],
+    ["00000000-0000-4000-8000-0000000000ab", "short"],
+])
+def test_ids_that_only_look_like_uuids_pack_as_text(ids: list[str]) -> None:
+    """A saga whose ids are not all canonical UUIDs (joined they may look like some) keeps
+    every id as text, and unpacks to exactly the same events."""
+    events = [TraceEvent(event_id, "shop.T", Role.STEP, "svc", 1, None, None, "shop.T", 0, n)
+              for n, event_id in enumerate(ids)]
+    symbols = Symbols()
+    packed = pack_events(events, symbols)
+    assert all(event_id.encode() in packed for event_id in ids)
+    assert unpack_events(packed, symbols) == events
