@@ -18,23 +18,13 @@ Implementations: :class:`~choreo.store.memory.MemoryStore` (tests),
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from choreo.errors import ConfigurationError
 from choreo.store.outbox import OutboxRecord
 
-__all__ = [
-    "CHOREO_COMPONENT",
-    "BackgroundCommit",
-    "Migration",
-    "Publish",
-    "Store",
-    "service_component",
-]
-
-T = TypeVar("T")
+__all__ = ["CHOREO_COMPONENT", "Migration", "Publish", "Store", "service_component"]
 
 CHOREO_COMPONENT = "choreo"
 """The component name under which choreo's own tables are versioned."""
@@ -188,21 +178,4 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release the store."""
-        ...
-
-
-@runtime_checkable
-class BackgroundCommit(Protocol):
-    """A store that can COMMIT a transaction on a background thread while the next one runs.
-
-    :meth:`start_commit` ends the open transaction as :meth:`Store.commit` does, but
-    returns at once with a future (and releases the store for the next :meth:`Store.begin`,
-    on another connection); ``background_commit`` says whether the store wants it used.
-    """
-
-    background_commit: bool
-    """True when callers should use :meth:`start_commit` (the store's setting)."""
-
-    def start_commit(self, then: Callable[[], T]) -> Future[T]:
-        """COMMIT in the background, then call ``then`` there; the future raises a failed COMMIT."""
         ...

@@ -10,11 +10,6 @@ see :mod:`choreo.store.pg_outbox`), the deletion of acknowledged rows and the CO
 out together in pipeline mode. A handler that uses ``ctx.db`` adds its statements and one
 ``SAVEPOINT`` per attempt; the RELEASE of a kept attempt rides on the next savepoint or
 the COMMIT.
-
-:meth:`PostgresStore.start_commit` sends that last pipeline from a background thread and
-releases the store at once, so the worker polls, claims and handles the next batch on a
-second connection while the server writes and syncs this one (see
-:class:`~choreo.runtime.delivery.at_least_once.AtLeastOnce` for what waits for it).
 """
 
 from __future__ import annotations
@@ -24,8 +19,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from choreo.errors import ConfigurationError
 from choreo.model.envelope import now_ms
@@ -93,14 +87,6 @@ _ADD = (
 )
 _UNCLAIM = "DELETE FROM choreo_inbox WHERE consumer = %s AND event_id = ANY(%s)"
 
-T = TypeVar("T")
-_Staged = tuple[
-    list[tuple[str, set[str]]],
-    list[tuple[str, Sequence[str], int]],
-    list[tuple[str, Sequence[OutboxRecord]]],
-    list[str],
-]
-
 
 class PostgresStore:
     """A :class:`~choreo.store.base.Store` in a PostgreSQL database, for any number of replicas.
@@ -123,13 +109,6 @@ class PostgresStore:
     user's search path. Handlers get ``ctx.db``, a psycopg connection inside the batch's
     transaction (paramstyle ``format``, ``%s``; see :mod:`choreo.store.sql`); they must
     not commit or roll it back.
-
-    ``background_commit`` (default True) lets the at-least-once delivery commit a batch
-    with :meth:`start_commit` while the worker handles the next one; the guarantee is the
-    same (nothing is published and no offset committed before the COMMIT succeeded, and
-    a batch handled on top of one whose COMMIT failed is rolled back with it). A handler's
-    first use of ``ctx.db`` waits for the previous batch's COMMIT, so its reads see it.
-    False commits every batch before the worker polls again.
     """
 
     durable = True
@@ -145,7 +124,6 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 4,
         timeout: float = 30.0,
-        background_commit: bool = True,
     ) -> None:
         try:
             import psycopg
@@ -186,11 +164,6 @@ class PostgresStore:
             self._pool.close()
             raise ConfigurationError(connection_failure(exc, self.url)) from None
         self._conn: Any = None
-        self.background_commit = background_commit
-        self._spares: list[Any] = []  # connections whose background COMMIT finished
-        self._committer: ThreadPoolExecutor | None = None  # runs start_commit's pipelines
-        self._committed = threading.Event()  # set while no background COMMIT is running
-        self._committed.set()
         self._tx_thread: int | None = None  # the thread whose transaction is open
         self._release_pending = False  # a kept handler savepoint is still open
         self._claimed: list[tuple[str, set[str]]] = []
@@ -235,7 +208,7 @@ class PostgresStore:
         self._lock.acquire()
         try:
             if self._conn is None:
-                self._conn = self._spares.pop() if self._spares else self._pool.getconn()
+                self._conn = self._pool.getconn()
         except BaseException:
             self._lock.release()
             raise
@@ -246,67 +219,18 @@ class PostgresStore:
         """Write the staged inbox and outbox changes and COMMIT, in one pipeline."""
         conn = self._conn
         try:
-            self._commit_on(conn, self._take_staged())
+            with conn.pipeline():
+                after_commit = self._write_staged(conn)
+                conn.commit()
+            after_commit()
         except BaseException:
+            if not conn.broken:  # a failed COMMIT leaves an aborted transaction behind
+                conn.rollback()
             self._discard_connection_if_broken()
             raise
         finally:
             self._reset_staged()
             self._lock.release()
-
-    def start_commit(self, then: Callable[[], T]) -> Future[T]:
-        """Commit the open transaction on a background thread, then run ``then`` there.
-
-        Releases the store at once: the next :meth:`begin` (any thread) takes a second
-        connection while this one's pipeline (staged inbox and outbox writes, COMMIT)
-        runs. The returned future raises the COMMIT's error (the transaction is then
-        rolled back: nothing of it was written) or returns what ``then`` returned; it
-        is called only after the COMMIT succeeded. One background commit runs at a
-        time; the caller waits for it before starting the next.
-        """
-        conn, staged = self._conn, self._take_staged()
-        self._conn = None
-        self._reset_staged()
-        self._committed.clear()
-        self._lock.release()
-        if self._committer is None:
-            self._committer = ThreadPoolExecutor(1, thread_name_prefix="choreo-pg-commit")
-        return self._committer.submit(self._commit_detached, conn, staged, then)
-
-    def _commit_detached(self, conn: Any, staged: _Staged, then: Callable[[], T]) -> T:
-        """Commit ``conn``'s transaction (the background thread's job), then call ``then``."""
-        try:
-            self._commit_on(conn, staged)
-        except BaseException:
-            if conn.broken or conn.closed:
-                self._pool.putconn(conn)
-            else:
-                self._spares.append(conn)
-            raise
-        else:
-            self._spares.append(conn)
-        finally:
-            self._committed.set()
-        return then()
-
-    def _commit_on(self, conn: Any, staged: _Staged) -> None:
-        """Send ``staged`` and COMMIT on ``conn`` in one pipeline; roll back on failure."""
-        try:
-            with conn.pipeline():
-                after_commit = self._write_staged(conn, *staged)
-                conn.commit()
-            after_commit()
-        except BaseException:
-            if not conn.broken:  # a failed COMMIT leaves an aborted transaction behind
-                try:
-                    conn.rollback()
-                except self._psycopg.Error as exc:  # the original error says what happened
-                    logger.debug("rollback after a failed commit failed too: %s", exc)
-            raise
-
-    def wait_committed(self) -> None:
-        """Wait until no background COMMIT is running (its outcome is the future's)."""
-        self._committed.wait()
 
     def rollback(self) -> None:
         """Roll back and release the lock."""
@@ -322,10 +246,6 @@ class PostgresStore:
         """Return whether the calling thread has this store's transaction open."""
         return self._conn is not None and self._tx_thread == threading.get_ident()
 
-    def _take_staged(self) -> _Staged:
-        """Return what the open transaction staged, to be written at its COMMIT."""
-        return self._claimed, self._added, self._staged_outbox, self._staged_sent
-
     def _reset_staged(self) -> None:
         """Forget what the transaction staged (at its end)."""
         self._tx_thread = None
@@ -339,38 +259,26 @@ class PostgresStore:
             self._conn = None
             self._pool.putconn(conn)
 
-    def _write_staged(
-        self,
-        conn: Any,
-        claims: list[tuple[str, set[str]]],
-        adds: list[tuple[str, Sequence[str], int]],
-        outbox: list[tuple[str, Sequence[OutboxRecord]]],
-        sent: list[str],
-    ) -> Callable[[], None]:
+    def _write_staged(self, conn: Any) -> Callable[[], None]:
         """Send the batch's inbox and outbox statements (pipelined); return the after-commit."""
         added: dict[str, set[str]] = {}
-        for consumer, handled, _ in adds:
+        for consumer, handled, _ in self._added:
             added.setdefault(consumer, set()).update(handled)
         claimed: dict[str, set[str]] = {}
-        for consumer, ids in claims:
+        for consumer, ids in self._claimed:
             claimed.setdefault(consumer, set()).update(ids)
         for consumer, taken in claimed.items():
             unhandled = taken - added.get(consumer, set())
             if unhandled:  # claimed but not handled (the worker stopped mid-batch)
                 conn.execute(_UNCLAIM, (consumer, list(unhandled)))
-        for consumer, handled, at in adds:  # ids added without being claimed first
+        for consumer, handled, at in self._added:  # ids added without being claimed first
             rest = set(handled) - claimed.get(consumer, set())
             if rest:
                 conn.execute(_ADD, (consumer, sorted(rest), at))
-        return self._outbox.write(conn, outbox, sent, now_ms())
+        return self._outbox.write(conn, self._staged_outbox, self._staged_sent, now_ms())
 
     def savepoint(self) -> None:
-        """Open the savepoint of one handler attempt (releasing the previous one, if kept).
-
-        The first one of a transaction waits for a background COMMIT still running, so
-        what the handler reads through ``ctx.db`` includes the previous batch's writes.
-        """
-        self._committed.wait()
+        """Open the savepoint of one handler attempt (releasing the previous one, if kept)."""
         if self._release_pending:  # the previous attempt's release rides on this round trip
             self._release_pending = False
             self._conn.execute("RELEASE SAVEPOINT choreo_handler; SAVEPOINT choreo_handler")
@@ -505,13 +413,9 @@ class PostgresStore:
             return int(cursor.rowcount)
 
     def close(self) -> None:
-        """Wait for a background COMMIT, return the connections and close the pool."""
-        if self._committer is not None:
-            self._committer.shutdown(wait=True)
+        """Return the connection and close the pool."""
         with self._lock:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 self._pool.putconn(conn)
-            while self._spares:
-                self._pool.putconn(self._spares.pop())
             self._pool.close()

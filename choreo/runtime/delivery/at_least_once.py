@@ -19,33 +19,17 @@ deleted in the next batch's store transaction). Hence, with a durable store:
   last commit, and the inbox drops it.
 
 With a memory inbox, a crash loses what the outbox held.
-
-With a store that commits in the background (:class:`~choreo.store.base.BackgroundCommit`,
-the PostgreSQL store by default), batch N's COMMIT runs on the store's thread while the
-worker polls, claims and handles batch N+1 on a second connection; the order of what
-happens to N is unchanged: its records are published (on the store's thread, after the
-COMMIT succeeded) and flushed, and only then are its offsets committed (on the worker's
-thread, at the next :meth:`AtLeastOnce.tick`, ``deliver``, ``idle``, ``revoke`` or
-``close``). Batch N+1 is committed only after N's COMMIT succeeded: when it failed, N+1's
-open transaction is rolled back and the consumer rewinds to N's first offsets (N+1's for
-partitions N did not have), so both batches are handled again and nothing of either was
-published or committed. A handler that uses ``ctx.db`` waits for N's COMMIT first, so it
-reads N's writes. The worker's ``after_commit`` hooks then run once the COMMIT was handed
-to the store's thread, not after it finished.
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import Final
 
 from choreo.errors import ChoreoError, TransportError
 from choreo.runtime.config import WorkerConfig
 from choreo.runtime.delivery.base import Batch, DeliveryBase, DeliveryLink, Offsets
-from choreo.store.base import BackgroundCommit
 from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Producer, TopicPartition, Transport
 from choreo.transports.shared import publish_records
@@ -53,22 +37,6 @@ from choreo.transports.shared import publish_records
 __all__ = ["AtLeastOnce"]
 
 _EVENT_ID: Final = itemgetter(0)  # of an OutboxRecord
-
-
-@dataclass(frozen=True, slots=True)
-class _InFlight:
-    """A batch whose COMMIT (then publication) runs on the store's background thread.
-
-    ``result`` returns the publication's error (None: published and flushed) or raises
-    the COMMIT's; ``covered`` are the acknowledged ids whose outbox deletion that COMMIT
-    carries.
-    """
-
-    result: Future[TransportError | None]
-    records: list[OutboxRecord]
-    offsets: Offsets
-    first: Offsets
-    covered: list[str]
 
 
 class AtLeastOnce(DeliveryBase):
@@ -84,9 +52,6 @@ class AtLeastOnce(DeliveryBase):
         self._producer: Producer | None = None
         self._pending: list[OutboxRecord] = []  # stored in the outbox, not yet acknowledged
         self._sent: list[str] = []  # acknowledged, deleted in the next store transaction
-        self._staged = 0  # how many of _sent the open store transaction deletes
-        self._background = False  # the store commits in the background (see the module)
-        self._inflight: _InFlight | None = None
         self._uncommitted: Offsets = {}  # held back by a failed flush or commit_interval
         self._last_commit = float("-inf")  # time.monotonic() of the last offset commit
 
@@ -105,8 +70,6 @@ class AtLeastOnce(DeliveryBase):
         """Create the producer and publish the outbox records a previous run left unsent."""
         super().open(link)
         self._producer = self._new_producer()
-        inbox = link.inbox
-        self._background = isinstance(inbox, BackgroundCommit) and inbox.background_commit
         # a store only this process writes: its leftovers are ours to replay; on a shared
         # store other replicas' rows are in flight, and the worker's outbox relay takes
         # those left by dead ones
@@ -116,9 +79,7 @@ class AtLeastOnce(DeliveryBase):
             self._send({}, {})
 
     def tick(self) -> None:
-        """Settle a finished background commit, retry a failed flush, commit due offsets."""
-        if self._inflight is not None and self._inflight.result.done():
-            self._settle(self._inflight.first)
+        """Publish what a failed flush left pending; commit held-back offsets when due."""
         if self._pending or (self._uncommitted and self._commit_due()):
             self._send({}, {})
 
@@ -127,25 +88,17 @@ class AtLeastOnce(DeliveryBase):
         return time.monotonic() - self._last_commit >= self.config.commit_interval
 
     def idle(self) -> None:
-        """Settle a background commit; delete acknowledged records when no batch will."""
-        if self._inflight is not None:
-            self._settle(self._inflight.first)
+        """Delete acknowledged records from the outbox when no batch will do it."""
         if self._sent:
             self._forget_sent()
 
     def stage(self) -> None:
         """Delete the records acknowledged since the last batch from the outbox."""
-        self._staged = len(self._sent)
         if self._sent:
             self.link.inbox.mark_sent(self._sent)
 
     def deliver(self, batch: Batch) -> None:
-        """Store the output in the outbox, commit the store, publish, flush, commit offsets.
-
-        With a background-commit store the COMMIT and the publication run on the store's
-        thread and this returns at once; the previous batch's COMMIT is waited for first
-        (see the module documentation).
-        """
+        """Store the output in the outbox, commit the store, publish, flush, commit offsets."""
         link = self.link
         if batch.records:
             try:
@@ -153,64 +106,10 @@ class AtLeastOnce(DeliveryBase):
             except BaseException:
                 self.abandon(batch)
                 raise
-        if self._inflight is not None:
-            try:
-                self._settle({**batch.first, **self._inflight.first})
-            except BaseException:
-                link.inbox.rollback()  # handled on top of a batch that did not commit
-                raise
-        covered = self._sent[: self._staged]
-        if self._background and not self._pending:
-            inbox = link.inbox
-            assert isinstance(inbox, BackgroundCommit)
-            records = batch.records
-            result = inbox.start_commit(lambda: self._publish(records))
-            self._sent = self._sent[len(covered) :]
-            self._staged = 0
-            self._inflight = _InFlight(result, records, batch.offsets, batch.first, covered)
-            return
         self.commit_store()
-        self._sent = self._sent[len(covered) :]
-        self._staged = 0
+        self._sent = []
         self._pending.extend(batch.records)
         self._send(batch.offsets, batch.first)
-
-    def _publish(self, records: list[OutboxRecord]) -> TransportError | None:
-        """Publish and flush a committed batch (on the store's thread); return the failure."""
-        if records:
-            producer = self.producer
-            try:
-                publish_records(producer, records)
-                producer.flush(self.config.flush_timeout)
-            except TransportError as exc:
-                return exc
-        return None
-
-    def _settle(self, rewind_to: Offsets) -> None:
-        """Wait for the batch in flight; on success account and commit it, else rewind.
-
-        A failed COMMIT puts the ids that transaction would have deleted back, rewinds
-        the consumer to ``rewind_to`` and raises; a failed publication leaves the
-        records pending and the offsets held back (:meth:`tick` retries them).
-        """
-        inflight = self._inflight
-        assert inflight is not None
-        self._inflight = None
-        try:
-            failure = inflight.result.result()
-        except BaseException:
-            self._sent[:0] = inflight.covered
-            self.link.rewind(rewind_to)
-            raise
-        if failure is not None:
-            self.link.log.warning(
-                "publishing a committed batch failed (kept in the outbox, retried): %s", failure
-            )
-            self._pending[:0] = inflight.records
-            self._uncommitted.update(inflight.offsets)
-            return
-        self._sent.extend(map(_EVENT_ID, inflight.records))
-        self._send(inflight.offsets, inflight.first)
 
     def _send(self, offsets: Offsets, first: Offsets, *, force: bool = False) -> None:
         """Publish every pending record, flush once, then commit ``offsets``.
@@ -261,11 +160,6 @@ class AtLeastOnce(DeliveryBase):
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Publish what is pending and commit the offsets held back for ``partitions``."""
-        if self._inflight is not None:
-            try:
-                self._settle(self._inflight.first)
-            except Exception as exc:  # its records come back: to the new owner or to us
-                self.link.log.warning("the batch in flight did not commit on revoke: %s", exc)
         revoked = set(partitions)
         held = {tp: o for tp, o in self._uncommitted.items() if tp in revoked}
         if not held and not self._pending:
@@ -288,8 +182,6 @@ class AtLeastOnce(DeliveryBase):
         """Deliver unsent records and forget acknowledged ones (best effort), close the producer."""
         if self._link is not None:
             try:
-                if self._inflight is not None:
-                    self._settle(self._inflight.first)
                 if self._pending or self._uncommitted:
                     self._send({}, {}, force=True)
                 if self._sent:
