@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from choreo._extras import require
-from choreo.errors import ConfigurationError, TransportError
+from choreo.errors import TransportError
 from choreo.safety.text import printable
 from choreo.transports.base import TopicPartition
 from choreo.transports.config import KafkaConfig, to_kafka_python
@@ -143,23 +143,32 @@ def decided_outcome(
 
 @contextmanager
 def _admin(config: KafkaConfig, timeout: float) -> Iterator[Any]:
-    """Yield a kafka-python admin client for ``config`` (closed after)."""
-    admin_module = require("kafka.admin", "kafka-python", "finding hanging transactions")
-    kerr = require("kafka.errors", "kafka-python", "finding hanging transactions")
-    settings = to_kafka_python(config.common_settings())
-    known = admin_module.KafkaAdminClient.DEFAULT_CONFIG
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise ConfigurationError(f"settings the kafka-python admin client lacks: {unknown}")
-    settings["request_timeout_ms"] = int(timeout * 1000)
-    try:
-        admin = admin_module.KafkaAdminClient(**settings)
-    except kerr.KafkaError as exc:
-        raise TransportError(f"cannot connect an admin client: {exc}", retriable=True) from exc
+    """Yield a kafka-python admin client for ``config`` (closed after), errors translated."""
+    require("kafka", "kafka-python", "finding hanging transactions")
+    from kafka import errors as kerr
+    from kafka.admin import KafkaAdminClient
+
+    from choreo.transports.kafka_python import _checked, _create, _fatal
+
+    settings = _checked(
+        to_kafka_python(config.common_settings()), KafkaAdminClient.DEFAULT_CONFIG, "admin"
+    )
+    bound = int(timeout * 1000)
+    settings.update(request_timeout_ms=bound, bootstrap_timeout_ms=bound)
+    admin = _create(KafkaAdminClient, settings, "admin client")
     try:
         yield admin
+    except kerr.ClusterAuthorizationFailedError as exc:
+        raise TransportError(
+            "writing a transaction marker needs the ClusterAction permission on the cluster "
+            "(as kafka-transactions.sh abort does): run `choreo transactions hanging --end` "
+            f"with an administrator's credentials ({exc})",
+            fatal=True,
+        ) from exc
     except kerr.KafkaError as exc:
-        raise TransportError(f"hanging transactions: {exc}", retriable=exc.retriable) from exc
+        raise TransportError(
+            f"hanging transactions: {exc}", retriable=bool(exc.retriable), fatal=_fatal(exc)
+        ) from exc
     finally:
         admin.close()
 
@@ -171,7 +180,7 @@ def _partitions(admin: Any, topics: Sequence[str] | None) -> list[Any]:
     found: list[Any] = []
     for topic in admin.describe_topics(list(topics) if topics is not None else None):
         if topic.get("error_code", 0):
-            raise TransportError(f"cannot describe topic {str(topic.get('name'))!r}")
+            raise TransportError(f"cannot describe topic {printable(topic.get('name'))!r}")
         for partition in topic["partitions"]:
             found.append(KafkaPartition(topic["name"], partition["partition_index"]))
             if len(found) > _MAX_PARTITIONS:
@@ -327,7 +336,8 @@ def end_hanging(
         )
         if not still:
             raise TransportError(
-                f"{hanging.partition}: producer {hanging.producer_id} no longer holds a "
+                f"{printable(hanging.partition.topic)}[{hanging.partition.partition}]: "
+                f"producer {hanging.producer_id} no longer holds a "
                 f"transaction open from offset {hanging.start_offset}; nothing written"
             )
         spec = AbortTransactionSpec(
