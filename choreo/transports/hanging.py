@@ -188,6 +188,32 @@ def _partitions(admin: Any, topics: Sequence[str] | None) -> list[Any]:
     return found
 
 
+def _producers(admin: Any, partitions: list[Any]) -> dict[Any, Any]:
+    """Return each partition's producer states, leaving out topics this client may not read.
+
+    One request per leader; when a topic refuses (no Read permission on it), again topic
+    by topic, so the topics that may be read are still searched.
+    """
+    from kafka.errors import TopicAuthorizationFailedError
+
+    try:
+        return dict(admin.describe_producers(partitions))
+    except TopicAuthorizationFailedError:
+        pass
+    by_topic: dict[str, list[Any]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp)
+    found: dict[Any, Any] = {}
+    for topic, topic_partitions in by_topic.items():
+        try:
+            found.update(admin.describe_producers(topic_partitions))
+        except TopicAuthorizationFailedError:
+            logger.info(
+                "not allowed to describe the producers of %s: not searched", printable(topic)
+            )
+    return found
+
+
 def find_hanging(
     config: KafkaConfig,
     topics: Sequence[str] | None = None,
@@ -218,7 +244,7 @@ def find_hanging(
         now_ms = time.time() * 1000
         open_ones: list[tuple[Any, Any]] = [
             (tp, producer)
-            for tp, state in admin.describe_producers(partitions).items()
+            for tp, state in _producers(admin, partitions).items()
             for producer in state.active_producers
             if producer.current_transaction_start_offset >= 0
             and now_ms - producer.last_timestamp >= min_age * 1000

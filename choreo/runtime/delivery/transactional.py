@@ -242,9 +242,10 @@ class Transactional(DeliveryBase):
             log.info("not looking for transactions left hanging: %s", exc)
             return
         except ChoreoError as exc:
-            log.warning(
+            # refused permission (fatal) is the cluster's policy: say it without alarm
+            (log.info if isinstance(exc, TransportError) and exc.fatal else log.warning)(
                 "could not look for transactions of %s left hanging by a broker restart "
-                "(run `choreo transactions hanging` if readers stall): %s",
+                "(if readers stall, run `choreo transactions hanging` as an administrator): %s",
                 self.transactional_id,
                 exc,
             )
