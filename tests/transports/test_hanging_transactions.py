@@ -103,8 +103,11 @@ def leave_hanging(
             for topic, offset in offsets.items()
         }
         result = TransactionalRequestResult()
-        with manager._lock:
-            manager._enqueue_request(TxnOffsetCommitHandler(manager, meta, commits, result))
+        with manager._lock:  # what a successful AddOffsetsToTxn does next, without it
+            pending = manager._pending_txn_offset_commits
+            pending.update(commits)
+            manager._enqueue_request(TxnOffsetCommitHandler(manager, meta, pending, result))
+            manager._transaction_started = True
         producer._sender.wakeup()
         result.wait(30_000)
         assert result.succeeded, result.exception
@@ -166,7 +169,7 @@ def test_records_left_hanging_are_found_and_committed(bootstrap: str) -> None:
         assert find_hanging(config, [topic], min_age=0.0) == []
         stable, end = _stable_and_end(admin, KafkaPartition(topic, 0))
         assert stable == end
-        assert _read_committed(bootstrap, topic, f"r-{uuid.uuid4().hex[:8]}", 3.0) == [b"committed"]
+        assert _read_committed(bootstrap, topic, f"r-{uuid.uuid4().hex[:8]}", 3.0) == [b"left hanging"]
     finally:
         producer.close(timeout=5)
 
