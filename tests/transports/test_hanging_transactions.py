@@ -169,7 +169,8 @@ def test_records_left_hanging_are_found_and_committed(bootstrap: str) -> None:
         assert find_hanging(config, [topic], min_age=0.0) == []
         stable, end = _stable_and_end(admin, KafkaPartition(topic, 0))
         assert stable == end
-        assert _read_committed(bootstrap, topic, f"r-{uuid.uuid4().hex[:8]}", 3.0) == [b"left hanging"]
+        reader = f"r-{uuid.uuid4().hex[:8]}"
+        assert _read_committed(bootstrap, topic, reader, 3.0) == [b"left hanging"]
     finally:
         producer.close(timeout=5)
 
