@@ -5,7 +5,8 @@ The core install (``pip install choreo``) holds what every user needs: confluent
 
 - ``choreo[kafka-python]``: the pure-Python transport (kafka-python, and crc32c, its
   C CRC-32C that makes it about 1.5x faster); the confluent transport also uses it to
-  remove a static member from its group at once when it leaves for good;
+  remove a static member from its group at once when it leaves for good, and to find and
+  end hanging transactions (:mod:`choreo.transports.hanging`);
 - ``choreo[yaml]``: PyYAML, for AsyncAPI documents as YAML (``choreo asyncapi``);
 - ``choreo[postgres]``, ``choreo[registry]``, ``choreo[metrics]``, ``choreo[otel]``
   (see the install page of the documentation).

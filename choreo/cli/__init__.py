@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("choreo.cli.ui_cmd", "ui"),
     "tracker": ("choreo.cli.tracker_run_cmd", "tracker"),
     "demo": ("choreo.cli.demo_cmd", "demo"),
+    "transactions": ("choreo.cli.transactions_cmd", "transactions"),
 }
 
 HELP: dict[str, str] = {
@@ -50,6 +51,7 @@ HELP: dict[str, str] = {
     "ui": "Serve the saga-trace web viewer on 127.0.0.1.",
     "tracker": "Run tracker instances in a group that materialize saga summaries.",
     "demo": "Run the order-fulfilment demo saga with the trace viewer.",
+    "transactions": "Find Kafka transactions left hanging after a broker restart; end them.",
 }
 
 

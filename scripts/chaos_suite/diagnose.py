@@ -7,10 +7,16 @@ consumer may read up to) and the high watermark. A last stable offset below the 
 watermark means an open transaction blocks every read_committed reader of that
 partition; a committed offset below a last stable offset with an owner that handles
 nothing means a stuck consumer.
+
+After an exactly-once scenario, :func:`hanging_facts` says what a restarted broker left
+hanging: the transactions whose markers its coordinator skipped (its log), those the
+workers ended (their logs) and any still hanging on the scenario's partitions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 _TIMEOUT = 10.0
@@ -71,3 +77,41 @@ def _behind(
         if done < lso or lso < hw:
             found.append(f"{key[0].rsplit('.', 1)[-1]}[{key[1]}] {done}/{lso}/{hw}")
     return found
+
+
+_SKIPPED = "likely deleted already"
+"""The transaction coordinator's log line for markers it skipped (partitions unknown)."""
+_ENDED = "ended a transaction left hanging"
+"""A worker's log line for a hanging transaction of its id that it ended."""
+
+
+def hanging_facts(
+    bootstrap: str, replica_logs: Iterable[Path], broker_log: Path | None
+) -> dict[str, Any]:
+    """Return the broker's skipped-marker lines, what the workers ended, and what is left."""
+    from choreo.transports.config import KafkaConfig
+    from choreo.transports.hanging import find_hanging
+
+    ended = [
+        f"{path.name}: {line.strip()[:300]}"
+        for path in replica_logs
+        for line in path.read_text(errors="replace").splitlines()
+        if _ENDED in line
+    ]
+    skipped = None
+    if broker_log is not None and broker_log.is_file():
+        skipped = [
+            ln[:300] for ln in broker_log.read_text(errors="replace").splitlines() if _SKIPPED in ln
+        ]
+    try:
+        config = KafkaConfig(bootstrap_servers=bootstrap)
+        left = [h.describe() for h in find_hanging(config, min_age=0.0, timeout=_TIMEOUT)]
+    except Exception as error:  # a diagnosis never fails the run
+        left = [f"error: {str(error)[:300]}"]
+    return {
+        "skipped_marker_lines": None if skipped is None else len(skipped),
+        "skipped_examples": (skipped or [])[:3],
+        "ended_by_workers": len(ended),
+        "ended_examples": ended[:5],
+        "left": left[:10],
+    }

@@ -30,7 +30,7 @@ from services.shop import build_shop
 
 from . import state as shop_state
 from .checks import evaluate
-from .diagnose import stall_facts
+from .diagnose import hanging_facts, stall_facts
 from .faults import delete_topics
 from .fleet import SERVICES, Fleet, FleetSpec, service_store_url
 from .logcheck import read_log, run_verify
@@ -283,7 +283,12 @@ class ScenarioRun:
             facts = stall_facts(str(self.kafka.bootstrap), groups)
         except Exception as error:  # a diagnosis never fails the run
             facts = {"error": str(error)[:300]}
-        self.note("stall: committed/last stable/high watermark offsets", groups=facts)
+        hanging = hanging_facts(str(self.kafka.bootstrap), [], None)["left"]
+        self.note(
+            "stall: committed/last stable/high watermark offsets",
+            groups=facts,
+            hanging=hanging,
+        )
 
     def _check(self) -> dict[str, Any]:
         placed = list(self.placer.placed)
@@ -294,7 +299,7 @@ class ScenarioRun:
         figures = evaluate(placed, facts.sagas, shop_state.load(self.source))
         verify = run_verify(self.kafka.bootstrap, self.prefix, SCHEMAS, REPO)
         eos = self.scenario.exactly_once
-        details = dict(figures.details)
+        details: dict[str, Any] = dict(figures.details)
         if facts.duplicate_examples:  # at-least-once: redeliveries, expected and no figure
             details["duplicate_records" if eos else "redelivered_records"] = (
                 facts.duplicate_examples
@@ -303,6 +308,10 @@ class ScenarioRun:
             details["front_end_redelivered"] = facts.front_end_examples
         if verify.findings:
             details["verify"] = [verify.tail]
+        if eos:  # what a restarted broker left hanging, and who ended it
+            details["hanging"] = hanging_facts(
+                str(self.kafka.bootstrap), self.fleet.logs(), getattr(self.kafka, "log_file", None)
+            )
         return {
             "name": self.scenario.name,
             "exactly_once": eos,

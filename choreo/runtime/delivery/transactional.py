@@ -35,10 +35,19 @@ Guarantee (read_committed consumers downstream):
   are held pending), and commits its last transaction's offsets once more: a restarted
   broker can complete a transaction without writing its markers (Kafka's coordinator
   skips partitions it does not know yet), which would leave the group's offsets pending,
-  and the group unable to read those partitions, for good. The output partitions of such a
-  transaction stay unstable until this replica next writes to them (see docs/operating.md).
-  Only partitions the replica owned without a break are re-committed: one that went to
-  another member and came back may have advanced there.
+  and the group unable to read those partitions, for good. Only partitions the replica
+  owned without a break are re-committed: one that went to another member and came back
+  may have advanced there;
+- what such a transaction left open on partitions (its outputs, and its group offsets
+  when this process does not know them: a replica restarted as a new process) is ended
+  by the worker once its id is registered, at start and after an outage: each gets its
+  remedy marker (:mod:`choreo.transports.hanging`), a commit on an output partition
+  (never losing an output; a copy of an aborted batch's output carries its retry's event
+  id, which every inbox drops) and, on the group's offsets, the coordinator's decision
+  when it still shows, else an abort (the group reads again from its previous committed
+  offsets; the inbox drops what was handled). This needs kafka-python; without it the
+  partitions stay unstable until this replica next writes to them, and
+  ``choreo transactions hanging --end`` ends them (see docs/operating.md).
 
 Outbox rows an at-least-once run left unsent (this replica's earlier run, or a replica
 that died) are published before new work on a store only this process writes: in one
@@ -69,6 +78,11 @@ from choreo.transports.base import (
     Transport,
     supports_transactions,
 )
+from choreo.transports.config import KafkaConfig
+from choreo.transports.hanging import end_own_hanging
+
+HANGING_TIMEOUT = 10.0
+"""Seconds each admin call of the search for this id's hanging transactions may take."""
 
 __all__ = ["Transactional"]
 
@@ -112,6 +126,7 @@ class Transactional(DeliveryBase):
         """
         super().open(link)
         self._producer = self._new_producer()
+        self._end_hanging()
         leftovers = [] if link.inbox.shared else link.inbox.pending(link.origin)
         if leftovers:
             link.log.warning("publishing %d outbox record(s) left over", len(leftovers))
@@ -201,6 +216,42 @@ class Transactional(DeliveryBase):
                 raise
             log.warning("could not register the transactional id again (next batch will): %s", exc)
             self._close_producer()
+            return
+        self._end_hanging()
+
+    def _end_hanging(self) -> None:
+        """End what a restarted broker left hanging of this id (its skipped markers).
+
+        Called once the id is registered (so no transaction of it is live): at start, and
+        after an outage once the id is settled again. Any transaction of this id still
+        open on a partition then has no coordinator to end it, and holds the partition's
+        ``read_committed`` readers (or, on ``__consumer_offsets``, the group's offsets)
+        for good; each gets its remedy marker (:mod:`choreo.transports.hanging`: the
+        coordinator's decision when it still shows, else commit on a data partition and
+        abort on the group's offsets, which loses nothing: a batch read again is dropped
+        by the inbox). Needs kafka-python; without it, or when the search fails, a
+        warning says what to run.
+        """
+        config = getattr(self.transport, "config", None)
+        if not isinstance(config, KafkaConfig):
+            return  # no Kafka broker behind this transport
+        log = self.link.log
+        try:
+            ended = end_own_hanging(config, self.transactional_id, timeout=HANGING_TIMEOUT)
+        except ConfigurationError as exc:  # kafka-python is not installed
+            log.info("not looking for transactions left hanging: %s", exc)
+            return
+        except ChoreoError as exc:
+            # refused permission (fatal) is the cluster's policy: say it without alarm
+            (log.info if isinstance(exc, TransportError) and exc.fatal else log.warning)(
+                "could not look for transactions of %s left hanging by a broker restart "
+                "(if readers stall, run `choreo transactions hanging` as an administrator): %s",
+                self.transactional_id,
+                exc,
+            )
+            return
+        for hanging in ended:
+            log.warning("ended a transaction left hanging: %s", hanging.describe())
 
     def deliver(self, batch: Batch) -> None:
         """Run the batch's Kafka transaction, then commit the store transaction."""

@@ -1,0 +1,97 @@
+"""``choreo transactions``: find Kafka transactions left hanging, and end them.
+
+A restarted broker can leave a transaction open on partitions with no coordinator to end
+it (see :mod:`choreo.transports.hanging` and docs/operating.md): ``read_committed`` readers
+of those partitions, and the members of a group whose offsets it holds, wait for good.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from choreo.cli._common import client_config, config_option
+from choreo.cli._tracker_source import _errors
+from choreo.safety.text import printable
+
+__all__ = ["transactions"]
+
+
+@click.group("transactions")
+def transactions() -> None:
+    """Find Kafka transactions left hanging on partitions (after a broker restart), end them."""
+
+
+@transactions.command("hanging")
+@click.option("--bootstrap", metavar="HOST:PORT", help="The Kafka cluster to search.")
+@config_option()
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    metavar="NAME",
+    help="Search this topic (repeatable); default: every topic, __consumer_offsets included.",
+)
+@click.option(
+    "--min-age",
+    type=click.FloatRange(min=0.0),
+    default=120.0,
+    show_default=True,
+    help="Seconds since the producer last wrote to the partition: keep it above the "
+    "producers' transaction.timeout.ms plus 10 s, so a transaction the broker is about to "
+    "time out is not listed.",
+)
+@click.option(
+    "--end",
+    is_flag=True,
+    help="Write each one's remedy marker (commit, or abort: see the REMEDY column).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per transaction.")
+@_errors
+def hanging(
+    *, bootstrap: str | None, topics: tuple[str, ...], min_age: float, end: bool, as_json: bool
+) -> None:
+    """List transactions open on a partition that no coordinator will end; exit 1 if any.
+
+    The remedy is what the transaction's coordinator decided when its state still shows
+    it; otherwise commit on a data partition and abort on __consumer_offsets, the markers
+    that lose no record of choreo's (duplicates carry the same event ids, which every
+    inbox drops). Kafka's own kafka-transactions.sh can only abort, which loses the
+    outputs of a transaction the restarted broker had committed.
+    """
+    from choreo.transports.hanging import end_hanging, find_hanging
+
+    config = client_config(bootstrap)
+    found = find_hanging(config, list(topics) or None, min_age=min_age)
+    for item in found:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "topic": item.partition.topic,
+                        "partition": item.partition.partition,
+                        "producer_id": item.producer_id,
+                        "producer_epoch": item.producer_epoch,
+                        "start_offset": item.start_offset,
+                        "age_s": round(item.age, 1),
+                        "transactional_id": item.transactional_id,
+                        "coordinator_state": item.coordinator_state,
+                        "outcome": item.outcome,
+                        "remedy": item.remedy,
+                    }
+                )
+            )
+        else:
+            click.echo(item.describe())
+        if end:
+            end_hanging(config, item, commit=item.remedy == "commit")
+            if not as_json:
+                click.echo(f"  ended: {item.remedy} marker written", err=True)
+    if not found:
+        if not as_json:
+            click.echo("no hanging transaction", err=True)
+        return
+    if not end:
+        raise SystemExit(1)
+    click.echo(printable(f"{len(found)} hanging transaction(s) ended"), err=True)
