@@ -250,6 +250,16 @@ class Transactional(DeliveryBase):
                 exc,
             )
             return
+        except Exception as exc:  # a best-effort repair must never stop the worker
+            # kafka-python's admin internals differ from the version this was written for
+            log.warning(
+                "could not look for transactions of %s left hanging by a broker restart "
+                "(%s; if readers stall, run `choreo transactions hanging`)",
+                self.transactional_id,
+                type(exc).__name__,
+            )
+            log.debug("the search for hanging transactions failed", exc_info=True)
+            return
         for hanging in ended:
             log.warning("ended a transaction left hanging: %s", hanging.describe())
 

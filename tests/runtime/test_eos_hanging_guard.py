@@ -1,0 +1,69 @@
+"""The exactly-once worker's search for hanging transactions can never stop the worker.
+
+The search (``choreo.transports.hanging``) drives kafka-python's admin client, in part
+through its internals; a kafka-python release that changed them must cost a warning,
+not a worker that cannot start or recover from an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from choreo.runtime import Worker, WorkerConfig
+from choreo.runtime.delivery import transactional
+from choreo.transports.config import KafkaConfig
+from choreo.transports.memory import MemoryBus, MemoryTransport
+
+from .fixtures.serdes import JsonSerde
+from .fixtures.shop import ALL_EVENTS, build_shop
+
+
+def _delivery() -> Any:
+    """An exactly-once worker's delivery whose transport looks like a Kafka one."""
+    worker = Worker(
+        build_shop().inventory,
+        MemoryTransport(MemoryBus(default_partitions=1)),
+        JsonSerde(ALL_EVENTS),
+        config=WorkerConfig(poll_timeout=0.0, exactly_once=True, instance_id="inventory-0"),
+    )
+    worker.run_once(0.01)  # opens the delivery (its link and producer)
+    delivery: Any = worker.delivery
+    delivery.transport = SimpleNamespace(config=KafkaConfig(bootstrap_servers="127.0.0.1:1"))
+    return delivery
+
+
+def test_an_unexpected_error_of_the_search_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An AttributeError from kafka-python's internals is logged once; nothing is raised."""
+    delivery = _delivery()
+
+    def broken(*args: object, **kwargs: object) -> list[object]:
+        raise AttributeError("'KafkaAdminClient' object has no attribute '_abort_request'")
+
+    monkeypatch.setattr(transactional, "end_own_hanging", broken)
+    with caplog.at_level(logging.WARNING):
+        delivery._end_hanging()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "left hanging" in warnings[0].getMessage()
+    assert "AttributeError" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None  # the traceback only at DEBUG
+
+
+def test_what_the_search_ended_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each transaction the search ended is one WARNING line naming it."""
+    delivery = _delivery()
+    ended = SimpleNamespace(describe=lambda: "out[3]: transaction of producer 7")
+    monkeypatch.setattr(transactional, "end_own_hanging", lambda *a, **k: [ended])
+    with caplog.at_level(logging.WARNING):
+        delivery._end_hanging()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1
+    assert lines[0].endswith("ended a transaction left hanging: out[3]: transaction of producer 7")
