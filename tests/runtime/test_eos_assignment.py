@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -42,6 +43,20 @@ pytestmark = pytest.mark.kafka
 
 BOUND = 30.0
 """Seconds to handle the orders: far below the open transaction's own timeout (15 min)."""
+
+
+def run_until(worker: Worker, done: Callable[[], bool], bound: float) -> None:
+    """Run ``worker`` on a thread until ``done()``, ``bound`` seconds, or the worker ends."""
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + bound
+        while not done() and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(60)
 
 
 def _reserving_service() -> tuple[Service, Counter[str]]:
@@ -109,17 +124,10 @@ def test_an_assignment_aborts_what_the_workers_transactional_id_left_open(
     # producer again failed too (the broker was down), so the next batch would create it.
     delivery._close_producer()
     zombie = _leave_transaction_open(kafka_bootstrap, delivery.transactional_id, worker)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + BOUND
-        while len(calls) < 3 and time.monotonic() < deadline and thread.is_alive():
-            time.sleep(0.2)
+        run_until(worker, lambda: len(calls) >= 3, BOUND)
         handled = len(calls)
     finally:
-        stop.set()
-        thread.join(60)
         zombie.close()
     assert handled == 3, f"{handled} of 3 orders handled within {BOUND:.0f} s"
     reserved = _read_all(kafka_bootstrap, f"{prefix}{RESERVED}", 3)

@@ -16,9 +16,6 @@ tests/transports/test_hanging_transactions.py (a broker restart makes it only by
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 from choreo.runtime import Worker
@@ -32,7 +29,7 @@ from tests.transports.test_hanging_transactions import (
 from .fixtures.serdes import avro_serde
 from .test_durability_kafka import ORDERS, RESERVED, _config, _prefix, _publish_orders, _read_all
 from .test_durability_kafka import _transport as _durability_transport
-from .test_eos_assignment import _reserving_service
+from .test_eos_assignment import _reserving_service, run_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -68,17 +65,8 @@ def test_a_new_process_ends_what_its_transactional_id_left_hanging(bootstrap: st
         f"{prefix}{RESERVED}",
     ]
     worker.start()
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + BOUND
-        while len(calls) < 3 and time.monotonic() < deadline and thread.is_alive():
-            time.sleep(0.2)
-        handled = sorted(calls)
-    finally:
-        stop.set()
-        thread.join(60)
+    run_until(worker, lambda: len(calls) >= 3, BOUND)
+    handled = sorted(calls)
     assert handled == ["o0", "o1", "o2"], f"handled {handled} within {BOUND:.0f} s"
     assert find_hanging(kafka_config, min_age=0.0, transactional_id=transactional_id) == []
     values = [r.value for r in _read_all(bootstrap, f"{prefix}{RESERVED}", 4)]
