@@ -163,8 +163,10 @@ def _kafka_python_connect(settings: dict[str, object], outcome: list[BaseExcepti
     """Bootstrap an admin client and list topics; put the error (or None) in ``outcome``."""
     import kafka
 
+    from choreo.transports.kafka_python_build import build
+
     try:
-        admin = kafka.KafkaAdminClient(**settings)
+        admin = build(kafka.KafkaAdminClient, settings)
         try:
             admin.list_topics()
         finally:
@@ -180,6 +182,7 @@ def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
 
     settings = to_kafka_python(config.common_settings())
     settings["request_timeout_ms"] = int(timeout * 1000)
+    settings["bootstrap_timeout_ms"] = int(timeout * 1000)  # its thread ends with the probe
     settings.setdefault("reconnect_backoff_max_ms", 1000)  # retry (and see why) often
     seen = _Seen()
     kafka_logger = logging.getLogger("kafka")
