@@ -16,7 +16,7 @@ from typing import Any, Final, TypeVar
 
 from kafka.net.compat import KafkaNetClient
 
-__all__ = ["build"]
+__all__ = ["build", "close_network_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +24,18 @@ _ClientT = TypeVar("_ClientT")
 _STOP_TIMEOUT_MS: Final = 5000
 
 
-def build(factory: Callable[..., _ClientT], settings: dict[str, Any]) -> _ClientT:
+def build(
+    factory: Callable[..., _ClientT],
+    settings: dict[str, Any],
+    made: list[KafkaNetClient] | None = None,
+) -> _ClientT:
     """Return ``factory(**settings)``; a constructor that raises leaves no client running.
 
-    ``settings`` must not name ``kafka_client`` (this function sets it). The
-    constructor's exception is raised unchanged.
+    ``kafka_client`` in ``settings`` is replaced. The constructor's exception is raised
+    unchanged. The network clients created are appended to ``made`` when given, so that
+    another thread may end a bootstrap early with :func:`close_network_client`.
     """
-    made: list[KafkaNetClient] = []
+    made = [] if made is None else made
 
     def network_client(**configs: Any) -> KafkaNetClient:
         client = KafkaNetClient(**configs)
@@ -41,12 +46,15 @@ def build(factory: Callable[..., _ClientT], settings: dict[str, Any]) -> _Client
         return factory(**{**settings, "kafka_client": network_client})
     except BaseException:
         for client in made:
-            _close(client)
+            close_network_client(client)
         raise
 
 
-def _close(client: KafkaNetClient) -> None:
-    """Close a network client whose owner never finished constructing, and end its thread."""
+def close_network_client(client: KafkaNetClient) -> None:
+    """Close a network client whose owner has not finished constructing; end its thread.
+
+    Safe from another thread: a bootstrap under way then fails at once.
+    """
     try:
         client.close()
         client._net.stop(_STOP_TIMEOUT_MS)
