@@ -14,8 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from kafka.net.compat import KafkaNetClient
-
 __all__ = ["build", "close_network_client"]
 
 logger = logging.getLogger(__name__)
@@ -27,7 +25,7 @@ _STOP_TIMEOUT_MS: Final = 5000
 def build(
     factory: Callable[..., _ClientT],
     settings: dict[str, Any],
-    made: list[KafkaNetClient] | None = None,
+    made: list[Any] | None = None,
 ) -> _ClientT:
     """Return ``factory(**settings)``; a constructor that raises leaves no client running.
 
@@ -36,9 +34,12 @@ def build(
     another thread may end a bootstrap early with :func:`close_network_client`.
     """
     made = [] if made is None else made
+    default = getattr(factory, "DEFAULT_CONFIG", {}).get("kafka_client")
+    if default is None:  # not a client that takes a network client: nothing to record
+        return factory(**settings)
 
-    def network_client(**configs: Any) -> KafkaNetClient:
-        client = KafkaNetClient(**configs)
+    def network_client(**configs: Any) -> Any:
+        client = default(**configs)
         made.append(client)
         return client
 
@@ -50,13 +51,15 @@ def build(
         raise
 
 
-def close_network_client(client: KafkaNetClient) -> None:
+def close_network_client(client: Any) -> None:
     """Close a network client whose owner has not finished constructing; end its thread.
 
     Safe from another thread: a bootstrap under way then fails at once.
     """
     try:
         client.close()
-        client._net.stop(_STOP_TIMEOUT_MS)
+        net = getattr(client, "_net", None)  # kafka-python 3's IO loop
+        if net is not None:
+            net.stop(_STOP_TIMEOUT_MS)
     except Exception as exc:  # the constructor's own error is the one to report
         logger.debug("closing a kafka-python client that failed to start: %s", exc)
