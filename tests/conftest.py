@@ -22,6 +22,7 @@ import importlib.util
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "postgres_server.py"
 SERVER_PROCESS_SCRIPT = REPO_ROOT / "scripts" / "_server_process.py"
 _BROKER_NOTE = pytest.StashKey[str]()
 _POSTGRES_NOTE = pytest.StashKey[str]()
+_STARTED_THREADS = pytest.StashKey[list[tuple[str, threading.Thread]]]()
 
 
 def _load_script(name: str, path: Path) -> ModuleType:
@@ -272,8 +274,41 @@ def unique_name() -> Callable[[str], str]:
     return make
 
 
+def _watched(thread: threading.Thread) -> bool:
+    """Return whether ``thread`` is one a test must not leave running: a client's or ours."""
+    return not thread.daemon or thread.name.startswith(("kafka-io", "choreo-"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Note the client and choreo threads a test started and left running at its end.
+
+    Only noted (two thread listings per test, no wait): the summary names those still
+    alive when the session ends, the leaked ones, with the test that started them.
+    """
+    before = set(threading.enumerate())
+    yield
+    started = item.config.stash.setdefault(_STARTED_THREADS, [])
+    started.extend(
+        (item.nodeid, t) for t in threading.enumerate() if t not in before and _watched(t)
+    )
+
+
+def _report_leaked_threads(terminalreporter: Any, config: pytest.Config) -> None:
+    """Name the tests whose client or choreo threads were still running at the end."""
+    leaked = [(test, t.name) for test, t in config.stash.get(_STARTED_THREADS, []) if t.is_alive()]
+    if not leaked:
+        return
+    terminalreporter.write_line(
+        f"threads left running by tests (a client or worker not closed): {len(leaked)}"
+    )
+    for test, name in leaked[:20]:
+        terminalreporter.write_line(f"  {test}: {name}")
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Report where the session's broker and database came from and their start-up time."""
+    """Report where the session's broker and database came from, and leaked threads."""
+    _report_leaked_threads(terminalreporter, config)
     note = config.stash.get(_BROKER_NOTE, None)
     if note is not None:
         terminalreporter.write_line(f"kafka broker: {note}")

@@ -60,6 +60,7 @@ from choreo.transports.base import (
 )
 from choreo.transports.config import KafkaConfig, to_kafka_python
 from choreo.transports.existing_topics import check_existing, read_kafka_python
+from choreo.transports.kafka_python_build import build
 from choreo.transports.membership import remove_static_member
 from choreo.transports.readiness import wait_until_online_kafka_python
 from choreo.transports.replication import check_brokers, check_replication, replication_configs
@@ -124,7 +125,7 @@ def _fatal(exc: BaseException) -> bool:
 def _create(factory: Callable[..., _ClientT], settings: dict[str, object], role: str) -> _ClientT:
     """Create a client from ``settings``, translating kafka-python's errors."""
     try:
-        return factory(**settings)
+        return build(factory, settings)
     except kerr.KafkaConfigurationError as exc:
         raise ConfigurationError(f"invalid {role} settings: {exc}") from exc
     except kerr.KafkaError as exc:
@@ -541,7 +542,7 @@ class KafkaPythonTransport:
             "admin",
         )
         try:
-            return KafkaAdminClient(**settings)
+            return build(KafkaAdminClient, settings)
         except kerr.KafkaError as exc:
             raise TransportError(f"cannot connect admin client: {exc}", retriable=True) from exc
 

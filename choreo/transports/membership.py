@@ -20,6 +20,7 @@ from kafka.admin import KafkaAdminClient, MemberToRemove
 
 from choreo.errors import TransportError
 from choreo.transports.config import KafkaConfig, to_kafka_python
+from choreo.transports.kafka_python_build import build
 
 __all__ = ["remove_static_member"]
 
@@ -39,7 +40,7 @@ def remove_static_member(config: KafkaConfig, group_id: str, instance_id: str) -
         if key in KafkaAdminClient.DEFAULT_CONFIG
     }
     try:
-        admin = KafkaAdminClient(**settings)
+        admin = build(KafkaAdminClient, settings)
     except kerr.KafkaError as exc:
         raise TransportError(f"cannot connect admin client: {exc}", retriable=True) from exc
     try:

@@ -33,6 +33,7 @@ _QUIET.propagate = False
 _QUIET.addHandler(logging.NullHandler())
 
 DEFAULT_TIMEOUT_S: Final = 10.0
+_END_EARLY_JOIN_S: Final = 5.0
 
 _HOW_TO_FIX_ADDRESS: Final = (
     "check --bootstrap (or bootstrap.servers in --config) and that the broker is running"
@@ -159,12 +160,19 @@ class _Seen(logging.Handler):
             self.disconnects += 1
 
 
-def _kafka_python_connect(settings: dict[str, object], outcome: list[BaseException | None]) -> None:
-    """Bootstrap an admin client and list topics; put the error (or None) in ``outcome``."""
+def _kafka_python_connect(
+    settings: dict[str, object], outcome: list[BaseException | None], made: list[Any]
+) -> None:
+    """Bootstrap an admin client and list topics; put the error (or None) in ``outcome``.
+
+    The admin's network client is appended to ``made`` as soon as it exists.
+    """
     import kafka
 
+    from choreo.transports.kafka_python_build import build
+
     try:
-        admin = kafka.KafkaAdminClient(**settings)
+        admin = build(kafka.KafkaAdminClient, settings, made)
         try:
             admin.list_topics()
         finally:
@@ -180,24 +188,45 @@ def _probe_kafka_python(config: KafkaConfig, timeout: float) -> None:
 
     settings = to_kafka_python(config.common_settings())
     settings["request_timeout_ms"] = int(timeout * 1000)
+    settings["bootstrap_timeout_ms"] = int(timeout * 1000)  # its thread ends with the probe
     settings.setdefault("reconnect_backoff_max_ms", 1000)  # retry (and see why) often
     seen = _Seen()
     kafka_logger = logging.getLogger("kafka")
     kafka_logger.addHandler(seen)
     propagate, kafka_logger.propagate = kafka_logger.propagate, False  # the error says it all
     outcome: list[BaseException | None] = []
+    made: list[Any] = []
     worker = threading.Thread(
-        target=_kafka_python_connect, args=(settings, outcome), name="choreo-probe", daemon=True
+        target=_kafka_python_connect,
+        args=(settings, outcome, made),
+        name="choreo-probe",
+        daemon=True,
     )
     try:
         worker.start()
         deadline = time.monotonic() + 3 * timeout
         while worker.is_alive() and not seen.refused.is_set() and time.monotonic() < deadline:
             worker.join(0.05)
+        result = list(outcome)
+        _end_early(worker, made)
     finally:
         kafka_logger.removeHandler(seen)
         kafka_logger.propagate = propagate
-    _raise_kafka_python_failure(config, seen, outcome, timeout)
+    _raise_kafka_python_failure(config, seen, result, timeout)
+
+
+def _end_early(worker: threading.Thread, made: list[Any]) -> None:
+    """End a probe still bootstrapping (a refused login): close its client, join its thread.
+
+    Left alone, its client would keep logging in again until its bootstrap timeout.
+    """
+    if not worker.is_alive():
+        return
+    from choreo.transports.kafka_python_build import close_network_client
+
+    for client in list(made):
+        close_network_client(client)
+    worker.join(_END_EARLY_JOIN_S)
 
 
 def _raise_kafka_python_failure(

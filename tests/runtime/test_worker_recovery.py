@@ -280,22 +280,26 @@ def test_partitions_are_handled_in_a_thread_pool_in_order(serde: Any, shop: Shop
         return real_invoke(*args, **kwargs)
 
     inventory.dispatcher.invoker.invoke = spying_invoke  # type: ignore[method-assign]
-    run_until_idle([inventory, spy])
-    assert shop.state.count("inventory.reserve") == 40
-    assert len(bus.records(RESERVED)) == 40
-    assert shop.state.count("payment.authorize") == 40
-    assert all(name.startswith("choreo-inventory") for name in threads)
-    assert len(threads) > 1
-    assert dbs == {None}
-    for partition in range(4):
-        offsets = [r.offset for r in bus.records(ORDERS, partition)]
-        assert bus.committed("inventory")[TopicPartition(ORDERS, partition)] == len(offsets)
-    for cid in cids:
-        assert [e.role for e in envelopes(saga_records(bus, cid))] == [
-            Role.START,
-            Role.STEP,
-            Role.STEP,
-        ]
+    try:
+        run_until_idle([inventory, spy])
+        assert shop.state.count("inventory.reserve") == 40
+        assert len(bus.records(RESERVED)) == 40
+        assert shop.state.count("payment.authorize") == 40
+        assert all(name.startswith("choreo-inventory") for name in threads)
+        assert len(threads) > 1
+        assert dbs == {None}
+        for partition in range(4):
+            offsets = [r.offset for r in bus.records(ORDERS, partition)]
+            assert bus.committed("inventory")[TopicPartition(ORDERS, partition)] == len(offsets)
+        for cid in cids:
+            assert [e.role for e in envelopes(saga_records(bus, cid))] == [
+                Role.START,
+                Role.STEP,
+                Role.STEP,
+            ]
+    finally:
+        inventory.close()  # its pool's threads end with it
+        spy.close()
 
 
 def test_a_rebalance_neither_loses_nor_repeats_records(shop: Shop, serde: Any) -> None:

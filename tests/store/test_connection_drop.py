@@ -60,7 +60,9 @@ class Run:
         self.url = url
         self.shop = shop
         sep = "&" if "?" in url else "?"
-        store = PostgresStore(f"{url}{sep}application_name={self.application}", schema=self.schema)
+        self.store = store = PostgresStore(
+            f"{url}{sep}application_name={self.application}", schema=self.schema
+        )
         transport = open_transport("confluent", bootstrap=bootstrap)
         config = WorkerConfig(
             group_id=f"{prefix}group",
@@ -94,6 +96,7 @@ class Run:
         self.stop.set()
         self.thread.join(30)
         self.publisher.close()
+        self.store.close()  # the worker does not own it: its pool's threads end here
 
 
 @pytest.fixture
