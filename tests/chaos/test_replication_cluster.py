@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from choreo.tracker import Tracker
-from choreo.tracker.group import TrackerGroupMember
 from choreo.transports.factory import open_transport
 from tests.runtime.fixtures.run_process import RunProcess
 from tests.runtime.test_run_options import _inventory_args
+from tests.tracker.test_group_replication_kafka import summary_member
 from tests.transports.topic_settings import topic_settings
 
 from .test_kafka_cluster import load_cluster_module
@@ -47,8 +46,9 @@ def cluster() -> Iterator[Any]:
 def _short_topic(bootstrap: str, name: str) -> None:
     """Create ``name`` with one replica and min.insync.replicas 1 (below the cluster default)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = NewTopic(name, num_partitions=2, replication_factor=1,
-                   config={"min.insync.replicas": "1"})
+    new = NewTopic(
+        name, num_partitions=2, replication_factor=1, config={"min.insync.replicas": "1"}
+    )
     admin.create_topics([new])[name].result(30)
     deadline = time.monotonic() + 30
     while name not in admin.list_topics(timeout=10).topics:
@@ -71,8 +71,9 @@ def test_create_topics_warns_once_per_short_existing_topic(
     transport = open_transport(kind, bootstrap=cluster.bootstrap)
     caplog.set_level(logging.WARNING, logger="choreo.transports")
     try:
-        transport.create_topics([short, fresh], partitions=2, replication_factor=3,
-                                min_insync_replicas=2)
+        transport.create_topics(
+            [short, fresh], partitions=2, replication_factor=3, min_insync_replicas=2
+        )
     finally:
         transport.close()
     text = "\n".join(r.getMessage() for r in caplog.records)
@@ -123,17 +124,8 @@ def test_choreo_run_says_which_existing_topic_is_short(
 def test_the_summary_topic_follows_the_replication_asked(cluster: Any) -> None:
     """replication_factor 2, min.insync.replicas 2: the compacted summary topic has both."""
     topic = f"summaries-{uuid.uuid4().hex[:8]}"
-    member = TrackerGroupMember(
-        open_transport("confluent", bootstrap=cluster.bootstrap),
-        group_id=f"g-{topic}",
-        summary_topic=topic,
-        topics=[f"{topic}.events"],
-        new_tracker=lambda: Tracker(default_deadline_s=3600),
-        partitions=2,
-        commit_interval=0.3,
-        poll_timeout=0.1,
-        replication_factor=2,
-        min_insync_replicas=2,
+    member = summary_member(
+        cluster.bootstrap, topic, replication_factor=2, min_insync_replicas=2
     ).start()
     try:
         deadline = time.monotonic() + 60

@@ -26,7 +26,8 @@ from tests.transports.topic_settings import topic_settings
 pytestmark = pytest.mark.kafka
 
 
-def _member(bootstrap: str, topic: str, **replication: int | None) -> TrackerGroupMember:
+def summary_member(bootstrap: str, topic: str, **replication: int | None) -> TrackerGroupMember:
+    """A tracker group member on ``bootstrap`` whose summary topic is ``topic``."""
     return TrackerGroupMember(
         open_transport("confluent", bootstrap=bootstrap),
         group_id=f"g-{topic}",
@@ -43,7 +44,9 @@ def _member(bootstrap: str, topic: str, **replication: int | None) -> TrackerGro
 def test_the_summary_topic_is_created_with_the_replication_asked(kafka_bootstrap: str) -> None:
     """RF 1 and min.insync.replicas 1 asked: the summary topic has both, and is compacted."""
     topic = f"summaries-{uuid.uuid4().hex[:8]}"
-    member = _member(kafka_bootstrap, topic, replication_factor=1, min_insync_replicas=1).start()
+    member = summary_member(
+        kafka_bootstrap, topic, replication_factor=1, min_insync_replicas=1
+    ).start()
     try:
         deadline = time.monotonic() + 30
         while topic_settings(kafka_bootstrap, topic) is None:
@@ -59,7 +62,7 @@ def test_the_summary_topic_is_created_with_the_replication_asked(kafka_bootstrap
 def test_more_replicas_than_brokers_stops_the_member_before_creating(kafka_bootstrap: str) -> None:
     """RF 3 on one broker: the member ends with the reason, no summary topic exists."""
     topic = f"summaries-{uuid.uuid4().hex[:8]}"
-    member = _member(kafka_bootstrap, topic, replication_factor=3)
+    member = summary_member(kafka_bootstrap, topic, replication_factor=3)
     member.start()
     member.stop(timeout=60)
     assert isinstance(member.error, ConfigurationError)
@@ -68,7 +71,7 @@ def test_more_replicas_than_brokers_stops_the_member_before_creating(kafka_boots
     )
     assert topic_settings(kafka_bootstrap, topic) is None
     with pytest.raises(ConfigurationError, match="larger than the replication factor"):
-        _member(kafka_bootstrap, topic, replication_factor=1, min_insync_replicas=2)
+        summary_member(kafka_bootstrap, topic, replication_factor=1, min_insync_replicas=2)
 
 
 def test_choreo_tracker_run_reads_the_services_replication_variables(
