@@ -288,16 +288,7 @@ class Injector:
         prepared = []
         for index, order_id in enumerate(order_ids, start=first_index):
             payload = encode(shape.start_event, shape.start_datum(order_id, index, now))
-            headers = [
-                (ch.H_TYPE, shape.start_event.encode()),
-                (ch.H_ID, str(uuid.uuid4()).encode()),
-                (ch.H_CID, order_id.encode()),
-                (ch.H_SAGA, shape.saga.encode()),
-                (ch.H_ROLE, b"start"),
-                (ch.H_SERVICE, b"order"),
-                (ch.H_AT, str(now).encode()),
-                (ch.H_STEP, b"order.start"),
-            ]
+            headers = shape.start_headers(order_id, str(uuid.uuid4()), now)
             prepared.append((order_id, payload, headers))
         return prepared
 

@@ -164,16 +164,7 @@ def _start_events(sagas: int) -> list[Recorded]:
     for index in range(sagas):
         order_id = f"order-{index:07d}"
         payload = codec.encode(shape.start_event, shape.start_datum(order_id, index, now))
-        headers = [
-            (ch.H_TYPE, shape.start_event.encode()),
-            (ch.H_ID, str(uuid.UUID(int=index + 1, version=4)).encode()),
-            (ch.H_CID, order_id.encode()),
-            (ch.H_SAGA, shape.saga.encode()),
-            (ch.H_ROLE, b"start"),
-            (ch.H_SERVICE, b"order"),
-            (ch.H_AT, str(now).encode()),
-            (ch.H_STEP, b"order.start"),
-        ]
+        headers = shape.start_headers(order_id, str(uuid.UUID(int=index + 1, version=4)), now)
         events.append((shape.start_event, order_id.encode(), payload, headers))
     return events
 

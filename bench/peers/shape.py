@@ -52,6 +52,19 @@ class SagaShape:
     single: frozenset[str] = field(default_factory=frozenset)
     """Services that run as exactly one process whatever the replica count."""
 
+    def start_headers(self, order_id: str, event_id: str, now_ms: int) -> list[tuple[str, bytes]]:
+        """Return the choreo headers of the start event of ``order_id`` (as the front end's)."""
+        return [
+            (ch.H_TYPE, self.start_event.encode()),
+            (ch.H_ID, event_id.encode()),
+            (ch.H_CID, order_id.encode()),
+            (ch.H_SAGA, self.saga.encode()),
+            (ch.H_ROLE, b"start"),
+            (ch.H_SERVICE, b"order"),
+            (ch.H_AT, str(now_ms).encode()),
+            (ch.H_STEP, b"order.start"),
+        ]
+
 
 CHOREOGRAPHED: Final = SagaShape(
     saga=ch.SAGA,
