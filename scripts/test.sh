@@ -5,7 +5,7 @@
 # (scripts/check_wheel.py: a fresh virtual environment, no extras, `choreo demo` in an
 # empty directory), and pytest (which starts its own Kafka
 # broker and PostgreSQL server through tests/conftest.py unless CHOREO_KAFKA_BOOTSTRAP and
-# CHOREO_POSTGRES_URL name them). Any failure exits non-zero,
+# CHOREO_POSTGRES_URL name them; it lists the 25 slowest tests). Any failure exits non-zero,
 # and so does a pytest run that collected no tests.
 set -euo pipefail
 
@@ -70,7 +70,7 @@ step "the wheel, installed in a fresh virtual environment (scripts/check_wheel.p
 
 step "pytest"
 status=0
-"$PYTHON" -m pytest --strict-markers "$@" || status=$?
+"$PYTHON" -m pytest --strict-markers --durations=25 "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "ERROR: pytest collected no tests." >&2
     exit 1
