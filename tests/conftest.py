@@ -41,6 +41,13 @@ settings.register_profile(
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# A shell starts a background job (``cmd &``, nohup) with SIGINT ignored, and an ignored
+# signal stays ignored in every child after exec: the CLI processes the tests stop with
+# Ctrl-C would then never see it. Python's own handler makes the children start with the
+# default disposition again, whatever started this session.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BROKER_SCRIPT = REPO_ROOT / "scripts" / "kafka_broker.py"
 POSTGRES_SCRIPT = REPO_ROOT / "scripts" / "postgres_server.py"
