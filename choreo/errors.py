@@ -95,7 +95,11 @@ class TransactionError(TransportError):
     """A Kafka transaction could not be begun, committed or aborted.
 
     ``abortable`` is True when the transaction may be aborted and retried,
-    ``fatal`` when the producer must be recreated.
+    ``fatal`` when the producer must be recreated. ``hung`` (fatal too) when the client
+    never returned from the call (librdkafka while a coordinator is unreachable) and was
+    abandoned: a new producer with the same transactional id fences it and aborts its
+    transaction, whereas another fatal error (fenced by a newer producer, refused
+    authorization) is not cured by a new producer.
     """
 
     def __init__(
@@ -105,9 +109,11 @@ class TransactionError(TransportError):
         retriable: bool = False,
         abortable: bool = False,
         fatal: bool = False,
+        hung: bool = False,
     ) -> None:
-        super().__init__(message, retriable=retriable, fatal=fatal)
+        super().__init__(message, retriable=retriable, fatal=fatal or hung)
         self.abortable = abortable
+        self.hung = hung
 
 
 class FatalError(ChoreoError):

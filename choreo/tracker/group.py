@@ -53,7 +53,8 @@ member joins:
   and the summaries of the partitions' new owner stand (a commit refused as the
   instance stops ends it with that error).
 - **A broker restart** (SIGKILLed and restarted on its data): a commit that fails is
-  retried at the next interval (a fatal error stops the instance); nothing committed
+  retried at the next interval (a producer that hung in a transactional call is replaced
+  first; another fatal error stops the instance); nothing committed
   is lost, the instance reads on from its committed offsets, and the summaries equal a
   fresh fold of the whole log. The topics' replication decides what survives a broker
   lost for good.
@@ -91,7 +92,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from choreo.errors import ChoreoError, ConfigurationError, TransportError
+from choreo.errors import ChoreoError, ConfigurationError, TransactionError, TransportError
 from choreo.tracker.pacing import (
     CATCH_UP_CHECK_S,
     DEFAULT_WINDOW_MS,
@@ -348,12 +349,18 @@ class TrackerGroupMember:
         return ready
 
     def _commit_or_retry(self) -> None:
-        """Commit; a transport error that is not fatal is retried at the next interval."""
+        """Commit; a transport error that is not fatal is retried at the next interval.
+
+        A producer that hung in a transactional call (after a broker restart) is replaced
+        first, as at a revocation; another fatal error (a newer producer with this
+        member's transactional id, refused authorization) ends the member.
+        """
         try:
             self._commit(defer=True)
         except TransportError as exc:
-            if exc.fatal:
+            if exc.fatal and not _hung(exc):
                 raise
+            self._renew = self._renew or exc.fatal
             logger.warning("tracker commit failed, retried in %.1f s: %s",
                            self.commit_interval, exc)
 
@@ -420,9 +427,10 @@ class TrackerGroupMember:
         The rest of the group waits for this callback (the eager protocol), so the commit's
         offsets get :data:`REVOKE_OFFSETS_TIMEOUT`. A commit that fails leaves the next
         owner to re-read from the last commit (the summaries and the offsets were not
-        written, or were written together: one transaction); one that failed fatally (a call
-        the client never returned from) has its producer replaced by the loop, outside the
-        callback, so the rebalance does not also wait for the new producer's registration.
+        written, or were written together: one transaction); one whose producer hung (a call
+        the client never returned from) has it replaced by the loop, outside the callback,
+        so the rebalance does not also wait for the new producer's registration; another
+        fatal error is raised by the loop and ends the member.
         """
         numbers = {tp.partition for tp in partitions if tp.topic != self.summary_topic}
         try:
@@ -430,8 +438,10 @@ class TrackerGroupMember:
                 self.revocation_commits += 1
         except ChoreoError as exc:
             logger.warning("commit at revocation failed (the next owner re-reads): %s", exc)
-            if isinstance(exc, TransportError) and exc.fatal:
+            if _hung(exc):
                 self._renew = True
+            elif isinstance(exc, TransportError) and exc.fatal:
+                self._problem = exc  # raised by the loop, outside the callback
         self._assigned -= set(partitions)
         self._unpause(partitions)
         self.alignment.reset(partitions)
@@ -572,7 +582,7 @@ class TrackerGroupMember:
         return True
 
     def _renew_if_failed(self) -> None:
-        """Replace the producer when a commit at a revocation found it failed fatally."""
+        """Replace the producer when a commit found it hung in a transactional call."""
         if self._renew:
             self._renew = False
             self._renew_producer()
@@ -598,3 +608,9 @@ class TrackerGroupMember:
             producer.abort_transaction()
         except ChoreoError as exc:
             logger.debug("abort after a failed commit failed too: %s", exc)
+
+
+def _hung(exc: BaseException) -> bool:
+    """Return True for a transactional call the client never returned from (see
+    :class:`~choreo.errors.TransactionError`): a new producer is the remedy."""
+    return isinstance(exc, TransactionError) and exc.hung

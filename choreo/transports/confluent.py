@@ -449,7 +449,7 @@ class ConfluentProducer(ProducerBase):
                 f"{what} did not return within {limit:.0f} s although given a timeout "
                 f"(librdkafka ignores it while a coordinator is unreachable; hung in "
                 f"{self._caller.hung}): the producer is abandoned",
-                fatal=True,
+                hung=True,
             )
 
     def commit_transaction(self, timeout: float = 30.0) -> None:

@@ -4,12 +4,15 @@ committed before is lost, the member resumes, and the summaries equal a fresh fo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from test_group_kafka import Cluster, _committed, _finish, _sagas, snapshot
 
+from choreo.errors import TransactionError
+from choreo.transports.config import KafkaConfig
+from choreo.transports.confluent import ConfluentTransport
 from choreo.transports.factory import open_transport
 from tests.conftest import load_kafka_broker_module
 
@@ -60,6 +63,64 @@ def test_a_broker_restart_loses_no_summary(broker: Any) -> None:
         assert len(view) == len(finished) + len(running) + len(more) + len(late)
         completed = {cid for cid, row in view.items() if row[1].value == "Completed"}
         assert {log.cid for log in running} <= completed
+    finally:
+        member.stop()
+    assert member.error is None, member.error
+
+
+class _HangsOnce:
+    """A real transactional producer whose first ``send_offsets_to_transaction`` fails as
+    librdkafka's hung call does after a broker restart (the transport abandons it)."""
+
+    def __init__(self, producer: Any, hangs: list[int]) -> None:
+        self._producer = producer
+        self._hangs = hangs
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        if self._hangs:
+            self._hangs.pop()
+            raise TransactionError("send_offsets_to_transaction did not return", hung=True)
+        self._producer.send_offsets_to_transaction(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+
+class _FirstProducerHangs(ConfluentTransport):
+    """The confluent transport, except that its first transactional producer hangs once."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        super().__init__(config)
+        self._hangs = [1]
+
+    def producer(self, *, transactional_id: str | None = None) -> Any:
+        made = super().producer(transactional_id=transactional_id)
+        return _HangsOnce(made, self._hangs) if transactional_id else made
+
+
+def test_a_producer_hung_in_a_periodic_commit_is_replaced_and_nothing_is_lost(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """A periodic commit whose producer hung (librdkafka after a broker restart) replaces
+    the producer, as a commit at a revocation does, and commits at the next interval: the
+    member keeps running and its summaries equal a fresh fold.
+
+    About 8 s: one group join and two reads to idle.
+    """
+    transport = _FirstProducerHangs(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    cluster = Cluster(transport, unique_name("hung"))
+    finished, running = _sagas(20)
+    cluster.produce([env for log in finished + running for env in log.envelopes])
+    member = cluster.member("g", "a").start()
+    try:
+        cluster.wait_done([member])
+        deadline = time.monotonic() + 30
+        while _committed(kafka_bootstrap, "g", cluster.topics) < cluster.produced:
+            assert member.error is None, member.error
+            assert time.monotonic() < deadline, "nothing committed after the hung call"
+            time.sleep(0.3)
+        assert member.renewals == 1
+        assert snapshot(cluster.materialized()) == snapshot(cluster.single_fold())
     finally:
         member.stop()
     assert member.error is None, member.error
