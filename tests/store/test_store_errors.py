@@ -123,6 +123,7 @@ def test_a_server_that_is_down_fails_at_once_saying_so(
         f"postgresql://app:{PASSWORD}/x@127.0.0.1/shop",
         f"postgres://app:{PASSWORD}@@127.0.0.1/shop?schema=rooms",
     ],
+    ids=["at-in-password", "slash-in-password", "double-at"],  # the same in every worker
 )
 def test_a_password_with_an_unencoded_at_or_slash_is_refused_without_echoing_it(url: str) -> None:
     """Such a URL would name another host and leak part of the password in libpq's errors."""
