@@ -7,6 +7,12 @@
 # broker and PostgreSQL server through tests/conftest.py unless CHOREO_KAFKA_BOOTSTRAP and
 # CHOREO_POSTGRES_URL name them; it lists the 25 slowest tests). Any failure exits non-zero,
 # and so does a pytest run that collected no tests.
+#
+# pytest runs in CHOREO_TEST_WORKERS processes (pytest-xdist, default 3, a test file per
+# worker at a time): most of the suite's wall time is waiting on brokers, rebalances and
+# subprocesses, so three workers on two cores take about half the time of one. Each
+# worker that needs one starts its own broker and PostgreSQL. `-n 0` among the arguments
+# runs everything in one process (pytest takes the last -n).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,7 +76,8 @@ step "the wheel, installed in a fresh virtual environment (scripts/check_wheel.p
 
 step "pytest"
 status=0
-"$PYTHON" -m pytest --strict-markers --durations=25 "$@" || status=$?
+"$PYTHON" -m pytest --strict-markers --durations=25 \
+    -n "${CHOREO_TEST_WORKERS:-3}" --dist loadfile "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "ERROR: pytest collected no tests." >&2
     exit 1

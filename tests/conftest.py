@@ -55,6 +55,7 @@ SERVER_PROCESS_SCRIPT = REPO_ROOT / "scripts" / "_server_process.py"
 _BROKER_NOTE = pytest.StashKey[str]()
 _POSTGRES_NOTE = pytest.StashKey[str]()
 _STARTED_THREADS = pytest.StashKey[list[tuple[str, threading.Thread]]]()
+_WORKER_SUMMARIES = pytest.StashKey[list[str]]()
 
 
 def _load_script(name: str, path: Path) -> ModuleType:
@@ -301,24 +302,42 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     )
 
 
-def _report_leaked_threads(terminalreporter: Any, config: pytest.Config) -> None:
-    """Name the tests whose client or choreo threads were still running at the end."""
+def _summary_lines(config: pytest.Config) -> list[str]:
+    """Return this process's report: leaked threads, where the broker and database came from."""
+    lines: list[str] = []
     leaked = [(test, t.name) for test, t in config.stash.get(_STARTED_THREADS, []) if t.is_alive()]
-    if not leaked:
-        return
-    terminalreporter.write_line(
-        f"threads left running by tests (a client or worker not closed): {len(leaked)}"
-    )
-    for test, name in leaked[:20]:
-        terminalreporter.write_line(f"  {test}: {name}")
+    if leaked:
+        lines.append(
+            f"threads left running by tests (a client or worker not closed): {len(leaked)}"
+        )
+        lines.extend(f"  {test}: {name}" for test, name in leaked[:20])
+    note = config.stash.get(_BROKER_NOTE, None)
+    if note is not None:
+        lines.append(f"kafka broker: {note}")
+    pg_note = config.stash.get(_POSTGRES_NOTE, None)
+    if pg_note is not None:
+        lines.append(f"postgresql: {pg_note}")
+    return lines
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker, hand this worker's report to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["choreo_summary"] = _summary_lines(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """In the pytest-xdist controller, keep each worker's report for the summary."""
+    lines = getattr(node, "workeroutput", {}).get("choreo_summary", [])
+    worker = getattr(node, "gateway", None)
+    name = getattr(worker, "id", "worker")
+    node.config.stash.setdefault(_WORKER_SUMMARIES, []).extend(f"[{name}] {x}" for x in lines)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Report where the session's broker and database came from, and leaked threads."""
-    _report_leaked_threads(terminalreporter, config)
-    note = config.stash.get(_BROKER_NOTE, None)
-    if note is not None:
-        terminalreporter.write_line(f"kafka broker: {note}")
-    pg_note = config.stash.get(_POSTGRES_NOTE, None)
-    if pg_note is not None:
-        terminalreporter.write_line(f"postgresql: {pg_note}")
+    """Report where the session's broker and database came from, and leaked threads (each
+    worker's, under pytest-xdist)."""
+    for line in config.stash.get(_WORKER_SUMMARIES, []) + _summary_lines(config):
+        terminalreporter.write_line(line)
