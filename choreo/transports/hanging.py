@@ -225,7 +225,8 @@ def find_hanging(
     """Return the hanging transactions on ``topics`` (every topic, internal ones included).
 
     A partition's open transaction counts when its producer last wrote there at least
-    ``min_age`` seconds ago and the coordinator of its transactional id is not ending it
+    ``min_age`` seconds ago (by the record's timestamp, the producer's clock; any time at
+    all when ``min_age`` is 0) and the coordinator of its transactional id is not ending it
     (no id known for the producer, another producer for the id, the id in a completed
     state, or the partition not among its transaction's). Give ``min_age`` above the
     producers' ``transaction.timeout.ms`` plus the broker's abort check interval (10 s)
@@ -242,12 +243,15 @@ def find_hanging(
         if not partitions:
             return []
         now_ms = time.time() * 1000
+        # the last write's time is the producer's clock (a record's timestamp): with no
+        # minimum age it is not looked at, so a clock ahead of this one hides nothing
+        oldest_ms = now_ms - min_age * 1000 if min_age > 0 else float("inf")
         open_ones: list[tuple[Any, Any]] = [
             (tp, producer)
             for tp, state in _producers(admin, partitions).items()
             for producer in state.active_producers
             if producer.current_transaction_start_offset >= 0
-            and now_ms - producer.last_timestamp >= min_age * 1000
+            and producer.last_timestamp <= oldest_ms
             and (not own or producer.producer_id == own[str(transactional_id)].producer_id)
         ]
         if not open_ones:
