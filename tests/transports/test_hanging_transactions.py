@@ -197,15 +197,28 @@ def test_a_groups_offsets_left_pending_are_committed_by_the_command(bootstrap: s
         plain.send(inputs, f"in-{n}".encode(), partition=0)
     plain.flush(30)
     plain.close()
-    producer = leave_hanging(bootstrap, visible=topic, offsets={inputs: 2}, group=group)
+    transactional_id = f"hanging-{uuid.uuid4().hex}-{'x' * 40}"  # long: lines must wrap
+    producer = leave_hanging(
+        bootstrap,
+        visible=topic,
+        offsets={inputs: 2},
+        group=group,
+        transactional_id=transactional_id,
+    )
     runner = CliRunner()
     args = ["transactions", "hanging", "--bootstrap", bootstrap, "--min-age", "0"]
     try:
         assert _read_committed(bootstrap, inputs, group, 5.0) == []  # offsets never fetched
         listed = runner.invoke(main, [*args, "--topic", CONSUMER_OFFSETS, "--topic", topic])
         assert listed.exit_code == 1, listed.output
-        [line] = [ln for ln in listed.output.splitlines() if CONSUMER_OFFSETS in ln]
-        assert "coordinator: CompleteCommit; decided: commit; remedy: commit" in line
+        lines = listed.output.splitlines()
+        assert all(len(ln) <= 80 for ln in lines), "\n".join(lines)  # an 80-column terminal
+        [entry] = [
+            " ".join(entry.split())
+            for entry in ("\n" + listed.output).split("\n" + CONSUMER_OFFSETS)[1:]
+        ]
+        assert "coordinator: CompleteCommit; decided: commit; remedy: commit" in entry
+        assert transactional_id in entry.replace(" ", "")
         ended = runner.invoke(main, [*args, "--topic", CONSUMER_OFFSETS, "--end"])
         assert ended.exit_code == 0, ended.output
         again = runner.invoke(main, [*args, "--topic", CONSUMER_OFFSETS])
