@@ -71,6 +71,10 @@ _ACTIVE: Final = frozenset({"Ongoing", "PrepareCommit", "PrepareAbort", "Prepare
 """Coordinator states in which a transaction is still being ended by its coordinator."""
 _MAX_PARTITIONS: Final = 100_000
 """Bound on the partitions one search describes (a cluster's metadata is outside data)."""
+_OWN_ATTEMPTS: Final = 3
+"""Searches :func:`end_own_hanging` makes before it gives up."""
+_OWN_BACKOFF_S: Final = 1.0
+"""Seconds between those searches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,13 +277,37 @@ def find_hanging(
 
 
 def end_own_hanging(
-    config: KafkaConfig, transactional_id: str, *, timeout: float = 10.0
+    config: KafkaConfig,
+    transactional_id: str,
+    *,
+    timeout: float = 10.0,
+    attempts: int = _OWN_ATTEMPTS,
 ) -> list[Hanging]:
     """End every hanging transaction of ``transactional_id`` with its remedy; return them.
 
     For a producer that has just registered ``transactional_id`` (so no transaction of
-    it is live): every open one on a partition is hanging, whatever its age.
+    it is live): every open one on a partition is hanging, whatever its age. A search
+    that fails (a broker that does not answer within ``timeout``, a leader moving: what
+    a cluster does right after a broker restart) is made again, ``attempts`` times in
+    all, a second apart; a refused permission is not, and the last failure is raised.
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _end_own(config, transactional_id, timeout)
+        except TransportError as exc:
+            if exc.fatal or attempt >= attempts:
+                raise
+            logger.info(
+                "looking for hanging transactions of %s failed (attempt %d of %d), "
+                "again in %.0f s: %s",
+                printable(transactional_id), attempt, attempts, _OWN_BACKOFF_S, exc,
+            )
+            time.sleep(_OWN_BACKOFF_S)
+    return []  # pragma: no cover - attempts < 1
+
+
+def _end_own(config: KafkaConfig, transactional_id: str, timeout: float) -> list[Hanging]:
+    """One search for ``transactional_id``'s hanging transactions, each ended; return them."""
     found = find_hanging(
         config, None, min_age=0.0, transactional_id=transactional_id, timeout=timeout
     )

@@ -229,8 +229,9 @@ class Transactional(DeliveryBase):
         for good; each gets its remedy marker (:mod:`choreo.transports.hanging`: the
         coordinator's decision when it still shows, else commit on a data partition and
         abort on the group's offsets, which loses nothing: a batch read again is dropped
-        by the inbox). Needs kafka-python; without it, or when the search fails, a
-        warning says what to run.
+        by the inbox). A search that fails is made again (three times in all, a second
+        apart: a cluster just restarted answers slowly). Needs kafka-python; without it,
+        or when every search failed, a warning says what to run.
         """
         config = getattr(self.transport, "config", None)
         if not isinstance(config, KafkaConfig):
