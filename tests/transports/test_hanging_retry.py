@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 pytest.importorskip("kafka")  # the pure-Python client: a dev dependency
 
-STALL_S = 4.0
+STALL_S = 2.5
 """How long the broker is stopped: longer than the search's 1 s bound per call."""
 
 
