@@ -207,3 +207,9 @@ def test_a_field_named_like_the_inits_own_names_builds_the_same_event(name: str)
     assert (getattr(built, name), built.other) == (7, "y")
     assert built == _reference(cls, 7, "y")
     assert cls(**{name: 8}) == _reference(cls, **{name: 8})
+
+
+def test_the_init_signature_is_the_generated_ones_self_included() -> None:
+    """``inspect.signature`` of ``__init__`` itself names the same parameters."""
+    generated = Placed.__init__.__wrapped__
+    assert inspect.signature(Placed.__init__) == inspect.signature(generated)

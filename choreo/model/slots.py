@@ -128,11 +128,12 @@ def _compile_init(
     cls: type[Any], shell: type[Any], fields: list[dataclasses.Field[Any]], init: Any
 ) -> Callable[..., None]:
     """Return the shell-building ``__init__`` of ``cls`` (see :func:`fast_frozen_init`)."""
-    # every name of the function's own starts with "__": no field's can (see shell_of),
-    # so a field called ``self`` or ``_cls`` is a parameter like any other
+    # every other name of the function's own starts with "__", which no field's can (see
+    # shell_of), and ``self`` is renamed as dataclasses does when a field is called so
+    me = "__dataclass_self__" if any(f.name == "self" for f in fields) else "self"
     namespace: dict[str, Any] = {"__cls": cls, "__shell": shell, "__init": init}
     namespace["__set"] = object.__setattr__
-    params, passed, marked = ["__self"], [], False
+    params, passed, marked = [me], [], False
     for index, field in enumerate(fields):
         if field.kw_only and not marked:
             params.append("*")
@@ -143,16 +144,16 @@ def _compile_init(
             param = f"{field.name}=__d{index}"
         params.append(param)
         passed.append(f"{field.name}={field.name}" if field.kw_only else field.name)
-    stores = [f"        __self.{f.name} = {f.name}" for f in fields]
+    stores = [f"        {me}.{f.name} = {f.name}" for f in fields]
     text = "\n".join(
         [
             f"def __init__({', '.join(params)}):",
-            "    if __self.__class__ is __cls:",
-            "        __set(__self, '__class__', __shell)",
+            f"    if {me}.__class__ is __cls:",
+            f"        __set({me}, '__class__', __shell)",
             *stores,
-            "        __self.__class__ = __cls",
+            f"        {me}.__class__ = __cls",
             "    else:",
-            f"        __init(__self, {', '.join(['', *passed])[2:]})",
+            f"        __init({me}, {', '.join(['', *passed])[2:]})",
         ]
     )
     exec(compile(text, f"<choreo fast init {cls.__qualname__}>", "exec"), namespace)  # noqa: S102
