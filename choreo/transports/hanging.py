@@ -287,15 +287,16 @@ def end_own_hanging(
 
     For a producer that has just registered ``transactional_id`` (so no transaction of
     it is live): every open one on a partition is hanging, whatever its age. A search
-    that fails (a broker that does not answer within ``timeout``, a leader moving: what
-    a cluster does right after a broker restart) is made again, ``attempts`` times in
-    all, a second apart; a refused permission is not, and the last failure is raised.
+    that fails with an error Kafka calls retriable (a broker that does not answer within
+    ``timeout``, a leader moving, a coordinator loading: what a cluster does right after
+    a broker restart) is made again, ``attempts`` times in all, a second apart; any other
+    error (a refused permission, too many partitions) is raised at once, as is the last.
     """
     for attempt in range(1, attempts + 1):
         try:
             return _end_own(config, transactional_id, timeout)
         except TransportError as exc:
-            if exc.fatal or attempt >= attempts:
+            if not exc.retriable or attempt >= attempts:
                 raise
             logger.info(
                 "looking for hanging transactions of %s failed (attempt %d of %d), "
