@@ -43,9 +43,10 @@ Guarantee (read_committed consumers downstream):
   by the worker once its id is registered, at start and after an outage: each gets its
   remedy marker (:mod:`choreo.transports.hanging`), a commit on an output partition
   (never losing an output; a copy of an aborted batch's output carries its retry's event
-  id, which every inbox drops) and, on the group's offsets, the coordinator's decision
-  when it still shows, else an abort (the group reads again from its previous committed
-  offsets; the inbox drops what was handled). This needs kafka-python; without it the
+  id, which every inbox drops) and, on the group's offsets, an abort (the coordinator's
+  decision no longer shows once this worker registered the id again, which moves its
+  epoch; the group reads again from its previous committed offsets and the inbox drops
+  what was handled). This needs kafka-python; without it the
   partitions stay unstable until this replica next writes to them, and
   ``choreo transactions hanging --end`` ends them (see docs/operating.md).
 
