@@ -180,3 +180,36 @@ def test_left_alone_where_it_could_differ() -> None:
     assert Factory().a == []
     assert NoInit("a").b == "x"
     assert WithInitVar("a", 3).a == "a"
+
+
+@pytest.mark.parametrize("name", ["self", "_cls", "_shell", "_init", "_set", "_d0"])
+def test_a_field_named_like_the_inits_own_names_builds_the_same_event(name: str) -> None:
+    """A field may be called ``self`` (an Avro field name codegen keeps) or like one of the
+    names the shell-building ``__init__`` uses: the class is defined, builds on the fast
+    path, and gives the same instance as the generated ``__init__``."""
+    namespace: dict[str, object] = {}
+    source = (
+        "from dataclasses import dataclass\n"
+        "from typing import ClassVar\n"
+        "from choreo.model.events import Event\n"
+        "@dataclass(frozen=True, slots=True)\n"
+        "class Named(Event):\n"
+        "    __avro_name__: ClassVar[str] = 't.Named'\n"
+        f"    {name}: int\n"
+        "    other: str = 'x'\n"
+    )
+    # compiled without this module's annotations future: the ClassVar must be a real one
+    exec(compile(source, "<named>", "exec", dont_inherit=True), namespace)
+    cls = namespace["Named"]
+    assert isinstance(cls, type)
+    built = cls(7, "y")
+    assert _fast(cls)
+    assert (getattr(built, name), built.other) == (7, "y")
+    assert built == _reference(cls, 7, "y")
+    assert cls(**{name: 8}) == _reference(cls, **{name: 8})
+
+
+def test_the_init_signature_is_the_generated_ones_self_included() -> None:
+    """``inspect.signature`` of ``__init__`` itself names the same parameters."""
+    generated = Placed.__init__.__wrapped__
+    assert inspect.signature(Placed.__init__) == inspect.signature(generated)

@@ -15,9 +15,9 @@ crash immediate: the worker rejoins its group as the same static member.
 that several replicas share them; ``--replication-factor`` and ``--min-insync-replicas``
 (``$CHOREO_TOPIC_REPLICATION_FACTOR``, ``$CHOREO_TOPIC_MIN_INSYNC_REPLICAS``) set their
 replication (a cluster with fewer live brokers than asked for is an error, before any
-topic is created; an existing topic with less replication than asked is left as it is,
-with one warning each). A ``--store`` URL given on the command line with a
-password draws a warning: ``ps`` shows it to every user (use ``$CHOREO_STORE``,
+topic is created, when a topic is missing; an existing topic with less replication
+than asked is left as it is, with one warning each). A ``--store`` URL given on the
+command line with a password draws a warning: ``ps`` shows it to every user (use ``$CHOREO_STORE``,
 ``$PGPASSWORD`` or ``~/.pgpass``).
 ``--relay-interval``, ``--relay-min-age`` and ``--relay-batch`` (or
 ``$CHOREO_RELAY_INTERVAL``, ``$CHOREO_RELAY_MIN_AGE``, ``$CHOREO_RELAY_BATCH``) tune the

@@ -8,6 +8,7 @@ of those partitions, and the members of a group whose offsets it holds, wait for
 from __future__ import annotations
 
 import json
+import textwrap
 
 import click
 
@@ -45,7 +46,7 @@ def transactions() -> None:
 @click.option(
     "--end",
     is_flag=True,
-    help="Write each one's remedy marker (commit, or abort: see the REMEDY column).",
+    help="Write each one's remedy marker (commit, or abort: see its 'remedy').",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per transaction.")
 @_errors
@@ -83,7 +84,7 @@ def hanging(
                 )
             )
         else:
-            click.echo(item.describe())
+            click.echo(_wrapped(item.describe()))
         if end:
             end_hanging(config, item, commit=item.remedy == "commit")
             if not as_json:
@@ -95,3 +96,14 @@ def hanging(
     if not end:
         raise SystemExit(1)
     click.echo(printable(f"{len(found)} hanging transaction(s) ended"), err=True)
+
+
+def _wrapped(line: str) -> str:
+    """Return ``line`` (escaped already) cut into lines that fit the terminal (80 columns
+    when it is not one), the ones after the first indented."""
+    from choreo.safety.terminal import console
+
+    width = max(40, console().width)
+    return textwrap.fill(
+        line, width, subsequent_indent="    ", break_long_words=True, break_on_hyphens=False
+    )

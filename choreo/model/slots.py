@@ -128,29 +128,32 @@ def _compile_init(
     cls: type[Any], shell: type[Any], fields: list[dataclasses.Field[Any]], init: Any
 ) -> Callable[..., None]:
     """Return the shell-building ``__init__`` of ``cls`` (see :func:`fast_frozen_init`)."""
-    namespace: dict[str, Any] = {"_cls": cls, "_shell": shell, "_init": init}
-    namespace["_set"] = object.__setattr__
-    params, passed, marked = ["self"], [], False
+    # every other name of the function's own starts with "__", which no field's can (see
+    # shell_of), and ``self`` is renamed as dataclasses does when a field is called so
+    me = "__dataclass_self__" if any(f.name == "self" for f in fields) else "self"
+    namespace: dict[str, Any] = {"__cls": cls, "__shell": shell, "__init": init}
+    namespace["__set"] = object.__setattr__
+    params, passed, marked = [me], [], False
     for index, field in enumerate(fields):
         if field.kw_only and not marked:
             params.append("*")
             marked = True
         param = field.name
         if field.default is not dataclasses.MISSING:
-            namespace[f"_d{index}"] = field.default
-            param = f"{field.name}=_d{index}"
+            namespace[f"__d{index}"] = field.default
+            param = f"{field.name}=__d{index}"
         params.append(param)
         passed.append(f"{field.name}={field.name}" if field.kw_only else field.name)
-    stores = [f"        self.{f.name} = {f.name}" for f in fields]
+    stores = [f"        {me}.{f.name} = {f.name}" for f in fields]
     text = "\n".join(
         [
             f"def __init__({', '.join(params)}):",
-            "    if self.__class__ is _cls:",
-            "        _set(self, '__class__', _shell)",
+            f"    if {me}.__class__ is __cls:",
+            f"        __set({me}, '__class__', __shell)",
             *stores,
-            "        self.__class__ = _cls",
+            f"        {me}.__class__ = __cls",
             "    else:",
-            f"        _init(self, {', '.join(['', *passed])[2:]})",
+            f"        __init({me}, {', '.join(['', *passed])[2:]})",
         ]
     )
     exec(compile(text, f"<choreo fast init {cls.__qualname__}>", "exec"), namespace)  # noqa: S102

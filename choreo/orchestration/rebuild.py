@@ -98,6 +98,7 @@ def rebuild(
     partitions: Collection[int] | None = None,
     idle_timeout: float = 1.0,
     max_seconds: float = 300.0,
+    assign_timeout: float = 30.0,
 ) -> int:
     """Fold every record of ``orch``'s saga up to the topics' ends; return how many were folded.
 
@@ -105,8 +106,10 @@ def rebuild(
     partitions of the orchestrator's input topics (the ones a replica was just assigned),
     and reads only those partitions where that is safe (:func:`owned_share`); None keeps
     every saga. The runs kept replace the engine's
-    (:meth:`~choreo.orchestration.engine.Engine.adopt`). ``max_seconds`` bounds the read;
-    ``idle_timeout`` only matters for a transport that cannot tell where partitions end.
+    (:meth:`~choreo.orchestration.engine.Engine.adopt`). ``max_seconds`` bounds the read,
+    ``assign_timeout`` the wait for its reader's partitions (past it nothing was read, and
+    a WARNING says so); ``idle_timeout`` only matters for a transport that cannot tell
+    where partitions end.
     """
     engine = orch.engine
     saga = orch.saga.name
@@ -120,6 +123,7 @@ def rebuild(
         saga_topics(orch, topic_naming),
         select=owned_share(inputs, partitions),
         max_seconds=max_seconds,
+        assign_timeout=assign_timeout,
         idle_timeout=idle_timeout,
         report=report,
     ):
@@ -142,7 +146,14 @@ def rebuild(
         if record.topic in inputs:
             homes.setdefault(cid, record.partition)
         folded += 1
-    if report.timed_out:
+    if report.timed_out and not report.assigned:
+        logger.warning(
+            "%s: rebuild read nothing (its reader was assigned no partition within %g s): "
+            "the sagas under way were not rebuilt",
+            orch.name,
+            assign_timeout,
+        )
+    elif report.timed_out:
         logger.warning(
             "%s: rebuild stopped after %.0f s with %d partition(s) not read to their end; "
             "the worker folds the rest",

@@ -58,8 +58,8 @@ class WorkerConfig:
     - ``topic_replication_factor`` / ``topic_min_insync_replicas``: the replication of
       the topics it creates (None: the cluster's ``default.replication.factor`` and the
       broker's ``min.insync.replicas``); a cluster with fewer live brokers than either
-      asks for stops the start with a :class:`~choreo.errors.ConfigurationError` (see
-      :mod:`choreo.transports.replication`).
+      asks for stops the start with a :class:`~choreo.errors.ConfigurationError` when a
+      topic is to be created (see :mod:`choreo.transports.replication`).
     - ``from_beginning``: where a group without committed offsets starts.
     - ``flush_timeout`` / ``transaction_timeout``: seconds to wait for the broker.
     - ``commit_interval``: at-least-once delivery commits the consumer offsets of handled

@@ -19,7 +19,7 @@ from typing import Final
 from choreo.errors import ConfigurationError, TransportError
 from choreo.transports.base import Transport
 from choreo.transports.config import KafkaConfig
-from choreo.transports.replication import check_brokers, check_replication, replication_configs
+from choreo.transports.replication import check_replication, replication_configs
 
 __all__ = ["COMPACTED", "create_compacted_topic", "partition_count", "with_range_assignor"]
 
@@ -82,8 +82,7 @@ def _create_confluent(
     from choreo.transports.confluent import ConfluentTransport
 
     assert isinstance(transport, ConfluentTransport)
-    if replication_factor is not None or min_insync_replicas is not None:
-        check_brokers(transport._broker_count(), replication_factor, min_insync_replicas)
+    transport._check_brokers([topic], replication_factor, min_insync_replicas)
     admin = transport._admin_client()
     factor = -1 if replication_factor is None else replication_factor
     config = {**COMPACTED, **replication_configs(min_insync_replicas)}

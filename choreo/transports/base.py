@@ -327,9 +327,9 @@ class Transport(Protocol):
         ``replication_factor`` None is the cluster's default; ``min_insync_replicas``
         becomes the topics' ``min.insync.replicas`` config (None: the broker's default).
         A Kafka transport raises :class:`~choreo.errors.ConfigurationError` before
-        creating anything when the cluster has fewer live brokers than either asks for
-        (see :mod:`choreo.transports.replication`); the in-memory bus keeps one copy
-        whatever is asked.
+        creating anything when a topic is missing and the cluster has fewer live brokers
+        than either asks for (see :mod:`choreo.transports.replication`); the in-memory
+        bus keeps one copy whatever is asked.
         """
         ...
 

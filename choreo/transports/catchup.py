@@ -63,6 +63,8 @@ class CatchUp:
     """How long the read took."""
     by_idle: bool = False
     """True when the consumer could not tell ends and the read stopped on idleness."""
+    assigned: bool = False
+    """True once the read's consumer got its partitions (False: it read nothing)."""
 
 
 def read_to_ends(
@@ -121,6 +123,7 @@ def _read(  # noqa: PLR0917 - the loop's state, passed once
         if reading is None:
             assigned = consumer.assignment()
             if assigned:
+                state.assigned = True
                 reading = _start(consumer, assigned, select, state)
                 unknown = set(reading)
             elif now - started >= assign_timeout:

@@ -880,8 +880,7 @@ class ConfluentTransport:
         if not topics:
             return
         check_replication(replication_factor, min_insync_replicas)
-        if replication_factor is not None or min_insync_replicas is not None:
-            check_brokers(self._broker_count(), replication_factor, min_insync_replicas)
+        self._check_brokers(topics, replication_factor, min_insync_replicas)
         configs = replication_configs(min_insync_replicas)
         factor = -1 if replication_factor is None else replication_factor
         new = [
@@ -916,13 +915,25 @@ class ConfluentTransport:
             min_insync,
         )
 
-    def _broker_count(self) -> int:
-        """Return how many brokers the cluster's metadata lists (the live ones)."""
+    def _check_brokers(
+        self, topics: Sequence[str], replication_factor: int | None, min_insync: int | None
+    ) -> None:
+        """Refuse (ConfigurationError) a replication the live brokers cannot hold, when one
+        of ``topics`` is to be created with it.
+
+        With every topic there nothing is created and nothing is refused: a broker down
+        (a rolling restart of the cluster) must not stop a replica's restart; the
+        existing topics are compared with what was asked afterwards, as always.
+        """
+        if replication_factor is None and min_insync is None:
+            return
         try:
             metadata = self._admin_client().list_topics(timeout=_ADMIN_TIMEOUT)
         except ck.KafkaException as exc:
             raise _transport_error(exc, "cannot read the cluster's brokers") from exc
-        return len(metadata.brokers)
+        if all(topic in metadata.topics for topic in topics):
+            return
+        check_brokers(len(metadata.brokers), replication_factor, min_insync)
 
     def _wait_for_metadata(self, topics: Sequence[str]) -> None:
         """Wait until every partition of ``topics`` is online on its leader (or 30 s passed).

@@ -109,6 +109,13 @@ def read_kafka_python(admin: KafkaAdminClient, topics: Sequence[str]) -> list[Ex
     except (kerr.KafkaError, KeyError, TypeError) as exc:
         raise TransportError(f"cannot describe the topics: {exc}") from exc
     by_topic = configs.get("topic", {}) if isinstance(configs, dict) else {}
+    # kafka-python drops a resource's error (no DescribeConfigs permission on the topic):
+    # it comes back without configs, where the filter "all" always gives this one
+    refused = [t for t in present if _MIN_INSYNC not in by_topic.get(t, {})]
+    if refused:
+        named = ", ".join(printable(t, 249) for t in refused[:_NAMED])
+        more = f" and {len(refused) - _NAMED} more" if len(refused) > _NAMED else ""
+        raise TransportError(f"cannot describe the configs of topic(s) {named}{more}")
     found = []
     for topic in topics:
         partitions = present.get(topic)

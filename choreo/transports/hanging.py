@@ -71,6 +71,10 @@ _ACTIVE: Final = frozenset({"Ongoing", "PrepareCommit", "PrepareAbort", "Prepare
 """Coordinator states in which a transaction is still being ended by its coordinator."""
 _MAX_PARTITIONS: Final = 100_000
 """Bound on the partitions one search describes (a cluster's metadata is outside data)."""
+_OWN_ATTEMPTS: Final = 3
+"""Searches :func:`end_own_hanging` makes before it gives up."""
+_OWN_BACKOFF_S: Final = 1.0
+"""Seconds between those searches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +229,8 @@ def find_hanging(
     """Return the hanging transactions on ``topics`` (every topic, internal ones included).
 
     A partition's open transaction counts when its producer last wrote there at least
-    ``min_age`` seconds ago and the coordinator of its transactional id is not ending it
+    ``min_age`` seconds ago (by the record's timestamp, the producer's clock; any time at
+    all when ``min_age`` is 0) and the coordinator of its transactional id is not ending it
     (no id known for the producer, another producer for the id, the id in a completed
     state, or the partition not among its transaction's). Give ``min_age`` above the
     producers' ``transaction.timeout.ms`` plus the broker's abort check interval (10 s)
@@ -242,12 +247,15 @@ def find_hanging(
         if not partitions:
             return []
         now_ms = time.time() * 1000
+        # the last write's time is the producer's clock (a record's timestamp): with no
+        # minimum age it is not looked at, so a clock ahead of this one hides nothing
+        oldest_ms = now_ms - min_age * 1000 if min_age > 0 else float("inf")
         open_ones: list[tuple[Any, Any]] = [
             (tp, producer)
             for tp, state in _producers(admin, partitions).items()
             for producer in state.active_producers
             if producer.current_transaction_start_offset >= 0
-            and now_ms - producer.last_timestamp >= min_age * 1000
+            and producer.last_timestamp <= oldest_ms
             and (not own or producer.producer_id == own[str(transactional_id)].producer_id)
         ]
         if not open_ones:
@@ -269,13 +277,38 @@ def find_hanging(
 
 
 def end_own_hanging(
-    config: KafkaConfig, transactional_id: str, *, timeout: float = 10.0
+    config: KafkaConfig,
+    transactional_id: str,
+    *,
+    timeout: float = 10.0,
+    attempts: int = _OWN_ATTEMPTS,
 ) -> list[Hanging]:
     """End every hanging transaction of ``transactional_id`` with its remedy; return them.
 
     For a producer that has just registered ``transactional_id`` (so no transaction of
-    it is live): every open one on a partition is hanging, whatever its age.
+    it is live): every open one on a partition is hanging, whatever its age. A search
+    that fails with an error Kafka calls retriable (a broker that does not answer within
+    ``timeout``, a leader moving, a coordinator loading: what a cluster does right after
+    a broker restart) is made again, ``attempts`` times in all, a second apart; any other
+    error (a refused permission, too many partitions) is raised at once, as is the last.
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _end_own(config, transactional_id, timeout)
+        except TransportError as exc:
+            if not exc.retriable or attempt >= attempts:
+                raise
+            logger.info(
+                "looking for hanging transactions of %s failed (attempt %d of %d), "
+                "again in %.0f s: %s",
+                printable(transactional_id), attempt, attempts, _OWN_BACKOFF_S, exc,
+            )
+            time.sleep(_OWN_BACKOFF_S)
+    return []  # pragma: no cover - attempts < 1
+
+
+def _end_own(config: KafkaConfig, transactional_id: str, timeout: float) -> list[Hanging]:
+    """One search for ``transactional_id``'s hanging transactions, each ended; return them."""
     found = find_hanging(
         config, None, min_age=0.0, transactional_id=transactional_id, timeout=timeout
     )

@@ -564,7 +564,10 @@ class KafkaPythonTransport:
         check_replication(replication_factor, min_insync_replicas)
         admin = self._admin()
         try:
-            if replication_factor is not None or min_insync_replicas is not None:
+            # only for a topic to be created: with every topic there, a broker down (a
+            # rolling restart of the cluster) must not stop a replica's restart
+            asked = replication_factor is not None or min_insync_replicas is not None
+            if asked and not set(topics) <= set(admin.list_topics()):
                 brokers = len(admin.describe_cluster().get("brokers", ()))
                 check_brokers(brokers, replication_factor, min_insync_replicas)
             factor = -1 if replication_factor is None else replication_factor

@@ -8,7 +8,9 @@ config when asked for, the broker's default otherwise. Both Kafka transports che
 request against the cluster before creating anything: a factor larger than the number of
 live brokers, or a ``min.insync.replicas`` that the factor (or the brokers) can never
 satisfy, is a :class:`~choreo.errors.ConfigurationError` saying so, never a half-created
-set of topics.
+set of topics. The live brokers are counted only when a topic is to be created: with
+every topic there, a broker down (a rolling restart of the cluster) never stops a
+replica's start.
 
 Topics that exist are left as they are: choreo never moves partitions or alters the
 configs of a topic it did not just create. When replication was asked for and a topic

@@ -185,3 +185,41 @@ def test_the_share_read_is_every_partition_when_the_input_topics_disagree() -> N
     skewed = [*aligned, TopicPartition("b", 3)]
     assert select(skewed) == set(skewed)
     assert owned_share({"a"}, None) is None
+
+
+class _UnassignedTransport(_StalledTransport):
+    """The kit's transport, whose consumers are never given a partition (a group
+    coordinator that does not answer)."""
+
+    def consumer(self, group_id: str, **options: Any) -> Any:
+        consumer = self.inner.consumer(group_id, **options)
+        consumer.subscribe = lambda topics: None  # joins nothing, so nothing is assigned
+        return consumer
+
+
+def test_a_reader_never_assigned_is_a_warning_that_nothing_was_read(
+    kit4: tuple[SagaTestKit, Orchestrator], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No partition within assign_timeout: the one WARNING says nothing was read (it used
+    to say the read stopped after max_seconds with 0 partitions behind, as if complete)."""
+    kit, _ = kit4
+    _start(kit, 2)
+    fresh = orchestrated.create(deadline=DEADLINE)
+    caplog.set_level(logging.WARNING, logger="choreo.orchestration.rebuild")
+    folded = rebuild(
+        fresh,
+        _UnassignedTransport(kit.transport, 0.0),
+        kit.serde,
+        topic_naming=kit.config.topic_naming,
+        assign_timeout=0.5,
+    )
+    assert folded == 0
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "choreo.orchestration.rebuild"
+    ]
+    assert warnings == [
+        "orchestrator: rebuild read nothing (its reader was assigned no partition within "
+        "0.5 s): the sagas under way were not rebuilt"
+    ]

@@ -130,3 +130,38 @@ def test_replication_out_of_bounds_is_refused_before_anything_runs() -> None:
     asked = WorkerConfig(topic_replication_factor=3, topic_min_insync_replicas=2)
     assert topic_replication(asked) == {"replication_factor": 3, "min_insync_replicas": 2}
     assert topic_replication(WorkerConfig()) == {}  # the cluster's defaults: nothing passed
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("kind", ["confluent", "kafka-python"])
+def test_existing_topics_never_stop_a_start_on_a_cluster_with_brokers_down(
+    kafka_bootstrap: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every topic there, RF 2 asked of a cluster with one live broker (a 3-broker cluster
+    with RF 3 and a broker down for a rolling restart looks the same): nothing to create,
+    so no refusal, one WARNING per topic saying it has less; a missing topic is still
+    refused before anything is created. (Before, every restart was refused until the
+    broker came back.)"""
+    import logging
+
+    from choreo.transports.admin import create_compacted_topic
+
+    transport = open_transport(kind, bootstrap=kafka_bootstrap)
+    prefix = f"repl{uuid.uuid4().hex[:8]}."
+    names = [f"{prefix}a", f"{prefix}b"]
+    try:
+        transport.create_topics(names, replication_factor=1)
+        caplog.set_level(logging.WARNING, logger="choreo.transports")
+        transport.create_topics(names, replication_factor=2)
+        short = [r.getMessage() for r in caplog.records if "already exists" in r.getMessage()]
+        assert len(short) == 2, short
+        assert all("replication factor 1" in line for line in short)
+        if kind == "confluent":  # the tracker's summary topic, existing: the same
+            caplog.clear()
+            create_compacted_topic(transport, names[0], partitions=1, replication_factor=2)
+            assert any("already exists" in r.getMessage() for r in caplog.records)
+        with pytest.raises(ConfigurationError, match="needs at least 2 brokers"):
+            transport.create_topics([*names, f"{prefix}c"], replication_factor=2)
+        assert sorted(_topics(kafka_bootstrap, prefix)) == names
+    finally:
+        transport.close()

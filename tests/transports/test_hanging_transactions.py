@@ -28,7 +28,12 @@ from choreo.cli import main
 from choreo.errors import TransportError
 from choreo.transports.base import TopicPartition
 from choreo.transports.config import KafkaConfig
-from choreo.transports.hanging import CONSUMER_OFFSETS, end_hanging, find_hanging
+from choreo.transports.hanging import (
+    CONSUMER_OFFSETS,
+    end_hanging,
+    end_own_hanging,
+    find_hanging,
+)
 from tests.chaos.test_eos_open_transaction import _stable_and_end
 from tests.conftest import load_kafka_broker_module
 
@@ -68,6 +73,7 @@ def leave_hanging(
     offsets: dict[str, int] | None = None,
     group: str = "",
     transactional_id: str | None = None,
+    timestamp_ms: int | None = None,
 ) -> Any:
     """Commit a transaction whose markers skip ``hidden`` and the group's offsets.
 
@@ -75,7 +81,8 @@ def leave_hanging(
     so the coordinator has something to commit), one to partition 0 of ``hidden`` (never
     added: it gets no marker) and, with ``offsets``, commits ``group``'s offsets of those
     topics' partition 0 without adding the group's ``__consumer_offsets`` partition (they
-    stay pending). Returns the producer (close it after the test).
+    stay pending). ``timestamp_ms`` is the hidden record's timestamp (default: now).
+    Returns the producer (close it after the test).
     """
     from kafka.producer.transaction_manager import (
         TransactionalRequestResult,
@@ -95,7 +102,7 @@ def leave_hanging(
     producer.begin_transaction()
     producer.send(visible, b"visible", partition=0).get(30)
     if hidden is not None:
-        producer.send(hidden, b"left hanging", partition=0).get(30)
+        producer.send(hidden, b"left hanging", partition=0, timestamp_ms=timestamp_ms).get(30)
     if offsets:
         meta = kafka.structs.ConsumerGroupMetadata(group_id=group)
         commits = {
@@ -190,15 +197,28 @@ def test_a_groups_offsets_left_pending_are_committed_by_the_command(bootstrap: s
         plain.send(inputs, f"in-{n}".encode(), partition=0)
     plain.flush(30)
     plain.close()
-    producer = leave_hanging(bootstrap, visible=topic, offsets={inputs: 2}, group=group)
+    transactional_id = f"hanging-{uuid.uuid4().hex}-{'x' * 40}"  # long: lines must wrap
+    producer = leave_hanging(
+        bootstrap,
+        visible=topic,
+        offsets={inputs: 2},
+        group=group,
+        transactional_id=transactional_id,
+    )
     runner = CliRunner()
     args = ["transactions", "hanging", "--bootstrap", bootstrap, "--min-age", "0"]
     try:
         assert _read_committed(bootstrap, inputs, group, 5.0) == []  # offsets never fetched
         listed = runner.invoke(main, [*args, "--topic", CONSUMER_OFFSETS, "--topic", topic])
         assert listed.exit_code == 1, listed.output
-        [line] = [ln for ln in listed.output.splitlines() if CONSUMER_OFFSETS in ln]
-        assert "coordinator: CompleteCommit; decided: commit; remedy: commit" in line
+        lines = listed.output.splitlines()
+        assert all(len(ln) <= 80 for ln in lines), "\n".join(lines)  # an 80-column terminal
+        [entry] = [
+            " ".join(entry.split())
+            for entry in ("\n" + listed.output).split("\n" + CONSUMER_OFFSETS)[1:]
+        ]
+        assert "coordinator: CompleteCommit; decided: commit; remedy: commit" in entry
+        assert transactional_id in entry.replace(" ", "")
         ended = runner.invoke(main, [*args, "--topic", CONSUMER_OFFSETS, "--end"])
         assert ended.exit_code == 0, ended.output
         again = runner.invoke(main, [*args, "--topic", CONSUMER_OFFSETS])
@@ -206,3 +226,27 @@ def test_a_groups_offsets_left_pending_are_committed_by_the_command(bootstrap: s
         assert _read_committed(bootstrap, inputs, group, 5.0) == [b"in-2"]
     finally:
         producer.close(timeout=5)
+
+
+def test_its_own_ids_hanging_transaction_is_found_whatever_its_timestamp(bootstrap: str) -> None:
+    """A worker ends every hanging transaction of its id, whatever its age: also one whose
+    last record carries a time ahead of this host's clock (the producer's clock, on
+    another host, ahead of this one's)."""
+    topic, side = f"hang-{uuid.uuid4().hex[:8]}", f"side-{uuid.uuid4().hex[:8]}"
+    _topics(bootstrap, topic, side)
+    transactional_id = f"own-{uuid.uuid4().hex[:8]}"
+    ahead_ms = int(time.time() * 1000) + 10 * 60 * 1000  # ten minutes ahead
+    producer = leave_hanging(
+        bootstrap,
+        visible=side,
+        hidden=topic,
+        transactional_id=transactional_id,
+        timestamp_ms=ahead_ms,
+    )
+    producer.close(timeout=5)  # the process that died
+    config = KafkaConfig(bootstrap_servers=bootstrap)
+    ended = end_own_hanging(config, transactional_id)
+    assert [h.partition for h in ended] == [TopicPartition(topic, 0)]
+    assert find_hanging(config, [topic], min_age=0.0) == []
+    reader = f"r-{uuid.uuid4().hex[:8]}"
+    assert _read_committed(bootstrap, topic, reader, 3.0) == [b"left hanging"]

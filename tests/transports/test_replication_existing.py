@@ -4,7 +4,8 @@ Pure checks of the message (:func:`choreo.transports.replication.shortfall`), an
 session's single real broker: what both Kafka transports read of an existing topic's
 replication, no warning when it has what is asked, and the warning when the same real
 values are compared with more than they have. (Asking ``create_topics`` for more than one
-broker can hold is refused before anything is read; the three-broker cluster test,
+broker can hold, with a topic to create, is refused before anything is read:
+``tests/runtime/test_run_replication.py``; the three-broker cluster test,
 ``tests/chaos/test_replication_cluster.py``, shows the warning through ``create_topics``
 and ``choreo run``.)
 """

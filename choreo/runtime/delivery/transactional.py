@@ -43,9 +43,10 @@ Guarantee (read_committed consumers downstream):
   by the worker once its id is registered, at start and after an outage: each gets its
   remedy marker (:mod:`choreo.transports.hanging`), a commit on an output partition
   (never losing an output; a copy of an aborted batch's output carries its retry's event
-  id, which every inbox drops) and, on the group's offsets, the coordinator's decision
-  when it still shows, else an abort (the group reads again from its previous committed
-  offsets; the inbox drops what was handled). This needs kafka-python; without it the
+  id, which every inbox drops) and, on the group's offsets, an abort (the coordinator's
+  decision no longer shows once this worker registered the id again, which moves its
+  epoch; the group reads again from its previous committed offsets and the inbox drops
+  what was handled). This needs kafka-python; without it the
   partitions stay unstable until this replica next writes to them, and
   ``choreo transactions hanging --end`` ends them (see docs/operating.md).
 
@@ -229,8 +230,9 @@ class Transactional(DeliveryBase):
         for good; each gets its remedy marker (:mod:`choreo.transports.hanging`: the
         coordinator's decision when it still shows, else commit on a data partition and
         abort on the group's offsets, which loses nothing: a batch read again is dropped
-        by the inbox). Needs kafka-python; without it, or when the search fails, a
-        warning says what to run.
+        by the inbox). A search that fails is made again (three times in all, a second
+        apart: a cluster just restarted answers slowly). Needs kafka-python; without it,
+        or when every search failed, a warning says what to run.
         """
         config = getattr(self.transport, "config", None)
         if not isinstance(config, KafkaConfig):
