@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from choreo.errors import ConfigurationError, TransportError
 from choreo.transports.base import Transport
 from choreo.transports.config import KafkaConfig
 from choreo.transports.replication import check_replication, replication_configs
+
+if TYPE_CHECKING:
+    from choreo.transports.kafka_python import KafkaPythonTransport
 
 __all__ = ["COMPACTED", "create_compacted_topic", "partition_count", "with_range_assignor"]
 
@@ -46,8 +49,8 @@ def create_compacted_topic(
     the topic's config; a cluster with fewer live brokers than either asks for is a
     :class:`~choreo.errors.ConfigurationError` before anything is created, and a topic that
     exists with less replication than asked is left as it is, with a warning. The memory
-    transport has no compaction (it keeps every record); another transport gets a plain
-    topic, and a warning says so.
+    transport has no compaction (it keeps every record); a transport other than the three
+    gets a plain topic, and a warning says so.
     """
     from choreo.transports.confluent import ConfluentTransport
     from choreo.transports.memory import MemoryTransport
@@ -55,6 +58,16 @@ def create_compacted_topic(
     check_replication(replication_factor, min_insync_replicas)
     if isinstance(transport, ConfluentTransport):
         _create_confluent(transport, topic, partitions, replication_factor, min_insync_replicas)
+        return
+    kafka_python = _kafka_python(transport)
+    if kafka_python is not None:
+        kafka_python.create_topics(
+            [topic],
+            partitions=partitions,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+            configs=COMPACTED,
+        )
         return
     if not isinstance(transport, MemoryTransport):
         logger.warning(
@@ -122,7 +135,8 @@ def partition_count(transport: Transport, topic: str) -> int | None:
         if found is None or found.error is not None:
             return None
         return len(found.partitions)
-    return None
+    kafka_python = _kafka_python(transport)
+    return None if kafka_python is None else kafka_python.partition_count(topic)
 
 
 def with_range_assignor(
@@ -145,13 +159,19 @@ def with_range_assignor(
             queued = {"queued.max.messages.kbytes": prefetch_kbytes}
             config = replace(config, consumer={**queued, **config.consumer})
         return ConfluentTransport(config)
+    kafka_python = _kafka_python(transport)
+    if kafka_python is None:
+        return transport
+    return type(kafka_python)(_ranged(kafka_python.config, fetch_bytes))
+
+
+def _kafka_python(transport: Transport) -> KafkaPythonTransport | None:
+    """Return ``transport`` when it is the kafka-python one (None too when not installed)."""
     try:
         from choreo.transports.kafka_python import KafkaPythonTransport
     except ImportError:  # kafka-python is optional
-        return transport
-    if isinstance(transport, KafkaPythonTransport):
-        return KafkaPythonTransport(_ranged(transport.config, fetch_bytes))
-    return transport
+        return None
+    return transport if isinstance(transport, KafkaPythonTransport) else None
 
 
 def _ranged(config: KafkaConfig, fetch_bytes: int | None) -> KafkaConfig:

@@ -553,11 +553,13 @@ class KafkaPythonTransport:
         partitions: int = 1,
         replication_factor: int | None = None,
         min_insync_replicas: int | None = None,
+        configs: Mapping[str, str] | None = None,
     ) -> None:
         """Create the topics that do not exist yet (existing ones are left as they are).
 
         Replication as :meth:`Transport.create_topics <choreo.transports.base.Transport.
         create_topics>` says: checked against the cluster's live brokers first.
+        ``configs`` are further topic configs of the created topics (e.g. compaction).
         """
         if not topics:
             return
@@ -571,7 +573,7 @@ class KafkaPythonTransport:
                 brokers = len(admin.describe_cluster().get("brokers", ()))
                 check_brokers(brokers, replication_factor, min_insync_replicas)
             factor = -1 if replication_factor is None else replication_factor
-            configs = replication_configs(min_insync_replicas)
+            configs = {**(configs or {}), **replication_configs(min_insync_replicas)}
             request = {
                 name: {
                     "num_partitions": partitions,
@@ -617,6 +619,25 @@ class KafkaPythonTransport:
             raise TransportError(f"cannot create topics: {exc}", retriable=_retriable(exc)) from exc
         finally:
             admin.close()
+
+    def partition_count(self, topic: str) -> int | None:
+        """Return how many partitions ``topic`` has; None when it does not exist.
+
+        Asked by name with automatic topic creation off, so the question creates nothing.
+        """
+        admin = self._admin()
+        try:
+            found = admin.describe_topics([topic])
+        except kerr.KafkaError as exc:
+            raise TransportError(
+                f"cannot read the metadata of {topic!r}: {exc}", retriable=_retriable(exc)
+            ) from exc
+        finally:
+            admin.close()
+        for entry in found:
+            if entry.get("name") == topic and not entry.get("error_code"):
+                return len(entry.get("partitions") or ()) or None
+        return None
 
     def list_topics(self) -> list[str]:
         """Return the names of the topics that exist (internal ``__`` topics excluded)."""
