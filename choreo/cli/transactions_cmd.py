@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import TYPE_CHECKING
 
 import click
 
 from choreo.cli._common import client_config, config_option
 from choreo.cli._tracker_source import _errors
+from choreo.errors import TransportError
 from choreo.safety.text import printable
+
+if TYPE_CHECKING:
+    from choreo.transports.config import KafkaConfig
+    from choreo.transports.hanging import Hanging
 
 __all__ = ["transactions"]
 
@@ -61,10 +67,11 @@ def hanging(
     inbox drops). Kafka's own kafka-transactions.sh can only abort, which loses the
     outputs of a transaction the restarted broker had committed.
     """
-    from choreo.transports.hanging import end_hanging, find_hanging
+    from choreo.transports.hanging import find_hanging
 
     config = client_config(bootstrap)
     found = find_hanging(config, list(topics) or None, min_age=min_age)
+    failures = 0
     for item in found:
         if as_json:
             click.echo(
@@ -86,16 +93,39 @@ def hanging(
         else:
             click.echo(_wrapped(item.describe()))
         if end:
-            end_hanging(config, item, commit=item.remedy == "commit")
-            if not as_json:
-                click.echo(f"  ended: {item.remedy} marker written", err=True)
+            failures += not _end(config, item, quiet=as_json)
     if not found:
         if not as_json:
             click.echo("no hanging transaction", err=True)
         return
     if not end:
         raise SystemExit(1)
+    if failures:
+        click.echo(
+            f"{len(found) - failures} of {len(found)} hanging transaction(s) ended, "
+            f"{failures} not: run the command again",
+            err=True,
+        )
+        raise SystemExit(1)
     click.echo(printable(f"{len(found)} hanging transaction(s) ended"), err=True)
+
+
+def _end(config: KafkaConfig, item: Hanging, *, quiet: bool) -> bool:
+    """Write ``item``'s remedy marker; return False (saying why on stderr) when refused.
+
+    One refusal (a transaction a worker ended meanwhile, a partition without a leader)
+    does not stop the others from being ended.
+    """
+    from choreo.transports.hanging import end_hanging
+
+    try:
+        end_hanging(config, item, commit=item.remedy == "commit")
+    except TransportError as exc:
+        click.echo(f"  not ended: {printable(str(exc))}", err=True)
+        return False
+    if not quiet:
+        click.echo(f"  ended: {item.remedy} marker written", err=True)
+    return True
 
 
 def _wrapped(line: str) -> str:

@@ -26,10 +26,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from choreo.cli import main
 from choreo.errors import TransportError
+from choreo.transports import hanging as hanging_module
 from choreo.transports.base import TopicPartition
 from choreo.transports.config import KafkaConfig
 from choreo.transports.hanging import (
     CONSUMER_OFFSETS,
+    Hanging,
     end_hanging,
     end_own_hanging,
     find_hanging,
@@ -250,3 +252,34 @@ def test_its_own_ids_hanging_transaction_is_found_whatever_its_timestamp(bootstr
     assert find_hanging(config, [topic], min_age=0.0) == []
     reader = f"r-{uuid.uuid4().hex[:8]}"
     assert _read_committed(bootstrap, topic, reader, 3.0) == [b"left hanging"]
+
+
+def test_end_goes_on_past_a_transaction_ended_meanwhile_and_exits_1(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hanging transactions, the first ended by someone else (a worker) between the
+    search and ``--end``: the real broker refuses that one's marker, the command says so,
+    still ends the second, and exits 1 asking for another run (which then finds none)."""
+    first, second = f"h1-{uuid.uuid4().hex[:8]}", f"h2-{uuid.uuid4().hex[:8]}"
+    side = f"side-{uuid.uuid4().hex[:8]}"
+    _topics(bootstrap, first, second, side)
+    producers = [leave_hanging(bootstrap, visible=side, hidden=t) for t in (first, second)]
+    config = KafkaConfig(bootstrap_servers=bootstrap)
+    search = hanging_module.find_hanging
+
+    def found_then_one_ended_meanwhile(*args: Any, **kwargs: Any) -> list[Hanging]:
+        found = sorted(search(*args, **kwargs), key=lambda h: h.partition.topic)
+        end_hanging(config, found[0], commit=True)  # as a worker would, after the search
+        return found
+
+    monkeypatch.setattr(hanging_module, "find_hanging", found_then_one_ended_meanwhile)
+    args = ["transactions", "hanging", "--bootstrap", bootstrap, "--min-age", "0"]
+    try:
+        ended = CliRunner().invoke(main, [*args, "--topic", first, "--topic", second, "--end"])
+        assert ended.exit_code == 1, ended.output
+        assert "not ended:" in ended.output and "no longer holds" in ended.output
+        assert "1 of 2 hanging transaction(s) ended, 1 not: run the command again" in ended.output
+        assert find_hanging(config, [first, second], min_age=0.0) == []
+    finally:
+        for producer in producers:
+            producer.close(timeout=5)
