@@ -137,7 +137,7 @@ def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: st
                 "SELECT version FROM choreo_schema_version WHERE component = 'choreo'"
                 " ORDER BY version"
             ).fetchall()
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(v.version,) for v in POSTGRES_MIGRATIONS]
         upgraded.begin()
         upgraded.enqueue("o", [_record("new-1", b"k")])
         upgraded.commit()
