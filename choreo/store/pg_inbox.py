@@ -133,15 +133,9 @@ def _canonical_body(consumer: str, ids: Sequence[str]) -> bytes | None:
     if not count or count > _MAX_FAST:
         return None
     joined = _SEPARATOR.join(ids)
-    if len(joined) != _STRIDE * count - 1 or not joined.isascii():
+    if not _punctuation_in_place(joined, count):
         return None
-    for at in _DASHES_AT:  # the dashes where they belong, and nowhere else
-        if joined[at::_STRIDE] != "-" * count:
-            return None
-    if joined[_STRIDE - 1 :: _STRIDE] != _SEPARATOR * (count - 1) or joined.count("-") != 4 * count:
-        return None
-    text = joined.encode()
-    digits = text.translate(None, _PUNCTUATION)
+    digits = joined.encode().translate(None, _PUNCTUATION)
     if digits.lower() != digits:  # upper-case hex is another id of the same UUID
         return None
     try:
@@ -153,6 +147,17 @@ def _canonical_body(consumer: str, ids: Sequence[str]) -> bytes | None:
     for at in range(16):  # each key after its 4-byte length: 16 strided copies
         body[4 + at :: 20] = keys[at::16]
     return bytes(body)
+
+
+def _punctuation_in_place(joined: str, count: int) -> bool:
+    """Return whether ``count`` joined ids have the length, dashes and separators of UUIDs."""
+    if len(joined) != _STRIDE * count - 1 or not joined.isascii():
+        return False
+    if joined.count("-") != 4 * count:  # the dashes where they belong, and nowhere else
+        return False
+    if any(joined[at::_STRIDE] != "-" * count for at in _DASHES_AT):
+        return False
+    return joined[_STRIDE - 1 :: _STRIDE] == _SEPARATOR * (count - 1)
 
 
 def _masks(consumer: str, count: int) -> int:
