@@ -30,7 +30,14 @@ from choreo.store.outbox import OutboxRecord
 from choreo.store.pg_connect import check_url, connection_failure, register_url_password
 from choreo.store.pg_errors import quiet_lost_connection_warnings
 from choreo.store.pg_inbox import INBOX_BY_KEY, InboxKeys, inbox_keys, keys_dumper
-from choreo.store.pg_outbox import KEYS_FROM_BLOB, OUTBOX_TABLE, BatchOutbox, compress_outbox
+from choreo.store.pg_outbox import (
+    IDS_FROM_BLOB,
+    KEYS_FROM_BLOB,
+    OUTBOX_SIZE,
+    OUTBOX_TABLE,
+    BatchOutbox,
+    compress_outbox,
+)
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -58,6 +65,7 @@ POSTGRES_MIGRATIONS: Final = (
     Migration(2, "outbox batches compressed with lz4 (where the server has it)", compress_outbox),
     Migration(3, "outbox keys read from the batch blob, not written to a column", KEYS_FROM_BLOB),
     Migration(4, "inbox keyed by one uuid per consumer and event id", INBOX_BY_KEY),
+    Migration(5, "outbox ids read from the batch blob, not written to a column", IDS_FROM_BLOB),
 )
 """choreo's own tables on PostgreSQL, versioned in ``choreo_schema_version``."""
 
@@ -356,13 +364,7 @@ class PostgresStore:
     def outbox_size(self, origin: str) -> int:
         """Return how many of ``origin``'s records are unsent (of every replica)."""
         with self._pool.connection() as conn:
-            # a row holds a batch; ``sent`` may also list ids of other rows (an acknowledgement
-            # of ids this store did not write is recorded on every row they overlap)
-            row = conn.execute(
-                "SELECT COALESCE(SUM((SELECT COUNT(*) FROM unnest(ids) AS i"
-                " WHERE NOT i = ANY(sent))), 0) FROM choreo_outbox WHERE origin = %s",
-                (origin,),
-            ).fetchone()
+            row = conn.execute(OUTBOX_SIZE, (origin,)).fetchone()
         return int(row[0]) if row is not None else 0
 
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
