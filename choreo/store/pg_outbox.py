@@ -1,9 +1,10 @@
 """The PostgreSQL store's outbox: one row per committed batch, claimed by relays in order.
 
 A batch's records are stored as ONE row (:func:`~choreo.store.outbox.pack_records`), with
-their ids in an array beside them, so choreo's outbox work costs one row insert and
-one row delete per batch whatever its size (the columns are lz4-compressed where the
-server has lz4, see :func:`compress_outbox`). The writer remembers which of its rows hold
+their count beside them (rows of versions before 5 also list their ids in an array), so
+choreo's outbox work costs one row insert and one row delete per batch whatever its size
+(the columns are lz4-compressed where the server has lz4, see :func:`compress_outbox`).
+The writer remembers which of its rows hold
 which ids, and deletes a row once every record in it was acknowledged (acknowledgements
 of whole rows in the order written, the worker's case, are matched row by row); a row
 acknowledged in part lists the sent ids in ``sent``, and those records are skipped when

@@ -3,9 +3,10 @@
 Built on psycopg 3 and psycopg_pool (the ``postgres`` extra: ``pip install
 choreo[postgres]``). choreo's own work on a polled batch costs two round trips and one
 outbox row, whatever the batch size: one statement claims the batch's event ids in the
-inbox (a plain ``INSERT … SELECT unnest(…)`` in a savepoint, the ids sent as one string;
-when some were handled already the savepoint is rolled back and ``ON CONFLICT DO
-NOTHING`` claims the rest), and at commit the batch's outbox row (all its records in one,
+inbox (a plain ``INSERT … SELECT unnest(…)`` in a savepoint, their 16-byte keys sent as
+one binary ``uuid[]``, see :mod:`choreo.store.pg_inbox`; when some were handled already
+the savepoint is rolled back and ``ON CONFLICT DO NOTHING`` claims the rest), and at
+commit the batch's outbox row (all its records in one,
 see :mod:`choreo.store.pg_outbox`), the deletion of acknowledged rows and the COMMIT go
 out together in pipeline mode. A handler that uses ``ctx.db`` adds its statements and one
 ``SAVEPOINT`` per attempt; the RELEASE of a kept attempt rides on the next savepoint or
