@@ -12,7 +12,10 @@ operations, and sent as one binary ``uuid[]``:
 - an event id in the canonical text form of a UUID (lower-case hex, dashes at 8-4-4-4-12,
   the form of every id choreo derives) is that UUID XOR a 128-bit mask of the consumer
   (the first 16 bytes of SHA-256 of its name), so different consumers' keys of one id
-  differ and the key is exact: two canonical ids of one consumer never share a key;
+  differ and the key is exact: two canonical ids of one consumer never share a key (an
+  id built on purpose as another consumer's id XOR both masks would share that one's
+  key: it takes a producer that writes the store's topics, which can drop an event by
+  reusing its id anyway);
 - any other id (upper-case, another form, not a UUID at all) is the first 16 bytes of
   SHA-256 of the consumer's name (length-prefixed) and the id.
 
