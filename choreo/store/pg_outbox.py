@@ -1,9 +1,10 @@
 """The PostgreSQL store's outbox: one row per committed batch, claimed by relays in order.
 
 A batch's records are stored as ONE row (:func:`~choreo.store.outbox.pack_records`), with
-their ids in an array beside them, so choreo's outbox work costs one row insert and
-one row delete per batch whatever its size (the columns are lz4-compressed where the
-server has lz4, see :func:`compress_outbox`). The writer remembers which of its rows hold
+their count beside them (rows of versions before 5 also list their ids in an array), so
+choreo's outbox work costs one row insert and one row delete per batch whatever its size
+(the columns are lz4-compressed where the server has lz4, see :func:`compress_outbox`).
+The writer remembers which of its rows hold
 which ids, and deletes a row once every record in it was acknowledged (acknowledgements
 of whole rows in the order written, the worker's case, are matched row by row); a row
 acknowledged in part lists the sent ids in ``sent``, and those records are skipped when
@@ -26,7 +27,7 @@ from typing import Any, Final
 from choreo.store.base import Publish
 from choreo.store.outbox import OutboxRecord, pack_records, unpack_records
 
-__all__ = ["KEYS_FROM_BLOB", "OUTBOX_TABLE", "BatchOutbox", "compress_outbox"]
+__all__ = ["IDS_FROM_BLOB", "KEYS_FROM_BLOB", "OUTBOX_TABLE", "BatchOutbox", "compress_outbox"]
 
 OUTBOX_TABLE: Final = (
     """CREATE TABLE IF NOT EXISTS choreo_outbox (
@@ -74,28 +75,46 @@ KEYS_FROM_BLOB: Final = (
 )
 """Schema version 3: the outbox's ``keys`` column is no longer written."""
 
+IDS_FROM_BLOB: Final = (
+    # rows of earlier versions keep their ids (and size NULL); new rows leave the array
+    # empty and store their record count: the ids are in the blob
+    "ALTER TABLE choreo_outbox ALTER COLUMN ids SET DEFAULT '{}'",
+    "ALTER TABLE choreo_outbox ADD COLUMN IF NOT EXISTS size INTEGER",
+)
+"""Schema version 5: the outbox's ``ids`` column is no longer written (``size`` instead).
+
+The array cost the server about a quarter of a batch row's storage (a 36-character id
+per record barely compresses) for the rare acknowledgement of ids another store object
+wrote; that one now reads the blobs (:meth:`BatchOutbox.write`).
+"""
+
+OUTBOX_SIZE: Final = (
+    "SELECT COALESCE(SUM(CASE WHEN size IS NULL"
+    " THEN (SELECT COUNT(*) FROM unnest(ids) AS i WHERE NOT i = ANY(sent))"
+    " ELSE size - cardinality(sent) END), 0) FROM choreo_outbox WHERE origin = %s"
+)
+"""How many of an origin's records are unsent: ``sent`` of a row of version 5 lists only
+its own ids, once each; one of an earlier row may list ids of other rows."""
+
 _INSERT = (
-    "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, records)"
-    " VALUES (%s, %s, %s, %b, %b) RETURNING seq"
+    "INSERT INTO choreo_outbox (origin, owner, created_ms, size, records)"
+    " VALUES (%s, %s, %s, %s, %b) RETURNING seq"
 )
-# the same with the ids sent as one text (split by the server): psycopg dumps a list
-# parameter element by element in Python, a string in one copy
-_INSERT_JOINED = (
-    "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, records)"
-    " VALUES (%s, %s, %s, string_to_array(%s, %s), %b) RETURNING seq"
-)
-_SEPARATOR: Final = "\x1f"  # the ASCII unit separator: never in an id choreo derives
 _DELETE = "DELETE FROM choreo_outbox WHERE seq = ANY(%s)"
 _SENT_PART = (
     "UPDATE choreo_outbox SET sent = ARRAY(SELECT DISTINCT unnest(sent || %s::text[]))"
     " WHERE seq = %s"
 )
+# rows of versions before 5 (ids in their array)
 _SENT_UNKNOWN = (
     "UPDATE choreo_outbox SET sent = sent || ARRAY("
     "SELECT unnest(ids) INTERSECT SELECT unnest(%s::text[]) EXCEPT SELECT unnest(sent))"
     " WHERE ids && %s::text[]"
 )
 _DELETE_DONE = "DELETE FROM choreo_outbox WHERE ids && %s::text[] AND ids <@ sent"
+# rows of version 5 (ids in their blob)
+_WITH_SIZE = "SELECT seq, records FROM choreo_outbox WHERE size IS NOT NULL"
+_DELETE_FULL = "DELETE FROM choreo_outbox WHERE seq = ANY(%s) AND cardinality(sent) >= size"
 _CLAIM = (
     "SELECT seq, records, sent FROM choreo_outbox"
     " WHERE origin = %s AND owner <> %s AND created_ms <= %s"
@@ -134,13 +153,13 @@ class BatchOutbox:
         for seq, ids in part.items():  # rows acknowledged in part
             conn.execute(_SENT_PART, (ids, seq))
         if unknown:  # ids of rows another store object wrote (a replay, a publisher)
-            conn.execute(_SENT_UNKNOWN, (unknown, unknown))
-            conn.execute(_DELETE_DONE, (unknown,))
+            _ack_unknown(conn, unknown)
         inserted: list[tuple[Any, list[str]]] = []
         for origin, records in staged:
             ids = [r[0] for r in records]
-            query, params = _insert(origin, self.owner, created_ms, ids, records)
-            cursor = conn.execute(query, params, binary=True)
+            size = len(set(ids))  # ids are unique; ``sent`` lists each once anyway
+            params = (origin, self.owner, created_ms, size, pack_records(records))
+            cursor = conn.execute(_INSERT, params, binary=True)
             inserted.append((cursor, ids))
 
         def after_commit() -> None:
@@ -232,16 +251,24 @@ class BatchOutbox:
         return len(records)
 
 
-def _insert(
-    origin: str, owner: str, created_ms: int, ids: list[str], records: Sequence[OutboxRecord]
-) -> tuple[str, tuple[Any, ...]]:
-    """Return the INSERT of one batch row (query and parameters, sent in binary)."""
-    joined = _SEPARATOR.join(ids)
-    blob = pack_records(records)
-    if joined.count(_SEPARATOR) >= len(ids) or "" in ids:  # an id that would not survive
-        # string_to_array (it holds the separator, or is empty): send the list itself
-        return _INSERT, (origin, owner, created_ms, ids, blob)
-    return _INSERT_JOINED, (origin, owner, created_ms, joined, _SEPARATOR, blob)
+def _ack_unknown(conn: Any, unknown: list[str]) -> None:
+    """Record acknowledged ids of rows another store object wrote; delete completed rows.
+
+    Rows of earlier versions are matched on their ``ids`` array; rows of version 5 are
+    read (their blobs unpacked here): the rare case of a replay or a publisher taking
+    over leftovers, not the worker's batch-by-batch acknowledgement.
+    """
+    conn.execute(_SENT_UNKNOWN, (unknown, unknown))
+    conn.execute(_DELETE_DONE, (unknown,))
+    wanted = set(unknown)
+    touched: list[int] = []
+    for seq, blob in conn.execute(_WITH_SIZE).fetchall():
+        acked = [record[0] for record in unpack_records(bytes(blob)) if record[0] in wanted]
+        if acked:
+            conn.execute(_SENT_PART, (acked, seq))
+            touched.append(seq)
+    if touched:
+        conn.execute(_DELETE_FULL, (touched,))
 
 
 def _keys(records: Sequence[OutboxRecord]) -> set[bytes]:

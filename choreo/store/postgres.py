@@ -3,9 +3,10 @@
 Built on psycopg 3 and psycopg_pool (the ``postgres`` extra: ``pip install
 choreo[postgres]``). choreo's own work on a polled batch costs two round trips and one
 outbox row, whatever the batch size: one statement claims the batch's event ids in the
-inbox (a plain ``INSERT … SELECT unnest(…)`` in a savepoint, the ids sent as one string;
-when some were handled already the savepoint is rolled back and ``ON CONFLICT DO
-NOTHING`` claims the rest), and at commit the batch's outbox row (all its records in one,
+inbox (a plain ``INSERT … SELECT unnest(…)`` in a savepoint, their 16-byte keys sent as
+one binary ``uuid[]``, see :mod:`choreo.store.pg_inbox`; when some were handled already
+the savepoint is rolled back and ``ON CONFLICT DO NOTHING`` claims the rest), and at
+commit the batch's outbox row (all its records in one,
 see :mod:`choreo.store.pg_outbox`), the deletion of acknowledged rows and the COMMIT go
 out together in pipeline mode. A handler that uses ``ctx.db`` adds its statements and one
 ``SAVEPOINT`` per attempt; the RELEASE of a kept attempt rides on the next savepoint or
@@ -29,7 +30,15 @@ from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
 from choreo.store.pg_connect import check_url, connection_failure, register_url_password
 from choreo.store.pg_errors import quiet_lost_connection_warnings
-from choreo.store.pg_outbox import KEYS_FROM_BLOB, OUTBOX_TABLE, BatchOutbox, compress_outbox
+from choreo.store.pg_inbox import INBOX_BY_KEY, InboxKeys, inbox_keys, keys_dumper
+from choreo.store.pg_outbox import (
+    IDS_FROM_BLOB,
+    KEYS_FROM_BLOB,
+    OUTBOX_SIZE,
+    OUTBOX_TABLE,
+    BatchOutbox,
+    compress_outbox,
+)
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -56,36 +65,33 @@ POSTGRES_MIGRATIONS: Final = (
     ),
     Migration(2, "outbox batches compressed with lz4 (where the server has it)", compress_outbox),
     Migration(3, "outbox keys read from the batch blob, not written to a column", KEYS_FROM_BLOB),
+    Migration(4, "inbox keyed by one uuid per consumer and event id", INBOX_BY_KEY),
+    Migration(5, "outbox ids read from the batch blob, not written to a column", IDS_FROM_BLOB),
 )
 """choreo's own tables on PostgreSQL, versioned in ``choreo_schema_version``."""
 
-_CLAIM = (
-    "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
-    " SELECT %s, e, %s FROM (SELECT DISTINCT unnest(%b::text[]) AS e) AS ids ORDER BY e"
-    " ON CONFLICT DO NOTHING RETURNING event_id"
-)
-# the same with the ids sent as one string the server splits, returning only the ids NOT
-# claimed (already handled, usually none) instead of a row per claimed id
-_CLAIM_JOINED = (
-    "WITH ids AS (SELECT DISTINCT unnest(string_to_array(%s, %s)) AS e),"
-    " claimed AS (INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
-    " SELECT %s, e, %s FROM ids ORDER BY e ON CONFLICT DO NOTHING RETURNING event_id)"
-    " SELECT e FROM ids WHERE e NOT IN (SELECT event_id FROM claimed)"
-)
-# the common case, no id handled yet: a plain INSERT (about a third cheaper on the server
-# than ON CONFLICT's speculative insertion) in a savepoint; a unique violation rolls the
-# savepoint back and the batch is claimed again with _CLAIM_JOINED
+# a batch's claim, the common case (no id handled yet): a plain INSERT (about a third
+# cheaper on the server than ON CONFLICT's speculative insertion) in a savepoint; a unique
+# violation rolls the savepoint back and the batch is claimed again with _CLAIM_REST.
+# Keys in order: replicas claiming overlapping batches lock them in one order
 _CLAIM_NEW = (
-    "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
-    " SELECT %s, e, %s FROM (SELECT DISTINCT unnest(string_to_array(%s, %s)) AS e) AS ids"
-    " ORDER BY e"
+    "INSERT INTO choreo_inbox (event_key, consumer, handled_at)"
+    " SELECT k, %s, %s FROM (SELECT DISTINCT unnest(%b) AS k) AS keys ORDER BY k"
 )
-_SEPARATOR: Final = "\x1f"  # the ASCII unit separator: never in an id choreo derives
+# the same with ON CONFLICT DO NOTHING, returning only the keys NOT claimed (handled)
+_CLAIM_REST = (
+    "WITH keys AS (SELECT DISTINCT unnest(%b) AS k),"
+    " claimed AS (INSERT INTO choreo_inbox (event_key, consumer, handled_at)"
+    " SELECT k, %s, %s FROM keys ORDER BY k ON CONFLICT DO NOTHING RETURNING event_key)"
+    " SELECT k FROM keys WHERE k NOT IN (SELECT event_key FROM claimed)"
+)
 _ADD = (
-    "INSERT INTO choreo_inbox (consumer, event_id, handled_at)"
-    " SELECT %s, unnest(%s::text[]), %s ON CONFLICT DO NOTHING"
+    "INSERT INTO choreo_inbox (event_key, consumer, handled_at)"
+    " SELECT k, %s, %s FROM (SELECT DISTINCT unnest(%b) AS k) AS keys ORDER BY k"
+    " ON CONFLICT DO NOTHING"
 )
-_UNCLAIM = "DELETE FROM choreo_inbox WHERE consumer = %s AND event_id = ANY(%s)"
+_UNCLAIM = "DELETE FROM choreo_inbox WHERE event_key = ANY(%b)"
+_HANDLED = "SELECT event_key FROM choreo_inbox WHERE event_key = ANY(%b)"
 
 
 class PostgresStore:
@@ -157,6 +163,7 @@ class PostgresStore:
             timeout=timeout,
             # a connection the server ended while pooled is replaced, never handed out
             check=ConnectionPool.check_connection,
+            configure=_configure,
         )
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -270,11 +277,11 @@ class PostgresStore:
         for consumer, taken in claimed.items():
             unhandled = taken - added.get(consumer, set())
             if unhandled:  # claimed but not handled (the worker stopped mid-batch)
-                conn.execute(_UNCLAIM, (consumer, list(unhandled)))
+                conn.execute(_UNCLAIM, (inbox_keys(consumer, list(unhandled)),))
         for consumer, handled, at in self._added:  # ids added without being claimed first
             rest = set(handled) - claimed.get(consumer, set())
             if rest:
-                conn.execute(_ADD, (consumer, sorted(rest), at))
+                conn.execute(_ADD, (consumer, at, inbox_keys(consumer, list(rest))))
         return self._outbox.write(conn, self._staged_outbox, self._staged_sent, now_ms())
 
     def savepoint(self) -> None:
@@ -312,12 +319,10 @@ class PostgresStore:
         if not ids:
             return set()
         if not self._in_transaction():
+            keys = inbox_keys(consumer, ids)
             with self._pool.connection() as conn:
-                rows = conn.execute(
-                    "SELECT event_id FROM choreo_inbox WHERE consumer = %s AND event_id = ANY(%s)",
-                    (consumer, ids),
-                ).fetchall()
-            return {row[0] for row in rows}
+                rows = conn.execute(_HANDLED, (keys,)).fetchall()
+            return _ids_of(keys, rows)
         handled = self._claim(consumer, ids)
         self._claimed.append((consumer, set(ids) - handled))
         return handled
@@ -325,23 +330,18 @@ class PostgresStore:
     def _claim(self, consumer: str, ids: list[str]) -> set[str]:
         """Insert the inbox rows of ``ids`` not handled yet; return the handled ones."""
         conn = self._conn
-        joined = _SEPARATOR.join(ids)
-        if joined.count(_SEPARATOR) >= len(ids) or "" in ids:  # an id that would not survive
-            # string_to_array (it holds the separator, or is empty): send the list itself
-            rows = conn.execute(_CLAIM, (consumer, now_ms(), ids), binary=True).fetchall()
-            return set(ids) - {row[0] for row in rows}
+        keys = inbox_keys(consumer, ids)
         at = now_ms()
         try:
             with conn.pipeline():  # one round trip
                 conn.execute("SAVEPOINT choreo_claim")
-                conn.execute(_CLAIM_NEW, (consumer, at, joined, _SEPARATOR))
+                conn.execute(_CLAIM_NEW, (consumer, at, keys))
                 conn.execute("RELEASE SAVEPOINT choreo_claim")
             return set()
         except self._psycopg.errors.UniqueViolation:  # some were handled: claim the rest
             conn.execute("ROLLBACK TO SAVEPOINT choreo_claim")
             conn.execute("RELEASE SAVEPOINT choreo_claim")
-        params = (joined, _SEPARATOR, consumer, at)
-        return {row[0] for row in conn.execute(_CLAIM_JOINED, params).fetchall()}
+        return _ids_of(keys, conn.execute(_CLAIM_REST, (keys, consumer, at)).fetchall())
 
     def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
         """Record ``event_ids`` as handled by ``consumer`` (written at commit)."""
@@ -365,13 +365,7 @@ class PostgresStore:
     def outbox_size(self, origin: str) -> int:
         """Return how many of ``origin``'s records are unsent (of every replica)."""
         with self._pool.connection() as conn:
-            # a row holds a batch; ``sent`` may also list ids of other rows (an acknowledgement
-            # of ids this store did not write is recorded on every row they overlap)
-            row = conn.execute(
-                "SELECT COALESCE(SUM((SELECT COUNT(*) FROM unnest(ids) AS i"
-                " WHERE NOT i = ANY(sent))), 0) FROM choreo_outbox WHERE origin = %s",
-                (origin,),
-            ).fetchone()
+            row = conn.execute(OUTBOX_SIZE, (origin,)).fetchone()
         return int(row[0]) if row is not None else 0
 
     def relay(self, origin: str, *, min_age_ms: int, limit: int, publish: Publish) -> int:
@@ -419,3 +413,16 @@ class PostgresStore:
                 conn, self._conn = self._conn, None
                 self._pool.putconn(conn)
             self._pool.close()
+
+
+def _configure(conn: Any) -> None:
+    """Teach a new pool connection to send :class:`InboxKeys` as a binary ``uuid[]``."""
+    conn.adapters.register_dumper(InboxKeys, keys_dumper())
+
+
+def _ids_of(keys: InboxKeys, rows: list[Any]) -> set[str]:
+    """Return the ids of the keys in ``rows`` (the server returns them as ``uuid.UUID``)."""
+    if not rows:
+        return set()
+    id_of = keys.id_of()
+    return {id_of[row[0].bytes] for row in rows}

@@ -137,7 +137,7 @@ def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: st
                 "SELECT version FROM choreo_schema_version WHERE component = 'choreo'"
                 " ORDER BY version"
             ).fetchall()
-        assert versions == [(1,), (2,), (3,)]
+        assert versions == [(v.version,) for v in POSTGRES_MIGRATIONS]
         upgraded.begin()
         upgraded.enqueue("o", [_record("new-1", b"k")])
         upgraded.commit()
@@ -148,3 +148,45 @@ def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: st
         assert [r.id for r in upgraded.pending("o")] == ["new-1"]
     finally:
         upgraded.close()
+
+
+def test_ids_another_store_wrote_are_acknowledged_from_the_blob(postgres_url: str) -> None:
+    """Since version 5 a row keeps its ids in its blob only: acks of another writer's ids
+    (in part, then the rest) are matched there, counted by outbox_size, and delete the row;
+    a row of version 4 (ids in its array) is still matched on the array."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    options = f"-c search_path={schema}"
+    with psycopg.connect(postgres_url, options=options) as conn:
+        apply_migrations(conn, "postgresql", CHOREO_COMPONENT, POSTGRES_MIGRATIONS[:4], 1)
+        conn.execute(  # the INSERT of version 4: ids in their array
+            "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, records)"
+            " VALUES ('o', 'gone', 1, %s, %s)",
+            (["v4-1", "v4-2"], pack_records([_record("v4-1"), _record("v4-2")])),
+        )
+    writer = PostgresStore(postgres_url, schema=schema)
+    other = PostgresStore(postgres_url, schema=schema)
+    try:
+        writer.begin()
+        writer.enqueue("o", [_record("a"), _record("b"), _record("c")])
+        writer.commit()
+        with psycopg.connect(postgres_url, options=options) as conn:
+            rows = conn.execute("SELECT ids, size FROM choreo_outbox ORDER BY seq").fetchall()
+        assert rows == [(["v4-1", "v4-2"], None), ([], 3)]
+        assert other.outbox_size("o") == 5
+        other.begin()
+        other.mark_sent(["b", "v4-1", "unknown"])
+        other.commit()
+        assert other.outbox_size("o") == 3
+        assert [r.id for r in other.pending("o")] == ["v4-2", "a", "c"]
+        other.begin()
+        other.mark_sent(["c", "a", "b", "v4-2"])
+        other.commit()
+        assert other.outbox_size("o") == 0
+        assert other.pending("o") == []
+        with psycopg.connect(postgres_url, options=options) as conn:
+            assert conn.execute("SELECT count(*) FROM choreo_outbox").fetchone() == (0,)
+    finally:
+        writer.close()
+        other.close()

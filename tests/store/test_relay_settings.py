@@ -101,7 +101,7 @@ def test_choreo_run_relays_only_rows_older_than_its_relay_min_age(
     store = PostgresStore(postgres_url, schema=schema)
     store.begin()
     store.connection.execute(
-        "UPDATE choreo_outbox SET created_ms = %s WHERE 'old-0' = ANY(ids)",
+        "UPDATE choreo_outbox SET created_ms = %s WHERE seq = (SELECT min(seq) FROM choreo_outbox)",
         (now_ms() - 2 * 3_600_000,),
     )
     store.commit()
