@@ -16,7 +16,9 @@ cost is seen apart from the runtime:
 - **hot rows (savepoint + update over R rows)**: the same 500 updates per transaction
   over 500, 100, 10 or 1 rows (1, 5, 50, 500 updates of a row per transaction): what
   PostgreSQL itself pays for rows updated many times in one transaction, each time in
-  another (released) subtransaction.
+  another (released) subtransaction;
+- **hot rows (nested savepoints + update over R rows)**: the same with savepoints that are
+  never released (500 nested subtransactions per transaction), over 100 or 1 rows.
 
 Every cell gets a fresh table, a warm-up batch, then ``--batches`` transactions of 500
 events; cells run interleaved in ``--repeat`` rounds. Per event: wall time, this
@@ -75,6 +77,12 @@ def _savepoint_update(conn: psycopg.Connection, keys: list[int]) -> None:
         conn.execute(UPDATE, (key,))
 
 
+def _nested_savepoint_update(conn: psycopg.Connection, keys: list[int]) -> None:
+    for key in keys:  # a savepoint per event that is never released: they nest
+        conn.execute("SAVEPOINT h")
+        conn.execute(UPDATE, (key,))
+
+
 def _savepoint_ahead_update(conn: psycopg.Connection, keys: list[int]) -> None:
     conn.execute("SAVEPOINT h")
     pgconn = conn.pgconn
@@ -99,6 +107,11 @@ def _cells() -> dict[str, tuple[Loop, int]]:
     }
     for rows in (500, 10, 1):  # 100 rows is "savepoint + update"
         cells[f"hot rows: savepoint + update over {rows} rows"] = (_savepoint_update, rows)
+    for rows in (100, 1):
+        cells[f"hot rows: nested savepoints + update over {rows} rows"] = (
+            _nested_savepoint_update,
+            rows,
+        )
     return cells
 
 
