@@ -31,12 +31,12 @@ ratio is taken against memory / none of the same round before it is summarised:
 
     python bench/bench_stores.py                  # writes bench/results/stores.json
     python bench/bench_stores.py --events 5000 --repeat 1 --no-write
-    python bench/bench_stores.py --baseline-ref main   # + "postgresql@main / none": before/after
+    python bench/bench_stores.py --baseline-ref main   # + "postgresql@main / …" cells: before/after
 
-``--baseline-ref REF`` adds a cell running the PostgreSQL store of git revision ``REF``
+``--baseline-ref REF`` adds two cells running the PostgreSQL store of git revision ``REF``
 (its ``choreo/store/postgres.py``, ``pg_outbox.py`` and ``outbox.py``, loaded from
-``git show``) beside this one's, in the same rounds on the same server: a before/after
-of one run.
+``git show``) beside this one's, ``postgresql@REF / none`` and ``… / update``, in the
+same rounds on the same server: a before/after of one run.
 """
 
 from __future__ import annotations
@@ -279,11 +279,12 @@ def measure(
     }
     if ref is not None:
         before = baseline_store(ref)
-        cells[f"postgresql@{ref} / none"] = lambda _: before(
-            url, schema=f"b_{uuid.uuid4().hex[:10]}"
-        )
-    if only is not None:
-        keep = {"memory / none", f"postgresql@{ref} / none"}
+        for handler in ("none", "update"):
+            cells[f"postgresql@{ref} / {handler}"] = lambda _: before(
+                url, schema=f"b_{uuid.uuid4().hex[:10]}"
+            )
+    if only is not None:  # memory / none and the baseline of each chosen cell always run
+        keep = {"memory / none", *(c.replace("postgresql", f"postgresql@{ref}") for c in only)}
         cells = {n: f for n, f in cells.items() if n in only or n in keep}
     seconds: dict[str, list[float]] = {name: [] for name in cells}
     cpu: dict[str, list[float]] = {name: [] for name in cells}

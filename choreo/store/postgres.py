@@ -9,12 +9,15 @@ the savepoint is rolled back and ``ON CONFLICT DO NOTHING`` claims the rest), an
 commit the batch's outbox row (all its records in one,
 see :mod:`choreo.store.pg_outbox`), the deletion of acknowledged rows and the COMMIT go
 out together in pipeline mode. A handler that uses ``ctx.db`` adds its statements and one
-``SAVEPOINT`` per attempt; the RELEASE of a kept attempt rides on the next savepoint or
-the COMMIT.
+``SAVEPOINT`` per attempt; the savepoint is not waited for: when an attempt is kept, the
+``RELEASE`` of its savepoint and the ``SAVEPOINT`` of the next attempt are sent at once
+and their answer is read only when the connection is next used, so the round trip
+overlaps the runtime's own work between two events (see :meth:`PostgresStore.release_savepoint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -92,6 +95,7 @@ _ADD = (
 )
 _UNCLAIM = "DELETE FROM choreo_inbox WHERE event_key = ANY(%b)"
 _HANDLED = "SELECT event_key FROM choreo_inbox WHERE event_key = ANY(%b)"
+_NEXT_SAVEPOINT: Final = b"RELEASE SAVEPOINT choreo_handler; SAVEPOINT choreo_handler"
 
 
 class PostgresStore:
@@ -145,6 +149,7 @@ class PostgresStore:
         register_url_password(url)
         quiet_lost_connection_warnings()  # the worker says it once (choreo.store.pg_errors)
         self._psycopg = psycopg
+        self._generators = _send_ahead_api(psycopg)
         self.url = redact_text(url)
         self.schema = schema
         self.owner = uuid.uuid4().hex
@@ -173,6 +178,8 @@ class PostgresStore:
         self._conn: Any = None
         self._tx_thread: int | None = None  # the thread whose transaction is open
         self._release_pending = False  # a kept handler savepoint is still open
+        self._ahead = False  # the next attempt's savepoint is open, nothing written since
+        self._ahead_unread = False  # ... and the server's answer to it is not read yet
         self._claimed: list[tuple[str, set[str]]] = []
         self._added: list[tuple[str, Sequence[str], int]] = []
         self._staged_outbox: list[tuple[str, Sequence[OutboxRecord]]] = []
@@ -207,7 +214,14 @@ class PostgresStore:
 
     @property
     def connection(self) -> Any:
-        """Return the psycopg connection of the current transaction (``ctx.db``)."""
+        """Return the psycopg connection of the current transaction (``ctx.db``).
+
+        A savepoint sent ahead for the next handler attempt is settled first: the caller
+        is not that attempt (it calls :meth:`savepoint` first), so its writes must not
+        fall inside the savepoint, and the next attempt opens a fresh one.
+        """
+        if self._ahead and self._in_transaction():
+            self._settle_ahead()
         return self._conn
 
     def begin(self) -> None:
@@ -226,6 +240,7 @@ class PostgresStore:
         """Write the staged inbox and outbox changes and COMMIT, in one pipeline."""
         conn = self._conn
         try:
+            self._read_ahead()
             with conn.pipeline():
                 after_commit = self._write_staged(conn)
                 conn.commit()
@@ -243,6 +258,10 @@ class PostgresStore:
         """Roll back and release the lock."""
         try:
             if self._conn is not None and not self._conn.broken:
+                # the rollback undoes what the savepoint sent ahead reports, or fails if the
+                # link is lost
+                with contextlib.suppress(self._psycopg.Error):
+                    self._read_ahead()
                 self._conn.rollback()
         finally:
             self._discard_connection_if_broken()
@@ -256,7 +275,7 @@ class PostgresStore:
     def _reset_staged(self) -> None:
         """Forget what the transaction staged (at its end)."""
         self._tx_thread = None
-        self._release_pending = False
+        self._release_pending = self._ahead = self._ahead_unread = False
         self._claimed, self._added, self._staged_outbox, self._staged_sent = [], [], [], []
 
     def _discard_connection_if_broken(self) -> None:
@@ -286,6 +305,10 @@ class PostgresStore:
 
     def savepoint(self) -> None:
         """Open the savepoint of one handler attempt (releasing the previous one, if kept)."""
+        if self._ahead:  # sent when the previous attempt was kept: read its answer
+            self._ahead = False
+            self._read_ahead()
+            return
         if self._release_pending:  # the previous attempt's release rides on this round trip
             self._release_pending = False
             self._conn.execute("RELEASE SAVEPOINT choreo_handler; SAVEPOINT choreo_handler")
@@ -293,17 +316,59 @@ class PostgresStore:
             self._conn.execute("SAVEPOINT choreo_handler")
 
     def release_savepoint(self) -> None:
-        """Keep the handler attempt's writes.
+        """Keep the handler attempt's writes, and open the next attempt's savepoint ahead.
 
-        The RELEASE is sent with the next savepoint, or not at all: COMMIT keeps every
-        open savepoint's writes and ROLLBACK undoes them, so a kept attempt costs no round
-        trip of its own (a handler using ``ctx.db`` costs its own statements plus one).
+        ``RELEASE SAVEPOINT; SAVEPOINT`` is sent now and its answer read only when the
+        connection is next used (the next attempt's :meth:`savepoint`, another statement
+        through :attr:`connection`, the commit): the round trip overlaps the runtime's
+        work between two events instead of adding to it. An open savepoint that no attempt
+        uses is harmless (COMMIT keeps what it holds: nothing); one that fails (the kept
+        attempt left the transaction aborted) raises where the next statement would.
         """
-        self._release_pending = True
+        conn = self._conn
+        status = self._psycopg.pq.TransactionStatus
+        if self._generators is None:  # this psycopg lacks the calls: the plain round trip
+            self._release_pending = True
+            return
+        if conn.pgconn.transaction_status not in (status.INTRANS, status.INERROR):
+            self._release_pending = True  # no transaction open: send it with the next
+            return
+        try:
+            with conn.lock:
+                conn.pgconn.send_query(_NEXT_SAVEPOINT)
+                self._ahead = self._ahead_unread = True
+                conn.wait(self._generators.send(conn.pgconn))
+        except self._psycopg.OperationalError:  # the link is lost: the next statement says so
+            self._ahead = self._ahead_unread = False
+            self._release_pending = True
 
     def rollback_to_savepoint(self) -> None:
         """Undo the handler attempt's writes."""
         self._conn.execute("ROLLBACK TO SAVEPOINT choreo_handler; RELEASE SAVEPOINT choreo_handler")
+
+    def _settle_ahead(self) -> None:
+        """Before statements of no handler attempt: the savepoint sent ahead is not the next one.
+
+        Writes made now must not fall inside it (a failed attempt would undo them), so the
+        next attempt's :meth:`savepoint` releases it and opens a fresh one.
+        """
+        if self._ahead:
+            self._ahead = False
+            self._release_pending = True
+        self._read_ahead()
+
+    def _read_ahead(self) -> None:
+        """Read the server's answer to the savepoint sent ahead; raise the error it reports."""
+        if not self._ahead_unread:
+            return
+        self._ahead_unread = False
+        conn, generators = self._conn, self._generators
+        assert generators is not None  # nothing is sent ahead without them
+        with conn.lock:
+            results = conn.wait(generators.fetch_many(conn.pgconn))
+        for result in results:
+            if result.status == self._psycopg.pq.ExecStatus.FATAL_ERROR:
+                raise self._psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
 
     # --- inbox and outbox --------------------------------------------------------------
 
@@ -323,6 +388,7 @@ class PostgresStore:
             with self._pool.connection() as conn:
                 rows = conn.execute(_HANDLED, (keys,)).fetchall()
             return _ids_of(keys, rows)
+        self._settle_ahead()
         handled = self._claim(consumer, ids)
         self._claimed.append((consumer, set(ids) - handled))
         return handled
@@ -394,6 +460,7 @@ class PostgresStore:
     def prune(self, consumer: str, older_than_ms: int) -> int:
         """Delete ``consumer``'s inbox rows handled before ``older_than_ms`` (in the batch)."""
         if self._in_transaction():
+            self._settle_ahead()
             cursor = self._conn.execute(
                 "DELETE FROM choreo_inbox WHERE consumer = %s AND handled_at < %s",
                 (consumer, older_than_ms),
@@ -426,3 +493,21 @@ def _ids_of(keys: InboxKeys, rows: list[Any]) -> set[str]:
         return set()
     id_of = keys.id_of()
     return {id_of[row[0].bytes] for row in rows}
+
+
+def _send_ahead_api(psycopg: Any) -> Any:
+    """Return psycopg's ``generators`` module when this psycopg has every call the savepoint
+    sent ahead uses (``generators.send``/``fetch_many``, ``Connection.wait``,
+    ``errors.error_from_result``: psycopg 3.1 to 3.3 have them, though not as documented
+    API), else None: the store then opens each savepoint with a plain round trip."""
+    try:
+        from psycopg import generators
+    except ImportError:  # pragma: no cover - depends on the psycopg version
+        return None
+    needed = (
+        hasattr(generators, "send"),
+        hasattr(generators, "fetch_many"),
+        hasattr(psycopg.Connection, "wait"),
+        hasattr(psycopg.errors, "error_from_result"),
+    )
+    return generators if all(needed) else None
