@@ -73,3 +73,34 @@ def test_a_length_past_the_end_is_refused(raw: int) -> None:
     body = b"\x00" + _varint(raw) + b"x" * ((raw >> 1) - 1)
     with pytest.raises(InvalidBodyError, match="length out of range"):
         decode(body, 0)
+
+
+@pytest.mark.parametrize("field", ["i", "s", "l", "b"])
+@pytest.mark.parametrize("cut", [b"\x80", b"\xff\xff", b""])
+def test_a_varint_cut_short_is_refused_wherever_it_stops(field: str, cut: bytes) -> None:
+    """A field's varint whose bytes stop before its last one (or absent) fails to decode.
+
+    Each field is tried last in the body, so its varint is cut by the end of the input:
+    after a first byte with the continuation bit, after two, or before any byte.
+    """
+    decode = compile_decoder(SCHEMA)
+    before = {"i": b"", "s": b"\x00", "l": b"\x00\x00", "b": b"\x00\x00\x00"}[field]
+    with pytest.raises((IndexError, InvalidBodyError)):
+        decode(before + cut, 0)
+
+
+@pytest.mark.parametrize("raw", [2**32, 2**32 + 1, 2**40])
+def test_a_long_varint_out_of_the_int_range_names_the_int_range(raw: int) -> None:
+    """A multi-byte int beyond 32 bits (either sign) is refused with the int's own message."""
+    decode = compile_decoder(SCHEMA)
+    with pytest.raises(InvalidBodyError, match="int out of 32-bit range"):
+        decode(_varint(raw) + b"\x00\x00\x00", 0)
+
+
+def test_a_long_takes_any_64_bit_value_and_refuses_a_longer_varint() -> None:
+    """Longs read every zig-zag value of a 64-bit varint; an 11th byte is refused."""
+    decode = compile_decoder(SCHEMA)
+    for raw in (2**63 - 1, 2**64 - 1, 2**14, 2**21 + 5):
+        assert decode(b"\x00\x00" + _varint(raw) + b"\x00", 0)["l"] == _zigzag(raw)
+    with pytest.raises(InvalidBodyError, match="varint"):
+        decode(b"\x00\x00" + b"\xff" * 10 + b"\x01\x00", 0)

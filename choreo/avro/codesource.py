@@ -136,6 +136,64 @@ ONE_BYTE_LENGTH = tuple(BEYOND_ANY_INPUT if x & 1 else x >> 1 for x in range(128
 ``BEYOND_ANY_INPUT``, so the decoder's one range check refuses it."""
 
 
+ONE_BYTE_VALUE: tuple[int | None, ...] = (*ONE_BYTE_ZIGZAG, *(None,) * 128)
+"""The zig-zag value of a varint by its first byte; None when it is longer than one byte
+(a continuation bit): a generated decoder reads a small int with one index and one test."""
+
+ONE_BYTE_END: tuple[int, ...] = tuple(
+    1 + (x >> 1) if x < 128 and not x & 1 else BEYOND_ANY_INPUT for x in range(256)
+)
+"""How far a byte string reaches past its length's first byte when that length is one
+byte (the byte, then the data); ``BEYOND_ANY_INPUT`` for an odd (negative) length and for
+a longer varint, so the decoder's one end check sends both to :func:`read_length_at`."""
+
+
+def read_int_at(b: bytes, p: int, low: int, high: int, message: str) -> tuple[int, int]:
+    """Return the zig-zag varint of more than one byte at ``p`` and the position after it.
+
+    Raises :class:`InvalidBodyError` with ``message`` when the value is outside
+    ``low``..``high``; a truncated or overlong varint raises as the generated code does.
+    """
+    x = b[p]
+    p += 1
+    y = b[p]  # two bytes inline (values below 2**13), longer ones in read_varint_tail
+    if y < 128:
+        x = (x & 127) | (y << 7)
+        p += 1
+    else:
+        x, p = read_varint_tail(b, p, x)
+    value = (x >> 1) ^ -(x & 1)
+    if not low <= value <= high:
+        raise InvalidBodyError(message)
+    return value, p
+
+
+def read_length_at(b: bytes, p: int, end: int, message: str) -> tuple[int, int]:
+    """Return where the data of the length-prefixed byte string at ``p`` starts, less one,
+    and where it ends; raise :class:`InvalidBodyError` with ``message`` when the length is
+    negative or reaches past ``end``.
+
+    For the lengths :data:`ONE_BYTE_END` does not cover (one odd byte, or a longer varint)
+    and the one-byte ones past ``end``: the generated code then reads the data from the
+    first position returned plus one, as it does after a one-byte length.
+    """
+    x = b[p]
+    p += 1
+    if x < 128:
+        q = p + ONE_BYTE_LENGTH[x]
+    else:
+        y = b[p]
+        if y < 128:
+            x = (x & 127) | (y << 7)
+            p += 1
+        else:
+            x, p = read_varint_tail(b, p, x)
+        q = p + (BEYOND_ANY_INPUT if x & 1 else x >> 1)
+    if q > end:
+        raise InvalidBodyError(message)
+    return p - 1, q
+
+
 class Source:
     """Accumulates generated lines and the constants they refer to."""
 
@@ -154,7 +212,10 @@ class Source:
             "_Mapping": Mapping,
             "_new": object.__new__,
             "_ZIGZAG": ONE_BYTE_ZIGZAG,
-            "_HALF": ONE_BYTE_LENGTH,
+            "_VALUE": ONE_BYTE_VALUE,
+            "_END": ONE_BYTE_END,
+            "_int_at": read_int_at,
+            "_length_at": read_length_at,
         }
         self._counter = 0
 
@@ -228,8 +289,12 @@ __all__ += [
     "BEYOND_ANY_INPUT",
     "INT_RANGE",
     "LONG_RANGE",
+    "ONE_BYTE_END",
     "ONE_BYTE_LENGTH",
+    "ONE_BYTE_VALUE",
     "ONE_BYTE_ZIGZAG",
     "MinSize",
+    "read_int_at",
+    "read_length_at",
     "read_varint_tail",
 ]

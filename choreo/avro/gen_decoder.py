@@ -13,7 +13,14 @@ import keyword
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from choreo.avro.codesource import BEYOND_ANY_INPUT, INT_RANGE, MinSize, ResolutionError, Source
+from choreo.avro.codesource import (
+    BEYOND_ANY_INPUT,
+    INT_RANGE,
+    LONG_RANGE,
+    MinSize,
+    ResolutionError,
+    Source,
+)
 from choreo.avro.compat import names_match, resolve_branch
 from choreo.avro.defaults import default_value
 from choreo.avro.model import (
@@ -111,19 +118,27 @@ class DecoderGen(Visitor[_Arg, str]):
         e(indent + 1, "x, p = _tail(b, p, x)")
 
     def length(self, indent: int) -> str:
-        """Emit code reading a byte length and checking it against the remaining input."""
+        """Emit code reading a byte length and checking it against the remaining input.
+
+        Returns the variable holding where the data ends; it starts at ``p + 1``. A
+        one-byte length comes from a table (:data:`ONE_BYTE_END`), which sends an odd
+        one and a longer varint past any end: a two-byte length is then read inline, any
+        other by ``_length_at`` (the same checks, the same error).
+        """
         e = self.src.emit
         q = self.src.var("q")
-        e(indent, "x = b[p]")
-        e(indent, "p += 1")
-        e(indent, "if x < 128:")  # one byte: the length from a table (odd: beyond any end)
-        e(indent + 1, f"{q} = p + _HALF[x]")
-        e(indent, "else:")
-        self.varint_tail(indent + 1)
-        # odd zig-zag value: a negative length
-        e(indent + 1, f"{q} = p + ({BEYOND_ANY_INPUT} if x & 1 else x >> 1)")
+        message = self.src.const("length out of range", "M")
+        e(indent, f"{q} = p + _END[b[p]]")
         e(indent, f"if {q} > end:")
-        self.fail(indent + 1, "length out of range")
+        e(indent + 1, "x = b[p]")
+        e(indent + 1, "if x > 127 and b[p + 1] < 128:")  # two bytes, inline (below 8 KiB)
+        e(indent + 2, "x = (x & 127) | (b[p + 1] << 7)")
+        e(indent + 2, "p += 1")
+        e(indent + 2, f"{q} = p + 1 + ({BEYOND_ANY_INPUT} if x & 1 else x >> 1)")
+        e(indent + 2, f"if {q} > end:")
+        e(indent + 3, f"raise _InvalidBodyError({message})")
+        e(indent + 1, "else:")
+        e(indent + 2, f"p, {q} = _length_at(b, p, end, {message})")
         return q
 
     def mismatch(self, w: Node, r: _Reader, where: str) -> ResolutionError:
@@ -178,11 +193,28 @@ class DecoderGen(Visitor[_Arg, str]):
         e(indent, f"{t} = x == 1")
 
     def integer(self, w: Primitive, r: Node, indent: int, t: str) -> None:
+        """Emit code reading an int or long: a one-byte varint from a table, in range.
+
+        A two-byte one (None in :data:`ONE_BYTE_VALUE`) is read inline, a longer one by
+        ``_int_at``, which checks an int's 32-bit range (a long's 64 bits are the varint's
+        own limit).
+        """
         e = self.src.emit
-        self.varint(t, indent)
-        if w.kind == "int":
-            e(indent, f"if not {INT_RANGE[0]} <= {t} <= {INT_RANGE[1]}:")
-            self.fail(indent + 1, "int out of 32-bit range")
+        low, high = INT_RANGE if w.kind == "int" else LONG_RANGE
+        message = self.src.const(
+            "int out of 32-bit range" if w.kind == "int" else "long out of range", "M"
+        )
+        e(indent, f"{t} = _VALUE[b[p]]")
+        e(indent, f"if {t} is None:")
+        e(indent + 1, "y = b[p + 1]")
+        e(indent + 1, "if y < 128:")  # two bytes, inline: below 2**13 either way, in range
+        e(indent + 2, "x = (b[p] & 127) | (y << 7)")
+        e(indent + 2, f"{t} = (x >> 1) ^ -(x & 1)")
+        e(indent + 2, "p += 2")
+        e(indent + 1, "else:")
+        e(indent + 2, f"{t}, p = _int_at(b, p, {low}, {high}, {message})")
+        e(indent, "else:")
+        e(indent + 1, "p += 1")
         if r.kind == "double":
             e(indent, f"{t} = float({t})")
         elif r.kind == "float":
@@ -197,9 +229,9 @@ class DecoderGen(Visitor[_Arg, str]):
         e = self.src.emit
         q = self.length(indent)
         if r.kind == "string":
-            e(indent, f"{t} = b[p:{q}].decode()")
+            e(indent, f"{t} = b[p + 1:{q}].decode()")
         else:
-            e(indent, f"{t} = b[p:{q}]")
+            e(indent, f"{t} = b[p + 1:{q}]")
             if w.kind == "string":
                 e(indent, f"{t}.decode()")  # validate UTF-8 even when read as bytes
         e(indent, f"p = {q}")
@@ -352,7 +384,7 @@ class DecoderGen(Visitor[_Arg, str]):
         def body(inner: int) -> None:
             key = self.src.var("k")
             q = self.length(inner)
-            self.src.emit(inner, f"{key} = b[p:{q}].decode()")
+            self.src.emit(inner, f"{key} = b[p + 1:{q}].decode()")
             self.src.emit(inner, f"p = {q}")
             item = self.value(node.values, (r.values, reader[1]), inner, where + "{}")
             self.src.emit(inner, f"{t}[{key}] = {item}")

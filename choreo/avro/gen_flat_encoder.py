@@ -69,14 +69,14 @@ def emit_flat_fields(src: Source, schema: Schema, reads: Sequence[tuple[Field, s
         assert isinstance(node, Primitive)
         kind = node.kind
         f, h = src.var("f"), src.var("h")
-        e(2, f"{f} = {read}")
-        if kind == "string":
+        if kind == "string":  # the value itself is not needed after its encoding
             s, n = src.var("s"), src.var("n")
-            e(2, f"{s} = {f}.encode()")
+            e(2, f"{s} = ({read}).encode()")
             e(2, f"{n} = len({s})")
             e(2, f"{h} = _LEN[{n}] if {n} < {_SMALL} else _varint({n} << 1)")
             parts += (h, s)
             continue
+        e(2, f"{f} = {read}")
         if kind in ("int", "long"):
             # a small value needs no range check; any value fails where it did with it
             low, high = INT_RANGE if kind == "int" else LONG_RANGE

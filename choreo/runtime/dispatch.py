@@ -39,7 +39,7 @@ from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
 from choreo.runtime.emit import Emitter, as_events
 from choreo.runtime.invoke import Invoker, Item, event_info
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
-from choreo.runtime.pauses import next_offsets
+from choreo.runtime.pauses import next_offsets, sole_partition
 from choreo.runtime.routing import Fields, Route, check_envelope, fields_from, scan_headers
 from choreo.runtime.tracing import all_valid
 from choreo.store import Inbox
@@ -54,7 +54,6 @@ _ID = Header.EVENT_ID
 _EVENT_ID: Final = itemgetter(1)  # of Fields
 _TRACE: Final = itemgetter(3)  # of Fields
 
-_NOTHING: Final[list[OutboxRecord]] = []  # "handled, nothing more to add" (never mutated)
 _SKIPPED: Final[list[OutboxRecord]] = []  # "accounted for already" (never mutated)
 
 
@@ -110,12 +109,14 @@ class Dispatcher:
         self.hooks = hooks
         self.executor = executor
 
-    def dispatch(self, records: list[Record]) -> BatchOutput:
+    def dispatch(self, records: list[Record], *, one_partition: bool | None = None) -> BatchOutput:
         """Handle the records in order (or per partition in the pool) and collect the output.
 
         A first pass reads each record's envelope (:func:`scan_headers`) and inbox key (its
         event id) for one batched :meth:`Inbox.seen` query; the second handles one record
-        at a time.
+        at a time. ``one_partition`` says whether every record is of one partition when
+        the caller knows (the worker does, from the batch's first offsets); None: it is
+        found out.
         """
         scanned = [scan_headers(record.headers) for record in records]
         emitter = self.emitter
@@ -139,7 +140,10 @@ class Dispatcher:
             logger.debug("[%s] %d duplicate(s) dropped", self.group_id, len(seen))
         if self.executor is None:
             output = BatchOutput()
-            self._sequence(records, keys, scanned, seen=seen, output=output, inbox=self.inbox)
+            if one_partition is None:
+                one_partition = sole_partition(records) is not None
+            inbox, one = self.inbox, one_partition
+            self._sequence(records, keys, scanned, seen=seen, output=output, inbox=inbox, one=one)
             return output
         return self._in_pool(records, keys, scanned, seen)
 
@@ -181,7 +185,7 @@ class Dispatcher:
     ) -> BatchOutput:
         """Handle one partition's records (on a pool thread: no database for handlers)."""
         output = BatchOutput()
-        self._sequence(records, keys, scanned, seen=seen, output=output, inbox=None)
+        self._sequence(records, keys, scanned, seen=seen, output=output, inbox=None, one=True)
         return output
 
     def _sequence(
@@ -193,17 +197,19 @@ class Dispatcher:
         seen: set[str],
         output: BatchOutput,
         inbox: Inbox | None,
+        one: bool,
     ) -> None:
         """Handle records in order into ``output``; stop early when the worker stops mid-retry.
 
         ``keys`` are the records' inbox keys and ``scanned`` their envelopes when
         :func:`scan_headers` could read them; ``inbox`` is the store whose connection
-        handlers get as ``ctx.db`` (None: no database). This is the hot path: the common
-        case (a new record of a handled type whose handler takes no context and succeeds
-        at once) stays in this loop and :meth:`Emitter.emit_one`.
+        handlers get as ``ctx.db`` (None: no database); ``one`` says that every record is
+        of one partition (its next offset then follows from the last record handled).
+        This is the hot path: the common case (a new record of a handled type whose
+        handler takes no context and succeeds at once) stays in this loop and
+        :meth:`Emitter.emit_one`.
         """
         routes = self.routes
-        readers = self.readers
         emit_one = self.emitter.emit_one
         invoker = self.invoker
         hooked = self.hooks.dispatch
@@ -227,11 +233,9 @@ class Dispatcher:
                 emitted = self._dispatch_one(
                     route, (record, fields), key, db, seen=seen, output=output
                 )
-                if emitted is _SKIPPED:
-                    continue
             else:  # a handler without context and no dispatch hooks: inlined
                 try:
-                    read = readers.get(fields[0]) or self._reader(fields[0])
+                    read = route.read or self._reader(route)
                     event = read(record.value or b"")
                 except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
                     self._undecodable(record, key, exc, seen, output)
@@ -241,30 +245,50 @@ class Dispatcher:
                     if isinstance(result, Event):
                         out_records.append(emit_one(route, fields, result))
                     elif result is not None:
-                        emitted = self.emitter.emit(
-                            route, fields, as_events(route.step_id, [], result)
-                        )
-                        out_records.extend(emitted)
-                    emitted = _NOTHING
+                        events = as_events(route.step_id, [], result)
+                        out_records.extend(self.emitter.emit(route, fields, events))
                 except Exception as exc:
                     emitted = invoker.after_failure(route, (record, fields), event, exc, info=None)
-            if emitted is None:
-                output.abandoned = True
+                else:  # handled: its records are in the output already
+                    seen.add(key)
+                    out_ids.append(key)
+                    continue
+            if self._settle(key, emitted, seen, output):
                 done -= 1
                 break
-            seen.add(key)
-            out_ids.append(key)
-            out_records.extend(emitted)
-        output.next_offsets.update(next_offsets(records[:done] if done < len(records) else records))
+        _handled_up_to(records, done, output.next_offsets, one=one)
 
-    def _reader(self, event_type: str) -> Callable[[bytes], Event]:
-        """Return (and remember) the function decoding payloads of ``event_type``."""
-        decoder_for, decode = self.decoder_for, self.decode
-        if decoder_for is None:
-            read: Callable[[bytes], Event] = lambda data: decode(event_type, data)  # noqa: E731
-        else:
-            read = decoder_for(event_type)
-        self.readers[event_type] = read
+    @staticmethod
+    def _settle(
+        key: str, emitted: list[OutboxRecord] | None, seen: set[str], output: BatchOutput
+    ) -> bool:
+        """Account for a record handled off the inlined path; return True when abandoned.
+
+        ``emitted`` is what :meth:`_dispatch_one` or the invoker's failure handling
+        returned: the records to add, ``_SKIPPED`` (accounted for already) or None (the
+        worker stopped during a retry's backoff: the record was not handled).
+        """
+        if emitted is _SKIPPED:
+            return False
+        if emitted is None:
+            output.abandoned = True
+            return True
+        seen.add(key)
+        output.ids.append(key)
+        output.records.extend(emitted)
+        return False
+
+    def _reader(self, route: Route) -> Callable[[bytes], Event]:
+        """Return (and remember, in ``route.read``) the function decoding ``route``'s payloads."""
+        decoder_for, decode, event_type = self.decoder_for, self.decode, route.event_type
+        read = self.readers.get(event_type)
+        if read is None:
+            if decoder_for is None:
+                read = lambda data: decode(event_type, data)  # noqa: E731
+            else:
+                read = decoder_for(event_type)
+            self.readers[event_type] = read
+        route.read = read
         return read
 
     def _dispatch_one(
@@ -409,6 +433,20 @@ def inbox_key(record: Record) -> str:
         except EnvelopeError:
             pass
     return dead_letter_id(record)
+
+
+def _handled_up_to(
+    records: list[Record], done: int, offsets: dict[tuple[str, int], int], *, one: bool
+) -> None:
+    """Put the next offset of each partition of the first ``done`` records in ``offsets``.
+
+    ``one``: every record is of one partition, so its next offset is the last one's + 1.
+    """
+    if not one:
+        offsets.update(next_offsets(records[:done] if done < len(records) else records))
+    elif done:
+        last = records[done - 1]
+        offsets[last.topic, last.partition] = last.offset + 1
 
 
 def _connected(inbox: Inbox | None) -> Inbox | None:

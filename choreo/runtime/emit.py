@@ -22,7 +22,7 @@ from choreo.errors import BusinessFailure, HandlerError
 from choreo.model.envelope import Header
 from choreo.model.events import Event
 from choreo.runtime.aio import close_unawaited
-from choreo.runtime.routing import _NAMESPACE_SHA1, _SUFFIXES, _VARIANT, Fields, Route
+from choreo.runtime.routing import _NAMESPACE_SHA1, _SUFFIXES, _VARIANT, EmitPlan, Fields, Route
 from choreo.runtime.tracing import is_valid
 from choreo.store.outbox import OutboxRecord
 
@@ -33,12 +33,13 @@ _AT = Header.PRODUCED_AT
 _CAUSE = Header.CAUSATION_ID
 _TRACE = Header.TRACEPARENT
 
-_join = b"".join
 # a SHA-1's 40 hex digits -> the groups of a uuid5's text: 8, 4, (version) 3, variant
 # digit, 3, 12 (the last 8 digits are not part of it)
 _HEX_GROUPS: Final = struct.Struct("8s4sx3s1s3s12s8x").unpack
 _UUID_TEXT: Final = struct.Struct("8sx4sx1s3sx1s3sx12s").pack  # NUL where a dash goes
-_DASHES: Final = bytes.maketrans(b"\0", b"-")
+# a valid traceparent's first 36 bytes ("00-" and the trace id), a span id of 1 + 3 + 12
+# hex digits, and its last 3 ("-" and the flags): the child traceparent in one call
+_CHILD: Final = struct.Struct("36s1s3s12s3s").pack
 _VARIANT_BYTES: Final = {digit.encode(): v.encode() for digit, v in _VARIANT.items()}
 # an OutboxRecord from a tuple of its fields, without NamedTuple's Python-level __new__
 _tuple_new = cast("Callable[[type[OutboxRecord], tuple[Any, ...]], OutboxRecord]", tuple.__new__)
@@ -87,18 +88,19 @@ class Emitter:
         """
         _, _, saga, trace, parent_id, cid, saga_pair = fields
         cls = event.__class__
-        last_cls, last_saga, plan = route.last  # the plan of the previous event, mostly
+        last_cls, last_saga, plan, encode = route.last  # the previous event's, mostly
         if last_cls is not cls or last_saga != saga:
-            plan = route.plan(cls, saga)
+            plan, encode = self._plan(route, cls, saga)
         digest = _NAMESPACE_SHA1.copy()  # uuid5 of "<parent id>/<step>/<index>"
         digest.update(
             parent_id + (route.id_suffixes[index] if index < _SUFFIXES else route.id_suffix(index))
         )
         # the hex digits cut by one struct call and put together with the version (5),
-        # the variant digit and NULs for the dashes by another: no slice per group
+        # the variant digit and NULs for the dashes by another (then made dashes): no
+        # slice per group
         head, mid, low, variant, clock, node = _HEX_GROUPS(digest.hexdigest().encode())
         variant = _VARIANT_BYTES[variant]
-        id_bytes = _UUID_TEXT(head, mid, b"5", low, variant, clock, node).translate(_DASHES)
+        id_bytes = _UUID_TEXT(head, mid, b"5", low, variant, clock, node).replace(b"\0", b"-")
         event_id = id_bytes.decode()
         if trace is None or not self.tracing:
             headers: tuple[tuple[str, bytes], ...] = (
@@ -114,8 +116,8 @@ class Emitter:
             )
         else:
             # the child's span id is the id's last 16 hex digits: variant, clock and node
-            if self.traces_valid or is_valid(trace):  # ASCII: bytes and characters agree
-                child = _join((trace[:36], variant, clock, node, trace[52:]))
+            if self.traces_valid or is_valid(trace):  # 55 ASCII bytes: 36 + 16 + 3
+                child = _CHILD(trace, variant, clock, node, trace[52:])
             else:  # an invalid parent starts a new trace (W3C Trace Context)
                 span = variant + clock + node
                 child = b"00-%s-%s-01" % (os.urandom(16).hex().encode(), span)
@@ -131,8 +133,19 @@ class Emitter:
                 plan.step_header,
                 (_TRACE, child),
             )
-        encode = self.encoders.get(cls) or self._encoder(cls)
         return _tuple_new(OutboxRecord, (event_id, plan.topic, cid[1], encode(event), headers))
+
+    def _plan(
+        self, route: Route, cls: type[Event], saga: str
+    ) -> tuple[EmitPlan, Callable[[Event], bytes]]:
+        """Return the plan and encoder of an event of ``cls`` in ``saga``, kept as ``route.last``.
+
+        Raises :class:`~choreo.errors.HandlerError` for a class the handler did not declare.
+        """
+        plan = route.plan(cls, saga)
+        encode = self.encoders.get(cls) or self._encoder(cls)
+        route.last = (cls, saga, plan, encode)
+        return plan, encode
 
     def _encoder(self, cls: type[Event]) -> Callable[[Event], bytes]:
         """Return (and remember) the function encoding events of ``cls``."""

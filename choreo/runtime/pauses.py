@@ -20,7 +20,7 @@ from choreo.errors import TransportError
 from choreo.model.context import EventLogger
 from choreo.transports.base import Consumer, Record, TopicPartition
 
-__all__ = ["Pauses", "first_offsets", "next_offsets"]
+__all__ = ["Pauses", "first_offsets", "next_offsets", "sole_partition"]
 
 Offsets = dict[TopicPartition, int]
 
@@ -29,7 +29,7 @@ _TOPIC: Final = attrgetter("topic")
 _PARTITION: Final = attrgetter("partition")
 
 
-def _sole_partition(records: Sequence[Record]) -> tuple[str, int] | None:
+def sole_partition(records: Sequence[Record]) -> tuple[str, int] | None:
     """Return the (topic, partition) of ``records`` when there is exactly one, else None.
 
     C-level passes (the common batch is one partition): the partitions, then the topics,
@@ -48,7 +48,7 @@ def _sole_partition(records: Sequence[Record]) -> tuple[str, int] | None:
 
 def first_offsets(records: list[Record]) -> Offsets:
     """Return the first offset of each partition in ``records``."""
-    sole = _sole_partition(records)
+    sole = sole_partition(records)
     if sole is not None:
         return {TopicPartition(*sole): records[0].offset}
     first: dict[tuple[str, int], int] = {}
@@ -59,7 +59,7 @@ def first_offsets(records: list[Record]) -> Offsets:
 
 def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
     """Return the offset after the last record of each (topic, partition) in ``records``."""
-    sole = _sole_partition(records)
+    sole = sole_partition(records)
     if sole is not None:
         return {sole: records[-1].offset + 1}
     return {(r.topic, r.partition): r.offset + 1 for r in records}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, cast
 
@@ -301,6 +301,7 @@ class Route:
         "logger",
         "naming",
         "plans",
+        "read",
         "retry",
         "service",
         "spec",
@@ -335,11 +336,18 @@ class Route:
         self.logger = logging.getLogger(f"choreo.handler.{service.name}")
         self.allowed: frozenset[type[Event]] = frozenset((*spec.emits, *spec.fails_with))
         self.plans: dict[tuple[type[Event], str], EmitPlan] = {}
-        # the last plan asked for, with its class and saga (one tuple: a thread sees all
-        # three of the same plan); the emitter checks it before building the dict's key
-        # (no class matches None, so the placeholder plan is never used)
-        self.last: tuple[type[Event] | None, str, EmitPlan] = (None, "", cast("EmitPlan", None))
+        # the emitter's last plan, with its class, saga and encoder (one tuple: a thread
+        # sees all four of the same plan); the emitter checks it before building the
+        # plans' key (no class matches None, so the placeholders are never used)
+        self.last: tuple[type[Event] | None, str, EmitPlan, Callable[[Event], bytes]] = (
+            None,
+            "",
+            cast("EmitPlan", None),
+            cast("Callable[[Event], bytes]", None),
+        )
         self.id_suffixes = [f"/{self.step_id}/{index}".encode() for index in range(_SUFFIXES)]
+        self.read: Callable[[bytes], Event] | None = None
+        """The function decoding this route's payloads, set by the dispatcher at first use."""
 
     def id_suffix(self, index: int) -> bytes:
         """Return ``/<step id>/<index>``: what follows the parent id in an emitted id's name."""
@@ -351,13 +359,11 @@ class Route:
 
         At most ``_MAX_PLANS`` plans are cached: ``saga`` is the incoming record's saga
         header, so records naming ever new sagas must not grow the cache per record.
-        The plan returned is also kept as :attr:`last` (with ``cls`` and ``saga``).
         Raises :class:`~choreo.errors.HandlerError` when the handler did not declare ``cls``.
         """
         key = (cls, saga)
         found = self.plans.get(key)
         if found is not None:
-            self.last = (cls, saga, found)
             return found
         if cls not in self.allowed:
             declared = ", ".join(sorted(self.spec.emitted_types)) or "nothing"
@@ -380,7 +386,6 @@ class Route:
         )
         if len(self.plans) < _MAX_PLANS:
             self.plans[key] = found
-        self.last = (cls, saga, found)
         return found
 
 

@@ -392,7 +392,7 @@ class Worker:
         try:
             self.delivery.stage()
             self._maybe_prune()
-            output = self.dispatcher.dispatch(records)
+            output = self.dispatcher.dispatch(records, one_partition=len(first) == 1)
             if output.ids:
                 inbox.add(self.group_id, output.ids, now)
         except BaseException:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from choreo.runtime.pauses import first_offsets, next_offsets
-from choreo.runtime.tracing import all_valid, is_valid
-from choreo.transports.base import Record, TopicPartition
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # bench/ is not an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.bench_runtime import build, fill  # noqa: E402
+from choreo.runtime import Worker  # noqa: E402
+from choreo.runtime.pauses import first_offsets, next_offsets  # noqa: E402
+from choreo.runtime.tracing import all_valid, is_valid  # noqa: E402
+from choreo.transports.base import Record, TopicPartition  # noqa: E402
+from choreo.transports.memory import MemoryBus, MemoryTransport  # noqa: E402
 
 
 def _batch(*where: tuple[str, int, int]) -> list[Record]:
@@ -45,3 +57,26 @@ def test_all_valid_skips_none_and_checks_every_other_item() -> None:
     assert all_valid([good, None, good]) and all_valid([None, None]) and all_valid([])
     assert not all_valid([good, None, bad]) and not all_valid([None, b""])
     assert all_valid(iter([good, None]))  # any iterable
+
+
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_dispatch_gives_the_same_output_whatever_it_is_told_of_the_partitions(
+    partitions: int,
+) -> None:
+    """A batch's next offsets, records and ids do not depend on the worker's one-partition
+    hint: told (True for one partition, as the worker says), found out (None), or not
+    used (False: per record)."""
+    bus = MemoryBus(default_partitions=partitions)
+    fill(bus, 7)
+    records = bus.records("bench.shop.ItemPlaced")
+    hints = [None, False] + ([True] if partitions == 1 else [])
+    outputs = []
+    for hint in hints:
+        _, stock, _, serde = build()
+        worker = Worker(stock, MemoryTransport(MemoryBus()), serde)
+        output = worker.dispatcher.dispatch(records, one_partition=hint)
+        outputs.append((output.next_offsets, [r[:4] for r in output.records], output.ids))
+        worker.close()
+    assert all(output == outputs[0] for output in outputs)
+    assert outputs[0][0] == next_offsets(records)
+    assert sum(outputs[0][0].values()) == 7

@@ -381,6 +381,9 @@ def test_scan_headers_reads_what_check_envelope_reads(
         (b"x.\xc3", 7),  # step not UTF-8 (a cut two-byte character)
         ("x", 5),  # a str, not bytes: never taken as valid
         ("x.start", 7),
+        (b"\xff", 0),  # event type not UTF-8
+        ("a.B", 0),  # event type and saga as str
+        ("S", 3),
     ],
 )
 @pytest.mark.parametrize("traced", [True, False])

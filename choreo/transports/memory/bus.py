@@ -17,7 +17,7 @@ from typing import Final, Protocol
 
 from choreo.errors import ConfigurationError, TransactionError, TransportError
 from choreo.transports.assignors import ASSIGNORS, Assignor, assign
-from choreo.transports.base import Headers, Record, TopicPartition, make_record
+from choreo.transports.base import Headers, Record, TopicPartition, make_record, make_records
 from choreo.transports.partitioner import partition_for
 
 __all__ = ["GroupMember", "MemoryBus"]
@@ -93,15 +93,7 @@ class _Topic:
 
     def records(self, partition: int, start: int = 0, stop: int | None = None) -> list[Record]:
         """Return the records of ``partition`` from offset ``start`` to ``stop`` (excluded)."""
-        name = self.name
-        log = self.partitions[partition]
-        stop = len(log) if stop is None else stop
-        return [
-            _new_record(name, partition, offset, key, value, headers, stamp)
-            for offset, (key, value, headers, stamp) in zip(
-                range(start, stop), log[start:stop], strict=True
-            )
-        ]
+        return make_records(self.name, partition, start, self.partitions[partition][start:stop])
 
     def published(self) -> list[Record]:
         """Return the topic's records in publication order."""
