@@ -11,17 +11,20 @@ password must never show in an error, a repr or a log line. Three things could l
   password with :mod:`choreo.safety.redact`, whose filter covers the ``psycopg`` loggers;
 - choreo's error messages: :func:`connection_failure` gives libpq's reason (a refused
   login, a refused connection, an unknown database…), redacted and bounded, with a hint.
+
+Also here, as a question about the installed client: :func:`send_ahead_api`, whether
+this psycopg has the calls the store uses to send a handler's next savepoint ahead.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote
 
 from choreo.errors import ConfigurationError
 from choreo.safety.redact import redact_text, register_secret
 
-__all__ = ["check_url", "connection_failure", "register_url_password"]
+__all__ = ["check_url", "connection_failure", "register_url_password", "send_ahead_api"]
 
 _MAX_REASON_CHARS: Final = 300
 
@@ -91,3 +94,21 @@ def connection_failure(exc: BaseException, shown_url: str, what: str = "connect 
     lowered = reason.lower()
     hint = next((text for marker, text in _HINTS if marker in lowered), "")
     return f"cannot {what} PostgreSQL at {shown_url}: {reason}" + (f"; {hint}" if hint else "")
+
+
+def send_ahead_api(psycopg: Any) -> Any:
+    """Return psycopg's ``generators`` module when this psycopg has every call the savepoint
+    sent ahead uses (``generators.send``/``fetch_many``, ``Connection.wait``,
+    ``errors.error_from_result``: psycopg 3.1 to 3.3 have them, though not as documented
+    API), else None: the store then opens each savepoint with a plain round trip."""
+    try:
+        from psycopg import generators
+    except ImportError:  # pragma: no cover - depends on the psycopg version
+        return None
+    needed = (
+        hasattr(generators, "send"),
+        hasattr(generators, "fetch_many"),
+        hasattr(psycopg.Connection, "wait"),
+        hasattr(psycopg.errors, "error_from_result"),
+    )
+    return generators if all(needed) else None

@@ -31,9 +31,24 @@ from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
-from choreo.store.pg_connect import check_url, connection_failure, register_url_password
+from choreo.store.pg_connect import (
+    check_url,
+    connection_failure,
+    register_url_password,
+    send_ahead_api,
+)
 from choreo.store.pg_errors import quiet_lost_connection_warnings
-from choreo.store.pg_inbox import INBOX_BY_KEY, InboxKeys, inbox_keys, keys_dumper
+from choreo.store.pg_inbox import (
+    ADD_KEYS,
+    CLAIM_NEW,
+    CLAIM_REST,
+    HANDLED,
+    INBOX_BY_KEY,
+    UNCLAIM,
+    InboxKeys,
+    inbox_keys,
+    keys_dumper,
+)
 from choreo.store.pg_outbox import (
     IDS_FROM_BLOB,
     KEYS_FROM_BLOB,
@@ -73,28 +88,6 @@ POSTGRES_MIGRATIONS: Final = (
 )
 """choreo's own tables on PostgreSQL, versioned in ``choreo_schema_version``."""
 
-# a batch's claim, the common case (no id handled yet): a plain INSERT (about a third
-# cheaper on the server than ON CONFLICT's speculative insertion) in a savepoint; a unique
-# violation rolls the savepoint back and the batch is claimed again with _CLAIM_REST.
-# Keys in order: replicas claiming overlapping batches lock them in one order
-_CLAIM_NEW = (
-    "INSERT INTO choreo_inbox (event_key, consumer, handled_at)"
-    " SELECT k, %s, %s FROM (SELECT DISTINCT unnest(%b) AS k) AS keys ORDER BY k"
-)
-# the same with ON CONFLICT DO NOTHING, returning only the keys NOT claimed (handled)
-_CLAIM_REST = (
-    "WITH keys AS (SELECT DISTINCT unnest(%b) AS k),"
-    " claimed AS (INSERT INTO choreo_inbox (event_key, consumer, handled_at)"
-    " SELECT k, %s, %s FROM keys ORDER BY k ON CONFLICT DO NOTHING RETURNING event_key)"
-    " SELECT k FROM keys WHERE k NOT IN (SELECT event_key FROM claimed)"
-)
-_ADD = (
-    "INSERT INTO choreo_inbox (event_key, consumer, handled_at)"
-    " SELECT k, %s, %s FROM (SELECT DISTINCT unnest(%b) AS k) AS keys ORDER BY k"
-    " ON CONFLICT DO NOTHING"
-)
-_UNCLAIM = "DELETE FROM choreo_inbox WHERE event_key = ANY(%b)"
-_HANDLED = "SELECT event_key FROM choreo_inbox WHERE event_key = ANY(%b)"
 _NEXT_SAVEPOINT: Final = b"RELEASE SAVEPOINT choreo_handler; SAVEPOINT choreo_handler"
 
 
@@ -149,7 +142,7 @@ class PostgresStore:
         register_url_password(url)
         quiet_lost_connection_warnings()  # the worker says it once (choreo.store.pg_errors)
         self._psycopg = psycopg
-        self._generators = _send_ahead_api(psycopg)
+        self._generators = send_ahead_api(psycopg)
         self.url = redact_text(url)
         self.schema = schema
         self.owner = uuid.uuid4().hex
@@ -296,11 +289,11 @@ class PostgresStore:
         for consumer, taken in claimed.items():
             unhandled = taken - added.get(consumer, set())
             if unhandled:  # claimed but not handled (the worker stopped mid-batch)
-                conn.execute(_UNCLAIM, (inbox_keys(consumer, list(unhandled)),))
+                conn.execute(UNCLAIM, (inbox_keys(consumer, list(unhandled)),))
         for consumer, handled, at in self._added:  # ids added without being claimed first
             rest = set(handled) - claimed.get(consumer, set())
             if rest:
-                conn.execute(_ADD, (consumer, at, inbox_keys(consumer, list(rest))))
+                conn.execute(ADD_KEYS, (consumer, at, inbox_keys(consumer, list(rest))))
         return self._outbox.write(conn, self._staged_outbox, self._staged_sent, now_ms())
 
     def savepoint(self) -> None:
@@ -386,7 +379,7 @@ class PostgresStore:
         if not self._in_transaction():
             keys = inbox_keys(consumer, ids)
             with self._pool.connection() as conn:
-                rows = conn.execute(_HANDLED, (keys,)).fetchall()
+                rows = conn.execute(HANDLED, (keys,)).fetchall()
             return _ids_of(keys, rows)
         self._settle_ahead()
         handled = self._claim(consumer, ids)
@@ -401,13 +394,13 @@ class PostgresStore:
         try:
             with conn.pipeline():  # one round trip
                 conn.execute("SAVEPOINT choreo_claim")
-                conn.execute(_CLAIM_NEW, (consumer, at, keys))
+                conn.execute(CLAIM_NEW, (consumer, at, keys))
                 conn.execute("RELEASE SAVEPOINT choreo_claim")
             return set()
         except self._psycopg.errors.UniqueViolation:  # some were handled: claim the rest
             conn.execute("ROLLBACK TO SAVEPOINT choreo_claim")
             conn.execute("RELEASE SAVEPOINT choreo_claim")
-        return _ids_of(keys, conn.execute(_CLAIM_REST, (keys, consumer, at)).fetchall())
+        return _ids_of(keys, conn.execute(CLAIM_REST, (keys, consumer, at)).fetchall())
 
     def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
         """Record ``event_ids`` as handled by ``consumer`` (written at commit)."""
@@ -493,21 +486,3 @@ def _ids_of(keys: InboxKeys, rows: list[Any]) -> set[str]:
         return set()
     id_of = keys.id_of()
     return {id_of[row[0].bytes] for row in rows}
-
-
-def _send_ahead_api(psycopg: Any) -> Any:
-    """Return psycopg's ``generators`` module when this psycopg has every call the savepoint
-    sent ahead uses (``generators.send``/``fetch_many``, ``Connection.wait``,
-    ``errors.error_from_result``: psycopg 3.1 to 3.3 have them, though not as documented
-    API), else None: the store then opens each savepoint with a plain round trip."""
-    try:
-        from psycopg import generators
-    except ImportError:  # pragma: no cover - depends on the psycopg version
-        return None
-    needed = (
-        hasattr(generators, "send"),
-        hasattr(generators, "fetch_many"),
-        hasattr(psycopg.Connection, "wait"),
-        hasattr(psycopg.errors, "error_from_result"),
-    )
-    return generators if all(needed) else None

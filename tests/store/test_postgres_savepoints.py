@@ -151,7 +151,7 @@ def test_a_psycopg_without_the_send_ahead_calls_opens_each_savepoint_plainly(
 ) -> None:
     """Where psycopg lacks the (undocumented) calls the savepoint sent ahead uses, the store
     opens every savepoint with a round trip of its own, and attempts keep their meaning."""
-    monkeypatch.setattr("choreo.store.postgres._send_ahead_api", lambda psycopg: None)
+    monkeypatch.setattr("choreo.store.postgres.send_ahead_api", lambda psycopg: None)
     plain = PostgresStore(postgres_url, schema=f"t_{uuid.uuid4().hex[:12]}")
     try:
         plain.migrate("service:test", _TABLE)

@@ -22,8 +22,11 @@ import pytest
 from choreo.transports.base import TopicPartition
 from choreo.transports.config import KafkaConfig
 from choreo.transports.hanging import end_own_hanging, find_hanging
-from tests.conftest import load_kafka_broker_module
-from tests.transports.test_hanging_transactions import _topics, leave_hanging
+from tests.transports.test_hanging_transactions import (
+    _topics,
+    leave_hanging,
+    start_unverified_broker,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -36,14 +39,7 @@ STALL_S = 2.5
 @pytest.fixture(scope="module")
 def broker() -> Iterator[Any]:
     """A broker of this module's own (partition verification off, as for the hanging tests)."""
-    module = load_kafka_broker_module()
-
-    class UnverifiedBroker(module.KafkaBroker):  # type: ignore[name-defined,misc]
-        def server_properties(self) -> str:
-            unverified = "\ntransaction.partition.verification.enable=false\n"
-            return str(super().server_properties()) + unverified
-
-    instance = UnverifiedBroker(port=0).start()
+    instance = start_unverified_broker()
     try:
         yield instance
     finally:

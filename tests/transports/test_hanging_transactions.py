@@ -44,9 +44,9 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 kafka = pytest.importorskip("kafka")  # the pure-Python client: a dev dependency
 
 
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    """A broker of this module's own that accepts writes to partitions not in a transaction."""
+def start_unverified_broker() -> Any:
+    """Start a broker that accepts writes to partitions not in a transaction (so a test can
+    leave a transaction hanging as a restarted broker does); the caller stops it."""
     module = load_kafka_broker_module()
 
     class UnverifiedBroker(module.KafkaBroker):  # type: ignore[name-defined,misc]
@@ -54,7 +54,13 @@ def bootstrap() -> Iterator[str]:
             unverified = "\ntransaction.partition.verification.enable=false\n"
             return str(super().server_properties()) + unverified
 
-    instance = UnverifiedBroker(port=0).start()
+    return UnverifiedBroker(port=0).start()
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> Iterator[str]:
+    """A broker of this module's own that accepts writes to partitions not in a transaction."""
+    instance = start_unverified_broker()
     try:
         yield str(instance.bootstrap)
     finally:
