@@ -175,8 +175,8 @@ def _canonical_body(consumer: str, ids: Sequence[str]) -> bytes | None:
     if not _punctuation_in_place(joined, count):
         return None
     digits = joined.encode().translate(None, _PUNCTUATION)
-    if digits.lower() != digits:  # upper-case hex is another id of the same UUID
-        return None
+    if len(digits) != 32 * count or digits.lower() != digits:
+        return None  # punctuation inside an id, or upper-case hex (another id of the UUID)
     try:
         raw = binascii.unhexlify(digits)  # raises on anything but hex digits
     except binascii.Error:
@@ -195,6 +195,8 @@ def _punctuation_in_place(joined: str, count: int) -> bool:
     if joined.count("-") != 4 * count:  # the dashes where they belong, and nowhere else
         return False
     if any(joined[at::_STRIDE] != "-" * count for at in _DASHES_AT):
+        return False
+    if joined.count(_SEPARATOR) != count - 1:  # a separator inside an id shifts the rest
         return False
     return joined[_STRIDE - 1 :: _STRIDE] == _SEPARATOR * (count - 1)
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from choreo.store.base import CHOREO_COMPONENT
 from choreo.store.migrations import apply_migrations
@@ -119,3 +121,33 @@ def test_ids_handled_before_the_upgrade_stay_handled(postgres_url: str, schema: 
         assert columns == [("consumer",), ("event_key",), ("handled_at",)]
     finally:
         store.close()
+
+
+_HEX = "0123456789abcdef"
+_UUIDISH = st.builds(
+    lambda chars: "-".join(
+        "".join(chars[a:b]) for a, b in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))
+    ),
+    st.lists(st.sampled_from(_HEX + "ABF-\x1f g"), min_size=32, max_size=32),
+)
+
+
+@given(st.lists(st.one_of(_UUIDISH, st.uuids().map(str), st.text(max_size=40)), max_size=8))
+def test_a_batchs_keys_are_each_ids_own_whatever_the_others(ids: list[str]) -> None:
+    """Every key of a batch's array is that id's own key, whatever else the batch holds:
+    a crafted id (a separator or a dash in place of a hex digit) cannot shift the keys of
+    the other events, which would let their redelivery through the inbox."""
+    keys = inbox_keys("consumer", ids)
+    body = bytes(keys)[20:]
+    assert [body[20 * i + 4 : 20 * i + 20] for i in range(len(ids))] == [
+        key_of("consumer", id_) for id_ in ids
+    ]
+
+
+def test_two_separators_in_an_id_leave_the_other_keys_alone() -> None:
+    """The case found on reading the fast path: two unit separators in place of hex digits."""
+    good = "0d1c2b3a-4f5e-6d7c-8b9a-0a1b2c3d4e5f"
+    crafted = "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaa\x1f\x1f"
+    body = bytes(inbox_keys("c", [good, crafted]))[20:]
+    assert body[4:20] == key_of("c", good)
+    assert body[24:40] == key_of("c", crafted)
