@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import uuid
@@ -43,13 +42,12 @@ import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import generators
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stores import _postgres_url
+from bench_stores import _postgres_url, spread
 
 RESULTS = Path(__file__).parent / "results"
 EVENTS = 500  # per transaction, the worker's batch
@@ -157,16 +155,6 @@ def run_cell(url: str, loop: Loop, rows: int, batches: int) -> tuple[float, floa
     return wall / events * 1e6, cpu / events * 1e6, backend / events * 1e6
 
 
-def spread(values: list[float]) -> dict[str, Any]:
-    """Return the median of ``values`` with their range and every value, rounded."""
-    return {
-        "median": round(statistics.median(values), 1),
-        "min": round(min(values), 1),
-        "max": round(max(values), 1),
-        "runs": [round(v, 1) for v in values],
-    }
-
-
 def main() -> None:
     """Run every cell in ``--repeat`` interleaved rounds; print (and record) the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -193,9 +181,9 @@ def main() -> None:
         "method": "plain psycopg loops, cells interleaved per round; median [min, max]",
         "microseconds_per_event": {
             name: {
-                "wall": spread([m[0] for m in runs]),
-                "client_cpu": spread([m[1] for m in runs]),
-                "backend_cpu": spread([m[2] for m in runs]),
+                "wall": spread([m[0] for m in runs], 1),
+                "client_cpu": spread([m[1] for m in runs], 1),
+                "backend_cpu": spread([m[2] for m in runs], 1),
             }
             for name, runs in measured.items()
         },

@@ -47,7 +47,6 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_runtime as rt
+from bench_runtime import spread
 
 from choreo.choreography.service import Service
 from choreo.model.context import Context
@@ -238,16 +238,6 @@ def main() -> None:
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def spread(values: list[float], digits: int = 3) -> dict[str, Any]:
-    """Return the median of ``values`` with their range and every value, rounded."""
-    return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-        "runs": [round(v, digits) for v in values],
-    }
 
 
 def _clock_summary(rates: dict[str, list[float]], rate_key: str, micros_key: str) -> dict[str, Any]:

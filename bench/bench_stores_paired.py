@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_runtime as rt
@@ -60,15 +58,6 @@ def run_pair_side(open_store: Callable[[], Store], events: int, update: bool) ->
     return [wall / (events - 500) * 1e6, client / events * 1e6, backend / events * 1e6]
 
 
-def _summary(values: list[float]) -> dict[str, Any]:
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-        "runs": [round(v, 3) for v in values],
-    }
-
-
 def main() -> None:
     """Run the pairs and print (and with ``--write`` record) the per-round ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -102,10 +91,10 @@ def main() -> None:
         "rounds": args.rounds,
         "ref": args.ref,
         "method": "adjacent pairs, order alternating per round; ratio this / ref per round",
-        "this": {c: _summary([r[i] for r in runs["this"]]) for i, c in enumerate(clocks)},
-        args.ref: {c: _summary([r[i] for r in runs[args.ref]]) for i, c in enumerate(clocks)},
+        "this": {c: bs.spread([r[i] for r in runs["this"]]) for i, c in enumerate(clocks)},
+        args.ref: {c: bs.spread([r[i] for r in runs[args.ref]]) for i, c in enumerate(clocks)},
         "ratio_this_vs_ref": {
-            c: _summary([a[i] / b[i] for a, b in zip(runs["this"], runs[args.ref], strict=True)])
+            c: bs.spread([a[i] / b[i] for a, b in zip(runs["this"], runs[args.ref], strict=True)])
             for i, c in enumerate(clocks)
         },
         "load_average_1m": round(os.getloadavg()[0], 1),

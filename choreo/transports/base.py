@@ -158,6 +158,9 @@ def make_records(
     They are of ``topic``'s ``partition``, at consecutive offsets from ``offset``: what
     :data:`make_record` builds for each, with its slot stores in one loop instead of a
     call per record (a transport that keeps its records' fields, as the memory bus does).
+    The loop repeats the builder's stores on purpose: a call per record is what it saves,
+    on the memory bus's poll path; ``tests/transports/test_memory_storage.py`` checks
+    that both build records equal to ``Record(...)``.
     """
     if make_record is Record:  # pragma: no cover - Record's layout changed: the constructor
         return [Record(topic, partition, at, *fields) for at, fields in enumerate(stored, offset)]

@@ -116,14 +116,22 @@ def test_the_relay_orders_by_the_keys_in_the_blob(store: PostgresStore, postgres
         other.close()
 
 
-def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: str) -> None:
-    """An outbox row written with its keys column (versions 1-2) is relayed after migration 3."""
+def _schema_at(postgres_url: str, version: int) -> tuple[str, str]:
+    """Create a fresh schema holding choreo's tables as of schema ``version``; return its
+    name and the connection option that puts it first on the search path."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     options = f"-c search_path={schema}"
     with psycopg.connect(postgres_url, options=options) as conn:
-        apply_migrations(conn, "postgresql", CHOREO_COMPONENT, POSTGRES_MIGRATIONS[:2], 1)
+        apply_migrations(conn, "postgresql", CHOREO_COMPONENT, POSTGRES_MIGRATIONS[:version], 1)
+    return schema, options
+
+
+def test_rows_of_schema_version_2_are_relayed_after_the_upgrade(postgres_url: str) -> None:
+    """An outbox row written with its keys column (versions 1-2) is relayed after migration 3."""
+    schema, options = _schema_at(postgres_url, 2)
+    with psycopg.connect(postgres_url, options=options) as conn:
         old = [_record("old-1", b"k"), _record("old-2", None)]
         conn.execute(  # the INSERT of version 2, keys column filled
             "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, keys, records)"
@@ -154,12 +162,8 @@ def test_ids_another_store_wrote_are_acknowledged_from_the_blob(postgres_url: st
     """Since version 5 a row keeps its ids in its blob only: acks of another writer's ids
     (in part, then the rest) are matched there, counted by outbox_size, and delete the row;
     a row of version 4 (ids in its array) is still matched on the array."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    options = f"-c search_path={schema}"
+    schema, options = _schema_at(postgres_url, 4)
     with psycopg.connect(postgres_url, options=options) as conn:
-        apply_migrations(conn, "postgresql", CHOREO_COMPONENT, POSTGRES_MIGRATIONS[:4], 1)
         conn.execute(  # the INSERT of version 4: ids in their array
             "INSERT INTO choreo_outbox (origin, owner, created_ms, ids, records)"
             " VALUES ('o', 'gone', 1, %s, %s)",
