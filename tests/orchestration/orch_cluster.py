@@ -67,11 +67,12 @@ class OrchestratedCluster(ShopCluster):
             self.starts.setdefault(replica, 0)
             self.start_service(replica)
 
-    def place_orchestrated(self, count: int, *, seed: int) -> None:
-        """Place ``count`` orders, each opening the orchestrated saga."""
+    def place_orchestrated(self, count: int, *, seed: int, part: slice = slice(None)) -> None:
+        """Place ``count`` orders (only ``part`` of them when given), each opening the
+        orchestrated saga."""
         assert self.publisher is not None
         with self.publisher.batch():
-            for request in sample_orders(count, seed=seed):
+            for request in sample_orders(count, seed=seed)[part]:
                 place_order(self.publisher, self.shop.orders, request, orchestrated=True)
 
     def orchestrator_event_classes(self) -> list[type]:
