@@ -305,7 +305,8 @@ class TrackerGroupMember:
             try:
                 consumer.close(leave_group=True)
             finally:
-                self._producer.close()
+                if self._producer is not None:
+                    self._producer.close()
 
     def _loop(self, consumer: Consumer) -> None:
         next_deadlines = next_commit = last_deadlines = time.monotonic()
@@ -315,7 +316,7 @@ class TrackerGroupMember:
             if self._problem is not None:
                 raise self._problem
             self._renew_if_failed()
-            if self._pending:
+            if self._pending and self._producer is not None:
                 self._load(consumer)
             ready = records
             if self.alignment.enabled:
@@ -582,23 +583,40 @@ class TrackerGroupMember:
         return True
 
     def _renew_if_failed(self) -> None:
-        """Replace the producer when a commit found it hung in a transactional call."""
-        if self._renew:
-            self._renew = False
+        """Replace the producer when a commit found it hung in a transactional call.
+
+        A replacement that cannot register yet (the broker still restarting) is tried
+        again at the next call; nothing is committed or loaded until one has.
+        """
+        if not self._renew:
+            return
+        try:
             self._renew_producer()
+        except TransportError as exc:
+            if exc.fatal:
+                raise
+            logger.warning("tracker member %s has no producer yet, tried again: %s",
+                           self.instance_id, exc)
+            return
+        self._renew = False
 
     def _renew_producer(self) -> None:
-        """Replace a producer that failed fatally (its open transaction is aborted)."""
-        old = self._producer
-        self._producer = self._new_producer()
-        self.renewals += 1
-        logger.warning("tracker member %s replaced its producer (a transactional call hung)",
-                       self.instance_id)
+        """Replace a producer that failed fatally (its open transaction is aborted).
+
+        The old producer is closed first: closing one hung in a call aborts its open
+        transaction by registering the transactional id with a client of its own, which
+        would fence a replacement registered before it.
+        """
+        old, self._producer = self._producer, None
         if old is not None:
             try:
                 old.close()
             except ChoreoError as exc:
                 logger.debug("closing the failed producer failed too: %s", exc)
+        self._producer = self._new_producer()
+        self.renewals += 1
+        logger.warning("tracker member %s replaced its producer (a transactional call hung)",
+                       self.instance_id)
 
     def _abort(self) -> None:
         producer = self._producer

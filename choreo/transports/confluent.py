@@ -266,6 +266,20 @@ class ConfluentProducer(ProducerBase):
             seconds,
         )
 
+    def _serve_callbacks(self) -> None:
+        """Serve the delivery reports and error callbacks queued so far.
+
+        librdkafka's ``poll`` raises the error of a client that failed fatally (fenced by a
+        newer instance): that is remembered, and said by the next transactional call or
+        :meth:`flush` as choreo's own error, never raised here as the client's.
+        """
+        try:
+            self._producer.poll(0)
+        except ck.KafkaException as exc:
+            err = _error_of(exc)
+            self._failed_fatally = self._failed_fatally or err is None or err.fatal()
+            logger.debug("serving the producer's callbacks raised: %s", _describe(exc))
+
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
         if err is not None:
@@ -296,7 +310,7 @@ class ConfluentProducer(ProducerBase):
         self._since_poll += 1
         if self._since_poll >= _POLL_EVERY:
             self._since_poll = 0
-            self._producer.poll(0)
+            self._serve_callbacks()
 
     def _produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
@@ -328,7 +342,7 @@ class ConfluentProducer(ProducerBase):
         self._since_poll += queued
         if self._since_poll >= _POLL_EVERY:
             self._since_poll = 0
-            self._producer.poll(0)
+            self._serve_callbacks()
 
     def _queue_slowly(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Any
@@ -410,7 +424,7 @@ class ConfluentProducer(ProducerBase):
         known once its ``_ALL_BROKERS_DOWN`` error callback ran.
         """
         self._check_transactional()
-        self._producer.poll(0)
+        self._serve_callbacks()
         if self._renew is None:
             return False
         reason, self._renew = self._renew, None
@@ -468,7 +482,7 @@ class ConfluentProducer(ProducerBase):
             )
         finally:
             if self._caller.hung is None:
-                self._producer.poll(0)
+                self._serve_callbacks()
             self._reset_failures()
 
     def close(self) -> None:

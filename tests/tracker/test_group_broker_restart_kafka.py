@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from test_group_kafka import Cluster, _committed, _finish, _sagas, snapshot
 
-from choreo.errors import TransactionError
 from choreo.transports.config import KafkaConfig
 from choreo.transports.confluent import ConfluentTransport
 from choreo.transports.factory import open_transport
@@ -68,9 +67,14 @@ def test_a_broker_restart_loses_no_summary(broker: Any) -> None:
     assert member.error is None, member.error
 
 
+_HANG_S = 8.0  # past the transport's bound (0.1 s + its grace, 5 s)
+
+
 class _HangsOnce:
-    """A real transactional producer whose first ``send_offsets_to_transaction`` fails as
-    librdkafka's hung call does after a broker restart (the transport abandons it)."""
+    """A real transactional producer whose first ``send_offsets_to_transaction`` hangs as
+    librdkafka's does after a broker restart: the call outlives its bound, so the
+    transport marks the client hung and abandons it (its close then fences the
+    transactional id with a client of its own to abort the open transaction)."""
 
     def __init__(self, producer: Any, hangs: list[int]) -> None:
         self._producer = producer
@@ -79,7 +83,10 @@ class _HangsOnce:
     def send_offsets_to_transaction(self, *args: Any) -> None:
         if self._hangs:
             self._hangs.pop()
-            raise TransactionError("send_offsets_to_transaction did not return", hung=True)
+            # the transport's own bounded call, given a call that outlives its bound
+            self._producer._transaction_call(
+                lambda: time.sleep(_HANG_S), "send_offsets_to_transaction", 0.1
+            )
         self._producer.send_offsets_to_transaction(*args)
 
     def __getattr__(self, name: str) -> Any:

@@ -1,0 +1,41 @@
+"""A fenced confluent producer says so with choreo's own errors, whatever call meets it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from choreo.errors import ChoreoError, TransactionError
+from choreo.transports.config import KafkaConfig
+from choreo.transports.confluent import ConfluentProducer
+from choreo.transports.factory import open_transport
+
+
+def test_a_fenced_producer_fails_with_transaction_errors_only(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """A producer fenced mid-transaction by a newer one with its transactional id fails
+    its commit fatally, and its abort (the caller's clean-up) raises a TransactionError
+    too: librdkafka's poll raises the client's fatal error, which must not escape as the
+    client library's own exception (a tracker member stopped on it).
+    """
+    topic = unique_name("fenced")
+    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
+    txn_id = unique_name("txn")
+    old = ConfluentProducer(config, transactional_id=txn_id)
+    try:
+        old.begin_transaction()
+        old.publish(topic, b"v", key=b"k")
+        newer = ConfluentProducer(config, transactional_id=txn_id)  # fences the old one
+        newer.close()
+        with pytest.raises(TransactionError) as commit:
+            old.commit_transaction(10.0)
+        assert commit.value.fatal
+        for _ in range(2):  # the abort, then again once the fatal error was served
+            with pytest.raises(ChoreoError) as abort:
+                old.abort_transaction(10.0)
+            assert isinstance(abort.value, TransactionError) and abort.value.fatal
+    finally:
+        old.close()
