@@ -169,6 +169,14 @@ class Worker:
 
     # --- lifecycle -------------------------------------------------------------------
 
+    def _own_topics(self) -> tuple[str, ...]:
+        """Return every topic this worker reads or may write, sorted: its inputs, the
+        topics of the events its handlers declare (emits and fails_with; an undeclared
+        event is refused) and its dead-letter topic."""
+        naming = self.config.topic_naming
+        emitted = {naming(t) for spec in self.service.handlers for t in spec.emitted_types}
+        return tuple(sorted({*self.topics, *emitted, self.deadletter_topic}))
+
     def start(self) -> None:
         """Create topics, producer and consumer, subscribe, and publish unsent leftovers.
 
@@ -180,14 +188,10 @@ class Worker:
         if self._closed:
             raise ConfigurationError("this worker is closed; build a new one")
         config = self.config
+        own_topics = self._own_topics()
         if config.create_topics:
-            emitted = {
-                config.topic_naming(t) for spec in self.service.handlers for t in spec.emitted_types
-            }
             self.transport.create_topics(
-                sorted({*self.topics, *emitted, self.deadletter_topic}),
-                partitions=config.topic_partitions,
-                **topic_replication(config),
+                list(own_topics), partitions=config.topic_partitions, **topic_replication(config)
             )
         self.inbox.migrate(service_component(self.service.name), self.service.migrations)
         if not self.service.state_in_log:  # an orchestrator's state is the log
@@ -214,7 +218,9 @@ class Worker:
             ", ".join(self.topics),
             ", exactly-once" if config.exactly_once else "",
         )
-        self.delivery.open(DeliveryLink(consumer, self.inbox, self.origin, self._rewind, self._log))
+        self.delivery.open(
+            DeliveryLink(consumer, self.inbox, self.origin, self._rewind, self._log, own_topics)
+        )
         if self.inbox.shared:  # rows no live writer will publish (both delivery modes)
             self._relay = OutboxRelay(
                 self.inbox,

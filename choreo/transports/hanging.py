@@ -71,6 +71,8 @@ _ACTIVE: Final = frozenset({"Ongoing", "PrepareCommit", "PrepareAbort", "Prepare
 """Coordinator states in which a transaction is still being ended by its coordinator."""
 _MAX_PARTITIONS: Final = 100_000
 """Bound on the partitions one search describes (a cluster's metadata is outside data)."""
+_UNKNOWN_TOPIC: Final = 3
+"""Kafka's error code UNKNOWN_TOPIC_OR_PARTITION."""
 _OWN_ATTEMPTS: Final = 3
 """Searches :func:`end_own_hanging` makes before it gives up."""
 _OWN_BACKOFF_S: Final = 1.0
@@ -177,13 +179,21 @@ def _admin(config: KafkaConfig, timeout: float) -> Iterator[Any]:
         admin.close()
 
 
-def _partitions(admin: Any, topics: Sequence[str] | None) -> list[Any]:
-    """Return the kafka-python partitions of ``topics`` (every topic when None)."""
+def _partitions(admin: Any, topics: Sequence[str] | None, *, missing_ok: bool) -> list[Any]:
+    """Return the kafka-python partitions of ``topics`` (every topic when None).
+
+    A topic that does not exist raises, or is passed over with ``missing_ok``; any other
+    error of a topic raises.
+    """
     from kafka.structs import TopicPartition as KafkaPartition
 
     found: list[Any] = []
     for topic in admin.describe_topics(list(topics) if topics is not None else None):
-        if topic.get("error_code", 0):
+        code = topic.get("error_code", 0)
+        if code == _UNKNOWN_TOPIC and missing_ok:
+            logger.debug("no topic %s: not searched", printable(topic.get("name")))
+            continue
+        if code:
             raise TransportError(f"cannot describe topic {printable(topic.get('name'))!r}")
         for partition in topic["partitions"]:
             found.append(KafkaPartition(topic["name"], partition["partition_index"]))
@@ -225,8 +235,11 @@ def find_hanging(
     min_age: float = 60.0,
     transactional_id: str | None = None,
     timeout: float = 30.0,
+    missing_ok: bool = False,
 ) -> list[Hanging]:
     """Return the hanging transactions on ``topics`` (every topic, internal ones included).
+
+    A topic of ``topics`` that does not exist is an error, or passed over with ``missing_ok``.
 
     A partition's open transaction counts when its producer last wrote there at least
     ``min_age`` seconds ago (by the record's timestamp, the producer's clock; any time at
@@ -243,7 +256,7 @@ def find_hanging(
             own = _described(admin, transactional_id)
             if not own:
                 return []  # the coordinator knows no such id: it never wrote anything
-        partitions = _partitions(admin, topics)
+        partitions = _partitions(admin, topics, missing_ok=missing_ok)
         if not partitions:
             return []
         now_ms = time.time() * 1000
@@ -280,13 +293,17 @@ def end_own_hanging(
     config: KafkaConfig,
     transactional_id: str,
     *,
+    topics: Sequence[str] | None = None,
     timeout: float = 10.0,
     attempts: int = _OWN_ATTEMPTS,
 ) -> list[Hanging]:
     """End every hanging transaction of ``transactional_id`` with its remedy; return them.
 
     For a producer that has just registered ``transactional_id`` (so no transaction of
-    it is live): every open one on a partition is hanging, whatever its age. A search
+    it is live): every open one on a partition is hanging, whatever its age. With
+    ``topics`` (every topic the id's transactions may write to) only their partitions and
+    the consumer-offsets topic's are searched, and a topic that does not exist is passed
+    over; without, every partition of the cluster is. A search
     that fails with an error Kafka calls retriable (a broker that does not answer within
     ``timeout``, a leader moving, a coordinator loading: what a cluster does right after
     a broker restart) is made again, ``attempts`` times in all, a second apart; any other
@@ -294,7 +311,7 @@ def end_own_hanging(
     """
     for attempt in range(1, attempts + 1):
         try:
-            return _end_own(config, transactional_id, timeout)
+            return _end_own(config, transactional_id, topics, timeout)
         except TransportError as exc:
             if not exc.retriable or attempt >= attempts:
                 raise
@@ -307,10 +324,18 @@ def end_own_hanging(
     return []  # pragma: no cover - attempts < 1
 
 
-def _end_own(config: KafkaConfig, transactional_id: str, timeout: float) -> list[Hanging]:
+def _end_own(
+    config: KafkaConfig, transactional_id: str, topics: Sequence[str] | None, timeout: float
+) -> list[Hanging]:
     """One search for ``transactional_id``'s hanging transactions, each ended; return them."""
+    searched = None if topics is None else sorted({*topics, CONSUMER_OFFSETS})
     found = find_hanging(
-        config, None, min_age=0.0, transactional_id=transactional_id, timeout=timeout
+        config,
+        searched,
+        min_age=0.0,
+        transactional_id=transactional_id,
+        timeout=timeout,
+        missing_ok=topics is not None,
     )
     for hanging in found:
         end_hanging(config, hanging, commit=hanging.remedy == "commit", timeout=timeout)

@@ -67,3 +67,21 @@ def test_what_the_search_ended_is_logged(
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(lines) == 1
     assert lines[0].endswith("ended a transaction left hanging: out[3]: transaction of producer 7")
+
+
+def test_the_search_is_scoped_to_the_workers_own_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker searches the topics it reads or may write (inputs, every declared
+    event's topic, its dead-letter topic), not every partition of the cluster."""
+    delivery = _delivery()
+    asked: list[Any] = []
+    monkeypatch.setattr(
+        transactional, "end_own_hanging", lambda *a, **k: asked.append(k["topics"]) or []
+    )
+    delivery._end_hanging()
+    inventory, naming = build_shop().inventory, WorkerConfig()
+    types = {t for spec in inventory.handlers for t in (*spec.emitted_types, *spec.consumed_types)}
+    assert asked and asked[0] is not None
+    assert set(asked[0]) == {
+        *map(naming.topic_naming, types),
+        naming.deadletter_naming(inventory.name),
+    }

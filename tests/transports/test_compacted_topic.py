@@ -31,6 +31,8 @@ def test_a_compacted_topic_is_created_compacted_and_counted_by_either_client(
         create_compacted_topic(transport, topic, partitions=3)
         assert partition_count(transport, topic) == 3
         create_compacted_topic(transport, topic, partitions=3)  # exists: left as it is
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # choreo's own records: kafka-python warns of its event loop's slow tasks under load
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warned if r.name.startswith("choreo")] == []
     settings = topic_settings(kafka_bootstrap, topic)
     assert settings is not None and settings[2] == "compact"

@@ -56,7 +56,9 @@ class DeliveryLink:
     """What a delivery strategy uses of its worker once it started.
 
     ``origin`` names the worker's rows in the store's outbox; ``rewind(first)`` seeks the
-    consumer back so a batch is polled again; ``log`` stamps lines with the service.
+    consumer back so a batch is polled again; ``log`` stamps lines with the service;
+    ``topics`` are every topic the worker reads or may write (its inputs, the topics of
+    the events its handlers declare, its dead-letter topic).
     """
 
     consumer: Consumer
@@ -64,6 +66,7 @@ class DeliveryLink:
     origin: str
     rewind: Callable[[Offsets], None]
     log: EventLogger
+    topics: tuple[str, ...] = ()
 
 
 @runtime_checkable

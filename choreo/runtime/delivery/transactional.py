@@ -231,15 +231,22 @@ class Transactional(DeliveryBase):
         coordinator's decision when it still shows, else commit on a data partition and
         abort on the group's offsets, which loses nothing: a batch read again is dropped
         by the inbox). A search that fails is made again (three times in all, a second
-        apart: a cluster just restarted answers slowly). Needs kafka-python; without it,
-        or when every search failed, a warning says what to run.
+        apart: a cluster just restarted answers slowly). Only the worker's own topics
+        (:attr:`DeliveryLink.topics`: the only ones its transactions write to) and the
+        consumer-offsets topic are searched, not the whole cluster. Needs kafka-python;
+        without it, or when every search failed, a warning says what to run.
         """
         config = getattr(self.transport, "config", None)
         if not isinstance(config, KafkaConfig):
             return  # no Kafka broker behind this transport
         log = self.link.log
         try:
-            ended = end_own_hanging(config, self.transactional_id, timeout=HANGING_TIMEOUT)
+            ended = end_own_hanging(
+                config,
+                self.transactional_id,
+                topics=self.link.topics or None,
+                timeout=HANGING_TIMEOUT,
+            )
         except ConfigurationError as exc:  # kafka-python is not installed
             log.info("not looking for transactions left hanging: %s", exc)
             return
