@@ -14,13 +14,14 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import confluent_kafka as ck
 import pytest
 
 from choreo.transports.base import TopicPartition, Transport
+from choreo.transports.catchup import CatchUp, read_to_ends
 from choreo.transports.factory import open_transport
 from tests.conftest import load_kafka_broker_module
 
@@ -176,3 +177,36 @@ def test_ends_give_up_within_one_timeout_when_the_broker_is_down(
 
 def _close(transport: Transport) -> None:
     transport.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_catch_up_read_keeps_its_bound_when_the_broker_hangs_at_assignment(
+    broker: Any, kind: str
+) -> None:
+    """The broker hangs (SIGSTOP) the moment the read's consumer got its 60 partitions,
+    before their ends are asked: the read stops at its ``max_seconds`` (plus a grace),
+    reporting every partition behind, where the ends alone took 2 s per partition."""
+    topic = f"ends-catchup-{uuid.uuid4().hex[:8]}"
+    transport = open_transport(kind, bootstrap=broker.bootstrap)
+    transport.create_topics([topic], partitions=60)
+    stopped: list[bool] = []
+
+    def hang_the_broker(assigned: Sequence[TopicPartition]) -> Sequence[TopicPartition]:
+        os.kill(broker.pid, signal.SIGSTOP)
+        stopped.append(True)
+        return assigned
+
+    report = CatchUp()
+    try:
+        records = list(
+            read_to_ends(transport, [topic], select=hang_the_broker, max_seconds=3, report=report)
+        )
+    finally:
+        if stopped:
+            os.kill(broker.pid, signal.SIGCONT)
+        _close(transport)
+    assert stopped and records == []
+    assert report.timed_out and report.assigned
+    assert report.behind == {TopicPartition(topic, n) for n in range(60)}
+    assert report.seconds < 3 + _GRACE_S, f"the read took {report.seconds:.1f} s (bound 3 s)"
