@@ -125,7 +125,10 @@ class WorkerMetrics(Middleware):
     ``registry.register(metrics)`` yourself. One instance may be installed in several
     workers (each series carries its ``service``). ``lag_interval`` is how often, in
     seconds, the worker thread asks the broker for partition ends and the store for its
-    outbox's size (0: after every poll).
+    outbox's size (0: after every poll); ``lag_timeout`` bounds the ask for the ends (one
+    call for all the worker's partitions, made on the worker's thread, so a slow or
+    restarting broker delays its next poll by at most this): partitions whose end is not
+    told within it have no lag series until the next refresh.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class WorkerMetrics(Middleware):
         *,
         buckets: Sequence[float] = HANDLER_DURATION_BUCKETS,
         lag_interval: float = 10.0,
+        lag_timeout: float = 1.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.bounds = tuple(sorted(float(b) for b in buckets))
@@ -144,6 +148,7 @@ class WorkerMetrics(Middleware):
         self._outcome_slot = {outcome: other for outcome in Outcome}
         self._outcome_slot.update({Outcome.HANDLED: handled, Outcome.FAILED: failed})
         self.lag_interval = lag_interval
+        self.lag_timeout = lag_timeout
         self._clock = clock
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -278,7 +283,7 @@ class WorkerMetrics(Middleware):
         ends_of = getattr(getattr(link, "consumer", None), "high_watermarks", None)
         if ends_of is None:  # a consumer that cannot tell: no lag series
             return
-        ends: dict[TopicPartition, int] = ends_of(assigned)
+        ends: dict[TopicPartition, int] = ends_of(assigned, timeout=self.lag_timeout)
         state.lag = {
             tp: max(0, end - state.committed.get(tp, 0))
             for tp, end in ends.items()

@@ -17,10 +17,13 @@ partitions: the others are paused at assignment and never wait for their end.
 
 Bounds: ``max_seconds`` for the whole read (past it the read stops and the ``report``
 says so and which partitions were not caught up: the caller warns in its own words),
-``assign_timeout`` for the assignment (a WARNING). A partition whose end the broker does not
-tell (a freshly created partition whose leader does not answer yet) is asked again
-every half second. A consumer that cannot tell ends at all (a transport that offers neither
-``high_watermarks`` nor ``positions``) is read until nothing arrived for ``idle_timeout``
+``assign_timeout`` for the assignment (a WARNING). The ends of all wanted partitions are
+asked in one call of the consumer, bounded by 5 s or what is left of ``max_seconds``,
+whichever is less (the transports ask all partitions together, not one after the other).
+A partition whose end the broker does not tell in time (a freshly created partition whose
+leader does not answer yet, a broker restarting) is asked again every half second. A
+consumer that cannot tell ends at all (a transport that offers neither ``high_watermarks``
+nor ``positions``) is read until nothing arrived for ``idle_timeout``
 seconds, as before.
 """
 
@@ -31,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from choreo.transports.base import Consumer, Record, TopicPartition, Transport
 
@@ -41,8 +44,20 @@ logger = logging.getLogger(__name__)
 
 _POLL_S: Final = 0.5
 _ENDS_TIMEOUT_S: Final = 5.0
+"""The most one ask for the ends may take (less when the read's own bound is nearer)."""
+_MIN_ENDS_TIMEOUT_S: Final = 0.1
 
 Ends = Callable[[Sequence[TopicPartition]], Mapping[TopicPartition, int]]
+
+
+class EndsOf(Protocol):
+    """A consumer's ``high_watermarks``: the ends of ``partitions``, within ``timeout`` s."""
+
+    def __call__(
+        self, partitions: Sequence[TopicPartition], timeout: float = ...
+    ) -> Mapping[TopicPartition, int]:
+        """Return the ends the broker told within ``timeout`` seconds (others left out)."""
+        ...
 Select = Callable[[Sequence[TopicPartition]], Collection[TopicPartition]]
 """Given the assigned partitions, returns the ones to read."""
 
@@ -109,7 +124,7 @@ def _read(  # noqa: PLR0917 - the loop's state, passed once
     idle_timeout: float,
     batch_size: int,
 ) -> Iterator[Record]:
-    ends_of: Ends | None = getattr(consumer, "high_watermarks", None)
+    ends_of: EndsOf | None = getattr(consumer, "high_watermarks", None)
     positions_of: Ends | None = getattr(consumer, "positions", None)
     exact = ends_of is not None and positions_of is not None
     started = last = time.monotonic()
@@ -136,7 +151,8 @@ def _read(  # noqa: PLR0917 - the loop's state, passed once
         if reading is not None and exact:
             assert ends_of is not None
             if unknown and now >= next_ask:  # at assignment, then again for the missing
-                found = _ends(ends_of, sorted(unknown))
+                bound = min(_ENDS_TIMEOUT_S, max_seconds - (now - started))
+                found = _ends(ends_of, sorted(unknown), max(bound, _MIN_ENDS_TIMEOUT_S))
                 state.ends.update(found)
                 unknown.difference_update(found)
                 next_ask = time.monotonic() + _POLL_S
@@ -194,10 +210,13 @@ def _start(
     return keep
 
 
-def _ends(ends_of: Ends, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """Return the ends the consumer could tell for ``partitions`` (the rest are left out)."""
+def _ends(
+    ends_of: EndsOf, partitions: list[TopicPartition], timeout: float
+) -> dict[TopicPartition, int]:
+    """Return the ends the consumer could tell for ``partitions`` within ``timeout`` seconds
+    (the rest are left out: asked again later)."""
     try:
-        found = ends_of(partitions)
+        found = ends_of(partitions, timeout=timeout)
     except Exception as exc:  # a transport's own method: any error means "not known yet"
         logger.debug("no end offsets yet: %s", exc)
         return {}

@@ -23,6 +23,7 @@ with the other transports is in :mod:`choreo.transports.shared`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,7 +31,10 @@ from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 import confluent_kafka as ck
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # OffsetSpec: not in __all__
+    AdminClient,
+    OffsetSpec,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from choreo.errors import (
@@ -82,6 +86,8 @@ _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
 _CLOSE_FLUSH_TIMEOUT: Final = 10.0
 _ADMIN_TIMEOUT: Final = 30.0
+_LATEST: Final[Any] = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+"""What ``list_offsets`` is asked for: the end of a partition."""
 _FENCE_LIMIT: Final = _ADMIN_TIMEOUT
 """Seconds the abort of an abandoned producer's open transaction may take (best effort):
 as long as a replacement's own registration, so a broker still restarting is waited for."""
@@ -158,6 +164,31 @@ def _create(
         return factory(settings)
     except (ck.KafkaException, ValueError, TypeError) as exc:
         raise ConfigurationError(f"invalid {role} settings: {_describe(exc)}") from exc
+
+
+def _isolation_of(settings: Mapping[str, Any]) -> ck.IsolationLevel:
+    """Return the isolation level of a consumer with ``settings`` (librdkafka's default:
+    ``read_committed``)."""
+    level = str(settings.get("isolation.level", "read_committed")).strip().lower()
+    if level == "read_uncommitted":
+        return ck.IsolationLevel.READ_UNCOMMITTED
+    return ck.IsolationLevel.READ_COMMITTED
+
+
+def _ends_of(futures: Mapping[ck.TopicPartition, Any]) -> dict[TopicPartition, int]:
+    """Return the end offsets among the answered ``futures`` of a ``list_offsets`` call."""
+    ends: dict[TopicPartition, int] = {}
+    for tp, future in futures.items():
+        if not future.done():
+            continue
+        try:
+            end = int(future.result().offset)
+        except ck.KafkaException as exc:
+            logger.debug("no end offset of %s [%d]: %s", tp.topic, tp.partition, _describe(exc))
+            continue
+        if end >= 0:
+            ends[TopicPartition(tp.topic, tp.partition)] = end
+    return ends
 
 
 def _to_offsets(offsets: Mapping[TopicPartition, int]) -> list[ck.TopicPartition]:
@@ -584,6 +615,7 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         *,
         from_beginning: bool = True,
         instance_id: str | None = None,
+        admin: Callable[[], AdminClient] | None = None,
     ) -> None:
         settings: dict[str, Any] = dict(_CONSUMER_EXTRAS)
         settings.update(
@@ -598,6 +630,8 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         self._instance_id = instance_id
         self._pending_seeks: dict[TopicPartition, int] | None = None
         self._revoked_in_poll: set[TopicPartition] = set()
+        self._admin = admin
+        self._isolation = _isolation_of(settings)
 
     def _subscribe(self, client: ck.Consumer, topics: Sequence[str]) -> None:
         """Subscribe with callbacks that run on_assign/on_revoke and (un)assign."""
@@ -808,24 +842,40 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
     def high_watermarks(
         self, partitions: Sequence[TopicPartition], timeout: float = 2.0
     ) -> dict[TopicPartition, int]:
-        """Return the end offset of each partition, asked of the broker (one request each).
+        """Return the end of each partition, asked of the brokers in one bounded call.
 
-        Used for consumer lag (:mod:`choreo.observability.metrics`); a partition whose
-        end cannot be had within ``timeout`` seconds is left out.
+        The end is the offset a ``read_committed`` consumer (choreo's default) stops
+        before: the last stable offset, below the first record of a transaction still
+        open, or the high watermark (the offset the next record will get) when none is;
+        with ``isolation.level=read_uncommitted`` in the consumer settings, the high
+        watermark. These are the ends librdkafka's per-partition watermark query gives
+        this consumer. All partitions are asked together (the admin client's
+        ``list_offsets``: one ListOffsets request per partition leader), the whole call
+        bounded by ``timeout`` seconds however many partitions there are; a partition
+        whose end is not known by then (or whose leader answered with an error) is left
+        out. Used by catch-up reads (:mod:`choreo.transports.catchup`) and consumer lag
+        (:mod:`choreo.observability.metrics`).
         """
-        client = self._client()
-        ends: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            try:
-                _, high = client.get_watermark_offsets(
-                    ck.TopicPartition(tp.topic, tp.partition), timeout=timeout, cached=False
-                )
-            except ck.KafkaException as exc:
-                logger.debug("no watermarks of %s: %s", tp, _describe(exc))
-                continue
-            if high >= 0:
-                ends[tp] = high
-        return ends
+        self._client()  # raises for a closed consumer, as the other calls do
+        wanted = {ck.TopicPartition(tp.topic, tp.partition): _LATEST for tp in partitions}
+        if not wanted:
+            return {}
+        try:
+            futures = self._admin_client().list_offsets(
+                wanted, isolation_level=self._isolation, request_timeout=max(timeout, 0.001)
+            )
+        except (ck.KafkaException, ValueError, TypeError) as exc:
+            logger.debug("no end offsets: %s", _describe(exc))
+            return {}
+        concurrent.futures.wait(futures.values(), timeout=max(timeout, 0.0))
+        return _ends_of(futures)
+
+    def _admin_client(self) -> AdminClient:
+        """Return the admin client the ends are asked with: the transport's, or one of its own."""
+        if self._admin is None:
+            admin = _create(AdminClient, self._config.common_settings(), "admin")
+            self._admin = lambda: admin
+        return self._admin()
 
     def positions(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """Return the position (next offset to read) of each partition the client has one for.
@@ -869,7 +919,11 @@ class ConfluentTransport:
         """Return a new consumer in ``group_id``; static (``group.instance.id``) with an id."""
         require_group_id(group_id)
         return ConfluentConsumer(
-            self.config, group_id, from_beginning=from_beginning, instance_id=instance_id
+            self.config,
+            group_id,
+            from_beginning=from_beginning,
+            instance_id=instance_id,
+            admin=self._admin_client,
         )
 
     def _admin_client(self) -> AdminClient:

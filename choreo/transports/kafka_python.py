@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
@@ -130,6 +131,11 @@ def _create(factory: Callable[..., _ClientT], settings: dict[str, object], role:
         raise ConfigurationError(f"invalid {role} settings: {exc}") from exc
     except kerr.KafkaError as exc:
         raise TransportError(f"cannot create {role}: {exc}", retriable=_retriable(exc)) from exc
+
+
+def _millis(seconds: float) -> int:
+    """Return ``seconds`` as a kafka-python timeout: whole milliseconds, at least one."""
+    return max(1, int(seconds * 1000))
 
 
 def _to_choreo(partitions: Iterable[kafka.TopicPartition]) -> list[TopicPartition]:
@@ -469,15 +475,24 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
     def high_watermarks(
         self, partitions: Sequence[TopicPartition], timeout: float = 2.0
     ) -> dict[TopicPartition, int]:
-        """Return the end offset of each partition, asked of the broker in one request.
+        """Return the end of each partition, asked of the brokers in one bounded call.
 
-        Used for consumer lag (:mod:`choreo.observability.metrics`); on a broker error or
-        after ``timeout`` seconds nothing is returned.
+        The end is the offset a ``read_committed`` consumer (choreo's default) stops
+        before: the last stable offset, below the first record of a transaction still
+        open, or the high watermark when none is (kafka-python's ``end_offsets`` asks
+        with the consumer's isolation level; ``read_uncommitted`` gives the high
+        watermark). One ListOffsets request per partition leader, the whole call bounded
+        by ``timeout`` seconds however many partitions there are; on a broker error or
+        past ``timeout`` nothing is returned. Used by catch-up reads
+        (:mod:`choreo.transports.catchup`) and consumer lag
+        (:mod:`choreo.observability.metrics`).
         """
         client = self._client()
         wanted = [kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        if not wanted:
+            return {}
         try:
-            ends = client.end_offsets(wanted, timeout_ms=int(timeout * 1000))
+            ends = client.end_offsets(wanted, timeout_ms=_millis(timeout))
         except (kerr.KafkaError, AssertionError, ValueError) as exc:
             logger.debug("no end offsets: %s", exc)
             return {}
@@ -488,15 +503,20 @@ class KafkaPythonConsumer(ConsumerBase[kafka.KafkaConsumer]):
     ) -> dict[TopicPartition, int]:
         """Return the position (next offset to read) of each assigned partition of ``partitions``.
 
-        Used by catch-up reads (:mod:`choreo.transports.catchup`); a partition whose
-        position is not known within ``timeout`` seconds is left out.
+        Used by catch-up reads (:mod:`choreo.transports.catchup`). A position the client
+        does not hold is asked of the broker, partition by partition: ``timeout`` seconds
+        bound them all, and the partitions not reached by then are left out.
         """
         client = self._client()
         found: dict[TopicPartition, int] = {}
+        deadline = time.monotonic() + timeout
         for tp in partitions:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
                 position = client.position(
-                    kafka.TopicPartition(tp.topic, tp.partition), timeout_ms=int(timeout * 1000)
+                    kafka.TopicPartition(tp.topic, tp.partition), timeout_ms=_millis(left)
                 )
             except (kerr.KafkaError, AssertionError, ValueError) as exc:
                 logger.debug("no position of %s: %s", tp, exc)

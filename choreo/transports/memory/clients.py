@@ -391,12 +391,16 @@ class MemoryConsumer(ConsumerBase[MemoryBus]):
         self._check_open()
         return list(self._owned)
 
-    def high_watermarks(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    def high_watermarks(
+        self, partitions: Sequence[TopicPartition], timeout: float = 2.0
+    ) -> dict[TopicPartition, int]:
         """Return the end offset (next offset to be written) of each known partition.
 
-        Used for consumer lag (:mod:`choreo.observability.metrics`); unknown partitions
-        are left out.
+        Used by catch-up reads and consumer lag (:mod:`choreo.observability.metrics`);
+        unknown partitions are left out. ``timeout`` is the Kafka transports' bound: the
+        bus answers at once.
         """
+        del timeout
         self._check_open()
         ends: dict[TopicPartition, int] = {}
         with self._bus._cond:
