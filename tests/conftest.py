@@ -33,13 +33,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+# No run holds an example to a time limit: a loaded machine (CI's shares 2 cores with
+# brokers and browsers) makes an example outlast hypothesis' 200 ms deadline or its data
+# generation look too slow, whether CI is set or not; a case that must be quick says so.
+settings.register_profile(
+    "choreo", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 # CI explores the same examples on every run, so a red build is reproducible and never a
 # coin toss; local runs keep hypothesis' randomness (and its example database).
-settings.register_profile(
-    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+settings.register_profile("ci", parent=settings.get_profile("choreo"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "choreo")
 
 # A shell starts a background job (``cmd &``, nohup) with SIGINT ignored, and an ignored
 # signal stays ignored in every child after exec: the CLI processes the tests stop with

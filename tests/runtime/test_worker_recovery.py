@@ -212,7 +212,7 @@ def test_graceful_stop_finishes_the_batch_commits_and_closes(
     publisher = Publisher(shop.orders, transport, serde)
     for i in range(20):
         publisher.start(shop.saga, OrderPlaced(f"o{i}", "book", 1, 1))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while len(bus.records(RESERVED)) < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
     inventory.stop()
@@ -237,7 +237,7 @@ def test_stop_during_a_backoff_leaves_the_record_for_redelivery(
     publisher.start(shop.saga, OrderPlaced("o", "book", 1, 1))
     thread = threading.Thread(target=inventory.run)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while not shop.state.count("inventory.reserve") and time.monotonic() < deadline:
         time.sleep(0.01)
     inventory.stop()

@@ -64,6 +64,13 @@ def _members(transport: Any, group: str) -> list[Any]:
         return []
 
 
+def _both_own_partitions(transport: Any, group: str) -> bool:
+    """Whether ``group`` has two members and each was assigned partitions (the rebalance
+    that the second one's join started is over)."""
+    members = _members(transport, group)
+    return len(members) == 2 and all(m.partitions > 0 for m in members)
+
+
 @pytest.fixture
 def replicas(
     kafka_bootstrap: str, postgres_url: str
@@ -112,11 +119,10 @@ def test_two_replicas_never_oversell_or_charge_twice(replicas: Any, postgres_url
     replicas(payment.create(config), 2)
     prefix, transport = replicas.prefix, replicas.transport
     deadline = time.monotonic() + 90
-    for name in ("inventory", "payment"):
-        while len(_members(transport, f"{prefix}{name}")) < 2:
-            assert time.monotonic() < deadline, f"{name}'s replicas never both joined"
+    for name in ("inventory", "payment"):  # both replicas own partitions before the orders
+        while not _both_own_partitions(transport, f"{prefix}{name}"):
+            assert time.monotonic() < deadline, f"{name}'s replicas never both owned partitions"
             time.sleep(0.2)
-    time.sleep(3)  # let the rebalance settle so both replicas own partitions
 
     orders_service = order.create(config)
     serde = serde_for([orders_service], schemas_dir=find_schemas_dir())

