@@ -88,6 +88,7 @@ class _Control:
     dead: bool = False
     flushes: int = 0  # flushes that went through
     instance_ids: list[str | None] = field(default_factory=list)  # one per consumer made
+    polled: list[Record] = field(default_factory=list)  # every record its consumers polled
 
 
 class _ControlledProducer:
@@ -166,7 +167,9 @@ class _ControlledConsumer:
         self._inner.subscribe(topics, on_assign=guard(on_assign), on_revoke=guard(on_revoke))
 
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
-        return self._inner.poll(max_records, timeout)
+        records = self._inner.poll(max_records, timeout)
+        self._control.polled.extend(records)
+        return records
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._inner.commit(offsets)

@@ -235,7 +235,8 @@ def test_exactly_once_round_trip(kafka: Transport, names: _Names, serde: Any) ->
 def test_crash_after_publish_replays_the_outbox_without_duplicate_effects(
     kafka_bootstrap: str, names: _Names, serde: Any, tmp_path: Path
 ) -> None:
-    """A worker killed after publishing is replaced; payment still authorizes once."""
+    """A worker killed after publishing is replaced; the duplicate it publishes reaches
+    payment, which drops it: payment still authorizes once."""
     transport = ControlledTransport(_transport("confluent", kafka_bootstrap))
     shop = build_shop(retry=NO_WAIT)
     inbox = SqliteInbox(tmp_path / "inventory.db")
@@ -262,8 +263,10 @@ def test_crash_after_publish_replays_the_outbox_without_duplicate_effects(
         while shop.state.count("payment.authorize") < 1 and time.monotonic() < deadline:
             second.run_once(0.2)
             payment.run_once(0.2)
-        for _ in range(10):  # let the duplicate reach payment, and be dropped there
-            second.run_once(0.2)
+        reserved_topic = names.topic("test.runtime.StockReserved")
+        while sum(r.topic == reserved_topic for r in transport.control.polled) < 2:
+            assert time.monotonic() < deadline, "the duplicate never reached payment"
+            second.run_once(0.2)  # payment polled both copies: the second was dropped
             payment.run_once(0.2)
     finally:
         second.close()
