@@ -316,7 +316,7 @@ class TrackerGroupMember:
             if self._problem is not None:
                 raise self._problem
             self._renew_if_failed()
-            if self._pending and self._producer is not None:
+            if self._pending:
                 self._load(consumer)
             ready = records
             if self.alignment.enabled:
@@ -585,20 +585,12 @@ class TrackerGroupMember:
     def _renew_if_failed(self) -> None:
         """Replace the producer when a commit found it hung in a transactional call.
 
-        A replacement that cannot register yet (the broker still restarting) is tried
-        again at the next call; nothing is committed or loaded until one has.
+        A replacement that cannot register raises (the member stops, as on any fatal
+        error): a member without a producer can neither load nor commit.
         """
-        if not self._renew:
-            return
-        try:
+        if self._renew:
+            self._renew = False
             self._renew_producer()
-        except TransportError as exc:
-            if exc.fatal:
-                raise
-            logger.warning("tracker member %s has no producer yet, tried again: %s",
-                           self.instance_id, exc)
-            return
-        self._renew = False
 
     def _renew_producer(self) -> None:
         """Replace a producer that failed fatally (its open transaction is aborted).
