@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import chain
 from operator import itemgetter
 from typing import Any, Final, TypeVar
 
@@ -576,17 +575,14 @@ class ConfluentProducer(ProducerBase):
         _close_bounded(self._producer.close, "producer", "a broker", logging.DEBUG)
 
 
-def _lacks_value(headers: list[tuple[tuple[str, bytes], ...]]) -> bool:
-    """Return whether any header of ``headers`` (a batch's, record by record) has no value.
+def _lacks_value(headers: list[tuple[str, bytes]]) -> bool:
+    """Return whether any of ``headers`` (every header of a batch, in one list) has no value.
 
     Foreign producers may write a header with a null value (librdkafka gives ``None``).
     ``all()`` over every value of the batch is the cheap test (one pass at C level); only
     a falsy value, ``b""`` or ``None``, needs the exact one.
     """
-    values = map(_VALUE_OF, chain.from_iterable(headers))
-    if all(values):
-        return False
-    return None in map(_VALUE_OF, chain.from_iterable(headers))
+    return not all(map(_VALUE_OF, headers)) and None in map(_VALUE_OF, headers)
 
 
 def _fill_absent(record: Record) -> Record:
@@ -727,8 +723,8 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
         record_class = Record
         records: list[Record] = []
         append = records.append
-        with_headers: list[tuple[tuple[str, bytes], ...]] = []
-        keep = with_headers.append
+        batch_headers: list[tuple[str, bytes]] = []  # every header of the batch
+        keep = batch_headers.extend
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -743,15 +739,14 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
             shell.key = msg.key()
             shell.value = msg.value()
             if raw:
-                headers: Any = tuple(raw)  # consumed headers are a list of (str, bytes) pairs
-                shell.headers = headers
-                keep(headers)
+                shell.headers = tuple(raw)  # type: ignore[arg-type]  # a list of (str, bytes)
+                keep(raw)  # type: ignore[arg-type]
             else:
                 shell.headers = ()
             shell.timestamp_ms = msg.timestamp()[1]
             shell.__class__ = record_class  # type: ignore[assignment]
             append(shell)  # type: ignore[arg-type]
-        if with_headers and _lacks_value(with_headers):
+        if batch_headers and _lacks_value(batch_headers):
             return [_fill_absent(record) for record in records]
         return records
 
