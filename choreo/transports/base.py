@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
+    "RECORD_SHELL",
     "Consumer",
     "Headers",
     "Outgoing",
@@ -144,6 +145,16 @@ make_record: Final = _record_builder()
 """Build a :class:`Record` from its seven fields in order, at a third of ``Record()``'s cost.
 
 For transports that turn many client messages into records per poll.
+"""
+
+RECORD_SHELL: Final[type[_RecordShell] | None] = None if make_record is Record else _RecordShell
+"""The class :data:`make_record` fills, for a poll loop that inlines its stores; ``None``
+when the builder fell back to ``Record()`` (then build with :data:`make_record`).
+
+A loop that fills a ``RECORD_SHELL()`` with all seven of :class:`Record`'s fields and then
+sets its ``__class__`` to ``Record`` builds what :data:`make_record` builds, without a
+Python call per record (the confluent-kafka consumer's poll does; its records are checked
+against ``Record(...)`` in ``tests/transports/test_confluent_records.py``).
 """
 
 

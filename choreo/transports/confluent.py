@@ -46,6 +46,7 @@ from choreo.errors import (
     TransportError,
 )
 from choreo.transports.base import (
+    RECORD_SHELL,
     Consumer,
     Headers,
     Outgoing,
@@ -80,7 +81,7 @@ _CONSUMER_EXTRAS: Final[Mapping[str, object]] = {
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
 }
-_VALUE_OF: Final = itemgetter(1)  # a header's value (C-level, for the per-record check)
+_VALUE_OF: Final = itemgetter(1)  # a header's value (C-level, for the per-batch check)
 _QUEUE_FULL_WAIT: Final = 0.05  # seconds to serve callbacks when the local queue is full
 _POLL_EVERY: Final = 256  # publishes between two opportunistic poll(0) calls
 _QUEUE_FULL_LIMIT: Final = 60.0  # give up after this long, like Kafka's max.block.ms
@@ -605,6 +606,33 @@ class ConfluentProducer(ProducerBase):
         _close_bounded(self._producer.close, "producer", "a broker", logging.DEBUG)
 
 
+def _lacks_value(headers: list[tuple[str, bytes]]) -> bool:
+    """Return whether any of ``headers`` (every header of a batch, in one list) has no value.
+
+    Foreign producers may write a header with a null value (librdkafka gives ``None``).
+    ``all()`` over every value of the batch is the cheap test (one pass at C level); only
+    a falsy value, ``b""`` or ``None``, needs the exact one.
+    """
+    return not all(map(_VALUE_OF, headers)) and None in map(_VALUE_OF, headers)
+
+
+def _fill_absent(record: Record) -> Record:
+    """Return ``record``, or a copy whose headers without value have ``b""`` instead."""
+    headers = record.headers
+    if None not in map(_VALUE_OF, headers):
+        return record
+    filled = tuple((k, v if v is not None else b"") for k, v in headers)
+    return make_record(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        filled,
+        record.timestamp_ms,
+    )
+
+
 class ConfluentConsumer(ConsumerBase[ck.Consumer]):
     """A confluent-kafka consumer-group member; see the module docstring."""
 
@@ -714,36 +742,68 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
                         messages = [first, *rest]
         except ck.KafkaException as exc:
             raise _transport_error(exc, "consume failed") from exc
+        return self._records(messages)
+
+    def _records(self, messages: list[ck.Message]) -> list[Record]:
+        """Return the :class:`Record` of each message without error (see :func:`_fill_absent`).
+
+        Each record is a ``RECORD_SHELL`` filled in place and made a ``Record`` (what
+        :data:`~choreo.transports.base.make_record` builds, without a call per message);
+        whether any header of the batch lacks a value is one C-level test over all of them.
+        """
+        shell_class = RECORD_SHELL
+        if shell_class is None:  # pragma: no cover - Record's layout changed
+            return self._records_by_constructor(messages)
+        record_class = Record
         records: list[Record] = []
         append = records.append
-        new = make_record
-        value_of = _VALUE_OF
+        batch_headers: list[tuple[str, bytes]] = []  # every header of the batch
+        keep = batch_headers.extend
         for msg in messages:
             err = msg.error()
             if err is not None:
                 self._on_error(err)
                 continue
             raw = msg.headers()
-            headers: tuple[tuple[str, bytes], ...] = ()
-            if raw:
-                headers = tuple(raw)  # type: ignore[arg-type]  # consumed headers are a list
-                # a header without value gets b"" instead (all() is the cheap test: only a
-                # falsy value, b"" or None, needs the exact one)
-                if not all(map(value_of, headers)) and None in map(value_of, headers):
-                    headers = tuple((k, v if v is not None else b"") for k, v in headers)
             # A message without error always has a topic, partition and offset.
-            append(
-                new(
-                    msg.topic(),  # type: ignore[arg-type]
-                    msg.partition(),  # type: ignore[arg-type]
-                    msg.offset(),  # type: ignore[arg-type]
-                    msg.key(),
-                    msg.value(),
-                    headers,
-                    msg.timestamp()[1],
-                )
-            )
+            shell = shell_class()
+            shell.topic = msg.topic()  # type: ignore[assignment]
+            shell.partition = msg.partition()  # type: ignore[assignment]
+            shell.offset = msg.offset()  # type: ignore[assignment]
+            shell.key = msg.key()
+            shell.value = msg.value()
+            if raw:
+                shell.headers = tuple(raw)  # type: ignore[arg-type]  # a list of (str, bytes)
+                keep(raw)  # type: ignore[arg-type]
+            else:
+                shell.headers = ()
+            shell.timestamp_ms = msg.timestamp()[1]
+            shell.__class__ = record_class  # type: ignore[assignment]
+            append(shell)  # type: ignore[arg-type]
+        if batch_headers and _lacks_value(batch_headers):
+            return [_fill_absent(record) for record in records]
         return records
+
+    def _records_by_constructor(self, messages: list[ck.Message]) -> list[Record]:
+        """Return the records of ``messages`` built with ``make_record`` (the fallback)."""
+        records: list[Record] = []  # pragma: no cover - only if Record's layout changed
+        for msg in messages:  # pragma: no cover
+            err = msg.error()
+            if err is not None:
+                self._on_error(err)
+                continue
+            raw: Any = msg.headers()
+            record = make_record(
+                msg.topic(),  # type: ignore[arg-type]
+                msg.partition(),  # type: ignore[arg-type]
+                msg.offset(),  # type: ignore[arg-type]
+                msg.key(),
+                msg.value(),
+                tuple(raw) if raw else (),
+                msg.timestamp()[1],
+            )
+            records.append(_fill_absent(record))
+        return records  # pragma: no cover
 
     @staticmethod
     def _on_error(err: ck.KafkaError) -> None:
