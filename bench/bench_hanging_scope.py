@@ -24,9 +24,9 @@ import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.bench_runtime import spread
+from bench.sagaload import kafka_broker_module
 from choreo.transports.config import KafkaConfig
 from choreo.transports.hanging import end_own_hanging
-from bench.sagaload import kafka_broker_module
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OWN = 5  # topics a worker passes (its inputs, declared outputs, dead letters)
