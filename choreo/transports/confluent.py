@@ -229,6 +229,10 @@ def _close_bounded(close: Callable[[], Any], client: str, peer: str, error_level
         )
 
 
+class _FlushFailedError(Exception):
+    """A librdkafka flush that raised (see :meth:`ConfluentProducer._flush_client`)."""
+
+
 class ConfluentProducer(ProducerBase):
     """A confluent-kafka producer; see the module docstring for its guarantees."""
 
@@ -310,6 +314,25 @@ class ConfluentProducer(ProducerBase):
             err = _error_of(exc)
             self._failed_fatally = self._failed_fatally or err is None or err.fatal()
             logger.debug("serving the producer's callbacks raised: %s", _describe(exc))
+
+    def _flush_client(self, timeout: float | None) -> int:
+        """Run librdkafka's flush; return the records still queued.
+
+        A flush that meets a fatal error (a newer instance fenced this one) raises it, and
+        confluent-kafka's flush then goes on serving delivery reports with that exception
+        pending, which surfaces as an unrelated one (an ``AttributeError`` of the delivery
+        callback). Whatever it raises marks the producer failed and is raised as
+        :class:`_FlushFailedError`, never as the client library's (or Python's) own exception.
+        """
+        try:
+            return self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        except Exception as exc:
+            self._failed_fatally = True
+            text = _describe(exc) if isinstance(exc, ck.KafkaException) else (
+                f"the client's flush raised {type(exc).__name__} while serving its callbacks "
+                "(what a fatal error, such as being fenced by a newer instance, makes it do)"
+            )
+            raise _FlushFailedError(text) from exc
 
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
@@ -396,7 +419,11 @@ class ConfluentProducer(ProducerBase):
                     raise DeliveryError(
                         f"producer queue stayed full for {_QUEUE_FULL_LIMIT:.0f}s", retriable=True
                     ) from None
-                producer.poll(_QUEUE_FULL_WAIT)
+                try:
+                    producer.poll(_QUEUE_FULL_WAIT)
+                except ck.KafkaException as exc:  # a fatal error: the client is dead
+                    self._failed_fatally = True
+                    raise _transport_error(exc, "producer failed fatally") from exc
                 waited += _QUEUE_FULL_WAIT
             except ck.KafkaException as exc:
                 err = _error_of(exc)
@@ -410,9 +437,16 @@ class ConfluentProducer(ProducerBase):
                 return False
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait for queued records; raise DeliveryError naming failures since the last flush."""
+        """Wait for queued records; raise DeliveryError naming failures since the last flush.
+
+        A client that failed fatally meanwhile (fenced by a newer instance) raises a fatal
+        :class:`~choreo.errors.TransportError` (see :meth:`_flush_client`).
+        """
         self._check_open()
-        remaining = self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        try:
+            remaining = self._flush_client(timeout)
+        except _FlushFailedError as exc:
+            raise TransportError(f"producer failed fatally: {exc}", fatal=True) from exc.__cause__
         if remaining:
             raise DeliveryError(
                 f"{remaining} record(s) still unacknowledged after {timeout}s", retriable=True
@@ -547,7 +581,13 @@ class ConfluentProducer(ProducerBase):
             self._producer.purge()
             self._release()
             return
-        remaining = self._producer.flush(_CLOSE_FLUSH_TIMEOUT)
+        try:
+            remaining = self._flush_client(_CLOSE_FLUSH_TIMEOUT)
+        except _FlushFailedError as exc:
+            logger.warning("closing a producer that failed fatally: %s", exc)
+            self._producer.purge()
+            self._release()
+            return
         if remaining or self._failures:
             logger.warning(
                 "producer closed with %d record(s) unacknowledged and %d failed (first: %s)",
