@@ -935,9 +935,16 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
 
         Bounded: librdkafka's close can wait for good on a coordinator it cannot reach
         (after a broker restart); past ``_CLOSE_LIMIT`` the client is abandoned, so a
-        worker that must stop (a fatal error) exits and its supervisor restarts it.
+        worker that must stop (a fatal error) exits and its supervisor restarts it. The
+        admin client the consumer created for its ends (when no transport lent it one)
+        is dropped with it: it holds threads and a connection to every broker.
         """
-        _close_bounded(self._consumer.close, "consumer", "its group coordinator", logging.WARNING)
+        try:
+            _close_bounded(
+                self._consumer.close, "consumer", "its group coordinator", logging.WARNING
+            )
+        finally:
+            self._admin = None  # an admin client of its own is released with the consumer
 
 
 class ConfluentTransport:
