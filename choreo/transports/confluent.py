@@ -439,14 +439,22 @@ class ConfluentProducer(ProducerBase):
     def flush(self, timeout: float | None = None) -> None:
         """Wait for queued records; raise DeliveryError naming failures since the last flush.
 
-        A client that failed fatally meanwhile (fenced by a newer instance) raises a fatal
-        :class:`~choreo.errors.TransportError` (see :meth:`_flush_client`).
+        A client that failed fatally (fenced by a newer instance), whichever call met the
+        error first, raises a fatal :class:`~choreo.errors.TransportError` (see
+        :meth:`_flush_client` and :meth:`_serve_callbacks`), never a retriable one.
         """
         self._check_open()
         try:
             remaining = self._flush_client(timeout)
         except _FlushFailedError as exc:
             raise TransportError(f"producer failed fatally: {exc}", fatal=True) from exc.__cause__
+        if self._failed_fatally:  # e.g. served by an earlier poll, which only remembers it
+            self._reset_failures()
+            raise TransportError(
+                "producer failed fatally (fenced by a newer instance, or a fatal client "
+                "error): its records are not delivered",
+                fatal=True,
+            )
         if remaining:
             raise DeliveryError(
                 f"{remaining} record(s) still unacknowledged after {timeout}s", retriable=True
