@@ -230,6 +230,10 @@ def _close_bounded(close: Callable[[], Any], client: str, peer: str, error_level
         )
 
 
+class _FlushFailedError(Exception):
+    """A librdkafka flush that raised (see :meth:`ConfluentProducer._flush_client`)."""
+
+
 class ConfluentProducer(ProducerBase):
     """A confluent-kafka producer; see the module docstring for its guarantees."""
 
@@ -311,6 +315,25 @@ class ConfluentProducer(ProducerBase):
             err = _error_of(exc)
             self._failed_fatally = self._failed_fatally or err is None or err.fatal()
             logger.debug("serving the producer's callbacks raised: %s", _describe(exc))
+
+    def _flush_client(self, timeout: float | None) -> int:
+        """Run librdkafka's flush; return the records still queued.
+
+        A flush that meets a fatal error (a newer instance fenced this one) raises it, and
+        confluent-kafka's flush then goes on serving delivery reports with that exception
+        pending, which surfaces as an unrelated one (an ``AttributeError`` of the delivery
+        callback). Whatever it raises marks the producer failed and is raised as
+        :class:`_FlushFailedError`, never as the client library's (or Python's) own exception.
+        """
+        try:
+            return self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        except Exception as exc:
+            self._failed_fatally = True
+            text = _describe(exc) if isinstance(exc, ck.KafkaException) else (
+                f"the client's flush raised {type(exc).__name__} while serving its callbacks "
+                "(what a fatal error, such as being fenced by a newer instance, makes it do)"
+            )
+            raise _FlushFailedError(text) from exc
 
     def _on_delivery(self, err: ck.KafkaError | None, msg: ck.Message) -> None:
         """Count a failed delivery (only failures are reported)."""
@@ -397,7 +420,11 @@ class ConfluentProducer(ProducerBase):
                     raise DeliveryError(
                         f"producer queue stayed full for {_QUEUE_FULL_LIMIT:.0f}s", retriable=True
                     ) from None
-                producer.poll(_QUEUE_FULL_WAIT)
+                try:
+                    producer.poll(_QUEUE_FULL_WAIT)
+                except ck.KafkaException as exc:  # a fatal error: the client is dead
+                    self._failed_fatally = True
+                    raise _transport_error(exc, "producer failed fatally") from exc
                 waited += _QUEUE_FULL_WAIT
             except ck.KafkaException as exc:
                 err = _error_of(exc)
@@ -411,9 +438,24 @@ class ConfluentProducer(ProducerBase):
                 return False
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait for queued records; raise DeliveryError naming failures since the last flush."""
+        """Wait for queued records; raise DeliveryError naming failures since the last flush.
+
+        A client that failed fatally (fenced by a newer instance), whichever call met the
+        error first, raises a fatal :class:`~choreo.errors.TransportError` (see
+        :meth:`_flush_client` and :meth:`_serve_callbacks`), never a retriable one.
+        """
         self._check_open()
-        remaining = self._producer.flush() if timeout is None else self._producer.flush(timeout)
+        try:
+            remaining = self._flush_client(timeout)
+        except _FlushFailedError as exc:
+            raise TransportError(f"producer failed fatally: {exc}", fatal=True) from exc.__cause__
+        if self._failed_fatally:  # e.g. served by an earlier poll, which only remembers it
+            self._reset_failures()
+            raise TransportError(
+                "producer failed fatally (fenced by a newer instance, or a fatal client "
+                "error): its records are not delivered",
+                fatal=True,
+            )
         if remaining:
             raise DeliveryError(
                 f"{remaining} record(s) still unacknowledged after {timeout}s", retriable=True
@@ -548,7 +590,13 @@ class ConfluentProducer(ProducerBase):
             self._producer.purge()
             self._release()
             return
-        remaining = self._producer.flush(_CLOSE_FLUSH_TIMEOUT)
+        try:
+            remaining = self._flush_client(_CLOSE_FLUSH_TIMEOUT)
+        except _FlushFailedError as exc:
+            logger.warning("closing a producer that failed fatally: %s", exc)
+            self._producer.purge()
+            self._release()
+            return
         if remaining or self._failures:
             logger.warning(
                 "producer closed with %d record(s) unacknowledged and %d failed (first: %s)",
@@ -955,9 +1003,16 @@ class ConfluentConsumer(ConsumerBase[ck.Consumer]):
 
         Bounded: librdkafka's close can wait for good on a coordinator it cannot reach
         (after a broker restart); past ``_CLOSE_LIMIT`` the client is abandoned, so a
-        worker that must stop (a fatal error) exits and its supervisor restarts it.
+        worker that must stop (a fatal error) exits and its supervisor restarts it. The
+        admin client the consumer created for its ends (when no transport lent it one)
+        is dropped with it: it holds threads and a connection to every broker.
         """
-        _close_bounded(self._consumer.close, "consumer", "its group coordinator", logging.WARNING)
+        try:
+            _close_bounded(
+                self._consumer.close, "consumer", "its group coordinator", logging.WARNING
+            )
+        finally:
+            self._admin = None  # an admin client of its own is released with the consumer
 
 
 class ConfluentTransport:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 
-from choreo.errors import ChoreoError, TransactionError
+from choreo.errors import ChoreoError, TransactionError, TransportError
 from choreo.transports.config import KafkaConfig
 from choreo.transports.confluent import ConfluentProducer
 from choreo.transports.factory import open_transport
@@ -37,5 +38,65 @@ def test_a_fenced_producer_fails_with_transaction_errors_only(
             with pytest.raises(ChoreoError) as abort:
                 old.abort_transaction(10.0)
             assert isinstance(abort.value, TransactionError) and abort.value.fatal
+    finally:
+        old.close()
+
+
+@pytest.mark.parametrize("call", ["flush", "close"])
+def test_a_producer_fenced_with_a_record_in_flight_flushes_and_closes_with_choreos_errors(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], call: str
+) -> None:
+    """A record produced after a newer instance fenced the producer fails with the fatal
+    ``_FENCED`` error; librdkafka's flush raises it, and confluent-kafka's flush then
+    serves the record's delivery report with that exception pending, which surfaced as
+    an ``AttributeError`` of the delivery callback (from ``flush`` and from ``close``,
+    which then never released the client). ``flush`` raises a fatal TransportError;
+    ``close`` logs and releases.
+    """
+    topic = unique_name("fenced-flush")
+    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
+    txn_id = unique_name("txn")
+    old = ConfluentProducer(config, transactional_id=txn_id)
+    try:
+        old.begin_transaction()
+        old.publish(topic, b"before", key=b"k")
+        old.flush(10.0)
+        newer = ConfluentProducer(config, transactional_id=txn_id)  # fences the old one
+        newer.close()
+        old.publish(topic, b"after", key=b"k")  # refused by the broker: an old epoch
+        if call == "flush":
+            with pytest.raises(TransportError) as flushed:
+                old.flush(10.0)
+            assert flushed.value.fatal
+        else:
+            old.close()  # must not raise
+    finally:
+        old.close()
+
+
+def test_a_fatal_error_served_by_a_poll_is_said_by_the_next_flush(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """The poll that serves callbacks (every 256 records, before a transaction) only
+    remembers a fatal error: the next flush says it as a fatal TransportError, not as a
+    delivery failure to retry (nor not at all, once nothing is queued)."""
+    topic = unique_name("fenced-poll")
+    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
+    txn_id = unique_name("txn")
+    old = ConfluentProducer(config, transactional_id=txn_id)
+    try:
+        old.begin_transaction()
+        ConfluentProducer(config, transactional_id=txn_id).close()  # fences the old one
+        old.publish(topic, b"after", key=b"k")  # refused by the broker: an old epoch
+        deadline = time.monotonic() + 30
+        while not old._failed_fatally and time.monotonic() < deadline:
+            old._serve_callbacks()  # what publish and renew_if_stale call
+            time.sleep(0.05)
+        assert old._failed_fatally, "the fatal error never reached the producer"
+        with pytest.raises(TransportError) as flushed:
+            old.flush(10.0)
+        assert flushed.value.fatal
     finally:
         old.close()

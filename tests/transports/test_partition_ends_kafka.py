@@ -10,10 +10,12 @@ of ``timeout`` per partition.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,6 +24,8 @@ import pytest
 
 from choreo.transports.base import TopicPartition, Transport
 from choreo.transports.catchup import CatchUp, read_to_ends
+from choreo.transports.config import KafkaConfig
+from choreo.transports.confluent import ConfluentConsumer
 from choreo.transports.factory import open_transport
 from tests.conftest import load_kafka_broker_module
 
@@ -210,3 +214,17 @@ def test_a_catch_up_read_keeps_its_bound_when_the_broker_hangs_at_assignment(
     assert report.timed_out and report.assigned
     assert report.behind == {TopicPartition(topic, n) for n in range(60)}
     assert report.seconds < 3 + _GRACE_S, f"the read took {report.seconds:.1f} s (bound 3 s)"
+
+
+def test_a_consumer_releases_the_admin_client_it_made_for_its_ends(kafka_bootstrap: str) -> None:
+    """A confluent consumer made without a transport asks its ends with an admin client
+    of its own (threads, a connection to every broker): its close releases it."""
+    topic = f"ends-own-{uuid.uuid4().hex[:8]}"
+    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
+    consumer = ConfluentConsumer(config, f"ends-{uuid.uuid4().hex[:8]}")
+    assert _ends(consumer, [TopicPartition(topic, 0)]) == {TopicPartition(topic, 0): 0}
+    admin = weakref.ref(consumer._admin_client())
+    consumer.close()
+    gc.collect()
+    assert admin() is None, "the consumer's own admin client outlived its close"
