@@ -595,20 +595,21 @@ class TrackerGroupMember:
     def _renew_producer(self) -> None:
         """Replace a producer that failed fatally (its open transaction is aborted).
 
-        The old producer is closed first: closing one hung in a call aborts its open
-        transaction by registering the transactional id with a client of its own, which
-        would fence a replacement registered before it.
+        The replacement registers first: its registration aborts the old producer's open
+        transaction; the old one is closed after, without fencing the id again (the
+        transport knows a newer producer registered it).
         """
-        old, self._producer = self._producer, None
+        old = self._producer
+        self._producer = self._new_producer()
+        self.renewals += 1
+        logger.warning(
+            "tracker member %s replaced its producer (a transactional call hung)", self.instance_id
+        )
         if old is not None:
             try:
                 old.close()
             except ChoreoError as exc:
                 logger.debug("closing the failed producer failed too: %s", exc)
-        self._producer = self._new_producer()
-        self.renewals += 1
-        logger.warning("tracker member %s replaced its producer (a transactional call hung)",
-                       self.instance_id)
 
     def _abort(self) -> None:
         producer = self._producer

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Final, TypeVar
@@ -230,6 +232,14 @@ def _close_bounded(close: Callable[[], Any], client: str, peer: str, error_level
         )
 
 
+_REGISTERED: Final[weakref.WeakValueDictionary[str, ConfluentProducer]] = (
+    weakref.WeakValueDictionary()
+)
+"""The producer of this process that last registered each transactional id: closing an
+older one that hung must not fence it (see :meth:`ConfluentProducer._abort_by_fencing`)."""
+_REGISTERED_LOCK: Final = threading.Lock()
+
+
 class _FlushFailedError(Exception):
     """A librdkafka flush that raised (see :meth:`ConfluentProducer._flush_client`)."""
 
@@ -269,6 +279,8 @@ class ConfluentProducer(ProducerBase):
             "init_transactions",
             _ADMIN_TIMEOUT,
         )
+        with _REGISTERED_LOCK:
+            _REGISTERED[str(self._transactional_id)] = self
         return time.monotonic() - started
 
     def _on_client_error(self, err: ck.KafkaError) -> None:
@@ -616,8 +628,19 @@ class ConfluentProducer(ProducerBase):
         bump the producer epoch and abort the open transaction at once, instead of when a
         replacement process starts or when ``transaction.timeout.ms`` expires. Best effort,
         at most ``_FENCE_LIMIT`` seconds; the new client is closed (or abandoned) after.
+        Not done when a newer producer of this process has registered the id since (its
+        registration aborted the transaction already, and a fencing client would fence it).
         """
         if self._transactional_id is None:
+            return
+        with _REGISTERED_LOCK:
+            newer = _REGISTERED.get(self._transactional_id)
+        if newer is not None and newer is not self:
+            logger.info(
+                "a newer producer of this process registered %s since: its registration "
+                "aborted the hung producer's transaction (no fencing client needed)",
+                self._transactional_id,
+            )
             return
         settings = {k: v for k, v in self._settings.items() if k not in ("on_delivery", "error_cb")}
         started = time.monotonic()

@@ -100,3 +100,48 @@ def test_a_fatal_error_served_by_a_poll_is_said_by_the_next_flush(
         assert flushed.value.fatal
     finally:
         old.close()
+
+
+def test_closing_a_hung_producer_leaves_a_newer_one_of_its_id_usable(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    """A producer hung in a transactional call and replaced by a newer one with its
+    transactional id is closed after the replacement registered: its close must not fence
+    the id again (the replacement's registration aborted its transaction already), so the
+    replacement commits; a read_committed reader sees only what the replacement wrote.
+    """
+    topic = unique_name("replaced")
+    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
+    txn_id = unique_name("txn")
+    old = ConfluentProducer(config, transactional_id=txn_id)
+    old.begin_transaction()
+    old.publish(topic, b"aborted", key=b"k")
+    with pytest.raises(TransactionError) as hung:  # the transport's bound, outlived
+        old._transaction_call(lambda: time.sleep(8.0), "send_offsets_to_transaction", 0.1)
+    assert hung.value.hung
+    newer = ConfluentProducer(config, transactional_id=txn_id)
+    try:
+        old.close()
+        newer.begin_transaction()
+        newer.publish(topic, b"committed", key=b"k")
+        newer.commit_transaction(10.0)
+    finally:
+        newer.close()
+    assert _read_committed(kafka_bootstrap, topic) == [b"committed"]
+
+
+def _read_committed(bootstrap: str, topic: str) -> list[bytes]:
+    """Return what a read_committed consumer reads of ``topic`` (up to its end, 30 s at most)."""
+    transport = open_transport("confluent", bootstrap=bootstrap)
+    consumer = transport.consumer(f"reader-{time.monotonic_ns()}", from_beginning=True)
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while not values and time.monotonic() < deadline:
+            values.extend(r.value or b"" for r in consumer.poll(100, 0.5))
+        values.extend(r.value or b"" for r in consumer.poll(100, 0.5))
+    finally:
+        consumer.close()
+    return values
