@@ -17,7 +17,7 @@ from choreo.errors import TransportError
 from choreo.runtime.incidents import describe_failure, rolls_back_transaction
 from choreo.safety.redact import register_secret
 from choreo.store.pg_errors import connection_lost, first_line
-from choreo.transports.confluent import _fatal_text
+from choreo.transports.confluent.client import _fatal_text
 from choreo.transports.librdkafka_log import LIBRDKAFKA_LOGGER, LibrdkafkaLog
 
 

@@ -95,7 +95,7 @@ def test_one_header_without_value_fills_only_its_record(kafka_bootstrap: str) ->
 
 def test_the_batch_test_tells_empty_values_from_absent_ones() -> None:
     """Only a header whose value is None counts as lacking one; b"" is a value."""
-    from choreo.transports.confluent import _lacks_value
+    from choreo.transports.confluent.consumer import _lacks_value
 
     assert not _lacks_value([("a", b"1"), ("b", b""), ("c", b"2")])
     assert _lacks_value([("a", b"1"), ("b", b""), ("c", None)])  # type: ignore[list-item]
