@@ -18,11 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import re
-import subprocess
-import sys
-import tempfile
 from typing import Any
 
 import confluent_kafka as ck
@@ -81,20 +76,12 @@ def count(name: str, sagas: int, batch: int, partitions: int) -> tuple[float, in
     """Return (instructions per message, messages per pass) of ``name`` under callgrind."""
     counts, messages = [], 0
     for passes in (1, 3):
-        with tempfile.TemporaryDirectory(prefix="poll-callgrind-") as scratch:
-            command = [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out",
-                sys.executable, "-m", "bench.peers.poll_instructions", "--run", name,
-                "--sagas", str(sagas), "--batch", str(batch), "--partitions", str(partitions),
-                "--passes", str(passes),
-            ]  # fmt: skip
-            env = {**os.environ, "PYTHONHASHSEED": "0"}
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-        found = re.search(r"Collected : (\d+)", done.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr}")
-        counts.append(int(found.group(1)))
-        messages = int(done.stdout.split()[0]) // passes
+        count, printed = replay.callgrind(
+            "bench.peers.poll_instructions", "--run", name, "--sagas", str(sagas),
+            "--batch", str(batch), "--partitions", str(partitions), "--passes", str(passes),
+        )  # fmt: skip
+        counts.append(count)
+        messages = int(printed.split()[0]) // passes
     return (counts[1] - counts[0]) / (2 * messages), messages
 
 

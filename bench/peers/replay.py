@@ -338,22 +338,30 @@ def measure(  # noqa: PLR0917 - the load, its size and the run's shape
 
 def instructions(name: str, sagas: int, batch: int, partitions: int = 1) -> float:
     """Return callgrind's instructions per saga of ``name``'s loops (see the module docs)."""
-    counts = []
-    for rounds in (1, 3):
-        with tempfile.TemporaryDirectory(prefix="replay-callgrind-") as scratch:
-            command = [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out",
-                sys.executable, "-m", "bench.peers.replay", "--only", name,
-                "--sagas", str(sagas), "--batch", str(batch), "--rounds", str(rounds),
-                "--partitions", str(partitions), "--no-collect",
-            ]  # fmt: skip
-            env = {**os.environ, "PYTHONHASHSEED": "0"}
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-        found = re.search(r"Collected : (\d+)", done.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr}")
-        counts.append(int(found.group(1)))
+    counts = [
+        callgrind(
+            "bench.peers.replay", "--only", name, "--sagas", str(sagas), "--batch", str(batch),
+            "--rounds", str(rounds), "--partitions", str(partitions), "--no-collect",
+        )[0]
+        for rounds in (1, 3)
+    ]  # fmt: skip
     return (counts[1] - counts[0]) / (2 * sagas)
+
+
+def callgrind(module: str, *args: str) -> tuple[int, str]:
+    """Run ``python -m module args`` under callgrind (``PYTHONHASHSEED=0``); return the
+    instructions it counted and what the module printed."""
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as scratch:
+        command = [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out",
+            sys.executable, "-m", module, *args,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr}")
+    return int(found.group(1)), done.stdout
 
 
 def main(argv: list[str] | None = None) -> int:

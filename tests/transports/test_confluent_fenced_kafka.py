@@ -21,10 +21,7 @@ def test_a_fenced_producer_fails_with_transaction_errors_only(
     too: librdkafka's poll raises the client's fatal error, which must not escape as the
     client library's own exception (a tracker member stopped on it).
     """
-    topic = unique_name("fenced")
-    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
-    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
-    txn_id = unique_name("txn")
+    topic, config, txn_id = _setting(kafka_bootstrap, unique_name, "fenced")
     old = ConfluentProducer(config, transactional_id=txn_id)
     try:
         old.begin_transaction()
@@ -53,10 +50,7 @@ def test_a_producer_fenced_with_a_record_in_flight_flushes_and_closes_with_chore
     which then never released the client). ``flush`` raises a fatal TransportError;
     ``close`` logs and releases.
     """
-    topic = unique_name("fenced-flush")
-    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
-    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
-    txn_id = unique_name("txn")
+    topic, config, txn_id = _setting(kafka_bootstrap, unique_name, "fenced-flush")
     old = ConfluentProducer(config, transactional_id=txn_id)
     try:
         old.begin_transaction()
@@ -81,10 +75,7 @@ def test_a_fatal_error_served_by_a_poll_is_said_by_the_next_flush(
     """The poll that serves callbacks (every 256 records, before a transaction) only
     remembers a fatal error: the next flush says it as a fatal TransportError, not as a
     delivery failure to retry (nor not at all, once nothing is queued)."""
-    topic = unique_name("fenced-poll")
-    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
-    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
-    txn_id = unique_name("txn")
+    topic, config, txn_id = _setting(kafka_bootstrap, unique_name, "fenced-poll")
     old = ConfluentProducer(config, transactional_id=txn_id)
     try:
         old.begin_transaction()
@@ -110,10 +101,7 @@ def test_closing_a_hung_producer_leaves_a_newer_one_of_its_id_usable(
     the id again (the replacement's registration aborted its transaction already), so the
     replacement commits; a read_committed reader sees only what the replacement wrote.
     """
-    topic = unique_name("replaced")
-    open_transport("confluent", bootstrap=kafka_bootstrap).create_topics([topic])
-    config = KafkaConfig(bootstrap_servers=kafka_bootstrap)
-    txn_id = unique_name("txn")
+    topic, config, txn_id = _setting(kafka_bootstrap, unique_name, "replaced")
     old = ConfluentProducer(config, transactional_id=txn_id)
     old.begin_transaction()
     old.publish(topic, b"aborted", key=b"k")
@@ -145,3 +133,12 @@ def _read_committed(bootstrap: str, topic: str) -> list[bytes]:
     finally:
         consumer.close()
     return values
+
+
+def _setting(
+    bootstrap: str, unique_name: Callable[[str], str], prefix: str
+) -> tuple[str, KafkaConfig, str]:
+    """Return a new topic (created), the broker's config and a new transactional id."""
+    topic = unique_name(prefix)
+    open_transport("confluent", bootstrap=bootstrap).create_topics([topic])
+    return topic, KafkaConfig(bootstrap_servers=bootstrap), unique_name("txn")
