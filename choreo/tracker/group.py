@@ -305,8 +305,7 @@ class TrackerGroupMember:
             try:
                 consumer.close(leave_group=True)
             finally:
-                if self._producer is not None:
-                    self._producer.close()
+                self._producer.close()
 
     def _loop(self, consumer: Consumer) -> None:
         next_deadlines = next_commit = last_deadlines = time.monotonic()

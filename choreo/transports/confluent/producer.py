@@ -50,11 +50,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ConfluentProducer"]
 
-_REGISTERED: Final[weakref.WeakValueDictionary[str, ConfluentProducer]] = (
+_REGISTERED: Final[weakref.WeakValueDictionary[tuple[str, str], ConfluentProducer]] = (
     weakref.WeakValueDictionary()
 )
-"""The producer of this process that last registered each transactional id: closing an
-older one that hung must not fence it (see :meth:`ConfluentProducer._abort_by_fencing`)."""
+"""The producer of this process that last registered each (bootstrap servers,
+transactional id): closing an older one that hung must not fence it (see
+:meth:`ConfluentProducer._abort_by_fencing`)."""
 _REGISTERED_LOCK: Final = threading.Lock()
 
 
@@ -86,6 +87,10 @@ class ConfluentProducer(ProducerBase):
                 seconds,
             )
 
+    def _registration_key(self) -> tuple[str, str]:
+        """Return what identifies this producer's registration: its cluster and its id."""
+        return str(self._settings.get("bootstrap.servers", "")), str(self._transactional_id)
+
     def _init_transactions(self) -> float:
         """Register the transactional id (fencing older instances, aborting their transaction).
 
@@ -98,7 +103,7 @@ class ConfluentProducer(ProducerBase):
             _ADMIN_TIMEOUT,
         )
         with _REGISTERED_LOCK:
-            _REGISTERED[str(self._transactional_id)] = self
+            _REGISTERED[self._registration_key()] = self
         return time.monotonic() - started
 
     def _on_client_error(self, err: ck.KafkaError) -> None:
@@ -452,7 +457,7 @@ class ConfluentProducer(ProducerBase):
         if self._transactional_id is None:
             return
         with _REGISTERED_LOCK:
-            newer = _REGISTERED.get(self._transactional_id)
+            newer = _REGISTERED.get(self._registration_key())
         if newer is not None and newer is not self:
             logger.info(
                 "a newer producer of this process registered %s since: its registration "
