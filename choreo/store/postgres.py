@@ -189,15 +189,20 @@ class PostgresStore:
         The pool would retry a refused login or an unreachable server for ``timeout``
         seconds and then only say it timed out. The schema's name was checked to be a
         lower-case identifier; it is quoted, so a keyword (``order``) is a name too.
+        ``IF NOT EXISTS`` is not atomic: replicas starting together can both insert the
+        schema, and the loser's unique violation means it exists.
         """
         try:
             conn = self._psycopg.connect(url, autocommit=True, connect_timeout=int(timeout))
         except self._psycopg.Error as exc:
             raise ConfigurationError(connection_failure(exc, self.url)) from None
+        errors = self._psycopg.errors
         try:
             with conn:
+                # another replica creating it at the same moment: it exists
                 if schema is not None:
-                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    with contextlib.suppress(errors.UniqueViolation, errors.DuplicateSchema):
+                        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         except self._psycopg.Error as exc:
             raise ConfigurationError(
                 connection_failure(exc, self.url, what=f"create schema {schema} on")
