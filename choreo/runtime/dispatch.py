@@ -26,7 +26,7 @@ per thread, in order); handlers then get ``ctx.db = None``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -53,6 +53,11 @@ logger = logging.getLogger("choreo.runtime.worker")
 _ID = Header.EVENT_ID
 _EVENT_ID: Final = itemgetter(1)  # of Fields
 _TRACE: Final = itemgetter(3)  # of Fields
+
+ClaimAhead = Callable[[str, list[str]], Callable[[], set[str]]]
+"""A store's ``claim_ahead``: send the batch's inbox claim, return the call reading it."""
+
+_Item = tuple[Record, str, "Fields | None"]  # a record, its inbox key, its scanned envelope
 
 _SKIPPED: Final[list[OutboxRecord]] = []  # "accounted for already" (never mutated)
 
@@ -108,6 +113,8 @@ class Dispatcher:
         self.inbox = inbox
         self.hooks = hooks
         self.executor = executor
+        # a store that sends the batch's inbox claim ahead (PostgreSQL), else None
+        self.claim_ahead: ClaimAhead | None = getattr(inbox, "claim_ahead", None)
 
     def dispatch(self, records: list[Record], *, one_partition: bool | None = None) -> BatchOutput:
         """Handle the records in order (or per partition in the pool) and collect the output.
@@ -117,6 +124,15 @@ class Dispatcher:
         at a time. ``one_partition`` says whether every record is of one partition when
         the caller knows (the worker does, from the batch's first offsets); None: it is
         found out.
+
+        A store that sends the query ahead (``claim_ahead``: PostgreSQL) is not waited
+        for: its server claims the ids while the records are decoded and the handlers
+        that take no context run, and its answer is read before anything that could
+        touch the database or outlive the batch (a handler with a context, middleware, a
+        failure, a dead letter) and at the end. When it names records handled already
+        (a redelivery), the batch's output so far is dropped and the batch is handled
+        again without them: only handlers without a context ran, and what they returned
+        is discarded, so nothing of a duplicate is kept.
         """
         scanned = [scan_headers(record.headers) for record in records]
         emitter = self.emitter
@@ -135,17 +151,37 @@ class Dispatcher:
                 [fields[3] if fields is not None else b"" for fields in scanned]
             )
         emitter.traces_valid = traces  # checked for the whole batch at once
-        seen = self.inbox.seen(self.group_id, keys)
-        if seen and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("[%s] %d duplicate(s) dropped", self.group_id, len(seen))
-        if self.executor is None:
-            output = BatchOutput()
-            if one_partition is None:
-                one_partition = sole_partition(records) is not None
-            inbox, one = self.inbox, one_partition
+        if self.executor is not None:
+            return self._in_pool(records, keys, scanned, self._seen(keys))
+        if one_partition is None:
+            one_partition = sole_partition(records) is not None
+        inbox, one, output = self.inbox, one_partition, BatchOutput()
+        if self.claim_ahead is None:
+            seen = self._seen(keys)
             self._sequence(records, keys, scanned, seen=seen, output=output, inbox=inbox, one=one)
             return output
-        return self._in_pool(records, keys, scanned, seen)
+        claim = self.claim_ahead(self.group_id, keys)  # read when a record needs it, or at the end
+        try:
+            self._sequence(
+                records, keys, scanned, seen=set(), output=output, inbox=inbox, one=one, claim=claim
+            )
+        except _HandledAlreadyError as handled:  # handle the batch again, without them
+            self._log_duplicates(handled.ids)
+            output = BatchOutput()
+            seen = handled.ids
+            self._sequence(records, keys, scanned, seen=seen, output=output, inbox=inbox, one=one)
+        return output
+
+    def _seen(self, keys: list[str]) -> set[str]:
+        """Return the keys handled already (and claim the rest), at once."""
+        seen = self.inbox.seen(self.group_id, keys)
+        self._log_duplicates(seen)
+        return seen
+
+    def _log_duplicates(self, seen: set[str]) -> None:
+        """Say at debug level how many of the batch's records were handled already."""
+        if seen and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("[%s] %d duplicate(s) dropped", self.group_id, len(seen))
 
     def _in_pool(
         self,
@@ -198,6 +234,7 @@ class Dispatcher:
         output: BatchOutput,
         inbox: Inbox | None,
         one: bool,
+        claim: Callable[[], set[str]] | None = None,
     ) -> None:
         """Handle records in order into ``output``; stop early when the worker stops mid-retry.
 
@@ -205,58 +242,92 @@ class Dispatcher:
         :func:`scan_headers` could read them; ``inbox`` is the store whose connection
         handlers get as ``ctx.db`` (None: no database); ``one`` says that every record is
         of one partition (its next offset then follows from the last record handled).
-        This is the hot path: the common case (a new record of a handled type whose
-        handler takes no context and succeeds at once) stays in this loop and
-        :meth:`Emitter.emit_one`.
+        ``claim`` (optional) reads the answer of the inbox claim sent ahead: until it is
+        read, ``seen`` holds only this batch's own repeats; it is read (raising
+        :class:`_HandledAlreadyError` if it names any record) before the first record
+        that leaves the inlined path, and at the end.
+
+        Records alternate between :meth:`_inlined` (the hot path: a new record of a
+        handled type whose handler takes no context and succeeds at once) and
+        :meth:`_off_path` (everything else), over one iterator.
+        """
+        db = _connected(inbox) if claim is None else None  # found when the claim is read
+        items = enumerate(zip(records, keys, scanned, strict=True))
+        done = len(records)
+        while True:
+            slip = self._inlined(items, seen, output)
+            if claim is not None:
+                claim, db = _read_claim(claim, inbox)
+            if slip is None:
+                break
+            if not self._off_path(slip, db, seen, output):
+                done = slip.index  # abandoned: this record and the rest are not handled
+                break
+        _handled_up_to(records, done, output.next_offsets, one=one)
+
+    def _inlined(
+        self, items: Iterator[tuple[int, _Item]], seen: set[str], output: BatchOutput
+    ) -> _Slip | None:
+        """Handle records while each takes the inlined path; return the first that does not.
+
+        A record leaves it when its envelope needs the slow reader, no route or a route
+        with a context takes it, middleware wraps dispatch, a retry of it is due, its
+        payload does not decode or its handler raises; what it left with is in the
+        returned :class:`_Slip`. None: every record was handled.
         """
         routes = self.routes
         emit_one = self.emitter.emit_one
-        invoker = self.invoker
+        retrying = self.invoker.attempts  # event ids of deferred retries
         hooked = self.hooks.dispatch
-        retrying = invoker.attempts  # event ids of deferred retries
         out_ids = output.ids
         out_records = output.records
-        db = _connected(inbox)
-        done = 0
-        for record, key, scan in zip(records, keys, scanned, strict=True):
-            done += 1
+        for index, (record, key, scan) in items:
             if key in seen:
                 continue
-            fields = scan if scan is not None else self._read_fields(record, key, seen, output)
+            if scan is None:
+                return _Slip(index, record, key, scan, None)
+            route = routes.get(scan[0])
+            if route is None or hooked or route.takes_context or (retrying and key in retrying):
+                return _Slip(index, record, key, scan, route)
+            try:
+                read = route.read or self._reader(route)
+                event = read(record.value or b"")
+            except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
+                return _Slip(index, record, key, scan, route, error=exc)
+            try:  # the handler and its emitted records, inlined (no call per record)
+                result = route.func(event)
+                if isinstance(result, Event):
+                    out_records.append(emit_one(route, scan, result))
+                elif result is not None:
+                    events = as_events(route.step_id, [], result)
+                    out_records.extend(self.emitter.emit(route, scan, events))
+            except Exception as exc:
+                return _Slip(index, record, key, scan, route, event=event, error=exc)
+            seen.add(key)
+            out_ids.append(key)
+        return None
+
+    def _off_path(self, slip: _Slip, db: Inbox | None, seen: set[str], output: BatchOutput) -> bool:
+        """Handle a record that left the inlined path; return False when it was abandoned."""
+        record, key, route = slip.record, slip.key, slip.route
+        if slip.error is not None and route is not None and slip.scan is not None:
+            if slip.event is None:  # its payload did not decode
+                self._undecodable(record, key, slip.error, seen, output)
+                return True
+            item = (record, slip.scan)
+            emitted = self.invoker.after_failure(route, item, slip.event, slip.error, info=None)
+        else:
+            fields = slip.scan
             if fields is None:
-                continue
-            route = routes.get(fields[0])
+                fields = self._read_fields(record, key, seen, output)
+                if fields is None:
+                    return True
+                route = self.routes.get(fields[0])
             if route is None:
                 self._not_ours((record, fields), seen, output)
-                continue
-            if hooked or route.takes_context or (retrying and key in retrying):
-                emitted = self._dispatch_one(
-                    route, (record, fields), key, db, seen=seen, output=output
-                )
-            else:  # a handler without context and no dispatch hooks: inlined
-                try:
-                    read = route.read or self._reader(route)
-                    event = read(record.value or b"")
-                except Exception as exc:  # DecodeError, UnknownEventError, a serde bug
-                    self._undecodable(record, key, exc, seen, output)
-                    continue
-                try:  # the handler and its emitted records, inlined (no call per record)
-                    result = route.func(event)
-                    if isinstance(result, Event):
-                        out_records.append(emit_one(route, fields, result))
-                    elif result is not None:
-                        events = as_events(route.step_id, [], result)
-                        out_records.extend(self.emitter.emit(route, fields, events))
-                except Exception as exc:
-                    emitted = invoker.after_failure(route, (record, fields), event, exc, info=None)
-                else:  # handled: its records are in the output already
-                    seen.add(key)
-                    out_ids.append(key)
-                    continue
-            if self._settle(key, emitted, seen, output):
-                done -= 1
-                break
-        _handled_up_to(records, done, output.next_offsets, one=one)
+                return True
+            emitted = self._dispatch_one(route, (record, fields), key, db, seen=seen, output=output)
+        return not self._settle(key, emitted, seen, output)
 
     @staticmethod
     def _settle(
@@ -447,6 +518,39 @@ def _handled_up_to(
     elif done:
         last = records[done - 1]
         offsets[last.topic, last.partition] = last.offset + 1
+
+
+@dataclass(slots=True)
+class _Slip:
+    """A record that left the inlined path: where, what it is, and what went wrong if anything.
+
+    ``error`` with ``event`` None: the payload did not decode; with ``event``: the handler
+    raised. No error: the record needs the slow path (its envelope, route or context).
+    """
+
+    index: int
+    record: Record
+    key: str
+    scan: Fields | None
+    route: Route | None
+    event: Event | None = None
+    error: Exception | None = None
+
+
+class _HandledAlreadyError(Exception):
+    """The inbox claim sent ahead names records of the batch that were handled already."""
+
+    def __init__(self, ids: set[str]) -> None:
+        super().__init__(f"{len(ids)} record(s) of the batch were handled already")
+        self.ids = ids
+
+
+def _read_claim(claim: Callable[[], set[str]], inbox: Inbox | None) -> tuple[None, Inbox | None]:
+    """Read the claim sent ahead; return (no claim, ``ctx.db``'s store) or raise if handled."""
+    handled = claim()
+    if handled:
+        raise _HandledAlreadyError(handled)
+    return None, _connected(inbox)
 
 
 def _connected(inbox: Inbox | None) -> Inbox | None:

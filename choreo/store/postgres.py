@@ -8,7 +8,9 @@ one binary ``uuid[]``, see :mod:`choreo.store.pg_inbox`; when some were handled 
 the savepoint is rolled back and ``ON CONFLICT DO NOTHING`` claims the rest), and at
 commit the batch's outbox row (all its records in one,
 see :mod:`choreo.store.pg_outbox`), the deletion of acknowledged rows and the COMMIT go
-out together in pipeline mode. A handler that uses ``ctx.db`` adds its statements and one
+out together in pipeline mode. The claim can be sent ahead (:meth:`PostgresStore.claim_ahead`,
+:mod:`choreo.store.pg_claim`): the worker handles the records that need no database
+while the server inserts the keys. A handler that uses ``ctx.db`` adds its statements and one
 ``SAVEPOINT`` per attempt; the savepoint is not waited for: when an attempt is kept, the
 ``RELEASE`` of its savepoint and the ``SAVEPOINT`` of the next attempt are sent at once
 and their answer is read only when the connection is next used, so the round trip
@@ -31,6 +33,7 @@ from choreo.safety.redact import redact_text
 from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
+from choreo.store.pg_claim import SentClaim, ids_of
 from choreo.store.pg_connect import (
     check_url,
     connection_failure,
@@ -40,8 +43,6 @@ from choreo.store.pg_connect import (
 from choreo.store.pg_errors import quiet_lost_connection_warnings
 from choreo.store.pg_inbox import (
     ADD_KEYS,
-    CLAIM_NEW,
-    CLAIM_REST,
     HANDLED,
     INBOX_BY_KEY,
     UNCLAIM,
@@ -174,6 +175,7 @@ class PostgresStore:
         self._ahead = False  # the next attempt's savepoint is open, nothing written since
         self._ahead_unread = False  # ... and the server's answer to it is not read yet
         self._claimed: list[tuple[str, set[str]]] = []
+        self._sent_claim: SentClaim | None = None  # a claim whose answer is not read yet
         self._added: list[tuple[str, Sequence[str], int]] = []
         self._staged_outbox: list[tuple[str, Sequence[OutboxRecord]]] = []
         self._staged_sent: list[str] = []
@@ -218,7 +220,8 @@ class PostgresStore:
         is not that attempt (it calls :meth:`savepoint` first), so its writes must not
         fall inside the savepoint, and the next attempt opens a fresh one.
         """
-        if self._ahead and self._in_transaction():
+        if (self._ahead or self._sent_claim is not None) and self._in_transaction():
+            self._settle_claim()
             self._settle_ahead()
         return self._conn
 
@@ -238,6 +241,7 @@ class PostgresStore:
         """Write the staged inbox and outbox changes and COMMIT, in one pipeline."""
         conn = self._conn
         try:
+            self._settle_claim()
             self._read_ahead()
             with conn.pipeline():
                 after_commit = self._write_staged(conn)
@@ -255,6 +259,8 @@ class PostgresStore:
     def rollback(self) -> None:
         """Roll back and release the lock."""
         try:
+            if self._sent_claim is not None:  # its answer is not wanted any more
+                self._sent_claim.discard()
             if self._conn is not None and not self._conn.broken:
                 # the rollback undoes what the savepoint sent ahead reports, or fails if the
                 # link is lost
@@ -274,6 +280,7 @@ class PostgresStore:
         """Forget what the transaction staged (at its end)."""
         self._tx_thread = None
         self._release_pending = self._ahead = self._ahead_unread = False
+        self._sent_claim = None
         self._claimed, self._added, self._staged_outbox, self._staged_sent = [], [], [], []
 
     def _discard_connection_if_broken(self) -> None:
@@ -303,6 +310,7 @@ class PostgresStore:
 
     def savepoint(self) -> None:
         """Open the savepoint of one handler attempt (releasing the previous one, if kept)."""
+        self._settle_claim()
         if self._ahead:  # sent when the previous attempt was kept: read its answer
             self._ahead = False
             self._read_ahead()
@@ -378,34 +386,52 @@ class PostgresStore:
         handled, if it rolls back (or the ids are not handled) they are free again.
         Outside one it only reads.
         """
+        return self.claim_ahead(consumer, event_ids)()
+
+    def claim_ahead(self, consumer: str, event_ids: Collection[str]) -> Callable[[], set[str]]:
+        """Send :meth:`seen`'s claim now; the returned call reads its answer (the handled ids).
+
+        The server inserts the batch's inbox keys while the caller goes on with work that
+        does not touch the database (the worker decodes the batch and runs the handlers
+        that take no context). Any use of the connection in the meantime (``ctx.db``, a
+        savepoint, the commit) reads the answer first, and a rollback discards it, so
+        nothing else ever runs inside the claim's pipeline. The guarantee is
+        :meth:`seen`'s: the answer, once read, is the same. Outside a transaction it only
+        reads, at once.
+        """
         ids = list(event_ids)
+        if not ids or not self._in_transaction():
+            handled = self._handled(consumer, ids)
+            return lambda: handled
+        self._settle_claim()
+        self._settle_ahead()
+        claim = SentClaim(self._conn, self._psycopg.errors.UniqueViolation, consumer, ids, now_ms())
+        self._sent_claim = claim
+        return lambda: self._claim_result(claim)
+
+    def _handled(self, consumer: str, ids: list[str]) -> set[str]:
+        """Return which of ``ids`` ``consumer`` handled (a read on a pool connection)."""
         if not ids:
             return set()
-        if not self._in_transaction():
-            keys = inbox_keys(consumer, ids)
-            with self._pool.connection() as conn:
-                rows = conn.execute(HANDLED, (keys,)).fetchall()
-            return _ids_of(keys, rows)
-        self._settle_ahead()
-        handled = self._claim(consumer, ids)
-        self._claimed.append((consumer, set(ids) - handled))
-        return handled
-
-    def _claim(self, consumer: str, ids: list[str]) -> set[str]:
-        """Insert the inbox rows of ``ids`` not handled yet; return the handled ones."""
-        conn = self._conn
         keys = inbox_keys(consumer, ids)
-        at = now_ms()
-        try:
-            with conn.pipeline():  # one round trip
-                conn.execute("SAVEPOINT choreo_claim")
-                conn.execute(CLAIM_NEW, (consumer, at, keys))
-                conn.execute("RELEASE SAVEPOINT choreo_claim")
-            return set()
-        except self._psycopg.errors.UniqueViolation:  # some were handled: claim the rest
-            conn.execute("ROLLBACK TO SAVEPOINT choreo_claim")
-            conn.execute("RELEASE SAVEPOINT choreo_claim")
-        return _ids_of(keys, conn.execute(CLAIM_REST, (keys, consumer, at)).fetchall())
+        with self._pool.connection() as conn:
+            rows = conn.execute(HANDLED, (keys,)).fetchall()
+        return ids_of(keys, rows)
+
+    def _claim_result(self, claim: SentClaim) -> set[str]:
+        """Return ``claim``'s answer, read now unless the store read it already."""
+        if claim is self._sent_claim:
+            self._settle_claim()
+        return claim.result()
+
+    def _settle_claim(self) -> None:
+        """Read the answer to the claim sent ahead (before any other use of the connection)."""
+        claim = self._sent_claim
+        if claim is None:
+            return
+        self._sent_claim = None
+        handled = claim.result()
+        self._claimed.append((claim.consumer, set(claim.ids) - handled))
 
     def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
         """Record ``event_ids`` as handled by ``consumer`` (written at commit)."""
@@ -458,6 +484,7 @@ class PostgresStore:
     def prune(self, consumer: str, older_than_ms: int) -> int:
         """Delete ``consumer``'s inbox rows handled before ``older_than_ms`` (in the batch)."""
         if self._in_transaction():
+            self._settle_claim()
             self._settle_ahead()
             cursor = self._conn.execute(
                 "DELETE FROM choreo_inbox WHERE consumer = %s AND handled_at < %s",
@@ -483,11 +510,3 @@ class PostgresStore:
 def _configure(conn: Any) -> None:
     """Teach a new pool connection to send :class:`InboxKeys` as a binary ``uuid[]``."""
     conn.adapters.register_dumper(InboxKeys, keys_dumper())
-
-
-def _ids_of(keys: InboxKeys, rows: list[Any]) -> set[str]:
-    """Return the ids of the keys in ``rows`` (the server returns them as ``uuid.UUID``)."""
-    if not rows:
-        return set()
-    id_of = keys.id_of()
-    return {id_of[row[0].bytes] for row in rows}
