@@ -30,22 +30,37 @@ RESERVED = "test.runtime.StockReserved"
 COMPLETED = "test.runtime.OrderCompleted"
 
 
+class _Shop:
+    """The shop's workers, each on its own PostgreSQL store (closed by the fixture)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stores: dict[str, PostgresStore] = {}
+        self.workers: list[Worker] = []
+
+    def workers_of(self, shop: Shop, transport: MemoryTransport, serde: Any) -> list[Worker]:
+        """Return a new worker per service of ``shop`` (each service keeps its store)."""
+        for service in shop.services:
+            if service.name not in self.stores:
+                schema = f"c_{uuid.uuid4().hex[:12]}"
+                self.stores[service.name] = PostgresStore(self.url, schema=schema)
+        made = [
+            Worker(s, transport, serde, config=FAST, inbox=self.stores[s.name])
+            for s in shop.services
+        ]
+        self.workers.extend(made)
+        return made
+
+
 @pytest.fixture
-def stores(postgres_url: str) -> Iterator[dict[str, PostgresStore]]:
-    """Yield one PostgreSQL store per service of the shop, each on a fresh schema."""
-    opened: dict[str, PostgresStore] = {}
+def on_postgres(postgres_url: str) -> Iterator[_Shop]:
+    """Yield a factory of workers on PostgreSQL stores; close them all, then the stores."""
+    opened = _Shop(postgres_url)
     yield opened
-    for store in opened.values():
+    for worker in opened.workers:  # their outbox relays first: they use the stores
+        worker.close()
+    for store in opened.stores.values():
         store.close()
-
-
-def _workers(
-    shop: Shop, transport: MemoryTransport, serde: Any, stores: dict[str, PostgresStore], url: str
-) -> list[Worker]:
-    for service in shop.services:
-        if service.name not in stores:
-            stores[service.name] = PostgresStore(url, schema=f"c_{uuid.uuid4().hex[:12]}")
-    return [Worker(s, transport, serde, config=FAST, inbox=stores[s.name]) for s in shop.services]
 
 
 def _rewind(transport: MemoryTransport, bus: MemoryBus, group: str) -> None:
@@ -63,18 +78,17 @@ def _orders(shop: Shop, transport: MemoryTransport, serde: Any, ids: range) -> N
         publisher.start(shop.saga, OrderPlaced(f"o{i}", "book", 1, 100))
 
 
-def test_handled_records_in_a_batch_with_new_ones_are_dropped(  # noqa: PLR0917 (fixtures)
+def test_handled_records_in_a_batch_with_new_ones_are_dropped(
     shop: Shop,
     bus: MemoryBus,
     transport: MemoryTransport,
     serde: Any,
-    stores: dict[str, PostgresStore],
-    postgres_url: str,
+    on_postgres: _Shop,
 ) -> None:
     """Rewound groups get handled and new records in one batch: each handler keeps one run
     per order, with a context (inventory, its row written once) or without (notifier)."""
     _orders(shop, transport, serde, range(4))
-    workers = _workers(shop, transport, serde, stores, postgres_url)
+    workers = on_postgres.workers_of(shop, transport, serde)
     run_until_idle(workers)
     for worker in workers:
         worker.close()
@@ -82,7 +96,7 @@ def test_handled_records_in_a_batch_with_new_ones_are_dropped(  # noqa: PLR0917 
         _rewind(transport, bus, group)
     _orders(shop, transport, serde, range(4, 7))
 
-    run_until_idle(_workers(shop, transport, serde, stores, postgres_url))
+    run_until_idle(on_postgres.workers_of(shop, transport, serde))
 
     notified = _event_ids(bus, NOTIFIED)
     assert len(notified) == 7 and set(notified.values()) == {1}
@@ -92,26 +106,25 @@ def test_handled_records_in_a_batch_with_new_ones_are_dropped(  # noqa: PLR0917 
     # inventory's takes one, so the answer was read before its first record
     assert all(shop.state.count("notifier.tell", f"o{i}") in (1, 2) for i in range(7))
     assert all(shop.state.count("inventory.reserve", f"o{i}") == 1 for i in range(7))
-    store = stores["inventory"]
+    store = on_postgres.stores["inventory"]
     store.begin()
     rows = store.connection.execute("SELECT count(*) FROM reservations").fetchone()[0]
     store.commit()
     assert rows == 7
 
 
-def test_a_handler_failing_in_a_batch_with_handled_records_is_retried_once(  # noqa: PLR0917
+def test_a_handler_failing_in_a_batch_with_handled_records_is_retried_once(
     shop: Shop,
     bus: MemoryBus,
     transport: MemoryTransport,
     serde: Any,
-    stores: dict[str, PostgresStore],
-    postgres_url: str,
+    on_postgres: _Shop,
 ) -> None:
     """A handler without context raises before the claim's answer is read (the answer
     names records handled already): the batch is handled again without them, the failure
     is retried there once, and every order is notified once."""
     _orders(shop, transport, serde, range(3))
-    workers = _workers(shop, transport, serde, stores, postgres_url)
+    workers = on_postgres.workers_of(shop, transport, serde)
     run_until_idle(workers)
     handled = bus.records(COMPLETED)
     _orders(shop, transport, serde, range(3, 5))

@@ -119,7 +119,8 @@ def test_handled_ids_are_found_whenever_the_answer_arrives(
     conn = store.connection
     sender = _SlowSender(conn) if slow else conn
     claim = SentClaim(sender, psycopg.errors.UniqueViolation, "g", [*new, *old], 1000)
-    assert claim._answered is slow  # the path this case is for was taken
+    if slow:  # the path this case is for was taken (a loaded machine may take it anyway)
+        assert claim._answered
     assert claim.result() == set(old)
     assert conn.execute("SELECT count(*) FROM choreo_inbox").fetchone() == (4,)
     store.rollback()
