@@ -15,6 +15,7 @@ import pytest
 
 from choreo.runtime import Worker, WorkerConfig
 from choreo.runtime.delivery import transactional
+from choreo.transports.base import TopicPartition
 from choreo.transports.config import KafkaConfig
 from choreo.transports.librdkafka_log import LIBRDKAFKA_LOGGER
 from choreo.transports.memory import MemoryBus, MemoryTransport
@@ -96,3 +97,23 @@ def test_the_search_is_scoped_to_the_workers_own_topics(monkeypatch: pytest.Monk
         *map(naming.topic_naming, types),
         naming.deadletter_naming(inventory.name),
     }
+
+
+def test_an_assignment_searches_when_the_producer_rode_the_outage_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A producer that was not renewed after an outage still gets its id's hanging
+    transactions searched at the next assignment: a restarted broker can skip a marker of
+    its last transaction without the producer ever losing its registration."""
+    delivery = _delivery()
+    asked: list[str] = []
+    monkeypatch.setattr(transactional, "end_own_hanging", lambda *a, **k: asked.append(a[1]) or [])
+    delivery.tick()  # settles the worker's first assignment
+    asked.clear()
+    delivery.tick()
+    assert asked == []  # no assignment since
+    delivery.assign([TopicPartition("test.runtime.OrderPlaced", 0)])
+    delivery.tick()
+    assert asked == [delivery.transactional_id]
+    delivery.tick()
+    assert asked == [delivery.transactional_id]  # once per assignment

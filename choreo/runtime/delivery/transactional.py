@@ -193,7 +193,11 @@ class Transactional(DeliveryBase):
           is re-committed.
 
         A failure is logged and left to the next batch, which creates the producer again;
-        a fatal one stops the worker.
+        a fatal one stops the worker. Once the id is settled, and also when the producer
+        rode the outage out without being renewed, the id's hanging transactions are
+        searched for and ended (:meth:`_end_hanging`): the search judges a transaction
+        hanging only when its coordinator is not ending it, so one of this producer's
+        whose markers are still being written is left alone.
         """
         log = self.link.log
         try:
@@ -203,6 +207,9 @@ class Transactional(DeliveryBase):
             elif not (
                 isinstance(self._producer, RenewableProducer) and self._producer.renew_if_stale()
             ):
+                # the producer rode the outage out: the id stays registered, but a broker
+                # that restarted may still have skipped a marker of its last transaction
+                self._end_hanging()
                 return
             if self._last_offsets:
                 log.info(
@@ -223,9 +230,12 @@ class Transactional(DeliveryBase):
     def _end_hanging(self) -> None:
         """End what a restarted broker left hanging of this id (its skipped markers).
 
-        Called once the id is registered (so no transaction of it is live): at start, and
-        after an outage once the id is settled again. Any transaction of this id still
-        open on a partition then has no coordinator to end it, and holds the partition's
+        Called once the id is registered and between two of its transactions (so no
+        transaction of it is live): at start, and after every assignment (an outage makes
+        one; a producer that rode it out is not registered again, but a restarted broker
+        may have skipped a marker of its last transaction all the same). Any transaction
+        of this id still open on a partition then has no coordinator to end it (the
+        search leaves one its coordinator is still ending), and holds the partition's
         ``read_committed`` readers (or, on ``__consumer_offsets``, the group's offsets)
         for good; each gets its remedy marker (:mod:`choreo.transports.hanging`: the
         coordinator's decision when it still shows, else commit on a data partition and
