@@ -9,6 +9,8 @@ sent.
 
 from __future__ import annotations
 
+import contextlib
+import select
 import time
 import uuid
 from collections.abc import Iterator
@@ -92,8 +94,9 @@ def test_a_commit_with_the_answer_unread_reads_it(store: PostgresStore) -> None:
 
 
 class _SlowSender:
-    """``conn``, but a pause before the claim's last statement: the server has answered
-    the INSERT by then, so psycopg reads its unique violation while the claim is sent."""
+    """``conn``, but the claim's last statement waits for the server's answer to the INSERT
+    (an error is sent at once, without a sync), so psycopg reads its unique violation
+    while the claim is sent."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -103,13 +106,23 @@ class _SlowSender:
 
     def execute(self, query: Any, params: Any = None) -> Any:
         if query == "RELEASE SAVEPOINT choreo_claim" and self._conn._pipeline is not None:
-            time.sleep(0.3)
+            readable, _, _ = select.select([self._conn.fileno()], [], [], 10.0)
+            assert readable, "the server did not answer the INSERT"
         return self._conn.execute(query, params)
+
+
+@contextlib.contextmanager
+def _inbox_locked(store: PostgresStore, url: str) -> Iterator[None]:
+    """Hold a lock that makes the claim's INSERT wait: its answer comes after the send."""
+    with psycopg.connect(url, options=f"-c search_path={store.schema}") as blocker:
+        blocker.execute("LOCK TABLE choreo_inbox IN SHARE MODE")
+        yield
+        blocker.rollback()
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["answer-after-send", "answer-during-send"])
 def test_handled_ids_are_found_whenever_the_answer_arrives(
-    store: PostgresStore, slow: bool
+    store: PostgresStore, postgres_url: str, slow: bool
 ) -> None:
     """The plain INSERT's unique violation, read at the end or while sending, gives the
     same answer: the handled ids, the rest claimed."""
@@ -117,10 +130,13 @@ def test_handled_ids_are_found_whenever_the_answer_arrives(
     _handle(store, old)
     store.begin()
     conn = store.connection
-    sender = _SlowSender(conn) if slow else conn
-    claim = SentClaim(sender, psycopg.errors.UniqueViolation, "g", [*new, *old], 1000)
-    if slow:  # the path this case is for was taken (a loaded machine may take it anyway)
-        assert claim._answered
+    violation, ids = psycopg.errors.UniqueViolation, [*new, *old]
+    if slow:
+        claim = SentClaim(_SlowSender(conn), violation, "g", ids, 1000)
+    else:  # a fast server may answer while the claim is sent: hold the INSERT until after
+        with _inbox_locked(store, postgres_url):
+            claim = SentClaim(conn, violation, "g", ids, 1000)
+    assert claim._answered is slow  # the path this case is for was taken
     assert claim.result() == set(old)
     assert conn.execute("SELECT count(*) FROM choreo_inbox").fetchone() == (4,)
     store.rollback()
