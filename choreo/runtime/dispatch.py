@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from operator import itemgetter
 from typing import Final, cast
 
@@ -168,8 +169,17 @@ class Dispatcher:
         except _HandledAlreadyError as handled:  # handle the batch again, without them
             self._log_duplicates(handled.ids)
             output = BatchOutput()
-            seen = handled.ids
-            self._sequence(records, keys, scanned, seen=seen, output=output, inbox=inbox, one=one)
+            seen, failed = handled.ids, handled.failed
+            self._sequence(
+                records,
+                keys,
+                scanned,
+                seen=seen,
+                output=output,
+                inbox=inbox,
+                one=one,
+                failed=failed,
+            )
         return output
 
     def _seen(self, keys: list[str]) -> set[str]:
@@ -235,6 +245,7 @@ class Dispatcher:
         inbox: Inbox | None,
         one: bool,
         claim: Callable[[], set[str]] | None = None,
+        failed: _Slip | None = None,
     ) -> None:
         """Handle records in order into ``output``; stop early when the worker stops mid-retry.
 
@@ -245,7 +256,8 @@ class Dispatcher:
         ``claim`` (optional) reads the answer of the inbox claim sent ahead: until it is
         read, ``seen`` holds only this batch's own repeats; it is read (raising
         :class:`_HandledAlreadyError` if it names any record) before the first record
-        that leaves the inlined path, and at the end.
+        that leaves the inlined path, and at the end. ``failed`` (optional) is the record
+        whose handler raised in the pass that error ended (see :meth:`_inlined_to`).
 
         Records alternate between :meth:`_inlined` (the hot path: a new record of a
         handled type whose handler takes no context and succeeds at once) and
@@ -253,17 +265,43 @@ class Dispatcher:
         """
         db = _connected(inbox) if claim is None else None  # found when the claim is read
         items = enumerate(zip(records, keys, scanned, strict=True))
-        done = len(records)
+        done, at = len(records), 0  # ``at``: the index of the record ``items`` yields next
         while True:
-            slip = self._inlined(items, seen, output)
+            slip, failed = self._inlined_to(items, seen, output, failed, at)
             if claim is not None:
-                claim, db = _read_claim(claim, inbox)
+                claim, db = _read_claim(claim, inbox, slip)
             if slip is None:
                 break
+            at = slip.index + 1
             if not self._off_path(slip, db, seen, output):
                 done = slip.index  # abandoned: this record and the rest are not handled
                 break
         _handled_up_to(records, done, output.next_offsets, one=one)
+
+    def _inlined_to(
+        self,
+        items: Iterator[tuple[int, _Item]],
+        seen: set[str],
+        output: BatchOutput,
+        failed: _Slip | None,
+        at: int,
+    ) -> tuple[_Slip | None, _Slip | None]:
+        """Run :meth:`_inlined`; return its slip and ``failed`` if it is still to come.
+
+        ``failed`` is a record whose handler raised in the batch's first pass: its handler
+        is not called again for that attempt; when the inlined path reaches it, it is
+        returned as the slip (its failure then goes to the invoker), unless it turned out
+        to be handled already.
+        """
+        if failed is None:
+            return self._inlined(items, seen, output), None
+        slip = self._inlined(islice(items, failed.index - at), seen, output)
+        if slip is not None:
+            return slip, failed
+        next(items)  # the failed record itself
+        if failed.key in seen:  # a redelivery: nothing to retry
+            return self._inlined(items, seen, output), None
+        return failed, None
 
     def _inlined(
         self, items: Iterator[tuple[int, _Item]], seen: set[str], output: BatchOutput
@@ -538,18 +576,30 @@ class _Slip:
 
 
 class _HandledAlreadyError(Exception):
-    """The inbox claim sent ahead names records of the batch that were handled already."""
+    """The inbox claim sent ahead names records of the batch that were handled already.
 
-    def __init__(self, ids: set[str]) -> None:
+    ``failed`` is the record whose handler raised just before the answer was read, if
+    that is why it was read: the batch's second pass gives its failure to the invoker
+    instead of calling the handler again (one call per attempt, as without the claim).
+    """
+
+    def __init__(self, ids: set[str], failed: _Slip | None) -> None:
         super().__init__(f"{len(ids)} record(s) of the batch were handled already")
         self.ids = ids
+        self.failed = failed
 
 
-def _read_claim(claim: Callable[[], set[str]], inbox: Inbox | None) -> tuple[None, Inbox | None]:
-    """Read the claim sent ahead; return (no claim, ``ctx.db``'s store) or raise if handled."""
+def _read_claim(
+    claim: Callable[[], set[str]], inbox: Inbox | None, slip: _Slip | None
+) -> tuple[None, Inbox | None]:
+    """Read the claim sent ahead; return (no claim, ``ctx.db``'s store) or raise if handled.
+
+    ``slip`` is the record that made it be read (None: the end of the batch).
+    """
     handled = claim()
     if handled:
-        raise _HandledAlreadyError(handled)
+        raised = slip is not None and slip.event is not None and slip.error is not None
+        raise _HandledAlreadyError(handled, slip if raised else None)
     return None, _connected(inbox)
 
 

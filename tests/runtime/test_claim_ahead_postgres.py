@@ -138,3 +138,29 @@ def test_a_handler_failing_in_a_batch_with_handled_records_is_retried_once(
     notified = _event_ids(bus, NOTIFIED)
     assert len(notified) == 5 and set(notified.values()) == {1}
     assert [shop.state.count("notifier.tell", f"o{i}") for i in range(5)] == [1, 1, 1, 2, 1]
+
+
+def test_a_failing_handler_gets_its_budget_in_a_batch_with_handled_records(
+    shop: Shop, bus: MemoryBus, transport: MemoryTransport, serde: Any, on_postgres: _Shop
+) -> None:
+    """The attempt that failed before the claim's answer was read counts: the handler is
+    called as often as its retry budget allows, no more, and the record is dead-lettered
+    once."""
+    _orders(shop, transport, serde, range(3))
+    workers = on_postgres.workers_of(shop, transport, serde)
+    run_until_idle(workers)
+    handled = bus.records(COMPLETED)
+    _orders(shop, transport, serde, range(3, 4))
+    run_until_idle(workers[:-1])
+    producer = transport.producer()
+    for record in handled:
+        producer.publish(COMPLETED, record.value, key=record.key, headers=record.headers)
+    shop.state.broken.add("notifier.tell")
+    notifier = workers[-1]
+    budget = {route.retry.max_attempts for route in notifier.dispatcher.routes.values()}
+    run_until_idle([notifier])
+
+    assert [shop.state.count("notifier.tell", f"o{i}") for i in range(3)] == [1, 1, 1]
+    assert [shop.state.count("notifier.tell", "o3")] == list(budget)
+    letters = bus.records("choreo.deadletter.notifier")
+    assert len(letters) == 1
