@@ -13,7 +13,8 @@ the inbox keys of the records handled, and the next offset of each partition.
   failures and giving up to a dead letter (see :mod:`choreo.runtime.invoke`).
 - **Dead letters** of records no handler can take: an undecodable payload, a broken
   envelope or an unknown event type goes to the dead-letter topic
-  (:mod:`choreo.runtime.deadletter`), and the batch moves past it.
+  (:mod:`choreo.runtime.unhandled`, :mod:`choreo.runtime.deadletter`), and the batch
+  moves past it.
 - **Hooks**: with middleware that needs ``before_dispatch`` / ``after_dispatch``
   (:mod:`choreo.runtime.middleware`), each routed record is handled between them;
   without, the common case (a handler without context that succeeds at once) stays
@@ -28,21 +29,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
 from typing import Final, cast
 
-from choreo.errors import EnvelopeError, UnknownEventError
-from choreo.model.envelope import HEADER_PREFIX, Header
+from choreo.model.envelope import Header
 from choreo.model.events import Event
-from choreo.runtime.deadletter import DeadLetterReason, dead_letter_id
+from choreo.runtime.batch_output import BatchOutput, handled_up_to
 from choreo.runtime.emit import Emitter, as_events
 from choreo.runtime.invoke import Invoker, Item, event_info
 from choreo.runtime.middleware import EventInfo, Hooks, Outcome
-from choreo.runtime.pauses import next_offsets, sole_partition
-from choreo.runtime.routing import Fields, Route, check_envelope, fields_from, scan_headers
+from choreo.runtime.pauses import sole_partition
+from choreo.runtime.routing import Fields, Route, scan_headers
 from choreo.runtime.tracing import all_valid
+from choreo.runtime.unhandled import UnhandledRecords, inbox_key
 from choreo.store import Inbox
 from choreo.store.outbox import OutboxRecord
 from choreo.transports.base import Record
@@ -50,7 +51,6 @@ from choreo.transports.base import Record
 __all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
 
 logger = logging.getLogger("choreo.runtime.worker")
-
 _ID = Header.EVENT_ID
 _EVENT_ID: Final = itemgetter(1)  # of Fields
 _TRACE: Final = itemgetter(3)  # of Fields
@@ -63,22 +63,7 @@ _Item = tuple[Record, str, "Fields | None"]  # a record, its inbox key, its scan
 _SKIPPED: Final[list[OutboxRecord]] = []  # "accounted for already" (never mutated)
 
 
-@dataclass(slots=True)
-class BatchOutput:
-    """What handling part of a batch produced: outbox records, handled ids, next offsets.
-
-    ``abandoned`` is True when the worker stopped during a retry's backoff: the records
-    from the abandoned one on were not handled and their offsets are not in
-    ``next_offsets``.
-    """
-
-    records: list[OutboxRecord] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    abandoned: bool = False
-
-
-class Dispatcher:
+class Dispatcher(UnhandledRecords):
     """Hands each record of a batch to its handler and collects the output (see module docs).
 
     ``decode`` is the serde's decoder; ``decoder_for`` (optional, e.g.
@@ -88,6 +73,8 @@ class Dispatcher:
     (the per-event ones are called with ``worker``); ``executor`` (optional) handles
     partitions in parallel.
     """
+
+    invoker: Invoker
 
     def __init__(
         self,
@@ -276,7 +263,7 @@ class Dispatcher:
             if not self._off_path(slip, db, seen, output):
                 done = slip.index  # abandoned: this record and the rest are not handled
                 break
-        _handled_up_to(records, done, output.next_offsets, one=one)
+        handled_up_to(records, done, output.next_offsets, one=one)
 
     def _inlined_to(
         self,
@@ -456,106 +443,6 @@ class Dispatcher:
         worker = self.worker
         for hook in self.hooks.after_dispatch:
             hook(worker, info, info.outcome, emitted, info.error)
-
-    # --- records that cannot be handled -------------------------------------------------
-
-    def _undecodable(
-        self, record: Record, key: str, error: Exception, seen: set[str], output: BatchOutput
-    ) -> OutboxRecord | None:
-        """Dead-letter a record whose payload did not decode (or whose type is unknown)."""
-        reason = (
-            DeadLetterReason.UNKNOWN_EVENT_TYPE
-            if isinstance(error, UnknownEventError)
-            else DeadLetterReason.UNDECODABLE
-        )
-        return self._dead_letter_once(record, key, reason, error, seen=seen, output=output)
-
-    def _read_fields(
-        self, record: Record, key: str, seen: set[str], output: BatchOutput
-    ) -> Fields | None:
-        """Return the envelope of a record in an unusual layout, or dead-letter it (None)."""
-        headers = dict(record.headers)
-        try:
-            fields = fields_from(headers)
-            if fields[1] != key:
-                raise EnvelopeError(f"header {_ID!r} is repeated with other values")
-        except EnvelopeError as exc:
-            self._dead_letter_once(
-                record, key, DeadLetterReason.BAD_ENVELOPE, exc, seen=seen, output=output
-            )
-            return None
-        return fields
-
-    def _not_ours(self, item: Item, seen: set[str], output: BatchOutput) -> None:
-        """Skip an event this service does not handle; dead-letter it if its type is unknown."""
-        record, fields = item
-        try:
-            self.decode(fields[0], record.value or b"")
-        except UnknownEventError as exc:
-            self._dead_letter_once(
-                record,
-                fields[1],
-                DeadLetterReason.UNKNOWN_EVENT_TYPE,
-                exc,
-                seen=seen,
-                output=output,
-            )
-            return
-        except Exception as exc:
-            logger.debug("[%s %s] skipping unhandled, undecodable record: %s", *fields[:2], exc)
-            return
-        logger.debug("[%s %s] no handler here; skipped", *fields[:2])
-
-    def _dead_letter_once(
-        self,
-        record: Record,
-        inbox_id: str,
-        reason: DeadLetterReason,
-        error: BaseException | None,
-        *,
-        seen: set[str],
-        output: BatchOutput,
-    ) -> OutboxRecord | None:
-        """Dead-letter ``record`` unless ``inbox_id`` was dead-lettered already."""
-        if inbox_id in seen:
-            return None
-        seen.add(inbox_id)
-        letter = self.invoker.dead_letter(record, reason, error, 0)
-        output.ids.append(inbox_id)
-        output.records.append(letter)
-        return letter
-
-
-def inbox_key(record: Record) -> str:
-    """Return the key a record is deduplicated under: its event id, else its dead-letter id.
-
-    Called for records :func:`scan_headers` could not read. Only a valid envelope (every
-    choreo header present once, checked by :func:`check_envelope`) is deduplicated under
-    its event id: garbage carrying a real event's id gets its dead-letter id, so it can
-    never pre-empt the real event in the inbox.
-    """
-    headers = record.headers
-    names = [name for name, _ in headers if name.startswith(HEADER_PREFIX)]
-    if len(names) == len(set(names)):
-        try:
-            return check_envelope(dict(headers))[1]
-        except EnvelopeError:
-            pass
-    return dead_letter_id(record)
-
-
-def _handled_up_to(
-    records: list[Record], done: int, offsets: dict[tuple[str, int], int], *, one: bool
-) -> None:
-    """Put the next offset of each partition of the first ``done`` records in ``offsets``.
-
-    ``one``: every record is of one partition, so its next offset is the last one's + 1.
-    """
-    if not one:
-        offsets.update(next_offsets(records[:done] if done < len(records) else records))
-    elif done:
-        last = records[done - 1]
-        offsets[last.topic, last.partition] = last.offset + 1
 
 
 @dataclass(slots=True)
