@@ -167,6 +167,7 @@ def test_the_loop_delivers_every_batch_once_with_commits_in_flight(store: Postgr
     assert _rows(store) == sorted(ids)
     assert set(calls.values()) == {1}
     assert sum(bus.committed(worker.group_id).values()) == 600
+    assert _outbox_rows(store) == 0  # every published record's row was deleted
 
 
 def test_a_commit_failing_while_the_next_batch_runs_redoes_both(
@@ -250,3 +251,41 @@ def test_a_revocation_delivers_the_batch_in_flight_before_its_partitions_go(
     blocker.close()
     assert len(_reserved(bus)) == 200 and set(_reserved(bus).values()) == {1}
     assert _rows(store) == sorted(ids)
+
+
+def _outbox_rows(store: PostgresStore) -> int:
+    with psycopg.connect(store._pool.conninfo) as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{store.schema}".choreo_outbox').fetchone()
+    return int(row[0]) if row is not None else -1
+
+
+def test_a_batch_delivered_at_the_next_ones_delivery_has_its_outbox_row_deleted(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    """The batch in flight is published when the next batch is delivered (its answer
+    came late): the ids that publication acknowledged were not staged in the next
+    batch's transaction, so they must be deleted by a later one, not forgotten."""
+    bus = MemoryBus()
+    ids = [f"o{i}" for i in range(100)]
+    _orders(bus, ids)
+    service, _ = _inventory()
+    watch = _Watch(len(ids))
+    worker = _worker(service, bus, store, watch)
+    worker.start()
+    blocker = psycopg.connect(postgres_url, options=f"-c search_path={store.schema}")
+    blocker.execute("LOCK TABLE choreo_outbox IN SHARE MODE")  # the batch's COMMIT waits
+    try:
+        worker._poll_once(0.0)  # the first batch: its COMMIT sent behind, not answered
+        assert worker.delivery.in_flight
+        threading.Timer(0.5, blocker.rollback).start()
+        # the next poll's tick finds no answer; the second batch's ctx.db waits for it,
+        # and its delivery publishes the first batch
+        worker._poll_once(0.0)
+        assert len(bus.records(RESERVED)) == 50
+        while worker.run_once(0.0):
+            pass
+    finally:
+        worker.close()
+        blocker.close()
+    assert len(_reserved(bus)) == 100 and set(_reserved(bus).values()) == {1}
+    assert _outbox_rows(store) == 0  # every published record's row was deleted

@@ -131,6 +131,9 @@ class AtLeastOnce(DeliveryBase):
         poll finds nothing (:meth:`idle`), at a revocation or at close.
         """
         link = self.link
+        # the ids stage() wrote into this transaction; publishing the previous batch
+        # below acknowledges more, which a later transaction deletes
+        staged = len(self._sent)
         if self._behind is not None:  # the previous batch first: its records go out first
             failed_first = self._behind[1].first
             try:
@@ -154,11 +157,11 @@ class AtLeastOnce(DeliveryBase):
         commit_behind = getattr(link.inbox, "commit_behind", None)
         if commit_behind is not None:
             sent = commit_behind()
-            self._behind = (sent, batch, self._sent)
-            self._sent = []
+            self._behind = (sent, batch, self._sent[:staged])
+            del self._sent[:staged]
             return
         self.commit_store()
-        self._sent = []
+        del self._sent[:staged]
         self._delivered(batch)
 
     def _delivered(self, batch: Batch) -> None:
