@@ -11,6 +11,7 @@ for the next poll's timeout.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -289,3 +290,32 @@ def test_a_batch_delivered_at_the_next_ones_delivery_has_its_outbox_row_deleted(
         blocker.close()
     assert len(_reserved(bus)) == 100 and set(_reserved(bus).values()) == {1}
     assert _outbox_rows(store) == 0  # every published record's row was deleted
+
+
+def test_a_batch_whose_commit_cannot_be_sent_is_handled_again(store: PostgresStore) -> None:
+    """The last handler of a batch leaves its transaction aborted once (it swallowed a
+    failed statement): sending the COMMIT raises, and the batch must be read again, not
+    skipped by the consumer position while the next batch's offsets are committed."""
+    bus = MemoryBus()
+    ids = [f"o{i}" for i in range(100)]
+    ids[49] = "bad"  # the first batch's last record
+    _orders(bus, ids)
+    shop = build_shop()
+    service = Service("behind", sagas=[shop.saga], migrations=[RESERVATIONS])
+    calls: Counter[str] = Counter()
+
+    @service.step(on=OrderPlaced, emits=StockReserved, fails_with=StockUnavailable)
+    def reserve(event: OrderPlaced, ctx: Context) -> StockReserved:
+        calls[event.order_id] += 1
+        execute(ctx.db, "INSERT INTO reservations (order_id, qty) VALUES (?, 1)", (event.order_id,))
+        if event.order_id == "bad" and calls["bad"] == 1:
+            with contextlib.suppress(psycopg.Error):
+                ctx.db.execute("SELECT 1/0")  # aborts the transaction, error swallowed
+        return StockReserved(event.order_id, event.sku, 1)
+
+    watch = _Watch(len(ids))
+    worker = _worker(service, bus, store, watch)
+    _run(worker, watch, 60)
+    assert calls["bad"] == 2
+    assert _rows(store) == sorted(ids)
+    assert len(_reserved(bus)) == 100 and set(_reserved(bus).values()) == {1}

@@ -155,12 +155,18 @@ class AtLeastOnce(DeliveryBase):
                 self.abandon(batch)
                 raise
         commit_behind = getattr(link.inbox, "commit_behind", None)
+        try:  # a failed commit rolled the store transaction back: read the batch again
+            if commit_behind is not None:
+                sent = commit_behind()
+            else:
+                self.commit_store()
+        except BaseException:
+            link.rewind(batch.first)
+            raise
         if commit_behind is not None:
-            sent = commit_behind()
             self._behind = (sent, batch, self._sent[:staged])
             del self._sent[:staged]
             return
-        self.commit_store()
         del self._sent[:staged]
         self._delivered(batch)
 
