@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import select
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 __all__ = ["SentCommit"]
@@ -27,7 +29,9 @@ class SentCommit:
     ``release`` gets the connection back when the answer was read, whatever it was. The
     answer is read once: later calls return, or raise the same error. ``reported`` is
     set when the error was raised to the worker already (the delivery strategy then
-    handles it without raising it again).
+    handles it without raising it again). ``lock`` (the store's, re-entrant) is held
+    while the answer is read: a caller on another thread sharing the store waits for
+    it instead of taking the COMMIT as answered before it is.
     """
 
     def __init__(
@@ -36,11 +40,13 @@ class SentCommit:
         pipeline: contextlib.ExitStack,
         after_commit: Callable[[], None],
         release: Callable[[Any], None],
+        lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self._conn = conn
         self._pipeline = pipeline
         self._after_commit = after_commit
         self._release = release
+        self._lock = lock if lock is not None else threading.RLock()
         self._done = False
         self._error: BaseException | None = None
         self.reported = False
@@ -75,14 +81,20 @@ class SentCommit:
     def result(self) -> None:
         """Wait for the COMMIT's answer; raise the error it reports."""
         if not self._done:
-            self._done = True
-            try:
-                self._pipeline.close()  # sends the sync, reads every result, raises
-            except BaseException as exc:
-                self._error = exc
-            else:
-                self._after_commit()
-            finally:
-                self._release(self._conn)
+            with self._lock:  # one reader: another thread waits for its answer
+                if not self._done:
+                    self._read()
         if self._error is not None:
             raise self._error
+
+    def _read(self) -> None:
+        """Read the answer (once), run the after-commit on success, give the connection back."""
+        try:
+            self._pipeline.close()  # sends the sync, reads every result, raises
+        except BaseException as exc:
+            self._error = exc
+        else:
+            self._after_commit()
+        finally:
+            self._done = True
+            self._release(self._conn)

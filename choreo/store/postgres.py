@@ -314,7 +314,9 @@ class PostgresStore:
             self._reset_staged()
             self._lock.release()
             raise
-        sent = self._behind = SentCommit(conn, pipeline, after_commit, self._take_back)
+        sent = self._behind = SentCommit(
+            conn, pipeline, after_commit, self._take_back, self._lock
+        )
         self._conn = None
         self._reset_staged()
         self._lock.release()

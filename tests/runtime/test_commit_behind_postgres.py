@@ -319,3 +319,45 @@ def test_a_batch_whose_commit_cannot_be_sent_is_handled_again(store: PostgresSto
     assert calls["bad"] == 2
     assert _rows(store) == sorted(ids)
     assert len(_reserved(bus)) == 100 and set(_reserved(bus).values()) == {1}
+
+
+def test_a_publisher_sharing_the_store_reading_the_answer_does_not_let_the_batch_out_early(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    """A Publisher on another thread shares the worker's store (its commit reads the
+    answer of the worker's COMMIT sent behind): while that thread waits for the answer,
+    the worker's delivery must wait too, not take the COMMIT as answered and publish."""
+    bus = MemoryBus()
+    _orders(bus, [f"o{i}" for i in range(50)])
+    service, _ = _inventory()
+    watch = _Watch(50)
+    worker = _worker(service, bus, store, watch)
+    worker.start()
+    blocker = psycopg.connect(postgres_url, options=f"-c search_path={store.schema}")
+    blocker.execute("LOCK TABLE choreo_outbox IN SHARE MODE")  # the batch's COMMIT waits
+    shop = build_shop()
+    publisher = Publisher(shop.orders, MemoryTransport(bus), avro_serde(), inbox=store)
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        blocker.rollback()
+
+    try:
+        worker._poll_once(0.0)  # the batch's COMMIT sent behind, not answered
+        assert worker.delivery.in_flight
+        starting = threading.Thread(
+            target=publisher.start, args=(shop.saga, OrderPlaced("p1", "book", 1, 100))
+        )
+        starting.start()  # its commit reads the worker's answer first: it waits
+        time.sleep(0.5)
+        threading.Timer(1.0, release).start()
+        worker.delivery.finish()
+        published_early = not released.is_set()
+        starting.join(30)
+    finally:
+        publisher.close()
+        worker.close()
+        blocker.close()
+    assert not published_early, "the batch was published before its COMMIT was answered"
+    assert len(_reserved(bus)) == 50
