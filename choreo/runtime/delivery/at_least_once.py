@@ -268,7 +268,7 @@ class AtLeastOnce(DeliveryBase):
         try:
             self._settle()  # a batch whose COMMIT was sent behind: delivered before they go
         except Exception as exc:  # rewound: the partitions' new owner reads it again
-            self.link.log.warning("the last batch's store commit failed on revoke: %s", exc)
+            self.link.log.warning("could not deliver the last batch on revoke: %s", exc)
         revoked = set(partitions)
         held = {tp: o for tp, o in self._uncommitted.items() if tp in revoked}
         if not held and not self._pending:
