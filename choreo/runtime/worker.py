@@ -263,7 +263,7 @@ class Worker:
             self.start()
             while not self._stop.is_set():
                 try:
-                    self._poll_once(self.config.poll_timeout)
+                    self.run_once(self.config.poll_timeout)
                 except Exception as exc:
                     self._stop_if_fatal(exc)
                     self._log_failure(exc)
@@ -366,19 +366,7 @@ class Worker:
         """Poll one batch and handle it completely; return how many records it held.
 
         Duplicates and dead-lettered records count as handled. ``timeout`` defaults to
-        ``config.poll_timeout``. Raises on infrastructure errors after rewinding. The
-        batch is delivered (published, its offsets committed) when this returns.
-        """
-        handled = self._poll_once(timeout)
-        self.delivery.finish()
-        return handled
-
-    def _poll_once(self, timeout: float | None) -> int:
-        """Poll one batch and handle it; its delivery may still wait for its COMMIT.
-
-        :meth:`run`'s step: a batch whose store COMMIT was sent behind is delivered
-        while the next one is polled and handled (see
-        :class:`~choreo.runtime.delivery.at_least_once.AtLeastOnce`).
+        ``config.poll_timeout``. Raises on infrastructure errors after rewinding.
         """
         self.start()
         if self._awaits:
@@ -390,8 +378,6 @@ class Worker:
             timeout = self._pauses.resume_due(self._consumer, timeout)
         for hook in self.hooks.before_poll:
             hook(self)
-        if self.delivery.in_flight:  # the last batch waits for its COMMIT: do not wait too
-            timeout = 0.0
         records = self._consumer.poll(self.config.max_poll_records, timeout)
         for hook in self.hooks.after_poll:
             hook(self, records)
@@ -430,14 +416,9 @@ class Worker:
             inbox.rollback()
             self._rewind(first)
             raise
-        delivered = None
-        if hooks.after_commit:
-
-            def delivered() -> None:
-                for hook in hooks.after_commit:
-                    hook(self, offsets)
-
-        self.delivery.deliver(Batch(output.records, offsets, first, delivered))
+        self.delivery.deliver(Batch(output.records, offsets, first))
+        for hook in hooks.after_commit:
+            hook(self, offsets)
         if output.abandoned:
             self._rewind({tp: offsets.get(tp, offset) for tp, offset in first.items()})
             if self._consumer is not None:
@@ -477,8 +458,7 @@ class Worker:
             self.delivery.assign(partitions)
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Let delivery settle the revoked partitions (and deliver a batch whose COMMIT it
-        sent behind) before they go; no batch is being handled here."""
+        """Let delivery settle the revoked partitions; no batch is ever in flight here."""
         for hook in self.hooks.on_revoke:
             hook(self, partitions)
         self._pauses.forget(partitions)

@@ -92,7 +92,8 @@ def refuse_unshared_store(
         members = group_members(transport, group_id)
     except Exception as exc:
         logger.warning(
-            "cannot describe consumer group %s (%s): not checked whether another replica uses it",
+            "cannot describe consumer group %s (%s): not checked whether another replica "
+            "uses it",
             group_id,
             _describe_failure(exc),
         )

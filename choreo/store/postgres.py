@@ -8,23 +8,19 @@ one binary ``uuid[]``, see :mod:`choreo.store.pg_inbox`; when some were handled 
 the savepoint is rolled back and ``ON CONFLICT DO NOTHING`` claims the rest), and at
 commit the batch's outbox row (all its records in one,
 see :mod:`choreo.store.pg_outbox`), the deletion of acknowledged rows and the COMMIT go
-out together in pipeline mode. The claim can be sent ahead
-(:meth:`PostgresStore.claim_ahead`, :mod:`choreo.store.pg_claim`): the worker handles
-the records that need no database while the server inserts the keys. The COMMIT can be
-sent behind (:meth:`PostgresStore.commit_behind`, :mod:`choreo.store.pg_commit`): the
-server commits while the worker polls and handles the next batch on the store's second
-connection. A handler that uses ``ctx.db`` adds its statements and one ``SAVEPOINT``
-per attempt; the savepoint is not waited for: when an attempt is kept, the ``RELEASE``
-of its savepoint and the ``SAVEPOINT`` of the next attempt are sent at once and their
-answer is read only when the connection is next used, so the round trip
+out together in pipeline mode. The claim can be sent ahead (:meth:`PostgresStore.claim_ahead`,
+:mod:`choreo.store.pg_claim`): the worker handles the records that need no database
+while the server inserts the keys. A handler that uses ``ctx.db`` adds its statements and one
+``SAVEPOINT`` per attempt; the savepoint is not waited for: when an attempt is kept, the
+``RELEASE`` of its savepoint and the ``SAVEPOINT`` of the next attempt are sent at once
+and their answer is read only when the connection is next used, so the round trip
 overlaps the runtime's own work between two events (see :meth:`PostgresStore.release_savepoint`).
 
-Why one module of over 500 lines: the batch transaction is one state machine over two
-connections (a claim sent ahead, a savepoint sent ahead, a COMMIT sent behind), and its
-one invariant, that nothing else runs on a connection while an answer on it is unread,
-is kept by the methods together; the SQL, the keys, the outbox rows and the answers
-read back live in their own modules (``pg_inbox``, ``pg_outbox``, ``pg_claim``,
-``pg_commit``).
+Why one module of over 500 lines: the batch transaction is one state machine on one
+connection (the claim sent ahead, the handler's savepoint sent ahead), and its one
+invariant, that nothing else runs on the connection while an answer on it is unread, is
+kept by the methods together; the SQL, the keys, the outbox rows and the claim's answer
+live in their own modules (``pg_inbox``, ``pg_outbox``, ``pg_claim``).
 """
 
 from __future__ import annotations
@@ -44,7 +40,6 @@ from choreo.store.base import CHOREO_COMPONENT, Migration, Publish
 from choreo.store.migrations import apply_migrations
 from choreo.store.outbox import OutboxRecord
 from choreo.store.pg_claim import SentClaim, ids_of
-from choreo.store.pg_commit import SentCommit
 from choreo.store.pg_connect import (
     check_url,
     connection_failure,
@@ -187,9 +182,6 @@ class PostgresStore:
         self._ahead_unread = False  # ... and the server's answer to it is not read yet
         self._claimed: list[tuple[str, set[str]]] = []
         self._sent_claim: SentClaim | None = None  # a claim whose answer is not read yet
-        self._behind: SentCommit | None = None  # the last batch's COMMIT, answer unread
-        self._spare: Any = None  # the other connection, between two batches
-        self._closed = False
         self._added: list[tuple[str, Sequence[str], int]] = []
         self._staged_outbox: list[tuple[str, Sequence[OutboxRecord]]] = []
         self._staged_sent: list[str] = []
@@ -234,10 +226,7 @@ class PostgresStore:
         is not that attempt (it calls :meth:`savepoint` first), so its writes must not
         fall inside the savepoint, and the next attempt opens a fresh one.
         """
-        if (
-            self._ahead or self._sent_claim is not None or self._behind is not None
-        ) and self._in_transaction():
-            self._settle_behind()
+        if (self._ahead or self._sent_claim is not None) and self._in_transaction():
             self._settle_claim()
             self._settle_ahead()
         return self._conn
@@ -246,8 +235,6 @@ class PostgresStore:
         """Take the lock and a connection; the transaction starts with the first statement."""
         self._lock.acquire()
         try:
-            if self._conn is None:
-                self._conn, self._spare = self._spare, None
             if self._conn is None:
                 self._conn = self._pool.getconn()
         except BaseException:
@@ -260,7 +247,6 @@ class PostgresStore:
         """Write the staged inbox and outbox changes and COMMIT, in one pipeline."""
         conn = self._conn
         try:
-            self._settle_behind()
             self._settle_claim()
             self._read_ahead()
             with conn.pipeline():
@@ -275,78 +261,6 @@ class PostgresStore:
         finally:
             self._reset_staged()
             self._lock.release()
-
-    def commit_behind(self) -> SentCommit:
-        """Send the batch's writes and its COMMIT, and return without waiting for the answer.
-
-        The same pipeline as :meth:`commit`, then a flush request, so the server commits
-        (and fsyncs) while the caller goes on; the returned :class:`SentCommit` reads the
-        answer. The transaction's connection goes with it: the next :meth:`begin` takes
-        the store's other one, and the next batch's first use of the database (a claim's
-        answer, ``ctx.db``, a savepoint) and its commit read this answer first, raising
-        its error there. The guarantee is :meth:`commit`'s, once the answer is read: the
-        caller publishes nothing of the batch before that. A crash before it leaves the
-        batch committed or not, exactly as a crash during :meth:`commit` would.
-        """
-        conn = self._conn
-        generators = self._generators
-        if generators is None:  # this psycopg lacks the calls: commit and wait
-            self.commit()
-            return SentCommit.answered()
-        pipeline = contextlib.ExitStack()
-        try:
-            self._settle_behind()
-            self._settle_claim()
-            self._read_ahead()
-            pipeline.enter_context(conn.pipeline())
-            after_commit = self._write_staged(conn)
-            conn.execute("COMMIT")
-            with conn.lock:
-                conn.pgconn.send_flush_request()  # the server sends the answer when it has it
-                conn.wait(generators.send(conn.pgconn))
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                pipeline.__exit__(type(exc), exc, exc.__traceback__)
-            if not conn.broken:
-                with contextlib.suppress(self._psycopg.Error):
-                    conn.rollback()
-            self._discard_connection_if_broken()
-            self._reset_staged()
-            self._lock.release()
-            raise
-        sent = self._behind = SentCommit(
-            conn, pipeline, after_commit, self._take_back, self._lock
-        )
-        self._conn = None
-        self._reset_staged()
-        self._lock.release()
-        return sent
-
-    def _settle_behind(self) -> None:
-        """Read the answer to the last batch's COMMIT sent behind; raise the error it reports."""
-        sent = self._behind
-        if sent is None:
-            return
-        try:
-            sent.result()
-        except BaseException:
-            sent.reported = True
-            raise
-
-    def _take_back(self, conn: Any) -> None:
-        """Keep the connection of a COMMIT whose answer was read as the spare (or pool it)."""
-        with self._lock:
-            if self._behind is not None and self._behind.connection is conn:
-                self._behind = None
-            if not (conn.broken or conn.closed):
-                status = self._psycopg.pq.TransactionStatus
-                if conn.pgconn.transaction_status != status.IDLE:
-                    with contextlib.suppress(self._psycopg.Error):
-                        conn.rollback()  # a failed pipeline leaves its transaction aborted
-            if self._spare is None and not (conn.broken or conn.closed) and not self._closed:
-                self._spare = conn
-            else:
-                self._pool.putconn(conn)
 
     def rollback(self) -> None:
         """Roll back and release the lock."""
@@ -402,7 +316,6 @@ class PostgresStore:
 
     def savepoint(self) -> None:
         """Open the savepoint of one handler attempt (releasing the previous one, if kept)."""
-        self._settle_behind()
         self._settle_claim()
         if self._ahead:  # sent when the previous attempt was kept: read its answer
             self._ahead = False
@@ -512,12 +425,7 @@ class PostgresStore:
         return ids_of(keys, rows)
 
     def _claim_result(self, claim: SentClaim) -> set[str]:
-        """Return ``claim``'s answer, read now unless the store read it already.
-
-        The last batch's COMMIT sent behind is read first: what the caller does next
-        with the answer (run handlers on ``ctx.db``) needs that batch committed.
-        """
-        self._settle_behind()
+        """Return ``claim``'s answer, read now unless the store read it already."""
         if claim is self._sent_claim:
             self._settle_claim()
         return claim.result()
@@ -597,17 +505,11 @@ class PostgresStore:
             return int(cursor.rowcount)
 
     def close(self) -> None:
-        """Read a COMMIT sent behind (its error is the delivery's), return the connections,
-        close the pool."""
+        """Return the connection and close the pool."""
         with self._lock:
-            self._closed = True
-            if self._behind is not None:
-                with contextlib.suppress(Exception):
-                    self._behind.result()
-            for conn in (self._conn, self._spare):
-                if conn is not None:
-                    self._pool.putconn(conn)
-            self._conn = self._spare = None
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                self._pool.putconn(conn)
             self._pool.close()
 
 

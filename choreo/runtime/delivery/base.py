@@ -43,16 +43,12 @@ class Batch:
 
     ``records`` are the outbox records to publish (emitted events and dead letters);
     ``offsets`` the offsets to commit for the records handled; ``first`` the first offset
-    polled of each partition (where to rewind if the batch must be handled again);
-    ``delivered`` (optional) what to call once it is delivered, which may be after
-    :meth:`Delivery.deliver` returned (a COMMIT sent behind).
+    polled of each partition (where to rewind if the batch must be handled again).
     """
 
     records: list[OutboxRecord]
     offsets: Offsets
     first: Offsets
-    delivered: Callable[[], None] | None = None
-    """Called once the batch's output and offsets are delivered (the worker's hooks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +111,6 @@ class Delivery(Protocol):
         """Settle what ``partitions`` have pending before they go to another member."""
         ...
 
-    @property
-    def in_flight(self) -> bool:
-        """Whether the last batch's delivery is still under way (its COMMIT sent behind):
-        the worker then polls without waiting, and lets :meth:`idle` finish it."""
-        ...
-
-    def finish(self) -> None:
-        """Deliver the batch still in flight, if any (waits for its COMMIT)."""
-        ...
-
     def close(self) -> None:
         """Deliver what is pending (best effort) and release the strategy's clients."""
         ...
@@ -160,14 +146,6 @@ class DeliveryBase:
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Do nothing: no batch is in flight while partitions are revoked."""
-
-    @property
-    def in_flight(self) -> bool:
-        """Whether a batch's delivery waits for its store's COMMIT (never, here)."""
-        return False
-
-    def finish(self) -> None:
-        """Do nothing: every batch is delivered when :meth:`deliver` returns."""
 
     def commit_store(self) -> None:
         """Commit the open store transaction."""

@@ -299,8 +299,6 @@ class Transactional(DeliveryBase):
                 exc,
             )
             raise
-        if batch.delivered is not None:
-            batch.delivered()
 
     def _transaction(self, records: list[OutboxRecord], offsets: Offsets) -> None:
         """Publish ``records`` and commit ``offsets`` in one transaction; recover on failure.

@@ -1,0 +1,184 @@
+"""A batch whose store COMMIT fails on PostgreSQL is handled again, nothing lost or doubled.
+
+The worker's loop on a real server: a COMMIT that fails at commit time (a deferred
+constraint trigger), and one that cannot even be sent (the last handler left the
+transaction aborted), both roll the batch back; the consumer is rewound to the batch's
+first offsets, so the next batch's offsets never skip it, and every order ends with one
+row and one output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from choreo.choreography.service import Service
+from choreo.model.context import Context
+from choreo.model.envelope import Header, headers_to_dict
+from choreo.runtime import Publisher, Worker, WorkerConfig
+from choreo.runtime.middleware import Middleware, default_middleware
+from choreo.store import Migration, execute
+from choreo.store.postgres import PostgresStore
+from choreo.transports.memory import MemoryBus, MemoryTransport
+
+from .fixtures.events import OrderPlaced, StockReserved, StockUnavailable
+from .fixtures.serdes import avro_serde
+from .fixtures.shop import RESERVATIONS, build_shop
+
+RESERVED = "test.runtime.StockReserved"
+
+# the transaction that holds order "boom" fails at COMMIT, the first time only (a
+# sequence is not rolled back with it)
+FAIL_ONCE_AT_COMMIT = Migration(
+    2,
+    "a COMMIT that fails once",
+    [
+        "CREATE SEQUENCE boom_trips",
+        """CREATE FUNCTION boom_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.order_id = 'boom' AND nextval('boom_trips') = 1 THEN
+            RAISE EXCEPTION 'boom at commit';
+          END IF;
+          RETURN NULL;
+        END $$""",
+        "CREATE CONSTRAINT TRIGGER boom AFTER INSERT ON reservations"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION boom_once()",
+    ],
+)
+
+
+class _Watch(Middleware):
+    """Stops the worker's loop once every record was delivered."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.stop = threading.Event()
+        self.next: dict[Any, int] = {}
+
+    def after_commit(self, worker: Any, offsets: dict[Any, int]) -> None:
+        self.next.update(offsets)
+        if sum(self.next.values()) >= self.total:
+            self.stop.set()
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[PostgresStore]:
+    """Yield a PostgresStore on a fresh schema."""
+    opened = PostgresStore(postgres_url, schema=f"b_{uuid.uuid4().hex[:12]}")
+    yield opened
+    opened.close()
+
+
+def _inventory(*migrations: Migration) -> tuple[Service, Counter[str]]:
+    """A one-step service writing a reservation row per order through ``ctx.db``."""
+    shop = build_shop()
+    service = Service("behind", sagas=[shop.saga], migrations=[RESERVATIONS, *migrations])
+    calls: Counter[str] = Counter()
+
+    @service.step(on=OrderPlaced, emits=StockReserved, fails_with=StockUnavailable)
+    def reserve(event: OrderPlaced, ctx: Context) -> StockReserved:
+        calls[event.order_id] += 1
+        execute(ctx.db, "INSERT INTO reservations (order_id, qty) VALUES (?, 1)", (event.order_id,))
+        return StockReserved(event.order_id, event.sku, 1)
+
+    return service, calls
+
+
+def _orders(bus: MemoryBus, ids: list[str]) -> None:
+    shop = build_shop()
+    publisher = Publisher(shop.orders, MemoryTransport(bus), avro_serde())
+    for order_id in ids:
+        publisher.start(shop.saga, OrderPlaced(order_id, "book", 1, 100))
+
+
+def _run(worker: Worker, watch: _Watch, seconds: float) -> None:
+    """Run the worker's loop on a thread until ``watch`` says every record was delivered."""
+    thread = threading.Thread(target=worker.run, args=(watch.stop,), daemon=True)
+    thread.start()
+    stopped = watch.stop.wait(seconds)
+    watch.stop.set()
+    thread.join(30)
+    assert stopped, f"not every record was delivered within {seconds:.0f} s"
+
+
+def _reserved(bus: MemoryBus) -> Counter[bytes]:
+    return Counter(headers_to_dict(r.headers)[Header.EVENT_ID] for r in bus.records(RESERVED))
+
+
+def _rows(store: PostgresStore) -> list[str]:
+    store.begin()
+    rows = store.connection.execute("SELECT order_id FROM reservations").fetchall()
+    store.commit()
+    return sorted(row[0] for row in rows)
+
+
+def _worker(
+    service: Service, bus: MemoryBus, store: PostgresStore, watch: _Watch, **config: Any
+) -> Worker:
+    settings = {"poll_timeout": 0.01, "max_poll_records": 50, "error_backoff": 0.05, **config}
+    return Worker(
+        service,
+        MemoryTransport(bus),
+        avro_serde(),
+        config=WorkerConfig(**settings),
+        inbox=store,
+        middleware=[*default_middleware(), watch],
+    )
+
+
+def test_a_commit_failing_at_commit_time_redoes_the_batch(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch holding "boom" fails at COMMIT (a deferred trigger): it is handled
+    again, and every order ends with one row and one output."""
+    bus = MemoryBus()
+    ids = [f"o{i}" for i in range(300)]
+    ids[120] = "boom"  # in the third batch of 50
+    _orders(bus, ids)
+    service, calls = _inventory(FAIL_ONCE_AT_COMMIT)
+    watch = _Watch(len(ids))
+    worker = _worker(service, bus, store, watch)
+    _run(worker, watch, 60)
+    assert len(_reserved(bus)) == 300 and set(_reserved(bus).values()) == {1}
+    assert _rows(store) == sorted(ids)
+    assert calls["boom"] == 2  # its batch was handled again after the failed COMMIT
+    assert "boom at commit" in caplog.text
+    with psycopg.connect(store._pool.conninfo) as conn:  # the trigger did fire
+        trips = conn.execute(f'SELECT last_value FROM "{store.schema}".boom_trips').fetchone()
+    assert trips is not None and trips[0] >= 1
+
+
+def test_a_batch_whose_commit_cannot_be_sent_is_handled_again(store: PostgresStore) -> None:
+    """The last handler of a batch leaves its transaction aborted once (it swallowed a
+    failed statement): sending the COMMIT raises, and the batch must be read again, not
+    skipped by the consumer position while the next batch's offsets are committed."""
+    bus = MemoryBus()
+    ids = [f"o{i}" for i in range(100)]
+    ids[49] = "bad"  # the first batch's last record
+    _orders(bus, ids)
+    shop = build_shop()
+    service = Service("behind", sagas=[shop.saga], migrations=[RESERVATIONS])
+    calls: Counter[str] = Counter()
+
+    @service.step(on=OrderPlaced, emits=StockReserved, fails_with=StockUnavailable)
+    def reserve(event: OrderPlaced, ctx: Context) -> StockReserved:
+        calls[event.order_id] += 1
+        execute(ctx.db, "INSERT INTO reservations (order_id, qty) VALUES (?, 1)", (event.order_id,))
+        if event.order_id == "bad" and calls["bad"] == 1:
+            with contextlib.suppress(psycopg.Error):
+                ctx.db.execute("SELECT 1/0")  # aborts the transaction, error swallowed
+        return StockReserved(event.order_id, event.sku, 1)
+
+    watch = _Watch(len(ids))
+    worker = _worker(service, bus, store, watch)
+    _run(worker, watch, 60)
+    assert calls["bad"] == 2
+    assert _rows(store) == sorted(ids)
+    assert len(_reserved(bus)) == 100 and set(_reserved(bus).values()) == {1}
