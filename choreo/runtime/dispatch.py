@@ -34,7 +34,6 @@ from itertools import islice
 from operator import itemgetter
 from typing import Final, cast
 
-from choreo.model.envelope import Header
 from choreo.model.events import Event
 from choreo.runtime.batch_output import BatchOutput, handled_up_to
 from choreo.runtime.emit import Emitter, as_events
@@ -51,7 +50,7 @@ from choreo.transports.base import Record
 __all__ = ["BatchOutput", "Dispatcher", "inbox_key"]
 
 logger = logging.getLogger("choreo.runtime.worker")
-_ID = Header.EVENT_ID
+
 _EVENT_ID: Final = itemgetter(1)  # of Fields
 _TRACE: Final = itemgetter(3)  # of Fields
 
