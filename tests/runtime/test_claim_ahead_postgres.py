@@ -113,6 +113,30 @@ def test_handled_records_in_a_batch_with_new_ones_are_dropped(
     assert rows == 7
 
 
+def _notifier_batch_with_copies(
+    shop: Shop,
+    bus: MemoryBus,
+    transport: MemoryTransport,
+    serde: Any,
+    on_postgres: _Shop,
+    *,
+    new: int,
+) -> list[Worker]:
+    """Handle orders o0-o2 everywhere, then ``new`` more everywhere but the notifier, and
+    publish copies of o0-o2's OrderCompleted after them: the notifier's next batch holds
+    the new records first, then the handled ones. Return the workers (notifier last)."""
+    _orders(shop, transport, serde, range(3))
+    workers = on_postgres.workers_of(shop, transport, serde)
+    run_until_idle(workers)
+    handled = bus.records(COMPLETED)
+    _orders(shop, transport, serde, range(3, 3 + new))
+    run_until_idle(workers[:-1])  # every service but the notifier
+    producer = transport.producer()
+    for record in handled:  # copies of handled records, after the new ones
+        producer.publish(COMPLETED, record.value, key=record.key, headers=record.headers)
+    return workers
+
+
 def test_a_handler_failing_in_a_batch_with_handled_records_is_retried_once(
     shop: Shop,
     bus: MemoryBus,
@@ -123,15 +147,7 @@ def test_a_handler_failing_in_a_batch_with_handled_records_is_retried_once(
     """A handler without context raises before the claim's answer is read (the answer
     names records handled already): the batch is handled again without them, the failure
     is retried there once, and every order is notified once."""
-    _orders(shop, transport, serde, range(3))
-    workers = on_postgres.workers_of(shop, transport, serde)
-    run_until_idle(workers)
-    handled = bus.records(COMPLETED)
-    _orders(shop, transport, serde, range(3, 5))
-    run_until_idle(workers[:-1])  # every service but the notifier
-    producer = transport.producer()
-    for record in handled:  # copies of handled records, after the new ones
-        producer.publish(COMPLETED, record.value, key=record.key, headers=record.headers)
+    workers = _notifier_batch_with_copies(shop, bus, transport, serde, on_postgres, new=2)
     shop.state.flaky["notifier.tell"] = 1  # o3, the batch's first record, raises once
     run_until_idle(workers[-1:])
 
@@ -146,15 +162,7 @@ def test_a_failing_handler_gets_its_budget_in_a_batch_with_handled_records(
     """The attempt that failed before the claim's answer was read counts: the handler is
     called as often as its retry budget allows, no more, and the record is dead-lettered
     once."""
-    _orders(shop, transport, serde, range(3))
-    workers = on_postgres.workers_of(shop, transport, serde)
-    run_until_idle(workers)
-    handled = bus.records(COMPLETED)
-    _orders(shop, transport, serde, range(3, 4))
-    run_until_idle(workers[:-1])
-    producer = transport.producer()
-    for record in handled:
-        producer.publish(COMPLETED, record.value, key=record.key, headers=record.headers)
+    workers = _notifier_batch_with_copies(shop, bus, transport, serde, on_postgres, new=1)
     shop.state.broken.add("notifier.tell")
     notifier = workers[-1]
     budget = {route.retry.max_attempts for route in notifier.dispatcher.routes.values()}
