@@ -288,8 +288,7 @@ class Worker:
             )
             return
         self._log.warning(
-            "%s: the batch was rolled back; retrying it in %.1f s (partitions paused, "
-            "nothing skipped)",
+            "%s: retrying the batch in %.1f s (partitions paused, nothing skipped)",
             what,
             backoff,
         )

@@ -111,7 +111,9 @@ class PostgresStore:
     and then sees them handled), so a handler's writes commit at most once per event;
     the handler locks its business rows as any PostgreSQL code would (``SELECT … FOR
     UPDATE`` or a conditional ``UPDATE``). Outbox rows left by a replica that died are
-    published by any live replica's relay (claimed with ``FOR UPDATE SKIP LOCKED``).
+    published by any live replica's relay (claimed with ``FOR UPDATE SKIP LOCKED``), and so
+    is the row of a batch whose COMMIT's answer was lost with the connection, by this
+    replica's own relay too (see :meth:`_new_owner`).
 
     ``url`` is a libpq URL or conninfo (``postgresql://user:password@host:5432/db``); its
     password never appears in a repr, log line or error of choreo. ``schema`` puts
@@ -257,6 +259,7 @@ class PostgresStore:
             if not conn.broken:  # a failed COMMIT leaves an aborted transaction behind
                 conn.rollback()
             self._discard_connection_if_broken()
+            self._new_owner()
             raise
         finally:
             self._reset_staged()
@@ -277,6 +280,20 @@ class PostgresStore:
             self._discard_connection_if_broken()
             self._reset_staged()
             self._lock.release()
+
+    def _new_owner(self) -> None:
+        """Write later outbox rows as a new writer, after a COMMIT that may have committed.
+
+        A COMMIT whose answer never came (the connection lost while it ran) may have
+        committed the batch's outbox row all the same; the worker takes the batch as
+        failed and never publishes that row itself. Under a new owner id this store's own
+        relay takes the row (as another writer's, after ``relay_min_age``), so its records
+        go out without waiting for another replica or a restart. Rows this object wrote
+        and still tracks are acknowledged as before; a relay that publishes one of them
+        too makes a duplicate with the same event id, which inboxes drop.
+        """
+        self.owner = uuid.uuid4().hex
+        self._outbox.owner = self.owner
 
     def _in_transaction(self) -> bool:
         """Return whether the calling thread has this store's transaction open."""

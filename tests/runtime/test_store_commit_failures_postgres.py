@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from choreo.store.postgres import PostgresStore
 from choreo.transports.memory import MemoryBus, MemoryTransport
 
 from .fixtures.events import OrderPlaced, StockReserved, StockUnavailable
+from .fixtures.lost_answer import LostCommitAnswer
 from .fixtures.serdes import avro_serde
 from .fixtures.shop import RESERVATIONS, build_shop
 
@@ -182,3 +184,55 @@ def test_a_batch_whose_commit_cannot_be_sent_is_handled_again(store: PostgresSto
     assert calls["bad"] == 2
     assert _rows(store) == sorted(ids)
     assert len(_reserved(bus)) == 100 and set(_reserved(bus).values()) == {1}
+
+
+def test_a_batch_whose_commit_answer_was_lost_is_published_by_its_own_relay(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The link to the server is lost while the first batch's COMMIT runs, after the
+    server committed it: the worker takes the batch as failed and reads it again, every
+    record is found handled, and the batch's outbox row, which did commit, is published
+    by this worker's own relay (one replica: no other relay would ever take it)."""
+    bus = MemoryBus()
+    ids = [f"o{i}" for i in range(100)]
+    _orders(bus, ids)
+    service, calls = _inventory()
+    with LostCommitAnswer(postgres_url) as link:
+        store = PostgresStore(link.url, schema=f"b_{uuid.uuid4().hex[:12]}")
+        armed = Counter[str]()
+
+        class _ArmAtFirstBatch(Middleware):
+            def before_dispatch(self, worker: Worker, event: Any) -> None:
+                if not armed:
+                    armed["once"] += 1
+                    link.arm(after=b"INSERT INTO choreo_outbox")
+
+        watch = _Watch(len(ids))
+        worker = Worker(
+            service,
+            MemoryTransport(bus),
+            avro_serde(),
+            config=WorkerConfig(
+                poll_timeout=0.01,
+                max_poll_records=50,
+                error_backoff=0.05,
+                relay_interval=0.1,
+                relay_min_age=0.2,
+            ),
+            inbox=store,
+            middleware=[*default_middleware(), watch, _ArmAtFirstBatch()],
+        )
+        try:
+            thread = threading.Thread(target=worker.run, args=(watch.stop,), daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 30
+            while len(_reserved(bus)) < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            watch.stop.set()
+            thread.join(30)
+        finally:
+            store.close()
+    assert link.lost.is_set()  # the first COMMIT did commit, and its answer was lost
+    assert set(calls.values()) == {1}  # read again, the batch was found handled
+    reserved = _reserved(bus)
+    assert len(reserved) == len(ids), "the lost answer's outputs were never published"
