@@ -124,11 +124,19 @@ def warn_if_password_on_command_line(store_url: str) -> None:
 
 
 def _with_hint(message: str, instance_id: str | None, group: str) -> str:
-    """Return ``message`` with what to do when another process took this instance id."""
+    """Return ``message`` with the two causes of a fenced instance id and what to do.
+
+    The broker fences a static member when another join took its instance id: another
+    live process with the same id (a configuration error), or this process's own earlier
+    join whose answer was lost while the group's coordinator moved (seen when a broker
+    dies; a restart recovers, and a supervisor restarts the replica).
+    """
     if instance_id and "same group.instance.id" in message:
         return (
-            f"{message}\nAnother live process runs with --instance-id {instance_id!r} in group "
-            f"{group!r}: give every replica its own --instance-id (or $CHOREO_INSTANCE_ID)."
+            f"{message}\nAnother member of group {group!r} took --instance-id {instance_id!r}:"
+            " another live process runs with it (give every replica its own --instance-id,"
+            " or $CHOREO_INSTANCE_ID), or this process's own earlier join, lost while the"
+            " group's coordinator moved (a restart recovers)."
         )
     return message
 

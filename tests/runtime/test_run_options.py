@@ -139,5 +139,5 @@ def test_a_second_process_with_the_same_instance_id_ends_the_first_saying_what_t
             second.terminate()
     assert code == 1, first.output
     assert "same group.instance.id" in first.output
-    assert "Another live process runs with --instance-id 'inventory-7' in group" in first.output
+    assert "took --instance-id 'inventory-7': another live process runs with it" in first.output
     assert f"'{prefix}inventory'" in first.output

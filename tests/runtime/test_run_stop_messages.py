@@ -109,8 +109,10 @@ def test_a_fenced_static_member_says_so_once_and_leaves_the_id_to_the_other(
     assert errors == [
         "Error: worker inventory stopped: fatal client error: consumer error: Broker: Static "
         "consumer fenced by other consumer with same group.instance.id",
-        f"Another live process runs with --instance-id 'inventory-0' in group '{group}': give "
-        "every replica its own --instance-id (or $CHOREO_INSTANCE_ID).",
+        f"Another member of group '{group}' took --instance-id 'inventory-0': another live "
+        "process runs with it (give every replica its own --instance-id, or "
+        "$CHOREO_INSTANCE_ID), or this process's own earlier join, lost while the group's "
+        "coordinator moved (a restart recovers).",
     ], output
     assert "CRITICAL" not in output and "Traceback" not in output
     assert not _RAW_LIBRDKAFKA.search(output)
