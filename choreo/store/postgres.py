@@ -256,10 +256,10 @@ class PostgresStore:
                 conn.commit()
             after_commit()
         except BaseException:
+            self._new_owner()  # first: the rollback below may raise too
             if not conn.broken:  # a failed COMMIT leaves an aborted transaction behind
                 conn.rollback()
             self._discard_connection_if_broken()
-            self._new_owner()
             raise
         finally:
             self._reset_staged()
