@@ -117,7 +117,7 @@ _WITH_SIZE = "SELECT seq, records FROM choreo_outbox WHERE size IS NOT NULL"
 _DELETE_FULL = "DELETE FROM choreo_outbox WHERE seq = ANY(%s) AND cardinality(sent) >= size"
 _CLAIM = (
     "SELECT seq, records, sent FROM choreo_outbox"
-    " WHERE origin = %s AND owner <> %s AND created_ms <= %s"
+    " WHERE origin = %s AND owner <> %s AND created_ms <= %s AND NOT (seq = ANY(%s))"
     " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 _OLDER = (
@@ -133,6 +133,9 @@ class BatchOutbox:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self._rows: dict[int, list[str]] = {}  # seq -> ids of a row not fully acknowledged
+        # the seqs of ``_rows``, replaced whole after each commit: read by the relay thread,
+        # which must not take a row this object publishes itself (whatever its owner id)
+        self._tracked: list[int] = []
         self._acked: dict[int, set[str]] = {}  # seq -> ids acknowledged of a row (in part)
 
     def write(
@@ -170,6 +173,7 @@ class BatchOutbox:
                 self._acked.setdefault(seq, set()).update(ids)
             for cursor, ids in inserted:
                 self._rows[int(cursor.fetchone()[0])] = ids
+            self._tracked = list(self._rows)
 
         return after_commit
 
@@ -223,10 +227,13 @@ class BatchOutbox:
     def relay(self, conn: Any, origin: str, cutoff_ms: int, publish: Publish) -> int:
         """Claim, publish and delete other writers' rows stored by ``cutoff_ms``; in key order.
 
-        Runs in the caller's transaction (the claim's locks last until it ends). Returns
-        how many records were published.
+        A row this object still tracks is never taken, whatever its owner id (it writes
+        under a new one after a failed COMMIT): its writer publishes and deletes it. Runs
+        in the caller's transaction (the claim's locks last until it ends). Returns how
+        many records were published.
         """
-        rows = conn.execute(_CLAIM, (origin, self.owner, cutoff_ms, _ROWS_PER_CLAIM)).fetchall()
+        claim = (origin, self.owner, cutoff_ms, self._tracked, _ROWS_PER_CLAIM)
+        rows = conn.execute(_CLAIM, claim).fetchall()
         if not rows:
             return 0
         seqs = [row[0] for row in rows]

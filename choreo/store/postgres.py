@@ -289,8 +289,9 @@ class PostgresStore:
         failed and never publishes that row itself. Under a new owner id this store's own
         relay takes the row (as another writer's, after ``relay_min_age``), so its records
         go out without waiting for another replica or a restart. Rows this object wrote
-        and still tracks are acknowledged as before; a relay that publishes one of them
-        too makes a duplicate with the same event id, which inboxes drop.
+        under the old id and still tracks (published, their deletion riding on the next
+        batch) are its own to finish: its relay never takes them (see
+        :meth:`~choreo.store.pg_outbox.BatchOutbox.relay`).
         """
         self.owner = uuid.uuid4().hex
         self._outbox.owner = self.owner

@@ -157,6 +157,33 @@ def test_a_commit_failing_at_commit_time_redoes_the_batch(
     assert trips is not None and trips[0] >= 1
 
 
+def test_a_failed_commit_lets_no_relay_publish_what_the_worker_published_itself(
+    store: PostgresStore,
+) -> None:
+    """After a failed COMMIT the store writes under a new owner id; the rows it wrote under
+    the old one and publishes itself (acknowledged, their deletion riding on the next
+    batch) must not be taken by its relay meanwhile, however long the retry waits."""
+    bus = MemoryBus()
+    ids = [f"o{i}" for i in range(300)]
+    ids[120] = "boom"  # in the third batch of 50: the second's row is still tracked
+    _orders(bus, ids)
+    service, _ = _inventory(FAIL_ONCE_AT_COMMIT)
+    watch = _Watch(len(ids))
+    worker = _worker(
+        service,
+        bus,
+        store,
+        watch,
+        error_backoff=1.0,  # the relay has five rounds past the rows' minimum age
+        relay_interval=0.1,
+        relay_min_age=0.2,
+    )
+    _run(worker, watch, 60)
+    reserved = _reserved(bus)
+    assert len(reserved) == 300
+    assert set(reserved.values()) == {1}, "a row the worker published was relayed again"
+
+
 def test_a_batch_whose_commit_cannot_be_sent_is_handled_again(store: PostgresStore) -> None:
     """The last handler of a batch leaves its transaction aborted once (it swallowed a
     failed statement): sending the COMMIT raises, and the batch must be read again, not
