@@ -115,11 +115,15 @@ _DELETE_DONE = "DELETE FROM choreo_outbox WHERE ids && %s::text[] AND ids <@ sen
 # rows of version 5 (ids in their blob)
 _WITH_SIZE = "SELECT seq, records FROM choreo_outbox WHERE size IS NOT NULL"
 _DELETE_FULL = "DELETE FROM choreo_outbox WHERE seq = ANY(%s) AND cardinality(sent) >= size"
+# other writers' rows once old enough; this object's rows under an owner id it retired at
+# once (their writer is this object, which will not publish them); never a tracked row
 _CLAIM = (
     "SELECT seq, records, sent FROM choreo_outbox"
-    " WHERE origin = %s AND owner <> %s AND created_ms <= %s AND NOT (seq = ANY(%s))"
+    " WHERE origin = %s AND NOT (seq = ANY(%s))"
+    " AND ((owner <> %s AND created_ms <= %s) OR owner = ANY(%s))"
     " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
 )
+_RETIRED_KEPT: Final = 64  # owner ids a BatchOutbox remembers having retired
 _OLDER = (
     "SELECT seq, records FROM choreo_outbox WHERE origin = %s AND seq < %s"
     " AND NOT (seq = ANY(%s)) ORDER BY seq"
@@ -132,6 +136,7 @@ class BatchOutbox:
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
+        self._retired: list[str] = []  # earlier owner ids of this object (see new_owner)
         self._rows: dict[int, list[str]] = {}  # seq -> ids of a row not fully acknowledged
         # the seqs of ``_rows``, replaced whole after each commit: read by the relay thread,
         # which must not take a row this object publishes itself (whatever its owner id)
@@ -224,15 +229,25 @@ class BatchOutbox:
         ).fetchall()
         return [record for blob, sent in rows for record in _unsent(blob, sent)]
 
+    def new_owner(self, owner: str) -> None:
+        """Write later rows as ``owner``; rows left under the current id go to the relay.
+
+        The untracked rows of a retired id (a COMMIT whose answer was lost committed one)
+        are relayed without waiting for the minimum age: no live writer will publish them.
+        """
+        self._retired = [*self._retired[-(_RETIRED_KEPT - 1) :], self.owner]
+        self.owner = owner
+
     def relay(self, conn: Any, origin: str, cutoff_ms: int, publish: Publish) -> int:
         """Claim, publish and delete other writers' rows stored by ``cutoff_ms``; in key order.
 
         A row this object still tracks is never taken, whatever its owner id (it writes
-        under a new one after a failed COMMIT): its writer publishes and deletes it. Runs
+        under a new one after a failed COMMIT): its writer publishes and deletes it; an
+        untracked row of an id it retired is taken at once, whatever its age. Runs
         in the caller's transaction (the claim's locks last until it ends). Returns how
         many records were published.
         """
-        claim = (origin, self.owner, cutoff_ms, self._tracked, _ROWS_PER_CLAIM)
+        claim = (origin, self._tracked, self.owner, cutoff_ms, self._retired, _ROWS_PER_CLAIM)
         rows = conn.execute(_CLAIM, claim).fetchall()
         if not rows:
             return 0

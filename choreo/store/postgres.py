@@ -287,14 +287,15 @@ class PostgresStore:
         A COMMIT whose answer never came (the connection lost while it ran) may have
         committed the batch's outbox row all the same; the worker takes the batch as
         failed and never publishes that row itself. Under a new owner id this store's own
-        relay takes the row (as another writer's, after ``relay_min_age``), so its records
-        go out without waiting for another replica or a restart. Rows this object wrote
+        relay takes the row at its next round (without waiting for ``relay_min_age``: its
+        writer is this object), so its records go out without waiting for another replica
+        or a restart. Rows this object wrote
         under the old id and still tracks (published, their deletion riding on the next
         batch) are its own to finish: its relay never takes them (see
         :meth:`~choreo.store.pg_outbox.BatchOutbox.relay`).
         """
         self.owner = uuid.uuid4().hex
-        self._outbox.owner = self.owner
+        self._outbox.new_owner(self.owner)
 
     def _in_transaction(self) -> bool:
         """Return whether the calling thread has this store's transaction open."""
