@@ -59,6 +59,16 @@ def _per_partition(bootstrap: str, partitions: list[TopicPartition]) -> dict[Top
         client.close()
 
 
+def _wait_for_ends(
+    bootstrap: str, partitions: list[TopicPartition], wanted: dict[TopicPartition, int]
+) -> None:
+    """Wait (up to 30 s) until the per-partition query answers ``wanted``."""
+    deadline = time.monotonic() + 30
+    while _per_partition(bootstrap, partitions) != wanted:
+        assert time.monotonic() < deadline, f"the ends never reached {wanted}"
+        time.sleep(0.05)
+
+
 def _transactional(bootstrap: str, name: str) -> ck.Producer:
     producer = ck.Producer({"bootstrap.servers": bootstrap, "transactional.id": name})
     producer.init_transactions(30)
@@ -94,6 +104,9 @@ def test_ends_stop_below_an_open_transaction_as_the_per_partition_query_did(
     for n in range(3):
         committed.produce(topic, f"c{n}".encode(), partition=0)
     committed.commit_transaction(30)
+    # the coordinator writes the commit marker after commit_transaction returned: records
+    # of the open transaction appended before it would start below offset 4
+    _wait_for_ends(kafka_bootstrap, parts[:1], {parts[0]: 4})
     hanging = _transactional(kafka_bootstrap, f"{topic}-open")
     hanging.begin_transaction()
     for n in range(2):
