@@ -154,8 +154,7 @@ class PostgresStore:
         self._generators = send_ahead_api(psycopg)
         self.url = redact_text(url)
         self.schema = schema
-        self.owner = uuid.uuid4().hex
-        self._outbox = BatchOutbox(self.owner)
+        self._outbox = BatchOutbox(uuid.uuid4().hex)
         self._lock = threading.RLock()
         kwargs: dict[str, Any] = {"autocommit": False}
         self._check_connection(url, schema, timeout)
@@ -294,8 +293,12 @@ class PostgresStore:
         batch) are its own to finish: its relay never takes them (see
         :meth:`~choreo.store.pg_outbox.BatchOutbox.relay`).
         """
-        self.owner = uuid.uuid4().hex
-        self._outbox.new_owner(self.owner)
+        self._outbox.new_owner(uuid.uuid4().hex)
+
+    @property
+    def owner(self) -> str:
+        """The id this store writes its outbox rows under (new after a failed COMMIT)."""
+        return self._outbox.owner
 
     def _in_transaction(self) -> bool:
         """Return whether the calling thread has this store's transaction open."""
