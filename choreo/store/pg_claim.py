@@ -1,7 +1,10 @@
 """The PostgreSQL store's inbox claim of one batch, sent to the server and read back later.
 
 A batch's claim (see :mod:`choreo.store.pg_inbox`) is three statements in one pipeline:
-``SAVEPOINT``, the plain ``INSERT`` of the batch's keys, ``RELEASE``. :class:`SentClaim`
+``SAVEPOINT``, the plain ``INSERT`` of the batch's keys, ``RELEASE`` (after ``BEGIN`` and
+whatever the store sends with them: the deletion of acknowledged outbox rows, see
+:mod:`choreo.store.pg_pipeline`; psycopg's own pipeline serves where psycopg lacks the
+calls that needs). :class:`SentClaim`
 sends them at once and reads the server's answer only when :meth:`SentClaim.result` is
 called, so the server inserts the keys while the client does other work: the worker
 decodes the batch and runs the handlers that take no context meanwhile (see
@@ -22,16 +25,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from choreo.store.pg_inbox import CLAIM_NEW, CLAIM_REST, InboxKeys, inbox_keys
+from choreo.store.pg_pipeline import INT8, TEXT, UUID_ARRAY, SentStatements, Statement, numbered
 
 __all__ = ["SentClaim"]
+
+_CLAIM_NEW_RAW = numbered(CLAIM_NEW)
 
 
 class SentClaim:
     """One batch's inbox claim, sent on ``conn``; :meth:`result` reads the server's answer.
 
     ``unique_violation`` is psycopg's ``errors.UniqueViolation`` (psycopg is imported by
-    the store, not here). The answer is read once; later calls return the same set, or
-    raise the same error.
+    the store, not here). With ``generators`` (psycopg's, see
+    :func:`~choreo.store.pg_connect.send_ahead_api`) the claim goes out as one libpq
+    pipeline, ``leading`` statements first (their failure raises from :meth:`result`);
+    without, through psycopg's pipeline. The answer is read once; later calls return the
+    same set, or raise the same error.
     """
 
     def __init__(
@@ -41,6 +50,9 @@ class SentClaim:
         consumer: str,
         ids: Sequence[str],
         handled_at_ms: int,
+        *,
+        generators: Any = None,
+        leading: Sequence[Statement] = (),
     ) -> None:
         self.consumer = consumer
         self.ids = ids
@@ -52,7 +64,12 @@ class SentClaim:
         self._error: BaseException | None = None
         self._pipeline = contextlib.ExitStack()
         self._answered = False  # the server's unique violation came back while sending
+        self._sent: SentStatements | None = None
         try:
+            if generators is not None:  # one libpq pipeline, BEGIN in it (pg_pipeline)
+                statements = _claim_statements(consumer, handled_at_ms, self._keys)
+                self._sent = SentStatements(conn, generators, [*leading, *statements])
+                return
             self._pipeline.enter_context(conn.pipeline())
             conn.execute("SAVEPOINT choreo_claim")
             conn.execute(CLAIM_NEW, (consumer, handled_at_ms, self._keys))
@@ -88,6 +105,8 @@ class SentClaim:
             return
         self._error = RuntimeError("the inbox claim was discarded")
         with contextlib.suppress(Exception):
+            if self._sent is not None:
+                self._sent.read()
             self._pipeline.close()
 
     def _leave_pipeline(self, error: BaseException) -> None:
@@ -100,6 +119,8 @@ class SentClaim:
         conn = self._conn
         if not self._answered:
             try:
+                if self._sent is not None:
+                    self._sent.read()
                 self._pipeline.close()  # leaves pipeline mode: reads every result, raises
                 return set()
             except self._unique_violation:
@@ -108,6 +129,16 @@ class SentClaim:
         conn.execute("RELEASE SAVEPOINT choreo_claim")
         rows = conn.execute(CLAIM_REST, (self._keys, self.consumer, self._at)).fetchall()
         return ids_of(self._keys, rows)
+
+
+def _claim_statements(consumer: str, handled_at_ms: int, keys: InboxKeys) -> list[Statement]:
+    """Return the claim's statements for a libpq pipeline (see :class:`SentStatements`)."""
+    params = [consumer.encode(), b"%d" % handled_at_ms, bytes(keys)]
+    return [
+        Statement(b"SAVEPOINT choreo_claim"),
+        Statement(_CLAIM_NEW_RAW, params, (TEXT, INT8, UUID_ARRAY), (0, 0, 1)),
+        Statement(b"RELEASE SAVEPOINT choreo_claim"),
+    ]
 
 
 def ids_of(keys: InboxKeys, rows: list[Any]) -> set[str]:

@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Final
 
+from choreo.store.pg_pipeline import INT8, TEXT, UUID_ARRAY, Statement, numbered
+
 __all__ = [
     "ADD_KEYS",
     "CLAIM_NEW",
@@ -45,6 +47,7 @@ __all__ = [
     "UNCLAIM",
     "InboxKeys",
     "inbox_keys",
+    "inbox_statement",
     "key_of",
 ]
 
@@ -116,6 +119,20 @@ ADD_KEYS = (
 )
 UNCLAIM = "DELETE FROM choreo_inbox WHERE event_key = ANY(%b)"
 HANDLED = "SELECT event_key FROM choreo_inbox WHERE event_key = ANY(%b)"
+
+
+def inbox_statement(query: str, params: tuple[Any, ...]) -> Statement:
+    """Return one of the statements above, with its psycopg parameters, for libpq.
+
+    The parameters are a consumer (text) and a time in ms (an integer) where the
+    statement has them, and the keys (an :class:`InboxKeys`, a binary ``uuid[]``) last.
+    """
+    *scalars, keys = params
+    values = [str(value).encode() for value in scalars]
+    types = [TEXT if isinstance(value, str) else INT8 for value in scalars]
+    return Statement(
+        numbered(query), [*values, bytes(keys)], [*types, UUID_ARRAY], [0] * len(values) + [1]
+    )
 
 
 @lru_cache(maxsize=64)

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from choreo.store.base import Publish
 from choreo.store.outbox import OutboxRecord, pack_records, unpack_records
+from choreo.store.pg_pipeline import BYTEA, INT4, INT8, INT8_ARRAY, TEXT, Statement, numbered
 
 __all__ = ["IDS_FROM_BLOB", "KEYS_FROM_BLOB", "OUTBOX_TABLE", "BatchOutbox", "compress_outbox"]
 
@@ -101,6 +102,10 @@ _INSERT = (
     " VALUES (%s, %s, %s, %s, %b) RETURNING seq"
 )
 _DELETE = "DELETE FROM choreo_outbox WHERE seq = ANY(%s)"
+_INSERT_RAW: Final = numbered(_INSERT)
+_INSERT_TYPES: Final = (TEXT, TEXT, INT8, INT4, BYTEA)
+_INSERT_FORMATS: Final = (0, 0, 0, 0, 1)
+_DELETE_RAW: Final = numbered(_DELETE)
 _SENT_PART = (
     "UPDATE choreo_outbox SET sent = ARRAY(SELECT DISTINCT unnest(sent || %s::text[]))"
     " WHERE seq = %s"
@@ -149,11 +154,13 @@ class BatchOutbox:
         staged: Sequence[tuple[str, Sequence[OutboxRecord]]],
         sent: Sequence[str],
         created_ms: int,
+        deleted: Sequence[int] = (),
     ) -> Callable[[], None]:
         """Send the inserts and deletes of one transaction; return what to run after COMMIT.
 
-        Runs inside the caller's pipeline; the returned function records the new rows and
-        forgets the deleted ones once the transaction committed.
+        Runs inside the caller's psycopg pipeline; the returned function records the new
+        rows and forgets the deleted ones (``deleted`` too: rows whose deletion was sent
+        earlier in the transaction) once the transaction committed.
         """
         done, unknown, part = self._resolve(sent)
         if done:
@@ -165,22 +172,82 @@ class BatchOutbox:
         inserted: list[tuple[Any, list[str]]] = []
         for origin, records in staged:
             ids = [r[0] for r in records]
-            size = len(set(ids))  # ids are unique; ``sent`` lists each once anyway
-            params = (origin, self.owner, created_ms, size, pack_records(records))
-            cursor = conn.execute(_INSERT, params, binary=True)
+            cursor = conn.execute(_INSERT, self._row(origin, records, created_ms), binary=True)
             inserted.append((cursor, ids))
 
         def after_commit() -> None:
-            for seq in done:
-                self._rows.pop(seq, None)
-                self._acked.pop(seq, None)
-            for seq, ids in part.items():
-                self._acked.setdefault(seq, set()).update(ids)
-            for cursor, ids in inserted:
-                self._rows[int(cursor.fetchone()[0])] = ids
-            self._tracked = list(self._rows)
+            rows = [(int(cursor.fetchone()[0]), ids) for cursor, ids in inserted]
+            self._committed([*deleted, *done], part, rows)
 
         return after_commit
+
+    def deletion(self, sent: Sequence[str]) -> tuple[list[Statement], list[int]] | None:
+        """Return the statement deleting the rows ``sent`` completes, and their seqs.
+
+        No statement when it completes none. Returns None when ``sent`` acknowledges rows
+        in part or rows this object did not write (a replay, a publisher taking over
+        leftovers): :meth:`write` does that rarer work. The rows are forgotten by the
+        after-commit of :meth:`statements` (given them as ``deleted``).
+        """
+        done, unknown, part = self._resolve(sent)
+        if unknown or part:
+            return None
+        if not done:
+            return [], []
+        ints = ",".join(map(str, done))
+        return [Statement(_DELETE_RAW, [f"{{{ints}}}".encode()], [INT8_ARRAY])], done
+
+    def statements(
+        self,
+        staged: Sequence[tuple[str, Sequence[OutboxRecord]]],
+        sent: Sequence[str],
+        created_ms: int,
+        deleted: Sequence[int] = (),
+    ) -> tuple[list[Statement], Callable[[Sequence[Any]], None]] | None:
+        """Return :meth:`write`'s statements for a libpq pipeline, and the after-commit.
+
+        The after-commit takes the statements' answers, in order. ``deleted`` are rows
+        whose deletion (:meth:`deletion`) was sent earlier in the same transaction.
+        Returns None as :meth:`deletion` does.
+        """
+        planned = self.deletion(sent)
+        if planned is None:
+            return None
+        statements, done = planned
+        done = [*deleted, *done]
+        written: list[list[str]] = []
+        for origin, records in staged:
+            written.append([r[0] for r in records])
+            origin_, owner, at, size, blob = self._row(origin, records, created_ms)
+            params = [origin_.encode(), owner.encode(), b"%d" % at, b"%d" % size, blob]
+            statements.append(Statement(_INSERT_RAW, params, _INSERT_TYPES, _INSERT_FORMATS))
+
+        def after_commit(answers: Sequence[Any]) -> None:
+            inserts = answers[len(answers) - len(written) :]
+            seqs = [int(answer.get_value(0, 0)) for answer in inserts]
+            self._committed(done, {}, list(zip(seqs, written, strict=True)))
+
+        return statements, after_commit
+
+    def _row(
+        self, origin: str, records: Sequence[OutboxRecord], created_ms: int
+    ) -> tuple[str, str, int, int, bytes]:
+        """Return the values of one batch row (origin, owner, created, size, records)."""
+        size = len({r[0] for r in records})  # ids are unique; ``sent`` lists each once anyway
+        return origin, self.owner, created_ms, size, pack_records(records)
+
+    def _committed(
+        self, done: list[int], part: dict[int, list[str]], rows: list[tuple[int, list[str]]]
+    ) -> None:
+        """Record what a committed transaction changed: rows deleted, acked in part, new."""
+        for seq in done:
+            self._rows.pop(seq, None)
+            self._acked.pop(seq, None)
+        for seq, ids in part.items():
+            self._acked.setdefault(seq, set()).update(ids)
+        for seq, ids in rows:
+            self._rows[seq] = ids
+        self._tracked = list(self._rows)
 
     def _resolve(self, sent: Sequence[str]) -> tuple[list[int], list[str], dict[int, list[str]]]:
         """Return the rows ``sent`` completes, the ids not known here, the rows it acks in part.

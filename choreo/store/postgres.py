@@ -2,15 +2,20 @@
 
 Built on psycopg 3 and psycopg_pool (the ``postgres`` extra: ``pip install
 choreo[postgres]``). choreo's own work on a polled batch costs two round trips and one
-outbox row, whatever the batch size: one statement claims the batch's event ids in the
-inbox (a plain ``INSERT … SELECT unnest(…)`` in a savepoint, their 16-byte keys sent as
-one binary ``uuid[]``, see :mod:`choreo.store.pg_inbox`; when some were handled already
-the savepoint is rolled back and ``ON CONFLICT DO NOTHING`` claims the rest), and at
-commit the batch's outbox row (all its records in one,
-see :mod:`choreo.store.pg_outbox`), the deletion of acknowledged rows and the COMMIT go
-out together in pipeline mode. The claim can be sent ahead (:meth:`PostgresStore.claim_ahead`,
-:mod:`choreo.store.pg_claim`): the worker handles the records that need no database
-while the server inserts the keys. A handler that uses ``ctx.db`` adds its statements and one
+outbox row, whatever the batch size, each round trip one libpq pipeline behind one sync
+(:mod:`choreo.store.pg_pipeline`; psycopg's own pipeline would add two more):
+
+- the claim, sent ahead (:meth:`PostgresStore.claim_ahead`, :mod:`choreo.store.pg_claim`):
+  ``BEGIN``, the deletion of the outbox rows the broker acknowledged since the last
+  batch, and the batch's event ids claimed in the inbox (a plain ``INSERT … SELECT
+  unnest(…)`` in a savepoint, their 16-byte keys sent as one binary ``uuid[]``, see
+  :mod:`choreo.store.pg_inbox`; when some were handled already the savepoint is rolled
+  back and ``ON CONFLICT DO NOTHING`` claims the rest). The worker handles the records
+  that need no database while the server works;
+- the commit: the batch's outbox row (all its records in one, see
+  :mod:`choreo.store.pg_outbox`) and the ``COMMIT``.
+
+A handler that uses ``ctx.db`` adds its statements and one
 ``SAVEPOINT`` per attempt; the savepoint is not waited for: when an attempt is kept, the
 ``RELEASE`` of its savepoint and the ``SAVEPOINT`` of the next attempt are sent at once
 and their answer is read only when the connection is next used, so the round trip
@@ -19,8 +24,9 @@ overlaps the runtime's own work between two events (see :meth:`PostgresStore.rel
 Why one module of over 500 lines: the batch transaction is one state machine on one
 connection (the claim sent ahead, the handler's savepoint sent ahead), and its one
 invariant, that nothing else runs on the connection while an answer on it is unread, is
-kept by the methods together; the SQL, the keys, the outbox rows and the claim's answer
-live in their own modules (``pg_inbox``, ``pg_outbox``, ``pg_claim``).
+kept by the methods together; the SQL, the keys, the outbox rows, the claim's answer and
+the pipelines live in their own modules (``pg_inbox``, ``pg_outbox``, ``pg_claim``,
+``pg_pipeline``).
 """
 
 from __future__ import annotations
@@ -48,10 +54,8 @@ from choreo.store.pg_connect import (
 )
 from choreo.store.pg_errors import quiet_lost_connection_warnings
 from choreo.store.pg_inbox import (
-    ADD_KEYS,
     HANDLED,
     INBOX_BY_KEY,
-    UNCLAIM,
     InboxKeys,
     inbox_keys,
     keys_dumper,
@@ -64,6 +68,8 @@ from choreo.store.pg_outbox import (
     BatchOutbox,
     compress_outbox,
 )
+from choreo.store.pg_pipeline import COMMIT, SentStatements
+from choreo.store.pg_staged import StagedBatch
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -181,11 +187,8 @@ class PostgresStore:
         self._release_pending = False  # a kept handler savepoint is still open
         self._ahead = False  # the next attempt's savepoint is open, nothing written since
         self._ahead_unread = False  # ... and the server's answer to it is not read yet
-        self._claimed: list[tuple[str, set[str]]] = []
         self._sent_claim: SentClaim | None = None  # a claim whose answer is not read yet
-        self._added: list[tuple[str, Sequence[str], int]] = []
-        self._staged_outbox: list[tuple[str, Sequence[OutboxRecord]]] = []
-        self._staged_sent: list[str] = []
+        self._staged = StagedBatch()
         self.migrate(CHOREO_COMPONENT, POSTGRES_MIGRATIONS)
 
     def __repr__(self) -> str:
@@ -250,9 +253,11 @@ class PostgresStore:
         try:
             self._settle_claim()
             self._read_ahead()
-            with conn.pipeline():
-                after_commit = self._write_staged(conn)
-                conn.commit()
+            after_commit = self._commit_pipelined(conn)
+            if after_commit is None:  # the rarer acknowledgements: psycopg's pipeline
+                with conn.pipeline():
+                    after_commit = self._write_staged(conn)
+                    conn.commit()
             after_commit()
         except BaseException:
             self._new_owner()  # first: the rollback below may raise too
@@ -309,7 +314,7 @@ class PostgresStore:
         self._tx_thread = None
         self._release_pending = self._ahead = self._ahead_unread = False
         self._sent_claim = None
-        self._claimed, self._added, self._staged_outbox, self._staged_sent = [], [], [], []
+        self._staged = StagedBatch()
 
     def _discard_connection_if_broken(self) -> None:
         """Give a broken connection back to the pool, which replaces it."""
@@ -318,23 +323,31 @@ class PostgresStore:
             self._conn = None
             self._pool.putconn(conn)
 
+    def _commit_pipelined(self, conn: Any) -> Callable[[], None] | None:
+        """Send the batch's inbox and outbox statements and COMMIT behind one sync; read.
+
+        Returns the after-commit, or None (nothing sent) when this psycopg lacks the
+        calls or the outbox's acknowledgements need :meth:`_write_staged`.
+        """
+        if self._generators is None:
+            return None
+        planned = self._staged.statements(self._outbox, now_ms())
+        if planned is None:
+            return None
+        statements, after_commit = planned
+        if not statements and not self._in_open_transaction(conn):
+            return lambda: None  # nothing was written: no transaction to commit
+        answers = SentStatements(conn, self._generators, [*statements, COMMIT]).read()
+        return lambda: after_commit(answers)
+
+    def _in_open_transaction(self, conn: Any) -> bool:
+        """Return whether the connection has a transaction open (or failed) on the server."""
+        status = self._psycopg.pq.TransactionStatus
+        return bool(conn.pgconn.transaction_status != status.IDLE)
+
     def _write_staged(self, conn: Any) -> Callable[[], None]:
         """Send the batch's inbox and outbox statements (pipelined); return the after-commit."""
-        added: dict[str, set[str]] = {}
-        for consumer, handled, _ in self._added:
-            added.setdefault(consumer, set()).update(handled)
-        claimed: dict[str, set[str]] = {}
-        for consumer, ids in self._claimed:
-            claimed.setdefault(consumer, set()).update(ids)
-        for consumer, taken in claimed.items():
-            unhandled = taken - added.get(consumer, set())
-            if unhandled:  # claimed but not handled (the worker stopped mid-batch)
-                conn.execute(UNCLAIM, (inbox_keys(consumer, list(unhandled)),))
-        for consumer, handled, at in self._added:  # ids added without being claimed first
-            rest = set(handled) - claimed.get(consumer, set())
-            if rest:
-                conn.execute(ADD_KEYS, (consumer, at, inbox_keys(consumer, list(rest))))
-        return self._outbox.write(conn, self._staged_outbox, self._staged_sent, now_ms())
+        return self._staged.write(conn, self._outbox, now_ms())
 
     def savepoint(self) -> None:
         """Open the savepoint of one handler attempt (releasing the previous one, if kept)."""
@@ -433,7 +446,16 @@ class PostgresStore:
             return lambda: handled
         self._settle_claim()
         self._settle_ahead()
-        claim = SentClaim(self._conn, self._psycopg.errors.UniqueViolation, consumer, ids, now_ms())
+        claim = SentClaim(
+            self._conn,
+            self._psycopg.errors.UniqueViolation,
+            consumer,
+            ids,
+            now_ms(),
+            generators=self._generators,
+            # the rows acknowledged since the last batch are deleted while the handlers run
+            leading=self._staged.take_deletion(self._outbox) if self._generators else (),
+        )
         self._sent_claim = claim
         return lambda: self._claim_result(claim)
 
@@ -459,21 +481,21 @@ class PostgresStore:
             return
         self._sent_claim = None
         handled = claim.result()
-        self._claimed.append((claim.consumer, set(claim.ids) - handled))
+        self._staged.claimed.append((claim.consumer, set(claim.ids) - handled))
 
     def add(self, consumer: str, event_ids: Sequence[str], handled_at_ms: int) -> None:
         """Record ``event_ids`` as handled by ``consumer`` (written at commit)."""
         if event_ids:
-            self._added.append((consumer, event_ids, handled_at_ms))
+            self._staged.added.append((consumer, event_ids, handled_at_ms))
 
     def enqueue(self, origin: str, records: Sequence[OutboxRecord]) -> None:
         """Stage records to publish (inserted at commit, in order, after earlier ones)."""
         if records:
-            self._staged_outbox.append((origin, records))
+            self._staged.outbox.append((origin, records))
 
     def mark_sent(self, ids: Sequence[str]) -> None:
         """Stage the deletion of acknowledged records (at commit)."""
-        self._staged_sent.extend(ids)
+        self._staged.sent.extend(ids)
 
     def pending(self, origin: str) -> list[OutboxRecord]:
         """Return ``origin``'s unsent records (of every replica) in the order they were stored."""

@@ -65,6 +65,30 @@ class TestPostgresStore(DurableStoreContract):
             store.close()
 
 
+class TestPostgresStoreOnPsycopgPipelines(TestPostgresStore):
+    """The same where psycopg lacks the calls of choreo's own pipelines: every statement
+    of a batch then goes through psycopg's ``Connection.pipeline()``."""
+
+    @pytest.fixture
+    def open_same(
+        self, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[StoreFactory]:
+        """Return a factory of PostgresStore objects without the send-ahead calls."""
+        monkeypatch.setattr("choreo.store.postgres.send_ahead_api", lambda psycopg: None)
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        opened: list[PostgresStore] = []
+
+        def factory() -> Store:
+            store = PostgresStore(postgres_url, schema=schema)
+            assert store._generators is None
+            opened.append(store)
+            return store
+
+        yield factory
+        for store in opened:
+            store.close()
+
+
 def test_open_store_reads_urls_and_hides_passwords(tmp_path: Path) -> None:
     """open_store understands sqlite URLs and paths; errors and reprs never show a password."""
     store = open_store(f"sqlite:///{tmp_path}/a.db?durability=normal")

@@ -1,0 +1,146 @@
+"""Statements sent to PostgreSQL in one libpq pipeline, every answer read after one sync.
+
+A batch's own statements (the inbox claim; the outbox row, the deletion of acknowledged
+rows and the ``COMMIT``) go to the server this way instead of through psycopg's
+``Connection.pipeline()``, which costs a batch two extra round trips: psycopg opens a
+transaction with ``BEGIN`` and waits for its answer before it sends the next statement,
+and a ``commit()`` inside a pipeline block syncs once more when the block ends. Here a
+:class:`Statement` list goes out at once behind one sync (``BEGIN`` too, when the
+transaction is not open), and :meth:`SentStatements.read` reads every answer up to it.
+
+It drives libpq through psycopg's ``pgconn`` and its ``generators`` (the calls the store's
+savepoint sent ahead uses already, see :func:`choreo.store.pg_connect.send_ahead_api`).
+The connection is in pipeline mode from :class:`SentStatements` until its
+:meth:`~SentStatements.read` returns, and nothing else may use it meanwhile: the store reads the
+answers before any other use. A connection left in an unknown protocol state (a send or
+a read that failed half-way) is closed, so the store replaces it (its transaction is
+rolled back by the server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple
+
+__all__ = [
+    "BEGIN",
+    "BYTEA",
+    "COMMIT",
+    "INT4",
+    "INT8",
+    "INT8_ARRAY",
+    "TEXT",
+    "UUID_ARRAY",
+    "SentStatements",
+    "Statement",
+    "numbered",
+]
+
+TEXT: Final = 25
+INT8: Final = 20
+INT4: Final = 23
+BYTEA: Final = 17
+INT8_ARRAY: Final = 1016
+UUID_ARRAY: Final = 2951
+
+_PLACEHOLDER: Final = re.compile(r"%[sb]")
+
+
+def numbered(sql: str) -> bytes:
+    """Return a psycopg query (``%s``/``%b`` placeholders) with libpq's ``$1``, ``$2``, …"""
+    count = iter(range(1, 1 + sql.count("%")))
+    return _PLACEHOLDER.sub(lambda _: f"${next(count)}", sql).encode()
+
+
+class Statement(NamedTuple):
+    """One statement and its parameters, as libpq sends them (unnamed: parsed each time).
+
+    ``params`` are the values already encoded (text, or binary where ``formats`` says 1),
+    ``types`` their type OIDs. (Statements are not prepared by name: psycopg deallocates
+    every prepared statement of a connection after any ``ROLLBACK``, a handler's
+    ``ROLLBACK TO SAVEPOINT`` included, so a name prepared here would vanish under it.)
+    """
+
+    sql: bytes
+    params: Sequence[bytes | None] = ()
+    types: Sequence[int] = ()
+    formats: Sequence[int] = ()
+
+
+BEGIN: Final = Statement(b"BEGIN")
+COMMIT: Final = Statement(b"COMMIT")
+
+
+class SentStatements:
+    """Statements sent in one pipeline (with ``BEGIN`` first if no transaction was open);
+    :meth:`read` reads their answers."""
+
+    def __init__(self, conn: Any, generators: Any, statements: Sequence[Statement]) -> None:
+        from psycopg.pq import TransactionStatus
+
+        self._conn = conn
+        self._generators = generators
+        pgconn = conn.pgconn
+        self._begun = pgconn.transaction_status == TransactionStatus.IDLE
+        sent = [BEGIN, *statements] if self._begun else list(statements)
+        self._count = len(sent)
+        with conn.lock:
+            try:
+                pgconn.enter_pipeline_mode()
+                for statement in sent:
+                    pgconn.send_query_params(
+                        statement.sql,
+                        statement.params or None,
+                        param_types=statement.types or None,
+                        param_formats=statement.formats or None,
+                    )
+                pgconn.pipeline_sync()
+                conn.wait(generators.send(pgconn))
+            except BaseException:
+                _abandon(conn)
+                raise
+
+    def read(self) -> list[Any]:
+        """Read every answer up to the sync and leave pipeline mode.
+
+        Returns each statement's last result (``BEGIN``'s left out), or raises the
+        psycopg error of the first statement that failed; the server skipped the ones
+        after it.
+        """
+        from psycopg import errors
+        from psycopg.pq import ExecStatus
+
+        conn = self._conn
+        pgconn = conn.pgconn
+        answers: list[Any] = []
+        with conn.lock:
+            try:
+                for _ in range(self._count):  # one answer per statement, then the sync
+                    results = conn.wait(self._generators.fetch_many(pgconn))
+                    answers.append(results[-1] if results else None)
+                sync = conn.wait(self._generators.fetch_many(pgconn))
+                if not sync or sync[-1].status != ExecStatus.PIPELINE_SYNC:
+                    raise errors.InternalError("a pipeline's answers did not end with its sync")
+                pgconn.exit_pipeline_mode()
+            except BaseException:
+                _abandon(conn)
+                raise
+        if self._begun:
+            answers = answers[1:]
+        for result in answers:
+            if result is not None and result.status == ExecStatus.FATAL_ERROR:
+                raise errors.error_from_result(result, encoding=conn.info.encoding)
+        return answers
+
+
+def _abandon(conn: Any) -> None:
+    """Close a connection whose pipeline was left half-sent or half-read.
+
+    Its protocol state is unknown, so it must not be used again: closed, it is
+    ``broken`` to psycopg and the store gives it back to the pool, which replaces it;
+    the server rolls its transaction back.
+    """
+    with contextlib.suppress(Exception):  # already gone
+        conn.pgconn.finish()

@@ -1,0 +1,136 @@
+"""choreo's own libpq pipelines (:mod:`choreo.store.pg_pipeline`), on a real server.
+
+A batch's statements go out at once behind one sync, ``BEGIN`` first when no
+transaction is open; the answers come back in order, the first failure raises its
+psycopg error, and a connection lost between the send and the read is closed so the
+pool replaces it. The store sends the deletion of acknowledged outbox rows with the
+batch's inbox claim, inside the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import generators
+from psycopg.pq import TransactionStatus
+
+from choreo.store.outbox import OutboxRecord
+from choreo.store.pg_pipeline import INT4, SentStatements, Statement
+from choreo.store.postgres import PostgresStore
+
+
+@pytest.fixture
+def conn(postgres_url: str) -> Iterator[psycopg.Connection]:
+    """Yield a plain psycopg connection (transactions not in autocommit)."""
+    with psycopg.connect(postgres_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[PostgresStore]:
+    """Yield a PostgresStore on a fresh schema."""
+    opened = PostgresStore(postgres_url, schema=f"t_{uuid.uuid4().hex[:12]}")
+    yield opened
+    opened.close()
+
+
+def test_statements_open_a_transaction_and_answer_in_order(conn: psycopg.Connection) -> None:
+    """BEGIN goes first when no transaction is open; its answer is not among the results."""
+    assert conn.pgconn.transaction_status == TransactionStatus.IDLE
+    sent = SentStatements(
+        conn,
+        generators,
+        [
+            Statement(b"SELECT 1"),
+            Statement(b"SELECT $1::int + 1", [b"41"], [INT4]),
+            Statement(b"SELECT $1::bytea", [b"\x00\xff"], [17], [1]),
+        ],
+    )
+    answers = sent.read()
+    assert [answer.get_value(0, 0) for answer in answers] == [b"1", b"42", b"\\x00ff"]
+    assert conn.pgconn.transaction_status == TransactionStatus.INTRANS
+    conn.rollback()
+    # inside an open transaction no BEGIN is sent: one answer per statement
+    conn.execute("SELECT 1")
+    answers = SentStatements(conn, generators, [Statement(b"SELECT 7")]).read()
+    assert [answer.get_value(0, 0) for answer in answers] == [b"7"]
+    conn.rollback()
+
+
+def test_the_first_failure_raises_its_error_and_the_rest_is_skipped(
+    conn: psycopg.Connection,
+) -> None:
+    """The server skips what follows a failed statement; psycopg's error class is raised."""
+    conn.execute("CREATE TEMP TABLE t (k int PRIMARY KEY)")
+    inserts = [Statement(b"INSERT INTO t VALUES ($1)", [k], [INT4]) for k in (b"1", b"1", b"2")]
+    sent = SentStatements(conn, generators, inserts)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        sent.read()
+    assert conn.pgconn.transaction_status == TransactionStatus.INERROR
+    conn.rollback()
+    assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable again
+
+
+def test_a_connection_lost_before_the_answers_is_closed_for_the_pool(
+    conn: psycopg.Connection, postgres_url: str
+) -> None:
+    """The backend ended while the statements run: the read raises and the connection is
+    broken (the store gives it back to the pool, which replaces it)."""
+    pid = conn.info.backend_pid
+    sent = SentStatements(conn, generators, [Statement(b"SELECT pg_sleep(5)")])
+    killer = threading.Timer(
+        0.3,
+        lambda: psycopg.connect(postgres_url, autocommit=True)
+        .execute("SELECT pg_terminate_backend(%s)", (pid,))
+        .close(),
+    )
+    killer.start()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            sent.read()
+    finally:
+        killer.join()
+    assert conn.broken
+
+
+def _record(record_id: str) -> OutboxRecord:
+    return OutboxRecord(record_id, "t", b"k", b"v", [("h", record_id.encode())])
+
+
+def _outbox_rows(store: PostgresStore) -> int:
+    """Return how many outbox rows the store's own transaction sees."""
+    row = store.connection.execute("SELECT count(*) FROM choreo_outbox").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_acknowledged_rows_are_deleted_with_the_claim_and_kept_when_it_rolls_back(
+    store: PostgresStore,
+) -> None:
+    """The deletion rides on the next batch's claim, in that batch's transaction: a
+    rollback keeps the rows, and after a commit the store writes and acknowledges on."""
+    store.begin()
+    store.enqueue("o", [_record("r1"), _record("r2")])
+    store.commit()
+    store.begin()
+    store.mark_sent(["r1", "r2"])
+    assert store.claim_ahead("g", ["x"])() == set()
+    assert _outbox_rows(store) == 0  # deleted already, before the commit
+    store.rollback()
+    assert [r.id for r in store.pending("o")] == ["r1", "r2"]
+    store.begin()
+    store.mark_sent(["r1", "r2"])
+    assert store.claim_ahead("g", ["x"])() == set()
+    store.add("g", ["x"], 1000)
+    store.enqueue("o", [_record("r3")])
+    store.commit()
+    assert [r.id for r in store.pending("o")] == ["r3"]
+    store.begin()  # the store forgot the deleted row: r3's acknowledgement is a whole row
+    store.mark_sent(["r3"])
+    store.commit()
+    assert store.pending("o") == []
+    assert store.outbox_size("o") == 0
