@@ -71,6 +71,11 @@ def pack_records(records: Sequence[OutboxRecord]) -> bytes:
     little-endian lengths (every record's id, topic, key and value length, -1 for a None
     key or value, and header count; every header's name and value length), then the ids,
     topics, keys, values, header names and header values, each column concatenated.
+
+    A header that is not a (name, value) pair raises ValueError, one whose name is not a
+    string or whose value is not bytes TypeError. (The pair check counts parts: a header
+    of three parts followed by one of a single part, names and values still in step,
+    would pass as two pairs. choreo builds every header as a pair.)
     """
     count = len(records)
     if not count:
@@ -78,10 +83,9 @@ def pack_records(records: Sequence[OutboxRecord]) -> bytes:
     ids, topics, keys, values, headers = zip(*records, strict=True)
     # name, value, name, value, ...: slicing splits it in C (``zip(*pairs)`` would build
     # an iterator per header, the costliest step of the whole packing)
-    pairs = list(chain.from_iterable(headers))
-    if pairs and set(map(len, pairs)) != {2}:
+    flat = list(chain.from_iterable(chain.from_iterable(headers)))
+    if len(flat) != 2 * sum(map(len, headers)):  # a header of one or three parts
         raise ValueError("a record header is not a (name, value) pair")
-    flat = list(chain.from_iterable(pairs))
     names, datas = flat[0::2], flat[1::2]
     id_blob, id_lengths = _utf8_column(ids)
     topic_blob, topic_lengths = _utf8_column(topics)
