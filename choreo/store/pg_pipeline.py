@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Final, NamedTuple
 
 __all__ = [
@@ -114,14 +114,11 @@ class SentStatements:
 
         conn = self._conn
         pgconn = conn.pgconn
-        answers: list[Any] = []
         with conn.lock:
             try:
-                for _ in range(self._count):  # one answer per statement, then the sync
-                    results = conn.wait(self._generators.fetch_many(pgconn))
-                    answers.append(results[-1] if results else None)
-                sync = conn.wait(self._generators.fetch_many(pgconn))
-                if not sync or sync[-1].status != ExecStatus.PIPELINE_SYNC:
+                fetched: list[Any] = conn.wait(self._fetch_all(pgconn))
+                *answers, sync = fetched
+                if sync is None or sync.status != ExecStatus.PIPELINE_SYNC:
                     raise errors.InternalError("a pipeline's answers did not end with its sync")
                 pgconn.exit_pipeline_mode()
             except BaseException:
@@ -132,6 +129,17 @@ class SentStatements:
         for result in answers:
             if result is not None and result.status == ExecStatus.FATAL_ERROR:
                 raise errors.error_from_result(result, encoding=conn.info.encoding)
+        return answers
+
+    def _fetch_all(self, pgconn: Any) -> Generator[Any, Any, list[Any]]:
+        """Read one answer per statement and then the sync's, in one wait of the caller.
+
+        Each answer is its statement's last result (None if it had none).
+        """
+        answers: list[Any] = []
+        for _ in range(self._count + 1):
+            results = yield from self._generators.fetch_many(pgconn)
+            answers.append(results[-1] if results else None)
         return answers
 
 
