@@ -58,13 +58,15 @@ class Statement(NamedTuple):
     """One statement and its parameters, as libpq sends them (unnamed: parsed each time).
 
     ``params`` are the values already encoded (text, or binary where ``formats`` says 1),
-    ``types`` their type OIDs. (Statements are not prepared by name: psycopg deallocates
+    or ``str`` for text that :class:`SentStatements` encodes in the connection's client
+    encoding (as psycopg does: the server reads text in that encoding, not always UTF-8);
+    ``types`` are their type OIDs. (Statements are not prepared by name: psycopg deallocates
     every prepared statement of a connection after any ``ROLLBACK``, a handler's
     ``ROLLBACK TO SAVEPOINT`` included, so a name prepared here would vanish under it.)
     """
 
     sql: bytes
-    params: Sequence[bytes | None] = ()
+    params: Sequence[bytes | str | None] = ()
     types: Sequence[int] = ()
     formats: Sequence[int] = ()
 
@@ -86,13 +88,14 @@ class SentStatements:
         self._begun = pgconn.transaction_status == TransactionStatus.IDLE
         sent = [BEGIN, *statements] if self._begun else list(statements)
         self._count = len(sent)
+        encoding = conn.info.encoding
         with conn.lock:
             try:
                 pgconn.enter_pipeline_mode()
                 for statement in sent:
                     pgconn.send_query_params(
                         statement.sql,
-                        statement.params or None,
+                        _encoded(statement.params, encoding),
                         param_types=statement.types or None,
                         param_formats=statement.formats or None,
                     )
@@ -133,6 +136,13 @@ class SentStatements:
             if result is not None and result.status == ExecStatus.FATAL_ERROR:
                 raise errors.error_from_result(result, encoding=conn.info.encoding)
         return answers
+
+
+def _encoded(params: Sequence[bytes | str | None], encoding: str) -> list[bytes | None] | None:
+    """Return ``params`` with the ``str`` ones encoded in ``encoding`` (None: no parameters)."""
+    if not params:
+        return None
+    return [value.encode(encoding) if isinstance(value, str) else value for value in params]
 
 
 def _abandon(conn: Any) -> None:
