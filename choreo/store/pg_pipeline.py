@@ -88,14 +88,15 @@ class SentStatements:
         self._begun = pgconn.transaction_status == TransactionStatus.IDLE
         sent = [BEGIN, *statements] if self._begun else list(statements)
         self._count = len(sent)
-        encoding = conn.info.encoding
+        encoding = conn.info.encoding  # before pipeline mode: a value it cannot encode raises
+        params = [_encoded(statement.params, encoding) for statement in sent]
         with conn.lock:
             try:
                 pgconn.enter_pipeline_mode()
-                for statement in sent:
+                for statement, values in zip(sent, params, strict=True):
                     pgconn.send_query_params(
                         statement.sql,
-                        _encoded(statement.params, encoding),
+                        values,
                         param_types=statement.types or None,
                         param_formats=statement.formats or None,
                     )
