@@ -133,7 +133,7 @@ class SentClaim:
 
 def _claim_statements(consumer: str, handled_at_ms: int, keys: InboxKeys) -> list[Statement]:
     """Return the claim's statements for a libpq pipeline (see :class:`SentStatements`)."""
-    params = [consumer.encode(), b"%d" % handled_at_ms, bytes(keys)]
+    params: list[bytes | str | None] = [consumer, b"%d" % handled_at_ms, bytes(keys)]
     return [
         Statement(b"SAVEPOINT choreo_claim"),
         Statement(_CLAIM_NEW_RAW, params, (TEXT, INT8, UUID_ARRAY), (0, 0, 1)),

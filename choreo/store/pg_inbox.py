@@ -128,7 +128,7 @@ def inbox_statement(query: str, params: tuple[Any, ...]) -> Statement:
     statement has them, and the keys (an :class:`InboxKeys`, a binary ``uuid[]``) last.
     """
     *scalars, keys = params
-    values = [str(value).encode() for value in scalars]
+    values = [value if isinstance(value, str) else b"%d" % value for value in scalars]
     types = [TEXT if isinstance(value, str) else INT8 for value in scalars]
     return Statement(
         numbered(query), [*values, bytes(keys)], [*types, UUID_ARRAY], [0] * len(values) + [1]

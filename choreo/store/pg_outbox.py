@@ -219,7 +219,7 @@ class BatchOutbox:
         for origin, records in staged:
             written.append([r[0] for r in records])
             origin_, owner, at, size, blob = self._row(origin, records, created_ms)
-            params = [origin_.encode(), owner.encode(), b"%d" % at, b"%d" % size, blob]
+            params: list[bytes | str | None] = [origin_, owner, b"%d" % at, b"%d" % size, blob]
             statements.append(Statement(_INSERT_RAW, params, _INSERT_TYPES, _INSERT_FORMATS))
 
         def after_commit(answers: Sequence[Any]) -> None:

@@ -58,13 +58,15 @@ class Statement(NamedTuple):
     """One statement and its parameters, as libpq sends them (unnamed: parsed each time).
 
     ``params`` are the values already encoded (text, or binary where ``formats`` says 1),
-    ``types`` their type OIDs. (Statements are not prepared by name: psycopg deallocates
+    or ``str`` for text that :class:`SentStatements` encodes in the connection's client
+    encoding (as psycopg does: the server reads text in that encoding, not always UTF-8);
+    ``types`` are their type OIDs. (Statements are not prepared by name: psycopg deallocates
     every prepared statement of a connection after any ``ROLLBACK``, a handler's
     ``ROLLBACK TO SAVEPOINT`` included, so a name prepared here would vanish under it.)
     """
 
     sql: bytes
-    params: Sequence[bytes | None] = ()
+    params: Sequence[bytes | str | None] = ()
     types: Sequence[int] = ()
     formats: Sequence[int] = ()
 
@@ -86,13 +88,15 @@ class SentStatements:
         self._begun = pgconn.transaction_status == TransactionStatus.IDLE
         sent = [BEGIN, *statements] if self._begun else list(statements)
         self._count = len(sent)
+        encoding = conn.info.encoding  # before pipeline mode: a value it cannot encode raises
+        params = [_encoded(statement.params, encoding) for statement in sent]
         with conn.lock:
             try:
                 pgconn.enter_pipeline_mode()
-                for statement in sent:
+                for statement, values in zip(sent, params, strict=True):
                     pgconn.send_query_params(
                         statement.sql,
-                        statement.params or None,
+                        values,
                         param_types=statement.types or None,
                         param_formats=statement.formats or None,
                     )
@@ -141,6 +145,13 @@ class SentStatements:
             results = yield from self._generators.fetch_many(pgconn)
             answers.append(results[-1] if results else None)
         return answers
+
+
+def _encoded(params: Sequence[bytes | str | None], encoding: str) -> list[bytes | None] | None:
+    """Return ``params`` with the ``str`` ones encoded in ``encoding`` (None: no parameters)."""
+    if not params:
+        return None
+    return [value.encode(encoding) if isinstance(value, str) else value for value in params]
 
 
 def _abandon(conn: Any) -> None:

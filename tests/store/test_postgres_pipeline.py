@@ -134,3 +134,44 @@ def test_acknowledged_rows_are_deleted_with_the_claim_and_kept_when_it_rolls_bac
     store.commit()
     assert store.pending("o") == []
     assert store.outbox_size("o") == 0
+
+
+@pytest.fixture
+def latin1_url(postgres_url: str) -> Iterator[str]:
+    """Yield the conninfo of a fresh LATIN1 database (its client encoding LATIN1 too)."""
+    name = f"latin1_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0"
+            " LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    try:
+        yield psycopg.conninfo.make_conninfo(postgres_url, dbname=name)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_text_parameters_go_out_in_the_connection_encoding(latin1_url: str) -> None:
+    """A consumer and an origin beyond ASCII (a service named ``café``) on a database
+    whose client encoding is not UTF-8 are stored as psycopg would store them, so the
+    statements psycopg sends (the relay's claim, pending, prune) find those rows."""
+    store = PostgresStore(latin1_url)
+    try:
+        store.begin()
+        assert store.claim_ahead("café", ["x"])() == set()
+        store.add("café", ["x"], 1000)
+        store.add("café", ["y"], 1000)  # added without a claim: written with the commit
+        store.enqueue("worker.café", [_record("r1")])
+        store.commit()
+        assert store.outbox_size("worker.café") == 1
+        assert [r.id for r in store.pending("worker.café")] == ["r1"]
+        with psycopg.connect(latin1_url) as check:
+            assert check.info.encoding == "iso8859-1"
+            rows = check.execute("SELECT origin, owner FROM choreo_outbox").fetchall()
+            assert rows == [("worker.café", store.owner)]
+            consumers = check.execute("SELECT DISTINCT consumer FROM choreo_inbox").fetchall()
+            assert consumers == [("café",)]
+        assert store.prune("café", 2**62) == 2  # x claimed now, y added at 1000
+    finally:
+        store.close()
