@@ -128,11 +128,11 @@ class SentStatements:
             except BaseException:
                 _abandon(conn)
                 raise
-        if self._begun:
-            answers = answers[1:]
-        for result in answers:
+        for result in answers:  # BEGIN's too
             if result is not None and result.status == ExecStatus.FATAL_ERROR:
                 raise errors.error_from_result(result, encoding=conn.info.encoding)
+        if self._begun:
+            answers = answers[1:]
         return answers
 
     def _fetch_all(self, pgconn: Any) -> Generator[Any, Any, list[Any]]:

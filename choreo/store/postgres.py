@@ -253,6 +253,7 @@ class PostgresStore:
         try:
             self._settle_claim()
             self._read_ahead()
+            self._refuse_failed_transaction(conn)
             after_commit = self._commit_pipelined(conn)
             if after_commit is None:  # the rarer acknowledgements: psycopg's pipeline
                 with conn.pipeline():
@@ -268,6 +269,22 @@ class PostgresStore:
         finally:
             self._reset_staged()
             self._lock.release()
+
+    def _refuse_failed_transaction(self, conn: Any) -> None:
+        """Raise when a statement of the batch failed and nothing rolled it back.
+
+        The server answers a COMMIT of such a transaction with a rollback, not an error:
+        the batch would pass as committed with none of its writes (a handler that caught
+        the failure of its own statement, say). Raising makes it a failed batch, handled
+        again.
+        """
+        status = self._psycopg.pq.TransactionStatus
+        if conn.pgconn.transaction_status == status.INERROR:
+            raise self._psycopg.errors.InFailedSqlTransaction(
+                "a statement of the batch failed and was not rolled back (a handler that"
+                " catches a database error must not go on using ctx.db): the batch is"
+                " rolled back and handled again"
+            )
 
     def rollback(self) -> None:
         """Roll back and release the lock."""

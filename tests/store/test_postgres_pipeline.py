@@ -175,3 +175,23 @@ def test_text_parameters_go_out_in_the_connection_encoding(latin1_url: str) -> N
         assert store.prune("café", 2**62) == 2  # x claimed now, y added at 1000
     finally:
         store.close()
+
+
+def test_a_transaction_a_failed_statement_left_aborted_is_not_committed(
+    store: PostgresStore,
+) -> None:
+    """A statement that failed outside any savepoint, its error caught: the commit raises
+    instead of passing a COMMIT the server would answer with a silent rollback."""
+    store.begin()
+    assert store.claim_ahead("g", ["x"])() == set()
+    store.add("g", ["x"], 1000)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        store.connection.execute("SELECT 1 / 0")
+    with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+        store.commit()
+    assert store.seen("g", ["x"]) == set()  # the claim was rolled back with the batch
+    store.begin()  # the store is usable again
+    assert store.claim_ahead("g", ["x"])() == set()
+    store.add("g", ["x"], 1000)
+    store.commit()
+    assert store.seen("g", ["x"]) == {"x"}
