@@ -82,6 +82,11 @@ class WorkerConfig:
       waits in line (its batch waits); a longer one is deferred: the record's partition
       is rewound to it and paused until the backoff is over while the worker keeps
       polling, so a long backoff never exceeds ``max.poll.interval.ms``.
+    - ``commit_behind``: at-least-once delivery on a store that can (PostgreSQL) sends a
+      batch's COMMIT and reads its answer only after the next batch was polled and
+      handled, then publishes the batch: the database commits one batch while the
+      worker handles the next. A batch's output then goes out up to one batch later
+      (at once when no next batch is waiting). False: every batch waits for its COMMIT.
     - ``relay_interval`` / ``relay_min_age`` / ``relay_batch``: the outbox relay of a
       shared store (:class:`~choreo.store.relay.OutboxRelay`, run by every worker on
       one, in both delivery modes) looks for rows no live writer will publish every
@@ -116,6 +121,7 @@ class WorkerConfig:
     flush_timeout: float = 30.0
     transaction_timeout: float = 30.0
     commit_interval: float = 1.0
+    commit_behind: bool = True
     error_backoff: float = 1.0
     max_inline_backoff: float = 1.0
     leave_group_on_close: bool = True

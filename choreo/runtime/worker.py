@@ -39,6 +39,7 @@ revoked partitions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -263,7 +264,7 @@ class Worker:
             self.start()
             while not self._stop.is_set():
                 try:
-                    self.run_once(self.config.poll_timeout)
+                    self._run_once(self.config.poll_timeout, leave_behind=True)
                 except Exception as exc:
                     self._stop_if_fatal(exc)
                     self._log_failure(exc)
@@ -343,6 +344,8 @@ class Worker:
             self._relay.stop()
         try:
             if self._started:
+                with contextlib.suppress(Exception):  # close() logs what it cannot finish
+                    self._settle_delivery()
                 self.delivery.close()
         finally:
             self._closed = True
@@ -365,8 +368,14 @@ class Worker:
         """Poll one batch and handle it completely; return how many records it held.
 
         Duplicates and dead-lettered records count as handled. ``timeout`` defaults to
-        ``config.poll_timeout``. Raises on infrastructure errors after rewinding.
+        ``config.poll_timeout``. Raises on infrastructure errors after rewinding. When it
+        returns the batch is delivered: its store commit is never left behind (only
+        :meth:`run`'s loop leaves it for the next batch, see ``WorkerConfig.commit_behind``).
         """
+        return self._run_once(timeout, leave_behind=False)
+
+    def _run_once(self, timeout: float | None, *, leave_behind: bool) -> int:
+        """:meth:`run_once`; ``leave_behind``: the batch's commit may be settled later."""
         self.start()
         if self._awaits:
             refuse_running_loop()
@@ -377,13 +386,34 @@ class Worker:
             timeout = self._pauses.resume_due(self._consumer, timeout)
         for hook in self.hooks.before_poll:
             hook(self)
-        records = self._consumer.poll(self.config.max_poll_records, timeout)
+        records = self._poll(timeout)
         for hook in self.hooks.after_poll:
             hook(self, records)
         if not records:
             self.delivery.idle()
             return 0
-        return self._handle_batch(records)
+        handled = self._handle_batch(records)
+        if not leave_behind:
+            self._settle_delivery()
+        return handled
+
+    def _poll(self, timeout: float) -> list[Record]:
+        """Poll a batch; a batch whose store commit was sent behind is settled before a
+        poll that would wait (its output must not wait for the next records)."""
+        assert self._consumer is not None
+        if self.delivery.behind:
+            records = self._consumer.poll(self.config.max_poll_records, 0.0)
+            if records:
+                return records
+            self._settle_delivery()
+        return self._consumer.poll(self.config.max_poll_records, timeout)
+
+    def _settle_delivery(self) -> None:
+        """Finish a batch whose store commit was sent behind and run its after-commit hooks."""
+        offsets = self.delivery.settle()
+        if offsets is not None:
+            for hook in self.hooks.after_commit:
+                hook(self, offsets)
 
     def _handle_batch(self, records: list[Record]) -> int:
         """Handle one polled batch in one store transaction, then let delivery commit it."""
@@ -400,6 +430,9 @@ class Worker:
             output = self.dispatcher.dispatch(records, one_partition=len(first) == 1)
             if output.ids:
                 inbox.add(self.group_id, output.ids, now)
+            # the batch before, if its commit was sent behind: the database committed it
+            # while this one was handled; published now, before this one is delivered
+            self._settle_delivery()
         except BaseException:
             inbox.rollback()
             self._rewind(first)
@@ -416,8 +449,9 @@ class Worker:
             self._rewind(first)
             raise
         self.delivery.deliver(Batch(output.records, offsets, first))
-        for hook in hooks.after_commit:
-            hook(self, offsets)
+        if not self.delivery.behind:  # else once settled (the next batch, poll, close)
+            for hook in hooks.after_commit:
+                hook(self, offsets)
         if output.abandoned:
             self._rewind({tp: offsets.get(tp, offset) for tp, offset in first.items()})
             if self._consumer is not None:
@@ -463,4 +497,8 @@ class Worker:
         self._pauses.forget(partitions)
         if self._closing:
             return
+        try:
+            self._settle_delivery()
+        except Exception as exc:  # its offsets stay uncommitted: the next owner reads it
+            self._log.warning("the last batch's store commit failed on revoke: %s", exc)
         self.delivery.revoke(partitions)

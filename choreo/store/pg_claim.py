@@ -38,8 +38,9 @@ class SentClaim:
     ``unique_violation`` is psycopg's ``errors.UniqueViolation`` (psycopg is imported by
     the store, not here). With ``generators`` (psycopg's, see
     :func:`~choreo.store.pg_connect.send_ahead_api`) the claim goes out as one libpq
-    pipeline, ``leading`` statements first (their failure raises from :meth:`result`);
-    without, through psycopg's pipeline. The answer is read once; later calls return the
+    pipeline, ``leading`` statements first (their failure raises from :meth:`result`),
+    ``begin`` as :class:`~choreo.store.pg_pipeline.SentStatements` takes it; without,
+    through psycopg's pipeline. The answer is read once; later calls return the
     same set, or raise the same error.
     """
 
@@ -53,6 +54,7 @@ class SentClaim:
         *,
         generators: Any = None,
         leading: Sequence[Statement] = (),
+        begin: bool | None = None,
     ) -> None:
         self.consumer = consumer
         self.ids = ids
@@ -68,7 +70,9 @@ class SentClaim:
         try:
             if generators is not None:  # one libpq pipeline, BEGIN in it (pg_pipeline)
                 statements = _claim_statements(consumer, handled_at_ms, self._keys)
-                self._sent = SentStatements(conn, generators, [*leading, *statements])
+                self._sent = SentStatements(
+                    conn, generators, [*leading, *statements], begin=begin
+                )
                 return
             self._pipeline.enter_context(conn.pipeline())
             conn.execute("SAVEPOINT choreo_claim")

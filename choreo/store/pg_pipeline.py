@@ -79,13 +79,23 @@ class SentStatements:
     """Statements sent in one pipeline (with ``BEGIN`` first if no transaction was open);
     :meth:`read` reads their answers."""
 
-    def __init__(self, conn: Any, generators: Any, statements: Sequence[Statement]) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        generators: Any,
+        statements: Sequence[Statement],
+        *,
+        begin: bool | None = None,
+    ) -> None:
         from psycopg.pq import TransactionStatus
 
         self._conn = conn
         self._generators = generators
         pgconn = conn.pgconn
-        self._begun = pgconn.transaction_status == TransactionStatus.IDLE
+        # ``begin`` None: BEGIN when no transaction is open; True when the statements are
+        # queued behind a COMMIT whose answer is not read yet (libpq cannot tell)
+        idle = pgconn.transaction_status == TransactionStatus.IDLE
+        self._begun = idle if begin is None else begin
         sent = [BEGIN, *statements] if self._begun else list(statements)
         self._count = len(sent)
         encoding = conn.info.encoding  # before pipeline mode: a value it cannot encode raises
@@ -106,8 +116,9 @@ class SentStatements:
                 _abandon(conn)
                 raise
 
-    def read(self) -> list[Any]:
-        """Read every answer up to the sync and leave pipeline mode.
+    def read(self, *, leave_pipeline: bool = True) -> list[Any]:
+        """Read every answer up to the sync and leave pipeline mode (unless told not to:
+        more statements are queued behind these).
 
         Returns each statement's last result (``BEGIN``'s left out), or raises the
         psycopg error of the first statement that failed; the server skipped the ones
@@ -124,7 +135,8 @@ class SentStatements:
                 *answers, sync = fetched
                 if sync is None or sync.status != ExecStatus.PIPELINE_SYNC:
                     raise errors.InternalError("a pipeline's answers did not end with its sync")
-                pgconn.exit_pipeline_mode()
+                if leave_pipeline:
+                    pgconn.exit_pipeline_mode()
             except BaseException:
                 _abandon(conn)
                 raise

@@ -68,6 +68,7 @@ from choreo.store.pg_outbox import (
     BatchOutbox,
     compress_outbox,
 )
+from choreo.store.pg_pending import PendingCommit
 from choreo.store.pg_pipeline import COMMIT, SentStatements
 from choreo.store.pg_staged import StagedBatch
 
@@ -189,6 +190,7 @@ class PostgresStore:
         self._ahead_unread = False  # ... and the server's answer to it is not read yet
         self._sent_claim: SentClaim | None = None  # a claim whose answer is not read yet
         self._staged = StagedBatch()
+        self._behind: PendingCommit | None = None  # a COMMIT whose answer is not read yet
         self.migrate(CHOREO_COMPONENT, POSTGRES_MIGRATIONS)
 
     def __repr__(self) -> str:
@@ -230,6 +232,8 @@ class PostgresStore:
         is not that attempt (it calls :meth:`savepoint` first), so its writes must not
         fall inside the savepoint, and the next attempt opens a fresh one.
         """
+        if self._behind is not None:
+            self.settle_behind()
         if (self._ahead or self._sent_claim is not None) and self._in_transaction():
             self._settle_claim()
             self._settle_ahead()
@@ -249,26 +253,75 @@ class PostgresStore:
 
     def commit(self) -> None:
         """Write the staged inbox and outbox changes and COMMIT, in one pipeline."""
+        pending = self.commit_behind()
+        self.settle_behind()
+        pending.result()
+
+    def commit_behind(self) -> PendingCommit:
+        """Send the staged changes and the COMMIT; return before the answer (see pg_pending).
+
+        The answer is read before any other use of the connection, the next batch's claim
+        excepted: it goes out behind the COMMIT (:meth:`claim_ahead`), so the server
+        commits this batch and claims the next while the worker handles it.
+        :meth:`settle_behind` reads it on demand. Where the pipeline is not available
+        (this psycopg lacks the calls, or rarer acknowledgements) the batch is committed
+        at once.
+        """
         conn = self._conn
         try:
-            self._settle_claim()
+            self._settle_claim()  # and the COMMIT of the batch before, if sent behind
             self._read_ahead()
             self._refuse_failed_transaction(conn)
-            after_commit = self._commit_pipelined(conn)
-            if after_commit is None:  # the rarer acknowledgements: psycopg's pipeline
+            planned = self._staged.statements(self._outbox, now_ms()) if self._generators else None
+            if planned is None:  # the rarer acknowledgements: psycopg's pipeline
                 with conn.pipeline():
                     after_commit = self._write_staged(conn)
                     conn.commit()
-            after_commit()
+                after_commit()
+                return PendingCommit.committed()
+            statements, after = planned
+            if not statements and not self._in_open_transaction(conn):
+                return PendingCommit.committed()  # nothing was written: nothing to commit
+            sent = SentStatements(conn, self._generators, [*statements, COMMIT])
         except BaseException:
-            self._new_owner()  # first: the rollback below may raise too
-            if not conn.broken:  # a failed COMMIT leaves an aborted transaction behind
-                conn.rollback()
-            self._discard_connection_if_broken()
+            self._failed_commit(conn)
             raise
         finally:
             self._reset_staged()
             self._lock.release()
+        self._behind = PendingCommit(sent, after, self._behind_failed)
+        return self._behind
+
+    def settle_behind(self) -> None:
+        """Read the answer to the COMMIT sent behind, if any (see :meth:`commit_behind`)."""
+        with self._lock:
+            pending = self._behind
+            if pending is None:
+                return
+            self._behind = None
+            # the next batch's claim may be queued behind it: then stay in pipeline mode
+            claim = self._sent_claim
+            pending.settle(leave_pipeline=claim is None or claim.read)
+
+    def _behind_failed(self, error: BaseException) -> None:
+        """After a COMMIT sent behind failed (or its answer was lost): as :meth:`commit`'s."""
+        claim = self._sent_claim
+        if claim is None or claim.read:  # nothing queued behind it: roll back now
+            self._failed_commit(self._conn)
+            return
+        # the claim behind it fails (the transaction is aborted) or runs in a new one;
+        # either way it is rolled back with the batch it claims for
+        self._new_owner()
+        self._discard_connection_if_broken()
+
+    def _failed_commit(self, conn: Any) -> None:
+        """Leave a failed commit's connection usable: new owner id, roll back, or replace."""
+        self._new_owner()  # first: the rollback below may raise too
+        try:
+            if conn is not None and not conn.broken:  # a failed COMMIT leaves an aborted
+                conn.rollback()  # transaction behind
+        finally:
+            self._discard_connection_if_broken()
 
     def _refuse_failed_transaction(self, conn: Any) -> None:
         """Raise when a statement of the batch failed and nothing rolled it back.
@@ -289,6 +342,8 @@ class PostgresStore:
     def rollback(self) -> None:
         """Roll back and release the lock."""
         try:
+            with contextlib.suppress(self._psycopg.Error):
+                self.settle_behind()  # in order: a COMMIT sent behind comes first
             if self._sent_claim is not None:  # its answer is not wanted any more
                 self._sent_claim.discard()
             if self._conn is not None and not self._conn.broken:
@@ -339,23 +394,6 @@ class PostgresStore:
         if conn is not None and (conn.broken or conn.closed):
             self._conn = None
             self._pool.putconn(conn)
-
-    def _commit_pipelined(self, conn: Any) -> Callable[[], None] | None:
-        """Send the batch's inbox and outbox statements and COMMIT behind one sync; read.
-
-        Returns the after-commit, or None (nothing sent) when this psycopg lacks the
-        calls or the outbox's acknowledgements need :meth:`_write_staged`.
-        """
-        if self._generators is None:
-            return None
-        planned = self._staged.statements(self._outbox, now_ms())
-        if planned is None:
-            return None
-        statements, after_commit = planned
-        if not statements and not self._in_open_transaction(conn):
-            return lambda: None  # nothing was written: no transaction to commit
-        answers = SentStatements(conn, self._generators, [*statements, COMMIT]).read()
-        return lambda: after_commit(answers)
 
     def _in_open_transaction(self, conn: Any) -> bool:
         """Return whether the connection has a transaction open (or failed) on the server."""
@@ -461,7 +499,8 @@ class PostgresStore:
         if not ids or not self._in_transaction():
             handled = self._handled(consumer, ids)
             return lambda: handled
-        self._settle_claim()
+        if self._sent_claim is not None:  # a second claim in one batch (a refusal's)
+            self._settle_claim()
         self._settle_ahead()
         claim = SentClaim(
             self._conn,
@@ -472,6 +511,8 @@ class PostgresStore:
             generators=self._generators,
             # the rows acknowledged since the last batch are deleted while the handlers run
             leading=self._staged.take_deletion(self._outbox) if self._generators else (),
+            # queued behind the previous batch's COMMIT, whose answer is not read yet
+            begin=True if self._behind is not None else None,
         )
         self._sent_claim = claim
         return lambda: self._claim_result(claim)
@@ -492,7 +533,9 @@ class PostgresStore:
         return claim.result()
 
     def _settle_claim(self) -> None:
-        """Read the answer to the claim sent ahead (before any other use of the connection)."""
+        """Read the answer to the claim sent ahead (before any other use of the connection),
+        and before it the answer to a COMMIT sent behind."""
+        self.settle_behind()
         claim = self._sent_claim
         if claim is None:
             return
@@ -568,6 +611,8 @@ class PostgresStore:
     def close(self) -> None:
         """Return the connection and close the pool."""
         with self._lock:
+            with contextlib.suppress(self._psycopg.Error):
+                self.settle_behind()
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 self._pool.putconn(conn)

@@ -23,13 +23,22 @@ deleted in the next batch's store transaction). Hence, with a durable store:
   last commit, and the inbox drops it.
 
 With a memory inbox, a crash loses what the outbox held.
+
+With ``WorkerConfig.commit_behind`` (the default) on a store that offers it (PostgreSQL,
+:meth:`~choreo.store.PostgresStore.commit_behind`), a batch's COMMIT is sent and its
+answer read only once the next batch was polled and handled (or before a poll that may
+wait, a revocation, the close): only then is the batch published and its offsets
+committed. Every statement above holds unchanged, counted from that answer: nothing is
+published before its batch committed. A COMMIT that failed rolls back the batch handled
+behind it too, and the consumer is rewound to the first offsets of both.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from operator import itemgetter
-from typing import Final
+from typing import Any, Final
 
 from choreo.errors import ChoreoError, TransportError
 from choreo.runtime.config import WorkerConfig
@@ -58,6 +67,11 @@ class AtLeastOnce(DeliveryBase):
         self._sent: list[str] = []  # acknowledged, deleted in the next store transaction
         self._uncommitted: Offsets = {}  # held back by a failed flush or commit_interval
         self._last_commit = float("-inf")  # time.monotonic() of the last offset commit
+        self._staged: list[str] = []  # the acknowledged ids the open transaction deletes
+        # a batch whose COMMIT was sent behind: its answer, the batch, the ids it deletes,
+        # and the store's call reading the answer
+        self._behind: tuple[Any, Batch, list[str], Callable[[], None]] | None = None
+        self._rewind_due: Offsets | None = None  # a failed batch's first offsets, at tick
 
     @property
     def producer(self) -> Producer:
@@ -83,7 +97,17 @@ class AtLeastOnce(DeliveryBase):
             self._send({}, {})
 
     def tick(self) -> None:
-        """Publish what a failed flush left pending; commit held-back offsets when due."""
+        """Publish what a failed flush left pending; commit held-back offsets when due.
+
+        First the rewind a batch whose COMMIT failed behind left due (after the batch
+        handled meanwhile was rewound: the earlier offsets win), and a batch whose COMMIT
+        answer was read already (the next batch's claim read it) is settled.
+        """
+        if self._rewind_due is not None:
+            first, self._rewind_due = self._rewind_due, None
+            self.link.rewind(first)
+        if self._behind is not None and self._behind[0].read:
+            self.settle()
         if self._pending or (self._uncommitted and self._commit_due()):
             self._send({}, {})
 
@@ -93,13 +117,16 @@ class AtLeastOnce(DeliveryBase):
 
     def idle(self) -> None:
         """Delete acknowledged records from the outbox when no batch will do it."""
+        if self._behind is not None:  # the worker settles before an idle poll; not here
+            return
         if self._sent:
             self._forget_sent()
 
     def stage(self) -> None:
         """Delete the records acknowledged since the last batch from the outbox."""
-        if self._sent:
-            self.link.inbox.mark_sent(self._sent)
+        self._staged = list(self._sent)
+        if self._staged:
+            self.link.inbox.mark_sent(self._staged)
 
     def deliver(self, batch: Batch) -> None:
         """Store the output in the outbox, commit the store, publish, flush, commit offsets."""
@@ -110,12 +137,51 @@ class AtLeastOnce(DeliveryBase):
             except BaseException:
                 self.abandon(batch)
                 raise
+        behind = getattr(link.inbox, "commit_behind", None) if self.config.commit_behind else None
+        settle = getattr(link.inbox, "settle_behind", None)
         try:  # a failed commit rolled the store transaction back: read the batch again
+            if behind is not None and settle is not None:
+                self._behind = (behind(), batch, self._staged, settle)
+                return
             self.commit_store()
         except BaseException:
             link.rewind(batch.first)
             raise
-        self._sent = []
+        self._committed(batch, self._staged)
+
+    @property
+    def behind(self) -> bool:
+        """True while a delivered batch's COMMIT answer is unread or unsettled."""
+        return self._behind is not None
+
+    def settle(self) -> Offsets | None:
+        """Read the COMMIT sent behind; then publish the batch and commit its offsets.
+
+        Returns the batch's offsets, or None when no batch waits. When the COMMIT failed
+        the batch's first offsets are rewound at the next :meth:`tick` (after the batch
+        handled meanwhile was rewound) and the error is raised.
+        """
+        if self._behind is None:
+            return None
+        pending, batch, staged, read = self._behind
+        self._behind = None
+        try:
+            read()
+            pending.result()
+        except BaseException:
+            self._rewind_due = batch.first
+            raise
+        self._committed(batch, staged)
+        return batch.offsets
+
+    def _committed(self, batch: Batch, staged: list[str]) -> None:
+        """The batch's store transaction committed: publish, flush, commit its offsets.
+
+        ``staged`` are the acknowledged ids that transaction deleted from the outbox.
+        """
+        if staged:
+            deleted = set(staged)
+            self._sent = [id_ for id_ in self._sent if id_ not in deleted]
         self._pending.extend(batch.records)
         self._send(batch.offsets, batch.first)
 
@@ -167,7 +233,16 @@ class AtLeastOnce(DeliveryBase):
         self._sent = []
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
-        """Publish what is pending and commit the offsets held back for ``partitions``."""
+        """Publish what is pending and commit the offsets held back for ``partitions``.
+
+        A batch whose COMMIT was sent behind is settled first (published, its offsets
+        committed); if that COMMIT failed, the batch goes back to the partitions' next
+        owner (its offsets were not committed).
+        """
+        try:
+            self.settle()
+        except Exception as exc:
+            self.link.log.warning("the last batch's store commit failed on revoke: %s", exc)
         revoked = set(partitions)
         held = {tp: o for tp, o in self._uncommitted.items() if tp in revoked}
         if not held and not self._pending:
@@ -190,6 +265,7 @@ class AtLeastOnce(DeliveryBase):
         """Deliver unsent records and forget acknowledged ones (best effort), close the producer."""
         if self._link is not None:
             try:
+                self.settle()
                 if self._pending or self._uncommitted:
                     self._send({}, {}, force=True)
                 if self._sent:

@@ -14,8 +14,12 @@ store and rewind function) and is then driven by the loop: :meth:`Delivery.tick`
 every poll (and :meth:`Delivery.idle` after an empty one), :meth:`Delivery.stage` right
 after the batch's store transaction begins, :meth:`Delivery.deliver` with the handled
 batch, :meth:`Delivery.revoke` when partitions are taken away, and :meth:`Delivery.close`
-when the worker stops. :class:`DeliveryBase` implements the methods a strategy may not
-need. The store's outbox relay plugs in as another strategy: one that commits the store
+when the worker stops. A strategy may leave a batch's store commit unconfirmed when
+:meth:`Delivery.deliver` returns (:attr:`DeliveryBase.behind`); the worker then calls
+:meth:`DeliveryBase.settle` once the next batch was handled (or before a poll that may
+wait) and runs the after-commit hooks with the offsets it returns.
+:class:`DeliveryBase` implements the methods a strategy may not need. The store's outbox
+relay plugs in as another strategy: one that commits the store
 transaction with the output in the outbox and commits the offsets, leaving publication to
 the relay.
 """
@@ -115,6 +119,15 @@ class Delivery(Protocol):
         """Deliver what is pending (best effort) and release the strategy's clients."""
         ...
 
+    @property
+    def behind(self) -> bool:
+        """True while a delivered batch's store commit is unconfirmed (see :meth:`settle`)."""
+        ...
+
+    def settle(self) -> Offsets | None:
+        """Finish the batch whose store commit was sent behind; return its offsets (or None)."""
+        ...
+
 
 class DeliveryBase:
     """Shared parts of a strategy: the link, and nothing to do on tick, idle, stage or revoke."""
@@ -146,6 +159,19 @@ class DeliveryBase:
 
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Do nothing: no batch is in flight while partitions are revoked."""
+
+    @property
+    def behind(self) -> bool:
+        """True while a delivered batch's store commit is unconfirmed (see :meth:`settle`)."""
+        return False
+
+    def settle(self) -> Offsets | None:
+        """Finish the batch whose store commit was sent behind; return its offsets.
+
+        None when no batch waits. Raises (after arranging its rewind) when that commit
+        failed. This base delivers every batch at once: nothing waits.
+        """
+        return None
 
     def commit_store(self) -> None:
         """Commit the open store transaction."""
