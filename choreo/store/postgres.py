@@ -13,7 +13,9 @@ outbox row, whatever the batch size, each round trip one libpq pipeline behind o
   back and ``ON CONFLICT DO NOTHING`` claims the rest). The worker handles the records
   that need no database while the server works;
 - the commit: the batch's outbox row (all its records in one, see
-  :mod:`choreo.store.pg_outbox`) and the ``COMMIT``.
+  :mod:`choreo.store.pg_outbox`) and the ``COMMIT``, whose answer the worker's loop reads
+  only after the next batch was handled (:meth:`PostgresStore.commit_behind`,
+  :mod:`choreo.store.pg_pending`): the next claim goes out behind it.
 
 A handler that uses ``ctx.db`` adds its statements and one
 ``SAVEPOINT`` per attempt; the savepoint is not waited for: when an attempt is kept, the

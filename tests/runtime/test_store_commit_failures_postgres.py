@@ -135,22 +135,29 @@ def _worker(
     )
 
 
+@pytest.mark.parametrize("behind", [True, False], ids=["commit-behind", "commit-waited"])
 def test_a_commit_failing_at_commit_time_redoes_the_batch(
-    store: PostgresStore, caplog: pytest.LogCaptureFixture
+    store: PostgresStore, caplog: pytest.LogCaptureFixture, behind: bool
 ) -> None:
     """The batch holding "boom" fails at COMMIT (a deferred trigger): it is handled
-    again, and every order ends with one row and one output."""
+    again, and every order ends with one row and one output. With the COMMIT sent behind
+    the failure is read after the next batch was handled: that batch is rolled back and
+    handled again too, and the consumer goes back to the failed batch's first offsets."""
     bus = MemoryBus()
     ids = [f"o{i}" for i in range(300)]
     ids[120] = "boom"  # in the third batch of 50
     _orders(bus, ids)
     service, calls = _inventory(FAIL_ONCE_AT_COMMIT)
     watch = _Watch(len(ids))
-    worker = _worker(service, bus, store, watch)
+    worker = _worker(service, bus, store, watch, commit_behind=behind)
     _run(worker, watch, 60)
     assert len(_reserved(bus)) == 300 and set(_reserved(bus).values()) == {1}
     assert _rows(store) == sorted(ids)
     assert calls["boom"] == 2  # its batch was handled again after the failed COMMIT
+    assert all(calls[order] == 2 for order in ids[100:150])  # the whole batch
+    # the fourth batch was handled behind the failed COMMIT only when it was sent behind
+    assert {calls[order] for order in ids[150:200]} == ({2} if behind else {1})
+    assert {calls[order] for order in ids[:100] + ids[200:]} == {1}
     assert "boom at commit" in caplog.text
     with psycopg.connect(store._pool.conninfo) as conn:  # the trigger did fire
         trips = conn.execute(f'SELECT last_value FROM "{store.schema}".boom_trips').fetchone()

@@ -18,7 +18,9 @@ import pytest
 from psycopg import generators
 from psycopg.pq import TransactionStatus
 
+from choreo.store import Migration
 from choreo.store.outbox import OutboxRecord
+from choreo.store.pg_pending import PendingCommit
 from choreo.store.pg_pipeline import INT4, SentStatements, Statement
 from choreo.store.postgres import PostgresStore
 
@@ -195,3 +197,92 @@ def test_a_transaction_a_failed_statement_left_aborted_is_not_committed(
     store.add("g", ["x"], 1000)
     store.commit()
     assert store.seen("g", ["x"]) == {"x"}
+
+
+def _unread(pending: PendingCommit) -> bool:
+    """Return whether the COMMIT's answer is still unread (a call: mypy must not narrow)."""
+    return not pending.read
+
+
+def test_a_commit_sent_behind_is_read_before_the_claim_queued_behind_it(
+    store: PostgresStore,
+) -> None:
+    """The next batch's claim goes out behind the unread COMMIT, in a transaction of its
+    own; reading the claim reads the COMMIT first, whose batch is then committed."""
+    store.begin()
+    assert store.claim_ahead("g", ["x"])() == set()
+    store.add("g", ["x"], 1000)
+    store.enqueue("o", [_record("r1")])
+    pending = store.commit_behind()
+    assert _unread(pending)
+    with pytest.raises(RuntimeError, match="not read yet"):
+        pending.result()
+    store.begin()
+    answer = store.claim_ahead("g", ["x", "y"])  # sent behind the COMMIT, unread
+    assert _unread(pending)
+    assert answer() == {"x"}  # x was committed by the batch before
+    assert pending.read
+    pending.result()
+    store.add("g", ["y"], 1000)
+    store.commit()
+    assert [r.id for r in store.pending("o")] == ["r1"]
+    assert store.seen("g", ["x", "y"]) == {"x", "y"}
+
+
+def test_any_use_of_the_connection_reads_a_commit_sent_behind_first(
+    store: PostgresStore,
+) -> None:
+    """ctx.db (or a rollback, or the next commit) never runs with a COMMIT's answer
+    unread: it is read first, and its batch is visible to the statement."""
+    store.begin()
+    store.enqueue("o", [_record("r1")])
+    pending = store.commit_behind()
+    store.begin()
+    rows = store.connection.execute("SELECT count(*) FROM choreo_outbox").fetchone()
+    assert pending.read and rows == (1,)
+    store.rollback()
+    store.begin()
+    store.enqueue("o", [_record("r2")])
+    second = store.commit_behind()
+    store.begin()
+    store.rollback()  # reads the COMMIT first: r2 stays committed
+    assert second.read
+    second.result()
+    assert [r.id for r in store.pending("o")] == ["r1", "r2"]
+
+
+def test_a_commit_sent_behind_that_fails_raises_from_its_result(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    """A COMMIT that fails behind: its result raises, the claim queued behind it runs in
+    a transaction of its own that the rollback undoes, the store writes under a new owner
+    id, and nothing of either batch is committed."""
+    store.migrate(
+        "service:test",
+        [
+            Migration(
+                1,
+                "a deferred check",
+                [
+                    "CREATE TABLE once (k INT, CONSTRAINT one UNIQUE (k)"
+                    " DEFERRABLE INITIALLY DEFERRED)"
+                ],
+            )
+        ],
+    )
+    owner = store.owner
+    store.begin()
+    assert store.claim_ahead("g", ["x"])() == set()
+    store.add("g", ["x"], 1000)
+    store.connection.execute("INSERT INTO once VALUES (1), (1)")  # fails at COMMIT
+    store.enqueue("o", [_record("r1")])
+    pending = store.commit_behind()
+    store.begin()
+    answer = store.claim_ahead("g", ["y"])
+    assert answer() == set()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        pending.result()
+    store.rollback()
+    assert store.owner != owner
+    assert store.seen("g", ["x", "y"]) == set()
+    assert store.pending("o") == []
