@@ -434,8 +434,7 @@ class Worker:
             # while this one was handled; published now, before this one is delivered
             self._settle_delivery()
         except BaseException:
-            inbox.rollback()
-            self._rewind(first)
+            self._abandon_batch(first)
             raise
         hooks = self.hooks
         offsets = {TopicPartition(t, p): o for (t, p), o in output.next_offsets.items()}
@@ -445,8 +444,7 @@ class Worker:
             for hook in hooks.before_commit:
                 hook(self, offsets)
         except BaseException:
-            inbox.rollback()
-            self._rewind(first)
+            self._abandon_batch(first)
             raise
         self.delivery.deliver(Batch(output.records, offsets, first))
         if not self.delivery.behind:  # else once settled (the next batch, poll, close)
@@ -457,6 +455,18 @@ class Worker:
             if self._consumer is not None:
                 self._pauses.defer(self._consumer, self.dispatcher.invoker.take_deferred())
         return len(records)
+
+    def _abandon_batch(self, first: Offsets) -> None:
+        """Roll the batch in hand back and rewind to its first offsets; then settle the
+        batch whose commit was sent behind (the rollback read its answer): published if
+        it committed, else rewound in turn at the next tick (its offsets are earlier)."""
+        self.inbox.rollback()
+        self._rewind(first)
+        if self.delivery.behind:
+            try:
+                self._settle_delivery()
+            except Exception as exc:  # the error in hand is the one to raise
+                self._log.debug("the batch before failed too: %s", exc)
 
     def _maybe_prune(self) -> None:
         """Prune old inbox rows when the retention interval has passed (inside the batch)."""

@@ -100,14 +100,11 @@ class AtLeastOnce(DeliveryBase):
         """Publish what a failed flush left pending; commit held-back offsets when due.
 
         First the rewind a batch whose COMMIT failed behind left due (after the batch
-        handled meanwhile was rewound: the earlier offsets win), and a batch whose COMMIT
-        answer was read already (the next batch's claim read it) is settled.
+        handled meanwhile was rewound: the earlier offsets win).
         """
         if self._rewind_due is not None:
             first, self._rewind_due = self._rewind_due, None
             self.link.rewind(first)
-        if self._behind is not None and self._behind[0].read:
-            self.settle()
         if self._pending or (self._uncommitted and self._commit_due()):
             self._send({}, {})
 
