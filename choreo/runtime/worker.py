@@ -164,6 +164,8 @@ class Worker:
         self._last_prune = time.monotonic()
         self._relay: OutboxRelay | None = None
         self._pauses = Pauses(self._log)  # partitions of deferred retries
+        # a revocation in the current poll found the batch whose COMMIT was behind failed
+        self._failed_on_revoke = False
 
     def __repr__(self) -> str:
         return f"Worker({self.service.name!r}, group={self.group_id!r}, topics={self.topics})"
@@ -399,14 +401,27 @@ class Worker:
 
     def _poll(self, timeout: float) -> list[Record]:
         """Poll a batch; a batch whose store commit was sent behind is settled before a
-        poll that would wait (its output must not wait for the next records)."""
+        poll that would wait (its output must not wait for the next records).
+
+        When a revocation during the poll found that batch's COMMIT failed, the records
+        returned (of the partitions kept, after the failed batch) are given back: nothing
+        after it is handled, nor its offsets committed, before the next tick rewound it.
+        """
         assert self._consumer is not None
+        self._failed_on_revoke = False
+        records: list[Record] = []
         if self.delivery.behind:
             records = self._consumer.poll(self.config.max_poll_records, 0.0)
-            if records:
-                return records
-            self._settle_delivery()
-        return self._consumer.poll(self.config.max_poll_records, timeout)
+            if not records:
+                self._settle_delivery()
+        if not records:
+            records = self._consumer.poll(self.config.max_poll_records, timeout)
+        if records and self._failed_on_revoke:
+            # a revocation during the poll found the batch behind failed: these records of
+            # the partitions kept come after it; given back until the next tick rewound it
+            self._rewind(first_offsets(records))
+            return []
+        return records
 
     def _settle_delivery(self) -> None:
         """Finish a batch whose store commit was sent behind and run its after-commit hooks."""
@@ -511,4 +526,5 @@ class Worker:
             self._settle_delivery()
         except Exception as exc:  # its offsets stay uncommitted: the next owner reads it
             self._log.warning("the last batch's store commit failed on revoke: %s", exc)
+            self._failed_on_revoke = True  # the partitions kept are rewound at the next tick
         self.delivery.revoke(partitions)
