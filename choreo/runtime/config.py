@@ -95,8 +95,9 @@ class WorkerConfig:
       publish them itself) and claims about ``relay_batch`` records per round. Its
       flushes wait ``flush_timeout``. A shorter interval and age publish a dead
       replica's rows sooner at the cost of more outbox queries; an age shorter than a
-      batch's publish time makes live replicas' rows go out twice (same event ids, so
-      inboxes drop the copies).
+      batch's publish time (with ``commit_behind``, the time to handle the next batch as
+      well) makes live replicas' rows go out twice (same event ids, so inboxes drop the
+      copies).
     """
 
     group_id: str | None = None

@@ -120,8 +120,14 @@ class AtLeastOnce(DeliveryBase):
             self._forget_sent()
 
     def stage(self) -> None:
-        """Delete the records acknowledged since the last batch from the outbox."""
-        self._staged = list(self._sent)
+        """Delete the records acknowledged since the last batch from the outbox.
+
+        Not those the transaction of a batch whose COMMIT was sent behind deletes already
+        (they stay in the list until that COMMIT's answer says so, and are staged again
+        if it failed).
+        """
+        deleting = set(self._behind[2]) if self._behind is not None else ()
+        self._staged = [id_ for id_ in self._sent if id_ not in deleting]
         if self._staged:
             self.link.inbox.mark_sent(self._staged)
 
@@ -166,7 +172,8 @@ class AtLeastOnce(DeliveryBase):
             read()
             pending.result()
         except BaseException:
-            self._rewind_due = batch.first
+            # a failure found earlier and not rewound yet keeps its (earlier) offsets
+            self._rewind_due = {**batch.first, **(self._rewind_due or {})}
             raise
         self._committed(batch, staged)
         return batch.offsets
