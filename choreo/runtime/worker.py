@@ -31,10 +31,12 @@ transaction. A handler that writes its own tables through ``ctx.db`` needs
 the worker's lifetime (:mod:`choreo.runtime.aio`): order, retries and the batch's
 transaction are those of a plain handler.
 
-Rebalances: the worker commits each batch before it polls again, and a revocation is
-reported inside ``poll``, so no batch is ever in flight when partitions are revoked; the
-revocation callback only lets the delivery strategy settle what is pending for the
-revoked partitions.
+Rebalances: a revocation is reported inside ``poll``, so no batch is being handled when
+partitions are revoked. In :meth:`Worker.run`'s loop on PostgreSQL the batch before may
+still have its COMMIT sent behind (``WorkerConfig.commit_behind``): the revocation
+callback settles it first (published, its offsets committed; if that COMMIT failed, the
+records the poll returns are given back until the consumer was rewound), then lets the
+delivery strategy settle what is pending for the revoked partitions.
 """
 
 from __future__ import annotations
@@ -47,14 +49,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from choreo.choreography.service import Service
-from choreo.errors import ConfigurationError, FatalError, TransactionError, TransportError
+from choreo.errors import ConfigurationError, FatalError, TransportError
 from choreo.model.context import EventLogger
 from choreo.runtime.aio import EventLoops, refuse_running_loop
 from choreo.runtime.config import WorkerConfig, topic_replication
 from choreo.runtime.delivery import Batch, Delivery, DeliveryLink, Offsets, delivery_for
 from choreo.runtime.dispatch import Dispatcher
 from choreo.runtime.emit import Emitter
-from choreo.runtime.incidents import describe_failure
+from choreo.runtime.incidents import fatal_reason, log_retried_failure
 from choreo.runtime.invoke import Invoker
 from choreo.runtime.middleware import Hooks, Middleware, default_middleware
 from choreo.runtime.pauses import Pauses, first_offsets
@@ -269,7 +271,7 @@ class Worker:
                     self._run_once(self.config.poll_timeout, leave_behind=True)
                 except Exception as exc:
                     self._stop_if_fatal(exc)
-                    self._log_failure(exc)
+                    log_retried_failure(self._log, exc, self.config.error_backoff)
                     try:
                         self._back_off()
                     except TransportError as during:  # e.g. the consumer fenced meanwhile
@@ -278,47 +280,14 @@ class Worker:
         finally:
             self.close()
 
-    def _log_failure(self, exc: Exception) -> None:
-        """Log a retried failure: one WARNING line for a known one (traceback at DEBUG).
-
-        See :mod:`choreo.runtime.incidents`; anything else keeps its traceback at ERROR.
-        """
-        backoff = self.config.error_backoff
-        what = describe_failure(exc)
-        if what is None:
-            self._log.exception(
-                "worker error; backing off %.1f s (polling, partitions paused)", backoff
-            )
-            return
-        self._log.warning(
-            "%s: retrying the batch in %.1f s (partitions paused, nothing skipped)",
-            what,
-            backoff,
-        )
-        self._log.debug("the failure's traceback", exc_info=exc)
-
     def _stop_if_fatal(self, exc: Exception) -> None:
         """Raise :class:`~choreo.errors.FatalError` saying why when ``exc`` ends the worker."""
-        reason = self._fatal_reason(exc)
+        reason = fatal_reason(exc, getattr(self.delivery, "transactional_id", None))
         if reason is not None:
             # a fenced member's instance id is another live process's now: never remove it
             self._stay_in_group = isinstance(exc, TransportError)
             self._log.debug("worker stopping: %s", reason)  # the FatalError says it
             raise FatalError(f"worker {self.service.name} stopped: {reason}") from exc
-
-    def _fatal_reason(self, exc: Exception) -> str | None:
-        """Return why ``exc`` ends the worker, or None when retrying may help."""
-        if isinstance(exc, ConfigurationError):
-            return f"configuration error: {exc}"
-        if not isinstance(exc, TransportError) or not exc.fatal:
-            return None
-        transactional_id = getattr(self.delivery, "transactional_id", None)
-        if isinstance(exc, TransactionError) and transactional_id is not None:
-            return (
-                f"producer fenced or failed fatally ({exc}); another live process may use "
-                f"transactional id {transactional_id!r}: give every replica its own instance_id"
-            )
-        return f"fatal client error: {exc}"
 
     def _back_off(self) -> None:
         """Wait ``config.error_backoff`` seconds polling with every partition paused."""
