@@ -24,11 +24,12 @@ and their answer is read only when the connection is next used, so the round tri
 overlaps the runtime's own work between two events (see :meth:`PostgresStore.release_savepoint`).
 
 Why one module of over 500 lines: the batch transaction is one state machine on one
-connection (the claim sent ahead, the handler's savepoint sent ahead), and its one
-invariant, that nothing else runs on the connection while an answer on it is unread, is
-kept by the methods together; the SQL, the keys, the outbox rows, the claim's answer and
-the pipelines live in their own modules (``pg_inbox``, ``pg_outbox``, ``pg_claim``,
-``pg_pipeline``).
+connection (the COMMIT sent behind, the claim sent ahead, the handler's savepoint sent
+ahead), and its one invariant, that nothing else runs on the connection while an answer
+on it is unread, is kept by the methods together; the SQL, the keys, the outbox rows,
+the claim's answer, the pipelines, what a batch stages and the COMMIT's answer live in
+their own modules (``pg_inbox``, ``pg_outbox``, ``pg_claim``, ``pg_pipeline``,
+``pg_staged``, ``pg_pending``).
 """
 
 from __future__ import annotations
