@@ -41,7 +41,6 @@ delivery strategy settle what is pending for the revoked partitions.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -315,8 +314,10 @@ class Worker:
             self._relay.stop()
         try:
             if self._started:
-                with contextlib.suppress(Exception):  # close() logs what it cannot finish
+                try:
                     self._settle_delivery()
+                except Exception as exc:  # its offsets stay uncommitted: read again later
+                    self._log.warning("the last batch's store commit failed at close: %s", exc)
                 self.delivery.close()
         finally:
             self._closed = True

@@ -278,7 +278,7 @@ class PostgresStore:
             planned = self._staged.statements(self._outbox, now_ms()) if self._generators else None
             if planned is None:  # the rarer acknowledgements: psycopg's pipeline
                 with conn.pipeline():
-                    after_commit = self._write_staged(conn)
+                    after_commit = self._staged.write(conn, self._outbox, now_ms())
                     conn.commit()
                 after_commit()
                 return PendingCommit.committed()
@@ -307,22 +307,21 @@ class PostgresStore:
             pending.settle(leave_pipeline=claim is None or claim.read)
 
     def _behind_failed(self, error: BaseException) -> None:
-        """After a COMMIT sent behind failed (or its answer was lost): as :meth:`commit`'s."""
-        claim = self._sent_claim
-        if claim is None or claim.read:  # nothing queued behind it: roll back now
-            self._failed_commit(self._conn)
-            return
-        # the claim behind it fails (the transaction is aborted) or runs in a new one;
-        # either way it is rolled back with the batch it claims for
-        self._new_owner()
-        self._discard_connection_if_broken()
+        """After a COMMIT sent behind failed (or its answer was lost): as :meth:`commit`'s.
 
-    def _failed_commit(self, conn: Any) -> None:
+        With the next batch's claim queued behind it, nothing is rolled back now: that
+        claim fails (the transaction is aborted) or runs in a new one, and either way is
+        rolled back with the batch it claims for.
+        """
+        claim = self._sent_claim
+        self._failed_commit(self._conn, roll_back=claim is None or claim.read)
+
+    def _failed_commit(self, conn: Any, *, roll_back: bool = True) -> None:
         """Leave a failed commit's connection usable: new owner id, roll back, or replace."""
         self._new_owner()  # first: the rollback below may raise too
         try:
-            if conn is not None and not conn.broken:  # a failed COMMIT leaves an aborted
-                conn.rollback()  # transaction behind
+            if roll_back and conn is not None and not conn.broken:  # a failed COMMIT
+                conn.rollback()  # leaves an aborted transaction behind
         finally:
             self._discard_connection_if_broken()
 
@@ -402,10 +401,6 @@ class PostgresStore:
         """Return whether the connection has a transaction open (or failed) on the server."""
         status = self._psycopg.pq.TransactionStatus
         return bool(conn.pgconn.transaction_status != status.IDLE)
-
-    def _write_staged(self, conn: Any) -> Callable[[], None]:
-        """Send the batch's inbox and outbox statements (pipelined); return the after-commit."""
-        return self._staged.write(conn, self._outbox, now_ms())
 
     def savepoint(self) -> None:
         """Open the savepoint of one handler attempt (releasing the previous one, if kept)."""

@@ -239,14 +239,10 @@ class AtLeastOnce(DeliveryBase):
     def revoke(self, partitions: list[TopicPartition]) -> None:
         """Publish what is pending and commit the offsets held back for ``partitions``.
 
-        A batch whose COMMIT was sent behind is settled first (published, its offsets
-        committed); if that COMMIT failed, the batch goes back to the partitions' next
-        owner (its offsets were not committed).
+        A batch whose COMMIT was sent behind was settled by the worker first (published,
+        its offsets committed; if that COMMIT failed, the batch goes back to the
+        partitions' next owner, its offsets not committed).
         """
-        try:
-            self.settle()
-        except Exception as exc:
-            self.link.log.warning("the last batch's store commit failed on revoke: %s", exc)
         revoked = set(partitions)
         held = {tp: o for tp, o in self._uncommitted.items() if tp in revoked}
         if not held and not self._pending:
@@ -268,8 +264,7 @@ class AtLeastOnce(DeliveryBase):
     def close(self) -> None:
         """Deliver unsent records and forget acknowledged ones (best effort), close the producer."""
         if self._link is not None:
-            try:
-                self.settle()
+            try:  # a batch whose COMMIT was sent behind was settled by the worker
                 if self._pending or self._uncommitted:
                     self._send({}, {}, force=True)
                 if self._sent:

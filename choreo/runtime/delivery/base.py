@@ -17,7 +17,8 @@ batch, :meth:`Delivery.revoke` when partitions are taken away, and :meth:`Delive
 when the worker stops. A strategy may leave a batch's store commit unconfirmed when
 :meth:`Delivery.deliver` returns (:attr:`DeliveryBase.behind`); the worker then calls
 :meth:`DeliveryBase.settle` once the next batch was handled (or before a poll that may
-wait) and runs the after-commit hooks with the offsets it returns.
+wait, a revocation, the close) and runs the after-commit hooks with the offsets it
+returns; :meth:`Delivery.revoke` and :meth:`Delivery.close` find nothing behind.
 :class:`DeliveryBase` implements the methods a strategy may not need. The store's outbox
 relay plugs in as another strategy: one that commits the store
 transaction with the output in the outbox and commits the offsets, leaving publication to
